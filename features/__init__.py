@@ -1,0 +1,1 @@
+"""The Feast feature repository and the feature pipeline (imports nothing of the project)."""

@@ -1,0 +1,66 @@
+"""One frozen settings object, read from FRAUD_* environment variables once, at the edge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraud_service.errors import ConfigError
+
+ONLINE_STORES = ("sqlite", "redis")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the service keeps its data and how it reaches its stores."""
+
+    home: Path
+    database_url: str
+    online_store: str = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.online_store not in ONLINE_STORES:
+            raise ConfigError(
+                f"FRAUD_ONLINE_STORE={self.online_store!r}: expected one of {', '.join(ONLINE_STORES)}"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"FRAUD_PORT={self.port}: expected a TCP port between 1 and 65535")
+
+    @property
+    def warehouse_dir(self) -> Path:
+        """The offline store of ingested contract tables."""
+        return self.home / "warehouse"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model registry directory."""
+        return self.model_dir if self.model_dir is not None else self.home / "models"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from FRAUD_* variables; unset ones take the documented defaults."""
+        env = os.environ if environ is None else environ
+        home = Path(env.get("FRAUD_HOME") or "./var").expanduser().resolve()
+        port_text = env.get("FRAUD_PORT") or "8000"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"FRAUD_PORT={port_text!r}: expected an integer port") from None
+        model_dir = env.get("FRAUD_MODEL_DIR")
+        return cls(
+            home=home,
+            database_url=env.get("FRAUD_DATABASE_URL") or f"sqlite:///{home / 'fraud.db'}",
+            online_store=(env.get("FRAUD_ONLINE_STORE") or "sqlite").lower(),
+            redis_url=env.get("FRAUD_REDIS_URL") or "redis://127.0.0.1:6379/0",
+            model_dir=Path(model_dir).expanduser().resolve() if model_dir else None,
+            host=env.get("FRAUD_HOST") or "127.0.0.1",
+            port=port,
+            log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
+        )

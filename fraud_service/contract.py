@@ -1,0 +1,209 @@
+"""The data contract (shared/DATA_CONTRACT.md) as data: tables, columns, types, keys and references.
+
+Everything that reads or writes contract tables (ingest, the generator, the importer,
+the feature pipeline) takes its column lists from here, so there is one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Kind(str, Enum):
+    """The logical type of a contract column."""
+
+    STR = "str"
+    TIMESTAMP = "timestamp"
+    DECIMAL = "decimal"
+    INT = "int"
+    BOOL = "bool"
+    ENUM = "enum"
+
+    def describe(self) -> str:
+        """What a value of this kind must look like, for error messages."""
+        return {
+            Kind.STR: "a string",
+            Kind.TIMESTAMP: "an ISO 8601 timestamp (with an offset, or naive meaning UTC)",
+            Kind.DECIMAL: "a decimal number",
+            Kind.INT: "an integer",
+            Kind.BOOL: "a boolean (true/false, 1/0, yes/no)",
+            Kind.ENUM: "one of the allowed values",
+        }[self]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its kind, whether it may be empty, and its allowed values for enums."""
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    values: tuple[str, ...] = ()
+    minimum: float | None = None
+    strictly_positive: bool = False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key: `column` of this table must exist as `target_column` of `target`."""
+
+    column: str
+    target: str
+    target_column: str
+
+
+@dataclass(frozen=True)
+class TimeOrder:
+    """`column` of this table must not be earlier than `target_time` of the row it references."""
+
+    column: str
+    via: str
+    target: str
+    target_key: str
+    target_time: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A contract table with its natural key and the column that orders it in time."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    time_column: str | None
+    references: tuple[Reference, ...] = ()
+    time_orders: tuple[TimeOrder, ...] = ()
+    optional: bool = False
+    row_checks: tuple[tuple[str, str, str], ...] = field(default=())
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in contract order."""
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        """The column called `name`."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+ORDER_CHANNELS = ("web", "app", "store", "marketplace")
+RETURN_TYPES = ("return", "item_not_received", "damaged_on_arrival", "wrong_item")
+RETURN_CHANNELS = ("mail", "store", "returnless")
+REFUND_METHODS = ("original_payment", "store_credit", "gift_card", "other_payment")
+LABELS = ("fraud", "abuse", "legit")
+LABEL_SOURCES = ("analyst", "inspection", "chargeback", "customer_service")
+INSPECTION_OUTCOMES = ("ok", "worn", "damaged", "wrong_item", "empty_box", "missing_parts")
+
+S, T, D, I, B, E = Kind.STR, Kind.TIMESTAMP, Kind.DECIMAL, Kind.INT, Kind.BOOL, Kind.ENUM
+
+CUSTOMERS = Table(
+    name="customers",
+    columns=(
+        Column("customer_id", S),
+        Column("created_at", T),
+        Column("email_domain", S, nullable=True),
+        Column("loyalty_tier", S, nullable=True),
+    ),
+    key=("customer_id",),
+    time_column="created_at",
+)
+
+ORDERS = Table(
+    name="orders",
+    columns=(
+        Column("order_id", S),
+        Column("customer_id", S),
+        Column("placed_at", T),
+        Column("delivered_at", T, nullable=True),
+        Column("channel", E, values=ORDER_CHANNELS),
+        Column("payment_token", S),
+        Column("address_token", S, nullable=True),
+        Column("device_token", S, nullable=True),
+        Column("order_total", D, minimum=0),
+        Column("currency", S),
+    ),
+    key=("order_id",),
+    time_column="placed_at",
+    references=(Reference("customer_id", "customers", "customer_id"),),
+    row_checks=(("delivered_at", "placed_at", "delivered_at must not be before placed_at"),),
+)
+
+ORDER_ITEMS = Table(
+    name="order_items",
+    columns=(
+        Column("order_id", S),
+        Column("line_no", I, minimum=0),
+        Column("sku", S),
+        Column("category", S),
+        Column("unit_price", D, minimum=0),
+        Column("list_price", D, nullable=True, minimum=0),
+        Column("quantity", I, strictly_positive=True),
+    ),
+    key=("order_id", "line_no"),
+    time_column=None,
+    references=(Reference("order_id", "orders", "order_id"),),
+)
+
+RETURNS = Table(
+    name="returns",
+    columns=(
+        Column("return_id", S),
+        Column("order_id", S),
+        Column("customer_id", S),
+        Column("requested_at", T),
+        Column("return_type", E, values=RETURN_TYPES),
+        Column("channel", E, values=RETURN_CHANNELS),
+        Column("reason", S),
+        Column("items_count", I, strictly_positive=True),
+        Column("refund_amount", D, minimum=0),
+        Column("refund_method", E, values=REFUND_METHODS),
+        Column("refund_token", S, nullable=True),
+        Column("has_receipt", B),
+        Column("store_id", S, nullable=True),
+    ),
+    key=("return_id",),
+    time_column="requested_at",
+    references=(
+        Reference("order_id", "orders", "order_id"),
+        Reference("customer_id", "customers", "customer_id"),
+    ),
+    time_orders=(TimeOrder("requested_at", "order_id", "orders", "order_id", "placed_at"),),
+)
+
+LABELS_TABLE = Table(
+    name="labels",
+    columns=(
+        Column("return_id", S),
+        Column("label", E, values=LABELS),
+        Column("labelled_at", T),
+        Column("source", E, values=LABEL_SOURCES),
+    ),
+    key=("return_id", "labelled_at", "source"),
+    time_column="labelled_at",
+    references=(Reference("return_id", "returns", "return_id"),),
+    time_orders=(TimeOrder("labelled_at", "return_id", "returns", "return_id", "requested_at"),),
+    optional=True,
+)
+
+INSPECTIONS = Table(
+    name="inspections",
+    columns=(
+        Column("return_id", S),
+        Column("inspected_at", T),
+        Column("outcome", E, values=INSPECTION_OUTCOMES),
+    ),
+    key=("return_id", "inspected_at"),
+    time_column="inspected_at",
+    references=(Reference("return_id", "returns", "return_id"),),
+    time_orders=(TimeOrder("inspected_at", "return_id", "returns", "return_id", "requested_at"),),
+    optional=True,
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (CUSTOMERS, ORDERS, ORDER_ITEMS, RETURNS, LABELS_TABLE, INSPECTIONS)
+}
+"""All contract tables, in dependency order (a table only references tables before it)."""

@@ -1,0 +1,243 @@
+"""Ingest a dataset directory in the data contract into the warehouse: validate all, then write all.
+
+Nothing is written unless every table of the dataset passes every check; re-ingesting the
+same rows changes nothing (same keys, same values), and rows of a later period are added.
+A row whose key is already stored with other values replaces it (a corrected order, a
+revised delivery time); the summary counts those as `updated`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fraud_service.contract import TABLES, Kind, Table
+from fraud_service.errors import DatasetError, ValidationFailed
+from fraud_service.progress import SILENT, Progress
+from fraud_service.validation import (
+    ROW,
+    Report,
+    check_duplicates,
+    check_not_before,
+    check_reference,
+    check_row_order,
+    parse_table,
+)
+from fraud_service.warehouse import Snapshot, Warehouse
+
+CSV_CHUNK_ROWS = 250_000
+
+ARROW_TYPES = {
+    Kind.STR: pa.string(),
+    Kind.ENUM: pa.string(),
+    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    Kind.DECIMAL: pa.float64(),
+    Kind.INT: pa.int64(),
+    Kind.BOOL: pa.bool_(),
+}
+
+
+def sql_string(path: Path) -> str:
+    """A path as a quoted SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The arrow schema every stored version of `table` has."""
+    return pa.schema([pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in table.columns])
+
+
+@dataclass
+class TableResult:
+    """What ingesting one table did."""
+
+    file: str
+    rows: int
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    total_after: int = 0
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did; `snapshot` is None when nothing changed."""
+
+    tables: dict[str, TableResult] = field(default_factory=dict)
+    snapshot: str | None = None
+    previous: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.snapshot is not None
+
+
+def find_tables(directory: Path) -> dict[str, Path]:
+    """Map contract table names to their files in `directory` (NAME.parquet or NAME.csv)."""
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: not a directory (expected a dataset directory of contract tables)")
+    found: dict[str, Path] = {}
+    for name in TABLES:
+        candidates = [p for p in (directory / f"{name}.parquet", directory / f"{name}.csv") if p.exists()]
+        if len(candidates) > 1:
+            raise DatasetError(
+                f"{directory}: both {name}.parquet and {name}.csv exist; keep one so it is clear which to ingest"
+            )
+        if candidates:
+            found[name] = candidates[0]
+    if not found:
+        expected = ", ".join(f"{n}.parquet|csv" for n in TABLES)
+        raise DatasetError(f"{directory}: no contract tables found (expected some of: {expected})")
+    return found
+
+
+def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
+    """Read one table file as it is (CSV as text), adding each row's 1-based position as ROW."""
+    try:
+        if path.suffix == ".parquet":
+            frame = pq.read_table(path).to_pandas()
+        else:
+            chunks = []
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
+                                 chunksize=CSV_CHUNK_ROWS, encoding="utf-8")
+            rows = 0
+            for chunk in reader:
+                chunks.append(chunk)
+                rows += len(chunk)
+                if rows >= CSV_CHUNK_ROWS:
+                    progress.info(f"  {path.name}: {rows:,} rows read")
+            frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+    frame[ROW] = range(1, len(frame) + 1)
+    return frame
+
+
+def validate(files: dict[str, Path], base: Snapshot | None,
+             progress: Progress = SILENT) -> tuple[dict[str, pd.DataFrame], Report]:
+    """Parse and check every table; returns typed frames and the (possibly empty) report."""
+    report = Report()
+    typed: dict[str, pd.DataFrame] = {}
+    for name, path in files.items():
+        with progress.step(f"reading and checking {path.name}"):
+            raw = read_raw(path, progress)
+            frame = parse_table(TABLES[name], raw, path.name, report)
+            check_duplicates(TABLES[name], frame, path.name, report)
+            check_row_order(TABLES[name], frame, path.name, report)
+            typed[name] = frame
+    with progress.step("checking references and time order across tables"):
+        for name, frame in typed.items():
+            table = TABLES[name]
+            file = files[name].name
+            for ref in table.references:
+                known = _known_keys(ref.target, ref.target_column, typed, base)
+                check_reference(file, frame, ref.column, known, ref.target, report)
+            for rule in table.time_orders:
+                times = _known_times(rule.target, rule.target_key, rule.target_time, typed, base)
+                check_not_before(file, frame, rule.column, rule.via, times, rule.target,
+                                 rule.target_time, report)
+    return typed, report
+
+
+def _known_keys(target: str, column: str, typed: dict[str, pd.DataFrame],
+                base: Snapshot | None) -> pd.Index:
+    parts = []
+    if target in typed and column in typed[target].columns:
+        parts.append(typed[target][column].dropna())
+    if base is not None:
+        old = base.read(target, [column])
+        if old is not None:
+            parts.append(old[column])
+    return pd.Index(pd.concat(parts, ignore_index=True).unique()) if parts else pd.Index([])
+
+
+def _known_times(target: str, key: str, time: str, typed: dict[str, pd.DataFrame],
+                 base: Snapshot | None) -> pd.Series:
+    parts = []
+    if base is not None:
+        old = base.read(target, [key, time])
+        if old is not None:
+            parts.append(old)
+    if target in typed and {key, time} <= set(typed[target].columns):
+        parts.append(typed[target][[key, time]])
+    if not parts:
+        return pd.Series(dtype="datetime64[us, UTC]")
+    both = pd.concat(parts, ignore_index=True).dropna(subset=[key])
+    # the new dataset's value wins, as it will once written
+    return both.drop_duplicates(key, keep="last").set_index(key)[time]
+
+
+def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -> IngestResult:
+    """Validate the dataset in `directory`; if it is clean, merge it into a new warehouse snapshot.
+
+    Raises ValidationFailed (with the report) and writes nothing when any check fails.
+    """
+    files = find_tables(directory)
+    progress.info("found " + ", ".join(p.name for p in files.values()) + f" in {directory}")
+    with warehouse.writer() as writer:
+        typed, report = validate(files, writer.base, progress)
+        if report:
+            raise ValidationFailed(
+                report, f"{directory}: {report.count} problem(s); nothing was ingested\n{report.render()}"
+            )
+        result = IngestResult(previous=writer.base.name if writer.base else None)
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        for name, frame in typed.items():
+            with progress.step(f"merging {name} ({len(frame):,} rows)"):
+                result.tables[name] = _merge_table(con, TABLES[name], frame, files[name].name,
+                                                   writer.base, writer.path_for(name))
+        con.close()
+        if not any(t.added or t.updated for t in result.tables.values()):
+            progress.info("nothing new: every row is already ingested with the same values")
+            return result
+        snapshot = writer.commit({"source": str(directory.resolve()),
+                                  "ingest": {n: t.__dict__ for n, t in result.tables.items()}})
+        result.snapshot = snapshot.name
+        progress.info(f"snapshot {snapshot.name} is now current")
+        return result
+
+
+def _merge_table(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFrame, file: str,
+                 base: Snapshot | None, out: Path) -> TableResult:
+    new = pa.Table.from_pandas(frame[table.column_names], schema=arrow_schema(table),
+                               preserve_index=False)
+    con.register("new_rows", new)
+    result = TableResult(file=file, rows=new.num_rows)
+    old_path = base.table_path(table.name) if base is not None else None
+    keys = ", ".join(table.key)
+    order = ", ".join(([table.time_column] if table.time_column else []) + list(table.key))
+    if old_path is None:
+        result.added = new.num_rows
+        source = "SELECT * FROM new_rows"
+    else:
+        old = f"read_parquet({sql_string(old_path)})"
+        result.added = _scalar(con, f"SELECT count(*) FROM new_rows ANTI JOIN {old} USING ({keys})")
+        same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM o.{c}" for c in table.column_names)
+        result.unchanged = _scalar(
+            con, f"SELECT count(*) FROM new_rows n JOIN {old} o USING ({keys}) WHERE {same}")
+        result.updated = result.rows - result.added - result.unchanged
+        source = (
+            f"SELECT * EXCLUDE (_prio) FROM (SELECT *, 0 AS _prio FROM new_rows "
+            f"UNION ALL BY NAME SELECT *, 1 AS _prio FROM {old}) "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _prio) = 1"
+        )
+    if result.added or result.updated:
+        columns = ", ".join(table.column_names)
+        con.execute(f"COPY (SELECT {columns} FROM ({source}) ORDER BY {order}) "
+                    f"TO {sql_string(out)} (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        result.total_after = pq.ParquetFile(out).metadata.num_rows
+    else:
+        result.total_after = base.rows(table.name) if base is not None else 0
+    con.unregister("new_rows")
+    return result
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    rows = con.execute(sql).fetchall()
+    return int(rows[0][0])

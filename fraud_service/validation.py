@@ -1,0 +1,348 @@
+"""Row-level validation of contract tables: every problem names file, row, column, value and expectation.
+
+Parsing turns raw frames (CSV text or typed parquet) into typed frames; checks that span
+rows and tables (duplicates, references, time order) run on the typed frames. Problems are
+grouped by (file, column, check) and each group keeps a few examples and an exact count,
+so a million bad rows make a readable report rather than a million lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fraud_service.contract import Column, Kind, Table
+
+ROW = "_row"
+"""Name of the column that carries each row's 1-based position in its file (header not counted)."""
+
+EXAMPLES_PER_GROUP = 20
+TRUE_TEXT = {"true", "t", "yes", "y", "1"}
+FALSE_TEXT = {"false", "f", "no", "n", "0"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad value: where it is and what was expected instead."""
+
+    file: str
+    row: int | None
+    column: str | None
+    value: str | None
+    expected: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column {self.column}"
+        value = "" if self.value is None else f": got {self.value!r}"
+        return f"{where}{value}; expected {self.expected}"
+
+
+@dataclass
+class ProblemGroup:
+    """All problems of one check on one column of one file."""
+
+    file: str
+    column: str | None
+    check: str
+    count: int = 0
+    examples: list[Problem] = field(default_factory=list)
+
+
+class Report:
+    """Collects problems; empty means the dataset may be written."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str | None, str], ProblemGroup] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    @property
+    def count(self) -> int:
+        """Total number of problems, all groups together."""
+        return sum(g.count for g in self.groups.values())
+
+    def add(self, file: str, column: str | None, check: str, expected: str,
+            row: int | None = None, value: object = None) -> None:
+        """Record one problem."""
+        group = self._group(file, column, check)
+        group.count += 1
+        if len(group.examples) < EXAMPLES_PER_GROUP:
+            group.examples.append(Problem(file, row, column, _text(value), expected))
+
+    def add_rows(self, file: str, column: str | None, check: str, expected: str,
+                 rows: Iterable[int], values: Iterable[object], count: int) -> None:
+        """Record `count` problems at once, keeping the first examples."""
+        if count == 0:
+            return
+        group = self._group(file, column, check)
+        group.count += count
+        room = EXAMPLES_PER_GROUP - len(group.examples)
+        for row, value in list(zip(rows, values, strict=False))[:room]:
+            group.examples.append(Problem(file, int(row), column, _text(value), expected))
+
+    def _group(self, file: str, column: str | None, check: str) -> ProblemGroup:
+        key = (file, column, check)
+        if key not in self.groups:
+            self.groups[key] = ProblemGroup(file, column, check)
+        return self.groups[key]
+
+    def checks(self) -> set[str]:
+        """The names of the checks that failed."""
+        return {g.check for g in self.groups.values()}
+
+    def render(self) -> str:
+        """A human-readable report: one block per group, examples first, then how many more."""
+        lines = [f"{self.count} problem(s) in {len(self.groups)} group(s):"]
+        for g in self.groups.values():
+            col = f" column {g.column}" if g.column else ""
+            lines.append(f"- {g.file}{col}: {g.check} ({g.count} row(s))")
+            for p in g.examples:
+                lines.append(f"    {p}")
+            if g.count > len(g.examples):
+                lines.append(f"    ... and {g.count - len(g.examples)} more like these")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """The same report as plain data (for --report FILE)."""
+        return {
+            "problems": self.count,
+            "groups": [
+                {
+                    "file": g.file,
+                    "column": g.column,
+                    "check": g.check,
+                    "count": g.count,
+                    "examples": [p.__dict__ for p in g.examples],
+                }
+                for g in self.groups.values()
+            ],
+        }
+
+
+def _text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return str(value)
+
+
+def _is_null(raw: pd.Series) -> pd.Series:
+    nulls = raw.isna()
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+        nulls |= raw.astype("string").str.strip().fillna("").eq("")
+    return nulls
+
+
+def parse_table(table: Table, raw: pd.DataFrame, file: str, report: Report) -> pd.DataFrame:
+    """Type every contract column of `raw`; bad values become nulls and problems in `report`.
+
+    Returns a frame with the contract columns (those present) plus ROW; extra columns are dropped.
+    """
+    missing = [c for c in table.column_names if c not in raw.columns]
+    for name in missing:
+        report.add(file, name, "missing required column",
+                   f"a column named {name!r} ({table.column(name).kind.describe()})")
+    out = pd.DataFrame({ROW: raw[ROW].to_numpy()}) if ROW in raw.columns else pd.DataFrame(
+        {ROW: np.arange(1, len(raw) + 1)})
+    for column in table.columns:
+        if column.name in missing:
+            continue
+        out[column.name] = _parse_column(column, raw[column.name].reset_index(drop=True),
+                                         out[ROW], file, report)
+    return out
+
+
+def _parse_column(column: Column, raw: pd.Series, rows: pd.Series, file: str,
+                  report: Report) -> pd.Series:
+    nulls = _is_null(raw)
+    parsed = _PARSERS[column.kind](column, raw, nulls, rows, file, report)
+    if not column.nullable:
+        report.add_rows(file, column.name, "missing value", f"a value ({column.kind.describe()})",
+                        rows[nulls], raw[nulls], int(nulls.sum()))
+    if column.minimum is not None or column.strictly_positive:
+        numbers = pd.to_numeric(parsed, errors="coerce")
+        if column.strictly_positive:
+            bad = numbers.le(0).fillna(False)
+            expected = "a number greater than 0"
+        else:
+            bad = numbers.lt(column.minimum).fillna(False)
+            expected = f"a number >= {column.minimum:g}"
+        report.add_rows(file, column.name, "out of range", expected, rows[bad], raw[bad],
+                        int(bad.sum()))
+    return parsed
+
+
+def _wrong_dtype(column: Column, raw: pd.Series, file: str, report: Report, hint: str = "") -> None:
+    report.add(file, column.name, "wrong type",
+               f"{column.kind.describe()}, but the column is stored as {raw.dtype}{hint}")
+
+
+def _report_unparsed(column: Column, raw: pd.Series, nulls: pd.Series, parsed_null: pd.Series,
+                     rows: pd.Series, file: str, report: Report, expected: str | None = None) -> None:
+    bad = parsed_null & ~nulls
+    report.add_rows(file, column.name, "wrong type" if column.kind != Kind.ENUM else "unknown value",
+                    expected or column.kind.describe(), rows[bad], raw[bad], int(bad.sum()))
+
+
+def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+               report: Report) -> pd.Series:
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return raw.astype("Int64").astype("string").astype(object).where(~nulls, None)
+    if pd.api.types.is_float_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype) or (
+        pd.api.types.is_datetime64_any_dtype(raw.dtype)
+    ):
+        _wrong_dtype(column, raw, file, report,
+                     " (identifiers must be text: a float turns 12346 into '12346.0')")
+        return pd.Series([None] * len(raw), dtype=object)
+    return raw.astype(object).where(~nulls, None).map(lambda v: v if v is None else str(v))
+
+
+def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+                report: Report) -> pd.Series:
+    text = _parse_str(column, raw, nulls, rows, file, report)
+    known = text.isin(column.values)
+    _report_unparsed(column, raw, nulls, ~known, rows, file, report,
+                     expected="one of " + ", ".join(column.values))
+    return text.where(known, None)
+
+
+def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+                     report: Report) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        parsed = raw
+        if getattr(raw.dt, "tz", None) is None:
+            parsed = raw.dt.tz_localize("UTC")
+        else:
+            parsed = raw.dt.tz_convert("UTC")
+    elif raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+        text = raw.astype(object).where(~nulls, None)
+        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+        if parsed.isna().any() and not parsed.isna().all():
+            # a mix of offsets and naive values can defeat the fast path; parse the rest one by one
+            retry = parsed.isna() & ~nulls
+            parsed = parsed.copy()
+            parsed[retry] = [_one_timestamp(v) for v in text[retry]]
+        elif parsed.isna().all() and (~nulls).any():
+            parsed = pd.Series([_one_timestamp(v) for v in text], dtype="datetime64[ns, UTC]")
+        _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
+    else:
+        _wrong_dtype(column, raw, file, report)
+        return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+    return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]")
+
+
+def _one_timestamp(value: object) -> pd.Timestamp:
+    if value is None:
+        return pd.NaT
+    try:
+        ts = pd.Timestamp(str(value))
+    except (ValueError, TypeError):
+        return pd.NaT
+    if ts is pd.NaT:
+        return pd.NaT
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+                   report: Report) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        _wrong_dtype(column, raw, file, report)
+        return pd.Series(np.nan, index=raw.index, dtype="float64")
+    parsed = pd.to_numeric(raw.astype(object).where(~nulls, None), errors="coerce").astype("float64")
+    parsed = parsed.where(np.isfinite(parsed))
+    _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
+    return parsed
+
+
+def _parse_int(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+               report: Report) -> pd.Series:
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return raw.astype("Int64")
+    if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        _wrong_dtype(column, raw, file, report)
+        return pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    numbers = pd.to_numeric(raw.astype(object).where(~nulls, None), errors="coerce").astype("float64")
+    integral = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
+    _report_unparsed(column, raw, nulls, ~integral, rows, file, report, expected="an integer")
+    return numbers.where(integral).astype("Int64")
+
+
+def _parse_bool(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
+                report: Report) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return raw.astype("boolean")
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        text = raw.astype("Int64").astype("string").str.lower()
+    else:
+        text = raw.astype("string").str.strip().str.lower()
+    parsed = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+    parsed[text.isin(TRUE_TEXT).fillna(False)] = True
+    parsed[text.isin(FALSE_TEXT).fillna(False)] = False
+    _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
+    return parsed
+
+
+_PARSERS = {
+    Kind.STR: _parse_str,
+    Kind.ENUM: _parse_enum,
+    Kind.TIMESTAMP: _parse_timestamp,
+    Kind.DECIMAL: _parse_decimal,
+    Kind.INT: _parse_int,
+    Kind.BOOL: _parse_bool,
+}
+
+
+def check_duplicates(table: Table, frame: pd.DataFrame, file: str, report: Report) -> None:
+    """Every natural key appears once in the file."""
+    if not all(k in frame.columns for k in table.key):
+        return
+    dup = frame.duplicated(list(table.key), keep="first") & frame[list(table.key)].notna().all(axis=1)
+    column = ",".join(table.key)
+    values = frame.loc[dup, list(table.key)].astype(str).agg("/".join, axis=1)
+    report.add_rows(file, column, "duplicate id",
+                    f"a unique {' + '.join(table.key)} (appears earlier in the file)",
+                    frame.loc[dup, ROW], values, int(dup.sum()))
+
+
+def check_row_order(table: Table, frame: pd.DataFrame, file: str, report: Report) -> None:
+    """Within-row time rules such as delivered_at >= placed_at."""
+    for later, earlier, message in table.row_checks:
+        if later not in frame.columns or earlier not in frame.columns:
+            continue
+        bad = (frame[later] < frame[earlier]).fillna(False)
+        report.add_rows(file, later, "time order", f"{message} ({earlier} of the same row)",
+                        frame.loc[bad, ROW], frame.loc[bad, later], int(bad.sum()))
+
+
+def check_reference(file: str, frame: pd.DataFrame, column: str, known: pd.Index, target: str,
+                    report: Report) -> None:
+    """Each non-null value of `column` is a key of `target` (new or already ingested)."""
+    if column not in frame.columns:
+        return
+    values = frame[column]
+    bad = values.notna() & ~values.isin(known)
+    report.add_rows(file, column, "dangling reference",
+                    f"an id present in {target} (this dataset or already ingested)",
+                    frame.loc[bad, ROW], values[bad], int(bad.sum()))
+
+
+def check_not_before(file: str, frame: pd.DataFrame, column: str, via: str, times: pd.Series,
+                     target: str, target_time: str, report: Report) -> None:
+    """`column` is not earlier than the referenced row's `target_time` (`times` indexed by key)."""
+    if column not in frame.columns or via not in frame.columns:
+        return
+    reference_time = frame[via].map(times)
+    bad = (frame[column] < reference_time).fillna(False)
+    shown = [f"{value.isoformat()} (but {target} {ref} has {target_time} {bound.isoformat()})"
+             for value, ref, bound in zip(frame.loc[bad, column].head(EXAMPLES_PER_GROUP),
+                                          frame.loc[bad, via], reference_time[bad], strict=False)]
+    report.add_rows(file, column, "time order",
+                    f"{column} >= {target_time} of the referenced {target} row",
+                    frame.loc[bad, ROW], shown, int(bad.sum()))

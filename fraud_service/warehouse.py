@@ -1,0 +1,186 @@
+"""The offline store of ingested contract tables: immutable parquet snapshots behind one pointer.
+
+Layout under FRAUD_HOME/warehouse:
+    snapshots/000001/{customers,orders,...}.parquet + manifest.json
+    CURRENT          the name of the snapshot readers see
+    .lock            held by the one writer
+
+A new snapshot is written beside the old ones and becomes visible by atomically replacing
+CURRENT, so a failed or interrupted ingest leaves the previous data exactly as it was, and
+readers (DuckDB, Feast, pandas) never need a lock. Unchanged tables are hard-linked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from fraud_service.contract import TABLES
+from fraud_service.errors import WarehouseError
+
+KEEP_SNAPSHOTS = 3
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One immutable version of all ingested tables."""
+
+    path: Path
+    manifest: dict[str, object]
+
+    @property
+    def name(self) -> str:
+        """The snapshot's sequence name, e.g. 000003."""
+        return self.path.name
+
+    def table_path(self, table: str) -> Path | None:
+        """The parquet file of `table`, or None when it was never ingested."""
+        path = self.path / f"{table}.parquet"
+        return path if path.exists() else None
+
+    def read(self, table: str, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
+        """Read one table (optionally some columns) as pandas; None when absent."""
+        path = self.table_path(table)
+        if path is None:
+            return None
+        return pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
+
+    def rows(self, table: str) -> int:
+        """Row count of a table (0 when absent), from the parquet footer."""
+        path = self.table_path(table)
+        return 0 if path is None else pq.ParquetFile(path).metadata.num_rows
+
+
+class Warehouse:
+    """Reads the current snapshot and commits new ones atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    def current(self) -> Snapshot | None:
+        """The snapshot readers see now, or None before the first ingest."""
+        pointer = self.root / "CURRENT"
+        if not pointer.exists():
+            return None
+        name = pointer.read_text().strip()
+        path = self.snapshots_dir / name
+        manifest_path = path / "manifest.json"
+        if not manifest_path.exists():
+            raise WarehouseError(f"{pointer} names snapshot {name!r}, but {manifest_path} is missing")
+        return Snapshot(path, json.loads(manifest_path.read_text()))
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[SnapshotWriter]:
+        """Hold the write lock and stage a new snapshot; it becomes current only on `commit()`."""
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.root / ".lock"
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WarehouseError(
+                    f"another process is writing the warehouse (lock {lock_path} is held); "
+                    "wait for it to finish"
+                ) from None
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.snapshots_dir))
+            writer = SnapshotWriter(self, staging, self.current())
+            try:
+                yield writer
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+
+    def _next_name(self) -> str:
+        numbers = [int(p.name) for p in self.snapshots_dir.iterdir() if p.name.isdigit()]
+        return f"{max(numbers, default=0) + 1:06d}"
+
+    def _prune(self, keep: str) -> None:
+        names = sorted(p.name for p in self.snapshots_dir.iterdir() if p.name.isdigit())
+        for name in names[:-KEEP_SNAPSHOTS]:
+            if name != keep:
+                shutil.rmtree(self.snapshots_dir / name, ignore_errors=True)
+
+
+class SnapshotWriter:
+    """Stages table files for a new snapshot; `commit` publishes them all at once."""
+
+    def __init__(self, warehouse: Warehouse, staging: Path, base: Snapshot | None) -> None:
+        self.warehouse = warehouse
+        self.staging = staging
+        self.base = base
+
+    def path_for(self, table: str) -> Path:
+        """Where to write the new version of `table`."""
+        return self.staging / f"{table}.parquet"
+
+    def commit(self, manifest: dict[str, object]) -> Snapshot:
+        """Carry over untouched tables, write the manifest, and switch CURRENT to the new snapshot."""
+        if self.base is not None:
+            for table in TABLES:
+                old = self.base.table_path(table)
+                new = self.path_for(table)
+                if old is not None and not new.exists():
+                    try:
+                        os.link(old, new)
+                    except OSError:
+                        shutil.copy2(old, new)
+        tables = {}
+        for table in TABLES:
+            path = self.path_for(table)
+            if path.exists():
+                tables[table] = {
+                    "rows": pq.ParquetFile(path).metadata.num_rows,
+                    "sha256": _sha256(path),
+                }
+        full = {
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            "previous": self.base.name if self.base else None,
+            "tables": tables,
+            "fingerprint": hashlib.sha256(
+                json.dumps({t: v["sha256"] for t, v in tables.items()}, sort_keys=True).encode()
+            ).hexdigest(),
+            **manifest,
+        }
+        (self.staging / "manifest.json").write_text(json.dumps(full, indent=2, default=str))
+        _fsync_dir_files(self.staging)
+        name = self.warehouse._next_name()
+        final = self.warehouse.snapshots_dir / name
+        os.rename(self.staging, final)
+        pointer_tmp = self.warehouse.root / "CURRENT.tmp"
+        with open(pointer_tmp, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(pointer_tmp, self.warehouse.root / "CURRENT")
+        self.warehouse._prune(keep=name)
+        return Snapshot(final, full)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())

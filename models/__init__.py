@@ -1,0 +1,1 @@
+"""The model registry (imports nothing of the project)."""

@@ -1,0 +1,1 @@
+"""Dataset assembly, training, evaluation and the data generators that feed them."""

@@ -1,0 +1,1 @@
+"""Producers of contract datasets: the Online Retail importer and the synthetic returns world."""
