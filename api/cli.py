@@ -73,6 +73,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """Check that the configured stores are reachable and data is ingested."""
+    from fraud_service.health import run_checks
+
+    checks = run_checks(settings)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<10} {check.detail}")
+    return 0 if all(c.ok for c in checks) else EXIT_REJECTED
+
+
 def cmd_import_online_retail(args: argparse.Namespace, settings: Settings) -> int:
     """Convert the UCI Online Retail file into a contract dataset."""
     from training.datasets.online_retail import import_online_retail
@@ -103,7 +113,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     """Print the behaviour statistics of a contract dataset (return rate, time to return, ...)."""
     from training.datasets.stats import dataset_stats, render_markdown
 
-    stats = dataset_stats(Path(args.directory))
+    stats = [dataset_stats(Path(d)) for d in args.directories]
     print(json.dumps(stats, indent=2) if args.json else render_markdown(stats))
     return 0
 
@@ -175,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("status", cmd_status, "show the warehouse's current snapshot",
         "Print the current warehouse snapshot: its tables, row counts and data fingerprint.")
 
+    add("doctor", cmd_doctor, "check the configuration and that every store answers",
+        "Check the warehouse, the evidence database (FRAUD_DATABASE_URL) and, when\n"
+        "FRAUD_ONLINE_STORE=redis, the Redis server. Exit code 1 when any check fails.")
+
     p = add("import-online-retail", cmd_import_online_retail,
             "convert the UCI Online Retail file into a contract dataset",
             "Map the UCI Online Retail transactions (invoices starting with C are returns) onto the\n"
@@ -200,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("stats", cmd_stats, "behaviour statistics of a contract dataset",
             "Return rate, time from order to return, basket sizes and returner concentration of\n"
-            "the dataset in DIR, as a Markdown table (or JSON).")
-    p.add_argument("directory", metavar="DIR")
+            "each dataset DIR, side by side as a Markdown table (or JSON).")
+    p.add_argument("directories", metavar="DIR", nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
 
     p = add("demo", cmd_demo, "generate a demo world and ingest it (what `make run` does first)",

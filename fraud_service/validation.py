@@ -20,6 +20,7 @@ ROW = "_row"
 """Name of the column that carries each row's 1-based position in its file (header not counted)."""
 
 EXAMPLES_PER_GROUP = 20
+OFFSET_SUFFIX = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 TRUE_TEXT = {"true", "t", "yes", "y", "1"}
 FALSE_TEXT = {"false", "f", "no", "n", "0"}
 
@@ -222,32 +223,22 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
         else:
             parsed = raw.dt.tz_convert("UTC")
     elif raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        text = raw.astype(object).where(~nulls, None)
-        parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-        if parsed.isna().any() and not parsed.isna().all():
-            # a mix of offsets and naive values can defeat the fast path; parse the rest one by one
-            retry = parsed.isna() & ~nulls
-            parsed = parsed.copy()
-            parsed[retry] = [_one_timestamp(v) for v in text[retry]]
-        elif parsed.isna().all() and (~nulls).any():
-            parsed = pd.Series([_one_timestamp(v) for v in text], dtype="datetime64[ns, UTC]")
+        text = raw.astype("string").str.strip().where(~nulls, None)
+        # parse zoned and naive values apart: pandas applies a zoned value's offset to naive ones
+        # parsed in the same call, whereas the contract says naive means UTC
+        zoned = text.str.contains(OFFSET_SUFFIX, regex=True).fillna(False).astype(bool)
+        parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
+        for mask, utc in ((zoned, True), (~zoned & ~nulls, False)):
+            if mask.any():
+                part = pd.to_datetime(text[mask].astype(object), format="ISO8601", utc=utc, errors="coerce")
+                if not utc:
+                    part = part.dt.tz_localize("UTC")
+                parsed[mask] = part.astype("datetime64[us, UTC]")
         _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
     else:
         _wrong_dtype(column, raw, file, report)
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]")
-
-
-def _one_timestamp(value: object) -> pd.Timestamp:
-    if value is None:
-        return pd.NaT
-    try:
-        ts = pd.Timestamp(str(value))
-    except (ValueError, TypeError):
-        return pd.NaT
-    if ts is pd.NaT:
-        return pd.NaT
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

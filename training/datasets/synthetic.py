@@ -140,8 +140,10 @@ def _honest_customers(rng: np.random.Generator, n: int, config: WorldConfig, sta
     median = 2.0 * config.opy / 4.0
     rate = np.minimum(rng.lognormal(np.log(median), 1.17, n), 200.0)
     # propensity to return an order: Beta with a heavy right tail (honest serial returners)
-    a = 0.45
-    b = a * (1 - config.rate) / config.rate
+    # the fashion uplift, lost parcels and fraud add returns on top: aim the base below the target
+    mean = config.rate * 0.8
+    a = 0.5
+    b = a * (1 - mean) / mean
     propensity = np.minimum(rng.beta(a, b, n), 0.95)
     tier = np.where(rate > 12, "gold", np.where(rate > 6, "silver", np.where(rate > 2.5, "bronze", None)))
     tier = np.where(rng.random(n) < 0.3, None, tier)
@@ -246,8 +248,8 @@ def _honest_returns(rng: np.random.Generator, customers: pd.DataFrame, orders: p
     kind = categorical(rng, ("return", "damaged_on_arrival", "wrong_item", "item_not_received"), m,
                        (0.93, 0.04, 0.025, 0.005))
     kind = np.where(is_lost, "item_not_received", kind)
-    # time from order to request: log-normal fitted on Online Retail (median 8 days, p90 ~45)
-    after_order = lognormal_days(rng, m, median=8.0, sigma=1.3)
+    # time from order to request: log-normal fitted on Online Retail (median 8 days, p90 ~50)
+    after_order = lognormal_days(rng, m, median=7.0, sigma=1.7)
     requested = placed + days(after_order)
     not_before = delivered + days(rng.uniform(0.1, 2.0, m))
     requested = np.maximum(requested, not_before)

@@ -1,0 +1,47 @@
+"""Service status: liveness, the warehouse's contents, and a start page saying what is running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template
+from flask.typing import ResponseReturnValue
+
+from fraud_service.contract import TABLES
+from fraud_service.warehouse import Warehouse
+
+bp = Blueprint("status", __name__)
+
+
+def warehouse_status() -> dict[str, Any]:
+    """The current snapshot's name, origin and row counts (empty when nothing is ingested)."""
+    settings = current_app.config["SETTINGS"]
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    if snapshot is None:
+        return {"snapshot": None, "tables": {}, "warehouse": str(settings.warehouse_dir)}
+    return {
+        "snapshot": snapshot.name,
+        "created_at": snapshot.manifest.get("created_at"),
+        "source": snapshot.manifest.get("source"),
+        "fingerprint": snapshot.manifest.get("fingerprint"),
+        "tables": {name: snapshot.rows(name) for name in TABLES},
+        "warehouse": str(settings.warehouse_dir),
+    }
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is up."""
+    return jsonify(status="ok")
+
+
+@bp.get("/v1/status")
+def status_json() -> ResponseReturnValue:
+    """What data the service holds, as JSON."""
+    return jsonify(warehouse_status())
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """A start page: what ran, what the data holds, and where to go next."""
+    return render_template("status.html", status=warehouse_status())

@@ -1,0 +1,67 @@
+"""Reachability checks of the service's stores, shared by `fraud-service doctor` and the web app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fraud_service.config import Settings
+from fraud_service.warehouse import Warehouse
+
+CONNECT_TIMEOUT_S = 2
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check, with a sentence saying what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database(url: str) -> Check:
+    """Open a connection to the evidence database and run SELECT 1."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    engine = create_engine(url, connect_args=args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return Check("database", True, f"{engine.url.render_as_string(hide_password=True)} answers")
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        return Check("database", False, f"{engine.url.render_as_string(hide_password=True)}: {reason}")
+    finally:
+        engine.dispose()
+
+
+def check_redis(url: str) -> Check:
+    """PING the Redis server."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    try:
+        client.ping()
+        return Check("redis", True, f"{url} answers PING")
+    except redis.RedisError as exc:
+        return Check("redis", False, f"{url}: {exc}")
+    finally:
+        client.close()
+
+
+def check_warehouse(settings: Settings) -> Check:
+    """Is there ingested data, and which snapshot is current?"""
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    if snapshot is None:
+        return Check("warehouse", False, f"{settings.warehouse_dir} is empty: run `fraud-service ingest DIR`")
+    return Check("warehouse", True, f"snapshot {snapshot.name}, {snapshot.rows('returns'):,} returns")
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check that applies to these settings."""
+    checks = [check_warehouse(settings), check_database(settings.database_url)]
+    if settings.online_store == "redis":
+        checks.append(check_redis(settings.redis_url))
+    return checks

@@ -1,0 +1,178 @@
+"""Ingest writes whole snapshots: idempotent on the same data, additive for later periods, atomic."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import fraud_service.ingest as ingest_module
+from fraud_service.contract import TABLES
+from fraud_service.errors import DatasetError, WarehouseError
+from fraud_service.ingest import ingest
+from tests.helpers import read_table, sorted_frame, split_by_time, table_to_csv
+
+
+def test_ingests_every_table_with_contract_types(world_copy, warehouse):
+    result = ingest(world_copy, warehouse)
+
+    snapshot = warehouse.current()
+    assert snapshot is not None and snapshot.name == result.snapshot
+    for name in TABLES:
+        source = read_table(world_copy, name)
+        stored = snapshot.read(name)
+        assert stored is not None
+        assert result.tables[name].added == len(source) == len(stored)
+        pd.testing.assert_frame_equal(sorted_frame(stored, name), sorted_frame(source, name))
+    assert str(snapshot.read("returns")["requested_at"].dtype) == "datetime64[us, UTC]"
+
+
+def test_reingesting_the_same_data_changes_nothing(world_copy, warehouse, cli):
+    first = ingest(world_copy, warehouse)
+    fingerprint = warehouse.current().manifest["fingerprint"]
+
+    code, out, _ = cli("ingest", str(world_copy))
+
+    assert code == 0
+    assert f"nothing changed: snapshot {first.snapshot} stays current" in out
+    assert warehouse.current().manifest["fingerprint"] == fingerprint
+    assert sorted(p.name for p in warehouse.snapshots_dir.iterdir()) == [first.snapshot]
+
+
+def test_a_later_period_appends_to_what_is_stored(world_copy, warehouse, tmp_path, settings):
+    cutoff = pd.Timestamp("2025-03-01", tz="UTC")
+    split_by_time(world_copy, cutoff, tmp_path / "p1", tmp_path / "p2")
+
+    ingest(tmp_path / "p1", warehouse)
+    second = ingest(tmp_path / "p2", warehouse)
+
+    assert second.tables["returns"].added == len(read_table(tmp_path / "p2", "returns"))
+    assert second.tables["returns"].unchanged == 0
+    snapshot = warehouse.current()
+    for name in TABLES:
+        pd.testing.assert_frame_equal(sorted_frame(snapshot.read(name), name),
+                                      sorted_frame(read_table(world_copy, name), name))
+
+
+def test_a_later_period_referencing_unknown_customers_is_rejected(world_copy, warehouse, tmp_path):
+    cutoff = pd.Timestamp("2025-03-01", tz="UTC")
+    split_by_time(world_copy, cutoff, tmp_path / "p1", tmp_path / "p2")
+    with pytest.raises(Exception, match="dangling reference"):
+        ingest(tmp_path / "p2", warehouse)
+    assert warehouse.current() is None
+
+
+def test_csv_and_parquet_datasets_store_the_same_rows(world_copy, tmp_path, settings):
+    from fraud_service.warehouse import Warehouse
+
+    as_csv = tmp_path / "csv"
+    shutil.copytree(world_copy, as_csv)
+    for name in TABLES:
+        table_to_csv(as_csv, name)
+    a, b = Warehouse(tmp_path / "wa"), Warehouse(tmp_path / "wb")
+
+    ingest(world_copy, a)
+    ingest(as_csv, b)
+
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a.current().read(name), b.current().read(name))
+
+
+def test_a_changed_row_replaces_the_stored_one_and_is_counted_as_updated(world_copy, warehouse):
+    ingest(world_copy, warehouse)
+    orders = read_table(world_copy, "orders")
+    order_id = orders.loc[orders["delivered_at"].notna(), "order_id"].iloc[0]
+    orders.loc[orders["order_id"] == order_id, "delivered_at"] += pd.Timedelta(hours=5)
+    orders.to_parquet(world_copy / "orders.parquet", index=False)
+
+    result = ingest(world_copy, warehouse)
+
+    assert (result.tables["orders"].updated, result.tables["orders"].added) == (1, 0)
+    stored = warehouse.current().read("orders").set_index("order_id")
+    assert stored.loc[order_id, "delivered_at"] == orders.set_index("order_id").loc[order_id, "delivered_at"]
+
+
+def test_a_crash_while_writing_leaves_the_previous_snapshot_current(world_copy, warehouse, tmp_path,
+                                                                      monkeypatch):
+    ingest(world_copy, warehouse)
+    before = warehouse.current()
+    later = tmp_path / "later"
+    shutil.copytree(world_copy, later)
+    returns = read_table(later, "returns")
+    returns["return_id"] = returns["return_id"] + "-B"
+    returns.to_parquet(later / "returns.parquet", index=False)
+    real_merge = ingest_module._merge_table
+    calls = []
+
+    def merge_then_fail(*args, **kwargs):
+        calls.append(args[1].name)
+        if args[1].name == "labels":
+            raise OSError("disk full")
+        return real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "_merge_table", merge_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        ingest(later, warehouse)
+
+    assert "returns" in calls
+    after = warehouse.current()
+    assert (after.name, after.manifest["fingerprint"]) == (before.name, before.manifest["fingerprint"])
+    assert len(after.read("returns")) == len(returns)
+    assert not list(warehouse.snapshots_dir.glob(".staging-*"))
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(world_copy, warehouse):
+    with warehouse.writer():
+        with pytest.raises(WarehouseError, match="another process is writing the warehouse"):
+            ingest(world_copy, warehouse)
+
+
+def test_old_snapshots_are_pruned_but_the_current_one_is_kept(world_copy, warehouse):
+    returns = read_table(world_copy, "returns")
+    for i in range(5):
+        returns["refund_amount"] = returns["refund_amount"] + 1
+        returns.to_parquet(world_copy / "returns.parquet", index=False)
+        ingest(world_copy, warehouse)
+    names = sorted(p.name for p in warehouse.snapshots_dir.iterdir() if p.name.isdigit())
+    assert names == ["000003", "000004", "000005"]
+    assert warehouse.current().name == "000005"
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda d: shutil.rmtree(d), "not a directory"),
+    (lambda d: [p.unlink() for p in d.glob("*.parquet")], "no contract tables found"),
+    (lambda d: table_to_csv(d, "orders") and shutil.copy(d / "customers.parquet", d / "orders.parquet"),
+     "both orders.parquet and orders.csv exist"),
+    (lambda d: (d / "returns.parquet").write_bytes(b"not parquet"), "returns.parquet: cannot be read"),
+])
+def test_unreadable_datasets_get_a_clear_error(world_copy, warehouse, setup, message):
+    setup(world_copy)
+    with pytest.raises(DatasetError, match=message):
+        ingest(world_copy, warehouse)
+    assert warehouse.current() is None
+
+
+def test_extra_columns_are_ignored_and_offsets_are_converted_to_utc(world_copy, warehouse):
+    def shift(frame: pd.DataFrame) -> pd.DataFrame:
+        frame["note"] = "extra"
+        frame.loc[0, "created_at"] = "2024-06-01T12:00:00+02:00"
+        frame.loc[1, "created_at"] = "2024-06-01 12:00:00"
+        return frame
+    table_to_csv(world_copy, "customers", shift)
+
+    ingest(world_copy, warehouse)
+
+    stored = warehouse.current().read("customers")
+    assert "note" not in stored.columns
+    source = pd.read_csv(world_copy / "customers.csv", dtype=str)
+    by_id = stored.set_index("customer_id")["created_at"]
+    assert by_id[source.loc[0, "customer_id"]] == pd.Timestamp("2024-06-01T10:00:00", tz="UTC")
+    assert by_id[source.loc[1, "customer_id"]] == pd.Timestamp("2024-06-01T12:00:00", tz="UTC")
+
+
+def test_ingest_does_not_touch_the_dataset(world_copy, warehouse):
+    before = {p.name: p.stat().st_mtime_ns for p in Path(world_copy).iterdir()}
+    ingest(world_copy, warehouse)
+    assert {p.name: p.stat().st_mtime_ns for p in Path(world_copy).iterdir()} == before

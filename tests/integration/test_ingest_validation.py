@@ -1,0 +1,137 @@
+"""A corrupted dataset is rejected row by row, and the warehouse keeps what it had."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud_service.warehouse import Warehouse
+from tests.helpers import table_to_csv
+
+
+def _set(row: int, column: str, value: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[row - 1, column] = value
+        return frame
+    return mutate
+
+
+def _copy_key(row: int, from_row: int, column: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def mutate(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[row - 1, column] = frame.loc[from_row - 1, column]
+        return frame
+    return mutate
+
+
+def _drop(column: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame.drop(columns=[column])
+
+
+CASES = [
+    # table, change, check, column, row (None: whole column), value shown
+    ("returns", _drop("refund_amount"), "missing required column", "refund_amount", None, None),
+    ("returns", _set(5, "requested_at", "last tuesday"), "wrong type", "requested_at", 5, "last tuesday"),
+    ("orders", _set(3, "order_total", "twelve"), "wrong type", "order_total", 3, "twelve"),
+    ("returns", _set(6, "has_receipt", "maybe"), "wrong type", "has_receipt", 6, "maybe"),
+    ("order_items", _set(4, "line_no", "2.5"), "wrong type", "line_no", 4, "2.5"),
+    ("returns", _set(7, "return_type", "stolen"), "unknown value", "return_type", 7, "stolen"),
+    ("orders", _set(2, "channel", "Web"), "unknown value", "channel", 2, "Web"),
+    ("orders", _copy_key(10, 2, "order_id"), "duplicate id", "order_id", 10, None),
+    ("returns", _set(4, "order_id", "O-NOPE"), "dangling reference", "order_id", 4, "O-NOPE"),
+    ("orders", _set(6, "customer_id", "C-NOPE"), "dangling reference", "customer_id", 6, "C-NOPE"),
+    ("labels", _set(1, "return_id", "R-NOPE"), "dangling reference", "return_id", 1, "R-NOPE"),
+    ("labels", _set(2, "labelled_at", "2000-01-01T00:00:00+00:00"), "time order", "labelled_at", 2,
+     "2000-01-01T00:00:00+00:00"),
+    ("inspections", _set(3, "inspected_at", "2000-01-01T00:00:00"), "time order", "inspected_at", 3, None),
+    ("order_items", _set(8, "quantity", "-1"), "out of range", "quantity", 8, "-1"),
+    ("returns", _set(9, "refund_amount", "-5.00"), "out of range", "refund_amount", 9, "-5.00"),
+    ("customers", _set(3, "created_at", ""), "missing value", "created_at", 3, None),
+]
+
+
+@pytest.fixture
+def ingested(world_copy: Path, cli: Callable[..., tuple[int, str, str]], warehouse: Warehouse) -> dict:
+    """The clean world, ingested once; returns what the warehouse looked like."""
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 0, err
+    current = warehouse.current()
+    assert current is not None
+    return {"name": current.name, "fingerprint": current.manifest["fingerprint"]}
+
+
+@pytest.mark.parametrize(("table", "change", "check", "column", "row", "value"), CASES,
+                         ids=[f"{c[0]}-{c[2]}-{c[3]}" for c in CASES])
+def test_each_kind_of_error_is_reported_by_row_and_nothing_is_written(
+        world_copy, cli, warehouse, ingested, table, change, check, column, row, value, tmp_path):
+    csv = table_to_csv(world_copy, table, change)
+    report_file = tmp_path / "report.json"
+
+    code, out, err = cli("ingest", str(world_copy), "--report", str(report_file))
+
+    assert code == 1
+    assert "nothing was ingested" in err
+    groups = json.loads(report_file.read_text())["groups"]
+    hits = [g for g in groups if g["file"] == csv.name and g["check"] == check and g["column"] == column]
+    assert hits, f"no {check} on {csv.name}:{column} in {groups}"
+    example = hits[0]["examples"][0]
+    assert example["row"] == row
+    if value is not None:
+        assert value in example["value"]
+    assert example["expected"]
+    line = f"{csv.name}, row {row}, column {column}" if row else f"{csv.name} column {column}"
+    assert line in err
+    after = warehouse.current()
+    assert after is not None
+    assert (after.name, after.manifest["fingerprint"]) == (ingested["name"], ingested["fingerprint"])
+    assert not list(warehouse.snapshots_dir.glob(".staging-*"))
+
+
+def test_rejects_dataset_with_errors_on_first_ingest_and_leaves_warehouse_empty(world_copy, cli, warehouse):
+    table_to_csv(world_copy, "returns", _set(1, "channel", "pigeon"))
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "returns.csv, row 1, column channel: got 'pigeon'; expected one of mail, store, returnless" in err
+    assert warehouse.current() is None
+
+
+def test_reports_problems_of_every_table_at_once(world_copy, cli, tmp_path):
+    table_to_csv(world_copy, "orders", _set(2, "placed_at", "soon"))
+    table_to_csv(world_copy, "returns", _set(3, "refund_method", "cash"))
+    report_file = tmp_path / "r.json"
+
+    code, _, _ = cli("ingest", str(world_copy), "--report", str(report_file))
+
+    assert code == 1
+    checks = {(g["file"], g["check"]) for g in json.loads(report_file.read_text())["groups"]}
+    assert {("orders.csv", "wrong type"), ("returns.csv", "unknown value")} <= checks
+
+
+def test_many_bad_rows_are_counted_exactly_and_shown_by_example(world_copy, cli):
+    def break_100(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[:99, "items_count"] = "0"
+        return frame
+    table_to_csv(world_copy, "returns", break_100)
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "returns.csv column items_count: out of range (100 row(s))" in err
+    assert "... and 80 more like these" in err
+
+
+def test_identifier_stored_as_float_in_parquet_is_a_type_error(world_copy, cli):
+    customers = pd.read_parquet(world_copy / "customers.parquet")
+    customers["customer_id"] = customers.index.astype(float)
+    customers.to_parquet(world_copy / "customers.parquet", index=False)
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "customers.parquet column customer_id" in err
+    assert "12346.0" in err
