@@ -24,7 +24,6 @@ run: $(STAMP)
 	$(BIN)/fraud-service serve
 
 test: $(STAMP)
-	$(BIN)/lint-imports --config pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

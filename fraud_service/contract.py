@@ -7,10 +7,10 @@ the feature pipeline) takes its column lists from here, so there is one definiti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """The logical type of a contract column."""
 
     STR = "str"
@@ -98,7 +98,7 @@ LABELS = ("fraud", "abuse", "legit")
 LABEL_SOURCES = ("analyst", "inspection", "chargeback", "customer_service")
 INSPECTION_OUTCOMES = ("ok", "worn", "damaged", "wrong_item", "empty_box", "missing_parts")
 
-S, T, D, I, B, E = Kind.STR, Kind.TIMESTAMP, Kind.DECIMAL, Kind.INT, Kind.BOOL, Kind.ENUM
+S, T, D, N, B, E = Kind.STR, Kind.TIMESTAMP, Kind.DECIMAL, Kind.INT, Kind.BOOL, Kind.ENUM
 
 CUSTOMERS = Table(
     name="customers",
@@ -136,12 +136,12 @@ ORDER_ITEMS = Table(
     name="order_items",
     columns=(
         Column("order_id", S),
-        Column("line_no", I, minimum=0),
+        Column("line_no", N, minimum=0),
         Column("sku", S),
         Column("category", S),
         Column("unit_price", D, minimum=0),
         Column("list_price", D, nullable=True, minimum=0),
-        Column("quantity", I, strictly_positive=True),
+        Column("quantity", N, strictly_positive=True),
     ),
     key=("order_id", "line_no"),
     time_column=None,
@@ -158,7 +158,7 @@ RETURNS = Table(
         Column("return_type", E, values=RETURN_TYPES),
         Column("channel", E, values=RETURN_CHANNELS),
         Column("reason", S),
-        Column("items_count", I, strictly_positive=True),
+        Column("items_count", N, strictly_positive=True),
         Column("refund_amount", D, minimum=0),
         Column("refund_method", E, values=REFUND_METHODS),
         Column("refund_token", S, nullable=True),

@@ -31,7 +31,8 @@ def check_database(url: str) -> Check:
             conn.execute(text("SELECT 1"))
         return Check("database", True, f"{engine.url.render_as_string(hide_password=True)} answers")
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        cause = getattr(exc, "orig", None) or exc
+        reason = str(cause).strip().splitlines()[0]
         return Check("database", False, f"{engine.url.render_as_string(hide_password=True)}: {reason}")
     finally:
         engine.dispose()

@@ -131,7 +131,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(world_copy, w
 
 def test_old_snapshots_are_pruned_but_the_current_one_is_kept(world_copy, warehouse):
     returns = read_table(world_copy, "returns")
-    for i in range(5):
+    for _ in range(5):
         returns["refund_amount"] = returns["refund_amount"] + 1
         returns.to_parquet(world_copy / "returns.parquet", index=False)
         ingest(world_copy, warehouse)

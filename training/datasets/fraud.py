@@ -32,7 +32,6 @@ from training.datasets.world import (
     HOUR_WEIGHTS,
     NO_TOKEN,
     Frames,
-    days,
 )
 
 TYPOLOGY_SHARES = {
@@ -318,8 +317,8 @@ def _empty_box(w: FraudWriter, actor: str) -> None:
         when = w.delivered(order) + pd.Timedelta(days=float(w.rng.lognormal(np.log(6), 0.6)))
         switch = w.rng.random() < 0.45
         typology = "item_switch" if switch else "empty_box"
-        ret = w.claim(order, when, "return", "mail", str(w.rng.choice(["defective", "changed_mind", "not_as_described"])),
-                      "fraud", typology, actor)
+        reason = str(w.rng.choice(["defective", "changed_mind", "not_as_described"]))
+        ret = w.claim(order, when, "return", "mail", reason, "fraud", typology, actor)
         if ret is None:
             continue
         outcome = "wrong_item" if switch else ("empty_box" if w.rng.random() < 0.85 else "missing_parts")
@@ -398,17 +397,23 @@ def _refund_diversion(w: FraudWriter, n: int) -> None:
 
 
 def _account_takeovers(w: FraudWriter, honest: pd.DataFrame, honest_orders: pd.DataFrame, n: int) -> None:
-    seasoned = np.bincount(honest_orders["cust"].to_numpy(), minlength=len(honest)) >= 2
-    old = (honest["created_at"] < w.start).to_numpy()
-    candidates = np.flatnonzero(seasoned & old)
-    if len(candidates) == 0:
+    # a victim is an established account: created before the history starts, with two orders
+    # already placed when the attacker takes it over
+    placed = honest_orders[["cust", "placed_at"]].sort_values("placed_at")
+    second = placed.groupby("cust")["placed_at"].nth(1)
+    second = pd.Series(second.to_numpy(), index=placed.loc[second.index, "cust"].to_numpy())
+    old = honest.loc[honest["created_at"] < w.start, "idx"].to_numpy()
+    latest = w.end - pd.Timedelta(days=20)
+    second = second[second.index.isin(old) & (second < latest)]
+    if second.empty:
         return
-    victims = w.rng.choice(candidates, size=min(n, len(candidates)), replace=False)
+    victims = w.rng.choice(second.index.to_numpy(), size=min(n, len(second)), replace=False)
     attacker_addresses = [w.new_token() for _ in range(max(2, n // 4))]
     attacker_refunds = [w.new_token() for _ in range(max(2, n // 4))]
     for i, victim in enumerate(victims):
         actor = f"account_takeover-{i}"
-        t0, t1 = _window(w, 20)
+        t0 = w.time(pd.Timestamp(second[victim]) + pd.Timedelta(days=1), latest)
+        t1 = min(t0 + pd.Timedelta(days=30), w.end)
         device = w.new_token()
         address = int(w.rng.choice(attacker_addresses))
         for _ in range(int(w.rng.integers(1, 3))):

@@ -74,7 +74,10 @@ def load_source(path: Path) -> pd.DataFrame:
     """Read the Online Retail file (parquet or CSV) and check it has the source columns."""
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str})
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        frame = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str})
     missing = [c for c in SOURCE_COLUMNS if c not in frame.columns]
     if missing:
         raise DatasetError(f"{path}: not the Online Retail layout; missing column(s) {', '.join(missing)}")

@@ -253,4 +253,5 @@ class Frames:
             for col in frame.columns:
                 if pd.api.types.is_datetime64_any_dtype(frame[col]):
                     frame[col] = frame[col].astype("datetime64[us]").dt.floor("s").dt.tz_localize("UTC")
-        return {k: v.reset_index(drop=True) for k, v in tables.items()}, truth.sort_values("return_id").reset_index(drop=True)
+        truth = truth.sort_values("return_id").reset_index(drop=True)
+        return {k: v.reset_index(drop=True) for k, v in tables.items()}, truth

@@ -1,0 +1,35 @@
+"""The web app's status endpoints report what the warehouse holds."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.app import create_app
+from fraud_service.ingest import ingest
+
+
+@pytest.fixture
+def client(settings):
+    return create_app(settings, {"TESTING": True}).test_client()
+
+
+def test_healthz_answers(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_status_before_any_ingest_says_so(client):
+    assert client.get("/v1/status").get_json()["snapshot"] is None
+    page = client.get("/").get_data(as_text=True)
+    assert "Nothing is ingested yet" in page
+
+
+def test_status_after_ingest_counts_the_rows(client, world_copy, warehouse):
+    ingest(world_copy, warehouse)
+    body = client.get("/v1/status").get_json()
+    assert body["snapshot"] == "000001"
+    assert body["tables"]["returns"] == warehouse.current().rows("returns") > 0
+    page = client.get("/").get_data(as_text=True)
+    assert "Warehouse snapshot <strong>000001</strong>" in page
+    assert f"{body['tables']['orders']:,}" in page

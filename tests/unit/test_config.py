@@ -1,0 +1,46 @@
+"""Settings come from FRAUD_* variables, with documented defaults and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fraud_service.config import Settings
+from fraud_service.errors import ConfigError
+
+
+def test_defaults_put_everything_under_var():
+    s = Settings.from_env({})
+    assert s.home == Path("./var").resolve()
+    assert s.database_url == f"sqlite:///{Path('./var').resolve() / 'fraud.db'}"
+    assert (s.online_store, s.redis_url, s.port) == ("sqlite", "redis://127.0.0.1:6379/0", 8000)
+    assert s.warehouse_dir == s.home / "warehouse"
+    assert s.models_dir == s.home / "models"
+
+
+def test_every_variable_is_read(tmp_path):
+    s = Settings.from_env({
+        "FRAUD_HOME": str(tmp_path), "FRAUD_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "FRAUD_ONLINE_STORE": "Redis", "FRAUD_REDIS_URL": "redis://r:1/2", "FRAUD_MODEL_DIR": str(tmp_path / "m"),
+        "FRAUD_HOST": "0.0.0.0", "FRAUD_PORT": "9000", "FRAUD_LOG_LEVEL": "debug",
+    })
+    assert (s.home, s.database_url, s.online_store, s.redis_url) == (
+        tmp_path, "postgresql+psycopg://u@h/db", "redis", "redis://r:1/2")
+    assert (s.models_dir, s.host, s.port, s.log_level) == (tmp_path / "m", "0.0.0.0", 9000, "DEBUG")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FRAUD_ONLINE_STORE": "memcached"}, "FRAUD_ONLINE_STORE='memcached': expected one of sqlite, redis"),
+    ({"FRAUD_PORT": "eighty"}, "FRAUD_PORT='eighty': expected an integer port"),
+    ({"FRAUD_PORT": "70000"}, "FRAUD_PORT=70000"),
+])
+def test_bad_values_name_the_variable(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen():
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
