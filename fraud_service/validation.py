@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud_service.contract import Column, Kind, Table
 
@@ -135,9 +137,15 @@ def _text(value: object) -> str | None:
 
 
 def _is_null(raw: pd.Series) -> pd.Series:
+    """Missing, or text that is empty or only white space."""
     nulls = raw.isna()
     if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
-        nulls |= raw.astype("string").str.strip().fillna("").eq("")
+        try:
+            text = pa.array(raw, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text: the slow, general path
+            return nulls | raw.astype("string").str.strip().fillna("").eq("")
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), False)
+        nulls |= pd.Series(blank.to_numpy(zero_copy_only=False), index=raw.index)
     return nulls
 
 
@@ -202,7 +210,10 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         _wrong_dtype(column, raw, file, report,
                      " (identifiers must be text: a float turns 12346 into '12346.0')")
         return pd.Series([None] * len(raw), dtype=object)
-    return raw.astype(object).where(~nulls, None).map(lambda v: v if v is None else str(v))
+    values = raw.astype(object).where(~nulls, None)
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values
+    return values.map(lambda v: v if v is None else str(v))
 
 
 def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

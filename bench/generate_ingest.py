@@ -1,0 +1,115 @@
+"""Benchmark: generate a 1M+ return world, ingest it, re-ingest it; time and peak memory of each.
+
+Each stage runs in its own process so its peak RSS is its own. Beside ingest, a baseline in the
+same process reads every table with pyarrow and rewrites it with DuckDB (the I/O floor of an
+ingest that checks nothing), so the report can give ingest's cost as a ratio to that floor.
+
+    .venv/bin/python bench/generate_ingest.py                 # 100k customers, >1M returns
+    .venv/bin/python bench/generate_ingest.py --customers 20000 --days 365   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_generate(args: argparse.Namespace) -> dict[str, object]:
+    from training.datasets.synthetic import WorldConfig, generate
+
+    config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed,
+                         orders_per_year=args.orders_per_year, return_rate=args.return_rate)
+    t0 = time.perf_counter()
+    summary = generate(config, Path(args.dir))
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": summary}
+
+
+def stage_ingest(args: argparse.Namespace) -> dict[str, object]:
+    from fraud_service.ingest import ingest
+    from fraud_service.warehouse import Warehouse
+
+    t0 = time.perf_counter()
+    result = ingest(Path(args.dir), Warehouse(Path(args.home) / "warehouse"))
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "snapshot": result.snapshot}
+
+
+def stage_floor(args: argparse.Namespace) -> dict[str, object]:
+    import duckdb
+    import pyarrow.parquet as pq
+
+    out = Path(args.home) / "floor"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    for path in sorted(Path(args.dir).glob("*.parquet")):
+        if path.stem == "ground_truth":
+            continue
+        table = pq.read_table(path)
+        con.register("t", table)
+        con.execute(f"COPY (SELECT * FROM t) TO '{out / path.name}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        con.unregister("t")
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb()}
+
+
+STAGES = {"generate": stage_generate, "ingest": stage_ingest, "floor": stage_floor}
+
+
+def run_stage(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
+    cmd = [sys.executable, __file__, "--stage", name, *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"stage {name} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--orders-per-year", type=float, default=22.0)
+    parser.add_argument("--return-rate", type=float, default=0.4)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--stage", choices=sorted(STAGES))
+    parser.add_argument("--dir")
+    parser.add_argument("--home")
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(STAGES[args.stage](args), default=str))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-gi-") as tmp:
+        common = ["--customers", str(args.customers), "--days", str(args.days), "--seed", str(args.seed),
+                  "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
+                  "--dir", f"{tmp}/data", "--home", f"{tmp}/home"]
+        gen = run_stage("generate", args, common)
+        rows = gen["rows"]
+        assert isinstance(rows, dict)
+        first = run_stage("ingest", args, common)
+        again = run_stage("ingest", args, common)
+        floor = run_stage("floor", args, common)
+
+    print(f"world: {args.customers:,} customers, {args.days} days, orders/year {args.orders_per_year}, "
+          f"return rate {args.return_rate}, seed {args.seed}")
+    for table in ("customers", "orders", "order_items", "returns", "labels", "inspections"):
+        print(f"  {table:<12} {rows[table]:>12,}")
+    print(f"{'stage':<28} {'seconds':>9} {'peak MB':>9}")
+    for name, r in (("generate", gen), ("ingest (first)", first), ("ingest again (no change)", again),
+                    ("floor: read + rewrite only", floor)):
+        print(f"{name:<28} {r['seconds']:>9.1f} {r['peak_mb']:>9.0f}")
+    print(f"ingest / floor: {first['seconds'] / floor['seconds']:.1f}x   "
+          f"returns per second ingested: {rows['returns'] / first['seconds']:,.0f}")
+    assert first["snapshot"] == "000001" and again["snapshot"] is None, "re-ingest must change nothing"
+
+
+if __name__ == "__main__":
+    main()
