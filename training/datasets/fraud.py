@@ -20,6 +20,7 @@ labels come late or never, and a share of labels is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -297,22 +298,29 @@ def _rings(w: FraudWriter, members_total: int) -> None:
                         w.label(ret, "fraud", 0.75, seen, (0, 3), ("inspection", "analyst"))
 
 
-def _established_or_new(w: FraudWriter) -> tuple[int, pd.Timestamp]:
+def _new_actor(w: FraudWriter, actor: str, camouflage: tuple[int, int]) -> tuple[int, pd.Timestamp]:
+    """An account, old or new, with some ordinary activity; returns it and when it can start."""
     if w.rng.random() < 0.5:
         created = w.start - pd.Timedelta(days=float(w.rng.uniform(30, 700)))
     else:
         created = w.start + pd.Timedelta(days=float(w.rng.uniform(0, max((w.end - w.start).days - 40, 1))))
-    return w.new_customer(created, free_mail=w.rng.random() < 0.9), created
+    cust = w.new_customer(created, free_mail=w.rng.random() < 0.9)
+    low = max(created, w.start)
+    w.camouflage(cust, low, w.end, int(w.rng.integers(*camouflage)), actor)
+    return cust, low
+
+
+def _episodes(w: FraudWriter, low: pd.Timestamp, count: tuple[int, int]) -> Iterator[pd.Timestamp]:
+    """Between count[0] and count[1]-1 moments from `low` on, skipping those past the end."""
+    for _ in range(int(w.rng.integers(*count))):
+        at = w.time(low, w.end)
+        if at < w.end:
+            yield at
 
 
 def _empty_box(w: FraudWriter, actor: str) -> None:
-    cust, created = _established_or_new(w)
-    low = max(created, w.start)
-    w.camouflage(cust, low, w.end, int(w.rng.integers(1, 6)), actor)
-    for _ in range(int(w.rng.integers(1, 5))):
-        at = w.time(low, w.end)
-        if at >= w.end:
-            continue
+    cust, low = _new_actor(w, actor, (1, 6))
+    for at in _episodes(w, low, (1, 5)):
         order = w.order(cust, at, ("electronics", "jewellery", "shoes", "apparel"), price_scale=2.0)
         when = w.delivered(order) + pd.Timedelta(days=float(w.rng.lognormal(np.log(6), 0.6)))
         switch = w.rng.random() < 0.45
@@ -330,13 +338,8 @@ def _empty_box(w: FraudWriter, actor: str) -> None:
 
 
 def _wardrobing(w: FraudWriter, actor: str) -> None:
-    cust, created = _established_or_new(w)
-    low = max(created, w.start)
-    w.camouflage(cust, low, w.end, int(w.rng.integers(0, 3)), actor)
-    for _ in range(int(w.rng.integers(4, 14))):
-        at = w.time(low, w.end)
-        if at >= w.end:
-            continue
+    cust, low = _new_actor(w, actor, (0, 3))
+    for at in _episodes(w, low, (4, 14)):
         order = w.order(cust, at, ("apparel", "shoes", "jewellery"), lines=int(w.rng.integers(1, 4)),
                         price_scale=1.8)
         if w.rng.random() > 0.8:
@@ -353,14 +356,9 @@ def _wardrobing(w: FraudWriter, actor: str) -> None:
 
 
 def _fake_inr(w: FraudWriter, actor: str, drops: list[int]) -> None:
-    cust, created = _established_or_new(w)
-    low = max(created, w.start)
-    w.camouflage(cust, low, w.end, int(w.rng.integers(1, 4)), actor)
+    cust, low = _new_actor(w, actor, (1, 4))
     address = int(w.rng.choice(drops)) if w.rng.random() < 0.3 else None
-    for _ in range(int(w.rng.integers(2, 7))):
-        at = w.time(low, w.end)
-        if at >= w.end:
-            continue
+    for at in _episodes(w, low, (2, 7)):
         order = w.order(cust, at, ("electronics", "beauty", "shoes", "apparel"), lines=int(w.rng.integers(1, 3)),
                         price_scale=1.4, address=address)
         when = w.delivered(order) + pd.Timedelta(days=float(w.rng.uniform(0.2, 3)))
@@ -375,13 +373,8 @@ def _refund_diversion(w: FraudWriter, n: int) -> None:
     destinations = [w.new_token() for _ in range(max(1, n // 5))]
     for i in range(n):
         actor = f"refund_diversion-{i}"
-        cust, created = _established_or_new(w)
-        low = max(created, w.start)
-        w.camouflage(cust, low, w.end, int(w.rng.integers(1, 4)), actor)
-        for _ in range(int(w.rng.integers(2, 6))):
-            at = w.time(low, w.end)
-            if at >= w.end:
-                continue
+        cust, low = _new_actor(w, actor, (1, 4))
+        for at in _episodes(w, low, (2, 6)):
             order = w.order(cust, at, ("electronics", "home", "apparel", "jewellery"), lines=int(w.rng.integers(1, 3)),
                             price_scale=1.5)
             when = w.delivered(order) + pd.Timedelta(days=float(w.rng.lognormal(np.log(7), 0.6)))
