@@ -1,0 +1,140 @@
+"""Feast objects of the returns-fraud feature repository, built by a function (nothing at import time).
+
+Five entities with one feature view each (rows from features.pipeline), one request source
+with what the return request itself says, one python-mode on-demand view that derives the
+request-time features and the ratios, and the versioned FeatureService the model is trained
+against. Feature views have no TTL: every row is a change point, and the pipeline writes the
+rows at which windowed values fall back, so the latest row is always the exact value.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from features.pipeline import ENTITIES
+
+FEATURE_SERVICE = "return_fraud_v1"
+PROJECT = "returns_fraud"
+
+REQUEST_FIELDS = {
+    # name: feast type name
+    "req_requested_epoch": "Float64",
+    "req_placed_epoch": "Float64",
+    "req_delivered_epoch": "Float64",  # NaN when not delivered
+    "req_refund_amount": "Float64",
+    "req_order_total": "Float64",
+    "req_items_count": "Int64",
+    "req_share_fashion": "Float64",
+    "req_share_high_value": "Float64",
+    "req_return_type": "String",
+    "req_channel": "String",
+    "req_refund_method": "String",
+    "req_has_receipt": "Int64",
+}
+
+DERIVED_FIELDS = {
+    "rt_refund_to_order": "Float64",
+    "rt_days_since_order": "Float64",
+    "rt_days_since_delivery": "Float64",
+    "rt_hour_of_day": "Int64",
+    "rt_refund_amount": "Float64",
+    "rt_items_count": "Int64",
+    "rt_share_fashion": "Float64",
+    "rt_share_high_value": "Float64",
+    "rt_return_type": "String",
+    "rt_channel": "String",
+    "rt_refund_method": "String",
+    "rt_has_receipt": "Int64",
+    "cust_account_age_days": "Float64",
+    "cust_return_rate_count_365d": "Float64",
+    "cust_return_rate_value_365d": "Float64",
+    "cust_size_cm_share_365d": "Float64",
+}
+
+
+def request_time_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The on-demand transformation (python mode, column lists in and out).
+
+    Feast ships this function by its source and runs it without this module's globals, so it
+    must be self-contained: its helpers and imports live inside it.
+    """
+    import math
+
+    def number(value: Any) -> float:
+        return math.nan if value is None else float(value)
+
+    def ratio(numerator: Any, denominator: Any) -> float:
+        top, bottom = number(numerator), number(denominator)
+        return math.nan if math.isnan(top) or math.isnan(bottom) or bottom == 0 else top / bottom
+
+    out: dict[str, list[Any]] = {
+        "rt_refund_to_order": [], "rt_days_since_order": [], "rt_days_since_delivery": [], "rt_hour_of_day": [],
+        "rt_refund_amount": [], "rt_items_count": [], "rt_share_fashion": [], "rt_share_high_value": [],
+        "rt_return_type": [], "rt_channel": [], "rt_refund_method": [], "rt_has_receipt": [],
+        "cust_account_age_days": [], "cust_return_rate_count_365d": [], "cust_return_rate_value_365d": [],
+        "cust_size_cm_share_365d": [],
+    }
+    for i in range(len(inputs["req_requested_epoch"])):
+        requested = float(inputs["req_requested_epoch"][i])
+        created = number(inputs["cust_created_epoch"][i])
+        out["rt_refund_to_order"].append(ratio(inputs["req_refund_amount"][i], inputs["req_order_total"][i]))
+        out["rt_days_since_order"].append((requested - number(inputs["req_placed_epoch"][i])) / 86400.0)
+        out["rt_days_since_delivery"].append((requested - number(inputs["req_delivered_epoch"][i])) / 86400.0)
+        out["rt_hour_of_day"].append(int(requested // 3600) % 24)
+        out["rt_refund_amount"].append(number(inputs["req_refund_amount"][i]))
+        out["rt_items_count"].append(int(inputs["req_items_count"][i]))
+        out["rt_share_fashion"].append(number(inputs["req_share_fashion"][i]))
+        out["rt_share_high_value"].append(number(inputs["req_share_high_value"][i]))
+        out["rt_return_type"].append(str(inputs["req_return_type"][i]))
+        out["rt_channel"].append(str(inputs["req_channel"][i]))
+        out["rt_refund_method"].append(str(inputs["req_refund_method"][i]))
+        out["rt_has_receipt"].append(int(inputs["req_has_receipt"][i]))
+        out["cust_account_age_days"].append((requested - created) / 86400.0 if created > 0 else math.nan)
+        out["cust_return_rate_count_365d"].append(ratio(inputs["cust_returns_365d"][i], inputs["cust_orders_365d"][i]))
+        out["cust_return_rate_value_365d"].append(
+            ratio(inputs["cust_refund_365d"][i], inputs["cust_order_value_365d"][i]))
+        out["cust_size_cm_share_365d"].append(ratio(inputs["cust_size_cm_365d"][i], inputs["cust_returns_365d"][i]))
+    return out
+
+
+def build_objects(feature_dir: Path) -> list[Any]:
+    """Entities, sources, views and the feature service, with sources under FEATURE_DIR."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64, Int64, String
+
+    types = {"Float64": Float64, "Int64": Int64, "String": String}
+    objects: list[Any] = []
+    views = {}
+    for name, spec in ENTITIES.items():
+        entity = Entity(name=name, join_keys=[spec.key], value_type=ValueType.STRING)
+        source = FileSource(
+            name=f"{name}_rows",
+            path=str(feature_dir / f"{name}.parquet"),
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created_timestamp",
+        )
+        schema = [Field(name=m.name, dtype=Int64 if m.is_count else Float64) for m in spec.metrics]
+        view = FeatureView(name=f"{name}_features", entities=[entity], schema=schema, source=source,
+                           ttl=timedelta(0), online=True)
+        views[name] = view
+        objects += [entity, source, view]
+
+    request = RequestSource(name="return_request",
+                            schema=[Field(name=k, dtype=types[v]) for k, v in REQUEST_FIELDS.items()])
+    odfv = on_demand_feature_view(
+        sources=[views["customer"], request],
+        schema=[Field(name=k, dtype=types[v]) for k, v in DERIVED_FIELDS.items()],
+        mode="python",
+        name="request_time_features",
+    )(request_time_features)
+    service = FeatureService(name=FEATURE_SERVICE, features=[*views.values(), odfv])
+    return [*objects, request, odfv, service]
+
+
+def feature_names() -> list[str]:
+    """Every feature of the service, in a fixed order (views, then on-demand)."""
+    names = [m.name for spec in ENTITIES.values() for m in spec.metrics]
+    return names + list(DERIVED_FIELDS)

@@ -1,0 +1,222 @@
+"""The feature store adapter: builds the Feast repository from the warehouse, reads it offline and online.
+
+Training and scoring both go through here, so both see the same definitions and the same
+post-processing (`finish`): absent tokens read as the NO_KEY entity, and a present token with
+no rows yet (a brand-new address) reads as zero counts, not as missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+from features import definitions
+from features.pipeline import ENTITIES, NO_KEY, build
+from fraud_service.config import Settings
+from fraud_service.errors import FraudServiceError
+from fraud_service.progress import SILENT, Progress
+from fraud_service.warehouse import Warehouse
+
+ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
+FASHION = ("apparel", "shoes")
+HIGH_VALUE = ("electronics", "jewellery")
+
+
+class FeatureStoreError(FraudServiceError):
+    """The feature store is not built, or is out of step with the warehouse."""
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's `host:port,db=N[,password=...]` from a redis:// URL."""
+    parsed = urlparse(url)
+    db = (parsed.path or "/0").lstrip("/") or "0"
+    text = f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379},db={db}"
+    if parsed.password:
+        text += f",password={parsed.password}"
+    return text
+
+
+@dataclass
+class FeatureSource:
+    """One Feast feature store under FRAUD_HOME, created lazily (importing feast takes seconds)."""
+
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        self._store: Any = None
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.settings.home / "feature_repo"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.home / "features"
+
+    def build(self, progress: Progress = SILENT) -> dict[str, Any]:
+        """Recompute every entity's rows from the current snapshot and (re)apply the repository."""
+        snapshot = Warehouse(self.settings.warehouse_dir).current()
+        if snapshot is None:
+            raise FeatureStoreError("the warehouse is empty: run `fraud-service ingest DIR` first")
+        tables = {name: snapshot.table_path(name) for name in ("customers", "orders", "returns", "labels",
+                                                               "inspections")}
+        missing = [name for name, path in tables.items() if path is None and name in ("customers", "orders",
+                                                                                        "returns")]
+        if missing:
+            raise FeatureStoreError(f"snapshot {snapshot.name} has no {', '.join(missing)} table")
+        for name in ("labels", "inspections"):
+            if tables[name] is None:
+                tables[name] = self._empty_table(name)
+        counts = build({k: v for k, v in tables.items() if v is not None}, self.data_dir, report=progress.info)
+        with progress.step("applying the Feast repository"):
+            self.apply()
+        manifest = {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint"),
+                    "built_at": dt.datetime.now(dt.UTC).isoformat(), "rows": counts}
+        (self.data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return manifest
+
+    def _empty_table(self, name: str) -> Path:
+        import pyarrow.parquet as pq
+
+        from fraud_service.contract import TABLES
+        from fraud_service.ingest import arrow_schema
+
+        path = self.data_dir / f"empty_{name}.parquet"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(arrow_schema(TABLES[name]).empty_table(), path)
+        return path
+
+    def write_config(self) -> Path:
+        """Render feature_store.yaml for the configured online store."""
+        self.repo_dir.mkdir(parents=True, exist_ok=True)
+        name = "feature_store.redis.yaml" if self.settings.online_store == "redis" else "feature_store.yaml"
+        template = string.Template((Path(definitions.__file__).parent / name).read_text())
+        text = template.substitute(FRAUD_FEATURE_REPO=str(self.repo_dir),
+                                   FRAUD_REDIS_CONNECTION=redis_connection_string(self.settings.redis_url))
+        path = self.repo_dir / "feature_store.yaml"
+        path.write_text(text)
+        return path
+
+    def apply(self) -> None:
+        """Register the definitions in the Feast registry."""
+        self.write_config()
+        self._store = None
+        store = self.store()
+        store.apply(definitions.build_objects(self.data_dir))
+        self._store = None
+
+    def store(self) -> Any:
+        """The Feast FeatureStore (built once per FeatureSource)."""
+        if self._store is None:
+            os.environ.setdefault("FEAST_USAGE", "False")
+            from feast import FeatureStore
+
+            self.write_config()
+            self._store = FeatureStore(repo_path=str(self.repo_dir))
+        return self._store
+
+    def materialize(self, end: dt.datetime | None = None) -> None:
+        """Copy the latest row of every entity up to END (default now) into the online store, incrementally."""
+        end = end or dt.datetime.now(dt.UTC)
+        self.store().materialize_incremental(end_date=end)
+
+    def historical(self, entities: pd.DataFrame) -> pd.DataFrame:
+        """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each."""
+        store = self.store()
+        job = store.get_historical_features(
+            entity_df=entities,
+            features=store.get_feature_service(definitions.FEATURE_SERVICE),
+            full_feature_names=False,
+            filter_by_created_timestamp=True,
+        )
+        frame = job.to_df()
+        if len(frame) != len(entities):
+            raise FeatureStoreError(f"historical retrieval returned {len(frame)} rows for {len(entities)} entity rows")
+        return finish(frame, entities)
+
+    def online(self, entities: pd.DataFrame) -> pd.DataFrame:
+        """Online feature vectors for entity rows (same columns as `historical`)."""
+        store = self.store()
+        rows = entities.drop(columns=["event_timestamp", "return_id"], errors="ignore")
+        response = store.get_online_features(
+            features=store.get_feature_service(definitions.FEATURE_SERVICE),
+            entity_rows=rows.to_dict(orient="records"),
+            full_feature_names=False,
+        )
+        return finish(response.to_df(), entities)
+
+
+def finish(frame: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
+    """Same post-processing offline and online: zero counts for known-but-new tokens, fixed column order."""
+    out = frame.copy()
+    for name, spec in ENTITIES.items():
+        present = entities[spec.key].to_numpy() != NO_KEY
+        for metric in spec.metrics:
+            if metric.agg == "median" or metric.column == "created_epoch":
+                continue
+            column = out[metric.name].astype("float64")
+            out[metric.name] = np.where(present & column.isna().to_numpy(), 0.0, column)
+    return out
+
+
+def entity_rows(returns: pd.DataFrame, orders: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Entity rows for returns: the five keys, event_timestamp = requested_at, and the request fields.
+
+    `returns` in contract columns; `orders` and `items` must hold every referenced order.
+    """
+    joined = returns.merge(orders[["order_id", "placed_at", "delivered_at", "order_total", "address_token",
+                                   "payment_token", "device_token"]], on="order_id", how="left", validate="m:1")
+    mix = category_mix(items)
+    joined = joined.merge(mix, left_on="order_id", right_index=True, how="left")
+    out = pd.DataFrame({
+        "return_id": joined["return_id"].to_numpy(),
+        "customer_id": joined["customer_id"].to_numpy(),
+        "address_token": joined["address_token"].fillna(NO_KEY).to_numpy(),
+        "payment_token": joined["payment_token"].fillna(NO_KEY).to_numpy(),
+        "device_token": joined["device_token"].fillna(NO_KEY).to_numpy(),
+        "refund_token": joined["refund_token"].fillna(NO_KEY).to_numpy(),
+        "event_timestamp": joined["requested_at"].to_numpy(),
+        "req_requested_epoch": _epoch(joined["requested_at"]),
+        "req_placed_epoch": _epoch(joined["placed_at"]),
+        "req_delivered_epoch": _epoch(joined["delivered_at"]),
+        "req_refund_amount": joined["refund_amount"].astype(float).to_numpy(),
+        "req_order_total": joined["order_total"].astype(float).to_numpy(),
+        "req_items_count": joined["items_count"].astype("int64").to_numpy(),
+        "req_share_fashion": joined["share_fashion"].fillna(0.0).to_numpy(),
+        "req_share_high_value": joined["share_high_value"].fillna(0.0).to_numpy(),
+        "req_return_type": joined["return_type"].to_numpy(),
+        "req_channel": joined["channel"].to_numpy(),
+        "req_refund_method": joined["refund_method"].to_numpy(),
+        "req_has_receipt": joined["has_receipt"].astype("int64").to_numpy(),
+    })
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out
+
+
+def _epoch(values: pd.Series) -> np.ndarray:
+    stamps = pd.to_datetime(values, utc=True)
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return seconds.to_numpy(dtype=float)
+
+
+def category_mix(items: pd.DataFrame) -> pd.DataFrame:
+    """Per order: share of the order's value in fashion and in high-value categories."""
+    value = items["unit_price"].astype(float) * items["quantity"].astype(float)
+    frame = pd.DataFrame({
+        "order_id": items["order_id"].to_numpy(),
+        "value": value.to_numpy(),
+        "fashion": (value * items["category"].isin(FASHION)).to_numpy(),
+        "high": (value * items["category"].isin(HIGH_VALUE)).to_numpy(),
+    }).groupby("order_id").sum()
+    total = frame["value"].replace(0.0, np.nan)
+    return pd.DataFrame({"share_fashion": (frame["fashion"] / total).fillna(0.0),
+                         "share_high_value": (frame["high"] / total).fillna(0.0)})
