@@ -9,6 +9,7 @@ rows at which windowed values fall back, so the latest row is always the exact v
 
 from __future__ import annotations
 
+import types
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def build_objects(feature_dir: Path) -> list[Any]:
     from feast.on_demand_feature_view import on_demand_feature_view
     from feast.types import Float64, Int64, String
 
-    types = {"Float64": Float64, "Int64": Int64, "String": String}
+    feast_types = {"Float64": Float64, "Int64": Int64, "String": String}
     objects: list[Any] = []
     views = {}
     for name, spec in ENTITIES.items():
@@ -123,13 +124,18 @@ def build_objects(feature_dir: Path) -> list[Any]:
         objects += [entity, source, view]
 
     request = RequestSource(name="return_request",
-                            schema=[Field(name=k, dtype=types[v]) for k, v in REQUEST_FIELDS.items()])
+                            schema=[Field(name=k, dtype=feast_types[v]) for k, v in REQUEST_FIELDS.items()])
+    # Feast's decorator re-labels the function's module as __main__ (so dill ships it by value);
+    # hand it a fresh copy each time, or the next build cannot find the source any more
+    udf = types.FunctionType(request_time_features.__code__, request_time_features.__globals__,
+                             "request_time_features")
+    udf.__module__ = __name__
     odfv = on_demand_feature_view(
         sources=[views["customer"], request],
-        schema=[Field(name=k, dtype=types[v]) for k, v in DERIVED_FIELDS.items()],
+        schema=[Field(name=k, dtype=feast_types[v]) for k, v in DERIVED_FIELDS.items()],
         mode="python",
         name="request_time_features",
-    )(request_time_features)
+    )(udf)
     service = FeatureService(name=FEATURE_SERVICE, features=[*views.values(), odfv])
     return [*objects, request, odfv, service]
 

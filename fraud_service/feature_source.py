@@ -141,7 +141,7 @@ class FeatureSource:
         frame = job.to_df()
         if len(frame) != len(entities):
             raise FeatureStoreError(f"historical retrieval returned {len(frame)} rows for {len(entities)} entity rows")
-        return finish(frame, entities)
+        return finish(frame)
 
     def online(self, entities: pd.DataFrame) -> pd.DataFrame:
         """Online feature vectors for entity rows (same columns as `historical`)."""
@@ -152,14 +152,14 @@ class FeatureSource:
             entity_rows=rows.to_dict(orient="records"),
             full_feature_names=False,
         )
-        return finish(response.to_df(), entities)
+        return finish(response.to_df())
 
 
-def finish(frame: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
-    """Same post-processing offline and online: zero counts for known-but-new tokens, fixed column order."""
+def finish(frame: pd.DataFrame) -> pd.DataFrame:
+    """Same post-processing offline and online: a present token with no rows yet has zero counts."""
     out = frame.copy()
-    for name, spec in ENTITIES.items():
-        present = entities[spec.key].to_numpy() != NO_KEY
+    for spec in ENTITIES.values():
+        present = out[spec.key].to_numpy() != NO_KEY
         for metric in spec.metrics:
             if metric.agg == "median" or metric.column == "created_epoch":
                 continue
