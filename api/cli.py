@@ -141,6 +141,34 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute the feature rows from the warehouse and apply the Feast repository."""
+    from fraud_service.feature_source import FeatureSource
+
+    manifest = FeatureSource(settings).build(_progress(args))
+    rows = manifest["rows"]
+    print(f"features built from snapshot {manifest['snapshot']}: "
+          + ", ".join(f"{rows[name]:,} {name} rows" for name in rows))
+    print(f"feature repository: {settings.home / 'feature_repo'}; next: fraud-service features materialize")
+    return 0
+
+
+def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> int:
+    """Load the latest feature rows into the online store, incrementally."""
+    import datetime as dt
+
+    from fraud_service.feature_source import FeatureSource
+
+    end = dt.datetime.fromisoformat(args.until) if args.until else dt.datetime.now(dt.UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.UTC)
+    progress = _progress(args)
+    with progress.step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
+        FeatureSource(settings).materialize(end)
+    print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
     import os
@@ -223,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
             "same settings) and ingest it into the warehouse.")
     p.add_argument("--out", required=True, metavar="DIR")
     _world_options(p, customers=2000, days=180)
+
+    features = sub.add_parser("features", help="build and materialise the feature store",
+                              description="The Feast feature store of return histories.")
+    fsub = features.add_subparsers(dest="features_command", metavar="STEP", required=True)
+    p = fsub.add_parser("build", help="compute feature rows from the warehouse and apply the Feast repository",
+                        description="Compute every entity's timestamped feature rows (customer, address, payment,\n"
+                                    "device and refund-destination tokens) from the current warehouse snapshot with\n"
+                                    "DuckDB, write them under $FRAUD_HOME/features, and register the Feast\n"
+                                    "repository in $FRAUD_HOME/feature_repo. See docs/features.md.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=cmd_features_build)
+    p = fsub.add_parser("materialize", help="load the latest rows into the online store (incremental)",
+                        description="Copy each entity's latest feature row up to --until (default now) into the\n"
+                                    "online store (sqlite, or Redis when FRAUD_ONLINE_STORE=redis). Only rows newer\n"
+                                    "than the last materialisation are read.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--until", metavar="TIMESTAMP", help="ISO 8601 end (default: now)")
+    p.set_defaults(func=cmd_features_materialize)
 
     p = add("serve", cmd_serve, "run the web service (gunicorn)",
             "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")

@@ -48,11 +48,11 @@ class Metric:
         return self.column.startswith(("n_", "d_"))
 
     def sql(self) -> str:
-        frame = "w_all" if self.days is None else f"w_{self.days}"
+        """The aggregate over the layer's window `w`."""
         if self.agg == "median":  # no returns in the window: no median (NULL), not 0
-            return f"median({self.column}) OVER {frame} AS {self.name}"
+            return f"median({self.column}) OVER w AS {self.name}"
         kind = "BIGINT" if self.is_count else "DOUBLE"
-        return f"CAST(coalesce({self.agg}({self.column}) OVER {frame}, 0) AS {kind}) AS {self.name}"
+        return f"CAST(coalesce({self.agg}({self.column}) OVER w, 0) AS {kind}) AS {self.name}"
 
 
 @dataclass(frozen=True)
@@ -204,30 +204,38 @@ ENTITIES: dict[str, EntitySpec] = {
 }
 
 
+US_PER_DAY = 86_400_000_000
+
+
 def entity_sql(spec: EntitySpec) -> str:
-    """The query that turns an entity's facts into its change-point rows."""
+    """The query that turns an entity's facts into its change-point rows.
+
+    Time is handled as integer microseconds, and each window gets its own query layer: DuckDB
+    computes one RANGE frame per layer far faster than several frames in one SELECT.
+    """
     contribution_cols = sorted({m.column for m in spec.metrics})
-    zeros = ", ".join(f"NULL AS {c}" for c in contribution_cols)
+    nulls = ", ".join(f"NULL AS {c}" for c in contribution_cols)
     markers = "\n".join(
-        f"UNION ALL BY NAME SELECT key, ts + INTERVAL {d} DAY AS ts, {zeros} FROM ev" for d in spec.windows)
-    frames = [f"w_{d} AS (PARTITION BY key ORDER BY ts RANGE BETWEEN "
-              f"INTERVAL {d} DAY - INTERVAL 1 MICROSECOND PRECEDING AND CURRENT ROW)" for d in spec.windows]
-    frames.append("w_all AS (PARTITION BY key ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
-    metrics = ",\n       ".join(m.sql() for m in spec.metrics)
+        f"UNION ALL BY NAME SELECT key, us + {d * US_PER_DAY} AS us, {nulls} FROM ev" for d in spec.windows)
+    by_window: dict[int | None, list[Metric]] = {}
+    for metric in spec.metrics:
+        by_window.setdefault(metric.days, []).append(metric)
+    layers, previous = [], "tl"
+    for i, (days, metrics) in enumerate(by_window.items()):
+        frame = ("UNBOUNDED PRECEDING" if days is None else f"{days * US_PER_DAY - 1} PRECEDING")
+        layers.append(f"l{i} AS (SELECT *, {', '.join(m.sql() for m in metrics)} FROM {previous} "
+                      f"WINDOW w AS (PARTITION BY key ORDER BY us RANGE BETWEEN {frame} AND CURRENT ROW))")
+        previous = f"l{i}"
+    layer_sql = ",\n".join(layers)
     return f"""
-WITH ev AS (SELECT * FROM ({spec.events}) WHERE key IS NOT NULL),
-tl AS (SELECT key, ts, {", ".join(contribution_cols)} FROM ev
+WITH ev AS (SELECT *, epoch_us(ts) AS us FROM ({spec.events}) WHERE key IS NOT NULL),
+tl AS (SELECT key, us, {", ".join(contribution_cols)} FROM ev
 {markers}),
-agg AS (
-SELECT key, ts,
-       {metrics}
-FROM tl
-WINDOW {", ".join(frames)}
-)
-SELECT DISTINCT ON (key, ts) key AS {spec.key}, ts AS event_timestamp, ts AS created_timestamp,
-       {", ".join(spec.feature_names)}
-FROM agg
-ORDER BY key, ts
+{layer_sql}
+SELECT DISTINCT ON (key, us) key AS {spec.key}, make_timestamptz(us) AS event_timestamp,
+       make_timestamptz(us) AS created_timestamp, {", ".join(spec.feature_names)}
+FROM {previous}
+ORDER BY key, us
 """
 
 

@@ -67,8 +67,8 @@ class Oracle:
                 out["cust_returnless_365d"] = int((r["channel"] == "returnless").sum())
                 out["cust_no_receipt_365d"] = int((~r["has_receipt"]).sum())
                 out["cust_size_cm_365d"] = int(r["reason"].isin(["size", "changed_mind"]).sum())
-                days = [(q - d).total_seconds() / 86400 for q, d in zip(r["requested_at"], r["delivered_at"], strict=True)
-                        if not pd.isna(d) and d <= q]
+                pairs = zip(r["requested_at"], r["delivered_at"], strict=True)
+                days = [(q - d).total_seconds() / 86400 for q, d in pairs if not pd.isna(d) and d <= q]
                 out["cust_median_days_to_return_365d"] = float(np.median(days)) if days else math.nan
             if w in (30, 90, 365):
                 out[f"cust_inr_{w}d"] = int((r["return_type"] == "item_not_received").sum())
