@@ -164,7 +164,7 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
         end = end.replace(tzinfo=dt.UTC)
     progress = _progress(args)
     with progress.step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
-        FeatureSource(settings).materialize(end)
+        FeatureSource(settings).materialize(end, full=args.full)
     print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}")
     return 0
 
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "than the last materialisation are read.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--until", metavar="TIMESTAMP", help="ISO 8601 end (default: now)")
+    p.add_argument("--full", action="store_true",
+                   help="reload every entity, not only what changed (after switching the online store)")
     p.set_defaults(func=cmd_features_materialize)
 
     p = add("serve", cmd_serve, "run the web service (gunicorn)",

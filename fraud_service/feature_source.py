@@ -124,10 +124,17 @@ class FeatureSource:
             self._store = FeatureStore(repo_path=str(self.repo_dir))
         return self._store
 
-    def materialize(self, end: dt.datetime | None = None) -> None:
-        """Copy the latest row of every entity up to END (default now) into the online store, incrementally."""
+    def materialize(self, end: dt.datetime | None = None, full: bool = False) -> None:
+        """Copy the latest row of every entity up to END (default now) into the online store.
+
+        Incremental by default (only rows newer than the last run are read); `full` reloads
+        everything, e.g. after switching the online store.
+        """
         end = end or dt.datetime.now(dt.UTC)
-        self.store().materialize_incremental(end_date=end)
+        if full:
+            self.store().materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
+        else:
+            self.store().materialize_incremental(end_date=end)
 
     def historical(self, entities: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each."""
