@@ -1,0 +1,184 @@
+"""Benchmark: feature build for 1M+ returns, historical retrieval for 200k returns, online reads.
+
+Stages run in their own processes (so each peak RSS is its own) on one generated world:
+generate -> ingest -> features build -> historical retrieval (200k returns) -> materialise ->
+online reads. Online reads are timed one request at a time, three ways in the same process:
+Feast's get_online_features (the baseline), this service's one-round-trip reader on sqlite,
+and the same reader on Redis (db 9 of the local server, flushed first).
+
+    .venv/bin/python bench/features_bench.py                       # 100k customers, >1M returns
+    .venv/bin/python bench/features_bench.py --customers 20000 --days 365   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REDIS_DB = 9
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _settings(home: str, store: str = "sqlite"):
+    from fraud_service.config import Settings
+
+    return Settings.from_env({"FRAUD_HOME": home, "FRAUD_ONLINE_STORE": store,
+                              "FRAUD_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}"})
+
+
+def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
+    from fraud_service.ingest import ingest
+    from fraud_service.warehouse import Warehouse
+    from training.datasets.synthetic import WorldConfig, generate
+
+    config = WorldConfig(customers=args.customers, days=args.days, seed=7, orders_per_year=args.orders_per_year,
+                         return_rate=args.return_rate)
+    summary = generate(config, Path(args.dir) / "world")
+    ingest(Path(args.dir) / "world", Warehouse(_settings(args.home).warehouse_dir))
+    return {"returns": summary["returns"], "orders": summary["orders"]}
+
+
+def stage_build(args: argparse.Namespace) -> dict[str, object]:
+    from fraud_service.feature_source import FeatureSource
+
+    t0 = time.perf_counter()
+    manifest = FeatureSource(_settings(args.home)).build()
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": manifest["rows"]}
+
+
+def stage_historical(args: argparse.Namespace) -> dict[str, object]:
+    from fraud_service.feature_source import FeatureSource, entity_rows
+    from fraud_service.warehouse import Warehouse
+
+    settings = _settings(args.home)
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    returns = snapshot.read("returns")
+    sample = returns.sample(min(args.historical_rows, len(returns)), random_state=1)
+    entities = entity_rows(sample, snapshot.read("orders"), snapshot.read("order_items"))
+    source = FeatureSource(settings)
+    source.store()
+    t0 = time.perf_counter()
+    frame = source.historical(entities)
+    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": len(frame)}
+
+
+def stage_materialize(args: argparse.Namespace) -> dict[str, object]:
+    from fraud_service.feature_source import FeatureSource
+
+    source = FeatureSource(_settings(args.home, args.store))
+    if args.store == "redis":
+        import redis
+
+        redis.Redis(db=REDIS_DB).flushdb()
+    t0 = time.perf_counter()
+    source.materialize(full=True)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    source.materialize()
+    return {"seconds": first, "incremental_seconds": time.perf_counter() - t0, "peak_mb": _peak_mb()}
+
+
+def stage_online(args: argparse.Namespace) -> dict[str, object]:
+    import numpy as np
+
+    from features import definitions
+    from fraud_service.feature_source import ENTITY_KEYS, FeatureSource, entity_rows
+    from fraud_service.online_features import OnlineFeatures
+    from fraud_service.warehouse import Warehouse
+
+    settings = _settings(args.home, args.store)
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    sample = snapshot.read("returns").sample(500, random_state=2)
+    entities = entity_rows(sample, snapshot.read("orders"), snapshot.read("order_items"))
+    request_cols = [c for c in entities.columns if c.startswith("req_")]
+    keys = [{k: row[k] for k in ENTITY_KEYS} for _, row in entities.iterrows()]
+    requests = [{c: row[c] for c in request_cols} for _, row in entities.iterrows()]
+    store = FeatureSource(settings).store()
+    service = store.get_feature_service(definitions.FEATURE_SERVICE)
+    reader = OnlineFeatures(store)
+
+    def feast_read(i: int) -> None:
+        store.get_online_features(features=service, entity_rows=[{**keys[i], **requests[i]}]).to_dict()
+
+    def fast_read(i: int) -> None:
+        reader.vector(keys[i], requests[i])
+
+    out: dict[str, object] = {}
+    for name, fn, n in (("feast get_online_features", feast_read, 1000), ("fast reader", fast_read, 5000)):
+        for i in range(50):
+            fn(i % len(keys))
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            fn(i % len(keys))
+            lat.append(time.perf_counter() - t0)
+        out[name] = {"p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000)}
+    return out
+
+
+STAGES = {"prepare": stage_prepare, "build": stage_build, "historical": stage_historical,
+          "materialize": stage_materialize, "online": stage_online}
+
+
+def run(stage: str, common: list[str], extra: list[str] | None = None) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--stage", stage, *common, *(extra or [])],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--orders-per-year", type=float, default=22.0)
+    parser.add_argument("--return-rate", type=float, default=0.4)
+    parser.add_argument("--historical-rows", type=int, default=200_000)
+    parser.add_argument("--stage", choices=sorted(STAGES))
+    parser.add_argument("--store", default="sqlite")
+    parser.add_argument("--dir")
+    parser.add_argument("--home")
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(STAGES[args.stage](args), default=str))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        common = ["--customers", str(args.customers), "--days", str(args.days),
+                  "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
+                  "--historical-rows", str(args.historical_rows), "--dir", tmp, "--home", f"{tmp}/home"]
+        world = run("prepare", common)
+        build = run("build", common)
+        historical = run("historical", common)
+        mat_sqlite = run("materialize", common, ["--store", "sqlite"])
+        online_sqlite = run("online", common, ["--store", "sqlite"])
+        mat_redis = run("materialize", common, ["--store", "redis"])
+        online_redis = run("online", common, ["--store", "redis"])
+    print(f"world: {args.customers:,} customers, {args.days} days: {world['orders']:,} orders, "
+          f"{world['returns']:,} returns")
+    print(f"features build:        {build['seconds']:7.1f} s   peak {build['peak_mb']:6.0f} MB   rows "
+          + ", ".join(f"{k} {v:,}" for k, v in build["rows"].items()))
+    print(f"historical retrieval:  {historical['seconds']:7.1f} s   peak {historical['peak_mb']:6.0f} MB   "
+          f"for {historical['rows']:,} returns")
+    for store, mat in (("sqlite", mat_sqlite), ("redis", mat_redis)):
+        print(f"materialise ({store}):  {mat['seconds']:7.1f} s full, {mat['incremental_seconds']:.1f} s incremental "
+              "with nothing new")
+    for store, online in (("sqlite", online_sqlite), ("redis", online_redis)):
+        base = online["feast get_online_features"]
+        fast = online["fast reader"]
+        print(f"online read ({store}), full vector: fast reader p50 {fast['p50_ms']:.3f} ms p99 {fast['p99_ms']:.3f} ms;"
+              f" Feast get_online_features p50 {base['p50_ms']:.3f} ms p99 {base['p99_ms']:.3f} ms"
+              f" ({base['p50_ms'] / fast['p50_ms']:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
