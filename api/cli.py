@@ -163,9 +163,14 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     if end.tzinfo is None:
         end = end.replace(tzinfo=dt.UTC)
     progress = _progress(args)
+    from fraud_service.freshness import LiveFacts
+
+    source = FeatureSource(settings)
     with progress.step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
-        FeatureSource(settings).materialize(end, full=args.full)
-    print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}")
+        source.materialize(end, full=args.full)
+    pruned = LiveFacts(source).prune_ingested(end)
+    print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
+          + (f"; {pruned} live fact(s) now covered by the offline rows were dropped" if pruned else ""))
     return 0
 
 

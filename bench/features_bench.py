@@ -175,9 +175,9 @@ def main() -> None:
     for store, online in (("sqlite", online_sqlite), ("redis", online_redis)):
         base = online["feast get_online_features"]
         fast = online["fast reader"]
-        print(f"online read ({store}), full vector: fast reader p50 {fast['p50_ms']:.3f} ms p99 {fast['p99_ms']:.3f} ms;"
-              f" Feast get_online_features p50 {base['p50_ms']:.3f} ms p99 {base['p99_ms']:.3f} ms"
-              f" ({base['p50_ms'] / fast['p50_ms']:.1f}x)")
+        print(f"online read ({store}), full vector: fast reader p50 {fast['p50_ms']:.3f} ms "
+              f"p99 {fast['p99_ms']:.3f} ms; Feast get_online_features p50 {base['p50_ms']:.3f} ms "
+              f"p99 {base['p99_ms']:.3f} ms ({base['p50_ms'] / fast['p50_ms']:.1f}x)")
 
 
 if __name__ == "__main__":

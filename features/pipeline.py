@@ -206,6 +206,45 @@ ENTITIES: dict[str, EntitySpec] = {
 
 US_PER_DAY = 86_400_000_000
 
+LIVE_COLUMNS = ("n_order", "order_value", "n_return", "refund", "n_inr", "n_returnless", "n_no_receipt", "n_size_cm",
+                "n_new_customer")
+"""Contribution columns a just-assessed return (and its order, when new) can carry before it is ingested."""
+
+
+def live_columns(spec: EntitySpec) -> list[str]:
+    """The contribution columns of live facts for an entity: those its metrics sum."""
+    used = {m.column for m in spec.metrics if m.agg == "sum"}
+    return [c for c in LIVE_COLUMNS if c in used]
+
+
+MEMBERSHIP_SQL = {
+    "address": "SELECT address_token AS token, customer_id, min(placed_at) AS seen FROM orders "
+               "WHERE address_token IS NOT NULL GROUP BY ALL",
+    "payment": "SELECT payment_token AS token, customer_id, min(placed_at) AS seen FROM orders "
+               "WHERE payment_token IS NOT NULL GROUP BY ALL",
+    "device": "SELECT device_token AS token, customer_id, min(placed_at) AS seen FROM orders "
+              "WHERE device_token IS NOT NULL GROUP BY ALL",
+    "refund": "SELECT refund_token AS token, returner AS customer_id, min(requested_at) AS seen FROM ret "
+              "WHERE refund_token IS NOT NULL GROUP BY ALL",
+}
+"""When each customer was first seen on each token (the rows behind the `*_customers` counts)."""
+
+
+def membership_sql(name: str) -> str:
+    key = ENTITIES[name].key
+    return (f"SELECT token AS {key}, customer_id, seen + INTERVAL 1 MICROSECOND AS event_timestamp, "
+            f"seen + INTERVAL 1 MICROSECOND AS created_timestamp, epoch(seen) AS first_seen_epoch "
+            f"FROM ({MEMBERSHIP_SQL[name]}) ORDER BY {key}, customer_id")
+
+
+def live_sql(name: str) -> str:
+    """An empty table with the live view's schema (live facts exist only online)."""
+    spec = ENTITIES[name]
+    arrays = ", ".join(f"CAST([] AS DOUBLE[]) AS live_{c}" for c in live_columns(spec))
+    return (f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, CAST(NULL AS TIMESTAMPTZ) AS event_timestamp, "
+            f"CAST(NULL AS TIMESTAMPTZ) AS created_timestamp, CAST([] AS VARCHAR[]) AS live_ids, "
+            f"CAST([] AS BIGINT[]) AS live_us, {arrays} LIMIT 0")
+
 
 def entity_sql(spec: EntitySpec) -> str:
     """The query that turns an entity's facts into its change-point rows.
@@ -266,13 +305,18 @@ def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")
+    # spill next to the output, not into whatever directory the command runs in
+    con.execute(f"SET temp_directory = '{_q(out_dir / '.spill')}'")
     _register_tables(con, tables)
     counts = {}
-    for name, spec in ENTITIES.items():
+    jobs = [(name, entity_sql(spec)) for name, spec in ENTITIES.items()]
+    jobs += [(f"{name}_seen", membership_sql(name)) for name in MEMBERSHIP_SQL]
+    jobs += [(f"{name}_live", live_sql(name)) for name in ENTITIES]
+    for name, sql in jobs:
         t0 = time.perf_counter()
         tmp = out_dir / f".{name}.parquet.tmp"
         final = out_dir / f"{name}.parquet"
-        con.execute(f"COPY ({entity_sql(spec)}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        con.execute(f"COPY ({sql}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
         tmp.replace(final)
         counts[name] = con.execute(f"SELECT count(*) FROM read_parquet('{_q(final)}')").fetchall()[0][0]
         report(f"features: {name}: {counts[name]:,} rows in {time.perf_counter() - t0:.1f}s")

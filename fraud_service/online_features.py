@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from features.definitions import request_time_features
-from features.pipeline import ENTITIES, NO_KEY
+from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY, live_columns
 
 _VALUE_FIELDS = ("int64_val", "double_val", "string_val", "float_val", "int32_val", "bool_val")
 
@@ -43,70 +43,105 @@ class OnlineFeatures:
         self._serialize = serialize_entity_key
         self._entity_key = EntityKey
         self._value = Value
-        self.config = store.config
         self.project = store.config.project
         self.version = store.config.entity_key_serialization_version
         self.kind = store.config.online_store.type
-        self.views = {spec.key: (f"{name}_features", [m.name for m in spec.metrics])
-                      for name, spec in ENTITIES.items()}
+        # (view, join key, feature names): the stored features, then the live facts of each entity
+        self.views = [(f"{name}_features", spec.key, [m.name for m in spec.metrics]) for name, spec in ENTITIES.items()]
+        self.views += [(f"{name}_live", spec.key, ["live_ids", "live_us"] + [f"live_{c}" for c in live_columns(spec)])
+                       for name, spec in ENTITIES.items()]
         self._counts = {m.name for spec in ENTITIES.values() for m in spec.metrics
                         if m.agg != "median" and m.column != "created_epoch"}
         self._lock = threading.Lock()
         if self.kind == "sqlite":
-            path = store.config.online_store.path
-            self._conn = sqlite3.connect(path, check_same_thread=False)
+            self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
             self._sql = " UNION ALL ".join(
                 f"SELECT {i}, feature_name, value FROM \"{self.project}_{view}\" WHERE entity_key = ?"
-                for i, (view, _) in enumerate(self.views.values()))
+                for i, (view, _, _) in enumerate(self.views))
         else:
             import redis
             from feast.infra.online_stores.helpers import _mmh3
 
-            conn = store.config.online_store.connection_string
-            host_port, *options = conn.split(",")
+            host_port, *options = store.config.online_store.connection_string.split(",")
             host, port = host_port.split(":")
             kwargs = dict(option.split("=", 1) for option in options)
             self._redis = redis.Redis(host=host, port=int(port), db=int(kwargs.get("db", 0)),
                                       password=kwargs.get("password"))
-            self._fields = {key: [_mmh3(f"{view}:{name}") for name in names]
-                            for key, (view, names) in self.views.items()}
+            self._fields = [[_mmh3(f"{view}:{name}") for name in names] for view, _, names in self.views]
+            self._mmh3 = _mmh3
 
-    def _key(self, join_key: str, value: str) -> bytes:
-        entity_key = self._entity_key(join_keys=[join_key], entity_values=[self._value(string_val=value)])
+    def key(self, join_keys: dict[str, str]) -> bytes:
+        """Feast's serialised entity key for one or more string join keys."""
+        names = sorted(join_keys)
+        entity_key = self._entity_key(join_keys=names,
+                                      entity_values=[self._value(string_val=join_keys[n]) for n in names])
         return self._serialize(entity_key, entity_key_serialization_version=self.version)
 
-    def stored(self, keys: dict[str, str]) -> dict[str, Any]:
-        """The stored features of the five entities (None where the entity has no row)."""
-        out: dict[str, Any] = {}
+    def stored(self, keys: dict[str, str]) -> list[dict[str, Any]]:
+        """Per view (in `self.views` order), its stored values for the request's keys (None where absent)."""
+        out: list[dict[str, Any]] = [dict.fromkeys(names) for _, _, names in self.views]
         if self.kind == "sqlite":
-            params = [self._key(key, keys[key]) for key in self.views]
+            params = [self.key({join: keys[join]}) for _, join, _ in self.views]
             with self._lock:
                 rows = self._conn.execute(self._sql, params).fetchall()
-            for _, name, blob in rows:
-                out[name] = _decode(blob, self._value)
+            for i, name, blob in rows:
+                out[i][name] = _decode(blob, self._value)
         else:
             pipe = self._redis.pipeline(transaction=False)
-            for key in self.views:
-                pipe.hmget(self._key(key, keys[key]) + self.project.encode(), self._fields[key])
-            for key, values in zip(self.views, pipe.execute(), strict=True):
-                for name, blob in zip(self.views[key][1], values, strict=True):
-                    out[name] = None if blob is None else _decode(blob, self._value)
-        for _, names in self.views.values():
-            for name in names:
-                out.setdefault(name, None)
+            for (_, join, _), fields in zip(self.views, self._fields, strict=True):
+                pipe.hmget(self.key({join: keys[join]}) + self.project.encode(), fields)
+            for values, (_, _, names), target in zip(pipe.execute(), self.views, out, strict=True):
+                for name, blob in zip(names, values, strict=True):
+                    target[name] = None if blob is None else _decode(blob, self._value)
         return out
 
+    def seen(self, view: str, join_keys: dict[str, str], feature: str) -> Any:
+        """One stored value of a (possibly compound-key) view, or None."""
+        entity_key = self.key(join_keys)
+        if self.kind == "sqlite":
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT value FROM \"{self.project}_{view}\" WHERE entity_key = ? AND feature_name = ?",
+                    (entity_key, feature)).fetchall()
+            return _decode(rows[0][0], self._value) if rows else None
+        blob: Any = self._redis.hget(entity_key + self.project.encode(), self._mmh3(f"{view}:{feature}"))
+        return None if blob is None else _decode(blob, self._value)
+
     def vector(self, keys: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
-        """The full feature vector for one request: stored features + request-time features."""
-        row = self.stored(keys)
+        """The full feature vector for one request: stored features + live facts + request-time features."""
+        views = self.stored(keys)
+        row: dict[str, Any] = {}
+        for values in views[:len(ENTITIES)]:
+            row.update(values)
         finish_row(row, keys, self._counts)
+        add_live_facts(row, views[len(ENTITIES):], int(round(float(request["req_requested_epoch"]) * 1e6)))
         inputs = {name: [value] for name, value in request.items()}
         inputs.update({name: [row[name]] for name in ("cust_created_epoch", "cust_returns_365d", "cust_orders_365d",
                                                       "cust_refund_365d", "cust_order_value_365d",
                                                       "cust_size_cm_365d")})
-        for name, values in request_time_features(inputs).items():
-            row[name] = values[0]
+        for name, derived in request_time_features(inputs).items():
+            row[name] = derived[0]
         return row
+
+
+def add_live_facts(row: dict[str, Any], live: list[dict[str, Any]], at_us: int) -> None:
+    """Add the contributions of facts assessed since the last build that are known at `at_us`."""
+    for spec, facts in zip(ENTITIES.values(), live, strict=True):
+        stamps = facts.get("live_us")
+        if not stamps:
+            continue
+        stamps = list(stamps.val) if hasattr(stamps, "val") else list(stamps)
+        for metric in spec.metrics:
+            if metric.agg != "sum" or facts.get(f"live_{metric.column}") is None:
+                continue
+            values = facts[f"live_{metric.column}"]
+            values = list(values.val) if hasattr(values, "val") else list(values)
+            low = -1 if metric.days is None else at_us - metric.days * US_PER_DAY
+            extra = sum(v for us, v in zip(stamps, values, strict=True) if low < us <= at_us)
+            if extra:
+                current = row.get(metric.name)
+                base = 0 if current is None or (isinstance(current, float) and math.isnan(current)) else current
+                row[metric.name] = type(base)(base + extra) if metric.is_count else float(base + extra)
 
 
 def finish_row(row: dict[str, Any], keys: dict[str, str], counts: set[str]) -> None:

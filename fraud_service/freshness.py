@@ -1,0 +1,197 @@
+"""Freshness: a return assessed now counts at once for its customer and linked tokens, online.
+
+When a return is assessed, its facts (the return; its order too, when the order is new to
+the store) are appended to a small log, $FRAUD_HOME/features/live.db, and each affected
+entity's list of live facts is written to its `<entity>_live` view with Feast's
+`write_to_online_store`. The online reader adds those facts' contributions, windowed at the
+request's own time, to the materialised rows. The log is the source of truth for the lists:
+writes are serialised by a sqlite transaction, and each write replaces the whole list.
+
+The rule that keeps training equal to serving: a live fact has exactly the timestamp and the
+contribution the same return gets in the offline rows once it is ingested (requested_at +
+1 microsecond, the same columns). After a build has taken a return in and materialisation
+has published it, `prune` drops its live facts, so it is never counted twice.
+
+Known gap: `cust_median_days_to_return_365d` is not a sum and ignores live facts until the
+next build.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from features.pipeline import ENTITIES, NO_KEY, live_columns
+from fraud_service.feature_source import FeatureSource
+from fraud_service.online_features import OnlineFeatures
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_facts (
+    return_id TEXT NOT NULL,
+    fact TEXT NOT NULL,            -- 'return' or 'order'
+    entity TEXT NOT NULL,
+    key TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    us INTEGER NOT NULL,           -- when the fact became known (microseconds since the epoch)
+    contributions TEXT NOT NULL,   -- JSON {column: value}
+    PRIMARY KEY (return_id, fact, entity)
+);
+CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
+"""
+
+
+@dataclass(frozen=True)
+class AssessedReturn:
+    """What an assessment knows of a return and its order (contract field names)."""
+
+    return_id: str
+    customer_id: str
+    requested_at: dt.datetime
+    return_type: str
+    channel: str
+    reason: str
+    refund_amount: float
+    refund_method: str
+    refund_token: str | None
+    has_receipt: bool
+    placed_at: dt.datetime
+    order_total: float
+    address_token: str | None
+    payment_token: str | None
+    device_token: str | None
+    order_is_new: bool = False
+
+
+def _us(moment: dt.datetime) -> int:
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value // 1000) + 1  # known one microsecond after it happened
+
+
+class LiveFacts:
+    """The log of assessed-but-not-yet-ingested facts and its mirror in the online store."""
+
+    def __init__(self, source: FeatureSource, reader: OnlineFeatures | None = None) -> None:
+        self.source = source
+        self.reader = reader or OnlineFeatures(source.store())
+        source.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(source.data_dir / "live.db", check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def record(self, r: AssessedReturn) -> None:
+        """Count `r` (and its order when new) for its customer and tokens, online, now. Idempotent per return."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = list(self._facts(r))
+            self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            affected = {(row[2], row[3]) for row in rows}
+            lists = self._lists(affected)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._publish(lists)
+
+    def prune(self, covered: Iterable[str]) -> int:
+        """Forget live facts of returns the offline rows now include; republish the lists they were in."""
+        covered = list(covered)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered (return_id TEXT PRIMARY KEY)")
+            self.db.execute("DELETE FROM covered")
+            self.db.executemany("INSERT OR IGNORE INTO covered VALUES (?)", [(c,) for c in covered])
+            affected = set(self.db.execute(
+                "SELECT DISTINCT entity, key FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)"))
+            removed = self.db.execute(
+                "DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)").rowcount
+            lists = self._lists(affected)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._publish(lists)
+        return removed
+
+    def prune_ingested(self, until: dt.datetime) -> int:
+        """Prune the live facts of returns that the built snapshot holds and that were requested by `until`."""
+        from fraud_service.warehouse import Warehouse
+
+        ids = [row[0] for row in self.db.execute("SELECT DISTINCT return_id FROM live_facts")]
+        if not ids:
+            return 0
+        manifest = json.loads((self.source.data_dir / "manifest.json").read_text())
+        snapshot = Warehouse(self.source.settings.warehouse_dir).current()
+        if snapshot is None or snapshot.name != manifest["snapshot"]:
+            return 0  # features are not built from the current snapshot yet: keep counting live
+        returns = snapshot.read("returns", ["return_id", "requested_at"])
+        assert returns is not None
+        covered = returns[returns["return_id"].isin(ids) & (returns["requested_at"] <= pd.Timestamp(until))]
+        return self.prune(covered["return_id"])
+
+    def _facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
+        returned = {
+            "n_return": 1, "refund": float(r.refund_amount), "n_inr": int(r.return_type == "item_not_received"),
+            "n_returnless": int(r.channel == "returnless"), "n_no_receipt": int(not r.has_receipt),
+            "n_size_cm": int(r.reason in ("size", "changed_mind")),
+        }
+        tokens = {"address": r.address_token, "payment": r.payment_token, "device": r.device_token}
+        at = _us(r.requested_at)
+        yield (r.return_id, "return", "customer", r.customer_id, r.customer_id, at, json.dumps(returned))
+        for name, token in tokens.items():
+            if token:
+                yield (r.return_id, "return", name, token, r.customer_id, at, json.dumps(returned))
+        if r.refund_token:
+            new = self._is_new(r.return_id, "refund", r.refund_token, r.customer_id)
+            yield (r.return_id, "return", "refund", r.refund_token, r.customer_id, at,
+                   json.dumps({**returned, "n_new_customer": new}))
+        if r.order_is_new:
+            placed = _us(r.placed_at)
+            ordered = {"n_order": 1, "order_value": float(r.order_total)}
+            yield (r.return_id, "order", "customer", r.customer_id, r.customer_id, placed, json.dumps(ordered))
+            for name, token in tokens.items():
+                if token:
+                    new = self._is_new(r.return_id, name, token, r.customer_id)
+                    yield (r.return_id, "order", name, token, r.customer_id, placed,
+                           json.dumps({**ordered, "n_new_customer": new}))
+
+    def _is_new(self, return_id: str, entity: str, token: str, customer: str) -> int:
+        """1 if `customer` was never seen on `token`, neither in the stored rows nor in earlier live facts."""
+        spec = ENTITIES[entity]
+        if self.reader.seen(f"{entity}_seen", {spec.key: token, "customer_id": customer}, "first_seen_epoch"):
+            return 0
+        earlier = self.db.execute(
+            "SELECT count(*) FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id <> ? "
+            "AND json_extract(contributions, '$.n_new_customer') = 1", (entity, token, customer, return_id))
+        return 0 if earlier.fetchone()[0] else 1
+
+    def _lists(self, affected: set[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
+        """The full live-fact lists of the affected entities, per view, ready to write."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for entity, key in sorted(affected):
+            if key == NO_KEY:
+                continue
+            columns = live_columns(ENTITIES[entity])
+            facts = self.db.execute("SELECT return_id, us, contributions FROM live_facts WHERE entity = ? AND key = ? "
+                                    "ORDER BY us, return_id, fact", (entity, key)).fetchall()
+            record: dict[str, Any] = {ENTITIES[entity].key: key, "live_ids": [f[0] for f in facts],
+                                      "live_us": [f[1] for f in facts]}
+            for column in columns:
+                record[f"live_{column}"] = [float(json.loads(f[2]).get(column, 0.0)) for f in facts]
+            out.setdefault(entity, []).append(record)
+        return out
+
+    def _publish(self, lists: dict[str, list[dict[str, Any]]]) -> None:
+        store = self.source.store()
+        now = pd.Timestamp.now(tz="UTC")
+        for entity, records in lists.items():
+            frame = pd.DataFrame(records)
+            frame["event_timestamp"] = now
+            frame["created_timestamp"] = now
+            store.write_to_online_store(f"{entity}_live", df=frame)
