@@ -138,6 +138,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"demo: ingested into {settings.warehouse_dir} (snapshot {current.name}; "
           f"{'new' if result.changed else 'unchanged'}): "
           + ", ".join(f"{current.rows(t):,} {t}" for t in ("customers", "orders", "returns", "labels")))
+    from fraud_service.feature_source import FeatureSource
+
+    source = FeatureSource(settings)
+    if source.built_from() == current.name:
+        progress.info(f"features are already built from snapshot {current.name}")
+    else:
+        source.build(progress)
+    with progress.step("materialising the online store"):
+        source.materialize()
+    print(f"demo: features built from snapshot {current.name} and materialised into the "
+          f"{settings.online_store} online store")
     return 0
 
 

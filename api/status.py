@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, render_template
@@ -18,8 +19,10 @@ def warehouse_status() -> dict[str, Any]:
     settings = current_app.config["SETTINGS"]
     snapshot = Warehouse(settings.warehouse_dir).current()
     if snapshot is None:
-        return {"snapshot": None, "tables": {}, "warehouse": str(settings.warehouse_dir)}
+        return {"snapshot": None, "tables": {}, "warehouse": str(settings.warehouse_dir), "features": None}
+    features = settings.home / "features" / "manifest.json"
     return {
+        "features": json.loads(features.read_text()) if features.exists() else None,
         "snapshot": snapshot.name,
         "created_at": snapshot.manifest.get("created_at"),
         "source": snapshot.manifest.get("source"),

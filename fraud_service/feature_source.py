@@ -84,6 +84,13 @@ class FeatureSource:
         (self.data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return manifest
 
+    def built_from(self) -> str | None:
+        """The warehouse snapshot the features were last built from (None if never built)."""
+        path = self.data_dir / "manifest.json"
+        if not path.exists() or not (self.repo_dir / "registry.db").exists():
+            return None
+        return str(json.loads(path.read_text()).get("snapshot"))
+
     def _empty_table(self, name: str) -> Path:
         import pyarrow.parquet as pq
 

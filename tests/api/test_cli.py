@@ -6,7 +6,7 @@ import pytest
 
 from api.cli import build_parser
 
-COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve"]
+COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve", "features"]
 
 
 def test_every_command_is_listed_in_the_top_level_help(cli):
@@ -69,17 +69,21 @@ def test_generate_ingest_status_stats_round_trip(cli, tmp_path):
     assert "| returns per order |" in out
 
 
-def test_demo_generates_once_and_ingests(cli, tmp_path, settings):
+@pytest.mark.slow
+def test_demo_generates_ingests_and_builds_features_once(cli, tmp_path, settings):
     out_dir = tmp_path / "demo"
     code, out, _ = cli("demo", "--out", str(out_dir), "--customers", "200", "--days", "40")
     assert code == 0
     assert "ingested into" in out and "(snapshot 000001; new)" in out
+    assert "features built from snapshot 000001 and materialised into the sqlite online store" in out
     stamp = (out_dir / "returns.parquet").stat().st_mtime_ns
+    built = (settings.home / "features" / "manifest.json").stat().st_mtime_ns
 
     code, out, _ = cli("demo", "--out", str(out_dir), "--customers", "200", "--days", "40")
     assert code == 0
     assert "(snapshot 000001; unchanged)" in out
     assert (out_dir / "returns.parquet").stat().st_mtime_ns == stamp
+    assert (settings.home / "features" / "manifest.json").stat().st_mtime_ns == built
 
 
 def test_a_bad_setting_is_reported_not_raised(cli, monkeypatch):

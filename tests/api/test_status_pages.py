@@ -33,3 +33,16 @@ def test_status_after_ingest_counts_the_rows(client, world_copy, warehouse):
     page = client.get("/").get_data(as_text=True)
     assert "Warehouse snapshot <strong>000001</strong>" in page
     assert f"{body['tables']['orders']:,}" in page
+
+
+def test_start_page_says_when_features_are_missing_or_stale(client, world_copy, warehouse, settings):
+    import json
+
+    ingest(world_copy, warehouse)
+    assert "No features built yet" in client.get("/").get_data(as_text=True)
+    (settings.home / "features").mkdir(parents=True)
+    (settings.home / "features" / "manifest.json").write_text(json.dumps(
+        {"snapshot": "000000", "built_at": "2026-01-01T00:00:00+00:00", "rows": {"customer": 12, "customer_live": 0}}))
+    page = client.get("/").get_data(as_text=True)
+    assert "older than the current snapshot" in page
+    assert "<td>customer</td>" in page and "customer_live" not in page
