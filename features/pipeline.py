@@ -205,6 +205,8 @@ ENTITIES: dict[str, EntitySpec] = {
 
 
 US_PER_DAY = 86_400_000_000
+BUCKET_FACTS = 1_500_000
+"""Facts per key bucket in one pass: keeps the window layers in memory (about 2 GB) on big histories."""
 
 LIVE_COLUMNS = ("n_order", "order_value", "n_return", "refund", "n_inr", "n_returnless", "n_no_receipt", "n_size_cm",
                 "n_new_customer")
@@ -246,16 +248,21 @@ def live_sql(name: str) -> str:
             f"CAST([] AS BIGINT[]) AS live_us, {arrays} LIMIT 0")
 
 
-def entity_sql(spec: EntitySpec) -> str:
-    """The query that turns an entity's facts into its change-point rows.
+def entity_sql(spec: EntitySpec, bucket: int = 0, buckets: int = 1) -> str:
+    """The query that turns an entity's facts into its change-point rows (for one hash bucket of keys).
 
     Time is handled as integer microseconds, and each window gets its own query layer: DuckDB
-    computes one RANGE frame per layer far faster than several frames in one SELECT.
+    computes one RANGE frame per layer far faster than several frames in one SELECT. Only
+    facts that count in some window get departure markers (labels and sign-ups do not).
     """
     contribution_cols = sorted({m.column for m in spec.metrics})
+    windowed = sorted({m.column for m in spec.metrics if m.days is not None})
     nulls = ", ".join(f"NULL AS {c}" for c in contribution_cols)
+    counted = f"coalesce({', '.join(windowed)}) IS NOT NULL" if windowed else "false"
     markers = "\n".join(
-        f"UNION ALL BY NAME SELECT key, us + {d * US_PER_DAY} AS us, {nulls} FROM ev" for d in spec.windows)
+        f"UNION ALL BY NAME SELECT key, us + {d * US_PER_DAY} AS us, {nulls} FROM ev WHERE {counted}"
+        for d in spec.windows)
+    in_bucket = "" if buckets == 1 else f" AND hash(key) % {buckets} = {bucket}"
     by_window: dict[int | None, list[Metric]] = {}
     for metric in spec.metrics:
         by_window.setdefault(metric.days, []).append(metric)
@@ -267,14 +274,13 @@ def entity_sql(spec: EntitySpec) -> str:
         previous = f"l{i}"
     layer_sql = ",\n".join(layers)
     return f"""
-WITH ev AS (SELECT *, epoch_us(ts) AS us FROM ({spec.events}) WHERE key IS NOT NULL),
+WITH ev AS (SELECT *, epoch_us(ts) AS us FROM ({spec.events}) WHERE key IS NOT NULL{in_bucket}),
 tl AS (SELECT key, us, {", ".join(contribution_cols)} FROM ev
 {markers}),
 {layer_sql}
 SELECT DISTINCT ON (key, us) key AS {spec.key}, make_timestamptz(us) AS event_timestamp,
        make_timestamptz(us) AS created_timestamp, {", ".join(spec.feature_names)}
 FROM {previous}
-ORDER BY key, us
 """
 
 
@@ -293,7 +299,7 @@ def _q(path: Path) -> str:
 
 
 def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
-          report: Callable[[str], None] = lambda _: None) -> dict[str, int]:
+          report: Callable[[str], None] = lambda _: None, bucket_facts: int = BUCKET_FACTS) -> dict[str, int]:
     """Compute every entity's change-point rows from the contract tables into OUT_DIR/<entity>.parquet.
 
     Files are written beside their final names and renamed, so readers never see half a file.
@@ -309,14 +315,29 @@ def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
     con.execute(f"SET temp_directory = '{_q(out_dir / '.spill')}'")
     _register_tables(con, tables)
     counts = {}
-    jobs = [(name, entity_sql(spec)) for name, spec in ENTITIES.items()]
-    jobs += [(f"{name}_seen", membership_sql(name)) for name in MEMBERSHIP_SQL]
-    jobs += [(f"{name}_live", live_sql(name)) for name in ENTITIES]
-    for name, sql in jobs:
+    jobs: list[tuple[str, list[str]]] = []
+    for name, spec in ENTITIES.items():
+        facts = con.execute(f"SELECT count(*) FROM ({spec.events})").fetchall()[0][0]
+        buckets = max(1, -(-facts // bucket_facts))
+        jobs.append((name, [entity_sql(spec, b, buckets) for b in range(buckets)]))
+    jobs += [(f"{name}_seen", [membership_sql(name)]) for name in MEMBERSHIP_SQL]
+    jobs += [(f"{name}_live", [live_sql(name)]) for name in ENTITIES]
+    for name, parts in jobs:
         t0 = time.perf_counter()
         tmp = out_dir / f".{name}.parquet.tmp"
         final = out_dir / f"{name}.parquet"
-        con.execute(f"COPY ({sql}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        if len(parts) == 1:
+            con.execute(f"COPY ({parts[0]}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        else:
+            # key buckets bound the memory of the window layers; the parts are then streamed into one file
+            part_files = [out_dir / f".{name}.part{i}.parquet" for i in range(len(parts))]
+            for sql, part in zip(parts, part_files, strict=True):
+                con.execute(f"COPY ({sql}) TO '{_q(part)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+            listing = ", ".join(f"'{_q(p)}'" for p in part_files)
+            con.execute(f"COPY (SELECT * FROM read_parquet([{listing}])) TO '{_q(tmp)}' "
+                        "(FORMAT parquet, COMPRESSION zstd)").fetchall()
+            for part in part_files:
+                part.unlink()
         tmp.replace(final)
         counts[name] = con.execute(f"SELECT count(*) FROM read_parquet('{_q(final)}')").fetchall()[0][0]
         report(f"features: {name}: {counts[name]:,} rows in {time.perf_counter() - t0:.1f}s")

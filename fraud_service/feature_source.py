@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features import definitions
-from features.pipeline import ENTITIES, NO_KEY, build
+from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError
 from fraud_service.progress import SILENT, Progress
@@ -62,8 +62,12 @@ class FeatureSource:
     def data_dir(self) -> Path:
         return self.settings.home / "features"
 
-    def build(self, progress: Progress = SILENT) -> dict[str, Any]:
-        """Recompute every entity's rows from the current snapshot and (re)apply the repository."""
+    def build(self, progress: Progress = SILENT, bucket_facts: int | None = None) -> dict[str, Any]:
+        """Recompute every entity's rows from the current snapshot and (re)apply the repository.
+
+        `bucket_facts` overrides how many facts one pass of the pipeline handles (tests use it to
+        exercise the bucketed path on small data).
+        """
         snapshot = Warehouse(self.settings.warehouse_dir).current()
         if snapshot is None:
             raise FeatureStoreError("the warehouse is empty: run `fraud-service ingest DIR` first")
@@ -76,7 +80,8 @@ class FeatureSource:
         for name in ("labels", "inspections"):
             if tables[name] is None:
                 tables[name] = self._empty_table(name)
-        counts = build({k: v for k, v in tables.items() if v is not None}, self.data_dir, report=progress.info)
+        counts = build({k: v for k, v in tables.items() if v is not None}, self.data_dir, report=progress.info,
+                       bucket_facts=bucket_facts or BUCKET_FACTS)
         with progress.step("applying the Feast repository"):
             self.apply()
         manifest = {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint"),

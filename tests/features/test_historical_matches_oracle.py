@@ -24,7 +24,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     settings = Settings.from_env({"FRAUD_HOME": str(root / "home")})
     ingest(root / "world", Warehouse(settings.warehouse_dir))
     source = FeatureSource(settings)
-    source.build()
+    source.build(bucket_facts=20_000)  # several key buckets per entity, as on a large history
     snapshot = Warehouse(settings.warehouse_dir).current()
     tables = {name: snapshot.read(name) for name in ("customers", "orders", "order_items", "returns", "labels",
                                                        "inspections")}
