@@ -18,10 +18,11 @@ next build.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,39 +86,38 @@ class LiveFacts:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
 
-    def record(self, r: AssessedReturn) -> None:
-        """Count `r` (and its order when new) for its customer and tokens, online, now. Idempotent per return."""
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[set[tuple[str, str]]]:
+        """One writer at a time; the (entity, key) pairs the body touches are republished before the lock is
+        released, so the online lists are written in the same order as the log."""
+        affected: set[tuple[str, str]] = set()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            rows = list(self._facts(r))
-            self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            affected = {(row[2], row[3]) for row in rows}
-            lists = self._lists(affected)
+            yield affected
+            self._publish(self._lists(affected))
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self._publish(lists)
+
+    def record(self, r: AssessedReturn) -> None:
+        """Count `r` (and its order when new) for its customer and tokens, online, now. Idempotent per return."""
+        with self._writing() as affected:
+            rows = list(self._facts(r))
+            self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            affected.update((row[2], row[3]) for row in rows)
 
     def prune(self, covered: Iterable[str]) -> int:
         """Forget live facts of returns the offline rows now include; republish the lists they were in."""
-        covered = list(covered)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing() as affected:
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered (return_id TEXT PRIMARY KEY)")
             self.db.execute("DELETE FROM covered")
             self.db.executemany("INSERT OR IGNORE INTO covered VALUES (?)", [(c,) for c in covered])
-            affected = set(self.db.execute(
+            affected.update(self.db.execute(
                 "SELECT DISTINCT entity, key FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)"))
             removed = self.db.execute(
                 "DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)").rowcount
-            lists = self._lists(affected)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self._publish(lists)
-        return removed
+        return int(removed)
 
     def prune_ingested(self, until: dt.datetime) -> int:
         """Prune the live facts of returns that the built snapshot holds and that were requested by `until`."""
