@@ -16,7 +16,7 @@ from fraud_service.warehouse import Warehouse
 from training.datasets.synthetic import WorldConfig, generate
 
 pytestmark = pytest.mark.slow
-REDIS_TEST_DB = 9
+REDIS_TEST_DB = 11  # bench/features_bench.py uses db 9
 
 
 @pytest.fixture(scope="module")
