@@ -22,6 +22,8 @@ def test_importing_every_module_creates_no_files_and_loads_no_heavy_library(tmp_
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
     )
+    # Feast loads its offline store class from feature_store.yaml; that module is Feast code by nature
+    modules.remove("features.asof_store")
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
