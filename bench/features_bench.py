@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stages import peak_mb, run_stage  # noqa: E402
+
 REDIS_DB = 9
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _settings(home: str, store: str = "sqlite"):
@@ -52,7 +49,7 @@ def stage_build(args: argparse.Namespace) -> dict[str, object]:
 
     t0 = time.perf_counter()
     manifest = FeatureSource(_settings(args.home)).build()
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": manifest["rows"]}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb(), "rows": manifest["rows"]}
 
 
 def stage_historical(args: argparse.Namespace) -> dict[str, object]:
@@ -68,7 +65,7 @@ def stage_historical(args: argparse.Namespace) -> dict[str, object]:
     source.store()
     t0 = time.perf_counter()
     frame = source.historical(entities)
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": len(frame)}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb(), "rows": len(frame)}
 
 
 def stage_materialize(args: argparse.Namespace) -> dict[str, object]:
@@ -84,7 +81,7 @@ def stage_materialize(args: argparse.Namespace) -> dict[str, object]:
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     source.materialize()
-    return {"seconds": first, "incremental_seconds": time.perf_counter() - t0, "peak_mb": _peak_mb()}
+    return {"seconds": first, "incremental_seconds": time.perf_counter() - t0, "peak_mb": peak_mb()}
 
 
 def stage_online(args: argparse.Namespace) -> dict[str, object]:
@@ -129,14 +126,6 @@ STAGES = {"prepare": stage_prepare, "build": stage_build, "historical": stage_hi
           "materialize": stage_materialize, "online": stage_online}
 
 
-def run(stage: str, common: list[str], extra: list[str] | None = None) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--stage", stage, *common, *(extra or [])],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"stage {stage} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
@@ -156,13 +145,13 @@ def main() -> None:
         common = ["--customers", str(args.customers), "--days", str(args.days),
                   "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
                   "--historical-rows", str(args.historical_rows), "--dir", tmp, "--home", f"{tmp}/home"]
-        world = run("prepare", common)
-        build = run("build", common)
-        historical = run("historical", common)
-        mat_sqlite = run("materialize", common, ["--store", "sqlite"])
-        online_sqlite = run("online", common, ["--store", "sqlite"])
-        mat_redis = run("materialize", common, ["--store", "redis"])
-        online_redis = run("online", common, ["--store", "redis"])
+        world = run_stage(__file__, "prepare", common)
+        build = run_stage(__file__, "build", common)
+        historical = run_stage(__file__, "historical", common)
+        mat_sqlite = run_stage(__file__, "materialize", [*common, "--store", "sqlite"])
+        online_sqlite = run_stage(__file__, "online", [*common, "--store", "sqlite"])
+        mat_redis = run_stage(__file__, "materialize", [*common, "--store", "redis"])
+        online_redis = run_stage(__file__, "online", [*common, "--store", "redis"])
     print(f"world: {args.customers:,} customers, {args.days} days: {world['orders']:,} orders, "
           f"{world['returns']:,} returns")
     print(f"features build:        {build['seconds']:7.1f} s   peak {build['peak_mb']:6.0f} MB   rows "

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stages import peak_mb, run_stage  # noqa: E402
 
 
 def stage_generate(args: argparse.Namespace) -> dict[str, object]:
@@ -31,7 +28,7 @@ def stage_generate(args: argparse.Namespace) -> dict[str, object]:
                          orders_per_year=args.orders_per_year, return_rate=args.return_rate)
     t0 = time.perf_counter()
     summary = generate(config, Path(args.dir))
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "rows": summary}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb(), "rows": summary}
 
 
 def stage_ingest(args: argparse.Namespace) -> dict[str, object]:
@@ -40,7 +37,7 @@ def stage_ingest(args: argparse.Namespace) -> dict[str, object]:
 
     t0 = time.perf_counter()
     result = ingest(Path(args.dir), Warehouse(Path(args.home) / "warehouse"))
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb(), "snapshot": result.snapshot}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb(), "snapshot": result.snapshot}
 
 
 def stage_floor(args: argparse.Namespace) -> dict[str, object]:
@@ -58,18 +55,10 @@ def stage_floor(args: argparse.Namespace) -> dict[str, object]:
         con.register("t", table)
         con.execute(f"COPY (SELECT * FROM t) TO '{out / path.name}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
         con.unregister("t")
-    return {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb()}
 
 
 STAGES = {"generate": stage_generate, "ingest": stage_ingest, "floor": stage_floor}
-
-
-def run_stage(name: str, args: argparse.Namespace, extra: list[str]) -> dict[str, object]:
-    cmd = [sys.executable, __file__, "--stage", name, *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"stage {name} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -91,12 +80,12 @@ def main() -> None:
         common = ["--customers", str(args.customers), "--days", str(args.days), "--seed", str(args.seed),
                   "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
                   "--dir", f"{tmp}/data", "--home", f"{tmp}/home"]
-        gen = run_stage("generate", args, common)
+        gen = run_stage(__file__, "generate", common)
         rows = gen["rows"]
         assert isinstance(rows, dict)
-        first = run_stage("ingest", args, common)
-        again = run_stage("ingest", args, common)
-        floor = run_stage("floor", args, common)
+        first = run_stage(__file__, "ingest", common)
+        again = run_stage(__file__, "ingest", common)
+        floor = run_stage(__file__, "floor", common)
 
     print(f"world: {args.customers:,} customers, {args.days} days, orders/year {args.orders_per_year}, "
           f"return rate {args.return_rate}, seed {args.seed}")
