@@ -20,6 +20,7 @@ it imports Feast at module level, so nothing else of the project imports it.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import duckdb
@@ -32,6 +33,17 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from pydantic import StrictStr
 
 ROW = "__entity_row"
+BUCKET_ROWS = 4_000_000
+"""Feature rows per join pass; bounds the memory of retrieval on long histories."""
+
+
+def _types(con: duckdb.DuckDBPyConnection, path: str, columns: list[str]) -> list[str]:
+    described = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").fetchall()}
+    return [described[c] for c in columns]
+
+
+def _hash(columns: Any) -> str:
+    return "hash(" + ", ".join(_quote(c) for c in columns) + ")"
 
 
 class AsofDuckDBOfflineStoreConfig(DuckDBOfflineStoreConfig):
@@ -62,6 +74,8 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         entities[ROW] = range(len(entities))
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET preserve_insertion_order = false")
+        con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/asof_store_spill'")
         con.register("entities", pa.Table.from_pandas(entities, preserve_index=False))
         selects, joins = [], []
         for i, view in enumerate(feature_views):
@@ -74,21 +88,32 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
             ts, created = source.timestamp_field, source.created_timestamp_column
             known = f"greatest({_quote(ts)}, {_quote(created)})" if created and filter_by_created_timestamp \
                 else _quote(ts)
-            alias = f"f{i}"
-            columns = ", ".join(_quote(c) for c in [*keys, *features])
             path = source.path.replace("'", "''")
-            table = f"(SELECT {columns}, {known} AS __known FROM read_parquet('{path}'))"
-            on = " AND ".join(f"e.{_quote(entity_col)} = {alias}.{_quote(fv_col)}"
-                              for fv_col, entity_col in keys.items())
-            joins.append(f"ASOF LEFT JOIN {table} {alias} ON {on} AND e.event_timestamp >= {alias}.__known")
             base = view.projection.name_alias or view.name
-            for feature in features:
-                name = f"{base}__{feature}" if full_feature_names else feature
-                value = f"{alias}.{_quote(feature)}"
+            names = [f"{base}__{f}" if full_feature_names else f for f in features]
+            values = []
+            for feature, name in zip(features, names, strict=True):
+                value = f"f.{_quote(feature)}"
                 if view.ttl:
-                    value = (f"CASE WHEN {alias}.__known >= e.event_timestamp - INTERVAL "
+                    value = (f"CASE WHEN f.__known >= e.event_timestamp - INTERVAL "
                              f"{int(view.ttl.total_seconds())} SECOND THEN {value} END")
-                selects.append(f"{value} AS {_quote(name)}")
+                values.append(f"{value} AS {_quote(name)}")
+            on = " AND ".join(f"e.{_quote(entity_col)} = f.{_quote(fv_col)}" for fv_col, entity_col in keys.items())
+            rows = con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0]
+            buckets = max(1, -(-rows // BUCKET_ROWS))
+            # one key bucket at a time: the join only ever holds 1/buckets of the feature rows
+            con.execute(f"CREATE TEMP TABLE v{i} ({ROW} BIGINT, "
+                        + ", ".join(f"{_quote(n)} {t}" for n, t in zip(
+                            names, _types(con, path, features), strict=True)) + ")")
+            for b in range(buckets):
+                con.execute(
+                    f"INSERT INTO v{i} SELECT e.{ROW}, {', '.join(values)} "
+                    f"FROM (SELECT * FROM entities WHERE {_hash(keys.values())} % {buckets} = {b}) e "
+                    f"ASOF LEFT JOIN (SELECT {', '.join(_quote(c) for c in [*keys, *features])}, {known} AS __known "
+                    f"FROM read_parquet('{path}') WHERE {_hash(keys)} % {buckets} = {b}) f "
+                    f"ON {on} AND e.event_timestamp >= f.__known")
+            joins.append(f"LEFT JOIN v{i} USING ({ROW})")
+            selects += [f"v{i}.{_quote(n)}" for n in names]
         entity_columns = ", ".join(f"e.{_quote(c)}" for c in entities.columns if c != ROW)
         sql = (f"SELECT {entity_columns}{', ' if selects else ''}{', '.join(selects)} FROM entities e "
                f"{' '.join(joins)} ORDER BY e.{ROW}")

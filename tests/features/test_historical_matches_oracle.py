@@ -17,6 +17,16 @@ from training.datasets.synthetic import WorldConfig, generate
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_join_buckets():
+    """Retrieval in several key buckets, as on a long history (the default bucket is 4M feature rows)."""
+    import features.asof_store
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features.asof_store, "BUCKET_ROWS", 50_000)
+        yield
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("features")
