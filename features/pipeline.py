@@ -43,6 +43,11 @@ class Metric:
     agg: str = "sum"
 
     @property
+    def zero_when_unseen(self) -> bool:
+        """A key with no rows yet (a brand-new token) has 0 here; a median or sign-up time stays missing."""
+        return self.agg == "sum"
+
+    @property
     def is_count(self) -> bool:
         """Counts are integers; amounts, medians and epochs are floats."""
         return self.column.startswith(("n_", "d_"))

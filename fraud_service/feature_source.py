@@ -180,7 +180,7 @@ def finish(frame: pd.DataFrame) -> pd.DataFrame:
     for spec in ENTITIES.values():
         present = out[spec.key].to_numpy() != NO_KEY
         for metric in spec.metrics:
-            if metric.agg == "median" or metric.column == "created_epoch":
+            if not metric.zero_when_unseen:
                 continue
             column = out[metric.name].astype("float64")
             out[metric.name] = np.where(present & column.isna().to_numpy(), 0.0, column)

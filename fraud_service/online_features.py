@@ -50,8 +50,7 @@ class OnlineFeatures:
         self.views = [(f"{name}_features", spec.key, [m.name for m in spec.metrics]) for name, spec in ENTITIES.items()]
         self.views += [(f"{name}_live", spec.key, ["live_ids", "live_us"] + [f"live_{c}" for c in live_columns(spec)])
                        for name, spec in ENTITIES.items()]
-        self._counts = {m.name for spec in ENTITIES.values() for m in spec.metrics
-                        if m.agg != "median" and m.column != "created_epoch"}
+        self._counts = {m.name for spec in ENTITIES.values() for m in spec.metrics if m.zero_when_unseen}
         self._lock = threading.Lock()
         if self.kind == "sqlite":
             self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
