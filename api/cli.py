@@ -262,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directories", metavar="DIR", nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
 
-    p = add("demo", cmd_demo, "generate a demo world and ingest it (what `make run` does first)",
+    p = add("demo", cmd_demo, "generate a demo world, ingest it, build features (what `make run` does first)",
             "Generate a small synthetic world into --out (skipped when it is already there with the\n"
-            "same settings) and ingest it into the warehouse.")
+            "same settings), ingest it into the warehouse, build the feature store from it (skipped\n"
+            "when already built from the same snapshot) and materialise the online store.")
     p.add_argument("--out", required=True, metavar="DIR")
     _world_options(p, customers=2000, days=180)
 
