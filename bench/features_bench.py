@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stages import peak_mb, run_stage  # noqa: E402
+from stages import peak_mb, run_stage, world_argv, world_parser  # noqa: E402
 
 REDIS_DB = 9
 
@@ -37,7 +37,7 @@ def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
     from fraud_service.warehouse import Warehouse
     from training.datasets.synthetic import WorldConfig, generate
 
-    config = WorldConfig(customers=args.customers, days=args.days, seed=7, orders_per_year=args.orders_per_year,
+    config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, orders_per_year=args.orders_per_year,
                          return_rate=args.return_rate)
     summary = generate(config, Path(args.dir) / "world")
     ingest(Path(args.dir) / "world", Warehouse(_settings(args.home).warehouse_dir))
@@ -127,24 +127,15 @@ STAGES = {"prepare": stage_prepare, "build": stage_build, "historical": stage_hi
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--orders-per-year", type=float, default=22.0)
-    parser.add_argument("--return-rate", type=float, default=0.4)
+    parser = world_parser(__doc__, STAGES)
     parser.add_argument("--historical-rows", type=int, default=200_000)
-    parser.add_argument("--stage", choices=sorted(STAGES))
-    parser.add_argument("--store", default="sqlite")
-    parser.add_argument("--dir")
-    parser.add_argument("--home")
+    parser.add_argument("--store", default="sqlite", help="online store of a stage (internal)")
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(STAGES[args.stage](args), default=str))
         return
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
-        common = ["--customers", str(args.customers), "--days", str(args.days),
-                  "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
-                  "--historical-rows", str(args.historical_rows), "--dir", tmp, "--home", f"{tmp}/home"]
+        common = [*world_argv(args, tmp), "--historical-rows", str(args.historical_rows)]
         world = run_stage(__file__, "prepare", common)
         build = run_stage(__file__, "build", common)
         historical = run_stage(__file__, "historical", common)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stages import peak_mb, run_stage  # noqa: E402
+from stages import peak_mb, run_stage, world_argv, world_parser  # noqa: E402
 
 
 def stage_generate(args: argparse.Namespace) -> dict[str, object]:
@@ -62,24 +62,13 @@ STAGES = {"generate": stage_generate, "ingest": stage_ingest, "floor": stage_flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--orders-per-year", type=float, default=22.0)
-    parser.add_argument("--return-rate", type=float, default=0.4)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--stage", choices=sorted(STAGES))
-    parser.add_argument("--dir")
-    parser.add_argument("--home")
-    args = parser.parse_args()
+    args = world_parser(__doc__, STAGES).parse_args()
     if args.stage:
         print(json.dumps(STAGES[args.stage](args), default=str))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-gi-") as tmp:
-        common = ["--customers", str(args.customers), "--days", str(args.days), "--seed", str(args.seed),
-                  "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate),
-                  "--dir", f"{tmp}/data", "--home", f"{tmp}/home"]
+        common = world_argv(args, tmp)
         gen = run_stage(__file__, "generate", common)
         rows = gen["rows"]
         assert isinstance(rows, dict)
