@@ -188,6 +188,8 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         result = IngestResult(previous=writer.base.name if writer.base else None)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
+        # if the merge spills, it spills beside the warehouse, not into the caller's directory
+        con.execute(f"SET temp_directory = {sql_string(warehouse.root / '.spill')}")
         for name, frame in typed.items():
             with progress.step(f"merging {name} ({len(frame):,} rows)"):
                 result.tables[name] = _merge_table(con, TABLES[name], frame, files[name].name,
