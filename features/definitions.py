@@ -55,6 +55,11 @@ DERIVED_FIELDS = {
 }
 
 
+CUSTOMER_INPUTS = ("cust_created_epoch", "cust_returns_365d", "cust_orders_365d", "cust_refund_365d",
+                   "cust_order_value_365d", "cust_size_cm_365d")
+"""The customer features `request_time_features` reads (its body cannot refer to this module's globals)."""
+
+
 def request_time_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
     """The on-demand transformation (python mode, column lists in and out).
 

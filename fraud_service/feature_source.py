@@ -119,11 +119,9 @@ class FeatureSource:
         return path
 
     def apply(self) -> None:
-        """Register the definitions in the Feast registry."""
-        self.write_config()
+        """Register the definitions in the Feast registry (the store is reopened afterwards, with a fresh cache)."""
         self._store = None
-        store = self.store()
-        store.apply(definitions.build_objects(self.data_dir))
+        self.store().apply(definitions.build_objects(self.data_dir))
         self._store = None
 
     def store(self) -> Any:

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from typing import Any
 
-from features.definitions import request_time_features
+from features.definitions import CUSTOMER_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY, live_columns
 
 _VALUE_FIELDS = ("int64_val", "double_val", "string_val", "float_val", "int32_val", "bool_val")
@@ -115,9 +115,7 @@ class OnlineFeatures:
         finish_row(row, keys, self._counts)
         add_live_facts(row, views[len(ENTITIES):], int(round(float(request["req_requested_epoch"]) * 1e6)))
         inputs = {name: [value] for name, value in request.items()}
-        inputs.update({name: [row[name]] for name in ("cust_created_epoch", "cust_returns_365d", "cust_orders_365d",
-                                                      "cust_refund_365d", "cust_order_value_365d",
-                                                      "cust_size_cm_365d")})
+        inputs.update({name: [row[name]] for name in CUSTOMER_INPUTS})
         for name, derived in request_time_features(inputs).items():
             row[name] = derived[0]
         return row
