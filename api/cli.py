@@ -15,6 +15,7 @@ from pathlib import Path
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError, ValidationFailed
 from fraud_service.progress import Progress
+from models.registry import ModelRegistry, RegistryError
 
 EXIT_REJECTED = 1
 
@@ -41,7 +42,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), _progress(args))
     except ValidationFailed as exc:
         if args.report:
-            Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
+            Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))
             print(f"full report written to {args.report}", file=sys.stderr)
         raise
     print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'stored':>10}")
@@ -185,6 +186,151 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     return 0
 
 
+def _timestamp(text: str) -> object:
+    """argparse type: a date or ISO 8601 timestamp (naive = UTC)."""
+    from training.trainset import timestamp
+
+    try:
+        return timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp") from None
+
+
+def _costs(args: argparse.Namespace) -> object:
+    from training.thresholds import Costs
+
+    try:
+        return Costs(reviews_per_day=args.reviews_per_day, loss_per_fraud=args.loss_per_fraud,
+                     review_cost=args.review_cost, inspection_cost=args.inspection_cost,
+                     credit_friction=args.credit_friction, deny_friction=args.deny_friction)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_candidates(candidates: dict[str, dict[str, object]]) -> None:
+    print(f"{'candidate':<22} {'avg prec':>9} {'ROC AUC':>8} {'prec@2%':>8} {'rec@2%':>7} {'rec@5%':>7} "
+          f"{'money@2%':>9} {'Brier':>7}")
+    for name, m in candidates.items():
+        at = m["at_rate"]
+        assert isinstance(at, dict)
+        print(f"{name:<22} {m['average_precision']:>9.4f} {m['roc_auc']:>8.4f} {at['2%']['precision']:>8.4f} "
+              f"{at['2%']['recall']:>7.4f} {at['5%']['recall']:>7.4f} {at['2%']['money_recall']:>9.4f} "
+              f"{m['brier']:>7.4f}")
+    model = candidates.get("model", {})
+    by_type = model.get("by_typology")
+    if isinstance(by_type, dict):
+        print("recall at a 2% review rate by true typology (model): "
+              + ", ".join(f"{k} {v['recall']:.2f} (n={v['returns']})" for k, v in by_type.items()))
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train a model, evaluate it out of time beside the baselines, report, and register it."""
+    from training.workflow import train
+
+    result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
+                   test_until=args.test_until, delay_days=args.label_delay, costs=_costs(args),  # type: ignore[arg-type]
+                   truth_path=Path(args.ground_truth) if args.ground_truth else None, progress=_progress(args))
+    rows = result.trained.rows
+    positives = rows["train_positives"] + rows["validation_positives"]
+    print(f"trained on {rows['train'] + rows['validation']:,} returns ({positives:,} fraud/abuse labels), "
+          f"{result.trained.best_iteration} trees")
+    if result.test["candidates"]:
+        window = result.test["window"]
+        print(f"out of time, returns requested {window[0][:10]} to {window[1][:10]}:")
+        _print_candidates(result.test["candidates"])
+    else:
+        print("no returns after --train-until: no out-of-time evaluation (give --test-from/--test-until)")
+    p = result.policy
+    print(f"policy {p.version}: inspect from {p.inspect_from:.3f}, store credit from {p.credit_from:.3f}, "
+          f"review from {p.review_from:.3f}, deny from {p.deny_from:.3f}")
+    if result.record is not None:
+        aliases = [a for a, v in ModelRegistry(settings.models_dir).aliases().items() if v == result.record.version]
+        print(f"registered model {result.record.version} ({', '.join(aliases)}) in {settings.models_dir}")
+    print(f"report: {result.report_dir / 'report.html'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Prequential evaluation: successive train/test windows beside the rules and the production model."""
+    from training.workflow import prequential
+
+    result, report = prequential(settings, folds=args.folds, test_days=args.test_days, until=args.until,
+                                 delay_days=args.label_delay,
+                                 truth_path=Path(args.ground_truth) if args.ground_truth else None,
+                                 progress=_progress(args))
+    print(f"{len(result['folds'])} folds of {args.test_days} days; mean ± std across folds:")
+    for name, summary in result["summary"].items():
+        print(f"  {name:<22} " + "  ".join(f"{path} {s['mean']:.4f}±{s['std']:.4f}"
+                                           for path, s in summary.items() if path in
+                                           ("average_precision", "roc_auc", "at_rate.2%.recall")))
+    print(f"report: {report / 'report.html'}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List the registered models with their aliases."""
+    registry = ModelRegistry(settings.models_dir)
+    versions = registry.versions()
+    if not versions:
+        print(f"no models in {settings.models_dir}: run `fraud-service train --train-until DATE`")
+        return 0
+    aliases = registry.aliases()
+    print(f"{'version':<8} {'aliases':<22} {'trained until':<12} {'trees':>6} {'test AP':>8}  registered")
+    for version in versions:
+        record = registry.load(version)
+        m = record.manifest
+        test = (m.get("metrics") or {}).get("test") or {}
+        ap = test.get("average_precision")
+        tags = ",".join(a for a, v in aliases.items() if v == version)
+        print(f"{version:<8} {tags:<22} {m['label_cutoff'][:10]:<12} {m['best_iteration']:>6} "
+              f"{ap if ap is None else f'{ap:.4f}':>8}  {m['registered_at']}")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a model's manifest and decision policy as JSON."""
+    record = ModelRegistry(settings.models_dir).load(args.version)
+    print(json.dumps({"manifest": record.manifest, "policy": record.policy}, indent=2))
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
+    """Make a version the production model."""
+    version = ModelRegistry(settings.models_dir).promote(args.version)
+    print(f"{version} is now production (restart the service to serve it)")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Put back the previous production model."""
+    before, after = ModelRegistry(settings.models_dir).rollback()
+    print(f"production rolled back from {before} to {after}")
+    return 0
+
+
+def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
+    """Propose new thresholds for a model from capacity and costs, and record them as its next policy."""
+    from training.workflow import repolicy
+
+    policy = repolicy(settings, args.version, _costs(args), days=args.days,  # type: ignore[arg-type]
+                      progress=_progress(args))
+    print(json.dumps(policy.to_dict(), indent=2))
+    print(f"policy {policy.version} recorded; it is in force for that model from the next start of the service")
+    return 0
+
+
+def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """Score the returns of a window with a registered model."""
+    from training.batch import score_batch
+    from training.trainset import Window
+
+    result = score_batch(settings, Window(args.start, args.end), Path(args.out), args.model, _progress(args))
+    print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}): "
+          + ", ".join(f"{v:,} {k}" for k, v in sorted(result.decisions.items())))
+    print(f"written to {result.out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
     import os
@@ -289,12 +435,92 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reload every entity, not only what changed (after switching the online store)")
     p.set_defaults(func=cmd_features_materialize)
 
+    p = add("train", cmd_train, "train a model, evaluate it out of time, register it",
+            "Build the training set through the feature store (each return's features as of its\n"
+            "requested_at), label it with the labels known at --train-until (fraud or abuse = 1; legit\n"
+            "or unlabelled = 0; returns of the last --label-delay days before the cutoff are left out\n"
+            "because their labels have not arrived yet), train LightGBM with early stopping on the\n"
+            "latest 20%% of the training rows, calibrate, and evaluate on the returns requested from\n"
+            "--test-from (default --train-until) to --test-until (default the end of the data) beside\n"
+            "the rules baseline and the production model. Proposes decision thresholds from review\n"
+            "capacity and costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
+            "the model as candidate (and production when there is none). See docs/training.md.")
+    p.add_argument("--train-until", required=True, type=_timestamp, metavar="DATE",
+                   help="label cutoff: train on what was known at this time")
+    p.add_argument("--train-from", type=_timestamp, metavar="DATE", help="first request time to train on")
+    p.add_argument("--test-from", type=_timestamp, metavar="DATE", help="test window start (default --train-until)")
+    p.add_argument("--test-until", type=_timestamp, metavar="DATE", help="test window end (default: end of data)")
+    _training_options(p)
+    _cost_options(p)
+
+    p = add("evaluate", cmd_evaluate, "prequential evaluation beside the rules and the production model",
+            "Train on everything before each of --folds successive test windows of --test-days days\n"
+            "(ending at --until, default the end of the data) and test on the window; report every\n"
+            "metric per fold and its mean and spread, for the model, the rules baseline and the\n"
+            "production model, as HTML + JSON under $FRAUD_HOME/reports. Nothing is registered.")
+    p.add_argument("--folds", type=_positive_int, default=3, help="number of test windows (default 3)")
+    p.add_argument("--test-days", type=_positive_int, default=30, help="days per test window (default 30)")
+    p.add_argument("--until", type=_timestamp, metavar="DATE", help="end of the last test window")
+    _training_options(p)
+
+    models = sub.add_parser("models", help="the model registry: list, show, promote, rollback",
+                            description="Registered models (FRAUD_MODEL_DIR, default $FRAUD_HOME/models). V is a\n"
+                                        "version (v0003 or 3), latest, production or candidate.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="versions with aliases and test metrics").set_defaults(func=cmd_models_list)
+    for name, func, text in (("show", cmd_models_show, "print a model's manifest and policy"),
+                             ("promote", cmd_models_promote, "make V the production model")):
+        q = msub.add_parser(name, help=text)
+        q.add_argument("version", metavar="V")
+        q.set_defaults(func=func)
+    msub.add_parser("rollback", help="put back the production model the current one replaced").set_defaults(
+        func=cmd_models_rollback)
+
+    p = add("thresholds", cmd_thresholds, "propose decision thresholds for a model from capacity and costs",
+            "Score the returns of the last --days days with model V, choose the probability at which\n"
+            "each decision (approve after inspection, store credit only, review, deny) becomes the\n"
+            "cheapest given the costs, narrow the review band to the team's capacity, and record the\n"
+            "result as the model's next policy version (V.pN).")
+    p.add_argument("version", metavar="V", nargs="?", default="production", help="model (default production)")
+    p.add_argument("--days", type=_positive_int, default=30, help="recent days to size the bands on (default 30)")
+    _cost_options(p)
+
+    p = add("score-batch", cmd_score_batch, "score every return of a window with a registered model",
+            "Score each ingested return requested in [--from, --to) with the features it had at its own\n"
+            "requested_at, and write return_id, score and decision to FILE (.csv or .parquet). Uses the\n"
+            "production model unless --model names another: run it twice for a shadow comparison.")
+    p.add_argument("--from", dest="start", required=True, type=_timestamp, metavar="DATE")
+    p.add_argument("--to", dest="end", required=True, type=_timestamp, metavar="DATE")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file, .csv or .parquet")
+    p.add_argument("--model", default="production", metavar="V", help="model version or alias (default production)")
+
     p = add("serve", cmd_serve, "run the web service (gunicorn)",
             "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     return parser
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-delay", type=float, default=None, metavar="DAYS",
+                   help="days before the cutoff whose returns are too fresh to train on (default: the 75th "
+                        "percentile of how late fraud/abuse labels arrived, at most 30%% of the window)")
+    p.add_argument("--ground-truth", metavar="FILE",
+                   help="a generator's ground_truth.parquet: adds recall by true typology to the report")
+
+
+def _cost_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reviews-per-day", type=float, default=50.0, help="analyst reviews a day (default 50)")
+    p.add_argument("--loss-per-fraud", type=float, default=None,
+                   help="loss when a fraud is paid out (default: mean refund of labelled fraud/abuse)")
+    p.add_argument("--review-cost", type=float, default=12.0, help="cost of one review (default 12)")
+    p.add_argument("--inspection-cost", type=float, default=4.0, help="cost of one inspection (default 4)")
+    p.add_argument("--credit-friction", type=float, default=3.0,
+                   help="cost of forcing store credit on an honest customer (default 3)")
+    p.add_argument("--deny-friction", type=float, default=60.0,
+                   help="cost of denying an honest customer (default 60)")
 
 
 def _world_options(p: argparse.ArgumentParser, customers: int = 20000, days: int = 365) -> None:
@@ -322,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))
-    except FraudServiceError as exc:
+    except (FraudServiceError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REJECTED
     except KeyboardInterrupt:

@@ -1,0 +1,121 @@
+"""The scorer: a registered LightGBM model, its feature encoding and its calibration.
+
+Batch scoring, evaluation and the scoring API all score through this class, so a return gets
+the same score whichever path computes it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import FEATURE_SERVICE, feature_names
+from models.registry import ModelRecord, ModelRegistry
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling: probability = 1 / (1 + exp(-(a * raw + b)))."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-(self.a * raw + self.b))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "platt", "a": self.a, "b": self.b}
+
+
+class Scorer:
+    """Scores feature vectors with one model version."""
+
+    def __init__(self, version: str, manifest: Mapping[str, Any], model_text: str,
+                 policy: Mapping[str, Any] | None = None) -> None:
+        import lightgbm as lgb
+
+        self.version = version
+        self.manifest = dict(manifest)
+        self.policy: dict[str, Any] = dict(policy or {})
+        self.features: list[str] = list(manifest["features"])
+        self.categories: dict[str, list[str]] = {k: list(v) for k, v in manifest.get("categories", {}).items()}
+        self._codes = category_codes(self.categories)
+        calibration = manifest.get("calibration", {})
+        self.calibration = Calibration(float(calibration.get("a", 1.0)), float(calibration.get("b", 0.0)))
+        self.booster = lgb.Booster(model_str=model_text)
+        if self.booster.num_feature() != len(self.features):
+            raise ValueError(f"model {self.version} has {self.booster.num_feature()} inputs but its manifest "
+                             f"lists {len(self.features)} features")
+
+    @classmethod
+    def from_record(cls, record: ModelRecord) -> Scorer:
+        return cls(record.version, record.manifest, record.model_text(), record.policy)
+
+    @classmethod
+    def from_registry(cls, registry: ModelRegistry, ref: str = "production") -> Scorer:
+        """Load REF (a version or alias), refusing a model whose features the feature service lacks."""
+        return cls.from_record(registry.load(ref, expected_features=feature_names()))
+
+    @property
+    def feature_service(self) -> str:
+        return str(self.manifest.get("feature_service", FEATURE_SERVICE))
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's input matrix from a frame holding (at least) its features."""
+        return encode(frame, self.features, self.categories)
+
+    def row(self, vector: Mapping[str, Any]) -> np.ndarray:
+        """A 1 x n input matrix from one feature vector (the online path: no DataFrame)."""
+        out = np.empty((1, len(self.features)))
+        for i, name in enumerate(self.features):
+            value = vector.get(name)
+            if name in self._codes:
+                out[0, i] = self._codes[name].get(value, math.nan) if isinstance(value, str) else math.nan
+            else:
+                out[0, i] = math.nan if value is None else float(value)
+        return out
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Raw (log-odds) scores."""
+        return np.asarray(self.booster.predict(x, raw_score=True))
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities that each return is fraud or abuse."""
+        return self.calibration.apply(self.raw(x))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions in raw-score space: n x (features + 1), the last column the expected value."""
+        return np.asarray(self.booster.predict(x, pred_contrib=True))
+
+    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.probability(self.matrix(frame))
+
+    def describe(self) -> dict[str, Any]:
+        return {"version": self.version, "features": len(self.features),
+                "trees": self.booster.num_trees(), "policy": self.policy.get("version")}
+
+
+
+def category_codes(categories: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Value -> LightGBM category code (its position in the list)."""
+    return {name: {value: float(i) for i, value in enumerate(values)} for name, values in categories.items()}
+
+
+def encode(frame: pd.DataFrame, features: Sequence[str], categories: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """A float matrix in FEATURES order; categorical values become codes, unknown ones NaN (missing)."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise KeyError(f"feature frame lacks {', '.join(missing)}")
+    codes = category_codes(categories)
+    out = np.empty((len(frame), len(features)))
+    for i, name in enumerate(features):
+        if name in codes:
+            out[:, i] = frame[name].map(codes[name]).to_numpy(dtype=float, na_value=math.nan)
+        else:
+            out[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=math.nan)
+    return out

@@ -1,0 +1,224 @@
+"""The model registry: versioned LightGBM models with manifests, decision policies and aliases.
+
+Layout under the registry directory:
+
+    versions/v0001/model.txt        LightGBM text model
+    versions/v0001/manifest.json    version, features (ordered), training window, metrics, checksum, ...
+    versions/v0001/policy-001.json  decision thresholds; a new file per revision, the highest is in force
+    aliases.json                    {"production": "v0001", "candidate": "v0002", "history": [...]}
+
+A version directory is written beside the others under a temporary name and renamed into place,
+so a crash never leaves half a model; alias changes are written to a temporary file and renamed.
+Writers hold an exclusive lock on `.lock`. This module imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ALIASES = ("production", "candidate")
+VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class RegistryError(Exception):
+    """A model version or alias is missing, or an artefact does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered model version: its manifest, text model and the policy in force."""
+
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+    policy: dict[str, Any]
+
+    def model_text(self) -> str:
+        return (self.path / "model.txt").read_text()
+
+
+def checksum(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class ModelRegistry:
+    """Versioned models in a directory (FRAUD_MODEL_DIR)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # --- reading ------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Registered versions, oldest first."""
+        folder = self.root / "versions"
+        if not folder.is_dir():
+            return []
+        return sorted((p.name for p in folder.iterdir() if VERSION.match(p.name)), key=_number)
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version (only the aliases that are set)."""
+        state = self._state()
+        return {alias: state[alias] for alias in ALIASES if state.get(alias)}
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every alias change, oldest first."""
+        return list(self._state().get("history", []))
+
+    def resolve(self, ref: str) -> str:
+        """A version from `v0003`, `3`, `latest`, `production` or `candidate`."""
+        versions = self.versions()
+        if ref in ALIASES:
+            version = self.aliases().get(ref)
+            if version is None:
+                raise RegistryError(f"no model is {ref} yet in {self.root}: train one with `fraud-service train`")
+            return version
+        if ref == "latest":
+            if not versions:
+                raise RegistryError(f"the model registry {self.root} is empty: train one with `fraud-service train`")
+            return versions[-1]
+        version = f"v{int(ref):04d}" if ref.isdigit() else ref
+        if version not in versions:
+            known = ", ".join(versions) or "none"
+            raise RegistryError(f"no model version {ref!r} in {self.root} (registered: {known}; "
+                                "or use latest, production, candidate)")
+        return version
+
+    def load(self, ref: str, expected_features: Sequence[str] | None = None) -> ModelRecord:
+        """The model for REF, after checking its checksum and, if given, that its features are known.
+
+        `expected_features` are the features the running feature service provides: a model that
+        needs one it does not provide, or lists them in a different order than it was trained
+        with, is refused.
+        """
+        version = self.resolve(ref)
+        path = self.root / "versions" / version
+        manifest = json.loads((path / "manifest.json").read_text())
+        text = (path / "model.txt").read_text()
+        if checksum(text) != manifest.get("checksum"):
+            raise RegistryError(f"model {version}: model.txt does not match the checksum in its manifest "
+                                f"({manifest.get('checksum')}); the file was changed or damaged")
+        if expected_features is not None:
+            missing = [f for f in manifest["features"] if f not in set(expected_features)]
+            if missing:
+                raise RegistryError(f"model {version} needs feature(s) the feature service does not provide: "
+                                    f"{', '.join(missing)} (service {manifest.get('feature_service')})")
+        record = ModelRecord(version, path, manifest, self._policy(path))
+        return record
+
+    def _policy(self, path: Path) -> dict[str, Any]:
+        files = sorted(path.glob("policy-*.json"))
+        return json.loads(files[-1].read_text()) if files else {}
+
+    # --- writing ------------------------------------------------------------------------------
+    def register(self, model_text: str, manifest: dict[str, Any], policy: dict[str, Any]) -> ModelRecord:
+        """Store a new version; it becomes `candidate`, and `production` when there is none."""
+        with self._lock():
+            versions = self.versions()
+            version = f"v{(_number(versions[-1]) + 1 if versions else 1):04d}"
+            folder = self.root / "versions"
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+            try:
+                full = {**manifest, "version": version, "checksum": checksum(model_text),
+                        "registered_at": _now()}
+                (staging / "model.txt").write_text(model_text)
+                (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+                numbered = {**policy, "version": f"{version}.p1"}
+                (staging / "policy-001.json").write_text(json.dumps(numbered, indent=2, sort_keys=True))
+                os.rename(staging, folder / version)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            state = self._state()
+            self._set(state, "candidate", version, "registered")
+            if not state.get("production"):
+                self._set(state, "production", version, "first model")
+            self._write_state(state)
+        return self.load(version)
+
+    def add_policy(self, ref: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """A new revision of a model's decision policy; returns it with its version (`v0003.p2`)."""
+        with self._lock():
+            version = self.resolve(ref)
+            path = self.root / "versions" / version
+            revision = len(list(path.glob("policy-*.json"))) + 1
+            numbered = {**policy, "version": f"{version}.p{revision}"}
+            _atomic_write(path / f"policy-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
+        return numbered
+
+    def promote(self, ref: str, reason: str = "promoted") -> str:
+        """Make REF the production model; returns its version."""
+        with self._lock():
+            version = self.resolve(ref)
+            self.load(version)  # refuses a damaged model before it goes live
+            state = self._state()
+            if state.get("production") == version:
+                raise RegistryError(f"{version} is already production")
+            self._set(state, "production", version, reason)
+            self._write_state(state)
+        return version
+
+    def rollback(self) -> tuple[str, str]:
+        """Put back the production model that the current one replaced; returns (from, to).
+
+        Successive rollbacks walk back through the promotions, not to and fro.
+        """
+        with self._lock():
+            state = self._state()
+            current = state.get("production")
+            replaced = [h["from"] for h in state.get("history", [])
+                        if h["alias"] == "production" and h["to"] == current and not h.get("rollback")]
+            if current is None or not replaced or replaced[-1] is None:
+                raise RegistryError(f"there is no earlier production model to roll back to (production is {current})")
+            target = str(replaced[-1])
+            self.load(target)
+            self._set(state, "production", target, f"rollback from {current}", rollback=True)
+            self._write_state(state)
+        return str(current), target
+
+    # --- internals ----------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        (self.root / "versions").mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _state(self) -> dict[str, Any]:
+        path = self.root / "aliases.json"
+        return json.loads(path.read_text()) if path.exists() else {"history": []}
+
+    def _set(self, state: dict[str, Any], alias: str, version: str, reason: str, rollback: bool = False) -> None:
+        state.setdefault("history", []).append({"alias": alias, "from": state.get(alias), "to": version,
+                                                "at": _now(), "reason": reason, "rollback": rollback})
+        state[alias] = version
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        _atomic_write(self.root / "aliases.json", json.dumps(state, indent=2, sort_keys=True))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _number(version: str) -> int:
+    match = VERSION.match(version)
+    assert match is not None
+    return int(match.group(1))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

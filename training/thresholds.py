@@ -1,0 +1,107 @@
+"""Decision thresholds from review capacity and costs.
+
+With a calibrated probability p that a return is fraud or abuse and L the loss when one is paid
+out, each decision's expected cost per return is:
+
+    approve                    p * L
+    approve_after_inspection   inspection_cost + p * L * (1 - inspection_catch)
+    store_credit_only          p * L * (1 - credit_saving) + (1 - p) * credit_friction
+    review                     review_cost            (an analyst finds the fraud)
+    deny                       (1 - p) * deny_friction
+
+Each band starts where its decision becomes cheaper than the milder one; the thresholds are
+then made to rise (a harsher decision never starts below a milder one), and the review band is
+narrowed from below until the expected reviews a day fit the team's capacity (the returns it
+gives up go to store credit only). L is the mean refund of the labelled fraud and abuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from fraud_service.policy import Policy
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What each outcome costs, in the dataset's currency (defaults: a mid-size apparel retailer)."""
+
+    reviews_per_day: float = 50.0
+    loss_per_fraud: float | None = None  # None: the mean refund of the labelled fraud and abuse
+    review_cost: float = 12.0
+    inspection_cost: float = 4.0
+    inspection_catch: float = 0.5
+    credit_saving: float = 0.6
+    credit_friction: float = 3.0
+    deny_friction: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+        for name in ("inspection_catch", "credit_saving"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{name} is a share and must be at most 1, got {getattr(self, name)}")
+
+
+def _clip(value: float) -> float:
+    return float(min(1.0, max(0.0, value)))
+
+
+def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray, version: str = "proposed") -> Policy:
+    """Thresholds for SCORES (calibrated, from a recent window of DAYS days)."""
+    loss = costs.loss_per_fraud
+    if loss is None:
+        loss = float(np.mean(bad_amounts)) if len(bad_amounts) else 100.0
+    loss = max(loss, 1e-9)
+    review_from = _clip(costs.review_cost / loss)
+    # inspection pays when it prevents more loss than it costs
+    inspect_from = _clip(costs.inspection_cost / (loss * costs.inspection_catch)) if costs.inspection_catch else 1.0
+    saving = loss * costs.credit_saving
+    credit_from = _clip(costs.credit_friction / (saving + costs.credit_friction)) if saving else 1.0
+    deny_from = _clip(1.0 - costs.review_cost / costs.deny_friction) if costs.deny_friction else 0.0
+    cuts = np.maximum.accumulate([inspect_from, credit_from, review_from, deny_from])
+    inspect_from, credit_from, review_from, deny_from = (float(c) for c in cuts)
+    per_day = _per_day(scores, days)
+    cost_review_from = review_from
+    if per_day(review_from, deny_from) > costs.reviews_per_day:
+        review_from = _capacity_cut(scores, days, deny_from, costs.reviews_per_day)
+        credit_from = min(credit_from, review_from)
+        inspect_from = min(inspect_from, credit_from)
+    basis: dict[str, Any] = {
+        "costs": asdict(costs) | {"loss_per_fraud": loss},
+        "window_days": days,
+        "returns_in_window": int(len(scores)),
+        "review_from_by_cost": cost_review_from,
+        "capacity_bound": review_from > cost_review_from,
+        "expected_per_day": {
+            "approve": per_day(0.0, inspect_from),
+            "approve_after_inspection_or_credit": per_day(inspect_from, credit_from),
+            "store_credit_only": per_day(credit_from, review_from),
+            "review": per_day(review_from, deny_from),
+            "deny": per_day(deny_from, 1.0 + 1e-12),
+        },
+    }
+    return Policy(version=version, inspect_from=inspect_from, credit_from=credit_from, review_from=review_from,
+                  deny_from=deny_from, basis=basis)
+
+
+def _per_day(scores: np.ndarray, days: int) -> Any:
+    def count(low: float, high: float) -> float:
+        return float(((scores >= low) & (scores < high)).sum() / max(days, 1))
+    return count
+
+
+def _capacity_cut(scores: np.ndarray, days: int, deny_from: float, capacity: float) -> float:
+    """The lowest threshold whose review band [t, deny_from) holds at most CAPACITY returns a day."""
+    below_deny = np.sort(scores[scores < deny_from])[::-1]
+    allowed = int(capacity * max(days, 1))
+    if allowed <= 0 or len(below_deny) == 0:
+        return deny_from
+    if allowed >= len(below_deny):
+        return float(below_deny[-1])
+    # strictly above the first score that does not fit, so ties never overflow the capacity
+    return float(np.nextafter(below_deny[allowed], np.inf))

@@ -1,0 +1,168 @@
+"""Training sets: every ingested return in a time range with the feature vector it had when requested.
+
+Features come from the feature store's historical retrieval (point in time, through Feast), in
+time-ordered chunks so a million returns do not need one giant join. Labels are a separate
+step (`labels_as_of`) because what is known about a return depends on when you ask.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from features.definitions import DERIVED_FIELDS, feature_names
+from fraud_service.errors import FraudServiceError
+from fraud_service.feature_source import FeatureSource, entity_rows
+from fraud_service.progress import SILENT, Progress
+from fraud_service.warehouse import Snapshot, Warehouse
+
+CHUNK_ROWS = 200_000
+BAD = ("fraud", "abuse")
+CATEGORICAL = [name for name, kind in DERIVED_FIELDS.items() if kind == "String"]
+EXCLUDED = ("cust_created_epoch",)
+"""Served features the model does not use: an absolute sign-up time says when, not how (account age does)."""
+CONTEXT = ["return_id", "customer_id", "requested_at", "refund_amount", "channel", "return_type", "refund_method"]
+
+
+class TrainingDataError(FraudServiceError):
+    """There is not enough (labelled) data to train or evaluate."""
+
+
+def model_features() -> list[str]:
+    """The features the model is trained on, in the feature service's order."""
+    return [name for name in feature_names() if name not in EXCLUDED]
+
+
+def current_snapshot(warehouse_dir: Path) -> Snapshot:
+    snapshot = Warehouse(warehouse_dir).current()
+    if snapshot is None:
+        raise TrainingDataError("the warehouse is empty: run `fraud-service ingest DIR` first")
+    return snapshot
+
+
+@dataclass(frozen=True)
+class Window:
+    """Returns requested in [start, end); None means unbounded."""
+
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+
+    def sql(self, column: str) -> str:
+        parts = ["TRUE"]
+        if self.start is not None:
+            parts.append(f"{column} >= TIMESTAMPTZ '{self.start.isoformat()}'")
+        if self.end is not None:
+            parts.append(f"{column} < TIMESTAMPTZ '{self.end.isoformat()}'")
+        return " AND ".join(parts)
+
+    def __str__(self) -> str:
+        start = self.start.date().isoformat() if self.start is not None else "the beginning"
+        end = self.end.date().isoformat() if self.end is not None else "the end"
+        return f"[{start}, {end})"
+
+
+def timestamp(text: str | dt.date | dt.datetime | pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp from a date or ISO text (naive means UTC)."""
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def time_range(snapshot: Snapshot) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last `requested_at` in the warehouse."""
+    path = snapshot.table_path("returns")
+    con = duckdb.connect()
+    try:
+        first, last = con.execute(f"SELECT min(requested_at), max(requested_at) FROM read_parquet('{path}')").fetchone()
+    finally:
+        con.close()
+    if first is None:
+        raise TrainingDataError(f"snapshot {snapshot.name} has no returns")
+    return timestamp(first), timestamp(last)
+
+
+def read_context(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Returns in WINDOW (time order) and the orders and order items they refer to."""
+    paths = {name: snapshot.table_path(name) for name in ("returns", "orders", "order_items")}
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE TEMP TABLE r AS SELECT * FROM read_parquet('{paths['returns']}') "
+                    f"WHERE {window.sql('requested_at')} ORDER BY requested_at, return_id")
+        returns = con.sql("SELECT * FROM r").df()
+        orders = con.sql(f"SELECT * FROM read_parquet('{paths['orders']}') "
+                         "WHERE order_id IN (SELECT order_id FROM r)").df()
+        items = con.sql(f"SELECT * FROM read_parquet('{paths['order_items']}') "
+                        "WHERE order_id IN (SELECT order_id FROM r)").df()
+    finally:
+        con.close()
+    return returns, orders, items
+
+
+def feature_frame(source: FeatureSource, snapshot: Snapshot, window: Window, progress: Progress = SILENT,
+                  chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+    """The returns in WINDOW with their context columns and point-in-time features, in time order."""
+    built = source.built_from()
+    if built != snapshot.name:
+        raise TrainingDataError(f"features were built from snapshot {built or 'nothing'} but the warehouse is at "
+                                f"{snapshot.name}: run `fraud-service features build` first")
+    returns, orders, items = read_context(snapshot, window)
+    if returns.empty:
+        raise TrainingDataError(f"no returns were requested in {window}")
+    entities = entity_rows(returns, orders, items)
+    parts = []
+    for begin in range(0, len(entities), chunk_rows):
+        part = entities.iloc[begin:begin + chunk_rows]
+        with progress.step(f"features of returns {begin + 1:,}-{begin + len(part):,} of {len(entities):,}"):
+            vectors = source.historical(part)
+        parts.append(vectors[["return_id", *feature_names()]])
+    features = pd.concat(parts, ignore_index=True)
+    context = returns[CONTEXT].copy()
+    context["requested_at"] = pd.to_datetime(context["requested_at"], utc=True)
+    frame = context.merge(features, on="return_id", how="left", validate="1:1")
+    return frame
+
+
+def labels_as_of(snapshot: Snapshot, cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Each return's latest label known at CUTOFF (all labels when None): return_id, label, labelled_at."""
+    path = snapshot.table_path("labels")
+    if path is None:
+        return pd.DataFrame({"return_id": pd.Series(dtype=str), "label": pd.Series(dtype=str),
+                             "labelled_at": pd.Series(dtype="datetime64[us, UTC]")})
+    known = Window(end=cutoff + pd.Timedelta(microseconds=1)) if cutoff is not None else Window()
+    con = duckdb.connect()
+    try:
+        frame = con.sql(f"""
+            SELECT return_id, arg_max(label, (labelled_at, source)) AS label, max(labelled_at) AS labelled_at
+            FROM read_parquet('{path}') WHERE {known.sql('labelled_at')} GROUP BY return_id""").df()
+    finally:
+        con.close()
+    return frame
+
+
+def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
+    """1 for fraud or abuse, 0 for legit or unlabelled (see docs/training.md for why)."""
+    bad = set(labels.loc[labels["label"].isin(BAD), "return_id"])
+    return frame["return_id"].isin(bad).to_numpy(dtype=np.int64)
+
+
+def label_delay(snapshot: Snapshot, cutoff: pd.Timestamp, quantile: float = 0.75) -> pd.Timedelta:
+    """How long fraud/abuse labels known at CUTOFF took to arrive after the request (a quantile)."""
+    labels = snapshot.table_path("labels")
+    returns = snapshot.table_path("returns")
+    if labels is None:
+        return pd.Timedelta(0)
+    con = duckdb.connect()
+    try:
+        row = con.execute(f"""
+            SELECT quantile_cont(epoch(l.labelled_at) - epoch(r.requested_at), {quantile})
+            FROM read_parquet('{labels}') l JOIN read_parquet('{returns}') r USING (return_id)
+            WHERE l.label IN ('fraud', 'abuse') AND l.labelled_at <= TIMESTAMPTZ '{cutoff.isoformat()}'
+        """).fetchone()
+    finally:
+        con.close()
+    seconds = row[0] if row and row[0] is not None else 0.0
+    return pd.Timedelta(seconds=float(seconds)).ceil("D")
