@@ -1,4 +1,4 @@
-"""Shared fixtures: settings on a temporary FRAUD_HOME, a small generated world, a CLI runner."""
+"""Shared fixtures: settings on a temporary FRAUD_HOME, a small generated world, a trained world, a CLI runner."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import os
 import shutil
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from api.cli import main
 from fraud_service.config import Settings
+from fraud_service.feature_source import FeatureSource
+from fraud_service.ingest import ingest
 from fraud_service.warehouse import Warehouse
 from training.datasets.synthetic import WorldConfig, generate
+from training.workflow import TrainResult, train
 
 SERVICES = {"postgres": ("127.0.0.1", 5432), "redis": ("127.0.0.1", 6379)}
 SMALL_WORLD = WorldConfig(customers=600, days=120, seed=11)
@@ -81,3 +86,25 @@ def cli(settings: Settings, capsys: pytest.CaptureFixture[str]) -> Callable[...,
         return code, out, err
 
     return run
+
+
+TRAINING_WORLD = WorldConfig(customers=4000, days=240, seed=5, orders_per_year=8.0)
+TRAIN_UNTIL = pd.Timestamp("2025-07-01", tz="UTC")
+
+
+@dataclass
+class TrainedWorld:
+    settings: Settings
+    dataset: Path
+    result: TrainResult
+
+
+@pytest.fixture(scope="session")
+def trained_world(tmp_path_factory: pytest.TempPathFactory) -> TrainedWorld:
+    root = tmp_path_factory.mktemp("trained")
+    generate(TRAINING_WORLD, root / "world")
+    settings = Settings.from_env({"FRAUD_HOME": str(root / "home")})
+    ingest(root / "world", Warehouse(settings.warehouse_dir))
+    FeatureSource(settings).build()
+    result = train(settings, TRAIN_UNTIL, truth_path=root / "world" / "ground_truth.parquet")
+    return TrainedWorld(settings, root / "world", result)

@@ -17,6 +17,9 @@ from fraud_service.policy import Policy
 from fraud_service.scoring import Scorer
 
 SHAP_ROWS = 2000
+MODEL_TOKEN = "{{model_version}}"
+POLICY_TOKEN = "{{policy_version}}"
+"""Placeholders for names known only once the model is registered (the report is written first)."""
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
 h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #dde;padding-bottom:.3rem}
@@ -86,8 +89,7 @@ def shap_summary(scorer: Scorer, frame: pd.DataFrame) -> tuple[list[tuple[str, f
     plt = _plt()
     sample = frame.sample(n=min(SHAP_ROWS, len(frame)), random_state=0) if len(frame) else frame
     x = scorer.matrix(sample)
-    values = shap.TreeExplainer(scorer.booster).shap_values(x)
-    values = values[1] if isinstance(values, list) else values
+    values = shap.TreeExplainer(scorer.booster)(x).values
     mean_abs = np.abs(values).mean(axis=0)
     ranked = [(scorer.features[i], float(mean_abs[i])) for i in np.argsort(-mean_abs)[:20]]
     plt.figure()
@@ -225,3 +227,11 @@ def write_prequential_report(out: Path, result: Mapping[str, Any]) -> None:
             f"<style>{STYLE}</style><body>{''.join(parts)}</body></html>")
     (out / "report.html").write_text(page)
     (out / "report.json").write_text(json.dumps(result, indent=2, default=_json_default))
+
+
+def stamp_report(out: Path, model_version: str, policy_version: str) -> None:
+    """Put the registered model and policy versions into a report written before registration."""
+    for name in ("report.html", "report.json"):
+        path = out / name
+        text = path.read_text().replace(MODEL_TOKEN, model_version).replace(POLICY_TOKEN, policy_version)
+        path.write_text(text)

@@ -14,7 +14,7 @@ import datetime as dt
 import os
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,7 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
           config: TrainConfig = DEFAULT_CONFIG, truth_path: Path | None = None, register: bool = True,
           progress: Progress = SILENT) -> TrainResult:
     """Build the training set, train, evaluate out of time beside the baselines, report, register."""
-    from training.report import write_report
+    from training.report import MODEL_TOKEN, POLICY_TOKEN, stamp_report, write_report
 
     snapshot = current_snapshot(settings.warehouse_dir)
     first, last = time_range(snapshot)
@@ -165,6 +165,11 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
     rows, y = training_rows(frame, snapshot, train_until, delay)
     if rows.empty:
         raise TrainingDataError(f"no returns were requested in {Window(start, train_until - delay)}")
+    if not y.any():
+        raise TrainingDataError(
+            f"none of the {len(rows):,} returns requested in {Window(start, train_until - delay)} has a fraud or abuse "
+            f"label known at {train_until.date()}: there is nothing to learn from. Ingest a labels table (see the data "
+            "contract) or let analysts decide cases, then train again")
     features = model_features()
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
         trained = fit(rows, y, features, config)
@@ -206,14 +211,15 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
     reports = settings.home / "reports"
     staging = reports / f".train-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
     with progress.step("writing the report"):
-        write_report(staging, title=f"Model trained on labels known at {train_until.date()}: out-of-time evaluation",
-                     manifest=manifest, evaluation=test, policy=policy, scorer=model,
+        write_report(staging, title=f"Model {MODEL_TOKEN}, trained on labels known at {train_until.date()}",
+                     manifest=manifest, evaluation=test, policy=replace(policy, version=POLICY_TOKEN), scorer=model,
                      explain_frame=test_frame if not test_frame.empty else rows, test_frame=test_frame,
                      test_y=y_test, test_scores={c.name: c.score for c in candidates})
     record = registry.register(trained.model_text, manifest, policy.to_dict()) if register else None
     if record is not None:
         policy = Policy.from_dict(record.policy)
     report_dir = reports / f"train-{record.version if record is not None else staging.name[7:]}"
+    stamp_report(staging, record.version if record else "unregistered", policy.version)
     if report_dir.exists():
         shutil.rmtree(report_dir)
     os.replace(staging, report_dir)

@@ -1,0 +1,128 @@
+"""The model registry: versions, aliases, checks on load, promotion and rollback (files only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.registry import ModelRegistry, RegistryError
+
+FEATURES = ["a", "b", "c"]
+
+
+def _register(registry: ModelRegistry, text: str = "tree model", features: list[str] = FEATURES):
+    return registry.register(text, {"features": features, "feature_service": "svc"}, {"review_from": 0.5})
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models")
+
+
+def test_the_first_model_becomes_candidate_and_production(registry):
+    record = _register(registry)
+    assert record.version == "v0001"
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}
+    assert record.policy["version"] == "v0001.p1"
+    assert record.manifest["checksum"].startswith("sha256:")
+
+
+def test_a_later_model_is_only_candidate_until_promoted(registry):
+    _register(registry)
+    _register(registry, "second")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    assert registry.promote("candidate") == "v0002"
+    assert registry.aliases()["production"] == "v0002"
+
+
+def test_versions_resolve_by_name_number_alias_and_latest(registry):
+    for text in ("one", "two", "three"):
+        _register(registry, text)
+    assert registry.resolve("v0002") == "v0002"
+    assert registry.resolve("2") == "v0002"
+    assert registry.resolve("latest") == "v0003"
+    assert registry.resolve("production") == "v0001"
+    assert registry.load("latest").model_text() == "three"
+
+
+def test_an_unknown_version_names_the_registered_ones(registry):
+    _register(registry)
+    with pytest.raises(RegistryError, match=r"no model version 'v0009'.*registered: v0001"):
+        registry.load("v0009")
+
+
+def test_an_empty_registry_says_how_to_fill_it(registry):
+    with pytest.raises(RegistryError, match="no model is production yet.*fraud-service train"):
+        registry.load("production")
+    with pytest.raises(RegistryError, match="is empty"):
+        registry.load("latest")
+
+
+def test_a_changed_model_file_is_refused(registry):
+    record = _register(registry)
+    (record.path / "model.txt").write_text("tree model, edited")
+    with pytest.raises(RegistryError, match="does not match the checksum"):
+        registry.load("v0001")
+
+
+def test_a_model_needing_a_feature_the_service_lacks_is_refused(registry):
+    _register(registry, features=["a", "z"])
+    with pytest.raises(RegistryError, match="needs feature\\(s\\) the feature service does not provide: z"):
+        registry.load("v0001", expected_features=FEATURES)
+    assert registry.load("v0001", expected_features=["a", "z", "q"]).version == "v0001"
+
+
+def test_promoting_a_damaged_model_is_refused_and_production_stays(registry):
+    _register(registry)
+    second = _register(registry, "second")
+    (second.path / "model.txt").write_text("garbage")
+    with pytest.raises(RegistryError, match="checksum"):
+        registry.promote("v0002")
+    assert registry.aliases()["production"] == "v0001"
+
+
+def test_promoting_the_production_model_again_is_an_error(registry):
+    _register(registry)
+    with pytest.raises(RegistryError, match="already production"):
+        registry.promote("v0001")
+
+
+def test_rollback_walks_back_through_promotions(registry):
+    for text in ("one", "two", "three"):
+        _register(registry, text)
+    registry.promote("v0002")
+    registry.promote("v0003")
+    assert registry.rollback() == ("v0003", "v0002")
+    assert registry.rollback() == ("v0002", "v0001")
+    with pytest.raises(RegistryError, match="no earlier production model"):
+        registry.rollback()
+    assert registry.aliases()["production"] == "v0001"
+    kinds = [(h["alias"], h["from"], h["to"], h["rollback"]) for h in registry.history() if h["alias"] == "production"]
+    assert kinds == [("production", None, "v0001", False), ("production", "v0001", "v0002", False),
+                     ("production", "v0002", "v0003", False), ("production", "v0003", "v0002", True),
+                     ("production", "v0002", "v0001", True)]
+
+
+def test_a_new_policy_revision_is_in_force_and_the_old_one_kept(registry):
+    _register(registry)
+    policy = registry.add_policy("production", {"review_from": 0.7})
+    assert policy["version"] == "v0001.p2"
+    assert registry.load("v0001").policy == {"review_from": 0.7, "version": "v0001.p2"}
+    first = json.loads((registry.root / "versions" / "v0001" / "policy-001.json").read_text())
+    assert first == {"review_from": 0.5, "version": "v0001.p1"}
+
+
+def test_a_failed_registration_leaves_no_version_behind(registry, monkeypatch):
+    _register(registry)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("models.registry.os.rename", fail)
+    with pytest.raises(OSError, match="disk full"):
+        _register(registry, "second")
+    assert registry.versions() == ["v0001"]
+    assert [p.name for p in (registry.root / "versions").iterdir()] == ["v0001"]
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}

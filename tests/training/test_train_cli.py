@@ -1,0 +1,153 @@
+"""`fraud-service train | evaluate | models | thresholds | score-batch` on a real generated world."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud_service.feature_source import FeatureSource
+from fraud_service.policy import Decision
+from fraud_service.scoring import Scorer
+from models.registry import ModelRegistry
+from tests.conftest import TRAIN_UNTIL
+from training.trainset import Window, current_snapshot, feature_frame
+
+pytestmark = pytest.mark.slow
+DECISIONS = {d.value for d in Decision}
+
+
+@pytest.fixture
+def on_world(trained_world, tmp_path, monkeypatch):
+    """The CLI pointed at the trained world, with a private copy of its model registry."""
+    models = tmp_path / "models"
+    shutil.copytree(trained_world.settings.models_dir, models)
+    monkeypatch.setenv("FRAUD_HOME", str(trained_world.settings.home))
+    monkeypatch.setenv("FRAUD_MODEL_DIR", str(models))
+    return ModelRegistry(models)
+
+
+def test_train_registers_a_candidate_reports_beside_the_baselines_and_prints_the_policy(cli, on_world, trained_world):
+    code, out, err = cli("train", "--train-until", "2025-07-01", "--ground-truth",
+                         str(trained_world.dataset / "ground_truth.parquet"))
+    assert code == 0, err
+    assert on_world.aliases() == {"production": "v0001", "candidate": "v0002"}
+    assert "registered model v0002 (candidate)" in out
+    for name in ("model", "rules", "rules+history"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+    assert "recall at a 2% review rate by true typology (model): account_takeover" in out
+    assert "policy v0002.p1: inspect from" in out
+    record = on_world.load("candidate")
+    manifest = record.manifest
+    assert manifest["label_cutoff"] == "2025-07-01T00:00:00+00:00"
+    assert manifest["feature_service"] == "return_fraud_v1"
+    assert manifest["data"]["snapshot"] == current_snapshot(trained_world.settings.warehouse_dir).name
+    assert manifest["libraries"]["lightgbm"] == __import__("lightgbm").__version__
+    # same data, same seed: the same model as the session's first training
+    assert record.model_text() == on_world.load("v0001").model_text()
+    report = trained_world.settings.home / "reports" / "train-v0002"
+    page = (report / "report.html").read_text()
+    for heading in ("Out of time, beside the baselines", "by true typology", "SHAP summary", "Precision-recall",
+                    "Calibration", "Decision policy v0002.p1"):
+        assert heading in page
+    figures = json.loads((report / "report.json").read_text())
+    assert set(figures["evaluation"]["candidates"]) == {"model", "rules", "rules+history", "production v0001"}
+    assert len(figures["figures"]["mean_abs_shap"]) == 20
+
+
+def test_the_test_window_may_not_overlap_the_training_window(cli, on_world):
+    code, _, err = cli("train", "--train-until", "2025-07-01", "--test-from", "2025-06-01")
+    assert code == 1
+    assert "the test window must start at or after --train-until" in err
+    assert on_world.versions() == ["v0001"]
+
+
+def test_a_bad_date_is_a_usage_error(cli, on_world):
+    code, _, err = cli("train", "--train-until", "first of July")
+    assert code == 2
+    assert "'first of July' is not a date" in err
+
+
+def test_models_list_show_promote_and_rollback(cli, on_world):
+    first = on_world.load("v0001")
+    on_world.register(first.model_text(), first.manifest, first.policy)
+    code, out, _ = cli("models", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].startswith("v0001    production") and lines[2].startswith("v0002    candidate")
+    code, out, _ = cli("models", "show", "candidate")
+    assert json.loads(out)["manifest"]["version"] == "v0002"
+    assert cli("models", "promote", "2")[1].startswith("v0002 is now production")
+    assert cli("models", "rollback")[1].strip() == "production rolled back from v0002 to v0001"
+    code, _, err = cli("models", "rollback")
+    assert code == 1 and "no earlier production model" in err
+    code, _, err = cli("models", "show", "v0042")
+    assert code == 1 and "no model version 'v0042'" in err
+
+
+def test_score_batch_scores_every_return_of_the_window_with_its_point_in_time_features(cli, on_world, trained_world,
+                                                                                      tmp_path):
+    out = tmp_path / "scores.csv"
+    code, stdout, err = cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", "--out", str(out))
+    assert code == 0, err
+    scores = pd.read_csv(out)
+    settings = trained_world.settings
+    snapshot = current_snapshot(settings.warehouse_dir)
+    returns = snapshot.read("returns")
+    window = returns[(returns["requested_at"] >= TRAIN_UNTIL) & (returns["requested_at"] < "2025-08-01")]
+    assert sorted(scores["return_id"]) == sorted(window["return_id"])
+    assert set(scores["decision"]) <= DECISIONS
+    expected_frame = feature_frame(FeatureSource(settings), snapshot,
+                                   Window(TRAIN_UNTIL, pd.Timestamp("2025-08-01", tz="UTC")))
+    expected = Scorer.from_registry(on_world).score_frame(expected_frame)
+    by_id = dict(zip(expected_frame["return_id"], expected, strict=True))
+    np.testing.assert_allclose(scores["score"], scores["return_id"].map(by_id), atol=1e-6)
+    assert f"scored {len(window):,} returns with model v0001 (policy v0001.p1)" in stdout
+
+    parquet = tmp_path / "scores.parquet"
+    assert cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", "--out", str(parquet),
+               "--model", "v0001")[0] == 0
+    same = pd.read_parquet(parquet)
+    assert list(same["return_id"]) == list(scores["return_id"])
+    assert list(same["decision"]) == list(scores["decision"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--out", "scores.xlsx"], "must end in .csv or .parquet"),
+    (["--out", "scores.csv", "--model", "v0007"], "no model version 'v0007'"),
+])
+def test_score_batch_refuses_bad_requests_and_writes_nothing(cli, on_world, tmp_path, args, message):
+    args = [str(tmp_path / a) if a.startswith("scores") else a for a in args]
+    code, _, err = cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", *args)
+    assert code == 1
+    assert message in err
+    assert list(tmp_path.glob("scores*")) == []
+
+
+def test_evaluate_trains_and_tests_on_successive_windows_beside_the_baselines(cli, on_world, trained_world):
+    code, out, err = cli("evaluate", "--folds", "2", "--test-days", "30", "--label-delay", "10")
+    assert code == 0, err
+    assert out.startswith("2 folds of 30 days")
+    report = Path(out.strip().splitlines()[-1].split("report: ")[1])
+    result = json.loads(report.with_name("report.json").read_text())
+    assert len(result["folds"]) == 2
+    first, second = (f["test"] for f in result["folds"])
+    assert first[1] == second[0]  # successive, not overlapping
+    assert set(result["summary"]) == {"model", "rules", "rules+history", "production v0001"}
+    ap = result["summary"]["model"]["average_precision"]
+    assert len(ap["values"]) == 2 and ap["mean"] == pytest.approx(np.mean(ap["values"]))
+    assert on_world.versions() == ["v0001"]  # evaluation registers nothing
+
+
+def test_thresholds_record_the_next_policy_of_a_model(cli, on_world):
+    code, out, err = cli("thresholds", "--reviews-per-day", "2", "--days", "30")
+    assert code == 0, err
+    policy = on_world.load("production").policy
+    assert policy["version"] == "v0001.p2"
+    assert policy["basis"]["costs"]["reviews_per_day"] == 2
+    assert policy["basis"]["expected_per_day"]["review"] <= 2
+    assert "policy v0001.p2 recorded" in out

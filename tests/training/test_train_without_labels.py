@@ -1,0 +1,43 @@
+"""Training stops with a clear message when there is nothing to learn from, e.g. on the Online Retail import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_online_retail import SOURCE, needs_source
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_world_without_labels_stops_training_with_a_clear_message(cli, world_copy, settings):
+    (world_copy / "labels.parquet").unlink()
+    assert cli("ingest", str(world_copy))[0] == 0
+    assert cli("features", "build")[0] == 0
+    code, out, err = cli("train", "--train-until", "2025-04-01")
+    assert code == 1
+    assert "has a fraud or abuse label known at 2025-04-01: there is nothing to learn from" in err
+    assert "Traceback" not in err
+    assert not settings.models_dir.exists() or not any((settings.models_dir / "versions").iterdir())
+
+
+def test_training_before_the_features_are_built_says_what_to_run(cli, world_copy):
+    assert cli("ingest", str(world_copy))[0] == 0
+    code, _, err = cli("train", "--train-until", "2025-04-01")
+    assert code == 1
+    assert "run `fraud-service features build` first" in err
+
+
+@needs_source
+def test_the_online_retail_import_ingests_builds_features_and_then_refuses_to_train(cli, tmp_path: Path):
+    dataset = tmp_path / "uci"
+    assert cli("import-online-retail", str(SOURCE), "--out", str(dataset))[0] == 0
+    assert cli("ingest", str(dataset))[0] == 0
+    assert cli("features", "build")[0] == 0
+    code, _, err = cli("train", "--train-until", "2011-09-01")
+    assert code == 1
+    assert "there is nothing to learn from" in err
+    code, _, err = cli("score-batch", "--from", "2011-09-01", "--to", "2011-10-01", "--out", str(tmp_path / "s.csv"))
+    assert code == 1
+    assert "no model is production yet" in err

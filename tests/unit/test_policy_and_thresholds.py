@@ -1,0 +1,83 @@
+"""The decision policy and the thresholds proposed from capacity and costs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fraud_service.policy import Decision, Policy
+from training.thresholds import Costs, propose
+
+POLICY = Policy(version="v0001.p1", inspect_from=0.1, credit_from=0.2, review_from=0.4, deny_from=0.9)
+
+
+@pytest.mark.parametrize(("score", "channel", "return_type", "decision"), [
+    (0.05, "mail", "return", Decision.APPROVE),
+    (0.10, "mail", "return", Decision.APPROVE_AFTER_INSPECTION),
+    (0.15, "store", "wrong_item", Decision.APPROVE_AFTER_INSPECTION),
+    (0.15, "returnless", "return", Decision.STORE_CREDIT_ONLY),
+    (0.15, "mail", "item_not_received", Decision.STORE_CREDIT_ONLY),
+    (0.25, "mail", "return", Decision.STORE_CREDIT_ONLY),
+    (0.40, "mail", "return", Decision.REVIEW),
+    (0.95, "returnless", "item_not_received", Decision.DENY),
+])
+def test_each_band_gives_its_decision(score, channel, return_type, decision):
+    assert POLICY.decide(score, channel, return_type) is decision
+
+
+def test_decisions_are_ordered_by_severity_and_only_review_and_deny_need_a_person():
+    assert [d.severity for d in Decision] == [0, 1, 2, 3, 4]
+    assert [d for d in Decision if d.needs_human] == [Decision.REVIEW, Decision.DENY]
+
+
+def test_thresholds_that_fall_are_refused():
+    with pytest.raises(ValueError, match="must rise"):
+        Policy(version="x", inspect_from=0.3, credit_from=0.2, review_from=0.4, deny_from=0.9)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        Policy(version="x", inspect_from=0.1, credit_from=0.2, review_from=0.4, deny_from=1.5)
+
+
+def test_a_policy_survives_a_round_trip_through_a_dict():
+    assert Policy.from_dict(POLICY.to_dict()) == POLICY
+
+
+def test_cost_thresholds_follow_the_break_even_formulas_when_capacity_is_ample():
+    costs = Costs(reviews_per_day=1e9, loss_per_fraud=200.0, review_cost=10.0, inspection_cost=4.0,
+                  inspection_catch=0.5, credit_saving=0.6, credit_friction=30.0, deny_friction=50.0)
+    policy = propose(np.linspace(0, 1, 1000), 10, costs, np.array([]))
+    assert policy.inspect_from == pytest.approx(4.0 / (200 * 0.5))          # 0.04
+    assert policy.credit_from == pytest.approx(30.0 / (200 * 0.6 + 30.0))  # 0.2
+    assert policy.review_from == pytest.approx(0.2)  # 10/200 = 0.05 is raised to the credit threshold
+    assert policy.deny_from == pytest.approx(1 - 10.0 / 50.0)               # 0.8
+    assert policy.basis["capacity_bound"] is False
+
+
+def test_the_review_band_is_narrowed_to_the_team_capacity():
+    rng = np.random.default_rng(3)
+    scores = rng.beta(0.5, 5, 20_000)
+    days, capacity = 20, 15.0
+    costs = Costs(reviews_per_day=capacity, loss_per_fraud=150.0)
+    policy = propose(scores, days, costs, np.array([]))
+    in_review = ((scores >= policy.review_from) & (scores < policy.deny_from)).sum() / days
+    assert policy.basis["capacity_bound"] is True
+    assert in_review <= capacity
+    one_more = ((scores >= np.nextafter(policy.review_from, -1)) & (scores < policy.deny_from)).sum() / days
+    assert in_review >= capacity - 1 / days or one_more > capacity
+    assert policy.basis["expected_per_day"]["review"] == pytest.approx(in_review)
+    assert policy.inspect_from <= policy.credit_from <= policy.review_from <= policy.deny_from
+
+
+def test_the_default_loss_is_the_mean_refund_of_labelled_fraud():
+    policy = propose(np.linspace(0, 1, 100), 5, Costs(reviews_per_day=1e9, review_cost=12.0),
+                     np.array([100.0, 300.0]))
+    assert policy.basis["costs"]["loss_per_fraud"] == pytest.approx(200.0)
+    assert policy.review_from >= 12.0 / 200.0
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("review_cost", -1.0, "review_cost must not be negative"),
+    ("credit_saving", 1.5, "credit_saving is a share"),
+])
+def test_impossible_costs_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        Costs(**{field: value})
