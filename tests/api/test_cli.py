@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from api.cli import build_parser
+from models.registry import ModelRegistry
 
-COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve", "features"]
+COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve", "features",
+            "train", "evaluate", "models", "thresholds", "score-batch"]
 
 
 def test_every_command_is_listed_in_the_top_level_help(cli):
@@ -70,20 +72,32 @@ def test_generate_ingest_status_stats_round_trip(cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_generates_ingests_and_builds_features_once(cli, tmp_path, settings):
+def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, settings):
     out_dir = tmp_path / "demo"
-    code, out, _ = cli("demo", "--out", str(out_dir), "--customers", "200", "--days", "40")
-    assert code == 0
+    world = ("--customers", "3000", "--days", "240")
+    code, out, err = cli("demo", "--out", str(out_dir), *world)
+    assert code == 0, err
     assert "ingested into" in out and "(snapshot 000001; new)" in out
     assert "features built from snapshot 000001 and materialised into the sqlite online store" in out
+    assert "demo: model v0001 trained on labels known at" in out
     stamp = (out_dir / "returns.parquet").stat().st_mtime_ns
     built = (settings.home / "features" / "manifest.json").stat().st_mtime_ns
 
-    code, out, _ = cli("demo", "--out", str(out_dir), "--customers", "200", "--days", "40")
+    code, out, _ = cli("demo", "--out", str(out_dir), *world)
     assert code == 0
     assert "(snapshot 000001; unchanged)" in out
+    assert "demo: production model v0001 (trained on this data)" in out
     assert (out_dir / "returns.parquet").stat().st_mtime_ns == stamp
     assert (settings.home / "features" / "manifest.json").stat().st_mtime_ns == built
+
+
+@pytest.mark.slow
+def test_a_demo_world_too_small_to_train_on_still_gets_its_features_and_says_why(cli, tmp_path, settings):
+    code, out, err = cli("demo", "--out", str(tmp_path / "demo"), "--customers", "200", "--days", "40")
+    assert code == 0, err
+    assert "features built from snapshot 000001" in out
+    assert "demo: no model trained (" in out and "use a larger world" in out
+    assert ModelRegistry(settings.models_dir).versions() == []
 
 
 def test_a_bad_setting_is_reported_not_raised(cli, monkeypatch):
