@@ -295,6 +295,10 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {name:<22} " + "  ".join(f"{path} {s['mean']:.4f}±{s['std']:.4f}"
                                            for path, s in summary.items() if path in
                                            ("average_precision", "roc_auc", "at_rate.2%.recall")))
+    overlapping = [i + 1 for i, fold in enumerate(result["folds"]) if fold["production_trained_on_test_window"]]
+    if overlapping:
+        print(f"note: the production model was trained on returns of the test window of fold(s) "
+              f"{', '.join(map(str, overlapping))}: its figures there are not out of time")
     print(f"report: {report / 'report.html'}")
     return 0
 
@@ -474,23 +478,25 @@ def build_parser() -> argparse.ArgumentParser:
             "requested_at), label it with the labels known at --train-until (fraud or abuse = 1; legit\n"
             "or unlabelled = 0; returns of the last --label-delay days before the cutoff are left out\n"
             "because their labels have not arrived yet), train LightGBM with early stopping on the\n"
-            "latest 20%% of the training rows, calibrate, and evaluate on the returns requested from\n"
-            "--test-from (default --train-until) to --test-until (default the end of the data) beside\n"
-            "the rules baseline and the production model. Proposes decision thresholds from review\n"
-            "capacity and costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
+            "latest 20% of the training rows, calibrate, and evaluate on the returns requested from\n"
+            "--test-from (default --train-until) to --test-until (default: the last request minus the\n"
+            "label delay, so the test labels have had time to arrive) beside the rules baselines and\n"
+            "the production model. Proposes decision thresholds from review capacity and\n"
+            "costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
             "the model as candidate (and production when there is none). See docs/training.md.")
     p.add_argument("--train-until", required=True, type=_timestamp, metavar="DATE",
                    help="label cutoff: train on what was known at this time")
     p.add_argument("--train-from", type=_timestamp, metavar="DATE", help="first request time to train on")
     p.add_argument("--test-from", type=_timestamp, metavar="DATE", help="test window start (default --train-until)")
-    p.add_argument("--test-until", type=_timestamp, metavar="DATE", help="test window end (default: end of data)")
+    p.add_argument("--test-until", type=_timestamp, metavar="DATE",
+                   help="test window end (default: last request minus the label delay)")
     _training_options(p)
     _cost_options(p)
 
     p = add("evaluate", cmd_evaluate, "prequential evaluation beside the rules and the production model",
             "Train on everything before each of --folds successive test windows of --test-days days\n"
-            "(ending at --until, default the end of the data) and test on the window; report every\n"
-            "metric per fold and its mean and spread, for the model, the rules baseline and the\n"
+            "(ending at --until, default the last request minus the label delay) and test on the window;\n"
+            "report every metric per fold and its mean and spread, for the model, the rules baseline and the\n"
             "production model, as HTML + JSON under $FRAUD_HOME/reports. Nothing is registered.")
     p.add_argument("--folds", type=_positive_int, default=3, help="number of test windows (default 3)")
     p.add_argument("--test-days", type=_positive_int, default=30, help="days per test window (default 30)")
@@ -546,14 +552,15 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cost_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reviews-per-day", type=float, default=50.0, help="analyst reviews a day (default 50)")
-    p.add_argument("--loss-per-fraud", type=float, default=None,
+    p.add_argument("--reviews-per-day", type=float, default=50.0, metavar="N",
+                   help="analyst reviews a day (default 50)")
+    p.add_argument("--loss-per-fraud", type=float, default=None, metavar="N",
                    help="loss when a fraud is paid out (default: mean refund of labelled fraud/abuse)")
-    p.add_argument("--review-cost", type=float, default=12.0, help="cost of one review (default 12)")
-    p.add_argument("--inspection-cost", type=float, default=4.0, help="cost of one inspection (default 4)")
-    p.add_argument("--credit-friction", type=float, default=3.0,
+    p.add_argument("--review-cost", type=float, default=12.0, metavar="N", help="cost of one review (default 12)")
+    p.add_argument("--inspection-cost", type=float, default=4.0, metavar="N", help="cost of one inspection (default 4)")
+    p.add_argument("--credit-friction", type=float, default=3.0, metavar="N",
                    help="cost of forcing store credit on an honest customer (default 3)")
-    p.add_argument("--deny-friction", type=float, default=60.0,
+    p.add_argument("--deny-friction", type=float, default=60.0, metavar="N",
                    help="cost of denying an honest customer (default 60)")
 
 

@@ -107,14 +107,15 @@ def main() -> None:
         work = args.keep or tmp
         Path(work).mkdir(parents=True, exist_ok=True)
         common = world_argv(args, work)
-        ready = (Path(work) / "home" / "features" / "manifest.json").exists()
-        world = run_stage(__file__, "prepare", common) if not ready else None
-        build = run_stage(__file__, "build", common) if not ready else None
+        ingested = (Path(work) / "home" / "warehouse" / "CURRENT").exists()
+        world = run_stage(__file__, "prepare", common) if not ingested else None
+        build = run_stage(__file__, "build", common)
         trainset = run_stage(__file__, "trainset", common)
         fitted = run_stage(__file__, "fit", common)
-    if world and build:
+    if world:
         print(f"world: {args.customers:,} customers, {args.days} days: {world['orders']:,} orders, "
-              f"{world['returns']:,} returns; features build {build['seconds']:.1f} s, peak {build['peak_mb']:.0f} MB")
+              f"{world['returns']:,} returns")
+    print(f"features build: {build['seconds']:7.1f} s   peak {build['peak_mb']:6.0f} MB")
     print(f"training set:  {trainset['seconds']:7.1f} s   peak {trainset['peak_mb']:6.0f} MB   "
           f"{trainset['rows']:,} returns, {trainset['positives']:,} labelled fraud/abuse")
     print(f"training:      {fitted['seconds']:7.1f} s   peak {fitted['peak_mb']:6.0f} MB   {fitted['trees']} trees "

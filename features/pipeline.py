@@ -112,6 +112,7 @@ UNION ALL BY NAME
 SELECT returner AS key, requested_at + INTERVAL 1 MICROSECOND AS ts, 1 AS n_return,
        refund_amount AS refund,
        (return_type = 'item_not_received')::INT AS n_inr,
+       (return_type IN ('damaged_on_arrival', 'wrong_item'))::INT AS n_claim,
        (channel = 'returnless')::INT AS n_returnless,
        (NOT has_receipt)::INT AS n_no_receipt,
        (reason IN ('size', 'changed_mind'))::INT AS n_size_cm,
@@ -186,6 +187,8 @@ def _customer_metrics() -> tuple[Metric, ...]:
         Metric("cust_inr_30d", "n_inr", 30),
         Metric("cust_inr_90d", "n_inr", 90),
         Metric("cust_inr_365d", "n_inr", 365),
+        Metric("cust_claims_90d", "n_claim", 90),
+        Metric("cust_claims_365d", "n_claim", 365),
         Metric("cust_returnless_90d", "n_returnless", 90),
         Metric("cust_returnless_365d", "n_returnless", 365),
         Metric("cust_no_receipt_365d", "n_no_receipt", 365),
@@ -213,8 +216,8 @@ US_PER_DAY = 86_400_000_000
 BUCKET_FACTS = 1_500_000
 """Facts per key bucket in one pass: keeps the window layers in memory (about 2 GB) on big histories."""
 
-LIVE_COLUMNS = ("n_order", "order_value", "n_return", "refund", "n_inr", "n_returnless", "n_no_receipt", "n_size_cm",
-                "n_new_customer")
+LIVE_COLUMNS = ("n_order", "order_value", "n_return", "refund", "n_inr", "n_claim", "n_returnless", "n_no_receipt",
+                "n_size_cm", "n_new_customer")
 """Contribution columns a just-assessed return (and its order, when new) can carry before it is ingested."""
 
 

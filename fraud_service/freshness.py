@@ -138,6 +138,7 @@ class LiveFacts:
     def _facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
         returned = {
             "n_return": 1, "refund": float(r.refund_amount), "n_inr": int(r.return_type == "item_not_received"),
+            "n_claim": int(r.return_type in ("damaged_on_arrival", "wrong_item")),
             "n_returnless": int(r.channel == "returnless"), "n_no_receipt": int(not r.has_receipt),
             "n_size_cm": int(r.reason in ("size", "changed_mind")),
         }

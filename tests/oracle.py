@@ -72,6 +72,8 @@ class Oracle:
                 out["cust_median_days_to_return_365d"] = float(np.median(days)) if days else math.nan
             if w in (30, 90, 365):
                 out[f"cust_inr_{w}d"] = int((r["return_type"] == "item_not_received").sum())
+            if w in (90, 365):
+                out[f"cust_claims_{w}d"] = int(r["return_type"].isin(["damaged_on_arrival", "wrong_item"]).sum())
             if w == 90:
                 out["cust_returnless_90d"] = int((r["channel"] == "returnless").sum())
         bad_all = bad_365 = 0

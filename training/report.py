@@ -221,6 +221,9 @@ def write_prequential_report(out: Path, result: Mapping[str, Any]) -> None:
     for i, fold in enumerate(result["folds"], 1):
         parts.append(f"<h2>Fold {i}: train {fold['train'][0][:10]} to {fold['train'][1][:10]}, "
                      f"test {fold['test'][0][:10]} to {fold['test'][1][:10]}</h2>")
+        if fold.get("production_trained_on_test_window"):
+            parts.append("<p class=note>The production model was trained on returns of this test window: "
+                         "its figures here are not out of time.</p>")
         parts.append(_metrics_table(fold["candidates"]))
         parts.append(_typology_table(fold["candidates"]))
     page = (f"<!doctype html><html lang=en><meta charset=utf-8><title>Prequential evaluation</title>"

@@ -79,6 +79,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def mature_end(snapshot: Snapshot, last: pd.Timestamp) -> pd.Timestamp:
+    """The default end of a test window: the last request minus the label delay.
+
+    The most recent returns have few of their fraud labels yet; judging on them would call
+    every late-labelled fraud a false positive.
+    """
+    return last + pd.Timedelta(microseconds=1) - label_delay(snapshot, last)
+
+
 def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Timestamp,
                   delay: pd.Timedelta) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows requested before `train_until - delay`, with targets from labels known at `train_until`."""
@@ -152,7 +161,7 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
     first, last = time_range(snapshot)
     start = train_from or first
     test_from = test_from or train_until
-    test_until = test_until or last + pd.Timedelta(microseconds=1)
+    test_until = test_until or mature_end(snapshot, last)
     if test_from < train_until:
         raise TrainingDataError(f"the test window must start at or after --train-until ({train_until.date()}), "
                                 f"not {test_from.date()}: testing on training data is not an evaluation")
@@ -247,7 +256,7 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
         raise TrainingDataError("--folds and --test-days must be at least 1")
     snapshot = current_snapshot(settings.warehouse_dir)
     first, last = time_range(snapshot)
-    end = until or (last + pd.Timedelta(microseconds=1))
+    end = until or mature_end(snapshot, last)
     cutoffs = [end - pd.Timedelta(days=test_days * (folds - i)) for i in range(folds)]
     if cutoffs[0] <= first + pd.Timedelta(days=test_days):
         raise TrainingDataError(f"{folds} folds of {test_days} days leave too little history before "
@@ -270,7 +279,9 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
             if test_frame.empty:
                 raise TrainingDataError(f"fold {i + 1} has no returns in {Window(cutoff, test_end)}")
             metrics = judge(test_frame, y_now[mask], score_candidates(test_frame, model, production), truth)
+        overlap = production is not None and pd.Timestamp(production.manifest["training_window"]["rows_until"]) > cutoff
         results.append({"train": [first.isoformat(), (cutoff - delay).isoformat()],
+                        "production_trained_on_test_window": overlap,
                         "test": [cutoff.isoformat(), test_end.isoformat()],
                         "label_delay_days": delay.days, "rows": trained.rows, "candidates": metrics})
     paths = ["average_precision", "roc_auc", "brier", "at_rate.1%.recall", "at_rate.2%.recall",
