@@ -31,6 +31,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/generate_ingest.py
 	$(BIN)/python bench/features_bench.py
+	$(BIN)/python bench/training_bench.py
+	$(BIN)/python bench/online_retail_injected.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
