@@ -1,0 +1,85 @@
+"""Tables of the evidence database (SQLAlchemy 2.x typed declarative; the schema is managed by Alembic).
+
+`evidence_events` is the append-only, hash-chained log; `chain_head` holds its last link so
+appends are serialised by one row lock. `assessments` is the decision record a client reads
+back by id; its full content is also in the evidence event that recorded it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class EvidenceEvent(Base):
+    __tablename__ = "evidence_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(80), index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON, exactly the bytes that were hashed
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ChainHead(Base):
+    __tablename__ = "chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Assessment(Base):
+    __tablename__ = "assessments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    return_id: Mapped[str] = mapped_column(String(200), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(40), index=True)
+    risk_level: Mapped[str] = mapped_column(String(20))
+    model_version: Mapped[str] = mapped_column(String(40))
+    policy_version: Mapped[str] = mapped_column(String(40))
+    refund_amount: Mapped[float] = mapped_column(Float)
+    case_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)  # request, features, contributions, rules, response
+
+
+class ListEntry(Base):
+    __tablename__ = "list_entries"
+    __table_args__ = (UniqueConstraint("entity", "value"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(20))  # customer, address, payment, device, refund
+    value: Mapped[str] = mapped_column(String(200))
+    list: Mapped[str] = mapped_column(String(10))  # allow or block
+    reason: Mapped[str] = mapped_column(Text)
+    added_by: Mapped[str] = mapped_column(String(120))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the key's public prefix
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+Index("evidence_events_kind_subject", EvidenceEvent.kind, EvidenceEvent.subject)

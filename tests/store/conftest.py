@@ -1,0 +1,47 @@
+"""Evidence databases for tests: a SQLite file, and a fresh database on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from fraud_service.store.db import make_engine
+from fraud_service.store.migrate import upgrade
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def sqlite_engine(tmp_path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'evidence.db'}")
+    upgrade(engine)
+    return engine
+
+
+def postgres_engine() -> Iterator[Engine]:
+    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(f"{POSTGRES}/{name}")
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request, tmp_path) -> Iterator[Engine]:
+    """A migrated evidence database, on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        engine = sqlite_engine(tmp_path)
+        yield engine
+        engine.dispose()
+    else:
+        yield from postgres_engine()
