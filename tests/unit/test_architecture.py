@@ -22,8 +22,10 @@ def test_importing_every_module_creates_no_files_and_loads_no_heavy_library(tmp_
         ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
     )
-    # Feast loads its offline store class from feature_store.yaml; that module is Feast code by nature
+    # Feast loads its offline store class from feature_store.yaml, and Alembic runs the migration
+    # scripts: those modules are the libraries' code by nature
     modules.remove("features.asof_store")
+    modules = [m for m in modules if not m.startswith("fraud_service.store.migrations")]
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
