@@ -61,12 +61,13 @@ class TrainedModel:
     params: dict[str, Any]
     rows: dict[str, int] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
+    typical: dict[str, Any] = field(default_factory=dict)
 
     def manifest_part(self) -> dict[str, Any]:
         return {"features": self.features, "categories": self.categories,
                 "categorical_features": [f for f in self.features if f in self.categories],
                 "calibration": self.calibration.to_dict(), "best_iteration": self.best_iteration,
-                "params": self.params, "rows": self.rows, "validation": self.validation}
+                "params": self.params, "rows": self.rows, "validation": self.validation, "typical": self.typical}
 
 
 def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainConfig | None = None) -> TrainedModel:
@@ -110,4 +111,19 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         rows={"train": split, "validation": len(frame) - split, "train_positives": int(y_train.sum()),
               "validation_positives": int(y_valid.sum())},
         validation={"average_precision": float(average_precision_score(y_valid, raw_valid))},
+        typical=typical_values(frame, features, categories),
     )
+
+
+def typical_values(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> dict[str, Any]:
+    """Each feature's median (categoricals: most common value) over the training rows, for reason sentences."""
+    out: dict[str, Any] = {}
+    for name in features:
+        values = frame[name].dropna()
+        if values.empty:
+            out[name] = None
+        elif name in categories:
+            out[name] = str(values.mode().iloc[0])
+        else:
+            out[name] = float(pd.to_numeric(values).median())
+    return out

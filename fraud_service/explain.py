@@ -1,0 +1,126 @@
+"""Reasons a person can read: the top SHAP contributions of a score, each as a sentence.
+
+`4 item-not-received claims in the last 90 days; typical is 0`. Every feature of the feature
+service has a description here (a test checks), built from the systematic feature names:
+an entity prefix, a measure and an optional window.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SUBJECTS = {
+    "cust": "", "addr": " on this shipping address", "pay": " with this payment instrument",
+    "dev": " from this device", "rfd": " refunded to this destination",
+}
+MEASURES = {
+    "orders": ("orders", "count"), "returns": ("returns", "count"), "refund": ("refunds requested", "money"),
+    "order_value": ("order value", "money"), "inr": ("item-not-received claims", "count"),
+    "claims": ("damaged-on-arrival or wrong-item claims", "count"), "returnless": ("returnless refunds", "count"),
+    "no_receipt": ("returns without a receipt", "count"), "size_cm": ("size or changed-mind returns", "count"),
+    "bad_inspections": ("returns that failed inspection", "count"),
+    "fraud_labels": ("earlier returns confirmed as fraud", "count"),
+    "abuse_labels": ("earlier returns confirmed as abuse", "count"),
+    "legit_labels": ("earlier returns confirmed as legitimate", "count"),
+    "bad_labels": ("returns confirmed as fraud or abuse", "count"),
+    "customers": ("different customers", "count"),
+    "median_days_to_return": ("median days from delivery to return", "days"),
+}
+SPECIAL = {
+    "rt_refund_to_order": ("refund is {v} of the order's value", "share"),
+    "rt_days_since_order": ("{v} days since the order was placed", "days"),
+    "rt_days_since_delivery": ("{v} days since delivery", "days"),
+    "rt_hour_of_day": ("requested at {v}:00 UTC", "int"),
+    "rt_refund_amount": ("refund of {v}", "money"),
+    "rt_items_count": ("{v} items claimed", "int"),
+    "rt_share_fashion": ("{v} of the order's value is apparel or shoes", "share"),
+    "rt_share_high_value": ("{v} of the order's value is electronics or jewellery", "share"),
+    "rt_return_type": ("claim type: {v}", "text"),
+    "rt_channel": ("return channel: {v}", "text"),
+    "rt_refund_method": ("refund method: {v}", "text"),
+    "rt_has_receipt": ("receipt: {v}", "bool"),
+    "cust_account_age_days": ("account is {v} days old", "days"),
+    "cust_return_rate_count_365d": ("{v} of the customer's orders in the last 365 days were returned", "share"),
+    "cust_return_rate_value_365d": ("refunds are {v} of the customer's order value in the last 365 days", "share"),
+    "cust_size_cm_share_365d": ("{v} of the customer's returns in the last 365 days were size or changed mind",
+                                "share"),
+    "cust_created_epoch": ("account created at {v}", "epoch"),
+}
+_NAME = re.compile(r"^(cust|addr|pay|dev|rfd)_(.+?)(?:_(\d+)d)?$")
+
+
+@dataclass(frozen=True)
+class Reason:
+    feature: str
+    value: Any
+    contribution: float
+    sentence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        value = None if isinstance(self.value, float) and math.isnan(self.value) else self.value
+        return {"feature": self.feature, "value": value, "contribution": round(self.contribution, 6),
+                "sentence": self.sentence}
+
+
+def _format(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    if kind == "text":
+        return str(value).replace("_", " ")
+    if kind == "bool":
+        return "yes" if value else "no"
+    number = float(value)
+    if kind == "share":
+        return f"{number:.0%}"
+    if kind == "money":
+        return f"{number:,.2f}"
+    if kind == "days":
+        return f"{number:,.1f}" if abs(number) < 10 else f"{number:,.0f}"
+    return f"{number:,.0f}"
+
+
+def describe(feature: str) -> tuple[str, str]:
+    """A sentence template with `{v}` and the value's kind, for any feature of the service."""
+    if feature in SPECIAL:
+        return SPECIAL[feature]
+    match = _NAME.match(feature)
+    if match is None or match.group(2) not in MEASURES:
+        raise KeyError(f"no description for feature {feature!r}")
+    prefix, measure, days = match.groups()
+    noun, kind = MEASURES[measure]
+    window = f" in the last {days} days" if days else ""
+    if measure == "customers":
+        return f"{{v}} {noun} seen{SUBJECTS[prefix]}", kind
+    if kind == "money":
+        return f"{{v}} {noun}{SUBJECTS[prefix]}{window}", kind
+    if kind == "days":
+        return f"{noun}{window}: {{v}}", kind
+    return f"{{v}} {noun}{SUBJECTS[prefix]}{window}", kind
+
+
+def sentence(feature: str, value: Any, typical: Any = None) -> str:
+    template, kind = describe(feature)
+    text = template.format(v=_format(value, kind))
+    if typical is not None and kind != "text":
+        text += f"; typical is {_format(typical, kind)}"
+    return text[0].upper() + text[1:]
+
+
+def reasons(features: Sequence[str], values: Mapping[str, Any], contributions: np.ndarray,
+            typical: Mapping[str, Any], top: int = 5) -> list[Reason]:
+    """The TOP features that pushed the score up most (positive contributions), as sentences."""
+    order = np.argsort(-contributions[: len(features)], kind="stable")
+    out = []
+    for i in order[:top]:
+        if contributions[i] <= 0:
+            break
+        name = features[i]
+        out.append(Reason(name, values.get(name), float(contributions[i]),
+                          sentence(name, values.get(name), typical.get(name))))
+    return out

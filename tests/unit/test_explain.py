@@ -1,0 +1,46 @@
+"""Every feature has a readable sentence; reasons are the largest positive contributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.definitions import feature_names
+from fraud_service.explain import describe, reasons, sentence
+
+
+@pytest.mark.parametrize("feature", feature_names())
+def test_every_feature_of_the_service_has_a_sentence(feature):
+    template, _ = describe(feature)
+    assert "{v}" in template
+    assert "{" not in sentence(feature, 1.0, 0.0).replace("{v}", "")
+
+
+@pytest.mark.parametrize(("feature", "value", "typical", "text"), [
+    ("cust_inr_90d", 4, 0.0, "4 item-not-received claims in the last 90 days; typical is 0"),
+    ("addr_customers", 7, 1.0, "7 different customers seen on this shipping address; typical is 1"),
+    ("pay_bad_labels", 2, 0.0, "2 returns confirmed as fraud or abuse with this payment instrument; typical is 0"),
+    ("cust_refund_30d", 1234.5, 0.0, "1,234.50 refunds requested in the last 30 days; typical is 0.00"),
+    ("rt_refund_to_order", 0.98, 0.45, "Refund is 98% of the order's value; typical is 45%"),
+    ("rt_return_type", "item_not_received", "return", "Claim type: item not received"),
+    ("cust_account_age_days", 2.0, 400.0, "Account is 2.0 days old; typical is 400"),
+    ("cust_median_days_to_return_365d", float("nan"), 6.0,
+     "Median days from delivery to return in the last 365 days: unknown; typical is 6.0"),
+])
+def test_sentences_read_as_a_person_would_say_them(feature, value, typical, text):
+    assert sentence(feature, value, typical) == text
+
+
+def test_an_unknown_feature_is_an_error_not_a_vague_sentence():
+    with pytest.raises(KeyError, match="no description for feature 'cust_shoe_size'"):
+        describe("cust_shoe_size")
+
+
+def test_reasons_are_the_largest_positive_contributions_in_order():
+    features = ["cust_inr_90d", "rt_refund_to_order", "cust_orders_30d", "addr_customers"]
+    contributions = np.array([0.8, -0.5, 0.1, 1.2, 0.3])  # the last column is the expected value
+    got = reasons(features, {"cust_inr_90d": 3, "addr_customers": 5, "cust_orders_30d": 1}, contributions,
+                  {"cust_inr_90d": 0.0, "addr_customers": 1.0, "cust_orders_30d": 1.0}, top=5)
+    assert [r.feature for r in got] == ["addr_customers", "cust_inr_90d", "cust_orders_30d"]
+    assert got[0].to_dict() == {"feature": "addr_customers", "value": 5, "contribution": 1.2,
+                                "sentence": "5 different customers seen on this shipping address; typical is 1"}
