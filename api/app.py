@@ -10,14 +10,29 @@ from fraud_service.config import Settings
 
 
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the web app for `settings` (read from FRAUD_* variables when not given)."""
+    """Build the web app for `settings` (read from FRAUD_* variables when not given).
+
+    The feature store, the production model and its policy are loaded here, once per worker,
+    with a warm-up call. `test_config` may pass a ready `SERVICE` (tests) and Flask settings.
+    """
     app = Flask(__name__)
     app.config["SETTINGS"] = settings if settings is not None else Settings.from_env()
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
 
-    from api import status
+    from api import errors, lists, logs, metrics, openapi, scoring, status
+    from fraud_service import bootstrap
 
-    app.register_blueprint(status.bp)
+    logs.configure(app.config["SETTINGS"].log_level)
+    service = app.config.get("SERVICE") or bootstrap.build(app.config["SETTINGS"])
+    app.extensions["fraud"] = service
+    app.extensions["metrics"] = metrics.install(app)
+    if service.assessor is not None:
+        app.extensions["metrics"].model.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)
+    logs.install(app)
+    errors.register(app)
+    for blueprint in (status.bp, scoring.bp, lists.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     return app

@@ -367,15 +367,138 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
-    import os
+def _evidence_db(settings: Settings):  # type: ignore[no-untyped-def]
+    from fraud_service.bootstrap import database
 
+    return database(settings)
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or migrate the evidence database schema to the newest revision."""
+    from fraud_service.store.migrate import current_revision, head_revision, upgrade
+
+    engine, _ = _evidence_db(settings)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        head = head_revision()
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if before == head:
+        print(f"evidence database {where} is already at schema {head}")
+    else:
+        print(f"evidence database {where} upgraded from {before or 'empty'} to schema {head}")
+    return 0
+
+
+def _schema_ready(settings: Settings):  # type: ignore[no-untyped-def]
+    from fraud_service.bootstrap import check_schema
+
+    engine, sessions = _evidence_db(settings)
+    problem = check_schema(engine)
+    if problem:
+        engine.dispose()
+        raise FraudServiceError(problem)
+    return engine, sessions
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create an API key; the key is printed once and only its hash is kept."""
+    import getpass
+
+    from fraud_service.keys import create_key
+
+    engine, sessions = _schema_ready(settings)
+    try:
+        with sessions.begin() as session:
+            key = create_key(session, args.role, args.name or f"{args.role} key", f"cli:{getpass.getuser()}")
+    finally:
+        engine.dispose()
+    print(key)
+    print(f"created a {args.role} key; it is shown only now: store it, send it as `Authorization: Bearer KEY`",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List API keys (ids, roles, names; never the secrets)."""
+    from fraud_service.keys import list_keys
+    from fraud_service.store.chain import utc_text
+
+    engine, sessions = _schema_ready(settings)
+    try:
+        with sessions() as session:
+            keys = list_keys(session)
+    finally:
+        engine.dispose()
+    if not keys:
+        print("no API keys: create one with `fraud-service keys create --role ROLE`")
+        return 0
+    print(f"{'id':<14} {'role':<8} {'created':<26} {'revoked':<26} name")
+    for k in keys:
+        revoked = utc_text(k.revoked_at)[:19] if k.revoked_at else "-"
+        print(f"{k.id:<14} {k.role:<8} {utc_text(k.created_at)[:19]:<26} {revoked:<26} {k.name}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke an API key by its id (running workers stop accepting it within 30 s)."""
+    import getpass
+
+    from fraud_service.keys import revoke_key
+
+    engine, sessions = _schema_ready(settings)
+    try:
+        with sessions.begin() as session:
+            revoke_key(session, args.key_id, f"cli:{getpass.getuser()}")
+    finally:
+        engine.dispose()
+    print(f"key {args.key_id} revoked (running workers honour it within 30 seconds)")
+    return 0
+
+
+def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
+    from fraud_service.store.chain import verify
+
+    engine, sessions = _schema_ready(settings)
+    try:
+        with sessions() as session:
+            result = verify(session)
+    finally:
+        engine.dispose()
+    if result.ok:
+        print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
+        return 0
+    print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
+          f"({result.events:,} events verified before it)")
+    return EXIT_REJECTED
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate the evidence database, then run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
+    import os
+    import shutil
+
+    from fraud_service.store.migrate import upgrade
+
+    engine, _ = _evidence_db(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    metrics_dir = settings.home / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # figures of an earlier run's workers are not this run's
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
-    print(f"serving on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    argv = ["gunicorn", "--workers", str(args.workers), "--bind", f"{host}:{port}",
-            "--access-logfile", "-", "api.app:create_app()"]
+    print(f"serving on http://{host}:{port}/ (Ctrl-C stops); API keys: fraud-service keys create --role ROLE",
+          flush=True)
+    argv = ["gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
+            "--worker-class", "gthread", "--bind", f"{host}:{port}", "--config", "python:api.gunicorn_conf",
+            "api.app:create_app()"]
     gunicorn = Path(sys.executable).with_name("gunicorn")
     os.execv(str(gunicorn), argv)
     return 0  # pragma: no cover - execv does not return
@@ -539,7 +662,36 @@ def build_parser() -> argparse.ArgumentParser:
             "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=4, help="threads per worker (default 4)")
+
+    db = sub.add_parser("db", help="the evidence database schema",
+                        description="The evidence database (FRAUD_DATABASE_URL, default SQLite in $FRAUD_HOME).")
+    dsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    dsub.add_parser("upgrade", help="create or migrate the schema to the newest revision (Alembic)").set_defaults(
+        func=cmd_db_upgrade)
+
+    keys = sub.add_parser("keys", help="API keys with roles: create, list, revoke",
+                          description="API keys for `Authorization: Bearer KEY`. Roles: scoring (the returns\n"
+                                      "workflow: assess, read assessments), analyst (read assessments and lists,\n"
+                                      "work cases), admin (everything, including allow/block lists).\n"
+                                      "Only a hash of each key is stored: a key is shown once, when created.",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = ksub.add_parser("create", help="create a key and print it (once)")
+    q.add_argument("--role", required=True, choices=("scoring", "analyst", "admin"))
+    q.add_argument("--name", help="who or what the key is for (shown in `keys list` and in evidence)")
+    q.set_defaults(func=cmd_keys_create)
+    ksub.add_parser("list", help="ids, roles, names, creation and revocation times").set_defaults(func=cmd_keys_list)
+    q = ksub.add_parser("revoke", help="revoke a key by its id (the part after fsk_)")
+    q.add_argument("key_id", metavar="ID")
+    q.set_defaults(func=cmd_keys_revoke)
+
+    evidence = sub.add_parser("evidence", help="check the evidence log",
+                              description="The append-only evidence log, each event chained to the previous by hash.")
+    esub = evidence.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+    esub.add_parser("verify", help="re-hash the whole chain; exit 1 naming the first edited, inserted or missing "
+                                   "event").set_defaults(func=cmd_evidence_verify)
     return parser
 
 

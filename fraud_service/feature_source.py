@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import string
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError
 from fraud_service.progress import SILENT, Progress
+from fraud_service.requests import ReturnRequest
 from fraud_service.warehouse import Warehouse
 
 ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
@@ -141,10 +143,13 @@ class FeatureSource:
         everything, e.g. after switching the online store.
         """
         end = end or dt.datetime.now(dt.UTC)
-        if full:
-            self.store().materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
+        store = self.store()
+        # Feast starts a view's first incremental run one year before now when it has no TTL, which
+        # would leave out any older history: the first run of every view reads from the beginning.
+        if full or any(not view.materialization_intervals for view in store.list_feature_views()):
+            store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
         else:
-            self.store().materialize_incremental(end_date=end)
+            store.materialize_incremental(end_date=end)
 
     def historical(self, entities: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each."""
@@ -237,3 +242,35 @@ def category_mix(items: pd.DataFrame) -> pd.DataFrame:
     total = frame["value"].replace(0.0, np.nan)
     return pd.DataFrame({"share_fashion": (frame["fashion"] / total).fillna(0.0),
                          "share_high_value": (frame["high"] / total).fillna(0.0)})
+
+
+def request_entity(request: ReturnRequest) -> tuple[dict[str, str], dict[str, Any]]:
+    """The five entity keys and the req_* fields of one return request (what `entity_rows` makes of a table row).
+
+    The scoring path's twin of `entity_rows`, without pandas; a test checks both agree.
+    """
+    order = request.order
+    keys = {"customer_id": request.customer_id, "address_token": order.address_token or NO_KEY,
+            "payment_token": order.payment_token or NO_KEY, "device_token": order.device_token or NO_KEY,
+            "refund_token": request.refund_token or NO_KEY}
+    total = fashion = high = 0.0
+    for item in order.items:
+        value = float(item.unit_price) * float(item.quantity)
+        total += value
+        fashion += value if item.category in FASHION else 0.0
+        high += value if item.category in HIGH_VALUE else 0.0
+    fields = {
+        "req_requested_epoch": request.requested_at.timestamp(),
+        "req_placed_epoch": order.placed_at.timestamp(),
+        "req_delivered_epoch": order.delivered_at.timestamp() if order.delivered_at is not None else math.nan,
+        "req_refund_amount": float(request.refund_amount),
+        "req_order_total": float(order.order_total),
+        "req_items_count": int(request.items_count),
+        "req_share_fashion": fashion / total if total else 0.0,
+        "req_share_high_value": high / total if total else 0.0,
+        "req_return_type": request.return_type,
+        "req_channel": request.channel,
+        "req_refund_method": request.refund_method,
+        "req_has_receipt": int(request.has_receipt),
+    }
+    return keys, fields

@@ -12,6 +12,7 @@ reader against `get_online_features` and against historical retrieval.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import sqlite3
 import threading
@@ -30,6 +31,25 @@ def _decode(blob: bytes, value_cls: Any) -> Any:
     if kind is None or kind == "null_val":
         return None
     return getattr(value, kind)
+
+
+def _timestamp(blob: bytes | None) -> str | None:
+    if not blob:
+        return None
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    stamp = Timestamp()
+    stamp.ParseFromString(blob)
+    return stamp.ToDatetime(tzinfo=dt.UTC).isoformat()
+
+
+def _sqlite_time(value: Any) -> str | None:
+    """Feast's sqlite store keeps event_ts as epoch seconds (older versions: naive UTC text)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat()
+    return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC).isoformat()
 
 
 class OnlineFeatures:
@@ -55,7 +75,7 @@ class OnlineFeatures:
         if self.kind == "sqlite":
             self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
             self._sql = " UNION ALL ".join(
-                f"SELECT {i}, feature_name, value FROM \"{self.project}_{view}\" WHERE entity_key = ?"
+                f"SELECT {i}, feature_name, value, event_ts FROM \"{self.project}_{view}\" WHERE entity_key = ?"
                 for i, (view, _, _) in enumerate(self.views))
         else:
             import redis
@@ -66,7 +86,8 @@ class OnlineFeatures:
             kwargs = dict(option.split("=", 1) for option in options)
             self._redis = redis.Redis(host=host, port=int(port), db=int(kwargs.get("db", 0)),
                                       password=kwargs.get("password"))
-            self._fields = [[_mmh3(f"{view}:{name}") for name in names] for view, _, names in self.views]
+            self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
+                            for view, _, names in self.views]
             self._mmh3 = _mmh3
 
     def key(self, join_keys: dict[str, str]) -> bytes:
@@ -76,22 +97,30 @@ class OnlineFeatures:
                                       entity_values=[self._value(string_val=join_keys[n]) for n in names])
         return self._serialize(entity_key, entity_key_serialization_version=self.version)
 
-    def stored(self, keys: dict[str, str]) -> list[dict[str, Any]]:
-        """Per view (in `self.views` order), its stored values for the request's keys (None where absent)."""
+    def stored(self, keys: dict[str, str], times: dict[str, str | None] | None = None) -> list[dict[str, Any]]:
+        """Per view (in `self.views` order), its stored values for the request's keys (None where absent).
+
+        With TIMES, also fills in each view's event time (when its row's values became true), or None.
+        """
         out: list[dict[str, Any]] = [dict.fromkeys(names) for _, _, names in self.views]
+        stamps: list[str | None] = [None] * len(self.views)
         if self.kind == "sqlite":
             params = [self.key({join: keys[join]}) for _, join, _ in self.views]
             with self._lock:
                 rows = self._conn.execute(self._sql, params).fetchall()
-            for i, name, blob in rows:
+            for i, name, blob, event_ts in rows:
                 out[i][name] = _decode(blob, self._value)
+                stamps[i] = stamps[i] or _sqlite_time(event_ts)
         else:
             pipe = self._redis.pipeline(transaction=False)
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
                 pipe.hmget(self.key({join: keys[join]}) + self.project.encode(), fields)
-            for values, (_, _, names), target in zip(pipe.execute(), self.views, out, strict=True):
-                for name, blob in zip(names, values, strict=True):
+            for i, (values, (_, _, names), target) in enumerate(zip(pipe.execute(), self.views, out, strict=True)):
+                for name, blob in zip(names, values[:-1], strict=True):
                     target[name] = None if blob is None else _decode(blob, self._value)
+                stamps[i] = _timestamp(values[-1])
+        if times is not None:
+            times.update({view: stamp for (view, _, _), stamp in zip(self.views, stamps, strict=True)})
         return out
 
     def seen(self, view: str, join_keys: dict[str, str], feature: str) -> Any:
@@ -106,9 +135,13 @@ class OnlineFeatures:
         blob: Any = self._redis.hget(entity_key + self.project.encode(), self._mmh3(f"{view}:{feature}"))
         return None if blob is None else _decode(blob, self._value)
 
-    def vector(self, keys: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
-        """The full feature vector for one request: stored features + live facts + request-time features."""
-        views = self.stored(keys)
+    def vector(self, keys: dict[str, str], request: dict[str, Any],
+               times: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """The full feature vector for one request: stored features + live facts + request-time features.
+
+        With TIMES, also records when each view's stored values were computed (see `stored`).
+        """
+        views = self.stored(keys, times)
         row: dict[str, Any] = {}
         for values in views[:len(ENTITIES)]:
             row.update(values)

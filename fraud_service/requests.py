@@ -148,7 +148,7 @@ class _Reader:
             self.bad(path, f"got {_show(raw)}", Kind.TIMESTAMP.describe())
             return None
         try:
-            stamp = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
         except ValueError:
             self.bad(path, f"got {_show(raw)}", Kind.TIMESTAMP.describe())
             return None

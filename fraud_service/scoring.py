@@ -25,7 +25,7 @@ class Calibration:
     a: float = 1.0
     b: float = 0.0
 
-    def apply(self, raw: np.ndarray) -> np.ndarray:
+    def apply(self, raw: np.ndarray | float) -> np.ndarray:
         return np.asarray(1.0 / (1.0 + np.exp(-(self.a * raw + self.b))))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""API keys on every JSON endpoint: `Authorization: Bearer KEY`; 401 without a valid key, 403 without the role."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+
+from api.errors import ApiError
+from fraud_service.keys import Principal, authenticate
+
+F = TypeVar("F", bound=Callable[..., Any])
+CACHE_SECONDS = 30.0
+"""A verified key is trusted for this long in a worker; a revocation takes at most this long to bite."""
+
+
+def _verify(presented: str) -> Principal | None:
+    cache: dict[str, tuple[Principal | None, float]] = current_app.extensions.setdefault("key_cache", {})
+    hit = cache.get(presented)
+    now = time.monotonic()
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    service = current_app.extensions["fraud"]
+    with service.sessions() as session:
+        found = authenticate(session, presented)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[presented] = (found, now + CACHE_SECONDS)
+    return found
+
+
+def current_principal() -> Principal:
+    """The caller, or a 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise ApiError(401, "unauthorized", "send an API key as `Authorization: Bearer KEY` "
+                                            "(create one with `fraud-service keys create --role ROLE`)")
+    principal = _verify(presented.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "the API key is unknown, malformed or revoked")
+    g.principal = principal
+    return principal
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """Only callers whose key has one of ROLES (admin always may) reach the view."""
+
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            principal = current_principal()
+            if principal.role != "admin" and principal.role not in roles:
+                raise ApiError(403, "forbidden", f"a {principal.role} key may not do this "
+                                                 f"(needs {' or '.join(roles + ('admin',))})")
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,171 @@
+"""The OpenAPI 3 document of the JSON API, built from the contract (`/openapi.json`).
+
+A schema-driven fuzzer (schemathesis, tests/api/test_openapi_fuzz.py) checks that the service
+never answers 500 and never answers anything the document does not describe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from fraud_service.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
+from fraud_service.policy import Decision
+from fraud_service.requests import MAX_ITEMS, MAX_TEXT
+from fraud_service.rules import LIST_ENTITIES, LISTS
+
+bp = Blueprint("openapi", __name__)
+
+TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
+OPTIONAL_TEXT = {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
+TIME = {"type": "string", "format": "date-time"}
+MONEY = {"type": "number", "minimum": 0}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "The body is not a JSON object", 401: "No valid API key", 403: "The key's role may not do this",
+            404: "Not found", 409: "Conflict", 413: "The body is larger than 256 KiB",
+            422: "Fields break the contract (every bad field is listed)",
+            503: "A store is unavailable or nothing is loaded to score with; no decision was made"}
+    return {str(c): _json(_ref("ValidationError" if c == 422 else "Error"), text[c]) for c in codes}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document."""
+    item = {"type": "object", "required": ["line_no", "sku", "category", "unit_price", "quantity"],
+            "properties": {"line_no": {"type": "integer", "minimum": 0}, "sku": TEXT, "category": TEXT,
+                           "unit_price": MONEY, "quantity": {"type": "integer", "minimum": 1}}}
+    order = {
+        "type": "object",
+        "required": ["order_id", "placed_at", "channel", "order_total", "payment_token", "items"],
+        "properties": {
+            "order_id": TEXT, "customer_id": {**OPTIONAL_TEXT, "description": "the buyer (default: the returner)"},
+            "placed_at": TIME, "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+            "channel": {"enum": list(ORDER_CHANNELS)}, "order_total": MONEY, "currency": OPTIONAL_TEXT,
+            "payment_token": TEXT, "address_token": OPTIONAL_TEXT, "device_token": OPTIONAL_TEXT,
+            "items": {"type": "array", "minItems": 1, "maxItems": MAX_ITEMS, "items": item},
+        },
+    }
+    return_request = {
+        "type": "object",
+        "description": "One return request in the data contract's field names, with its order context. "
+                       "Semantic checks beyond this schema (requested_at not in the future nor before the order, "
+                       "delivered_at not before placed_at, unique line numbers) also answer 422.",
+        "required": ["return_id", "customer_id", "return_type", "channel", "reason", "items_count",
+                     "refund_amount", "refund_method", "order"],
+        "properties": {
+            "return_id": TEXT, "customer_id": TEXT,
+            "requested_at": {**TIME, "description": "default: now"},
+            "return_type": {"enum": list(RETURN_TYPES)}, "channel": {"enum": list(RETURN_CHANNELS)},
+            "reason": TEXT, "items_count": {"type": "integer", "minimum": 1}, "refund_amount": MONEY,
+            "refund_method": {"enum": list(REFUND_METHODS)}, "refund_token": OPTIONAL_TEXT,
+            "has_receipt": {"type": "boolean", "description": "default: true"}, "store_id": OPTIONAL_TEXT,
+            "order": order,
+        },
+    }
+    reason = {"type": "object", "required": ["feature", "value", "contribution", "sentence"],
+              "properties": {"feature": {"type": "string"}, "value": {},
+                             "contribution": {"type": "number"}, "sentence": {"type": "string"}}}
+    rule = {"type": "object", "required": ["rule", "decision", "detail"],
+            "properties": {"rule": {"type": "string"}, "decision": {"enum": [d.value for d in Decision]},
+                           "detail": {"type": "string"}}}
+    decision = {"enum": [d.value for d in Decision]}
+    assessment = {
+        "type": "object",
+        "required": ["assessment_id", "return_id", "score", "risk_level", "decision", "model_decision", "reasons",
+                     "rules_fired", "model_version", "policy_version", "case_id", "assessed_at", "evidence"],
+        "properties": {
+            "assessment_id": {"type": "string"}, "return_id": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "calibrated probability"},
+            "risk_level": {"enum": ["low", "medium", "high", "very_high"]}, "decision": decision,
+            "model_decision": decision, "reasons": {"type": "array", "items": reason},
+            "rules_fired": {"type": "array", "items": rule}, "model_version": {"type": "string"},
+            "policy_version": {"type": "string"}, "case_id": {"type": ["string", "null"]},
+            "assessed_at": {"type": "string", "format": "date-time"},
+            "evidence": {"type": "string", "description": "where GET returns the stored evidence"},
+        },
+    }
+    evidence = {"type": "object", "required": ["assessment_id", "event_seq", "request", "features", "response"],
+                "properties": {"assessment_id": {"type": "string"}, "event_seq": {"type": "integer"},
+                               "request_hash": {"type": "string"}, "request": {"type": "object"},
+                               "features": {"type": "object"}, "feature_times": {"type": "object"},
+                               "raw_score": {"type": "number"},
+                               "contributions": {"type": ["array", "null"], "items": {"type": "number"}},
+                               "response": _ref("Assessment")}}
+    entry = {"type": "object", "required": ["entity", "value", "list", "reason"],
+             "properties": {"entity": {"enum": list(LIST_ENTITIES)}, "value": TEXT, "list": {"enum": list(LISTS)},
+                            "reason": TEXT, "added_by": {"type": "string"},
+                            "added_at": {"type": "string", "format": "date-time"}}}
+    error = {"type": "object", "required": ["error", "message"],
+             "properties": {"error": {"type": "string"}, "message": {"type": "string"},
+                            "request_id": {"type": ["string", "null"]}}}
+    problem = {"type": "object", "required": ["field", "problem", "expected"],
+               "properties": {"field": {"type": "string"}, "problem": {"type": "string"},
+                              "expected": {"type": "string"}}}
+    validation = {"allOf": [error, {"type": "object", "required": ["problems"],
+                                    "properties": {"problems": {"type": "array", "items": problem}}}]}
+    secured = [{"bearer": []}]
+    plain = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "fraud-service", "version": "1",
+                 "description": "Scores e-commerce return requests for fraud and abuse, explains each flag and "
+                                "keeps every decision as hash-chained evidence."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "an API key from `fraud-service keys create`"}},
+            "schemas": {"ReturnRequest": return_request, "Assessment": assessment, "Evidence": evidence,
+                        "ListEntry": entry, "Error": error, "ValidationError": validation},
+        },
+        "paths": {
+            "/v1/returns/assess": {"post": {
+                "summary": "Assess one return (idempotent on return_id)", "security": secured,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReturnRequest")}}},
+                "responses": {"201": _json(_ref("Assessment"), "Assessed now"),
+                              "200": _json(_ref("Assessment"), "Assessed before with the same body: the stored "
+                                                               "assessment"),
+                              **_errors(400, 401, 403, 409, 413, 422, 503)}}},
+            "/v1/assessments/{assessment_id}": {"get": {
+                "summary": "The stored evidence of an assessment", "security": secured,
+                "parameters": [{"name": "assessment_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Evidence"), "The evidence"), **_errors(401, 403, 404, 503)}}},
+            "/v1/lists": {
+                "get": {"summary": "Allow and block list entries", "security": secured,
+                        "responses": {"200": _json({"type": "object", "required": ["entries"], "properties": {
+                            "entries": {"type": "array", "items": _ref("ListEntry")}}}, "The entries"),
+                            **_errors(401, 403)}},
+                "post": {"summary": "Add a list entry (admin)", "security": secured,
+                         "requestBody": {"required": True,
+                                         "content": {"application/json": {"schema": _ref("ListEntry")}}},
+                         "responses": {"201": _json(_ref("ListEntry"), "Added"),
+                                       **_errors(400, 401, 403, 409, 413, 422)}}},
+            "/v1/lists/{entity}/{value}": {"delete": {
+                "summary": "Remove a list entry (admin)", "security": secured,
+                "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
+                               {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404)}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(plain, "Up")}}},
+            "/readyz": {"get": {"summary": "Readiness: model, database, feature store",
+                                "responses": {"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(plain, "OpenAPI 3.1")}}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> ResponseReturnValue:
+    """The OpenAPI document."""
+    return jsonify(document())

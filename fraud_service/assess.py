@@ -1,0 +1,220 @@
+"""Assess one return: features, rules, model, policy, explanation, and the evidence, committed before answering.
+
+The service is framework-free; `api/` turns its outcomes and exceptions into HTTP. Each step
+that a later investigation needs is kept: the request, every feature value with the time
+its stored row was computed, the model and policy versions, the raw and calibrated score,
+the SHAP contributions, the rules that fired and the decision. The assessment row and its
+hash-chained evidence event are written in one transaction; if that fails, no decision is
+given (the caller gets `Unavailable`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from fraud_service import explain
+from fraud_service.errors import FraudServiceError
+from fraud_service.feature_source import request_entity
+from fraud_service.freshness import AssessedReturn, FreshnessWriter
+from fraud_service.online_features import OnlineFeatures
+from fraud_service.policy import Decision, Policy
+from fraud_service.requests import ReturnRequest
+from fraud_service.rules import ListMatch, final_decision, hard_rules, list_hits, tokens
+from fraud_service.scoring import Scorer
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment, ListEntry
+
+
+class Conflict(FraudServiceError):
+    """The return was already assessed with a different request body."""
+
+
+class Unavailable(FraudServiceError):
+    """A store the assessment depends on (the evidence database) cannot be reached; no decision was made."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: dict[str, Any]
+    replayed: bool
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """The identity of a request body: its canonical JSON, hashed (key order and spacing do not matter)."""
+    return hashlib.sha256(chain.canonical(body).encode()).hexdigest()
+
+
+def risk_level(score: float, policy: Policy) -> str:
+    if score >= policy.deny_from:
+        return "very_high"
+    if score >= policy.review_from:
+        return "high"
+    if score >= policy.inspect_from:
+        return "medium"
+    return "low"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class Assessor:
+    """Assesses return requests with one loaded model and policy (built once per worker)."""
+
+    def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
+                 freshness: FreshnessWriter | None = None, top_reasons: int = 5,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.reader = reader
+        self.scorer = scorer
+        self.policy = policy
+        self.sessions = sessions
+        self.freshness = freshness
+        self.top_reasons = top_reasons
+        self.clock = clock
+        self.typical: dict[str, Any] = dict(scorer.manifest.get("typical", {}))
+
+    def assess(self, request: ReturnRequest, body_hash: str, actor: str) -> Outcome:
+        """Score REQUEST, or return the stored assessment when this return was assessed with the same body."""
+        replay = self._replay(request.return_id, body_hash)
+        if replay is not None:
+            return replay
+        keys, fields = request_entity(request)
+        times: dict[str, str | None] = {}
+        vector = self.reader.vector(keys, fields, times)
+        x = self.scorer.row(vector)
+        raw = float(self.scorer.raw(x)[0])
+        score = float(self.scorer.calibration.apply(raw))
+        model_decision = self.policy.decide(score, request.channel, request.return_type)
+        hits, allowed = list_hits(self._list_matches(request))
+        hits += hard_rules(request, vector)
+        decision = final_decision(model_decision, hits, allowed)
+        reasons: list[explain.Reason] = []
+        contributions: list[float] | None = None
+        if decision is not Decision.APPROVE:
+            contrib = self.scorer.contributions(x)[0]
+            contributions = [float(c) for c in contrib]
+            reasons = explain.reasons(self.scorer.features, vector, contrib, self.typical, self.top_reasons)
+        assessment_id = f"asm_{uuid.uuid4().hex}"
+        now = self.clock()
+        response = {
+            "assessment_id": assessment_id, "return_id": request.return_id, "score": round(score, 6),
+            "risk_level": risk_level(score, self.policy), "decision": decision.value,
+            "model_decision": model_decision.value, "reasons": [r.to_dict() for r in reasons],
+            "rules_fired": [h.to_dict() for h in hits], "model_version": self.scorer.version,
+            "policy_version": self.policy.version, "case_id": None, "assessed_at": now.isoformat(),
+            "evidence": f"/v1/assessments/{assessment_id}",
+        }
+        record = {
+            "request_hash": body_hash,
+            "request": _request_record(request),
+            "features": {name: _json_value(vector.get(name)) for name in self.scorer.features},
+            "feature_times": times,
+            "raw_score": raw,
+            "contributions": contributions,
+            "response": response,
+        }
+        stored = self._commit(request, body_hash, record, response, decision, score, actor, now)
+        if stored is not None:
+            return stored
+        if self.freshness is not None:
+            self.freshness.submit(request.order.order_id, _assessed(request))
+        return Outcome(response, replayed=False)
+
+    # --- internals ----------------------------------------------------------------------------
+    def _replay(self, return_id: str, body_hash: str) -> Outcome | None:
+        try:
+            with self.sessions() as session:
+                row = session.execute(select(Assessment.request_hash, Assessment.record)
+                                      .where(Assessment.return_id == return_id)).first()
+        except DBAPIError as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+        if row is None:
+            return None
+        if row.request_hash != body_hash:
+            raise Conflict(f"return {return_id} was already assessed with a different request; an assessment is "
+                           "never replaced (use a new return_id for a new request)")
+        return Outcome(dict(row.record["response"]), replayed=True)
+
+    def _list_matches(self, request: ReturnRequest) -> list[ListMatch]:
+        pairs = list(tokens(request).items())
+        try:
+            with self.sessions() as session:
+                rows = session.execute(select(ListEntry).where(tuple_(ListEntry.entity, ListEntry.value).in_(pairs)))
+                return [ListMatch(e.entity, e.value, e.list, e.reason) for e in rows.scalars()]
+        except DBAPIError as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+
+    def _commit(self, request: ReturnRequest, body_hash: str, record: dict[str, Any], response: dict[str, Any],
+                decision: Decision, score: float, actor: str, now: dt.datetime) -> Outcome | None:
+        try:
+            with self.sessions.begin() as session:
+                event = chain.append(session, kind="assessment", subject=response["assessment_id"], actor=actor,
+                                     payload=record, at=now)
+                session.add(Assessment(
+                    id=response["assessment_id"], return_id=request.return_id, customer_id=request.customer_id,
+                    request_hash=body_hash, created_at=now, score=score, decision=decision.value,
+                    risk_level=response["risk_level"], model_version=self.scorer.version,
+                    policy_version=self.policy.version, refund_amount=request.refund_amount, case_id=None,
+                    event_seq=event.seq, record=record))
+        except IntegrityError:
+            # another worker assessed the same return between our check and our commit
+            replay = self._replay(request.return_id, body_hash)
+            if replay is None:
+                raise
+            return replay
+        except DBAPIError as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+        return None
+
+
+def load_assessment(sessions: sessionmaker[Session], assessment_id: str) -> dict[str, Any] | None:
+    """The stored evidence of an assessment, or None."""
+    try:
+        with sessions() as session:
+            row = session.get(Assessment, assessment_id)
+            return None if row is None else {"assessment_id": row.id, "event_seq": row.event_seq, **row.record}
+    except DBAPIError as exc:
+        raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+
+
+def _request_record(r: ReturnRequest) -> dict[str, Any]:
+    order = r.order
+    return {
+        "return_id": r.return_id, "customer_id": r.customer_id, "requested_at": r.requested_at.isoformat(),
+        "return_type": r.return_type, "channel": r.channel, "reason": r.reason, "items_count": r.items_count,
+        "refund_amount": r.refund_amount, "refund_method": r.refund_method, "refund_token": r.refund_token,
+        "has_receipt": r.has_receipt, "store_id": r.store_id,
+        "order": {
+            "order_id": order.order_id, "customer_id": order.customer_id, "placed_at": order.placed_at.isoformat(),
+            "delivered_at": order.delivered_at.isoformat() if order.delivered_at else None,
+            "channel": order.channel, "order_total": order.order_total, "currency": order.currency,
+            "payment_token": order.payment_token, "address_token": order.address_token,
+            "device_token": order.device_token,
+            "items": [{"line_no": i.line_no, "sku": i.sku, "category": i.category, "unit_price": i.unit_price,
+                       "quantity": i.quantity} for i in order.items],
+        },
+    }
+
+
+def _assessed(r: ReturnRequest) -> AssessedReturn:
+    order = r.order
+    return AssessedReturn(
+        return_id=r.return_id, customer_id=r.customer_id, requested_at=r.requested_at, return_type=r.return_type,
+        channel=r.channel, reason=r.reason, refund_amount=r.refund_amount, refund_method=r.refund_method,
+        refund_token=r.refund_token, has_receipt=r.has_receipt, placed_at=order.placed_at,
+        order_total=order.order_total, address_token=order.address_token, payment_token=order.payment_token,
+        device_token=order.device_token)

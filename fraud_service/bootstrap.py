@@ -1,0 +1,138 @@
+"""The composition root: builds the stores, the model and the services once per process.
+
+Nothing else in the core opens engines or loads models; the web app and the CLI call `build`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from fraud_service.config import Settings
+from fraud_service.errors import FraudServiceError
+
+
+class NotReady(FraudServiceError):
+    """Something the scoring service needs is missing (schema, features, model)."""
+
+
+@dataclass
+class Service:
+    """Everything a worker needs, built once. `assessor` is None (and `problems` says why) when it cannot score."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    assessor: Any = None
+    problems: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.assessor is not None and self.assessor.freshness is not None:
+            self.assessor.freshness.close()
+        self.engine.dispose()
+
+
+def database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
+    from fraud_service.store.db import make_engine, session_factory
+
+    engine = make_engine(settings.database_url)
+    return engine, session_factory(engine)
+
+
+def check_schema(engine: Engine) -> str | None:
+    """None when the database schema is current, else what to do."""
+    from fraud_service.store.migrate import current_revision, head_revision
+
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        return (f"the evidence database is at schema {current or 'none'}, not {head}: "
+                "run `fraud-service db upgrade`")
+    return None
+
+
+def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True) -> Service:
+    """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised."""
+    engine, sessions = database(settings)
+    service = Service(settings, engine, sessions)
+    try:
+        problem = check_schema(engine)
+    except Exception as exc:  # the database is down: the app still starts and /readyz says why
+        problem = f"the evidence database cannot be reached: {exc}"
+    if problem:
+        service.problems.append(problem)
+    try:
+        service.assessor = assessor(settings, sessions, freshness=freshness)
+    except FraudServiceError as exc:
+        service.problems.append(str(exc))
+    else:
+        if warm_up:
+            warm(service.assessor)
+    return service
+
+
+def assessor(settings: Settings, sessions: sessionmaker[Session], *, freshness: bool = True) -> Any:
+    """The Assessor with the feature store, the production model and its policy."""
+    from fraud_service.assess import Assessor
+    from fraud_service.feature_source import FeatureSource
+    from fraud_service.freshness import FreshnessWriter, LiveFacts
+    from fraud_service.online_features import OnlineFeatures
+    from fraud_service.policy import Policy
+    from fraud_service.scoring import Scorer
+    from models.registry import ModelRegistry, RegistryError
+
+    source = FeatureSource(settings)
+    if source.built_from() is None:
+        raise NotReady("the feature store is not built: run `fraud-service features build` and "
+                       "`fraud-service features materialize`")
+    try:
+        scorer = Scorer.from_registry(ModelRegistry(settings.models_dir), "production")
+    except RegistryError as exc:
+        raise NotReady(f"no model to score with: {exc}") from exc
+    reader = OnlineFeatures(source.store())
+    writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
+    return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
+                    freshness=writer)
+
+
+def known_orders(settings: Settings) -> Any:
+    """A function telling which of some order ids the warehouse holds (used off the request path)."""
+    import duckdb
+
+    from fraud_service.warehouse import Warehouse
+
+    def lookup(order_ids: list[str]) -> set[str]:
+        snapshot = Warehouse(settings.warehouse_dir).current()
+        path = snapshot.table_path("orders") if snapshot else None
+        if path is None or not order_ids:
+            return set()
+        con = duckdb.connect()
+        try:
+            rows = con.execute(f"SELECT order_id FROM read_parquet('{path}') WHERE order_id IN (SELECT unnest(?))",
+                               [order_ids]).fetchall()
+        finally:
+            con.close()
+        return {r[0] for r in rows}
+
+    return lookup
+
+
+def warm(assessor: Any) -> None:
+    """One feature read, one prediction and one explanation, so the first real request is not the slow one."""
+    from fraud_service.feature_source import request_entity
+    from fraud_service.requests import parse_request
+
+    now = dt.datetime.now(dt.UTC)
+    body = {"return_id": "warm-up", "customer_id": "warm-up", "requested_at": now.isoformat(),
+            "return_type": "return", "channel": "mail", "reason": "size", "items_count": 1, "refund_amount": 1.0,
+            "refund_method": "original_payment", "has_receipt": True,
+            "order": {"order_id": "warm-up", "placed_at": (now - dt.timedelta(days=3)).isoformat(), "channel": "web",
+                      "order_total": 1.0, "payment_token": "warm-up",
+                      "items": [{"line_no": 1, "sku": "x", "category": "home", "unit_price": 1.0, "quantity": 1}]}}
+    keys, fields = request_entity(parse_request(body, now))
+    x = assessor.scorer.row(assessor.reader.vector(keys, fields))
+    assessor.scorer.probability(x)
+    assessor.scorer.contributions(x)
