@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.configure(app.config["SETTINGS"].log_level)
     service = app.config.get("SERVICE") or bootstrap.build(app.config["SETTINGS"])
     app.extensions["fraud"] = service
-    app.extensions["metrics"] = metrics.install(app)
+    app.extensions["metrics"] = metrics.install(app, str(app.config["SETTINGS"].home / "metrics"))
     if service.assessor is not None:
         app.extensions["metrics"].model.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)
     logs.install(app)

@@ -488,7 +488,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         upgrade(engine)
     finally:
         engine.dispose()
-    metrics_dir = settings.home / "metrics"
+    metrics_dir = settings.home / "metrics"  # api.metrics sums the workers' figures from here
     shutil.rmtree(metrics_dir, ignore_errors=True)  # figures of an earlier run's workers are not this run's
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)

@@ -1,8 +1,9 @@
 """Prometheus metrics: request latency, decisions by outcome, the model in service.
 
-Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROCESS_DIR at a fresh directory
-so every worker's figures are summed at /metrics. (Feast sets that variable to a private temp
-directory when it is imported without one; then each process reports its own.)
+Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROCESS_DIR at $FRAUD_HOME/metrics
+(emptied at start) so every worker's figures are summed at /metrics. Feast sets that variable to a
+private temp directory when it is imported without one; then each process reports only its own
+registry (not Feast's files).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.
 class Metrics:
     """The app's metrics, on a registry of its own (several apps may live in one test process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: str) -> None:
+        self.shared_dir = shared_dir
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
@@ -36,15 +38,16 @@ class Metrics:
     def exposition(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-        if os.environ.get("PROMETHEUS_MULTIPROCESS_DIR"):
+        if os.environ.get("PROMETHEUS_MULTIPROCESS_DIR") == self.shared_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
 
 
-def install(app: Flask) -> Metrics:
-    metrics = Metrics()
+def install(app: Flask, shared_dir: str) -> Metrics:
+    """Metrics for APP; workers' figures are summed when PROMETHEUS_MULTIPROCESS_DIR is SHARED_DIR."""
+    metrics = Metrics(shared_dir)
 
     @app.before_request
     def _start() -> None:

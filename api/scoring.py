@@ -32,7 +32,8 @@ def assess() -> ResponseReturnValue:
         raise ApiError(400, "bad_request", "the body must be a JSON object (Content-Type: application/json)")
     parsed = parse_request(body, dt.datetime.now(dt.UTC))
     outcome = _assessor().assess(parsed, request_hash(body), current_principal().actor)
-    current_app.extensions["metrics"].decided(outcome.response)
+    if not outcome.replayed:
+        current_app.extensions["metrics"].decided(outcome.response)
     response = jsonify(outcome.response)
     response.headers["Location"] = outcome.response["evidence"]
     if outcome.replayed:

@@ -1,0 +1,271 @@
+"""The edges a real client meets: keys and roles, validation, limits, lists, readiness, metrics, logs, and a
+database that goes away (503, never a decision without a record)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from fraud_service.config import Settings
+from fraud_service.keys import revoke_key
+from fraud_service.store import chain
+from fraud_service.store.schema import EvidenceEvent
+from tests.api.conftest import Api, make_api, private_home
+from tests.conftest import TrainedWorld
+from tests.store.conftest import POSTGRES
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def body(api: Api) -> dict[str, Any]:
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    return api.body(str(returns["return_id"].iloc[3]), return_id=f"e-{uuid.uuid4().hex[:12]}")
+
+
+# --- keys and roles --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer fsk_nope_nope", "Bearer not-a-key"])
+def test_missing_or_unknown_key_is_401(api: Api, body: dict[str, Any], header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    response = api.client.post("/v1/returns/assess", json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_revoked_key_is_401(api: Api, body: dict[str, Any]) -> None:
+    from fraud_service.keys import create_key
+
+    with api.service.sessions.begin() as session:
+        key = create_key(session, "scoring", "to revoke", "test")
+        revoke_key(session, key.split("_")[1], "test")
+    response = api.client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401
+    assert "revoked" in response.get_json()["message"]
+
+
+def test_a_forged_secret_for_a_real_key_id_is_401(api: Api, body: dict[str, Any]) -> None:
+    key_id = api.keys["admin"].split("_")[1]
+    forged = f"fsk_{key_id}_{'x' * 32}"
+    response = api.client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("role", "method", "path", "allowed"), [
+    ("analyst", "post", "/v1/returns/assess", False),
+    ("admin", "post", "/v1/returns/assess", True),
+    ("scoring", "get", "/v1/lists", False),
+    ("analyst", "get", "/v1/lists", True),
+    ("scoring", "post", "/v1/lists", False),
+    ("analyst", "post", "/v1/lists", False),
+    ("analyst", "delete", "/v1/lists/customer/x", False),
+])
+def test_roles(api: Api, body: dict[str, Any], role: str, method: str, path: str, allowed: bool) -> None:
+    kwargs: dict[str, Any] = {"headers": api.headers(role)}
+    if method == "post":
+        kwargs["json"] = body if "assess" in path else {"entity": "customer", "value": f"v{uuid.uuid4().hex}",
+                                                        "list": "block", "reason": "role test"}
+    response = getattr(api.client, method)(path, **kwargs)
+    if allowed:
+        assert response.status_code in (200, 201), response.get_json()
+    else:
+        assert response.status_code == 403
+        assert response.get_json()["error"] == "forbidden" and role in response.get_json()["message"]
+
+
+# --- validation and limits -------------------------------------------------------------------------------
+def test_not_json_is_400(api: Api) -> None:
+    response = api.client.post("/v1/returns/assess", data="{not json", headers=api.headers(),
+                               content_type="application/json")
+    assert response.status_code == 400 and response.get_json()["error"] == "bad_request"
+
+
+def test_every_bad_field_is_listed_with_422(api: Api, body: dict[str, Any]) -> None:
+    body.update(return_type="stolen", refund_amount=-3, items_count="two")
+    del body["customer_id"]
+    body["order"]["items"][0]["quantity"] = 0
+    body["order"]["placed_at"] = "yesterday"
+    response = api.assess(body)
+    assert response.status_code == 422
+    got = response.get_json()
+    fields = {p["field"] for p in got["problems"]}
+    assert fields == {"return_type", "refund_amount", "items_count", "customer_id", "order.items[0].quantity",
+                      "order.placed_at"}
+    for problem in got["problems"]:
+        assert problem["problem"] and problem["expected"]
+
+
+def test_a_json_array_is_422(api: Api) -> None:
+    response = api.assess([1, 2])
+    assert response.status_code == 422
+    assert response.get_json()["problems"][0]["field"] == "$"
+
+
+def test_body_over_the_limit_is_413(api: Api, body: dict[str, Any]) -> None:
+    body["reason"] = "x" * (300 * 1024)
+    response = api.assess(body)
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+
+
+def test_unknown_path_and_method_answer_json(api: Api) -> None:
+    missing = api.client.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    wrong = api.client.get("/v1/returns/assess", headers=api.headers())
+    assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+
+
+# --- lists -----------------------------------------------------------------------------------------------
+def test_lists_lifecycle_is_recorded_as_evidence(api: Api) -> None:
+    value = f"addr-{uuid.uuid4().hex[:8]}"
+    entry = {"entity": "address", "value": value, "list": "block", "reason": "parcel drop"}
+    created = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+    assert created.status_code == 201
+    assert created.get_json()["added_by"].startswith("key:")
+    again = api.client.post("/v1/lists", json={**entry, "list": "allow"}, headers=api.headers("admin"))
+    assert again.status_code == 409
+    listed = api.client.get("/v1/lists", headers=api.headers("analyst")).get_json()["entries"]
+    assert [e["list"] for e in listed if e["value"] == value] == ["block"]
+    assert api.client.delete(f"/v1/lists/address/{value}", headers=api.headers("admin")).status_code == 204
+    assert api.client.delete(f"/v1/lists/address/{value}", headers=api.headers("admin")).status_code == 404
+    with api.service.sessions() as session:
+        kinds = session.execute(select(EvidenceEvent.kind).where(EvidenceEvent.subject == f"address:{value}")
+                                .order_by(EvidenceEvent.seq)).scalars().all()
+        assert kinds == ["list_added", "list_removed"]
+        assert chain.verify(session).ok
+
+
+def test_bad_list_entry_lists_every_field(api: Api) -> None:
+    response = api.client.post("/v1/lists", json={"entity": "planet", "list": "grey", "value": " "},
+                               headers=api.headers("admin"))
+    assert response.status_code == 422
+    assert {p["field"] for p in response.get_json()["problems"]} == {"entity", "list", "value", "reason"}
+
+
+# --- status, metrics, logs, OpenAPI ----------------------------------------------------------------------
+def test_health_and_readiness(api: Api) -> None:
+    assert api.client.get("/healthz").get_json() == {"status": "ok"}
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200
+    checks = ready.get_json()["checks"]
+    assert checks["model"]["version"] == api.service.assessor.scorer.version
+    assert checks["database"]["ok"] and checks["feature_store"]["ok"]
+
+
+def test_metrics_count_decisions_and_latency(api: Api, body: dict[str, Any]) -> None:
+    def decisions(text_: str, decision: str) -> float:
+        for line in text_.splitlines():
+            if line.startswith("fraud_decisions_total{") and f'decision="{decision}"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = api.client.get("/metrics").get_data(as_text=True)
+    decision = api.assess(body).get_json()["decision"]
+    api.assess(body)  # a replay is not a second decision
+    after = api.client.get("/metrics").get_data(as_text=True)
+    assert decisions(after, decision) == decisions(before, decision) + 1
+    version = api.service.assessor.scorer.version
+    assert f'fraud_model_info{{model_version="{version}"' in after
+    assert 'fraud_http_request_duration_seconds_bucket{endpoint="/v1/returns/assess"' in after
+
+
+def test_request_id_is_echoed_and_logged(api: Api, body: dict[str, Any]) -> None:
+    import io
+    import logging
+
+    from api.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("api.requests").addHandler(handler)
+    try:
+        response = api.client.post("/v1/returns/assess", json=body,
+                                   headers=api.headers(**{"X-Request-ID": "abc-123"}))
+        error = api.client.get("/v1/assessments/asm_none", headers=api.headers(**{"X-Request-ID": "def-456"}))
+    finally:
+        logging.getLogger("api.requests").removeHandler(handler)
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert error.get_json()["request_id"] == "def-456"
+    logged = {line["request_id"]: line for line in map(json.loads, stream.getvalue().splitlines())}
+    assert logged["abc-123"]["status"] == 201 and logged["abc-123"]["path"] == "/v1/returns/assess"
+    assert logged["abc-123"]["key_id"] == api.keys["scoring"].split("_")[1]
+    assert logged["def-456"]["status"] == 404 and logged["def-456"]["level"] == "info"
+    generated = api.client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
+    assert len(generated) == 32 and " " not in generated
+
+
+def test_openapi_document_describes_the_routes(api: Api) -> None:
+    from openapi_spec_validator import validate
+
+    document = api.client.get("/openapi.json").get_json()
+    validate(document)
+    routes = {(rule.rule.replace("<", "{").replace(">", "}").replace("path:", ""), method.lower())
+              for rule in api.app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}
+              if rule.rule.startswith("/v1/") or rule.rule in ("/healthz", "/readyz")}
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert routes - documented == set()
+
+
+# --- the database goes away ------------------------------------------------------------------------------
+def test_unreachable_database_is_503_and_nothing_is_decided(serving_home: Path, trained_world: TrainedWorld,
+                                                            tmp_path: Path) -> None:
+    from api.app import create_app
+    from fraud_service import bootstrap
+
+    settings = Settings.from_env({"FRAUD_HOME": str(serving_home),
+                                  "FRAUD_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
+    service = bootstrap.build(settings, freshness=False, warm_up=False)
+    try:
+        assert any("evidence database" in p for p in service.problems)
+        app = create_app(settings, {"SERVICE": service, "TESTING": True})
+        client = app.test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and not ready.get_json()["checks"]["database"]["ok"]
+        response = client.post("/v1/returns/assess", json={}, headers={"Authorization": "Bearer fsk_a_b"})
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "unavailable" and response.headers["Retry-After"] == "5"
+    finally:
+        service.close()
+
+
+@pytest.mark.postgres
+def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, trained_world: TrainedWorld,
+                                                          tmp_path: Path) -> None:
+    """The key is cached and the model loaded; the database disappears; assess answers 503 and decides nothing."""
+    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"{POSTGRES}/{name}"})
+    api = make_api(settings, trained_world.dataset, "postgres", freshness=True)
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    first = api.body(str(returns["return_id"].iloc[0]), return_id="lost-1")
+    second = api.body(str(returns["return_id"].iloc[1]), return_id="lost-2")
+    try:
+        assert api.assess(first).status_code == 201  # the scoring key is now cached in the worker
+        api.service.assessor.freshness.drain()
+        live_before = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        response = api.assess(second)
+        assert response.status_code == 503, response.get_json()
+        got = response.get_json()
+        assert got["error"] == "unavailable" and "no decision was made" in got["message"]
+        assert "decision" not in got and "score" not in got
+        api.service.assessor.freshness.drain()
+        live_after = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
+        assert live_after == live_before  # an unrecorded assessment does not move the counters either
+        assert api.client.get("/readyz").status_code == 503
+    finally:
+        api.service.close()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
