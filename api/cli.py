@@ -744,6 +744,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FraudServiceError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REJECTED
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy"):  # the evidence database is down or misconfigured
+            print(f"error: the evidence database ({settings.database_url.split('@')[-1]}) failed: "
+                  f"{getattr(exc, 'orig', exc)}", file=sys.stderr)
+            return EXIT_REJECTED
+        raise
     except KeyboardInterrupt:
         print("interrupted; nothing half-written is left behind", file=sys.stderr)
         return 130

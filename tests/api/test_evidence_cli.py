@@ -1,0 +1,68 @@
+"""`fraud-service db upgrade`, `keys create|list|revoke` and `evidence verify` on a real SQLite evidence database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import text
+
+from fraud_service.bootstrap import database
+from fraud_service.config import Settings
+from fraud_service.keys import authenticate
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def test_keys_need_the_schema_first(cli: Cli) -> None:
+    code, _, err = cli("keys", "list")
+    assert code == 1 and "fraud-service db upgrade" in err
+
+
+def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
+    code, out, _ = cli("db", "upgrade")
+    assert code == 0 and "upgraded from empty" in out
+    assert "already at schema" in cli("db", "upgrade")[1]
+
+    code, out, err = cli("keys", "create", "--role", "analyst", "--name", "alice")
+    assert code == 0 and "shown only now" in err
+    key = out.strip()
+    assert key.startswith("fsk_")
+    engine, sessions = database(settings)
+    try:
+        with sessions() as session:
+            principal = authenticate(session, key)
+            assert principal is not None and principal.role == "analyst" and principal.name == "alice"
+            stored = session.execute(text("SELECT secret_hash FROM api_keys")).scalar_one()
+            assert key not in stored  # only the hash is kept
+        listed = cli("keys", "list")[1]
+        assert principal.key_id in listed and "alice" in listed and "fsk_" not in listed
+
+        assert cli("keys", "revoke", principal.key_id)[0] == 0
+        with sessions() as session:
+            assert authenticate(session, key) is None
+        assert cli("keys", "revoke", "nope")[0] == 1
+        assert cli("keys", "create", "--role", "root")[0] == 2  # argparse names the allowed roles
+
+        code, out, _ = cli("evidence", "verify")
+        assert code == 0 and "intact: 2 events" in out  # key created, key revoked
+
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE evidence_events SET actor = 'someone else' WHERE seq = 1"))
+        code, out, _ = cli("evidence", "verify")
+        assert code == 1 and "BROKEN at event 1" in out and "changed after it was written" in out
+    finally:
+        engine.dispose()
+
+
+def test_verify_detects_a_deleted_last_event(cli: Cli, settings: Settings) -> None:
+    cli("db", "upgrade")
+    for role in ("scoring", "admin"):
+        cli("keys", "create", "--role", role)
+    engine, _ = database(settings)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM evidence_events WHERE seq = 2"))
+    finally:
+        engine.dispose()
+    code, out, _ = cli("evidence", "verify")
+    assert code == 1 and "removed from the end" in out

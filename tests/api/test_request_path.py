@@ -1,0 +1,77 @@
+"""The scoring path's inputs: a request's entity keys and request fields equal what training computes from the
+same return's table rows; and an assessed return moves its customer's counters for the next request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud_service.config import Settings
+from fraud_service.feature_source import entity_rows, request_entity
+from fraud_service.requests import parse_request
+from tests.api.conftest import body_from_dataset, make_api, private_home
+from tests.conftest import TrainedWorld
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_request_entity_equals_entity_rows(trained_world: TrainedWorld) -> None:
+    dataset = trained_world.dataset
+    returns = pd.read_parquet(dataset / "returns.parquet").sort_values("return_id")
+    sample = pd.concat([returns.iloc[::25],  # every kind of return the generator makes, incl. missing tokens
+                        returns[returns["refund_token"].isna()].head(5),
+                        returns[returns["return_type"] == "item_not_received"].head(5)]).drop_duplicates("return_id")
+    orders = pd.read_parquet(dataset / "orders.parquet")
+    items = pd.read_parquet(dataset / "order_items.parquet")
+    offline = entity_rows(sample, orders, items).set_index("return_id")
+    now = dt.datetime.now(dt.UTC)
+    checked = 0
+    for return_id in sample["return_id"]:
+        keys, fields = request_entity(parse_request(body_from_dataset(dataset, return_id), now))
+        row = offline.loc[return_id]
+        for name, value in {**keys, **fields}.items():
+            expected = row[name]
+            if isinstance(value, float) and math.isnan(value):
+                assert math.isnan(expected), (return_id, name)
+            elif isinstance(value, float):
+                assert value == pytest.approx(float(expected), rel=1e-12, abs=1e-9), (return_id, name)
+            else:
+                assert value == expected, (return_id, name)
+        checked += 1
+    assert checked == len(sample) > 100
+
+
+def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trained_world: TrainedWorld,
+                                                        tmp_path: Path) -> None:
+    """Freshness through the API: five minutes later, a second return of a new customer sees the first."""
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    try:
+        returns = pd.read_parquet(trained_world.dataset / "returns.parquet")
+        customer = f"fresh-{uuid.uuid4().hex[:8]}"
+        first_at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=10)
+        first = api.body(str(returns["return_id"].iloc[0]), return_id=f"{customer}-1", customer_id=customer,
+                         requested_at=first_at.isoformat(), return_type="item_not_received")
+        first["order"].update(order_id=f"{customer}-o1", customer_id=None,
+                              placed_at=(first_at - pd.Timedelta(days=3)).isoformat(), delivered_at=None)
+        second = {**first, "return_id": f"{customer}-2",
+                  "requested_at": (first_at + pd.Timedelta(minutes=5)).isoformat()}
+        second["order"] = {**first["order"], "order_id": f"{customer}-o2"}
+
+        before = api.client.get(api.assess(first).get_json()["evidence"], headers=api.headers()).get_json()
+        api.service.assessor.freshness.drain()
+        assert api.service.assessor.freshness.errors == 0
+        after = api.client.get(api.assess(second).get_json()["evidence"], headers=api.headers()).get_json()
+        f0, f1 = before["features"], after["features"]
+        assert (f0["cust_returns_7d"], f1["cust_returns_7d"]) == (0, 1)
+        assert (f0["cust_inr_90d"], f1["cust_inr_90d"]) == (0, 1)
+        assert f1["cust_orders_7d"] == f0["cust_orders_7d"] + 1  # the first order was new to the store
+        assert f1["cust_refund_30d"] == pytest.approx(first["refund_amount"])
+    finally:
+        api.service.close()
