@@ -491,7 +491,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     metrics_dir = settings.home / "metrics"  # api.metrics sums the workers' figures from here
     shutil.rmtree(metrics_dir, ignore_errors=True)  # figures of an earlier run's workers are not this run's
     metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
+    # prometheus_client reads PROMETHEUS_MULTIPROC_DIR; Feast, on import, makes its own directory unless
+    # PROMETHEUS_MULTIPROCESS_DIR is set: both point at ours
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"serving on http://{host}:{port}/ (Ctrl-C stops); API keys: fraud-service keys create --role ROLE",

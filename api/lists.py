@@ -19,6 +19,13 @@ from fraud_service.store.schema import ListEntry
 bp = Blueprint("lists", __name__)
 
 
+def _changed() -> None:
+    """This worker's assessments see the change at once (other workers within a second)."""
+    assessor = current_app.extensions["fraud"].assessor
+    if assessor is not None:
+        assessor.lists.invalidate()
+
+
 def _entry(e: ListEntry) -> dict[str, object]:
     return {"entity": e.entity, "value": e.value, "list": e.list, "reason": e.reason, "added_by": e.added_by,
             "added_at": chain.utc_text(e.added_at)}
@@ -64,6 +71,7 @@ def add_entry() -> ResponseReturnValue:
     except IntegrityError:
         raise ApiError(409, "conflict", f"{body['entity']} {body['value']} is already on a list; "
                                         "delete it first to move it") from None
+    _changed()
     return jsonify(_entry(entry)), 201
 
 
@@ -79,4 +87,5 @@ def delete_entry(entity: str, value: str) -> ResponseReturnValue:
             raise ApiError(404, "not_found", f"{entity} {value} is on no list")
         chain.append(session, kind="list_removed", subject=f"{entity}:{value}", actor=actor, payload=_entry(entry))
         session.delete(entry)
+    _changed()
     return "", 204

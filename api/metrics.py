@@ -1,6 +1,6 @@
 """Prometheus metrics: request latency, decisions by outcome, the model in service.
 
-Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROCESS_DIR at $FRAUD_HOME/metrics
+Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROC_DIR at $FRAUD_HOME/metrics
 (emptied at start) so every worker's figures are summed at /metrics. Feast sets that variable to a
 private temp directory when it is imported without one; then each process reports only its own
 registry (not Feast's files).
@@ -38,7 +38,7 @@ class Metrics:
     def exposition(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-        if os.environ.get("PROMETHEUS_MULTIPROCESS_DIR") == self.shared_dir:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == self.shared_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
@@ -46,7 +46,7 @@ class Metrics:
 
 
 def install(app: Flask, shared_dir: str) -> Metrics:
-    """Metrics for APP; workers' figures are summed when PROMETHEUS_MULTIPROCESS_DIR is SHARED_DIR."""
+    """Metrics for APP; workers' figures are summed when PROMETHEUS_MULTIPROC_DIR is SHARED_DIR."""
     metrics = Metrics(shared_dir)
 
     @app.before_request

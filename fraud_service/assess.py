@@ -4,35 +4,40 @@ The service is framework-free; `api/` turns its outcomes and exceptions into HTT
 that a later investigation needs is kept: the request, every feature value with the time
 its stored row was computed, the model and policy versions, the raw and calibrated score,
 the SHAP contributions, the rules that fired and the decision. The assessment row and its
-hash-chained evidence event are written in one transaction; if that fails, no decision is
-given (the caller gets `Unavailable`).
+hash-chained evidence event are written in one transaction (grouped with concurrent ones by the
+`EvidenceWriter`); if that fails, no decision is given (the caller gets `Unavailable`). A return
+already stored is detected at that write: the stored answer is returned, or `Conflict` when the
+body differs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service import explain
 from fraud_service.errors import FraudServiceError
 from fraud_service.feature_source import request_entity
 from fraud_service.freshness import AssessedReturn, FreshnessWriter
+from fraud_service.lists import ListCache
 from fraud_service.online_features import OnlineFeatures
 from fraud_service.policy import Decision, Policy
 from fraud_service.requests import ReturnRequest
-from fraud_service.rules import ListMatch, final_decision, hard_rules, list_hits, tokens
+from fraud_service.rules import final_decision, hard_rules, list_hits, tokens
 from fraud_service.scoring import Scorer
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, ListEntry
+from fraud_service.store.schema import Assessment, EvidenceEvent
+from fraud_service.store.writer import DatabaseDown, EvidenceWriter
 
 
 class Conflict(FraudServiceError):
@@ -76,12 +81,14 @@ class Assessor:
     """Assesses return requests with one loaded model and policy (built once per worker)."""
 
     def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
-                 freshness: FreshnessWriter | None = None, top_reasons: int = 5,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
+                 top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.reader = reader
         self.scorer = scorer
         self.policy = policy
         self.sessions = sessions
+        self.writer = writer
+        self.lists = lists or ListCache(sessions)
         self.freshness = freshness
         self.top_reasons = top_reasons
         self.clock = clock
@@ -89,9 +96,6 @@ class Assessor:
 
     def assess(self, request: ReturnRequest, body_hash: str, actor: str) -> Outcome:
         """Score REQUEST, or return the stored assessment when this return was assessed with the same body."""
-        replay = self._replay(request.return_id, body_hash)
-        if replay is not None:
-            return replay
         keys, fields = request_entity(request)
         times: dict[str, str | None] = {}
         vector = self.reader.vector(keys, fields, times)
@@ -99,7 +103,10 @@ class Assessor:
         raw = float(self.scorer.raw(x)[0])
         score = float(self.scorer.calibration.apply(raw))
         model_decision = self.policy.decide(score, request.channel, request.return_type)
-        hits, allowed = list_hits(self._list_matches(request))
+        try:
+            hits, allowed = list_hits(self.lists.matches(tokens(request)))
+        except DBAPIError as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
         hits += hard_rules(request, vector)
         decision = final_decision(model_decision, hits, allowed)
         reasons: list[explain.Reason] = []
@@ -127,68 +134,44 @@ class Assessor:
             "contributions": contributions,
             "response": response,
         }
-        stored = self._commit(request, body_hash, record, response, decision, score, actor, now)
-        if stored is not None:
-            return stored
+        row = {"id": assessment_id, "return_id": request.return_id, "customer_id": request.customer_id,
+               "request_hash": body_hash, "created_at": now, "score": score, "decision": decision.value,
+               "risk_level": response["risk_level"], "model_version": self.scorer.version,
+               "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None}
+        try:
+            seq = self.writer.store(row, record, actor, now)
+        except DatabaseDown as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc}") from exc
+        if seq is None:  # assessed before (or concurrently): the stored answer stands
+            return self._replay(request.return_id, body_hash)
         if self.freshness is not None:
             self.freshness.submit(request.order.order_id, _assessed(request))
         return Outcome(response, replayed=False)
 
-    # --- internals ----------------------------------------------------------------------------
-    def _replay(self, return_id: str, body_hash: str) -> Outcome | None:
+    def _replay(self, return_id: str, body_hash: str) -> Outcome:
         try:
             with self.sessions() as session:
-                row = session.execute(select(Assessment.request_hash, Assessment.record)
-                                      .where(Assessment.return_id == return_id)).first()
+                row = session.execute(select(Assessment.request_hash, EvidenceEvent.payload)
+                                      .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+                                      .where(Assessment.return_id == return_id)).one()
         except DBAPIError as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
-        if row is None:
-            return None
         if row.request_hash != body_hash:
             raise Conflict(f"return {return_id} was already assessed with a different request; an assessment is "
                            "never replaced (use a new return_id for a new request)")
-        return Outcome(dict(row.record["response"]), replayed=True)
-
-    def _list_matches(self, request: ReturnRequest) -> list[ListMatch]:
-        pairs = list(tokens(request).items())
-        try:
-            with self.sessions() as session:
-                rows = session.execute(select(ListEntry).where(tuple_(ListEntry.entity, ListEntry.value).in_(pairs)))
-                return [ListMatch(e.entity, e.value, e.list, e.reason) for e in rows.scalars()]
-        except DBAPIError as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
-
-    def _commit(self, request: ReturnRequest, body_hash: str, record: dict[str, Any], response: dict[str, Any],
-                decision: Decision, score: float, actor: str, now: dt.datetime) -> Outcome | None:
-        try:
-            with self.sessions.begin() as session:
-                event = chain.append(session, kind="assessment", subject=response["assessment_id"], actor=actor,
-                                     payload=record, at=now)
-                session.add(Assessment(
-                    id=response["assessment_id"], return_id=request.return_id, customer_id=request.customer_id,
-                    request_hash=body_hash, created_at=now, score=score, decision=decision.value,
-                    risk_level=response["risk_level"], model_version=self.scorer.version,
-                    policy_version=self.policy.version, refund_amount=request.refund_amount, case_id=None,
-                    event_seq=event.seq, record=record))
-        except IntegrityError:
-            # another worker assessed the same return between our check and our commit
-            replay = self._replay(request.return_id, body_hash)
-            if replay is None:
-                raise
-            return replay
-        except DBAPIError as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
-        return None
+        return Outcome(dict(json.loads(row.payload)["response"]), replayed=True)
 
 
 def load_assessment(sessions: sessionmaker[Session], assessment_id: str) -> dict[str, Any] | None:
-    """The stored evidence of an assessment, or None."""
+    """The stored evidence of an assessment (its evidence event's payload), or None."""
     try:
         with sessions() as session:
-            row = session.get(Assessment, assessment_id)
-            return None if row is None else {"assessment_id": row.id, "event_seq": row.event_seq, **row.record}
+            row = session.execute(select(EvidenceEvent.seq, EvidenceEvent.payload)
+                                  .join(Assessment, Assessment.event_seq == EvidenceEvent.seq)
+                                  .where(Assessment.id == assessment_id)).first()
     except DBAPIError as exc:
         raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+    return None if row is None else {"assessment_id": assessment_id, "event_seq": row.seq, **json.loads(row.payload)}
 
 
 def _request_record(r: ReturnRequest) -> dict[str, Any]:

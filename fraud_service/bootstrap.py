@@ -31,8 +31,10 @@ class Service:
     problems: list[str] = field(default_factory=list)
 
     def close(self) -> None:
-        if self.assessor is not None and self.assessor.freshness is not None:
-            self.assessor.freshness.close()
+        if self.assessor is not None:
+            self.assessor.writer.close()
+            if self.assessor.freshness is not None:
+                self.assessor.freshness.close()
         self.engine.dispose()
 
 
@@ -65,7 +67,7 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True) -
     if problem:
         service.problems.append(problem)
     try:
-        service.assessor = assessor(settings, sessions, freshness=freshness)
+        service.assessor = assessor(settings, engine, sessions, freshness=freshness)
     except FraudServiceError as exc:
         service.problems.append(str(exc))
     else:
@@ -74,14 +76,15 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True) -
     return service
 
 
-def assessor(settings: Settings, sessions: sessionmaker[Session], *, freshness: bool = True) -> Any:
-    """The Assessor with the feature store, the production model and its policy."""
+def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *, freshness: bool = True) -> Any:
+    """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
     from fraud_service.assess import Assessor
     from fraud_service.feature_source import FeatureSource
     from fraud_service.freshness import FreshnessWriter, LiveFacts
     from fraud_service.online_features import OnlineFeatures
     from fraud_service.policy import Policy
     from fraud_service.scoring import Scorer
+    from fraud_service.store.writer import EvidenceWriter
     from models.registry import ModelRegistry, RegistryError
 
     source = FeatureSource(settings)
@@ -95,7 +98,7 @@ def assessor(settings: Settings, sessions: sessionmaker[Session], *, freshness: 
     reader = OnlineFeatures(source.store())
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    freshness=writer)
+                    writer=EvidenceWriter(engine), freshness=writer)
 
 
 def known_orders(settings: Settings) -> Any:

@@ -26,6 +26,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -192,8 +193,9 @@ class LiveFacts:
                                     "ORDER BY us, return_id, fact", (entity, key)).fetchall()
             record: dict[str, Any] = {ENTITIES[entity].key: key, "live_ids": [f[0] for f in facts],
                                       "live_us": [f[1] for f in facts]}
+            decoded = [json.loads(f[2]) for f in facts]
             for column in columns:
-                record[f"live_{column}"] = [float(json.loads(f[2]).get(column, 0.0)) for f in facts]
+                record[f"live_{column}"] = [float(d.get(column, 0.0)) for d in decoded]
             out.setdefault(entity, []).append(record)
         return out
 
@@ -211,15 +213,18 @@ class FreshnessWriter:
     """Records assessed returns' live facts off the request path: one thread, batches of what is waiting.
 
     The assessment's evidence is committed before its response; the live facts follow within
-    milliseconds. Writing them inline would add ~80 ms to every response (five online-store
-    writes); batched, a burst of requests costs one write per entity type. An order is counted
+    `gather` seconds (0.2 by default): the thread collects what arrives in that time and writes it
+    as one batch. Writing them inline would add tens of milliseconds to every response (five
+    online-store writes through Feast); batched, a burst costs one write per entity type. An order is counted
     as new when neither the warehouse nor an earlier live fact of this process holds it.
     """
 
-    def __init__(self, live: LiveFacts, known_orders: Callable[[list[str]], set[str]], batch: int = 500) -> None:
+    def __init__(self, live: LiveFacts, known_orders: Callable[[list[str]], set[str]], batch: int = 1000,
+                 gather: float = 0.2) -> None:
         self.live = live
         self.known_orders = known_orders
         self.batch = batch
+        self.gather = gather
         self.errors = 0
         self._queue: queue.Queue[tuple[str, AssessedReturn] | None] = queue.Queue()
         self._recorded_orders: set[str] = set()
@@ -244,9 +249,10 @@ class FreshnessWriter:
                 self._queue.task_done()
                 return
             items = [first]
+            deadline = time.monotonic() + self.gather
             while len(items) < self.batch:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
                 if item is None:

@@ -93,7 +93,8 @@ def shap_summary(scorer: Scorer, frame: pd.DataFrame) -> tuple[list[tuple[str, f
     mean_abs = np.abs(values).mean(axis=0)
     ranked = [(scorer.features[i], float(mean_abs[i])) for i in np.argsort(-mean_abs)[:20]]
     plt.figure()
-    shap.summary_plot(values, x, feature_names=scorer.features, show=False, max_display=20, plot_size=(8, 7))
+    shap.summary_plot(values, x, feature_names=scorer.features, show=False, max_display=20, plot_size=(8, 7),
+                      rng=0)  # the jitter of the dots: fixed, so a report is the same each time
     return ranked, _svg(plt.gcf())
 
 

@@ -2,7 +2,8 @@
 
 `evidence_events` is the append-only, hash-chained log; `chain_head` holds its last link so
 appends are serialised by one row lock. `assessments` is the decision record a client reads
-back by id; its full content is also in the evidence event that recorded it.
+back by id and that cases (issue 6) search; its full content (request, features, contributions, rules,
+response) is the payload of the evidence event it points to, stored once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ class Assessment(Base):
     refund_amount: Mapped[float] = mapped_column(Float)
     case_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
-    record: Mapped[dict[str, Any]] = mapped_column(JSON)  # request, features, contributions, rules, response
 
 
 class ListEntry(Base):

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,56 +22,19 @@ from fraud_service.policy import Policy
 from fraud_service.store.migrate import upgrade
 from tests.conftest import TrainedWorld
 from tests.store.conftest import postgres_engine
+from training.datasets.replay import Replay
 
 ROLES = ("scoring", "analyst", "admin")
 
 
+_REPLAYS: dict[Path, Replay] = {}
+
+
 def body_from_dataset(dataset: Path, source: str, **changes: Any) -> dict[str, Any]:
-    """The assess request body for the dataset's return SOURCE, in the contract's field names."""
-    return_id = source
-    tables = _tables(dataset)
-    r = tables["returns"].loc[return_id]
-    order = tables["orders"].loc[r["order_id"]]
-    items = tables["items"][tables["items"]["order_id"] == r["order_id"]]
-
-    def when(value: Any) -> str | None:
-        return None if pd.isna(value) else pd.Timestamp(value).isoformat()
-
-    def text(value: Any) -> str | None:
-        return None if pd.isna(value) else str(value)
-
-    body = {
-        "return_id": return_id, "customer_id": r["customer_id"], "requested_at": when(r["requested_at"]),
-        "return_type": r["return_type"], "channel": r["channel"], "reason": r["reason"],
-        "items_count": int(r["items_count"]), "refund_amount": float(r["refund_amount"]),
-        "refund_method": r["refund_method"], "refund_token": text(r["refund_token"]),
-        "has_receipt": bool(r["has_receipt"]), "store_id": text(r["store_id"]),
-        "order": {
-            "order_id": r["order_id"], "customer_id": order["customer_id"], "placed_at": when(order["placed_at"]),
-            "delivered_at": when(order["delivered_at"]), "channel": order["channel"],
-            "order_total": float(order["order_total"]), "currency": text(order["currency"]),
-            "payment_token": order["payment_token"], "address_token": text(order["address_token"]),
-            "device_token": text(order["device_token"]),
-            "items": [{"line_no": int(i.line_no), "sku": i.sku, "category": i.category,
-                       "unit_price": float(i.unit_price), "quantity": int(i.quantity)}
-                      for i in items.itertuples()],
-        },
-    }
-    body.update(changes)
-    return body
-
-
-_TABLES: dict[Path, dict[str, pd.DataFrame]] = {}
-
-
-def _tables(dataset: Path) -> dict[str, pd.DataFrame]:
-    if dataset not in _TABLES:
-        _TABLES[dataset] = {
-            "returns": pd.read_parquet(dataset / "returns.parquet").set_index("return_id", drop=False),
-            "orders": pd.read_parquet(dataset / "orders.parquet").set_index("order_id", drop=False),
-            "items": pd.read_parquet(dataset / "order_items.parquet"),
-        }
-    return _TABLES[dataset]
+    """The assess request body for the dataset's return SOURCE, with CHANGES applied."""
+    if dataset not in _REPLAYS:
+        _REPLAYS[dataset] = Replay(dataset)
+    return {**_REPLAYS[dataset].body(source), **changes}
 
 
 @pytest.fixture(scope="session")

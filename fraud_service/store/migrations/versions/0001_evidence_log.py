@@ -52,7 +52,6 @@ def upgrade() -> None:
         sa.Column("refund_amount", sa.Float, nullable=False),
         sa.Column("case_id", sa.String(40), nullable=True),
         sa.Column("event_seq", big, sa.ForeignKey("evidence_events.seq"), nullable=False),
-        sa.Column("record", sa.JSON, nullable=False),
     )
     for column in ("customer_id", "created_at", "decision", "case_id"):
         op.create_index(f"ix_assessments_{column}", "assessments", [column])

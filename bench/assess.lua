@@ -1,0 +1,28 @@
+-- wrk script for the load benchmark: POST a different return to /v1/returns/assess on every request.
+-- Bodies come from BODIES_FILE (one JSON per line, with __RID__ where the return id goes); every request
+-- gets a new return id (thread number + counter), so none is an idempotent replay.
+local bodies = {}
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(os.getenv("BODIES_FILE")) do
+    table.insert(bodies, line)
+  end
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Authorization"] = "Bearer " .. os.getenv("API_KEY")
+end
+
+function request()
+  counter = counter + 1
+  local body = bodies[(counter % #bodies) + 1]
+  local rid = string.format("%s-%d-%d", os.getenv("RUN_TAG"), thread_id, counter)
+  return wrk.format(nil, "/v1/returns/assess", nil, (body:gsub("__RID__", rid)))
+end

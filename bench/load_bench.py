@@ -1,0 +1,243 @@
+"""Load benchmark of the scoring API: gunicorn on loopback, wrk in a separate process.
+
+For each concurrency level, wrk posts a new return (a real request body from the generated world,
+with a fresh return_id) to /v1/returns/assess: features from the online store, the production model,
+the policy and rules, TreeSHAP for every decision that is not a plain approve, and the evidence
+write committed before the answer. In the same run, the same server's /healthz (a constant JSON
+answer through the same middleware) is measured at the same levels: the framework's ceiling.
+Afterwards every 201 answer's assessment must be in the database and `evidence verify` must pass.
+
+    .venv/bin/python bench/load_bench.py                       # demo-size world, SQLite evidence
+    .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench
+    .venv/bin/python bench/load_bench.py --home /work/bench-load   # keep and reuse the world and model
+
+Needs `wrk` (Debian package `wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def _env(args: argparse.Namespace, home: Path) -> dict[str, str]:
+    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "WARNING" if args.quiet_logs else "INFO"}
+    if args.database:
+        env["FRAUD_DATABASE_URL"] = args.database
+    for name in ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, Any]:
+    """A world, features and a production model in HOME (reused when already there)."""
+    dataset = home / "dataset"
+    print(f"preparing {args.customers:,} customers x {args.days} days in {home} (reused when present) ...",
+          flush=True)
+    _run([*CLI, "--quiet", "demo", "--customers", str(args.customers), "--days", str(args.days),
+          "--out", str(dataset)], env)
+    if args.database and args.database.startswith("postgresql"):
+        _reset_postgres(args.database)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{home / 'fraud.db'}{suffix}").unlink(missing_ok=True)
+    _run([*CLI, "db", "upgrade"], env)
+    from fraud_service.scoring import Scorer
+    from models.registry import ModelRegistry
+
+    scorer = Scorer.from_registry(ModelRegistry(home / "models"), "production")
+    return {"dataset": dataset, "version": scorer.version, "trees": scorer.booster.num_trees(),
+            "leaves": scorer.booster.params.get("num_leaves"), "features": len(scorer.features)}
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, make_url, text
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
+def write_bodies(dataset: Path, out: Path, count: int) -> None:
+    """COUNT request bodies (returns spread over the whole history), one JSON line each, id left as __RID__."""
+    import pandas as pd
+
+    from training.datasets.replay import Replay
+
+    replay = Replay(dataset)
+    ids = pd.Series(replay.returns.index).sample(n=min(count, len(replay.returns)), random_state=1)
+    with out.open("w") as f:
+        for body in replay.bodies(ids):
+            body["return_id"] = "__RID__"
+            f.write(json.dumps(body, separators=(",", ":")) + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [*CLI, "serve", "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads)]
+    server = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return server
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server did not become ready:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script: Path | None) -> dict[str, Any]:
+    """Run wrk and parse throughput, latency percentiles and error counts from its report."""
+    cmd = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+           "--timeout", "10s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
+    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"connections": connections, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50_ms": _ms(percentiles["50"]), "p90_ms": _ms(percentiles["90"]), "p99_ms": _ms(percentiles["99"]),
+            "requests": total, "non_2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+
+
+def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from fraud_service.bootstrap import database
+    from fraud_service.config import Settings
+    from fraud_service.store import chain
+    from fraud_service.store.schema import Assessment, EvidenceEvent
+
+    engine, sessions = database(Settings.from_env(env))
+    try:
+        with sessions() as session:
+            rows = session.execute(select(Assessment.decision, func.count()).where(
+                Assessment.return_id.like(f"{tag}-%")).group_by(Assessment.decision)).all()
+            events = session.execute(select(func.count()).select_from(EvidenceEvent).where(
+                EvidenceEvent.kind == "assessment")).scalar_one()
+            verified = chain.verify(session)
+    finally:
+        engine.dispose()
+    return {"decisions": dict(rows), "assessments": sum(n for _, n in rows), "assessment_events": events,
+            "chain_ok": verified.ok, "chain_events": verified.events, "chain_problem": verified.problem}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", help="FRAUD_HOME to build (or reuse) the world in (default: a temp dir)")
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--days", type=int, default=270)
+    parser.add_argument("--database", help="FRAUD_DATABASE_URL (default SQLite in the home; a PostgreSQL "
+                                           "database named here is dropped and created)")
+    parser.add_argument("--connections", default="1,4,16,32", help="concurrency levels (default 1,4,16,32)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (default 15)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--bodies", type=int, default=5000, help="distinct request bodies to cycle through")
+    parser.add_argument("--quiet-logs", action="store_true", help="log warnings only (default: a line per request)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    tmp = Path(tempfile.mkdtemp(prefix="load-bench-"))
+    home = Path(args.home) if args.home else tmp / "home"
+    env = _env(args, home)
+    info = prepare(args, home, env)
+    bodies = tmp / "bodies.jsonl"
+    write_bodies(info["dataset"], bodies, args.bodies)
+    key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
+    port = _free_port()
+    server = start_server(args, env, port, tmp / "server.log")
+    tag = f"lb{int(time.time())}"
+    base = f"http://127.0.0.1:{port}"
+    wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
+    levels = [int(c) for c in args.connections.split(",")]
+    results: list[dict[str, Any]] = []
+    try:
+        wrk(f"{base}/healthz", 4, 3, wrk_env, None)  # warm connections and caches
+        wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w"}, ROOT / "bench" / "assess.lua")
+        for c in levels:
+            ceiling = wrk(f"{base}/healthz", c, args.seconds, wrk_env, None)
+            assess = wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua")
+            results.append({"connections": c, "assess": assess, "healthz": ceiling})
+            print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
+                  f"p99 {assess['p99_ms']:6.2f} ms  non-2xx {assess['non_2xx']}  |  healthz {ceiling['rps']:8.1f} "
+                  f"req/s  p50 {ceiling['p50_ms']:5.2f} ms  p99 {ceiling['p99_ms']:5.2f} ms  |  "
+                  f"ratio {assess['rps'] / ceiling['rps']:.2f}", flush=True)
+    finally:
+        stop_server(server)
+    evidence = evidence_summary(env, tag)
+    answered = sum(r["assess"]["requests"] - r["assess"]["non_2xx"] for r in results)
+    summary = {"model": {k: v for k, v in info.items() if k != "dataset"}, "workers": args.workers,
+               "threads": args.threads, "database": args.database or "sqlite (WAL)", "seconds": args.seconds,
+               "levels": results, "answered_201": answered, "evidence": evidence}
+    decided = evidence["decisions"]
+    explained = sum(n for d, n in decided.items() if d != "approve")
+    print(f"model {info['version']}: {info['trees']} trees, {info['features']} features; "
+          f"workers {args.workers} x {args.threads} threads; evidence in {summary['database']}")
+    print(f"decisions: {decided}; explained with SHAP: {explained:,} of {evidence['assessments']:,} "
+          f"({explained / max(evidence['assessments'], 1):.1%})")
+    print(f"201 answers {answered:,}; assessments stored {evidence['assessments']:,} (>= answers: requests cut off "
+          f"when wrk stops are committed but not counted by wrk); evidence chain "
+          f"{'intact' if evidence['chain_ok'] else 'BROKEN: ' + str(evidence['chain_problem'])} "
+          f"({evidence['chain_events']:,} events)")
+    print(json.dumps(summary, default=str))
+    if not evidence["chain_ok"] or evidence["assessments"] < answered:
+        raise SystemExit("evidence check failed")
+
+
+if __name__ == "__main__":
+    main()
