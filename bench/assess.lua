@@ -1,9 +1,9 @@
 -- wrk script for the load benchmark: POST a different return to /v1/returns/assess on every request.
 -- Bodies come from BODIES_FILE (one JSON per line, with __RID__ where the return id goes); every request
 -- gets a new return id (thread number + counter), so none is an idempotent replay.
+-- thread_id is a global: setup() sets it in each thread's own Lua state
 local bodies = {}
 local counter = 0
-local thread_id = 0
 local threads = {}
 
 function setup(thread)

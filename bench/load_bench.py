@@ -58,6 +58,7 @@ def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
           flush=True)
     _run([*CLI, "--quiet", "demo", "--customers", str(args.customers), "--days", str(args.days),
           "--out", str(dataset)], env)
+    _forget_earlier_runs(home)
     if args.database and args.database.startswith("postgresql"):
         _reset_postgres(args.database)
     else:
@@ -67,9 +68,49 @@ def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
     from fraud_service.scoring import Scorer
     from models.registry import ModelRegistry
 
-    scorer = Scorer.from_registry(ModelRegistry(home / "models"), "production")
+    registry = ModelRegistry(home / "models")
+    scorer = Scorer.from_registry(registry, "production")
+    if scorer.booster.num_trees() < args.min_trees:
+        print(f"the demo model has {scorer.booster.num_trees()} trees; training a larger one (learning rate "
+              f"{args.learning_rate}, {args.leaves} leaves) as production ...", flush=True)
+        version = _larger_model(args, home)
+        registry.promote(version)
+        scorer = Scorer.from_registry(registry, "production")
     return {"dataset": dataset, "version": scorer.version, "trees": scorer.booster.num_trees(),
             "leaves": scorer.booster.params.get("num_leaves"), "features": len(scorer.features)}
+
+
+def _larger_model(args: argparse.Namespace, home: Path) -> str:
+    """A model of hundreds of trees on the same data (a slower learning rate, more leaves), registered."""
+    import dataclasses
+
+    import pandas as pd
+
+    from fraud_service.config import Settings
+    from training.trainset import current_snapshot, time_range
+    from training.workflow import DEFAULT_CONFIG, train
+
+    settings = Settings.from_env({"FRAUD_HOME": str(home)})
+    _, last = time_range(current_snapshot(settings.warehouse_dir))
+    config = dataclasses.replace(DEFAULT_CONFIG, learning_rate=args.learning_rate, num_leaves=args.leaves,
+                                 max_rounds=3000, early_stopping_rounds=300)
+    result = train(settings, (last - pd.Timedelta(days=45)).normalize(), config=config)
+    assert result.record is not None
+    return result.record.version
+
+
+def _forget_earlier_runs(home: Path) -> None:
+    """Drop the live facts an earlier run of this benchmark left (its returns would count again)."""
+    from fraud_service.config import Settings
+    from fraud_service.feature_source import FeatureSource
+    from fraud_service.freshness import LiveFacts
+
+    live = LiveFacts(FeatureSource(Settings.from_env({"FRAUD_HOME": str(home)})))
+    ids = [row[0] for row in live.db.execute("SELECT DISTINCT return_id FROM live_facts WHERE return_id LIKE 'lb%'")]
+    if ids:
+        print(f"forgetting the live facts of {len(ids):,} returns from earlier runs", flush=True)
+        live.prune(ids)
+    live.db.close()
 
 
 def _reset_postgres(url: str) -> None:
@@ -139,7 +180,7 @@ def _ms(text: str) -> float:
 
 def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script: Path | None) -> dict[str, Any]:
     """Run wrk and parse throughput, latency percentiles and error counts from its report."""
-    cmd = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+    cmd = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
            "--timeout", "10s"]
     if script is not None:
         cmd += ["-s", str(script)]
@@ -187,7 +228,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (default 15)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--bodies", type=int, default=5000, help="distinct request bodies to cycle through")
+    parser.add_argument("--bodies", type=int, default=50000,
+                        help="distinct returns of the world to replay, each under a new return_id (default: up to "
+                             "50,000; a return replayed again counts again in its customer's live features)")
+    parser.add_argument("--min-trees", type=int, default=300,
+                        help="train a larger production model when the demo's has fewer trees (default 300)")
+    parser.add_argument("--learning-rate", type=float, default=0.01, help="for that larger model (default 0.01)")
+    parser.add_argument("--leaves", type=int, default=63, help="for that larger model (default 63)")
     parser.add_argument("--quiet-logs", action="store_true", help="log warnings only (default: a line per request)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
