@@ -269,3 +269,25 @@ def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, tr
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_list_changes_from_another_worker_apply_after_the_cache_expires(api: Api) -> None:
+    """A worker re-reads the lists every `ttl` seconds; a change made elsewhere is invisible until then."""
+    import datetime as dt
+
+    from fraud_service.lists import ListCache
+    from fraud_service.store.schema import ListEntry
+
+    now = [100.0]
+    cache = ListCache(api.service.sessions, ttl=1.0, clock=lambda: now[0])
+    value = f"dev-{uuid.uuid4().hex[:8]}"
+    assert cache.matches({"device": value}) == []
+    with api.service.sessions.begin() as session:  # as another worker would, straight into the database
+        session.add(ListEntry(entity="device", value=value, list="block", reason="elsewhere", added_by="test",
+                              added_at=dt.datetime.now(dt.UTC)))
+    now[0] += 0.5
+    assert cache.matches({"device": value}) == []
+    now[0] += 0.6
+    assert [(m.entity, m.value, m.list) for m in cache.matches({"device": value})] == [("device", value, "block")]
+    with api.service.sessions.begin() as session:
+        session.query(ListEntry).filter_by(entity="device", value=value).delete()
