@@ -27,10 +27,3 @@ def worker_exit(server: Any, worker: Any) -> None:
     if service is not None:
         service.close()
 
-
-def post_fork(server: Any, worker: Any) -> None:
-    """Hand the GIL over sooner: a request thread back from the database (or the evidence writer back
-    from a commit) otherwise waits up to 5 ms for a busy thread, several times per request."""
-    import sys
-
-    sys.setswitchinterval(0.0005)

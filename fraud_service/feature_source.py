@@ -117,7 +117,11 @@ class FeatureSource:
         text = template.substitute(FRAUD_FEATURE_REPO=str(self.repo_dir),
                                    FRAUD_REDIS_CONNECTION=redis_connection_string(self.settings.redis_url))
         path = self.repo_dir / "feature_store.yaml"
-        path.write_text(text)
+        if not path.exists() or path.read_text() != text:
+            # several worker processes start at once and read this file: replace it whole, never half-written
+            partial = path.with_name(f".feature_store.yaml.{os.getpid()}")
+            partial.write_text(text)
+            os.replace(partial, path)
         return path
 
     def apply(self) -> None:
