@@ -139,7 +139,8 @@ class Assessor:
                "risk_level": response["risk_level"], "model_version": self.scorer.version,
                "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None}
         try:
-            seq = self.writer.store(row, record, actor, now)
+            links = tokens(request) if decision.needs_human else None
+            seq = self.writer.store(row, record, actor, now, links)
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands

@@ -83,3 +83,33 @@ class ApiKey(Base):
 
 
 Index("evidence_events_kind_subject", EvidenceEvent.kind, EvidenceEvent.subject)
+
+
+class Case(Base):
+    """A group of assessments a human must look at: one customer and the accounts linked to it."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)  # open, in_review, escalated, closed
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    customer_id: Mapped[str] = mapped_column(String(200))  # the customer whose assessment opened it
+    assignee: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    decision: Mapped[str] = mapped_column(String(40))  # the most severe decision among its assessments
+    max_score: Mapped[float] = mapped_column(Float)
+    amount: Mapped[float] = mapped_column(Float)  # refunds at stake
+    assessments: Mapped[int] = mapped_column(Integer)
+
+
+class CaseLink(Base):
+    """A customer or token (entity, value) that ties later assessments to a case."""
+
+    __tablename__ = "case_links"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(20), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+Index("ix_case_links_entity_value", CaseLink.entity, CaseLink.value)

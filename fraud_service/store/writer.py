@@ -22,6 +22,7 @@ import fcntl
 import logging
 import queue
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
 
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, EvidenceEvent
+from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Pending:
     actor: str
     at: dt.datetime
     future: Future[int | None]
+    links: dict[str, str] | None = None  # entity -> value when the assessment needs a case
 
 
 class DatabaseDown(Exception):
@@ -66,14 +68,52 @@ class EvidenceWriter:
         self._thread.start()
 
     def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
-              timeout: float = 30.0) -> int | None:
+              links: dict[str, str] | None = None, timeout: float = 30.0) -> int | None:
         """Commit one assessment; its event's sequence number, or None when ROW's return_id is already stored.
 
+        With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
+        the open case linked to any of them, or opens one, in the same transaction; the case id is
+        written into ROW and into the payload's response before either is stored.
         Raises DatabaseDown when the transaction failed (nothing of it was stored).
         """
         future: Future[int | None] = Future()
-        self._queue.put(Pending(row, payload, actor, at, future))
+        self._queue.put(Pending(row, payload, actor, at, future, links))
         return future.result(timeout=timeout)
+
+    def _case(self, cursor: Any, pending: Pending, cases: dict[tuple[str, str], str]) -> dict[str, Any]:
+        """Join the open case linked to the assessment's customer or tokens, or open one; the case event's payload.
+
+        The earliest opened of the linked open cases is joined (the batch's own new cases first).
+        """
+        assert pending.links is not None
+        pairs = sorted(pending.links.items())
+        row, sql = pending.row, self._sql
+        case_id = next((cases[p] for p in pairs if p in cases), None)
+        if case_id is not None:
+            linked_by = [f"{e}:{v}" for e, v in pairs if cases.get((e, v)) == case_id]
+        else:
+            cursor.execute(sql.linked_case(len(pairs)), [v for p in pairs for v in p])
+            found = cursor.fetchall()
+            case_id = found[0][0] if found else None
+            linked_by = [f"{e}:{v}" for c, e, v in found if c == case_id]
+        if case_id is None:
+            case_id = f"cas_{uuid.uuid4().hex[:20]}"
+            cursor.execute(sql.insert_case, sql.case_params({
+                "id": case_id, "status": "open", "opened_at": pending.at, "updated_at": pending.at,
+                "customer_id": row["customer_id"], "assignee": None, "decision": row["decision"],
+                "max_score": row["score"], "amount": row["refund_amount"], "assessments": 1}))
+            kind = "case_opened"
+        else:
+            cursor.execute(sql.join_case, sql.join_params(pending.at, row, case_id))
+            kind = "case_joined"
+        cursor.executemany(sql.insert_link, [(case_id, e, v) for e, v in pairs])
+        cases.update(dict.fromkeys(pairs, case_id))
+        row["case_id"] = case_id
+        pending.payload["response"]["case_id"] = case_id
+        return {"kind": kind, "case_id": case_id, "assessment_id": row["id"], "return_id": row["return_id"],
+                "customer_id": row["customer_id"], "decision": row["decision"], "score": row["score"],
+                "refund_amount": row["refund_amount"], "links": [f"{e}:{v}" for e, v in pairs],
+                **({"linked_by": linked_by} if kind == "case_joined" else {})}
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -124,23 +164,32 @@ class EvidenceWriter:
                 ids = [p.row["return_id"] for p in batch]
                 cursor.execute(self._sql.stored(len(ids)), ids)
                 stored = {row[0] for row in cursor.fetchall()}
-                events, rows = [], []
+                events: list[tuple[Any, ...]] = []
+                rows = []
+                cases: dict[tuple[str, str], str] = {}  # links of cases opened or joined in this batch
+
+                def chain_event(kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
+                    nonlocal seq, previous
+                    seq += 1
+                    text = chain.canonical(payload)
+                    digest = chain.link_hash(previous, seq, pending.at, kind, subject, pending.actor, text)
+                    events.append(self._sql.event_params({
+                        "seq": seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
+                        "payload": text, "prev_hash": previous, "hash": digest}))
+                    previous = digest
+                    return seq
+
                 for i, pending in enumerate(batch):
                     return_id = pending.row["return_id"]
                     if return_id in stored:
                         outcome[i] = None
                         continue
                     stored.add(return_id)
-                    seq += 1
-                    subject = pending.row["id"]
-                    text = chain.canonical(pending.payload)
-                    digest = chain.link_hash(previous, seq, pending.at, "assessment", subject, pending.actor, text)
-                    events.append(self._sql.event_params({
-                        "seq": seq, "at": pending.at, "kind": "assessment", "subject": subject,
-                        "actor": pending.actor, "payload": text, "prev_hash": previous, "hash": digest}))
-                    rows.append(self._sql.assessment_params({**pending.row, "event_seq": seq}))
-                    previous = digest
-                    outcome[i] = seq
+                    case = self._case(cursor, pending, cases) if pending.links else None
+                    outcome[i] = chain_event("assessment", pending.row["id"], pending, pending.payload)
+                    rows.append(self._sql.assessment_params({**pending.row, "event_seq": outcome[i]}))
+                    if case is not None:
+                        chain_event(case["kind"], case["case_id"], pending, case)
                 if events:
                     cursor.executemany(self._sql.insert_event, events)
                     cursor.executemany(self._sql.insert_assessment, rows)
@@ -172,6 +221,25 @@ class _Statements:
         self.move_head = f"UPDATE chain_head SET seq = {self.mark}, hash = {self.mark} WHERE id = 1"
         self.insert_event, self.event_params = self._insert(EvidenceEvent.__table__, dialect)  # type: ignore[arg-type]
         self.insert_assessment, self.assessment_params = self._insert(Assessment.__table__, dialect)  # type: ignore[arg-type]
+        self.insert_case, self.case_params = self._insert(Case.__table__, dialect)  # type: ignore[arg-type]
+        m = self.mark
+        self.insert_link = (f"INSERT INTO case_links (case_id, entity, value) VALUES ({m}, {m}, {m}) "
+                            "ON CONFLICT DO NOTHING")
+        self.join_case = (f"UPDATE cases SET updated_at = {m}, assessments = assessments + 1, amount = amount + {m}, "
+                          f"max_score = CASE WHEN max_score < {m} THEN {m} ELSE max_score END, "
+                          f"decision = CASE WHEN {m} = 'deny' THEN 'deny' ELSE decision END WHERE id = {m}")
+        self._time = Case.__table__.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def join_params(self, at: dt.datetime, row: dict[str, Any], case_id: str) -> tuple[Any, ...]:
+        when = at if self._time is None else self._time(at)
+        return (when, row["refund_amount"], row["score"], row["score"], row["decision"], case_id)
+
+    def linked_case(self, n: int) -> str:
+        """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs, earliest
+        opened first."""
+        match = " OR ".join([f"(l.entity = {self.mark} AND l.value = {self.mark})"] * n)
+        return ("SELECT c.id, l.entity, l.value FROM case_links l JOIN cases c ON c.id = l.case_id "
+                f"WHERE c.status <> 'closed' AND ({match}) ORDER BY c.opened_at, c.id")
 
     def stored(self, n: int) -> str:
         return f"SELECT return_id FROM assessments WHERE return_id IN ({', '.join([self.mark] * n)})"
