@@ -59,6 +59,9 @@ class EvidenceWriter:
     def __init__(self, engine: Engine, max_batch: int = 64) -> None:
         self.engine = engine
         self._sql = _Statements(engine)
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        self._connection: Any = None
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         self._lock_file = open(f"{database}.writer-lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
         self.max_batch = max_batch
@@ -131,6 +134,8 @@ class EvidenceWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        if self._connection is not None:
+            self._connection.close()
         if self._lock_file is not None:
             self._lock_file.close()
 
@@ -155,50 +160,14 @@ class EvidenceWriter:
                 return
 
     def _commit(self, batch: list[Pending]) -> None:
-        outcome: dict[int, int | None] = {}
         try:
-            with self._turn(), self.engine.begin() as connection:  # BEGIN IMMEDIATE on SQLite (fraud_service.store.db)
-                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                cursor.execute(self._sql.head)
-                seq, previous = cursor.fetchone()
-                ids = [p.row["return_id"] for p in batch]
-                cursor.execute(self._sql.stored(len(ids)), ids)
-                stored = {row[0] for row in cursor.fetchall()}
-                events: list[tuple[Any, ...]] = []
-                rows = []
-                cases: dict[tuple[str, str], str] = {}  # links of cases opened or joined in this batch
-
-                def chain_event(kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
-                    nonlocal seq, previous
-                    seq += 1
-                    text = chain.canonical(payload)
-                    digest = chain.link_hash(previous, seq, pending.at, kind, subject, pending.actor, text)
-                    events.append(self._sql.event_params({
-                        "seq": seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
-                        "payload": text, "prev_hash": previous, "hash": digest}))
-                    previous = digest
-                    return seq
-
-                for i, pending in enumerate(batch):
-                    return_id = pending.row["return_id"]
-                    if return_id in stored:
-                        outcome[i] = None
-                        continue
-                    stored.add(return_id)
-                    case = self._case(cursor, pending, cases) if pending.links else None
-                    outcome[i] = chain_event("assessment", pending.row["id"], pending, pending.payload)
-                    rows.append(self._sql.assessment_params({**pending.row, "event_seq": outcome[i]}))
-                    if case is not None:
-                        chain_event(case["kind"], case["case_id"], pending, case)
-                if events:
-                    cursor.executemany(self._sql.insert_event, events)
-                    cursor.executemany(self._sql.insert_assessment, rows)
-                    cursor.execute(self._sql.move_head, (seq, previous))
-                cursor.close()
-        except DBAPIError as exc:
-            log.error("evidence batch of %d failed: %s", len(batch), exc.orig)
+            with self._turn():
+                outcome = self._transaction(batch)
+        except (DBAPIError, self._driver_error) as exc:
+            detail = getattr(exc, "orig", None) or exc
+            log.error("evidence batch of %d failed: %s", len(batch), detail)
             for pending in batch:
-                pending.future.set_exception(DatabaseDown(str(exc.orig)))
+                pending.future.set_exception(DatabaseDown(str(detail)))
             return
         except Exception as exc:  # never leave a request thread waiting
             log.exception("evidence batch of %d failed", len(batch))
@@ -209,6 +178,70 @@ class EvidenceWriter:
         for i, pending in enumerate(batch):
             pending.future.set_result(outcome[i])
 
+    def _transaction(self, batch: list[Pending]) -> dict[int, int | None]:
+        """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
+        error); the sequence number of each assessment's event, or None for a return already stored."""
+        if self._connection is None:
+            self._connection = self.engine.raw_connection()
+        raw = self._connection
+        cursor = raw.cursor()
+        try:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            outcome = self._write(cursor, batch)
+            if self._sqlite:
+                cursor.execute("COMMIT")
+            else:
+                raw.commit()
+            return outcome
+        except BaseException:
+            self._connection = None
+            try:
+                raw.invalidate()  # the server rolls back what it holds; the connection is never reused
+            except Exception:  # the connection may be gone already
+                log.debug("invalidating the writer's connection failed", exc_info=True)
+            raise
+        finally:
+            cursor.close()
+
+    def _write(self, cursor: Any, batch: list[Pending]) -> dict[int, int | None]:
+        outcome: dict[int, int | None] = {}
+        cursor.execute(self._sql.head)
+        seq, previous = cursor.fetchone()
+        ids = [p.row["return_id"] for p in batch]
+        cursor.execute(self._sql.stored(len(ids)), ids)
+        stored = {row[0] for row in cursor.fetchall()}
+        events: list[tuple[Any, ...]] = []
+        rows = []
+        cases: dict[tuple[str, str], str] = {}  # links of cases opened or joined in this batch
+
+        def chain_event(kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
+            nonlocal seq, previous
+            seq += 1
+            text = chain.canonical(payload)
+            digest = chain.link_hash(previous, seq, pending.at, kind, subject, pending.actor, text)
+            events.append(self._sql.event_params({
+                "seq": seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
+                "payload": text, "prev_hash": previous, "hash": digest}))
+            previous = digest
+            return seq
+
+        for i, pending in enumerate(batch):
+            return_id = pending.row["return_id"]
+            if return_id in stored:
+                outcome[i] = None
+                continue
+            stored.add(return_id)
+            case = self._case(cursor, pending, cases) if pending.links else None
+            outcome[i] = chain_event("assessment", pending.row["id"], pending, pending.payload)
+            rows.append(self._sql.assessment_params({**pending.row, "event_seq": outcome[i]}))
+            if case is not None:
+                chain_event(case["kind"], case["case_id"], pending, case)
+        if events:
+            cursor.executemany(self._sql.insert_event, events)
+            cursor.executemany(self._sql.insert_assessment, rows)
+            cursor.execute(self._sql.move_head, (seq, previous))
+        return outcome
 
 class _Statements:
     """The writer's SQL in the driver's parameter style, and the column conversions SQLAlchemy would apply."""
