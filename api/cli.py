@@ -7,10 +7,12 @@ Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError, ValidationFailed
@@ -367,23 +369,30 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _evidence_db(settings: Settings):  # type: ignore[no-untyped-def]
-    from fraud_service.bootstrap import database
+@contextlib.contextmanager
+def _evidence(settings: Settings, *, migrated: bool = True) -> Iterator[tuple[Any, Any]]:
+    """The evidence database's engine and sessions, disposed afterwards; with MIGRATED, only at the current
+    schema (else the error says to run `fraud-service db upgrade`)."""
+    from fraud_service.bootstrap import check_schema, database
 
-    return database(settings)
+    engine, sessions = database(settings)
+    try:
+        problem = check_schema(engine) if migrated else None
+        if problem:
+            raise FraudServiceError(problem)
+        yield engine, sessions
+    finally:
+        engine.dispose()
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     """Create or migrate the evidence database schema to the newest revision."""
     from fraud_service.store.migrate import current_revision, head_revision, upgrade
 
-    engine, _ = _evidence_db(settings)
-    try:
+    with _evidence(settings, migrated=False) as (engine, _):
         before = current_revision(engine)
         upgrade(engine)
         head = head_revision()
-    finally:
-        engine.dispose()
     where = engine.url.render_as_string(hide_password=True)
     if before == head:
         print(f"evidence database {where} is already at schema {head}")
@@ -392,29 +401,14 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _schema_ready(settings: Settings):  # type: ignore[no-untyped-def]
-    from fraud_service.bootstrap import check_schema
-
-    engine, sessions = _evidence_db(settings)
-    problem = check_schema(engine)
-    if problem:
-        engine.dispose()
-        raise FraudServiceError(problem)
-    return engine, sessions
-
-
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create an API key; the key is printed once and only its hash is kept."""
     import getpass
 
     from fraud_service.keys import create_key
 
-    engine, sessions = _schema_ready(settings)
-    try:
-        with sessions.begin() as session:
-            key = create_key(session, args.role, args.name or f"{args.role} key", f"cli:{getpass.getuser()}")
-    finally:
-        engine.dispose()
+    with _evidence(settings) as (_, sessions), sessions.begin() as session:
+        key = create_key(session, args.role, args.name or f"{args.role} key", f"cli:{getpass.getuser()}")
     print(key)
     print(f"created a {args.role} key; it is shown only now: store it, send it as `Authorization: Bearer KEY`",
           file=sys.stderr)
@@ -426,12 +420,8 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.keys import list_keys
     from fraud_service.store.chain import utc_text
 
-    engine, sessions = _schema_ready(settings)
-    try:
-        with sessions() as session:
-            keys = list_keys(session)
-    finally:
-        engine.dispose()
+    with _evidence(settings) as (_, sessions), sessions() as session:
+        keys = list_keys(session)
     if not keys:
         print("no API keys: create one with `fraud-service keys create --role ROLE`")
         return 0
@@ -448,12 +438,8 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
     from fraud_service.keys import revoke_key
 
-    engine, sessions = _schema_ready(settings)
-    try:
-        with sessions.begin() as session:
-            revoke_key(session, args.key_id, f"cli:{getpass.getuser()}")
-    finally:
-        engine.dispose()
+    with _evidence(settings) as (_, sessions), sessions.begin() as session:
+        revoke_key(session, args.key_id, f"cli:{getpass.getuser()}")
     print(f"key {args.key_id} revoked (running workers honour it within 30 seconds)")
     return 0
 
@@ -462,12 +448,8 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
     from fraud_service.store.chain import verify
 
-    engine, sessions = _schema_ready(settings)
-    try:
-        with sessions() as session:
-            result = verify(session)
-    finally:
-        engine.dispose()
+    with _evidence(settings) as (_, sessions), sessions() as session:
+        result = verify(session)
     if result.ok:
         print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
         return 0
@@ -483,11 +465,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from fraud_service.store.migrate import upgrade
 
-    engine, _ = _evidence_db(settings)
-    try:
+    with _evidence(settings, migrated=False) as (engine, _):
         upgrade(engine)
-    finally:
-        engine.dispose()
     metrics_dir = settings.home / "metrics"  # api.metrics sums the workers' figures from here
     shutil.rmtree(metrics_dir, ignore_errors=True)  # figures of an earlier run's workers are not this run's
     metrics_dir.mkdir(parents=True)

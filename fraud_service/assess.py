@@ -103,8 +103,9 @@ class Assessor:
         raw = float(self.scorer.raw(x)[0])
         score = float(self.scorer.calibration.apply(raw))
         model_decision = self.policy.decide(score, request.channel, request.return_type)
+        identities = tokens(request)
         try:
-            hits, allowed = list_hits(self.lists.matches(tokens(request)))
+            hits, allowed = list_hits(self.lists.matches(identities))
         except DBAPIError as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
         hits += hard_rules(request, vector)
@@ -139,7 +140,7 @@ class Assessor:
                "risk_level": response["risk_level"], "model_version": self.scorer.version,
                "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None}
         try:
-            links = tokens(request) if decision.needs_human else None
+            links = identities if decision.needs_human else None
             seq = self.writer.store(row, record, actor, now, links)
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc}") from exc

@@ -32,9 +32,6 @@ class Calibration:
         return {"method": "platt", "a": self.a, "b": self.b}
 
 
-SMALL_BATCH = 64
-
-
 class Scorer:
     """Scores feature vectors with one model version."""
 
@@ -83,14 +80,9 @@ class Scorer:
                 out[0, i] = math.nan if value is None else float(value)
         return out
 
-    def _threads(self, x: np.ndarray) -> int:
-        """One thread for a handful of rows: OpenMP start-up costs more than it saves there, and the
-        service's request threads and worker processes already use every core."""
-        return 1 if len(x) <= SMALL_BATCH else 0
-
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Raw (log-odds) scores."""
-        return np.asarray(self.booster.predict(x, raw_score=True, num_threads=self._threads(x)))
+        return np.asarray(self.booster.predict(x, raw_score=True))
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities that each return is fraud or abuse."""
@@ -98,7 +90,7 @@ class Scorer:
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions in raw-score space: n x (features + 1), the last column the expected value."""
-        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=self._threads(x)))
+        return np.asarray(self.booster.predict(x, pred_contrib=True))
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.probability(self.matrix(frame))
