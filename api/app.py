@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import errors, lists, logs, metrics, openapi, scoring, status
+    from api import cases, errors, lists, logs, metrics, openapi, scoring, status, ui
     from fraud_service import bootstrap
 
     logs.configure(app.config["SETTINGS"].log_level)
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.extensions["metrics"].model.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)
     logs.install(app)
     errors.register(app)
-    for blueprint in (status.bp, scoring.bp, lists.bp, openapi.bp):
+    for blueprint in (status.bp, scoring.bp, lists.bp, cases.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    ui.install(app)
     return app

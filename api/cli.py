@@ -154,7 +154,77 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"demo: features built from snapshot {current.name} and materialised into the "
           f"{settings.online_store} online store")
     _demo_model(settings, current.name, out, progress)
+    _demo_cases(settings, out, progress)
+    _demo_users(settings)
     return 0
+
+
+DEMO_ASSESSED = 300
+
+
+def _demo_cases(settings: Settings, dataset: Path, progress: Progress) -> None:
+    """Assess the world's latest returns through the scoring service, so the analysts' queue has cases to show.
+
+    Skipped when the evidence database already holds assessments. The online store holds today's features,
+    which already count these returns themselves, so they score higher than they did when they were new.
+    """
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from fraud_service.assess import request_hash
+    from fraud_service.bootstrap import NotReady, assessor
+    from fraud_service.requests import parse_request
+    from fraud_service.store.migrate import upgrade
+    from fraud_service.store.schema import Assessment, Case
+    from training.datasets.replay import Replay
+
+    with _evidence(settings, migrated=False) as (engine, sessions):
+        upgrade(engine)
+        with sessions() as session:
+            if session.execute(select(func.count()).select_from(Assessment)).scalar_one():
+                progress.info("the evidence database already holds assessments: no demo cases added")
+                return
+        try:
+            scoring = assessor(settings, engine, sessions, freshness=False)
+        except NotReady as exc:
+            print(f"demo: no cases for the analysts' queue ({exc})")
+            return
+        replay = Replay(dataset)
+        latest = list(replay.returns.sort_values("requested_at", kind="stable").index[-DEMO_ASSESSED:])
+        now = dt.datetime.now(dt.UTC)
+        try:
+            with progress.step(f"assessing the latest {len(latest)} returns for the analysts' queue"):
+                for body in replay.bodies(latest):
+                    scoring.assess(parse_request(body, now), request_hash(body), "cli:demo")
+        finally:
+            scoring.writer.close()
+        with sessions() as session:
+            cases = session.execute(select(func.count()).select_from(Case)).scalar_one()
+    print(f"demo: assessed the latest {len(latest)} returns; {cases} case(s) wait in the analysts' queue")
+
+
+def _demo_users(settings: Settings) -> None:
+    """An analyst and an admin for the demo UI, made once; their passwords are kept in $FRAUD_HOME/demo-users.txt."""
+    import os
+
+    from fraud_service.users import create_user, list_users
+
+    path = settings.home / "demo-users.txt"
+    with _evidence(settings) as (_, sessions):
+        with sessions() as session:
+            existing = list_users(session)
+        if not existing:
+            lines = []
+            with sessions.begin() as session:
+                for name, role in (("analyst", "analyst"), ("admin", "admin")):
+                    lines.append(f"{name} {create_user(session, name, role, None, 'cli:demo')}")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+    if path.exists():
+        logins = ", ".join(" / ".join(line.split(" ", 1)) for line in path.read_text().splitlines() if line)
+        print(f"demo: analyst UI sign-in (user / password): {logins} (kept in {path})")
 
 
 def _demo_model(settings: Settings, snapshot: str, dataset: Path, progress: Progress) -> None:
@@ -191,6 +261,7 @@ def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
     """Recompute the feature rows from the warehouse and apply the Feast repository."""
     from fraud_service.feature_source import FeatureSource
 
+    _sync_labels(args, settings, rebuild_features=False)
     manifest = FeatureSource(settings).build(_progress(args))
     rows = manifest["rows"]
     print(f"features built from snapshot {manifest['snapshot']}: "
@@ -257,10 +328,40 @@ def _print_candidates(candidates: dict[str, dict[str, object]]) -> None:
               + ", ".join(f"{k} {v['recall']:.2f} (n={v['returns']})" for k, v in by_type.items()))
 
 
+def _sync_labels(args: argparse.Namespace, settings: Settings, rebuild_features: bool) -> None:
+    """Copy analysts' labels into the warehouse; with REBUILD_FEATURES, rebuild the features when that made a new
+    snapshot (training reads features built from the current snapshot)."""
+    from fraud_service.labels import sync
+    from fraud_service.warehouse import Warehouse
+
+    if getattr(args, "no_sync", False):
+        return
+    progress = _progress(args)
+    with _evidence(settings, migrated=False) as (engine, sessions):
+        from fraud_service.bootstrap import check_schema
+
+        if check_schema(engine) is not None:  # no evidence database yet: no analyst labels to copy
+            return
+        result = sync(Warehouse(settings.warehouse_dir), sessions, progress)
+    print(f"labels: {result.describe()}")
+    if result.snapshot and rebuild_features:
+        from fraud_service.feature_source import FeatureSource
+
+        FeatureSource(settings).build(progress)
+        print(f"features rebuilt from snapshot {result.snapshot} (they count known labels)")
+
+
+def cmd_labels_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Copy analysts' labels from the evidence database into the warehouse's labels table."""
+    _sync_labels(args, settings, rebuild_features=False)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model, evaluate it out of time beside the baselines, report, and register it."""
     from training.workflow import train
 
+    _sync_labels(args, settings, rebuild_features=True)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
                    test_until=args.test_until, delay_days=args.label_delay, costs=_costs(args),  # type: ignore[arg-type]
                    truth_path=Path(args.ground_truth) if args.ground_truth else None, progress=_progress(args))
@@ -448,6 +549,8 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
     from fraud_service.store.chain import verify
 
+    if args.bundle:
+        return _verify_bundle(Path(args.bundle))
     with _evidence(settings) as (_, sessions), sessions() as session:
         result = verify(session)
     if result.ok:
@@ -456,6 +559,71 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
           f"({result.events:,} events verified before it)")
     return EXIT_REJECTED
+
+
+def _verify_bundle(path: Path) -> int:
+    """Check an exported evidence bundle offline (no database needed)."""
+    from fraud_service import bundle
+
+    data, raw = bundle.read(path)
+    check = bundle.verify(data)
+    case_id = data.get("case", {}).get("case_id")
+    if check.ok:
+        print(f"bundle of case {case_id} verified: {check.events} evidence event(s) hash to their links, "
+              f"{check.links} link(s) run unbroken to head event {check.head.get('seq')} "
+              f"({check.head.get('hash')}); its content matches the events")
+        print(f"bundle SHA-256 {bundle.digest(raw)} (the log's case_bundle_exported event names it)")
+        return 0
+    print(f"bundle of case {case_id} does NOT verify:")
+    for problem in check.problems:
+        print(f"  - {problem}")
+    return EXIT_REJECTED
+
+
+def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a person's account for the analyst UI; the password is generated and printed unless given on stdin."""
+    import getpass
+
+    from fraud_service.users import create_user
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    with _evidence(settings) as (_, sessions), sessions.begin() as session:
+        password = create_user(session, args.name, args.role, password, f"cli:{getpass.getuser()}")
+    if not args.password_stdin:
+        print(password)
+        print(f"created {args.role} {args.name}; the password above is shown only now", file=sys.stderr)
+    else:
+        print(f"created {args.role} {args.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List UI users."""
+    from fraud_service.store.chain import utc_text
+    from fraud_service.users import list_users
+
+    with _evidence(settings) as (_, sessions), sessions() as session:
+        users = list_users(session)
+    if not users:
+        print("no users: create one with `fraud-service users create NAME --role analyst`")
+        return 0
+    print(f"{'name':<24} {'role':<8} {'created':<20} disabled")
+    for u in users:
+        print(f"{u.name:<24} {u.role:<8} {utc_text(u.created_at)[:19]:<20} "
+              f"{utc_text(u.disabled_at)[:19] if u.disabled_at else '-'}")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
+    """Disable a user (signed-in sessions end at their next request)."""
+    import getpass
+
+    from fraud_service.users import disable_user
+
+    with _evidence(settings) as (_, sessions), sessions.begin() as session:
+        disable_user(session, args.name, f"cli:{getpass.getuser()}")
+    print(f"user {args.name} disabled")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -475,8 +643,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
-    print(f"serving on http://{host}:{port}/ (Ctrl-C stops); API keys: fraud-service keys create --role ROLE",
-          flush=True)
+    print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: http://{host}:{port}/ui/ "
+          "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)
     argv = ["gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
             "--worker-class", "gthread", "--bind", f"{host}:{port}", "--config", "python:api.gunicorn_conf",
             "api.app:create_app()"]
@@ -566,6 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "DuckDB, write them under $FRAUD_HOME/features, and register the Feast\n"
                                     "repository in $FRAUD_HOME/feature_repo. See docs/features.md.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not copy analysts' labels into the warehouse first (`labels sync`)")
     p.set_defaults(func=cmd_features_build)
     p = fsub.add_parser("materialize", help="load the latest rows into the online store (incremental)",
                         description="Copy each entity's latest feature row up to --until (default now) into the\n"
@@ -587,7 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
             "label delay, so the test labels have had time to arrive) beside the rules baselines and\n"
             "the production model. Proposes decision thresholds from review capacity and\n"
             "costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
-            "the model as candidate (and production when there is none). See docs/training.md.")
+            "the model as candidate (and production when there is none). Analysts' labels from\n"
+            "closed cases are copied into the warehouse first (`labels sync`; the features are rebuilt\n"
+            "when that adds any). See docs/training.md.")
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not copy analysts' labels into the warehouse first")
     p.add_argument("--train-until", required=True, type=_timestamp, metavar="DATE",
                    help="label cutoff: train on what was known at this time")
     p.add_argument("--train-from", type=_timestamp, metavar="DATE", help="first request time to train on")
@@ -671,8 +845,35 @@ def build_parser() -> argparse.ArgumentParser:
     evidence = sub.add_parser("evidence", help="check the evidence log",
                               description="The append-only evidence log, each event chained to the previous by hash.")
     esub = evidence.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
-    esub.add_parser("verify", help="re-hash the whole chain; exit 1 naming the first edited, inserted or missing "
-                                   "event").set_defaults(func=cmd_evidence_verify)
+    q = esub.add_parser("verify", help="re-hash the whole chain (or check a case's exported bundle offline); exit 1 "
+                                       "naming the first edited, inserted or missing event")
+    q.add_argument("--bundle", metavar="FILE", help="an evidence bundle (the .zip from the UI or "
+                                                   "/v1/cases/ID/bundle, or its .json): checked without the database")
+    q.set_defaults(func=cmd_evidence_verify)
+
+    users = sub.add_parser("users", help="people who sign in to the analyst UI: create, list, disable",
+                           description="Accounts for the analyst UI (/ui/). Roles: analyst (works cases), admin\n"
+                                       "(also everything admin keys may do). Passwords are kept as scrypt hashes.",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    q = usub.add_parser("create", help="create a user; prints a generated password once")
+    q.add_argument("name", metavar="NAME", help="user name: a-z, 0-9, '.', '_', '-'")
+    q.add_argument("--role", default="analyst", choices=("analyst", "admin"), help="default analyst")
+    q.add_argument("--password-stdin", action="store_true",
+                   help="read the password (at least 10 characters) from the first line of stdin")
+    q.set_defaults(func=cmd_users_create)
+    usub.add_parser("list", help="names, roles, creation and disabling times").set_defaults(func=cmd_users_list)
+    q = usub.add_parser("disable", help="disable a user")
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(func=cmd_users_disable)
+
+    labels = sub.add_parser("labels", help="analysts' labels: copy them into the warehouse",
+                            description="Closing a case labels its returns (fraud, abuse, legit) in the evidence\n"
+                                        "database; `labels sync` appends them to the warehouse's labels table in a\n"
+                                        "new snapshot. `train` and `features build` run it first.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    lsub = labels.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    lsub.add_parser("sync", help="copy labels not yet in the warehouse").set_defaults(func=cmd_labels_sync)
     return parser
 
 

@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from fraud_service.assess import Conflict, Unavailable
 from fraud_service.bootstrap import NotReady
+from fraud_service.cases import CaseConflict, CaseNotFound
 from fraud_service.errors import FraudServiceError
 from fraud_service.requests import RequestInvalid
 
@@ -52,6 +53,14 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Conflict)
     def conflict(exc: Conflict) -> tuple[Response, int]:
+        return _body(409, "conflict", str(exc))
+
+    @app.errorhandler(CaseNotFound)
+    def case_not_found(exc: CaseNotFound) -> tuple[Response, int]:
+        return _body(404, "not_found", str(exc))
+
+    @app.errorhandler(CaseConflict)
+    def case_conflict(exc: CaseConflict) -> tuple[Response, int]:
         return _body(409, "conflict", str(exc))
 
     @app.errorhandler(Unavailable)

@@ -138,7 +138,8 @@ class Assessor:
         row = {"id": assessment_id, "return_id": request.return_id, "customer_id": request.customer_id,
                "request_hash": body_hash, "created_at": now, "score": score, "decision": decision.value,
                "risk_level": response["risk_level"], "model_version": self.scorer.version,
-               "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None}
+               "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None,
+               "reason": explain.theme(reasons[0].feature if reasons else None, [h.rule for h in hits])}
         try:
             links = identities if decision.needs_human else None
             seq = self.writer.store(row, record, actor, now, links)

@@ -124,3 +124,57 @@ def reasons(features: Sequence[str], values: Mapping[str, Any], contributions: n
         out.append(Reason(name, values.get(name), float(contributions[i]),
                           sentence(name, values.get(name), typical.get(name))))
     return out
+
+
+THEMES = ("blocklisted", "hard rule", "item not received", "returnless refunds", "damaged or wrong item",
+          "no receipt", "failed inspections", "known bad history", "linked accounts", "serial returning",
+          "new account", "refund amount", "timing", "claim type", "basket")
+"""The reasons a case is filed under in the analysts' queue (its filter), from its riskiest assessment."""
+
+
+def theme(feature: str | None, rules: Sequence[str] = ()) -> str:
+    """The queue's reason for an assessment: a fired blocklist or hard rule first, else its top feature's theme."""
+    if any(r.startswith("blocklist_") for r in rules):
+        return "blocklisted"
+    if any(not r.startswith("allowlist_") for r in rules):
+        return "hard rule"
+    if not feature:
+        return "claim type"
+    for part, name in (("inr", "item not received"), ("returnless", "returnless refunds"),
+                       ("claims", "damaged or wrong item"), ("no_receipt", "no receipt"),
+                       ("bad_inspections", "failed inspections"), ("_labels", "known bad history")):
+        if part in feature:
+            return name
+    if feature.startswith(("addr_", "pay_", "dev_", "rfd_")):
+        return "linked accounts"
+    if feature.startswith("cust_account_age") or feature == "cust_created_epoch":
+        return "new account"
+    if feature.startswith("cust_"):
+        return "serial returning"
+    if feature in ("rt_refund_to_order", "rt_refund_amount"):
+        return "refund amount"
+    if feature in ("rt_days_since_order", "rt_days_since_delivery", "rt_hour_of_day"):
+        return "timing"
+    if feature in ("rt_items_count", "rt_share_fashion", "rt_share_high_value"):
+        return "basket"
+    return "claim type"
+
+
+def chart(features: Sequence[str], values: Mapping[str, Any], contributions: Sequence[float],
+          typical: Mapping[str, Any], top: int = 10) -> list[dict[str, Any]]:
+    """The TOP contributions by size, either sign, with sentences: what the case page draws as its SHAP chart.
+
+    CONTRIBUTIONS are in FEATURES' order (as stored with the assessment; a trailing bias term is ignored).
+    """
+    pairs = [(name, float(c)) for name, c in zip(features, contributions, strict=False)]
+    pairs.sort(key=lambda p: -abs(p[1]))
+    out = []
+    for name, c in pairs[:top]:
+        if c == 0:
+            break
+        try:
+            text = sentence(name, values.get(name), typical.get(name))
+        except KeyError:
+            text = name
+        out.append({"feature": name, "value": values.get(name), "contribution": c, "sentence": text})
+    return out

@@ -117,6 +117,13 @@ class ModelRegistry:
         record = ModelRecord(version, path, manifest, self._policy(path))
         return record
 
+    def manifest(self, version: str) -> dict[str, Any]:
+        """The manifest of VERSION (no checksum check: for reading what a stored assessment was scored with)."""
+        path = self.root / "versions" / version / "manifest.json"
+        if not path.exists():
+            raise RegistryError(f"no model version {version!r} in {self.root}")
+        return dict(json.loads(path.read_text()))
+
     def _policy(self, path: Path) -> dict[str, Any]:
         files = sorted(path.glob("policy-*.json"))
         return json.loads(files[-1].read_text()) if files else {}

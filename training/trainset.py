@@ -143,6 +143,27 @@ def labels_as_of(snapshot: Snapshot, cutoff: pd.Timestamp | None = None) -> pd.D
     return frame
 
 
+def positives_by_source(snapshot: Snapshot, cutoff: pd.Timestamp, return_ids: pd.Series) -> dict[str, int]:
+    """How many of RETURN_IDS are fraud/abuse by their latest label known at CUTOFF, by that label's source
+    (analyst, inspection, chargeback, customer_service): whose decisions a model learned from."""
+    path = snapshot.table_path("labels")
+    if path is None or return_ids.empty:
+        return {}
+    known = Window(end=cutoff + pd.Timedelta(microseconds=1))
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"""
+            SELECT source, count(*) FROM (
+                SELECT return_id, arg_max(label, (labelled_at, source)) AS label,
+                       arg_max(source, (labelled_at, source)) AS source
+                FROM read_parquet('{path}') WHERE {known.sql('labelled_at')} GROUP BY return_id)
+            WHERE label IN (SELECT unnest(?)) AND return_id IN (SELECT unnest(?))
+            GROUP BY source ORDER BY source""", [sorted(BAD), return_ids.astype(str).tolist()]).fetchall()
+    finally:
+        con.close()
+    return {str(source): int(n) for source, n in rows}
+
+
 def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     """1 for fraud or abuse, 0 for legit or unlabelled (see docs/training.md for why)."""
     bad = set(labels.loc[labels["label"].isin(BAD), "return_id"])

@@ -41,6 +41,7 @@ from training.trainset import (
     label_delay,
     labels_as_of,
     model_features,
+    positives_by_source,
     target,
     time_range,
 )
@@ -211,6 +212,7 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
         "training_window": {"from": start.isoformat(), "until": train_until.isoformat(),
                             "rows_until": (train_until - delay).isoformat(), "label_delay_days": delay.days},
         "label_cutoff": train_until.isoformat(),
+        "positives_by_source": positives_by_source(snapshot, train_until, rows["return_id"]),
         "data": {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint")},
         "metrics": {"test": test["candidates"].get("model"), "validation": trained.validation},
         "libraries": library_versions(),

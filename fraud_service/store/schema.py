@@ -95,11 +95,13 @@ class Case(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     customer_id: Mapped[str] = mapped_column(String(200))  # the customer whose assessment opened it
-    assignee: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    assignee: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
     decision: Mapped[str] = mapped_column(String(40))  # the most severe decision among its assessments
     max_score: Mapped[float] = mapped_column(Float)
     amount: Mapped[float] = mapped_column(Float)  # refunds at stake
     assessments: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(80), default="")  # the top reason of its riskiest assessment
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class CaseLink(Base):
@@ -113,3 +115,48 @@ class CaseLink(Base):
 
 
 Index("ix_case_links_entity_value", CaseLink.entity, CaseLink.value)
+
+
+class CaseNote(Base):
+    """A note an analyst wrote on a case (its text is also in the evidence event)."""
+
+    __tablename__ = "case_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    author: Mapped[str] = mapped_column(String(120))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
+
+
+class Label(Base):
+    """A label in the data contract's form (return_id, label, labelled_at, source) with who gave it and why.
+
+    `synced_to` names the warehouse snapshot that first held it (None until `labels sync` copies it there).
+    """
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    return_id: Mapped[str] = mapped_column(String(200), index=True)
+    label: Mapped[str] = mapped_column(String(10))
+    labelled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    case_id: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
+    synced_to: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
+class User(Base):
+    """A person who signs in to the analyst UI (analyst or admin); the password is kept as a scrypt hash."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

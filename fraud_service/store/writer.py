@@ -104,7 +104,8 @@ class EvidenceWriter:
             cursor.execute(sql.insert_case, sql.case_params({
                 "id": case_id, "status": "open", "opened_at": pending.at, "updated_at": pending.at,
                 "customer_id": row["customer_id"], "assignee": None, "decision": row["decision"],
-                "max_score": row["score"], "amount": row["refund_amount"], "assessments": 1}))
+                "max_score": row["score"], "amount": row["refund_amount"], "assessments": 1,
+                "reason": row["reason"], "closed_at": None}))
             kind = "case_opened"
         else:
             cursor.execute(sql.join_case, sql.join_params(pending.at, row, case_id))
@@ -260,12 +261,14 @@ class _Statements:
                             "ON CONFLICT DO NOTHING")
         self.join_case = (f"UPDATE cases SET updated_at = {m}, assessments = assessments + 1, amount = amount + {m}, "
                           f"max_score = CASE WHEN max_score < {m} THEN {m} ELSE max_score END, "
+                          f"reason = CASE WHEN max_score < {m} THEN {m} ELSE reason END, "
                           f"decision = CASE WHEN {m} = 'deny' THEN 'deny' ELSE decision END WHERE id = {m}")
         self._time = Case.__table__.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
 
     def join_params(self, at: dt.datetime, row: dict[str, Any], case_id: str) -> tuple[Any, ...]:
         when = at if self._time is None else self._time(at)
-        return (when, row["refund_amount"], row["score"], row["score"], row["decision"], case_id)
+        return (when, row["refund_amount"], row["score"], row["score"], row["score"], row["reason"], row["decision"],
+                case_id)
 
     def linked_case(self, n: int) -> str:
         """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs, earliest

@@ -1,0 +1,321 @@
+"""The analyst web UI: server-rendered pages on the same `Cases` service as the `/v1/cases` API.
+
+People sign in with a name and password (`fraud-service users create NAME --role analyst`); the
+session is a signed, HTTP-only, SameSite cookie, and every form that changes something carries the
+session's CSRF token (a missing or wrong token is refused with 400 and nothing changes). All
+assets are served from `api/static`; nothing is fetched from elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from api import cases as case_api
+from fraud_service import explain
+from fraud_service.cases import (
+    ACTIVE,
+    LABELS,
+    MOVES,
+    SORTS,
+    STATUSES,
+    CaseConflict,
+    CaseNotFound,
+    assignees_in_use,
+    reasons_in_use,
+)
+from fraud_service.policy import Decision
+from fraud_service.requests import RequestInvalid
+from fraud_service.users import Person, active, sign_in
+from models.registry import ModelRegistry, RegistryError
+
+bp = Blueprint("ui", __name__, url_prefix="/ui")
+F = TypeVar("F", bound=Callable[..., Any])
+SESSION_HOURS = 12
+
+
+def secret_key(home: Path) -> bytes:
+    """The key that signs session cookies: made once per FRAUD_HOME (mode 0600), read by every worker."""
+    path = home / "secret_key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".secret_key.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # the first worker's key wins; the others read it
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip().encode()
+
+
+def install(app: Flask) -> None:
+    """Session settings and the blueprint."""
+    settings = app.config["SETTINGS"]
+    app.secret_key = app.config.get("SECRET_KEY") or secret_key(settings.home)
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_NAME="fraud_session",
+                      PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS))
+    app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
+    app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
+    app.jinja_env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
+    app.register_blueprint(bp)
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return str(token)
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "person": g.get("person")}
+
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            abort(400, "The form was stale or not sent from this site (CSRF check failed); reload the page and "
+                       "try again. Nothing was changed.")
+
+
+def signed_in(view: F) -> F:
+    """Only signed-in, still active analysts and admins reach the view; others go to the sign-in page."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        name = session.get("user")
+        person = None
+        if name:
+            with current_app.extensions["fraud"].sessions() as db:
+                person = active(db, name)
+        if person is None:
+            session.pop("user", None)
+            return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
+        g.person = person
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _person() -> Person:
+    person: Person = g.person
+    return person
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    return render_template("ui/error.html", code=exc.code, message=exc.description), exc.code or 500
+
+
+@bp.get("/login")
+def login() -> ResponseReturnValue:
+    return render_template("ui/login.html", next=request.args.get("next", ""))
+
+
+@bp.post("/login")
+def login_post() -> ResponseReturnValue:
+    name, password = request.form.get("name", "").strip(), request.form.get("password", "")
+    with current_app.extensions["fraud"].sessions() as db:
+        person = sign_in(db, name, password)
+    if person is None:
+        flash("Unknown user or wrong password.", "error")
+        return render_template("ui/login.html", next=request.form.get("next", ""), name=name), 401
+    session.clear()
+    session.permanent = True
+    session["user"] = person.name
+    session["csrf"] = secrets.token_urlsafe(32)
+    target = request.form.get("next") or ""
+    return redirect(target if target.startswith("/ui/") and not target.startswith("//") else url_for("ui.queue"))
+
+
+@bp.post("/logout")
+def logout() -> ResponseReturnValue:
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("ui.login"))
+
+
+@bp.get("/")
+@signed_in
+def queue() -> ResponseReturnValue:
+    try:
+        f = case_api.queue_filter(request.args)
+        page = case_api.service().queue(f)
+    except RequestInvalid as exc:
+        flash("; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems), "error")
+        f = case_api.QueueFilter()
+        page = case_api.service().queue(f)
+    with current_app.extensions["fraud"].sessions() as db:
+        reasons, assignees = reasons_in_use(db), assignees_in_use(db)
+    return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
+                           statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
+                           decisions=[d.value for d in Decision if d.needs_human], args=request.args)
+
+
+@bp.post("/next")
+@signed_in
+def next_case() -> ResponseReturnValue:
+    found = case_api.service().next_case(_person().actor)
+    if found is None:
+        flash("No open case is waiting: the queue is clear.", "info")
+        return redirect(url_for("ui.queue"))
+    return redirect(url_for("ui.case", case_id=found["case_id"]))
+
+
+def _feature_order(version: str) -> tuple[list[str], dict[str, Any]]:
+    cache: dict[str, tuple[list[str], dict[str, Any]]] = current_app.extensions.setdefault("manifests", {})
+    if version not in cache:
+        try:
+            manifest = ModelRegistry(current_app.config["SETTINGS"].models_dir).manifest(version)
+            cache[version] = (list(manifest["features"]), dict(manifest.get("typical", {})))
+        except (RegistryError, KeyError):
+            cache[version] = ([], {})
+    return cache[version]
+
+
+def _charts(case: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each assessment's top SHAP contributions (both signs) with sentences, for the chart."""
+    out = {}
+    for a in case["assessment_list"]:
+        features, typical = _feature_order(a["model_version"])
+        if a.get("contributions") and features:
+            out[a["assessment_id"]] = explain.chart(features, a["features"], a["contributions"], typical)
+        else:
+            out[a["assessment_id"]] = [{**r, "contribution": r["contribution"]} for r in a["reasons"]]
+    return out
+
+
+@bp.get("/cases/<case_id>")
+@signed_in
+def case(case_id: str) -> ResponseReturnValue:
+    try:
+        found = case_api.context(case_api.service().get(case_id))
+    except CaseNotFound:
+        abort(404, f"There is no case {case_id}.")
+    with current_app.extensions["fraud"].sessions() as db:
+        from fraud_service.users import list_users
+
+        people = [u.name for u in list_users(db) if u.disabled_at is None]
+    return render_template("ui/case.html", case=found, charts=_charts(found), moves=MOVES.get(found["status"], ()),
+                           labels=LABELS, people=people)
+
+
+def _act(case_id: str, action: Callable[[], Any], done: str) -> Response:
+    try:
+        action()
+        flash(done, "info")
+    except CaseNotFound:
+        abort(404, f"There is no case {case_id}.")
+    except CaseConflict as exc:
+        flash(str(exc), "error")
+    except RequestInvalid as exc:
+        flash("; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems), "error")
+    return redirect(url_for("ui.case", case_id=case_id))
+
+
+@bp.post("/cases/<case_id>/claim")
+@signed_in
+def claim(case_id: str) -> ResponseReturnValue:
+    return _act(case_id, lambda: case_api.service().claim(case_id, _person().actor), "The case is yours.")
+
+
+@bp.post("/cases/<case_id>/assign")
+@signed_in
+def assign(case_id: str) -> ResponseReturnValue:
+    name = request.form.get("assignee") or None
+    return _act(case_id, lambda: case_api.service().assign(case_id, case_api.assignee_actor(name), _person().actor),
+                f"Assigned to {name}." if name else "Unassigned.")
+
+
+@bp.post("/cases/<case_id>/status")
+@signed_in
+def set_status(case_id: str) -> ResponseReturnValue:
+    status = request.form.get("status", "")
+    return _act(case_id, lambda: case_api.service().set_status(case_id, status, _person().actor,
+                                                               request.form.get("comment", "")),
+                f"Status set to {status.replace('_', ' ')}.")
+
+
+@bp.post("/cases/<case_id>/notes")
+@signed_in
+def add_note(case_id: str) -> ResponseReturnValue:
+    return _act(case_id, lambda: case_api.service().add_note(case_id, request.form.get("body", ""), _person().actor),
+                "Note added.")
+
+
+@bp.post("/cases/<case_id>/close")
+@signed_in
+def close(case_id: str) -> ResponseReturnValue:
+    dispositions = {key.removeprefix("label:"): value for key, value in request.form.items()
+                    if key.startswith("label:") and value}
+    response = _act(case_id, lambda: case_api.service().close(case_id, dispositions, request.form.get("reason", ""),
+                                                              _person().actor),
+                    "Case closed; the labels are recorded for the next training run.")
+    return response
+
+
+@bp.post("/cases/<case_id>/reopen")
+@signed_in
+def reopen(case_id: str) -> ResponseReturnValue:
+    return _act(case_id, lambda: case_api.service().reopen(case_id, request.form.get("reason", ""), _person().actor),
+                "Case reopened.")
+
+
+@bp.post("/bulk-close")
+@signed_in
+def bulk_close() -> ResponseReturnValue:
+    ids = request.form.getlist("case_id")
+    try:
+        closed = case_api.service().bulk_close(ids, request.form.get("label", ""), request.form.get("reason", ""),
+                                               _person().actor)
+        flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
+    except (CaseConflict, CaseNotFound) as exc:
+        flash(f"Nothing was closed: {exc}", "error")
+    except RequestInvalid as exc:
+        flash("Nothing was closed: " + "; ".join(f"{p.field}: {p.problem} (expected {p.expected})"
+                                                 for p in exc.problems), "error")
+    return redirect(url_for("ui.queue"))
+
+
+@bp.get("/cases/<case_id>/bundle")
+@signed_in
+def bundle(case_id: str) -> ResponseReturnValue:
+    try:
+        data, digest = case_api.export(case_id, _person().actor)
+    except CaseNotFound:
+        abort(404, f"There is no case {case_id}.")
+    return Response(data, mimetype="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": digest})

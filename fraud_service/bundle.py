@@ -1,0 +1,176 @@
+"""Evidence bundles: one case, self-contained, with the hash-chain proof that it is what the log holds.
+
+A bundle carries the case (summary, links, notes, labels), every assessment's stored evidence
+(request, feature values and times, contributions, rules, response), the evidence events that
+record them, and the proof: the chain's link hashes from just before the case's first event up
+to the head at export time. `verify` checks offline, with nothing but the file, that
+
+* each event's hash is the hash of its own content and of the link before it,
+* the links run unbroken from the first event to the stated head,
+* the assessments, notes and labels shown in the bundle are exactly the payloads of those events.
+
+What a bundle cannot prove alone is that no other event about the case exists: `fraud-service
+evidence verify` on the live log checks the whole chain, and the export is itself an event
+(`case_bundle_exported`, with the bundle's SHA-256), so the log says which bundle was handed out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fraud_service.errors import FraudServiceError
+from fraud_service.store import chain
+from fraud_service.store.schema import ChainHead, EvidenceEvent
+
+FORMAT = "fraud-service evidence bundle 1"
+
+
+class BundleError(FraudServiceError):
+    """A file is not a readable evidence bundle."""
+
+
+def proof(session: Session, first_seq: int) -> dict[str, Any]:
+    """The link hashes from FIRST_SEQ - 1 to the current head (with the head itself)."""
+    head = session.get(ChainHead, 1)
+    if head is None:
+        raise BundleError("the evidence chain has no head row: run `fraud-service db upgrade`")
+    rows = session.execute(select(EvidenceEvent.seq, EvidenceEvent.hash)
+                           .where(EvidenceEvent.seq >= max(first_seq - 1, 1), EvidenceEvent.seq <= head.seq)
+                           .order_by(EvidenceEvent.seq)).all()
+    hashes = ([chain.GENESIS] if first_seq <= 1 else []) + [h for _, h in rows]
+    return {"from_seq": first_seq, "hashes": hashes, "head": {"seq": head.seq, "hash": head.hash}}
+
+
+def build(case: dict[str, Any], session: Session, exported_by: str, exported_at: str) -> dict[str, Any]:
+    """The bundle of CASE (as `Cases.get` returns it, optionally with histories and linked accounts)."""
+    events = case["events"]
+    first = min((e["seq"] for e in events), default=1)
+    return {"format": FORMAT, "exported_by": exported_by, "exported_at": exported_at, "case": case,
+            "proof": proof(session, first)}
+
+
+def to_json(bundle: dict[str, Any]) -> bytes:
+    return json.dumps(bundle, indent=1, sort_keys=True, ensure_ascii=False).encode()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def archive(json_bytes: bytes, html: str, case_id: str) -> bytes:
+    """A zip holding the bundle as JSON and as a printable HTML page."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"{case_id}.json", json_bytes)
+        z.writestr(f"{case_id}.html", html)
+    return buffer.getvalue()
+
+
+def read(path: Path) -> tuple[dict[str, Any], bytes]:
+    """A bundle from a .json file or from the zip the API exports; with the JSON bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror}") from None
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            names = [n for n in z.namelist() if n.endswith(".json")]
+            if len(names) != 1:
+                raise BundleError(f"{path} holds {len(names)} JSON files; an exported bundle holds exactly one")
+            data = z.read(names[0])
+    try:
+        bundle = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError(f"{path} is not an evidence bundle (expected format {FORMAT!r})")
+    return bundle, data
+
+
+@dataclass
+class BundleCheck:
+    events: int = 0
+    links: int = 0
+    head: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(bundle: dict[str, Any]) -> BundleCheck:
+    """Check a bundle offline: event hashes, the unbroken links to the head, and content against events."""
+    check = BundleCheck()
+    try:
+        case, p = bundle["case"], bundle["proof"]
+        start, hashes, head = int(p["from_seq"]), list(p["hashes"]), dict(p["head"])
+        events = list(case["events"])
+    except (KeyError, TypeError, ValueError) as exc:
+        check.problems.append(f"the bundle lacks a part: {exc}")
+        return check
+    check.head = head
+    check.links = len(hashes) - 1
+    if start + len(hashes) - 2 != head.get("seq") or (hashes and hashes[-1] != head.get("hash")):
+        check.problems.append(f"the proof's links do not end at the stated head (event {head.get('seq')})")
+    by_seq: dict[int, dict[str, Any]] = {}
+    for e in events:
+        seq = e.get("seq")
+        i = seq - start if isinstance(seq, int) else -1
+        if not 0 <= i < len(hashes) - 1:
+            check.problems.append(f"event {seq} lies outside the proof's links")
+            continue
+        if e["prev_hash"] != hashes[i] or e["hash"] != hashes[i + 1]:
+            check.problems.append(f"event {seq} is not the event the chain holds at that position")
+            continue
+        at = dt.datetime.fromisoformat(e["at"])
+        if chain.link_hash(hashes[i], seq, at, e["kind"], e["subject"], e["actor"], e["payload"]) != e["hash"]:
+            check.problems.append(f"event {seq} ({e['kind']}) was changed: its content does not hash to its link")
+            continue
+        by_seq[seq] = e
+        check.events += 1
+    _check_content(case, by_seq, check.problems)
+    return check
+
+
+def _payload(by_seq: dict[int, dict[str, Any]], seq: Any) -> dict[str, Any] | None:
+    event = by_seq.get(seq) if isinstance(seq, int) else None
+    return None if event is None else dict(json.loads(event["payload"]))
+
+
+def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], problems: list[str]) -> None:
+    for a in case.get("assessment_list", []):
+        payload = _payload(by_seq, a.get("event_seq"))
+        if payload is None:
+            problems.append(f"assessment {a.get('assessment_id')} has no verified event in the bundle")
+            continue
+        shown = {"request": a.get("request"), "features": a.get("features"), "contributions": a.get("contributions"),
+                 "reasons": a.get("reasons"), "rules_fired": a.get("rules_fired"), "decision": a.get("decision")}
+        stored = {"request": payload.get("request"), "features": payload.get("features"),
+                  "contributions": payload.get("contributions"), "reasons": payload["response"].get("reasons"),
+                  "rules_fired": payload["response"].get("rules_fired"),
+                  "decision": payload["response"].get("decision")}
+        for key, value in shown.items():
+            if chain.canonical(value) != chain.canonical(stored[key]):
+                problems.append(f"assessment {a.get('assessment_id')}: its {key} differs from the recorded evidence")
+    for note in case.get("notes", []):
+        payload = _payload(by_seq, note.get("event_seq"))
+        if payload is None or payload.get("note") != note.get("body"):
+            problems.append(f"note {note.get('event_seq')} differs from the recorded evidence")
+    recorded = {(x["return_id"], x["label"], x["labelled_at"])
+                for e in by_seq.values() if e["kind"] == "case_closed"
+                for x in json.loads(e["payload"]).get("labels", [])}
+    for label in case.get("labels", []):
+        if (label.get("return_id"), label.get("label"), label.get("labelled_at")) not in recorded:
+            problems.append(f"label {label.get('label')} of return {label.get('return_id')} is in no verified "
+                            "closing event")

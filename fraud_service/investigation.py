@@ -1,0 +1,120 @@
+"""What an analyst needs beside the case: each customer's return history and the accounts linked to the case.
+
+Read from the warehouse's current snapshot (DuckDB over its parquet files) and from the evidence
+database's analysts' labels, so a label given a minute ago shows before the next `labels sync`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fraud_service.store.chain import utc_text
+from fraud_service.store.schema import Label
+from fraud_service.warehouse import Snapshot
+
+TOKEN_COLUMNS = {"address": ("orders", "address_token"), "payment": ("orders", "payment_token"),
+                 "device": ("orders", "device_token"), "refund": ("returns", "refund_token")}
+HISTORY_LIMIT = 200
+
+
+def _latest_labels(session: Session, return_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(set(return_ids))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        rows = session.execute(select(Label).where(Label.return_id.in_(ids[start:start + 500]))
+                               .order_by(Label.labelled_at, Label.id)).scalars()
+        for row in rows:
+            out[row.return_id] = {"label": row.label, "labelled_at": utc_text(row.labelled_at), "source": row.source}
+    return out
+
+
+def history(snapshot: Snapshot | None, session: Session, customer_id: str,
+            limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+    """The customer's account, order count and returns (newest first) with their latest label and inspection."""
+    out: dict[str, Any] = {"customer_id": customer_id, "created_at": None, "orders": 0, "returns": [],
+                           "returns_total": 0, "refund_total": 0.0}
+    if snapshot is None or snapshot.table_path("returns") is None:
+        return out
+    con = duckdb.connect()
+    try:
+        customers = snapshot.table_path("customers")
+        if customers is not None:
+            row = con.execute(f"SELECT created_at FROM read_parquet('{customers}') WHERE customer_id = ?",
+                              [customer_id]).fetchone()
+            out["created_at"] = utc_text(row[0]) if row and row[0] is not None else None
+        orders = snapshot.table_path("orders")
+        if orders is not None:
+            out["orders"] = con.execute(f"SELECT count(*) FROM read_parquet('{orders}') WHERE customer_id = ?",
+                                        [customer_id]).fetchone()[0]  # type: ignore[index]
+        labels, inspections = snapshot.table_path("labels"), snapshot.table_path("inspections")
+        label_join = (f"LEFT JOIN (SELECT return_id, arg_max(label, labelled_at) AS label, max(labelled_at) AS "
+                      f"labelled_at FROM read_parquet('{labels}') GROUP BY return_id) l USING (return_id)"
+                      if labels else "")
+        inspection_join = (f"LEFT JOIN (SELECT return_id, arg_max(outcome, inspected_at) AS outcome "
+                           f"FROM read_parquet('{inspections}') GROUP BY return_id) i USING (return_id)"
+                           if inspections else "")
+        label_cols = "l.label, l.labelled_at" if labels else "NULL, NULL"
+        inspection_col = "i.outcome" if inspections else "NULL"
+        rows = con.execute(
+            f"SELECT r.return_id, r.requested_at, r.return_type, r.channel, r.reason, r.refund_amount, "
+            f"r.refund_method, {label_cols}, {inspection_col}, count(*) OVER (), sum(r.refund_amount) OVER () "
+            f"FROM read_parquet('{snapshot.table_path('returns')}') r {label_join} {inspection_join} "
+            f"WHERE r.customer_id = ? ORDER BY r.requested_at DESC, r.return_id LIMIT {int(limit)}",
+            [customer_id]).fetchall()
+    finally:
+        con.close()
+    analysts = _latest_labels(session, [r[0] for r in rows])
+    for r in rows:
+        label = {"label": r[7], "labelled_at": utc_text(r[8]), "source": "warehouse"} if r[7] else None
+        if r[0] in analysts and (label is None or analysts[r[0]]["labelled_at"] >= label["labelled_at"]):
+            label = analysts[r[0]]
+        out["returns"].append({
+            "return_id": r[0], "requested_at": utc_text(r[1]), "return_type": r[2], "channel": r[3], "reason": r[4],
+            "refund_amount": float(r[5]), "refund_method": r[6], "label": label, "inspection": r[9]})
+        out["returns_total"], out["refund_total"] = int(r[10]), float(r[11])
+    return out
+
+
+def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
+                    limit_per_token: int = 50) -> list[dict[str, Any]]:
+    """Customers who share one of the case's tokens (address, payment, device, refund destination), with the
+    tokens they share and their own return counts, refunds and fraud/abuse labels."""
+    if snapshot is None or snapshot.table_path("returns") is None or snapshot.table_path("orders") is None:
+        return []
+    returns, orders, labels = (snapshot.table_path(t) for t in ("returns", "orders", "labels"))
+    found: dict[str, dict[str, Any]] = {}
+    con = duckdb.connect()
+    try:
+        for entity, value in links:
+            if entity not in TOKEN_COLUMNS:
+                continue
+            table, column = TOKEN_COLUMNS[entity]
+            path = orders if table == "orders" else returns
+            rows = con.execute(f"SELECT DISTINCT customer_id FROM read_parquet('{path}') WHERE {column} = ? "
+                               f"ORDER BY customer_id LIMIT {int(limit_per_token)}", [value]).fetchall()
+            for (customer,) in rows:
+                found.setdefault(customer, {"customer_id": customer, "shared": []})["shared"].append(
+                    f"{entity}:{value}")
+        if not found:
+            return []
+        ids = sorted(found)
+        bad = ("count(*) FILTER (WHERE l.label IN ('fraud', 'abuse'))" if labels else "0")
+        label_join = (f"LEFT JOIN (SELECT return_id, arg_max(label, labelled_at) AS label "
+                      f"FROM read_parquet('{labels}') GROUP BY return_id) l USING (return_id)" if labels else "")
+        stats = con.execute(
+            f"SELECT r.customer_id, count(*), sum(r.refund_amount), "
+            f"count(*) FILTER (WHERE r.return_type = 'item_not_received'), {bad} "
+            f"FROM read_parquet('{returns}') r {label_join} WHERE r.customer_id IN (SELECT unnest(?)) "
+            f"GROUP BY r.customer_id", [ids]).fetchall()
+    finally:
+        con.close()
+    for customer, n, refunds, inr, bad_labels in stats:
+        found[customer].update(returns=int(n), refund_total=float(refunds or 0), inr_claims=int(inr),
+                               bad_labels=int(bad_labels))
+    out = [{"returns": 0, "refund_total": 0.0, "inr_claims": 0, "bad_labels": 0, **v} for v in found.values()]
+    return sorted(out, key=lambda v: (-len(v["shared"]), -v["bad_labels"], v["customer_id"]))

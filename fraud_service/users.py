@@ -1,0 +1,111 @@
+"""People who sign in to the analyst UI: analysts and admins, with scrypt-hashed passwords.
+
+Machines use API keys (`fraud_service.keys`); people use a name and a password here. Creating,
+disabling and changing a user are evidence events; a person's actions are recorded as `user:NAME`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fraud_service.errors import FraudServiceError
+from fraud_service.store import chain
+from fraud_service.store.schema import User
+
+ROLES = ("analyst", "admin")
+MIN_PASSWORD = 10
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class UserError(FraudServiceError):
+    """A user cannot be created, found or changed."""
+
+
+@dataclass(frozen=True)
+class Person:
+    """A signed-in person."""
+
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.name}"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(stored: str, password: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    actual = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    return hmac.compare_digest(actual.hex(), digest)
+
+
+def create_user(session: Session, name: str, role: str, password: str | None, actor: str) -> str:
+    """Add a user; returns the password (generated when PASSWORD is None)."""
+    if not _NAME.match(name):
+        raise UserError(f"user name {name!r}: expected 2-64 characters of a-z, 0-9, '.', '_' or '-', "
+                        "starting with a letter or digit")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    if password is None:
+        password = secrets.token_urlsafe(12)
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required")
+    if session.get(User, name) is not None:
+        raise UserError(f"user {name!r} already exists")
+    now = dt.datetime.now(dt.UTC)
+    session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
+    chain.append(session, kind="user_created", subject=f"user:{name}", actor=actor,
+                 payload={"name": name, "role": role}, at=now)
+    return password
+
+
+def disable_user(session: Session, name: str, actor: str) -> None:
+    user = session.get(User, name)
+    if user is None:
+        raise UserError(f"no user {name!r}")
+    if user.disabled_at is None:
+        user.disabled_at = dt.datetime.now(dt.UTC)
+        chain.append(session, kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name})
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.execute(select(User).order_by(User.name)).scalars())
+
+
+def sign_in(session: Session, name: str, password: str) -> Person | None:
+    """The person when NAME and PASSWORD match an active user, else None (the same answer for every failure)."""
+    user = session.get(User, name) if isinstance(name, str) and len(name) <= 64 else None
+    if user is None or user.disabled_at is not None:
+        hash_password(password or "x")  # the same work either way: failures take the same time
+        return None
+    if not check_password(user.password_hash, password or ""):
+        return None
+    return Person(user.name, user.role)
+
+
+def active(session: Session, name: str) -> Person | None:
+    """The person NAME if the user exists and is not disabled (checked on every UI request)."""
+    user = session.get(User, name)
+    if user is None or user.disabled_at is not None:
+        return None
+    return Person(user.name, user.role)

@@ -1,0 +1,110 @@
+"""The analyst UI through the Flask test client: sign-in, sessions, CSRF, the queue, the case page and its forms."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from fraud_service.store.schema import Case, CaseNote, Label, User
+from fraud_service.users import create_user, disable_user
+from tests.api.conftest import Api
+from tests.api.test_cases_api import open_case
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+PASSWORD = "a long enough password"
+
+
+def person(api: Api, name: str, role: str = "analyst") -> str:
+    with api.service.sessions.begin() as session:
+        if session.get(User, name) is None:
+            create_user(session, name, role, PASSWORD, "test")
+    return name
+
+
+def token(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def signed_in(api: Api, name: str) -> tuple[FlaskClient, str]:
+    client = api.app.test_client()
+    page = client.get("/ui/login").get_data(as_text=True)
+    response = client.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/ui/")
+    return client, token(client.get("/ui/").get_data(as_text=True))
+
+
+def test_pages_need_a_signed_in_person(api: Api) -> None:
+    client = api.app.test_client()
+    response = client.get("/ui/")
+    assert response.status_code == 302 and "/ui/login" in response.headers["Location"]
+    assert client.get("/ui/cases/cas_x", headers=api.headers("admin")).status_code == 302  # keys do not sign in
+    name = person(api, "erin")
+    page = client.get("/ui/login").get_data(as_text=True)
+    wrong = client.post("/ui/login", data={"name": name, "password": "not it at all", "csrf_token": token(page)})
+    assert wrong.status_code == 401 and "wrong password" in wrong.get_data(as_text=True)
+    unknown = client.post("/ui/login", data={"name": "nobody", "password": PASSWORD, "csrf_token": token(page)})
+    assert unknown.status_code == 401
+    assert client.get("/ui/").status_code == 302
+    evil = client.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page),
+                                          "next": "//evil.example/ui/"})
+    assert evil.headers["Location"] == "/ui/"  # never sent elsewhere after signing in
+
+
+def test_forms_without_the_session_token_change_nothing(api: Api, set_policy: Any) -> None:
+    case_id, _ = open_case(api, set_policy)
+    client, csrf = signed_in(api, person(api, "frank"))
+    for data in ({"body": "sneaky"}, {"body": "sneaky", "csrf_token": "forged"}):
+        response = client.post(f"/ui/cases/{case_id}/notes", data=data)
+        assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+    other = api.app.test_client()  # another browser's token is not this session's
+    other_token = token(other.get("/ui/login").get_data(as_text=True))
+    assert client.post(f"/ui/cases/{case_id}/notes", data={"body": "x", "csrf_token": other_token}).status_code == 400
+    with api.service.sessions() as session:
+        assert session.execute(select(CaseNote).where(CaseNote.case_id == case_id)).first() is None
+    assert client.post(f"/ui/cases/{case_id}/notes", data={"body": "real", "csrf_token": csrf}).status_code == 302
+
+
+def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: Any) -> None:
+    case_id, returns = open_case(api, set_policy, returns=2, amount=50_000.0)
+    client, csrf = signed_in(api, person(api, "gwen"))
+    queue = client.get("/ui/?status=open&min_amount=40000").get_data(as_text=True)
+    assert case_id in queue and "Case queue" in queue
+    assert client.get("/ui/?limit=nine").status_code == 200  # a bad filter is explained, not a crash
+    page = client.get(f"/ui/cases/{case_id}").get_data(as_text=True)
+    for part in ("SHAP contributions", "<svg", "Linked accounts", "History of", "Evidence timeline", *returns):
+        assert part in page, part
+    assert client.get("/ui/cases/cas_nothing").status_code == 404
+
+    assert client.post(f"/ui/cases/{case_id}/claim", data={"csrf_token": csrf}).status_code == 302
+    client.post(f"/ui/cases/{case_id}/notes", data={"body": "Called the courier: delivered.", "csrf_token": csrf})
+    incomplete = client.post(f"/ui/cases/{case_id}/close", data={"csrf_token": csrf, "reason": "x",
+                                                                 f"label:{returns[0]}": "fraud"},
+                             follow_redirects=True)
+    assert f"dispositions.{returns[1]}" in incomplete.get_data(as_text=True)
+    client.post(f"/ui/cases/{case_id}/close", data={"csrf_token": csrf, "reason": "INR claim after delivery",
+                                                    f"label:{returns[0]}": "fraud", f"label:{returns[1]}": "fraud"})
+    with api.service.sessions() as session:
+        case = session.get(Case, case_id)
+        assert case is not None and (case.status, case.assignee) == ("closed", "user:gwen")
+        labels = session.execute(select(Label.return_id, Label.label, Label.actor).where(Label.case_id == case_id)
+                                 ).tuples().all()
+    assert sorted(labels) == sorted((r, "fraud", "user:gwen") for r in returns)
+    closed_page = client.get(f"/ui/cases/{case_id}").get_data(as_text=True)
+    assert "Reopen" in closed_page and "Add note" not in closed_page
+    late = client.post(f"/ui/cases/{case_id}/notes", data={"body": "late", "csrf_token": csrf}, follow_redirects=True)
+    assert "reopen it to change it" in late.get_data(as_text=True)
+
+
+def test_a_disabled_person_is_signed_out(api: Api) -> None:
+    name = person(api, "hank")
+    client, _ = signed_in(api, name)
+    assert client.get("/ui/").status_code == 200
+    with api.service.sessions.begin() as session:
+        disable_user(session, name, "test")
+    assert client.get("/ui/").status_code == 302
