@@ -329,26 +329,35 @@ def _print_candidates(candidates: dict[str, dict[str, object]]) -> None:
 
 
 def _sync_labels(args: argparse.Namespace, settings: Settings, rebuild_features: bool) -> None:
-    """Copy analysts' labels into the warehouse; with REBUILD_FEATURES, rebuild the features when that made a new
-    snapshot (training reads features built from the current snapshot)."""
+    """Copy analysts' labels into the warehouse (unless --no-sync); with REBUILD_FEATURES, rebuild the features
+    when they were built from an older snapshot (training reads features built from the current one)."""
+    from fraud_service.bootstrap import check_schema
     from fraud_service.labels import sync
     from fraud_service.warehouse import Warehouse
 
-    if getattr(args, "no_sync", False):
-        return
     progress = _progress(args)
-    with _evidence(settings, migrated=False) as (engine, sessions):
-        from fraud_service.bootstrap import check_schema
-
-        if check_schema(engine) is not None:  # no evidence database yet: no analyst labels to copy
-            return
-        result = sync(Warehouse(settings.warehouse_dir), sessions, progress)
-    print(f"labels: {result.describe()}")
-    if result.snapshot and rebuild_features:
+    if not getattr(args, "no_sync", False) and _evidence_exists(settings):
+        with _evidence(settings, migrated=False) as (engine, sessions):
+            if check_schema(engine) is not None:
+                print("labels: the evidence database has no schema yet, so no analyst labels to copy")
+            else:
+                print(f"labels: {sync(Warehouse(settings.warehouse_dir), sessions, progress).describe()}")
+    current = Warehouse(settings.warehouse_dir).current()
+    if rebuild_features and current is not None:
         from fraud_service.feature_source import FeatureSource
 
-        FeatureSource(settings).build(progress)
-        print(f"features rebuilt from snapshot {result.snapshot} (they count known labels)")
+        source = FeatureSource(settings)
+        if source.built_from() not in (None, current.name):
+            source.build(progress)
+            print(f"features rebuilt from snapshot {current.name} (they count the labels known at each time)")
+
+
+def _evidence_exists(settings: Settings) -> bool:
+    """False only for a SQLite evidence file that was never created (nothing to read, nothing to create)."""
+    from sqlalchemy import make_url
+
+    url = make_url(settings.database_url)
+    return url.get_backend_name() != "sqlite" or bool(url.database and Path(url.database).exists())
 
 
 def cmd_labels_sync(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from fraud_service.cases import LABELS, SORTS, STATUSES
 from fraud_service.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
 from fraud_service.policy import Decision
 from fraud_service.requests import MAX_ITEMS, MAX_TEXT
@@ -117,6 +118,7 @@ def document() -> dict[str, Any]:
                                     "properties": {"problems": {"type": "array", "items": problem}}}]}
     secured = [{"bearer": []}]
     plain = {"type": "object"}
+    cases = _cases_paths(secured)
     return {
         "openapi": "3.1.0",
         "info": {"title": "fraud-service", "version": "1",
@@ -126,7 +128,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "an API key from `fraud-service keys create`"}},
             "schemas": {"ReturnRequest": return_request, "Assessment": assessment, "Evidence": evidence,
-                        "ListEntry": entry, "Error": error, "ValidationError": validation},
+                        "ListEntry": entry, "Error": error, "ValidationError": validation, **_case_schemas()},
         },
         "paths": {
             "/v1/returns/assess": {"post": {
@@ -156,6 +158,7 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
                                {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
+            **cases,
             "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
                                    "responses": {"200": _json(plain, "Snapshot name, origin, row counts")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(plain, "Up")}}},
@@ -165,6 +168,133 @@ def document() -> dict[str, Any]:
                 "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(plain, "OpenAPI 3.1")}}},
         },
+    }
+
+
+def _case_schemas() -> dict[str, Any]:
+    when = {"type": "string", "format": "date-time"}
+    summary = {
+        "type": "object",
+        "required": ["case_id", "status", "assignee", "customer_id", "decision", "reason", "max_score", "amount",
+                     "priority", "assessments", "opened_at", "updated_at", "closed_at", "age_hours", "overdue"],
+        "properties": {
+            "case_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
+            "assignee": {"type": ["string", "null"], "description": "user:NAME or key:ID"},
+            "customer_id": {"type": "string", "description": "the customer whose assessment opened the case"},
+            "decision": {"enum": ["review", "deny"]},
+            "reason": {"type": "string", "description": "the theme of the riskiest assessment's top reason"},
+            "max_score": {"type": "number"}, "amount": {"type": "number", "description": "refunds at stake"},
+            "priority": {"type": "number", "description": "max_score x amount: the queue's order"},
+            "assessments": {"type": "integer"}, "opened_at": when, "updated_at": when,
+            "closed_at": {"type": ["string", "null"], "format": "date-time"}, "age_hours": {"type": "number"},
+            "overdue": {"type": "boolean", "description": "open longer than the SLA (48 hours)"},
+        },
+    }
+    label = {"type": "object", "required": ["return_id", "label", "labelled_at", "source"],
+             "properties": {"return_id": {"type": "string"}, "label": {"enum": list(LABELS)}, "labelled_at": when,
+                            "source": {"type": "string"}, "reason": {"type": "string"}, "actor": {"type": "string"},
+                            "case_id": {"type": ["string", "null"]}}}
+    note = {"type": "object", "required": ["author", "body", "created_at", "event_seq"],
+            "properties": {"author": {"type": "string"}, "body": {"type": "string"}, "created_at": when,
+                           "event_seq": {"type": "integer"}}}
+    event = {"type": "object", "required": ["seq", "at", "kind", "subject", "actor", "payload", "prev_hash", "hash"],
+             "properties": {"seq": {"type": "integer"}, "at": when, "kind": {"type": "string"},
+                            "subject": {"type": "string"}, "actor": {"type": "string"},
+                            "payload": {"type": "string", "description": "canonical JSON, exactly what was hashed"},
+                            "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}
+    detail = {"allOf": [_ref("CaseSummary"), {
+        "type": "object",
+        "required": ["links", "assessment_list", "notes", "labels", "events", "histories", "linked_accounts"],
+        "properties": {
+            "links": {"type": "array", "items": {"type": "object", "required": ["entity", "value"]}},
+            "assessment_list": {"type": "array", "items": {
+                "type": "object", "required": ["assessment_id", "return_id", "score", "decision", "request",
+                                               "features", "reasons", "rules_fired", "label"]}},
+            "notes": {"type": "array", "items": _ref("CaseNote")},
+            "labels": {"type": "array", "items": _ref("Label")},
+            "events": {"type": "array", "items": _ref("EvidenceEvent")},
+            "histories": {"type": "array", "items": {"type": "object"}},
+            "linked_accounts": {"type": "array", "items": {"type": "object"}},
+        }}]}
+    return {"CaseSummary": summary, "CaseDetail": detail, "Label": label, "CaseNote": note, "EvidenceEvent": event}
+
+
+def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
+    case_id = [{"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    reason = {"type": "string", "minLength": 1, "maxLength": 2000, "pattern": r"\S"}
+
+    def action(summary: str, body: dict[str, Any] | None, ok: int = 200, response: str = "CaseSummary",
+               errors: tuple[int, ...] = (400, 401, 403, 404, 409, 413, 422, 503)) -> dict[str, Any]:
+        spec: dict[str, Any] = {"summary": summary, "security": secured, "parameters": case_id,
+                                "responses": {str(ok): _json(_ref(response), "Done"), **_errors(*errors)}}
+        if body is not None:
+            spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        return {"post": spec}
+
+    query = [
+        {"name": "status", "in": "query", "schema": {"type": "string"}, "description":
+            "comma-separated statuses (" + ", ".join(STATUSES) + ") or `all`; default: every status but closed"},
+        {"name": "assignee", "in": "query", "schema": {"type": "string"},
+         "description": "user:NAME, key:ID, or `none` for unassigned"},
+        {"name": "decision", "in": "query", "schema": {"type": "string"}},
+        {"name": "reason", "in": "query", "schema": {"type": "string"}},
+        {"name": "min_amount", "in": "query", "schema": {"type": "number", "minimum": 0}},
+        {"name": "sort", "in": "query", "schema": {"enum": list(SORTS)}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    ]
+    page = {"type": "object", "required": ["cases", "total", "limit", "offset"],
+            "properties": {"cases": {"type": "array", "items": _ref("CaseSummary")}, "total": {"type": "integer"},
+                           "limit": {"type": "integer"}, "offset": {"type": "integer"}}}
+    dispositions = {"type": "object", "additionalProperties": {"enum": list(LABELS)},
+                    "description": "return_id -> label, one for every return of the case"}
+    return {
+        "/v1/cases": {"get": {
+            "summary": "The case queue (analyst): riskiest first (score x money at stake), filtered",
+            "security": secured, "parameters": query,
+            "responses": {"200": _json(page, "A page of cases"), **_errors(401, 403, 422, 503)}}},
+        "/v1/cases/next": {"post": {
+            "summary": "Claim the highest-priority unassigned open case", "security": secured,
+            "responses": {"200": _json(_ref("CaseSummary"), "The case, now yours and in review"),
+                          "204": {"description": "No open unassigned case"}, **_errors(401, 403, 503)}}},
+        "/v1/cases/close": {"post": {
+            "summary": "Close several cases with one label for all their returns (all or none)",
+            "security": secured,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["case_ids", "label", "reason"],
+                "properties": {"case_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                            "maxItems": 500},
+                               "label": {"enum": list(LABELS)}, "reason": reason}}}}},
+            "responses": {"200": _json({"type": "object", "required": ["cases"], "properties": {
+                "cases": {"type": "array", "items": _ref("CaseSummary")}}}, "Closed"),
+                **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+        "/v1/cases/{case_id}": {"get": {
+            "summary": "A case: assessments with their evidence, notes, labels, events, histories, linked accounts",
+            "security": secured, "parameters": case_id,
+            "responses": {"200": _json(_ref("CaseDetail"), "The case"), **_errors(401, 403, 404, 503)}}},
+        "/v1/cases/{case_id}/claim": action("Assign the case to the caller (open moves to in_review)", None,
+                                            errors=(401, 403, 404, 409, 503)),
+        "/v1/cases/{case_id}/assign": action("Assign the case to a user, or to nobody (null)", {
+            "type": "object", "required": ["assignee"], "properties": {"assignee": {"type": ["string", "null"]}}}),
+        "/v1/cases/{case_id}/status": action("Move the case (open, in_review, escalated; closing needs labels)", {
+            "type": "object", "required": ["status"],
+            "properties": {"status": {"enum": ["open", "in_review", "escalated"]}, "comment": {"type": "string"}}}),
+        "/v1/cases/{case_id}/notes": action("Add a note", {
+            "type": "object", "required": ["body"],
+            "properties": {"body": {"type": "string", "minLength": 1, "maxLength": 10000, "pattern": r"\S"}}},
+            ok=201, response="CaseNote"),
+        "/v1/cases/{case_id}/close": action("Close with a label per return (or one label for all), with a reason", {
+            "type": "object", "required": ["reason"],
+            "properties": {"dispositions": dispositions, "label": {"enum": list(LABELS)}, "reason": reason}}),
+        "/v1/cases/{case_id}/reopen": action("Reopen a closed case", {
+            "type": "object", "required": ["reason"], "properties": {"reason": reason}}),
+        "/v1/cases/{case_id}/bundle": {"get": {
+            "summary": "The evidence bundle: a zip of JSON (with the hash-chain proof) and a printable HTML page",
+            "security": secured, "parameters": case_id,
+            "responses": {"200": {"description": "The bundle; check it with `fraud-service evidence verify --bundle`",
+                                  "content": {"application/zip": {"schema": {"type": "string",
+                                                                             "format": "binary"}}}},
+                          **_errors(401, 403, 404, 503)}}},
     }
 
 

@@ -1,0 +1,115 @@
+"""Evidence bundles: exported from the API, checked offline by `fraud-service evidence verify --bundle`, and any
+edit to what they show (a note, a feature value, an event, a link) is caught."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from api.cli import main
+from fraud_service import bundle
+from fraud_service.store.schema import EvidenceEvent
+from tests.api.conftest import Api
+from tests.api.test_cases_api import open_case, post
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def exported(api: Api, set_policy: Any, tmp_path: Path) -> tuple[Path, dict[str, Any], str]:
+    case_id, returns = open_case(api, set_policy, returns=2)
+    open_case(api, set_policy)  # another case's events lie between this case's events
+    post(api, f"/v1/cases/{case_id}/notes", {"body": "Parcel weighed 40 g at the depot."})
+    post(api, f"/v1/cases/{case_id}/close", {"dispositions": {returns[0]: "fraud", returns[1]: "legit"},
+                                             "reason": "empty box"})
+    response = api.client.get(f"/v1/cases/{case_id}/bundle", headers=api.headers("analyst"))
+    assert response.status_code == 200 and response.mimetype == "application/zip"
+    path = tmp_path / "bundle.zip"
+    path.write_bytes(response.data)
+    with zipfile.ZipFile(io.BytesIO(response.data)) as z:
+        assert sorted(z.namelist()) == [f"{case_id}.html", f"{case_id}.json"]
+        raw = z.read(f"{case_id}.json")
+        html = z.read(f"{case_id}.html").decode()
+    assert response.headers["X-Bundle-SHA256"] == hashlib.sha256(raw).hexdigest()
+    assert "Parcel weighed 40 g" in html and case_id in html and "empty box" in html
+    with api.service.sessions() as session:
+        export = session.execute(select(EvidenceEvent).where(EvidenceEvent.subject == case_id,
+                                                             EvidenceEvent.kind == "case_bundle_exported")).scalar_one()
+    assert json.loads(export.payload)["sha256"] == hashlib.sha256(raw).hexdigest()
+    return path, json.loads(raw), case_id
+
+
+def test_an_exported_bundle_verifies_offline(exported: tuple[Path, dict[str, Any], str],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path, data, case_id = exported
+    check = bundle.verify(data)
+    assert check.ok, check.problems
+    case = data["case"]
+    assert check.events == len(case["events"]) and check.links > check.events  # other events lie between
+    assert [a["return_id"] for a in case["assessment_list"]] and len(case["labels"]) == 2
+    assert {e["kind"] for e in case["events"]} >= {"assessment", "case_opened", "case_joined", "case_note",
+                                                   "case_closed"}
+    assert main(["evidence", "verify", "--bundle", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"bundle of case {case_id} verified" in out
+    json_only = path.with_suffix(".json")
+    json_only.write_bytes(bundle.to_json(data))
+    assert main(["evidence", "verify", "--bundle", str(json_only)]) == 0
+
+
+def _edited(data: dict[str, Any], edit: Any) -> list[str]:
+    changed = copy.deepcopy(data)
+    edit(changed)
+    return bundle.verify(changed).problems
+
+
+def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], str], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    _, data, _ = exported
+    note = _edited(data, lambda d: d["case"]["notes"][0].update(body="Parcel weighed 900 g."))
+    assert note == [f"note {data['case']['notes'][0]['event_seq']} differs from the recorded evidence"]
+
+    def feature(d: dict[str, Any]) -> None:
+        a = d["case"]["assessment_list"][0]
+        name = sorted(a["features"])[0]
+        a["features"][name] = 12345.0
+
+    first = data["case"]["assessment_list"][0]["assessment_id"]
+    assert _edited(data, feature) == [f"assessment {first}: its features differs from the recorded evidence"]
+    assert _edited(data, lambda d: d["case"]["labels"][0].update(label="legit"))[0].startswith("label legit")
+
+    def event(d: dict[str, Any]) -> None:
+        e = next(e for e in d["case"]["events"] if e["kind"] == "case_note")
+        e["payload"] = e["payload"].replace("40 g", "900 g")
+
+    problems = _edited(data, event)
+    assert any("was changed" in p for p in problems) and any("note" in p for p in problems)
+
+    def link(d: dict[str, Any]) -> None:
+        d["proof"]["hashes"][len(d["proof"]["hashes"]) // 2] = "f" * 64
+
+    assert _edited(data, link)  # a link that is not the chain's
+    assert _edited(data, lambda d: d["proof"]["hashes"].pop())[0].startswith("the proof's links do not end")
+
+    def dropped(d: dict[str, Any]) -> None:
+        d["case"]["events"] = [e for e in d["case"]["events"] if e["kind"] != "case_note"]
+
+    assert _edited(data, dropped) == [f"note {data['case']['notes'][0]['event_seq']} differs from the recorded "
+                                      "evidence"]
+    broken = tmp_path / "broken.json"
+    changed = copy.deepcopy(data)
+    changed["case"]["notes"][0]["body"] = "edited"
+    broken.write_bytes(bundle.to_json(changed))
+    assert main(["evidence", "verify", "--bundle", str(broken)]) == 1
+    assert "does NOT verify" in capsys.readouterr().out
+    (tmp_path / "not.json").write_text("[1, 2]")
+    assert main(["evidence", "verify", "--bundle", str(tmp_path / "not.json")]) == 1
+    assert "not an evidence bundle" in capsys.readouterr().err
