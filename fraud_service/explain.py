@@ -126,7 +126,8 @@ def reasons(features: Sequence[str], values: Mapping[str, Any], contributions: n
     return out
 
 
-THEMES = ("blocklisted", "hard rule", "item not received", "returnless refunds", "damaged or wrong item",
+THEMES = ("blocklisted", "refund exceeds order", "repeated item not received", "return velocity",
+          "shared refund destination", "item not received", "returnless refunds", "damaged or wrong item",
           "no receipt", "failed inspections", "known bad history", "linked accounts", "serial returning",
           "new account", "refund amount", "timing", "claim type", "basket")
 """The reasons a case is filed under in the analysts' queue (its filter), from its riskiest assessment."""
@@ -136,8 +137,9 @@ def theme(feature: str | None, rules: Sequence[str] = ()) -> str:
     """The queue's reason for an assessment: a fired blocklist or hard rule first, else its top feature's theme."""
     if any(r.startswith("blocklist_") for r in rules):
         return "blocklisted"
-    if any(not r.startswith("allowlist_") for r in rules):
-        return "hard rule"
+    hard = [r for r in rules if not r.startswith("allowlist_")]
+    if hard:
+        return hard[0].replace("_", " ")
     if not feature:
         return "claim type"
     for part, name in (("inr", "item not received"), ("returnless", "returnless refunds"),

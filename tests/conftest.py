@@ -32,14 +32,19 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked postgres/redis skip when the server is down, but fail under CI=true."""
-    for marker, (host, port) in SERVICES.items():
-        if item.get_closest_marker(marker) and not _reachable(host, port):
-            message = f"{marker} is not reachable on {host}:{port}"
-            if os.environ.get("CI", "").lower() == "true":
-                pytest.fail(f"{message}, and CI=true requires it", pytrace=False)
-            pytest.skip(message)
+    """Tests marked postgres/redis/browser skip when what they need is missing, but fail under CI=true."""
+    missing = [f"{marker} is not reachable on {host}:{port}" for marker, (host, port) in SERVICES.items()
+               if item.get_closest_marker(marker) and not _reachable(host, port)]
+    if item.get_closest_marker("browser") and not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} is not installed (make test installs Debian's chromium package)")
+    for message in missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}, and CI=true requires it", pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from api.cli import build_parser
 from models.registry import ModelRegistry
 
 COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve", "features",
-            "train", "evaluate", "models", "thresholds", "score-batch"]
+            "train", "evaluate", "models", "thresholds", "score-batch", "users", "labels", "keys", "evidence"]
 
 
 def test_every_command_is_listed_in_the_top_level_help(cli):
@@ -80,6 +80,9 @@ def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, s
     assert "ingested into" in out and "(snapshot 000001; new)" in out
     assert "features built from snapshot 000001 and materialised into the sqlite online store" in out
     assert "demo: model v0001 trained on labels known at" in out
+    assert "demo: assessed the latest 300 returns;" in out and "wait in the analysts' queue" in out
+    users = settings.home / "demo-users.txt"
+    assert "analyst UI sign-in (user / password): analyst / " in out and (users.stat().st_mode & 0o777) == 0o600
     stamp = (out_dir / "returns.parquet").stat().st_mtime_ns
     built = (settings.home / "features" / "manifest.json").stat().st_mtime_ns
 
@@ -87,6 +90,8 @@ def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, s
     assert code == 0
     assert "(snapshot 000001; unchanged)" in out
     assert "demo: production model v0001 (trained on this data)" in out
+    assert "assessed the latest" not in out  # the queue is not filled twice
+    assert users.read_text().splitlines()[0].replace(" ", " / ", 1) in out  # the same sign-in, shown again
     assert (out_dir / "returns.parquet").stat().st_mtime_ns == stamp
     assert (settings.home / "features" / "manifest.json").stat().st_mtime_ns == built
 

@@ -1,14 +1,18 @@
-"""`fraud-service db upgrade`, `keys create|list|revoke` and `evidence verify` on a real SQLite evidence database."""
+"""`fraud-service db upgrade`, `keys create|list|revoke`, `users`, `labels sync` and `evidence verify` on a real
+SQLite evidence database."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import text
 
 from fraud_service.bootstrap import database
 from fraud_service.config import Settings
 from fraud_service.keys import authenticate
+from fraud_service.users import Person, sign_in
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -66,3 +70,39 @@ def test_verify_detects_a_deleted_last_event(cli: Cli, settings: Settings) -> No
         engine.dispose()
     code, out, _ = cli("evidence", "verify")
     assert code == 1 and "removed from the end" in out
+
+
+def test_users_create_list_disable(cli: Cli, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    code, out, err = cli("users", "create", "dana")
+    assert code == 0 and "shown only now" in err
+    password = out.strip()
+    monkeypatch.setattr("sys.stdin", io.StringIO("a chosen password\n"))
+    assert cli("users", "create", "erik", "--role", "admin", "--password-stdin")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    code, _, err = cli("users", "create", "fay", "--password-stdin")
+    assert code == 1 and "at least 10 are required" in err
+    code, _, err = cli("users", "create", "dana")
+    assert code == 1 and "already exists" in err
+    listed = cli("users", "list")[1]
+    assert "dana" in listed and "erik" in listed and "admin" in listed and password not in listed
+    engine, sessions = database(settings)
+    try:
+        with sessions() as session:
+            assert sign_in(session, "dana", password) == Person("dana", "analyst")
+            assert sign_in(session, "erik", "a chosen password") == Person("erik", "admin")
+        assert cli("users", "disable", "dana")[0] == 0
+        with sessions() as session:
+            assert sign_in(session, "dana", password) is None
+        assert cli("users", "disable", "nobody")[0] == 1
+    finally:
+        engine.dispose()
+
+
+def test_labels_sync_without_an_evidence_database_copies_nothing(cli: Cli, settings: Settings) -> None:
+    code, out, _ = cli("labels", "sync")
+    assert code == 0 and "labels:" not in out
+    assert not (settings.home / "fraud.db").exists()  # nothing created by looking
+    assert cli("db", "upgrade")[0] == 0
+    code, out, _ = cli("labels", "sync")
+    assert code == 0 and "no analyst label needed copying" in out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.definitions import feature_names
-from fraud_service.explain import describe, reasons, sentence
+from fraud_service.explain import THEMES, chart, describe, reasons, sentence, theme
 
 
 @pytest.mark.parametrize("feature", feature_names())
@@ -44,3 +44,32 @@ def test_reasons_are_the_largest_positive_contributions_in_order():
     assert [r.feature for r in got] == ["addr_customers", "cust_inr_90d", "cust_orders_30d"]
     assert got[0].to_dict() == {"feature": "addr_customers", "value": 5, "contribution": 1.2,
                                 "sentence": "5 different customers seen on this shipping address; typical is 1"}
+
+
+@pytest.mark.parametrize("feature", feature_names())
+def test_every_feature_files_its_case_under_a_known_reason(feature):
+    assert theme(feature) in THEMES
+
+
+@pytest.mark.parametrize(("feature", "rules", "expected"), [
+    ("cust_inr_90d", (), "item not received"),
+    ("pay_bad_labels", (), "known bad history"),
+    ("dev_customers", (), "linked accounts"),
+    ("cust_returns_30d", (), "serial returning"),
+    ("rt_days_since_delivery", (), "timing"),
+    ("cust_inr_90d", ("shared_refund_destination",), "shared refund destination"),
+    ("cust_inr_90d", ("allowlist_customer", "blocklist_device"), "blocklisted"),
+    ("cust_inr_90d", ("allowlist_customer",), "item not received"),
+    (None, (), "claim type"),
+])
+def test_rules_outrank_features_in_a_cases_reason(feature, rules, expected):
+    assert theme(feature, rules) == expected
+
+
+def test_the_chart_takes_the_largest_contributions_of_either_sign():
+    features = ["cust_inr_90d", "rt_refund_to_order", "addr_customers", "cust_orders_30d"]
+    values = {"cust_inr_90d": 3, "rt_refund_to_order": 0.5, "addr_customers": 4, "cust_orders_30d": 1}
+    bars = chart(features, values, [0.2, -0.9, 0.0, 0.4, 1.5], {}, top=3)  # the last is the bias term
+    assert [(b["feature"], b["contribution"]) for b in bars] == [
+        ("rt_refund_to_order", -0.9), ("cust_orders_30d", 0.4), ("cust_inr_90d", 0.2)]
+    assert bars[2]["sentence"] == "3 item-not-received claims in the last 90 days"

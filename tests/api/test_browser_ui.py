@@ -1,0 +1,158 @@
+"""The analyst UI in a real browser: headless Debian Chromium driven by Playwright against the app served over HTTP.
+
+Sign in, open the queue, open the riskiest case, see its SHAP chart and linked accounts, add a note, close it as
+fraud; then the labels are in the labels table and the evidence chain verifies. Screenshots of the queue and the
+case page are saved (under the test's directory, or FRAUD_SCREENSHOTS when set) and checked to be real pictures.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from fraud_service.config import Settings
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment, Case, Label
+from fraud_service.users import create_user
+from tests.api.conftest import Api, make_api, private_home
+from tests.api.test_assess import band_policy, expected
+from tests.conftest import CHROMIUM, TrainedWorld
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+PASSWORD = "analyst password 1"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _shared_address_returns(dataset: Path, n: int) -> list[str]:
+    """Returns on orders whose shipping address other customers used too (so the case has linked accounts)."""
+    orders = pd.read_parquet(dataset / "orders.parquet")
+    returns = pd.read_parquet(dataset / "returns.parquet")
+    shared = orders.groupby("address_token")["customer_id"].nunique()
+    tokens = set(shared[shared >= 3].index)
+    picked = returns.merge(orders[["order_id", "address_token"]], on="order_id")
+    picked = picked[picked["address_token"].isin(tokens)].drop_duplicates("address_token")
+    return list(picked.sort_values("return_id")["return_id"].head(n))
+
+
+@pytest.fixture(scope="module")
+def served(serving_home: Path, trained_world: TrainedWorld,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Api]]:
+    root = tmp_path_factory.mktemp("browser")
+    home = private_home(serving_home, root / "home")
+    settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{root / 'fraud.db'}"})
+    api = make_api(settings, trained_world.dataset, "sqlite")
+    with api.service.sessions.begin() as session:
+        create_user(session, "alice", "analyst", PASSWORD, "test")
+    for return_id in _shared_address_returns(trained_world.dataset, 3):
+        body = api.body(return_id)
+        api.service.assessor.policy = band_policy(expected(api, body)[2], "review")
+        assert api.assess(body).status_code == 201
+    server = make_server("127.0.0.1", 0, api.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", api
+    finally:
+        server.shutdown()
+        api.service.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_an_analyst_works_the_riskiest_case_to_a_fraud_label(served: tuple[str, Api], browser: Any,
+                                                             tmp_path: Path) -> None:
+    base, api = served
+    shots = Path(os.environ.get("FRAUD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/ui/")
+    assert "/ui/login" in page.url  # the queue needs a signed-in person
+    page.fill("#name", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+
+    rows = page.locator("#queue tbody tr[data-href]")
+    assert rows.count() == 3
+    ranked = api.client.get("/v1/cases", headers=api.headers("analyst")).get_json()["cases"]
+    riskiest = ranked[0]["case_id"]
+    assert rows.first.locator("a").inner_text() == riskiest  # the page ranks as the API does
+    page.screenshot(path=str(shots / "queue.png"), full_page=True)
+
+    rows.first.locator("a").click()
+    page.wait_for_url(f"{base}/ui/cases/{riskiest}")
+    bars = page.locator("table.shap svg rect")
+    assert bars.count() >= 3  # the SHAP chart of the opened return
+    assert page.locator("table.shap td").first.inner_text().strip()  # with a sentence a person reads
+    linked = page.locator("#linked tbody tr")
+    assert linked.count() >= 2  # customers who used the same address
+    assert "address" in page.locator("#linked").inner_text()
+    page.screenshot(path=str(shots / "case.png"), full_page=False)
+
+    page.fill("#note-body", "Address shared with two other accounts; parcel weighed 40 g.")
+    page.click("form[action$='/notes'] button[type=submit]")
+    page.wait_for_load_state()
+    assert "Note added." in page.inner_text("main")
+    assert "parcel weighed 40 g" in page.inner_text("main")
+
+    page.select_option("#label-all", "fraud")  # sets every return's label (ui.js)
+    page.fill("#close-reason", "Empty box: the depot weighed the parcel.")
+    page.click("#close-form button[type=submit]")
+    page.wait_for_load_state()
+    assert "Case closed" in page.inner_text("main")
+    assert page.locator("form[action$='/reopen']").count() == 1
+
+    with api.service.sessions() as session:
+        case = session.get(Case, riskiest)
+        assert case is not None and case.status == "closed"
+        returns = set(session.execute(select(Assessment.return_id).where(Assessment.case_id == riskiest)).scalars())
+        labels = session.execute(select(Label.return_id, Label.label, Label.source, Label.actor)
+                                 .where(Label.case_id == riskiest)).tuples().all()
+        assert sorted(labels) == sorted((r, "fraud", "analyst", "user:alice") for r in returns)
+        assert chain.verify(session).ok
+    for name in ("queue.png", "case.png"):
+        width, height = _png_size(shots / name)
+        assert width == 1400 and height >= 1000
+    page.close()
+
+
+def test_the_next_case_shortcut_claims_one(served: tuple[str, Api], browser: Any) -> None:
+    base, api = served
+    page = browser.new_page()
+    page.goto(f"{base}/ui/login")
+    page.fill("#name", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+    page.keyboard.press("n")
+    page.wait_for_url(f"{base}/ui/cases/*")
+    case_id = page.url.rsplit("/", 1)[1]
+    with api.service.sessions() as session:
+        case = session.get(Case, case_id)
+        assert case is not None and (case.status, case.assignee) == ("in_review", "user:alice")
+    page.close()
