@@ -24,6 +24,7 @@ run: $(STAMP)
 	$(BIN)/fraud-service serve
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -49,7 +49,7 @@ from fraud_service.cases import (
 )
 from fraud_service.policy import Decision
 from fraud_service.requests import RequestInvalid
-from fraud_service.users import Person, active, sign_in
+from fraud_service.users import Person, active, list_users, sign_in
 from models.registry import ModelRegistry, RegistryError
 
 bp = Blueprint("ui", __name__, url_prefix="/ui")
@@ -130,6 +130,10 @@ def signed_in(view: F) -> F:
     return wrapped  # type: ignore[return-value]
 
 
+def _problems(exc: RequestInvalid) -> str:
+    return "; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems)
+
+
 def _person() -> Person:
     person: Person = g.person
     return person
@@ -175,7 +179,7 @@ def queue() -> ResponseReturnValue:
         f = case_api.queue_filter(request.args)
         page = case_api.service().queue(f)
     except RequestInvalid as exc:
-        flash("; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems), "error")
+        flash(_problems(exc), "error")
         f = case_api.QueueFilter()
         page = case_api.service().queue(f)
     with current_app.extensions["fraud"].sessions() as db:
@@ -226,8 +230,6 @@ def case(case_id: str) -> ResponseReturnValue:
     except CaseNotFound:
         abort(404, f"There is no case {case_id}.")
     with current_app.extensions["fraud"].sessions() as db:
-        from fraud_service.users import list_users
-
         people = [u.name for u in list_users(db) if u.disabled_at is None]
     return render_template("ui/case.html", case=found, charts=_charts(found), moves=MOVES.get(found["status"], ()),
                            labels=LABELS, people=people)
@@ -242,7 +244,7 @@ def _act(case_id: str, action: Callable[[], Any], done: str) -> Response:
     except CaseConflict as exc:
         flash(str(exc), "error")
     except RequestInvalid as exc:
-        flash("; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems), "error")
+        flash(_problems(exc), "error")
     return redirect(url_for("ui.case", case_id=case_id))
 
 
@@ -281,10 +283,9 @@ def add_note(case_id: str) -> ResponseReturnValue:
 def close(case_id: str) -> ResponseReturnValue:
     dispositions = {key.removeprefix("label:"): value for key, value in request.form.items()
                     if key.startswith("label:") and value}
-    response = _act(case_id, lambda: case_api.service().close(case_id, dispositions, request.form.get("reason", ""),
-                                                              _person().actor),
-                    "Case closed; the labels are recorded for the next training run.")
-    return response
+    return _act(case_id, lambda: case_api.service().close(case_id, dispositions, request.form.get("reason", ""),
+                                                          _person().actor),
+                "Case closed; the labels are recorded for the next training run.")
 
 
 @bp.post("/cases/<case_id>/reopen")
@@ -305,8 +306,7 @@ def bulk_close() -> ResponseReturnValue:
     except (CaseConflict, CaseNotFound) as exc:
         flash(f"Nothing was closed: {exc}", "error")
     except RequestInvalid as exc:
-        flash("Nothing was closed: " + "; ".join(f"{p.field}: {p.problem} (expected {p.expected})"
-                                                 for p in exc.problems), "error")
+        flash(f"Nothing was closed: {_problems(exc)}", "error")
     return redirect(url_for("ui.queue"))
 
 

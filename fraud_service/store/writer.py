@@ -194,16 +194,17 @@ class EvidenceWriter:
                 cursor.execute("COMMIT")
             else:
                 raw.commit()
-            return outcome
         except BaseException:
             self._connection = None
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                cursor.close()
             try:
                 raw.invalidate()  # the server rolls back what it holds; the connection is never reused
-            except Exception:  # the connection may be gone already
+            except Exception:
                 log.debug("invalidating the writer's connection failed", exc_info=True)
-            raise
-        finally:
-            cursor.close()
+            raise  # the original error, not one from cleaning up after it
+        cursor.close()
+        return outcome
 
     def _write(self, cursor: Any, batch: list[Pending]) -> dict[int, int | None]:
         outcome: dict[int, int | None] = {}

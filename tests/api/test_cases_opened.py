@@ -121,7 +121,8 @@ def test_linked_assessments_in_one_commit_share_a_case(api: Api) -> None:
     def pending(n: int, customer: str) -> Pending:
         row = {"id": f"asm_{tag}{n}", "return_id": f"batch-{tag}-{n}", "customer_id": customer, "request_hash": "h",
                "created_at": now, "score": 0.5 + n / 10, "decision": "review", "risk_level": "high",
-               "model_version": "v", "policy_version": "p", "refund_amount": 20.0, "case_id": None}
+               "model_version": "v", "policy_version": "p", "refund_amount": 20.0, "case_id": None,
+               "reason": "linked accounts"}
         return Pending(row, {"response": {"case_id": None}}, "test", now, Future(),
                        {"customer": customer, "device": f"dev-{tag}"})
 
@@ -135,3 +136,31 @@ def test_linked_assessments_in_one_commit_share_a_case(api: Api) -> None:
     assert len(case_ids) == 1 and None not in case_ids
     case = _case(api, case_ids.pop())
     assert (case.assessments, case.amount, case.max_score) == (2, 40.0, pytest.approx(0.7))
+    assert case.reason == "linked accounts"
+
+
+def test_a_bug_in_a_batch_is_reported_as_itself_not_as_a_database_outage(api: Api) -> None:
+    """A programming error inside the writer's transaction reaches the caller unmasked (it once surfaced as
+    "Cannot operate on a closed database" from cleaning up the cursor), and the writer keeps working after it."""
+    import datetime as dt
+    from concurrent.futures import Future
+
+    from fraud_service.store.writer import DatabaseDown, EvidenceWriter, Pending
+
+    writer = EvidenceWriter(api.service.engine)
+    tag = uuid.uuid4().hex[:10]
+    now = dt.datetime.now(dt.UTC)
+    row = {"id": f"asm_{tag}", "return_id": f"bug-{tag}", "customer_id": f"c-{tag}", "request_hash": "h",
+           "created_at": now, "score": 0.5, "decision": "review", "risk_level": "high", "model_version": "v",
+           "policy_version": "p", "refund_amount": 1.0, "case_id": None}  # no "reason": a caller's bug
+    broken = Pending(row, {"response": {"case_id": None}}, "test", now, Future(), {"customer": f"c-{tag}"})
+    try:
+        writer._commit([broken])
+        error = broken.future.exception()
+        assert isinstance(error, KeyError) and not isinstance(error, DatabaseDown)
+        fixed = Pending({**row, "reason": "timing"}, {"response": {"case_id": None}}, "test", now, Future(),
+                        {"customer": f"c-{tag}"})
+        writer._commit([fixed])
+        assert fixed.future.result() is not None
+    finally:
+        writer.close()
