@@ -22,18 +22,25 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import cases, errors, lists, logs, metrics, openapi, scoring, status, ui
+    from api import cases, errors, lists, logs, metrics, models, openapi, scoring, status, ui
     from fraud_service import bootstrap
 
     logs.configure(app.config["SETTINGS"].log_level)
     service = app.config.get("SERVICE") or bootstrap.build(app.config["SETTINGS"])
     app.extensions["fraud"] = service
     app.extensions["metrics"] = metrics.install(app, str(app.config["SETTINGS"].home / "metrics"))
+    gauge = app.extensions["metrics"].model
     if service.assessor is not None:
-        app.extensions["metrics"].model.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)
+        gauge.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)
+    if service.watch is not None:
+        def swapped(before: Any, after: Any) -> None:
+            gauge.labels(before.scorer.version, before.policy.version).set(0)
+            gauge.labels(after.scorer.version, after.policy.version).set(1)
+
+        service.watch.on_swap = swapped
     logs.install(app)
     errors.register(app)
-    for blueprint in (status.bp, scoring.bp, lists.bp, cases.bp, openapi.bp):
+    for blueprint in (status.bp, scoring.bp, lists.bp, cases.bp, models.bp, openapi.bp):
         app.register_blueprint(blueprint)
     ui.install(app)
     return app

@@ -442,17 +442,37 @@ def cmd_models_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _record_model_change(settings: Settings, kind: str, previous: str | None, version: str, reason: str) -> None:
+    """The alias change as an evidence event, when there is an evidence database to hold it."""
+    import getpass
+
+    from fraud_service.bootstrap import check_schema
+    from fraud_service.store import chain
+
+    if not _evidence_exists(settings):
+        return
+    with _evidence(settings, migrated=False) as (engine, sessions):
+        if check_schema(engine) is None:
+            with sessions.begin() as session:
+                chain.append(session, kind=kind, subject=f"model:{version}", actor=f"cli:{getpass.getuser()}",
+                             payload={"alias": "production", "from": previous, "to": version, "reason": reason})
+
+
 def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
     """Make a version the production model."""
-    version = ModelRegistry(settings.models_dir).promote(args.version)
-    print(f"{version} is now production (restart the service to serve it)")
+    registry = ModelRegistry(settings.models_dir)
+    previous = registry.aliases().get("production")
+    version = registry.promote(args.version)
+    _record_model_change(settings, "model_promoted", previous, version, "promoted with the CLI")
+    print(f"{version} is now production (running services switch to it within 5 seconds)")
     return 0
 
 
 def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
     """Put back the previous production model."""
     before, after = ModelRegistry(settings.models_dir).rollback()
-    print(f"production rolled back from {before} to {after}")
+    _record_model_change(settings, "model_rolled_back", before, after, "rolled back with the CLI")
+    print(f"production rolled back from {before} to {after} (running services switch within 5 seconds)")
     return 0
 
 
@@ -463,7 +483,8 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     policy = repolicy(settings, args.version, _costs(args), days=args.days,  # type: ignore[arg-type]
                       progress=_progress(args))
     print(json.dumps(policy.to_dict(), indent=2))
-    print(f"policy {policy.version} recorded; it is in force for that model from the next start of the service")
+    print(f"policy {policy.version} recorded; running services use it within 5 seconds when that model is "
+          "production")
     return 0
 
 

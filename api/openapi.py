@@ -119,6 +119,11 @@ def document() -> dict[str, Any]:
     secured = [{"bearer": []}]
     plain = {"type": "object"}
     cases = _cases_paths(secured)
+    model_change = {"type": "object", "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 2000,
+                                                                "pattern": r"\S"}}}
+    switched = {"type": "object", "required": ["production", "previous", "serving"],
+                "properties": {"production": {"type": "string"}, "previous": {"type": ["string", "null"]},
+                               "serving": {"type": ["string", "null"], "description": "this worker's model now"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "fraud-service", "version": "1",
@@ -159,6 +164,24 @@ def document() -> dict[str, Any]:
                                {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
             **cases,
+            "/v1/models": {"get": {
+                "summary": "Registered models with aliases (analyst)", "security": secured,
+                "responses": {"200": _json({"type": "object", "required": ["versions", "aliases", "serving"],
+                                            "properties": {"versions": {"type": "array", "items": plain},
+                                                           "aliases": plain,
+                                                           "serving": {"type": ["string", "null"]}}},
+                                           "The registry"), **_errors(401, 403)}}},
+            "/v1/models/{ref}/promote": {"post": {
+                "summary": "Make a version the production model (admin); workers swap it within seconds",
+                "security": secured,
+                "parameters": [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
+                                "description": "v0003, 3, latest or candidate"}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
+                "responses": {"200": _json(switched, "Promoted"), **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+            "/v1/models/rollback": {"post": {
+                "summary": "Put back the production model the current one replaced (admin)", "security": secured,
+                "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
+                "responses": {"200": _json(switched, "Rolled back"), **_errors(400, 401, 403, 409, 413, 422, 503)}}},
             "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
                                    "responses": {"200": _json(plain, "Snapshot name, origin, row counts")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(plain, "Up")}}},

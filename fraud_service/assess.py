@@ -49,6 +49,19 @@ class Unavailable(FraudServiceError):
 
 
 @dataclass(frozen=True)
+class Loaded:
+    """The model and policy assessments are made with, swapped as one (a request never mixes two)."""
+
+    scorer: Scorer
+    policy: Policy
+    typical: dict[str, Any]
+
+    @classmethod
+    def of(cls, scorer: Scorer, policy: Policy) -> Loaded:
+        return cls(scorer, policy, dict(scorer.manifest.get("typical", {})))
+
+
+@dataclass(frozen=True)
 class Outcome:
     response: dict[str, Any]
     replayed: bool
@@ -84,25 +97,37 @@ class Assessor:
                  writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
                  top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.reader = reader
-        self.scorer = scorer
-        self.policy = policy
+        self.loaded = Loaded.of(scorer, policy)
         self.sessions = sessions
         self.writer = writer
         self.lists = lists or ListCache(sessions)
         self.freshness = freshness
         self.top_reasons = top_reasons
         self.clock = clock
-        self.typical: dict[str, Any] = dict(scorer.manifest.get("typical", {}))
+
+    @property
+    def scorer(self) -> Scorer:
+        return self.loaded.scorer
+
+    @property
+    def policy(self) -> Policy:
+        return self.loaded.policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self.loaded = Loaded(self.loaded.scorer, policy, self.loaded.typical)
 
     def assess(self, request: ReturnRequest, body_hash: str, actor: str) -> Outcome:
         """Score REQUEST, or return the stored assessment when this return was assessed with the same body."""
+        loaded = self.loaded  # one model and policy for the whole request, even if a promotion swaps them now
+        scorer, policy = loaded.scorer, loaded.policy
         keys, fields = request_entity(request)
         times: dict[str, str | None] = {}
         vector = self.reader.vector(keys, fields, times)
-        x = self.scorer.row(vector)
-        raw = float(self.scorer.raw(x)[0])
-        score = float(self.scorer.calibration.apply(raw))
-        model_decision = self.policy.decide(score, request.channel, request.return_type)
+        x = scorer.row(vector)
+        raw = float(scorer.raw(x)[0])
+        score = float(scorer.calibration.apply(raw))
+        model_decision = policy.decide(score, request.channel, request.return_type)
         identities = tokens(request)
         try:
             hits, allowed = list_hits(self.lists.matches(identities))
@@ -113,23 +138,23 @@ class Assessor:
         reasons: list[explain.Reason] = []
         contributions: list[float] | None = None
         if decision is not Decision.APPROVE:
-            contrib = self.scorer.contributions(x)[0]
+            contrib = scorer.contributions(x)[0]
             contributions = [float(c) for c in contrib]
-            reasons = explain.reasons(self.scorer.features, vector, contrib, self.typical, self.top_reasons)
+            reasons = explain.reasons(scorer.features, vector, contrib, loaded.typical, self.top_reasons)
         assessment_id = f"asm_{uuid.uuid4().hex}"
         now = self.clock()
         response = {
             "assessment_id": assessment_id, "return_id": request.return_id, "score": round(score, 6),
-            "risk_level": risk_level(score, self.policy), "decision": decision.value,
+            "risk_level": risk_level(score, policy), "decision": decision.value,
             "model_decision": model_decision.value, "reasons": [r.to_dict() for r in reasons],
-            "rules_fired": [h.to_dict() for h in hits], "model_version": self.scorer.version,
-            "policy_version": self.policy.version, "case_id": None, "assessed_at": now.isoformat(),
+            "rules_fired": [h.to_dict() for h in hits], "model_version": scorer.version,
+            "policy_version": policy.version, "case_id": None, "assessed_at": now.isoformat(),
             "evidence": f"/v1/assessments/{assessment_id}",
         }
         record = {
             "request_hash": body_hash,
             "request": _request_record(request),
-            "features": {name: _json_value(vector.get(name)) for name in self.scorer.features},
+            "features": {name: _json_value(vector.get(name)) for name in scorer.features},
             "feature_times": times,
             "raw_score": raw,
             "contributions": contributions,
@@ -137,8 +162,8 @@ class Assessor:
         }
         row = {"id": assessment_id, "return_id": request.return_id, "customer_id": request.customer_id,
                "request_hash": body_hash, "created_at": now, "score": score, "decision": decision.value,
-               "risk_level": response["risk_level"], "model_version": self.scorer.version,
-               "policy_version": self.policy.version, "refund_amount": request.refund_amount, "case_id": None,
+               "risk_level": response["risk_level"], "model_version": scorer.version,
+               "policy_version": policy.version, "refund_amount": request.refund_amount, "case_id": None,
                "reason": explain.theme(reasons[0].feature if reasons else None, [h.rule for h in hits])}
         try:
             links = identities if decision.needs_human else None

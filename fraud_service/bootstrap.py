@@ -28,9 +28,12 @@ class Service:
     engine: Engine
     sessions: sessionmaker[Session]
     assessor: Any = None
+    watch: Any = None  # follows the registry's production alias (model_watch.ProductionWatch)
     problems: list[str] = field(default_factory=list)
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         if self.assessor is not None:
             self.assessor.writer.close()
             if self.assessor.freshness is not None:
@@ -56,8 +59,9 @@ def check_schema(engine: Engine) -> str | None:
     return None
 
 
-def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True) -> Service:
-    """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised."""
+def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True) -> Service:
+    """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
+    background thread swaps in a newly promoted production model (checked every 5 seconds)."""
     engine, sessions = database(settings)
     service = Service(settings, engine, sessions)
     try:
@@ -73,6 +77,12 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True) -
     else:
         if warm_up:
             warm(service.assessor)
+        from fraud_service.model_watch import ProductionWatch
+        from models.registry import ModelRegistry
+
+        service.watch = ProductionWatch(service.assessor, ModelRegistry(settings.models_dir))
+        if watch:
+            service.watch.start()
     return service
 
 

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from fraud_service.config import Settings
-from tests.api.conftest import Api, make_api
+from tests.api.conftest import Api, make_api, private_home
 from tests.conftest import TrainedWorld
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -32,8 +32,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="session")
 def fuzz_api(serving_home: Path, trained_world: TrainedWorld,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    database = tmp_path_factory.mktemp("fuzz") / "fraud.db"
-    api = make_api(Settings.from_env({"FRAUD_HOME": str(serving_home), "FRAUD_DATABASE_URL": f"sqlite:///{database}"}),
+    root = tmp_path_factory.mktemp("fuzz")
+    home = private_home(serving_home, root / "home")  # generated admin calls may move the registry's aliases
+    api = make_api(Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{root / 'fraud.db'}"}),
                    trained_world.dataset, "sqlite")
     yield api
     api.service.close()

@@ -1,0 +1,86 @@
+"""Running workers follow the registry's `production` alias: a promotion, a rollback or a new policy revision
+is picked up within seconds, without a restart.
+
+Each worker checks the alias (a small JSON file) and the production model's latest policy file every
+`interval` seconds on a background thread. When either moved, it loads the new model (checksum and
+feature list checked, as at start-up), warms it and swaps model and policy in one assignment: a
+request in flight finishes with the pair it started with, and the evidence of every assessment
+names the versions that made it. A model that fails to load is logged once and the current one
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fraud_service.assess import Assessor, Loaded
+from fraud_service.policy import Policy
+from fraud_service.scoring import Scorer
+from models.registry import ModelRegistry, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+class ProductionWatch:
+    """Keeps ASSESSOR on the registry's production model and its latest policy."""
+
+    def __init__(self, assessor: Assessor, registry: ModelRegistry, interval: float = 5.0,
+                 on_swap: Callable[[Loaded, Loaded], Any] | None = None) -> None:
+        self.assessor = assessor
+        self.registry = registry
+        self.interval = interval
+        self.on_swap = on_swap
+        self.key = self._key()
+        self._failed: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _key(self) -> tuple[str, str]:
+        version = self.registry.resolve("production")
+        policies = sorted((self.registry.root / "versions" / version).glob("policy-*.json"))
+        return version, policies[-1].name if policies else ""
+
+    def check(self) -> bool:
+        """Swap in the production model if it changed since the last check; whether it swapped."""
+        with self._lock:
+            try:
+                key = self._key()
+            except RegistryError as exc:
+                log.error("cannot read the production alias: %s", exc)
+                return False
+            if key == self.key or key == self._failed:
+                return False
+            try:
+                scorer = Scorer.from_registry(self.registry, key[0])
+                policy = Policy.from_dict(scorer.policy)
+                scorer.probability(scorer.row({}))  # warm: the first real request is not the slow one
+            except (RegistryError, KeyError, ValueError) as exc:
+                self._failed = key
+                log.error("production is now %s, but it cannot be loaded (%s); still serving %s", key[0], exc,
+                          self.assessor.scorer.version)
+                return False
+            before = self.assessor.loaded
+            self.assessor.loaded = Loaded.of(scorer, policy)
+            self.key, self._failed = key, None
+            log.info("now serving model %s with policy %s (was %s, %s)", scorer.version, policy.version,
+                     before.scorer.version, before.policy.version)
+            if self.on_swap is not None:
+                self.on_swap(before, self.assessor.loaded)
+            return True
+
+    def start(self) -> None:
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                self.check()
+
+        self._thread = threading.Thread(target=run, name="production-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,105 @@
+"""The model registry over HTTP: analysts read, only admins promote or roll back; every worker follows the
+production alias without a restart, and a model that cannot be loaded never replaces the one serving."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fraud_service import bootstrap
+from fraud_service.config import Settings
+from fraud_service.store.schema import EvidenceEvent
+from models.registry import ModelRegistry
+from tests.api.conftest import Api, make_api, private_home
+from tests.conftest import TrainedWorld
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def two_models(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> Iterator[tuple[Api, Settings]]:
+    """A service on a private home whose registry holds v0001 (production) and v0002 (same model, new policy)."""
+    home = private_home(serving_home, tmp_path / "home")
+    settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"})
+    registry = ModelRegistry(settings.models_dir)
+    record = registry.load("production")
+    registry.register(record.model_text(), {**record.manifest, "note": "retrained"},
+                      {**record.policy, "inspect_from": 0.0, "credit_from": 0.0, "review_from": 0.0,
+                       "deny_from": 1.0})
+    api = make_api(settings, trained_world.dataset, "sqlite")
+    yield api, settings
+    api.service.close()
+
+
+def test_only_admins_change_the_production_model(two_models: tuple[Api, Settings]) -> None:
+    api, _ = two_models
+    listed = api.client.get("/v1/models", headers=api.headers("analyst")).get_json()
+    assert [v["version"] for v in listed["versions"]] == ["v0001", "v0002"]
+    assert listed["aliases"]["production"] == "v0001" and listed["serving"] == "v0001"
+    assert api.client.get("/v1/models", headers=api.headers("scoring")).status_code == 403
+    for role in ("scoring", "analyst"):
+        assert api.client.post("/v1/models/v0002/promote", headers=api.headers(role)).status_code == 403
+        assert api.client.post("/v1/models/rollback", headers=api.headers(role)).status_code == 403
+    assert ModelRegistry(api.service.settings.models_dir).aliases()["production"] == "v0001"
+
+
+def test_a_promotion_is_served_at_once_recorded_and_rolled_back(two_models: tuple[Api, Settings]) -> None:
+    api, settings = two_models
+    other_worker = bootstrap.build(settings, freshness=False, watch=False)
+    try:
+        promoted = api.client.post("/v1/models/v0002/promote", json={"reason": "better on September"},
+                                   headers=api.headers("admin"))
+        assert promoted.status_code == 200, promoted.get_json()
+        assert promoted.get_json() == {"production": "v0002", "previous": "v0001", "serving": "v0002"}
+        body = api.body(_any_return(api))
+        assessed = api.assess(body).get_json()
+        assert (assessed["model_version"], assessed["policy_version"]) == ("v0002", "v0002.p1")
+        assert assessed["decision"] in ("review", "deny")  # v0002's policy reviews everything
+
+        assert other_worker.assessor.scorer.version == "v0001"  # another worker, until its next check
+        assert other_worker.watch.check() is True
+        assert (other_worker.assessor.scorer.version, other_worker.assessor.policy.version) == ("v0002", "v0002.p1")
+        assert other_worker.watch.check() is False  # nothing new
+
+        again = api.client.post("/v1/models/v0002/promote", headers=api.headers("admin"))
+        assert again.status_code == 409 and "already production" in again.get_json()["message"]
+        assert api.client.post("/v1/models/v0009/promote", headers=api.headers("admin")).status_code == 404
+        assert api.client.post("/v1/models/v0001/promote", json={"reason": ""},
+                               headers=api.headers("admin")).status_code == 422
+        back = api.client.post("/v1/models/rollback", headers=api.headers("admin")).get_json()
+        assert back == {"production": "v0001", "previous": "v0002", "serving": "v0001"}
+        with api.service.sessions() as session:
+            events = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
+                EvidenceEvent.kind.in_(["model_promoted", "model_rolled_back"])).order_by(EvidenceEvent.seq)).all()
+        assert [(k, json.loads(p)["from"], json.loads(p)["to"]) for k, p in events] == [
+            ("model_promoted", "v0001", "v0002"), ("model_rolled_back", "v0002", "v0001")]
+        assert json.loads(events[0][1])["reason"] == "better on September"
+    finally:
+        other_worker.close()
+
+
+def test_a_damaged_model_never_replaces_the_one_serving(two_models: tuple[Api, Settings],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    api, settings = two_models
+    registry = ModelRegistry(settings.models_dir)
+    model = registry.root / "versions" / "v0002" / "model.txt"
+    model.write_text(model.read_text().replace("tree", "TREE", 1))
+    state = json.loads((registry.root / "aliases.json").read_text())
+    state["production"] = "v0002"  # as if promoted by hand, past the checks
+    (registry.root / "aliases.json").write_text(json.dumps(state))
+    assert api.service.watch.check() is False
+    assert api.service.assessor.scorer.version == "v0001"
+    assert "cannot be loaded" in caplog.text and caplog.text.count("cannot be loaded") == 1
+    assert api.service.watch.check() is False  # not retried (nor logged) until the alias moves again
+    assert caplog.text.count("cannot be loaded") == 1
+
+
+def _any_return(api: Api) -> str:
+    import pandas as pd
+
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    return str(returns.sort_values("return_id")["return_id"].iloc[5])
