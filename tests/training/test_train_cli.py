@@ -82,7 +82,7 @@ def test_models_list_show_promote_and_rollback(cli, on_world):
     code, out, _ = cli("models", "show", "candidate")
     assert json.loads(out)["manifest"]["version"] == "v0002"
     assert cli("models", "promote", "2")[1].startswith("v0002 is now production")
-    assert cli("models", "rollback")[1].strip() == "production rolled back from v0002 to v0001"
+    assert cli("models", "rollback")[1].startswith("production rolled back from v0002 to v0001 (")
     code, _, err = cli("models", "rollback")
     assert code == 1 and "no earlier production model" in err
     code, _, err = cli("models", "show", "v0042")
