@@ -256,8 +256,90 @@ def live_sql(name: str) -> str:
             f"CAST([] AS BIGINT[]) AS live_us, {arrays} LIMIT 0")
 
 
+MICRO = 1_000_000
+"""Money is summed as integer micro-units: running totals that add arrivals and subtract departures are then
+exact, however long a key's history."""
+
+
 def entity_sql(spec: EntitySpec, bucket: int = 0, buckets: int = 1) -> str:
     """The query that turns an entity's facts into its change-point rows (for one hash bucket of keys).
+
+    Every windowed sum is one running total: a fact adds its contribution when it arrives and the same
+    amount is subtracted when it leaves the window (a departure row at e + w days), so all the sums of an
+    entity come from a single cumulative pass over its change points (grouped first, one row per key and
+    time), instead of one RANGE frame per window. Counts are integers and money is integer micro-units,
+    so the additions and subtractions are exact. A median cannot be a running total: it keeps a RANGE
+    frame over the facts (`_median_sql`) and is joined on (key, time).
+    """
+    windowed = sorted({m.column for m in spec.metrics if m.days is not None})
+    counted = f"coalesce({', '.join(windowed)}) IS NOT NULL" if windowed else "false"
+    in_bucket = "" if buckets == 1 else f" AND hash(key) % {buckets} = {bucket}"
+    running = [m for m in spec.metrics if m.agg in ("sum", "max")]
+    medians = [m for m in spec.metrics if m.agg == "median"]
+
+    def signal(m: Metric, sign: str = "") -> str:
+        if m.agg == "max":
+            return m.column
+        scaled = m.column if m.is_count else f"CAST(round({m.column} * {MICRO}) AS BIGINT)"
+        return f"{sign}{scaled}"
+
+    arrivals = ", ".join(f"{signal(m)} AS s_{i}" for i, m in enumerate(running))
+    departures = []
+    for d in spec.windows:
+        cols = ", ".join(f"{signal(m, '-') if m.days == d else 'NULL'} AS s_{i}" for i, m in enumerate(running))
+        departures.append(f"UNION ALL BY NAME SELECT key, us + {d * US_PER_DAY} AS us, {cols} FROM ev WHERE {counted}")
+    grouped = ", ".join(f"{'max' if m.agg == 'max' else 'sum'}(s_{i}) AS s_{i}" for i, m in enumerate(running))
+    totals = ", ".join(f"{'max' if m.agg == 'max' else 'sum'}(s_{i}) OVER w AS s_{i}" for i, m in enumerate(running))
+
+    def final(i: int, m: Metric) -> str:
+        value = f"coalesce(s_{i}, 0)"
+        if m.agg == "max":
+            return f"CAST({value} AS DOUBLE) AS {m.name}"
+        if m.is_count:
+            return f"CAST({value} AS BIGINT) AS {m.name}"
+        return f"CAST({value} AS DOUBLE) / {MICRO} AS {m.name}"
+
+    outputs = {m.name: final(i, m) for i, m in enumerate(running)}
+    outputs.update({m.name: f"md.{m.name}" for m in medians})
+    median_join = ""
+    median_cte = ""
+    if medians:
+        median_cte = f",\nmd AS ({_median_sql(spec, medians, counted)})"
+        median_join = " JOIN md USING (key, us)"
+    return f"""
+WITH ev AS (SELECT *, epoch_us(ts) AS us FROM ({spec.events}) WHERE key IS NOT NULL{in_bucket}),
+sig AS (SELECT key, us, {arrivals} FROM ev
+{chr(10).join(departures)}),
+pts AS (SELECT key, us, {grouped} FROM sig GROUP BY key, us),
+run AS (SELECT key, us, {totals} FROM pts
+        WINDOW w AS (PARTITION BY key ORDER BY us ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)){median_cte}
+SELECT key AS {spec.key}, make_timestamptz(us) AS event_timestamp, make_timestamptz(us) AS created_timestamp,
+       {", ".join(outputs[name] for name in spec.feature_names)}
+FROM run{median_join}
+"""
+
+
+def _median_sql(spec: EntitySpec, medians: list[Metric], counted: str) -> str:
+    """The medians at every change point: a RANGE frame per window over the facts and their departure markers."""
+    columns = sorted({m.column for m in medians})
+    nulls = ", ".join(f"NULL AS {c}" for c in columns)
+    query = f"SELECT key, us, {', '.join(columns)} FROM ev" + "".join(
+        f" UNION ALL BY NAME SELECT key, us + {d * US_PER_DAY} AS us, {nulls} FROM ev WHERE {counted}"
+        for d in spec.windows)
+    by_window: dict[int | None, list[Metric]] = {}
+    for metric in medians:
+        by_window.setdefault(metric.days, []).append(metric)
+    for days, metrics in by_window.items():
+        frame = "UNBOUNDED PRECEDING" if days is None else f"{days * US_PER_DAY - 1} PRECEDING"
+        query = (f"SELECT *, {', '.join(m.sql() for m in metrics)} FROM ({query}) "
+                 f"WINDOW w AS (PARTITION BY key ORDER BY us RANGE BETWEEN {frame} AND CURRENT ROW)")
+    return f"SELECT DISTINCT ON (key, us) key, us, {', '.join(m.name for m in medians)} FROM ({query})"
+
+
+def entity_sql_reference(spec: EntitySpec, bucket: int = 0, buckets: int = 1) -> str:
+    """The straightforward form of `entity_sql`, one RANGE frame per window: kept as the reference the running
+    totals are tested against (tests/features/test_pipeline_forms.py) and benchmarked beside
+    (bench/pipeline_forms.py).
 
     Time is handled as integer microseconds, and each window gets its own query layer: DuckDB
     computes one RANGE frame per layer far faster than several frames in one SELECT. Only
