@@ -35,6 +35,10 @@ from pydantic import StrictStr
 ROW = "__entity_row"
 BUCKET_ROWS = 4_000_000
 """Feature rows per join pass; bounds the memory of retrieval on long histories."""
+MATERIALIZE_MEMORY = "4GB"
+"""DuckDB's memory limit when materialisation picks each key's latest row (beyond it, DuckDB spills to disk).
+Feast's own path ran in a connection with DuckDB's default limit, 80 % of RAM: 21.2 GB peak on the 1M-return
+benchmark world."""
 
 
 def _types(con: duckdb.DuckDBPyConnection, path: str, columns: list[str]) -> list[str]:
@@ -123,6 +127,39 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         offline = config.offline_store
         return IbisRetrievalJob(ibis.memtable(table), [v for v in odfvs if v.mode != "substrait"],
                                 full_feature_names, metadata=None, data_source_writer=_write_data_source,
+                                staging_location=offline.staging_location,
+                                staging_location_endpoint_override=offline.staging_location_endpoint_override,
+                                repo_path=str(config.repo_path))
+
+    @staticmethod
+    def pull_latest_from_table_or_query(config: Any, data_source: Any, join_key_columns: list[str],
+                                        feature_name_columns: list[str], timestamp_field: str,
+                                        created_timestamp_column: str | None, start_date: Any,
+                                        end_date: Any) -> IbisRetrievalJob:
+        """Each key's latest row with its timestamp in [START_DATE, END_DATE] (what materialisation copies into
+        the online store; Feast's semantics: latest event timestamp, then latest created timestamp), computed
+        in a DuckDB connection with a memory limit and a spill directory."""
+        columns = [*join_key_columns, *feature_name_columns, timestamp_field]
+        order = [f"{_quote(timestamp_field)} DESC"]
+        if created_timestamp_column:
+            columns.append(created_timestamp_column)
+            order.append(f"{_quote(created_timestamp_column)} DESC")
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"SET memory_limit = '{MATERIALIZE_MEMORY}'")
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/asof_store_spill'")
+            table = con.sql(
+                f"SELECT {', '.join(_quote(c) for c in columns)} FROM read_parquet($path) "
+                f"WHERE {_quote(timestamp_field)} BETWEEN $start AND $end "
+                f"QUALIFY row_number() OVER (PARTITION BY {', '.join(_quote(k) for k in join_key_columns)} "
+                f"ORDER BY {', '.join(order)}) = 1",
+                params={"path": data_source.path, "start": start_date, "end": end_date}).to_arrow_table()
+        finally:
+            con.close()
+        offline = config.offline_store
+        return IbisRetrievalJob(ibis.memtable(table), [], False, metadata=None, data_source_writer=_write_data_source,
                                 staging_location=offline.staging_location,
                                 staging_location_endpoint_override=offline.staging_location_endpoint_override,
                                 repo_path=str(config.repo_path))
