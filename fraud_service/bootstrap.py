@@ -113,22 +113,11 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
 
 def known_orders(settings: Settings) -> Any:
     """A function telling which of some order ids the warehouse holds (used off the request path)."""
-    import duckdb
-
     from fraud_service.warehouse import Warehouse
 
     def lookup(order_ids: list[str]) -> set[str]:
         snapshot = Warehouse(settings.warehouse_dir).current()
-        path = snapshot.table_path("orders") if snapshot else None
-        if path is None or not order_ids:
-            return set()
-        con = duckdb.connect()
-        try:
-            rows = con.execute(f"SELECT order_id FROM read_parquet('{path}') WHERE order_id IN (SELECT unnest(?))",
-                               [order_ids]).fetchall()
-        finally:
-            con.close()
-        return {r[0] for r in rows}
+        return snapshot.holding("orders", "order_id", order_ids) if snapshot else set()
 
     return lookup
 

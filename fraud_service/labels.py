@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,16 +43,6 @@ class SyncResult:
         return done
 
 
-def _known_returns(path: str, return_ids: list[str]) -> set[str]:
-    con = duckdb.connect()
-    try:
-        rows = con.execute(f"SELECT return_id FROM read_parquet('{path}') WHERE return_id IN (SELECT unnest(?))",
-                           [return_ids]).fetchall()
-    finally:
-        con.close()
-    return {r[0] for r in rows}
-
-
 def sync(warehouse: Warehouse, sessions: sessionmaker[Session], progress: Progress = SILENT) -> SyncResult:
     """Copy analysts' labels not yet in the warehouse into a new snapshot."""
     with sessions() as session:
@@ -61,10 +50,9 @@ def sync(warehouse: Warehouse, sessions: sessionmaker[Session], progress: Progre
     if not pending:
         return SyncResult(0, 0, None)
     current = warehouse.current()
-    returns = current.table_path("returns") if current is not None else None
-    if current is None or returns is None:
+    if current is None or current.table_path("returns") is None:
         return SyncResult(0, len(pending), None)
-    known = _known_returns(str(returns), sorted({p.return_id for p in pending}))
+    known = current.holding("returns", "return_id", sorted({p.return_id for p in pending}))
     ready = [p for p in pending if p.return_id in known]
     waiting = len(pending) - len(ready)
     if not ready:

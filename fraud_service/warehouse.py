@@ -57,6 +57,21 @@ class Snapshot:
             return None
         return pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
 
+    def holding(self, table: str, column: str, values: Sequence[str]) -> set[str]:
+        """Which of VALUES appear in TABLE's COLUMN (none when the table is absent)."""
+        path = self.table_path(table)
+        if path is None or not values:
+            return set()
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            rows = con.execute(f"SELECT DISTINCT {column} FROM read_parquet('{path}') "
+                               f"WHERE {column} IN (SELECT unnest(?))", [list(values)]).fetchall()
+        finally:
+            con.close()
+        return {r[0] for r in rows}
+
     def rows(self, table: str) -> int:
         """Row count of a table (0 when absent), from the parquet footer."""
         path = self.table_path(table)
