@@ -101,20 +101,22 @@ def context(case: dict[str, Any]) -> dict[str, Any]:
     return {**case, "histories": histories, "linked_accounts": linked}
 
 
-def export(case_id: str, actor: str) -> tuple[bytes, str]:
-    """The case's bundle as a zip (JSON and printable HTML); the export is recorded as an evidence event."""
+def export(case_id: str, actor: str) -> Response:
+    """The case's bundle as a zip download (JSON and printable HTML); the export is recorded as an evidence event
+    naming the bundle's SHA-256 (also sent as X-Bundle-SHA256)."""
     case = context(service().get(case_id))
     now = dt.datetime.now(dt.UTC)
     sessions = current_app.extensions["fraud"].sessions
     with sessions() as session:
         bundle = bundles.build(case, session, actor, chain.utc_text(now))
     data = bundles.to_json(bundle)
-    html = render_template("bundle.html", bundle=bundle, case=case, digest=bundles.digest(data))
+    digest = bundles.digest(data)
+    html = render_template("bundle.html", bundle=bundle, case=case, digest=digest)
     with sessions.begin() as session:
         chain.append(session, kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
-                     payload={"case_id": case_id, "sha256": bundles.digest(data),
-                              "head_seq": bundle["proof"]["head"]["seq"]})
-    return bundles.archive(data, html, case_id), bundles.digest(data)
+                     payload={"case_id": case_id, "sha256": digest, "head_seq": bundle["proof"]["head"]["seq"]})
+    return Response(bundles.archive(data, html, case_id), mimetype="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": digest})
 
 
 @bp.get("/v1/cases")
@@ -188,14 +190,14 @@ def add_note(case_id: str) -> ResponseReturnValue:
 def close(case_id: str) -> ResponseReturnValue:
     """Close with a label per return (`dispositions`), or one `label` for all of them."""
     body = _body()
-    dispositions = body.get("dispositions")
-    if dispositions is None and isinstance(body.get("label"), str):
-        dispositions = dict.fromkeys((a["return_id"] for a in service().get(case_id)["assessment_list"]),
-                                     body["label"])
-    if not isinstance(dispositions, dict) or not all(isinstance(v, str) for v in dispositions.values()):
+    dispositions, label = body.get("dispositions"), body.get("label")
+    one_for_all = dispositions is None and isinstance(label, str)
+    if not one_for_all and (not isinstance(dispositions, dict)
+                            or not all(isinstance(v, str) for v in dispositions.values())):
         raise RequestInvalid([Problem("dispositions", "missing or not an object of return_id to label",
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
-    return jsonify(service().close(case_id, dispositions, _text(body, "reason"), current_principal().actor))
+    return jsonify(service().close(case_id, dispositions, _text(body, "reason"), current_principal().actor,
+                                   label if one_for_all else None))
 
 
 @bp.post("/v1/cases/<case_id>/reopen")
@@ -208,6 +210,4 @@ def reopen(case_id: str) -> ResponseReturnValue:
 @requires("analyst")
 def bundle(case_id: str) -> ResponseReturnValue:
     """The evidence bundle (zip of JSON + printable HTML); check it with `fraud-service evidence verify --bundle`."""
-    data, digest = export(case_id, current_principal().actor)
-    return Response(data, mimetype="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": digest})
+    return export(case_id, current_principal().actor)

@@ -218,7 +218,7 @@ def _charts(case: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         if a.get("contributions") and features:
             out[a["assessment_id"]] = explain.chart(features, a["features"], a["contributions"], typical)
         else:
-            out[a["assessment_id"]] = [{**r, "contribution": r["contribution"]} for r in a["reasons"]]
+            out[a["assessment_id"]] = list(a["reasons"])  # the stored top reasons, when no order is known
     return out
 
 
@@ -314,8 +314,6 @@ def bulk_close() -> ResponseReturnValue:
 @signed_in
 def bundle(case_id: str) -> ResponseReturnValue:
     try:
-        data, digest = case_api.export(case_id, _person().actor)
+        return case_api.export(case_id, _person().actor)
     except CaseNotFound:
         abort(404, f"There is no case {case_id}.")
-    return Response(data, mimetype="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": digest})

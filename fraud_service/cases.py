@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from fraud_service.errors import FraudServiceError
 from fraud_service.requests import Problem, RequestInvalid
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, ChainHead, EvidenceEvent, Label
+from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
 
 STATUSES = ("open", "in_review", "escalated", "closed")
 ACTIVE = ("open", "in_review", "escalated")
@@ -167,6 +167,9 @@ class Cases:
         self.clock = clock
         self.sla_hours = sla_hours
 
+    def _summary(self, case: Case) -> dict[str, Any]:
+        return summary(case, self.clock(), self.sla_hours)
+
     # -- reading ---------------------------------------------------------------------------------------------
 
     def queue(self, f: QueueFilter) -> QueuePage:
@@ -210,7 +213,7 @@ class Cases:
                     "label": _label(latest[a.return_id]) if a.return_id in latest else None,
                 })
             return {
-                **summary(case, self.clock(), self.sla_hours),
+                **self._summary(case),
                 "links": [{"entity": e, "value": v} for e, v in links],
                 "assessment_list": assessments,
                 "notes": [{"author": n.author, "body": n.body, "created_at": chain.utc_text(n.created_at),
@@ -228,18 +231,18 @@ class Cases:
             if case.assignee not in (None, actor):
                 raise CaseConflict(f"case {case_id} is assigned to {case.assignee}; reassign it instead")
             self._claim(session, case, actor)
-            return summary(case, self.clock(), self.sla_hours)
+            return self._summary(case)
 
     def next_case(self, actor: str) -> dict[str, Any] | None:
         """Claim the highest-priority open case nobody has: the analyst's "give me the next case"; None when none."""
         with self.sessions.begin() as session:
-            _lock_chain(session)
+            chain.lock_head(session)
             case = session.execute(_filtered(QueueFilter(statuses=("open",), assignee="none"))
                                    .order_by(*_ORDER["priority"]()).limit(1)).scalar_one_or_none()
             if case is None:
                 return None
             self._claim(session, case, actor)
-            return summary(case, self.clock(), self.sla_hours)
+            return self._summary(case)
 
     def _claim(self, session: Session, case: Case, actor: str) -> None:
         changes: dict[str, list[Any]] = {}
@@ -260,7 +263,7 @@ class Cases:
                 changes = {"assignee": [case.assignee, assignee]}
                 case.assignee = assignee
                 self._record(session, case, "case_assigned", actor, {"changes": changes})
-            return summary(case, self.clock(), self.sla_hours)
+            return self._summary(case)
 
     def set_status(self, case_id: str, status: str, actor: str, comment: str = "") -> dict[str, Any]:
         """Move the case to STATUS when the move is allowed (see MOVES)."""
@@ -277,7 +280,7 @@ class Cases:
                 changes = {"status": [case.status, status]}
                 case.status = status
                 self._record(session, case, "case_status", actor, {"changes": changes, "comment": comment})
-            return summary(case, self.clock(), self.sla_hours)
+            return self._summary(case)
 
     def add_note(self, case_id: str, body: str, actor: str) -> dict[str, Any]:
         """Add a note (kept in the case and in the evidence event)."""
@@ -292,12 +295,14 @@ class Cases:
             session.add(note)
             return {"author": actor, "body": text, "created_at": chain.utc_text(event.at), "event_seq": event.seq}
 
-    def close(self, case_id: str, dispositions: Mapping[str, str], reason: str, actor: str) -> dict[str, Any]:
-        """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label)."""
+    def close(self, case_id: str, dispositions: Mapping[str, str] | None, reason: str, actor: str,
+              label: str | None = None) -> dict[str, Any]:
+        """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label), or with
+        LABEL for all of them when DISPOSITIONS is None."""
         with self.sessions.begin() as session:
             case = self._locked(session, case_id)
-            self._close(session, case, dispositions, reason, actor)
-            return summary(case, self.clock(), self.sla_hours)
+            self._close(session, case, dispositions, reason, actor, label)
+            return self._summary(case)
 
     def bulk_close(self, case_ids: Sequence[str], label: str, reason: str, actor: str) -> list[dict[str, Any]]:
         """Close several cases (a ring) with one label for all their returns, all or none."""
@@ -308,9 +313,8 @@ class Cases:
             out = []
             for case_id in case_ids:
                 case = self._locked(session, case_id)
-                returns = self._returns(session, case_id)
-                self._close(session, case, dict.fromkeys(returns, label), reason, actor, bulk=len(case_ids))
-                out.append(summary(case, self.clock(), self.sla_hours))
+                self._close(session, case, None, reason, actor, label, bulk=len(case_ids))
+                out.append(self._summary(case))
             return out
 
     def reopen(self, case_id: str, reason: str, actor: str) -> dict[str, Any]:
@@ -323,27 +327,28 @@ class Cases:
             changes = {"status": ["closed", "open"]}
             case.status, case.closed_at = "open", None
             self._record(session, case, "case_reopened", actor, {"changes": changes, "reason": text})
-            return summary(case, self.clock(), self.sla_hours)
+            return self._summary(case)
 
-    def _close(self, session: Session, case: Case, dispositions: Mapping[str, str], reason: str, actor: str,
-               bulk: int | None = None) -> None:
+    def _close(self, session: Session, case: Case, dispositions: Mapping[str, str] | None, reason: str, actor: str,
+               label: str | None = None, bulk: int | None = None) -> None:
         text = _reason(reason)
         returns = self._returns(session, case.id)
+        chosen: Mapping[str, str | None] = dict.fromkeys(returns, label) if dispositions is None else dispositions
         problems = []
         for return_id in returns:
-            if return_id not in dispositions:
+            if return_id not in chosen:
                 problems.append(Problem(f"dispositions.{return_id}", "missing", "fraud, abuse or legit"))
-        for return_id, label in dispositions.items():
+        for return_id, given in chosen.items():
             if return_id not in returns:
                 problems.append(Problem(f"dispositions.{return_id}", "is not a return of this case",
                                         "one of " + ", ".join(returns)))
-            elif label not in LABELS:
-                problems.append(Problem(f"dispositions.{return_id}", f"got {label!r}", "fraud, abuse or legit"))
+            elif given not in LABELS:
+                problems.append(Problem(f"dispositions.{return_id}", f"got {given!r}", "fraud, abuse or legit"))
         if problems:
             raise RequestInvalid(problems)
         now = self.clock()
         changes = {"status": [case.status, "closed"]}
-        labels = [{"return_id": r, "label": dispositions[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
+        labels = [{"return_id": r, "label": chosen[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
                   for r in returns]
         case.status, case.closed_at = "closed", now
         payload: dict[str, Any] = {"changes": changes, "reason": text, "labels": labels}
@@ -360,7 +365,7 @@ class Cases:
 
     def _locked(self, session: Session, case_id: str, closed_ok: bool = False) -> Case:
         """The case, with the chain locked (every change is serialised); closed cases only when CLOSED_OK."""
-        _lock_chain(session)
+        chain.lock_head(session)
         case = session.get(Case, case_id)
         if case is None:
             raise CaseNotFound(f"no case {case_id!r}")
@@ -374,10 +379,6 @@ class Cases:
         case.updated_at = at
         return chain.append(session, kind=kind, subject=case.id, actor=actor, at=at,
                             payload={"case_id": case.id, **payload})
-
-
-def _lock_chain(session: Session) -> None:
-    session.execute(select(ChainHead.seq).where(ChainHead.id == 1).with_for_update())
 
 
 def _reason(reason: str) -> str:

@@ -39,12 +39,19 @@ def link_hash(prev_hash: str, seq: int, at: dt.datetime, kind: str, subject: str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def append(session: Session, *, kind: str, subject: str, actor: str, payload: Any,
-           at: dt.datetime | None = None) -> EvidenceEvent:
-    """Add the next event to the chain in SESSION's transaction (the head row is locked until it ends)."""
+def lock_head(session: Session) -> ChainHead:
+    """The chain's head row, locked until SESSION's transaction ends: whoever holds it is the chain's only
+    writer (changes that must not interleave, such as two analysts claiming cases, take it first)."""
     head = session.execute(select(ChainHead).where(ChainHead.id == 1).with_for_update()).scalar_one_or_none()
     if head is None:
         raise RuntimeError("the evidence chain has no head row: run `fraud-service db upgrade`")
+    return head
+
+
+def append(session: Session, *, kind: str, subject: str, actor: str, payload: Any,
+           at: dt.datetime | None = None) -> EvidenceEvent:
+    """Add the next event to the chain in SESSION's transaction (the head row is locked until it ends)."""
+    head = lock_head(session)
     at = at or dt.datetime.now(dt.UTC)
     text = canonical(payload)
     seq = head.seq + 1
