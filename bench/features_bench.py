@@ -89,7 +89,6 @@ def stage_online(args: argparse.Namespace) -> dict[str, object]:
 
     from features import definitions
     from fraud_service.feature_source import ENTITY_KEYS, FeatureSource, entity_rows
-    from fraud_service.online_features import OnlineFeatures
     from fraud_service.warehouse import Warehouse
 
     settings = _settings(args.home, args.store)
@@ -99,9 +98,10 @@ def stage_online(args: argparse.Namespace) -> dict[str, object]:
     request_cols = [c for c in entities.columns if c.startswith("req_")]
     keys = [{k: row[k] for k in ENTITY_KEYS} for _, row in entities.iterrows()]
     requests = [{c: row[c] for c in request_cols} for _, row in entities.iterrows()]
-    store = FeatureSource(settings).store()
+    source = FeatureSource(settings)
+    store = source.store()
     service = store.get_feature_service(definitions.FEATURE_SERVICE)
-    reader = OnlineFeatures(store)
+    reader = source.reader()  # stored rows + the live-fact log (empty here, as after a build)
 
     def feast_read(i: int) -> None:
         store.get_online_features(features=service, entity_rows=[{**keys[i], **requests[i]}]).to_dict()

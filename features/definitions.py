@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from features.pipeline import ENTITIES, MEMBERSHIP_SQL, live_columns
+from features.pipeline import ENTITIES, MEMBERSHIP_SQL
 
 FEATURE_SERVICE = "return_fraud_v1"
 PROJECT = "returns_fraud"
@@ -109,7 +109,7 @@ def build_objects(feature_dir: Path) -> list[Any]:
     """Entities, sources, views and the feature service, with sources under FEATURE_DIR."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
     from feast.on_demand_feature_view import on_demand_feature_view
-    from feast.types import Array, Float64, Int64, String
+    from feast.types import Float64, Int64, String
 
     feast_types = {"Float64": Float64, "Int64": Int64, "String": String}
     objects: list[Any] = []
@@ -136,15 +136,6 @@ def build_objects(feature_dir: Path) -> list[Any]:
         objects += [source, FeatureView(
             name=f"{name}_seen", entities=[entities[name], entities["customer"]],
             schema=[Field(name="first_seen_epoch", dtype=Float64)], source=source, ttl=timedelta(0), online=True)]
-    for name, spec in ENTITIES.items():
-        # facts assessed since the last build, written online only (write_to_online_store)
-        source = FileSource(name=f"{name}_live_rows", path=str(feature_dir / f"{name}_live.parquet"),
-                            timestamp_field="event_timestamp", created_timestamp_column="created_timestamp")
-        schema = [Field(name="live_ids", dtype=Array(String)), Field(name="live_us", dtype=Array(Int64))]
-        schema += [Field(name=f"live_{c}", dtype=Array(Float64)) for c in live_columns(spec)]
-        objects += [source, FeatureView(name=f"{name}_live", entities=[entities[name]], schema=schema,
-                                        source=source, ttl=timedelta(0), online=True)]
-
     request = RequestSource(name="return_request",
                             schema=[Field(name=k, dtype=feast_types[v]) for k, v in REQUEST_FIELDS.items()])
     # Feast's decorator re-labels the function's module as __main__ (so dill ships it by value);

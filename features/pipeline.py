@@ -216,17 +216,6 @@ US_PER_DAY = 86_400_000_000
 BUCKET_FACTS = 1_500_000
 """Facts per key bucket in one pass: keeps the window layers in memory (about 2 GB) on big histories."""
 
-LIVE_COLUMNS = ("n_order", "order_value", "n_return", "refund", "n_inr", "n_claim", "n_returnless", "n_no_receipt",
-                "n_size_cm", "n_new_customer")
-"""Contribution columns a just-assessed return (and its order, when new) can carry before it is ingested."""
-
-
-def live_columns(spec: EntitySpec) -> list[str]:
-    """The contribution columns of live facts for an entity: those its metrics sum."""
-    used = {m.column for m in spec.metrics if m.agg == "sum"}
-    return [c for c in LIVE_COLUMNS if c in used]
-
-
 MEMBERSHIP_SQL = {
     "address": "SELECT address_token AS token, customer_id, min(placed_at) AS seen FROM orders "
                "WHERE address_token IS NOT NULL GROUP BY ALL",
@@ -245,15 +234,6 @@ def membership_sql(name: str) -> str:
     return (f"SELECT token AS {key}, customer_id, seen + INTERVAL 1 MICROSECOND AS event_timestamp, "
             f"seen + INTERVAL 1 MICROSECOND AS created_timestamp, epoch(seen) AS first_seen_epoch "
             f"FROM ({MEMBERSHIP_SQL[name]}) ORDER BY {key}, customer_id")
-
-
-def live_sql(name: str) -> str:
-    """An empty table with the live view's schema (live facts exist only online)."""
-    spec = ENTITIES[name]
-    arrays = ", ".join(f"CAST([] AS DOUBLE[]) AS live_{c}" for c in live_columns(spec))
-    return (f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, CAST(NULL AS TIMESTAMPTZ) AS event_timestamp, "
-            f"CAST(NULL AS TIMESTAMPTZ) AS created_timestamp, CAST([] AS VARCHAR[]) AS live_ids, "
-            f"CAST([] AS BIGINT[]) AS live_us, {arrays} LIMIT 0")
 
 
 MICRO = 1_000_000
@@ -414,7 +394,6 @@ def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
         buckets = max(1, -(-facts // bucket_facts))
         jobs.append((name, [entity_sql(spec, b, buckets) for b in range(buckets)]))
     jobs += [(f"{name}_seen", [membership_sql(name)]) for name in MEMBERSHIP_SQL]
-    jobs += [(f"{name}_live", [live_sql(name)]) for name in ENTITIES]
     for name, parts in jobs:
         t0 = time.perf_counter()
         tmp = out_dir / f".{name}.parquet.tmp"

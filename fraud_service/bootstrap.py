@@ -91,7 +91,6 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     from fraud_service.assess import Assessor
     from fraud_service.feature_source import FeatureSource
     from fraud_service.freshness import FreshnessWriter, LiveFacts
-    from fraud_service.online_features import OnlineFeatures
     from fraud_service.policy import Policy
     from fraud_service.scoring import Scorer
     from fraud_service.store.writer import EvidenceWriter
@@ -105,7 +104,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
         scorer = Scorer.from_registry(ModelRegistry(settings.models_dir), "production")
     except RegistryError as exc:
         raise NotReady(f"no model to score with: {exc}") from exc
-    reader = OnlineFeatures(source.store())
+    reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
                     writer=EvidenceWriter(engine), freshness=writer)

@@ -64,6 +64,17 @@ class FeatureSource:
     def data_dir(self) -> Path:
         return self.settings.home / "features"
 
+    @property
+    def live_log(self) -> Path:
+        """The log of live facts (returns assessed since the last build), read by the online reader."""
+        return self.data_dir / "live.db"
+
+    def reader(self) -> Any:
+        """The online reader (`OnlineFeatures`) of this store's materialised rows and live facts."""
+        from fraud_service.online_features import OnlineFeatures
+
+        return OnlineFeatures(self.store(), live_log=self.live_log)
+
     def build(self, progress: Progress = SILENT, bucket_facts: int | None = None) -> dict[str, Any]:
         """Recompute every entity's rows from the current snapshot and (re)apply the repository.
 

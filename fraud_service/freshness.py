@@ -1,11 +1,11 @@
 """Freshness: a return assessed now counts at once for its customer and linked tokens, online.
 
 When a return is assessed, its facts (the return; its order too, when the order is new to
-the store) are appended to a small log, $FRAUD_HOME/features/live.db, and each affected
-entity's list of live facts is written to its `<entity>_live` view with Feast's
-`write_to_online_store`. The online reader adds those facts' contributions, windowed at the
-request's own time, to the materialised rows. The log is the source of truth for the lists:
-writes are serialised by a sqlite transaction, and each write replaces the whole list.
+the store) are appended to a small log, $FRAUD_HOME/features/live.db (SQLite, WAL), one row
+per fact and entity. The online reader (`OnlineFeatures.live`) reads the request's entities'
+facts from that log with one indexed query and adds their contributions, windowed at the
+request's own time, to the materialised rows. Writing a fact is one insert: nothing is
+rewritten, however many facts an entity already has.
 
 The rule that keeps training equal to serving: a live fact has exactly the timestamp and the
 contribution the same return gets in the offline rows once it is ingested (requested_at +
@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,23 +32,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.pipeline import ENTITIES, NO_KEY, live_columns
+from features.pipeline import ENTITIES
 from fraud_service.feature_source import FeatureSource
-from fraud_service.online_features import OnlineFeatures
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_facts (
-    return_id TEXT NOT NULL,
-    fact TEXT NOT NULL,            -- 'return' or 'order'
-    entity TEXT NOT NULL,
-    key TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    us INTEGER NOT NULL,           -- when the fact became known (microseconds since the epoch)
-    contributions TEXT NOT NULL,   -- JSON {column: value}
-    PRIMARY KEY (return_id, fact, entity)
-);
-CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
-"""
+from fraud_service.online_features import OnlineFeatures, open_live_log
 
 
 @dataclass(frozen=True)
@@ -81,25 +66,19 @@ def _us(moment: dt.datetime) -> int:
 
 
 class LiveFacts:
-    """The log of assessed-but-not-yet-ingested facts and its mirror in the online store."""
+    """The log of assessed-but-not-yet-ingested facts, which the online reader reads directly."""
 
     def __init__(self, source: FeatureSource, reader: OnlineFeatures | None = None) -> None:
         self.source = source
-        self.reader = reader or OnlineFeatures(source.store())
-        source.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(source.data_dir / "live.db", check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.reader = reader or source.reader()
+        self.db = open_live_log(source.live_log)
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[set[tuple[str, str]]]:
-        """One writer at a time; the (entity, key) pairs the body touches are republished before the lock is
-        released, so the online lists are written in the same order as the log."""
-        affected: set[tuple[str, str]] = set()
+    def _writing(self) -> Iterator[None]:
+        """One writer at a time (a sqlite write transaction), all or nothing."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield affected
-            self._publish(self._lists(affected))
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -111,20 +90,17 @@ class LiveFacts:
 
     def record_many(self, returns: Iterable[AssessedReturn]) -> None:
         """`record` for several returns in one transaction and one online write per entity type."""
-        with self._writing() as affected:
+        with self._writing():
             for r in returns:
-                rows = list(self._facts(r))
-                self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                affected.update((row[2], row[3]) for row in rows)
+                self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    list(self._facts(r)))
 
     def prune(self, covered: Iterable[str]) -> int:
-        """Forget live facts of returns the offline rows now include; republish the lists they were in."""
-        with self._writing() as affected:
+        """Forget the live facts of returns the offline rows now include."""
+        with self._writing():
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered (return_id TEXT PRIMARY KEY)")
             self.db.execute("DELETE FROM covered")
             self.db.executemany("INSERT OR IGNORE INTO covered VALUES (?)", [(c,) for c in covered])
-            affected.update(self.db.execute(
-                "SELECT DISTINCT entity, key FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)"))
             removed = self.db.execute(
                 "DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)").rowcount
         return int(removed)
@@ -182,40 +158,13 @@ class LiveFacts:
             "AND json_extract(contributions, '$.n_new_customer') = 1", (entity, token, customer, return_id))
         return 0 if earlier.fetchone()[0] else 1
 
-    def _lists(self, affected: set[tuple[str, str]]) -> dict[str, list[dict[str, Any]]]:
-        """The full live-fact lists of the affected entities, per view, ready to write."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for entity, key in sorted(affected):
-            if key == NO_KEY:
-                continue
-            columns = live_columns(ENTITIES[entity])
-            facts = self.db.execute("SELECT return_id, us, contributions FROM live_facts WHERE entity = ? AND key = ? "
-                                    "ORDER BY us, return_id, fact", (entity, key)).fetchall()
-            record: dict[str, Any] = {ENTITIES[entity].key: key, "live_ids": [f[0] for f in facts],
-                                      "live_us": [f[1] for f in facts]}
-            decoded = [json.loads(f[2]) for f in facts]
-            for column in columns:
-                record[f"live_{column}"] = [float(d.get(column, 0.0)) for d in decoded]
-            out.setdefault(entity, []).append(record)
-        return out
-
-    def _publish(self, lists: dict[str, list[dict[str, Any]]]) -> None:
-        store = self.source.store()
-        now = pd.Timestamp.now(tz="UTC")
-        for entity, records in lists.items():
-            frame = pd.DataFrame(records)
-            frame["event_timestamp"] = now
-            frame["created_timestamp"] = now
-            store.write_to_online_store(f"{entity}_live", df=frame)
-
-
 class FreshnessWriter:
     """Records assessed returns' live facts off the request path: one thread, batches of what is waiting.
 
     The assessment's evidence is committed before its response; the live facts follow within
     `gather` seconds (0.2 by default): the thread collects what arrives in that time and writes it
-    as one batch. Writing them inline would add tens of milliseconds to every response (five
-    online-store writes through Feast); batched, a burst costs one write per entity type. An order is counted
+    as one batch. Writing them inline would put a second durable commit on every response and make the
+    request threads queue for the log's lock; batched, a burst costs one transaction. An order is counted
     as new when neither the warehouse nor an earlier live fact of this process holds it.
     """
 

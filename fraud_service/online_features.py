@@ -5,21 +5,51 @@ view (measured in bench/features_bench.py), most of it in request bookkeeping. T
 themselves sit in Feast's own online tables; this reader fetches all five entities' rows in
 one round trip (one SQL statement for sqlite, one pipeline for Redis), decodes the value
 protos, applies the same post-processing as every other path (`finish_row`) and runs the
-same on-demand function Feast runs (`request_time_features`). Feast stays the only writer:
-materialisation and `write_to_online_store` fill these tables. A parity test checks this
-reader against `get_online_features` and against historical retrieval.
+same on-demand function Feast runs (`request_time_features`). Feast stays the only writer of
+those tables (materialisation fills them). A parity test checks this reader against
+`get_online_features` and against historical retrieval.
+
+Returns assessed since the last build (live facts, see `fraud_service.freshness`) are read from
+their log, `features/live.db`, in the same call: one indexed query for the five entities.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import sqlite3
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from features.definitions import CUSTOMER_INPUTS, request_time_features
-from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY, live_columns
+from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
+
+LIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_facts (
+    return_id TEXT NOT NULL,
+    fact TEXT NOT NULL,            -- 'return' or 'order'
+    entity TEXT NOT NULL,
+    key TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    us INTEGER NOT NULL,           -- when the fact became known (microseconds since the epoch)
+    contributions TEXT NOT NULL,   -- JSON {column: value}
+    PRIMARY KEY (return_id, fact, entity)
+);
+CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
+"""
+"""The log of live facts (written by `freshness.LiveFacts`, read here)."""
+
+
+def open_live_log(path: Path) -> sqlite3.Connection:
+    """The live-fact log at PATH (created when absent), in WAL mode: its readers never wait for its writer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(LIVE_SCHEMA)
+    return db
 
 _VALUE_FIELDS = ("int64_val", "double_val", "string_val", "float_val", "int32_val", "bool_val")
 
@@ -55,7 +85,7 @@ def _sqlite_time(value: Any) -> str | None:
 class OnlineFeatures:
     """Reads full feature vectors (five entities + request-time features) for single requests."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, live_log: Path | None = None) -> None:
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -66,12 +96,14 @@ class OnlineFeatures:
         self.project = store.config.project
         self.version = store.config.entity_key_serialization_version
         self.kind = store.config.online_store.type
-        # (view, join key, feature names): the stored features, then the live facts of each entity
+        # (view, join key, feature names): the stored features of each entity
         self.views = [(f"{name}_features", spec.key, [m.name for m in spec.metrics]) for name, spec in ENTITIES.items()]
-        self.views += [(f"{name}_live", spec.key, ["live_ids", "live_us"] + [f"live_{c}" for c in live_columns(spec)])
-                       for name, spec in ENTITIES.items()]
         self._counts = {m.name for spec in ENTITIES.values() for m in spec.metrics if m.zero_when_unseen}
         self._lock = threading.Lock()
+        self._live = open_live_log(live_log) if live_log is not None else None
+        self._live_lock = threading.Lock()
+        self._live_sql = " UNION ALL ".join(
+            ["SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND key = ?"] * len(ENTITIES))
         if self.kind == "sqlite":
             self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
             self._sql = " UNION ALL ".join(
@@ -143,10 +175,13 @@ class OnlineFeatures:
         """
         views = self.stored(keys, times)
         row: dict[str, Any] = {}
-        for values in views[:len(ENTITIES)]:
+        for values in views:
             row.update(values)
         finish_row(row, keys, self._counts)
-        add_live_facts(row, views[len(ENTITIES):], int(round(float(request["req_requested_epoch"]) * 1e6)))
+        at_us = int(round(float(request["req_requested_epoch"]) * 1e6))
+        latest = add_live_facts(row, self.live(keys), at_us)
+        if times is not None:
+            times.update({f"{entity}_live": _us_time(us) for entity, us in latest.items()})
         inputs = {name: [value] for name, value in request.items()}
         inputs.update({name: [row[name]] for name in CUSTOMER_INPUTS})
         for name, derived in request_time_features(inputs).items():
@@ -154,24 +189,43 @@ class OnlineFeatures:
         return row
 
 
-def add_live_facts(row: dict[str, Any], live: list[dict[str, Any]], at_us: int) -> None:
-    """Add the contributions of facts assessed since the last build that are known at `at_us`."""
-    for spec, facts in zip(ENTITIES.values(), live, strict=True):
-        stamps = facts.get("live_us")
-        if not stamps:
+    def live(self, keys: dict[str, str]) -> list[tuple[str, int, str]]:
+        """The live facts (entity, microseconds, contributions as JSON) of the request's five entities."""
+        if self._live is None:
+            return []
+        params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
+        with self._live_lock:
+            return self._live.execute(self._live_sql, params).fetchall()
+
+
+def _us_time(us: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+# per entity: (feature, contribution column, window in microseconds or None, is a count) of its sums
+_SUMS = {name: [(m.name, m.column, None if m.days is None else m.days * US_PER_DAY, m.is_count)
+                for m in spec.metrics if m.agg == "sum"] for name, spec in ENTITIES.items()}
+
+
+def add_live_facts(row: dict[str, Any], facts: Iterable[tuple[str, int, str]], at_us: int) -> dict[str, int]:
+    """Add the contributions of live facts known at `at_us` (each within each sum's window) to ROW.
+
+    Returns, per entity with facts counted, the time of its latest counted fact (microseconds).
+    """
+    latest: dict[str, int] = {}
+    for entity, us, contributions in facts:
+        if us > at_us or entity not in _SUMS:
             continue
-        stamps = list(stamps.val) if hasattr(stamps, "val") else list(stamps)
-        for metric in spec.metrics:
-            if metric.agg != "sum" or facts.get(f"live_{metric.column}") is None:
+        latest[entity] = max(us, latest.get(entity, us))
+        values = json.loads(contributions)
+        for name, column, window, is_count in _SUMS[entity]:
+            extra = values.get(column)
+            if not extra or (window is not None and us <= at_us - window):
                 continue
-            values = facts[f"live_{metric.column}"]
-            values = list(values.val) if hasattr(values, "val") else list(values)
-            low = -1 if metric.days is None else at_us - metric.days * US_PER_DAY
-            extra = sum(v for us, v in zip(stamps, values, strict=True) if low < us <= at_us)
-            if extra:
-                current = row.get(metric.name)
-                base = 0 if current is None or (isinstance(current, float) and math.isnan(current)) else current
-                row[metric.name] = type(base)(base + extra) if metric.is_count else float(base + extra)
+            current = row.get(name)
+            base = 0 if current is None or (isinstance(current, float) and math.isnan(current)) else current
+            row[name] = int(base + extra) if is_count else float(base + extra)
+    return latest
 
 
 def finish_row(row: dict[str, Any], keys: dict[str, str], counts: set[str]) -> None:

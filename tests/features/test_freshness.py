@@ -30,7 +30,7 @@ def live_world(tmp_path):
     returns = snapshot.read("returns")
     opened = returns["requested_at"].max() + pd.Timedelta(hours=1)
     source.materialize(opened.to_pydatetime(), full=True)
-    reader = OnlineFeatures(source.store())
+    reader = source.reader()
     return {"settings": settings, "source": source, "snapshot": snapshot, "opened": opened, "reader": reader,
             "live": LiveFacts(source, reader), "root": tmp_path}
 
@@ -116,7 +116,7 @@ def test_once_ingested_training_sees_what_serving_saw(live_world, tmp_path):
     pruned = w["live"].prune_ingested(probe_at.to_pydatetime())
     assert pruned == 1 + len(present) + 1  # customer, its tokens, the refund destination
     trained = w["source"].historical(probe).iloc[0]
-    served_after_prune = _vector(OnlineFeatures(w["source"].store()), probe)
+    served_after_prune = _vector(w["source"].reader(), probe)
 
     for name, value in served.items():
         if name == MEDIAN or name in ENTITY_KEYS or name.startswith("req_"):
