@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     abort,
     current_app,
@@ -31,6 +32,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -77,9 +79,20 @@ def secret_key(home: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the signer for requests that carry no session cookie
+    (every machine call to the API): such a request starts with an empty session, as Flask would give it."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.cookies.get(self.get_cookie_name(app)) is None:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def install(app: Flask) -> None:
     """Session settings and the blueprint."""
     settings = app.config["SETTINGS"]
+    app.session_interface = _CookieSessions()
     app.secret_key = app.config.get("SECRET_KEY") or secret_key(settings.home)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
                       SESSION_COOKIE_NAME="fraud_session",

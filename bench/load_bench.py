@@ -101,7 +101,7 @@ def _larger_model(args: argparse.Namespace, home: Path) -> str:
 
 
 def _forget_earlier_runs(home: Path) -> None:
-    """Drop the live facts an earlier run of this benchmark left (its returns would count again)."""
+    """Drop the live facts earlier runs (or levels) of this benchmark left (their returns would count again)."""
     from fraud_service.config import Settings
     from fraud_service.feature_source import FeatureSource
     from fraud_service.freshness import LiveFacts
@@ -261,6 +261,10 @@ def main() -> None:
         ceilings = {c: wrk(f"{base}/healthz", c, args.seconds, wrk_env, None) for c in levels}
         for c in levels:
             ceiling = ceilings[c]
+            # every level starts from the same features: the copies assessed at the level before are forgotten
+            # (the world has a few thousand returns, each replayed several times per level; left counting, they
+            # would make every later level's customers look like serial returners)
+            _forget_earlier_runs(home)
             assess = wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua")
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import math
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,7 +55,18 @@ def open_live_log(path: Path) -> sqlite3.Connection:
 _VALUE_FIELDS = ("int64_val", "double_val", "string_val", "float_val", "int32_val", "bool_val")
 
 
+_DOUBLE = struct.Struct("<d")
+_UINT = struct.Struct("<I")
+_STRING = 2  # Feast's ValueType.STRING
+
+
 def _decode(blob: bytes, value_cls: Any) -> Any:
+    """A feature value from Feast's serialised Value proto. The two kinds this store holds are read directly
+    (a double: tag 0x29 + 8 bytes; a small non-negative int64: tag 0x20 + one varint byte); others via protobuf."""
+    if len(blob) == 9 and blob[0] == 0x29:
+        return _DOUBLE.unpack_from(blob, 1)[0]
+    if len(blob) == 2 and blob[0] == 0x20 and blob[1] < 0x80:
+        return blob[1]
     value = value_cls()
     value.ParseFromString(blob)
     kind = value.WhichOneof("val")
@@ -98,6 +110,7 @@ class OnlineFeatures:
         self.kind = store.config.online_store.type
         # (view, join key, feature names): the stored features of each entity
         self.views = [(f"{name}_features", spec.key, [m.name for m in spec.metrics]) for name, spec in ENTITIES.items()]
+        self._prefixes: dict[str, bytes] = {}
         self._counts = {m.name for spec in ENTITIES.values() for m in spec.metrics if m.zero_when_unseen}
         self._lock = threading.Lock()
         self._live = open_live_log(live_log) if live_log is not None else None
@@ -122,6 +135,18 @@ class OnlineFeatures:
                             for view, _, names in self.views]
             self._mmh3 = _mmh3
 
+    def entity_key(self, join: str, value: str) -> bytes:
+        """`key({join: value})`, built directly: Feast's version-3 layout for one string key is a fixed prefix
+        per join key, then the value's length and UTF-8 bytes."""
+        prefix = self._prefixes.get(join)
+        if prefix is None:
+            if self.version != 3:
+                return self.key({join: value})
+            name = join.encode()
+            prefix = self._prefixes[join] = _UINT.pack(1) + _UINT.pack(_STRING) + _UINT.pack(len(name)) + name
+        encoded = value.encode()
+        return prefix + _UINT.pack(_STRING) + _UINT.pack(len(encoded)) + encoded
+
     def key(self, join_keys: dict[str, str]) -> bytes:
         """Feast's serialised entity key for one or more string join keys."""
         names = sorted(join_keys)
@@ -137,7 +162,7 @@ class OnlineFeatures:
         out: list[dict[str, Any]] = [dict.fromkeys(names) for _, _, names in self.views]
         stamps: list[str | None] = [None] * len(self.views)
         if self.kind == "sqlite":
-            params = [self.key({join: keys[join]}) for _, join, _ in self.views]
+            params = [self.entity_key(join, keys[join]) for _, join, _ in self.views]
             with self._lock:
                 rows = self._conn.execute(self._sql, params).fetchall()
             for i, name, blob, event_ts in rows:
@@ -146,7 +171,7 @@ class OnlineFeatures:
         else:
             pipe = self._redis.pipeline(transaction=False)
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
-                pipe.hmget(self.key({join: keys[join]}) + self.project.encode(), fields)
+                pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
             for i, (values, (_, _, names), target) in enumerate(zip(pipe.execute(), self.views, out, strict=True)):
                 for name, blob in zip(names, values[:-1], strict=True):
                     target[name] = None if blob is None else _decode(blob, self._value)

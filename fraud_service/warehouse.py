@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -72,10 +73,41 @@ class Snapshot:
             con.close()
         return {r[0] for r in rows}
 
+    def key_index(self, table: str, column: str) -> KeyIndex:
+        """An in-memory index of TABLE's COLUMN for many quick `holding` checks (8 bytes per row)."""
+        path = self.table_path(table)
+        if path is None:
+            return KeyIndex(np.empty(0, dtype=np.uint64))
+        values = pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False)
+        return KeyIndex(np.unique(_hashes(values)))
+
     def rows(self, table: str) -> int:
         """Row count of a table (0 when absent), from the parquet footer."""
         path = self.table_path(table)
         return 0 if path is None else pq.ParquetFile(path).metadata.num_rows
+
+
+def _hashes(values: np.ndarray) -> np.ndarray:
+    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object)), dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class KeyIndex:
+    """The sorted 64-bit hashes of a column's values: `holding` answers from memory, without reading the table.
+
+    A value absent from the column is reported held only if its hash collides with one of the n
+    stored ones: with 3 million rows, a chance of about 2e-13 per lookup.
+    """
+
+    hashes: np.ndarray
+
+    def holding(self, values: Sequence[str]) -> set[str]:
+        """Which of VALUES are in the column."""
+        if not len(values) or not len(self.hashes):
+            return set()
+        probe = _hashes(np.asarray(values, dtype=object))
+        at = np.minimum(np.searchsorted(self.hashes, probe), len(self.hashes) - 1)
+        return {v for v, hit in zip(values, self.hashes[at] == probe, strict=True) if hit}
 
 
 class Warehouse:

@@ -73,6 +73,9 @@ def _check_parity(source: FeatureSource) -> None:
         nonzero += fast["cust_orders_90d"] > 0
     assert not mismatches, f"{len(mismatches)} mismatches, e.g. " + "; ".join(mismatches[:8])
     assert nonzero > 50  # the vectors compared are not empty
+    for join in ENTITY_KEYS:  # the hand-built key bytes are Feast's own
+        for value in (str(entities.iloc[0][join]), "", "clé-ü-🙂", "x" * 300):
+            assert reader.entity_key(join, value) == reader.key({join: value})
 
 
 def test_online_equals_historical_on_sqlite(world):

@@ -176,3 +176,18 @@ def test_ingest_does_not_touch_the_dataset(world_copy, warehouse):
     before = {p.name: p.stat().st_mtime_ns for p in Path(world_copy).iterdir()}
     ingest(world_copy, warehouse)
     assert {p.name: p.stat().st_mtime_ns for p in Path(world_copy).iterdir()} == before
+
+
+def test_the_in_memory_key_index_answers_as_the_table_does(world_copy, warehouse):
+    ingest(world_copy, warehouse)
+    snapshot = warehouse.current()
+    stored = set(read_table(world_copy, "orders")["order_id"])
+    probe = sorted(stored)[::7] + ["not-an-order", "O-does-not-exist", ""]
+    expected = {order_id for order_id in probe if order_id in stored}  # the oracle: a plain set
+
+    index = snapshot.key_index("orders", "order_id")
+
+    assert len(index.hashes) == len(stored)
+    assert index.holding(probe) == expected == snapshot.holding("orders", "order_id", probe)
+    assert index.holding([]) == set()
+    assert snapshot.key_index("no_such_table", "order_id").holding(probe) == set()
