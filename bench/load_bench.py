@@ -57,10 +57,13 @@ def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
     dataset = home / "dataset"
     print(f"preparing {args.customers:,} customers x {args.days} days in {home} (reused when present) ...",
           flush=True)
+    postgres = bool(args.database and args.database.startswith("postgresql"))
+    if postgres:
+        _reset_postgres(args.database)  # the demo writes its own assessments there: the database must exist
     _run([*CLI, "--quiet", "demo", "--customers", str(args.customers), "--days", str(args.days),
           "--out", str(dataset)], env)
     _forget_earlier_runs(home)
-    if args.database and args.database.startswith("postgresql"):
+    if postgres:
         _reset_postgres(args.database)
     else:
         for suffix in ("", "-wal", "-shm"):
