@@ -22,7 +22,10 @@ end
 
 function request()
   counter = counter + 1
-  local body = bodies[(counter % #bodies) + 1]
+  -- the threads take turns through the list (thread 1 the 1st, 3rd, ... body of two), so the returns go out
+  -- in about their time order and each once, until the list is used up
+  local nthreads = tonumber(os.getenv("WRK_THREADS") or "1")
+  local body = bodies[((counter - 1) * nthreads + thread_id - 1) % #bodies + 1]
   local rid = string.format("%s-%d-%d", os.getenv("RUN_TAG"), thread_id, counter)
   return wrk.format(nil, "/v1/returns/assess", nil, (body:gsub("__RID__", rid)))
 end

@@ -1,16 +1,20 @@
 """Load benchmark of the scoring API: gunicorn on loopback, wrk in a separate process.
 
-For each concurrency level, wrk posts a new return (a real request body from the generated world,
-with a fresh return_id) to /v1/returns/assess: features from the online store, the production model,
-the policy and rules, TreeSHAP for every decision that is not a plain approve, the case for every
-review or deny, and the evidence write committed before the answer. In the same run, the same
-server's /healthz (a constant JSON answer through the same middleware) is measured at the same
-levels first, while the server is idle: the framework's ceiling.
-Afterwards every 201 answer's assessment must be in the database and `evidence verify` must pass.
+The returns are replayed as they happened: the generated world's online store holds what was
+known at a cutoff (`--replay-days` before its last return), the production model was trained on
+labels known 45 days before the end, and wrk posts the returns requested after the cutoff, in
+time order, each once per level under a new return_id: features from the online store plus the
+live facts of the returns replayed before it, the model, the policy and rules, TreeSHAP for every
+decision that is not a plain approve, the case for every review or deny, and the evidence write
+committed before the answer. In the same run, the same server's /healthz (a constant JSON answer
+through the same middleware) is measured at the same levels first, while the server is idle: the
+framework's ceiling. Each level starts from the same features (the live facts of the level before
+are forgotten). Afterwards every 201 answer's assessment must be in the database and
+`evidence verify` must pass.
 
-    .venv/bin/python bench/load_bench.py                       # demo-size world, SQLite evidence
+    .venv/bin/python bench/load_bench.py                       # SQLite evidence, a new world in a temp dir
     .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench
-    .venv/bin/python bench/load_bench.py --home /work/bench-load   # keep and reuse the world and model
+    .venv/bin/python bench/load_bench.py --home /work/bench-load   # build once in an empty dir, then reuse
 
 Needs `wrk` (Debian package `wrk`).
 """
@@ -53,54 +57,79 @@ def _run(cmd: list[str], env: dict[str, str]) -> str:
 
 
 def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, Any]:
-    """A world, features and a production model in HOME (reused when already there)."""
+    """A world, its online store as of the replay cutoff and a production model in HOME (reused when there)."""
+    from fraud_service.scoring import Scorer
+    from models.registry import ModelRegistry
+
     dataset = home / "dataset"
-    print(f"preparing {args.customers:,} customers x {args.days} days in {home} (reused when present) ...",
-          flush=True)
-    postgres = bool(args.database and args.database.startswith("postgresql"))
-    if postgres:
-        _reset_postgres(args.database)  # the demo writes its own assessments there: the database must exist
-    _run([*CLI, "--quiet", "demo", "--customers", str(args.customers), "--days", str(args.days),
-          "--out", str(dataset)], env)
-    _forget_earlier_runs(home)
-    if postgres:
+    marker = home / "load-bench.json"
+    world = {"customers": args.customers, "days": args.days, "orders_per_year": args.orders_per_year,
+             "return_rate": args.return_rate, "replay_days": args.replay_days,
+             "learning_rate": args.learning_rate, "leaves": args.leaves, "min_trees": args.min_trees}
+    built = json.loads(marker.read_text()) if marker.exists() else None
+    if built is not None and built["world"] != world:
+        raise SystemExit(f"{home} holds a benchmark world built with {built['world']}; use another --home")
+    if built is None and home.exists() and any(home.iterdir()):
+        raise SystemExit(f"--home {home} is not empty and holds no benchmark world: name an empty directory")
+    # an empty evidence database (the build's label sync reads it; the runs start from nothing)
+    if args.database and args.database.startswith("postgresql"):
         _reset_postgres(args.database)
     else:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{home / 'fraud.db'}{suffix}").unlink(missing_ok=True)
+    if built is None:
+        built = _build(args, home, env, dataset, world)
+        marker.write_text(json.dumps(built, indent=2))
+    print(f"world in {home}: replaying the returns after {built['cutoff']} with model {built['version']}",
+          flush=True)
+    _forget_earlier_runs(home)
     _run([*CLI, "db", "upgrade"], env)
-    from fraud_service.scoring import Scorer
-    from models.registry import ModelRegistry
-
-    registry = ModelRegistry(home / "models")
-    scorer = Scorer.from_registry(registry, "production")
-    if scorer.booster.num_trees() < args.min_trees:
-        print(f"the demo model has {scorer.booster.num_trees()} trees; training a larger one (learning rate "
-              f"{args.learning_rate}, {args.leaves} leaves) as production ...", flush=True)
-        version = _larger_model(args, home)
-        registry.promote(version)
-        scorer = Scorer.from_registry(registry, "production")
-    return {"dataset": dataset, "version": scorer.version, "trees": scorer.booster.num_trees(),
-            "leaves": scorer.booster.params.get("num_leaves"), "features": len(scorer.features)}
+    scorer = Scorer.from_registry(ModelRegistry(home / "models"), "production")
+    return {"dataset": dataset, "cutoff": built["cutoff"], "version": scorer.version,
+            "trees": scorer.booster.num_trees(), "leaves": scorer.booster.params.get("num_leaves"),
+            "features": len(scorer.features), "policy": scorer.policy.get("version")}
 
 
-def _larger_model(args: argparse.Namespace, home: Path) -> str:
-    """A model of hundreds of trees on the same data (a slower learning rate, more leaves), registered."""
+def _build(args: argparse.Namespace, home: Path, env: dict[str, str], dataset: Path,
+           world: dict[str, Any]) -> dict[str, Any]:
+    """Generate and ingest the world, build its features, fill the online store as of the cutoff, train."""
     import dataclasses
 
+    import lightgbm as lgb
     import pandas as pd
 
     from fraud_service.config import Settings
+    from models.registry import ModelRegistry
     from training.trainset import current_snapshot, time_range
     from training.workflow import DEFAULT_CONFIG, train
 
-    settings = Settings.from_env({"FRAUD_HOME": str(home)})
+    print(f"building the benchmark world in {home}: {args.customers:,} customers x {args.days} days ...", flush=True)
+    _run([*CLI, "--quiet", "generate", "--out", str(dataset), "--customers", str(args.customers), "--days",
+          str(args.days), "--orders-per-year", str(args.orders_per_year), "--return-rate", str(args.return_rate)], env)
+    _run([*CLI, "--quiet", "ingest", str(dataset)], env)
+    _run([*CLI, "--quiet", "features", "build"], env)
+    settings = Settings.from_env(env)
     _, last = time_range(current_snapshot(settings.warehouse_dir))
-    config = dataclasses.replace(DEFAULT_CONFIG, learning_rate=args.learning_rate, num_leaves=args.leaves,
-                                 max_rounds=3000, early_stopping_rounds=300)
-    result = train(settings, (last - pd.Timedelta(days=45)).normalize(), config=config)
-    assert result.record is not None
-    return result.record.version
+    cutoff = (last - pd.Timedelta(days=args.replay_days)).floor("s")
+    _run([*CLI, "--quiet", "features", "materialize", "--until", cutoff.isoformat(), "--full"], env)
+    learning_rate = args.learning_rate
+    for _ in range(3):  # a realistic model has hundreds of trees: a slower learning rate until it does
+        print(f"training the production model ({args.leaves} leaves, learning rate {learning_rate:.4g}) ...",
+              flush=True)
+        config = dataclasses.replace(DEFAULT_CONFIG, learning_rate=learning_rate, num_leaves=args.leaves,
+                                     max_rounds=5000, early_stopping_rounds=300)
+        result = train(settings, (last - pd.Timedelta(days=45)).normalize(), config=config)
+        assert result.record is not None
+        trees = lgb.Booster(model_str=result.record.model_text()).num_trees()
+        if trees >= args.min_trees:
+            break
+        learning_rate *= 0.8 * trees / args.min_trees
+    else:
+        raise SystemExit(f"no model of {args.min_trees} trees or more after three tries (last: {trees})")
+    registry = ModelRegistry(settings.models_dir)
+    if registry.aliases().get("production") != result.record.version:  # the first model is production already
+        registry.promote(result.record.version)
+    return {"world": world, "cutoff": cutoff.isoformat(), "version": result.record.version}
 
 
 def _forget_earlier_runs(home: Path) -> None:
@@ -128,18 +157,21 @@ def _reset_postgres(url: str) -> None:
     admin.dispose()
 
 
-def write_bodies(dataset: Path, out: Path, count: int) -> None:
-    """COUNT request bodies (returns spread over the whole history), one JSON line each, id left as __RID__."""
+def write_bodies(dataset: Path, out: Path, cutoff: str, count: int) -> int:
+    """The request bodies of the returns requested after CUTOFF, in time order (at most COUNT), one JSON line
+    each, the id left as __RID__; how many."""
     import pandas as pd
 
     from training.datasets.replay import Replay
 
     replay = Replay(dataset)
-    ids = pd.Series(replay.returns.index).sample(n=min(count, len(replay.returns)), random_state=1)
+    later = replay.returns[replay.returns["requested_at"] > pd.Timestamp(cutoff)]
+    ids = later.reset_index(drop=True).sort_values(["requested_at", "return_id"])["return_id"].head(count)
     with out.open("w") as f:
         for body in replay.bodies(ids):
             body["return_id"] = "__RID__"
             f.write(json.dumps(body, separators=(",", ":")) + "\n")
+    return len(ids)
 
 
 def _free_port() -> int:
@@ -188,6 +220,7 @@ def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script:
            "--timeout", "10s"]
     if script is not None:
         cmd += ["-s", str(script)]
+    env = {**env, "WRK_THREADS": str(min(connections, 2))}
     out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -224,21 +257,28 @@ def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="FRAUD_HOME to build (or reuse) the world in (default: a temp dir)")
-    parser.add_argument("--customers", type=int, default=5000)
-    parser.add_argument("--days", type=int, default=270)
+    parser.add_argument("--customers", type=int, default=20000, help="of the generated world (default 20,000)")
+    parser.add_argument("--days", type=int, default=180, help="of the generated world (default 180)")
+    parser.add_argument("--orders-per-year", type=float, default=22.0, help="per customer (default 22)")
+    parser.add_argument("--return-rate", type=float, default=0.4, help="returns per order (default 0.4)")
+    parser.add_argument("--replay-days", type=int, default=21,
+                        help="replay the returns of the world's last N days (default 21); the online store holds "
+                             "what was known before them")
     parser.add_argument("--database", help="FRAUD_DATABASE_URL (default SQLite in the home; a PostgreSQL "
                                            "database named here is dropped and created)")
     parser.add_argument("--connections", default="1,4,16,32", help="concurrency levels (default 1,4,16,32)")
     parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (default 15)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--bodies", type=int, default=50000,
-                        help="distinct returns of the world to replay, each under a new return_id (default: up to "
-                             "50,000; a return replayed again counts again in its customer's live features)")
+    parser.add_argument("--bodies", type=int, default=100000,
+                        help="at most this many returns to replay (default 100,000); a level that needs more starts "
+                             "over from the first, and the summary says so")
+    parser.add_argument("--learning-rate", type=float, default=0.01,
+                        help="of the production model (default 0.01: hundreds of trees)")
+    parser.add_argument("--leaves", type=int, default=63, help="of the production model (default 63)")
     parser.add_argument("--min-trees", type=int, default=300,
-                        help="train a larger production model when the demo's has fewer trees (default 300)")
-    parser.add_argument("--learning-rate", type=float, default=0.01, help="for that larger model (default 0.01)")
-    parser.add_argument("--leaves", type=int, default=63, help="for that larger model (default 63)")
+                        help="the production model has at least this many trees (default 300: the learning rate "
+                             "is lowered until it does)")
     parser.add_argument("--quiet-logs", action="store_true", help="log warnings only (default: a line per request)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -248,7 +288,8 @@ def main() -> None:
     env = _env(args, home)
     info = prepare(args, home, env)
     bodies = tmp / "bodies.jsonl"
-    write_bodies(info["dataset"], bodies, args.bodies)
+    replayed = write_bodies(info["dataset"], bodies, info["cutoff"], args.bodies)
+    print(f"{replayed:,} returns to replay, in time order", flush=True)
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
     port = _free_port()
     server = start_server(args, env, port, tmp / "server.log")
@@ -264,10 +305,7 @@ def main() -> None:
         ceilings = {c: wrk(f"{base}/healthz", c, args.seconds, wrk_env, None) for c in levels}
         for c in levels:
             ceiling = ceilings[c]
-            # every level starts from the same features: the copies assessed at the level before are forgotten
-            # (the world has a few thousand returns, each replayed several times per level; left counting, they
-            # would make every later level's customers look like serial returners)
-            _forget_earlier_runs(home)
+            _forget_earlier_runs(home)  # every level starts from the same features
             assess = wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua")
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
@@ -280,10 +318,14 @@ def main() -> None:
     answered = sum(r["assess"]["requests"] - r["assess"]["non_2xx"] for r in results)
     summary = {"model": {k: v for k, v in info.items() if k != "dataset"}, "workers": args.workers,
                "threads": args.threads, "database": args.database or "sqlite (WAL)", "seconds": args.seconds,
-               "levels": results, "answered_201": answered, "evidence": evidence}
+               "replayed_returns": replayed, "levels": results, "answered_201": answered, "evidence": evidence}
+    cycled = [r["connections"] for r in results if r["assess"]["requests"] > replayed]
+    if cycled:
+        print(f"levels {cycled} needed more requests than the {replayed:,} returns and replayed some twice "
+              "(a longer --replay-days or a larger world avoids it)")
     decided = evidence["decisions"]
     explained = sum(n for d, n in decided.items() if d != "approve")
-    print(f"model {info['version']}: {info['trees']} trees, {info['features']} features; "
+    print(f"model {info['version']} (policy {info['policy']}): {info['trees']} trees, {info['features']} features; "
           f"workers {args.workers} x {args.threads} threads; evidence in {summary['database']}")
     print(f"decisions: {decided}; explained with SHAP: {explained:,} of {evidence['assessments']:,} "
           f"({explained / max(evidence['assessments'], 1):.1%})")
