@@ -25,6 +25,7 @@ class TrainConfig:
     """LightGBM parameters and the validation split (the last share of the training rows, by time)."""
 
     num_leaves: int = 31
+    max_depth: int = -1  # no limit; TreeSHAP's cost per row grows with the square of the depth
     learning_rate: float = 0.05
     max_rounds: int = 1500
     early_stopping_rounds: int = 200
@@ -39,7 +40,7 @@ class TrainConfig:
     def params(self, features: list[str]) -> dict[str, Any]:
         return {
             "objective": "binary", "metric": "binary_logloss", "verbosity": -1,
-            "num_leaves": self.num_leaves, "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves, "max_depth": self.max_depth, "learning_rate": self.learning_rate,
             "min_child_samples": self.min_child_samples, "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction, "bagging_freq": 1, "lambda_l2": self.lambda_l2,
             "seed": self.seed, "deterministic": True, "force_row_wise": True, "num_threads": self.threads,
