@@ -83,9 +83,13 @@ def risk_level(score: float, policy: Policy) -> str:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
+    kind = type(value)
+    if kind is int or kind is str or value is None:  # most feature values: nothing to convert
+        return value
+    if kind is float or isinstance(value, float):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # other numpy scalars
         return value.item()
     return value
 
