@@ -83,7 +83,6 @@ def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
         marker.write_text(json.dumps(built, indent=2))
     print(f"world in {home}: replaying the returns after {built['cutoff']} with model {built['version']}",
           flush=True)
-    _forget_earlier_runs(home)
     _run([*CLI, "db", "upgrade"], env)
     scorer = Scorer.from_registry(ModelRegistry(home / "models"), "production")
     return {"dataset": dataset, "cutoff": built["cutoff"], "version": scorer.version,

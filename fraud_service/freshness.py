@@ -89,7 +89,7 @@ class LiveFacts:
         self.record_many([r])
 
     def record_many(self, returns: Iterable[AssessedReturn]) -> None:
-        """`record` for several returns in one transaction and one online write per entity type."""
+        """`record` for several returns in one transaction."""
         with self._writing():
             for r in returns:
                 self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -157,6 +157,7 @@ class LiveFacts:
             "SELECT count(*) FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id <> ? "
             "AND json_extract(contributions, '$.n_new_customer') = 1", (entity, token, customer, return_id))
         return 0 if earlier.fetchone()[0] else 1
+
 
 class FreshnessWriter:
     """Records assessed returns' live facts off the request path: one thread, batches of what is waiting.

@@ -52,8 +52,6 @@ def open_live_log(path: Path) -> sqlite3.Connection:
     db.executescript(LIVE_SCHEMA)
     return db
 
-_VALUE_FIELDS = ("int64_val", "double_val", "string_val", "float_val", "int32_val", "bool_val")
-
 
 _DOUBLE = struct.Struct("<d")
 _UINT = struct.Struct("<I")
