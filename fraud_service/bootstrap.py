@@ -93,7 +93,6 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     from fraud_service.freshness import FreshnessWriter, LiveFacts
     from fraud_service.policy import Policy
     from fraud_service.scoring import Scorer
-    from fraud_service.store.writer import EvidenceWriter
     from models.registry import ModelRegistry, RegistryError
 
     source = FeatureSource(settings)
@@ -107,7 +106,19 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=EvidenceWriter(engine), freshness=writer)
+                    writer=evidence_writer(settings, engine), freshness=writer)
+
+
+def evidence_writer(settings: Settings, engine: Engine) -> Any:
+    """The evidence writer process when `fraud-service serve` runs one (FRAUD_EVIDENCE_SOCKET), else a writer
+    thread in this process."""
+    if settings.evidence_socket:
+        from fraud_service.store.writer_service import RemoteEvidenceWriter
+
+        return RemoteEvidenceWriter(settings.evidence_socket)
+    from fraud_service.store.writer import EvidenceWriter
+
+    return EvidenceWriter(engine)
 
 
 def known_orders(settings: Settings) -> Any:

@@ -1,0 +1,131 @@
+"""`fraud-service serve` for real: gunicorn workers, the evidence writer process, a posted return, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from fraud_service.bootstrap import database
+from fraud_service.config import Settings
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment, EvidenceEvent
+from tests.api.conftest import body_from_dataset, private_home
+from tests.conftest import TrainedWorld
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_serve_commits_through_its_writer_process_and_stops_cleanly(serving_home: Path, trained_world: TrainedWorld,
+                                                                     tmp_path: Path) -> None:
+    home = private_home(serving_home, tmp_path / "home")
+    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "WARNING"}
+    for name in ("FRAUD_DATABASE_URL", "FRAUD_EVIDENCE_SOCKET", "PROMETHEUS_MULTIPROC_DIR",
+                 "PROMETHEUS_MULTIPROCESS_DIR"):
+        env.pop(name, None)
+    cli = [sys.executable, "-m", "api.cli"]
+    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+    key = subprocess.run([*cli, "keys", "create", "--role", "scoring", "--name", "serve test"], env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "2"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        status, ready = 0, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                status, ready = _get(f"{base}/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.25)
+        assert status == 200, (ready, (tmp_path / "serve.log").read_text()[-2000:])
+        assert ready["checks"]["evidence_writer"] == {"ok": True}
+        returns = pd.read_parquet(trained_world.dataset / "returns.parquet").sort_values("return_id")
+        ids = [f"serve-{uuid.uuid4().hex[:10]}-{n}" for n in range(6)]
+        answers = [_post(f"{base}/v1/returns/assess",
+                         body_from_dataset(trained_world.dataset, str(source), return_id=rid), key)
+                   for source, rid in zip(returns["return_id"].iloc[:6], ids, strict=True)]
+        assert [code for code, _ in answers] == [201] * 6
+        first = body_from_dataset(trained_world.dataset, str(returns["return_id"].iloc[0]), return_id=ids[0])
+        again = _post(f"{base}/v1/returns/assess", first, key)
+        assert again == (200, answers[0][1])  # the stored assessment, not a second one
+        writer_socket = _workers_socket(server.pid)
+        assert writer_socket is not None and writer_socket.is_socket()  # the workers were told where it listens
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        code = server.wait(timeout=60)
+        log.close()
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    engine, sessions = database(Settings.from_env(env))
+    try:
+        with sessions() as session:
+            stored = dict(session.execute(select(Assessment.return_id, Assessment.id)
+                                          .where(Assessment.return_id.in_(ids))).all())
+            payloads = session.execute(select(EvidenceEvent.payload)
+                                       .where(EvidenceEvent.kind == "assessment")).scalars()
+            responses = {json.loads(p)["response"]["return_id"]: json.loads(p)["response"] for p in payloads}
+            verified = chain.verify(session)
+    finally:
+        engine.dispose()
+    assert stored == {rid: answer["assessment_id"] for rid, (_, answer) in zip(ids, answers, strict=True)}
+    assert all(responses[rid] == answer for rid, (_, answer) in zip(ids, answers, strict=True))
+    assert verified.ok and verified.events >= 6
+    assert not writer_socket.parent.exists()  # removed when serve stopped
+
+
+def _workers_socket(session: int) -> Path | None:
+    """FRAUD_EVIDENCE_SOCKET as the processes of SESSION (serve, gunicorn and its workers) see it."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[3]) != session:
+            continue
+        for item in environ.split(b"\0"):
+            if item.startswith(b"FRAUD_EVIDENCE_SOCKET="):
+                return Path(item.split(b"=", 1)[1].decode())
+    return None
