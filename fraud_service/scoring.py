@@ -6,8 +6,10 @@ the same score whichever path computes it.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,10 @@ class Scorer:
         if self.booster.num_feature() != len(self.features):
             raise ValueError(f"model {self.version} has {self.booster.num_feature()} inputs but its manifest "
                              f"lists {len(self.features)} features")
+        self._model_text = model_text
+        self._single_raw = SingleRow(self.booster, RAW_SCORE, hold_gil=True)
+        self._single_contrib: SingleRow | None = None  # built on the first explanation (its own booster)
+        self._contrib_lock = threading.Lock()
 
     @classmethod
     def from_record(cls, record: ModelRecord) -> Scorer:
@@ -83,6 +89,8 @@ class Scorer:
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Raw (log-odds) scores."""
+        if len(x) == 1:
+            return self._single_raw.predict(x)[:, 0]
         return np.asarray(self.booster.predict(x, raw_score=True, num_threads=_threads(x)))
 
     def probability(self, x: np.ndarray) -> np.ndarray:
@@ -91,7 +99,21 @@ class Scorer:
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions in raw-score space: n x (features + 1), the last column the expected value."""
+        if len(x) == 1:
+            return self._contrib_row().predict(x)
         return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=_threads(x)))
+
+    def _contrib_row(self) -> SingleRow:
+        """Single-row explanations run on a second copy of the model: LightGBM serialises single-row calls on
+        one booster, and a score (which holds the interpreter lock, see `SingleRow`) must never wait behind a
+        2 ms explanation in another thread."""
+        if self._single_contrib is None:
+            import lightgbm as lgb
+
+            with self._contrib_lock:
+                if self._single_contrib is None:
+                    self._single_contrib = SingleRow(lgb.Booster(model_str=self._model_text), CONTRIB, hold_gil=False)
+        return self._single_contrib
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.probability(self.matrix(frame))
@@ -100,6 +122,70 @@ class Scorer:
         return {"version": self.version, "features": len(self.features),
                 "trees": self.booster.num_trees(), "policy": self.policy.get("version")}
 
+
+
+RAW_SCORE, CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE and C_API_PREDICT_CONTRIB
+_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
+
+
+class SingleRow:
+    """LightGBM's single-row fast prediction (`LGBM_BoosterPredictForMatSingleRowFast`) for one booster and kind.
+
+    `Booster.predict` re-reads its parameters and builds a predictor on every call: about 50 us for one
+    row of a 400-tree model, as much again in Python, and the call releases the interpreter lock, so under
+    load the request thread then waits for other threads to hand it back. The fast entry point keeps a
+    prepared configuration (one per thread: LightGBM's own buffers are per configuration). With HOLD_GIL
+    the call keeps the interpreter lock (ctypes.PyDLL): right for a score (tens of microseconds), wrong
+    for an explanation (milliseconds, during which the other threads should run).
+    """
+
+    def __init__(self, booster: Any, kind: int, *, hold_gil: bool) -> None:
+        from lightgbm.basic import _LIB
+
+        self.booster = booster  # kept alive as long as the configurations that point to it
+        self.kind = kind
+        self.columns = booster.num_feature()
+        self.width = self.columns + 1 if kind == CONTRIB else 1
+        lib = ctypes.PyDLL(_LIB._name) if hold_gil else ctypes.CDLL(_LIB._name)
+        self._predict = lib.LGBM_BoosterPredictForMatSingleRowFast
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p]
+        self._predict.restype = ctypes.c_int
+        self._init = _LIB.LGBM_BoosterPredictForMatSingleRowFastInit
+        self._free = _LIB.LGBM_FastConfigFree
+        self._error = _LIB.LGBM_GetLastError
+        self._error.restype = ctypes.c_char_p
+        self._local = threading.local()
+        self._handles: list[ctypes.c_void_p] = []
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """A 1 x width array of predictions for the one row of X."""
+        if x.shape != (1, self.columns):
+            raise ValueError(f"expected one row of {self.columns} values, got an array of shape {x.shape}")
+        row = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty((1, self.width))
+        length = ctypes.c_int64()
+        if self._predict(self._handle(), row.ctypes.data, ctypes.byref(length), out.ctypes.data) != 0:
+            raise RuntimeError(f"LightGBM single-row prediction failed: {self._error().decode()}")
+        return out
+
+    def _handle(self) -> ctypes.c_void_p:
+        handle: ctypes.c_void_p | None = getattr(self._local, "handle", None)
+        if handle is None:
+            handle = ctypes.c_void_p()
+            status = self._init(self.booster._handle, ctypes.c_int(self.kind), ctypes.c_int(0), ctypes.c_int(-1),
+                                ctypes.c_int(_FLOAT64), ctypes.c_int32(self.columns), ctypes.c_char_p(b"num_threads=1"),
+                                ctypes.byref(handle))
+            if status != 0:
+                raise RuntimeError(f"LightGBM single-row prediction failed: {self._error().decode()}")
+            with self._lock:
+                self._handles.append(handle)
+            self._local.handle = handle
+        return handle
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_handles", []):
+            self._free(handle)
 
 
 def _threads(x: np.ndarray) -> int:

@@ -51,6 +51,37 @@ def test_the_dict_path_scores_exactly_like_the_frame_path(scorer, test_frame):
     np.testing.assert_array_equal(by_row, by_frame)
 
 
+def test_one_row_at_a_time_gives_exactly_the_batch_scores_and_contributions_in_any_thread(scorer, test_frame):
+    """Single rows go through LightGBM's fast single-row entry point (one prepared configuration per thread);
+    batches through `Booster.predict`. Both must agree to the bit, also when threads predict at once."""
+    import threading
+
+    x = scorer.matrix(test_frame.head(150))
+    assert np.isnan(x).any()  # missing values and categorical codes are among the inputs
+    raw, contributions = scorer.raw(x), scorer.contributions(x)
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def one_by_one(n: int) -> None:
+        rows = range(len(x)) if n % 2 else range(len(x) - 1, -1, -1)
+        got_raw = {i: scorer.raw(x[i:i + 1]) for i in rows}
+        got_contrib = {i: scorer.contributions(x[i:i + 1]) for i in rows}
+        results[n] = (np.concatenate([got_raw[i] for i in range(len(x))]),
+                      np.vstack([got_contrib[i] for i in range(len(x))]))
+
+    threads = [threading.Thread(target=one_by_one, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1, 2, 3]
+    for got_raw, got_contrib in results.values():
+        assert got_raw.shape == raw.shape == (len(x),)
+        np.testing.assert_array_equal(got_raw, raw)
+        np.testing.assert_array_equal(got_contrib, contributions)
+    with pytest.raises(ValueError, match="one row of"):
+        scorer._single_raw.predict(x[:1, :-1])
+
+
 @pytest.mark.parametrize("feature", MONOTONE_UP)
 def test_more_evidence_of_bad_behaviour_never_lowers_the_score(scorer, test_frame, feature):
     rows = test_frame.head(300).copy()
