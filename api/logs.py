@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 
+import orjson
 from flask import Flask, Response, g, request
 
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -20,7 +20,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(entry, default=str).decode()
 
 
 def configure(level: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+import orjson
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
@@ -27,19 +29,31 @@ def _assessor():  # type: ignore[no-untyped-def]
 @requires("scoring")
 def assess() -> ResponseReturnValue:
     """Score one return request; the same return_id again returns the stored assessment."""
-    body = request.get_json(silent=True)
+    body = _json_body()
     if body is None:
         raise ApiError(400, "bad_request", "the body must be a JSON object (Content-Type: application/json)")
     parsed = parse_request(body, dt.datetime.now(dt.UTC))
     outcome = _assessor().assess(parsed, request_hash(body), current_principal().actor)
     if not outcome.replayed:
         current_app.extensions["metrics"].decided(outcome.response)
-    response = jsonify(outcome.response)
+    response = Response(orjson.dumps(outcome.response, option=orjson.OPT_SERIALIZE_NUMPY), mimetype="application/json")
     response.headers["Location"] = outcome.response["evidence"]
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
         return response, 200
     return response, 201
+
+
+def _json_body() -> Any:
+    """The request's JSON (None when it is not JSON). orjson reads it in a fraction of `json`'s time; what
+    orjson refuses but `json` reads (NaN literals, integers beyond 64 bits) is read as before, so validation
+    still names the field."""
+    if not request.is_json:
+        return None
+    try:
+        return orjson.loads(request.get_data(cache=True))
+    except orjson.JSONDecodeError:
+        return request.get_json(silent=True)
 
 
 @bp.get("/v1/assessments/<assessment_id>")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError
+from fraud_service.store.writer import AssessmentStore
 
 
 class NotReady(FraudServiceError):
@@ -109,7 +110,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
                     writer=evidence_writer(settings, engine), freshness=writer)
 
 
-def evidence_writer(settings: Settings, engine: Engine) -> Any:
+def evidence_writer(settings: Settings, engine: Engine) -> AssessmentStore:
     """The evidence writer process when `fraud-service serve` runs one (FRAUD_EVIDENCE_SOCKET), else a writer
     thread in this process."""
     if settings.evidence_socket:

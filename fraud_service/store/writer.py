@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
@@ -53,6 +53,15 @@ class Pending:
 
 class DatabaseDown(Exception):
     """The batch holding this assessment could not be committed."""
+
+
+class AssessmentStore(Protocol):
+    """What the assessor stores through: the in-process `EvidenceWriter` or the writer process's client."""
+
+    def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
+              links: dict[str, str] | None = None) -> int | None: ...
+
+    def close(self) -> None: ...
 
 
 class BatchWriter:
@@ -191,7 +200,7 @@ class BatchWriter:
         def chain_event(kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
             nonlocal seq, previous
             seq += 1
-            text = chain.canonical(payload)
+            text = chain.fast_canonical(payload)
             digest = chain.link_hash(previous, seq, pending.at, kind, subject, pending.actor, text)
             events.append(self._sql.event_params({
                 "seq": seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,

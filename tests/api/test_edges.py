@@ -101,6 +101,17 @@ def test_every_bad_field_is_listed_with_422(api: Api, body: dict[str, Any]) -> N
         assert problem["problem"] and problem["expected"]
 
 
+def test_json_only_pythons_reader_accepts_still_names_the_field(api: Api, body: dict[str, Any]) -> None:
+    """A NaN literal is not JSON orjson reads; the body is read as `json` reads it and validation names the
+    field, as for any other bad value (not a 400 for the whole body)."""
+    text = json.dumps({**body, "refund_amount": float("nan")})
+    assert "NaN" in text
+    response = api.client.post("/v1/returns/assess", data=text, headers=api.headers(),
+                               content_type="application/json")
+    assert response.status_code == 422
+    assert {p["field"] for p in response.get_json()["problems"]} == {"refund_amount"}
+
+
 def test_a_json_array_is_422(api: Api) -> None:
     response = api.assess([1, 2])
     assert response.status_code == 422
