@@ -687,8 +687,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     path = socket_path()
     writer = EvidenceServer(engine, path)
     argv = [str(Path(sys.executable).with_name("gunicorn")), "--workers", str(args.workers), "--threads",
-            str(args.threads), "--worker-class", "gthread", "--bind", f"{host}:{port}", "--config",
-            "python:api.gunicorn_conf", "api.app:create_app()"]
+            str(args.threads), "--worker-class", "api.gunicorn_worker.BalancedThreadWorker", "--bind",
+            f"{host}:{port}", "--config", "python:api.gunicorn_conf", "api.app:create_app()"]
     print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: http://{host}:{port}/ui/ "
           "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)
     server = subprocess.Popen(argv, env={**os.environ, "FRAUD_EVIDENCE_SOCKET": str(path)})

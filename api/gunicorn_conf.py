@@ -11,8 +11,13 @@ keepalive = 5
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """A dead worker's live gauges stop counting in /metrics (prometheus_client multiprocess mode)."""
+    """A dead worker's live gauges stop counting in /metrics (prometheus_client multiprocess mode), and its
+    connections no longer count against the others' share (api.gunicorn_worker)."""
     import os
+
+    from api.gunicorn_worker import clear
+
+    clear(worker.age)
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -26,4 +31,3 @@ def worker_exit(server: Any, worker: Any) -> None:
     service = getattr(app, "extensions", {}).get("fraud") if app is not None else None
     if service is not None:
         service.close()
-

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -93,6 +94,18 @@ def test_serve_commits_through_its_writer_process_and_stops_cleanly(serving_home
         assert again == (200, answers[0][1])  # the stored assessment, not a second one
         writer_socket = _workers_socket(server.pid)
         assert writer_socket is not None and writer_socket.is_socket()  # the workers were told where it listens
+        pool = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(12)]
+        for conn in pool:  # a client's connection pool, opened at once (as wrk does) and kept alive
+            conn.connect()
+        for conn in pool:
+            conn.request("GET", "/healthz")
+        for conn in pool:
+            assert conn.getresponse().read()
+        held = _server_connections(server.pid, port)
+        for conn in pool:
+            conn.close()
+        assert sum(held.values()) == 12 and len(held) == 2, held
+        assert max(held.values()) - min(held.values()) <= 2, held  # each worker took its share
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         code = server.wait(timeout=60)
@@ -113,6 +126,28 @@ def test_serve_commits_through_its_writer_process_and_stops_cleanly(serving_home
     assert all(responses[rid] == answer for rid, (_, answer) in zip(ids, answers, strict=True))
     assert verified.ok and verified.events >= 6
     assert not writer_socket.parent.exists()  # removed when serve stopped
+
+
+def _server_connections(session: int, port: int) -> dict[int, int]:
+    """Established connections to PORT held per process of SESSION."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:
+            inodes.add(f"socket:[{fields[9]}]")
+    held: dict[int, int] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[3]) != session:
+                continue
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        count = sum(link in inodes for link in links)
+        if count:
+            held[int(proc.name)] = count
+    return held
 
 
 def _workers_socket(session: int) -> Path | None:

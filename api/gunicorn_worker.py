@@ -1,0 +1,62 @@
+"""gunicorn's threaded worker, taking only its share of the connections.
+
+gunicorn's workers share one listening socket, and whichever worker's main thread wakes first
+accepts. A client that opens its connection pool at once (as a load generator, or the returns
+workflow, does) ended up almost entirely on one worker: 15 of 16 keep-alive connections on one
+process, whose interpreter lock then capped the service at about one core while the other
+worker idled. Requests on a kept-alive connection never move to another worker.
+
+Here each worker publishes how many connections it holds in a small shared table (created in
+the master before the workers are forked) and stops accepting while it holds more than one
+above the least loaded live worker; the others then take the next connections. A worker's row
+is cleared when it exits (`api.gunicorn_conf.child_exit`), so a dead worker never holds the
+others back; a hung one is killed by gunicorn's timeout.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+SLOTS = 256
+_TABLE = mmap.mmap(-1, SLOTS * 8)  # anonymous and shared: made at import in the master, inherited by each fork
+_COUNTS = memoryview(_TABLE).cast("q")  # per slot: connections held + 1, or 0 for no live worker
+
+
+def slot(age: int) -> int:
+    """The table row of the worker gunicorn numbered AGE."""
+    return age % SLOTS
+
+
+def clear(age: int) -> None:
+    """Forget the connections of the worker numbered AGE (it has exited)."""
+    _COUNTS[slot(age)] = 0
+
+
+def fair_limit(counts: Any, own: int) -> int | None:
+    """How many connections the worker in row OWN may hold, given every row's COUNTS (connections + 1, 0 for
+    no worker): one more than the least loaded other live worker, or None (no limit) when it is alone."""
+    others = [c - 1 for i, c in enumerate(counts) if c > 0 and i != own]
+    return min(others) + 1 if others else None
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """`gthread`, except that a worker ahead of the others stops accepting until they catch up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._configured_connections = 0
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def worker_connections(self) -> int:
+        """Read by gthread's loop before each wait: publishes this worker's count and returns its current cap."""
+        own = slot(self.age)
+        _COUNTS[own] = self.nr_conns + 1
+        fair = fair_limit(_COUNTS, own)
+        return self._configured_connections if fair is None else min(self._configured_connections, fair)
+
+    @worker_connections.setter
+    def worker_connections(self, value: int) -> None:
+        self._configured_connections = value

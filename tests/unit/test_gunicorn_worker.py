@@ -1,0 +1,48 @@
+"""The worker's share of connections: one more than the least loaded other live worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.gunicorn_worker import SLOTS, fair_limit, slot
+
+
+def _table(**rows: int) -> list[int]:
+    counts = [0] * SLOTS
+    for name, held in rows.items():
+        counts[int(name[1:])] = held + 1  # a live worker's row holds its connections + 1
+    return counts
+
+
+@pytest.mark.parametrize(("rows", "own", "limit"), [
+    ({"w0": 0}, 0, None),                      # alone: no limit beyond gunicorn's own
+    ({"w0": 0, "w1": 0}, 0, 1),                # both idle: take one, then let the other take one
+    ({"w0": 5, "w1": 3}, 0, 4),                # ahead: stop at one above the other
+    ({"w0": 3, "w1": 5}, 0, 6),                # behind: may catch up and pass by one
+    ({"w0": 2, "w1": 7, "w2": 1}, 1, 2),       # the least loaded other worker decides
+    ({"w0": 4}, 3, 5),                         # a row not yet published (own) is not counted
+])
+def test_fair_limit(rows, own, limit):
+    assert fair_limit(_table(**rows), own) == limit
+
+
+def test_a_cleared_row_does_not_hold_the_others_back():
+    counts = _table(w0=6, w1=2)
+    counts[1] = 0  # worker 1 exited: child_exit clears its row
+    assert fair_limit(counts, 0) is None
+
+
+def test_sixteen_connections_arriving_at_once_split_evenly():
+    """The loop the worker runs: accept while below the limit, each worker publishing after each accept."""
+    counts = _table(w0=0, w1=0)  # both workers have published once, at start
+    held = {0: 0, 1: 0}
+    for _ in range(16):
+        for worker in (0, 0, 1):  # worker 0 wakes first, twice as often: without the limit it takes everything
+            counts[worker] = held[worker] + 1
+            limit = fair_limit(counts, worker)
+            if limit is None or held[worker] < limit:
+                held[worker] += 1
+                counts[worker] = held[worker] + 1
+                break
+    assert sorted(held.values()) == [8, 8]
+    assert slot(SLOTS + 3) == 3
