@@ -657,21 +657,11 @@ def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Migrate the evidence database, then run the service under gunicorn on FRAUD_HOST:FRAUD_PORT.
-
-    This process stays as gunicorn's parent and runs the evidence writer for all its workers
-    (`fraud_service.store.writer_service`): every assessment is committed here, in batches, before
-    its answer is sent. SIGTERM or Ctrl-C stops gunicorn gracefully (requests in flight are still
-    committed), then the writer.
-    """
+    """Migrate the evidence database, then run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
     import os
     import shutil
-    import signal
-    import subprocess
 
-    from fraud_service.bootstrap import database
     from fraud_service.store.migrate import upgrade
-    from fraud_service.store.writer_service import EvidenceServer, socket_path
 
     with _evidence(settings, migrated=False) as (engine, _):
         upgrade(engine)
@@ -683,38 +673,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
-    engine, _ = database(settings)
-    path = socket_path()
-    writer = EvidenceServer(engine, path)
-    argv = [str(Path(sys.executable).with_name("gunicorn")), "--workers", str(args.workers), "--threads",
-            str(args.threads), "--worker-class", "api.gunicorn_worker.BalancedThreadWorker", "--bind",
-            f"{host}:{port}", "--config", "python:api.gunicorn_conf", "api.app:create_app()"]
     print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: http://{host}:{port}/ui/ "
           "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)
-    server = subprocess.Popen(argv, env={**os.environ, "FRAUD_EVIDENCE_SOCKET": str(path)})
-    stopped: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        stopped.append(signum)
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)  # graceful: workers finish their requests, still committed here
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        while server.poll() is None:
-            writer.run_once(0.5)
-    finally:
-        if server.poll() is None:  # the writer itself failed: no worker may answer without it
-            server.kill()
-            server.wait()
-        writer.close()
-        engine.dispose()
-        shutil.rmtree(path.parent, ignore_errors=True)
-    if stopped or server.returncode == 0:
-        return 0
-    print(f"gunicorn exited with code {server.returncode}", file=sys.stderr)
-    return 1
+    argv = ["gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
+            "--worker-class", "api.gunicorn_worker.BalancedThreadWorker", "--bind", f"{host}:{port}",
+            "--config", "python:api.gunicorn_conf",
+            "api.app:create_app()"]
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    os.execv(str(gunicorn), argv)
+    return 0  # pragma: no cover - execv does not return
 
 
 def build_parser() -> argparse.ArgumentParser:

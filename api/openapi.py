@@ -185,7 +185,7 @@ def document() -> dict[str, Any]:
             "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
                                    "responses": {"200": _json(plain, "Snapshot name, origin, row counts")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(plain, "Up")}}},
-            "/readyz": {"get": {"summary": "Readiness: model, database, feature store, evidence writer (under serve)",
+            "/readyz": {"get": {"summary": "Readiness: model, database, feature store",
                                 "responses": {"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},

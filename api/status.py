@@ -54,10 +54,6 @@ def readyz() -> ResponseReturnValue:
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
     except Exception as exc:  # any driver error means not ready
         checks["database"] = {"ok": False, "detail": f"cannot reach the evidence database: {type(exc).__name__}"}
-    ping = getattr(assessor.writer, "ping", None) if assessor is not None else None
-    if ping is not None:  # the evidence writer process of `fraud-service serve`
-        checks["evidence_writer"] = ({"ok": True} if ping() else
-                                     {"ok": False, "detail": "the evidence writer process does not answer"})
     if assessor is not None:
         try:
             assessor.reader.stored({key: "readyz-probe" for key in ENTITY_KEYS})

@@ -5,7 +5,7 @@ that a later investigation needs is kept: the request, every feature value with 
 its stored row was computed, the model and policy versions, the raw and calibrated score,
 the SHAP contributions, the rules that fired and the decision. The assessment row and its
 hash-chained evidence event are written in one transaction (grouped with concurrent ones by the
-`fraud_service.store.writer`); if that fails, no decision is given (the caller gets `Unavailable`). A return
+`EvidenceWriter`); if that fails, no decision is given (the caller gets `Unavailable`). A return
 already stored is detected at that write: the stored answer is returned, or `Conflict` when the
 body differs.
 """
@@ -37,7 +37,7 @@ from fraud_service.rules import final_decision, hard_rules, list_hits, tokens
 from fraud_service.scoring import Scorer
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
-from fraud_service.store.writer import AssessmentStore, DatabaseDown
+from fraud_service.store.writer import DatabaseDown, EvidenceWriter
 
 
 class Conflict(FraudServiceError):
@@ -98,7 +98,7 @@ class Assessor:
     """Assesses return requests with one loaded model and policy (built once per worker)."""
 
     def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
-                 writer: AssessmentStore, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
+                 writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
                  top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.reader = reader
         self.loaded = Loaded.of(scorer, policy)

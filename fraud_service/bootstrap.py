@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError
-from fraud_service.store.writer import AssessmentStore
 
 
 class NotReady(FraudServiceError):
@@ -94,6 +93,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     from fraud_service.freshness import FreshnessWriter, LiveFacts
     from fraud_service.policy import Policy
     from fraud_service.scoring import Scorer
+    from fraud_service.store.writer import EvidenceWriter
     from models.registry import ModelRegistry, RegistryError
 
     source = FeatureSource(settings)
@@ -107,19 +107,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=evidence_writer(settings, engine), freshness=writer)
-
-
-def evidence_writer(settings: Settings, engine: Engine) -> AssessmentStore:
-    """The evidence writer process when `fraud-service serve` runs one (FRAUD_EVIDENCE_SOCKET), else a writer
-    thread in this process."""
-    if settings.evidence_socket:
-        from fraud_service.store.writer_service import RemoteEvidenceWriter
-
-        return RemoteEvidenceWriter(settings.evidence_socket)
-    from fraud_service.store.writer import EvidenceWriter
-
-    return EvidenceWriter(engine)
+                    writer=EvidenceWriter(engine), freshness=writer)
 
 
 def known_orders(settings: Settings) -> Any:

@@ -24,9 +24,6 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
-    evidence_socket: str | None = None
-    """Where the evidence writer process listens (set by `fraud-service serve` for its workers); without it,
-    each process commits its assessments itself."""
 
     def __post_init__(self) -> None:
         if self.online_store not in ONLINE_STORES:
@@ -66,5 +63,4 @@ class Settings:
             host=env.get("FRAUD_HOST") or "127.0.0.1",
             port=port,
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
-            evidence_socket=env.get("FRAUD_EVIDENCE_SOCKET") or None,
         )

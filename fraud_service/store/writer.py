@@ -1,11 +1,9 @@
-"""Group commit of assessments: one writer chains and commits what is waiting together.
+"""Group commit of assessments: one writer thread per process chains and commits what is waiting together.
 
 Each request thread hands its assessment to the writer and waits until the transaction holding it
 has committed (the answer is never sent before its evidence is durable). Whatever arrived while
 the previous transaction was committing goes into the next one: under load several assessments
 share one commit (one fsync on SQLite), without load each is committed on its own at once.
-`BatchWriter` is that commit; `EvidenceWriter` runs it in a thread of the process, and under
-`fraud-service serve` one writer process runs it for all the workers (`writer_service`).
 
 Inside the transaction the chain head is locked first, so the duplicate check on `return_id` and
 the inserts are serialised with every other writer of the chain (other workers, the lists API,
@@ -28,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
@@ -55,23 +53,10 @@ class DatabaseDown(Exception):
     """The batch holding this assessment could not be committed."""
 
 
-class AssessmentStore(Protocol):
-    """What the assessor stores through: the in-process `EvidenceWriter` or the writer process's client."""
+class EvidenceWriter:
+    """Commits assessments and their evidence events in batches; `store` blocks until committed."""
 
-    def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
-              links: dict[str, str] | None = None) -> int | None: ...
-
-    def close(self) -> None: ...
-
-
-class BatchWriter:
-    """Commits batches of assessments and their evidence events, one transaction per batch.
-
-    Used by the `EvidenceWriter` thread inside a process, and by the evidence writer process
-    (`fraud_service.store.writer_service`) that `fraud-service serve` runs for all its workers.
-    """
-
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
         self.engine = engine
         self._sql = _Statements(engine)
         self._sqlite = engine.dialect.name == "sqlite"
@@ -79,7 +64,24 @@ class BatchWriter:
         self._connection: Any = None
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         self._lock_file = open(f"{database}.writer-lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
+        self.max_batch = max_batch
         self.batches = 0
+        self._queue: queue.Queue[Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
+        self._thread.start()
+
+    def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
+              links: dict[str, str] | None = None, timeout: float = 30.0) -> int | None:
+        """Commit one assessment; its event's sequence number, or None when ROW's return_id is already stored.
+
+        With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
+        the open case linked to any of them, or opens one, in the same transaction; the case id is
+        written into ROW and into the payload's response before either is stored.
+        Raises DatabaseDown when the transaction failed (nothing of it was stored).
+        """
+        future: Future[int | None] = Future()
+        self._queue.put(Pending(row, payload, actor, at, future, links))
+        return future.result(timeout=timeout)
 
     def _case(self, cursor: Any, pending: Pending, cases: dict[tuple[str, str], str]) -> dict[str, Any]:
         """Join the open case linked to the assessment's customer or tokens, or open one; the case event's payload.
@@ -131,16 +133,34 @@ class BatchWriter:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
         if self._connection is not None:
             self._connection.close()
-            self._connection = None
         if self._lock_file is not None:
             self._lock_file.close()
-            self._lock_file = None
 
-    def commit(self, batch: list[Pending]) -> None:
-        """Write BATCH in one transaction and settle each one's future: its event's sequence number, None for a
-        return already stored, DatabaseDown when the database failed, or the error itself (a bug)."""
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[Pending]) -> None:
         try:
             with self._turn():
                 outcome = self._transaction(batch)
@@ -272,52 +292,3 @@ class _Statements:
                          for name, convert in zip(names, processors, strict=True))
 
         return sql, params
-
-
-class EvidenceWriter(BatchWriter):
-    """A writer thread in this process: `store` hands an assessment over and blocks until it is committed."""
-
-    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
-        super().__init__(engine)
-        self.max_batch = max_batch
-        self._queue: queue.Queue[Pending | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
-        self._thread.start()
-
-    def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
-              links: dict[str, str] | None = None, timeout: float = 30.0) -> int | None:
-        """Commit one assessment; its event's sequence number, or None when ROW's return_id is already stored.
-
-        With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
-        the open case linked to any of them, or opens one, in the same transaction; the case id is
-        written into ROW and into the payload's response before either is stored.
-        Raises DatabaseDown when the transaction failed (nothing of it was stored).
-        """
-        future: Future[int | None] = Future()
-        self._queue.put(Pending(row, payload, actor, at, future, links))
-        return future.result(timeout=timeout)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        super().close()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self.commit(batch)
-            if stop:
-                return
