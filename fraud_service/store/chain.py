@@ -35,7 +35,7 @@ def canonical(payload: Any) -> str:
 
 def fast_canonical(payload: Any) -> str:
     """`canonical` written by orjson, for the assessments the evidence writer stores (a 5 KB payload in about
-    0.01 ms instead of 0.1 ms, on the one process every assessment passes through). The same JSON values,
+    0.01 ms instead of 0.1 ms, in the writer thread every assessment of a worker passes through). The same JSON values,
     though numbers may be spelled differently (1e-05 is 0.00001), which is harmless: an event is checked
     against its stored text. Unlike `canonical`, a float that is not finite is written as null; the
     assessment's feature values are made null before this anyway (`assess._json_value`). What orjson
