@@ -57,7 +57,7 @@ def _post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
 def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stops_cleanly(
         serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
     home = private_home(serving_home, tmp_path / "home")
-    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
     for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         env.pop(name, None)
     cli = [sys.executable, "-m", "api.cli"]
@@ -81,6 +81,9 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
                 pass
             time.sleep(0.25)
         assert status == 200, (ready, (tmp_path / "serve.log").read_text()[-2000:])
+        while time.monotonic() < deadline and len(_ready_workers(tmp_path / "serve.log")) < 2:
+            time.sleep(0.25)  # waiting for the second worker to load, not timing anything
+        assert len(_ready_workers(tmp_path / "serve.log")) == 2
         returns = pd.read_parquet(trained_world.dataset / "returns.parquet").sort_values("return_id")
         ids = [f"serve-{uuid.uuid4().hex[:10]}-{n}" for n in range(6)]
         answers = [_post(f"{base}/v1/returns/assess",
@@ -121,6 +124,15 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
     assert stored == {rid: answer["assessment_id"] for rid, (_, answer) in zip(ids, answers, strict=True)}
     assert all(responses[rid] == answer for rid, (_, answer) in zip(ids, answers, strict=True))
     assert verified.ok and verified.events >= 6
+
+
+def _ready_workers(log: Path) -> set[int]:
+    """The pids of the workers whose app has loaded (their "app ready" log line)."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if '"app ready"' in line:
+            pids.add(json.loads(line)["pid"])
+    return pids
 
 
 def _server_connections(session: int, port: int) -> dict[int, int]:
