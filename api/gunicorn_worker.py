@@ -8,12 +8,10 @@ worker idled. Requests on a kept-alive connection never move to another worker.
 
 Here each worker publishes how many connections it holds in a small shared table (created in
 the master before the workers are forked) and stops accepting while it holds more than one
-above the least loaded live worker; the others then take the next connections. Connections
-taken while another worker was still starting (or before one was replaced) are handed back:
-a worker holding more than two above the least loaded answers its next request on such a
-connection with `Connection: close`, and the client's reconnection lands on a worker with room.
-A worker's row is cleared when it exits (`api.gunicorn_conf.child_exit`), so a dead worker never
-holds the others back; a hung one is killed by gunicorn's timeout.
+above the least loaded live worker; the others then take the next connections. A worker's row
+is cleared when it exits (`api.gunicorn_conf.child_exit`), so a dead worker never holds the
+others back; a hung one is killed by gunicorn's timeout. Connections a worker took while
+another was still loading stay with it (kept-alive connections are not moved).
 """
 
 from __future__ import annotations
@@ -45,19 +43,11 @@ def fair_limit(counts: Any, own: int) -> int | None:
     return min(others) + 1 if others else None
 
 
-def over_share(counts: Any, own: int, held: int) -> bool:
-    """Whether the worker in row OWN, holding HELD connections, should give one back: more than two above the
-    least loaded other live worker (one above is the normal state of an odd split)."""
-    limit = fair_limit(counts, own)
-    return limit is not None and held > limit + 1
-
-
 class BalancedThreadWorker(ThreadWorker):
     """`gthread`, except that a worker ahead of the others stops accepting until they catch up."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._configured_connections = 0
-        self._configured_keepalived = 0
         super().__init__(*args, **kwargs)
 
     @property  # type: ignore[override]
@@ -71,12 +61,3 @@ class BalancedThreadWorker(ThreadWorker):
     @worker_connections.setter
     def worker_connections(self, value: int) -> None:
         self._configured_connections = value
-
-    @property  # type: ignore[override]
-    def max_keepalived(self) -> int:
-        """Read by gthread for each request: 0 (close this connection after the answer) when over its share."""
-        return 0 if over_share(_COUNTS, slot(self.age), self.nr_conns) else self._configured_keepalived
-
-    @max_keepalived.setter
-    def max_keepalived(self, value: int) -> None:
-        self._configured_keepalived = value

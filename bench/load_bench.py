@@ -222,7 +222,7 @@ def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script:
         cmd += ["-s", str(script)]
     env = {**env, "WRK_THREADS": str(min(connections, 2))}
     out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)

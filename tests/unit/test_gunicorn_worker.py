@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.gunicorn_worker import SLOTS, fair_limit, over_share, slot
+from api.gunicorn_worker import SLOTS, fair_limit, slot
 
 
 def _table(**rows: int) -> list[int]:
@@ -46,32 +46,3 @@ def test_sixteen_connections_arriving_at_once_split_evenly():
                 break
     assert sorted(held.values()) == [8, 8]
     assert slot(SLOTS + 3) == 3
-
-
-@pytest.mark.parametrize(("rows", "own", "shed"), [
-    ({"w0": 12, "w1": 0}, 0, True),     # took everything while the other was starting: give some back
-    ({"w0": 4, "w1": 1}, 0, True),
-    ({"w0": 3, "w1": 1}, 0, False),     # two above: left alone (a margin, so connections do not bounce)
-    ({"w0": 2, "w1": 1}, 0, False),     # one above: an odd split, nothing to do
-    ({"w0": 8, "w1": 8}, 0, False),
-    ({"w0": 1, "w1": 12}, 0, False),    # behind: never
-    ({"w0": 12}, 0, False),             # alone: never
-])
-def test_a_worker_far_above_its_share_hands_connections_back(rows, own, shed):
-    counts = _table(**rows)
-    assert over_share(counts, own, rows[f"w{own}"]) is shed
-
-
-def test_handing_back_converges_to_an_even_split():
-    """Worker 0 took all 12 connections before worker 1 started; each answer on an over-share worker closes its
-    connection, and the client reconnects to a worker that accepts."""
-    held = {0: 12, 1: 0}
-    for _ in range(40):  # requests arrive on worker 0's connections
-        counts = _table(w0=held[0], w1=held[1])
-        if over_share(counts, 0, held[0]):
-            held[0] -= 1
-            counts = _table(w0=held[0], w1=held[1])
-            limit = fair_limit(counts, 1)
-            taker = 1 if limit is None or held[1] < limit else 0
-            held[taker] += 1
-    assert sum(held.values()) == 12 and abs(held[0] - held[1]) <= 2  # from 12/0 to within the margin
