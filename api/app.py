@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from flask import Flask
@@ -43,9 +45,6 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     for blueprint in (status.bp, scoring.bp, lists.bp, cases.bp, models.bp, openapi.bp):
         app.register_blueprint(blueprint)
     ui.install(app)
-    import logging
-    import os
-
     logging.getLogger("api").info("app ready", extra={"fields": {
         "pid": os.getpid(), "model_version": service.assessor.scorer.version if service.assessor else None,
         "problems": service.problems}})
