@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from fraud_service.cases import LABELS, SORTS, STATUSES
 from fraud_service.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
 from fraud_service.policy import Decision
-from fraud_service.requests import MAX_ITEMS, MAX_TEXT
+from fraud_service.requests import MAX_AMOUNT, MAX_COUNT, MAX_ITEMS, MAX_TEXT
 from fraud_service.rules import LIST_ENTITIES, LISTS
 
 bp = Blueprint("openapi", __name__)
@@ -22,7 +22,9 @@ bp = Blueprint("openapi", __name__)
 TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
 OPTIONAL_TEXT = {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
 TIME = {"type": "string", "format": "date-time"}
-MONEY = {"type": "number", "minimum": 0}
+MONEY = {"type": "number", "minimum": 0, "maximum": MAX_AMOUNT}
+LINE = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
+COUNT = {"type": "integer", "minimum": 1, "maximum": MAX_COUNT}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -44,8 +46,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
     item = {"type": "object", "required": ["line_no", "sku", "category", "unit_price", "quantity"],
-            "properties": {"line_no": {"type": "integer", "minimum": 0}, "sku": TEXT, "category": TEXT,
-                           "unit_price": MONEY, "quantity": {"type": "integer", "minimum": 1}}}
+            "properties": {"line_no": LINE, "sku": TEXT, "category": TEXT,
+                           "unit_price": MONEY, "quantity": COUNT}}
     order = {
         "type": "object",
         "required": ["order_id", "placed_at", "channel", "order_total", "payment_token", "items"],
@@ -68,7 +70,7 @@ def document() -> dict[str, Any]:
             "return_id": TEXT, "customer_id": TEXT,
             "requested_at": {**TIME, "description": "default: now"},
             "return_type": {"enum": list(RETURN_TYPES)}, "channel": {"enum": list(RETURN_CHANNELS)},
-            "reason": TEXT, "items_count": {"type": "integer", "minimum": 1}, "refund_amount": MONEY,
+            "reason": TEXT, "items_count": COUNT, "refund_amount": MONEY,
             "refund_method": {"enum": list(REFUND_METHODS)}, "refund_token": OPTIONAL_TEXT,
             "has_receipt": {"type": "boolean", "description": "default: true"}, "store_id": OPTIONAL_TEXT,
             "order": order,

@@ -19,6 +19,10 @@ from fraud_service.errors import FraudServiceError
 
 MAX_ITEMS = 500
 MAX_TEXT = 200
+MAX_COUNT = 1_000_000
+"""The largest count (quantity, items, line number) a request may carry."""
+MAX_AMOUNT = 1_000_000_000
+"""The largest money amount (price, order total, refund) a request may carry."""
 OPTIONAL_RETURN = {"requested_at", "refund_token", "store_id", "has_receipt"}
 """Fields a client may leave out: requested_at defaults to now, has_receipt to true."""
 OPTIONAL_ORDER = {"customer_id", "delivered_at", "address_token", "device_token", "currency"}
@@ -140,6 +144,10 @@ class _Reader:
             return None
         if column.minimum is not None and raw < column.minimum:
             self.bad(path, f"got {raw}", f"a number of at least {column.minimum:g}")
+            return None
+        limit = MAX_COUNT if integral else MAX_AMOUNT
+        if raw > limit:
+            self.bad(path, f"got {_show(raw)}", f"a number of at most {limit:,}")
             return None
         return int(raw) if integral else float(raw)
 

@@ -112,6 +112,17 @@ def test_json_only_pythons_reader_accepts_still_names_the_field(api: Api, body: 
     assert {p["field"] for p in response.get_json()["problems"]} == {"refund_amount"}
 
 
+def test_absurdly_large_numbers_are_named(api: Api, body: dict[str, Any]) -> None:
+    body.update(items_count=10**30, refund_amount=1e12)
+    body["order"]["items"][0]["quantity"] = 1_000_001
+    response = api.assess(body)
+    assert response.status_code == 422
+    problems = {p["field"]: p for p in response.get_json()["problems"]}
+    assert set(problems) == {"items_count", "refund_amount", "order.items[0].quantity"}
+    assert problems["order.items[0].quantity"]["expected"] == "a number of at most 1,000,000"
+    assert problems["refund_amount"]["expected"] == "a number of at most 1,000,000,000"
+
+
 def test_a_json_array_is_422(api: Api) -> None:
     response = api.assess([1, 2])
     assert response.status_code == 422
