@@ -216,11 +216,12 @@ def _ms(text: str) -> float:
 
 def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script: Path | None) -> dict[str, Any]:
     """Run wrk and parse throughput, latency percentiles and error counts from its report."""
-    cmd = ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+    threads = min(connections, 2)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
            "--timeout", "10s"]
     if script is not None:
         cmd += ["-s", str(script)]
-    env = {**env, "WRK_THREADS": str(min(connections, 2))}
+    env = {**env, "WRK_THREADS": str(threads)}  # assess.lua interleaves the threads' bodies
     out = subprocess.run([*cmd, url], env=env, capture_output=True, text=True, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]

@@ -91,7 +91,7 @@ class Scorer:
         """Raw (log-odds) scores."""
         if len(x) == 1:
             return self._single_raw.predict(x)[:, 0]
-        return np.asarray(self.booster.predict(x, raw_score=True, num_threads=_threads(x)))
+        return np.asarray(self.booster.predict(x, raw_score=True, num_threads=BATCH_THREADS))
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities that each return is fraud or abuse."""
@@ -101,7 +101,7 @@ class Scorer:
         """TreeSHAP contributions in raw-score space: n x (features + 1), the last column the expected value."""
         if len(x) == 1:
             return self._contrib_row().predict(x)
-        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=_threads(x)))
+        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=BATCH_THREADS))
 
     def _contrib_row(self) -> SingleRow:
         """Single-row explanations run on a second copy of the model, so that a score (which holds the
@@ -188,11 +188,10 @@ class SingleRow:
             self._free(handle)
 
 
-def _threads(x: np.ndarray) -> int:
-    """LightGBM's threads for predicting X. One row gains nothing from more, and its idle OpenMP threads
-    spin between calls: one thread per single-row call took an API assessment from 9.0 ms of CPU to
-    about 5 ms in one process. Stated on every call, as LightGBM keeps the last count."""
-    return 1 if len(x) == 1 else (os.cpu_count() or 1)
+BATCH_THREADS = os.cpu_count() or 1
+"""LightGBM's threads for a batch (single rows go through `SingleRow`, with one thread: idle OpenMP threads
+spin between single-row calls, which once took an API assessment from about 5 ms of CPU to 9.0 ms). Stated
+on every batch call, as LightGBM keeps the last count it was given."""
 
 
 def category_codes(categories: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
