@@ -9,8 +9,10 @@ decision that is not a plain approve, the case for every review or deny, and the
 committed before the answer. In the same run, the same server's /healthz (a constant JSON answer
 through the same middleware) is measured at the same levels first, while the server is idle: the
 framework's ceiling. Each level starts from the same features (the live facts of the level before
-are forgotten). Afterwards every 201 answer's assessment must be in the database and
-`evidence verify` must pass.
+are forgotten). Each measurement also reports the server's CPU time (gunicorn master and workers,
+from /proc) per request and the share of the machine's cores it kept busy: when that share is near
+1, CPU per request is what limits throughput. Afterwards every 201 answer's assessment must be in
+the database and `evidence verify` must pass.
 
     .venv/bin/python bench/load_bench.py                       # SQLite evidence, a new world in a temp dir
     .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench
@@ -214,6 +216,33 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(server: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + system) used so far by the server's gunicorn master and its workers."""
+    pids = [server.pid]
+    with open(f"/proc/{server.pid}/task/{server.pid}/children") as f:
+        pids += [int(pid) for pid in f.read().split()]
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / _TICK
+
+
+def measured(server: subprocess.Popen[bytes], run: Any) -> dict[str, Any]:
+    """RUN's wrk figures, plus the server's CPU per answered request (ms) and its share of the machine's cores
+    over the run (the wrk process and the kernel's work outside the server are not in it)."""
+    cpu, started = server_cpu(server), time.monotonic()
+    result: dict[str, Any] = run()
+    used, elapsed = server_cpu(server) - cpu, time.monotonic() - started
+    result["server_cpu_ms_per_request"] = round(1000 * used / max(result["requests"], 1), 3)
+    result["server_busy"] = round(used / elapsed / (os.cpu_count() or 1), 3)
+    return result
+
+
 def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script: Path | None) -> dict[str, Any]:
     """Run wrk and parse throughput, latency percentiles and error counts from its report."""
     threads = min(connections, 2)
@@ -308,16 +337,21 @@ def main() -> None:
         wrk(f"{base}/healthz", 4, 3, wrk_env, None)  # warm connections and caches
         wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w"}, ROOT / "bench" / "assess.lua")
         # the ceiling first, on an idle server: after an assess run the live-fact writers are still busy
-        ceilings = {c: wrk(f"{base}/healthz", c, args.seconds, wrk_env, None) for c in levels}
+        ceilings = {c: measured(server, lambda c=c: wrk(f"{base}/healthz", c, args.seconds, wrk_env, None))
+                    for c in levels}
         for c in levels:
             ceiling = ceilings[c]
             _forget_earlier_runs(home)  # every level starts from the same features
-            assess = wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua")
+            assess = measured(server, lambda c=c: wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"},
+                                                      ROOT / "bench" / "assess.lua"))
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
                   f"p99 {assess['p99_ms']:6.2f} ms  non-2xx {assess['non_2xx']}  |  healthz {ceiling['rps']:8.1f} "
                   f"req/s  p50 {ceiling['p50_ms']:5.2f} ms  p99 {ceiling['p99_ms']:5.2f} ms  |  "
                   f"ratio {assess['rps'] / ceiling['rps']:.2f}", flush=True)
+            print(f"       server CPU per request: assess {assess['server_cpu_ms_per_request']:.2f} ms (cores "
+                  f"{assess['server_busy']:.0%} busy)  |  healthz {ceiling['server_cpu_ms_per_request']:.2f} ms "
+                  f"({ceiling['server_busy']:.0%})", flush=True)
     finally:
         stop_server(server)
     evidence = evidence_summary(env, tag)
