@@ -849,7 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
     p.add_argument("--workers", type=_positive_int, default=2, help="gunicorn worker processes (default 2)")
-    p.add_argument("--threads", type=_positive_int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--threads", type=_positive_int, default=8,
+                   help="threads per worker (default 8: a thread waiting for its evidence commit holds a connection; "
+                        "with more of them, more assessments share one commit)")
 
     db = sub.add_parser("db", help="the evidence database schema",
                         description="The evidence database (FRAUD_DATABASE_URL, default SQLite in $FRAUD_HOME).")

@@ -299,7 +299,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,4,16,32", help="concurrency levels (default 1,4,16,32)")
     parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (default 15)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8, help="per worker (default 8, as `serve`)")
     parser.add_argument("--bodies", type=int, default=100000,
                         help="at most this many returns to replay (default 100,000); a level that needs more starts "
                              "over from the first, and the summary says so")
