@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,11 +234,11 @@ def server_cpu(server: subprocess.Popen[bytes]) -> float:
     return total / _TICK
 
 
-def measured(server: subprocess.Popen[bytes], run: Any) -> dict[str, Any]:
+def measured(server: subprocess.Popen[bytes], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """RUN's wrk figures, plus the server's CPU per answered request (ms) and its share of the machine's cores
     over the run (the wrk process and the kernel's work outside the server are not in it)."""
     cpu, started = server_cpu(server), time.monotonic()
-    result: dict[str, Any] = run()
+    result = run()
     used, elapsed = server_cpu(server) - cpu, time.monotonic() - started
     result["server_cpu_ms_per_request"] = round(1000 * used / max(result["requests"], 1), 3)
     result["server_busy"] = round(used / elapsed / (os.cpu_count() or 1), 3)
@@ -337,13 +339,13 @@ def main() -> None:
         wrk(f"{base}/healthz", 4, 3, wrk_env, None)  # warm connections and caches
         wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w"}, ROOT / "bench" / "assess.lua")
         # the ceiling first, on an idle server: after an assess run the live-fact writers are still busy
-        ceilings = {c: measured(server, lambda c=c: wrk(f"{base}/healthz", c, args.seconds, wrk_env, None))
+        ceilings = {c: measured(server, partial(wrk, f"{base}/healthz", c, args.seconds, wrk_env, None))
                     for c in levels}
         for c in levels:
             ceiling = ceilings[c]
             _forget_earlier_runs(home)  # every level starts from the same features
-            assess = measured(server, lambda c=c: wrk(base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"},
-                                                      ROOT / "bench" / "assess.lua"))
+            assess = measured(server, partial(wrk, base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"},
+                                              ROOT / "bench" / "assess.lua"))
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
                   f"p99 {assess['p99_ms']:6.2f} ms  non-2xx {assess['non_2xx']}  |  healthz {ceiling['rps']:8.1f} "
