@@ -17,6 +17,7 @@ another was still loading stay with it (kept-alive connections are not moved).
 from __future__ import annotations
 
 import mmap
+from collections.abc import Sequence
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
@@ -36,11 +37,13 @@ def clear(age: int) -> None:
     _COUNTS[slot(age)] = 0
 
 
-def fair_limit(counts: Any, own: int) -> int | None:
+def fair_limit(counts: Sequence[int], own: int) -> int | None:
     """How many connections the worker in row OWN may hold, given every row's COUNTS (connections + 1, 0 for
     no worker): one more than the least loaded other live worker, or None (no limit) when it is alone."""
-    others = [c - 1 for i, c in enumerate(counts) if c > 0 and i != own]
-    return min(others) + 1 if others else None
+    rows = list(counts)  # a snapshot; this runs on the worker's main loop before every wait
+    rows[own] = 0
+    others = list(filter(None, rows))  # rows of live workers hold their connections + 1: the limit itself
+    return min(others) if others else None
 
 
 class BalancedThreadWorker(ThreadWorker):
