@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import cases, errors, lists, logs, metrics, models, openapi, scoring, status, ui
+    from api import cases, errors, lists, logs, metrics, models, openapi, returns, status, ui
     from fraud_service import bootstrap
 
     logs.configure(app.config["SETTINGS"].log_level)
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         service.watch.on_swap = swapped
     logs.install(app)
     errors.register(app)
-    for blueprint in (status.bp, scoring.bp, lists.bp, cases.bp, models.bp, openapi.bp):
+    for blueprint in (status.bp, returns.bp, lists.bp, cases.bp, models.bp, openapi.bp):
         app.register_blueprint(blueprint)
     ui.install(app)
     logging.getLogger("api").info("app ready", extra={"fields": {

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from api.errors import ApiError
-from fraud_service.keys import Principal, authenticate
+from fraud_service.access.keys import Principal, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 CACHE_SECONDS = 30.0

@@ -14,13 +14,13 @@ from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
 from api.errors import ApiError
-from fraud_service import bundle as bundles
-from fraud_service import investigation
-from fraud_service.cases import ACTIVE, Cases, QueueFilter
-from fraud_service.requests import Problem, RequestInvalid
+from fraud_service.access.users import active
+from fraud_service.cases import bundle as bundles
+from fraud_service.cases import investigation
+from fraud_service.cases.service import ACTIVE, Cases, QueueFilter
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.scoring.request import Problem, RequestInvalid
 from fraud_service.store import chain
-from fraud_service.users import active
-from fraud_service.warehouse import Warehouse
 
 bp = Blueprint("cases", __name__)
 

@@ -38,8 +38,8 @@ def _progress(args: argparse.Namespace) -> Progress:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Validate a dataset directory and merge it into the warehouse."""
-    from fraud_service.ingest import ingest
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
 
     try:
         result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), _progress(args))
@@ -62,7 +62,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Show the current warehouse snapshot and its tables."""
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.warehouse import Warehouse
 
     snapshot = Warehouse(settings.warehouse_dir).current()
     if snapshot is None:
@@ -124,8 +124,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Generate a small demo world (unless already there) and ingest it: the data half of `make run`."""
-    from fraud_service.ingest import ingest
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
     from training.datasets.synthetic import WorldConfig, generate, is_generated
 
     progress = _progress(args)
@@ -142,7 +142,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"demo: ingested into {settings.warehouse_dir} (snapshot {current.name}; "
           f"{'new' if result.changed else 'unchanged'}): "
           + ", ".join(f"{current.rows(t):,} {t}" for t in ("customers", "orders", "returns", "labels")))
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     source = FeatureSource(settings)
     if source.built_from() == current.name:
@@ -172,9 +172,9 @@ def _demo_cases(settings: Settings, dataset: Path, progress: Progress) -> None:
 
     from sqlalchemy import func, select
 
-    from fraud_service.assess import request_hash
     from fraud_service.bootstrap import NotReady, assessor
-    from fraud_service.requests import parse_request
+    from fraud_service.scoring.request import parse_request
+    from fraud_service.scoring.service import request_hash
     from fraud_service.store.migrate import upgrade
     from fraud_service.store.schema import Assessment, Case
     from training.datasets.replay import Replay
@@ -208,7 +208,7 @@ def _demo_users(settings: Settings) -> None:
     """An analyst and an admin for the demo UI, made once; their passwords are kept in $FRAUD_HOME/demo-users.txt."""
     import os
 
-    from fraud_service.users import create_user, list_users
+    from fraud_service.access.users import create_user, list_users
 
     path = settings.home / "demo-users.txt"
     with _evidence(settings) as (_, sessions):
@@ -259,7 +259,7 @@ def _demo_model(settings: Settings, snapshot: str, dataset: Path, progress: Prog
 
 def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
     """Recompute the feature rows from the warehouse and apply the Feast repository."""
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     _sync_labels(args, settings, rebuild_features=False)
     manifest = FeatureSource(settings).build(_progress(args))
@@ -274,13 +274,13 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     """Load the latest feature rows into the online store, incrementally."""
     import datetime as dt
 
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     end = dt.datetime.fromisoformat(args.until) if args.until else dt.datetime.now(dt.UTC)
     if end.tzinfo is None:
         end = end.replace(tzinfo=dt.UTC)
     progress = _progress(args)
-    from fraud_service.freshness import LiveFacts
+    from fraud_service.featurestore.live import LiveFacts
 
     source = FeatureSource(settings)
     with progress.step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
@@ -332,8 +332,8 @@ def _sync_labels(args: argparse.Namespace, settings: Settings, rebuild_features:
     """Copy analysts' labels into the warehouse (unless --no-sync); with REBUILD_FEATURES, rebuild the features
     when they were built from an older snapshot (training reads features built from the current one)."""
     from fraud_service.bootstrap import check_schema
-    from fraud_service.labels import sync
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.labels import sync
+    from fraud_service.data.warehouse import Warehouse
 
     progress = _progress(args)
     if not getattr(args, "no_sync", False) and _evidence_exists(settings):
@@ -344,7 +344,7 @@ def _sync_labels(args: argparse.Namespace, settings: Settings, rebuild_features:
                 print(f"labels: {sync(Warehouse(settings.warehouse_dir), sessions, progress).describe()}")
     current = Warehouse(settings.warehouse_dir).current()
     if rebuild_features and current is not None:
-        from fraud_service.feature_source import FeatureSource
+        from fraud_service.featurestore.source import FeatureSource
 
         source = FeatureSource(settings)
         if source.built_from() not in (None, current.name):
@@ -536,7 +536,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create an API key; the key is printed once and only its hash is kept."""
     import getpass
 
-    from fraud_service.keys import create_key
+    from fraud_service.access.keys import create_key
 
     with _evidence(settings) as (_, sessions), sessions.begin() as session:
         key = create_key(session, args.role, args.name or f"{args.role} key", f"cli:{getpass.getuser()}")
@@ -548,7 +548,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     """List API keys (ids, roles, names; never the secrets)."""
-    from fraud_service.keys import list_keys
+    from fraud_service.access.keys import list_keys
     from fraud_service.store.chain import utc_text
 
     with _evidence(settings) as (_, sessions), sessions() as session:
@@ -567,7 +567,7 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke an API key by its id (running workers stop accepting it within 30 s)."""
     import getpass
 
-    from fraud_service.keys import revoke_key
+    from fraud_service.access.keys import revoke_key
 
     with _evidence(settings) as (_, sessions), sessions.begin() as session:
         revoke_key(session, args.key_id, f"cli:{getpass.getuser()}")
@@ -593,7 +593,7 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _verify_bundle(path: Path) -> int:
     """Check an exported evidence bundle offline (no database needed)."""
-    from fraud_service import bundle
+    from fraud_service.cases import bundle
 
     data, raw = bundle.read(path)
     check = bundle.verify(data)
@@ -614,7 +614,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create a person's account for the analyst UI; the password is generated and printed unless given on stdin."""
     import getpass
 
-    from fraud_service.users import create_user
+    from fraud_service.access.users import create_user
 
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     with _evidence(settings) as (_, sessions), sessions.begin() as session:
@@ -629,8 +629,8 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
     """List UI users."""
+    from fraud_service.access.users import list_users
     from fraud_service.store.chain import utc_text
-    from fraud_service.users import list_users
 
     with _evidence(settings) as (_, sessions), sessions() as session:
         users = list_users(session)
@@ -648,7 +648,7 @@ def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
     """Disable a user (signed-in sessions end at their next request)."""
     import getpass
 
-    from fraud_service.users import disable_user
+    from fraud_service.access.users import disable_user
 
     with _evidence(settings) as (_, sessions), sessions.begin() as session:
         disable_user(session, args.name, f"cli:{getpass.getuser()}")

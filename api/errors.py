@@ -9,11 +9,11 @@ from flask import Flask, Response, g, jsonify
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from fraud_service.assess import Conflict, Unavailable
 from fraud_service.bootstrap import NotReady
-from fraud_service.cases import CaseConflict, CaseNotFound
+from fraud_service.cases.service import CaseConflict, CaseNotFound
 from fraud_service.errors import FraudServiceError
-from fraud_service.requests import RequestInvalid
+from fraud_service.scoring.request import RequestInvalid
+from fraud_service.scoring.service import Conflict, Unavailable
 
 
 class ApiError(Exception):

@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import current_principal, requires
 from api.errors import ApiError
-from fraud_service.requests import Problem, RequestInvalid
-from fraud_service.rules import LIST_ENTITIES, LISTS
+from fraud_service.scoring.request import Problem, RequestInvalid
+from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
 from fraud_service.store import chain
 from fraud_service.store.schema import ListEntry
 

@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
 from api.errors import ApiError
-from fraud_service.requests import Problem, RequestInvalid
+from fraud_service.scoring.request import Problem, RequestInvalid
 from fraud_service.store import chain
 from models.registry import ModelRegistry, RegistryError
 

@@ -11,11 +11,11 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from fraud_service.cases import LABELS, SORTS, STATUSES
-from fraud_service.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
-from fraud_service.policy import Decision
-from fraud_service.requests import MAX_AMOUNT, MAX_COUNT, MAX_ITEMS, MAX_TEXT
-from fraud_service.rules import LIST_ENTITIES, LISTS
+from fraud_service.cases.service import LABELS, SORTS, STATUSES
+from fraud_service.data.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
+from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.request import MAX_AMOUNT, MAX_COUNT, MAX_ITEMS, MAX_TEXT
+from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
 
 bp = Blueprint("openapi", __name__)
 

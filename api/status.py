@@ -8,9 +8,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
-from fraud_service.contract import TABLES
-from fraud_service.feature_source import ENTITY_KEYS
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.contract import TABLES
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.source import ENTITY_KEYS
 
 bp = Blueprint("status", __name__)
 

@@ -37,8 +37,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
-from fraud_service import explain
-from fraud_service.cases import (
+from fraud_service.access.users import Person, active, list_users, sign_in
+from fraud_service.cases.service import (
     ACTIVE,
     LABELS,
     MOVES,
@@ -49,9 +49,9 @@ from fraud_service.cases import (
     assignees_in_use,
     reasons_in_use,
 )
-from fraud_service.policy import Decision
-from fraud_service.requests import RequestInvalid
-from fraud_service.users import Person, active, list_users, sign_in
+from fraud_service.scoring import explain
+from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.request import RequestInvalid
 from models.registry import ModelRegistry, RegistryError
 
 bp = Blueprint("ui", __name__, url_prefix="/ui")

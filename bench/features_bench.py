@@ -33,8 +33,8 @@ def _settings(home: str, store: str = "sqlite"):
 
 
 def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.ingest import ingest
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
     from training.datasets.synthetic import WorldConfig, generate
 
     config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, orders_per_year=args.orders_per_year,
@@ -45,7 +45,7 @@ def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_build(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     t0 = time.perf_counter()
     manifest = FeatureSource(_settings(args.home)).build()
@@ -53,8 +53,8 @@ def stage_build(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_historical(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.feature_source import FeatureSource, entity_rows
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.warehouse import Warehouse
+    from fraud_service.featurestore.source import FeatureSource, entity_rows
 
     settings = _settings(args.home)
     snapshot = Warehouse(settings.warehouse_dir).current()
@@ -69,7 +69,7 @@ def stage_historical(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_materialize(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     source = FeatureSource(_settings(args.home, args.store))
     if args.store == "redis":
@@ -88,8 +88,8 @@ def stage_online(args: argparse.Namespace) -> dict[str, object]:
     import numpy as np
 
     from features import definitions
-    from fraud_service.feature_source import ENTITY_KEYS, FeatureSource, entity_rows
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.warehouse import Warehouse
+    from fraud_service.featurestore.source import ENTITY_KEYS, FeatureSource, entity_rows
 
     settings = _settings(args.home, args.store)
     snapshot = Warehouse(settings.warehouse_dir).current()

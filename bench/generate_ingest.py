@@ -32,8 +32,8 @@ def stage_generate(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_ingest(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.ingest import ingest
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
 
     t0 = time.perf_counter()
     result = ingest(Path(args.dir), Warehouse(Path(args.home) / "warehouse"))

@@ -62,7 +62,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> str:
 
 def prepare(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, Any]:
     """A world, its online store as of the replay cutoff and a production model in HOME (reused when there)."""
-    from fraud_service.scoring import Scorer
+    from fraud_service.scoring.model import Scorer
     from models.registry import ModelRegistry
 
     dataset = home / "dataset"
@@ -139,8 +139,8 @@ def _build(args: argparse.Namespace, home: Path, env: dict[str, str], dataset: P
 def _forget_earlier_runs(home: Path) -> None:
     """Drop the live facts earlier runs (or levels) of this benchmark left (their returns would count again)."""
     from fraud_service.config import Settings
-    from fraud_service.feature_source import FeatureSource
-    from fraud_service.freshness import LiveFacts
+    from fraud_service.featurestore.live import LiveFacts
+    from fraud_service.featurestore.source import FeatureSource
 
     live = LiveFacts(FeatureSource(Settings.from_env({"FRAUD_HOME": str(home)})))
     ids = [row[0] for row in live.db.execute("SELECT DISTINCT return_id FROM live_facts WHERE return_id LIKE 'lb%'")]

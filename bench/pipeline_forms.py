@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from features import pipeline  # noqa: E402
 from fraud_service.config import Settings  # noqa: E402
-from fraud_service.warehouse import Warehouse  # noqa: E402
+from fraud_service.data.warehouse import Warehouse  # noqa: E402
 
 
 def main() -> None:

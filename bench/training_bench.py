@@ -32,8 +32,8 @@ def _settings(home: str):
 
 
 def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.ingest import ingest
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
     from training.datasets.synthetic import WorldConfig, generate
 
     config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, orders_per_year=args.orders_per_year,
@@ -44,7 +44,7 @@ def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_build(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
 
     t0 = time.perf_counter()
     FeatureSource(_settings(args.home)).build()
@@ -52,7 +52,7 @@ def stage_build(args: argparse.Namespace) -> dict[str, object]:
 
 
 def stage_trainset(args: argparse.Namespace) -> dict[str, object]:
-    from fraud_service.feature_source import FeatureSource
+    from fraud_service.featurestore.source import FeatureSource
     from training.trainset import Window, current_snapshot, feature_frame, labels_as_of, target
 
     settings = _settings(args.home)
@@ -69,7 +69,7 @@ def stage_fit(args: argparse.Namespace) -> dict[str, object]:
     import lightgbm as lgb
     import pandas as pd
 
-    from fraud_service.scoring import encode
+    from fraud_service.scoring.model import encode
     from training.trainer import TrainConfig, fit
     from training.trainset import model_features
 

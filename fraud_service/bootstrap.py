@@ -77,7 +77,7 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
     else:
         if warm_up:
             warm(service.assessor)
-        from fraud_service.model_watch import ProductionWatch
+        from fraud_service.scoring.model_watch import ProductionWatch
         from models.registry import ModelRegistry
 
         service.watch = ProductionWatch(service.assessor, ModelRegistry(settings.models_dir))
@@ -88,11 +88,11 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
 
 def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *, freshness: bool = True) -> Any:
     """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
-    from fraud_service.assess import Assessor
-    from fraud_service.feature_source import FeatureSource
-    from fraud_service.freshness import FreshnessWriter, LiveFacts
-    from fraud_service.policy import Policy
-    from fraud_service.scoring import Scorer
+    from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
+    from fraud_service.featurestore.source import FeatureSource
+    from fraud_service.scoring.model import Scorer
+    from fraud_service.scoring.policy import Policy
+    from fraud_service.scoring.service import Assessor
     from fraud_service.store.writer import EvidenceWriter
     from models.registry import ModelRegistry, RegistryError
 
@@ -117,7 +117,7 @@ def known_orders(settings: Settings) -> Any:
     snapshot becomes current: reading the orders table for every batch of live facts cost more than
     the rest of the batch's work.
     """
-    from fraud_service.warehouse import KeyIndex, Warehouse
+    from fraud_service.data.warehouse import KeyIndex, Warehouse
 
     warehouse = Warehouse(settings.warehouse_dir)
     indexed: dict[str, KeyIndex] = {}
@@ -136,8 +136,8 @@ def known_orders(settings: Settings) -> Any:
 
 def warm(assessor: Any) -> None:
     """One feature read, one prediction and one explanation, so the first real request is not the slow one."""
-    from fraud_service.feature_source import request_entity
-    from fraud_service.requests import parse_request
+    from fraud_service.featurestore.source import request_entity
+    from fraud_service.scoring.request import parse_request
 
     now = dt.datetime.now(dt.UTC)
     body = {"return_id": "warm-up", "customer_id": "warm-up", "requested_at": now.isoformat(),

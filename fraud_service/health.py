@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fraud_service.config import Settings
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.warehouse import Warehouse
 
 CONNECT_TIMEOUT_S = 2
 

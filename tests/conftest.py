@@ -14,9 +14,9 @@ import pytest
 
 from api.cli import main
 from fraud_service.config import Settings
-from fraud_service.feature_source import FeatureSource
-from fraud_service.ingest import ingest
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.source import FeatureSource
 from training.datasets.synthetic import WorldConfig, generate
 from training.workflow import TrainResult, train
 

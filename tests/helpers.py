@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fraud_service.contract import TABLES
+from fraud_service.data.contract import TABLES
 
 
 def table_to_csv(dataset: Path, table: str,

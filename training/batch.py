@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from fraud_service.config import Settings
-from fraud_service.feature_source import FeatureSource
-from fraud_service.policy import Policy
+from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
-from fraud_service.scoring import Scorer
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Policy
 from models.registry import ModelRegistry
 from training.trainset import TrainingDataError, Window, current_snapshot, feature_frame
 from training.workflow import decide_all

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraud_service.policy import Policy
-from fraud_service.scoring import Scorer
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Policy
 
 SHAP_ROWS = 2000
 MODEL_TOKEN = "{{model_version}}"

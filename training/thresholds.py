@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fraud_service.policy import Policy
+from fraud_service.scoring.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraud_service.scoring import Calibration, encode
+from fraud_service.scoring.model import Calibration, encode
 from training.trainset import CATEGORICAL, TrainingDataError
 
 MONOTONE_UP = (

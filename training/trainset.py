@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import DERIVED_FIELDS, feature_names
+from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.errors import FraudServiceError
-from fraud_service.feature_source import FeatureSource, entity_rows
+from fraud_service.featurestore.source import FeatureSource, entity_rows
 from fraud_service.progress import SILENT, Progress
-from fraud_service.warehouse import Snapshot, Warehouse
 
 CHUNK_ROWS = 200_000
 BAD = ("fraud", "abuse")

@@ -24,14 +24,14 @@ import pandas as pd
 
 from features.definitions import FEATURE_SERVICE
 from fraud_service.config import Settings
-from fraud_service.feature_source import FeatureSource
-from fraud_service.policy import Decision, Policy
+from fraud_service.data.warehouse import Snapshot
+from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
-from fraud_service.scoring import Scorer
-from fraud_service.warehouse import Snapshot
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Decision, Policy
 from models.registry import ModelRecord, ModelRegistry
 from training import evaluation, thresholds
-from training.rules import rules_score
+from training.baselines import rules_score
 from training.trainer import TrainConfig, TrainedModel, fit
 from training.trainset import (
     TrainingDataError,

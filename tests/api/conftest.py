@@ -15,10 +15,10 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from fraud_service import bootstrap
+from fraud_service.access.keys import create_key
 from fraud_service.config import Settings
-from fraud_service.feature_source import FeatureSource
-from fraud_service.keys import create_key
-from fraud_service.policy import Policy
+from fraud_service.featurestore.source import FeatureSource
+from fraud_service.scoring.policy import Policy
 from fraud_service.store.migrate import upgrade
 from tests.conftest import TrainedWorld
 from tests.store.conftest import postgres_engine

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from fraud_service.feature_source import request_entity
-from fraud_service.policy import Policy
-from fraud_service.requests import parse_request
+from fraud_service.featurestore.source import request_entity
+from fraud_service.scoring.policy import Policy
+from fraud_service.scoring.request import parse_request
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from tests.api.conftest import Api

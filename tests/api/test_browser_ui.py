@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from fraud_service.access.users import create_user
 from fraud_service.config import Settings
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, Label
-from fraud_service.users import create_user
 from tests.api.conftest import Api, make_api, private_home
 from tests.api.test_assess import band_policy, expected
 from tests.conftest import CHROMIUM, TrainedWorld

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from api.cli import main
-from fraud_service import bundle
+from fraud_service.cases import bundle
 from fraud_service.store.schema import EvidenceEvent
 from tests.api.conftest import Api
 from tests.api.test_cases_api import open_case, post

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from fraud_service.access.users import create_user
 from fraud_service.store import chain
 from fraud_service.store.schema import Case, CaseNote, EvidenceEvent, Label, User
-from fraud_service.users import create_user
 from tests.api.conftest import Api
 from tests.api.test_cases_opened import _assess, _new_identity
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
 
+from fraud_service.access.keys import revoke_key
 from fraud_service.config import Settings
-from fraud_service.keys import revoke_key
 from fraud_service.store import chain
 from fraud_service.store.schema import EvidenceEvent
 from tests.api.conftest import Api, make_api, private_home
@@ -40,7 +40,7 @@ def test_missing_or_unknown_key_is_401(api: Api, body: dict[str, Any], header: s
 
 
 def test_revoked_key_is_401(api: Api, body: dict[str, Any]) -> None:
-    from fraud_service.keys import create_key
+    from fraud_service.access.keys import create_key
 
     with api.service.sessions.begin() as session:
         key = create_key(session, "scoring", "to revoke", "test")
@@ -297,7 +297,7 @@ def test_list_changes_from_another_worker_apply_after_the_cache_expires(api: Api
     """A worker re-reads the lists every `ttl` seconds; a change made elsewhere is invisible until then."""
     import datetime as dt
 
-    from fraud_service.lists import ListCache
+    from fraud_service.scoring.lists import ListCache
     from fraud_service.store.schema import ListEntry
 
     now = [100.0]

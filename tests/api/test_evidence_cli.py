@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
+from fraud_service.access.keys import authenticate
+from fraud_service.access.users import Person, sign_in
 from fraud_service.bootstrap import database
 from fraud_service.config import Settings
-from fraud_service.keys import authenticate
-from fraud_service.users import Person, sign_in
 
 Cli = Callable[..., tuple[int, str, str]]
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from api.cli import main
-from fraud_service.cases import Cases
+from fraud_service.cases.service import Cases
 from fraud_service.config import Settings
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.warehouse import Warehouse
 from models.registry import ModelRegistry
 from tests.api.conftest import make_api, private_home
 from tests.api.test_assess import band_policy, expected

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from fraud_service.config import Settings
-from fraud_service.feature_source import entity_rows, request_entity
-from fraud_service.requests import parse_request
+from fraud_service.featurestore.source import entity_rows, request_entity
+from fraud_service.scoring.request import parse_request
 from tests.api.conftest import body_from_dataset, make_api, private_home
 from tests.conftest import TrainedWorld
 

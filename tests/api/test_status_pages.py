@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.app import create_app
-from fraud_service.ingest import ingest
+from fraud_service.data.ingest import ingest
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from fraud_service.access.users import create_user, disable_user
 from fraud_service.store.schema import Case, CaseNote, Label, User
-from fraud_service.users import create_user, disable_user
 from tests.api.conftest import Api
 from tests.api.test_cases_api import open_case
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from fraud_service.config import Settings
-from fraud_service.feature_source import FeatureSource, entity_rows
-from fraud_service.ingest import ingest
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.source import FeatureSource, entity_rows
 from tests.oracle import Oracle
 from training.datasets.synthetic import WorldConfig, generate
 

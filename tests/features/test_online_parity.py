@@ -9,10 +9,10 @@ import pytest
 
 from features.definitions import feature_names
 from fraud_service.config import Settings
-from fraud_service.feature_source import ENTITY_KEYS, FeatureSource, entity_rows
-from fraud_service.ingest import ingest
-from fraud_service.online_features import OnlineFeatures
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.online import OnlineFeatures
+from fraud_service.featurestore.source import ENTITY_KEYS, FeatureSource, entity_rows
 from training.datasets.synthetic import WorldConfig, generate
 
 pytestmark = pytest.mark.slow

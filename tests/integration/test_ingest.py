@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import fraud_service.ingest as ingest_module
-from fraud_service.contract import TABLES
+import fraud_service.data.ingest as ingest_module
+from fraud_service.data.contract import TABLES
+from fraud_service.data.ingest import ingest
 from fraud_service.errors import DatasetError, WarehouseError
-from fraud_service.ingest import ingest
 from tests.helpers import read_table, sorted_frame, split_by_time, table_to_csv
 
 
@@ -65,7 +65,7 @@ def test_a_later_period_referencing_unknown_customers_is_rejected(world_copy, wa
 
 
 def test_csv_and_parquet_datasets_store_the_same_rows(world_copy, tmp_path, settings):
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.warehouse import Warehouse
 
     as_csv = tmp_path / "csv"
     shutil.copytree(world_copy, as_csv)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.warehouse import Warehouse
 from tests.helpers import table_to_csv
 
 

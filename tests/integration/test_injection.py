@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraud_service.ingest import ingest
-from fraud_service.warehouse import Warehouse
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
 from tests.integration.test_online_retail import SOURCE, needs_source
 from training.datasets.injection import TYPOLOGIES, inject
 from training.datasets.online_retail import import_online_retail

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import DatasetError
-from fraud_service.ingest import ingest
-from fraud_service.warehouse import Warehouse
 from training.datasets.online_retail import categorise, convert, import_online_retail, load_source
 
 SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "online_retail.parquet"

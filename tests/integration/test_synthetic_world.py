@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_service.contract import TABLES
-from fraud_service.ingest import find_tables, ingest
+from fraud_service.data.contract import TABLES
+from fraud_service.data.ingest import find_tables, ingest
 from training.datasets.synthetic import WorldConfig, generate, is_generated
 from training.datasets.world import CATEGORIES
 
@@ -157,7 +157,7 @@ def test_honest_behaviour_is_calibrated_on_online_retail(world):
 
 
 def test_the_world_ingests_cleanly(world, tmp_path):
-    from fraud_service.warehouse import Warehouse
+    from fraud_service.data.warehouse import Warehouse
 
     result = ingest(Path(world["dir"]), Warehouse(tmp_path / "wh"))
     assert result.tables["returns"].added == len(world["returns"])

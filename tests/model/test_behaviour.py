@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from features.definitions import feature_names
-from fraud_service.feature_source import FeatureSource
-from fraud_service.scoring import Scorer
+from fraud_service.featurestore.source import FeatureSource
+from fraud_service.scoring.model import Scorer
 from models.registry import ModelRegistry, RegistryError
 from tests.conftest import TRAIN_UNTIL
 from training.trainer import MONOTONE_UP

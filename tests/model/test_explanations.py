@@ -11,7 +11,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from fraud_service.scoring import Scorer
+from fraud_service.scoring.model import Scorer
 from tests.conftest import TrainedWorld
 
 
@@ -84,7 +84,7 @@ def test_pred_contrib_equals_shap_tree_explainer_on_the_trained_model(trained_wo
     import pandas as pd
     import shap
 
-    from fraud_service.feature_source import FeatureSource, entity_rows
+    from fraud_service.featurestore.source import FeatureSource, entity_rows
     from models.registry import ModelRegistry
 
     scorer = Scorer.from_registry(ModelRegistry(trained_world.settings.models_dir), "production")

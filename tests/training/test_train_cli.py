@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_service.feature_source import FeatureSource
-from fraud_service.policy import Decision
-from fraud_service.scoring import Scorer
+from fraud_service.featurestore.source import FeatureSource
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Decision
 from models.registry import ModelRegistry
 from tests.conftest import TRAIN_UNTIL
 from training.trainset import Window, current_snapshot, feature_frame

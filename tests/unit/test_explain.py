@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.definitions import feature_names
-from fraud_service.explain import THEMES, chart, describe, reasons, sentence, theme
+from fraud_service.scoring.explain import THEMES, chart, describe, reasons, sentence, theme
 
 
 @pytest.mark.parametrize("feature", feature_names())

@@ -13,7 +13,7 @@ import pytest
 def test_stored_values_decode_as_protobuf_reads_them(value):
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from fraud_service.online_features import _decode
+    from fraud_service.featurestore.online import _decode
 
     proto = Value(**value)
     kind = proto.WhichOneof("val")

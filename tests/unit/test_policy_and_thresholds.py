@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraud_service.policy import Decision, Policy
+from fraud_service.scoring.policy import Decision, Policy
 from training.thresholds import Costs, propose
 
 POLICY = Policy(version="v0001.p1", inspect_from=0.1, credit_from=0.2, review_from=0.4, deny_from=0.9)

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from fraud_service.requests import RequestInvalid, parse_request
+from fraud_service.scoring.request import RequestInvalid, parse_request
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 

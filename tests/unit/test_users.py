@@ -7,9 +7,9 @@ import hashlib
 import pytest
 from sqlalchemy import Engine, select
 
+from fraud_service.access.users import UserError, check_password, create_user, disable_user, hash_password, sign_in
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import EvidenceEvent, User
-from fraud_service.users import UserError, check_password, create_user, disable_user, hash_password, sign_in
 from tests.store.conftest import sqlite_engine
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraud_service.contract import TABLES
+from fraud_service.data.contract import TABLES
 from fraud_service.errors import DatasetError
 from fraud_service.progress import SILENT, Progress
 from training.datasets.writing import write_tables

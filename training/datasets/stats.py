@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraud_service.contract import TABLES
-from fraud_service.ingest import find_tables, read_raw
-from fraud_service.validation import Report, parse_table
+from fraud_service.data.contract import TABLES
+from fraud_service.data.ingest import find_tables, read_raw
+from fraud_service.data.validation import Report, parse_table
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraud_service.contract import TABLES
+from fraud_service.data.contract import TABLES
+from fraud_service.data.ingest import arrow_schema
 from fraud_service.errors import DatasetError
-from fraud_service.ingest import arrow_schema
 from fraud_service.progress import SILENT, Progress
 
 

@@ -13,9 +13,9 @@ import duckdb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fraud_service.data.warehouse import Snapshot
 from fraud_service.store.chain import utc_text
 from fraud_service.store.schema import Label
-from fraud_service.warehouse import Snapshot
 
 TOKEN_COLUMNS = {"address": ("orders", "address_token"), "payment": ("orders", "payment_token"),
                  "device": ("orders", "device_token"), "refund": ("returns", "refund_token")}

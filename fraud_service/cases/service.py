@@ -28,7 +28,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from fraud_service.errors import FraudServiceError
-from fraud_service.requests import Problem, RequestInvalid
+from fraud_service.scoring.request import Problem, RequestInvalid
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_service.policy import Decision
-from fraud_service.requests import ReturnRequest
+from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.request import ReturnRequest
 
 LIST_ENTITIES = ("customer", "address", "payment", "device", "refund")
 LISTS = ("allow", "block")

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.data.warehouse import Warehouse
 from fraud_service.progress import SILENT, Progress
 from fraud_service.store.schema import Label
-from fraud_service.warehouse import Warehouse
 
 COLUMNS = ("return_id", "label", "labelled_at", "source")
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_service.contract import Column, Kind, Table
+from fraud_service.data.contract import Column, Kind, Table
 
 ROW = "_row"
 """Name of the column that carries each row's 1-based position in its file (header not counted)."""

@@ -9,7 +9,7 @@ same on-demand function Feast runs (`request_time_features`). Feast stays the on
 those tables (materialisation fills them). A parity test checks this reader against
 `get_online_features` and against historical retrieval.
 
-Returns assessed since the last build (live facts, see `fraud_service.freshness`) are read from
+Returns assessed since the last build (live facts, see `fraud_service.featurestore.live`) are read from
 their log, `features/live.db`, in the same call: one indexed query for the five entities.
 """
 

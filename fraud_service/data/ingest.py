@@ -16,10 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraud_service.contract import TABLES, Kind, Table
-from fraud_service.errors import DatasetError, ValidationFailed
-from fraud_service.progress import SILENT, Progress
-from fraud_service.validation import (
+from fraud_service.data.contract import TABLES, Kind, Table
+from fraud_service.data.validation import (
     ROW,
     Report,
     check_duplicates,
@@ -28,7 +26,9 @@ from fraud_service.validation import (
     check_row_order,
     parse_table,
 )
-from fraud_service.warehouse import Snapshot, Warehouse
+from fraud_service.data.warehouse import Snapshot, Warehouse
+from fraud_service.errors import DatasetError, ValidationFailed
+from fraud_service.progress import SILENT, Progress
 
 CSV_CHUNK_ROWS = 250_000
 

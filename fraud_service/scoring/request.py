@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_service.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
+from fraud_service.data.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
 from fraud_service.errors import FraudServiceError
 
 MAX_ITEMS = 500

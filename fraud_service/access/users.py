@@ -1,6 +1,6 @@
 """People who sign in to the analyst UI: analysts and admins, with scrypt-hashed passwords.
 
-Machines use API keys (`fraud_service.keys`); people use a name and a password here. Creating,
+Machines use API keys (`fraud_service.access.keys`); people use a name and a password here. Creating,
 disabling and changing a user are evidence events; a person's actions are recorded as `user:NAME`.
 """
 

@@ -33,8 +33,8 @@ from typing import Any
 import pandas as pd
 
 from features.pipeline import ENTITIES
-from fraud_service.feature_source import FeatureSource
-from fraud_service.online_features import OnlineFeatures, open_live_log
+from fraud_service.featurestore.online import OnlineFeatures, open_live_log
+from fraud_service.featurestore.source import FeatureSource
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class LiveFacts:
 
     def prune_ingested(self, until: dt.datetime) -> int:
         """Prune the live facts of returns that the built snapshot holds and that were requested by `until`."""
-        from fraud_service.warehouse import Warehouse
+        from fraud_service.data.warehouse import Warehouse
 
         ids = [row[0] for row in self.db.execute("SELECT DISTINCT return_id FROM live_facts")]
         if not ids:

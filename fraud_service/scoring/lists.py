@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.rules import ListMatch
+from fraud_service.scoring.rules import ListMatch
 from fraud_service.store.schema import ListEntry
 
 

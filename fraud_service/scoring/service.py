@@ -25,16 +25,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service import explain
 from fraud_service.errors import FraudServiceError
-from fraud_service.feature_source import request_entity
-from fraud_service.freshness import AssessedReturn, FreshnessWriter
-from fraud_service.lists import ListCache
-from fraud_service.online_features import OnlineFeatures
-from fraud_service.policy import Decision, Policy
-from fraud_service.requests import ReturnRequest
-from fraud_service.rules import final_decision, hard_rules, list_hits, tokens
-from fraud_service.scoring import Scorer
+from fraud_service.featurestore.live import AssessedReturn, FreshnessWriter
+from fraud_service.featurestore.online import OnlineFeatures
+from fraud_service.featurestore.source import request_entity
+from fraud_service.scoring import explain
+from fraud_service.scoring.lists import ListCache
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Decision, Policy
+from fraud_service.scoring.request import ReturnRequest
+from fraud_service.scoring.rules import final_decision, hard_rules, list_hits, tokens
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.writer import DatabaseDown, EvidenceWriter

@@ -11,11 +11,11 @@ from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
 from api.errors import ApiError
-from fraud_service.assess import load_assessment, request_hash
 from fraud_service.bootstrap import NotReady
-from fraud_service.requests import parse_request
+from fraud_service.scoring.request import parse_request
+from fraud_service.scoring.service import load_assessment, request_hash
 
-bp = Blueprint("scoring", __name__)
+bp = Blueprint("returns", __name__)
 
 
 def _assessor():  # type: ignore[no-untyped-def]

@@ -23,10 +23,10 @@ import pandas as pd
 from features import definitions
 from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
+from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import FraudServiceError
 from fraud_service.progress import SILENT, Progress
-from fraud_service.requests import ReturnRequest
-from fraud_service.warehouse import Warehouse
+from fraud_service.scoring.request import ReturnRequest
 
 ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
 FASHION = ("apparel", "shoes")
@@ -71,7 +71,7 @@ class FeatureSource:
 
     def reader(self) -> Any:
         """The online reader (`OnlineFeatures`) of this store's materialised rows and live facts."""
-        from fraud_service.online_features import OnlineFeatures
+        from fraud_service.featurestore.online import OnlineFeatures
 
         return OnlineFeatures(self.store(), live_log=self.live_log)
 
@@ -112,8 +112,8 @@ class FeatureSource:
     def _empty_table(self, name: str) -> Path:
         import pyarrow.parquet as pq
 
-        from fraud_service.contract import TABLES
-        from fraud_service.ingest import arrow_schema
+        from fraud_service.data.contract import TABLES
+        from fraud_service.data.ingest import arrow_schema
 
         path = self.data_dir / f"empty_{name}.parquet"
         self.data_dir.mkdir(parents=True, exist_ok=True)

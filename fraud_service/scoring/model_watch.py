@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fraud_service.assess import Assessor, Loaded
-from fraud_service.policy import Policy
-from fraud_service.scoring import Scorer
+from fraud_service.scoring.model import Scorer
+from fraud_service.scoring.policy import Policy
+from fraud_service.scoring.service import Assessor, Loaded
 from models.registry import ModelRegistry, RegistryError
 
 log = logging.getLogger(__name__)

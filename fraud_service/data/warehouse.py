@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fraud_service.contract import TABLES
+from fraud_service.data.contract import TABLES
 from fraud_service.errors import WarehouseError
 
 KEEP_SNAPSHOTS = 3

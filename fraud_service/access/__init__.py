@@ -1,0 +1,1 @@
+"""Who may call: API keys for machines, users for people."""

@@ -1,0 +1,1 @@
+"""Investigations: the case service, histories and linked accounts, evidence bundles."""

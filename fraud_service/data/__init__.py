@@ -1,0 +1,1 @@
+"""The data platform: the contract, validation, ingest, the warehouse of snapshots, label sync."""

@@ -1,0 +1,1 @@
+"""The feature store adapter: Feast (source), the online reader, live facts."""

@@ -1,0 +1,1 @@
+"""Scoring a return: request parsing, the model, policy, rules and lists, explanations, the assessor."""
