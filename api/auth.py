@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from api.errors import ApiError
 from fraud_service.access.keys import Principal, authenticate
+from fraud_service.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 CACHE_SECONDS = 30.0
@@ -23,9 +23,7 @@ def _verify(presented: str) -> Principal | None:
     now = time.monotonic()
     if hit is not None and hit[1] > now:
         return hit[0]
-    service = current_app.extensions["fraud"]
-    with service.sessions() as session:
-        found = authenticate(session, presented)
+    found = authenticate(current_app.extensions["fraud"].uow(), presented)
     if len(cache) > 10_000:
         cache.clear()
     cache[presented] = (found, now + CACHE_SECONDS)
@@ -37,11 +35,11 @@ def current_principal() -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        raise ApiError(401, "unauthorized", "send an API key as `Authorization: Bearer KEY` "
-                                            "(create one with `fraud-service keys create --role ROLE`)")
+        raise Unauthorized("send an API key as `Authorization: Bearer KEY` "
+                           "(create one with `fraud-service keys create --role ROLE`)")
     principal = _verify(presented.strip())
     if principal is None:
-        raise ApiError(401, "unauthorized", "the API key is unknown, malformed or revoked")
+        raise Unauthorized("the API key is unknown, malformed or revoked")
     g.principal = principal
     return principal
 
@@ -54,8 +52,8 @@ def requires(*roles: str) -> Callable[[F], F]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             principal = current_principal()
             if principal.role != "admin" and principal.role not in roles:
-                raise ApiError(403, "forbidden", f"a {principal.role} key may not do this "
-                                                 f"(needs {' or '.join(roles + ('admin',))})")
+                raise Forbidden(f"a {principal.role} key may not do this "
+                                f"(needs {' or '.join(roles + ('admin',))})")
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

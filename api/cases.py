@@ -1,36 +1,26 @@
 """The investigations API: the case queue and every action the analyst UI offers, for machines (`/v1/cases`).
 
 Analyst and admin keys only; a scoring key cannot read cases. The UI (api/ui.py) calls the same
-`Cases` service, so what a person can do in the browser a program can do here.
+case service (`fraud_service.cases.service`), so what a person can do in the browser a program can do here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.errors import ApiError
-from fraud_service.access.users import active
+from api.core import core, json_object
+from fraud_service.access.users import assignee
 from fraud_service.cases import bundle as bundles
-from fraud_service.cases import investigation
-from fraud_service.cases.service import ACTIVE, Cases, QueueFilter
-from fraud_service.data.warehouse import Warehouse
-from fraud_service.scoring.request import Problem, RequestInvalid
-from fraud_service.store import chain
+from fraud_service.cases import service as cases
+from fraud_service.cases.investigation import CaseContext, case_context
+from fraud_service.cases.records import ACTIVE, QueueFilter
+from fraud_service.errors import Problem, RequestInvalid
 
 bp = Blueprint("cases", __name__)
-
-
-def service() -> Cases:
-    """The app's case service (one per app)."""
-    cases: Cases | None = current_app.extensions.get("cases")
-    if cases is None:
-        cases = current_app.extensions["cases"] = Cases(current_app.extensions["fraud"].sessions)
-    return cases
 
 
 def queue_filter(args: Any) -> QueueFilter:
@@ -59,13 +49,6 @@ def queue_filter(args: Any) -> QueueFilter:
     return f
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object (Content-Type: application/json)")
-    return body
-
-
 def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
     value = body.get(name)
     if value is None and not required:
@@ -75,135 +58,124 @@ def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
     return value
 
 
-def assignee_actor(name: str | None) -> str | None:
-    """The actor string of a user named NAME (an active user), or None to unassign."""
-    if name is None:
-        return None
-    if not isinstance(name, str):
-        raise RequestInvalid([Problem("assignee", f"got {type(name).__name__}", "a user name or null")])
-    with current_app.extensions["fraud"].sessions() as session:
-        person = active(session, name.removeprefix("user:"))
-    if person is None:
-        raise RequestInvalid([Problem("assignee", f"no active user {name!r}",
-                                      "the name of a user (fraud-service users create NAME)")])
-    return person.actor
-
-
-def context(case: dict[str, Any]) -> dict[str, Any]:
+def context(case_id: str) -> CaseContext:
     """The case with each of its customers' histories and the accounts linked to it."""
-    settings = current_app.config["SETTINGS"]
-    snapshot = Warehouse(settings.warehouse_dir).current()
-    customers = sorted({a["customer_id"] for a in case["assessment_list"]} | {case["customer_id"]})
-    links = [(link["entity"], link["value"]) for link in case["links"]]
-    with current_app.extensions["fraud"].sessions() as session:
-        histories = [investigation.history(snapshot, session, c) for c in customers]
-    linked = investigation.linked_accounts(snapshot, links)
-    return {**case, "histories": histories, "linked_accounts": linked}
+    service = core()
+    return case_context(service.uow(), case_id=case_id, warehouse_dir=service.settings.warehouse_dir,
+                        now=service.clock())
 
 
 def export(case_id: str, actor: str) -> Response:
     """The case's bundle as a zip download (JSON and printable HTML); the export is recorded as an evidence event
     naming the bundle's SHA-256 (also sent as X-Bundle-SHA256)."""
-    case = context(service().get(case_id))
-    now = dt.datetime.now(dt.UTC)
-    sessions = current_app.extensions["fraud"].sessions
-    with sessions() as session:
-        bundle = bundles.build(case, session, actor, chain.utc_text(now))
-    data = bundles.to_json(bundle)
-    digest = bundles.digest(data)
-    html = render_template("bundle.html", bundle=bundle, case=case, digest=digest)
-    with sessions.begin() as session:
-        chain.append(session, kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
-                     payload={"case_id": case_id, "sha256": digest, "head_seq": bundle["proof"]["head"]["seq"]})
-    return Response(bundles.archive(data, html, case_id), mimetype="application/zip", headers={
-        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": digest})
+    service = core()
+    done = bundles.export(service.uow(), case_id=case_id, actor=actor, warehouse_dir=service.settings.warehouse_dir,
+                          now=service.clock())
+    html = render_template("bundle.html", bundle=done.bundle, case=done.case.to_dict(), digest=done.digest)
+    return Response(bundles.archive(done.data, html, case_id), mimetype="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": done.digest})
+
+
+def _actor() -> dict[str, Any]:
+    """The keyword arguments every change takes: who, and when (the app's clock)."""
+    return {"actor": current_principal().actor, "now": core().clock()}
 
 
 @bp.get("/v1/cases")
 @requires("analyst")
 def list_cases() -> ResponseReturnValue:
     """The queue: riskiest (score x money at stake) first, filtered by the query."""
-    page = service().queue(queue_filter(request.args))
-    return jsonify(cases=page.cases, total=page.total, limit=page.filter.limit, offset=page.filter.offset)
+    page = cases.queue(core().uow(), f=queue_filter(request.args), now=core().clock())
+    return jsonify(cases=[c.to_dict() for c in page.cases], total=page.total, limit=page.filter.limit,
+                   offset=page.filter.offset)
 
 
 @bp.post("/v1/cases/next")
 @requires("analyst")
 def next_case() -> ResponseReturnValue:
     """Claim the highest-priority unassigned open case (204 when there is none)."""
-    found = service().next_case(current_principal().actor)
+    found = cases.next_case(core().uow(), **_actor())
     if found is None:
         return "", 204
-    return jsonify(found)
+    return jsonify(found.to_dict())
 
 
 @bp.post("/v1/cases/close")
 @requires("analyst")
 def bulk_close() -> ResponseReturnValue:
     """Close several cases with one label for all their returns (a ring), all or none."""
-    body = _body()
+    body = json_object()
     ids = body.get("case_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise RequestInvalid([Problem("case_ids", f"got {type(ids).__name__}", "a list of case ids")])
-    closed = service().bulk_close(ids, _text(body, "label"), _text(body, "reason"), current_principal().actor)
-    return jsonify(cases=closed)
+    closed = cases.bulk_close(core().uow(), case_ids=ids, label=_text(body, "label"), reason=_text(body, "reason"),
+                              **_actor())
+    return jsonify(cases=[c.to_dict() for c in closed])
 
 
 @bp.get("/v1/cases/<case_id>")
 @requires("analyst")
 def get_case(case_id: str) -> ResponseReturnValue:
     """The case with its assessments' evidence, notes, labels, events, histories and linked accounts."""
-    return jsonify(context(service().get(case_id)))
+    return jsonify(context(case_id).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/claim")
 @requires("analyst")
 def claim(case_id: str) -> ResponseReturnValue:
-    return jsonify(service().claim(case_id, current_principal().actor))
+    """Take the case (it moves to in_review when open)."""
+    return jsonify(cases.claim(core().uow(), case_id=case_id, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/assign")
 @requires("analyst")
 def assign(case_id: str) -> ResponseReturnValue:
-    body = _body()
+    """Give the case to a user (`assignee`: a name, or null for nobody)."""
+    body = json_object()
     if "assignee" not in body:
         raise RequestInvalid([Problem("assignee", "missing", "a user name or null")])
-    return jsonify(service().assign(case_id, assignee_actor(body["assignee"]), current_principal().actor))
+    to = assignee(core().uow(), body["assignee"])
+    return jsonify(cases.assign(core().uow(), case_id=case_id, assignee=to, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/status")
 @requires("analyst")
 def set_status(case_id: str) -> ResponseReturnValue:
-    body = _body()
-    return jsonify(service().set_status(case_id, _text(body, "status"), current_principal().actor,
-                                        _text(body, "comment", required=False)))
+    """Move the case to another status (open, in_review, escalated)."""
+    body = json_object()
+    return jsonify(cases.set_status(core().uow(), case_id=case_id, status=_text(body, "status"),
+                                    comment=_text(body, "comment", required=False), **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/notes")
 @requires("analyst")
 def add_note(case_id: str) -> ResponseReturnValue:
-    return jsonify(service().add_note(case_id, _text(_body(), "body"), current_principal().actor)), 201
+    """Add a note to the case."""
+    note = cases.add_note(core().uow(), case_id=case_id, body=_text(json_object(), "body"), **_actor())
+    return jsonify(note.to_dict()), 201
 
 
 @bp.post("/v1/cases/<case_id>/close")
 @requires("analyst")
 def close(case_id: str) -> ResponseReturnValue:
     """Close with a label per return (`dispositions`), or one `label` for all of them."""
-    body = _body()
+    body = json_object()
     dispositions, label = body.get("dispositions"), body.get("label")
     one_for_all = dispositions is None and isinstance(label, str)
     if not one_for_all and (not isinstance(dispositions, dict)
                             or not all(isinstance(v, str) for v in dispositions.values())):
         raise RequestInvalid([Problem("dispositions", "missing or not an object of return_id to label",
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
-    return jsonify(service().close(case_id, dispositions, _text(body, "reason"), current_principal().actor,
-                                   label if one_for_all else None))
+    return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=dispositions, reason=_text(body, "reason"),
+                               label=label if one_for_all else None, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/reopen")
 @requires("analyst")
 def reopen(case_id: str) -> ResponseReturnValue:
-    return jsonify(service().reopen(case_id, _text(_body(), "reason"), current_principal().actor))
+    """Open a closed case again."""
+    return jsonify(cases.reopen(core().uow(), case_id=case_id, reason=_text(json_object(), "reason"),
+                                **_actor()).to_dict())
 
 
 @bp.get("/v1/cases/<case_id>/bundle")

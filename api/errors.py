@@ -1,4 +1,8 @@
-"""The one place where errors become HTTP responses: JSON bodies, distinct codes, nothing leaked."""
+"""The one place where errors become HTTP responses: JSON bodies, distinct codes, nothing leaked.
+
+The core raises `fraud_service.errors`; `STATUSES` maps each kind to a status and a machine-readable
+code (the most specific class in an error's ancestry wins). Anything else is a logged generic 500.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,39 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify
-from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from fraud_service.bootstrap import NotReady
-from fraud_service.cases.service import CaseConflict, CaseNotFound
-from fraud_service.errors import FraudServiceError
-from fraud_service.scoring.request import RequestInvalid
-from fraud_service.scoring.service import Conflict, Unavailable
+from fraud_service.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    FraudServiceError,
+    NotFound,
+    NotReady,
+    RequestInvalid,
+    Unauthorized,
+    Unavailable,
+)
+
+STATUSES: dict[type[FraudServiceError], tuple[int, str]] = {
+    BadRequest: (400, "bad_request"),
+    Unauthorized: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    RequestInvalid: (422, "invalid_request"),
+    NotReady: (503, "not_ready"),
+    Unavailable: (503, "unavailable"),
+    FraudServiceError: (400, "bad_request"),
+}
 
 
-class ApiError(Exception):
-    """An error with its HTTP status and machine-readable code, raised by views."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
+def status_of(exc: FraudServiceError) -> tuple[int, str]:
+    """The status and code of EXC: those of the nearest class in its ancestry that has one."""
+    for kind in type(exc).__mro__:
+        if kind in STATUSES:
+            return STATUSES[kind]  # type: ignore[index]
+    return STATUSES[FraudServiceError]
 
 
 def _body(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
@@ -29,56 +50,26 @@ def _body(status: int, code: str, message: str, **extra: Any) -> tuple[Response,
     return jsonify(payload), status
 
 
-def _unavailable(message: str) -> tuple[Response, int]:
-    logging.getLogger("api").error("unavailable: %s", message)
-    response, status = _body(503, "unavailable", message)
-    response.headers["Retry-After"] = "5"
-    return response, status
-
-
 def register(app: Flask) -> None:
     """Install the handlers on APP."""
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> tuple[Response, int]:
-        response, status = _body(exc.status, exc.code, exc.message, **exc.extra)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
-        return response, status
-
-    @app.errorhandler(RequestInvalid)
-    def invalid(exc: RequestInvalid) -> tuple[Response, int]:
-        return _body(422, "invalid_request", f"{len(exc.problems)} field(s) break the contract",
-                     problems=[p.to_dict() for p in exc.problems])
-
-    @app.errorhandler(Conflict)
-    def conflict(exc: Conflict) -> tuple[Response, int]:
-        return _body(409, "conflict", str(exc))
-
-    @app.errorhandler(CaseNotFound)
-    def case_not_found(exc: CaseNotFound) -> tuple[Response, int]:
-        return _body(404, "not_found", str(exc))
-
-    @app.errorhandler(CaseConflict)
-    def case_conflict(exc: CaseConflict) -> tuple[Response, int]:
-        return _body(409, "conflict", str(exc))
-
-    @app.errorhandler(Unavailable)
-    def unavailable(exc: Unavailable) -> tuple[Response, int]:
-        return _unavailable(f"{exc}; no decision was made, retry later")
-
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(InterfaceError)
-    def database_down(exc: Exception) -> tuple[Response, int]:
-        return _unavailable("the evidence database cannot be reached; nothing was decided or changed, retry later")
-
-    @app.errorhandler(NotReady)
-    def not_ready(exc: NotReady) -> tuple[Response, int]:
-        return _body(503, "not_ready", str(exc))
-
     @app.errorhandler(FraudServiceError)
     def service_error(exc: FraudServiceError) -> tuple[Response, int]:
-        return _body(400, "bad_request", str(exc))
+        status, code = status_of(exc)
+        if isinstance(exc, RequestInvalid):
+            return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
+                         problems=[p.to_dict() for p in exc.problems])
+        message = str(exc)
+        if code == "unavailable":
+            logging.getLogger("api").error("unavailable: %s", message)
+            if "no decision was made" not in message and "nothing was" not in message:
+                message = f"{message}; no decision was made, retry later"
+        response, status = _body(status, code, message)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
+        if code == "unavailable":
+            response.headers["Retry-After"] = "5"
+        return response, status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

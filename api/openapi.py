@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from fraud_service.cases.service import LABELS, SORTS, STATUSES
+from fraud_service.cases.records import LABELS, SORTS, STATUSES
 from fraud_service.data.contract import ORDER_CHANNELS, REFUND_METHODS, RETURN_CHANNELS, RETURN_TYPES
 from fraud_service.scoring.policy import Decision
 from fraud_service.scoring.request import MAX_AMOUNT, MAX_COUNT, MAX_ITEMS, MAX_TEXT
@@ -45,6 +45,22 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "fraud-service", "version": "1",
+                 "description": "Scores e-commerce return requests for fraud and abuse, explains each flag and "
+                                "keeps every decision as hash-chained evidence."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "an API key from `fraud-service keys create`"}},
+            "schemas": {**_scoring_schemas(), **_common_schemas(), **_case_schemas()},
+        },
+        "paths": {**_scoring_paths(), **_cases_paths(SECURED), **_model_paths(), **_service_paths()},
+    }
+
+
+def _scoring_schemas() -> dict[str, Any]:
+    """The return request, the assessment and its stored evidence."""
     item = {"type": "object", "required": ["line_no", "sku", "category", "unit_price", "quantity"],
             "properties": {"line_no": LINE, "sku": TEXT, "category": TEXT,
                            "unit_price": MONEY, "quantity": COUNT}}
@@ -106,6 +122,11 @@ def document() -> dict[str, Any]:
                                "raw_score": {"type": "number"},
                                "contributions": {"type": ["array", "null"], "items": {"type": "number"}},
                                "response": _ref("Assessment")}}
+    return {"ReturnRequest": return_request, "Assessment": assessment, "Evidence": evidence}
+
+
+def _common_schemas() -> dict[str, Any]:
+    """List entries and the error bodies."""
     entry = {"type": "object", "required": ["entity", "value", "list", "reason"],
              "properties": {"entity": {"enum": list(LIST_ENTITIES)}, "value": TEXT, "list": {"enum": list(LISTS)},
                             "reason": TEXT, "added_by": {"type": "string"},
@@ -118,81 +139,83 @@ def document() -> dict[str, Any]:
                               "expected": {"type": "string"}}}
     validation = {"allOf": [error, {"type": "object", "required": ["problems"],
                                     "properties": {"problems": {"type": "array", "items": problem}}}]}
-    secured = [{"bearer": []}]
-    plain = {"type": "object"}
-    cases = _cases_paths(secured)
+    return {"ListEntry": entry, "Error": error, "ValidationError": validation}
+
+
+SECURED = [{"bearer": []}]
+PLAIN = {"type": "object"}
+
+
+def _scoring_paths() -> dict[str, Any]:
+    """Assessing returns, reading evidence, the lists."""
+    return {
+        "/v1/returns/assess": {"post": {
+            "summary": "Assess one return (idempotent on return_id)", "security": SECURED,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReturnRequest")}}},
+            "responses": {"201": _json(_ref("Assessment"), "Assessed now"),
+                          "200": _json(_ref("Assessment"), "Assessed before with the same body: the stored "
+                                                           "assessment"),
+                          **_errors(400, 401, 403, 409, 413, 422, 503)}}},
+        "/v1/assessments/{assessment_id}": {"get": {
+            "summary": "The stored evidence of an assessment", "security": SECURED,
+            "parameters": [{"name": "assessment_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("Evidence"), "The evidence"), **_errors(401, 403, 404, 503)}}},
+        "/v1/lists": {
+            "get": {"summary": "Allow and block list entries", "security": SECURED,
+                    "responses": {"200": _json({"type": "object", "required": ["entries"], "properties": {
+                        "entries": {"type": "array", "items": _ref("ListEntry")}}}, "The entries"),
+                        **_errors(401, 403, 503)}},
+            "post": {"summary": "Add a list entry (admin)", "security": SECURED,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ListEntry")}}},
+                     "responses": {"201": _json(_ref("ListEntry"), "Added"),
+                                   **_errors(400, 401, 403, 409, 413, 422, 503)}}},
+        "/v1/lists/{entity}/{value}": {"delete": {
+            "summary": "Remove a list entry (admin)", "security": SECURED,
+            "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
+    }
+
+
+def _model_paths() -> dict[str, Any]:
+    """The model registry: read, promote, roll back."""
     model_change = {"type": "object", "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 2000,
                                                                 "pattern": r"\S"}}}
     switched = {"type": "object", "required": ["production", "previous", "serving"],
                 "properties": {"production": {"type": "string"}, "previous": {"type": ["string", "null"]},
                                "serving": {"type": ["string", "null"], "description": "this worker's model now"}}}
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "fraud-service", "version": "1",
-                 "description": "Scores e-commerce return requests for fraud and abuse, explains each flag and "
-                                "keeps every decision as hash-chained evidence."},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "an API key from `fraud-service keys create`"}},
-            "schemas": {"ReturnRequest": return_request, "Assessment": assessment, "Evidence": evidence,
-                        "ListEntry": entry, "Error": error, "ValidationError": validation, **_case_schemas()},
-        },
-        "paths": {
-            "/v1/returns/assess": {"post": {
-                "summary": "Assess one return (idempotent on return_id)", "security": secured,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReturnRequest")}}},
-                "responses": {"201": _json(_ref("Assessment"), "Assessed now"),
-                              "200": _json(_ref("Assessment"), "Assessed before with the same body: the stored "
-                                                               "assessment"),
-                              **_errors(400, 401, 403, 409, 413, 422, 503)}}},
-            "/v1/assessments/{assessment_id}": {"get": {
-                "summary": "The stored evidence of an assessment", "security": secured,
-                "parameters": [{"name": "assessment_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ref("Evidence"), "The evidence"), **_errors(401, 403, 404, 503)}}},
-            "/v1/lists": {
-                "get": {"summary": "Allow and block list entries", "security": secured,
-                        "responses": {"200": _json({"type": "object", "required": ["entries"], "properties": {
-                            "entries": {"type": "array", "items": _ref("ListEntry")}}}, "The entries"),
-                            **_errors(401, 403, 503)}},
-                "post": {"summary": "Add a list entry (admin)", "security": secured,
-                         "requestBody": {"required": True,
-                                         "content": {"application/json": {"schema": _ref("ListEntry")}}},
-                         "responses": {"201": _json(_ref("ListEntry"), "Added"),
-                                       **_errors(400, 401, 403, 409, 413, 422, 503)}}},
-            "/v1/lists/{entity}/{value}": {"delete": {
-                "summary": "Remove a list entry (admin)", "security": secured,
-                "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
-                               {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
-            **cases,
-            "/v1/models": {"get": {
-                "summary": "Registered models with aliases (analyst)", "security": secured,
-                "responses": {"200": _json({"type": "object", "required": ["versions", "aliases", "serving"],
-                                            "properties": {"versions": {"type": "array", "items": plain},
-                                                           "aliases": plain,
-                                                           "serving": {"type": ["string", "null"]}}},
-                                           "The registry"), **_errors(401, 403)}}},
-            "/v1/models/{ref}/promote": {"post": {
-                "summary": "Make a version the production model (admin); workers swap it within seconds",
-                "security": secured,
-                "parameters": [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
-                                "description": "v0003, 3, latest or candidate"}],
-                "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
-                "responses": {"200": _json(switched, "Promoted"), **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
-            "/v1/models/rollback": {"post": {
-                "summary": "Put back the production model the current one replaced (admin)", "security": secured,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
-                "responses": {"200": _json(switched, "Rolled back"), **_errors(400, 401, 403, 409, 413, 422, 503)}}},
-            "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
-                                   "responses": {"200": _json(plain, "Snapshot name, origin, row counts")}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(plain, "Up")}}},
-            "/readyz": {"get": {"summary": "Readiness: model, database, feature store",
-                                "responses": {"200": _json(plain, "Ready"), "503": _json(plain, "Not ready")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(plain, "OpenAPI 3.1")}}},
-        },
+        "/v1/models": {"get": {
+            "summary": "Registered models with aliases (analyst)", "security": SECURED,
+            "responses": {"200": _json({"type": "object", "required": ["versions", "aliases", "serving"],
+                                        "properties": {"versions": {"type": "array", "items": PLAIN},
+                                                       "aliases": PLAIN, "serving": {"type": ["string", "null"]}}},
+                                       "The registry"), **_errors(401, 403)}}},
+        "/v1/models/{ref}/promote": {"post": {
+            "summary": "Make a version the production model (admin); workers swap it within seconds",
+            "security": SECURED,
+            "parameters": [{"name": "ref", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "v0003, 3, latest or candidate"}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
+            "responses": {"200": _json(switched, "Promoted"), **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+        "/v1/models/rollback": {"post": {
+            "summary": "Put back the production model the current one replaced (admin)", "security": SECURED,
+            "requestBody": {"required": False, "content": {"application/json": {"schema": model_change}}},
+            "responses": {"200": _json(switched, "Rolled back"), **_errors(400, 401, 403, 409, 413, 422, 503)}}},
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    """Status, health, metrics and this document."""
+    return {
+        "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
+                               "responses": {"200": _json(PLAIN, "Snapshot name, origin, row counts")}}},
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(PLAIN, "Up")}}},
+        "/readyz": {"get": {"summary": "Readiness: model, database, feature store",
+                            "responses": {"200": _json(PLAIN, "Ready"), "503": _json(PLAIN, "Not ready")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(PLAIN, "OpenAPI 3.1")}}},
     }
 
 

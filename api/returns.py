@@ -10,19 +10,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.errors import ApiError
-from fraud_service.bootstrap import NotReady
+from api.core import core
+from fraud_service.errors import BadRequest
+from fraud_service.scoring.evidence import load_assessment, request_hash
 from fraud_service.scoring.request import parse_request
-from fraud_service.scoring.service import load_assessment, request_hash
 
 bp = Blueprint("returns", __name__)
-
-
-def _assessor():  # type: ignore[no-untyped-def]
-    service = current_app.extensions["fraud"]
-    if service.assessor is None:
-        raise NotReady("the service cannot score: " + "; ".join(service.problems))
-    return service.assessor
 
 
 @bp.post("/v1/returns/assess")
@@ -31,9 +24,9 @@ def assess() -> ResponseReturnValue:
     """Score one return request; the same return_id again returns the stored assessment."""
     body = _json_body()
     if body is None:
-        raise ApiError(400, "bad_request", "the body must be a JSON object (Content-Type: application/json)")
+        raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     parsed = parse_request(body, dt.datetime.now(dt.UTC))
-    outcome = _assessor().assess(parsed, request_hash(body), current_principal().actor)
+    outcome = core().require_assessor().assess(parsed, request_hash(body), current_principal().actor)
     if not outcome.replayed:
         current_app.extensions["metrics"].decided(outcome.response)
     response = Response(orjson.dumps(outcome.response, option=orjson.OPT_SERIALIZE_NUMPY), mimetype="application/json")
@@ -60,7 +53,4 @@ def _json_body() -> Any:
 @requires("scoring", "analyst")
 def get_assessment(assessment_id: str) -> ResponseReturnValue:
     """The stored evidence of one assessment."""
-    found = load_assessment(current_app.extensions["fraud"].sessions, assessment_id)
-    if found is None:
-        raise ApiError(404, "not_found", f"no assessment {assessment_id!r}")
-    return jsonify(found)
+    return jsonify(load_assessment(core().uow(), assessment_id=assessment_id).to_dict())

@@ -37,22 +37,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
-from fraud_service.access.users import Person, active, list_users, sign_in
-from fraud_service.cases.service import (
-    ACTIVE,
-    LABELS,
-    MOVES,
-    SORTS,
-    STATUSES,
-    CaseConflict,
-    CaseNotFound,
-    assignees_in_use,
-    reasons_in_use,
-)
+from api.core import core
+from fraud_service.access.users import Person, active, assignee, list_users, sign_in
+from fraud_service.cases import service as cases
+from fraud_service.cases.records import ACTIVE, LABELS, MOVES, SORTS, STATUSES, QueueFilter
+from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid
 from fraud_service.scoring import explain
 from fraud_service.scoring.policy import Decision
-from fraud_service.scoring.request import RequestInvalid
-from models.registry import ModelRegistry, RegistryError
+from models.registry import ModelRegistry
 
 bp = Blueprint("ui", __name__, url_prefix="/ui")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,8 +124,7 @@ def signed_in(view: F) -> F:
         name = session.get("user")
         person = None
         if name:
-            with current_app.extensions["fraud"].sessions() as db:
-                person = active(db, name)
+            person = active(core().uow(), name)
         if person is None:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
@@ -152,6 +143,11 @@ def _person() -> Person:
     return person
 
 
+def _who() -> dict[str, Any]:
+    """The keyword arguments every change takes: who (the signed-in person), and when (the app's clock)."""
+    return {"actor": _person().actor, "now": core().clock()}
+
+
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
     return render_template("ui/error.html", code=exc.code, message=exc.description), exc.code or 500
@@ -165,8 +161,7 @@ def login() -> ResponseReturnValue:
 @bp.post("/login")
 def login_post() -> ResponseReturnValue:
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
-    with current_app.extensions["fraud"].sessions() as db:
-        person = sign_in(db, name, password)
+    person = sign_in(core().uow(), name, password)
     if person is None:
         flash("Unknown user or wrong password.", "error")
         return render_template("ui/login.html", next=request.form.get("next", ""), name=name), 401
@@ -190,13 +185,12 @@ def logout() -> ResponseReturnValue:
 def queue() -> ResponseReturnValue:
     try:
         f = case_api.queue_filter(request.args)
-        page = case_api.service().queue(f)
+        page = cases.queue(core().uow(), f=f, now=core().clock())
     except RequestInvalid as exc:
         flash(_problems(exc), "error")
-        f = case_api.QueueFilter()
-        page = case_api.service().queue(f)
-    with current_app.extensions["fraud"].sessions() as db:
-        reasons, assignees = reasons_in_use(db), assignees_in_use(db)
+        f = QueueFilter()
+        page = cases.queue(core().uow(), f=f, now=core().clock())
+    reasons, assignees = cases.filter_choices(core().uow())
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
                            decisions=[d.value for d in Decision if d.needs_human], args=request.args)
@@ -205,11 +199,11 @@ def queue() -> ResponseReturnValue:
 @bp.post("/next")
 @signed_in
 def next_case() -> ResponseReturnValue:
-    found = case_api.service().next_case(_person().actor)
+    found = cases.next_case(core().uow(), actor=_person().actor, now=core().clock())
     if found is None:
         flash("No open case is waiting: the queue is clear.", "info")
         return redirect(url_for("ui.queue"))
-    return redirect(url_for("ui.case", case_id=found["case_id"]))
+    return redirect(url_for("ui.case", case_id=found.case_id))
 
 
 def _feature_order(version: str) -> tuple[list[str], dict[str, Any]]:
@@ -239,11 +233,10 @@ def _charts(case: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 @signed_in
 def case(case_id: str) -> ResponseReturnValue:
     try:
-        found = case_api.context(case_api.service().get(case_id))
+        found = case_api.context(case_id).to_dict()
     except CaseNotFound:
         abort(404, f"There is no case {case_id}.")
-    with current_app.extensions["fraud"].sessions() as db:
-        people = [u.name for u in list_users(db) if u.disabled_at is None]
+    people = [u.name for u in list_users(core().uow()) if u.disabled_at is None]
     return render_template("ui/case.html", case=found, charts=_charts(found), moves=MOVES.get(found["status"], ()),
                            labels=LABELS, people=people)
 
@@ -264,14 +257,15 @@ def _act(case_id: str, action: Callable[[], Any], done: str) -> Response:
 @bp.post("/cases/<case_id>/claim")
 @signed_in
 def claim(case_id: str) -> ResponseReturnValue:
-    return _act(case_id, lambda: case_api.service().claim(case_id, _person().actor), "The case is yours.")
+    return _act(case_id, lambda: cases.claim(core().uow(), case_id=case_id, **_who()), "The case is yours.")
 
 
 @bp.post("/cases/<case_id>/assign")
 @signed_in
 def assign(case_id: str) -> ResponseReturnValue:
     name = request.form.get("assignee") or None
-    return _act(case_id, lambda: case_api.service().assign(case_id, case_api.assignee_actor(name), _person().actor),
+    return _act(case_id, lambda: cases.assign(core().uow(), case_id=case_id, assignee=assignee(core().uow(), name),
+                                              **_who()),
                 f"Assigned to {name}." if name else "Unassigned.")
 
 
@@ -279,15 +273,16 @@ def assign(case_id: str) -> ResponseReturnValue:
 @signed_in
 def set_status(case_id: str) -> ResponseReturnValue:
     status = request.form.get("status", "")
-    return _act(case_id, lambda: case_api.service().set_status(case_id, status, _person().actor,
-                                                               request.form.get("comment", "")),
+    return _act(case_id, lambda: cases.set_status(core().uow(), case_id=case_id, status=status,
+                                                  comment=request.form.get("comment", ""), **_who()),
                 f"Status set to {status.replace('_', ' ')}.")
 
 
 @bp.post("/cases/<case_id>/notes")
 @signed_in
 def add_note(case_id: str) -> ResponseReturnValue:
-    return _act(case_id, lambda: case_api.service().add_note(case_id, request.form.get("body", ""), _person().actor),
+    return _act(case_id, lambda: cases.add_note(core().uow(), case_id=case_id, body=request.form.get("body", ""),
+                                                **_who()),
                 "Note added.")
 
 
@@ -296,15 +291,16 @@ def add_note(case_id: str) -> ResponseReturnValue:
 def close(case_id: str) -> ResponseReturnValue:
     dispositions = {key.removeprefix("label:"): value for key, value in request.form.items()
                     if key.startswith("label:") and value}
-    return _act(case_id, lambda: case_api.service().close(case_id, dispositions, request.form.get("reason", ""),
-                                                          _person().actor),
+    return _act(case_id, lambda: cases.close(core().uow(), case_id=case_id, dispositions=dispositions,
+                                             reason=request.form.get("reason", ""), **_who()),
                 "Case closed; the labels are recorded for the next training run.")
 
 
 @bp.post("/cases/<case_id>/reopen")
 @signed_in
 def reopen(case_id: str) -> ResponseReturnValue:
-    return _act(case_id, lambda: case_api.service().reopen(case_id, request.form.get("reason", ""), _person().actor),
+    return _act(case_id, lambda: cases.reopen(core().uow(), case_id=case_id, reason=request.form.get("reason", ""),
+                                              **_who()),
                 "Case reopened.")
 
 
@@ -313,8 +309,8 @@ def reopen(case_id: str) -> ResponseReturnValue:
 def bulk_close() -> ResponseReturnValue:
     ids = request.form.getlist("case_id")
     try:
-        closed = case_api.service().bulk_close(ids, request.form.get("label", ""), request.form.get("reason", ""),
-                                               _person().actor)
+        closed = cases.bulk_close(core().uow(), case_ids=ids, label=request.form.get("label", ""),
+                                  reason=request.form.get("reason", ""), **_who())
         flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
     except (CaseConflict, CaseNotFound) as exc:
         flash(f"Nothing was closed: {exc}", "error")

@@ -286,7 +286,7 @@ def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
             "chain_ok": verified.ok, "chain_events": verified.events, "chain_problem": verified.problem}
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="FRAUD_HOME to build (or reuse) the world in (default: a temp dir)")
     parser.add_argument("--customers", type=int, default=20000, help="of the generated world (default 20,000)")
@@ -317,7 +317,11 @@ def main() -> None:
                         help="the production model has at least this many trees (default 300: the learning rate "
                              "is lowered until it does)")
     parser.add_argument("--quiet-logs", action="store_true", help="log warnings only (default: a line per request)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix="load-bench-"))

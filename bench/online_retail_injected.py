@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     import os
 
-    from api.cli import main as cli
+    from api.cli.main import main as cli
     from training.datasets.injection import InjectionConfig, inject
 
     with tempfile.TemporaryDirectory(prefix="bench-uci-") as tmp:

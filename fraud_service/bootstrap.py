@@ -5,19 +5,23 @@ Nothing else in the core opens engines or loads models; the web app and the CLI 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.config import Settings
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import FraudServiceError, NotReady
+from fraud_service.store.uow import UnitOfWork
 
-
-class NotReady(FraudServiceError):
-    """Something the scoring service needs is missing (schema, features, model)."""
+if TYPE_CHECKING:  # the scoring stack loads LightGBM and Feast: imported when built, not when this module is
+    from fraud_service.scoring.model_watch import ProductionWatch
+    from fraud_service.scoring.service import Assessor
 
 
 @dataclass
@@ -27,9 +31,25 @@ class Service:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    assessor: Any = None
-    watch: Any = None  # follows the registry's production alias (model_watch.ProductionWatch)
+    assessor: Assessor | None = None
+    watch: ProductionWatch | None = None  # follows the registry's production alias
     problems: list[str] = field(default_factory=list)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+    def uow(self) -> UnitOfWork:
+        """A new unit of work on the evidence database (each core service call takes one)."""
+        return UnitOfWork(self.sessions)
+
+    def require_assessor(self) -> Assessor:
+        """The assessor, or NotReady saying why the service cannot score."""
+        if self.assessor is None:
+            raise NotReady("the service cannot score: " + "; ".join(self.problems))
+        return self.assessor
+
+    def lists_changed(self) -> None:
+        """This worker's assessments see a list change at once (other workers within a second)."""
+        if self.assessor is not None:
+            self.assessor.lists.invalidate()
 
     def close(self) -> None:
         if self.watch is not None:
@@ -86,15 +106,17 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
     return service
 
 
-def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *, freshness: bool = True) -> Any:
+def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
+             freshness: bool = True) -> Assessor:
     """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
+    from fraud_service.errors import RegistryError
     from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
     from fraud_service.featurestore.source import FeatureSource
+    from fraud_service.scoring.evidence import evidence_writer
     from fraud_service.scoring.model import Scorer
     from fraud_service.scoring.policy import Policy
     from fraud_service.scoring.service import Assessor
-    from fraud_service.store.writer import EvidenceWriter
-    from models.registry import ModelRegistry, RegistryError
+    from models.registry import ModelRegistry
 
     source = FeatureSource(settings)
     if source.built_from() is None:
@@ -107,10 +129,10 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=EvidenceWriter(engine), freshness=writer)
+                    writer=evidence_writer(engine), freshness=writer)
 
 
-def known_orders(settings: Settings) -> Any:
+def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:
     """A function telling which of some order ids the warehouse holds (used off the request path).
 
     The current snapshot's order ids are indexed in memory once (8 bytes each), and again when a new
@@ -134,7 +156,7 @@ def known_orders(settings: Settings) -> Any:
     return lookup
 
 
-def warm(assessor: Any) -> None:
+def warm(assessor: Assessor) -> None:
     """One feature read, one prediction and one explanation, so the first real request is not the slow one."""
     from fraud_service.featurestore.source import request_entity
     from fraud_service.scoring.request import parse_request
@@ -150,3 +172,64 @@ def warm(assessor: Any) -> None:
     x = assessor.scorer.row(assessor.reader.vector(keys, fields))
     assessor.scorer.probability(x)
     assessor.scorer.contributions(x)
+
+
+@dataclass
+class Database:
+    """The evidence database for a command line: units of work and schema upkeep, the engine kept inside."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions)
+
+    @property
+    def where(self) -> str:
+        """The database's URL without its password."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def schema_problem(self) -> str | None:
+        """None when the schema is current, else what to do."""
+        return check_schema(self.engine)
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Create or migrate the schema to the newest revision; (the revision before, the newest)."""
+        from fraud_service.store.migrate import current_revision, head_revision, upgrade
+
+        before = current_revision(self.engine)
+        upgrade(self.engine)
+        return before, head_revision()
+
+
+@contextlib.contextmanager
+def evidence(settings: Settings, *, migrated: bool = True) -> Iterator[Database]:
+    """The evidence database, disposed afterwards; with MIGRATED, only at the current schema (else the error
+    says to run `fraud-service db upgrade`)."""
+    engine, sessions = database(settings)
+    try:
+        problem = check_schema(engine) if migrated else None
+        if problem:
+            raise FraudServiceError(problem)
+        yield Database(engine, sessions)
+    finally:
+        engine.dispose()
+
+
+def evidence_exists(settings: Settings) -> bool:
+    """False only for a SQLite evidence file that was never created (nothing to read, nothing to create)."""
+    from sqlalchemy import make_url
+
+    url = make_url(settings.database_url)
+    return url.get_backend_name() != "sqlite" or bool(url.database and Path(url.database).exists())
+
+
+@contextlib.contextmanager
+def optional_evidence(settings: Settings) -> Iterator[UnitOfWork | None]:
+    """A unit of work on the evidence database when there is one at the current schema, else None (a machine
+    that only trains records no events)."""
+    if not evidence_exists(settings):
+        yield None
+        return
+    with evidence(settings, migrated=False) as db:
+        yield db.uow() if db.schema_problem() is None else None

@@ -1,4 +1,5 @@
-"""Reachability checks of the service's stores, shared by `fraud-service doctor` and the web app."""
+"""Checks of the service's stores: reachability (`fraud-service doctor`, the web app), the evidence chain's
+integrity (`fraud-service evidence verify`) and what the evidence database holds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ from dataclasses import dataclass
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
+from fraud_service.store import chain
+from fraud_service.store.chain import Verification
+from fraud_service.store.schema import Assessment, Case
+from fraud_service.store.uow import UnitOfWork
 
 CONNECT_TIMEOUT_S = 2
 
@@ -66,3 +71,25 @@ def run_checks(settings: Settings) -> list[Check]:
     if settings.online_store == "redis":
         checks.append(check_redis(settings.redis_url))
     return checks
+
+
+def verify_evidence(uow: UnitOfWork) -> Verification:
+    """Re-hash the whole evidence chain; where it first breaks, if it does."""
+    with uow:
+        return chain.verify(uow.session)
+
+
+@dataclass(frozen=True)
+class EvidenceCounts:
+    assessments: int
+    cases: int
+
+
+def evidence_counts(uow: UnitOfWork) -> EvidenceCounts:
+    """How many assessments and cases the evidence database holds."""
+    from sqlalchemy import func, select
+
+    with uow:
+        assessments = uow.session.execute(select(func.count()).select_from(Assessment)).scalar_one()
+        cases = uow.session.execute(select(func.count()).select_from(Case)).scalar_one()
+    return EvidenceCounts(int(assessments), int(cases))

@@ -9,7 +9,8 @@ Layout under the registry directory:
 
 A version directory is written beside the others under a temporary name and renamed into place,
 so a crash never leaves half a model; alias changes are written to a temporary file and renamed.
-Writers hold an exclusive lock on `.lock`. This module imports nothing of the project.
+Writers hold an exclusive lock on `.lock`. Of the project, this module imports only the exception tree
+(`fraud_service.errors`, which imports nothing).
 """
 
 from __future__ import annotations
@@ -28,12 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fraud_service.errors import ModelNotFound, PromotionRefused, RegistryError
+
 ALIASES = ("production", "candidate")
 VERSION = re.compile(r"^v(\d{4,})$")
-
-
-class RegistryError(Exception):
-    """A model version or alias is missing, or an artefact does not match its manifest."""
 
 
 @dataclass(frozen=True)
@@ -82,16 +81,16 @@ class ModelRegistry:
         if ref in ALIASES:
             version = self.aliases().get(ref)
             if version is None:
-                raise RegistryError(f"no model is {ref} yet in {self.root}: train one with `fraud-service train`")
+                raise ModelNotFound(f"no model is {ref} yet in {self.root}: train one with `fraud-service train`")
             return version
         if ref == "latest":
             if not versions:
-                raise RegistryError(f"the model registry {self.root} is empty: train one with `fraud-service train`")
+                raise ModelNotFound(f"the model registry {self.root} is empty: train one with `fraud-service train`")
             return versions[-1]
         version = f"v{int(ref):04d}" if ref.isdigit() else ref
         if version not in versions:
             known = ", ".join(versions) or "none"
-            raise RegistryError(f"no model version {ref!r} in {self.root} (registered: {known}; "
+            raise ModelNotFound(f"no model version {ref!r} in {self.root} (registered: {known}; "
                                 "or use latest, production, candidate)")
         return version
 
@@ -121,7 +120,7 @@ class ModelRegistry:
         """The manifest of VERSION (no checksum check: for reading what a stored assessment was scored with)."""
         path = self.root / "versions" / version / "manifest.json"
         if not path.exists():
-            raise RegistryError(f"no model version {version!r} in {self.root}")
+            raise ModelNotFound(f"no model version {version!r} in {self.root}")
         return dict(json.loads(path.read_text()))
 
     def _policy(self, path: Path) -> dict[str, Any]:
@@ -171,7 +170,7 @@ class ModelRegistry:
             self.load(version)  # refuses a damaged model before it goes live
             state = self._state()
             if state.get("production") == version:
-                raise RegistryError(f"{version} is already production")
+                raise PromotionRefused(f"{version} is already production")
             self._set(state, "production", version, reason)
             self._write_state(state)
         return version
@@ -187,7 +186,8 @@ class ModelRegistry:
             replaced = [h["from"] for h in state.get("history", [])
                         if h["alias"] == "production" and h["to"] == current and not h.get("rollback")]
             if current is None or not replaced or replaced[-1] is None:
-                raise RegistryError(f"there is no earlier production model to roll back to (production is {current})")
+                raise PromotionRefused("there is no earlier production model to roll back to "
+                                       f"(production is {current})")
             target = str(replaced[-1])
             self.load(target)
             self._set(state, "production", target, f"rollback from {current}", rollback=True)

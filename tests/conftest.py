@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from api.cli import main
+from api.cli.main import main
 from fraud_service.config import Settings
 from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse

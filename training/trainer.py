@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraud_service.errors import TrainingDataError
 from fraud_service.scoring.model import Calibration, encode
-from training.trainset import CATEGORICAL, TrainingDataError
+from training.trainset import CATEGORICAL
 
 MONOTONE_UP = (
     "cust_inr_30d", "cust_inr_90d", "cust_inr_365d", "cust_bad_inspections_365d", "cust_bad_inspections",

@@ -17,7 +17,7 @@ import pandas as pd
 
 from features.definitions import DERIVED_FIELDS, feature_names
 from fraud_service.data.warehouse import Snapshot, Warehouse
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import TrainingDataError
 from fraud_service.featurestore.source import FeatureSource, entity_rows
 from fraud_service.progress import SILENT, Progress
 
@@ -27,10 +27,6 @@ CATEGORICAL = [name for name, kind in DERIVED_FIELDS.items() if kind == "String"
 EXCLUDED = ("cust_created_epoch",)
 """Served features the model does not use: an absolute sign-up time says when, not how (account age does)."""
 CONTEXT = ["return_id", "customer_id", "requested_at", "refund_amount", "channel", "return_type", "refund_method"]
-
-
-class TrainingDataError(FraudServiceError):
-    """There is not enough (labelled) data to train or evaluate."""
 
 
 def model_features() -> list[str]:

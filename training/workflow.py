@@ -25,6 +25,7 @@ import pandas as pd
 from features.definitions import FEATURE_SERVICE
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Snapshot
+from fraud_service.errors import TrainingDataError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.model import Scorer
@@ -34,7 +35,6 @@ from training import evaluation, thresholds
 from training.baselines import rules_score
 from training.trainer import TrainConfig, TrainedModel, fit
 from training.trainset import (
-    TrainingDataError,
     Window,
     current_snapshot,
     feature_frame,
@@ -94,6 +94,20 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
     """Rows requested before `train_until - delay`, with targets from labels known at `train_until`."""
     rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)
     return rows, target(rows, labels_as_of(snapshot, train_until))
+
+
+def learnable_rows(frame: pd.DataFrame, snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
+                   delay: pd.Timedelta) -> tuple[pd.DataFrame, np.ndarray]:
+    """The training rows and their targets, or TrainingDataError when there is nothing to learn from."""
+    rows, y = training_rows(frame, snapshot, train_until, delay)
+    if rows.empty:
+        raise TrainingDataError(f"no returns were requested in {Window(start, train_until - delay)}")
+    if not y.any():
+        raise TrainingDataError(
+            f"none of the {len(rows):,} returns requested in {Window(start, train_until - delay)} has a fraud or abuse "
+            f"label known at {train_until.date()}: there is nothing to learn from. Ingest a labels table (see the data "
+            "contract) or let analysts decide cases, then train again")
+    return rows, y
 
 
 def choose_delay(snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
@@ -172,14 +186,7 @@ def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Times
                   f"testing on {Window(test_from, test_until)}")
     source = FeatureSource(settings)
     frame = feature_frame(source, snapshot, Window(start, max(test_until, train_until)), progress)
-    rows, y = training_rows(frame, snapshot, train_until, delay)
-    if rows.empty:
-        raise TrainingDataError(f"no returns were requested in {Window(start, train_until - delay)}")
-    if not y.any():
-        raise TrainingDataError(
-            f"none of the {len(rows):,} returns requested in {Window(start, train_until - delay)} has a fraud or abuse "
-            f"label known at {train_until.date()}: there is nothing to learn from. Ingest a labels table (see the data "
-            "contract) or let analysts decide cases, then train again")
+    rows, y = learnable_rows(frame, snapshot, start, train_until, delay)
     features = model_features()
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
         trained = fit(rows, y, features, config)

@@ -13,18 +13,13 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from fraud_service.errors import FraudServiceError
-from fraud_service.store import chain
+from fraud_service.errors import ApiKeyError
 from fraud_service.store.schema import ApiKey
+from fraud_service.store.uow import UnitOfWork
 
 ROLES = ("scoring", "analyst", "admin")
 PREFIX = "fsk"
-
-
-class ApiKeyError(FraudServiceError):
-    """A key cannot be created or found."""
 
 
 @dataclass(frozen=True)
@@ -44,39 +39,58 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, role: str, name: str, actor: str) -> str:
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key as `keys list` shows it (never the secret)."""
+
+    id: str
+    role: str
+    name: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+def create_key(uow: UnitOfWork, role: str, name: str, actor: str) -> str:
     """A new key for ROLE; returns the full key (the only time it exists in clear)."""
     if role not in ROLES:
         raise ApiKeyError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"
     now = dt.datetime.now(dt.UTC)
-    session.add(ApiKey(id=key_id, secret_hash=_digest(key), role=role, name=name, created_at=now))
-    chain.append(session, kind="api_key_created", subject=f"key:{key_id}", actor=actor,
-                 payload={"key_id": key_id, "role": role, "name": name}, at=now)
+    with uow:
+        uow.session.add(ApiKey(id=key_id, secret_hash=_digest(key), role=role, name=name, created_at=now))
+        uow.record(kind="api_key_created", subject=f"key:{key_id}", actor=actor,
+                   payload={"key_id": key_id, "role": role, "name": name}, at=now)
+        uow.commit()
     return key
 
 
-def revoke_key(session: Session, key_id: str, actor: str) -> None:
-    row = session.get(ApiKey, key_id)
-    if row is None:
-        raise ApiKeyError(f"no API key {key_id!r}")
-    if row.revoked_at is None:
-        row.revoked_at = dt.datetime.now(dt.UTC)
-        chain.append(session, kind="api_key_revoked", subject=f"key:{key_id}", actor=actor,
-                     payload={"key_id": key_id})
+def revoke_key(uow: UnitOfWork, key_id: str, actor: str) -> None:
+    """Revoke a key by its id (revoking a revoked key changes nothing)."""
+    with uow:
+        row = uow.session.get(ApiKey, key_id)
+        if row is None:
+            raise ApiKeyError(f"no API key {key_id!r}")
+        if row.revoked_at is None:
+            row.revoked_at = dt.datetime.now(dt.UTC)
+            uow.record(kind="api_key_revoked", subject=f"key:{key_id}", actor=actor, payload={"key_id": key_id})
+        uow.commit()
 
 
-def list_keys(session: Session) -> list[ApiKey]:
-    return list(session.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars())
+def list_keys(uow: UnitOfWork) -> list[KeyRecord]:
+    with uow:
+        rows = uow.session.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars()
+        return [KeyRecord(k.id, k.role, k.name, k.created_at, k.revoked_at) for k in rows]
 
 
-def authenticate(session: Session, presented: str) -> Principal | None:
+def authenticate(uow: UnitOfWork, presented: str) -> Principal | None:
     """The principal of a presented key, or None when it is malformed, unknown, wrong or revoked."""
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
         return None
-    row = session.get(ApiKey, parts[1])
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _digest(presented)):
-        return None
-    return Principal(row.id, row.name, row.role)
+    with uow:
+        row = uow.session.get(ApiKey, parts[1])
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash,
+                                                                               _digest(presented)):
+            return None
+        return Principal(row.id, row.name, row.role)

@@ -14,20 +14,15 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from fraud_service.errors import FraudServiceError
-from fraud_service.store import chain
+from fraud_service.errors import Problem, RequestInvalid, UserError
 from fraud_service.store.schema import User
+from fraud_service.store.uow import UnitOfWork
 
 ROLES = ("analyst", "admin")
 MIN_PASSWORD = 10
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-class UserError(FraudServiceError):
-    """A user cannot be created, found or changed."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,17 @@ def check_password(stored: str, password: str) -> bool:
     return hmac.compare_digest(actual.hex(), digest)
 
 
-def create_user(session: Session, name: str, role: str, password: str | None, actor: str) -> str:
+@dataclass(frozen=True)
+class UserRecord:
+    """A user as `users list` shows it (never the password hash)."""
+
+    name: str
+    role: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None
+
+
+def create_user(uow: UnitOfWork, name: str, role: str, password: str | None, actor: str) -> str:
     """Add a user; returns the password (generated when PASSWORD is None)."""
     if not _NAME.match(name):
         raise UserError(f"user name {name!r}: expected 2-64 characters of a-z, 0-9, '.', '_' or '-', "
@@ -70,42 +75,65 @@ def create_user(session: Session, name: str, role: str, password: str | None, ac
         password = secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required")
-    if session.get(User, name) is not None:
-        raise UserError(f"user {name!r} already exists")
     now = dt.datetime.now(dt.UTC)
-    session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
-    chain.append(session, kind="user_created", subject=f"user:{name}", actor=actor,
-                 payload={"name": name, "role": role}, at=now)
+    with uow:
+        if uow.session.get(User, name) is not None:
+            raise UserError(f"user {name!r} already exists")
+        uow.session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
+        uow.record(kind="user_created", subject=f"user:{name}", actor=actor, payload={"name": name, "role": role},
+                   at=now)
+        uow.commit()
     return password
 
 
-def disable_user(session: Session, name: str, actor: str) -> None:
-    user = session.get(User, name)
-    if user is None:
-        raise UserError(f"no user {name!r}")
-    if user.disabled_at is None:
-        user.disabled_at = dt.datetime.now(dt.UTC)
-        chain.append(session, kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name})
+def disable_user(uow: UnitOfWork, name: str, actor: str) -> None:
+    """Disable a user (their signed-in sessions end at their next request)."""
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None:
+            raise UserError(f"no user {name!r}")
+        if user.disabled_at is None:
+            user.disabled_at = dt.datetime.now(dt.UTC)
+            uow.record(kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name})
+        uow.commit()
 
 
-def list_users(session: Session) -> list[User]:
-    return list(session.execute(select(User).order_by(User.name)).scalars())
+def list_users(uow: UnitOfWork) -> list[UserRecord]:
+    with uow:
+        rows = uow.session.execute(select(User).order_by(User.name)).scalars()
+        return [UserRecord(u.name, u.role, u.created_at, u.disabled_at) for u in rows]
 
 
-def sign_in(session: Session, name: str, password: str) -> Person | None:
+def sign_in(uow: UnitOfWork, name: str, password: str) -> Person | None:
     """The person when NAME and PASSWORD match an active user, else None (the same answer for every failure)."""
-    user = session.get(User, name) if isinstance(name, str) and len(name) <= 64 else None
-    if user is None or user.disabled_at is not None:
+    with uow:
+        user = uow.session.get(User, name) if isinstance(name, str) and len(name) <= 64 else None
+        found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash)
+    if found is None:
         hash_password(password or "x")  # the same work either way: failures take the same time
         return None
-    if not check_password(user.password_hash, password or ""):
+    if not check_password(found[2], password or ""):
         return None
-    return Person(user.name, user.role)
+    return Person(found[0], found[1])
 
 
-def active(session: Session, name: str) -> Person | None:
+def active(uow: UnitOfWork, name: str) -> Person | None:
     """The person NAME if the user exists and is not disabled (checked on every UI request)."""
-    user = session.get(User, name)
-    if user is None or user.disabled_at is not None:
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None or user.disabled_at is not None:
+            return None
+        return Person(user.name, user.role)
+
+
+def assignee(uow: UnitOfWork, name: object) -> str | None:
+    """The actor of the active user NAME (`user:` prefix allowed), to assign a case to; None unassigns."""
+    if name is None:
         return None
-    return Person(user.name, user.role)
+    if not isinstance(name, str):
+        raise RequestInvalid([Problem("assignee", f"got {type(name).__name__}", "a user name or null")])
+    person = active(uow, name.removeprefix("user:"))
+    if person is None:
+        raise RequestInvalid([Problem("assignee", f"no active user {name!r}",
+                                      "the name of a user (fraud-service users create NAME)")])
+    return person.actor

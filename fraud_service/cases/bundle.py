@@ -28,15 +28,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fraud_service.errors import FraudServiceError
+from fraud_service.cases import investigation
+from fraud_service.cases import service as cases
+from fraud_service.cases.investigation import CaseContext
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.errors import BundleError
 from fraud_service.store import chain
 from fraud_service.store.schema import ChainHead, EvidenceEvent
+from fraud_service.store.uow import UnitOfWork
 
 FORMAT = "fraud-service evidence bundle 1"
-
-
-class BundleError(FraudServiceError):
-    """A file is not a readable evidence bundle."""
 
 
 def proof(session: Session, first_seq: int) -> dict[str, Any]:
@@ -49,6 +50,34 @@ def proof(session: Session, first_seq: int) -> dict[str, Any]:
                            .order_by(EvidenceEvent.seq)).all()
     hashes = ([chain.GENESIS] if first_seq <= 1 else []) + [h for _, h in rows]
     return {"from_seq": first_seq, "hashes": hashes, "head": {"seq": head.seq, "hash": head.hash}}
+
+
+@dataclass(frozen=True)
+class Export:
+    """An exported bundle: the case as shown, the bundle, its JSON bytes and their SHA-256."""
+
+    case: CaseContext
+    bundle: dict[str, Any]
+    data: bytes
+    digest: str
+
+
+def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path,
+           now: dt.datetime | None = None) -> Export:
+    """Build the bundle of CASE_ID and record its export (`case_bundle_exported`, naming its SHA-256), reading
+    the case and appending the event in one transaction: the proof ends at the event just before the export's."""
+    now = now or dt.datetime.now(dt.UTC)
+    snapshot = Warehouse(warehouse_dir).current()
+    with uow:
+        uow.lock_chain()  # nothing is appended between the proof's head and the export event
+        case = investigation.context(uow.session, snapshot, cases.detail(uow.session, case_id, now))
+        bundle = build(case.to_dict(), uow.session, actor, chain.utc_text(now))
+        data = to_json(bundle)
+        sha = digest(data)
+        uow.record(kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
+                   payload={"case_id": case_id, "sha256": sha, "head_seq": bundle["proof"]["head"]["seq"]})
+        uow.commit()
+    return Export(case, bundle, data, sha)
 
 
 def build(case: dict[str, Any], session: Session, exported_by: str, exported_at: str) -> dict[str, Any]:

@@ -6,16 +6,22 @@ database's analysts' labels, so a label given a minute ago shows before the next
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fraud_service.data.warehouse import Snapshot
+from fraud_service.cases import service as cases
+from fraud_service.cases.records import CaseDetail
+from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.store.chain import utc_text
 from fraud_service.store.schema import Label
+from fraud_service.store.uow import UnitOfWork
 
 TOKEN_COLUMNS = {"address": ("orders", "address_token"), "payment": ("orders", "payment_token"),
                  "device": ("orders", "device_token"), "refund": ("returns", "refund_token")}
@@ -118,3 +124,29 @@ def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
                                bad_labels=int(bad_labels))
     out = [{"returns": 0, "refund_total": 0.0, "inr_claims": 0, "bad_labels": 0, **v} for v in found.values()]
     return sorted(out, key=lambda v: (-len(v["shared"]), -v["bad_labels"], v["customer_id"]))
+
+
+@dataclass(frozen=True)
+class CaseContext:
+    """A case with each of its customers' histories and the accounts linked to it: the case page and bundle."""
+
+    detail: CaseDetail
+    histories: list[dict[str, Any]]
+    linked_accounts: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.detail.to_dict(), "histories": self.histories, "linked_accounts": self.linked_accounts}
+
+
+def context(session: Session, snapshot: Snapshot | None, detail: CaseDetail) -> CaseContext:
+    """DETAIL with its customers' histories and linked accounts, in a transaction the caller holds."""
+    histories = [history(snapshot, session, c) for c in detail.customers()]
+    return CaseContext(detail, histories, linked_accounts(snapshot, detail.links))
+
+
+def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.datetime | None = None) -> CaseContext:
+    """Everything the case page shows about CASE_ID."""
+    snapshot = Warehouse(warehouse_dir).current()
+    with uow:
+        detail = cases.detail(uow.session, case_id, now or dt.datetime.now(dt.UTC))
+        return context(uow.session, snapshot, detail)

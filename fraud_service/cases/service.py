@@ -1,15 +1,12 @@
-"""Investigations: the analysts' queue and every change to a case, each recorded as an evidence event.
+"""The case service: the analysts' queue, every change to a case, and the rule by which assessments form cases.
 
-A case is opened by the evidence writer (an assessment that needs a human opens one or joins the
-open case of a linked account). From then on people work it here:
-
-    open ──► in_review ──► escalated            (and back: in_review ► open, escalated ► in_review)
-      └──────────┴────────────┴──► closed ──► open   (closing labels every return; reopening is an event)
-
-Each change (status, assignee, note, disposition, reopening) is written with its evidence event
-(actor, time, previous and new value) in one transaction; the chain head is locked first, so
-changes to cases are serialised with every other writer of the chain (two analysts asking for
-"the next case" at once get two different cases). A closed case cannot be changed, only reopened.
+A case is opened when an assessment needs a human (`review`, `deny`): it joins the open case linked
+to its customer or one of its tokens, or opens one (`join_or_open`, applied by the evidence writer
+inside the assessment's own transaction). From then on people work it here; each change (status,
+assignee, note, disposition, reopening) is written with its evidence event (actor, time, previous
+and new value) in one unit of work. The chain head is locked first, so changes to cases are
+serialised with every other writer of the chain (two analysts asking for "the next case" at once
+get two different cases). A closed case cannot be changed, only reopened.
 
 Closing records `fraud`, `abuse` or `legit` per return, with a reason, as labels in the data
 contract's form (source `analyst`, `labelled_at` = now); `fraud-service labels sync` (run by
@@ -20,75 +17,112 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from fraud_service.errors import FraudServiceError
-from fraud_service.scoring.request import Problem, RequestInvalid
+from fraud_service.cases.records import (
+    ACTIVE,
+    DEFAULT_SLA_HOURS,
+    LABELS,
+    SORTS,
+    STATUSES,
+    CaseAssessment,
+    CaseDetail,
+    CaseStatus,
+    CaseSummary,
+    EventRecord,
+    LabelRecord,
+    NoteRecord,
+    QueueFilter,
+    QueuePage,
+)
+from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
+from fraud_service.store.uow import UnitOfWork
 
-STATUSES = ("open", "in_review", "escalated", "closed")
-ACTIVE = ("open", "in_review", "escalated")
-MOVES = {"open": ("in_review", "escalated"), "in_review": ("open", "escalated"), "escalated": ("in_review",)}
-"""Status changes allowed by `set_status`; closing needs dispositions (`close`), a closed case only `reopen`s."""
-LABELS = ("fraud", "abuse", "legit")
-SORTS = ("priority", "score", "amount", "age")
 MAX_NOTE = 10_000
 MAX_REASON = 2_000
-DEFAULT_SLA_HOURS = 48.0
+MAX_BULK = 500
 
 
-class CaseError(FraudServiceError):
-    """A case operation that cannot be done."""
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-class CaseNotFound(CaseError):
-    """No case with that id."""
-
-
-class CaseConflict(CaseError):
-    """The case's state does not allow the change (a closed case, a move not allowed, claimed by someone else)."""
+# -- the join-or-open rule -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class QueueFilter:
-    """What the queue shows: statuses, assignee (`none` = unassigned), decision, reason, money at stake."""
+class Flagged:
+    """An assessment that needs a human, as the case rule sees it."""
 
-    statuses: tuple[str, ...] = ACTIVE
-    assignee: str | None = None
-    decision: str | None = None
-    reason: str | None = None
-    min_amount: float | None = None
-    sort: str = "priority"
-    limit: int = 50
-    offset: int = 0
+    assessment_id: str
+    return_id: str
+    customer_id: str
+    decision: str
+    score: float
+    refund_amount: float
+    reason: str
+    links: tuple[tuple[str, str], ...]  # (entity, value), sorted
 
 
 @dataclass(frozen=True)
-class QueuePage:
-    cases: list[dict[str, Any]]
-    total: int
-    filter: QueueFilter = field(default_factory=QueueFilter)
+class CaseChoice:
+    """Which case a flagged assessment joins (None: it opens a new one) and the links that tied it there."""
+
+    case_id: str | None
+    linked_by: tuple[str, ...]
 
 
-def summary(case: Case, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> dict[str, Any]:
+def join_or_open(flagged: Flagged, open_linked: Sequence[tuple[str, str, str]],
+                 batch: Mapping[tuple[str, str], str]) -> CaseChoice:
+    """The case FLAGGED joins: a case of the same batch linked to it first, else the earliest opened of the
+    not-closed cases linked to it (OPEN_LINKED: case id, entity, value, earliest opened first), else none."""
+    case_id = next((batch[p] for p in flagged.links if p in batch), None)
+    if case_id is not None:
+        return CaseChoice(case_id, tuple(f"{e}:{v}" for e, v in flagged.links if batch.get((e, v)) == case_id))
+    if not open_linked:
+        return CaseChoice(None, ())
+    first = open_linked[0][0]
+    return CaseChoice(first, tuple(f"{e}:{v}" for c, e, v in open_linked if c == first))
+
+
+def new_case(case_id: str, flagged: Flagged, at: dt.datetime) -> dict[str, Any]:
+    """The row of the case FLAGGED opens."""
+    return {"id": case_id, "status": CaseStatus.OPEN.value, "opened_at": at, "updated_at": at,
+            "customer_id": flagged.customer_id, "assignee": None, "decision": flagged.decision,
+            "max_score": flagged.score, "amount": flagged.refund_amount, "assessments": 1,
+            "reason": flagged.reason, "closed_at": None}
+
+
+def case_event(kind: str, case_id: str, flagged: Flagged, choice: CaseChoice) -> dict[str, Any]:
+    """The payload of the `case_opened` / `case_joined` evidence event."""
+    return {"kind": kind, "case_id": case_id, "assessment_id": flagged.assessment_id,
+            "return_id": flagged.return_id, "customer_id": flagged.customer_id, "decision": flagged.decision,
+            "score": flagged.score, "refund_amount": flagged.refund_amount,
+            "links": [f"{e}:{v}" for e, v in flagged.links],
+            **({"linked_by": list(choice.linked_by)} if kind == "case_joined" else {})}
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+
+
+def summary(case: Case, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> CaseSummary:
     """A case as the queue and the API show it: with its priority, age and SLA flag."""
     opened = _aware(case.opened_at)
     age_hours = max((now - opened).total_seconds() / 3600.0, 0.0)
-    return {
-        "case_id": case.id, "status": case.status, "assignee": case.assignee, "customer_id": case.customer_id,
-        "decision": case.decision, "reason": case.reason, "max_score": round(case.max_score, 6),
-        "amount": round(case.amount, 2), "priority": round(case.max_score * case.amount, 2),
-        "assessments": case.assessments, "opened_at": chain.utc_text(opened),
-        "updated_at": chain.utc_text(case.updated_at),
-        "closed_at": chain.utc_text(case.closed_at) if case.closed_at else None,
-        "age_hours": round(age_hours, 1), "overdue": case.status != "closed" and age_hours > sla_hours,
-    }
+    return CaseSummary(
+        case_id=case.id, status=case.status, assignee=case.assignee, customer_id=case.customer_id,
+        decision=case.decision, reason=case.reason, max_score=round(case.max_score, 6), amount=round(case.amount, 2),
+        priority=round(case.max_score * case.amount, 2), assessments=case.assessments,
+        opened_at=chain.utc_text(opened), updated_at=chain.utc_text(case.updated_at),
+        closed_at=chain.utc_text(case.closed_at) if case.closed_at else None, age_hours=round(age_hours, 1),
+        overdue=case.status != CaseStatus.CLOSED and age_hours > sla_hours)
 
 
 def _aware(at: dt.datetime) -> dt.datetime:
@@ -106,8 +140,8 @@ def check_filter(f: QueueFilter) -> None:
         problems.append(Problem("sort", f"got {f.sort!r}", "one of " + ", ".join(SORTS)))
     if not 1 <= f.limit <= 500:
         problems.append(Problem("limit", f"got {f.limit}", "an integer from 1 to 500"))
-    if f.offset < 0:
-        problems.append(Problem("offset", f"got {f.offset}", "an integer >= 0"))
+    if not 0 <= f.offset <= 2**62:
+        problems.append(Problem("offset", f"got {f.offset}", "an integer from 0 to 2**62"))
     if f.min_amount is not None and not f.min_amount >= 0:
         problems.append(Problem("min_amount", f"got {f.min_amount}", "a number >= 0"))
     if problems:
@@ -137,248 +171,251 @@ _ORDER = {
 }
 
 
-def queue(session: Session, f: QueueFilter, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> QueuePage:
+def queue(uow: UnitOfWork, *, f: QueueFilter, now: dt.datetime | None = None,
+          sla_hours: float = DEFAULT_SLA_HOURS) -> QueuePage:
     """Cases matching F, riskiest first: by expected loss (highest score times money at stake) unless F sorts
     otherwise; ties go to the oldest."""
     check_filter(f)
-    base = _filtered(f)
-    total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
-    rows = session.execute(base.order_by(*_ORDER[f.sort]()).limit(f.limit).offset(f.offset)).scalars()
-    return QueuePage([summary(c, now, sla_hours) for c in rows], total, f)
+    now = now or _now()
+    with uow:
+        base = _filtered(f)
+        total = uow.session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        rows = uow.session.execute(base.order_by(*_ORDER[f.sort]()).limit(f.limit).offset(f.offset)).scalars()
+        return QueuePage([summary(c, now, sla_hours) for c in rows], total, f)
 
 
-def reasons_in_use(session: Session) -> list[str]:
-    """The reasons of cases not closed (the queue's reason filter offers these)."""
-    rows = session.execute(select(Case.reason).where(Case.status.in_(ACTIVE)).distinct()).scalars()
-    return sorted(r for r in rows if r)
+def filter_choices(uow: UnitOfWork) -> tuple[list[str], list[str]]:
+    """The reasons and the assignees of cases not closed (the queue's filters offer these)."""
+    with uow:
+        reasons = uow.session.execute(select(Case.reason).where(Case.status.in_(ACTIVE)).distinct()).scalars()
+        people = uow.session.execute(select(Case.assignee).where(Case.status.in_(ACTIVE)).distinct()).scalars()
+        return sorted(r for r in reasons if r), sorted(p for p in people if p)
 
 
-def assignees_in_use(session: Session) -> list[str]:
-    rows = session.execute(select(Case.assignee).where(Case.status.in_(ACTIVE)).distinct()).scalars()
-    return sorted(r for r in rows if r)
+def get(uow: UnitOfWork, *, case_id: str, now: dt.datetime | None = None,
+        sla_hours: float = DEFAULT_SLA_HOURS) -> CaseDetail:
+    """Everything about a case: summary, links, assessments with their evidence, notes, labels, events."""
+    with uow:
+        return detail(uow.session, case_id, now or _now(), sla_hours)
 
 
-class Cases:
-    """Changes to cases, each in its own transaction with its evidence event."""
+def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> CaseDetail:
+    """`get` inside a transaction the caller holds (an export reads the case and records itself in one)."""
+    case = session.get(Case, case_id)
+    if case is None:
+        raise CaseNotFound(f"no case {case_id!r}")
+    links = session.execute(select(CaseLink.entity, CaseLink.value).where(CaseLink.case_id == case_id)
+                            .order_by(CaseLink.entity, CaseLink.value)).all()
+    rows = session.execute(select(Assessment, EvidenceEvent.payload)
+                           .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+                           .where(Assessment.case_id == case_id)
+                           .order_by(Assessment.created_at, Assessment.id)).all()
+    notes = session.execute(select(CaseNote).where(CaseNote.case_id == case_id)
+                            .order_by(CaseNote.created_at, CaseNote.id)).scalars().all()
+    labels = [_label(x) for x in session.execute(select(Label).where(Label.case_id == case_id)
+                                                 .order_by(Label.labelled_at, Label.id)).scalars()]
+    seqs = [a.event_seq for a, _ in rows] + [n.event_seq for n in notes]
+    events = session.execute(select(EvidenceEvent).where(
+        (EvidenceEvent.subject == case_id) | EvidenceEvent.seq.in_(seqs)).order_by(EvidenceEvent.seq)).scalars()
+    latest = {label.return_id: label for label in labels}
+    return CaseDetail(
+        summary=summary(case, now, sla_hours), links=[(e, v) for e, v in links],
+        assessments=[_assessment(a, json.loads(payload), latest.get(a.return_id)) for a, payload in rows],
+        notes=[NoteRecord(n.author, n.body, chain.utc_text(n.created_at), n.event_seq) for n in notes],
+        labels=labels, events=[event_record(e) for e in events])
 
-    def __init__(self, sessions: Any, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 sla_hours: float = DEFAULT_SLA_HOURS) -> None:
-        self.sessions = sessions
-        self.clock = clock
-        self.sla_hours = sla_hours
 
-    def _summary(self, case: Case) -> dict[str, Any]:
-        return summary(case, self.clock(), self.sla_hours)
+def _assessment(a: Assessment, record: dict[str, Any], label: LabelRecord | None) -> CaseAssessment:
+    return CaseAssessment(
+        assessment_id=a.id, return_id=a.return_id, customer_id=a.customer_id,
+        assessed_at=chain.utc_text(a.created_at), score=a.score, decision=a.decision, risk_level=a.risk_level,
+        refund_amount=a.refund_amount, model_version=a.model_version, policy_version=a.policy_version,
+        event_seq=a.event_seq, request=record["request"], features=record["features"],
+        feature_times=record.get("feature_times", {}), raw_score=record.get("raw_score"),
+        contributions=record.get("contributions"), reasons=record["response"]["reasons"],
+        rules_fired=record["response"]["rules_fired"], label=label)
 
-    # -- reading ---------------------------------------------------------------------------------------------
 
-    def queue(self, f: QueueFilter) -> QueuePage:
-        with self.sessions() as session:
-            return queue(session, f, self.clock(), self.sla_hours)
+# -- changing ------------------------------------------------------------------------------------------------
 
-    def get(self, case_id: str) -> dict[str, Any]:
-        """Everything about a case: summary, links, assessments with their evidence, notes, labels, events."""
-        with self.sessions() as session:
-            case = session.get(Case, case_id)
-            if case is None:
-                raise CaseNotFound(f"no case {case_id!r}")
-            links = session.execute(select(CaseLink.entity, CaseLink.value).where(CaseLink.case_id == case_id)
-                                    .order_by(CaseLink.entity, CaseLink.value)).all()
-            rows = session.execute(select(Assessment, EvidenceEvent.payload)
-                                   .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
-                                   .where(Assessment.case_id == case_id)
-                                   .order_by(Assessment.created_at, Assessment.id)).all()
-            notes = session.execute(select(CaseNote).where(CaseNote.case_id == case_id)
-                                    .order_by(CaseNote.created_at, CaseNote.id)).scalars().all()
-            labels = session.execute(select(Label).where(Label.case_id == case_id)
-                                     .order_by(Label.labelled_at, Label.id)).scalars().all()
-            seqs = [a.event_seq for a, _ in rows] + [n.event_seq for n in notes]
-            events = session.execute(select(EvidenceEvent).where(
-                (EvidenceEvent.subject == case_id) | EvidenceEvent.seq.in_(seqs)).order_by(EvidenceEvent.seq)
-            ).scalars().all()
-            latest: dict[str, Label] = {}
-            for label in labels:
-                latest[label.return_id] = label
-            assessments = []
-            for a, payload in rows:
-                record = json.loads(payload)
-                assessments.append({
-                    "assessment_id": a.id, "return_id": a.return_id, "customer_id": a.customer_id,
-                    "assessed_at": chain.utc_text(a.created_at), "score": a.score, "decision": a.decision,
-                    "risk_level": a.risk_level, "refund_amount": a.refund_amount, "model_version": a.model_version,
-                    "policy_version": a.policy_version, "event_seq": a.event_seq, "request": record["request"],
-                    "features": record["features"], "feature_times": record.get("feature_times", {}),
-                    "raw_score": record.get("raw_score"), "contributions": record.get("contributions"),
-                    "reasons": record["response"]["reasons"], "rules_fired": record["response"]["rules_fired"],
-                    "label": _label(latest[a.return_id]) if a.return_id in latest else None,
-                })
-            return {
-                **self._summary(case),
-                "links": [{"entity": e, "value": v} for e, v in links],
-                "assessment_list": assessments,
-                "notes": [{"author": n.author, "body": n.body, "created_at": chain.utc_text(n.created_at),
-                           "event_seq": n.event_seq} for n in notes],
-                "labels": [_label(x) for x in labels],
-                "events": [event_dict(e) for e in events],
-            }
 
-    # -- changing --------------------------------------------------------------------------------------------
+def claim(uow: UnitOfWork, *, case_id: str, actor: str, now: dt.datetime | None = None) -> CaseSummary:
+    """Assign the case to ACTOR (it moves to in_review when open); another's case is not taken silently."""
+    now = now or _now()
+    with uow:
+        case = _locked(uow, case_id)
+        if case.assignee not in (None, actor):
+            raise CaseConflict(f"case {case_id} is assigned to {case.assignee}; reassign it instead")
+        _claim(uow, case, actor, now)
+        uow.commit()
+        return summary(case, now)
 
-    def claim(self, case_id: str, actor: str) -> dict[str, Any]:
-        """Assign the case to ACTOR (it moves to in_review when open); another's case is not taken silently."""
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id)
-            if case.assignee not in (None, actor):
-                raise CaseConflict(f"case {case_id} is assigned to {case.assignee}; reassign it instead")
-            self._claim(session, case, actor)
-            return self._summary(case)
 
-    def next_case(self, actor: str) -> dict[str, Any] | None:
-        """Claim the highest-priority open case nobody has: the analyst's "give me the next case"; None when none."""
-        with self.sessions.begin() as session:
-            chain.lock_head(session)
-            case = session.execute(_filtered(QueueFilter(statuses=("open",), assignee="none"))
+def next_case(uow: UnitOfWork, *, actor: str, now: dt.datetime | None = None) -> CaseSummary | None:
+    """Claim the highest-priority open case nobody has: the analyst's "give me the next case"; None when none."""
+    now = now or _now()
+    with uow:
+        uow.lock_chain()
+        case = uow.session.execute(_filtered(QueueFilter(statuses=(CaseStatus.OPEN.value,), assignee="none"))
                                    .order_by(*_ORDER["priority"]()).limit(1)).scalar_one_or_none()
-            if case is None:
-                return None
-            self._claim(session, case, actor)
-            return self._summary(case)
+        if case is None:
+            return None
+        _claim(uow, case, actor, now)
+        uow.commit()
+        return summary(case, now)
 
-    def _claim(self, session: Session, case: Case, actor: str) -> None:
-        changes: dict[str, list[Any]] = {}
-        if case.assignee != actor:
-            changes["assignee"] = [case.assignee, actor]
-            case.assignee = actor
-        if case.status == "open":
-            changes["status"] = ["open", "in_review"]
-            case.status = "in_review"
-        if changes:
-            self._record(session, case, "case_claimed", actor, {"changes": changes})
 
-    def assign(self, case_id: str, assignee: str | None, actor: str) -> dict[str, Any]:
-        """Give the case to ASSIGNEE (None: nobody)."""
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id)
-            if case.assignee != assignee:
-                changes = {"assignee": [case.assignee, assignee]}
-                case.assignee = assignee
-                self._record(session, case, "case_assigned", actor, {"changes": changes})
-            return self._summary(case)
+def _claim(uow: UnitOfWork, case: Case, actor: str, now: dt.datetime) -> None:
+    changes: dict[str, list[Any]] = {}
+    if case.assignee != actor:
+        changes["assignee"] = [case.assignee, actor]
+        case.assignee = actor
+    if case.status == CaseStatus.OPEN:
+        changes["status"] = [case.status, CaseStatus.IN_REVIEW.value]
+        case.status = CaseStatus.IN_REVIEW.value
+    if changes:
+        _record(uow, case, "case_claimed", actor, {"changes": changes}, now)
 
-    def set_status(self, case_id: str, status: str, actor: str, comment: str = "") -> dict[str, Any]:
-        """Move the case to STATUS when the move is allowed (see MOVES)."""
-        if status not in STATUSES:
-            raise RequestInvalid([Problem("status", f"got {status!r}", "one of " + ", ".join(STATUSES))])
-        if status == "closed":
-            raise CaseConflict("close a case with a disposition for each return (POST /v1/cases/ID/close)")
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id)
-            if case.status != status:
-                if status not in MOVES[case.status]:
-                    raise CaseConflict(f"case {case_id} is {case.status}; it can move to "
-                                       f"{', '.join(MOVES[case.status])}, not {status}")
-                changes = {"status": [case.status, status]}
-                case.status = status
-                self._record(session, case, "case_status", actor, {"changes": changes, "comment": comment})
-            return self._summary(case)
 
-    def add_note(self, case_id: str, body: str, actor: str) -> dict[str, Any]:
-        """Add a note (kept in the case and in the evidence event)."""
-        text = body.strip() if isinstance(body, str) else ""
-        if not text or len(text) > MAX_NOTE:
-            raise RequestInvalid([Problem("body", f"got {len(text)} characters",
-                                          f"a note of 1 to {MAX_NOTE:,} characters")])
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id)
-            event = self._record(session, case, "case_note", actor, {"note": text})
-            note = CaseNote(case_id=case_id, author=actor, body=text, created_at=event.at, event_seq=event.seq)
-            session.add(note)
-            return {"author": actor, "body": text, "created_at": chain.utc_text(event.at), "event_seq": event.seq}
+def assign(uow: UnitOfWork, *, case_id: str, assignee: str | None, actor: str,
+           now: dt.datetime | None = None) -> CaseSummary:
+    """Give the case to ASSIGNEE (an actor such as `user:ana`; None: nobody)."""
+    now = now or _now()
+    with uow:
+        case = _locked(uow, case_id)
+        if case.assignee != assignee:
+            changes = {"assignee": [case.assignee, assignee]}
+            case.assignee = assignee
+            _record(uow, case, "case_assigned", actor, {"changes": changes}, now)
+        uow.commit()
+        return summary(case, now)
 
-    def close(self, case_id: str, dispositions: Mapping[str, str] | None, reason: str, actor: str,
-              label: str | None = None) -> dict[str, Any]:
-        """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label), or with
-        LABEL for all of them when DISPOSITIONS is None."""
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id)
-            self._close(session, case, dispositions, reason, actor, label)
-            return self._summary(case)
 
-    def bulk_close(self, case_ids: Sequence[str], label: str, reason: str, actor: str) -> list[dict[str, Any]]:
-        """Close several cases (a ring) with one label for all their returns, all or none."""
-        if not case_ids or len(case_ids) > 500 or len(set(case_ids)) != len(case_ids):
-            raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids",
-                                          "1 to 500 distinct case ids")])
-        with self.sessions.begin() as session:
-            out = []
-            for case_id in case_ids:
-                case = self._locked(session, case_id)
-                self._close(session, case, None, reason, actor, label, bulk=len(case_ids))
-                out.append(self._summary(case))
-            return out
+def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, comment: str = "",
+               now: dt.datetime | None = None) -> CaseSummary:
+    """Move the case to STATUS when the move is allowed (`CaseStatus.manual_moves`)."""
+    target = CaseStatus.parse(status)
+    if target is CaseStatus.CLOSED:
+        raise CaseConflict("close a case with a disposition for each return (POST /v1/cases/ID/close)")
+    now = now or _now()
+    with uow:
+        case = _locked(uow, case_id)
+        current = CaseStatus(case.status)
+        if current is not target:
+            if target not in current.manual_moves():
+                raise CaseConflict(f"case {case_id} is {current}; it can move to "
+                                   f"{', '.join(current.manual_moves())}, not {target}")
+            case.status = target.value
+            _record(uow, case, "case_status", actor, {"changes": {"status": [current.value, target.value]},
+                                                      "comment": comment}, now)
+        uow.commit()
+        return summary(case, now)
 
-    def reopen(self, case_id: str, reason: str, actor: str) -> dict[str, Any]:
-        """Open a closed case again (its labels stand until it is closed again with new ones)."""
-        text = _reason(reason)
-        with self.sessions.begin() as session:
-            case = self._locked(session, case_id, closed_ok=True)
-            if case.status != "closed":
-                raise CaseConflict(f"case {case_id} is {case.status}, not closed: there is nothing to reopen")
-            changes = {"status": ["closed", "open"]}
-            case.status, case.closed_at = "open", None
-            self._record(session, case, "case_reopened", actor, {"changes": changes, "reason": text})
-            return self._summary(case)
 
-    def _close(self, session: Session, case: Case, dispositions: Mapping[str, str] | None, reason: str, actor: str,
-               label: str | None = None, bulk: int | None = None) -> None:
-        text = _reason(reason)
-        returns = self._returns(session, case.id)
-        chosen: Mapping[str, str | None] = dict.fromkeys(returns, label) if dispositions is None else dispositions
-        problems = []
-        for return_id in returns:
-            if return_id not in chosen:
-                problems.append(Problem(f"dispositions.{return_id}", "missing", "fraud, abuse or legit"))
-        for return_id, given in chosen.items():
-            if return_id not in returns:
-                problems.append(Problem(f"dispositions.{return_id}", "is not a return of this case",
-                                        "one of " + ", ".join(returns)))
-            elif given not in LABELS:
-                problems.append(Problem(f"dispositions.{return_id}", f"got {given!r}", "fraud, abuse or legit"))
-        if problems:
-            raise RequestInvalid(problems)
-        now = self.clock()
-        changes = {"status": [case.status, "closed"]}
-        labels = [{"return_id": r, "label": chosen[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
-                  for r in returns]
-        case.status, case.closed_at = "closed", now
-        payload: dict[str, Any] = {"changes": changes, "reason": text, "labels": labels}
-        if bulk:
-            payload["bulk"] = bulk
-        event = self._record(session, case, "case_closed", actor, payload, now)
-        for item in labels:
-            session.add(Label(return_id=item["return_id"], label=item["label"], labelled_at=now, source="analyst",
+def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.datetime | None = None) -> NoteRecord:
+    """Add a note (kept in the case and in the evidence event)."""
+    text = body.strip() if isinstance(body, str) else ""
+    if not text or len(text) > MAX_NOTE:
+        raise RequestInvalid([Problem("body", f"got {len(text)} characters",
+                                      f"a note of 1 to {MAX_NOTE:,} characters")])
+    with uow:
+        case = _locked(uow, case_id)
+        event = _record(uow, case, "case_note", actor, {"note": text}, now or _now())
+        uow.session.add(CaseNote(case_id=case_id, author=actor, body=text, created_at=event.at,
+                                 event_seq=event.seq))
+        uow.commit()
+        return NoteRecord(actor, text, chain.utc_text(event.at), event.seq)
+
+
+def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | None, reason: str, actor: str,
+          label: str | None = None, now: dt.datetime | None = None) -> CaseSummary:
+    """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label), or with
+    LABEL for all of them when DISPOSITIONS is None."""
+    now = now or _now()
+    with uow:
+        case = _locked(uow, case_id)
+        _close(uow, case, dispositions, _reason(reason), actor, label, now)
+        uow.commit()
+        return summary(case, now)
+
+
+def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: str, actor: str,
+               now: dt.datetime | None = None) -> list[CaseSummary]:
+    """Close several cases (a ring) with one label for all their returns, all or none."""
+    if not case_ids or len(case_ids) > MAX_BULK or len(set(case_ids)) != len(case_ids):
+        raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids", f"1 to {MAX_BULK} distinct case ids")])
+    text = _reason(reason)
+    now = now or _now()
+    with uow:
+        out = []
+        for case_id in case_ids:
+            case = _locked(uow, case_id)
+            _close(uow, case, None, text, actor, label, now, bulk=len(case_ids))
+            out.append(summary(case, now))
+        uow.commit()
+        return out
+
+
+def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.datetime | None = None) -> CaseSummary:
+    """Open a closed case again (its labels stand until it is closed again with new ones)."""
+    text = _reason(reason)
+    now = now or _now()
+    with uow:
+        case = _locked(uow, case_id, closed_ok=True)
+        if CaseStatus(case.status) is not CaseStatus.CLOSED:
+            raise CaseConflict(f"case {case_id} is {case.status}, not closed: there is nothing to reopen")
+        case.status, case.closed_at = CaseStatus.OPEN.value, None
+        _record(uow, case, "case_reopened", actor, {"changes": {"status": ["closed", "open"]}, "reason": text}, now)
+        uow.commit()
+        return summary(case, now)
+
+
+def _close(uow: UnitOfWork, case: Case, dispositions: Mapping[str, str] | None, text: str, actor: str,
+           label: str | None, now: dt.datetime, bulk: int | None = None) -> None:
+    returns = list(uow.session.execute(select(Assessment.return_id).where(Assessment.case_id == case.id)
+                                       .order_by(Assessment.return_id)).scalars())
+    chosen: Mapping[str, str | None] = dict.fromkeys(returns, label) if dispositions is None else dispositions
+    _check_dispositions(returns, chosen)
+    labels = [{"return_id": r, "label": chosen[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
+              for r in returns]
+    payload: dict[str, Any] = {"changes": {"status": [case.status, CaseStatus.CLOSED.value]}, "reason": text,
+                               "labels": labels}
+    if bulk:
+        payload["bulk"] = bulk
+    case.status, case.closed_at = CaseStatus.CLOSED.value, now
+    event = _record(uow, case, "case_closed", actor, payload, now)
+    for item in labels:
+        uow.session.add(Label(return_id=item["return_id"], label=item["label"], labelled_at=now, source="analyst",
                               reason=text, case_id=case.id, actor=actor, event_seq=event.seq))
 
-    def _returns(self, session: Session, case_id: str) -> list[str]:
-        return list(session.execute(select(Assessment.return_id).where(Assessment.case_id == case_id)
-                                    .order_by(Assessment.return_id)).scalars())
 
-    def _locked(self, session: Session, case_id: str, closed_ok: bool = False) -> Case:
-        """The case, with the chain locked (every change is serialised); closed cases only when CLOSED_OK."""
-        chain.lock_head(session)
-        case = session.get(Case, case_id)
-        if case is None:
-            raise CaseNotFound(f"no case {case_id!r}")
-        if case.status == "closed" and not closed_ok:
-            raise CaseConflict(f"case {case_id} is closed; reopen it to change it")
-        return case
+def _check_dispositions(returns: list[str], chosen: Mapping[str, str | None]) -> None:
+    problems = [Problem(f"dispositions.{r}", "missing", "fraud, abuse or legit") for r in returns if r not in chosen]
+    for return_id, given in chosen.items():
+        if return_id not in returns:
+            problems.append(Problem(f"dispositions.{return_id}", "is not a return of this case",
+                                    "one of " + ", ".join(returns)))
+        elif given not in LABELS:
+            problems.append(Problem(f"dispositions.{return_id}", f"got {given!r}", "fraud, abuse or legit"))
+    if problems:
+        raise RequestInvalid(problems)
 
-    def _record(self, session: Session, case: Case, kind: str, actor: str, payload: dict[str, Any],
-                at: dt.datetime | None = None) -> EvidenceEvent:
-        at = at or self.clock()
-        case.updated_at = at
-        return chain.append(session, kind=kind, subject=case.id, actor=actor, at=at,
-                            payload={"case_id": case.id, **payload})
+
+def _locked(uow: UnitOfWork, case_id: str, closed_ok: bool = False) -> Case:
+    """The case, with the chain locked (every change is serialised); closed cases only when CLOSED_OK."""
+    uow.lock_chain()
+    case = uow.session.get(Case, case_id)
+    if case is None:
+        raise CaseNotFound(f"no case {case_id!r}")
+    if case.status == CaseStatus.CLOSED and not closed_ok:
+        raise CaseConflict(f"case {case_id} is closed; reopen it to change it")
+    return case
+
+
+def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[str, Any],
+            at: dt.datetime) -> EvidenceEvent:
+    case.updated_at = at
+    return uow.record(kind=kind, subject=case.id, actor=actor, at=at, payload={"case_id": case.id, **payload})
 
 
 def _reason(reason: str) -> str:
@@ -389,12 +426,11 @@ def _reason(reason: str) -> str:
     return text
 
 
-def _label(label: Label) -> dict[str, Any]:
-    return {"return_id": label.return_id, "label": label.label, "labelled_at": chain.utc_text(label.labelled_at),
-            "source": label.source, "reason": label.reason, "actor": label.actor, "case_id": label.case_id}
+def _label(label: Label) -> LabelRecord:
+    return LabelRecord(label.return_id, label.label, chain.utc_text(label.labelled_at), label.source, label.reason,
+                       label.actor, label.case_id)
 
 
-def event_dict(e: EvidenceEvent) -> dict[str, Any]:
-    """An evidence event as stored (the payload as its canonical text, so its hash can be checked)."""
-    return {"seq": e.seq, "at": chain.utc_text(e.at), "kind": e.kind, "subject": e.subject, "actor": e.actor,
-            "payload": e.payload, "prev_hash": e.prev_hash, "hash": e.hash}
+def event_record(e: EvidenceEvent) -> EventRecord:
+    """An evidence event as stored."""
+    return EventRecord(e.seq, chain.utc_text(e.at), e.kind, e.subject, e.actor, e.payload, e.prev_hash, e.hash)

@@ -24,17 +24,13 @@ from features import definitions
 from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import FeatureStoreError
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.request import ReturnRequest
 
 ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
 FASHION = ("apparel", "shoes")
 HIGH_VALUE = ("electronics", "jewellery")
-
-
-class FeatureStoreError(FraudServiceError):
-    """The feature store is not built, or is out of step with the warehouse."""
 
 
 def redis_connection_string(url: str) -> str:

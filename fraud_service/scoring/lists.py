@@ -1,25 +1,37 @@
-"""The allow and block lists as each worker sees them: all entries in memory, re-read at most every second.
+"""The allow and block lists: the service that changes them, the cache each worker reads, and their history.
 
-Lists are short (tokens an analyst or admin put there by hand), and reading them for every request
+Every change (add, remove) is one unit of work with its evidence event, so the log holds the lists'
+whole history: batch scoring decides with the lists as they stood at each return's time (`history`).
+
+A worker keeps all entries in memory, re-read at most every second (`ListCache`). Lists are short
+(tokens an analyst or admin put there by hand), and reading them for every request
 would cost a database round trip per assessment. A change made through this process's API takes
 effect at once (`invalidate`); one made through another worker within `ttl` seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from fraud_service.scoring.rules import ListMatch
-from fraud_service.store.schema import ListEntry
+from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
+from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
+from fraud_service.store import chain
+from fraud_service.store.schema import EvidenceEvent, ListEntry
+from fraud_service.store.uow import UnitOfWork
+
+MAX_TEXT = 200
 
 
 class ListCache:
-    def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0,
+    def __init__(self, sessions: Callable[[], Session], ttl: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sessions = sessions
         self.ttl = ttl
@@ -48,3 +60,140 @@ class ListCache:
                 self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in rows}
                 self._expires = now + self.ttl
         return self._entries
+
+
+# -- the service: every change is an evidence event in the same unit of work ---------------------------------
+
+
+@dataclass(frozen=True)
+class ListEntryRecord:
+    entity: str
+    value: str
+    list: str
+    reason: str
+    added_by: str
+    added_at: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"entity": self.entity, "value": self.value, "list": self.list, "reason": self.reason,
+                "added_by": self.added_by, "added_at": self.added_at}
+
+
+def _record(e: ListEntry) -> ListEntryRecord:
+    return ListEntryRecord(e.entity, e.value, e.list, e.reason, e.added_by, chain.utc_text(e.added_at))
+
+
+def entries(uow: UnitOfWork) -> list[ListEntryRecord]:
+    """Every allow and block list entry, by entity and value."""
+    with uow:
+        rows = uow.session.execute(select(ListEntry).order_by(ListEntry.entity, ListEntry.value)).scalars()
+        return [_record(e) for e in rows]
+
+
+def check_entry(entity: object, list_name: object, value: object, reason: object) -> None:
+    """RequestInvalid naming every field of a list entry that breaks the rules."""
+    problems = []
+    for name, given, allowed in (("entity", entity, LIST_ENTITIES), ("list", list_name, LISTS)):
+        if given not in allowed:
+            problems.append(Problem(name, f"got {given!r}", "one of " + ", ".join(allowed)))
+    for name, given in (("value", value), ("reason", reason)):
+        if not isinstance(given, str) or not given.strip() or len(given) > MAX_TEXT:
+            problems.append(Problem(name, f"got {given!r}", f"a non-empty string of at most {MAX_TEXT} characters"))
+    if problems:
+        raise RequestInvalid(problems)
+
+
+def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, reason: object, actor: str,
+        now: dt.datetime | None = None) -> ListEntryRecord:
+    """Put a token on the allow or block list (recorded as evidence); a token is on one list at most.
+    The fields are checked here (RequestInvalid names each bad one), so a face may pass what it was sent."""
+    check_entry(entity, list_name, value, reason)
+    entity, value, list_name, reason = str(entity), str(value), str(list_name), str(reason)
+    now = now or dt.datetime.now(dt.UTC)
+    with uow:
+        uow.lock_chain()  # every list change is serialised: the check below cannot race another add
+        if _find(uow, entity, value) is not None:
+            raise ListEntryExists(f"{entity} {value} is already on a list; remove it first to move it")
+        entry = ListEntry(entity=entity, value=value, list=list_name, reason=reason, added_by=actor, added_at=now)
+        uow.session.add(entry)
+        record = _record(entry)
+        uow.record(kind="list_added", subject=f"{entity}:{value}", actor=actor, payload=record.to_dict(), at=now)
+        uow.commit()
+        return record
+
+
+def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str,
+           now: dt.datetime | None = None) -> ListEntryRecord:
+    """Take a token off its list (recorded as evidence, with the entry as it was)."""
+    with uow:
+        uow.lock_chain()
+        entry = _find(uow, entity, value)
+        if entry is None:
+            raise ListEntryNotFound(f"{entity} {value} is on no list")
+        record = _record(entry)
+        uow.record(kind="list_removed", subject=f"{entity}:{value}", actor=actor, payload=record.to_dict(),
+                   at=now or dt.datetime.now(dt.UTC))
+        uow.session.delete(entry)
+        uow.commit()
+        return record
+
+
+def _find(uow: UnitOfWork, entity: str, value: str) -> ListEntry | None:
+    return uow.session.execute(select(ListEntry).where(ListEntry.entity == entity, ListEntry.value == value)
+                               ).scalar_one_or_none()
+
+
+# -- the lists as they stood at any time (batch scoring decides with these) ------------------------------
+
+
+@dataclass(frozen=True)
+class _Span:
+    match: ListMatch
+    start: dt.datetime
+    end: dt.datetime | None  # removed at; None while on the list
+
+
+class ListHistory:
+    """Every list entry there has been, with when it was added and removed, read from the evidence log."""
+
+    def __init__(self, spans: Sequence[_Span] = ()) -> None:
+        self._spans: dict[tuple[str, str], list[_Span]] = {}
+        for span in spans:
+            self._spans.setdefault((span.match.entity, span.match.value), []).append(span)
+
+    def matches(self, tokens: Mapping[str, str], at: dt.datetime) -> list[ListMatch]:
+        """The entries for TOKENS (entity -> value) that were on a list at AT."""
+        found = []
+        for key in tokens.items():
+            for span in self._spans.get(key, ()):
+                if span.start <= at and (span.end is None or at < span.end):
+                    found.append(span.match)
+        return found
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._spans.values())
+
+
+def history(uow: UnitOfWork) -> ListHistory:
+    """The lists' history from the `list_added` and `list_removed` evidence events, in chain order."""
+    with uow:
+        rows = uow.session.execute(select(EvidenceEvent.kind, EvidenceEvent.at, EvidenceEvent.payload)
+                                   .where(EvidenceEvent.kind.in_(("list_added", "list_removed")))
+                                   .order_by(EvidenceEvent.seq)).all()
+    spans: list[_Span] = []
+    open_: dict[tuple[str, str], tuple[ListMatch, dt.datetime]] = {}
+    for kind, at, payload in rows:
+        entry = json.loads(payload)
+        key = (entry["entity"], entry["value"])
+        when = _aware(at)
+        if kind == "list_added":
+            open_[key] = (ListMatch(entry["entity"], entry["value"], entry["list"], entry["reason"]), when)
+        elif key in open_:
+            match, start = open_.pop(key)
+            spans.append(_Span(match, start, when))
+    spans.extend(_Span(match, start, None) for match, start in open_.values())
+    return ListHistory(spans)
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at

@@ -16,10 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fraud_service.errors import RegistryError
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Policy
 from fraud_service.scoring.service import Assessor, Loaded
-from models.registry import ModelRegistry, RegistryError
+from models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fraud_service.data.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import Problem, RequestInvalid
 
 MAX_ITEMS = 500
 MAX_TEXT = 200
@@ -26,27 +26,6 @@ MAX_AMOUNT = 1_000_000_000
 OPTIONAL_RETURN = {"requested_at", "refund_token", "store_id", "has_receipt"}
 """Fields a client may leave out: requested_at defaults to now, has_receipt to true."""
 OPTIONAL_ORDER = {"customer_id", "delivered_at", "address_token", "device_token", "currency"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One bad field: where (a JSON path), what is wrong, and what was expected."""
-
-    field: str
-    problem: str
-    expected: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"field": self.field, "problem": self.problem, "expected": self.expected}
-
-
-class RequestInvalid(FraudServiceError):
-    """The request body breaks the contract; `problems` lists every bad field."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__(f"{len(problems)} invalid field(s): " + "; ".join(
-            f"{p.field}: {p.problem}" for p in problems[:5]))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ A rule can only raise a decision's severity (a blocklisted token denies; a hard 
 floor such as `review`). The one exception is the allowlist: an allowlisted customer or token
 is approved whatever the model says, unless something involved is also blocklisted. Every
 rule that fires is returned and recorded with the assessment.
+
+`decide` is the one place a decision is made: the scoring API calls it for each request and batch
+scoring for each historical return (with the lists as they stood then), so both answer alike.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.request import ReturnRequest
 
 LIST_ENTITIES = ("customer", "address", "payment", "device", "refund")
@@ -38,6 +41,41 @@ class ListMatch:
     reason: str
 
 
+@dataclass(frozen=True)
+class Subject:
+    """What the rules look at of one return, whether it arrived as a request or was read from the warehouse."""
+
+    return_type: str
+    channel: str
+    refund_amount: float
+    order_total: float
+    tokens: dict[str, str]  # list entity -> value, absent tokens left out
+
+    @classmethod
+    def of(cls, request: ReturnRequest) -> Subject:
+        return cls(request.return_type, request.channel, request.refund_amount, request.order.order_total,
+                   tokens(request))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The model's decision, the decision in force after lists and hard rules, and every rule that fired."""
+
+    model_decision: Decision
+    decision: Decision
+    hits: list[RuleHit]
+
+
+def decide(policy: Policy, score: float, subject: Subject, vector: Mapping[str, Any],
+           matches: Iterable[ListMatch]) -> Verdict:
+    """The decision for a calibrated SCORE: the policy's, then the lists (MATCHES: the subject's list entries)
+    and the hard rules on the feature VECTOR."""
+    model = policy.decide(score, subject.channel, subject.return_type)
+    hits, allowed = list_hits(matches)
+    hits += hard_rules(subject, vector)
+    return Verdict(model, final_decision(model, hits, allowed), hits)
+
+
 def tokens(request: ReturnRequest) -> dict[str, str]:
     """The request's listable identifiers, by list entity (absent tokens left out)."""
     order = request.order
@@ -53,15 +91,15 @@ def _number(vector: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def hard_rules(request: ReturnRequest, vector: Mapping[str, Any]) -> list[RuleHit]:
-    """The hard rules that fire for this request and its feature vector."""
+def hard_rules(subject: Subject, vector: Mapping[str, Any]) -> list[RuleHit]:
+    """The hard rules that fire for this return and its feature vector."""
     hits = []
-    total = request.order.order_total
-    if request.refund_amount > total * 1.01 + 0.01:
+    total = subject.order_total
+    if subject.refund_amount > total * 1.01 + 0.01:
         hits.append(RuleHit("refund_exceeds_order", Decision.REVIEW,
-                            f"refund {request.refund_amount:,.2f} exceeds the order total {total:,.2f}"))
+                            f"refund {subject.refund_amount:,.2f} exceeds the order total {total:,.2f}"))
     inr = _number(vector, "cust_inr_90d")
-    if request.return_type == "item_not_received" and inr >= 2:
+    if subject.return_type == "item_not_received" and inr >= 2:
         hits.append(RuleHit("repeated_item_not_received", Decision.REVIEW,
                             f"another item-not-received claim after {inr:.0f} in the last 90 days"))
     recent = _number(vector, "cust_returns_7d")
@@ -69,7 +107,7 @@ def hard_rules(request: ReturnRequest, vector: Mapping[str, Any]) -> list[RuleHi
         hits.append(RuleHit("return_velocity", Decision.STORE_CREDIT_ONLY,
                             f"{recent:.0f} returns in the last 7 days"))
     shared = _number(vector, "rfd_customers")
-    if request.refund_token and shared >= 3:
+    if subject.tokens.get("refund") and shared >= 3:
         hits.append(RuleHit("shared_refund_destination", Decision.REVIEW,
                             f"refund destination already used by {shared:.0f} customers"))
     return hits

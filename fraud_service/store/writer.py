@@ -5,9 +5,11 @@ has committed (the answer is never sent before its evidence is durable). Whateve
 the previous transaction was committing goes into the next one: under load several assessments
 share one commit (one fsync on SQLite), without load each is committed on its own at once.
 
-Inside the transaction the chain head is locked first, so the duplicate check on `return_id` and
-the inserts are serialised with every other writer of the chain (other workers, the lists API,
-the CLI): a return assessed twice, even concurrently, is stored once.
+What a batch writes is not decided here: `fraud_service.scoring.evidence.write_batch` (the assessment
+record, its evidence event and the case it opens or joins) runs inside the transaction. It locks the
+chain head first, so the duplicate check on `return_id` and the inserts are serialised with every
+other writer of the chain (other workers, the lists API, the CLI): a return assessed twice, even
+concurrently, is stored once.
 
 The statements go to the driver directly (prepared once per process from the SQLAlchemy tables,
 with SQLAlchemy's own value conversions): through the expression layer a one-row batch cost
@@ -22,8 +24,7 @@ import fcntl
 import logging
 import queue
 import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError
 
-from fraud_service.store import chain
+from fraud_service.errors import DatabaseDown
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,18 @@ class Pending:
     links: dict[str, str] | None = None  # entity -> value when the assessment needs a case
 
 
-class DatabaseDown(Exception):
-    """The batch holding this assessment could not be committed."""
+BatchWrite = Callable[[Any, "Statements", list[Pending]], dict[int, int | None]]
+"""Writes a batch through a DB-API cursor inside the writer's transaction; the event sequence number of each
+pending assessment by its index, None for one already stored (`fraud_service.scoring.evidence.write_batch`)."""
 
 
 class EvidenceWriter:
     """Commits assessments and their evidence events in batches; `store` blocks until committed."""
 
-    def __init__(self, engine: Engine, max_batch: int = 64) -> None:
+    def __init__(self, engine: Engine, write_batch: BatchWrite, max_batch: int = 64) -> None:
         self.engine = engine
-        self._sql = _Statements(engine)
+        self._sql = Statements(engine)
+        self._write_batch = write_batch
         self._sqlite = engine.dialect.name == "sqlite"
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         self._connection: Any = None
@@ -82,42 +85,6 @@ class EvidenceWriter:
         future: Future[int | None] = Future()
         self._queue.put(Pending(row, payload, actor, at, future, links))
         return future.result(timeout=timeout)
-
-    def _case(self, cursor: Any, pending: Pending, cases: dict[tuple[str, str], str]) -> dict[str, Any]:
-        """Join the open case linked to the assessment's customer or tokens, or open one; the case event's payload.
-
-        The earliest opened of the linked open cases is joined (the batch's own new cases first).
-        """
-        assert pending.links is not None
-        pairs = sorted(pending.links.items())
-        row, sql = pending.row, self._sql
-        case_id = next((cases[p] for p in pairs if p in cases), None)
-        if case_id is not None:
-            linked_by = [f"{e}:{v}" for e, v in pairs if cases.get((e, v)) == case_id]
-        else:
-            cursor.execute(sql.linked_case(len(pairs)), [v for p in pairs for v in p])
-            found = cursor.fetchall()
-            case_id = found[0][0] if found else None
-            linked_by = [f"{e}:{v}" for c, e, v in found if c == case_id]
-        if case_id is None:
-            case_id = f"cas_{uuid.uuid4().hex[:20]}"
-            cursor.execute(sql.insert_case, sql.case_params({
-                "id": case_id, "status": "open", "opened_at": pending.at, "updated_at": pending.at,
-                "customer_id": row["customer_id"], "assignee": None, "decision": row["decision"],
-                "max_score": row["score"], "amount": row["refund_amount"], "assessments": 1,
-                "reason": row["reason"], "closed_at": None}))
-            kind = "case_opened"
-        else:
-            cursor.execute(sql.join_case, sql.join_params(pending.at, row, case_id))
-            kind = "case_joined"
-        cursor.executemany(sql.insert_link, [(case_id, e, v) for e, v in pairs])
-        cases.update(dict.fromkeys(pairs, case_id))
-        row["case_id"] = case_id
-        pending.payload["response"]["case_id"] = case_id
-        return {"kind": kind, "case_id": case_id, "assessment_id": row["id"], "return_id": row["return_id"],
-                "customer_id": row["customer_id"], "decision": row["decision"], "score": row["score"],
-                "refund_amount": row["refund_amount"], "links": [f"{e}:{v}" for e, v in pairs],
-                **({"linked_by": linked_by} if kind == "case_joined" else {})}
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -189,7 +156,7 @@ class EvidenceWriter:
         try:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            outcome = self._write(cursor, batch)
+            outcome = self._write_batch(cursor, self._sql, batch)
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
@@ -206,46 +173,8 @@ class EvidenceWriter:
         cursor.close()
         return outcome
 
-    def _write(self, cursor: Any, batch: list[Pending]) -> dict[int, int | None]:
-        outcome: dict[int, int | None] = {}
-        cursor.execute(self._sql.head)
-        seq, previous = cursor.fetchone()
-        ids = [p.row["return_id"] for p in batch]
-        cursor.execute(self._sql.stored(len(ids)), ids)
-        stored = {row[0] for row in cursor.fetchall()}
-        events: list[tuple[Any, ...]] = []
-        rows = []
-        cases: dict[tuple[str, str], str] = {}  # links of cases opened or joined in this batch
 
-        def chain_event(kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
-            nonlocal seq, previous
-            seq += 1
-            text = chain.fast_canonical(payload)
-            digest = chain.link_hash(previous, seq, pending.at, kind, subject, pending.actor, text)
-            events.append(self._sql.event_params({
-                "seq": seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
-                "payload": text, "prev_hash": previous, "hash": digest}))
-            previous = digest
-            return seq
-
-        for i, pending in enumerate(batch):
-            return_id = pending.row["return_id"]
-            if return_id in stored:
-                outcome[i] = None
-                continue
-            stored.add(return_id)
-            case = self._case(cursor, pending, cases) if pending.links else None
-            outcome[i] = chain_event("assessment", pending.row["id"], pending, pending.payload)
-            rows.append(self._sql.assessment_params({**pending.row, "event_seq": outcome[i]}))
-            if case is not None:
-                chain_event(case["kind"], case["case_id"], pending, case)
-        if events:
-            cursor.executemany(self._sql.insert_event, events)
-            cursor.executemany(self._sql.insert_assessment, rows)
-            cursor.execute(self._sql.move_head, (seq, previous))
-        return outcome
-
-class _Statements:
+class Statements:
     """The writer's SQL in the driver's parameter style, and the column conversions SQLAlchemy would apply."""
 
     def __init__(self, engine: Engine) -> None:

@@ -81,9 +81,8 @@ def make_api(settings: Settings, dataset: Path, backend: str, freshness: bool = 
     service.problems[:] = [p for p in service.problems if "schema" not in p]  # migrated just now
     assert not service.problems, service.problems
     keys = {}
-    with service.sessions.begin() as session:
-        for role in ROLES:
-            keys[role] = create_key(session, role, f"test {role}", "test")
+    for role in ROLES:
+        keys[role] = create_key(service.uow(), role, f"test {role}", "test")
     app = create_app(settings, {"SERVICE": service, "TESTING": True})
     return Api(app, service, keys, dataset, backend)
 

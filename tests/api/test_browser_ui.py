@@ -51,8 +51,7 @@ def served(serving_home: Path, trained_world: TrainedWorld,
     home = private_home(serving_home, root / "home")
     settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{root / 'fraud.db'}"})
     api = make_api(settings, trained_world.dataset, "sqlite")
-    with api.service.sessions.begin() as session:
-        create_user(session, "alice", "analyst", PASSWORD, "test")
+    create_user(api.service.uow(), "alice", "analyst", PASSWORD, "test")
     for return_id in _shared_address_returns(trained_world.dataset, 3):
         body = api.body(return_id)
         api.service.assessor.policy = band_policy(expected(api, body)[2], "review")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from api.cli import main
+from api.cli.main import main
 from fraud_service.cases import bundle
 from fraud_service.store.schema import EvidenceEvent
 from tests.api.conftest import Api

@@ -163,9 +163,10 @@ def test_case_lifecycle_every_change_is_an_event(api: Api, set_policy: Any) -> N
 
 def test_assign_to_people_only(api: Api, set_policy: Any) -> None:
     case_id, _ = open_case(api, set_policy)
-    with api.service.sessions.begin() as session:
-        if session.get(User, "dana") is None:
-            create_user(session, "dana", "analyst", "correct horse battery", "test")
+    with api.service.sessions() as session:
+        exists = session.get(User, "dana") is not None
+    if not exists:
+        create_user(api.service.uow(), "dana", "analyst", "correct horse battery", "test")
     unknown = post(api, f"/v1/cases/{case_id}/assign", {"assignee": "nobody-here"})
     assert unknown.status_code == 422 and unknown.get_json()["problems"][0]["field"] == "assignee"
     assert post(api, f"/v1/cases/{case_id}/assign", {}).status_code == 422

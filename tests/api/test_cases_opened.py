@@ -112,9 +112,10 @@ def test_linked_assessments_in_one_commit_share_a_case(api: Api) -> None:
     import datetime as dt
     from concurrent.futures import Future
 
-    from fraud_service.store.writer import EvidenceWriter, Pending
+    from fraud_service.scoring.evidence import evidence_writer
+    from fraud_service.store.writer import Pending
 
-    writer = EvidenceWriter(api.service.engine)
+    writer = evidence_writer(api.service.engine)
     tag = uuid.uuid4().hex[:10]
     now = dt.datetime.now(dt.UTC)
 
@@ -145,9 +146,11 @@ def test_a_bug_in_a_batch_is_reported_as_itself_not_as_a_database_outage(api: Ap
     import datetime as dt
     from concurrent.futures import Future
 
-    from fraud_service.store.writer import DatabaseDown, EvidenceWriter, Pending
+    from fraud_service.errors import DatabaseDown
+    from fraud_service.scoring.evidence import evidence_writer
+    from fraud_service.store.writer import Pending
 
-    writer = EvidenceWriter(api.service.engine)
+    writer = evidence_writer(api.service.engine)
     tag = uuid.uuid4().hex[:10]
     now = dt.datetime.now(dt.UTC)
     row = {"id": f"asm_{tag}", "return_id": f"bug-{tag}", "customer_id": f"c-{tag}", "request_hash": "h",

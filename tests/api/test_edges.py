@@ -42,9 +42,8 @@ def test_missing_or_unknown_key_is_401(api: Api, body: dict[str, Any], header: s
 def test_revoked_key_is_401(api: Api, body: dict[str, Any]) -> None:
     from fraud_service.access.keys import create_key
 
-    with api.service.sessions.begin() as session:
-        key = create_key(session, "scoring", "to revoke", "test")
-        revoke_key(session, key.split("_")[1], "test")
+    key = create_key(api.service.uow(), "scoring", "to revoke", "test")
+    revoke_key(api.service.uow(), key.split("_")[1], "test")
     response = api.client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 401
     assert "revoked" in response.get_json()["message"]

@@ -10,8 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from api.cli import main
-from fraud_service.cases.service import Cases
+from api.cli.main import main
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
 from models.registry import ModelRegistry
@@ -56,7 +55,7 @@ def test_analysts_labels_reach_the_next_training_run(serving_home: Path, trained
         decided_at = {c: t for c, t in zip(case_ids, chosen["requested_at"], strict=True)}
         for case_id in case_ids:
             when = decided_at[case_id].to_pydatetime() + dt.timedelta(days=1)
-            api.app.extensions["cases"] = Cases(api.service.sessions, clock=lambda when=when: when)
+            api.service.clock = lambda when=when: when
             closed = api.client.post(f"/v1/cases/{case_id}/close", headers=api.headers("analyst"),
                                      json={"label": "fraud", "reason": "empty box, weighed at the depot"})
             assert closed.status_code == 200, closed.get_json()

@@ -19,9 +19,10 @@ PASSWORD = "a long enough password"
 
 
 def person(api: Api, name: str, role: str = "analyst") -> str:
-    with api.service.sessions.begin() as session:
-        if session.get(User, name) is None:
-            create_user(session, name, role, PASSWORD, "test")
+    with api.service.sessions() as session:
+        exists = session.get(User, name) is not None
+    if not exists:
+        create_user(api.service.uow(), name, role, PASSWORD, "test")
     return name
 
 
@@ -108,6 +109,5 @@ def test_a_disabled_person_is_signed_out(api: Api) -> None:
     name = person(api, "hank")
     client, _ = signed_in(api, name)
     assert client.get("/ui/").status_code == 200
-    with api.service.sessions.begin() as session:
-        disable_user(session, name, "test")
+    disable_user(api.service.uow(), name, "test")
     assert client.get("/ui/").status_code == 302

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_online_retail import SOURCE, needs_source
+from tests.training.test_online_retail import SOURCE, needs_source
 
 pytestmark = pytest.mark.slow
 

@@ -188,38 +188,9 @@ class Frames:
         })
         # a delivery after the end of history has not happened yet
         orders_out.loc[orders_out["delivered_at"] >= end64, "delivered_at"] = pd.NaT
-        sku_names = np.array([[f"{c[:3].upper()}-{i:05d}" for i in range(items["sku_no"].max() + 1)]
-                              for c in CATEGORIES], dtype=object)
-        items_out = pd.DataFrame({
-            "order_id": order_ids[items["order"].to_numpy()],
-            "line_no": items["line_no"].to_numpy(),
-            "sku": sku_names[items["cat"].to_numpy(), items["sku_no"].to_numpy()],
-            "category": np.asarray(CATEGORIES, dtype=object)[items["cat"].to_numpy()],
-            "unit_price": items["unit_price"].to_numpy(),
-            "list_price": items["list_price"].to_numpy(),
-            "quantity": items["quantity"].to_numpy(),
-        })
+        items_out = _items_table(items, order_ids)
         rcust = returns["cust"].to_numpy()
-        needs_token = returns["refund_method"].isin(["gift_card", "other_payment"]).to_numpy()
-        refund_key = np.where(returns["refund_key"].to_numpy() == NO_TOKEN, rcust, returns["refund_key"].to_numpy())
-        refund_key = np.where(needs_token, refund_key, NO_TOKEN)
-        store_ids = np.array([f"S{i:03d}" for i in range(100)], dtype=object)
-        returns_out = pd.DataFrame({
-            "return_id": return_ids,
-            "order_id": order_ids[returns["order"].to_numpy()],
-            "customer_id": cust_ids[rcust],
-            "requested_at": returns["requested_at"].to_numpy(),
-            "return_type": returns["return_type"].to_numpy(),
-            "channel": returns["channel"].to_numpy(),
-            "reason": returns["reason"].to_numpy(),
-            "items_count": returns["items_count"].to_numpy().astype(np.int64),
-            "refund_amount": returns["refund_amount"].to_numpy(),
-            "refund_method": returns["refund_method"].to_numpy(),
-            "refund_token": token_strings("rfd", refund_key, "refund"),
-            "has_receipt": returns["has_receipt"].to_numpy().astype(bool),
-            "store_id": np.where(returns["channel"].to_numpy() == "store",
-                                 store_ids[self.home_store(rcust) % 100], None),
-        })
+        returns_out = self._returns_table(returns, order_ids, cust_ids, return_ids)
         inspections_out = pd.DataFrame({
             "return_id": return_ids[inspections["ret"].to_numpy()],
             "inspected_at": inspections["inspected_at"].to_numpy(),
@@ -249,9 +220,54 @@ class Frames:
             "labels": labels_out.sort_values("labelled_at", kind="stable"),
             "inspections": inspections_out.sort_values("inspected_at", kind="stable"),
         }
-        for frame in tables.values():
-            for col in frame.columns:
-                if pd.api.types.is_datetime64_any_dtype(frame[col]):
-                    frame[col] = frame[col].astype("datetime64[us]").dt.floor("s").dt.tz_localize("UTC")
+        _contract_times(tables)
         truth = truth.sort_values("return_id").reset_index(drop=True)
         return {k: v.reset_index(drop=True) for k, v in tables.items()}, truth
+
+    def _returns_table(self, returns: pd.DataFrame, order_ids: np.ndarray, cust_ids: np.ndarray,
+                       return_ids: np.ndarray) -> pd.DataFrame:
+        """The contract's returns table, with refund tokens where the refund goes elsewhere."""
+        rcust = returns["cust"].to_numpy()
+        needs_token = returns["refund_method"].isin(["gift_card", "other_payment"]).to_numpy()
+        refund_key = np.where(returns["refund_key"].to_numpy() == NO_TOKEN, rcust, returns["refund_key"].to_numpy())
+        refund_key = np.where(needs_token, refund_key, NO_TOKEN)
+        store_ids = np.array([f"S{i:03d}" for i in range(100)], dtype=object)
+        return pd.DataFrame({
+            "return_id": return_ids,
+            "order_id": order_ids[returns["order"].to_numpy()],
+            "customer_id": cust_ids[rcust],
+            "requested_at": returns["requested_at"].to_numpy(),
+            "return_type": returns["return_type"].to_numpy(),
+            "channel": returns["channel"].to_numpy(),
+            "reason": returns["reason"].to_numpy(),
+            "items_count": returns["items_count"].to_numpy().astype(np.int64),
+            "refund_amount": returns["refund_amount"].to_numpy(),
+            "refund_method": returns["refund_method"].to_numpy(),
+            "refund_token": token_strings("rfd", refund_key, "refund"),
+            "has_receipt": returns["has_receipt"].to_numpy().astype(bool),
+            "store_id": np.where(returns["channel"].to_numpy() == "store",
+                                 store_ids[self.home_store(rcust) % 100], None),
+        })
+
+
+def _items_table(items: pd.DataFrame, order_ids: np.ndarray) -> pd.DataFrame:
+    """The contract's order_items table, with SKU names per category."""
+    sku_names = np.array([[f"{c[:3].upper()}-{i:05d}" for i in range(items["sku_no"].max() + 1)]
+                          for c in CATEGORIES], dtype=object)
+    return pd.DataFrame({
+        "order_id": order_ids[items["order"].to_numpy()],
+        "line_no": items["line_no"].to_numpy(),
+        "sku": sku_names[items["cat"].to_numpy(), items["sku_no"].to_numpy()],
+        "category": np.asarray(CATEGORIES, dtype=object)[items["cat"].to_numpy()],
+        "unit_price": items["unit_price"].to_numpy(),
+        "list_price": items["list_price"].to_numpy(),
+        "quantity": items["quantity"].to_numpy(),
+    })
+
+
+def _contract_times(tables: dict[str, pd.DataFrame]) -> None:
+    """Every timestamp column as the contract stores it: UTC, whole seconds, microsecond unit (in place)."""
+    for frame in tables.values():
+        for col in frame.columns:
+            if pd.api.types.is_datetime64_any_dtype(frame[col]):
+                frame[col] = frame[col].astype("datetime64[us]").dt.floor("s").dt.tz_localize("UTC")

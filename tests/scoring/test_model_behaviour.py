@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from features.definitions import feature_names
+from fraud_service.errors import RegistryError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.scoring.model import Scorer
-from models.registry import ModelRegistry, RegistryError
+from models.registry import ModelRegistry
 from tests.conftest import TRAIN_UNTIL
 from training.trainer import MONOTONE_UP
 from training.trainset import Window, current_snapshot, feature_frame

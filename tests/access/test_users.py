@@ -7,9 +7,11 @@ import hashlib
 import pytest
 from sqlalchemy import Engine, select
 
-from fraud_service.access.users import UserError, check_password, create_user, disable_user, hash_password, sign_in
+from fraud_service.access.users import check_password, create_user, disable_user, hash_password, sign_in
+from fraud_service.errors import UserError
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import EvidenceEvent, User
+from fraud_service.store.uow import UnitOfWork
 from tests.store.conftest import sqlite_engine
 
 
@@ -35,18 +37,16 @@ def engine(tmp_path) -> Engine:
 
 def test_users_are_created_checked_and_disabled_as_evidence(engine: Engine) -> None:
     sessions = session_factory(engine)
-    with sessions.begin() as session:
-        generated = create_user(session, "ana.lyst", "analyst", None, "cli:root")
+    generated = create_user(UnitOfWork(sessions), "ana.lyst", "analyst", None, "cli:root")
     assert len(generated) >= 12
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", generated) is not None
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", "wrong password!") is None
+    assert sign_in(UnitOfWork(sessions), "nobody", generated) is None
     with sessions() as session:
-        assert sign_in(session, "ana.lyst", generated) is not None
-        assert sign_in(session, "ana.lyst", "wrong password!") is None
-        assert sign_in(session, "nobody", generated) is None
         assert session.get(User, "ana.lyst").password_hash != generated  # type: ignore[union-attr]
-    with sessions.begin() as session:
-        disable_user(session, "ana.lyst", "cli:root")
+    disable_user(UnitOfWork(sessions), "ana.lyst", "cli:root")
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", generated) is None
     with sessions() as session:
-        assert sign_in(session, "ana.lyst", generated) is None
         kinds = session.execute(select(EvidenceEvent.kind, EvidenceEvent.subject).order_by(EvidenceEvent.seq)).all()
     assert [tuple(k) for k in kinds] == [("user_created", "user:ana.lyst"), ("user_disabled", "user:ana.lyst")]
 
@@ -58,5 +58,5 @@ def test_users_are_created_checked_and_disabled_as_evidence(engine: Engine) -> N
 ])
 def test_bad_accounts_are_refused_with_the_reason(engine: Engine, name: str, role: str, password: str,
                                                   message: str) -> None:
-    with session_factory(engine).begin() as session, pytest.raises(UserError, match=message):
-        create_user(session, name, role, password, "test")
+    with pytest.raises(UserError, match=message):
+        create_user(UnitOfWork(session_factory(engine)), name, role, password, "test")

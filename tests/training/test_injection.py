@@ -9,7 +9,7 @@ import pytest
 
 from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
-from tests.integration.test_online_retail import SOURCE, needs_source
+from tests.training.test_online_retail import SOURCE, needs_source
 from training.datasets.injection import TYPOLOGIES, inject
 from training.datasets.online_retail import import_online_retail
 

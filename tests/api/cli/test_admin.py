@@ -13,6 +13,7 @@ from fraud_service.access.keys import authenticate
 from fraud_service.access.users import Person, sign_in
 from fraud_service.bootstrap import database
 from fraud_service.config import Settings
+from fraud_service.store.uow import UnitOfWork
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -34,7 +35,7 @@ def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
     engine, sessions = database(settings)
     try:
         with sessions() as session:
-            principal = authenticate(session, key)
+            principal = authenticate(UnitOfWork(sessions), key)
             assert principal is not None and principal.role == "analyst" and principal.name == "alice"
             stored = session.execute(text("SELECT secret_hash FROM api_keys")).scalar_one()
             assert key not in stored  # only the hash is kept
@@ -42,8 +43,7 @@ def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
         assert principal.key_id in listed and "alice" in listed and "fsk_" not in listed
 
         assert cli("keys", "revoke", principal.key_id)[0] == 0
-        with sessions() as session:
-            assert authenticate(session, key) is None
+        assert authenticate(UnitOfWork(sessions), key) is None
         assert cli("keys", "revoke", "nope")[0] == 1
         assert cli("keys", "create", "--role", "root")[0] == 2  # argparse names the allowed roles
 
@@ -88,12 +88,10 @@ def test_users_create_list_disable(cli: Cli, settings: Settings, monkeypatch: py
     assert "dana" in listed and "erik" in listed and "admin" in listed and password not in listed
     engine, sessions = database(settings)
     try:
-        with sessions() as session:
-            assert sign_in(session, "dana", password) == Person("dana", "analyst")
-            assert sign_in(session, "erik", "a chosen password") == Person("erik", "admin")
+        assert sign_in(UnitOfWork(sessions), "dana", password) == Person("dana", "analyst")
+        assert sign_in(UnitOfWork(sessions), "erik", "a chosen password") == Person("erik", "admin")
         assert cli("users", "disable", "dana")[0] == 0
-        with sessions() as session:
-            assert sign_in(session, "dana", password) is None
+        assert sign_in(UnitOfWork(sessions), "dana", password) is None
         assert cli("users", "disable", "nobody")[0] == 1
     finally:
         engine.dispose()

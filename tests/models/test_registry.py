@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import ModelRegistry, RegistryError
+from fraud_service.errors import RegistryError
+from models.registry import ModelRegistry
 
 FEATURES = ["a", "b", "c"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.cli import build_parser
+from api.cli.main import build_parser
 from models.registry import ModelRegistry
 
 COMMANDS = ["ingest", "status", "doctor", "import-online-retail", "generate", "stats", "demo", "serve", "features",

@@ -7,7 +7,8 @@ import datetime as dt
 
 import pytest
 
-from fraud_service.scoring.request import RequestInvalid, parse_request
+from fraud_service.errors import RequestInvalid
+from fraud_service.scoring.request import parse_request
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 

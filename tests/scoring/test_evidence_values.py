@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fraud_service.scoring.service import _json_value
+from fraud_service.scoring.evidence import json_value as _json_value
 
 
 @pytest.mark.parametrize(("value", "stored"), [

@@ -1,0 +1,1 @@
+"""The `fraud-service` command line, one module per audience (see main.py)."""

@@ -1,0 +1,204 @@
+"""Data commands, for whoever feeds the service: generate, import-online-retail, ingest, status, stats, doctor,
+features build|materialize."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from api.cli.common import EXIT_REJECTED, Subparsers, add_command, progress, world_options
+from fraud_service.config import Settings
+from fraud_service.errors import ValidationFailed
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate a dataset directory and merge it into the warehouse."""
+    from fraud_service.data.ingest import ingest
+    from fraud_service.data.warehouse import Warehouse
+
+    try:
+        result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), progress(args))
+    except ValidationFailed as exc:
+        if args.report:
+            Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
+            print(f"full report written to {args.report}", file=sys.stderr)
+        raise
+    print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'stored':>10}")
+    for name, t in result.tables.items():
+        print(f"{name:<12} {t.file:<22} {t.rows:>10,} {t.added:>10,} {t.updated:>9,} {t.unchanged:>10,} "
+              f"{t.total_after:>10,}")
+    if result.changed:
+        print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
+              f"under {settings.warehouse_dir}")
+    else:
+        print(f"nothing changed: snapshot {result.previous} stays current")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Show the current warehouse snapshot and its tables."""
+    from fraud_service.data.warehouse import Warehouse
+
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    if snapshot is None:
+        print(f"warehouse {settings.warehouse_dir} is empty: run `fraud-service ingest DIR` first")
+        return EXIT_REJECTED
+    print(f"snapshot {snapshot.name} ({snapshot.manifest.get('created_at')}) from {snapshot.manifest.get('source')}")
+    tables = snapshot.manifest.get("tables", {})
+    assert isinstance(tables, dict)
+    for name, info in tables.items():
+        print(f"  {name:<12} {info['rows']:>12,} rows")
+    print(f"  fingerprint {snapshot.manifest.get('fingerprint')}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """Check that the configured stores are reachable and data is ingested."""
+    from fraud_service.health import run_checks
+
+    checks = run_checks(settings)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<10} {check.detail}")
+    return 0 if all(c.ok for c in checks) else EXIT_REJECTED
+
+
+def cmd_import_online_retail(args: argparse.Namespace, settings: Settings) -> int:
+    """Convert the UCI Online Retail file into a contract dataset."""
+    from training.datasets.online_retail import import_online_retail
+
+    summary = import_online_retail(Path(args.file), Path(args.out), progress(args))
+    for key, value in summary.__dict__.items():
+        print(f"{key:<24} {value:>10,}")
+    print(f"contract dataset written to {args.out}; next: fraud-service ingest {args.out}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    """Generate a synthetic returns world in the contract."""
+    from training.datasets.synthetic import WorldConfig, generate
+
+    config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start,
+                         orders_per_year=args.orders_per_year, return_rate=args.return_rate,
+                         fraud_share=args.fraud_share)
+    summary = generate(config, Path(args.out), progress(args))
+    for key, value in summary.items():
+        print(f"{key:<24} {value:>12,}" if isinstance(value, int) else f"{key:<24} {value:>12}")
+    print(f"contract dataset written to {args.out} (ground truth in {Path(args.out) / 'ground_truth.parquet'}, "
+          "never ingested)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the behaviour statistics of a contract dataset (return rate, time to return, ...)."""
+    from training.datasets.stats import dataset_stats, render_markdown
+
+    stats = [dataset_stats(Path(d)) for d in args.directories]
+    print(json.dumps(stats, indent=2) if args.json else render_markdown(stats))
+    return 0
+
+
+def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
+    """Recompute the feature rows from the warehouse and apply the Feast repository."""
+    from fraud_service.featurestore.source import FeatureSource
+    from training.labels import sync_labels
+
+    if not args.no_sync:
+        for line in sync_labels(settings, rebuild_features=False, progress=progress(args)):
+            print(line)
+    manifest = FeatureSource(settings).build(progress(args))
+    rows = manifest["rows"]
+    print(f"features built from snapshot {manifest['snapshot']}: "
+          + ", ".join(f"{rows[name]:,} {name} rows" for name in rows))
+    print(f"feature repository: {settings.home / 'feature_repo'}; next: fraud-service features materialize")
+    return 0
+
+
+def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> int:
+    """Load the latest feature rows into the online store, incrementally."""
+    import datetime as dt
+
+    from fraud_service.featurestore.live import LiveFacts
+    from fraud_service.featurestore.source import FeatureSource
+
+    end = dt.datetime.fromisoformat(args.until) if args.until else dt.datetime.now(dt.UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.UTC)
+    source = FeatureSource(settings)
+    with progress(args).step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
+        source.materialize(end, full=args.full)
+    pruned = LiveFacts(source).prune_ingested(end)
+    print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
+          + (f"; {pruned} live fact(s) now covered by the offline rows were dropped" if pruned else ""))
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """The data commands."""
+    _datasets(sub)
+    p = add_command(sub, "ingest", cmd_ingest, "validate a contract dataset and add it to the warehouse",
+                    "Read DIR (NAME.parquet or NAME.csv per contract table: customers, orders, order_items,\n"
+                    "returns, labels, inspections), check every row against the data contract, and merge it\n"
+                    "into the warehouse under $FRAUD_HOME/warehouse. With any problem nothing is written and\n"
+                    "the exit code is 1; the report names file, row, column, value and what was expected.\n"
+                    "Re-ingesting the same rows changes nothing; a later period adds its rows.")
+    p.add_argument("directory", metavar="DIR", help="dataset directory")
+    p.add_argument("--report", metavar="FILE", help="also write the problem report as JSON to FILE")
+    add_command(sub, "status", cmd_status, "show the warehouse's current snapshot",
+                "Print the current warehouse snapshot: its tables, row counts and data fingerprint.")
+    add_command(sub, "doctor", cmd_doctor, "check the configuration and that every store answers",
+                "Check the warehouse, the evidence database (FRAUD_DATABASE_URL) and, when\n"
+                "FRAUD_ONLINE_STORE=redis, the Redis server. Exit code 1 when any check fails.")
+    p = add_command(sub, "stats", cmd_stats, "behaviour statistics of a contract dataset",
+                    "Return rate, time from order to return, basket sizes and returner concentration of\n"
+                    "each dataset DIR, side by side as a Markdown table (or JSON).")
+    p.add_argument("directories", metavar="DIR", nargs="+")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    _features(sub)
+
+
+def _datasets(sub: Subparsers) -> None:
+    p = add_command(sub, "import-online-retail", cmd_import_online_retail,
+                    "convert the UCI Online Retail file into a contract dataset",
+                    "Map the UCI Online Retail transactions (invoices starting with C are returns) onto the\n"
+                    "contract. Tokens, delivery times and return reasons, which the source lacks, are\n"
+                    "synthesised deterministically (see docs/data.md). Rows without a customer are dropped.")
+    p.add_argument("file", metavar="FILE", help="online_retail.parquet (or .csv)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
+    p = add_command(sub, "generate", cmd_generate, "generate a synthetic returns world with fraud and abuse",
+                    "Write a realistic returns history in the contract: legitimate behaviour calibrated on\n"
+                    "the Online Retail data, plus fraud rings, empty-box and item-switch returns,\n"
+                    "wardrobing, fake item-not-received claims, refund diversion and account takeover,\n"
+                    "with late, partial and sometimes wrong labels. Deterministic for a seed. Also writes\n"
+                    "DIR/ground_truth.parquet (the true typology of every return), which ingest ignores.")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
+    world_options(p)
+    p.add_argument("--orders-per-year", type=float, default=None,
+                   help="mean orders per customer per year (default: Online Retail's 4.0)")
+    p.add_argument("--return-rate", type=float, default=None,
+                   help="mean share of orders with a return (default: Online Retail's 0.18)")
+    p.add_argument("--fraud-share", type=float, default=None,
+                   help="share of customers who are fraudsters or abusers (default 0.03)")
+
+
+def _features(sub: Subparsers) -> None:
+    features = sub.add_parser("features", help="build and materialise the feature store",
+                              description="The Feast feature store of return histories.")
+    fsub = features.add_subparsers(dest="features_command", metavar="STEP", required=True)
+    p = add_command(fsub, "build", cmd_features_build,
+                    "compute feature rows from the warehouse and apply the Feast repository",
+                    "Compute every entity's timestamped feature rows (customer, address, payment,\n"
+                    "device and refund-destination tokens) from the current warehouse snapshot with\n"
+                    "DuckDB, write them under $FRAUD_HOME/features, and register the Feast\n"
+                    "repository in $FRAUD_HOME/feature_repo. See docs/features.md.")
+    p.add_argument("--no-sync", action="store_true",
+                   help="do not copy analysts' labels into the warehouse first (`labels sync`)")
+    p = add_command(fsub, "materialize", cmd_features_materialize,
+                    "load the latest rows into the online store (incremental)",
+                    "Copy each entity's latest feature row up to --until (default now) into the\n"
+                    "online store (sqlite, or Redis when FRAUD_ONLINE_STORE=redis). Only rows newer\n"
+                    "than the last materialisation are read.")
+    p.add_argument("--until", metavar="TIMESTAMP", help="ISO 8601 end (default: now)")
+    p.add_argument("--full", action="store_true",
+                   help="reload every entity, not only what changed (after switching the online store)")

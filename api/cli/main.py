@@ -1,0 +1,63 @@
+"""The `fraud-service` command line: the root parser and exit codes; each audience's module registers its own
+subcommands (data.py, modeling.py, admin.py, demo.py). A face over the core services and over `training`.
+
+Heavy libraries are imported inside the commands, so `--help` answers at once.
+Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from api.cli import admin, data, demo, modeling
+from api.cli.common import EXIT_REJECTED
+from fraud_service.config import Settings
+from fraud_service.errors import FraudServiceError
+
+EPILOG = """\
+environment:
+  FRAUD_HOME            data directory (default ./var)
+  FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db)
+  FRAUD_ONLINE_STORE    sqlite (default) or redis
+  FRAUD_REDIS_URL       redis://127.0.0.1:6379/0 by default
+  FRAUD_HOST, FRAUD_PORT  where `serve` listens (127.0.0.1:8000)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fraud-service",
+        description="Catch fraud and abuse in e-commerce returns: ingest data, generate worlds, serve.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for audience in (data, demo, modeling, admin):
+        audience.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fraud-service` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings))
+    except FraudServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except Exception as exc:
+        if type(exc).__module__.startswith("sqlalchemy") and settings is not None:  # the database failed
+            print(f"error: the evidence database ({settings.database_url.split('@')[-1]}) failed: "
+                  f"{getattr(exc, 'orig', exc)}", file=sys.stderr)
+            return EXIT_REJECTED
+        raise
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written is left behind", file=sys.stderr)
+        return 130

@@ -1,0 +1,264 @@
+"""Modeling commands, for data scientists: train, evaluate, models list|show|promote|rollback, thresholds,
+score-batch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from api.cli.common import Subparsers, add_command, cli_actor, positive_int, progress, timestamp
+from fraud_service.config import Settings
+from models.registry import ModelRegistry
+
+
+def _costs(args: argparse.Namespace) -> object:
+    from training.thresholds import Costs
+
+    try:
+        return Costs(reviews_per_day=args.reviews_per_day, loss_per_fraud=args.loss_per_fraud,
+                     review_cost=args.review_cost, inspection_cost=args.inspection_cost,
+                     credit_friction=args.credit_friction, deny_friction=args.deny_friction)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_candidates(candidates: dict[str, dict[str, object]]) -> None:
+    print(f"{'candidate':<22} {'avg prec':>9} {'ROC AUC':>8} {'prec@2%':>8} {'rec@2%':>7} {'rec@5%':>7} "
+          f"{'money@2%':>9} {'Brier':>7}")
+    for name, m in candidates.items():
+        at = m["at_rate"]
+        assert isinstance(at, dict)
+        print(f"{name:<22} {m['average_precision']:>9.4f} {m['roc_auc']:>8.4f} {at['2%']['precision']:>8.4f} "
+              f"{at['2%']['recall']:>7.4f} {at['5%']['recall']:>7.4f} {at['2%']['money_recall']:>9.4f} "
+              f"{m['brier']:>7.4f}")
+    model = candidates.get("model", {})
+    by_type = model.get("by_typology")
+    if isinstance(by_type, dict):
+        print("recall at a 2% review rate by true typology (model): "
+              + ", ".join(f"{k} {v['recall']:.2f} (n={v['returns']})" for k, v in by_type.items()))
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train a model, evaluate it out of time beside the baselines, report, and register it."""
+    from training.labels import sync_labels
+    from training.workflow import train
+
+    if not args.no_sync:
+        for line in sync_labels(settings, rebuild_features=True, progress=progress(args)):
+            print(line)
+    result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
+                   test_until=args.test_until, delay_days=args.label_delay, costs=_costs(args),  # type: ignore[arg-type]
+                   truth_path=Path(args.ground_truth) if args.ground_truth else None, progress=progress(args))
+    rows = result.trained.rows
+    positives = rows["train_positives"] + rows["validation_positives"]
+    print(f"trained on {rows['train'] + rows['validation']:,} returns ({positives:,} fraud/abuse labels), "
+          f"{result.trained.best_iteration} trees")
+    if result.test["candidates"]:
+        window = result.test["window"]
+        print(f"out of time, returns requested {window[0][:10]} to {window[1][:10]}:")
+        _print_candidates(result.test["candidates"])
+    else:
+        print("no returns after --train-until: no out-of-time evaluation (give --test-from/--test-until)")
+    p = result.policy
+    print(f"policy {p.version}: inspect from {p.inspect_from:.3f}, store credit from {p.credit_from:.3f}, "
+          f"review from {p.review_from:.3f}, deny from {p.deny_from:.3f}")
+    if result.record is not None:
+        aliases = [a for a, v in ModelRegistry(settings.models_dir).aliases().items() if v == result.record.version]
+        print(f"registered model {result.record.version} ({', '.join(aliases)}) in {settings.models_dir}")
+    print(f"report: {result.report_dir / 'report.html'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Prequential evaluation: successive train/test windows beside the rules and the production model."""
+    from training.workflow import prequential
+
+    result, report = prequential(settings, folds=args.folds, test_days=args.test_days, until=args.until,
+                                 delay_days=args.label_delay,
+                                 truth_path=Path(args.ground_truth) if args.ground_truth else None,
+                                 progress=progress(args))
+    print(f"{len(result['folds'])} folds of {args.test_days} days; mean ± std across folds:")
+    for name, summary in result["summary"].items():
+        print(f"  {name:<22} " + "  ".join(f"{path} {s['mean']:.4f}±{s['std']:.4f}"
+                                           for path, s in summary.items() if path in
+                                           ("average_precision", "roc_auc", "at_rate.2%.recall")))
+    overlapping = [i + 1 for i, fold in enumerate(result["folds"]) if fold["production_trained_on_test_window"]]
+    if overlapping:
+        print(f"note: the production model was trained on returns of the test window of fold(s) "
+              f"{', '.join(map(str, overlapping))}: its figures there are not out of time")
+    print(f"report: {report / 'report.html'}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List the registered models with their aliases."""
+    registry = ModelRegistry(settings.models_dir)
+    versions = registry.versions()
+    if not versions:
+        print(f"no models in {settings.models_dir}: run `fraud-service train --train-until DATE`")
+        return 0
+    aliases = registry.aliases()
+    print(f"{'version':<8} {'aliases':<22} {'trained until':<12} {'trees':>6} {'test AP':>8}  registered")
+    for version in versions:
+        m = registry.load(version).manifest
+        ap = ((m.get("metrics") or {}).get("test") or {}).get("average_precision")
+        tags = ",".join(a for a, v in aliases.items() if v == version)
+        print(f"{version:<8} {tags:<22} {m['label_cutoff'][:10]:<12} {m['best_iteration']:>6} "
+              f"{'-' if ap is None else f'{ap:.4f}':>8}  {m['registered_at']}")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print a model's manifest and decision policy as JSON."""
+    record = ModelRegistry(settings.models_dir).load(args.version)
+    print(json.dumps({"manifest": record.manifest, "policy": record.policy}, indent=2))
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
+    """Make a version the production model (an evidence event when there is an evidence database)."""
+    from fraud_service.bootstrap import optional_evidence
+    from fraud_service.scoring import promotion
+
+    with optional_evidence(settings) as uow:
+        change = promotion.promote(ModelRegistry(settings.models_dir), uow, ref=args.version,
+                                   reason="promoted with the CLI", actor=cli_actor())
+    print(f"{change.version} is now production (running services switch to it within 5 seconds)")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """Put back the previous production model (an evidence event when there is an evidence database)."""
+    from fraud_service.bootstrap import optional_evidence
+    from fraud_service.scoring import promotion
+
+    with optional_evidence(settings) as uow:
+        change = promotion.rollback(ModelRegistry(settings.models_dir), uow, reason="rolled back with the CLI",
+                                    actor=cli_actor())
+    print(f"production rolled back from {change.previous} to {change.version} (running services switch within "
+          "5 seconds)")
+    return 0
+
+
+def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
+    """Propose new thresholds for a model from capacity and costs, and record them as its next policy."""
+    from training.workflow import repolicy
+
+    policy = repolicy(settings, args.version, _costs(args), days=args.days,  # type: ignore[arg-type]
+                      progress=progress(args))
+    print(json.dumps(policy.to_dict(), indent=2))
+    print(f"policy {policy.version} recorded; running services use it within 5 seconds when that model is "
+          "production")
+    return 0
+
+
+def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
+    """Score the returns of a window with a registered model."""
+    from training.batch import score_batch
+    from training.trainset import Window
+
+    result = score_batch(settings, Window(args.start, args.end), Path(args.out), args.model, progress(args))
+    print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}, "
+          f"{result.list_entries} list entr{'y' if result.list_entries == 1 else 'ies'} in its history): "
+          + ", ".join(f"{v:,} {k}" for k, v in sorted(result.decisions.items())))
+    print(f"written to {result.out}")
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """The modeling commands."""
+    _train(sub)
+    p = add_command(sub, "evaluate", cmd_evaluate,
+                    "prequential evaluation beside the rules and the production model",
+                    "Train on everything before each of --folds successive test windows of --test-days days\n"
+                    "(ending at --until, default the last request minus the label delay) and test on the window;\n"
+                    "report every metric per fold and its mean and spread, for the model, the rules baseline and\n"
+                    "the production model, as HTML + JSON under $FRAUD_HOME/reports. Nothing is registered.")
+    p.add_argument("--folds", type=positive_int, default=3, help="number of test windows (default 3)")
+    p.add_argument("--test-days", type=positive_int, default=30, help="days per test window (default 30)")
+    p.add_argument("--until", type=timestamp, metavar="DATE", help="end of the last test window")
+    _training_options(p)
+    _models(sub)
+    p = add_command(sub, "thresholds", cmd_thresholds,
+                    "propose decision thresholds for a model from capacity and costs",
+                    "Score the returns of the last --days days with model V, choose the probability at which\n"
+                    "each decision (approve after inspection, store credit only, review, deny) becomes the\n"
+                    "cheapest given the costs, narrow the review band to the team's capacity, and record the\n"
+                    "result as the model's next policy version (V.pN).")
+    p.add_argument("version", metavar="V", nargs="?", default="production", help="model (default production)")
+    p.add_argument("--days", type=positive_int, default=30, help="recent days to size the bands on (default 30)")
+    _cost_options(p)
+    p = add_command(sub, "score-batch", cmd_score_batch, "score every return of a window with a registered model",
+                    "Score each ingested return requested in [--from, --to) with the features it had at its own\n"
+                    "requested_at and decide it as the scoring API would have then: the model's policy, the\n"
+                    "allow/block lists as they stood at that time (from the evidence log) and the hard rules.\n"
+                    "Writes return_id, score, decision, model_decision, rules_fired, model_version,\n"
+                    "policy_version and the top three reasons (reason_1..3) to FILE (.csv or .parquet). Uses the\n"
+                    "production model unless --model names another: run it twice for a shadow comparison.")
+    p.add_argument("--from", dest="start", required=True, type=timestamp, metavar="DATE")
+    p.add_argument("--to", dest="end", required=True, type=timestamp, metavar="DATE")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file, .csv or .parquet")
+    p.add_argument("--model", default="production", metavar="V", help="model version or alias (default production)")
+
+
+def _train(sub: Subparsers) -> None:
+    p = add_command(sub, "train", cmd_train, "train a model, evaluate it out of time, register it",
+                    "Build the training set through the feature store (each return's features as of its\n"
+                    "requested_at), label it with the labels known at --train-until (fraud or abuse = 1; legit\n"
+                    "or unlabelled = 0; returns of the last --label-delay days before the cutoff are left out\n"
+                    "because their labels have not arrived yet), train LightGBM with early stopping on the\n"
+                    "latest 20% of the training rows, calibrate, and evaluate on the returns requested from\n"
+                    "--test-from (default --train-until) to --test-until (default: the last request minus the\n"
+                    "label delay, so the test labels have had time to arrive) beside the rules baselines and\n"
+                    "the production model. Proposes decision thresholds from review capacity and\n"
+                    "costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
+                    "the model as candidate (and production when there is none). Analysts' labels from\n"
+                    "closed cases are copied into the warehouse first (`labels sync`; the features are rebuilt\n"
+                    "when that adds any). See docs/training.md.")
+    p.add_argument("--no-sync", action="store_true", help="do not copy analysts' labels into the warehouse first")
+    p.add_argument("--train-until", required=True, type=timestamp, metavar="DATE",
+                   help="label cutoff: train on what was known at this time")
+    p.add_argument("--train-from", type=timestamp, metavar="DATE", help="first request time to train on")
+    p.add_argument("--test-from", type=timestamp, metavar="DATE", help="test window start (default --train-until)")
+    p.add_argument("--test-until", type=timestamp, metavar="DATE",
+                   help="test window end (default: last request minus the label delay)")
+    _training_options(p)
+    _cost_options(p)
+
+
+def _models(sub: Subparsers) -> None:
+    models = sub.add_parser("models", help="the model registry: list, show, promote, rollback",
+                            description="Registered models (FRAUD_MODEL_DIR, default $FRAUD_HOME/models). V is a\n"
+                                        "version (v0003 or 3), latest, production or candidate.",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    msub.add_parser("list", help="versions with aliases and test metrics").set_defaults(func=cmd_models_list)
+    for name, func, text in (("show", cmd_models_show, "print a model's manifest and policy"),
+                             ("promote", cmd_models_promote, "make V the production model")):
+        q = msub.add_parser(name, help=text)
+        q.add_argument("version", metavar="V")
+        q.set_defaults(func=func)
+    msub.add_parser("rollback", help="put back the production model the current one replaced").set_defaults(
+        func=cmd_models_rollback)
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-delay", type=float, default=None, metavar="DAYS",
+                   help="days before the cutoff whose returns are too fresh to train on (default: the 75th "
+                        "percentile of how late fraud/abuse labels arrived, at most 30%% of the window)")
+    p.add_argument("--ground-truth", metavar="FILE",
+                   help="a generator's ground_truth.parquet: adds recall by true typology to the report")
+
+
+def _cost_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reviews-per-day", type=float, default=50.0, metavar="N",
+                   help="analyst reviews a day (default 50)")
+    p.add_argument("--loss-per-fraud", type=float, default=None, metavar="N",
+                   help="loss when a fraud is paid out (default: mean refund of labelled fraud/abuse)")
+    p.add_argument("--review-cost", type=float, default=12.0, metavar="N", help="cost of one review (default 12)")
+    p.add_argument("--inspection-cost", type=float, default=4.0, metavar="N", help="cost of one inspection (default 4)")
+    p.add_argument("--credit-friction", type=float, default=3.0, metavar="N",
+                   help="cost of forcing store credit on an honest customer (default 3)")
+    p.add_argument("--deny-friction", type=float, default=60.0, metavar="N",
+                   help="cost of denying an honest customer (default 60)")

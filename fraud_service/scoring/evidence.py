@@ -1,0 +1,184 @@
+"""The assessment record: what is kept of every decision, how a batch of them is written, how it is read back.
+
+Each step a later investigation needs is kept: the request, every feature value with the time its
+stored row was computed, the model and policy versions, the raw and calibrated score, the SHAP
+contributions, the rules that fired and the decision. `write_batch` runs inside the evidence
+writer's transaction (`store.writer.EvidenceWriter`, which groups concurrent assessments into one
+commit): the duplicate check on `return_id`, the hash-chained events, the assessment rows and the
+case each flagged assessment opens or joins (`cases.service.join_or_open`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from fraud_service.cases.service import Flagged, case_event, join_or_open, new_case
+from fraud_service.errors import AssessmentNotFound
+from fraud_service.scoring.request import ReturnRequest
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment, EvidenceEvent
+from fraud_service.store.uow import UnitOfWork
+from fraud_service.store.writer import EvidenceWriter, Pending, Statements
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """The identity of a request body: its canonical JSON, hashed (key order and spacing do not matter)."""
+    return hashlib.sha256(chain.canonical(body).encode()).hexdigest()
+
+
+def json_value(value: Any) -> Any:
+    """A feature value as JSON can hold it: NaN and infinities become null, numpy scalars plain values."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:  # most feature values: nothing to convert
+        return value
+    if kind is float or isinstance(value, float):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # other numpy scalars
+        return value.item()
+    return value
+
+
+def request_record(r: ReturnRequest) -> dict[str, Any]:
+    """The request as the evidence keeps it."""
+    order = r.order
+    return {
+        "return_id": r.return_id, "customer_id": r.customer_id, "requested_at": r.requested_at.isoformat(),
+        "return_type": r.return_type, "channel": r.channel, "reason": r.reason, "items_count": r.items_count,
+        "refund_amount": r.refund_amount, "refund_method": r.refund_method, "refund_token": r.refund_token,
+        "has_receipt": r.has_receipt, "store_id": r.store_id,
+        "order": {
+            "order_id": order.order_id, "customer_id": order.customer_id, "placed_at": order.placed_at.isoformat(),
+            "delivered_at": order.delivered_at.isoformat() if order.delivered_at else None,
+            "channel": order.channel, "order_total": order.order_total, "currency": order.currency,
+            "payment_token": order.payment_token, "address_token": order.address_token,
+            "device_token": order.device_token,
+            "items": [{"line_no": i.line_no, "sku": i.sku, "category": i.category, "unit_price": i.unit_price,
+                       "quantity": i.quantity} for i in order.items],
+        },
+    }
+
+
+def evidence_writer(engine: Engine) -> EvidenceWriter:
+    """The group-commit writer of assessments for ENGINE."""
+    return EvidenceWriter(engine, write_batch)
+
+
+class _Batch:
+    """One transaction's worth of assessments: the events it chains and the rows it inserts."""
+
+    def __init__(self, cursor: Any, sql: Statements) -> None:
+        self.cursor, self.sql = cursor, sql
+        cursor.execute(sql.head)
+        self.seq, self.previous = cursor.fetchone()
+        self.events: list[tuple[Any, ...]] = []
+        self.rows: list[tuple[Any, ...]] = []
+        self.cases: dict[tuple[str, str], str] = {}  # links of the cases opened or joined in this batch
+
+    def chain_event(self, kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
+        self.seq += 1
+        text = chain.fast_canonical(payload)
+        digest = chain.link_hash(self.previous, self.seq, pending.at, kind, subject, pending.actor, text)
+        self.events.append(self.sql.event_params({
+            "seq": self.seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
+            "payload": text, "prev_hash": self.previous, "hash": digest}))
+        self.previous = digest
+        return int(self.seq)
+
+    def case(self, pending: Pending) -> dict[str, Any]:
+        """Open or join the case of a flagged assessment; the case event's payload."""
+        assert pending.links is not None
+        row, sql, cursor = pending.row, self.sql, self.cursor
+        flagged = Flagged(row["id"], row["return_id"], row["customer_id"], row["decision"], row["score"],
+                          row["refund_amount"], row["reason"], tuple(sorted(pending.links.items())))
+        linked: list[tuple[str, str, str]] = []
+        if not any(p in self.cases for p in flagged.links):
+            cursor.execute(sql.linked_case(len(flagged.links)), [v for p in flagged.links for v in p])
+            linked = [(r[0], r[1], r[2]) for r in cursor.fetchall()]
+        choice = join_or_open(flagged, linked, self.cases)
+        if choice.case_id is None:
+            case_id, kind = f"cas_{uuid.uuid4().hex[:20]}", "case_opened"
+            cursor.execute(sql.insert_case, sql.case_params(new_case(case_id, flagged, pending.at)))
+        else:
+            case_id, kind = choice.case_id, "case_joined"
+            cursor.execute(sql.join_case, sql.join_params(pending.at, row, case_id))
+        cursor.executemany(sql.insert_link, [(case_id, e, v) for e, v in flagged.links])
+        self.cases.update(dict.fromkeys(flagged.links, case_id))
+        row["case_id"] = case_id
+        pending.payload["response"]["case_id"] = case_id
+        return case_event(kind, case_id, flagged, choice)
+
+    def flush(self) -> None:
+        if self.events:
+            self.cursor.executemany(self.sql.insert_event, self.events)
+            self.cursor.executemany(self.sql.insert_assessment, self.rows)
+            self.cursor.execute(self.sql.move_head, (self.seq, self.previous))
+
+
+def write_batch(cursor: Any, sql: Statements, batch: list[Pending]) -> dict[int, int | None]:
+    """Write BATCH in the writer's transaction: each new assessment's event sequence number by its index, None
+    for a return already stored (its stored answer stands)."""
+    out = _Batch(cursor, sql)
+    ids = [p.row["return_id"] for p in batch]
+    cursor.execute(sql.stored(len(ids)), ids)
+    stored = {row[0] for row in cursor.fetchall()}
+    outcome: dict[int, int | None] = {}
+    for i, pending in enumerate(batch):
+        return_id = pending.row["return_id"]
+        if return_id in stored:
+            outcome[i] = None
+            continue
+        stored.add(return_id)
+        case = out.case(pending) if pending.links else None
+        outcome[i] = seq = out.chain_event("assessment", pending.row["id"], pending, pending.payload)
+        out.rows.append(sql.assessment_params({**pending.row, "event_seq": seq}))
+        if case is not None:
+            out.chain_event(case["kind"], case["case_id"], pending, case)
+    out.flush()
+    return outcome
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    request_hash: str
+    response: dict[str, Any]
+
+
+def stored_answer(uow: UnitOfWork, *, return_id: str) -> StoredAnswer:
+    """The request hash and the answer given when RETURN_ID was assessed."""
+    with uow:
+        row = uow.session.execute(select(Assessment.request_hash, EvidenceEvent.payload)
+                                  .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+                                  .where(Assessment.return_id == return_id)).one()
+    return StoredAnswer(row.request_hash, dict(json.loads(row.payload)["response"]))
+
+
+@dataclass(frozen=True)
+class AssessmentEvidence:
+    """An assessment's stored evidence: its event's payload (request, features, scores, response) and sequence."""
+
+    assessment_id: str
+    event_seq: int
+    record: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"assessment_id": self.assessment_id, "event_seq": self.event_seq, **self.record}
+
+
+def load_assessment(uow: UnitOfWork, *, assessment_id: str) -> AssessmentEvidence:
+    """The stored evidence of an assessment."""
+    with uow:
+        row = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.payload)
+                                  .join(Assessment, Assessment.event_seq == EvidenceEvent.seq)
+                                  .where(Assessment.id == assessment_id)).first()
+    if row is None:
+        raise AssessmentNotFound(f"no assessment {assessment_id!r}")
+    return AssessmentEvidence(assessment_id, row.seq, dict(json.loads(row.payload)))

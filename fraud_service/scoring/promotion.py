@@ -1,0 +1,72 @@
+"""Promoting and rolling back the production model: the registry's alias moves and the move is evidence.
+
+Both faces (`POST /v1/models/{ref}/promote`, `fraud-service models promote`) call these. The
+alias move and its evidence event happen under the chain's lock in one unit of work; the registry
+refuses a damaged model before it goes live. Running workers follow the alias within seconds
+(`model_watch.py`). When there is no evidence database to hold the event (a CLI on a machine that
+only trains), pass `uow=None`: the alias still moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fraud_service.errors import ModelNotFound, PromotionRefused, RegistryError
+from fraud_service.store.uow import UnitOfWork
+from models.registry import ModelRegistry
+
+ALIAS = "production"
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """The production alias moved from `previous` to `version`."""
+
+    kind: str  # model_promoted or model_rolled_back
+    previous: str | None
+    version: str
+    reason: str
+
+
+def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason: str, actor: str) -> AliasChange:
+    """Make REF (a version, `latest` or `candidate`) the production model."""
+    version = registry.resolve(ref)  # ModelNotFound for an unknown ref
+
+    def move() -> AliasChange:
+        previous = registry.aliases().get(ALIAS)
+        try:
+            registry.promote(version, reason)
+        except ModelNotFound:
+            raise
+        except RegistryError as exc:
+            raise PromotionRefused(str(exc)) from exc
+        return AliasChange("model_promoted", previous, version, reason)
+
+    return _recorded(uow, move, actor)
+
+
+def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: str, actor: str) -> AliasChange:
+    """Put back the production model the current one replaced."""
+
+    def move() -> AliasChange:
+        try:
+            previous, version = registry.rollback()
+        except RegistryError as exc:
+            raise PromotionRefused(str(exc)) from exc
+        return AliasChange("model_rolled_back", previous, version, reason)
+
+    return _recorded(uow, move, actor)
+
+
+def _recorded(uow: UnitOfWork | None, move: Callable[[], AliasChange], actor: str) -> AliasChange:
+    """MOVE the alias with the chain locked, then commit its evidence event; without UOW just move it."""
+    if uow is None:
+        return move()
+    with uow:
+        uow.lock_chain()  # two promotions at once are recorded in the order they moved the alias
+        change = move()
+        uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
+                   payload={"alias": ALIAS, "from": change.previous, "to": change.version, "reason": change.reason})
+        uow.commit()
+        return change

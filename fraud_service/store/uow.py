@@ -1,0 +1,72 @@
+"""The unit of work: one transaction that a service function does all its reads and writes in.
+
+A service takes a `UnitOfWork`, works through `uow.session`, appends evidence with `uow.record`
+and calls `uow.commit()` at the end; leaving the block without committing (an exception, an early
+return) rolls everything back, so a state change and its evidence event are stored together or
+not at all. A database that cannot be reached surfaces as `DatabaseDown` (the faces answer 503),
+never as a driver's exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from fraud_service.errors import DatabaseDown
+from fraud_service.store import chain
+from fraud_service.store.schema import EvidenceEvent
+
+UNREACHABLE = (OperationalError, InterfaceError)
+"""Driver errors that mean the database is gone or refused us (not that the statement was wrong)."""
+
+
+class UnitOfWork:
+    """`with uow: ...; uow.commit()`; a block left without `commit()` is rolled back."""
+
+    def __init__(self, sessions: Callable[[], Session]) -> None:
+        self._sessions = sessions
+        self._session: Session | None = None
+        self.committed = False
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("the unit of work is used outside its `with` block")
+        return self._session
+
+    def __enter__(self) -> UnitOfWork:
+        self._session = self._sessions()
+        self.committed = False
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                session.rollback()  # nothing after the last commit() is kept
+                session.close()
+        except UNREACHABLE:
+            if exc is None:
+                raise DatabaseDown("the evidence database cannot be reached; nothing was changed") from None
+        if isinstance(exc, UNREACHABLE):
+            raise DatabaseDown("the evidence database cannot be reached; nothing was decided or changed, "
+                               "retry later") from exc
+
+    def commit(self) -> None:
+        self.session.commit()
+        self.committed = True
+
+    def lock_chain(self) -> None:
+        """Serialise this transaction with every other writer of the evidence chain (until it ends)."""
+        chain.lock_head(self.session)
+
+    def record(self, *, kind: str, subject: str, actor: str, payload: Any,
+               at: dt.datetime | None = None) -> EvidenceEvent:
+        """Append an evidence event in this transaction (it commits with the change it records)."""
+        return chain.append(self.session, kind=kind, subject=subject, actor=actor, payload=payload, at=at)

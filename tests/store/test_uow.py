@@ -1,0 +1,59 @@
+"""The unit of work: what is not committed is rolled back, and a database that is gone is `DatabaseDown`."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from fraud_service.errors import DatabaseDown
+from fraud_service.store.db import make_engine, session_factory
+from fraud_service.store.schema import EvidenceEvent, ListEntry
+from fraud_service.store.uow import UnitOfWork
+from tests.factories import T0, memory_db
+
+
+def test_rolls_back_uncommitted_work_by_default() -> None:
+    with memory_db() as db:
+        with db.uow() as uow:
+            uow.session.add(ListEntry(entity="device", value="d-1", list="block", reason="r", added_by="t",
+                                      added_at=T0))
+            uow.record(kind="list_added", subject="device:d-1", actor="t", payload={}, at=T0)
+        with db.sessions() as session:
+            assert session.execute(select(ListEntry)).first() is None
+            assert session.execute(select(EvidenceEvent)).first() is None
+
+
+def test_rolls_back_everything_when_the_block_raises_after_a_flush() -> None:
+    with memory_db() as db:
+        with pytest.raises(ZeroDivisionError), db.uow() as uow:
+            uow.record(kind="note", subject="x", actor="t", payload={"n": 1}, at=T0)
+            _ = 1 / 0
+        with db.sessions() as session:
+            assert session.execute(select(EvidenceEvent)).first() is None
+
+
+def test_commits_the_change_and_its_event_together() -> None:
+    with memory_db() as db:
+        with db.uow() as uow:
+            uow.record(kind="note", subject="x", actor="t", payload={"n": 1}, at=T0)
+            uow.commit()
+            assert uow.committed
+        with db.sessions() as session:
+            assert [e.kind for e in session.execute(select(EvidenceEvent)).scalars()] == ["note"]
+
+
+def test_an_unreachable_database_is_database_down(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    (tmp_path / "missing-dir").rmdir()  # make_engine created it; a database in a missing directory cannot open
+    try:
+        with pytest.raises(DatabaseDown, match="cannot be reached"), UnitOfWork(session_factory(engine)) as uow:
+            uow.session.execute(select(EvidenceEvent)).first()
+    finally:
+        engine.dispose()
+
+
+def test_using_the_session_outside_the_block_is_an_error() -> None:
+    with memory_db() as db:
+        uow = db.uow()
+        with pytest.raises(RuntimeError, match="outside its `with` block"):
+            _ = uow.session
