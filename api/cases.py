@@ -12,8 +12,7 @@ from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core, json_object
-from fraud_service.access.users import assignee
+from api.core import core, json_object, who
 from fraud_service.cases import bundle as bundles
 from fraud_service.cases import service as cases
 from fraud_service.cases.investigation import CaseContext, case_context
@@ -69,16 +68,18 @@ def export(case_id: str, actor: str) -> Response:
     """The case's bundle as a zip download (JSON and printable HTML); the export is recorded as an evidence event
     naming the bundle's SHA-256 (also sent as X-Bundle-SHA256)."""
     service = core()
+
+    def page(done: bundles.Export) -> str:
+        return render_template("bundle.html", bundle=done.bundle, case=done.case.to_dict(), digest=done.digest)
+
     done = bundles.export(service.uow(), case_id=case_id, actor=actor, warehouse_dir=service.settings.warehouse_dir,
-                          now=service.clock())
-    html = render_template("bundle.html", bundle=done.bundle, case=done.case.to_dict(), digest=done.digest)
-    return Response(bundles.archive(done.data, html, case_id), mimetype="application/zip", headers={
+                          render=page, now=service.clock())
+    return Response(done.archive, mimetype="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": done.digest})
 
 
 def _actor() -> dict[str, Any]:
-    """The keyword arguments every change takes: who, and when (the app's clock)."""
-    return {"actor": current_principal().actor, "now": core().clock()}
+    return who(current_principal().actor)
 
 
 @bp.get("/v1/cases")
@@ -134,8 +135,7 @@ def assign(case_id: str) -> ResponseReturnValue:
     body = json_object()
     if "assignee" not in body:
         raise RequestInvalid([Problem("assignee", "missing", "a user name or null")])
-    to = assignee(core().uow(), body["assignee"])
-    return jsonify(cases.assign(core().uow(), case_id=case_id, assignee=to, **_actor()).to_dict())
+    return jsonify(cases.assign(core().uow(), case_id=case_id, assignee=body["assignee"], **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/status")

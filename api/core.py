@@ -25,3 +25,8 @@ def json_object(empty_ok: bool = False) -> dict[str, Any]:
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)"
                          + (" or empty" if empty_ok else ""))
     return body
+
+
+def who(actor: str) -> dict[str, Any]:
+    """The keyword arguments every change takes: who (ACTOR), and when (the app's clock)."""
+    return {"actor": actor, "now": core().clock()}

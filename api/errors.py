@@ -59,12 +59,9 @@ def register(app: Flask) -> None:
         if isinstance(exc, RequestInvalid):
             return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
                          problems=[p.to_dict() for p in exc.problems])
-        message = str(exc)
         if code == "unavailable":
-            logging.getLogger("api").error("unavailable: %s", message)
-            if "no decision was made" not in message and "nothing was" not in message:
-                message = f"{message}; no decision was made, retry later"
-        response, status = _body(status, code, message)
+            logging.getLogger("api").error("unavailable: %s", exc)
+        response, status = _body(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
         if code == "unavailable":

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core, json_object
+from api.core import core, json_object, who
 from fraud_service.scoring import lists
 
 bp = Blueprint("lists", __name__)
@@ -25,7 +25,7 @@ def add_entry() -> ResponseReturnValue:
     """Put a token on the allow or block list (recorded as evidence)."""
     body = json_object()
     entry = lists.add(core().uow(), entity=body.get("entity"), value=body.get("value"), list_name=body.get("list"),
-                      reason=body.get("reason"), actor=current_principal().actor)
+                      reason=body.get("reason"), **who(current_principal().actor))
     core().lists_changed()
     return jsonify(entry.to_dict()), 201
 
@@ -34,6 +34,6 @@ def add_entry() -> ResponseReturnValue:
 @requires("admin")
 def delete_entry(entity: str, value: str) -> ResponseReturnValue:
     """Take a token off its list (recorded as evidence)."""
-    lists.remove(core().uow(), entity=entity, value=value, actor=current_principal().actor)
+    lists.remove(core().uow(), entity=entity, value=value, **who(current_principal().actor))
     core().lists_changed()
     return "", 204

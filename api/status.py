@@ -8,9 +8,10 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
+from api.core import core
 from fraud_service.data.contract import TABLES
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.featurestore.source import ENTITY_KEYS
+from fraud_service.health import readiness
 
 bp = Blueprint("status", __name__)
 
@@ -42,26 +43,7 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """Ready to score: model loaded, evidence database and feature store reachable (503 with reasons if not)."""
-    service = current_app.extensions["fraud"]
-    checks: dict[str, dict[str, Any]] = {}
-    assessor = service.assessor
-    checks["model"] = ({"ok": True, "version": assessor.scorer.version, "policy": assessor.policy.version}
-                       if assessor is not None else {"ok": False, "detail": "; ".join(service.problems)})
-    try:
-        with service.engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-        problem = next((p for p in service.problems if "evidence database" in p), None)
-        checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
-    except Exception as exc:  # any driver error means not ready
-        checks["database"] = {"ok": False, "detail": f"cannot reach the evidence database: {type(exc).__name__}"}
-    if assessor is not None:
-        try:
-            assessor.reader.stored({key: "readyz-probe" for key in ENTITY_KEYS})
-            checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}
-        except Exception as exc:  # sqlite or redis errors alike
-            checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
-    else:
-        checks["feature_store"] = {"ok": False, "detail": "not loaded"}
+    checks = readiness(core())
     ready = all(c["ok"] for c in checks.values())
     return jsonify(ready=ready, checks=checks), 200 if ready else 503
 

@@ -37,8 +37,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
-from api.core import core
-from fraud_service.access.users import Person, active, assignee, list_users, sign_in
+from api.core import core, who
+from fraud_service.access.users import Person, active, list_users, sign_in
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import ACTIVE, LABELS, MOVES, SORTS, STATUSES, QueueFilter
 from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid
@@ -144,8 +144,7 @@ def _person() -> Person:
 
 
 def _who() -> dict[str, Any]:
-    """The keyword arguments every change takes: who (the signed-in person), and when (the app's clock)."""
-    return {"actor": _person().actor, "now": core().clock()}
+    return who(_person().actor)
 
 
 @bp.errorhandler(HTTPException)
@@ -264,8 +263,7 @@ def claim(case_id: str) -> ResponseReturnValue:
 @signed_in
 def assign(case_id: str) -> ResponseReturnValue:
     name = request.form.get("assignee") or None
-    return _act(case_id, lambda: cases.assign(core().uow(), case_id=case_id, assignee=assignee(core().uow(), name),
-                                              **_who()),
+    return _act(case_id, lambda: cases.assign(core().uow(), case_id=case_id, assignee=name, **_who()),
                 f"Assigned to {name}." if name else "Unassigned.")
 
 

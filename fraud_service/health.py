@@ -4,13 +4,18 @@ integrity (`fraud-service evidence verify`) and what the evidence database holds
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.store import chain
 from fraud_service.store.chain import Verification
 from fraud_service.store.schema import Assessment, Case
 from fraud_service.store.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from fraud_service.bootstrap import Service
 
 CONNECT_TIMEOUT_S = 2
 
@@ -93,3 +98,28 @@ def evidence_counts(uow: UnitOfWork) -> EvidenceCounts:
         assessments = uow.session.execute(select(func.count()).select_from(Assessment)).scalar_one()
         cases = uow.session.execute(select(func.count()).select_from(Case)).scalar_one()
     return EvidenceCounts(int(assessments), int(cases))
+
+
+def readiness(service: Service) -> dict[str, dict[str, Any]]:
+    """What `/readyz` reports: the model loaded, the evidence database and the online store reachable; each check
+    with `ok` and, when not, a `detail`."""
+    checks: dict[str, dict[str, Any]] = {}
+    assessor = service.assessor
+    checks["model"] = ({"ok": True, "version": assessor.scorer.version, "policy": assessor.policy.version}
+                       if assessor is not None else {"ok": False, "detail": "; ".join(service.problems)})
+    try:
+        with service.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+        problem = next((p for p in service.problems if "evidence database" in p), None)
+        checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
+    except Exception as exc:  # any driver error means not ready
+        checks["database"] = {"ok": False, "detail": f"cannot reach the evidence database: {type(exc).__name__}"}
+    if assessor is not None:
+        try:
+            assessor.reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))
+            checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}
+        except Exception as exc:  # sqlite or redis errors alike
+            checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
+    else:
+        checks["feature_store"] = {"ok": False, "detail": "not loaded"}
+    return checks

@@ -194,6 +194,23 @@ class ModelRegistry:
             self._write_state(state)
         return str(current), target
 
+    def put_back(self, previous: str | None, version: str) -> None:
+        """Undo the last move of `production` from PREVIOUS to VERSION (its evidence could not be written): the
+        alias and its history are as before it, unless the alias has moved again since."""
+        with self._lock():
+            state = self._state()
+            history = state.get("history", [])
+            last = history[-1] if history else {}
+            if state.get("production") != version or (last.get("alias"), last.get("from"), last.get("to")) != (
+                    "production", previous, version):
+                return
+            history.pop()
+            if previous is None:
+                state.pop("production", None)
+            else:
+                state["production"] = previous
+            self._write_state(state)
+
     # --- internals ----------------------------------------------------------------------------
     @contextmanager
     def _lock(self) -> Iterator[None]:

@@ -59,7 +59,7 @@ def flag(db: MemoryDb, *, customer: str = "c-1", links: dict[str, str] | None = 
            "model_version": "v0001", "policy_version": "v0001.p1", "refund_amount": amount, "case_id": None,
            "reason": reason}
     payload = {"request": {"return_id": row["return_id"]}, "features": {"cust_returns_7d": 1},
-               "response": {"case_id": None, "reasons": [], "rules_fired": []}}
+               "response": {"case_id": None, "decision": decision, "reasons": [], "rules_fired": []}}
     seq = db.writer.store(row, payload, "key:test", at, {"customer": customer, **(links or {})})
     assert seq is not None
     return row

@@ -27,12 +27,14 @@ from fraud_service.scoring import explain, lists
 from fraud_service.scoring.lists import ListHistory
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
-from fraud_service.scoring.rules import Subject, decide
+from fraud_service.scoring.rules import RULE_FEATURES, Subject, decide
 from models.registry import ModelRegistry
-from training.trainset import Window, current_snapshot, feature_frame, read_context
+from training.trainset import Window, current_snapshot, feature_frame, read_returns_and_orders
 
 FORMATS = (".csv", ".parquet")
 TOP_REASONS = 3
+TOKEN_COLUMNS = {"customer": "customer_id", "address": "address_token", "payment": "payment_token",
+                 "device": "device_token", "refund": "refund_token"}
 COLUMNS = ["return_id", "score", "decision", "model_decision", "rules_fired", "model_version", "policy_version",
            *(f"reason_{i + 1}" for i in range(TOP_REASONS))]
 
@@ -43,7 +45,7 @@ class BatchResult:
     model_version: str
     policy_version: str
     decisions: dict[str, int]
-    list_entries: int
+    list_entries: int | None  # entries in the lists' history; None without an evidence database
     out: Path
 
 
@@ -57,29 +59,31 @@ def score_batch(settings: Settings, window: Window, out: Path, model: str = "pro
     snapshot = current_snapshot(settings.warehouse_dir)
     frame = feature_frame(FeatureSource(settings), snapshot, window, progress)
     with optional_evidence(settings) as uow:
-        history = lists.history(uow) if uow is not None else ListHistory()
+        history = lists.history(uow) if uow is not None else None
+    if history is None:
+        progress.info("no evidence database at the current schema: the returns are decided without allow/block "
+                      "lists (run `fraud-service db upgrade` if there should be one)")
     with progress.step(f"scoring {len(frame):,} returns with model {scorer.version}"):
-        result = decide_frame(scorer, policy, frame, subjects(snapshot, window, frame), history)
+        result = decide_frame(scorer, policy, frame, subjects(snapshot, window, frame), history or ListHistory())
     _write(result, out)
     counts = result["decision"].value_counts().to_dict()
     return BatchResult(len(result), scorer.version, policy.version, {str(k): int(v) for k, v in counts.items()},
-                       len(history), out)
+                       None if history is None else len(history), out)
 
 
 def subjects(snapshot: Snapshot, window: Window, frame: pd.DataFrame) -> list[Subject]:
     """What the rules look at of each return of FRAME (in its order): the request's fields, its order's total and
     the customer's and order's tokens, read from the warehouse."""
-    returns, orders, _ = read_context(snapshot, window)
-    joined = returns.merge(orders.drop(columns=["customer_id"], errors="ignore"), on="order_id", how="left",
-                           suffixes=("", "_order"))
-    by_id = joined.set_index("return_id")
+    returns, orders = read_returns_and_orders(snapshot, window)
+    joined = frame[["return_id"]].merge(returns, on="return_id", how="left", validate="1:1").merge(
+        orders, on="order_id", how="left", validate="m:1")
+    tokens = {entity: joined[column].to_numpy(dtype=object) for entity, column in TOKEN_COLUMNS.items()}
     out = []
-    for return_id in frame["return_id"]:
-        r = by_id.loc[return_id]
-        found = {"customer": r.get("customer_id"), "address": r.get("address_token"),
-                 "payment": r.get("payment_token"), "device": r.get("device_token"), "refund": r.get("refund_token")}
-        out.append(Subject(str(r["return_type"]), str(r["channel"]), float(r["refund_amount"]),
-                           float(r["order_total"]), {k: str(v) for k, v in found.items() if _present(v)}))
+    for i, (rtype, channel, amount, total) in enumerate(zip(joined["return_type"], joined["channel"],
+                                                           joined["refund_amount"], joined["order_total"],
+                                                           strict=True)):
+        found = {entity: str(values[i]) for entity, values in tokens.items() if _present(values[i])}
+        out.append(Subject(str(rtype), str(channel), float(amount), float(total), found))
     return out
 
 
@@ -88,26 +92,31 @@ def decide_frame(scorer: Scorer, policy: Policy, frame: pd.DataFrame, subjects: 
     """Each row's score, decision and evidence as the API would have answered at its requested_at."""
     x = scorer.matrix(frame)
     scores = scorer.probability(x)
+    rule_inputs = frame[list(RULE_FEATURES)].to_dict("records")  # the hard rules read only these
+    times = list(frame["requested_at"])  # pandas Timestamps: datetimes, compared with the lists' times
+    out = pd.DataFrame({"return_id": frame["return_id"].to_numpy(), "score": scores})
+    verdicts = [decide(policy, float(score), subject, vector, history.matches(subject.tokens, at))
+                for score, subject, vector, at in zip(scores, subjects, rule_inputs, times, strict=True)]
+    out["decision"] = [v.decision.value for v in verdicts]
+    out["model_decision"] = [v.model_decision.value for v in verdicts]
+    out["rules_fired"] = [",".join(h.rule for h in v.hits) for v in verdicts]
+    out["model_version"], out["policy_version"] = scorer.version, policy.version
+    reasons = _top_reasons(scorer, frame, x, [i for i, v in enumerate(verdicts) if v.decision is not Decision.APPROVE])
+    for k in range(TOP_REASONS):
+        out[f"reason_{k + 1}"] = [r[k] if k < len(r) else "" for r in reasons]
+    return out[COLUMNS]
+
+
+def _top_reasons(scorer: Scorer, frame: pd.DataFrame, x: Any, flagged: list[int]) -> list[list[str]]:
+    """The top reasons of the FLAGGED rows (the API gives none for an approval), as sentences; [] for the others."""
+    out: list[list[str]] = [[] for _ in range(len(frame))]
+    if not flagged:
+        return out
     typical = dict(scorer.manifest.get("typical", {}))
-    rows: list[dict[str, Any]] = []
-    flagged = []
-    records = frame.to_dict("records")
-    for i, (vector, subject) in enumerate(zip(records, subjects, strict=True)):
-        at = vector["requested_at"].to_pydatetime()
-        verdict = decide(policy, float(scores[i]), subject, vector, history.matches(subject.tokens, at))
-        rows.append({"return_id": vector["return_id"], "score": float(scores[i]),
-                     "decision": verdict.decision.value, "model_decision": verdict.model_decision.value,
-                     "rules_fired": ",".join(h.rule for h in verdict.hits), "model_version": scorer.version,
-                     "policy_version": policy.version, **dict.fromkeys(COLUMNS[-TOP_REASONS:], "")})
-        if verdict.decision is not Decision.APPROVE:
-            flagged.append(i)
-    if flagged:
-        contributions = scorer.contributions(x[flagged])
-        for row_index, contrib in zip(flagged, contributions, strict=True):
-            top = explain.reasons(scorer.features, records[row_index], contrib, typical, TOP_REASONS)
-            for k, reason in enumerate(top):
-                rows[row_index][f"reason_{k + 1}"] = reason.sentence
-    return pd.DataFrame(rows, columns=COLUMNS)
+    values = frame.iloc[flagged][scorer.features].to_dict("records")
+    for i, vector, contrib in zip(flagged, values, scorer.contributions(x[flagged]), strict=True):
+        out[i] = [r.sentence for r in explain.reasons(scorer.features, vector, contrib, typical, TOP_REASONS)]
+    return out
 
 
 def _present(value: object) -> bool:

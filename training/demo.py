@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fraud_service.access.users import create_user, list_users
+from fraud_service.access.users import create_users, list_users
 from fraud_service.bootstrap import Database, assessor, evidence
 from fraud_service.config import Settings
 from fraud_service.data.ingest import ingest
@@ -140,8 +140,9 @@ def users(settings: Settings, say: Say) -> None:
 
 
 def _create_users(db: Database, path: Path) -> None:
-    lines = [f"{name} {create_user(db.uow(), name, role, None, 'cli:demo')}"
-             for name, role in (("analyst", "analyst"), ("admin", "admin"))]
+    people: list[tuple[str, str, str | None]] = [("analyst", "analyst", None), ("admin", "admin", None)]
+    passwords = create_users(db.uow(), people, "cli:demo")
+    lines = [f"{name} {password}" for (name, _, _), password in zip(people, passwords, strict=True)]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -11,16 +11,18 @@ from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
 
 
-def sync_labels(settings: Settings, *, rebuild_features: bool, progress: Progress = SILENT) -> list[str]:
-    """Copy analysts' labels into the warehouse; with REBUILD_FEATURES, rebuild the features when they were built
-    from an older snapshot (training reads features built from the current one). What happened, as sentences."""
+def sync_labels(settings: Settings, *, rebuild_features: bool, copy: bool = True,
+                progress: Progress = SILENT) -> list[str]:
+    """Copy analysts' labels into the warehouse (unless not COPY); with REBUILD_FEATURES, rebuild the features when
+    they were built from an older snapshot (training reads features built from the current one). What happened, as
+    sentences."""
     said = []
-    if evidence_exists(settings):
+    if copy and evidence_exists(settings):
         with evidence(settings, migrated=False) as db:
             if db.schema_problem() is not None:
                 said.append("labels: the evidence database has no schema yet, so no analyst labels to copy")
             else:
-                said.append(f"labels: {sync(Warehouse(settings.warehouse_dir), db.sessions, progress).describe()}")
+                said.append(f"labels: {sync(Warehouse(settings.warehouse_dir), db.uow, progress).describe()}")
     current = Warehouse(settings.warehouse_dir).current()
     if rebuild_features and current is not None:
         source = FeatureSource(settings)

@@ -98,6 +98,23 @@ def read_context(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.D
     return returns, orders, items
 
 
+def read_returns_and_orders(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The returns in WINDOW (the columns the rules read) and their orders' totals and tokens."""
+    paths = {name: snapshot.table_path(name) for name in ("returns", "orders")}
+    con = duckdb.connect()
+    try:
+        returns = con.sql(f"SELECT return_id, order_id, customer_id, return_type, channel, refund_amount, "
+                          f"refund_token FROM read_parquet('{paths['returns']}') "
+                          f"WHERE {window.sql('requested_at')}").df()
+        orders = con.sql(f"SELECT order_id, order_total, address_token, payment_token, device_token "
+                         f"FROM read_parquet('{paths['orders']}') WHERE order_id IN "
+                         f"(SELECT order_id FROM read_parquet('{paths['returns']}') "
+                         f"WHERE {window.sql('requested_at')})").df()
+    finally:
+        con.close()
+    return returns, orders
+
+
 def feature_frame(source: FeatureSource, snapshot: Snapshot, window: Window, progress: Progress = SILENT,
                   chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """The returns in WINDOW with their context columns and point-in-time features, in time order."""

@@ -251,6 +251,8 @@ def decision_counts(policy: Policy, frame: pd.DataFrame, scores: np.ndarray) -> 
 
 
 def decide_all(policy: Policy, frame: pd.DataFrame, scores: np.ndarray) -> np.ndarray:
+    """The policy's bands alone, row by row: what thresholds are sized on and reports count. (What a return was
+    actually answered, with lists and hard rules, is `training.batch`, through `rules.decide`.)"""
     return np.array([policy.decide(float(s), c, t).value
                      for s, c, t in zip(scores, frame["channel"], frame["return_type"], strict=True)], dtype=object)
 

@@ -104,9 +104,8 @@ def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.featurestore.source import FeatureSource
     from training.labels import sync_labels
 
-    if not args.no_sync:
-        for line in sync_labels(settings, rebuild_features=False, progress=progress(args)):
-            print(line)
+    for line in sync_labels(settings, rebuild_features=False, copy=not args.no_sync, progress=progress(args)):
+        print(line)
     manifest = FeatureSource(settings).build(progress(args))
     rows = manifest["rows"]
     print(f"features built from snapshot {manifest['snapshot']}: "

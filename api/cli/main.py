@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from api.cli import admin, data, demo, modeling
 from api.cli.common import EXIT_REJECTED
 from fraud_service.config import Settings
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import DatabaseDown, FraudServiceError
 
 EPILOG = """\
 environment:
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _where(settings: Settings | None) -> str:
+    """The evidence database's address without credentials."""
+    return "the evidence database" if settings is None else settings.database_url.split("@")[-1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fraud-service` console script."""
     parser = build_parser()
@@ -50,12 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         return int(args.func(args, settings))
     except FraudServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cause = getattr(exc.__cause__, "orig", None) or exc.__cause__
+        detail = f" ({_where(settings)}: {cause})" if isinstance(exc, DatabaseDown) and cause is not None else ""
+        print(f"error: {exc}{detail}", file=sys.stderr)
         return EXIT_REJECTED
     except Exception as exc:
         if type(exc).__module__.startswith("sqlalchemy") and settings is not None:  # the database failed
-            print(f"error: the evidence database ({settings.database_url.split('@')[-1]}) failed: "
-                  f"{getattr(exc, 'orig', exc)}", file=sys.stderr)
+            print(f"error: the evidence database ({_where(settings)}) failed: {getattr(exc, 'orig', exc)}",
+                  file=sys.stderr)
             return EXIT_REJECTED
         raise
     except KeyboardInterrupt:

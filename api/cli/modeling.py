@@ -44,9 +44,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training.labels import sync_labels
     from training.workflow import train
 
-    if not args.no_sync:
-        for line in sync_labels(settings, rebuild_features=True, progress=progress(args)):
-            print(line)
+    for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
+        print(line)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
                    test_until=args.test_until, delay_days=args.label_delay, costs=_costs(args),  # type: ignore[arg-type]
                    truth_path=Path(args.ground_truth) if args.ground_truth else None, progress=progress(args))
@@ -159,9 +158,10 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     from training.trainset import Window
 
     result = score_batch(settings, Window(args.start, args.end), Path(args.out), args.model, progress(args))
+    n = result.list_entries
+    lists = "no evidence database, no lists" if n is None else f"{n} list entr{'y' if n == 1 else 'ies'} in its history"
     print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}, "
-          f"{result.list_entries} list entr{'y' if result.list_entries == 1 else 'ies'} in its history): "
-          + ", ".join(f"{v:,} {k}" for k, v in sorted(result.decisions.items())))
+          f"{lists}): " + ", ".join(f"{v:,} {k}" for k, v in sorted(result.decisions.items())))
     print(f"written to {result.out}")
     return 0
 

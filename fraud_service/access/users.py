@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fraud_service.errors import Problem, RequestInvalid, UserError
 from fraud_service.store.schema import User
@@ -66,6 +67,29 @@ class UserRecord:
 
 def create_user(uow: UnitOfWork, name: str, role: str, password: str | None, actor: str) -> str:
     """Add a user; returns the password (generated when PASSWORD is None)."""
+    return create_users(uow, [(name, role, password)], actor)[0]
+
+
+def create_users(uow: UnitOfWork, people: list[tuple[str, str, str | None]], actor: str) -> list[str]:
+    """Add users (name, role, password or None to generate one), all or none; their passwords."""
+    checked = [(name, role, _checked(name, role, password)) for name, role, password in people]
+    names = [name for name, _, _ in checked]
+    if len(set(names)) != len(names):
+        raise UserError(f"a user name is given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+    now = dt.datetime.now(dt.UTC)
+    with uow:
+        for name, role, password in checked:
+            if uow.session.get(User, name) is not None:
+                raise UserError(f"user {name!r} already exists")
+            uow.session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
+            uow.record(kind="user_created", subject=f"user:{name}", actor=actor, payload={"name": name, "role": role},
+                       at=now)
+        uow.commit()
+    return [password for _, _, password in checked]
+
+
+def _checked(name: str, role: str, password: str | None) -> str:
+    """PASSWORD (generated when None) once NAME, ROLE and it pass the rules; UserError says which did not."""
     if not _NAME.match(name):
         raise UserError(f"user name {name!r}: expected 2-64 characters of a-z, 0-9, '.', '_' or '-', "
                         "starting with a letter or digit")
@@ -75,14 +99,6 @@ def create_user(uow: UnitOfWork, name: str, role: str, password: str | None, act
         password = secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required")
-    now = dt.datetime.now(dt.UTC)
-    with uow:
-        if uow.session.get(User, name) is not None:
-            raise UserError(f"user {name!r} already exists")
-        uow.session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
-        uow.record(kind="user_created", subject=f"user:{name}", actor=actor, payload={"name": name, "role": role},
-                   at=now)
-        uow.commit()
     return password
 
 
@@ -120,19 +136,24 @@ def sign_in(uow: UnitOfWork, name: str, password: str) -> Person | None:
 def active(uow: UnitOfWork, name: str) -> Person | None:
     """The person NAME if the user exists and is not disabled (checked on every UI request)."""
     with uow:
-        user = uow.session.get(User, name)
-        if user is None or user.disabled_at is not None:
-            return None
-        return Person(user.name, user.role)
+        return active_in(uow.session, name)
 
 
-def assignee(uow: UnitOfWork, name: object) -> str | None:
+def active_in(session: Session, name: str) -> Person | None:
+    """`active` inside a transaction the caller holds."""
+    user = session.get(User, name)
+    if user is None or user.disabled_at is not None:
+        return None
+    return Person(user.name, user.role)
+
+
+def assignee_in(session: Session, name: object) -> str | None:
     """The actor of the active user NAME (`user:` prefix allowed), to assign a case to; None unassigns."""
     if name is None:
         return None
     if not isinstance(name, str):
         raise RequestInvalid([Problem("assignee", f"got {type(name).__name__}", "a user name or null")])
-    person = active(uow, name.removeprefix("user:"))
+    person = active_in(session, name.removeprefix("user:"))
     if person is None:
         raise RequestInvalid([Problem("assignee", f"no active user {name!r}",
                                       "the name of a user (fraud-service users create NAME)")])

@@ -21,7 +21,8 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,34 +55,40 @@ def proof(session: Session, first_seq: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Export:
-    """An exported bundle: the case as shown, the bundle, its JSON bytes and their SHA-256."""
+    """An exported bundle: the case as shown, the bundle, its JSON bytes, their SHA-256, and the zip handed out."""
 
     case: CaseContext
     bundle: dict[str, Any]
     data: bytes
     digest: str
+    archive: bytes = b""
 
 
-def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path,
+Render = Callable[[Export], str]
+"""The printable HTML page of an export (the face's template)."""
+
+
+def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path, render: Render,
            now: dt.datetime | None = None) -> Export:
-    """Build the bundle of CASE_ID and record its export (`case_bundle_exported`, naming its SHA-256), reading
-    the case and appending the event in one transaction: the proof ends at the event just before the export's."""
+    """Build the bundle of CASE_ID, package it (JSON and RENDER's HTML page in a zip) and record the export
+    (`case_bundle_exported`, naming the JSON's SHA-256), reading the case and appending the event in one
+    transaction: a failure anywhere, rendering included, records nothing."""
     now = now or dt.datetime.now(dt.UTC)
     snapshot = Warehouse(warehouse_dir).current()
     with uow:
-        uow.lock_chain()  # nothing is appended between the proof's head and the export event
         case = investigation.context(uow.session, snapshot, cases.detail(uow.session, case_id, now))
         bundle = build(case.to_dict(), uow.session, actor, chain.utc_text(now))
         data = to_json(bundle)
-        sha = digest(data)
+        done = Export(case, bundle, data, digest(data))
+        done = replace(done, archive=archive(data, render(done), case_id))
         uow.record(kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
-                   payload={"case_id": case_id, "sha256": sha, "head_seq": bundle["proof"]["head"]["seq"]})
+                   payload={"case_id": case_id, "sha256": done.digest, "head_seq": bundle["proof"]["head"]["seq"]})
         uow.commit()
-    return Export(case, bundle, data, sha)
+    return done
 
 
 def build(case: dict[str, Any], session: Session, exported_by: str, exported_at: str) -> dict[str, Any]:
-    """The bundle of CASE (as `Cases.get` returns it, optionally with histories and linked accounts)."""
+    """The bundle of CASE (a `CaseContext.to_dict()` or `CaseDetail.to_dict()`: the case as it is shown)."""
     events = case["events"]
     first = min((e["seq"] for e in events), default=1)
     return {"format": FORMAT, "exported_by": exported_by, "exported_at": exported_at, "case": case,

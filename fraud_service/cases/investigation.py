@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,51 @@ from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.store.chain import utc_text
 from fraud_service.store.schema import Label
 from fraud_service.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True)
+class PastReturn:
+    """One of a customer's returns, with its latest label (the warehouse's or an analyst's) and inspection."""
+
+    return_id: str
+    requested_at: str
+    return_type: str
+    channel: str
+    reason: str
+    refund_amount: float
+    refund_method: str
+    label: dict[str, str] | None
+    inspection: str | None
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """A customer's account, order count and returns, newest first (at most HISTORY_LIMIT of them)."""
+
+    customer_id: str
+    created_at: str | None = None
+    orders: int = 0
+    returns: list[PastReturn] = field(default_factory=list)
+    returns_total: int = 0
+    refund_total: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"customer_id": self.customer_id, "created_at": self.created_at, "orders": self.orders,
+                "returns": [asdict(r) for r in self.returns], "returns_total": self.returns_total,
+                "refund_total": self.refund_total}
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    """A customer sharing one of a case's tokens: which, and their own returns, refunds and bad labels."""
+
+    customer_id: str
+    shared: list[str]
+    returns: int = 0
+    refund_total: float = 0.0
+    inr_claims: int = 0
+    bad_labels: int = 0
+
 
 TOKEN_COLUMNS = {"address": ("orders", "address_token"), "payment": ("orders", "payment_token"),
                  "device": ("orders", "device_token"), "refund": ("returns", "refund_token")}
@@ -40,12 +85,12 @@ def _latest_labels(session: Session, return_ids: Iterable[str]) -> dict[str, dic
 
 
 def history(snapshot: Snapshot | None, session: Session, customer_id: str,
-            limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+            limit: int = HISTORY_LIMIT) -> CustomerHistory:
     """The customer's account, order count and returns (newest first) with their latest label and inspection."""
     out: dict[str, Any] = {"customer_id": customer_id, "created_at": None, "orders": 0, "returns": [],
                            "returns_total": 0, "refund_total": 0.0}
     if snapshot is None or snapshot.table_path("returns") is None:
-        return out
+        return CustomerHistory(customer_id)
     con = duckdb.connect()
     try:
         customers = snapshot.table_path("customers")
@@ -79,15 +124,13 @@ def history(snapshot: Snapshot | None, session: Session, customer_id: str,
         label = {"label": r[7], "labelled_at": utc_text(r[8]), "source": "warehouse"} if r[7] else None
         if r[0] in analysts and (label is None or analysts[r[0]]["labelled_at"] >= label["labelled_at"]):
             label = analysts[r[0]]
-        out["returns"].append({
-            "return_id": r[0], "requested_at": utc_text(r[1]), "return_type": r[2], "channel": r[3], "reason": r[4],
-            "refund_amount": float(r[5]), "refund_method": r[6], "label": label, "inspection": r[9]})
+        out["returns"].append(PastReturn(r[0], utc_text(r[1]), r[2], r[3], r[4], float(r[5]), r[6], label, r[9]))
         out["returns_total"], out["refund_total"] = int(r[10]), float(r[11])
-    return out
+    return CustomerHistory(**out)
 
 
 def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
-                    limit_per_token: int = 50) -> list[dict[str, Any]]:
+                    limit_per_token: int = 50) -> list[LinkedAccount]:
     """Customers who share one of the case's tokens (address, payment, device, refund destination), with the
     tokens they share and their own return counts, refunds and fraud/abuse labels."""
     if snapshot is None or snapshot.table_path("returns") is None or snapshot.table_path("orders") is None:
@@ -122,8 +165,8 @@ def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
     for customer, n, refunds, inr, bad_labels in stats:
         found[customer].update(returns=int(n), refund_total=float(refunds or 0), inr_claims=int(inr),
                                bad_labels=int(bad_labels))
-    out = [{"returns": 0, "refund_total": 0.0, "inr_claims": 0, "bad_labels": 0, **v} for v in found.values()]
-    return sorted(out, key=lambda v: (-len(v["shared"]), -v["bad_labels"], v["customer_id"]))
+    out = [LinkedAccount(**v) for v in found.values()]
+    return sorted(out, key=lambda v: (-len(v.shared), -v.bad_labels, v.customer_id))
 
 
 @dataclass(frozen=True)
@@ -131,11 +174,12 @@ class CaseContext:
     """A case with each of its customers' histories and the accounts linked to it: the case page and bundle."""
 
     detail: CaseDetail
-    histories: list[dict[str, Any]]
-    linked_accounts: list[dict[str, Any]]
+    histories: list[CustomerHistory]
+    linked_accounts: list[LinkedAccount]
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.detail.to_dict(), "histories": self.histories, "linked_accounts": self.linked_accounts}
+        return {**self.detail.to_dict(), "histories": [h.to_dict() for h in self.histories],
+                "linked_accounts": [asdict(a) for a in self.linked_accounts]}
 
 
 def context(session: Session, snapshot: Snapshot | None, detail: CaseDetail) -> CaseContext:

@@ -86,7 +86,7 @@ class CaseSummary(_Record):
     """A case as the queue shows it: with its priority (score x money at stake), age and SLA flag."""
 
     case_id: str
-    status: str
+    status: CaseStatus
     assignee: str | None
     customer_id: str
     decision: str

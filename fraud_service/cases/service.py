@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from fraud_service.access.users import assignee_in
 from fraud_service.cases.records import (
     ACTIVE,
     DEFAULT_SLA_HOURS,
@@ -100,6 +101,17 @@ def new_case(case_id: str, flagged: Flagged, at: dt.datetime) -> dict[str, Any]:
             "reason": flagged.reason, "closed_at": None}
 
 
+def joined_case(current: Mapping[str, Any], flagged: Flagged, at: dt.datetime) -> dict[str, Any]:
+    """The totals of a case after FLAGGED joins it: one more assessment, its money added, the riskiest score (and
+    that assessment's reason), and `deny` once any of its assessments is denied."""
+    riskier = flagged.score > current["max_score"]
+    return {"updated_at": at, "assessments": current["assessments"] + 1,
+            "amount": current["amount"] + flagged.refund_amount,
+            "max_score": flagged.score if riskier else current["max_score"],
+            "reason": flagged.reason if riskier else current["reason"],
+            "decision": "deny" if flagged.decision == "deny" else current["decision"]}
+
+
 def case_event(kind: str, case_id: str, flagged: Flagged, choice: CaseChoice) -> dict[str, Any]:
     """The payload of the `case_opened` / `case_joined` evidence event."""
     return {"kind": kind, "case_id": case_id, "assessment_id": flagged.assessment_id,
@@ -114,19 +126,15 @@ def case_event(kind: str, case_id: str, flagged: Flagged, choice: CaseChoice) ->
 
 def summary(case: Case, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> CaseSummary:
     """A case as the queue and the API show it: with its priority, age and SLA flag."""
-    opened = _aware(case.opened_at)
+    opened = chain.aware(case.opened_at)
     age_hours = max((now - opened).total_seconds() / 3600.0, 0.0)
     return CaseSummary(
-        case_id=case.id, status=case.status, assignee=case.assignee, customer_id=case.customer_id,
+        case_id=case.id, status=CaseStatus(case.status), assignee=case.assignee, customer_id=case.customer_id,
         decision=case.decision, reason=case.reason, max_score=round(case.max_score, 6), amount=round(case.amount, 2),
         priority=round(case.max_score * case.amount, 2), assessments=case.assessments,
         opened_at=chain.utc_text(opened), updated_at=chain.utc_text(case.updated_at),
         closed_at=chain.utc_text(case.closed_at) if case.closed_at else None, age_hours=round(age_hours, 1),
         overdue=case.status != CaseStatus.CLOSED and age_hours > sla_hours)
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
 
 
 def check_filter(f: QueueFilter) -> None:
@@ -271,17 +279,17 @@ def _claim(uow: UnitOfWork, case: Case, actor: str, now: dt.datetime) -> None:
         changes["assignee"] = [case.assignee, actor]
         case.assignee = actor
     if case.status == CaseStatus.OPEN:
-        changes["status"] = [case.status, CaseStatus.IN_REVIEW.value]
-        case.status = CaseStatus.IN_REVIEW.value
+        changes["status"] = _move(case, CaseStatus.IN_REVIEW)
     if changes:
         _record(uow, case, "case_claimed", actor, {"changes": changes}, now)
 
 
-def assign(uow: UnitOfWork, *, case_id: str, assignee: str | None, actor: str,
+def assign(uow: UnitOfWork, *, case_id: str, assignee: object, actor: str,
            now: dt.datetime | None = None) -> CaseSummary:
-    """Give the case to ASSIGNEE (an actor such as `user:ana`; None: nobody)."""
+    """Give the case to ASSIGNEE, the name of an active user (`ana` or `user:ana`), or to nobody (None)."""
     now = now or _now()
     with uow:
+        assignee = assignee_in(uow.session, assignee)
         case = _locked(uow, case_id)
         if case.assignee != assignee:
             changes = {"assignee": [case.assignee, assignee]}
@@ -305,8 +313,7 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
             if target not in current.manual_moves():
                 raise CaseConflict(f"case {case_id} is {current}; it can move to "
                                    f"{', '.join(current.manual_moves())}, not {target}")
-            case.status = target.value
-            _record(uow, case, "case_status", actor, {"changes": {"status": [current.value, target.value]},
+            _record(uow, case, "case_status", actor, {"changes": {"status": _move(case, target)},
                                                       "comment": comment}, now)
         uow.commit()
         return summary(case, now)
@@ -344,13 +351,12 @@ def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: 
     """Close several cases (a ring) with one label for all their returns, all or none."""
     if not case_ids or len(case_ids) > MAX_BULK or len(set(case_ids)) != len(case_ids):
         raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids", f"1 to {MAX_BULK} distinct case ids")])
-    text = _reason(reason)
     now = now or _now()
     with uow:
         out = []
         for case_id in case_ids:
             case = _locked(uow, case_id)
-            _close(uow, case, None, text, actor, label, now, bulk=len(case_ids))
+            _close(uow, case, None, _reason(reason), actor, label, now, bulk=len(case_ids))
             out.append(summary(case, now))
         uow.commit()
         return out
@@ -364,8 +370,9 @@ def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.da
         case = _locked(uow, case_id, closed_ok=True)
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             raise CaseConflict(f"case {case_id} is {case.status}, not closed: there is nothing to reopen")
-        case.status, case.closed_at = CaseStatus.OPEN.value, None
-        _record(uow, case, "case_reopened", actor, {"changes": {"status": ["closed", "open"]}, "reason": text}, now)
+        changes = {"status": _move(case, CaseStatus.OPEN)}
+        case.closed_at = None
+        _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": text}, now)
         uow.commit()
         return summary(case, now)
 
@@ -378,11 +385,11 @@ def _close(uow: UnitOfWork, case: Case, dispositions: Mapping[str, str] | None, 
     _check_dispositions(returns, chosen)
     labels = [{"return_id": r, "label": chosen[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
               for r in returns]
-    payload: dict[str, Any] = {"changes": {"status": [case.status, CaseStatus.CLOSED.value]}, "reason": text,
+    payload: dict[str, Any] = {"changes": {"status": _move(case, CaseStatus.CLOSED)}, "reason": text,
                                "labels": labels}
     if bulk:
         payload["bulk"] = bulk
-    case.status, case.closed_at = CaseStatus.CLOSED.value, now
+    case.closed_at = now
     event = _record(uow, case, "case_closed", actor, payload, now)
     for item in labels:
         uow.session.add(Label(return_id=item["return_id"], label=item["label"], labelled_at=now, source="analyst",
@@ -399,6 +406,15 @@ def _check_dispositions(returns: list[str], chosen: Mapping[str, str | None]) ->
             problems.append(Problem(f"dispositions.{return_id}", f"got {given!r}", "fraud, abuse or legit"))
     if problems:
         raise RequestInvalid(problems)
+
+
+def _move(case: Case, target: CaseStatus) -> list[str]:
+    """Move CASE to TARGET when its status allows it; the change as [before, after]."""
+    current = CaseStatus(case.status)
+    if not current.can_become(target):
+        raise CaseConflict(f"case {case.id} is {current}; it cannot become {target}")
+    case.status = target.value
+    return [current.value, target.value]
 
 
 def _locked(uow: UnitOfWork, case_id: str, closed_ok: bool = False) -> Case:

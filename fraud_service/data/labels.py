@@ -13,17 +13,18 @@ labels already in the warehouse table are recognised and only marked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.progress import SILENT, Progress
 from fraud_service.store.schema import Label
+from fraud_service.store.uow import UnitOfWork
 
 COLUMNS = ("return_id", "label", "labelled_at", "source")
 
@@ -43,10 +44,13 @@ class SyncResult:
         return done
 
 
-def sync(warehouse: Warehouse, sessions: sessionmaker[Session], progress: Progress = SILENT) -> SyncResult:
-    """Copy analysts' labels not yet in the warehouse into a new snapshot."""
-    with sessions() as session:
-        pending = session.execute(select(Label).where(Label.synced_to.is_(None)).order_by(Label.id)).scalars().all()
+def sync(warehouse: Warehouse, uow: Callable[[], UnitOfWork], progress: Progress = SILENT) -> SyncResult:
+    """Copy analysts' labels not yet in the warehouse into a new snapshot. UOW gives a unit of work for the read and
+    one for the marking after the snapshot (a warehouse snapshot cannot join a database transaction; see above
+    for why an interruption between the two copies nothing twice)."""
+    with uow() as reading:
+        pending = reading.session.execute(select(Label).where(Label.synced_to.is_(None))
+                                          .order_by(Label.id)).scalars().all()
     if not pending:
         return SyncResult(0, 0, None)
     current = warehouse.current()
@@ -78,8 +82,9 @@ def sync(warehouse: Warehouse, sessions: sessionmaker[Session], progress: Progre
             name = writer.commit({"source": "analyst labels (fraud-service labels sync)",
                                   "analyst_labels": len(new)}).name
     marked = name or (current.name if current else None)
-    with sessions.begin() as session:
-        session.execute(update(Label).where(Label.id.in_([p.id for p in ready])).values(synced_to=marked))
+    with uow() as marking:
+        marking.session.execute(update(Label).where(Label.id.in_([p.id for p in ready])).values(synced_to=marked))
+        marking.commit()
     return SyncResult(len(new), waiting, name)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from fraud_service.cases.service import Flagged, case_event, join_or_open, new_case
+from fraud_service.cases.service import Flagged, case_event, join_or_open, joined_case, new_case
 from fraud_service.errors import AssessmentNotFound
 from fraud_service.scoring.request import ReturnRequest
 from fraud_service.store import chain
@@ -109,7 +109,11 @@ class _Batch:
             cursor.execute(sql.insert_case, sql.case_params(new_case(case_id, flagged, pending.at)))
         else:
             case_id, kind = choice.case_id, "case_joined"
-            cursor.execute(sql.join_case, sql.join_params(pending.at, row, case_id))
+            cursor.execute(sql.case_totals, [case_id])
+            assessments, amount, max_score, reason, decision = cursor.fetchone()
+            current = {"assessments": assessments, "amount": amount, "max_score": max_score, "reason": reason,
+                       "decision": decision}
+            cursor.execute(sql.update_case, sql.update_params(case_id, joined_case(current, flagged, pending.at)))
         cursor.executemany(sql.insert_link, [(case_id, e, v) for e, v in flagged.links])
         self.cases.update(dict.fromkeys(flagged.links, case_id))
         row["case_id"] = case_id

@@ -113,7 +113,7 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
     with uow:
         uow.lock_chain()  # every list change is serialised: the check below cannot race another add
         if _find(uow, entity, value) is not None:
-            raise ListEntryExists(f"{entity} {value} is already on a list; remove it first to move it")
+            raise ListEntryExists(f"{entity} {value} is already on a list; delete it first to move it")
         entry = ListEntry(entity=entity, value=value, list=list_name, reason=reason, added_by=actor, added_at=now)
         uow.session.add(entry)
         record = _record(entry)
@@ -185,7 +185,7 @@ def history(uow: UnitOfWork) -> ListHistory:
     for kind, at, payload in rows:
         entry = json.loads(payload)
         key = (entry["entity"], entry["value"])
-        when = _aware(at)
+        when = chain.aware(at)
         if kind == "list_added":
             open_[key] = (ListMatch(entry["entity"], entry["value"], entry["list"], entry["reason"]), when)
         elif key in open_:
@@ -193,7 +193,3 @@ def history(uow: UnitOfWork) -> ListHistory:
             spans.append(_Span(match, start, when))
     spans.extend(_Span(match, start, None) for match, start in open_.values())
     return ListHistory(spans)
-
-
-def _aware(at: dt.datetime) -> dt.datetime:
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at

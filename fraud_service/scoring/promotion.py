@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fraud_service.errors import ModelNotFound, PromotionRefused, RegistryError
+from fraud_service.errors import ModelNotFound, Problem, PromotionRefused, RegistryError, RequestInvalid
 from fraud_service.store.uow import UnitOfWork
 from models.registry import ModelRegistry
 
 ALIAS = "production"
+MAX_REASON = 2_000
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,16 @@ class AliasChange:
     reason: str
 
 
-def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason: str, actor: str) -> AliasChange:
+def check_reason(reason: object) -> str:
+    """REASON stripped, or RequestInvalid: why the alias moves, in 1 to MAX_REASON characters."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise RequestInvalid([Problem("reason", f"got {reason!r}", f"why, in 1 to {MAX_REASON:,} characters")])
+    return reason.strip()
+
+
+def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason: object, actor: str) -> AliasChange:
     """Make REF (a version, `latest` or `candidate`) the production model."""
+    reason = check_reason(reason)
     version = registry.resolve(ref)  # ModelNotFound for an unknown ref
 
     def move() -> AliasChange:
@@ -43,11 +52,12 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_promoted", previous, version, reason)
 
-    return _recorded(uow, move, actor)
+    return _recorded(registry, uow, move, actor)
 
 
-def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: str, actor: str) -> AliasChange:
+def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: object, actor: str) -> AliasChange:
     """Put back the production model the current one replaced."""
+    reason = check_reason(reason)
 
     def move() -> AliasChange:
         try:
@@ -56,17 +66,23 @@ def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: str, ac
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_rolled_back", previous, version, reason)
 
-    return _recorded(uow, move, actor)
+    return _recorded(registry, uow, move, actor)
 
 
-def _recorded(uow: UnitOfWork | None, move: Callable[[], AliasChange], actor: str) -> AliasChange:
+def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[], AliasChange],
+              actor: str) -> AliasChange:
     """MOVE the alias with the chain locked, then commit its evidence event; without UOW just move it."""
     if uow is None:
         return move()
     with uow:
         uow.lock_chain()  # two promotions at once are recorded in the order they moved the alias
         change = move()
-        uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
-                   payload={"alias": ALIAS, "from": change.previous, "to": change.version, "reason": change.reason})
-        uow.commit()
+        try:
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
+                       payload={"alias": ALIAS, "from": change.previous, "to": change.version,
+                                "reason": change.reason})
+            uow.commit()
+        except BaseException:
+            registry.put_back(change.previous, change.version)  # no alias move without its evidence
+            raise
         return change

@@ -21,6 +21,8 @@ from fraud_service.scoring.request import ReturnRequest
 
 LIST_ENTITIES = ("customer", "address", "payment", "device", "refund")
 LISTS = ("allow", "block")
+RULE_FEATURES = ("cust_inr_90d", "cust_returns_7d", "rfd_customers")
+"""The features the hard rules read (a caller may pass a vector holding only these)."""
 
 
 @dataclass(frozen=True)

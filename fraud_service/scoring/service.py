@@ -34,6 +34,8 @@ from fraud_service.scoring.rules import Subject, decide
 from fraud_service.store.uow import UnitOfWork
 from fraud_service.store.writer import EvidenceWriter
 
+NO_DECISION = "no decision was made, retry later"
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -105,7 +107,7 @@ class Assessor:
         try:
             matches = self.lists.matches(subject.tokens)
         except DBAPIError as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}; {NO_DECISION}") from exc
         verdict = decide(policy, score, subject, vector, matches)
         reasons: list[explain.Reason] = []
         contributions: list[float] | None = None
@@ -141,7 +143,7 @@ class Assessor:
             links = subject.tokens if verdict.decision.needs_human else None
             seq = self.writer.store(row, record, actor, now, links)
         except DatabaseDown as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc}") from exc
+            raise Unavailable(f"the evidence database cannot be reached: {exc}; {NO_DECISION}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands
             return self._replay(request.return_id, body_hash)
         if self.freshness is not None:
@@ -149,10 +151,7 @@ class Assessor:
         return Outcome(response, replayed=False)
 
     def _replay(self, return_id: str, body_hash: str) -> Outcome:
-        try:
-            stored = stored_answer(UnitOfWork(self.sessions), return_id=return_id)
-        except DBAPIError as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}") from exc
+        stored = stored_answer(UnitOfWork(self.sessions), return_id=return_id)  # DatabaseDown when unreachable
         if stored.request_hash != body_hash:
             raise AssessmentConflict(f"return {return_id} was already assessed with a different request; an "
                                      "assessment is never replaced (use a new return_id for a new request)")

@@ -46,6 +46,11 @@ def fast_canonical(payload: Any) -> str:
         return canonical(payload)
 
 
+def aware(at: dt.datetime) -> dt.datetime:
+    """A stored time with its zone: a naive time read back from SQLite is UTC."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+
+
 def utc_text(at: dt.datetime) -> str:
     """A time as UTC ISO text with microseconds (a naive time read back from SQLite is UTC)."""
     at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)

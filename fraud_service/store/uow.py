@@ -49,11 +49,15 @@ class UnitOfWork:
         session, self._session = self._session, None
         try:
             if session is not None:
-                session.rollback()  # nothing after the last commit() is kept
+                # rolls back what was not committed and returns the connection; what the block read stays
+                # readable (objects are detached, not expired)
                 session.close()
-        except UNREACHABLE:
+        except UNREACHABLE as failed:
+            if exc is None:  # the block's own error, if any, is the one to report
+                raise DatabaseDown("the evidence database cannot be reached; nothing was changed") from failed
+        except Exception:
             if exc is None:
-                raise DatabaseDown("the evidence database cannot be reached; nothing was changed") from None
+                raise
         if isinstance(exc, UNREACHABLE):
             raise DatabaseDown("the evidence database cannot be reached; nothing was decided or changed, "
                                "retry later") from exc

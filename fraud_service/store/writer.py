@@ -189,16 +189,15 @@ class Statements:
         m = self.mark
         self.insert_link = (f"INSERT INTO case_links (case_id, entity, value) VALUES ({m}, {m}, {m}) "
                             "ON CONFLICT DO NOTHING")
-        self.join_case = (f"UPDATE cases SET updated_at = {m}, assessments = assessments + 1, amount = amount + {m}, "
-                          f"max_score = CASE WHEN max_score < {m} THEN {m} ELSE max_score END, "
-                          f"reason = CASE WHEN max_score < {m} THEN {m} ELSE reason END, "
-                          f"decision = CASE WHEN {m} = 'deny' THEN 'deny' ELSE decision END WHERE id = {m}")
+        self.case_totals = f"SELECT assessments, amount, max_score, reason, decision FROM cases WHERE id = {m}"
+        self.update_case = (f"UPDATE cases SET updated_at = {m}, assessments = {m}, amount = {m}, max_score = {m}, "
+                            f"reason = {m}, decision = {m} WHERE id = {m}")
         self._time = Case.__table__.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
 
-    def join_params(self, at: dt.datetime, row: dict[str, Any], case_id: str) -> tuple[Any, ...]:
-        when = at if self._time is None else self._time(at)
-        return (when, row["refund_amount"], row["score"], row["score"], row["score"], row["reason"], row["decision"],
-                case_id)
+    def update_params(self, case_id: str, values: dict[str, Any]) -> tuple[Any, ...]:
+        at = values["updated_at"]
+        return (at if self._time is None else self._time(at), values["assessments"], values["amount"],
+                values["max_score"], values["reason"], values["decision"], case_id)
 
     def linked_case(self, n: int) -> str:
         """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs, earliest

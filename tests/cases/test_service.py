@@ -162,3 +162,14 @@ def test_a_note_is_kept_with_its_event(db: MemoryDb) -> None:
         cases.add_note(db.uow(), case_id=case_id, body="   ", actor="user:ana")
     with pytest.raises(CaseNotFound):
         cases.get(db.uow(), case_id="cas_nope")
+
+
+def test_joining_adds_the_money_keeps_the_riskiest_score_and_reason_and_a_deny_sticks() -> None:
+    current = {"assessments": 2, "amount": 100.0, "max_score": 0.8, "reason": "timing", "decision": "deny"}
+    lower = Flagged("a", "r", "c", "review", 0.7, 25.0, "basket", ())
+    assert cases.joined_case(current, lower, LATER) == {
+        "updated_at": LATER, "assessments": 3, "amount": 125.0, "max_score": 0.8, "reason": "timing",
+        "decision": "deny"}
+    higher = Flagged("a", "r", "c", "review", 0.9, 5.0, "linked accounts", ())
+    joined = cases.joined_case({**current, "decision": "review"}, higher, LATER)
+    assert (joined["max_score"], joined["reason"], joined["decision"]) == (0.9, "linked accounts", "review")

@@ -104,3 +104,29 @@ def test_labels_sync_without_an_evidence_database_copies_nothing(cli: Cli, setti
     assert cli("db", "upgrade")[0] == 0
     code, out, _ = cli("labels", "sync")
     assert code == 0 and "no analyst label needed copying" in out
+
+
+def test_lists_add_list_remove_with_evidence(cli: Cli, settings: Settings) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    assert "lists are empty" in cli("lists", "list")[1]
+    code, out, err = cli("lists", "add", "device", "dev-42", "--list", "block", "--reason", "chargeback ring")
+    assert code == 0, err
+    assert "device dev-42 is on the block list (chargeback ring)" in out
+    code, _, err = cli("lists", "add", "device", "dev-42", "--list", "allow", "--reason", "kiosk")
+    assert code == 1 and "device dev-42 is already on a list; delete it first" in err
+    listed = cli("lists", "list")[1]
+    assert "dev-42" in listed and "block" in listed and "chargeback ring" in listed and "cli:" in listed
+    code, _, err = cli("lists", "add", "device", "dev-43", "--list", "block", "--reason", " ")
+    assert code == 1 and "reason" in err
+    assert cli("lists", "add", "planet", "x", "--list", "block", "--reason", "r")[0] == 2  # argparse names the choices
+    assert cli("lists", "remove", "device", "dev-42")[1].strip() == "device dev-42 is off the block list"
+    code, _, err = cli("lists", "remove", "device", "dev-42")
+    assert code == 1 and "device dev-42 is on no list" in err
+    engine, sessions = database(settings)
+    try:
+        with sessions() as session:
+            kinds = session.execute(text("SELECT kind, subject FROM evidence_events ORDER BY seq")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(k) for k in kinds] == [("list_added", "device:dev-42"), ("list_removed", "device:dev-42")]
+    assert cli("evidence", "verify")[0] == 0

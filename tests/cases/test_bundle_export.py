@@ -1,0 +1,46 @@
+"""Exporting a bundle reads the case and records the export in one transaction: all of it, or nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fraud_service.cases import bundle
+from fraud_service.store.schema import EvidenceEvent
+from tests.factories import T0, flag, memory_db
+
+
+def exports(db) -> list[str]:
+    with db.sessions() as session:
+        return list(session.execute(select(EvidenceEvent.payload)
+                                    .where(EvidenceEvent.kind == "case_bundle_exported")).scalars())
+
+
+def test_an_export_is_packaged_verified_and_recorded_with_its_digest(tmp_path: Path) -> None:
+    with memory_db() as db:
+        case_id = flag(db)["case_id"]
+        done = bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path / "none",
+                             render=lambda e: f"<h1>{e.case.detail.case_id}</h1>", now=T0)
+        with zipfile.ZipFile(io.BytesIO(done.archive)) as z:
+            assert sorted(z.namelist()) == [f"{case_id}.html", f"{case_id}.json"]
+            assert z.read(f"{case_id}.json") == done.data
+        assert bundle.verify(json.loads(done.data)).ok
+        [payload] = exports(db)
+        assert json.loads(payload) == {"case_id": case_id, "sha256": done.digest,
+                                       "head_seq": done.bundle["proof"]["head"]["seq"]}
+
+
+def test_a_failed_rendering_records_no_export(tmp_path: Path) -> None:
+    def broken(_: bundle.Export) -> str:
+        raise ValueError("template missing")
+
+    with memory_db() as db:
+        case_id = flag(db)["case_id"]
+        with pytest.raises(ValueError, match="template missing"):
+            bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path, render=broken)
+        assert exports(db) == []

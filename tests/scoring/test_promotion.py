@@ -1,0 +1,81 @@
+"""Promotion and rollback, written once for both faces: the alias moves with its evidence event, or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fraud_service.errors import DatabaseDown, ModelNotFound, PromotionRefused, RequestInvalid
+from fraud_service.scoring import promotion
+from fraud_service.store.schema import EvidenceEvent
+from fraud_service.store.uow import UnitOfWork
+from models.registry import ModelRegistry
+from tests.factories import MemoryDb, memory_db
+
+
+@pytest.fixture
+def db() -> Iterator[MemoryDb]:
+    with memory_db() as db:
+        yield db
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "models")
+    for text in ("first", "second"):
+        registry.register(text, {"features": ["a"], "feature_service": "svc"}, {"review_from": 0.5})
+    return registry
+
+
+def events(db: MemoryDb) -> list[tuple[str, str, str]]:
+    with db.sessions() as session:
+        rows = session.execute(select(EvidenceEvent.kind, EvidenceEvent.subject, EvidenceEvent.payload)).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def test_promote_and_rollback_move_the_alias_each_with_its_event(db: MemoryDb, registry: ModelRegistry) -> None:
+    change = promotion.promote(registry, db.uow(), ref="candidate", reason="  better AP  ", actor="user:ana")
+    assert (change.previous, change.version, change.reason) == ("v0001", "v0002", "better AP")
+    assert registry.aliases()["production"] == "v0002"
+    back = promotion.rollback(registry, db.uow(), reason="drift", actor="cli:root")
+    assert (back.kind, back.previous, back.version) == ("model_rolled_back", "v0002", "v0001")
+    kinds = [(k, s) for k, s, _ in events(db)]
+    assert kinds == [("model_promoted", "model:v0002"), ("model_rolled_back", "model:v0001")]
+    assert '"from":"v0001"' in events(db)[0][2] and '"reason":"better AP"' in events(db)[0][2]
+
+
+def test_refusals_leave_the_alias_and_the_log_alone(db: MemoryDb, registry: ModelRegistry) -> None:
+    with pytest.raises(ModelNotFound, match="no model version 'v0009'"):
+        promotion.promote(registry, db.uow(), ref="v0009", reason="r", actor="t")
+    with pytest.raises(PromotionRefused, match="v0001 is already production"):
+        promotion.promote(registry, db.uow(), ref="v0001", reason="r", actor="t")
+    with pytest.raises(PromotionRefused, match="no earlier production model"):
+        promotion.rollback(registry, db.uow(), reason="r", actor="t")
+    with pytest.raises(RequestInvalid, match="reason"):
+        promotion.promote(registry, db.uow(), ref="v0002", reason=" ", actor="t")
+    assert registry.aliases()["production"] == "v0001" and events(db) == []
+
+
+class _EvidenceFails(UnitOfWork):
+    """A unit of work whose evidence write fails, as a database that went away would make it."""
+
+    def record(self, **kwargs: Any) -> Any:
+        raise DatabaseDown("the evidence database cannot be reached")
+
+
+def test_an_alias_whose_evidence_cannot_be_written_moves_back(db: MemoryDb, registry: ModelRegistry) -> None:
+    history = len(registry.history())
+    with pytest.raises(DatabaseDown):
+        promotion.promote(registry, _EvidenceFails(db.sessions), ref="v0002", reason="r", actor="t")
+    assert registry.aliases()["production"] == "v0001"
+    assert len(registry.history()) == history
+    assert events(db) == []
+
+
+def test_without_an_evidence_database_the_alias_still_moves(registry: ModelRegistry) -> None:
+    change = promotion.promote(registry, None, ref="latest", reason="offline", actor="cli:root")
+    assert change.version == "v0002" and registry.aliases()["production"] == "v0002"
