@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core
+from api.core import core, json_body
 from fraud_service.errors import BadRequest
 from fraud_service.scoring.evidence import load_assessment, request_hash
 from fraud_service.scoring.request import parse_request
@@ -22,7 +21,7 @@ bp = Blueprint("returns", __name__)
 @requires("scoring")
 def assess() -> ResponseReturnValue:
     """Score one return request; the same return_id again returns the stored assessment."""
-    body = _json_body()
+    body = json_body()
     if body is None:
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     parsed = parse_request(body, dt.datetime.now(dt.UTC))
@@ -35,18 +34,6 @@ def assess() -> ResponseReturnValue:
         response.headers["Idempotent-Replayed"] = "true"
         return response, 200
     return response, 201
-
-
-def _json_body() -> Any:
-    """The request's JSON (None when it is not JSON). orjson reads it in a fraction of `json`'s time; what
-    orjson refuses but `json` reads (NaN literals, integers beyond 64 bits) is read as before, so validation
-    still names the field."""
-    if not request.is_json:
-        return None
-    try:
-        return orjson.loads(request.get_data(cache=True))
-    except orjson.JSONDecodeError:
-        return request.get_json(silent=True)
 
 
 @bp.get("/v1/assessments/<assessment_id>")

@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,8 @@ from models.registry import ModelRegistry
 bp = Blueprint("ui", __name__, url_prefix="/ui")
 F = TypeVar("F", bound=Callable[..., Any])
 SESSION_HOURS = 12
+_SAFE_NEXT = re.compile(r"/ui/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+"""Where sign-in may send a person back to: a page of this UI, in plain URL characters (no CR/LF, no `//host`)."""
 
 
 def secret_key(home: Path) -> bytes:
@@ -169,7 +172,7 @@ def login_post() -> ResponseReturnValue:
     session["user"] = person.name
     session["csrf"] = secrets.token_urlsafe(32)
     target = request.form.get("next") or ""
-    return redirect(target if target.startswith("/ui/") and not target.startswith("//") else url_for("ui.queue"))
+    return redirect(target if _SAFE_NEXT.fullmatch(target) else url_for("ui.queue"))
 
 
 @bp.post("/logout")

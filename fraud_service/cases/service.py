@@ -41,6 +41,7 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
+from fraud_service.data.contract import text_problem
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
@@ -325,6 +326,8 @@ def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.da
     if not text or len(text) > MAX_NOTE:
         raise RequestInvalid([Problem("body", f"got {len(text)} characters",
                                       f"a note of 1 to {MAX_NOTE:,} characters")])
+    if (problem := text_problem(text)) is not None:
+        raise RequestInvalid([Problem("body", problem, "text without NUL characters or lone surrogates")])
     with uow:
         case = _locked(uow, case_id)
         event = _record(uow, case, "case_note", actor, {"note": text}, now or _now())
@@ -439,6 +442,8 @@ def _reason(reason: str) -> str:
     if not text or len(text) > MAX_REASON:
         raise RequestInvalid([Problem("reason", f"got {len(text)} characters",
                                       f"why, in 1 to {MAX_REASON:,} characters")])
+    if (problem := text_problem(text)) is not None:
+        raise RequestInvalid([Problem("reason", problem, "text without NUL characters or lone surrogates")])
     return text
 
 

@@ -6,6 +6,7 @@ the feature pipeline) takes its column lists from here, so there is one definiti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -207,3 +208,44 @@ TABLES: dict[str, Table] = {
     t.name: t for t in (CUSTOMERS, ORDERS, ORDER_ITEMS, RETURNS, LABELS_TABLE, INSPECTIONS)
 }
 """All contract tables, in dependency order (a table only references tables before it)."""
+
+
+MAX_DEPTH = 32
+"""How deeply a request body may nest arrays and objects (a return request needs 3 levels)."""
+
+
+def text_problem(value: str) -> str | None:
+    """What makes VALUE unfit to store as text (a NUL character, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not valid Unicode)"
+    return None
+
+
+def value_problems(value: object, path: str = "", limit: int = 20) -> list[tuple[str, str, str]]:
+    """(path, problem, expected) for every part of a decoded JSON value that no field may hold: nesting deeper
+    than MAX_DEPTH, numbers that are not finite, text with NUL characters or lone surrogates (keys included).
+    At most LIMIT of them. Walked without recursion, so no depth can exhaust the stack."""
+    found: list[tuple[str, str, str]] = []
+    stack: list[tuple[object, str, int]] = [(value, path, 0)]
+    while stack and len(found) < limit:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                found.append((where or "$", f"nests deeper than {MAX_DEPTH} levels", f"at most {MAX_DEPTH} levels"))
+                continue
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and (problem := text_problem(key)) is not None:
+                    found.append((where or "$", f"a key {problem}", "keys of plain text"))
+                    continue
+                inner = (f"{where}.{key}" if where else str(key)) if isinstance(item, dict) else f"{where}[{key}]"
+                stack.append((child, inner, depth + 1))
+        elif isinstance(item, float) and not math.isfinite(item):
+            found.append((where or "$", f"got {item}", "a finite number"))
+        elif isinstance(item, str) and (problem := text_problem(item)) is not None:
+            found.append((where or "$", problem, "text without NUL characters or lone surrogates"))
+    return sorted(found)

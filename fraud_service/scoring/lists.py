@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fraud_service.data.contract import text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
@@ -99,6 +100,8 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
     for name, given in (("value", value), ("reason", reason)):
         if not isinstance(given, str) or not given.strip() or len(given) > MAX_TEXT:
             problems.append(Problem(name, f"got {given!r}", f"a non-empty string of at most {MAX_TEXT} characters"))
+        elif (problem := text_problem(given)) is not None:
+            problems.append(Problem(name, problem, "text without NUL characters or lone surrogates"))
     if problems:
         raise RequestInvalid(problems)
 
@@ -125,6 +128,8 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
 def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str,
            now: dt.datetime | None = None) -> ListEntryRecord:
     """Take a token off its list (recorded as evidence, with the entry as it was)."""
+    if entity not in LIST_ENTITIES or len(value) > MAX_TEXT or text_problem(value) is not None:
+        raise ListEntryNotFound(f"{entity!r} {value!r} is on no list (no list holds such an entry)")
     with uow:
         uow.lock_chain()
         entry = _find(uow, entity, value)

@@ -136,10 +136,12 @@ class _Reader:
             return None
         try:
             stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
+            return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
         except ValueError:
             self.bad(path, f"got {_show(raw)}", Kind.TIMESTAMP.describe())
-            return None
-        return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+        except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
+            self.bad(path, f"got {_show(raw)}", "a time between the years 0001 and 9999 in UTC")
+        return None
 
 
 def _show(raw: Any) -> str:

@@ -1,0 +1,126 @@
+"""Input an attacker would send never reaches a 500: nesting, NaN, NUL, lone surrogates, times at the ends of the
+calendar, huge offsets, CR/LF in a redirect target; on SQLite and on PostgreSQL (where NUL is refused by the
+server itself, and used to fail every request of the same group commit)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.api.conftest import Api
+
+
+@pytest.fixture
+def body(api: Api) -> dict[str, Any]:
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    return api.body(str(returns["return_id"].iloc[5]), return_id=f"h-{uuid.uuid4().hex[:12]}")
+
+
+def post_raw(api: Api, text: str) -> Any:
+    return api.client.post("/v1/returns/assess", data=text.encode("utf-8", "surrogatepass"),
+                           content_type="application/json", headers=api.headers("scoring"))
+
+
+@pytest.mark.parametrize("depth", [40, 5_000, 100_000])
+def test_deeply_nested_bodies_are_refused_not_crashed(api: Api, body: dict[str, Any], depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    for text in (nested, '{"return_id": "x", "extra": ' + nested + "}"):
+        response = post_raw(api, text)
+        assert response.status_code in (400, 422), response.get_data(as_text=True)[:300]
+        assert "nest" in response.get_json()["message"] + str(response.get_json().get("problems"))
+
+
+def test_nan_inside_an_extra_field_is_named(api: Api, body: dict[str, Any]) -> None:
+    import json
+
+    text = json.dumps({**body, "extra": {"weight": float("nan")}})
+    response = post_raw(api, text)
+    assert response.status_code == 422
+    assert {"field": "extra.weight", "problem": "got nan", "expected": "a finite number"} in \
+        response.get_json()["problems"]
+
+
+@pytest.mark.parametrize("place", ["return_id", "customer_id", "reason", "order.payment_token",
+                                   "order.items[0].sku", "extra"])
+@pytest.mark.parametrize("bad", ["\\u0000", "\\ud800"])
+def test_nul_and_lone_surrogates_are_422_naming_the_field(api: Api, body: dict[str, Any], place: str,
+                                                          bad: str) -> None:
+    import json
+
+    marker = "@@BAD@@"
+    target: Any = {**body, "order": {**body["order"], "items": [dict(i) for i in body["order"]["items"]]}}
+    if place == "extra":
+        target["extra"] = marker
+    elif place.startswith("order.items"):
+        target["order"]["items"][0]["sku"] = f"a{marker}b"
+    elif place.startswith("order."):
+        target["order"][place.split(".")[1]] = f"a{marker}b"
+    else:
+        target[place] = f"a{marker}b"
+    response = post_raw(api, json.dumps(target).replace(marker, bad))
+    assert response.status_code == 422, response.get_data(as_text=True)[:300]
+    assert [p["field"] for p in response.get_json()["problems"]] == [place]
+
+
+def test_a_bad_request_does_not_fail_a_good_one_sent_with_it(api: Api, body: dict[str, Any]) -> None:
+    bad = post_raw(api, '{"return_id": "nul\\u0000id"}')
+    assert bad.status_code == 422
+    good = api.assess(body)
+    assert good.status_code == 201, good.get_json()
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_times_beyond_the_calendar_in_utc_are_named(api: Api, body: dict[str, Any], when: str) -> None:
+    response = api.client.post("/v1/returns/assess", json={**body, "requested_at": when},
+                               headers=api.headers("scoring"))
+    assert response.status_code == 422
+    assert any(p["field"] == "requested_at" for p in response.get_json()["problems"])
+
+
+def test_a_huge_queue_offset_is_422(api: Api) -> None:
+    response = api.client.get("/v1/cases?offset=" + "9" * 24, headers=api.headers("analyst"))
+    assert response.status_code == 422
+    assert response.get_json()["problems"][0]["field"] == "offset"
+
+
+@pytest.mark.parametrize("path", ["/v1/cases/cas%00x", "/v1/assessments/asm%00x", "/v1/cases?reason=a%00b"])
+def test_nul_in_a_path_or_query_is_422(api: Api, path: str) -> None:
+    response = api.client.get(path, headers=api.headers("analyst"))
+    assert response.status_code == 422
+    assert "NUL" in response.get_json()["problems"][0]["problem"]
+
+
+def test_nul_in_notes_list_entries_and_assignees_is_422(api: Api) -> None:
+    entry = {"entity": "device", "value": "dev\u0000x", "list": "block", "reason": "ring"}
+    listed = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+    assert listed.status_code == 422 and listed.get_json()["problems"][0]["field"] == "value"
+    removed = api.client.delete("/v1/lists/device/" + "x" * 500, headers=api.headers("admin"))
+    assert removed.status_code == 404
+    assigned = api.client.post("/v1/cases/cas_x/assign", json={"assignee": "ana\u0000"},
+                               headers=api.headers("analyst"))
+    assert assigned.status_code == 422
+
+
+@pytest.mark.parametrize("target", ["/ui/%0d%0aSet-Cookie:x=y", "/ui/\r\nLocation: //evil", "//evil.example/ui/"])
+def test_a_sign_in_target_with_cr_lf_or_another_host_is_ignored(api: Api, target: str) -> None:
+    from fraud_service.access.users import create_user
+    from fraud_service.store.schema import User
+
+    with api.service.sessions() as session:
+        exists = session.get(User, "hostile") is not None
+    if not exists:
+        create_user(api.service.uow(), "hostile", "analyst", "a long enough password", "test")
+    assert api.client.get("/ui/login", query_string={"next": target}).status_code == 200
+    client = api.app.test_client()
+    client.get("/ui/login")
+    with client.session_transaction() as session:
+        session["csrf"] = csrf = "fixed-token-for-the-test"
+    response = client.post("/ui/login", data={"name": "hostile", "password": "a long enough password",
+                                              "next": target, "csrf_token": csrf})
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert "\r" not in location and "\n" not in location and "evil" not in location
+    assert location == ("/ui/" if ("\n" in target or not target.startswith("/ui/")) else target)
