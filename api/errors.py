@@ -22,6 +22,7 @@ from fraud_service.errors import (
     RequestInvalid,
     Unauthorized,
     Unavailable,
+    Unstorable,
 )
 
 STATUSES: dict[type[FraudServiceError], tuple[int, str]] = {
@@ -31,6 +32,7 @@ STATUSES: dict[type[FraudServiceError], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     RequestInvalid: (422, "invalid_request"),
+    Unstorable: (422, "unstorable"),
     NotReady: (503, "not_ready"),
     Unavailable: (503, "unavailable"),
     FraudServiceError: (400, "bad_request"),

@@ -70,6 +70,11 @@ class NotReady(Unavailable):
     """Something the scoring service needs is missing (schema, features, model)."""
 
 
+class Unstorable(FraudServiceError):
+    """The evidence database refused this one record (a value it cannot hold); retrying the same request cannot
+    succeed, and nothing was decided."""
+
+
 class DatabaseDown(Unavailable):
     """The evidence database could not be reached or the transaction could not be committed."""
 

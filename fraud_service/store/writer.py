@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from fraud_service.errors import DatabaseDown
+from fraud_service.errors import DatabaseDown, Unstorable
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,18 @@ class EvidenceWriter:
                 outcome = self._transaction(batch)
         except (DBAPIError, self._driver_error) as exc:
             detail = getattr(exc, "orig", None) or exc
+            if not self._unreachable(detail):
+                if len(batch) > 1:  # one record the database refuses fails its own request, not its batch's
+                    log.warning("evidence batch of %d refused (%s): committing its assessments one by one",
+                                len(batch), detail)
+                    for pending in batch:
+                        self._commit([pending])
+                    return
+                log.error("evidence database refused an assessment: %s", detail)
+                batch[0].future.set_exception(Unstorable(
+                    f"the evidence database refused this assessment's record ({detail}); nothing was decided, "
+                    "and the same request will be refused again"))
+                return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
             for pending in batch:
                 pending.future.set_exception(DatabaseDown(str(detail)))
@@ -145,6 +157,11 @@ class EvidenceWriter:
         self.batches += 1
         for i, pending in enumerate(batch):
             pending.future.set_result(outcome[i])
+
+    def _unreachable(self, error: BaseException) -> bool:
+        """Whether ERROR (the driver's) means the database is gone or busy, rather than refusing this data."""
+        driver = self.engine.dialect.loaded_dbapi
+        return isinstance(error, OperationalError | InterfaceError | driver.OperationalError | driver.InterfaceError)
 
     def _transaction(self, batch: list[Pending]) -> dict[int, int | None]:
         """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an

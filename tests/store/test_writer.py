@@ -1,0 +1,44 @@
+"""The group commit: a record the database refuses fails only its own request; its batch-mates are stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from fraud_service.errors import Unstorable
+from fraud_service.scoring.evidence import evidence_writer
+from fraud_service.store import chain
+from fraud_service.store.db import session_factory
+from fraud_service.store.schema import Assessment
+from fraud_service.store.writer import Pending
+
+AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def pending(n: int, **changes: Any) -> Pending:
+    row = {"id": f"asm_w{n}", "return_id": f"ret-w{n}", "customer_id": f"c-{n}", "request_hash": "h" * 64,
+           "created_at": AT, "score": 0.1, "decision": "approve", "risk_level": "low", "model_version": "v1",
+           "policy_version": "v1.p1", "refund_amount": 5.0, "case_id": None, "reason": "timing", **changes}
+    payload = {"request": {}, "features": {}, "response": {"case_id": None, "decision": row["decision"]}}
+    return Pending(row, payload, "key:test", AT, Future())
+
+
+def test_a_refused_record_fails_alone_and_its_batch_mates_are_stored(engine: Engine) -> None:
+    writer = evidence_writer(engine)
+    try:
+        batch = [pending(1), pending(2, score=None), pending(3)]  # assessments.score is NOT NULL
+        writer._commit(batch)
+        assert isinstance(batch[0].future.result(timeout=5), int)
+        with pytest.raises(Unstorable, match="refused this assessment's record"):
+            batch[1].future.result(timeout=5)
+        assert isinstance(batch[2].future.result(timeout=5), int)
+    finally:
+        writer.close()
+    with session_factory(engine)() as session:
+        stored = set(session.execute(select(Assessment.return_id)).scalars())
+        assert stored == {"ret-w1", "ret-w3"}
+        assert chain.verify(session).ok
