@@ -178,8 +178,9 @@ def reopen(case_id: str) -> ResponseReturnValue:
                                 **_actor()).to_dict())
 
 
-@bp.get("/v1/cases/<case_id>/bundle")
+@bp.post("/v1/cases/<case_id>/bundle")
 @requires("analyst")
 def bundle(case_id: str) -> ResponseReturnValue:
-    """The evidence bundle (zip of JSON + printable HTML); check it with `fraud-service evidence verify --bundle`."""
+    """Export the evidence bundle (zip of JSON + printable HTML), recorded as an evidence event: a POST, since it
+    changes the log; check it with `fraud-service evidence verify --bundle`."""
     return export(case_id, current_principal().actor)

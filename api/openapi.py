@@ -336,8 +336,9 @@ def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
             "properties": {"dispositions": dispositions, "label": {"enum": list(LABELS)}, "reason": reason}}),
         "/v1/cases/{case_id}/reopen": action("Reopen a closed case", {
             "type": "object", "required": ["reason"], "properties": {"reason": reason}}),
-        "/v1/cases/{case_id}/bundle": {"get": {
-            "summary": "The evidence bundle: a zip of JSON (with the hash-chain proof) and a printable HTML page",
+        "/v1/cases/{case_id}/bundle": {"post": {
+            "summary": "Export the evidence bundle (recorded as an evidence event): a zip of JSON (with the "
+                       "hash-chain proof) and a printable HTML page",
             "security": secured, "parameters": case_id,
             "responses": {"200": {"description": "The bundle; check it with `fraud-service evidence verify --bundle`",
                                   "content": {"application/zip": {"schema": {"type": "string",

@@ -320,9 +320,11 @@ def bulk_close() -> ResponseReturnValue:
     return redirect(url_for("ui.queue"))
 
 
-@bp.get("/cases/<case_id>/bundle")
+@bp.post("/cases/<case_id>/bundle")
 @signed_in
 def bundle(case_id: str) -> ResponseReturnValue:
+    """The evidence bundle download; a POST with the session's CSRF token, since the export is an evidence event
+    (a GET would let another site's page record exports in an analyst's name)."""
     try:
         return case_api.export(case_id, _person().actor)
     except CaseNotFound:

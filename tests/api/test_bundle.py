@@ -30,7 +30,8 @@ def exported(api: Api, set_policy: Any, tmp_path: Path) -> tuple[Path, dict[str,
     post(api, f"/v1/cases/{case_id}/notes", {"body": "Parcel weighed 40 g at the depot."})
     post(api, f"/v1/cases/{case_id}/close", {"dispositions": {returns[0]: "fraud", returns[1]: "legit"},
                                              "reason": "empty box"})
-    response = api.client.get(f"/v1/cases/{case_id}/bundle", headers=api.headers("analyst"))
+    assert api.client.get(f"/v1/cases/{case_id}/bundle", headers=api.headers("analyst")).status_code == 405
+    response = api.client.post(f"/v1/cases/{case_id}/bundle", headers=api.headers("analyst"))
     assert response.status_code == 200 and response.mimetype == "application/zip"
     path = tmp_path / "bundle.zip"
     path.write_bytes(response.data)

@@ -50,7 +50,7 @@ def post(api: Api, path: str, body: Any = None, role: str = "analyst") -> Any:
 def test_scoring_keys_cannot_read_or_work_cases(api: Api, set_policy: Any) -> None:
     case_id, _ = open_case(api, set_policy)
     for method, path in (("get", "/v1/cases"), ("get", f"/v1/cases/{case_id}"), ("post", "/v1/cases/next"),
-                         ("post", f"/v1/cases/{case_id}/claim"), ("get", f"/v1/cases/{case_id}/bundle")):
+                         ("post", f"/v1/cases/{case_id}/claim"), ("post", f"/v1/cases/{case_id}/bundle")):
         response = getattr(api.client, method)(path, headers=api.headers("scoring"))
         assert response.status_code == 403, (path, response.get_json())
         assert getattr(api.client, method)(path).status_code == 401

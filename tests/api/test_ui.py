@@ -100,9 +100,11 @@ def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: An
     assert "Reopen" in closed_page and "Add note" not in closed_page
     late = client.post(f"/ui/cases/{case_id}/notes", data={"body": "late", "csrf_token": csrf}, follow_redirects=True)
     assert "reopen it to change it" in late.get_data(as_text=True)
-    exported = client.get(f"/ui/cases/{case_id}/bundle")
+    assert client.get(f"/ui/cases/{case_id}/bundle").status_code == 405  # a GET changes nothing
+    assert client.post(f"/ui/cases/{case_id}/bundle").status_code == 400  # no CSRF token: nothing exported
+    exported = client.post(f"/ui/cases/{case_id}/bundle", data={"csrf_token": csrf})
     assert exported.mimetype == "application/zip" and len(exported.headers["X-Bundle-SHA256"]) == 64
-    assert client.get("/ui/cases/cas_nothing/bundle").status_code == 404
+    assert client.post("/ui/cases/cas_nothing/bundle", data={"csrf_token": csrf}).status_code == 404
 
 
 def test_a_disabled_person_is_signed_out(api: Api) -> None:
