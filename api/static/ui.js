@@ -38,6 +38,13 @@
   if (all) all.addEventListener("change", function () {
     document.querySelectorAll("input[name=case_id]").forEach(function (c) { c.checked = all.checked; });
   });
+  // a return's link in the case summary opens its details (no inline handlers: the pages' CSP forbids them)
+  document.querySelectorAll("a[data-opens]").forEach(function (link) {
+    link.addEventListener("click", function () {
+      var details = document.getElementById(link.getAttribute("data-opens"));
+      if (details) details.open = true;
+    });
+  });
   // one label for every return of the case
   var every = document.getElementById("label-all");
   if (every) every.addEventListener("change", function () {

@@ -113,3 +113,23 @@ def test_a_disabled_person_is_signed_out(api: Api) -> None:
     assert client.get("/ui/").status_code == 200
     disable_user(api.service.uow(), name, "test")
     assert client.get("/ui/").status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/ui/login", "/ui/", "/", "/healthz"])
+def test_every_page_forbids_framing_sniffing_and_foreign_or_inline_script(api: Api, path: str) -> None:
+    response = api.client.get(path)
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in \
+        csp.split("script-src")[1].split(";")[0]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_no_page_carries_inline_script(api: Api, set_policy: Any) -> None:
+    case_id, _ = open_case(api, set_policy)
+    client, _ = signed_in(api, person(api, "ines"))
+    for path in ("/ui/", f"/ui/cases/{case_id}", "/ui/login"):
+        html = client.get(path).get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
+        assert not re.search(r"\son[a-z]+=", html), path
