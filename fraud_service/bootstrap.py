@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.config import Settings
-from fraud_service.errors import FraudServiceError, NotReady
+from fraud_service.errors import FraudServiceError, NotReady, RegistryError
 from fraud_service.store.uow import UnitOfWork
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:  # the scoring stack loads LightGBM and Feast: imported when built, not when this module is
+    from fraud_service.scoring.model import Scorer
     from fraud_service.scoring.model_watch import ProductionWatch
     from fraud_service.scoring.service import Assessor
+    from models.registry import ModelRegistry
 
 
 @dataclass
@@ -109,11 +114,9 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
 def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,
              freshness: bool = True) -> Assessor:
     """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
-    from fraud_service.errors import RegistryError
     from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
     from fraud_service.featurestore.source import FeatureSource
     from fraud_service.scoring.evidence import evidence_writer
-    from fraud_service.scoring.model import Scorer
     from fraud_service.scoring.policy import Policy
     from fraud_service.scoring.service import Assessor
     from models.registry import ModelRegistry
@@ -122,14 +125,37 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     if source.built_from() is None:
         raise NotReady("the feature store is not built: run `fraud-service features build` and "
                        "`fraud-service features materialize`")
-    try:
-        scorer = Scorer.from_registry(ModelRegistry(settings.models_dir), "production")
-    except RegistryError as exc:
-        raise NotReady(f"no model to score with: {exc}") from exc
+    scorer = last_good_scorer(ModelRegistry(settings.models_dir))
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
                     writer=evidence_writer(engine), freshness=writer)
+
+
+def last_good_scorer(registry: ModelRegistry) -> Scorer:
+    """The production model, or when it cannot load and score, the newest model production named before it that
+    can (the watcher then reports the gap and keeps trying the alias); NotReady when none can."""
+    from fraud_service.scoring.model import Scorer
+    from fraud_service.scoring.policy import Policy
+
+    try:
+        candidates = registry.production_history()
+    except RegistryError as exc:
+        raise NotReady(f"no model to score with: {exc}") from exc
+    failures = []
+    for version in candidates:
+        try:
+            scorer = Scorer.from_registry(registry, version)
+            Policy.from_dict(scorer.policy)
+            scorer.probability(scorer.row({}))
+        except Exception as exc:  # whatever a damaged model raises: try the one before
+            failures.append(f"{version}: {exc}")
+            continue
+        if failures:
+            log.error("production model cannot be served (%s); serving %s instead", "; ".join(failures), version)
+        return scorer
+    detail = "; ".join(failures) or f"the model registry {registry.root} has no production model: train one"
+    raise NotReady(f"no model to score with: {detail}")
 
 
 def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:

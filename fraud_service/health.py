@@ -107,6 +107,8 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
     assessor = service.assessor
     checks["model"] = ({"ok": True, "version": assessor.scorer.version, "policy": assessor.policy.version}
                        if assessor is not None else {"ok": False, "detail": "; ".join(service.problems)})
+    if service.watch is not None and service.watch.problem:  # still serving, but not what the alias names
+        checks["model"]["problem"] = service.watch.problem
     try:
         with service.engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")

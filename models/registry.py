@@ -103,7 +103,8 @@ class ModelRegistry:
         """
         version = self.resolve(ref)
         path = self.root / "versions" / version
-        manifest = json.loads((path / "manifest.json").read_text())
+        _check_seal(path, version)
+        manifest = _read_json(path / "manifest.json", version)
         text = (path / "model.txt").read_text()
         if checksum(text) != manifest.get("checksum"):
             raise RegistryError(f"model {version}: model.txt does not match the checksum in its manifest "
@@ -121,11 +122,22 @@ class ModelRegistry:
         path = self.root / "versions" / version / "manifest.json"
         if not path.exists():
             raise ModelNotFound(f"no model version {version!r} in {self.root}")
-        return dict(json.loads(path.read_text()))
+        return _read_json(path, version)
+
+    def production_history(self) -> list[str]:
+        """Every version `production` has named, the current one first, then back through its moves (once each):
+        where to fall back to when the current one cannot be served."""
+        state = self._state()
+        seen = [state["production"]] if state.get("production") else []
+        for move in reversed(state.get("history", [])):
+            for version in (move.get("to"), move.get("from")):
+                if move.get("alias") == "production" and version and version not in seen:
+                    seen.append(version)
+        return seen
 
     def _policy(self, path: Path) -> dict[str, Any]:
         files = sorted(path.glob("policy-*.json"))
-        return json.loads(files[-1].read_text()) if files else {}
+        return _read_json(files[-1], path.name) if files else {}
 
     # --- writing ------------------------------------------------------------------------------
     def register(self, model_text: str, manifest: dict[str, Any], policy: dict[str, Any]) -> ModelRecord:
@@ -142,6 +154,7 @@ class ModelRegistry:
                 (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
                 numbered = {**policy, "version": f"{version}.p1"}
                 (staging / "policy-001.json").write_text(json.dumps(numbered, indent=2, sort_keys=True))
+                _write_seal(staging)
                 os.rename(staging, folder / version)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -160,7 +173,9 @@ class ModelRegistry:
             path = self.root / "versions" / version
             revision = len(list(path.glob("policy-*.json"))) + 1
             numbered = {**policy, "version": f"{version}.p{revision}"}
+            _check_seal(path, version)  # a new revision is sealed with the files it joins, not over an edit
             _atomic_write(path / f"policy-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
+            _write_seal(path)
         return numbered
 
     def promote(self, ref: str, reason: str = "promoted") -> str:
@@ -230,6 +245,46 @@ class ModelRegistry:
 
     def _write_state(self, state: dict[str, Any]) -> None:
         _atomic_write(self.root / "aliases.json", json.dumps(state, indent=2, sort_keys=True))
+
+
+SEAL = "seal.json"
+"""Each version's SHA-256 of every file it holds (model, manifest with its calibration, every policy)."""
+
+
+def _sealed_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name != SEAL and not p.name.startswith("."))
+
+
+def _write_seal(path: Path) -> None:
+    seal = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in _sealed_files(path)}
+    _atomic_write(path / SEAL, json.dumps(seal, indent=2, sort_keys=True))
+
+
+def _check_seal(path: Path, version: str) -> None:
+    """RegistryError naming the first file of VERSION that was changed, added or removed since it was sealed.
+    A version registered before seals existed (no seal.json) is checked by its model checksum only."""
+    seal_path = path / SEAL
+    if not seal_path.exists():
+        return
+    seal = _read_json(seal_path, version)
+    present = {p.name: p for p in _sealed_files(path)}
+    for name in sorted(set(seal) | set(present)):
+        if name not in present:
+            raise RegistryError(f"model {version}: {name} is missing (it was sealed with the model)")
+        if name not in seal:
+            raise RegistryError(f"model {version}: {name} was added after the model was sealed")
+        if "sha256:" + hashlib.sha256(present[name].read_bytes()).hexdigest() != seal[name]:
+            raise RegistryError(f"model {version}: {name} does not match its seal; the file was changed or damaged")
+
+
+def _read_json(path: Path, version: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"model {version}: {path.name} cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"model {version}: {path.name} is not a JSON object")
+    return data
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from fraud_service.errors import RegistryError
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Policy
 from fraud_service.scoring.service import Assessor, Loaded
@@ -34,14 +33,17 @@ class ProductionWatch:
         self.registry = registry
         self.interval = interval
         self.on_swap = on_swap
-        self.key = self._key()
+        self.key = self._key_of(assessor.scorer.version)  # what is served (the alias may name a model that failed)
         self._failed: tuple[str, str] | None = None
+        self.problem: str | None = None  # why the production alias is not what is served (for /readyz)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _key(self) -> tuple[str, str]:
-        version = self.registry.resolve("production")
+        return self._key_of(self.registry.resolve("production"))
+
+    def _key_of(self, version: str) -> tuple[str, str]:
         policies = sorted((self.registry.root / "versions" / version).glob("policy-*.json"))
         return version, policies[-1].name if policies else ""
 
@@ -50,23 +52,28 @@ class ProductionWatch:
         with self._lock:
             try:
                 key = self._key()
-            except RegistryError as exc:
-                log.error("cannot read the production alias: %s", exc)
+            except Exception as exc:  # any damage to the registry: keep serving what is loaded
+                self.problem = f"cannot read the production alias: {exc}; still serving {self.assessor.scorer.version}"
+                log.error("%s", self.problem)
                 return False
-            if key == self.key or key == self._failed:
+            if key == self.key:
+                self.problem = None  # the alias names what is served
+                return False
+            if key == self._failed:
                 return False
             try:
                 scorer = Scorer.from_registry(self.registry, key[0])
                 policy = Policy.from_dict(scorer.policy)
                 scorer.probability(scorer.row({}))  # warm: the first real request is not the slow one
-            except (RegistryError, KeyError, ValueError) as exc:
+            except Exception as exc:  # whatever a damaged model raises, the last good one keeps serving
                 self._failed = key
-                log.error("production is now %s, but it cannot be loaded (%s); still serving %s", key[0], exc,
-                          self.assessor.scorer.version)
+                self.problem = (f"production is now {key[0]}, but it cannot be loaded ({type(exc).__name__}: {exc}); "
+                                f"still serving {self.assessor.scorer.version}")
+                log.error("%s", self.problem)
                 return False
             before = self.assessor.loaded
             self.assessor.loaded = Loaded.of(scorer, policy)
-            self.key, self._failed = key, None
+            self.key, self._failed, self.problem = key, None, None
             log.info("now serving model %s with policy %s (was %s, %s)", scorer.version, policy.version,
                      before.scorer.version, before.policy.version)
             if self.on_swap is not None:
@@ -76,7 +83,11 @@ class ProductionWatch:
     def start(self) -> None:
         def run() -> None:
             while not self._stop.wait(self.interval):
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # the watcher outlives anything a check raises
+                    log.exception("checking the production model failed; still serving %s",
+                                  self.assessor.scorer.version)
 
         self._thread = threading.Thread(target=run, name="production-watch", daemon=True)
         self._thread.start()

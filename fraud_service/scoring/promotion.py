@@ -30,6 +30,25 @@ class AliasChange:
     reason: str
 
 
+def probe(registry: ModelRegistry, version: str) -> None:
+    """Load VERSION as a worker would (seal, features, policy) and score one row, or PromotionRefused saying why:
+    a model that cannot serve never becomes production."""
+    from fraud_service.scoring.model import Scorer
+    from fraud_service.scoring.policy import Policy
+
+    try:
+        scorer = Scorer.from_registry(registry, version)
+        Policy.from_dict(scorer.policy)
+        scored = float(scorer.probability(scorer.row({}))[0])
+    except RegistryError as exc:
+        raise PromotionRefused(f"{version} cannot be promoted: {exc}") from exc
+    except Exception as exc:  # a model or policy LightGBM or the policy cannot read, whatever the error
+        raise PromotionRefused(f"{version} cannot be promoted: it does not load and score "
+                               f"({type(exc).__name__}: {exc})") from exc
+    if not 0.0 <= scored <= 1.0:
+        raise PromotionRefused(f"{version} cannot be promoted: it scored a probe row {scored}, not a probability")
+
+
 def check_reason(reason: object) -> str:
     """REASON stripped, or RequestInvalid: why the alias moves, in 1 to MAX_REASON characters."""
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
@@ -41,6 +60,7 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
     """Make REF (a version, `latest` or `candidate`) the production model."""
     reason = check_reason(reason)
     version = registry.resolve(ref)  # ModelNotFound for an unknown ref
+    probe(registry, version)
 
     def move() -> AliasChange:
         previous = registry.aliases().get(ALIAS)

@@ -103,3 +103,81 @@ def _any_return(api: Api) -> str:
 
     returns = pd.read_parquet(api.dataset / "returns.parquet")
     return str(returns.sort_values("return_id")["return_id"].iloc[5])
+
+
+def _reseal(version_dir: Path) -> None:
+    """What someone with write access could do: change a file and recompute every checksum and the seal."""
+    import hashlib
+
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    manifest["checksum"] = "sha256:" + hashlib.sha256((version_dir / "model.txt").read_bytes()).hexdigest()
+    (version_dir / "manifest.json").write_text(json.dumps(manifest))
+    seal = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in version_dir.iterdir() if p.name != "seal.json"}
+    (version_dir / "seal.json").write_text(json.dumps(seal))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("calibration", "manifest.json does not match its seal"),
+    ("policy", "policy-001.json does not match its seal"),
+    ("extra policy", "policy-002.json was added after the model was sealed"),
+    ("manifest not json", "manifest.json does not match its seal"),
+])
+def test_an_edited_manifest_or_policy_is_never_promoted(two_models: tuple[Api, Settings], edit: str,
+                                                         message: str) -> None:
+    api, settings = two_models
+    folder = ModelRegistry(settings.models_dir).root / "versions" / "v0002"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if edit == "calibration":
+        manifest["calibration"] = {**manifest["calibration"], "slope": 0.0}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif edit == "policy":
+        policy = json.loads((folder / "policy-001.json").read_text())
+        (folder / "policy-001.json").write_text(json.dumps({**policy, "deny_from": 0.0}))
+    elif edit == "extra policy":
+        (folder / "policy-002.json").write_text((folder / "policy-001.json").read_text())
+    else:
+        (folder / "manifest.json").write_text("{not json")
+    answer = api.client.post("/v1/models/v0002/promote", headers=api.headers("admin"))
+    assert answer.status_code == 409 and message in answer.get_json()["message"]
+    assert ModelRegistry(settings.models_dir).aliases()["production"] == "v0001"
+    with api.service.sessions() as session:
+        assert session.execute(select(EvidenceEvent).where(EvidenceEvent.kind == "model_promoted")).first() is None
+
+
+def test_a_resealed_garbage_model_fails_its_probe_and_is_not_promoted(two_models: tuple[Api, Settings]) -> None:
+    api, settings = two_models
+    folder = ModelRegistry(settings.models_dir).root / "versions" / "v0002"
+    (folder / "model.txt").write_text("tree\nnot a LightGBM model at all\n")
+    _reseal(folder)
+    answer = api.client.post("/v1/models/v0002/promote", headers=api.headers("admin"))
+    assert answer.status_code == 409, answer.get_json()
+    assert "v0002 cannot be promoted: it does not load and score" in answer.get_json()["message"]
+    assert ModelRegistry(settings.models_dir).aliases()["production"] == "v0001"
+
+
+def test_a_garbage_production_model_leaves_the_watcher_serving_and_readyz_saying_so(
+        two_models: tuple[Api, Settings]) -> None:
+    api, settings = two_models
+    registry = ModelRegistry(settings.models_dir)
+    folder = registry.root / "versions" / "v0002"
+    (folder / "model.txt").write_text("tree\nnot a LightGBM model at all\n")
+    _reseal(folder)
+    state = json.loads((registry.root / "aliases.json").read_text())
+    state["production"] = "v0002"  # moved by hand, past every check
+    (registry.root / "aliases.json").write_text(json.dumps(state))
+    assert api.service.watch.check() is False
+    assert api.service.assessor.scorer.version == "v0001"
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200
+    model = ready.get_json()["checks"]["model"]
+    assert model["version"] == "v0001" and "production is now v0002, but it cannot be loaded" in model["problem"]
+    assert api.assess(api.body(_any_return(api))).status_code == 201
+
+    booted = bootstrap.build(settings, freshness=False, watch=False)  # a restart boots with the last good model
+    try:
+        assert booted.assessor is not None and booted.assessor.scorer.version == "v0001"
+        booted.watch.check()
+        assert booted.watch.problem is not None and "v0002" in booted.watch.problem
+    finally:
+        booted.close()

@@ -64,7 +64,10 @@ def test_an_empty_registry_says_how_to_fill_it(registry):
 def test_a_changed_model_file_is_refused(registry):
     record = _register(registry)
     (record.path / "model.txt").write_text("tree model, edited")
-    with pytest.raises(RegistryError, match="does not match the checksum"):
+    with pytest.raises(RegistryError, match="model.txt does not match its seal"):
+        registry.load("v0001")
+    (record.path / "seal.json").unlink()  # a version registered before seals: its model checksum still holds
+    with pytest.raises(RegistryError, match="model.txt does not match the checksum"):
         registry.load("v0001")
 
 
@@ -79,7 +82,7 @@ def test_promoting_a_damaged_model_is_refused_and_production_stays(registry):
     _register(registry)
     second = _register(registry, "second")
     (second.path / "model.txt").write_text("garbage")
-    with pytest.raises(RegistryError, match="checksum"):
+    with pytest.raises(RegistryError, match="model.txt does not match"):
         registry.promote("v0002")
     assert registry.aliases()["production"] == "v0001"
 
@@ -127,3 +130,42 @@ def test_a_failed_registration_leaves_no_version_behind(registry, monkeypatch):
     assert registry.versions() == ["v0001"]
     assert [p.name for p in (registry.root / "versions").iterdir()] == ["v0001"]
     assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("manifest.json", '{"features": ["a"], "calibration": {"slope": 0}}', "manifest.json does not match its seal"),
+    ("policy-001.json", '{"review_from": 0.0}', "policy-001.json does not match its seal"),
+    ("policy-002.json", '{"review_from": 0.0}', "policy-002.json was added after the model was sealed"),
+])
+def test_every_file_of_a_version_is_sealed(registry, name, content, message):
+    record = _register(registry)
+    (record.path / name).write_text(content)
+    with pytest.raises(RegistryError, match=message):
+        registry.load("v0001")
+
+
+def test_a_new_policy_revision_is_sealed_with_the_files_it_joins(registry):
+    _register(registry)
+    assert registry.add_policy("v0001", {"review_from": 0.4})["version"] == "v0001.p2"
+    assert registry.load("v0001").policy["review_from"] == 0.4
+    (registry.root / "versions" / "v0001" / "policy-001.json").write_text("{}")
+    with pytest.raises(RegistryError, match="policy-001.json does not match its seal"):
+        registry.add_policy("v0001", {"review_from": 0.3})  # not sealed over an edit
+
+
+def test_a_manifest_that_is_not_json_is_a_registry_error(registry):
+    record = _register(registry)
+    (record.path / "seal.json").unlink()
+    (record.path / "manifest.json").write_text("{not json")
+    with pytest.raises(RegistryError, match="manifest.json cannot be read as JSON"):
+        registry.load("v0001")
+    with pytest.raises(RegistryError, match="manifest.json cannot be read as JSON"):
+        registry.manifest("v0001")
+
+
+def test_production_history_lists_every_version_production_named_newest_first(registry):
+    for text in ("one", "two", "three"):
+        _register(registry, text)
+    registry.promote("v0003")
+    registry.promote("v0002")
+    assert registry.production_history() == ["v0002", "v0003", "v0001"]

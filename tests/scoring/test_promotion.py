@@ -14,6 +14,7 @@ from fraud_service.scoring import promotion
 from fraud_service.store.schema import EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 from models.registry import ModelRegistry
+from tests.conftest import TrainedWorld
 from tests.factories import MemoryDb, memory_db
 
 
@@ -24,10 +25,12 @@ def db() -> Iterator[MemoryDb]:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> ModelRegistry:
+def registry(tmp_path: Path, trained_world: TrainedWorld) -> ModelRegistry:
+    """Two versions of a real trained model (promotion loads and scores a probe row before moving the alias)."""
+    real = ModelRegistry(trained_world.settings.models_dir).load("production")
     registry = ModelRegistry(tmp_path / "models")
-    for text in ("first", "second"):
-        registry.register(text, {"features": ["a"], "feature_service": "svc"}, {"review_from": 0.5})
+    for note in ("first", "second"):
+        registry.register(real.model_text(), {**real.manifest, "note": note}, real.policy)
     return registry
 
 
