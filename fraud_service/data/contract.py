@@ -43,6 +43,8 @@ class Column:
     values: tuple[str, ...] = ()
     minimum: float | None = None
     strictly_positive: bool = False
+    max_length: int = 200
+    """The longest text a string column holds (identifiers, tokens, reasons), in characters."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ revised delivery time); the summary counts those as `updated`.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +85,9 @@ def find_tables(directory: Path) -> dict[str, Path]:
         raise DatasetError(f"{directory}: not a directory (expected a dataset directory of contract tables)")
     found: dict[str, Path] = {}
     for name in TABLES:
-        candidates = [p for p in (directory / f"{name}.parquet", directory / f"{name}.csv") if p.exists()]
+        candidates = [p for p in (directory / f"{name}.parquet", directory / f"{name}.csv") if os.path.lexists(p)]
+        for path in candidates:
+            _regular_file(path)
         if len(candidates) > 1:
             raise DatasetError(
                 f"{directory}: both {name}.parquet and {name}.csv exist; keep one so it is clear which to ingest"
@@ -96,12 +100,37 @@ def find_tables(directory: Path) -> dict[str, Path]:
     return found
 
 
+def _regular_file(path: Path) -> None:
+    """DatasetError unless PATH is a regular file itself: a symbolic link (dangling, or reaching outside the
+    dataset) or a special file (a FIFO, /dev/zero) is refused by name, never followed or silently skipped."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        raise DatasetError(f"{path}: is a symbolic link (to {os.readlink(path)}); only regular files inside the "
+                           "dataset directory are read: copy the file in")
+    if not stat.S_ISREG(mode):
+        raise DatasetError(f"{path}: is not a regular file; only regular files inside the dataset directory are read")
+
+
+def _refuse_nul(path: Path) -> None:
+    """DatasetError naming the line of the first NUL byte in a CSV file (CSV readers cut the field there)."""
+    line, chunk_size = 1, 1 << 20
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line += chunk.count(b"\n", 0, at)
+                raise DatasetError(f"{path}: line {line} holds a NUL byte; contract files are text without NUL "
+                                   "characters (nothing was ingested)")
+            line += chunk.count(b"\n")
+
+
 def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
     """Read one table file as it is (CSV as text), adding each row's 1-based position as ROW."""
     try:
         if path.suffix == ".parquet":
             frame = pq.read_table(path).to_pandas()
         else:
+            _refuse_nul(path)
             chunks = []
             reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
                                  chunksize=CSV_CHUNK_ROWS, encoding="utf-8")

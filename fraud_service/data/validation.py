@@ -211,9 +211,16 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
                      " (identifiers must be text: a float turns 12346 into '12346.0')")
         return pd.Series([None] * len(raw), dtype=object)
     values = raw.astype(object).where(~nulls, None)
-    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        return values
-    return values.map(lambda v: v if v is None else str(v))
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        values = values.map(lambda v: v if v is None else str(v))
+    text = values.fillna("").astype(str)
+    unstorable = text.str.contains("\x00", regex=False)
+    report.add_rows(file, column.name, "NUL character", "text without NUL characters", rows[unstorable],
+                    text[unstorable].str.replace("\x00", "\\0", regex=False), int(unstorable.sum()))
+    long = text.str.len() > column.max_length
+    report.add_rows(file, column.name, "too long", f"at most {column.max_length} characters", rows[long],
+                    text[long].str.slice(0, 60) + "...", int(long.sum()))
+    return values
 
 
 def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

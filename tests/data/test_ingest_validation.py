@@ -50,6 +50,8 @@ CASES = [
     ("order_items", _set(8, "quantity", "-1"), "out of range", "quantity", 8, "-1"),
     ("returns", _set(9, "refund_amount", "-5.00"), "out of range", "refund_amount", 9, "-5.00"),
     ("customers", _set(3, "created_at", ""), "missing value", "created_at", 3, None),
+    ("returns", _set(4, "reason", "x" * 201), "too long", "reason", 4, "xxxx"),
+    ("orders", _set(5, "payment_token", "p" * 500), "too long", "payment_token", 5, None),
 ]
 
 
@@ -135,3 +137,50 @@ def test_identifier_stored_as_float_in_parquet_is_a_type_error(world_copy, cli):
     assert code == 1
     assert "customers.parquet column customer_id" in err
     assert "12346.0" in err
+
+
+def test_a_nul_in_a_parquet_string_is_named_by_row(world_copy, cli, warehouse):
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    returns.loc[2, "reason"] = "size\x00hidden"
+    returns.to_parquet(world_copy / "returns.parquet", index=False)
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "returns.parquet, row 3, column reason" in err and "NUL" in err
+    assert warehouse.current() is None
+
+
+def test_a_nul_in_a_csv_file_is_refused_naming_its_line(world_copy, cli, warehouse):
+    csv = table_to_csv(world_copy, "returns", lambda frame: frame)
+    lines = csv.read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b",", b",\x00", 1)  # readers would cut the field at the NUL
+    csv.write_bytes(b"\n".join(lines))
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "returns.csv: line 5 holds a NUL byte" in err
+    assert warehouse.current() is None
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "link outside", "fifo"])
+def test_only_regular_files_inside_the_dataset_are_read(world_copy, cli, warehouse, tmp_path, kind):
+    import os
+
+    target = world_copy / "labels.parquet"
+    outside = tmp_path / "elsewhere.parquet"
+    target.rename(outside)
+    if kind == "dangling link":
+        target.symlink_to(tmp_path / "gone.parquet")
+    elif kind == "link outside":
+        target.symlink_to(outside)
+    else:
+        os.mkfifo(target)  # reading it would block for ever
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    expected = "is not a regular file" if kind == "fifo" else "is a symbolic link"
+    assert f"labels.parquet: {expected}" in err
+    assert warehouse.current() is None
