@@ -30,6 +30,14 @@ def _verify(presented: str) -> Principal | None:
     return found
 
 
+def optional_principal() -> Principal | None:
+    """The caller when it sent a valid key, else None (for pages that show more to a known caller)."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return None
+    return _verify(presented.strip())
+
+
 def current_principal() -> Principal:
     """The caller, or a 401."""
     header = request.headers.get("Authorization", "")

@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from api.auth import requires
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -61,8 +63,9 @@ def install(app: Flask, shared_dir: str) -> Metrics:
         return response
 
     @app.get("/metrics")
+    @requires("metrics")
     def metrics_view() -> Response:
-        """Prometheus text exposition."""
+        """Prometheus text exposition (a `metrics` or admin key: the figures say how the service is used)."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)

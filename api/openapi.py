@@ -208,13 +208,16 @@ def _model_paths() -> dict[str, Any]:
 def _service_paths() -> dict[str, Any]:
     """Status, health, metrics and this document."""
     return {
-        "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds",
-                               "responses": {"200": _json(PLAIN, "Snapshot name, origin, row counts")}}},
+        "/v1/status": {"get": {"summary": "The warehouse snapshot and feature build the service holds (with any "
+                                          "valid key also its origin, fingerprint and directory)",
+                               "responses": {"200": _json(PLAIN, "Snapshot name and row counts")}}},
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json(PLAIN, "Up")}}},
         "/readyz": {"get": {"summary": "Readiness: model, database, feature store",
                             "responses": {"200": _json(PLAIN, "Ready"), "503": _json(PLAIN, "Not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-            "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (a metrics or admin key)", "security": SECURED,
+                             "responses": {
+            "200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_errors(401, 403)}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json(PLAIN, "OpenAPI 3.1")}}},
     }
 

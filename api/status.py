@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template, session
 from flask.typing import ResponseReturnValue
 
+from api.auth import optional_principal
 from api.core import core
+from fraud_service.access.users import active
 from fraud_service.data.contract import TABLES
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.health import readiness
@@ -16,22 +18,30 @@ from fraud_service.health import readiness
 bp = Blueprint("status", __name__)
 
 
-def warehouse_status() -> dict[str, Any]:
-    """The current snapshot's name, origin and row counts (empty when nothing is ingested)."""
+PRIVATE = ("source", "fingerprint", "warehouse")
+"""What only a caller with a key or a signed-in person sees: where the data lives and came from, its identity."""
+
+
+def warehouse_status(detail: bool) -> dict[str, Any]:
+    """The current snapshot's name and row counts (empty when nothing is ingested); with DETAIL also its origin,
+    fingerprint and the warehouse's directory."""
     settings = current_app.config["SETTINGS"]
     snapshot = Warehouse(settings.warehouse_dir).current()
     if snapshot is None:
-        return {"snapshot": None, "tables": {}, "warehouse": str(settings.warehouse_dir), "features": None}
-    features = settings.home / "features" / "manifest.json"
-    return {
-        "features": json.loads(features.read_text()) if features.exists() else None,
-        "snapshot": snapshot.name,
-        "created_at": snapshot.manifest.get("created_at"),
-        "source": snapshot.manifest.get("source"),
-        "fingerprint": snapshot.manifest.get("fingerprint"),
-        "tables": {name: snapshot.rows(name) for name in TABLES},
-        "warehouse": str(settings.warehouse_dir),
-    }
+        out: dict[str, Any] = {"snapshot": None, "tables": {}, "warehouse": str(settings.warehouse_dir),
+                               "features": None}
+    else:
+        features = settings.home / "features" / "manifest.json"
+        out = {
+            "features": json.loads(features.read_text()) if features.exists() else None,
+            "snapshot": snapshot.name,
+            "created_at": snapshot.manifest.get("created_at"),
+            "source": snapshot.manifest.get("source"),
+            "fingerprint": snapshot.manifest.get("fingerprint"),
+            "tables": {name: snapshot.rows(name) for name in TABLES},
+            "warehouse": str(settings.warehouse_dir),
+        }
+    return out if detail else {k: v for k, v in out.items() if k not in PRIVATE}
 
 
 @bp.get("/healthz")
@@ -51,10 +61,12 @@ def readyz() -> ResponseReturnValue:
 @bp.get("/v1/status")
 def status_json() -> ResponseReturnValue:
     """What data the service holds, as JSON."""
-    return jsonify(warehouse_status())
+    return jsonify(warehouse_status(detail=optional_principal() is not None))
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """A start page: what ran, what the data holds, and where to go next."""
-    return render_template("status.html", status=warehouse_status())
+    name = session.get("user")
+    person = active(core().uow(), name) if isinstance(name, str) else None
+    return render_template("status.html", status=warehouse_status(detail=person is not None))

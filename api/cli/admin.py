@@ -257,15 +257,18 @@ def register(sub: Subparsers) -> None:
 
 
 def _keys(sub: Subparsers) -> None:
+    from fraud_service.access.keys import ROLES
+
     keys = sub.add_parser("keys", help="API keys with roles: create, list, revoke",
                           description="API keys for `Authorization: Bearer KEY`. Roles: scoring (the returns\n"
                                       "workflow: assess, read assessments), analyst (read assessments and lists,\n"
-                                      "work cases), admin (everything, including allow/block lists).\n"
+                                      "work cases), admin (everything, including allow/block lists), metrics\n"
+                                      "(read /metrics, for Prometheus).\n"
                                       "Only a hash of each key is stored: a key is shown once, when created.",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="create a key and print it (once)")
-    q.add_argument("--role", required=True, choices=("scoring", "analyst", "admin"))
+    q.add_argument("--role", required=True, choices=ROLES)
     q.add_argument("--name", help="who or what the key is for (shown in `keys list` and in evidence)")
     q.set_defaults(func=cmd_keys_create)
     ksub.add_parser("list", help="ids, roles, names, creation and revocation times").set_defaults(func=cmd_keys_list)

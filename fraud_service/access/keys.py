@@ -18,7 +18,7 @@ from fraud_service.errors import ApiKeyError
 from fraud_service.store.schema import ApiKey
 from fraud_service.store.uow import UnitOfWork
 
-ROLES = ("scoring", "analyst", "admin")
+ROLES = ("scoring", "analyst", "admin", "metrics")
 PREFIX = "fsk"
 
 

@@ -24,7 +24,7 @@ from tests.conftest import TrainedWorld
 from tests.store.conftest import postgres_engine
 from training.datasets.replay import Replay
 
-ROLES = ("scoring", "analyst", "admin")
+ROLES = ("scoring", "analyst", "admin", "metrics")
 
 
 _REPLAYS: dict[Path, Replay] = {}

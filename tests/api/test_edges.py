@@ -186,10 +186,12 @@ def test_metrics_count_decisions_and_latency(api: Api, body: dict[str, Any]) -> 
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
-    before = api.client.get("/metrics").get_data(as_text=True)
+    assert api.client.get("/metrics").status_code == 401  # the figures say how the service is used
+    assert api.client.get("/metrics", headers=api.headers("scoring")).status_code == 403
+    before = api.client.get("/metrics", headers=api.headers("metrics")).get_data(as_text=True)
     decision = api.assess(body).get_json()["decision"]
     api.assess(body)  # a replay is not a second decision
-    after = api.client.get("/metrics").get_data(as_text=True)
+    after = api.client.get("/metrics", headers=api.headers("admin")).get_data(as_text=True)
     assert decisions(after, decision) == decisions(before, decision) + 1
     version = api.service.assessor.scorer.version
     assert f'fraud_model_info{{model_version="{version}"' in after

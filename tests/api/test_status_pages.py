@@ -46,3 +46,23 @@ def test_start_page_says_when_features_are_missing_or_stale(client, world_copy, 
     page = client.get("/").get_data(as_text=True)
     assert "older than the current snapshot" in page
     assert "<td>customer</td>" in page and "customer_live" not in page
+
+
+def test_without_a_key_or_a_person_no_path_or_fingerprint_is_shown(settings, world_copy, warehouse):
+    from fraud_service.access.keys import create_key
+    from fraud_service.bootstrap import evidence
+
+    ingest(world_copy, warehouse)
+    app = create_app(settings, {"TESTING": True})
+    client = app.test_client()
+    with evidence(settings, migrated=False) as db:
+        db.upgrade()
+        key = create_key(db.uow(), "analyst", "status reader", "test")
+    public = client.get("/v1/status").get_json()
+    assert "fingerprint" not in public and "source" not in public and "warehouse" not in public
+    assert public["tables"]["returns"] > 0
+    page = client.get("/").get_data(as_text=True)
+    fingerprint = warehouse.current().manifest["fingerprint"]
+    assert fingerprint not in page and str(world_copy) not in page and str(settings.home) not in page
+    known = client.get("/v1/status", headers={"Authorization": f"Bearer {key}"}).get_json()
+    assert known["fingerprint"] == fingerprint and known["source"] == str(world_copy.resolve())
