@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, session
+from flask import Blueprint, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from api.auth import optional_principal
 from api.core import core
-from fraud_service.access.users import active
+from api.ui import current_person
 from fraud_service.data.contract import TABLES
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.health import readiness
@@ -67,6 +67,4 @@ def status_json() -> ResponseReturnValue:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """A start page: what ran, what the data holds, and where to go next."""
-    name = session.get("user")
-    person = active(core().uow(), name) if isinstance(name, str) else None
-    return render_template("status.html", status=warehouse_status(detail=person is not None))
+    return render_template("status.html", status=warehouse_status(detail=current_person() is not None))

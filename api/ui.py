@@ -39,10 +39,10 @@ from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
 from api.core import core, who
-from fraud_service.access.users import Person, active, list_users, sign_in
+from fraud_service.access.users import Person, list_users, session_person, sign_in, sign_out
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import ACTIVE, LABELS, MOVES, SORTS, STATUSES, QueueFilter
-from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid
+from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid, SignInThrottled
 from fraud_service.scoring import explain
 from fraud_service.scoring.policy import Decision
 from models.registry import ModelRegistry
@@ -90,7 +90,7 @@ def install(app: Flask) -> None:
     app.session_interface = _CookieSessions()
     app.secret_key = app.config.get("SECRET_KEY") or secret_key(settings.home)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-                      SESSION_COOKIE_NAME="fraud_session",
+                      SESSION_COOKIE_NAME="fraud_session", SESSION_COOKIE_SECURE=settings.cookie_secure,
                       PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS))
     app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
     app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
@@ -120,15 +120,20 @@ def _check_csrf() -> None:
                        "try again. Nothing was changed.")
 
 
+def current_person() -> Person | None:
+    """The signed-in person of this request's session cookie, while it is still valid on the server."""
+    name, since = session.get("user"), session.get("since")
+    if not isinstance(name, str) or not isinstance(since, str):
+        return None
+    return session_person(core().uow(), name, since)
+
+
 def signed_in(view: F) -> F:
     """Only signed-in, still active analysts and admins reach the view; others go to the sign-in page."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        name = session.get("user")
-        person = None
-        if name:
-            person = active(core().uow(), name)
+        person = current_person()
         if person is None:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
@@ -182,13 +187,19 @@ def login() -> ResponseReturnValue:
 @bp.post("/login")
 def login_post() -> ResponseReturnValue:
     name, password = request.form.get("name", "").strip(), request.form.get("password", "")
-    person = sign_in(core().uow(), name, password)
+    try:
+        person = sign_in(core().uow(), name, password, address=request.remote_addr or "unknown")
+    except SignInThrottled as exc:
+        flash(f"{exc}. Nothing was checked.", "error")
+        page = render_template("ui/login.html", next=request.form.get("next", ""), name=name)
+        return page, 429, {"Retry-After": str(exc.retry_after)}
     if person is None:
         flash("Unknown user or wrong password.", "error")
         return render_template("ui/login.html", next=request.form.get("next", ""), name=name), 401
     session.clear()
     session.permanent = True
     session["user"] = person.name
+    session["since"] = dt.datetime.now(dt.UTC).isoformat()
     session["csrf"] = secrets.token_urlsafe(32)
     target = request.form.get("next") or ""
     return redirect(target if _SAFE_NEXT.fullmatch(target) else url_for("ui.queue"))
@@ -196,6 +207,9 @@ def login_post() -> ResponseReturnValue:
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    person = current_person()
+    if person is not None:
+        sign_out(core().uow(), person.name)  # the cookie, wherever a copy of it is, stops working
     session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("ui.login"))

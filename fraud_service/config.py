@@ -24,6 +24,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    cookie_secure: bool = False
+    """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
+    service listens on loopback, where a browser reaches it over plain HTTP)."""
 
     def __post_init__(self) -> None:
         if self.online_store not in ONLINE_STORES:
@@ -54,13 +57,29 @@ class Settings:
         except ValueError:
             raise ConfigError(f"FRAUD_PORT={port_text!r}: expected an integer port") from None
         model_dir = env.get("FRAUD_MODEL_DIR")
+        host = env.get("FRAUD_HOST") or "127.0.0.1"
         return cls(
             home=home,
             database_url=env.get("FRAUD_DATABASE_URL") or f"sqlite:///{home / 'fraud.db'}",
             online_store=(env.get("FRAUD_ONLINE_STORE") or "sqlite").lower(),
             redis_url=env.get("FRAUD_REDIS_URL") or "redis://127.0.0.1:6379/0",
             model_dir=Path(model_dir).expanduser().resolve() if model_dir else None,
-            host=env.get("FRAUD_HOST") or "127.0.0.1",
+            host=host,
             port=port,
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
+            cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
         )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={text!r}: expected true or false")

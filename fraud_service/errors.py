@@ -166,3 +166,11 @@ class ApiKeyError(FraudServiceError):
 
 class UserError(FraudServiceError):
     """A user cannot be created, found or changed."""
+
+
+class SignInThrottled(FraudServiceError):
+    """Too many failed sign-ins for this user or address: wait `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -44,3 +44,18 @@ def test_settings_are_frozen():
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("env", "secure"), [
+    ({}, False),
+    ({"FRAUD_HOST": "0.0.0.0"}, True),
+    ({"FRAUD_HOST": "0.0.0.0", "FRAUD_COOKIE_SECURE": "false"}, False),
+    ({"FRAUD_COOKIE_SECURE": "1"}, True),
+])
+def test_the_session_cookie_is_secure_by_default_off_loopback(env, secure):
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", **env}).cookie_secure is secure
+
+
+def test_a_malformed_cookie_flag_names_the_variable():
+    with pytest.raises(ConfigError, match="FRAUD_COOKIE_SECURE='maybe'"):
+        Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_COOKIE_SECURE": "maybe"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fraud_service.errors import Problem, RequestInvalid, UserError
-from fraud_service.store.schema import User
+from fraud_service.errors import Problem, RequestInvalid, SignInThrottled, UserError
+from fraud_service.store import chain
+from fraud_service.store.schema import SignInFailure, User
 from fraud_service.store.uow import UnitOfWork
 
 ROLES = ("analyst", "admin")
@@ -120,17 +122,101 @@ def list_users(uow: UnitOfWork) -> list[UserRecord]:
         return [UserRecord(u.name, u.role, u.created_at, u.disabled_at) for u in rows]
 
 
-def sign_in(uow: UnitOfWork, name: str, password: str) -> Person | None:
-    """The person when NAME and PASSWORD match an active user, else None (the same answer for every failure)."""
+FREE_FAILURES = 3
+"""Failed sign-ins in a row before each next attempt must wait (1 s, 2 s, 4 s, ...)."""
+LOCK_AFTER = 10
+"""Failed sign-ins in a row that lock the user or address for LOCK (an evidence event)."""
+LOCK = dt.timedelta(minutes=15)
+FORGET = dt.timedelta(hours=1)
+"""A run of failures older than this is forgotten."""
+
+
+def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
+            now: dt.datetime | None = None) -> Person | None:
+    """The person when NAME and PASSWORD match an active user, else None (the same answer for every failure).
+
+    Failures are counted per user and per address: after FREE_FAILURES in a row each next attempt must wait
+    longer, after LOCK_AFTER the user or address is locked for LOCK; SignInThrottled says how long, and no
+    password is checked meanwhile (so guessing gains nothing). A success clears both counts."""
+    now = now or dt.datetime.now(dt.UTC)
+    keys = [f"address:{address[:100]}"]
+    if isinstance(name, str) and 0 < len(name) <= 64:
+        keys.append(f"user:{name}")
     with uow:
-        user = uow.session.get(User, name) if isinstance(name, str) and len(name) <= 64 else None
+        wait = max(_wait(uow.session.get(SignInFailure, key), now) for key in keys)
+        user = uow.session.get(User, name) if len(keys) == 2 else None
         found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash)
+    if wait > 0:
+        raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
     if found is None:
         hash_password(password or "x")  # the same work either way: failures take the same time
+    ok = found is not None and check_password(found[2], password or "")
+    with uow:
+        for key in keys:
+            _count(uow, key, now, failed=not ok)
+        uow.commit()
+    return Person(found[0], found[1]) if ok and found is not None else None
+
+
+def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
+    """Seconds before KEY may try again (0: now)."""
+    if row is None or now - chain.aware(row.last_at) > FORGET:
+        return 0
+    if row.locked_until is not None and chain.aware(row.locked_until) > now:
+        return math.ceil((chain.aware(row.locked_until) - now).total_seconds())
+    if row.failures < FREE_FAILURES:
+        return 0
+    ready = chain.aware(row.last_at) + dt.timedelta(seconds=2 ** (row.failures - FREE_FAILURES))
+    return max(0, math.ceil((ready - now).total_seconds()))
+
+
+def _count(uow: UnitOfWork, key: str, now: dt.datetime, failed: bool) -> None:
+    row = uow.session.get(SignInFailure, key)
+    if not failed:
+        if row is not None:
+            uow.session.delete(row)
+        return
+    if row is None or now - chain.aware(row.last_at) > FORGET:
+        if row is not None:
+            uow.session.delete(row)
+            uow.session.flush()
+        row = SignInFailure(key=key, failures=0, last_at=now, locked_until=None)
+        uow.session.add(row)
+    row.failures += 1
+    row.last_at = now
+    if row.failures >= LOCK_AFTER and (row.locked_until is None or chain.aware(row.locked_until) <= now):
+        row.locked_until = now + LOCK
+        uow.record(kind="sign_in_locked", subject=key[:80], actor="system", at=now,
+                   payload={"key": key, "failures": row.failures, "until": chain.utc_text(row.locked_until)})
+
+
+def sign_out(uow: UnitOfWork, name: str, now: dt.datetime | None = None) -> None:
+    """End every session of NAME on the server (a copied cookie stops working too)."""
+    now = now or dt.datetime.now(dt.UTC)
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None:
+            return
+        user.sessions_revoked_at = now
+        uow.record(kind="user_signed_out", subject=f"user:{name}", actor=f"user:{name}", payload={"name": name},
+                   at=now)
+        uow.commit()
+
+
+def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | None:
+    """The person of a session cookie (NAME, signed in at SIGNED_IN_AT), while the user is active and has not
+    signed out (or been disabled) since."""
+    try:
+        since = dt.datetime.fromisoformat(signed_in_at)
+    except (TypeError, ValueError):
         return None
-    if not check_password(found[2], password or ""):
-        return None
-    return Person(found[0], found[1])
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None or user.disabled_at is not None:
+            return None
+        if user.sessions_revoked_at is not None and chain.aware(user.sessions_revoked_at) >= since:
+            return None
+        return Person(user.name, user.role)
 
 
 def active(uow: UnitOfWork, name: str) -> Person | None:

@@ -60,3 +60,48 @@ def test_bad_accounts_are_refused_with_the_reason(engine: Engine, name: str, rol
                                                   message: str) -> None:
     with pytest.raises(UserError, match=message):
         create_user(UnitOfWork(session_factory(engine)), name, role, password, "test")
+
+
+def test_failed_sign_ins_back_off_then_lock_and_the_lock_is_evidence(engine: Engine) -> None:
+    import datetime as dt
+
+    from fraud_service.access.users import FREE_FAILURES, LOCK, LOCK_AFTER
+    from fraud_service.errors import SignInThrottled
+
+    sessions = session_factory(engine)
+    create_user(UnitOfWork(sessions), "bea", "analyst", "the right password", "test")
+    t = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
+    for _ in range(FREE_FAILURES):  # the first few failures cost nothing
+        assert sign_in(UnitOfWork(sessions), "bea", "wrong guess!", "10.0.0.1", now=t) is None
+    with pytest.raises(SignInThrottled, match="try again in 1 second") as waited:
+        sign_in(UnitOfWork(sessions), "bea", "the right password", "10.0.0.1", now=t)  # not even checked
+    assert waited.value.retry_after == 1
+    for n in range(FREE_FAILURES, LOCK_AFTER):
+        t += dt.timedelta(seconds=2 ** (n - FREE_FAILURES))  # wait just as long as asked
+        assert sign_in(UnitOfWork(sessions), "bea", "wrong guess!", "10.0.0.1", now=t) is None
+    with pytest.raises(SignInThrottled) as locked:
+        sign_in(UnitOfWork(sessions), "bea", "the right password", "10.0.0.2", now=t + dt.timedelta(minutes=1))
+    assert locked.value.retry_after == int((LOCK - dt.timedelta(minutes=1)).total_seconds())
+    with sessions() as session:
+        kinds = [(e.kind, e.subject) for e in session.execute(select(EvidenceEvent)
+                                                              .where(EvidenceEvent.kind == "sign_in_locked"))
+                 .scalars()]
+    assert sorted(kinds) == [("sign_in_locked", "address:10.0.0.1"), ("sign_in_locked", "user:bea")]
+    after = t + LOCK + dt.timedelta(seconds=1)
+    assert sign_in(UnitOfWork(sessions), "bea", "the right password", "10.0.0.1", now=after) is not None
+    assert sign_in(UnitOfWork(sessions), "bea", "wrong guess!", "10.0.0.1", now=after) is None  # counts afresh
+
+
+def test_signing_out_ends_every_session_of_the_person_on_the_server(engine: Engine) -> None:
+    import datetime as dt
+
+    from fraud_service.access.users import session_person, sign_out
+
+    sessions = session_factory(engine)
+    create_user(UnitOfWork(sessions), "cai", "analyst", "the right password", "test")
+    since = dt.datetime.now(dt.UTC).isoformat()
+    assert session_person(UnitOfWork(sessions), "cai", since) is not None
+    sign_out(UnitOfWork(sessions), "cai")
+    assert session_person(UnitOfWork(sessions), "cai", since) is None
+    assert session_person(UnitOfWork(sessions), "cai", dt.datetime.now(dt.UTC).isoformat()) is not None
+    assert session_person(UnitOfWork(sessions), "cai", "not a time") is None

@@ -133,3 +133,39 @@ def test_no_page_carries_inline_script(api: Api, set_policy: Any) -> None:
         html = client.get(path).get_data(as_text=True)
         assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
         assert not re.search(r"\son[a-z]+=", html), path
+
+
+def test_signing_out_ends_the_session_on_the_server_not_only_in_the_browser(api: Api) -> None:
+    client, csrf = signed_in(api, person(api, "olga"))
+    copied = client.get_cookie("fraud_session")
+    assert copied is not None
+    assert client.post("/ui/logout", data={"csrf_token": csrf}).status_code == 302
+    replayed = api.app.test_client()
+    replayed.set_cookie("fraud_session", copied.value)
+    response = replayed.get("/ui/")
+    assert response.status_code == 302 and "/ui/login" in response.headers["Location"]
+
+
+def test_guessing_passwords_is_slowed_then_refused(api: Api) -> None:
+    name = person(api, "pia")
+    client = api.app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "198.51.100.7"  # an address of its own: other tests sign in from theirs
+    page = client.get("/ui/login").get_data(as_text=True)
+    for _ in range(3):
+        wrong = client.post("/ui/login", data={"name": name, "password": "guess guess", "csrf_token": token(page)})
+        assert wrong.status_code == 401
+    blocked = client.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)})
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+    assert "too many failed sign-ins" in blocked.get_data(as_text=True)
+
+
+def test_the_session_cookie_is_secure_when_configured(api: Api) -> None:
+    import dataclasses
+
+    from api.app import create_app
+
+    secure = create_app(dataclasses.replace(api.service.settings, cookie_secure=True),
+                        {"SERVICE": api.service, "TESTING": True})
+    response = secure.test_client().get("/ui/login")
+    assert "Secure" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
+    assert "Secure" not in api.client.get("/ui/login").headers.get("Set-Cookie", "")
