@@ -80,7 +80,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def verify_evidence(uow: UnitOfWork) -> Verification:
     """Re-hash the whole evidence chain; where it first breaks, if it does."""
-    with uow:
+    with uow.read():
         return chain.verify(uow.session)
 
 
@@ -94,7 +94,7 @@ def evidence_counts(uow: UnitOfWork) -> EvidenceCounts:
     """How many assessments and cases the evidence database holds."""
     from sqlalchemy import func, select
 
-    with uow:
+    with uow.read():
         assessments = uow.session.execute(select(func.count()).select_from(Assessment)).scalar_one()
         cases = uow.session.execute(select(func.count()).select_from(Case)).scalar_one()
     return EvidenceCounts(int(assessments), int(cases))

@@ -78,7 +78,7 @@ def revoke_key(uow: UnitOfWork, key_id: str, actor: str) -> None:
 
 
 def list_keys(uow: UnitOfWork) -> list[KeyRecord]:
-    with uow:
+    with uow.read():
         rows = uow.session.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars()
         return [KeyRecord(k.id, k.role, k.name, k.created_at, k.revoked_at) for k in rows]
 
@@ -88,7 +88,7 @@ def authenticate(uow: UnitOfWork, presented: str) -> Principal | None:
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX:
         return None
-    with uow:
+    with uow.read():
         row = uow.session.get(ApiKey, parts[1])
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash,
                                                                                _digest(presented)):

@@ -117,7 +117,7 @@ def disable_user(uow: UnitOfWork, name: str, actor: str) -> None:
 
 
 def list_users(uow: UnitOfWork) -> list[UserRecord]:
-    with uow:
+    with uow.read():
         rows = uow.session.execute(select(User).order_by(User.name)).scalars()
         return [UserRecord(u.name, u.role, u.created_at, u.disabled_at) for u in rows]
 
@@ -142,7 +142,7 @@ def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
     keys = [f"address:{address[:100]}"]
     if isinstance(name, str) and 0 < len(name) <= 64:
         keys.append(f"user:{name}")
-    with uow:
+    with uow.read():
         wait = max(_wait(uow.session.get(SignInFailure, key), now) for key in keys)
         user = uow.session.get(User, name) if len(keys) == 2 else None
         found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash)
@@ -210,7 +210,7 @@ def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | No
         since = dt.datetime.fromisoformat(signed_in_at)
     except (TypeError, ValueError):
         return None
-    with uow:
+    with uow.read():
         user = uow.session.get(User, name)
         if user is None or user.disabled_at is not None:
             return None
@@ -221,7 +221,7 @@ def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | No
 
 def active(uow: UnitOfWork, name: str) -> Person | None:
     """The person NAME if the user exists and is not disabled (checked on every UI request)."""
-    with uow:
+    with uow.read():
         return active_in(uow.session, name)
 
 

@@ -191,6 +191,6 @@ def context(session: Session, snapshot: Snapshot | None, detail: CaseDetail) -> 
 def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.datetime | None = None) -> CaseContext:
     """Everything the case page shows about CASE_ID."""
     snapshot = Warehouse(warehouse_dir).current()
-    with uow:
+    with uow.read():
         detail = cases.detail(uow.session, case_id, now or dt.datetime.now(dt.UTC))
         return context(uow.session, snapshot, detail)

@@ -186,7 +186,7 @@ def queue(uow: UnitOfWork, *, f: QueueFilter, now: dt.datetime | None = None,
     otherwise; ties go to the oldest."""
     check_filter(f)
     now = now or _now()
-    with uow:
+    with uow.read():
         base = _filtered(f)
         total = uow.session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
         rows = uow.session.execute(base.order_by(*_ORDER[f.sort]()).limit(f.limit).offset(f.offset)).scalars()
@@ -195,7 +195,7 @@ def queue(uow: UnitOfWork, *, f: QueueFilter, now: dt.datetime | None = None,
 
 def filter_choices(uow: UnitOfWork) -> tuple[list[str], list[str]]:
     """The reasons and the assignees of cases not closed (the queue's filters offer these)."""
-    with uow:
+    with uow.read():
         reasons = uow.session.execute(select(Case.reason).where(Case.status.in_(ACTIVE)).distinct()).scalars()
         people = uow.session.execute(select(Case.assignee).where(Case.status.in_(ACTIVE)).distinct()).scalars()
         return sorted(r for r in reasons if r), sorted(p for p in people if p)
@@ -204,7 +204,7 @@ def filter_choices(uow: UnitOfWork) -> tuple[list[str], list[str]]:
 def get(uow: UnitOfWork, *, case_id: str, now: dt.datetime | None = None,
         sla_hours: float = DEFAULT_SLA_HOURS) -> CaseDetail:
     """Everything about a case: summary, links, assessments with their evidence, notes, labels, events."""
-    with uow:
+    with uow.read():
         return detail(uow.session, case_id, now or _now(), sla_hours)
 
 

@@ -158,7 +158,7 @@ class StoredAnswer:
 
 def stored_answer(uow: UnitOfWork, *, return_id: str) -> StoredAnswer:
     """The request hash and the answer given when RETURN_ID was assessed."""
-    with uow:
+    with uow.read():
         row = uow.session.execute(select(Assessment.request_hash, EvidenceEvent.payload)
                                   .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
                                   .where(Assessment.return_id == return_id)).one()
@@ -179,7 +179,7 @@ class AssessmentEvidence:
 
 def load_assessment(uow: UnitOfWork, *, assessment_id: str) -> AssessmentEvidence:
     """The stored evidence of an assessment."""
-    with uow:
+    with uow.read():
         row = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.payload)
                                   .join(Assessment, Assessment.event_seq == EvidenceEvent.seq)
                                   .where(Assessment.id == assessment_id)).first()

@@ -19,12 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.data.contract import text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
+from fraud_service.store.db import read_sessions
 from fraud_service.store.schema import EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
@@ -32,9 +33,9 @@ MAX_TEXT = 200
 
 
 class ListCache:
-    def __init__(self, sessions: Callable[[], Session], ttl: float = 1.0,
+    def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.sessions = sessions
+        self.sessions = read_sessions(sessions)  # a read never waits for the evidence writer
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[tuple[str, str], ListMatch] = {}
@@ -86,7 +87,7 @@ def _record(e: ListEntry) -> ListEntryRecord:
 
 def entries(uow: UnitOfWork) -> list[ListEntryRecord]:
     """Every allow and block list entry, by entity and value."""
-    with uow:
+    with uow.read():
         rows = uow.session.execute(select(ListEntry).order_by(ListEntry.entity, ListEntry.value)).scalars()
         return [_record(e) for e in rows]
 
@@ -181,7 +182,7 @@ class ListHistory:
 
 def history(uow: UnitOfWork) -> ListHistory:
     """The lists' history from the `list_added` and `list_removed` evidence events, in chain order."""
-    with uow:
+    with uow.read():
         rows = uow.session.execute(select(EvidenceEvent.kind, EvidenceEvent.at, EvidenceEvent.payload)
                                    .where(EvidenceEvent.kind.in_(("list_added", "list_removed")))
                                    .order_by(EvidenceEvent.seq)).all()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.errors import AssessmentConflict, DatabaseDown, Unavailable
 from fraud_service.featurestore.live import AssessedReturn, FreshnessWriter
@@ -69,7 +69,7 @@ def risk_level(score: float, policy: Policy) -> str:
 class Assessor:
     """Assesses return requests with one loaded model and policy (built once per worker)."""
 
-    def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: Callable[[], Session],
+    def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
                  writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
                  top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.reader = reader

@@ -28,7 +28,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock at once (they queue, never deadlock); readers begin deferred, and in
+            # WAL mode a reader never waits for a writer nor makes one wait
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -37,3 +40,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+READ_ONLY = "fraud_read_only"
+"""Execution option of a connection that only reads (SQLite begins its transactions deferred)."""
+
+
+def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions like SESSIONS' whose transactions only read."""
+    engine = sessions.kw["bind"]
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -10,15 +10,15 @@ never as a driver's exception.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.errors import DatabaseDown
 from fraud_service.store import chain
+from fraud_service.store.db import read_sessions
 from fraud_service.store.schema import EvidenceEvent
 
 UNREACHABLE = (OperationalError, InterfaceError)
@@ -28,10 +28,17 @@ UNREACHABLE = (OperationalError, InterfaceError)
 class UnitOfWork:
     """`with uow: ...; uow.commit()`; a block left without `commit()` is rolled back."""
 
-    def __init__(self, sessions: Callable[[], Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._session: Session | None = None
+        self._read_only = False
         self.committed = False
+
+    def read(self) -> UnitOfWork:
+        """This unit of work only reads: on SQLite its transaction begins deferred, so it neither waits for the
+        evidence writer nor blocks it (`with uow.read(): ...`)."""
+        self._read_only = True
+        return self
 
     @property
     def session(self) -> Session:
@@ -40,13 +47,14 @@ class UnitOfWork:
         return self._session
 
     def __enter__(self) -> UnitOfWork:
-        self._session = self._sessions()
+        self._session = (read_sessions(self._sessions) if self._read_only else self._sessions)()
         self.committed = False
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         session, self._session = self._session, None
+        self._read_only = False  # the next block of this unit of work may write
         try:
             if session is not None:
                 # rolls back what was not committed and returns the connection; what the block read stays
@@ -63,6 +71,8 @@ class UnitOfWork:
                                "retry later") from exc
 
     def commit(self) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot commit")
         self.session.commit()
         self.committed = True
 
@@ -73,4 +83,6 @@ class UnitOfWork:
     def record(self, *, kind: str, subject: str, actor: str, payload: Any,
                at: dt.datetime | None = None) -> EvidenceEvent:
         """Append an evidence event in this transaction (it commits with the change it records)."""
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work cannot record evidence")
         return chain.append(self.session, kind=kind, subject=subject, actor=actor, payload=payload, at=at)

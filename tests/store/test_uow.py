@@ -57,3 +57,43 @@ def test_using_the_session_outside_the_block_is_an_error() -> None:
         uow = db.uow()
         with pytest.raises(RuntimeError, match="outside its `with` block"):
             _ = uow.session
+
+
+def test_a_reader_neither_waits_for_the_writer_nor_blocks_it(tmp_path) -> None:
+    """SQLite: a read-only unit of work begins deferred; a write lock held elsewhere does not stop it, and the
+    read it keeps open does not stop a writer (WAL)."""
+    import threading
+
+    from fraud_service.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    try:
+        with UnitOfWork(sessions) as writer:  # holds the write lock (BEGIN IMMEDIATE) until the block ends
+            writer.record(kind="note", subject="x", actor="t", payload={}, at=T0)
+            with UnitOfWork(sessions).read() as reader:  # answers at once: no wait on the write lock
+                assert reader.session.execute(select(EvidenceEvent)).first() is None
+            writer.commit()
+        with UnitOfWork(sessions).read() as reader:
+            assert reader.session.execute(select(EvidenceEvent)).first() is not None
+            done = []
+
+            def write() -> None:
+                with UnitOfWork(sessions) as other:
+                    other.record(kind="note", subject="y", actor="t", payload={}, at=T0)
+                    other.commit()
+                    done.append(True)
+
+            thread = threading.Thread(target=write)
+            thread.start()
+            thread.join(timeout=5)
+            assert done == [True]  # the open read did not block the writer
+    finally:
+        engine.dispose()
+
+
+def test_a_read_only_unit_of_work_refuses_to_write() -> None:
+    with memory_db() as db:
+        with pytest.raises(RuntimeError, match="cannot record evidence"), db.uow().read() as uow:
+            uow.record(kind="note", subject="x", actor="t", payload={}, at=T0)
