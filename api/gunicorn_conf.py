@@ -10,6 +10,22 @@ graceful_timeout = 20
 keepalive = 5
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """A worker dies with its master: when the master is killed (even with SIGKILL) the kernel sends the worker
+    SIGTERM, so no orphan keeps answering on, or holding, the port."""
+    import ctypes
+    import os
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM) != 0:
+        server.log.warning("worker %s cannot ask to die with its master (prctl errno %s)", worker.pid,
+                           ctypes.get_errno())
+    if os.getppid() != server.pid:  # the master died before the request took effect
+        os._exit(1)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A dead worker's live gauges stop counting in /metrics (prometheus_client multiprocess mode), and its
     connections no longer count against the others' share (api.gunicorn_worker)."""

@@ -193,6 +193,29 @@ def cmd_labels_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _port_free(host: str, port: int, wait: float) -> bool:
+    """Whether HOST:PORT can be bound, waiting up to WAIT seconds for it (the workers of a server that was just
+    killed may hold it a little longer); says so while it waits."""
+    import errno
+    import socket
+    import time
+
+    deadline, said = time.monotonic() + wait, False
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return True
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    return False
+        if not said:
+            print(f"{host}:{port} is in use; waiting up to {wait:g} s for it to be free", file=sys.stderr, flush=True)
+            said = True
+        time.sleep(0.25)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate the evidence database, then run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
     import os
@@ -210,6 +233,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
+    if not _port_free(host, port, args.port_wait):
+        print(f"error: {host}:{port} is still in use after {args.port_wait:g} s; stop what holds it (`ss -ltnp "
+              f"'sport = :{port}'`) or serve on another port (--port)", file=sys.stderr)
+        return EXIT_REJECTED
     print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: http://{host}:{port}/ui/ "
           "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)
     argv = ["gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
@@ -228,6 +255,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
     p.add_argument("--workers", type=positive_int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--port-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the port to be free before giving up (default 30)")
     p.add_argument("--threads", type=positive_int, default=8,
                    help="threads per worker (default 8: a thread holds its connection while its evidence commits; "
                         "8 answered more requests than 4 at 16 connections in the load benchmark)")

@@ -155,3 +155,57 @@ def _server_connections(session: int, port: int) -> dict[int, int]:
         if count:
             held[int(proc.name)] = count
     return held
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    home = private_home(serving_home, tmp_path / "home")
+    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
+    for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        env.pop(name, None)
+    cli = [sys.executable, "-m", "api.cli"]
+    port = _free_port()
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    handles = []
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        handles.append(log.open("wb"))
+        return subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "1"], env=env,
+                                stdout=handles[-1], stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(server: subprocess.Popen[bytes], log: Path) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None and len(_ready_workers(log)) < 2:
+            time.sleep(0.25)  # waiting for both workers to load, not timing anything
+        assert len(_ready_workers(log)) == 2, log.read_text()[-2000:]
+
+    first = start(logs[0])
+    second = None
+    try:
+        wait_ready(first, logs[0])
+        workers = _ready_workers(logs[0])
+        os.kill(first.pid, signal.SIGKILL)  # the master (serve execs gunicorn in its own process)
+        first.wait(timeout=30)
+        deadline = time.monotonic() + 3  # the kernel's SIGTERM ends them at once; orphans used to last ~20 s
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(_pid_alive(p) for p in workers), "orphaned workers outlived their master"
+        second = start(logs[1])
+        wait_ready(second, logs[1])
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        for server in (first, second):
+            if server is not None and server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=60)
+        for handle in handles:
+            handle.close()
