@@ -190,15 +190,8 @@ def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], prob
         if payload is None:
             problems.append(f"assessment {a.get('assessment_id')} has no verified event in the bundle")
             continue
-        shown = {"request": a.get("request"), "features": a.get("features"), "contributions": a.get("contributions"),
-                 "reasons": a.get("reasons"), "rules_fired": a.get("rules_fired"), "decision": a.get("decision")}
-        stored = {"request": payload.get("request"), "features": payload.get("features"),
-                  "contributions": payload.get("contributions"), "reasons": payload["response"].get("reasons"),
-                  "rules_fired": payload["response"].get("rules_fired"),
-                  "decision": payload["response"].get("decision")}
-        for key, value in shown.items():
-            if chain.canonical(value) != chain.canonical(stored[key]):
-                problems.append(f"assessment {a.get('assessment_id')}: its {key} differs from the recorded evidence")
+        for key in _assessment_differences(a, payload):
+            problems.append(f"assessment {a.get('assessment_id')}: its {key} differs from the recorded evidence")
     for note in case.get("notes", []):
         payload = _payload(by_seq, note.get("event_seq"))
         if payload is None or payload.get("note") != note.get("body"):
@@ -210,3 +203,55 @@ def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], prob
         if (label.get("return_id"), label.get("label"), label.get("labelled_at")) not in recorded:
             problems.append(f"label {label.get('label')} of return {label.get('return_id')} is in no verified "
                             "closing event")
+    problems.extend(_summary_differences(case, by_seq))
+
+
+def _assessment_differences(a: dict[str, Any], payload: dict[str, Any]) -> list[str]:
+    """The fields of a shown assessment that its verified event does not bear out."""
+    response, request = payload.get("response", {}), payload.get("request", {})
+    shown = {"request": a.get("request"), "features": a.get("features"), "contributions": a.get("contributions"),
+             "reasons": a.get("reasons"), "rules_fired": a.get("rules_fired"), "decision": a.get("decision"),
+             "return_id": a.get("return_id"), "model_version": a.get("model_version"),
+             "policy_version": a.get("policy_version"), "risk_level": a.get("risk_level"),
+             "customer_id": a.get("customer_id"), "refund_amount": a.get("refund_amount"),
+             "score": _rounded(a.get("score"), 6), "assessed_at": _instant(a.get("assessed_at"))}
+    stored = {"request": request, "features": payload.get("features"), "contributions": payload.get("contributions"),
+              "reasons": response.get("reasons"), "rules_fired": response.get("rules_fired"),
+              "decision": response.get("decision"), "return_id": response.get("return_id"),
+              "model_version": response.get("model_version"), "policy_version": response.get("policy_version"),
+              "risk_level": response.get("risk_level"), "customer_id": request.get("customer_id"),
+              "refund_amount": request.get("refund_amount"), "score": _rounded(response.get("score"), 6),
+              "assessed_at": _instant(response.get("assessed_at"))}
+    return [key for key, value in shown.items() if chain.canonical(value) != chain.canonical(stored[key])]
+
+
+def _summary_differences(case: dict[str, Any], by_seq: dict[int, dict[str, Any]]) -> list[str]:
+    """The case's shown status, assignee, money at stake and highest score, against what its verified events and
+    assessments say (replayed in chain order)."""
+    status, assignee = "open", None
+    for e in sorted(by_seq.values(), key=lambda e: e["seq"]):
+        if e["subject"] != case.get("case_id"):
+            continue
+        changes = json.loads(e["payload"]).get("changes", {})
+        status = changes.get("status", [None, status])[1]
+        assignee = changes.get("assignee", [None, assignee])[1]
+    scores = [s for a in case.get("assessment_list", []) if (s := _rounded(a.get("score"), 6)) is not None]
+    amounts = [a.get("refund_amount") or 0.0 for a in case.get("assessment_list", [])]
+    shown = {"status": case.get("status"), "assignee": case.get("assignee"),
+             "max_score": _rounded(case.get("max_score"), 6), "amount": _rounded(case.get("amount"), 2)}
+    derived = {"status": status, "assignee": assignee, "max_score": max(scores, default=None),
+               "amount": _rounded(sum(amounts), 2)}
+    return [f"the case's {key} ({shown[key]}) differs from what its verified events say ({derived[key]})"
+            for key in shown if shown[key] != derived[key]]
+
+
+def _rounded(value: Any, digits: int) -> float | None:
+    return round(float(value), digits) if isinstance(value, int | float) else None
+
+
+def _instant(text: Any) -> str | None:
+    """A time as one canonical UTC text, whichever way it was written."""
+    try:
+        return chain.utc_text(dt.datetime.fromisoformat(str(text)))
+    except ValueError:
+        return None

@@ -35,7 +35,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_timeout", POOL_TIMEOUT_S)
+    if url.startswith("postgresql"):
+        # a server that does not answer is found out in seconds (not the OS's minutes), and no statement waits on
+        # a lock for longer than LOCK_TIMEOUT_MS
+        args = kwargs.setdefault("connect_args", {})
+        args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_MS}")
     return create_engine(url, **kwargs)
+
+
+CONNECT_TIMEOUT_S = 2
+POOL_TIMEOUT_S = 5
+LOCK_TIMEOUT_MS = 10_000
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

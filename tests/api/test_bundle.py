@@ -114,3 +114,22 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
     (tmp_path / "not.json").write_text("[1, 2]")
     assert main(["evidence", "verify", "--bundle", str(tmp_path / "not.json")]) == 1
     assert "not an evidence bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("where", "field", "value"), [
+    ("assessment", "score", 0.0001), ("assessment", "return_id", "R-other"), ("assessment", "model_version", "v0099"),
+    ("assessment", "risk_level", "low"), ("assessment", "refund_amount", 0.01),
+    ("assessment", "assessed_at", "2020-01-01T00:00:00.000000+00:00"), ("assessment", "customer_id", "C-other"),
+    ("case", "status", "escalated"), ("case", "assignee", "user:mallory"), ("case", "max_score", 0.01),
+    ("case", "amount", 1.0),
+])
+def test_an_edited_shown_value_is_caught(exported: tuple[Path, dict[str, Any], str], where: str, field: str,
+                                         value: Any) -> None:
+    _, data, _ = exported
+    assert bundle.verify(data).ok
+
+    def edit(d: dict[str, Any]) -> None:
+        (d["case"]["assessment_list"][0] if where == "assessment" else d["case"])[field] = value
+
+    problems = _edited(data, edit)
+    assert problems and any(field in p for p in problems), problems
