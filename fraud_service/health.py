@@ -3,6 +3,7 @@ integrity (`fraud-service evidence verify`) and what the evidence database holds
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from fraud_service.data.warehouse import Warehouse
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.store import chain
 from fraud_service.store.chain import Verification
-from fraud_service.store.schema import Assessment, Case
+from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -125,3 +126,88 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
     else:
         checks["feature_store"] = {"ok": False, "detail": "not loaded"}
     return checks
+
+
+@dataclass(frozen=True)
+class DerivedCheck:
+    """Rows of the tables derived from the evidence (assessments, case notes, labels) checked against their
+    events, and the first that differs (None when all agree)."""
+
+    rows: dict[str, int]
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify_derived(uow: UnitOfWork) -> DerivedCheck:
+    """Check every assessment, case note and label row against the evidence event it names: an edited row (a
+    score, a decision, a label that feeds the next training run) is named, by table and key."""
+
+    rows = {"assessments": 0, "case_notes": 0, "labels": 0}
+    with uow.read():
+        for model, table, problem_of in ((Assessment, "assessments", _assessment_problem),
+                                         (CaseNote, "case_notes", _note_problem), (Label, "labels", _label_problem)):
+            problem = _check_table(uow, model, table, problem_of, rows)
+            if problem is not None:
+                return DerivedCheck(rows, problem)
+    return DerivedCheck(rows)
+
+
+def _check_table(uow: UnitOfWork, model: Any, table: str, problem_of: Any, rows: dict[str, int]) -> str | None:
+    """The first row of TABLE (MODEL) its event does not bear out, or that names an event the log lacks."""
+    from sqlalchemy import select
+
+    query = (select(model, EvidenceEvent).join(EvidenceEvent, EvidenceEvent.seq == model.event_seq)
+             .order_by(model.event_seq).execution_options(yield_per=2000))
+    for row, event in uow.session.execute(query):
+        rows[table] += 1
+        problem = problem_of(row, event, json.loads(event.payload))
+        if problem is not None:
+            return f"{table} row {row.id} (event {event.seq}): {problem}"
+    orphan = uow.session.execute(select(model).outerjoin(EvidenceEvent, EvidenceEvent.seq == model.event_seq)
+                                 .where(EvidenceEvent.seq.is_(None)).limit(1)).scalar_one_or_none()
+    if orphan is not None:
+        return f"{table} row {orphan.id} names event {orphan.event_seq}, which the log does not hold"
+    return None
+
+
+def _differs(pairs: dict[str, tuple[Any, Any]]) -> str | None:
+    wrong = [f"{name} {shown!r} (the event says {recorded!r})" for name, (shown, recorded) in pairs.items()
+             if shown != recorded]
+    return "; ".join(wrong) or None
+
+
+def _assessment_problem(row: Assessment, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind != "assessment" or event.subject != row.id:
+        return f"its event is a {event.kind} of {event.subject}, not this assessment"
+    response, request = payload.get("response", {}), payload.get("request", {})
+    return _differs({
+        "return_id": (row.return_id, response.get("return_id")), "customer_id": (row.customer_id,
+                                                                                 request.get("customer_id")),
+        "request_hash": (row.request_hash, payload.get("request_hash")),
+        "score": (round(row.score, 6), response.get("score")), "decision": (row.decision, response.get("decision")),
+        "risk_level": (row.risk_level, response.get("risk_level")),
+        "model_version": (row.model_version, response.get("model_version")),
+        "policy_version": (row.policy_version, response.get("policy_version")),
+        "refund_amount": (row.refund_amount, request.get("refund_amount")),
+        "case_id": (row.case_id, response.get("case_id"))})
+
+
+def _note_problem(row: CaseNote, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind != "case_note":
+        return f"its event is a {event.kind}, not a case_note"
+    return _differs({"body": (row.body, payload.get("note")), "author": (row.author, event.actor),
+                     "case_id": (row.case_id, payload.get("case_id"))})
+
+
+def _label_problem(row: Label, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind != "case_closed":
+        return f"its event is a {event.kind}, not a case_closed"
+    recorded = {(x.get("return_id"), x.get("label"), x.get("labelled_at")) for x in payload.get("labels", [])}
+    if (row.return_id, row.label, chain.utc_text(row.labelled_at)) not in recorded:
+        return f"label {row.label!r} of return {row.return_id} at {chain.utc_text(row.labelled_at)} is not one " \
+               "its closing event records"
+    return _differs({"actor": (row.actor, event.actor), "case_id": (row.case_id, payload.get("case_id")),
+                     "reason": (row.reason, payload.get("reason"))})

@@ -58,7 +58,8 @@ def flag(db: MemoryDb, *, customer: str = "c-1", links: dict[str, str] | None = 
            "request_hash": "h" * 64, "created_at": at, "score": score, "decision": decision, "risk_level": "high",
            "model_version": "v0001", "policy_version": "v0001.p1", "refund_amount": amount, "case_id": None,
            "reason": reason}
-    payload = {"request": {"return_id": row["return_id"], "customer_id": customer, "refund_amount": amount},
+    payload = {"request_hash": row["request_hash"],
+               "request": {"return_id": row["return_id"], "customer_id": customer, "refund_amount": amount},
                "features": {"cust_returns_7d": 1},
                "response": {"case_id": None, "decision": decision, "reasons": [], "rules_fired": [],
                             "return_id": row["return_id"], "score": round(score, 6), "risk_level": "high",

@@ -37,3 +37,34 @@ def test_the_redis_check_runs_only_when_redis_is_the_online_store(settings):
     checks = run_checks(replace(settings, online_store="redis"))
     assert [c.name for c in checks] == ["warehouse", "database", "redis"]
     assert checks[2].ok
+
+
+def test_derived_tables_are_checked_against_their_events():
+    from sqlalchemy import update
+
+    from fraud_service.cases import service as cases
+    from fraud_service.health import verify_derived
+    from fraud_service.store.schema import Assessment, CaseNote, Label
+    from tests.factories import flag, memory_db
+
+    with memory_db() as db:
+        row = flag(db, customer="c-9", score=0.8)
+        cases.add_note(db.uow(), case_id=row["case_id"], body="called the customer", actor="user:ana")
+        cases.close(db.uow(), case_id=row["case_id"], dispositions=None, label="fraud", reason="ring",
+                    actor="user:ana")
+        check = verify_derived(db.uow())
+        assert check.ok and check.rows == {"assessments": 1, "case_notes": 1, "labels": 1}
+        edits = [
+            (Label, "label", "legit", "fraud", "labels row", "label 'legit'"),
+            (Assessment, "score", 0.01, 0.8, f"assessments row {row['id']}", "score 0.01"),
+            (CaseNote, "body", "nothing happened", "called the customer", "case_notes row", "body 'nothing happened'"),
+        ]
+        for model, column, edited, original, where, what in edits:
+            with db.sessions.begin() as session:
+                session.execute(update(model).values({column: edited}))
+            check = verify_derived(db.uow())
+            assert not check.ok and check.problem is not None
+            assert where in check.problem and what in check.problem, check.problem
+            with db.sessions.begin() as session:
+                session.execute(update(model).values({column: original}))
+            assert verify_derived(db.uow()).ok

@@ -151,18 +151,25 @@ def cmd_lists_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
     from fraud_service.bootstrap import evidence
-    from fraud_service.health import verify_evidence
+    from fraud_service.health import verify_derived, verify_evidence
 
     if args.bundle:
         return _verify_bundle(Path(args.bundle))
     with evidence(settings) as db:
         result = verify_evidence(db.uow())
-    if result.ok:
-        print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
-        return 0
-    print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
-          f"({result.events:,} events verified before it)")
-    return EXIT_REJECTED
+        derived = verify_derived(db.uow()) if result.ok else None
+    if not result.ok:
+        print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
+              f"({result.events:,} events verified before it)")
+        return EXIT_REJECTED
+    print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
+    assert derived is not None
+    counted = ", ".join(f"{n:,} {table}" for table, n in derived.rows.items())
+    if not derived.ok:
+        print(f"derived tables DIFFER from the evidence: {derived.problem} (checked {counted})")
+        return EXIT_REJECTED
+    print(f"derived tables agree with their events: {counted}")
+    return 0
 
 
 def _verify_bundle(path: Path) -> int:
@@ -270,8 +277,9 @@ def register(sub: Subparsers) -> None:
     evidence = sub.add_parser("evidence", help="check the evidence log",
                               description="The append-only evidence log, each event chained to the previous by hash.")
     esub = evidence.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
-    q = esub.add_parser("verify", help="re-hash the whole chain (or check a case's exported bundle offline); exit 1 "
-                                       "naming the first edited, inserted or missing event")
+    q = esub.add_parser("verify", help="re-hash the whole chain and check the assessments, notes and labels "
+                                       "against their events (or check a case's exported bundle offline); exit 1 "
+                                       "naming the first edited, inserted or missing event or row")
     q.add_argument("--bundle", metavar="FILE", help="an evidence bundle (the .zip from the UI or "
                                                    "/v1/cases/ID/bundle, or its .json): checked without the database")
     q.set_defaults(func=cmd_evidence_verify)
