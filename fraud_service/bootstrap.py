@@ -129,7 +129,8 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=evidence_writer(engine), freshness=writer)
+                    writer=evidence_writer(engine), freshness=writer,
+                    hub_customers=settings.hub_customers)
 
 
 def last_good_scorer(registry: ModelRegistry) -> Scorer:

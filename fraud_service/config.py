@@ -24,6 +24,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    hub_customers: int = 20
+    """FRAUD_HUB_CUSTOMERS: a shared token used by this many customers no longer merges their cases."""
     cookie_secure: bool = False
     """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
     service listens on loopback, where a browser reaches it over plain HTTP)."""
@@ -68,10 +70,20 @@ class Settings:
             port=port,
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
             cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
+            hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
         )
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
+    return int(text)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -59,3 +59,10 @@ def test_the_session_cookie_is_secure_by_default_off_loopback(env, secure):
 def test_a_malformed_cookie_flag_names_the_variable():
     with pytest.raises(ConfigError, match="FRAUD_COOKIE_SECURE='maybe'"):
         Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_COOKIE_SECURE": "maybe"})
+
+
+def test_the_hub_threshold_is_a_positive_whole_number():
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).hub_customers == 20
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_HUB_CUSTOMERS": "5"}).hub_customers == 5
+    with pytest.raises(ConfigError, match="FRAUD_HUB_CUSTOMERS='0'"):
+        Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_HUB_CUSTOMERS": "0"})

@@ -22,6 +22,9 @@ from fraud_service.scoring.request import ReturnRequest
 LIST_ENTITIES = ("customer", "address", "payment", "device", "refund")
 LISTS = ("allow", "block")
 RULE_FEATURES = ("cust_inr_90d", "cust_returns_7d", "rfd_customers")
+HUB_FEATURES = {"address": "addr_customers", "payment": "pay_customers", "device": "dev_customers",
+                "refund": "rfd_customers"}
+"""The feature counting the customers who used each kind of token (the hub test of `case_links`)."""
 """The features the hard rules read (a caller may pass a vector holding only these)."""
 
 
@@ -76,6 +79,19 @@ def decide(policy: Policy, score: float, subject: Subject, vector: Mapping[str, 
     hits, allowed = list_hits(matches)
     hits += hard_rules(subject, vector)
     return Verdict(model, final_decision(model, hits, allowed), hits)
+
+
+def case_links(tokens: Mapping[str, str], vector: Mapping[str, Any], hub_customers: int) -> dict[str, str]:
+    """The tokens that tie a flagged assessment to a case: the customer always, a shared token only while fewer
+    than HUB_CUSTOMERS customers have used it. A freight forwarder, a parcel locker or an office links strangers:
+    it stays a feature the model sees, but it does not merge their cases."""
+    links = {}
+    for entity, value in tokens.items():
+        feature = HUB_FEATURES.get(entity)
+        if feature is not None and _number(vector, feature) >= hub_customers:
+            continue
+        links[entity] = value
+    return links
 
 
 def tokens(request: ReturnRequest) -> dict[str, str]:

@@ -30,11 +30,13 @@ from fraud_service.scoring.lists import ListCache
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.request import ReturnRequest
-from fraud_service.scoring.rules import Subject, decide
+from fraud_service.scoring.rules import Subject, case_links, decide
 from fraud_service.store.uow import UnitOfWork
 from fraud_service.store.writer import EvidenceWriter
 
 NO_DECISION = "no decision was made, retry later"
+HUB_CUSTOMERS = 20
+"""Default of FRAUD_HUB_CUSTOMERS: a token used by this many customers links no cases (`rules.case_links`)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class Assessor:
 
     def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
                  writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
-                 top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 hub_customers: int = HUB_CUSTOMERS) -> None:
         self.reader = reader
         self.loaded = Loaded.of(scorer, policy)
         self.sessions = sessions
@@ -80,6 +83,7 @@ class Assessor:
         self.freshness = freshness
         self.top_reasons = top_reasons
         self.clock = clock
+        self.hub_customers = hub_customers
 
     @property
     def scorer(self) -> Scorer:
@@ -140,7 +144,7 @@ class Assessor:
                "policy_version": policy.version, "refund_amount": request.refund_amount, "case_id": None,
                "reason": explain.theme(reasons[0].feature if reasons else None, [h.rule for h in verdict.hits])}
         try:
-            links = subject.tokens if verdict.decision.needs_human else None
+            links = case_links(subject.tokens, vector, self.hub_customers) if verdict.decision.needs_human else None
             seq = self.writer.store(row, record, actor, now, links)
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc}; {NO_DECISION}") from exc

@@ -84,6 +84,24 @@ def test_a_linked_account_joins_by_a_shared_token(api: Api, set_policy: Any) -> 
         assert json.loads(event.payload)["linked_by"] == [f"payment:{first['order']['payment_token']}"]
 
 
+def test_a_hub_token_links_no_cases(api: Api, set_policy: Any) -> None:
+    """A token as many customers use as FRAUD_HUB_CUSTOMERS (a parcel locker, a forwarder) merges nobody's cases."""
+    assessor = api.service.assessor
+    assert assessor is not None
+    first = _new_identity(api)
+    opened = _assess(api, set_policy, first, "review")
+    before, assessor.hub_customers = assessor.hub_customers, 0  # every token counts as a hub
+    try:
+        other = _new_identity(api, payment_token=first["order"]["payment_token"])
+        separate = _assess(api, set_policy, other, "review")
+    finally:
+        assessor.hub_customers = before
+    assert separate["case_id"] not in (None, opened["case_id"])
+    with api.service.sessions() as session:
+        links = set(session.execute(select(CaseLink.entity).where(CaseLink.case_id == separate["case_id"])).scalars())
+    assert links == {"customer"}
+
+
 def test_decisions_without_a_human_open_no_case(api: Api, set_policy: Any) -> None:
     for decision in ("approve", "approve_after_inspection", "store_credit_only"):
         got = _assess(api, set_policy, _new_identity(api), decision)

@@ -93,3 +93,13 @@ def test_rules_only_raise_the_models_decision(score: float, model: Decision, fin
 def test_goods_that_do_not_come_back_get_store_credit_instead_of_an_inspection() -> None:
     assert decide(POLICY, 0.3, subject(), {}, []).decision is Decision.APPROVE_AFTER_INSPECTION
     assert decide(POLICY, 0.3, subject(channel="returnless"), {}, []).decision is Decision.STORE_CREDIT_ONLY
+
+
+def test_a_hub_token_links_no_cases_but_a_shared_one_does() -> None:
+    from fraud_service.scoring.rules import case_links
+
+    tokens = {"customer": "c-1", "address": "locker-7", "payment": "p-1", "device": "d-1", "refund": "gc-1"}
+    vector = {"addr_customers": 250, "pay_customers": 1, "dev_customers": 19, "rfd_customers": 20}
+    assert case_links(tokens, vector, hub_customers=20) == {"customer": "c-1", "payment": "p-1", "device": "d-1"}
+    assert case_links(tokens, {}, hub_customers=20) == tokens  # unknown counts never drop a link
+    assert case_links({"customer": "c-1"}, {"addr_customers": 10**6}, hub_customers=1) == {"customer": "c-1"}
