@@ -255,9 +255,12 @@ def _case_schemas() -> dict[str, Any]:
                             "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}
     detail = {"allOf": [_ref("CaseSummary"), {
         "type": "object",
-        "required": ["links", "assessment_list", "notes", "labels", "events", "histories", "linked_accounts"],
+        "required": ["links", "assessment_list", "notes", "labels", "events", "histories", "linked_accounts",
+                     "assessments_total", "assessments_offset"],
         "properties": {
             "links": {"type": "array", "items": {"type": "object", "required": ["entity", "value"]}},
+            "assessments_total": {"type": "integer", "minimum": 0},
+            "assessments_offset": {"type": "integer", "minimum": 0},
             "assessment_list": {"type": "array", "items": {
                 "type": "object", "required": ["assessment_id", "return_id", "score", "decision", "request",
                                                "features", "reasons", "rules_fired", "label"]}},
@@ -320,9 +323,12 @@ def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "cases": {"type": "array", "items": _ref("CaseSummary")}}}, "Closed"),
                 **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
         "/v1/cases/{case_id}": {"get": {
-            "summary": "A case: assessments with their evidence, notes, labels, events, histories, linked accounts",
-            "security": secured, "parameters": case_id,
-            "responses": {"200": _json(_ref("CaseDetail"), "The case"), **_errors(401, 403, 404, 503)}}},
+            "summary": "A case: a page of its assessments (100 from assessments_offset) with their evidence, notes, "
+                       "labels, events, histories, linked accounts; assessments_total counts them all",
+            "security": secured,
+            "parameters": [*case_id, {"name": "assessments_offset", "in": "query", "required": False,
+                                      "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}],
+            "responses": {"200": _json(_ref("CaseDetail"), "The case"), **_errors(401, 403, 404, 422, 503)}}},
         "/v1/cases/{case_id}/claim": action("Assign the case to the caller (open moves to in_review)", None,
                                             errors=(401, 403, 404, 409, 503)),
         "/v1/cases/{case_id}/assign": action("Assign the case to a user, or to nobody (null)", {

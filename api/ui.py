@@ -271,6 +271,8 @@ def case(case_id: str) -> ResponseReturnValue:
         found = case_api.context(case_id).to_dict()
     except CaseNotFound:
         abort(404, f"There is no case {case_id}.")
+    except RequestInvalid as exc:
+        abort(400, _problems(exc))
     people = [u.name for u in list_users(core().uow()) if u.disabled_at is None]
     return render_template("ui/case.html", case=found, charts=_charts(found), moves=MOVES.get(found["status"], ()),
                            labels=LABELS, people=people)
@@ -323,10 +325,11 @@ def add_note(case_id: str) -> ResponseReturnValue:
 @bp.post("/cases/<case_id>/close")
 @signed_in
 def close(case_id: str) -> ResponseReturnValue:
-    dispositions = {key.removeprefix("label:"): value for key, value in request.form.items()
-                    if key.startswith("label:") and value}
+    one_for_all = request.form.get("label") or None  # a case too large to label return by return on one page
+    dispositions = None if one_for_all else {key.removeprefix("label:"): value for key, value in request.form.items()
+                                             if key.startswith("label:") and value}
     return _act(case_id, lambda: cases.close(core().uow(), case_id=case_id, dispositions=dispositions,
-                                             reason=request.form.get("reason", ""), **_who()),
+                                             label=one_for_all, reason=request.form.get("reason", ""), **_who()),
                 "Case closed; the labels are recorded for the next training run.")
 
 

@@ -188,9 +188,10 @@ def context(session: Session, snapshot: Snapshot | None, detail: CaseDetail) -> 
     return CaseContext(detail, histories, linked_accounts(snapshot, detail.links))
 
 
-def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.datetime | None = None) -> CaseContext:
-    """Everything the case page shows about CASE_ID."""
+def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.datetime | None = None,
+                 offset: int = 0) -> CaseContext:
+    """Everything the case page shows about CASE_ID, with a page of its assessments (cases.PAGE from OFFSET)."""
     snapshot = Warehouse(warehouse_dir).current()
     with uow.read():
-        detail = cases.detail(uow.session, case_id, now or dt.datetime.now(dt.UTC))
+        detail = cases.detail(uow.session, case_id, now or dt.datetime.now(dt.UTC), offset=offset, limit=cases.PAGE)
         return context(uow.session, snapshot, detail)

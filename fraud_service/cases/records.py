@@ -182,6 +182,9 @@ class CaseDetail:
     notes: list[NoteRecord]
     labels: list[LabelRecord]
     events: list[EventRecord]
+    assessments_total: int = 0
+    """How many assessments the case has; `assessments` holds those from `assessments_offset` on (a page)."""
+    assessments_offset: int = 0
 
     @property
     def case_id(self) -> str:
@@ -199,4 +202,6 @@ class CaseDetail:
             "notes": [n.to_dict() for n in self.notes],
             "labels": [x.to_dict() for x in self.labels],
             "events": [e.to_dict() for e in self.events],
+            "assessments_total": self.assessments_total,
+            "assessments_offset": self.assessments_offset,
         }

@@ -50,6 +50,8 @@ from fraud_service.store.uow import UnitOfWork
 MAX_NOTE = 10_000
 MAX_REASON = 2_000
 MAX_BULK = 500
+PAGE = 100
+"""Assessments a case page or `GET /v1/cases/ID` shows at a time (a case can gather thousands)."""
 
 
 def _now() -> dt.datetime:
@@ -201,24 +203,30 @@ def filter_choices(uow: UnitOfWork) -> tuple[list[str], list[str]]:
         return sorted(r for r in reasons if r), sorted(p for p in people if p)
 
 
-def get(uow: UnitOfWork, *, case_id: str, now: dt.datetime | None = None,
+def get(uow: UnitOfWork, *, case_id: str, now: dt.datetime | None = None, offset: int = 0,
         sla_hours: float = DEFAULT_SLA_HOURS) -> CaseDetail:
-    """Everything about a case: summary, links, assessments with their evidence, notes, labels, events."""
+    """Everything about a case: summary, links, a page of its assessments with their evidence (PAGE from OFFSET),
+    notes, labels, events."""
     with uow.read():
-        return detail(uow.session, case_id, now or _now(), sla_hours)
+        return detail(uow.session, case_id, now or _now(), sla_hours, offset=offset, limit=PAGE)
 
 
-def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) -> CaseDetail:
-    """`get` inside a transaction the caller holds (an export reads the case and records itself in one)."""
+def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS, *,
+           offset: int = 0, limit: int | None = None) -> CaseDetail:
+    """`get` inside a transaction the caller holds (an export reads the case and records itself in one); every
+    assessment unless LIMIT."""
+    if not 0 <= offset <= 2**62:
+        raise RequestInvalid([Problem("assessments_offset", f"got {offset}", "an integer from 0 to 2**62")])
     case = session.get(Case, case_id)
     if case is None:
         raise CaseNotFound(f"no case {case_id!r}")
     links = session.execute(select(CaseLink.entity, CaseLink.value).where(CaseLink.case_id == case_id)
                             .order_by(CaseLink.entity, CaseLink.value)).all()
-    rows = session.execute(select(Assessment, EvidenceEvent.payload)
-                           .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
-                           .where(Assessment.case_id == case_id)
-                           .order_by(Assessment.created_at, Assessment.id)).all()
+    total = session.execute(select(func.count()).select_from(Assessment)
+                            .where(Assessment.case_id == case_id)).scalar_one()
+    page = (select(Assessment, EvidenceEvent.payload).join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+            .where(Assessment.case_id == case_id).order_by(Assessment.created_at, Assessment.id).offset(offset))
+    rows = session.execute(page if limit is None else page.limit(limit)).all()
     notes = session.execute(select(CaseNote).where(CaseNote.case_id == case_id)
                             .order_by(CaseNote.created_at, CaseNote.id)).scalars().all()
     labels = [_label(x) for x in session.execute(select(Label).where(Label.case_id == case_id)
@@ -231,7 +239,8 @@ def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = 
         summary=summary(case, now, sla_hours), links=[(e, v) for e, v in links],
         assessments=[_assessment(a, json.loads(payload), latest.get(a.return_id)) for a, payload in rows],
         notes=[NoteRecord(n.author, n.body, chain.utc_text(n.created_at), n.event_seq) for n in notes],
-        labels=labels, events=[event_record(e) for e in events])
+        labels=labels, events=[event_record(e) for e in events], assessments_total=int(total),
+        assessments_offset=offset)
 
 
 def _assessment(a: Assessment, record: dict[str, Any], label: LabelRecord | None) -> CaseAssessment:

@@ -169,3 +169,22 @@ def test_the_session_cookie_is_secure_when_configured(api: Api) -> None:
     response = secure.test_client().get("/ui/login")
     assert "Secure" in response.headers["Set-Cookie"] and "HttpOnly" in response.headers["Set-Cookie"]
     assert "Secure" not in api.client.get("/ui/login").headers.get("Set-Cookie", "")
+
+
+def test_a_case_page_shows_a_hundred_returns_at_a_time_and_closes_them_all(api: Api, set_policy: Any) -> None:
+    case_id, returns = open_case(api, set_policy, returns=103)
+    client, csrf = signed_in(api, person(api, "quin"))
+    page = client.get(f"/ui/cases/{case_id}").get_data(as_text=True)
+    assert "103 returns in this case" in page and "showing\n      1–100" in page
+    assert "assessments_offset=100" in page and 'name="label"' in page
+    rest = client.get(f"/ui/cases/{case_id}?assessments_offset=100").get_data(as_text=True)
+    assert "101–103" in rest and returns[-1] in rest
+    assert client.get(f"/ui/cases/{case_id}?assessments_offset=x").status_code == 400
+    api_page = api.client.get(f"/v1/cases/{case_id}?assessments_offset=100", headers=api.headers("analyst"))
+    assert [a["return_id"] for a in api_page.get_json()["assessment_list"]] == returns[100:]
+    assert api_page.get_json()["assessments_total"] == 103
+    closed = client.post(f"/ui/cases/{case_id}/close", data={"csrf_token": csrf, "label": "abuse",
+                                                             "reason": "serial returner"}, follow_redirects=True)
+    assert "Case closed" in closed.get_data(as_text=True)
+    with api.service.sessions() as session:
+        assert len(session.execute(select(Label).where(Label.case_id == case_id)).all()) == 103

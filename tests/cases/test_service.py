@@ -173,3 +173,22 @@ def test_joining_adds_the_money_keeps_the_riskiest_score_and_reason_and_a_deny_s
     higher = Flagged("a", "r", "c", "review", 0.9, 5.0, "linked accounts", ())
     joined = cases.joined_case({**current, "decision": "review"}, higher, LATER)
     assert (joined["max_score"], joined["reason"], joined["decision"]) == (0.9, "linked accounts", "review")
+
+
+def test_a_large_case_is_read_a_page_of_assessments_at_a_time(db: MemoryDb) -> None:
+    rows = [flag(db, customer="c-hub", amount=1.0, at=T0 + dt.timedelta(seconds=i)) for i in range(cases.PAGE + 5)]
+    case_id = rows[0]["case_id"]
+    first = cases.get(db.uow(), case_id=case_id, now=LATER)
+    assert (first.assessments_total, first.assessments_offset, len(first.assessments)) == (cases.PAGE + 5, 0,
+                                                                                           cases.PAGE)
+    assert [a.return_id for a in first.assessments] == [r["return_id"] for r in rows[:cases.PAGE]]
+    rest = cases.get(db.uow(), case_id=case_id, now=LATER, offset=cases.PAGE)
+    assert [a.return_id for a in rest.assessments] == [r["return_id"] for r in rows[cases.PAGE:]]
+    assert first.summary.assessments == cases.PAGE + 5
+    with pytest.raises(RequestInvalid, match="assessments_offset"):
+        cases.get(db.uow(), case_id=case_id, offset=-1)
+    closed = cases.close(db.uow(), case_id=case_id, dispositions=None, label="abuse", reason="serial",
+                         actor="user:ana", now=LATER)  # one label for all, pages or not
+    assert closed.status == "closed"
+    with db.sessions() as session:
+        assert len(session.execute(select(Label)).all()) == cases.PAGE + 5
