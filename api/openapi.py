@@ -143,6 +143,8 @@ def _common_schemas() -> dict[str, Any]:
 
 
 SECURED = [{"bearer": []}]
+PAGE_OFFSET = {"name": "assessments_offset", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}
 PLAIN = {"type": "object"}
 
 
@@ -325,9 +327,7 @@ def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
         "/v1/cases/{case_id}": {"get": {
             "summary": "A case: a page of its assessments (100 from assessments_offset) with their evidence, notes, "
                        "labels, events, histories, linked accounts; assessments_total counts them all",
-            "security": secured,
-            "parameters": [*case_id, {"name": "assessments_offset", "in": "query", "required": False,
-                                      "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}],
+            "security": secured, "parameters": [*case_id, PAGE_OFFSET],
             "responses": {"200": _json(_ref("CaseDetail"), "The case"), **_errors(401, 403, 404, 422, 503)}}},
         "/v1/cases/{case_id}/claim": action("Assign the case to the caller (open moves to in_review)", None,
                                             errors=(401, 403, 404, 409, 503)),

@@ -54,13 +54,22 @@ def _post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stops_cleanly(
-        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def _serve_env(serving_home: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `serve` on a private copy of the trained home (SQLite evidence, own metrics)."""
     home = private_home(serving_home, tmp_path / "home")
     env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
     for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         env.pop(name, None)
-    cli = [sys.executable, "-m", "api.cli"]
+    return env
+
+
+def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stops_cleanly(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    env = _serve_env(serving_home, tmp_path)
+    cli = CLI
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     key = subprocess.run([*cli, "keys", "create", "--role", "scoring", "--name", "serve test"], env=env, check=True,
                          capture_output=True, text=True).stdout.strip()
@@ -168,11 +177,8 @@ def _pid_alive(pid: int) -> bool:
 
 def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
         serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
-    home = private_home(serving_home, tmp_path / "home")
-    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
-    for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
-        env.pop(name, None)
-    cli = [sys.executable, "-m", "api.cli"]
+    env = _serve_env(serving_home, tmp_path)
+    cli = CLI
     port = _free_port()
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     handles = []
