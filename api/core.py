@@ -9,7 +9,7 @@ import orjson
 from flask import current_app, request
 
 from fraud_service.bootstrap import Service
-from fraud_service.data.contract import MAX_DEPTH, text_problem, value_problems
+from fraud_service.data.contract import MAX_DEPTH, PLAIN_TEXT, text_problem, value_problems
 from fraud_service.errors import BadRequest, Problem, RequestInvalid
 
 
@@ -70,6 +70,6 @@ def refuse_unstorable_text() -> None:
             for text, what in ((str(key), "name"), (value, "value")):
                 if isinstance(text, str) and (problem := text_problem(text)) is not None:
                     problems.append(Problem(f"{where}.{key!r}" if what == "value" else where, f"its {what} {problem}",
-                                            "text without NUL characters or lone surrogates"))
+                                            PLAIN_TEXT))
     if problems:
         raise RequestInvalid(problems)

@@ -219,14 +219,8 @@ def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | No
         return Person(user.name, user.role)
 
 
-def active(uow: UnitOfWork, name: str) -> Person | None:
-    """The person NAME if the user exists and is not disabled (checked on every UI request)."""
-    with uow.read():
-        return active_in(uow.session, name)
-
-
 def active_in(session: Session, name: str) -> Person | None:
-    """`active` inside a transaction the caller holds."""
+    """The person NAME if the user exists and is not disabled, in a transaction the caller holds."""
     user = session.get(User, name)
     if user is None or user.disabled_at is not None:
         return None

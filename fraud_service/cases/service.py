@@ -41,7 +41,7 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
-from fraud_service.data.contract import text_problem
+from fraud_service.data.contract import PLAIN_TEXT, text_problem
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
@@ -331,12 +331,7 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
 
 def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.datetime | None = None) -> NoteRecord:
     """Add a note (kept in the case and in the evidence event)."""
-    text = body.strip() if isinstance(body, str) else ""
-    if not text or len(text) > MAX_NOTE:
-        raise RequestInvalid([Problem("body", f"got {len(text)} characters",
-                                      f"a note of 1 to {MAX_NOTE:,} characters")])
-    if (problem := text_problem(text)) is not None:
-        raise RequestInvalid([Problem("body", problem, "text without NUL characters or lone surrogates")])
+    text = _free_text(body, "body", MAX_NOTE, f"a note of 1 to {MAX_NOTE:,} characters")
     with uow:
         case = _locked(uow, case_id)
         event = _record(uow, case, "case_note", actor, {"note": text}, now or _now())
@@ -447,12 +442,16 @@ def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[st
 
 
 def _reason(reason: str) -> str:
-    text = reason.strip() if isinstance(reason, str) else ""
-    if not text or len(text) > MAX_REASON:
-        raise RequestInvalid([Problem("reason", f"got {len(text)} characters",
-                                      f"why, in 1 to {MAX_REASON:,} characters")])
+    return _free_text(reason, "reason", MAX_REASON, f"why, in 1 to {MAX_REASON:,} characters")
+
+
+def _free_text(value: object, field_name: str, limit: int, expected: str) -> str:
+    """VALUE stripped, or RequestInvalid naming FIELD_NAME: empty, over LIMIT characters, or not storable."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > limit:
+        raise RequestInvalid([Problem(field_name, f"got {len(text)} characters", expected)])
     if (problem := text_problem(text)) is not None:
-        raise RequestInvalid([Problem("reason", problem, "text without NUL characters or lone surrogates")])
+        raise RequestInvalid([Problem(field_name, problem, PLAIN_TEXT)])
     return text
 
 

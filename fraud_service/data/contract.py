@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+MAX_TEXT = 200
+"""The longest text a contract string (or a request's, or a list entry's) may be."""
+
 
 class Kind(StrEnum):
     """The logical type of a contract column."""
@@ -43,7 +46,7 @@ class Column:
     values: tuple[str, ...] = ()
     minimum: float | None = None
     strictly_positive: bool = False
-    max_length: int = 200
+    max_length: int = MAX_TEXT
     """The longest text a string column holds (identifiers, tokens, reasons), in characters."""
 
 
@@ -212,6 +215,8 @@ TABLES: dict[str, Table] = {
 """All contract tables, in dependency order (a table only references tables before it)."""
 
 
+PLAIN_TEXT = "text without NUL characters or lone surrogates"
+"""What a text that `text_problem` refuses was expected to be."""
 MAX_DEPTH = 32
 """How deeply a request body may nest arrays and objects (a return request needs 3 levels)."""
 
@@ -249,5 +254,5 @@ def value_problems(value: object, path: str = "", limit: int = 20) -> list[tuple
         elif isinstance(item, float) and not math.isfinite(item):
             found.append((where or "$", f"got {item}", "a finite number"))
         elif isinstance(item, str) and (problem := text_problem(item)) is not None:
-            found.append((where or "$", problem, "text without NUL characters or lone surrogates"))
+            found.append((where or "$", problem, PLAIN_TEXT))
     return sorted(found)

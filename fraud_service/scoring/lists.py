@@ -21,21 +21,18 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.data.contract import text_problem
+from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
-from fraud_service.store.db import read_sessions
 from fraud_service.store.schema import EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
-
-MAX_TEXT = 200
 
 
 class ListCache:
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.sessions = read_sessions(sessions)  # a read never waits for the evidence writer
+        self.sessions = sessions
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[tuple[str, str], ListMatch] = {}
@@ -56,9 +53,9 @@ class ListCache:
             return self._entries
         with self._lock:
             if self.clock() >= self._expires:
-                with self.sessions() as session:
-                    rows = session.execute(select(ListEntry.entity, ListEntry.value, ListEntry.list,
-                                                  ListEntry.reason)).all()
+                with UnitOfWork(self.sessions).read() as uow:  # never waits for the evidence writer
+                    rows = uow.session.execute(select(ListEntry.entity, ListEntry.value, ListEntry.list,
+                                                      ListEntry.reason)).all()
                 self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in rows}
                 self._expires = now + self.ttl
         return self._entries
@@ -102,7 +99,7 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
         if not isinstance(given, str) or not given.strip() or len(given) > MAX_TEXT:
             problems.append(Problem(name, f"got {given!r}", f"a non-empty string of at most {MAX_TEXT} characters"))
         elif (problem := text_problem(given)) is not None:
-            problems.append(Problem(name, problem, "text without NUL characters or lone surrogates"))
+            problems.append(Problem(name, problem, PLAIN_TEXT))
     if problems:
         raise RequestInvalid(problems)
 

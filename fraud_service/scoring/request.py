@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fraud_service.data.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
+from fraud_service.data.contract import MAX_TEXT, ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
 from fraud_service.errors import Problem, RequestInvalid
 
 MAX_ITEMS = 500
-MAX_TEXT = 200
 MAX_COUNT = 1_000_000
 """The largest count (quantity, items, line number) a request may carry."""
 MAX_AMOUNT = 1_000_000_000

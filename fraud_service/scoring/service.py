@@ -110,6 +110,9 @@ class Assessor:
         subject = Subject.of(request)
         try:
             matches = self.lists.matches(subject.tokens)
+        except DatabaseDown as exc:
+            raise Unavailable(f"the evidence database cannot be reached: {exc.__cause__ or exc}; {NO_DECISION}") \
+                from exc
         except DBAPIError as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc.orig}; {NO_DECISION}") from exc
         verdict = decide(policy, score, subject, vector, matches)

@@ -53,8 +53,7 @@ def aware(at: dt.datetime) -> dt.datetime:
 
 def utc_text(at: dt.datetime) -> str:
     """A time as UTC ISO text with microseconds (a naive time read back from SQLite is UTC)."""
-    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
-    return at.isoformat(timespec="microseconds")
+    return aware(at).astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def link_hash(prev_hash: str, seq: int, at: dt.datetime, kind: str, subject: str, actor: str, payload: str) -> str:

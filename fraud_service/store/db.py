@@ -57,8 +57,3 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 READ_ONLY = "fraud_read_only"
 """Execution option of a connection that only reads (SQLite begins its transactions deferred)."""
 
-
-def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Sessions like SESSIONS' whose transactions only read."""
-    engine = sessions.kw["bind"]
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.errors import DatabaseDown
 from fraud_service.store import chain
-from fraud_service.store.db import read_sessions
+from fraud_service.store.db import READ_ONLY
 from fraud_service.store.schema import EvidenceEvent
 
 UNREACHABLE = (OperationalError, InterfaceError)
@@ -47,8 +47,14 @@ class UnitOfWork:
         return self._session
 
     def __enter__(self) -> UnitOfWork:
-        self._session = (read_sessions(self._sessions) if self._read_only else self._sessions)()
+        self._session = self._sessions()
         self.committed = False
+        if self._read_only:  # the option reaches the connection before its transaction begins
+            try:
+                self._session.connection(execution_options={READ_ONLY: True})
+            except BaseException as exc:  # __exit__ does not run when __enter__ fails: end the block here
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
