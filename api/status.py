@@ -41,7 +41,12 @@ def warehouse_status(detail: bool) -> dict[str, Any]:
             "tables": {name: snapshot.rows(name) for name in TABLES},
             "warehouse": str(settings.warehouse_dir),
         }
-    return out if detail else {k: v for k, v in out.items() if k not in PRIVATE}
+    if detail:
+        return out
+    public = {k: v for k, v in out.items() if k not in PRIVATE}
+    if public.get("features"):  # the feature build's manifest names the snapshot's fingerprint too
+        public["features"] = {k: v for k, v in public["features"].items() if k in ("snapshot", "built_at", "rows")}
+    return public
 
 
 @bp.get("/healthz")

@@ -49,10 +49,16 @@ def test_start_page_says_when_features_are_missing_or_stale(client, world_copy, 
 
 
 def test_without_a_key_or_a_person_no_path_or_fingerprint_is_shown(settings, world_copy, warehouse):
+    import json
+
     from fraud_service.access.keys import create_key
     from fraud_service.bootstrap import evidence
 
     ingest(world_copy, warehouse)
+    (settings.home / "features").mkdir(parents=True)  # a feature build's manifest names the fingerprint too
+    (settings.home / "features" / "manifest.json").write_text(json.dumps(
+        {"snapshot": "000001", "fingerprint": warehouse.current().manifest["fingerprint"],
+         "built_at": "2026-01-01T00:00:00+00:00", "rows": {"customer": 12}}))
     app = create_app(settings, {"TESTING": True})
     client = app.test_client()
     with evidence(settings, migrated=False) as db:
@@ -60,6 +66,9 @@ def test_without_a_key_or_a_person_no_path_or_fingerprint_is_shown(settings, wor
         key = create_key(db.uow(), "analyst", "status reader", "test")
     public = client.get("/v1/status").get_json()
     assert "fingerprint" not in public and "source" not in public and "warehouse" not in public
+    assert warehouse.current().manifest["fingerprint"] not in json.dumps(public)
+    assert public["features"] == {"snapshot": "000001", "built_at": "2026-01-01T00:00:00+00:00",
+                                  "rows": {"customer": 12}}
     assert public["tables"]["returns"] > 0
     page = client.get("/").get_data(as_text=True)
     fingerprint = warehouse.current().manifest["fingerprint"]
