@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from fraud_service.access.keys import Principal, authenticate
+from fraud_service.access.keys import Principal
 from fraud_service.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,7 +23,7 @@ def _verify(presented: str) -> Principal | None:
     now = time.monotonic()
     if hit is not None and hit[1] > now:
         return hit[0]
-    found = authenticate(current_app.extensions["fraud"].uow(), presented)
+    found = current_app.extensions["fraud"].authenticate(presented)
     if len(cache) > 10_000:
         cache.clear()
     cache[presented] = (found, now + CACHE_SECONDS)

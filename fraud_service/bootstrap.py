@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.access.keys import Principal, authenticate
 from fraud_service.config import Settings
 from fraud_service.errors import FraudServiceError, NotReady, RegistryError
+from fraud_service.store.deadline import SingleFlight
 from fraud_service.store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ class Service:
     watch: ProductionWatch | None = None  # follows the registry's production alias
     problems: list[str] = field(default_factory=list)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+    def __post_init__(self) -> None:
+        self._reads = SingleFlight(self.settings.db_wait_ms / 1000)
+
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal of an API key (`access.keys.authenticate`), read within the request wait (else
+        DatabaseDown): an unanswering database costs a request its 503, not its thread."""
+        return self._reads.call(("key", presented), lambda: authenticate(self.uow(), presented))
 
     def uow(self) -> UnitOfWork:
         """A new unit of work on the evidence database (each core service call takes one)."""
@@ -66,10 +76,12 @@ class Service:
         self.engine.dispose()
 
 
-def database(settings: Settings) -> tuple[Engine, sessionmaker[Session]]:
-    from fraud_service.store.db import make_engine, session_factory
+def database(settings: Settings, *, serving: bool = False) -> tuple[Engine, sessionmaker[Session]]:
+    """The evidence database's engine and sessions; SERVING (the web service's) bounds every statement's time
+    (`store.db.SERVICE_TIMEOUT_MS`), the CLI's long jobs are not bounded."""
+    from fraud_service.store.db import SERVICE_TIMEOUT_MS, make_engine, session_factory
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS if serving else None)
     return engine, session_factory(engine)
 
 
@@ -87,7 +99,7 @@ def check_schema(engine: Engine) -> str | None:
 def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True) -> Service:
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
     background thread swaps in a newly promoted production model (checked every 5 seconds)."""
-    engine, sessions = database(settings)
+    engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
     try:
         problem = check_schema(engine)
@@ -117,6 +129,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
     from fraud_service.featurestore.source import FeatureSource
     from fraud_service.scoring.evidence import evidence_writer
+    from fraud_service.scoring.lists import ListCache
     from fraud_service.scoring.policy import Policy
     from fraud_service.scoring.service import Assessor
     from models.registry import ModelRegistry
@@ -128,9 +141,10 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     scorer = last_good_scorer(ModelRegistry(settings.models_dir))
     reader = source.reader()
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
+    wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=evidence_writer(engine), freshness=writer,
-                    hub_customers=settings.hub_customers)
+                    writer=evidence_writer(engine, wait_s), lists=ListCache(sessions, wait_s=wait_s),
+                    freshness=writer, hub_customers=settings.hub_customers)
 
 
 def last_good_scorer(registry: ModelRegistry) -> Scorer:

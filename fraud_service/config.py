@@ -26,6 +26,9 @@ class Settings:
     log_level: str = "INFO"
     hub_customers: int = 20
     """FRAUD_HUB_CUSTOMERS: a shared token used by this many customers no longer merges their cases."""
+    db_wait_ms: int = 1500
+    """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
+    waits at most 800 ms)."""
     cookie_secure: bool = False
     """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
     service listens on loopback, where a browser reaches it over plain HTTP)."""
@@ -71,6 +74,7 @@ class Settings:
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
             cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
             hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
+            db_wait_ms=_positive(env, "FRAUD_DB_WAIT_MS", 1500),
         )
 
 

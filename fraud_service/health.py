@@ -4,14 +4,17 @@ integrity (`fraud-service evidence verify`) and what the evidence database holds
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
+from fraud_service.errors import DatabaseDown
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.store import chain
 from fraud_service.store.chain import Verification
+from fraud_service.store.deadline import SingleFlight
 from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
 
@@ -103,29 +106,46 @@ def evidence_counts(uow: UnitOfWork) -> EvidenceCounts:
 
 def readiness(service: Service) -> dict[str, dict[str, Any]]:
     """What `/readyz` reports: the model loaded, the evidence database and the online store reachable; each check
-    with `ok` and, when not, a `detail`."""
+    with `ok` and, when not, a `detail`. It answers within READY_WAIT_S: a store that hangs is reported as not
+    answering (the probe goes on on its own thread, one per store at a time, until its timeout ends it)."""
     checks: dict[str, dict[str, Any]] = {}
     assessor = service.assessor
     checks["model"] = ({"ok": True, "version": assessor.scorer.version, "policy": assessor.policy.version}
                        if assessor is not None else {"ok": False, "detail": "; ".join(service.problems)})
     if service.watch is not None and service.watch.problem:  # still serving, but not what the alias names
         checks["model"]["problem"] = service.watch.problem
+    started = time.monotonic()
+    database = _PROBES.start(("database", id(service)), lambda: _select_one(service))
+    store = (_PROBES.start(("feature_store", id(service)), lambda: assessor.reader.stored(
+        dict.fromkeys(ENTITY_KEYS, "readyz-probe"))) if assessor is not None else None)
     try:
-        with service.engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        SingleFlight.result(database, READY_WAIT_S - (time.monotonic() - started))
         problem = next((p for p in service.problems if "evidence database" in p), None)
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
+    except DatabaseDown:
+        checks["database"] = {"ok": False, "detail": f"the evidence database did not answer within {READY_WAIT_S} s"}
     except Exception as exc:  # any driver error means not ready
         checks["database"] = {"ok": False, "detail": f"cannot reach the evidence database: {type(exc).__name__}"}
-    if assessor is not None:
-        try:
-            assessor.reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))
-            checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}
-        except Exception as exc:  # sqlite or redis errors alike
-            checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
-    else:
+    if store is None:
         checks["feature_store"] = {"ok": False, "detail": "not loaded"}
+        return checks
+    try:
+        SingleFlight.result(store, READY_WAIT_S - (time.monotonic() - started))
+        checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}  # type: ignore[union-attr]
+    except DatabaseDown:
+        checks["feature_store"] = {"ok": False, "detail": f"the online store did not answer within {READY_WAIT_S} s"}
+    except Exception as exc:  # sqlite or redis errors alike
+        checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
     return checks
+
+
+READY_WAIT_S = 0.8
+_PROBES = SingleFlight(READY_WAIT_S)
+
+
+def _select_one(service: Service) -> None:
+    with service.engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ from typing import Any
 
 from features.definitions import CUSTOMER_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
+from fraud_service.errors import Unavailable
+
+REDIS_TIMEOUT_S = 1.0
+"""How long a Redis read or connect may take (a feature read takes well under a millisecond)."""
 
 LIVE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_facts (
@@ -123,12 +127,19 @@ class OnlineFeatures:
         else:
             import redis
             from feast.infra.online_stores.helpers import _mmh3
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             host_port, *options = store.config.online_store.connection_string.split(",")
             host, port = host_port.split(":")
             kwargs = dict(option.split("=", 1) for option in options)
+            # a Redis that hangs costs a request a 503 within REDIS_TIMEOUT_S, not its thread: a timeout is not
+            # retried (the default retries three times with back-off), a dropped connection is, once, at once
             self._redis = redis.Redis(host=host, port=int(port), db=int(kwargs.get("db", 0)),
-                                      password=kwargs.get("password"))
+                                      password=kwargs.get("password"), socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S,
+                                      retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
+            self._redis_error = redis.RedisError
             self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
                             for view, _, names in self.views]
             self._mmh3 = _mmh3
@@ -170,7 +181,12 @@ class OnlineFeatures:
             pipe = self._redis.pipeline(transaction=False)
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
                 pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
-            for i, (values, (_, _, names), target) in enumerate(zip(pipe.execute(), self.views, out, strict=True)):
+            try:
+                answers = pipe.execute()
+            except self._redis_error as exc:
+                raise Unavailable(f"the online feature store (Redis) cannot be read: {exc}; no decision was "
+                                  "made, retry") from exc
+            for i, (values, (_, _, names), target) in enumerate(zip(answers, self.views, out, strict=True)):
                 for name, blob in zip(names, values[:-1], strict=True):
                     target[name] = None if blob is None else _decode(blob, self._value)
                 stamps[i] = _timestamp(values[-1])

@@ -67,9 +67,9 @@ def request_record(r: ReturnRequest) -> dict[str, Any]:
     }
 
 
-def evidence_writer(engine: Engine) -> EvidenceWriter:
-    """The group-commit writer of assessments for ENGINE."""
-    return EvidenceWriter(engine, write_batch)
+def evidence_writer(engine: Engine, wait_s: float = 30.0) -> EvidenceWriter:
+    """The group-commit writer of assessments for ENGINE; a request waits at most WAIT_S for its commit."""
+    return EvidenceWriter(engine, write_batch, wait_s=wait_s)
 
 
 class _Batch:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,19 +24,23 @@ from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
+from fraud_service.store.deadline import SingleFlight
 from fraud_service.store.schema import EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
 
 class ListCache:
+    """The allow and block lists as scoring sees them: read at most once per TTL seconds, by one thread, which
+    requests wait for at most WAIT_S (then DatabaseDown: a hung database costs them a 503, not their thread)."""
+
     def __init__(self, sessions: sessionmaker[Session], ttl: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wait_s: float = 30.0) -> None:
         self.sessions = sessions
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[tuple[str, str], ListMatch] = {}
         self._expires = -1.0
-        self._lock = threading.Lock()
+        self._reads = SingleFlight(wait_s)
 
     def invalidate(self) -> None:
         self._expires = -1.0
@@ -48,16 +51,17 @@ class ListCache:
         return [entries[key] for key in tokens.items() if key in entries]
 
     def _current(self) -> dict[tuple[str, str], ListMatch]:
-        now = self.clock()
-        if now < self._expires:
+        if self.clock() < self._expires:
             return self._entries
-        with self._lock:
-            if self.clock() >= self._expires:
-                with UnitOfWork(self.sessions).read() as uow:  # never waits for the evidence writer
-                    rows = uow.session.execute(select(ListEntry.entity, ListEntry.value, ListEntry.list,
-                                                      ListEntry.reason)).all()
-                self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in rows}
-                self._expires = now + self.ttl
+        return self._reads.call("lists", self._read)
+
+    def _read(self) -> dict[tuple[str, str], ListMatch]:
+        now = self.clock()
+        with UnitOfWork(self.sessions).read() as uow:  # never waits for the evidence writer
+            rows = uow.session.execute(select(ListEntry.entity, ListEntry.value, ListEntry.list,
+                                              ListEntry.reason)).all()
+        self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in rows}
+        self._expires = now + self.ttl
         return self._entries
 
 

@@ -8,14 +8,23 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.store.deadline import deadline_connection
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for URL. SQLite gets WAL, full fsync on commit, and BEGIN IMMEDIATE (writers queue, never deadlock)."""
+
+def make_engine(url: str, timeout_ms: int | None = None, **kwargs: Any) -> Engine:
+    """An engine for URL. SQLite gets WAL, full fsync on commit, and BEGIN IMMEDIATE (writers queue, never deadlock).
+
+    With TIMEOUT_MS (the service's engine: `SERVICE_TIMEOUT_MS`), no statement waits on the database longer than
+    about that: SQLite's busy timeout; on PostgreSQL the statement and lock timeouts, and a client-side deadline
+    on every round trip (`store.deadline`), which is what ends a wait on a server that hangs instead of
+    answering. Requests wait less than this (`Settings.db_wait_ms`); this frees the threads that still wait.
+    Without it (the CLI's long jobs), SQLite waits 30 s for a lock and PostgreSQL statements have no limit."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        busy_s = 30.0 if timeout_ms is None else timeout_ms / 1000
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_s}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -41,13 +50,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # a lock for longer than LOCK_TIMEOUT_MS
         args = kwargs.setdefault("connect_args", {})
         args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_MS}")
+        if timeout_ms is None:
+            args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_MS}")
+            return create_engine(url, **kwargs)
+        # the server ends a slow statement (the connection stays usable) a little before the client gives up
+        # on a silent server (the connection is closed)
+        args.setdefault("options", f"-c lock_timeout={min(LOCK_TIMEOUT_MS, timeout_ms)} "
+                                   f"-c statement_timeout={timeout_ms}")
+        engine = create_engine(url, **kwargs)
+        connection_class = deadline_connection((timeout_ms + DEADLINE_GRACE_MS) / 1000)
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            return connection_class.connect(*cargs, **cparams)
+
+        return engine
     return create_engine(url, **kwargs)
 
 
 CONNECT_TIMEOUT_S = 2
 POOL_TIMEOUT_S = 5
 LOCK_TIMEOUT_MS = 10_000
+SERVICE_TIMEOUT_MS = 5_000
+DEADLINE_GRACE_MS = 250
+"""How much longer than the server's statement timeout the client waits before it closes the connection."""
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -26,7 +26,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, Table
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Pending:
-    """An assessment to store: its row (without event_seq) and the evidence payload."""
+    """An assessment to store: its row (without event_seq) and the evidence payload.
+
+    Its request waits a bounded time. A request that stops waiting before the writer commits abandons its
+    assessment, and the writer leaves it out (its 503 says nothing was stored, and that is true); once the
+    writer has started the commit that holds it, the request waits for that commit's outcome instead."""
 
     row: dict[str, Any]
     payload: dict[str, Any]
@@ -48,6 +53,22 @@ class Pending:
     at: dt.datetime
     future: Future[int | None]
     links: dict[str, str] | None = None  # entity -> value when the assessment needs a case
+    state: str = "waiting"  # then "abandoned" (by its request) or "committing" (by the writer)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def abandon(self) -> bool:
+        """The request gives up: True unless the writer is already committing this assessment."""
+        with self.lock:
+            if self.state == "waiting":
+                self.state = "abandoned"
+            return self.state == "abandoned"
+
+    def claim(self) -> bool:
+        """The writer is about to commit: True unless the request has given up."""
+        with self.lock:
+            if self.state == "waiting":
+                self.state = "committing"
+            return self.state == "committing"
 
 
 BatchWrite = Callable[[Any, "Statements", list[Pending]], dict[int, int | None]]
@@ -58,8 +79,9 @@ pending assessment by its index, None for one already stored (`fraud_service.sco
 class EvidenceWriter:
     """Commits assessments and their evidence events in batches; `store` blocks until committed."""
 
-    def __init__(self, engine: Engine, write_batch: BatchWrite, max_batch: int = 64) -> None:
+    def __init__(self, engine: Engine, write_batch: BatchWrite, max_batch: int = 64, wait_s: float = 30.0) -> None:
         self.engine = engine
+        self.wait_s = wait_s
         self._sql = Statements(engine)
         self._write_batch = write_batch
         self._sqlite = engine.dialect.name == "sqlite"
@@ -74,17 +96,28 @@ class EvidenceWriter:
         self._thread.start()
 
     def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
-              links: dict[str, str] | None = None, timeout: float = 30.0) -> int | None:
+              links: dict[str, str] | None = None) -> int | None:
         """Commit one assessment; its event's sequence number, or None when ROW's return_id is already stored.
 
         With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
         the open case linked to any of them, or opens one, in the same transaction; the case id is
         written into ROW and into the payload's response before either is stored.
-        Raises DatabaseDown when the transaction failed (nothing of it was stored).
+        Raises DatabaseDown when the transaction failed, or when it was not committed within `wait_s` (in
+        both cases nothing of it was stored).
         """
-        future: Future[int | None] = Future()
-        self._queue.put(Pending(row, payload, actor, at, future, links))
-        return future.result(timeout=timeout)
+        pending = Pending(row, payload, actor, at, Future(), links)
+        self._queue.put(pending)
+        try:
+            return pending.future.result(timeout=self.wait_s)
+        except FutureTimeout:
+            if pending.abandon():
+                raise DatabaseDown(f"the evidence database did not store the assessment within {self.wait_s:g} s "
+                                   "(nothing was stored)") from None
+        try:  # the commit holding it has started: its outcome, which the statement deadline bounds
+            return pending.future.result(timeout=COMMIT_WAIT_S)
+        except FutureTimeout:
+            raise DatabaseDown(f"the evidence database did not confirm the commit within {COMMIT_WAIT_S} s: the "
+                               "assessment may be stored; the same request again returns it if it is") from None
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -128,9 +161,15 @@ class EvidenceWriter:
                 return
 
     def _commit(self, batch: list[Pending]) -> None:
+        batch = [pending for pending in batch if pending.state != "abandoned"]
+        if not batch:
+            return
         try:
             with self._turn():
                 outcome = self._transaction(batch)
+        except _Abandoned:  # some requests gave up while their assessments were written: commit the others
+            self._commit(batch)
+            return
         except (DBAPIError, self._driver_error) as exc:
             detail = getattr(exc, "orig", None) or exc
             if not self._unreachable(detail):
@@ -174,10 +213,19 @@ class EvidenceWriter:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
             outcome = self._write_batch(cursor, self._sql, batch)
+            if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
+                if self._sqlite:
+                    cursor.execute("ROLLBACK")
+                else:
+                    raw.rollback()
+                cursor.close()
+                raise _Abandoned
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
                 raw.commit()
+        except _Abandoned:
+            raise
         except BaseException:
             self._connection = None
             with contextlib.suppress(Exception):  # the connection may be gone already
@@ -189,6 +237,14 @@ class EvidenceWriter:
             raise  # the original error, not one from cleaning up after it
         cursor.close()
         return outcome
+
+
+class _Abandoned(Exception):
+    """A batch holds an assessment whose request stopped waiting: it is rolled back and written without it."""
+
+
+COMMIT_WAIT_S = 30
+"""How long a request whose commit has started waits for its outcome (statement timeouts end it sooner)."""
 
 
 class Statements:

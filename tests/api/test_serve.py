@@ -6,15 +6,10 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -24,56 +19,21 @@ from fraud_service.bootstrap import database
 from fraud_service.config import Settings
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
-from tests.api.conftest import body_from_dataset, private_home
+from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
+from tests.serving import CLI, free_port, get, pid_alive, post, ready_workers, serve_env
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def _post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-CLI = [sys.executable, "-m", "api.cli"]
-
-
-def _serve_env(serving_home: Path, tmp_path: Path) -> dict[str, str]:
-    """The environment of a `serve` on a private copy of the trained home (SQLite evidence, own metrics)."""
-    home = private_home(serving_home, tmp_path / "home")
-    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
-    for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
-        env.pop(name, None)
-    return env
-
-
 def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stops_cleanly(
         serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
-    env = _serve_env(serving_home, tmp_path)
+    env = serve_env(serving_home, tmp_path)
     cli = CLI
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     key = subprocess.run([*cli, "keys", "create", "--role", "scoring", "--name", "serve test"], env=env, check=True,
                          capture_output=True, text=True).stdout.strip()
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "2"], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -83,24 +43,24 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         status, ready = 0, None
         while time.monotonic() < deadline and server.poll() is None:
             try:
-                status, ready = _get(f"{base}/readyz")
+                status, ready = get(f"{base}/readyz")
                 if status == 200:
                     break
             except OSError:
                 pass
             time.sleep(0.25)
         assert status == 200, (ready, (tmp_path / "serve.log").read_text()[-2000:])
-        while time.monotonic() < deadline and len(_ready_workers(tmp_path / "serve.log")) < 2:
+        while time.monotonic() < deadline and len(ready_workers(tmp_path / "serve.log")) < 2:
             time.sleep(0.25)  # waiting for the second worker to load, not timing anything
-        assert len(_ready_workers(tmp_path / "serve.log")) == 2
+        assert len(ready_workers(tmp_path / "serve.log")) == 2
         returns = pd.read_parquet(trained_world.dataset / "returns.parquet").sort_values("return_id")
         ids = [f"serve-{uuid.uuid4().hex[:10]}-{n}" for n in range(6)]
-        answers = [_post(f"{base}/v1/returns/assess",
+        answers = [post(f"{base}/v1/returns/assess",
                          body_from_dataset(trained_world.dataset, str(source), return_id=rid), key)
                    for source, rid in zip(returns["return_id"].iloc[:6], ids, strict=True)]
         assert [code for code, _ in answers] == [201] * 6
         first = body_from_dataset(trained_world.dataset, str(returns["return_id"].iloc[0]), return_id=ids[0])
-        again = _post(f"{base}/v1/returns/assess", first, key)
+        again = post(f"{base}/v1/returns/assess", first, key)
         assert again == (200, answers[0][1])  # the stored assessment, not a second one
         pool = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(12)]
         for conn in pool:  # a client's connection pool, opened at once (as wrk does) and kept alive
@@ -135,15 +95,6 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
     assert verified.ok and verified.events >= 6
 
 
-def _ready_workers(log: Path) -> set[int]:
-    """The pids of the workers whose app has loaded (their "app ready" log line)."""
-    pids = set()
-    for line in log.read_text(errors="replace").splitlines():
-        if '"app ready"' in line:
-            pids.add(json.loads(line)["pid"])
-    return pids
-
-
 def _server_connections(session: int, port: int) -> dict[int, int]:
     """Established connections to PORT held per process of SESSION."""
     inodes = set()
@@ -166,20 +117,11 @@ def _server_connections(session: int, port: int) -> dict[int, int]:
     return held
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
         serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
-    env = _serve_env(serving_home, tmp_path)
+    env = serve_env(serving_home, tmp_path)
     cli = CLI
-    port = _free_port()
+    port = free_port()
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     handles = []
 
@@ -190,24 +132,24 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
 
     def wait_ready(server: subprocess.Popen[bytes], log: Path) -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None and len(_ready_workers(log)) < 2:
+        while time.monotonic() < deadline and server.poll() is None and len(ready_workers(log)) < 2:
             time.sleep(0.25)  # waiting for both workers to load, not timing anything
-        assert len(_ready_workers(log)) == 2, log.read_text()[-2000:]
+        assert len(ready_workers(log)) == 2, log.read_text()[-2000:]
 
     first = start(logs[0])
     second = None
     try:
         wait_ready(first, logs[0])
-        workers = _ready_workers(logs[0])
+        workers = ready_workers(logs[0])
         os.kill(first.pid, signal.SIGKILL)  # the master (serve execs gunicorn in its own process)
         first.wait(timeout=30)
         deadline = time.monotonic() + 3  # the kernel's SIGTERM ends them at once; orphans used to last ~20 s
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in workers):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in workers):
             time.sleep(0.1)
-        assert not any(_pid_alive(p) for p in workers), "orphaned workers outlived their master"
+        assert not any(pid_alive(p) for p in workers), "orphaned workers outlived their master"
         second = start(logs[1])
         wait_ready(second, logs[1])
-        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         for server in (first, second):
             if server is not None and server.poll() is None:

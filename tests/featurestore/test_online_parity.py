@@ -82,9 +82,41 @@ def test_online_equals_historical_on_sqlite(world):
     _check_parity(_source(world, "sqlite"))
 
 
-@pytest.mark.redis
-def test_online_equals_historical_on_redis(world):
+@pytest.fixture(scope="module")
+def redis_source(world) -> FeatureSource:
     import redis
 
     redis.Redis(db=REDIS_TEST_DB).flushdb()
-    _check_parity(_source(world, "redis"))
+    return _source(world, "redis")
+
+
+@pytest.mark.redis
+def test_online_equals_historical_on_redis(redis_source):
+    _check_parity(redis_source)
+
+
+@pytest.mark.redis
+@pytest.mark.chaos
+def test_a_hung_redis_is_unavailable_within_its_timeout(redis_source):
+    """Redis behind a proxy that stops forwarding: the read fails with Unavailable (a 503, no decision) after the
+    client's socket timeout, instead of holding the request's thread for as long as the hang lasts."""
+    import time
+
+    from fraud_service.errors import Unavailable
+    from fraud_service.featurestore.online import REDIS_TIMEOUT_S
+    from tests.proxy import FaultProxy
+
+    proxy = FaultProxy(("127.0.0.1", 6379))
+    try:
+        settings = Settings.from_env({"FRAUD_HOME": str(redis_source.settings.home), "FRAUD_ONLINE_STORE": "redis",
+                                      "FRAUD_REDIS_URL": f"redis://{proxy.address}/{REDIS_TEST_DB}"})
+        reader = FeatureSource(settings).reader()
+        keys = dict.fromkeys(ENTITY_KEYS, "someone")
+        assert len(reader.stored(keys)) == len(reader.views)  # through the proxy, it answers
+        proxy.hang()
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="Redis"):
+            reader.stored(keys)
+        assert time.monotonic() - started < REDIS_TIMEOUT_S + 0.5
+    finally:
+        proxy.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from fraud_service.errors import Unstorable
+from fraud_service.errors import DatabaseDown, Unstorable
 from fraud_service.scoring.evidence import evidence_writer
 from fraud_service.store import chain
 from fraud_service.store.db import session_factory
@@ -41,4 +41,25 @@ def test_a_refused_record_fails_alone_and_its_batch_mates_are_stored(engine: Eng
     with session_factory(engine)() as session:
         stored = set(session.execute(select(Assessment.return_id)).scalars())
         assert stored == {"ret-w1", "ret-w3"}
+        assert chain.verify(session).ok
+
+
+def test_a_request_that_stops_waiting_leaves_nothing_stored(engine: Engine) -> None:
+    """The chain is locked by another transaction: the request's wait ends with DatabaseDown, and when the lock is
+    released the writer leaves its assessment out (its answer said nothing was stored), then stores the next."""
+    writer = evidence_writer(engine, wait_s=0.3)
+    late, next_one = pending(1), pending(2)
+    try:
+        with engine.connect() as holder:
+            # SQLite's transactions begin IMMEDIATE (the write lock); PostgreSQL's writers lock the chain head
+            lock = "" if engine.dialect.name == "sqlite" else " FOR UPDATE"
+            holder.exec_driver_sql(f"SELECT seq FROM chain_head WHERE id = 1{lock}")
+            with pytest.raises(DatabaseDown, match="within 0.3 s"):
+                writer.store(late.row, late.payload, late.actor, late.at)
+            holder.rollback()
+        assert isinstance(writer.store(next_one.row, next_one.payload, next_one.actor, next_one.at), int)
+    finally:
+        writer.close()
+    with session_factory(engine)() as session:
+        assert set(session.execute(select(Assessment.return_id)).scalars()) == {"ret-w2"}
         assert chain.verify(session).ok

@@ -1,0 +1,128 @@
+"""`kill -9` under load: a worker, then the master. Every 2xx answer a client got has its stored record, and the
+evidence chain verifies after a restart."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from fraud_service.bootstrap import database
+from fraud_service.config import Settings
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment
+from tests.api.conftest import body_from_dataset
+from tests.conftest import TrainedWorld
+from tests.serving import CLI, free_port, pid_alive, post, serve_env, wait_ready
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+
+
+class Load:
+    """CLIENTS threads posting new returns as fast as answers come, recording every answer (or its failure)."""
+
+    def __init__(self, base: str, key: str, dataset: Path, clients: int = 4) -> None:
+        sources = [str(s) for s in pd.read_parquet(dataset / "returns.parquet")["return_id"].iloc[:50]]
+        self.bodies = [body_from_dataset(dataset, s) for s in sources]
+        self.base, self.key = base, key
+        self.answers: list[tuple[str, int, Any]] = []  # return_id, status (0: no answer), body
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = next(self._ids)
+            return_id = f"kill-{n}"
+            body = {**self.bodies[n % len(self.bodies)], "return_id": return_id}
+            try:
+                status, answer = post(f"{self.base}/v1/returns/assess", body, self.key)
+            except OSError as exc:  # refused, reset, timed out: no answer
+                status, answer = 0, repr(exc)
+            with self._lock:
+                self.answers.append((return_id, status, answer))
+            if status == 0:
+                self._stop.wait(0.02)  # the port is closed: don't spin while it is
+
+    def successes(self) -> int:
+        with self._lock:
+            return sum(200 <= status < 300 for _, status, _ in self.answers)
+
+    def until(self, successes: int, seconds: float = 60) -> None:
+        """Wait until SUCCESSES 2xx answers in all (AssertionError after SECONDS)."""
+        deadline = time.monotonic() + seconds
+        while self.successes() < successes and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for answers, not timing anything
+        assert self.successes() >= successes, self.answers[-5:]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def test_kill_9_of_a_worker_then_the_master_loses_no_answered_decision(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    env = serve_env(serving_home, tmp_path)
+    subprocess.run([*CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
+    key = subprocess.run([*CLI, "keys", "create", "--role", "scoring", "--name", "chaos"], env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    servers: list[subprocess.Popen[bytes]] = []
+    handles = []
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        handles.append(log.open("wb"))
+        servers.append(subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2"],
+                                        env=env, stdout=handles[-1], stderr=subprocess.STDOUT,
+                                        start_new_session=True))
+        return servers[-1]
+
+    load = None
+    try:
+        first = start(tmp_path / "first.log")
+        workers = wait_ready(first, tmp_path / "first.log", 2)
+        load = Load(f"http://127.0.0.1:{port}", key, trained_world.dataset)
+        load.until(20)
+        os.kill(min(workers), signal.SIGKILL)  # a worker, mid-load: the master starts another
+        load.until(load.successes() + 20)
+        os.kill(first.pid, signal.SIGKILL)  # the master: its workers die with it
+        first.wait(timeout=30)
+        second = start(tmp_path / "second.log")
+        wait_ready(second, tmp_path / "second.log", 2)
+        load.until(load.successes() + 20)
+    finally:
+        if load is not None:
+            load.stop()
+        for server in servers:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=60)
+        for handle in handles:
+            handle.close()
+    assert not any(pid_alive(p) for p in workers)
+    answered = {rid: body["assessment_id"] for rid, status, body in load.answers if 200 <= status < 300}
+    assert len(answered) >= 60
+    engine, sessions = database(Settings.from_env(env))
+    try:
+        with sessions() as session:
+            stored = dict(session.execute(select(Assessment.return_id, Assessment.id)).all())
+            verified = chain.verify(session)
+    finally:
+        engine.dispose()
+    missing = {rid for rid in answered if stored.get(rid) != answered[rid]}
+    assert missing == set()  # zero answered decisions without their stored record
+    assert verified.ok and verified.events > len(stored)  # every assessment's event, and the key's and cases'
+

@@ -1,0 +1,82 @@
+"""Running `fraud-service serve` in tests: a free port, JSON over HTTP, the environment of a private home, and
+which workers are up."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.api.conftest import private_home
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+CLI = [sys.executable, "-m", "api.cli"]
+
+
+def serve_env(serving_home: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `serve` on a private copy of the trained home (SQLite evidence, own metrics)."""
+    home = private_home(serving_home, tmp_path / "home")
+    env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
+    for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        env.pop(name, None)
+    return env
+
+
+def ready_workers(log: Path) -> set[int]:
+    """The pids of the workers whose app has loaded (their "app ready" log line)."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if '"app ready"' in line:
+            pids.add(json.loads(line)["pid"])
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+
+
+def wait_ready(server: Any, log: Path, workers: int, seconds: float = 120) -> set[int]:
+    """The pids of SERVER's loaded workers once WORKERS of them are up (AssertionError after SECONDS)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None and len(ready_workers(log)) < workers:
+        time.sleep(0.25)  # waiting for the workers to load, not timing anything
+    pids = ready_workers(log)
+    assert len(pids) >= workers, log.read_text()[-2000:]
+    return pids
