@@ -26,6 +26,7 @@ class Settings:
     log_level: str = "INFO"
     hub_customers: int = 20
     """FRAUD_HUB_CUSTOMERS: a shared token used by this many customers no longer merges their cases."""
+    checkpoint_key_path: Path | None = None
     db_wait_ms: int = 1500
     """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
     waits at most 800 ms)."""
@@ -47,6 +48,11 @@ class Settings:
         return self.home / "warehouse"
 
     @property
+    def checkpoint_key(self) -> Path:
+        """The key that signs evidence checkpoints (FRAUD_CHECKPOINT_KEY; its public half beside it, `.pub`)."""
+        return self.checkpoint_key_path if self.checkpoint_key_path is not None else self.home / "checkpoint-key.pem"
+
+    @property
     def models_dir(self) -> Path:
         """The model registry directory."""
         return self.model_dir if self.model_dir is not None else self.home / "models"
@@ -62,6 +68,7 @@ class Settings:
         except ValueError:
             raise ConfigError(f"FRAUD_PORT={port_text!r}: expected an integer port") from None
         model_dir = env.get("FRAUD_MODEL_DIR")
+        checkpoint_key = env.get("FRAUD_CHECKPOINT_KEY")
         host = env.get("FRAUD_HOST") or "127.0.0.1"
         return cls(
             home=home,
@@ -69,6 +76,7 @@ class Settings:
             online_store=(env.get("FRAUD_ONLINE_STORE") or "sqlite").lower(),
             redis_url=env.get("FRAUD_REDIS_URL") or "redis://127.0.0.1:6379/0",
             model_dir=Path(model_dir).expanduser().resolve() if model_dir else None,
+            checkpoint_key_path=Path(checkpoint_key).expanduser().resolve() if checkpoint_key else None,
             host=host,
             port=port,
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),

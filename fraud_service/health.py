@@ -3,17 +3,20 @@ integrity (`fraud-service evidence verify`) and what the evidence database holds
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import DatabaseDown
+from fraud_service.errors import ConfigError, DatabaseDown
 from fraud_service.featurestore.source import ENTITY_KEYS
-from fraud_service.store import chain
+from fraud_service.store import chain, checkpoint
 from fraud_service.store.chain import Verification
+from fraud_service.store.checkpoint import Checkpoint, CheckpointCheck
 from fraud_service.store.deadline import SingleFlight
 from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
@@ -86,6 +89,25 @@ def verify_evidence(uow: UnitOfWork) -> Verification:
     """Re-hash the whole evidence chain; where it first breaks, if it does."""
     with uow.read():
         return chain.verify(uow.session)
+
+
+def write_checkpoint(uow: UnitOfWork, key_path: Path, target: Path, now: dt.datetime) -> tuple[Path, Checkpoint, bool]:
+    """Sign the chain head with the key at KEY_PATH (made when missing) and write it to TARGET (a file, or a
+    directory to add one to): the file written, the checkpoint, and whether the key was made now."""
+    key, made = checkpoint.load_or_create_key(key_path)
+    with uow.read():
+        taken = checkpoint.take(uow.session, key, now)
+    return checkpoint.write(taken, target), taken, made
+
+
+def verify_checkpoints(uow: UnitOfWork, source: Path, public_key: Path) -> CheckpointCheck:
+    """Check the checkpoints in SOURCE (a file or a directory of them) against the stored chain."""
+    paths = sorted(source.glob("*.json")) if source.is_dir() else [source]
+    if not paths:
+        raise ConfigError(f"{source} holds no checkpoint files (*.json)")
+    key = checkpoint.load_public_key(public_key)
+    with uow.read():
+        return checkpoint.verify(uow.session, paths, key)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ SQLite evidence database."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Callable
 
@@ -130,3 +131,39 @@ def test_lists_add_list_remove_with_evidence(cli: Cli, settings: Settings) -> No
         engine.dispose()
     assert [tuple(k) for k in kinds] == [("list_added", "device:dev-42"), ("list_removed", "device:dev-42")]
     assert cli("evidence", "verify")[0] == 0
+
+
+def test_evidence_checkpoint_then_verify_finds_a_rewritten_chain(cli: Cli, settings: Settings, tmp_path) -> None:
+    from fraud_service.store import chain
+
+    assert cli("db", "upgrade")[0] == 0
+    for name in ("a", "b", "c"):
+        assert cli("keys", "create", "--role", "scoring", "--name", name)[0] == 0
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    code, out, err = cli("evidence", "checkpoint", "--out", str(shipped))
+    assert code == 0 and "checkpoint of event 3" in out and "made the checkpoint signing key" in err
+    code, out, _ = cli("evidence", "verify", "--checkpoints", str(shipped))
+    assert code == 0 and "checkpoints agree: 1 signed checkpoint(s)" in out and "event 3" in out
+
+    engine, _ = database(settings)
+    try:  # rename key "b" in event 2 and re-hash every later link and the head: the chain alone still verifies
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT seq, at, kind, subject, actor, payload FROM evidence_events "
+                                           "ORDER BY seq")).all()
+            previous = chain.GENESIS
+            for row in rows:
+                payload = row.payload.replace('"b"', '"renamed"') if row.seq == 2 else row.payload
+                at = chain.aware(row.at if isinstance(row.at, dt.datetime) else dt.datetime.fromisoformat(row.at))
+                digest = chain.link_hash(previous, row.seq, at, row.kind, row.subject, row.actor, payload)
+                connection.execute(text("UPDATE evidence_events SET payload = :p, prev_hash = :prev, hash = :h "
+                                        "WHERE seq = :s"), {"p": payload, "prev": previous, "h": digest, "s": row.seq})
+                previous = digest
+            connection.execute(text("UPDATE chain_head SET hash = :h"), {"h": previous})
+    finally:
+        engine.dispose()
+    assert "intact: 3 events" in cli("evidence", "verify")[1]
+    code, out, _ = cli("evidence", "verify", "--checkpoints", str(shipped))
+    assert code == 1 and "checkpoints DISAGREE (1 of 1)" in out and "rewritten at or before event 3" in out
+    code, _, err = cli("evidence", "verify", "--checkpoints", str(shipped), "--public-key", str(tmp_path / "no.pub"))
+    assert code != 0 and "no public key at" in err

@@ -1,0 +1,177 @@
+"""Signed checkpoints of the evidence chain: anchors that whoever can write the database cannot move.
+
+The hash chain shows an edit to one event, but someone who can write the database can rewrite an
+event and re-hash every later link, and the chain verifies again. A checkpoint is the chain head at
+a moment (its sequence number and hash, and the chain's first hash, which names the chain), signed
+with an Ed25519 key that is kept outside the database. Shipped to a place the database's writers
+cannot reach (see docs/security.md), checkpoints make a rewrite visible: the rewritten chain's event
+at a checkpoint's sequence number no longer has the checkpoint's hash.
+
+The signing key is a PEM file (made at the first checkpoint, readable by its owner only); its public
+half sits beside it (`.pub`) and is all a verifier needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fraud_service.errors import ConfigError
+from fraud_service.store.chain import GENESIS, canonical
+from fraud_service.store.schema import ChainHead, EvidenceEvent
+
+FORMAT = "fraud-service-checkpoint/1"
+SIGNED = ("format", "chain", "seq", "hash", "at")
+"""The fields a signature covers, in this order, as canonical JSON."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    chain: str  # the hash of the chain's first event: which chain this is
+    seq: int
+    hash: str
+    at: str  # when the checkpoint was taken (UTC, ISO 8601)
+    signature: str = ""
+
+    def message(self) -> bytes:
+        fields = {"format": FORMAT, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at}
+        return canonical({k: fields[k] for k in SIGNED}).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at,
+                "signature": self.signature}
+
+
+def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The signing key at PATH, made (owner-only, with PATH.pub beside it) when there is none; and whether it
+    was made now."""
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path} is not a PEM Ed25519 private key: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        return key, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(pem)
+    public_path(path).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, True
+
+
+def public_path(key_path: Path) -> Path:
+    return key_path.with_name(key_path.name + ".pub")
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"no public key at {path} (give the checkpoint key's .pub with --public-key)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{path} holds a {type(key).__name__}, not an Ed25519 public key")
+    return key
+
+
+def take(session: Session, key: Ed25519PrivateKey, now: dt.datetime) -> Checkpoint:
+    """The signed checkpoint of the chain head as SESSION sees it."""
+    head = session.get(ChainHead, 1)
+    seq, last = (head.seq, head.hash) if head is not None else (0, GENESIS)
+    first = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == 1)).scalar() or GENESIS
+    unsigned = Checkpoint(chain=first, seq=seq, hash=last, at=now.astimezone(dt.UTC).isoformat())
+    return Checkpoint(unsigned.chain, seq, last, unsigned.at, key.sign(unsigned.message()).hex())
+
+
+def write(checkpoint: Checkpoint, target: Path) -> Path:
+    """Write CHECKPOINT to TARGET (a file, or a directory to add a file to) atomically; the file's path."""
+    if target.is_dir():
+        stamp = checkpoint.at[:19].replace("-", "").replace(":", "")
+        target = target / f"checkpoint-{checkpoint.seq:012d}-{stamp}.json"
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(json.dumps(checkpoint.to_dict(), indent=2) + "\n")
+    os.replace(partial, target)
+    return target
+
+
+@dataclass(frozen=True)
+class CheckpointCheck:
+    checked: int
+    problems: list[str]
+    latest: Checkpoint | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(session: Session, paths: list[Path], public_key: Ed25519PublicKey) -> CheckpointCheck:
+    """Check each checkpoint file: signed by PUBLIC_KEY, of this chain, and the stored event at its sequence
+    number still has its hash (else the chain was rewritten or cut since it was taken)."""
+    problems: list[str] = []
+    good: list[Checkpoint] = []
+    first = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == 1)).scalar() or GENESIS
+    stored = session.execute(select(func.max(EvidenceEvent.seq))).scalar() or 0
+    for path in paths:
+        try:
+            checkpoint = _read(path)
+        except ValueError as exc:
+            problems.append(f"{path.name}: {exc}")
+            continue
+        try:
+            public_key.verify(bytes.fromhex(checkpoint.signature), checkpoint.message())
+        except (InvalidSignature, ValueError):
+            problems.append(f"{path.name}: the signature does not match the public key (forged or edited)")
+            continue
+        if checkpoint.seq == 0:
+            good.append(checkpoint)
+            continue
+        if checkpoint.chain != first:
+            problems.append(f"{path.name}: taken of another chain (its first event hashes to "
+                            f"{checkpoint.chain[:12]}, this one's to {first[:12]}), or event 1 was rewritten")
+            continue
+        if checkpoint.seq > stored:
+            problems.append(f"{path.name}: names event {checkpoint.seq} (taken {checkpoint.at}), but the chain "
+                            f"ends at event {stored}: events were removed")
+            continue
+        found = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == checkpoint.seq)).scalar()
+        if found != checkpoint.hash:
+            problems.append(f"{path.name}: event {checkpoint.seq} hashed to {checkpoint.hash[:12]} when the "
+                            f"checkpoint was taken ({checkpoint.at}) and hashes to {str(found)[:12]} now: the chain "
+                            f"was rewritten at or before event {checkpoint.seq}")
+            continue
+        good.append(checkpoint)
+    latest = max(good, key=lambda c: c.seq, default=None)
+    return CheckpointCheck(len(paths), problems, latest)
+
+
+def _read(path: Path) -> Checkpoint:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a readable checkpoint ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"not a checkpoint (expected \"format\": \"{FORMAT}\")")
+    try:
+        checkpoint = Checkpoint(str(data["chain"]), int(data["seq"]), str(data["hash"]), str(data["at"]),
+                                str(data["signature"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"a checkpoint field is missing or malformed ({exc})") from None
+    return checkpoint
