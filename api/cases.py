@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
@@ -72,12 +72,8 @@ def export(case_id: str, actor: str) -> Response:
     """The case's bundle as a zip download (JSON and printable HTML); the export is recorded as an evidence event
     naming the bundle's SHA-256 (also sent as X-Bundle-SHA256)."""
     service = core()
-
-    def page(done: bundles.Export) -> str:
-        return render_template("bundle.html", bundle=done.bundle, case=done.case.to_dict(), digest=done.digest)
-
     done = bundles.export(service.uow(), case_id=case_id, actor=actor, warehouse_dir=service.settings.warehouse_dir,
-                          render=page, now=service.clock())
+                          now=service.clock())
     return Response(done.archive, mimetype="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{case_id}-bundle.zip"', "X-Bundle-SHA256": done.digest})
 

@@ -208,13 +208,15 @@ def _verify_bundle(path: Path) -> int:
     """Check an exported evidence bundle offline (no database needed)."""
     from fraud_service.cases import bundle
 
-    data, raw = bundle.read(path)
-    check = bundle.verify(data)
+    data, raw, page = bundle.read(path)
+    check = bundle.verify(data, raw, page)
     case_id = data.get("case", {}).get("case_id")
     if check.ok:
         print(f"bundle of case {case_id} verified: {check.events} evidence event(s) hash to their links, "
               f"{check.links} link(s) run unbroken to head event {check.head.get('seq')} "
-              f"({check.head.get('hash')}); its content matches the events")
+              f"({check.head.get('hash')}); its content matches the events"
+              + ("; its HTML page is the one that content renders to" if page is not None else
+                 " (a JSON file: no HTML page to check)"))
         print(f"bundle SHA-256 {bundle.digest(raw)} (the log's case_bundle_exported event names it)")
         return 0
     print(f"bundle of case {case_id} does NOT verify:")

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,15 +63,11 @@ class Export:
     archive: bytes = b""
 
 
-Render = Callable[[Export], str]
-"""The printable HTML page of an export (the face's template)."""
-
-
-def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path, render: Render,
+def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path,
            now: dt.datetime | None = None) -> Export:
-    """Build the bundle of CASE_ID, package it (JSON and RENDER's HTML page in a zip) and record the export
-    (`case_bundle_exported`, naming the JSON's SHA-256), reading the case and appending the event in one
-    transaction: a failure anywhere, rendering included, records nothing."""
+    """Build the bundle of CASE_ID, package it (its JSON, and the HTML page rendered from that JSON, in a zip)
+    and record the export (`case_bundle_exported`, naming the JSON's SHA-256), reading the case and appending
+    the event in one transaction: a failure anywhere, rendering included, records nothing."""
     now = now or dt.datetime.now(dt.UTC)
     snapshot = Warehouse(warehouse_dir).current()
     with uow:
@@ -80,7 +75,7 @@ def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path, re
         bundle = build(case.to_dict(), uow.session, actor, chain.utc_text(now))
         data = to_json(bundle)
         done = Export(case, bundle, data, digest(data))
-        done = replace(done, archive=archive(data, render(done), case_id))
+        done = replace(done, archive=archive(data, html(json.loads(data), done.digest), case_id))
         uow.record(kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
                    payload={"case_id": case_id, "sha256": done.digest, "head_seq": bundle["proof"]["head"]["seq"]})
         uow.commit()
@@ -112,25 +107,51 @@ def archive(json_bytes: bytes, html: str, case_id: str) -> bytes:
     return buffer.getvalue()
 
 
-def read(path: Path) -> tuple[dict[str, Any], bytes]:
-    """A bundle from a .json file or from the zip the API exports; with the JSON bytes."""
+def html(bundle: dict[str, Any], sha256: str) -> str:
+    """The printable page of a bundle, rendered from its JSON content alone (and that JSON's SHA-256), so that
+    `verify` can render it again and compare: the page shows nothing the JSON does not hold."""
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                                     autoescape=True, undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
+    environment.filters["fmt"] = _number
+    return environment.get_template("bundle.html").render(bundle=bundle, case=bundle["case"], digest=sha256)
+
+
+def _number(value: Any, spec: str) -> str:
+    """VALUE formatted by SPEC when it is a number; whatever else it is, shown as it is (a page always renders)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format(value, spec)
+    return "—" if value is None or not str(value) else str(value)
+
+
+def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
+    """A bundle from a .json file or from the zip the API exports; with the JSON bytes and the zip's HTML page
+    (None for a .json file)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror}") from None
+    page = None
     if zipfile.is_zipfile(io.BytesIO(data)):
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = [n for n in z.namelist() if n.endswith(".json")]
-            if len(names) != 1:
-                raise BundleError(f"{path} holds {len(names)} JSON files; an exported bundle holds exactly one")
+            pages = [n for n in z.namelist() if n.endswith(".html")]
+            if len(names) != 1 or len(pages) != 1 or len(z.namelist()) != 2:
+                raise BundleError(f"{path} holds {', '.join(z.namelist()) or 'nothing'}; an exported bundle holds "
+                                  "exactly one JSON file and one HTML page")
             data = z.read(names[0])
+            try:
+                page = z.read(pages[0]).decode()
+            except UnicodeDecodeError:
+                page = ""
     try:
         bundle = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not JSON: {exc}") from None
     if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
         raise BundleError(f"{path} is not an evidence bundle (expected format {FORMAT!r})")
-    return bundle, data
+    return bundle, data, page
 
 
 @dataclass
@@ -145,8 +166,9 @@ class BundleCheck:
         return not self.problems
 
 
-def verify(bundle: dict[str, Any]) -> BundleCheck:
-    """Check a bundle offline: event hashes, the unbroken links to the head, and content against events."""
+def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None = None) -> BundleCheck:
+    """Check a bundle offline: event hashes, the unbroken links to the head, and content against events; with
+    the JSON's bytes (DATA) and its HTML PAGE, also that the page is the one the verified JSON renders to."""
     check = BundleCheck()
     try:
         case, p = bundle["case"], bundle["proof"]
@@ -176,7 +198,24 @@ def verify(bundle: dict[str, Any]) -> BundleCheck:
         by_seq[seq] = e
         check.events += 1
     _check_content(case, by_seq, check.problems)
+    if page is not None and data is not None:
+        check.problems.extend(_page_differences(bundle, digest(data), page))
     return check
+
+
+def _page_differences(bundle: dict[str, Any], sha256: str, page: str) -> list[str]:
+    """The HTML page against the page the JSON renders to: the first line that differs, if one does."""
+    try:
+        expected = html(bundle, sha256)
+    except Exception as exc:  # a JSON edited into a shape the page cannot show
+        return [f"the HTML page cannot be rendered from the JSON ({type(exc).__name__}: {exc})"]
+    if page == expected:
+        return []
+    shown, wanted = page.splitlines(), expected.splitlines()
+    line = next((i for i, (a, b) in enumerate(zip(shown, wanted, strict=False)) if a != b),
+                min(len(shown), len(wanted)))
+    text = shown[line].strip()[:80] if line < len(shown) else "(the page ends early)"
+    return [f"the HTML page differs from what the verified JSON shows, first at line {line + 1}: {text!r}"]
 
 
 def _payload(by_seq: dict[int, dict[str, Any]], seq: Any) -> dict[str, Any] | None:
@@ -193,14 +232,21 @@ def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], prob
         for key in _assessment_differences(a, payload):
             problems.append(f"assessment {a.get('assessment_id')}: its {key} differs from the recorded evidence")
     for note in case.get("notes", []):
-        payload = _payload(by_seq, note.get("event_seq"))
-        if payload is None or payload.get("note") != note.get("body"):
-            problems.append(f"note {note.get('event_seq')} differs from the recorded evidence")
-    recorded = {(x["return_id"], x["label"], x["labelled_at"])
-                for e in by_seq.values() if e["kind"] == "case_closed"
-                for x in json.loads(e["payload"]).get("labels", [])}
+        seq = note.get("event_seq")
+        payload = _payload(by_seq, seq)
+        if (payload is None or payload.get("note") != note.get("body") or note.get("author") != by_seq[seq]["actor"]
+                or _instant(note.get("created_at")) != _instant(by_seq[seq]["at"])):
+            problems.append(f"note {seq} differs from the recorded evidence")
+    recorded = set()
+    for e in by_seq.values():
+        if e["kind"] == "case_closed":
+            closing = json.loads(e["payload"])
+            recorded |= {(x["return_id"], x["label"], x["labelled_at"], x.get("source"), e["actor"],
+                          closing.get("reason"), e["subject"]) for x in closing.get("labels", [])}
     for label in case.get("labels", []):
-        if (label.get("return_id"), label.get("label"), label.get("labelled_at")) not in recorded:
+        shown = tuple(label.get(k) for k in ("return_id", "label", "labelled_at", "source", "actor", "reason",
+                                             "case_id"))
+        if shown not in recorded:
             problems.append(f"label {label.get('label')} of return {label.get('return_id')} is in no verified "
                             "closing event")
     problems.extend(_summary_differences(case, by_seq))
@@ -226,21 +272,33 @@ def _assessment_differences(a: dict[str, Any], payload: dict[str, Any]) -> list[
 
 
 def _summary_differences(case: dict[str, Any], by_seq: dict[int, dict[str, Any]]) -> list[str]:
-    """The case's shown status, assignee, money at stake and highest score, against what its verified events and
-    assessments say (replayed in chain order)."""
-    status, assignee = "open", None
+    """The case's shown summary (status, assignee, customer, decision, when opened and closed, money at stake,
+    highest score) against what its verified events and assessments say (replayed in chain order)."""
+    status, assignee, customer, decision, opened, closed = "open", None, None, None, None, None
     for e in sorted(by_seq.values(), key=lambda e: e["seq"]):
         if e["subject"] != case.get("case_id"):
             continue
-        changes = json.loads(e["payload"]).get("changes", {})
+        payload = json.loads(e["payload"])
+        changes = payload.get("changes", {})
         status = changes.get("status", [None, status])[1]
         assignee = changes.get("assignee", [None, assignee])[1]
+        if e["kind"] == "case_opened":
+            customer, decision, opened = payload.get("customer_id"), payload.get("decision"), _instant(e["at"])
+        elif e["kind"] == "case_joined" and payload.get("decision") == "deny":
+            decision = "deny"
+        if e["kind"] == "case_closed":
+            closed = _instant(e["at"])
+        elif e["kind"] == "case_reopened":
+            closed = None
     scores = [s for a in case.get("assessment_list", []) if (s := _rounded(a.get("score"), 6)) is not None]
     amounts = [a.get("refund_amount") or 0.0 for a in case.get("assessment_list", [])]
-    shown = {"status": case.get("status"), "assignee": case.get("assignee"),
+    shown = {"status": case.get("status"), "assignee": case.get("assignee"), "customer_id": case.get("customer_id"),
+             "decision": case.get("decision"), "opened_at": _instant(case.get("opened_at")),
+             "closed_at": _instant(case.get("closed_at")) if case.get("closed_at") else None,
              "max_score": _rounded(case.get("max_score"), 6), "amount": _rounded(case.get("amount"), 2)}
-    derived = {"status": status, "assignee": assignee, "max_score": max(scores, default=None),
-               "amount": _rounded(sum(amounts), 2)}
+    derived = {"status": status, "assignee": assignee, "customer_id": customer, "decision": decision,
+               "opened_at": opened, "closed_at": closed if status == "closed" else None,
+               "max_score": max(scores, default=None), "amount": _rounded(sum(amounts), 2)}
     return [f"the case's {key} ({shown[key]}) differs from what its verified events say ({derived[key]})"
             for key in shown if shown[key] != derived[key]]
 

@@ -60,7 +60,7 @@ def test_an_exported_bundle_verifies_offline(exported: tuple[Path, dict[str, Any
                                                    "case_closed"}
     assert main(["evidence", "verify", "--bundle", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"bundle of case {case_id} verified" in out
+    assert f"bundle of case {case_id} verified" in out and "its HTML page is the one that content renders to" in out
     json_only = path.with_suffix(".json")
     json_only.write_bytes(bundle.to_json(data))
     assert main(["evidence", "verify", "--bundle", str(json_only)]) == 0
@@ -121,7 +121,10 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
     ("assessment", "risk_level", "low"), ("assessment", "refund_amount", 0.01),
     ("assessment", "assessed_at", "2020-01-01T00:00:00.000000+00:00"), ("assessment", "customer_id", "C-other"),
     ("case", "status", "escalated"), ("case", "assignee", "user:mallory"), ("case", "max_score", 0.01),
-    ("case", "amount", 1.0),
+    ("case", "amount", 1.0), ("case", "customer_id", "C-other"), ("case", "decision", "deny"),
+    ("case", "opened_at", "2020-01-01T00:00:00+00:00"), ("case", "closed_at", None),
+    ("note", "author", "user:mallory"), ("note", "created_at", "2020-01-01T00:00:00+00:00"),
+    ("label", "actor", "user:mallory"), ("label", "reason", "no reason"), ("label", "source", "model"),
 ])
 def test_an_edited_shown_value_is_caught(exported: tuple[Path, dict[str, Any], str], where: str, field: str,
                                          value: Any) -> None:
@@ -129,7 +132,38 @@ def test_an_edited_shown_value_is_caught(exported: tuple[Path, dict[str, Any], s
     assert bundle.verify(data).ok
 
     def edit(d: dict[str, Any]) -> None:
-        (d["case"]["assessment_list"][0] if where == "assessment" else d["case"])[field] = value
+        shown = {"assessment": d["case"]["assessment_list"][0], "case": d["case"], "note": d["case"]["notes"][0],
+                 "label": d["case"]["labels"][0]}[where]
+        assert shown[field] != value
+        shown[field] = value
 
     problems = _edited(data, edit)
-    assert problems and any(field in p for p in problems), problems
+    named = {"note": "note ", "label": "label "}.get(where, field)
+    assert problems and any(named in p for p in problems), problems
+
+
+def test_an_edited_html_page_is_caught(exported: tuple[Path, dict[str, Any], str], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The page in the zip is rendered from the JSON: an edit to it alone, with the JSON untouched, is named."""
+    path, _, case_id = exported
+    with zipfile.ZipFile(path) as z:
+        raw, page = z.read(f"{case_id}.json"), z.read(f"{case_id}.html").decode()
+    edited = page.replace("Parcel weighed 40 g", "Parcel weighed 900 g")
+    assert edited != page
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(forged, "w") as z:
+        z.writestr(f"{case_id}.json", raw)
+        z.writestr(f"{case_id}.html", edited)
+    assert main(["evidence", "verify", "--bundle", str(forged)]) == 1
+    out = capsys.readouterr().out
+    line = next(i for i, text in enumerate(edited.splitlines(), 1) if "900 g" in text)
+    assert f"the HTML page differs from what the verified JSON shows, first at line {line}" in out
+    data, json_bytes, read_page = bundle.read(forged)
+    assert read_page == edited and bundle.verify(data, json_bytes, page).ok  # the original page still matches
+    extra = tmp_path / "extra.zip"
+    with zipfile.ZipFile(extra, "w") as z:
+        z.writestr(f"{case_id}.json", raw)
+        z.writestr(f"{case_id}.html", page)
+        z.writestr("readme.html", "<p>trust me</p>")
+    assert main(["evidence", "verify", "--bundle", str(extra)]) == 1
+    assert "exactly one JSON file and one HTML page" in capsys.readouterr().err

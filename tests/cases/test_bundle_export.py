@@ -24,23 +24,25 @@ def exports(db) -> list[str]:
 def test_an_export_is_packaged_verified_and_recorded_with_its_digest(tmp_path: Path) -> None:
     with memory_db() as db:
         case_id = flag(db)["case_id"]
-        done = bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path / "none",
-                             render=lambda e: f"<h1>{e.case.detail.case_id}</h1>", now=T0)
+        done = bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path / "none", now=T0)
         with zipfile.ZipFile(io.BytesIO(done.archive)) as z:
             assert sorted(z.namelist()) == [f"{case_id}.html", f"{case_id}.json"]
             assert z.read(f"{case_id}.json") == done.data
-        assert bundle.verify(json.loads(done.data)).ok
+            page = z.read(f"{case_id}.html").decode()
+        assert page == bundle.html(json.loads(done.data), done.digest) and case_id in page
+        assert bundle.verify(json.loads(done.data), done.data, page).ok
         [payload] = exports(db)
         assert json.loads(payload) == {"case_id": case_id, "sha256": done.digest,
                                        "head_seq": done.bundle["proof"]["head"]["seq"]}
 
 
-def test_a_failed_rendering_records_no_export(tmp_path: Path) -> None:
-    def broken(_: bundle.Export) -> str:
+def test_a_failed_rendering_records_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> str:
         raise ValueError("template missing")
 
+    monkeypatch.setattr(bundle, "html", broken)  # a fault injected into the page, after the case was read
     with memory_db() as db:
         case_id = flag(db)["case_id"]
         with pytest.raises(ValueError, match="template missing"):
-            bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path, render=broken)
+            bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path)
         assert exports(db) == []
