@@ -12,7 +12,8 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core, json_object, who
+from api.core import core, who
+from api.schemas import AssignBody, BulkCloseBody, CloseBody, NoteBody, ReopenBody, StatusBody, parse
 from fraud_service.cases import bundle as bundles
 from fraud_service.cases import service as cases
 from fraud_service.cases.investigation import CaseContext, case_context
@@ -46,15 +47,6 @@ def queue_filter(args: Any) -> QueueFilter:
     if problems:
         raise RequestInvalid(problems)
     return f
-
-
-def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
-    value = body.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise RequestInvalid([Problem(name, f"got {type(value).__name__}", "a string")])
-    return value
 
 
 def context(case_id: str) -> CaseContext:
@@ -105,12 +97,8 @@ def next_case() -> ResponseReturnValue:
 @requires("analyst")
 def bulk_close() -> ResponseReturnValue:
     """Close several cases with one label for all their returns (a ring), all or none."""
-    body = json_object()
-    ids = body.get("case_ids")
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise RequestInvalid([Problem("case_ids", f"got {type(ids).__name__}", "a list of case ids")])
-    closed = cases.bulk_close(core().uow(), case_ids=ids, label=_text(body, "label"), reason=_text(body, "reason"),
-                              **_actor())
+    body = parse(BulkCloseBody)
+    closed = cases.bulk_close(core().uow(), case_ids=body.case_ids, label=body.label, reason=body.reason, **_actor())
     return jsonify(cases=[c.to_dict() for c in closed])
 
 
@@ -132,26 +120,24 @@ def claim(case_id: str) -> ResponseReturnValue:
 @requires("analyst")
 def assign(case_id: str) -> ResponseReturnValue:
     """Give the case to a user (`assignee`: a name, or null for nobody)."""
-    body = json_object()
-    if "assignee" not in body:
-        raise RequestInvalid([Problem("assignee", "missing", "a user name or null")])
-    return jsonify(cases.assign(core().uow(), case_id=case_id, assignee=body["assignee"], **_actor()).to_dict())
+    body = parse(AssignBody)
+    return jsonify(cases.assign(core().uow(), case_id=case_id, assignee=body.assignee, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/status")
 @requires("analyst")
 def set_status(case_id: str) -> ResponseReturnValue:
     """Move the case to another status (open, in_review, escalated)."""
-    body = json_object()
-    return jsonify(cases.set_status(core().uow(), case_id=case_id, status=_text(body, "status"),
-                                    comment=_text(body, "comment", required=False), **_actor()).to_dict())
+    body = parse(StatusBody)
+    return jsonify(cases.set_status(core().uow(), case_id=case_id, status=body.status, comment=body.comment or "",
+                                    **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/notes")
 @requires("analyst")
 def add_note(case_id: str) -> ResponseReturnValue:
     """Add a note to the case."""
-    note = cases.add_note(core().uow(), case_id=case_id, body=_text(json_object(), "body"), **_actor())
+    note = cases.add_note(core().uow(), case_id=case_id, body=parse(NoteBody).body, **_actor())
     return jsonify(note.to_dict()), 201
 
 
@@ -159,23 +145,20 @@ def add_note(case_id: str) -> ResponseReturnValue:
 @requires("analyst")
 def close(case_id: str) -> ResponseReturnValue:
     """Close with a label per return (`dispositions`), or one `label` for all of them."""
-    body = json_object()
-    dispositions, label = body.get("dispositions"), body.get("label")
-    one_for_all = dispositions is None and isinstance(label, str)
-    if not one_for_all and (not isinstance(dispositions, dict)
-                            or not all(isinstance(v, str) for v in dispositions.values())):
-        raise RequestInvalid([Problem("dispositions", "missing or not an object of return_id to label",
+    body = parse(CloseBody)
+    one_for_all = body.dispositions is None and body.label is not None
+    if not one_for_all and body.dispositions is None:
+        raise RequestInvalid([Problem("dispositions", "is required (or a `label`)",
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
-    return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=dispositions, reason=_text(body, "reason"),
-                               label=label if one_for_all else None, **_actor()).to_dict())
+    return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=body.dispositions, reason=body.reason,
+                               label=body.label if one_for_all else None, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/reopen")
 @requires("analyst")
 def reopen(case_id: str) -> ResponseReturnValue:
     """Open a closed case again."""
-    return jsonify(cases.reopen(core().uow(), case_id=case_id, reason=_text(json_object(), "reason"),
-                                **_actor()).to_dict())
+    return jsonify(cases.reopen(core().uow(), case_id=case_id, reason=parse(ReopenBody).reason, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/bundle")

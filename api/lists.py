@@ -6,7 +6,8 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core, json_object, who
+from api.core import core, who
+from api.schemas import ListEntryIn, parse
 from fraud_service.scoring import lists
 
 bp = Blueprint("lists", __name__)
@@ -23,9 +24,9 @@ def list_entries() -> ResponseReturnValue:
 @requires("admin")
 def add_entry() -> ResponseReturnValue:
     """Put a token on the allow or block list (recorded as evidence)."""
-    body = json_object()
-    entry = lists.add(core().uow(), entity=body.get("entity"), value=body.get("value"), list_name=body.get("list"),
-                      reason=body.get("reason"), **who(current_principal().actor))
+    body = parse(ListEntryIn)
+    entry = lists.add(core().uow(), entity=body.entity, value=body.value, list_name=body.list, reason=body.reason,
+                      **who(current_principal().actor))
     core().lists_changed()
     return jsonify(entry.to_dict()), 201
 

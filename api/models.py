@@ -13,7 +13,8 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
-from api.core import core, json_object
+from api.core import core
+from api.schemas import ModelChange, parse
 from fraud_service.scoring import promotion
 from fraud_service.scoring.promotion import AliasChange
 from models.registry import ModelRegistry
@@ -27,7 +28,7 @@ def _registry() -> ModelRegistry:
 
 def _reason(default: str) -> object:
     """The body's `reason` (checked by the promotion service), DEFAULT when the body has none."""
-    return json_object(empty_ok=True).get("reason", default)
+    return parse(ModelChange, empty_ok=True).reason or default
 
 
 def _serving() -> str | None:

@@ -9,12 +9,23 @@ the first: the client learns all it must fix from one response.
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fraud_service.data.contract import MAX_TEXT, ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+
+from fraud_service.data.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
 from fraud_service.errors import Problem, RequestInvalid
 
 MAX_ITEMS = 500
@@ -70,160 +81,187 @@ class ReturnRequest:
     order: OrderContext
 
 
-class _Reader:
-    """Collects problems while converting fields."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def bad(self, path: str, problem: str, expected: str) -> None:
-        self.problems.append(Problem(path, problem, expected))
-
-    def value(self, body: Mapping[str, Any], column: Column, path: str, optional: bool = False) -> Any:
-        raw = body.get(column.name)
-        if raw is None:
-            if not (column.nullable or optional):
-                self.bad(path, "is required", column.kind.describe())
-            return None
-        return self.convert(raw, column, path)
-
-    def convert(self, raw: Any, column: Column, path: str) -> Any:
-        kind = column.kind
-        if kind in (Kind.STR, Kind.ENUM):
-            if not isinstance(raw, str) or not raw.strip():
-                self.bad(path, f"got {_show(raw)}", "a non-empty string" if kind is Kind.STR else _one_of(column))
-                return None
-            if len(raw) > MAX_TEXT:
-                self.bad(path, f"is {len(raw)} characters long", f"at most {MAX_TEXT} characters")
-                return None
-            if kind is Kind.ENUM and raw not in column.values:
-                self.bad(path, f"got {_show(raw)}", _one_of(column))
-                return None
-            return raw
-        if kind is Kind.BOOL:
-            if not isinstance(raw, bool):
-                self.bad(path, f"got {_show(raw)}", "true or false")
-                return None
-            return raw
-        if kind is Kind.TIMESTAMP:
-            return self.timestamp(raw, path)
-        return self.number(raw, column, path)
-
-    def number(self, raw: Any, column: Column, path: str) -> float | int | None:
-        integral = column.kind is Kind.INT
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or (integral and not isinstance(raw, int)):
-            self.bad(path, f"got {_show(raw)}", "an integer" if integral else "a number")
-            return None
-        if isinstance(raw, float) and not math.isfinite(raw):
-            self.bad(path, f"got {_show(raw)}", "a finite number")
-            return None
-        if column.strictly_positive and raw <= 0:
-            self.bad(path, f"got {raw}", "a number greater than 0")
-            return None
-        if column.minimum is not None and raw < column.minimum:
-            self.bad(path, f"got {raw}", f"a number of at least {column.minimum:g}")
-            return None
-        limit = MAX_COUNT if integral else MAX_AMOUNT
-        if raw > limit:
-            self.bad(path, f"got {_show(raw)}", f"a number of at most {limit:,}")
-            return None
-        return int(raw) if integral else float(raw)
-
-    def timestamp(self, raw: Any, path: str) -> dt.datetime | None:
-        if not isinstance(raw, str):
-            self.bad(path, f"got {_show(raw)}", Kind.TIMESTAMP.describe())
-            return None
-        try:
-            stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
-            return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
-        except ValueError:
-            self.bad(path, f"got {_show(raw)}", Kind.TIMESTAMP.describe())
-        except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
-            self.bad(path, f"got {_show(raw)}", "a time between the years 0001 and 9999 in UTC")
-        return None
+# -- the body's schema: pydantic models built from the data contract's columns ------------------------------
+# The same models validate requests and generate the OpenAPI document's schemas (api/openapi.py), so the two
+# cannot drift; the contract's columns (names, kinds, enums, bounds, lengths) are their single source.
 
 
-def _show(raw: Any) -> str:
-    text = repr(raw)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _utc(raw: Any) -> dt.datetime:
+    """An ISO 8601 text as an aware UTC time (naive means UTC)."""
+    if not isinstance(raw, str):
+        raise PydanticCustomError("timestamp", "got {got}", {"got": _show(raw)})
+    try:
+        stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
+        return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+    except ValueError:
+        raise PydanticCustomError("timestamp", "got {got}", {"got": _show(raw)}) from None
+    except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
+        raise PydanticCustomError("timestamp_range", "got {got}", {"got": _show(raw)}) from None
 
 
-def _one_of(column: Column) -> str:
-    return "one of " + ", ".join(column.values)
+def _integral(raw: Any) -> Any:
+    """2.0 is an integer in JSON (and in the JSON Schema the document states): taken as 2; 2.5 stays refused."""
+    return int(raw) if isinstance(raw, float) and raw.is_integer() else raw
+
+
+Time = Annotated[dt.datetime, BeforeValidator(_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+def _annotation(column: Column) -> Any:
+    """The pydantic type of a contract column's value in a request."""
+    kind = column.kind
+    if kind is Kind.STR:
+        return Annotated[StrictStr, Field(min_length=1, max_length=column.max_length, pattern=r"\S")]
+    if kind is Kind.ENUM:
+        return Literal.__getitem__(column.values)
+    if kind is Kind.BOOL:
+        return StrictBool
+    if kind is Kind.TIMESTAMP:
+        return Time
+    bounds: dict[str, Any] = {"gt": 0} if column.strictly_positive else (
+        {"ge": column.minimum} if column.minimum is not None else {})
+    if kind is Kind.INT:
+        return Annotated[int, Field(strict=True, le=MAX_COUNT, **bounds), BeforeValidator(_integral)]
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, le=MAX_AMOUNT, **bounds)]
+
+
+def _fields(columns: Iterable[Column], optional: set[str], descriptions: dict[str, str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for column in columns:
+        annotation = _annotation(column)
+        description = descriptions.get(column.name)
+        if column.nullable or column.name in optional:
+            fields[column.name] = (annotation | None, Field(default=None, description=description))
+        else:
+            fields[column.name] = (annotation, Field(description=description))
+    return fields
+
+
+_MODEL = ConfigDict(extra="ignore", hide_input_in_errors=True)
+ITEM_FIELDS = ("line_no", "sku", "category", "unit_price", "quantity")
+OrderItemBody = create_model(
+    "OrderItem", __config__=_MODEL,
+    **_fields([c for c in ORDER_ITEMS.columns if c.name in ITEM_FIELDS], set(), {}))
+OrderBody = create_model(
+    "Order", __config__=_MODEL,
+    items=(Annotated[list[OrderItemBody], Field(min_length=1, max_length=MAX_ITEMS)],  # type: ignore[valid-type]
+           Field(description="the order's lines")),
+    **_fields(ORDERS.columns, OPTIONAL_ORDER, {"customer_id": "the buyer (default: the returner)"}))
+ReturnRequestBody = create_model(
+    "ReturnRequest", __config__=_MODEL,
+    __doc__="One return request in the data contract's field names, with its order context. Checks beyond this "
+            "schema (requested_at not in the future nor before the order, delivered_at not before placed_at, "
+            "unique line numbers) also answer 422.",
+    order=(OrderBody, Field(description="the order the return is for, with its lines")),
+    **_fields([c for c in RETURNS.columns if c.name != "order_id"], OPTIONAL_RETURN,
+              {"requested_at": "default: now", "has_receipt": "default: true"}))
 
 
 def parse_request(body: Any, now: dt.datetime) -> ReturnRequest:
     """A ReturnRequest from a decoded JSON body, or RequestInvalid naming every bad field."""
     if not isinstance(body, Mapping):
         raise RequestInvalid([Problem("$", f"got {type(body).__name__}", "a JSON object")])
-    r = _Reader()
-    fields: dict[str, Any] = {}
-    for column in RETURNS.columns:
-        if column.name in ("order_id",):
-            continue
-        fields[column.name] = r.value(body, column, column.name, optional=column.name in OPTIONAL_RETURN)
-    order_body = body.get("order")
-    order = None
-    if not isinstance(order_body, Mapping):
-        r.bad("order", "is required" if order_body is None else f"got {_show(order_body)}",
-              "an object with the order's contract fields and its items")
-    else:
-        order = _order(r, order_body, fields.get("customer_id"))
-    requested = fields["requested_at"] or now
-    if order is not None and fields["requested_at"] is not None and requested < order.placed_at:
-        r.bad("requested_at", f"{requested.isoformat()} is before the order was placed ({order.placed_at.isoformat()})",
-              "a time at or after order.placed_at")
-    if fields["requested_at"] is not None and requested > now + dt.timedelta(minutes=5):
-        r.bad("requested_at", f"{requested.isoformat()} is in the future", "a time no later than now")
-    if r.problems:
-        raise RequestInvalid(r.problems)
-    assert order is not None
+    try:
+        parsed = ReturnRequestBody.model_validate(body)
+    except ValidationError as exc:
+        raise RequestInvalid([_problem(error, body) for error in exc.errors(include_url=False)]) from None
+    order = parsed.order
+    problems = []
+    requested, placed, after_placed = parsed.requested_at or now, order.placed_at, "a time at or after order.placed_at"
+    if parsed.requested_at is not None and requested < placed:
+        problems.append(Problem("requested_at", f"{requested.isoformat()} is before the order was placed "
+                                                f"({placed.isoformat()})", after_placed))
+    if parsed.requested_at is not None and requested > now + dt.timedelta(minutes=5):
+        problems.append(Problem("requested_at", f"{requested.isoformat()} is in the future",
+                                "a time no later than now"))
+    if order.delivered_at is not None and order.delivered_at < placed:
+        problems.append(Problem("order.delivered_at", f"{order.delivered_at.isoformat()} is before placed_at "
+                                                      f"{placed.isoformat()}", after_placed))
+    seen: set[int] = set()
+    for i, line in enumerate(order.items):
+        if line.line_no in seen:
+            problems.append(Problem(f"order.items[{i}].line_no", f"{line.line_no} appears twice",
+                                    "line numbers unique within the order"))
+        seen.add(line.line_no)
+    if problems:
+        raise RequestInvalid(problems)
     return ReturnRequest(
-        return_id=fields["return_id"], customer_id=fields["customer_id"], requested_at=requested,
-        return_type=fields["return_type"], channel=fields["channel"], reason=fields["reason"],
-        items_count=fields["items_count"], refund_amount=fields["refund_amount"],
-        refund_method=fields["refund_method"], refund_token=fields["refund_token"],
-        has_receipt=True if fields["has_receipt"] is None else fields["has_receipt"], store_id=fields["store_id"],
-        order=order)
+        return_id=parsed.return_id, customer_id=parsed.customer_id, requested_at=requested,
+        return_type=parsed.return_type, channel=parsed.channel, reason=parsed.reason,
+        items_count=parsed.items_count, refund_amount=parsed.refund_amount, refund_method=parsed.refund_method,
+        refund_token=parsed.refund_token, has_receipt=True if parsed.has_receipt is None else parsed.has_receipt,
+        store_id=parsed.store_id,
+        order=OrderContext(
+            order_id=order.order_id, customer_id=order.customer_id or parsed.customer_id, placed_at=order.placed_at,
+            delivered_at=order.delivered_at, channel=order.channel, order_total=order.order_total,
+            currency=order.currency, payment_token=order.payment_token, address_token=order.address_token,
+            device_token=order.device_token,
+            items=tuple(OrderItem(i.line_no, i.sku, i.category, i.unit_price, i.quantity) for i in order.items)))
 
 
-def _order(r: _Reader, body: Mapping[str, Any], returner: str | None) -> OrderContext | None:
-    values: dict[str, Any] = {}
-    for column in ORDERS.columns:
-        values[column.name] = r.value(body, column, f"order.{column.name}", optional=column.name in OPTIONAL_ORDER)
-    placed, delivered = values["placed_at"], values["delivered_at"]
-    if placed is not None and delivered is not None and delivered < placed:
-        r.bad("order.delivered_at", f"{delivered.isoformat()} is before placed_at {placed.isoformat()}",
-              "a time at or after order.placed_at")
-    items = _items(r, body.get("items"))
-    if r.problems or items is None:
+# -- pydantic's errors in the words of the contract -----------------------------------------------------------
+
+
+def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
+    loc = error["loc"]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    raw = _at(body, loc)
+    column = _column(loc)
+    kind, ctx = error["type"], error.get("ctx") or {}
+    got = f"got {_show(raw)}"
+    if path == "order":
+        return Problem(path, "is required" if raw is None else got,
+                       "an object with the order's contract fields and its items")
+    if path == "order.items":
+        if kind == "too_long":
+            return Problem(path, f"has {len(raw)} lines", f"at most {MAX_ITEMS} lines")
+        return Problem(path, "is required" if raw is None else got,
+                       "a non-empty list of the order's lines (" + ", ".join(ITEM_FIELDS) + ")")
+    if column is None:  # an order line that is not an object
+        return Problem(path, got, "an object")
+    if kind == "missing" or raw is None:
+        return Problem(path, "is required", _expected(column))
+    if kind == "string_too_long":
+        return Problem(path, f"is {len(raw)} characters long", f"at most {ctx['max_length']} characters")
+    if kind == "finite_number":
+        return Problem(path, got, "a finite number")
+    if kind == "greater_than":
+        return Problem(path, got, f"a number greater than {ctx['gt']:g}")
+    if kind == "greater_than_equal":
+        return Problem(path, got, f"a number of at least {ctx['ge']:g}")
+    if kind == "less_than_equal":
+        limit = ctx["le"]
+        return Problem(path, got, f"a number of at most {int(limit) if float(limit).is_integer() else limit:,}")
+    if kind == "timestamp_range":
+        return Problem(path, got, "a time between the years 0001 and 9999 in UTC")
+    return Problem(path, got, _expected(column))
+
+
+def _expected(column: Column) -> str:
+    return {Kind.STR: "a non-empty string", Kind.ENUM: "one of " + ", ".join(column.values),
+            Kind.BOOL: "true or false", Kind.INT: "an integer", Kind.DECIMAL: "a number"}.get(
+        column.kind, column.kind.describe())
+
+
+def _column(loc: tuple[Any, ...]) -> Column | None:
+    """The contract column a pydantic error location names (None for a line that is not an object)."""
+    name = loc[-1]
+    if not isinstance(name, str):
         return None
-    return OrderContext(
-        order_id=values["order_id"], customer_id=values["customer_id"] or returner or "", placed_at=placed,
-        delivered_at=delivered, channel=values["channel"], order_total=values["order_total"],
-        currency=values["currency"], payment_token=values["payment_token"], address_token=values["address_token"],
-        device_token=values["device_token"], items=items)
+    table = RETURNS if len(loc) == 1 else ORDERS if len(loc) == 2 else ORDER_ITEMS
+    return next((c for c in table.columns if c.name == name), None)
 
 
-def _items(r: _Reader, raw: Any) -> tuple[OrderItem, ...] | None:
-    if not isinstance(raw, list) or not raw:
-        r.bad("order.items", "is required" if raw is None else f"got {_show(raw)}",
-              "a non-empty list of the order's lines (line_no, sku, category, unit_price, quantity)")
-        return None
-    if len(raw) > MAX_ITEMS:
-        r.bad("order.items", f"has {len(raw)} lines", f"at most {MAX_ITEMS} lines")
-        return None
-    items, seen = [], set()
-    wanted = [c for c in ORDER_ITEMS.columns if c.name in ("line_no", "sku", "category", "unit_price", "quantity")]
-    for i, line in enumerate(raw):
-        path = f"order.items[{i}]"
-        if not isinstance(line, Mapping):
-            r.bad(path, f"got {_show(line)}", "an object")
-            continue
-        v = {c.name: r.value(line, c, f"{path}.{c.name}") for c in wanted}
-        if v["line_no"] is not None and v["line_no"] in seen:
-            r.bad(f"{path}.line_no", f"{v['line_no']} appears twice", "line numbers unique within the order")
-        seen.add(v["line_no"])
-        if all(value is not None for value in v.values()):
-            items.append(OrderItem(**v))
-    return tuple(items) if len(items) == len(raw) else None
+def _at(body: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at LOC in the raw body (None when absent)."""
+    for part in loc:
+        try:
+            body = body[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return body
+
+
+def _show(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,306 @@
+"""The JSON API's bodies as pydantic models: the request bodies views validate with `parse`, and the responses.
+
+`api/openapi.py` generates the document's schemas from these models (and the return request's from the core's
+`fraud_service.scoring.request.ReturnRequestBody`), so what is validated and what is documented cannot drift.
+Responses are built by the core's records; tests validate real responses against these models
+(tests/api/test_schemas.py) and schemathesis checks every answer against the document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from api.core import json_object
+from fraud_service.cases.records import LABELS, STATUSES
+from fraud_service.cases.service import MAX_NOTE, MAX_REASON
+from fraud_service.data.contract import MAX_TEXT
+from fraud_service.errors import Problem, RequestInvalid
+from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
+
+_ANY = Literal.__getitem__  # a Literal of values known at import time
+
+
+def _text(limit: int) -> Any:
+    return Annotated[StrictStr, Field(min_length=1, max_length=limit, pattern=r"\S")]
+
+
+Text = _text(MAX_TEXT)
+Reason = _text(MAX_REASON)
+Label = _ANY(LABELS)
+DecisionValue = _ANY(tuple(d.value for d in Decision))
+Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# -- request bodies --------------------------------------------------------------------------------------------
+
+
+class ListEntryIn(_Request):
+    entity: _ANY(LIST_ENTITIES)  # type: ignore[valid-type]
+    value: Text  # type: ignore[valid-type]
+    list: _ANY(LISTS)  # type: ignore[valid-type]
+    reason: Text  # type: ignore[valid-type]
+
+
+class ModelChange(_Request):
+    reason: Reason | None = Field(default=None, description="why (default: promoted or rolled back through the API)")  # type: ignore[valid-type]
+
+
+class AssignBody(_Request):
+    assignee: Text | None = Field(description="a user name, or null for nobody")  # type: ignore[valid-type]
+
+
+class StatusBody(_Request):
+    status: _ANY(STATUSES) = Field(  # type: ignore[valid-type]
+        description="open, in_review or escalated; `closed` answers 409 (closing needs labels: use /close)")
+    comment: Reason | None = None  # type: ignore[valid-type]
+
+
+class NoteBody(_Request):
+    body: _text(MAX_NOTE)  # type: ignore[valid-type]
+
+
+class CloseBody(_Request):
+    """A label per return (`dispositions`), or one `label` for all of them, and why."""
+
+    dispositions: dict[str, Label] | None = Field(  # type: ignore[valid-type]
+        default=None, description="return_id -> label, one for every return of the case")
+    label: Label | None = None  # type: ignore[valid-type]
+    reason: Reason  # type: ignore[valid-type]
+
+
+class ReopenBody(_Request):
+    reason: Reason  # type: ignore[valid-type]
+
+
+class BulkCloseBody(_Request):
+    case_ids: list[StrictStr] = Field(min_length=1, max_length=500)
+    label: Label  # type: ignore[valid-type]
+    reason: Reason  # type: ignore[valid-type]
+
+
+M = TypeVar("M", bound=_Request)
+
+
+def parse(model: type[M], empty_ok: bool = False) -> M:
+    """The request's JSON object as MODEL, or RequestInvalid naming every bad field (400 when it is not an
+    object; with EMPTY_OK an empty body is an empty object)."""
+    body = json_object(empty_ok=empty_ok)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise RequestInvalid([problem(error, body) for error in exc.errors(include_url=False)]) from None
+
+
+def problem(error: Any, body: Any) -> Problem:
+    """A pydantic error as a Problem: the field's path, what was sent, and what was expected."""
+    loc = error["loc"]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "$"
+    raw = body
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            raw = None
+            break
+    ctx = error.get("ctx") or {}
+    expected = {
+        "missing": "a value", "string_type": "a non-empty string", "string_too_short": "a non-empty string",
+        "string_pattern_mismatch": "a non-empty string",
+        "string_too_long": f"at most {ctx.get('max_length', 0):,} characters",
+        "literal_error": f"one of {ctx.get('expected', '').replace(chr(39), '')}",
+        "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",
+        "too_long": f"at most {ctx.get('max_length', 0)} items", "dict_type": "an object",
+    }.get(error["type"], error["msg"])
+    if error["type"] == "missing":
+        return Problem(path, "is required", expected)
+    shown = repr(raw)
+    return Problem(path, f"got {shown if len(shown) <= 60 else shown[:57] + '...'}", expected)
+
+
+# -- response bodies -------------------------------------------------------------------------------------------
+
+
+class Error(_Response):
+    error: str
+    message: str
+    request_id: str | None = None
+
+
+class FieldProblem(_Response):
+    field: str
+    problem: str
+    expected: str
+
+
+class ValidationErrorBody(Error):
+    problems: list[FieldProblem]
+
+
+class ReasonRecord(_Response):
+    feature: str
+    value: Any
+    contribution: float
+    sentence: str
+
+
+class RuleHit(_Response):
+    rule: str
+    decision: DecisionValue  # type: ignore[valid-type]
+    detail: str
+
+
+class Assessment(_Response):
+    assessment_id: str
+    return_id: str
+    score: float = Field(ge=0, le=1, description="calibrated probability")
+    risk_level: Literal["low", "medium", "high", "very_high"]
+    decision: DecisionValue  # type: ignore[valid-type]
+    model_decision: DecisionValue  # type: ignore[valid-type]
+    reasons: list[ReasonRecord]
+    rules_fired: list[RuleHit]
+    model_version: str
+    policy_version: str
+    case_id: str | None = Field(description="the case a human works on (review, deny), else null")
+    assessed_at: Instant
+    evidence: str = Field(description="where GET returns the stored evidence")
+
+
+class Evidence(_Response):
+    assessment_id: str
+    event_seq: int
+    request_hash: str | None = None
+    request: dict[str, Any]
+    features: dict[str, Any]
+    feature_times: dict[str, Any] | None = None
+    raw_score: float | None = None
+    contributions: list[float] | None = None
+    response: Assessment
+
+
+class ListEntry(_Response):
+    entity: _ANY(LIST_ENTITIES)  # type: ignore[valid-type]
+    value: str
+    list: _ANY(LISTS)  # type: ignore[valid-type]
+    reason: str
+    added_by: str
+    added_at: Instant
+
+
+class ListEntries(_Response):
+    entries: list[ListEntry]
+
+
+class AliasSwitch(_Response):
+    production: str
+    previous: str | None
+    serving: str | None = Field(description="this worker's model now")
+
+
+class Registry(_Response):
+    versions: list[dict[str, Any]]
+    aliases: dict[str, Any]
+    serving: str | None
+
+
+class CaseSummary(_Response):
+    case_id: str
+    status: _ANY(STATUSES)  # type: ignore[valid-type]
+    assignee: str | None = Field(description="user:NAME or key:ID")
+    customer_id: str = Field(description="the customer whose assessment opened the case")
+    decision: Literal["review", "deny"]
+    reason: str = Field(description="the theme of the riskiest assessment's top reason")
+    max_score: float
+    amount: float = Field(description="refunds at stake")
+    priority: float = Field(description="max_score x amount: the queue's order")
+    assessments: int
+    opened_at: Instant
+    updated_at: Instant
+    closed_at: Instant | None
+    age_hours: float
+    overdue: bool = Field(description="open longer than the SLA (48 hours)")
+
+
+class CasePage(_Response):
+    cases: list[CaseSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CaseList(_Response):
+    cases: list[CaseSummary]
+
+
+class LabelRecord(_Response):
+    return_id: str
+    label: Label  # type: ignore[valid-type]
+    labelled_at: Instant
+    source: str
+    reason: str | None = None
+    actor: str | None = None
+    case_id: str | None = None
+
+
+class CaseNote(_Response):
+    author: str
+    body: str
+    created_at: Instant
+    event_seq: int
+
+
+class EvidenceEvent(_Response):
+    seq: int
+    at: Instant
+    kind: str
+    subject: str
+    actor: str
+    payload: str = Field(description="canonical JSON, exactly what was hashed")
+    prev_hash: str
+    hash: str
+
+
+class CaseLink(_Response):
+    entity: str
+    value: str
+
+
+class CaseAssessment(_Response):
+    assessment_id: str
+    return_id: str
+    score: float
+    decision: DecisionValue  # type: ignore[valid-type]
+    request: dict[str, Any]
+    features: dict[str, Any]
+    reasons: list[dict[str, Any]]
+    rules_fired: list[dict[str, Any]]
+    label: LabelRecord | None
+
+
+class CaseDetail(CaseSummary):
+    links: list[CaseLink]
+    assessments_total: int = Field(ge=0)
+    assessments_offset: int = Field(ge=0)
+    assessment_list: list[CaseAssessment]
+    notes: list[CaseNote]
+    labels: list[LabelRecord]
+    events: list[EvidenceEvent]
+    histories: list[dict[str, Any]]
+    linked_accounts: list[dict[str, Any]]
+
+
+REQUESTS: tuple[type[BaseModel], ...] = (ListEntryIn, ModelChange, AssignBody, StatusBody, NoteBody, CloseBody,
+                                         ReopenBody, BulkCloseBody)
+RESPONSES: tuple[type[BaseModel], ...] = (Error, ValidationErrorBody, Assessment, Evidence, ListEntry, ListEntries,
+                                          AliasSwitch, Registry, CaseSummary, CasePage, CaseList, LabelRecord,
+                                          CaseNote, EvidenceEvent, CaseDetail)
