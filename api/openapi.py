@@ -37,7 +37,7 @@ def _errors(*codes: int) -> dict[str, Any]:
             404: "Not found", 409: "Conflict", 413: "The body is larger than 256 KiB",
             422: "Fields break the contract (every bad field is listed)",
             503: "A store is unavailable or nothing is loaded to score with; no decision was made"}
-    return {str(c): _json(_ref("ValidationErrorBody" if c == 422 else "Error"), text[c]) for c in codes}
+    return {str(c): _json(_ref("ValidationErrorBody" if c == 422 else "ErrorBody"), text[c]) for c in codes}
 
 
 def schemas() -> dict[str, Any]:

@@ -131,7 +131,7 @@ def problem(error: Any, body: Any) -> Problem:
 # -- response bodies -------------------------------------------------------------------------------------------
 
 
-class Error(_Response):
+class ErrorBody(_Response):
     error: str
     message: str
     request_id: str | None = None
@@ -143,7 +143,7 @@ class FieldProblem(_Response):
     expected: str
 
 
-class ValidationErrorBody(Error):
+class ValidationErrorBody(ErrorBody):
     problems: list[FieldProblem]
 
 
@@ -301,6 +301,6 @@ class CaseDetail(CaseSummary):
 
 REQUESTS: tuple[type[BaseModel], ...] = (ListEntryIn, ModelChange, AssignBody, StatusBody, NoteBody, CloseBody,
                                          ReopenBody, BulkCloseBody)
-RESPONSES: tuple[type[BaseModel], ...] = (Error, ValidationErrorBody, Assessment, Evidence, ListEntry, ListEntries,
+RESPONSES: tuple[type[BaseModel], ...] = (ErrorBody, ValidationErrorBody, Assessment, Evidence, ListEntry, ListEntries,
                                           AliasSwitch, Registry, CaseSummary, CasePage, CaseList, LabelRecord,
                                           CaseNote, EvidenceEvent, CaseDetail)

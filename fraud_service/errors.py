@@ -79,6 +79,11 @@ class DatabaseDown(Unavailable):
     """The evidence database could not be reached or the transaction could not be committed."""
 
 
+class BatchAbandoned(Exception):
+    """Internal to the evidence writer: a batch holds an assessment whose request stopped waiting, so it is rolled
+    back and written again without it. Never reaches a caller."""
+
+
 # -- configuration and data ----------------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from fraud_service.errors import DatabaseDown, Unstorable
+from fraud_service.errors import BatchAbandoned, DatabaseDown, Unstorable
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class EvidenceWriter:
         try:
             with self._turn():
                 outcome = self._transaction(batch)
-        except _Abandoned:  # some requests gave up while their assessments were written: commit the others
+        except BatchAbandoned:  # some requests gave up while their assessments were written: commit the others
             self._commit(batch)
             return
         except (DBAPIError, self._driver_error) as exc:
@@ -219,12 +219,12 @@ class EvidenceWriter:
                 else:
                     raw.rollback()
                 cursor.close()
-                raise _Abandoned
+                raise BatchAbandoned
             if self._sqlite:
                 cursor.execute("COMMIT")
             else:
                 raw.commit()
-        except _Abandoned:
+        except BatchAbandoned:
             raise
         except BaseException:
             self._connection = None
@@ -237,10 +237,6 @@ class EvidenceWriter:
             raise  # the original error, not one from cleaning up after it
         cursor.close()
         return outcome
-
-
-class _Abandoned(Exception):
-    """A batch holds an assessment whose request stopped waiting: it is rolled back and written without it."""
 
 
 COMMIT_WAIT_S = 30

@@ -33,7 +33,7 @@ def test_real_answers_validate_against_the_response_models(api: Api, set_policy:
     _valid(schemas.ListEntries, api.client.get("/v1/lists", headers=analyst), 200)
     _valid(schemas.Registry, api.client.get("/v1/models", headers=analyst), 200)
     _valid(schemas.ValidationErrorBody, post(api, f"/v1/cases/{case_id}/reopen", {"reason": ""}), 422)
-    _valid(schemas.Error, api.client.get("/v1/cases/nope", headers=analyst), 404)
+    _valid(schemas.ErrorBody, api.client.get("/v1/cases/nope", headers=analyst), 404)
     with pytest.raises(ValidationError):  # the models do check: a summary without its status is not one
         schemas.CaseSummary.model_validate({k: v for k, v in post(api, f"/v1/cases/{case_id}/reopen", {
             "reason": "again"}).get_json().items() if k != "status"})

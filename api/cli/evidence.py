@@ -1,0 +1,116 @@
+"""The evidence log's commands, for whoever answers for it: verify the chain (and a bundle, and checkpoints), and
+sign checkpoints to ship off the machine."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from api.cli.common import EXIT_REJECTED, Subparsers
+from fraud_service.config import Settings
+
+
+def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
+    from fraud_service.bootstrap import evidence
+    from fraud_service.health import verify_checkpoints, verify_derived, verify_evidence
+
+    if args.bundle:
+        return _verify_bundle(Path(args.bundle))
+    public_key = Path(args.public_key) if args.public_key else settings.checkpoint_key.with_name(
+        settings.checkpoint_key.name + ".pub")
+    with evidence(settings) as db:
+        result = verify_evidence(db.uow())
+        derived = verify_derived(db.uow()) if result.ok else None
+        anchored = verify_checkpoints(db.uow(), Path(args.checkpoints), public_key) if args.checkpoints else None
+    failed = False
+    if not result.ok:
+        print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
+              f"({result.events:,} events verified before it)")
+        failed = True
+    else:
+        print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
+        assert derived is not None
+        counted = ", ".join(f"{n:,} {table}" for table, n in derived.rows.items())
+        if derived.ok:
+            print(f"derived tables agree with their events: {counted}")
+        else:
+            print(f"derived tables DIFFER from the evidence: {derived.problem} (checked {counted})")
+            failed = True
+    if anchored is not None:
+        if anchored.ok:
+            latest = anchored.latest
+            print(f"checkpoints agree: {anchored.checked} signed checkpoint(s) match the chain"
+                  + (f" (the latest: event {latest.seq}, taken {latest.at})" if latest else ""))
+        else:
+            print(f"checkpoints DISAGREE ({len(anchored.problems)} of {anchored.checked}):")
+            for problem in anchored.problems:
+                print(f"  - {problem}")
+            failed = True
+    return EXIT_REJECTED if failed else 0
+
+
+def cmd_evidence_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    """Sign the chain head and write it where the database's writers cannot reach."""
+    from fraud_service.bootstrap import evidence
+    from fraud_service.health import write_checkpoint
+
+    key = Path(args.key) if args.key else settings.checkpoint_key
+    with evidence(settings) as db:
+        path, taken, made = write_checkpoint(db.uow(), key, Path(args.out), dt.datetime.now(dt.UTC))
+    if made:
+        print(f"made the checkpoint signing key {key} (owner-only) and its public half {key}.pub: keep the key "
+              "away from the database's writers and give verifiers the .pub", file=sys.stderr)
+    print(f"checkpoint of event {taken.seq} ({taken.hash}) written to {path}")
+    return 0
+
+
+def _verify_bundle(path: Path) -> int:
+    """Check an exported evidence bundle offline (no database needed)."""
+    from fraud_service.cases import bundle
+
+    data, raw, page = bundle.read(path)
+    check = bundle.verify(data, raw, page)
+    case_id = data.get("case", {}).get("case_id")
+    if check.ok:
+        print(f"bundle of case {case_id} verified: {check.events} evidence event(s) hash to their links, "
+              f"{check.links} link(s) run unbroken to head event {check.head.get('seq')} "
+              f"({check.head.get('hash')}); its content matches the events"
+              + ("; its HTML page is the one that content renders to" if page is not None else
+                 " (a JSON file: no HTML page to check)"))
+        print(f"bundle SHA-256 {bundle.digest(raw)} (the log's case_bundle_exported event names it)")
+        return 0
+    print(f"bundle of case {case_id} does NOT verify:")
+    for problem in check.problems:
+        print(f"  - {problem}")
+    return EXIT_REJECTED
+
+
+def register(sub: Subparsers) -> None:
+    evidence = sub.add_parser("evidence", help="verify the evidence log; sign checkpoints of it",
+                              description="The append-only evidence log, each event chained to the previous by hash.")
+    esub = evidence.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+    q = esub.add_parser("verify", help="re-hash the whole chain and check the assessments, notes and labels "
+                                       "against their events (or check a case's exported bundle offline); exit 1 "
+                                       "naming the first edited, inserted or missing event or row")
+    q.add_argument("--bundle", metavar="FILE", help="an evidence bundle (the .zip from the UI or "
+                                                   "/v1/cases/ID/bundle, or its .json): checked without the database")
+    q.add_argument("--checkpoints", metavar="DIR", help="also check the signed checkpoints in DIR (or one file): "
+                                                        "each must match the stored chain, else it was rewritten")
+    q.add_argument("--public-key", metavar="FILE", help="the checkpoint key's public half (default: "
+                                                        "$FRAUD_CHECKPOINT_KEY.pub)")
+    q.set_defaults(func=cmd_evidence_verify)
+    c = esub.add_parser("checkpoint", help="sign the chain head (sequence, hash, time) and write it to a file or "
+                                           "directory: ship it off the machine, and `verify --checkpoints` finds "
+                                           "a rewritten chain",
+                        description="Signs the chain head with an Ed25519 key kept outside the database\n"
+                                    "(FRAUD_CHECKPOINT_KEY, default $FRAUD_HOME/checkpoint-key.pem; made at the\n"
+                                    "first checkpoint, with its public half beside it as .pub). Run it on a\n"
+                                    "schedule and copy each file somewhere the database's writers cannot\n"
+                                    "change (docs/security.md).",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--out", required=True, metavar="PATH", help="a file to write, or a directory to add a file to")
+    c.add_argument("--key", metavar="FILE", help="the signing key (default $FRAUD_CHECKPOINT_KEY)")
+    c.set_defaults(func=cmd_evidence_checkpoint)
