@@ -7,8 +7,9 @@ It measures, in one run against one server:
 1. the case page (`/ui/cases/ID`, signed in as an analyst) and the case API (`/v1/cases/ID`) alone:
    median and slowest of `--page-samples` loads;
 2. assess (wrk at `--connections`, the replayed returns) alone: p50/p90/p99;
-3. assess again while `--analysts` analysts each load the case page in a loop: p50/p90/p99 and the ratio
-   of p99 to the idle p99, and the case page's median and slowest load under that load.
+3. assess alone and while `--analysts` analysts each load the case page in a loop (`--think` seconds
+   apart), alternated `--pairs` times: each run's p99 and rps, the ratio of p99 with analysts to the idle
+   p99 of its pair (and their median), and the case page's median and slowest load under that load.
 
     .venv/bin/python bench/big_case_bench.py --home /work/bench-load   # reuse the load bench's world
 
@@ -30,6 +31,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,7 @@ def grow_case(env: dict[str, str], dataset: Path, cutoff: str, size: int) -> str
 
 def sign_in(base: str, env: dict[str, str]) -> urllib.request.OpenerDirector:
     """An analyst's browser session: a user made with the CLI, signed in through the login form."""
-    name = f"bench{int(time.time())}"
+    name = f"bench-{uuid.uuid4().hex[:8]}"
     password = subprocess.run([*CLI, "users", "create", name], env=env, cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
@@ -123,6 +125,37 @@ def load_times(opener: urllib.request.OpenerDirector, url: str, samples: int,
     return times
 
 
+class Analysts:
+    """COUNT analysts, each signed in on their own, loading PAGE again and again (THINK seconds apart) while the
+    block runs; the load times they saw."""
+
+    def __init__(self, base: str, env: dict[str, str], page: str, count: int, think: float) -> None:
+        self.sessions = [sign_in(base, env) for _ in range(count)]
+        self.page, self.think = page, think
+        self.times: list[float] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._browse, args=(s,), daemon=True) for s in self.sessions]
+
+    def __enter__(self) -> Analysts:
+        for thread in self._threads:
+            thread.start()
+        time.sleep(1)  # every analyst is loading pages before the measurement starts
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+    def _browse(self, session: urllib.request.OpenerDirector) -> None:
+        while not self._stop.is_set():
+            took = load_times(session, self.page, 1)
+            with self._lock:
+                self.times.extend(took)
+            self._stop.wait(self.think)
+
+
 def summary(times: list[float]) -> dict[str, float]:
     return {"loads": len(times), "median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
 
@@ -133,7 +166,10 @@ def main() -> None:
     parser.add_argument("--case-size", type=int, default=2000, help="assessments in the big case (default 2,000)")
     parser.add_argument("--analysts", type=int, default=4, help="analysts loading the case page (default 4)")
     parser.add_argument("--page-samples", type=int, default=20, help="idle loads of each page (default 20)")
-    parser.set_defaults(connections="8", seconds=20.0, quiet_logs=True)
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="seconds an analyst reads a page before loading it again (default 0: back to back)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternated idle / with-analysts runs (default 3)")
+    parser.set_defaults(connections="8", seconds=15.0, quiet_logs=True)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -149,8 +185,9 @@ def main() -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = start_server(args, env, port, tmp / "server.log")
-    results: dict[str, Any] = {"case_size": args.case_size, "analysts": args.analysts, "workers": args.workers,
-                               "threads": args.threads}
+    results: dict[str, Any] = {"case_size": args.case_size, "analysts": args.analysts, "think_s": args.think,
+                               "workers": args.workers, "threads": args.threads, "connections": args.connections,
+                               "seconds": args.seconds}
     try:
         analyst = sign_in(base, env)
         page, api = f"{base}/ui/cases/{case_id}", f"{base}/v1/cases/{case_id}"
@@ -158,34 +195,26 @@ def main() -> None:
         results["page_idle"] = summary(load_times(analyst, page, args.page_samples))
         results["api_idle"] = summary(load_times(urllib.request.build_opener(), api, args.page_samples,
                                                  {"Authorization": f"Bearer {key}"}))
-        wrk_env = {**env, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": "idle"}
+        wrk_env = {**env, "BODIES_FILE": str(bodies), "API_KEY": key}
         script = ROOT / "bench" / "assess.lua"
         url = f"{base}/v1/returns/assess"
         connections = int(str(args.connections).split(",")[0])
-        results["assess_idle"] = measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script))
-        stop = threading.Event()
         under_load: list[float] = []
-        lock = threading.Lock()
-
-        def browse() -> None:
-            own = sign_in(base, env)
-            while not stop.is_set():
-                took = load_times(own, page, 1)
-                with lock:
-                    under_load.extend(took)
-
-        browsers = [threading.Thread(target=browse, daemon=True) for _ in range(args.analysts)]
-        for thread in browsers:
-            thread.start()
-        time.sleep(2)  # the analysts are all loading pages before wrk starts
-        wrk_env["RUN_TAG"] = "busy"
-        results["assess_with_analysts"] = measured(server, lambda: wrk(url, connections, args.seconds, wrk_env,
-                                                                       script))
-        stop.set()
-        for thread in browsers:
-            thread.join(timeout=120)
+        runs: dict[str, list[dict[str, Any]]] = {"idle": [], "with_analysts": []}
+        for n in range(args.pairs):  # alternated, so the machine's drift falls on both sides
+            wrk_env["RUN_TAG"] = f"idle{n}"
+            runs["idle"].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script)))
+            with Analysts(base, env, page, args.analysts, args.think) as analysts:
+                wrk_env["RUN_TAG"] = f"busy{n}"
+                runs["with_analysts"].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env,
+                                                                          script)))
+            under_load += analysts.times
+        results["assess_p99_ms"] = {side: [r["p99_ms"] for r in found] for side, found in runs.items()}
+        results["assess_rps"] = {side: [r["rps"] for r in found] for side, found in runs.items()}
+        results["p99_ratio_per_pair"] = [round(b["p99_ms"] / a["p99_ms"], 2)
+                                         for a, b in zip(runs["idle"], runs["with_analysts"], strict=True)]
+        results["p99_ratio_median"] = statistics.median(results["p99_ratio_per_pair"])
         results["page_under_load"] = summary(under_load)
-        results["p99_ratio"] = round(results["assess_with_analysts"]["p99_ms"] / results["assess_idle"]["p99_ms"], 2)
     finally:
         stop_server(server)
     print(json.dumps(results, indent=2))

@@ -70,7 +70,7 @@ def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path,
     the event in one transaction: a failure anywhere, rendering included, records nothing."""
     now = now or dt.datetime.now(dt.UTC)
     snapshot = Warehouse(warehouse_dir).current()
-    with uow:
+    with investigation.one_at_a_time(warehouse_dir), uow:
         case = investigation.context(uow.session, snapshot, cases.detail(uow.session, case_id, now))
         bundle = build(case.to_dict(), uow.session, actor, chain.utc_text(now))
         data = to_json(bundle)

@@ -6,8 +6,13 @@ database's analysts' labels, so a label given a minute ago shows before the next
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import fcntl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,16 +96,31 @@ def history(snapshot: Snapshot | None, session: Session, customer_id: str,
                            "returns_total": 0, "refund_total": 0.0}
     if snapshot is None or snapshot.table_path("returns") is None:
         return CustomerHistory(customer_id)
-    con = duckdb.connect()
+    out["created_at"], out["orders"], rows = _cached(("history", str(snapshot.path), customer_id, limit),
+                                                     lambda: _stored_history(snapshot, customer_id, limit))
+    analysts = _latest_labels(session, [r[0] for r in rows])
+    for r in rows:
+        label = {"label": r[7], "labelled_at": utc_text(r[8]), "source": "warehouse"} if r[7] else None
+        if r[0] in analysts and (label is None or analysts[r[0]]["labelled_at"] >= label["labelled_at"]):
+            label = analysts[r[0]]
+        out["returns"].append(PastReturn(r[0], utc_text(r[1]), r[2], r[3], r[4], float(r[5]), r[6], label, r[9]))
+        out["returns_total"], out["refund_total"] = int(r[10]), float(r[11])
+    return CustomerHistory(**out)
+
+
+def _stored_history(snapshot: Snapshot, customer_id: str, limit: int) -> tuple[str | None, int, list[Any]]:
+    """What the warehouse snapshot says of a customer: account creation, order count, newest returns."""
+    created, orders_count = None, 0
+    con = duckdb.connect(config={"threads": 1})  # a page's query should not take both cores from scoring
     try:
         customers = snapshot.table_path("customers")
         if customers is not None:
             row = con.execute(f"SELECT created_at FROM read_parquet('{customers}') WHERE customer_id = ?",
                               [customer_id]).fetchone()
-            out["created_at"] = utc_text(row[0]) if row and row[0] is not None else None
+            created = utc_text(row[0]) if row and row[0] is not None else None
         orders = snapshot.table_path("orders")
         if orders is not None:
-            out["orders"] = con.execute(f"SELECT count(*) FROM read_parquet('{orders}') WHERE customer_id = ?",
+            orders_count = con.execute(f"SELECT count(*) FROM read_parquet('{orders}') WHERE customer_id = ?",
                                         [customer_id]).fetchone()[0]  # type: ignore[index]
         labels, inspections = snapshot.table_path("labels"), snapshot.table_path("inspections")
         label_join = (f"LEFT JOIN (SELECT return_id, arg_max(label, labelled_at) AS label, max(labelled_at) AS "
@@ -119,14 +139,28 @@ def history(snapshot: Snapshot | None, session: Session, customer_id: str,
             [customer_id]).fetchall()
     finally:
         con.close()
-    analysts = _latest_labels(session, [r[0] for r in rows])
-    for r in rows:
-        label = {"label": r[7], "labelled_at": utc_text(r[8]), "source": "warehouse"} if r[7] else None
-        if r[0] in analysts and (label is None or analysts[r[0]]["labelled_at"] >= label["labelled_at"]):
-            label = analysts[r[0]]
-        out["returns"].append(PastReturn(r[0], utc_text(r[1]), r[2], r[3], r[4], float(r[5]), r[6], label, r[9]))
-        out["returns_total"], out["refund_total"] = int(r[10]), float(r[11])
-    return CustomerHistory(**out)
+    return created, int(orders_count), rows
+
+
+_CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+CACHE_ENTRIES = 2048
+"""Warehouse answers kept per worker. A snapshot never changes, so what it says of a customer or a token is kept
+(keyed by the snapshot's path) and case pages do not scan the warehouse on every load; labels analysts give
+since come from the evidence database on every load."""
+
+
+def _cached(key: tuple[Any, ...], compute: Any) -> Any:
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    value = compute()
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+        while len(_CACHE) > CACHE_ENTRIES:
+            _CACHE.popitem(last=False)
+    return value
 
 
 def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
@@ -135,9 +169,14 @@ def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
     tokens they share and their own return counts, refunds and fraud/abuse labels."""
     if snapshot is None or snapshot.table_path("returns") is None or snapshot.table_path("orders") is None:
         return []
+    key = ("linked", str(snapshot.path), tuple(links), limit_per_token)
+    return list(_cached(key, lambda: _stored_links(snapshot, links, limit_per_token)))
+
+
+def _stored_links(snapshot: Snapshot, links: Sequence[tuple[str, str]], limit_per_token: int) -> list[LinkedAccount]:
     returns, orders, labels = (snapshot.table_path(t) for t in ("returns", "orders", "labels"))
     found: dict[str, dict[str, Any]] = {}
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": 1})  # a page's query should not take both cores from scoring
     try:
         for entity, value in links:
             if entity not in TOKEN_COLUMNS:
@@ -192,6 +231,41 @@ def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.
                  offset: int = 0) -> CaseContext:
     """Everything the case page shows about CASE_ID, with a page of its assessments (cases.PAGE from OFFSET)."""
     snapshot = Warehouse(warehouse_dir).current()
-    with uow.read():
+    with one_at_a_time(warehouse_dir), uow.read():
         detail = cases.detail(uow.session, case_id, now or dt.datetime.now(dt.UTC), offset=offset, limit=cases.PAGE)
         return context(uow.session, snapshot, detail)
+
+
+@contextlib.contextmanager
+def one_at_a_time(warehouse_dir: Path) -> Iterator[None]:
+    """Case pages (and bundles) are built one at a time on this host, whichever worker serves them, and under
+    contention at most PAGE_SHARE of the time: the next build waits until the last one's duration times
+    (1 / PAGE_SHARE - 1) has passed since it ended. Analysts opening the largest cases over and over then take a
+    bounded share of one core from scoring and wait their turn instead; one analyst alone never waits. (A lock file
+    beside the warehouse holds the last build's end and duration; its holder's work is bounded by the service's
+    statement timeouts.)"""
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    with open(warehouse_dir.parent / "case-pages.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        try:
+            lock.seek(0)
+            with contextlib.suppress(ValueError):  # an empty or foreign file: no rest
+                ended, took = (float(x) for x in lock.read().split())
+                rest = ended + took * (1 / PAGE_SHARE - 1) - time.monotonic()
+                if 0 < rest < MAX_REST_S:
+                    time.sleep(rest)
+            started = time.monotonic()
+            yield
+        finally:
+            ended = time.monotonic()
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{ended} {ended - started}")
+            lock.flush()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+PAGE_SHARE = 0.5
+"""The share of one core that back-to-back case page builds may take from scoring."""
+MAX_REST_S = 2.0

@@ -232,8 +232,11 @@ def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = 
     labels = [_label(x) for x in session.execute(select(Label).where(Label.case_id == case_id)
                                                  .order_by(Label.labelled_at, Label.id)).scalars()]
     seqs = [a.event_seq for a, _ in rows] + [n.event_seq for n in notes]
-    events = session.execute(select(EvidenceEvent).where(
-        (EvidenceEvent.subject == case_id) | EvidenceEvent.seq.in_(seqs)).order_by(EvidenceEvent.seq)).scalars()
+    own = EvidenceEvent.subject == case_id
+    if limit is not None and total > limit:  # a page of a big case: its own changes, not a join per assessment
+        own = own & (EvidenceEvent.kind != "case_joined")
+    events = session.execute(select(EvidenceEvent).where(own | EvidenceEvent.seq.in_(seqs))
+                             .order_by(EvidenceEvent.seq)).scalars()
     latest = {label.return_id: label for label in labels}
     return CaseDetail(
         summary=summary(case, now, sla_hours), links=[(e, v) for e, v in links],
