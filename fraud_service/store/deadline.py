@@ -82,8 +82,10 @@ def deadline_connection(seconds: float) -> type[psycopg.Connection[Any]]:
 
     class DeadlineConnection(psycopg.Connection[Any]):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            if timeout is not None:  # a caller with its own timeout (notifies) handles its expiry itself
+                return super().wait(gen, interval=interval, timeout=timeout)
             try:
-                return super().wait(gen, interval=interval, timeout=seconds if timeout is None else timeout)
+                return super().wait(gen, interval=interval, timeout=seconds)
             except errors._WaitTimeout:  # psycopg's own "wait timeout expired"
                 self.pgconn.finish()
                 raise psycopg.OperationalError(
