@@ -16,9 +16,11 @@ another was still loading stay with it (kept-alive connections are not moved).
 
 from __future__ import annotations
 
+import fcntl
 import mmap
+import os
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -46,17 +48,49 @@ def fair_limit(counts: Sequence[int], own: int) -> int | None:
     return min(others) if others else None
 
 
+ANALYST_NICE = 5
+"""How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
+
+
 class BalancedThreadWorker(ThreadWorker):
-    """`gthread`, except that a worker ahead of the others stops accepting until they catch up."""
+    """`gthread`, except that a worker ahead of the others stops accepting until they catch up.
+
+    With an analyst port (`serve` sets FRAUD_ANALYST_PORT and FRAUD_ANALYST_LOCK), one worker, whichever first
+    takes the lock file, serves only that port, at a lower CPU priority: analysts' pages (cases of thousands of
+    assessments) then share the cores with scoring through the kernel's scheduler, not through a scoring
+    worker's interpreter lock. The other workers serve only the main port. When the analyst worker dies, its
+    lock is released and the worker gunicorn starts in its place takes the role."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._configured_connections = 0
+        self.analyst = False
+        self._role: IO[str] | None = None
         super().__init__(*args, **kwargs)
+
+    def init_process(self) -> None:
+        port, lock = os.environ.get("FRAUD_ANALYST_PORT"), os.environ.get("FRAUD_ANALYST_LOCK")
+        if port and lock:
+            self._role = open(lock, "a")  # noqa: SIM115 - held for the worker's life: the lock is the role
+            try:
+                fcntl.flock(self._role, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.analyst = True
+            except BlockingIOError:
+                self._role.close()
+                self._role = None
+            self.sockets = [s for s in self.sockets if (s.getsockname()[1] == int(port)) == self.analyst]
+            if self.analyst:
+                os.nice(ANALYST_NICE)
+                self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, port, ANALYST_NICE)
+        super().init_process()
 
     @property  # type: ignore[override]
     def worker_connections(self) -> int:
-        """Read by gthread's loop before each wait: publishes this worker's count and returns its current cap."""
+        """Read by gthread's loop before each wait: publishes this worker's count and returns its current cap (the
+        analyst worker, on its own port, neither counts nor is capped)."""
         own = slot(self.age)
+        if self.analyst:
+            _COUNTS[own] = 0
+            return self._configured_connections
         _COUNTS[own] = self.nr_conns + 1
         fair = fair_limit(_COUNTS, own)
         return self._configured_connections if fair is None else min(self._configured_connections, fair)

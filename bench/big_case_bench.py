@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=0.0,
                         help="seconds an analyst reads a page before loading it again (default 0: back to back)")
     parser.add_argument("--pairs", type=int, default=3, help="alternated idle / with-analysts runs (default 3)")
+    parser.add_argument("--shared-workers", action="store_true",
+                        help="analysts use the main port's workers (serve --analyst-port 0), as before the analyst "
+                             "port existed")
     parser.set_defaults(connections="8", seconds=15.0, quiet_logs=True)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -182,15 +185,16 @@ def main() -> None:
     case_id = grow_case(env, info["dataset"], info["cutoff"], args.case_size)
     key = subprocess.run([*CLI, "keys", "create", "--role", "admin", "--name", "big case bench"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.strip()
-    port = _free_port()
+    port, analyst_port = _free_port(), (0 if args.shared_workers else _free_port())
     base = f"http://127.0.0.1:{port}"
-    server = start_server(args, env, port, tmp / "server.log")
+    ui_base = f"http://127.0.0.1:{analyst_port or port}"  # analysts use the analyst port, as `serve` tells them
+    server = start_server(args, env, port, tmp / "server.log", analyst_port)
     results: dict[str, Any] = {"case_size": args.case_size, "analysts": args.analysts, "think_s": args.think,
                                "workers": args.workers, "threads": args.threads, "connections": args.connections,
-                               "seconds": args.seconds}
+                               "seconds": args.seconds, "analyst_port": bool(analyst_port)}
     try:
-        analyst = sign_in(base, env)
-        page, api = f"{base}/ui/cases/{case_id}", f"{base}/v1/cases/{case_id}"
+        analyst = sign_in(ui_base, env)
+        page, api = f"{ui_base}/ui/cases/{case_id}", f"{ui_base}/v1/cases/{case_id}"
         load_times(analyst, page, 2)  # warm: the case's customer history is read once per worker
         results["page_idle"] = summary(load_times(analyst, page, args.page_samples))
         results["api_idle"] = summary(load_times(urllib.request.build_opener(), api, args.page_samples,
@@ -204,7 +208,7 @@ def main() -> None:
         for n in range(args.pairs):  # alternated, so the machine's drift falls on both sides
             wrk_env["RUN_TAG"] = f"idle{n}"
             runs["idle"].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script)))
-            with Analysts(base, env, page, args.analysts, args.think) as analysts:
+            with Analysts(ui_base, env, page, args.analysts, args.think) as analysts:
                 wrk_env["RUN_TAG"] = f"busy{n}"
                 runs["with_analysts"].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env,
                                                                           script)))

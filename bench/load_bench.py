@@ -184,8 +184,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [*CLI, "serve", "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads)]
+def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log: Path,
+                 analyst_port: int = 0) -> subprocess.Popen[bytes]:
+    """`serve` on PORT (and, unless ANALYST_PORT is 0, the analyst UI's own worker on ANALYST_PORT), once ready."""
+    cmd = [*CLI, "serve", "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads),
+           "--analyst-port", str(analyst_port)]
     server = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     deadline = time.monotonic() + 180

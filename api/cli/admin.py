@@ -197,14 +197,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
-    if not _port_free(host, port, args.port_wait):
-        print(f"error: {host}:{port} is still in use after {args.port_wait:g} s; stop what holds it (`ss -ltnp "
-              f"'sport = :{port}'`) or serve on another port (--port)", file=sys.stderr)
-        return EXIT_REJECTED
-    print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: http://{host}:{port}/ui/ "
+    analyst = port + 1 if args.analyst_port is None else args.analyst_port
+    for free in (port, analyst) if analyst else (port,):
+        if not _port_free(host, free, args.port_wait):
+            print(f"error: {host}:{free} is still in use after {args.port_wait:g} s; stop what holds it (`ss -ltnp "
+                  f"'sport = :{free}'`) or serve on other ports (--port, --analyst-port)", file=sys.stderr)
+            return EXIT_REJECTED
+    binds = ["--bind", f"{host}:{port}"]
+    workers = args.workers
+    if analyst:  # one more worker, niced, serving only the analyst port (api.gunicorn_worker)
+        binds += ["--bind", f"{host}:{analyst}"]
+        workers += 1
+        os.environ["FRAUD_ANALYST_PORT"] = str(analyst)
+        os.environ["FRAUD_ANALYST_LOCK"] = str(settings.home / "analyst-worker.lock")
+    ui = f"http://{host}:{analyst or port}/ui/"
+    print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: {ui} "
           "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)
-    argv = ["gunicorn", "--workers", str(args.workers), "--threads", str(args.threads),
-            "--worker-class", "api.gunicorn_worker.BalancedThreadWorker", "--bind", f"{host}:{port}",
+    argv = ["gunicorn", "--workers", str(workers), "--threads", str(args.threads),
+            "--worker-class", "api.gunicorn_worker.BalancedThreadWorker", *binds,
             "--config", "python:api.gunicorn_conf",
             "api.app:create_app()"]
     gunicorn = Path(sys.executable).with_name("gunicorn")
@@ -218,7 +228,12 @@ def register(sub: Subparsers) -> None:
                     "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
-    p.add_argument("--workers", type=positive_int, default=2, help="gunicorn worker processes (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="gunicorn worker processes for the main port (default 2)")
+    p.add_argument("--analyst-port", type=int, default=None, metavar="PORT",
+                   help="the port of the analyst UI, served by one more worker at a lower CPU priority so that "
+                        "analysts' pages do not slow scoring (default: --port + 1; 0: no separate port, the UI is "
+                        "served on the main port only). The UI and API work on both ports")
     p.add_argument("--port-wait", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the port to be free before giving up (default 30)")
     p.add_argument("--threads", type=positive_int, default=8,

@@ -10,7 +10,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -238,34 +237,14 @@ def case_context(uow: UnitOfWork, *, case_id: str, warehouse_dir: Path, now: dt.
 
 @contextlib.contextmanager
 def one_at_a_time(warehouse_dir: Path) -> Iterator[None]:
-    """Case pages (and bundles) are built one at a time on this host, whichever worker serves them, and under
-    contention at most PAGE_SHARE of the time: the next build waits until the last one's duration times
-    (1 / PAGE_SHARE - 1) has passed since it ended. Analysts opening the largest cases over and over then take a
-    bounded share of one core from scoring and wait their turn instead; one analyst alone never waits. (A lock file
-    beside the warehouse holds the last build's end and duration; its holder's work is bounded by the service's
-    statement timeouts.)"""
+    """Case pages (and bundles) are built one at a time on this host, whichever worker serves them: analysts
+    opening the largest cases over and over take at most one core, and wait their turn instead. (A lock file
+    beside the warehouse; its holder's work is bounded by the service's statement timeouts. `serve` also gives
+    analysts a worker of their own at a lower CPU priority: api/gunicorn_worker.py.)"""
     warehouse_dir.mkdir(parents=True, exist_ok=True)
-    with open(warehouse_dir.parent / "case-pages.lock", "a+") as lock:
+    with open(warehouse_dir.parent / "case-pages.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        started = time.monotonic()
         try:
-            lock.seek(0)
-            with contextlib.suppress(ValueError):  # an empty or foreign file: no rest
-                ended, took = (float(x) for x in lock.read().split())
-                rest = ended + took * (1 / PAGE_SHARE - 1) - time.monotonic()
-                if 0 < rest < MAX_REST_S:
-                    time.sleep(rest)
-            started = time.monotonic()
             yield
         finally:
-            ended = time.monotonic()
-            lock.seek(0)
-            lock.truncate()
-            lock.write(f"{ended} {ended - started}")
-            lock.flush()
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-PAGE_SHARE = 0.5
-"""The share of one core that back-to-back case page builds may take from scoring."""
-MAX_REST_S = 2.0

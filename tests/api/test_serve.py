@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from api.gunicorn_worker import ANALYST_NICE
 from fraud_service.bootstrap import database
 from fraud_service.config import Settings
 from fraud_service.store import chain
@@ -33,9 +34,10 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     key = subprocess.run([*cli, "keys", "create", "--role", "scoring", "--name", "serve test"], env=env, check=True,
                          capture_output=True, text=True).stdout.strip()
-    port = free_port()
+    port, analyst_port = free_port(), free_port()
     log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "2"], env=env,
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
+                               "--analyst-port", str(analyst_port)], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -50,9 +52,9 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
                 pass
             time.sleep(0.25)
         assert status == 200, (ready, (tmp_path / "serve.log").read_text()[-2000:])
-        while time.monotonic() < deadline and len(ready_workers(tmp_path / "serve.log")) < 2:
-            time.sleep(0.25)  # waiting for the second worker to load, not timing anything
-        assert len(ready_workers(tmp_path / "serve.log")) == 2
+        while time.monotonic() < deadline and len(ready_workers(tmp_path / "serve.log")) < 3:
+            time.sleep(0.25)  # waiting for the other workers to load, not timing anything
+        assert len(ready_workers(tmp_path / "serve.log")) == 3  # two for the main port, one for analysts
         returns = pd.read_parquet(trained_world.dataset / "returns.parquet").sort_values("return_id")
         ids = [f"serve-{uuid.uuid4().hex[:10]}-{n}" for n in range(6)]
         answers = [post(f"{base}/v1/returns/assess",
@@ -74,6 +76,18 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
             conn.close()
         assert sum(held.values()) == 12 and len(held) == 2, held
         assert max(held.values()) - min(held.values()) <= 2, held  # each worker took its share
+        analysts = [http.client.HTTPConnection("127.0.0.1", analyst_port, timeout=10) for _ in range(4)]
+        for conn in analysts:
+            conn.connect()
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read()
+        on_analyst_port = _server_connections(server.pid, analyst_port)
+        for conn in analysts:
+            conn.close()
+        [(analyst_worker, count)] = on_analyst_port.items()  # one worker holds them all, and only it
+        assert count == 4 and analyst_worker not in held
+        with open(f"/proc/{analyst_worker}/stat") as stat:
+            assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE  # field 19 of proc(5): nice
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         code = server.wait(timeout=60)
@@ -127,7 +141,8 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
 
     def start(log: Path) -> subprocess.Popen[bytes]:
         handles.append(log.open("wb"))
-        return subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "1"], env=env,
+        return subprocess.Popen([*cli, "serve", "--port", str(port), "--workers", "2", "--threads", "1",
+                                 "--analyst-port", "0"], env=env,
                                 stdout=handles[-1], stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(server: subprocess.Popen[bytes], log: Path) -> None:

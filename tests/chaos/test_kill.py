@@ -85,7 +85,8 @@ def test_kill_9_of_a_worker_then_the_master_loses_no_answered_decision(
 
     def start(log: Path) -> subprocess.Popen[bytes]:
         handles.append(log.open("wb"))
-        servers.append(subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2"],
+        servers.append(subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
+                                         "--analyst-port", "0"],
                                         env=env, stdout=handles[-1], stderr=subprocess.STDOUT,
                                         start_new_session=True))
         return servers[-1]
