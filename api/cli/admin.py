@@ -198,6 +198,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     analyst = port + 1 if args.analyst_port is None else args.analyst_port
+    if analyst == port or not 0 <= analyst < 65536:
+        print(f"error: the analyst port must be another TCP port than {port} (or 0 for none); got {analyst}",
+              file=sys.stderr)
+        return EXIT_REJECTED
     for free in (port, analyst) if analyst else (port,):
         if not _port_free(host, free, args.port_wait):
             print(f"error: {host}:{free} is still in use after {args.port_wait:g} s; stop what holds it (`ss -ltnp "

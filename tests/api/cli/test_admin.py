@@ -167,3 +167,10 @@ def test_evidence_checkpoint_then_verify_finds_a_rewritten_chain(cli: Cli, setti
     assert code == 1 and "checkpoints DISAGREE (1 of 1)" in out and "rewritten at or before event 3" in out
     code, _, err = cli("evidence", "verify", "--checkpoints", str(shipped), "--public-key", str(tmp_path / "no.pub"))
     assert code != 0 and "no public key at" in err
+
+
+def test_serve_refuses_an_analyst_port_that_is_the_main_port(cli: Cli) -> None:
+    code, _, err = cli("serve", "--port", "8123", "--analyst-port", "8123")
+    assert code == 1 and "the analyst port must be another TCP port than 8123" in err
+    code, _, err = cli("serve", "--port", "65535")  # the default, the main port + 1, does not exist
+    assert code == 1 and "got 65536" in err
