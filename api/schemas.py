@@ -18,6 +18,7 @@ from fraud_service.cases.service import MAX_NOTE, MAX_REASON
 from fraud_service.data.contract import MAX_TEXT
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring.policy import Decision
+from fraud_service.scoring.request import error_path, show, value_at
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
 
 _ANY = Literal.__getitem__  # a Literal of values known at import time
@@ -104,15 +105,7 @@ def parse(model: type[M], empty_ok: bool = False) -> M:
 
 def problem(error: Any, body: Any) -> Problem:
     """A pydantic error as a Problem: the field's path, what was sent, and what was expected."""
-    loc = error["loc"]
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "$"
-    raw = body
-    for part in loc:
-        try:
-            raw = raw[part]
-        except (KeyError, IndexError, TypeError):
-            raw = None
-            break
+    path = error_path(error["loc"])
     ctx = error.get("ctx") or {}
     expected = {
         "missing": "a value", "string_type": "a non-empty string", "string_too_short": "a non-empty string",
@@ -124,8 +117,7 @@ def problem(error: Any, body: Any) -> Problem:
     }.get(error["type"], error["msg"])
     if error["type"] == "missing":
         return Problem(path, "is required", expected)
-    shown = repr(raw)
-    return Problem(path, f"got {shown if len(shown) <= 60 else shown[:57] + '...'}", expected)
+    return Problem(path, f"got {show(value_at(body, error['loc']))}", expected)
 
 
 # -- response bodies -------------------------------------------------------------------------------------------

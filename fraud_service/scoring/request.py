@@ -89,14 +89,14 @@ class ReturnRequest:
 def _utc(raw: Any) -> dt.datetime:
     """An ISO 8601 text as an aware UTC time (naive means UTC)."""
     if not isinstance(raw, str):
-        raise PydanticCustomError("timestamp", "got {got}", {"got": _show(raw)})
+        raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)})
     try:
         stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
         return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
     except ValueError:
-        raise PydanticCustomError("timestamp", "got {got}", {"got": _show(raw)}) from None
+        raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)}) from None
     except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
-        raise PydanticCustomError("timestamp_range", "got {got}", {"got": _show(raw)}) from None
+        raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)}) from None
 
 
 def _integral(raw: Any) -> Any:
@@ -204,11 +204,10 @@ def parse_request(body: Any, now: dt.datetime) -> ReturnRequest:
 
 def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
     loc = error["loc"]
-    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-    raw = _at(body, loc)
+    path, raw = error_path(loc), value_at(body, loc)
     column = _column(loc)
     kind, ctx = error["type"], error.get("ctx") or {}
-    got = f"got {_show(raw)}"
+    got = f"got {show(raw)}"
     if path == "order":
         return Problem(path, "is required" if raw is None else got,
                        "an object with the order's contract fields and its items")
@@ -252,7 +251,12 @@ def _column(loc: tuple[Any, ...]) -> Column | None:
     return next((c for c in table.columns if c.name == name), None)
 
 
-def _at(body: Any, loc: tuple[Any, ...]) -> Any:
+def error_path(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the field path problems name: `order.items[0].sku` (`$` for the body)."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or "$"
+
+
+def value_at(body: Any, loc: tuple[Any, ...]) -> Any:
     """The value at LOC in the raw body (None when absent)."""
     for part in loc:
         try:
@@ -262,6 +266,7 @@ def _at(body: Any, loc: tuple[Any, ...]) -> Any:
     return body
 
 
-def _show(raw: Any) -> str:
+def show(raw: Any) -> str:
+    """A sent value as a problem quotes it: its repr, cut to 60 characters."""
     text = repr(raw)
     return text if len(text) <= 60 else text[:57] + "..."
