@@ -17,6 +17,7 @@ evidence verify` on the live log checks the whole chain, and the export is itsel
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -110,12 +111,18 @@ def archive(json_bytes: bytes, html: str, case_id: str) -> bytes:
 def html(bundle: dict[str, Any], sha256: str) -> str:
     """The printable page of a bundle, rendered from its JSON content alone (and that JSON's SHA-256), so that
     `verify` can render it again and compare: the page shows nothing the JSON does not hold."""
+    return _template().render(bundle=bundle, case=bundle["case"], digest=sha256)
+
+
+@functools.cache
+def _template() -> Any:
+    """The page's template, compiled once per process (every export and every `verify --bundle` renders it)."""
     import jinja2
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                                      autoescape=True, undefined=jinja2.ChainableUndefined, keep_trailing_newline=True)
     environment.filters["fmt"] = _number
-    return environment.get_template("bundle.html").render(bundle=bundle, case=bundle["case"], digest=sha256)
+    return environment.get_template("bundle.html")
 
 
 def _number(value: Any, spec: str) -> str:
