@@ -22,7 +22,7 @@ from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
-from tests.serving import CLI, free_port, get, pid_alive, post, ready_workers, serve_env
+from tests.serving import CLI, free_port, get, pid_alive, post, ready_workers, serve_env, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -145,17 +145,11 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
                                  "--analyst-port", "0"], env=env,
                                 stdout=handles[-1], stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(server: subprocess.Popen[bytes], log: Path) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and server.poll() is None and len(ready_workers(log)) < 2:
-            time.sleep(0.25)  # waiting for both workers to load, not timing anything
-        assert len(ready_workers(log)) == 2, log.read_text()[-2000:]
-
     first = start(logs[0])
     second = None
     try:
-        wait_ready(first, logs[0])
-        workers = ready_workers(logs[0])
+        workers = wait_ready(first, logs[0], 2)
+        assert len(workers) == 2
         os.kill(first.pid, signal.SIGKILL)  # the master (serve execs gunicorn in its own process)
         first.wait(timeout=30)
         deadline = time.monotonic() + 3  # the kernel's SIGTERM ends them at once; orphans used to last ~20 s
@@ -163,7 +157,7 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
             time.sleep(0.1)
         assert not any(pid_alive(p) for p in workers), "orphaned workers outlived their master"
         second = start(logs[1])
-        wait_ready(second, logs[1])
+        assert len(wait_ready(second, logs[1], 2)) == 2
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     finally:
         for server in (first, second):
