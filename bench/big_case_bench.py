@@ -22,11 +22,9 @@ import datetime as dt
 import http.cookiejar
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -40,14 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.load_bench import (  # noqa: E402
     CLI,
     ROOT,
-    _env,
     _free_port,
     _parser,
     measured,
-    prepare,
+    setup,
     start_server,
     stop_server,
-    write_bodies,
     wrk,
 )
 
@@ -174,14 +170,7 @@ def main() -> None:
                              "port existed")
     parser.set_defaults(connections="8", seconds=15.0, quiet_logs=True)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    tmp = Path(tempfile.mkdtemp(prefix="big-case-bench-"))
-    home = Path(args.home) if args.home else tmp / "home"
-    env = _env(args, home)
-    info = prepare(args, home, env)
-    bodies = tmp / "bodies.jsonl"
-    write_bodies(info["dataset"], bodies, info["cutoff"], args.bodies)
+    tmp, _, env, info, bodies, _ = setup(args, "big-case-bench-")
     case_id = grow_case(env, info["dataset"], info["cutoff"], args.case_size)
     key = subprocess.run([*CLI, "keys", "create", "--role", "admin", "--name", "big case bench"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.strip()

@@ -38,7 +38,7 @@ import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "api.cli"]
@@ -323,17 +323,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    args = _parser().parse_args()
+class Setup(NamedTuple):
+    tmp: Path
+    home: Path
+    env: dict[str, str]
+    info: dict[str, Any]
+    bodies: Path
+    replayed: int
+
+
+def setup(args: argparse.Namespace, prefix: str) -> Setup:
+    """What a wrk bench needs before its server starts: a temp dir, the home and its environment, the world
+    (`prepare`) and the replayed returns' bodies (`write_bodies`), with how many there are."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    tmp = Path(tempfile.mkdtemp(prefix="load-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     home = Path(args.home) if args.home else tmp / "home"
     env = _env(args, home)
     info = prepare(args, home, env)
     bodies = tmp / "bodies.jsonl"
     replayed = write_bodies(info["dataset"], bodies, info["cutoff"], args.bodies)
     print(f"{replayed:,} returns to replay, in time order", flush=True)
+    return Setup(tmp, home, env, info, bodies, replayed)
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    tmp, home, env, info, bodies, replayed = setup(args, "load-bench-")
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
     port = _free_port()
     server = start_server(args, env, port, tmp / "server.log")
