@@ -241,7 +241,7 @@ def one_at_a_time(warehouse_dir: Path) -> Iterator[None]:
     opening the largest cases over and over take at most one core, and wait their turn instead. (A lock file
     beside the warehouse; its holder's work is bounded by the service's statement timeouts. `serve` also gives
     analysts a worker of their own at a lower CPU priority: api/gunicorn_worker.py.)"""
-    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    warehouse_dir.parent.mkdir(parents=True, exist_ok=True)  # the home; a page view never makes a warehouse
     with open(warehouse_dir.parent / "case-pages.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
