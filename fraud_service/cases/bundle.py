@@ -135,6 +135,8 @@ def _number(value: Any, spec: str) -> str:
 def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     """A bundle from a .json file or from the zip the API exports; with the JSON bytes and the zip's HTML page
     (None for a .json file)."""
+    if path.exists() and not path.is_file():  # a FIFO or a device would never end
+        raise BundleError(f"{path} is not a regular file: expected a bundle's .zip or .json")
     try:
         data = path.read_bytes()
     except OSError as exc:

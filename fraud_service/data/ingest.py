@@ -9,7 +9,6 @@ revised delivery time); the summary counts those as `updated`.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraud_service.data.contract import TABLES, Kind, Table
+from fraud_service.data.files import not_regular
 from fraud_service.data.validation import (
     ROW,
     Report,
@@ -103,12 +103,10 @@ def find_tables(directory: Path) -> dict[str, Path]:
 def _regular_file(path: Path) -> None:
     """DatasetError unless PATH is a regular file itself: a symbolic link (dangling, or reaching outside the
     dataset) or a special file (a FIFO, /dev/zero) is refused by name, never followed or silently skipped."""
-    mode = path.lstat().st_mode
-    if stat.S_ISLNK(mode):
-        raise DatasetError(f"{path}: is a symbolic link (to {os.readlink(path)}); only regular files inside the "
-                           "dataset directory are read: copy the file in")
-    if not stat.S_ISREG(mode):
-        raise DatasetError(f"{path}: is not a regular file; only regular files inside the dataset directory are read")
+    problem = not_regular(path)
+    if problem is not None:
+        advice = ": copy the file in" if problem.startswith("is a symbolic link") else ""
+        raise DatasetError(f"{path}: {problem}; only regular files inside the dataset directory are read{advice}")
 
 
 def _refuse_nul(path: Path) -> None:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fraud_service.data.files import not_regular
 from fraud_service.errors import ConfigError
 from fraud_service.store.chain import GENESIS, canonical
 from fraud_service.store.schema import ChainHead, EvidenceEvent
@@ -56,6 +57,8 @@ def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
     """The signing key at PATH, made (owner-only, with PATH.pub beside it) when there is none; and whether it
     was made now."""
     if path.exists():
+        if not path.is_file():  # a FIFO or a device would never end (a link to a key file is followed)
+            raise ConfigError(f"{path} is not a regular file: expected a PEM Ed25519 private key")
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, TypeError) as exc:
@@ -80,6 +83,8 @@ def public_path(key_path: Path) -> Path:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} is not a regular file: expected a PEM public key")
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except FileNotFoundError:
@@ -162,9 +167,20 @@ def verify(session: Session, paths: list[Path], public_key: Ed25519PublicKey) ->
     return CheckpointCheck(len(paths), problems, latest)
 
 
+MAX_BYTES = 64 * 1024
+"""A checkpoint file is a few hundred bytes; anything past this is not one (and is not read to its end)."""
+
+
 def _read(path: Path) -> Checkpoint:
+    problem = not_regular(path)  # shipped back from elsewhere: a link or a device is not followed
+    if problem is not None:
+        raise ValueError(f"{problem}; only regular files are read as checkpoints")
     try:
-        data = json.loads(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ValueError(f"over {MAX_BYTES:,} bytes: not a checkpoint")
+        data = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a readable checkpoint ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -46,3 +46,14 @@ def test_a_failed_rendering_records_no_export(tmp_path: Path, monkeypatch: pytes
         with pytest.raises(ValueError, match="template missing"):
             bundle.export(db.uow(), case_id=case_id, actor="user:ana", warehouse_dir=tmp_path)
         assert exports(db) == []
+
+
+def test_a_device_or_fifo_named_as_a_bundle_is_refused_unread(tmp_path: Path) -> None:
+    import os
+
+    from fraud_service.errors import BundleError
+
+    os.mkfifo(tmp_path / "bundle.zip")
+    for path in (Path("/dev/zero"), tmp_path / "bundle.zip"):
+        with pytest.raises(BundleError, match="is not a regular file"):
+            bundle.read(path)

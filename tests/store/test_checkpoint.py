@@ -110,3 +110,28 @@ def test_keys_and_directories_that_are_not_what_they_should_be(tmp_path: Path) -
         write_checkpoint(db.uow(), tmp_path / "k.pem", tmp_path / "c.json", T0)
         with pytest.raises(ConfigError, match="no public key at"):
             verify_checkpoints(db.uow(), tmp_path / "c.json", tmp_path / "missing.pub")
+
+
+def test_links_devices_and_oversized_files_are_named_not_read(tmp_path: Path) -> None:
+    """A checkpoint directory shipped back from elsewhere: a link to /dev/zero, a FIFO or a huge file would
+    hang or exhaust the reader; each is refused by name, and a FIFO as a key is refused too."""
+    import os
+
+    key, shipped = tmp_path / "signing.pem", tmp_path / "shipped"
+    shipped.mkdir()
+    with memory_db() as db:
+        _append(db, 2)
+        write_checkpoint(db.uow(), key, shipped, T0)
+        (shipped / "zero.json").symlink_to("/dev/zero")
+        os.mkfifo(shipped / "pipe.json")
+        (shipped / "huge.json").write_bytes(b" " * (checkpoint.MAX_BYTES + 1))
+        check = verify_checkpoints(db.uow(), shipped, checkpoint.public_path(key))
+        os.mkfifo(tmp_path / "fifo.pem")
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            write_checkpoint(db.uow(), tmp_path / "fifo.pem", tmp_path / "c.json", T0)
+        with pytest.raises(ConfigError, match="is not a regular file"):
+            verify_checkpoints(db.uow(), shipped, tmp_path / "fifo.pem")
+    assert check.checked == 4 and check.latest is not None and sorted(check.problems) == [
+        f"huge.json: over {checkpoint.MAX_BYTES:,} bytes: not a checkpoint",
+        "pipe.json: is not a regular file; only regular files are read as checkpoints",
+        "zero.json: is a symbolic link (to /dev/zero); only regular files are read as checkpoints"]
