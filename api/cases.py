@@ -98,7 +98,8 @@ def next_case() -> ResponseReturnValue:
 def bulk_close() -> ResponseReturnValue:
     """Close several cases with one label for all their returns (a ring), all or none."""
     body = parse(BulkCloseBody)
-    closed = cases.bulk_close(core().uow(), case_ids=body.case_ids, label=body.label, reason=body.reason, **_actor())
+    closed = cases.bulk_close(core().uow(), case_ids=body.case_ids, label=body.label, reason=body.reason,
+                              feedback=core().feedback, **_actor())
     return jsonify(cases=[c.to_dict() for c in closed])
 
 
@@ -151,7 +152,8 @@ def close(case_id: str) -> ResponseReturnValue:
         raise RequestInvalid([Problem("dispositions", "is required (or a `label`)",
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
     return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=body.dispositions, reason=body.reason,
-                               label=body.label if one_for_all else None, **_actor()).to_dict())
+                               label=body.label if one_for_all else None, feedback=core().feedback,
+                               **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/reopen")

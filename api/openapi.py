@@ -60,7 +60,8 @@ def document() -> dict[str, Any]:
                                            "description": "an API key from `fraud-service keys create`"}},
             "schemas": schemas(),
         },
-        "paths": {**_scoring_paths(), **_cases_paths(SECURED), **_model_paths(), **_service_paths()},
+        "paths": {**_scoring_paths(), **_feedback_paths(), **_cases_paths(SECURED), **_model_paths(),
+                  **_service_paths()},
     }
 
 
@@ -81,7 +82,8 @@ def _scoring_paths() -> dict[str, Any]:
                                                            "assessment"),
                           **_errors(400, 401, 403, 409, 413, 422, 503)}}},
         "/v1/assessments/{assessment_id}": {"get": {
-            "summary": "The stored evidence of an assessment", "security": SECURED,
+            "summary": "The stored evidence of an assessment and its outcome in force (a scoring key: the ones it "
+                       "made)", "security": SECURED,
             "parameters": [{"name": "assessment_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json(_ref("Evidence"), "The evidence"), **_errors(401, 403, 404, 503)}}},
         "/v1/lists": {
@@ -95,6 +97,49 @@ def _scoring_paths() -> dict[str, Any]:
             "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
                            {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
+    }
+
+
+def _feedback_paths() -> dict[str, Any]:
+    """Inspections, appeals, webhooks."""
+    def path(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+    return {
+        "/v1/returns/{return_id}/inspection": {"post": {
+            "summary": "Report the warehouse's inspection of a return (idempotent on return_id and inspected_at)",
+            "security": SECURED, "parameters": [path("return_id")], "requestBody": _body("InspectionIn"),
+            "responses": {"201": _json(_ref("InspectionResult"), "Stored, with what it decided"),
+                          "200": _json(_ref("InspectionResult"), "Reported before: the stored result"),
+                          **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+        "/v1/assessments/{assessment_id}/appeal": {"post": {
+            "summary": "Relay a shopper's appeal: the case goes to the top of the analysts' queue",
+            "security": SECURED, "parameters": [path("assessment_id")], "requestBody": _body("AppealIn"),
+            "responses": {"200": _json(_ref("AppealResult"), "Appealed"),
+                          **_errors(400, 401, 403, 404, 409, 413, 422, 503)}}},
+        "/v1/webhooks": {
+            "get": {"summary": "The webhooks in use (admin)", "security": SECURED,
+                    "responses": {"200": _json(_ref("Webhooks"), "The webhooks"), **_errors(401, 403, 503)}},
+            "post": {"summary": "Add a webhook (admin); the answer holds its signing secret, shown once",
+                     "security": SECURED, "requestBody": _body("WebhookIn"),
+                     "responses": {"201": _json(_ref("WebhookCreated"), "Added"),
+                                   **_errors(400, 401, 403, 413, 422, 503)}}},
+        "/v1/webhooks/{webhook_id}": {"delete": {
+            "summary": "Stop sending to a webhook (admin)", "security": SECURED, "parameters": [path("webhook_id")],
+            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
+        "/v1/webhooks/{webhook_id}/deliveries": {"get": {
+            "summary": "A webhook's deliveries, newest first (admin)", "security": SECURED,
+            "parameters": [path("webhook_id"),
+                           {"name": "status", "in": "query", "required": False,
+                            "schema": {"enum": ["pending", "delivered", "dead"]}},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": _json(_ref("Deliveries"), "The deliveries"), **_errors(401, 403, 404, 422, 503)}}},
+        "/v1/webhooks/events/{event_id}/replay": {"post": {
+            "summary": "Send an event again with a new retry window (admin)", "security": SECURED,
+            "parameters": [path("event_id"), {"name": "webhook_id", "in": "query", "required": False,
+                                              "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("Replayed"), "Queued"), **_errors(401, 403, 404, 503)}}},
     }
 
 

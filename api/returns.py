@@ -10,8 +10,10 @@ from flask.typing import ResponseReturnValue
 
 from api.auth import current_principal, requires
 from api.core import core, json_body
+from api.feedback import reader
 from fraud_service.errors import BadRequest
-from fraud_service.scoring.evidence import load_assessment, request_hash
+from fraud_service.feedback import outcomes
+from fraud_service.scoring.evidence import request_hash
 from fraud_service.scoring.request import parse_request
 
 bp = Blueprint("returns", __name__)
@@ -39,5 +41,7 @@ def assess() -> ResponseReturnValue:
 @bp.get("/v1/assessments/<assessment_id>")
 @requires("scoring", "analyst")
 def get_assessment(assessment_id: str) -> ResponseReturnValue:
-    """The stored evidence of one assessment."""
-    return jsonify(load_assessment(core().uow(), assessment_id=assessment_id).to_dict())
+    """The stored evidence of one assessment and its outcome in force (a scoring key sees the ones it made)."""
+    service = core()
+    return jsonify(outcomes.read(service.uow(), assessment_id=assessment_id, messages=service.feedback.messages,
+                                 reader=reader()))

@@ -15,10 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import MAX_TEXT
+from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
 from fraud_service.errors import Problem, RequestInvalid
+from fraud_service.feedback.appeals import MAX_MESSAGE
+from fraud_service.feedback.inspections import MAX_NOTES
+from fraud_service.feedback.messages import TEXTS
+from fraud_service.feedback.outcomes import STATUSES as OUTCOME_STATUSES
+from fraud_service.feedback.webhooks import EVENT_TYPES, MAX_URL
 from fraud_service.scoring.policy import Decision
-from fraud_service.scoring.request import error_path, show, value_at
+from fraud_service.scoring.request import Time, error_path, show, value_at
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
 
 _ANY = Literal.__getitem__  # a Literal of values known at import time
@@ -90,6 +95,21 @@ class BulkCloseBody(_Request):
     reason: Reason  # type: ignore[valid-type]
 
 
+class InspectionIn(_Request):
+    inspected_at: Time = Field(description="when the goods were checked (at or after the return's requested_at)")
+    outcome: _ANY(INSPECTION_OUTCOMES)  # type: ignore[valid-type]
+    notes: StrictStr | None = Field(default=None, max_length=MAX_NOTES)
+
+
+class AppealIn(_Request):
+    message: _text(MAX_MESSAGE) = Field(description="the shopper's words, shown to the analyst")  # type: ignore[valid-type]
+
+
+class WebhookIn(_Request):
+    url: StrictStr = Field(min_length=1, max_length=MAX_URL, description="http(s), on a public address")
+    events: list[_ANY(EVENT_TYPES)] = Field(min_length=1, max_length=len(EVENT_TYPES))  # type: ignore[valid-type]
+
+
 M = TypeVar("M", bound=_Request)
 
 
@@ -114,6 +134,7 @@ def problem(error: Any, body: Any) -> Problem:
         "literal_error": f"one of {ctx.get('expected', '').replace(chr(39), '')}",
         "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",
         "too_long": f"at most {ctx.get('max_length', 0)} items", "dict_type": "an object",
+        "timestamp": "an ISO 8601 time such as 2026-12-02T10:30:00Z", "timestamp_range": "a time after year 1",
     }.get(error["type"], error["msg"])
     if error["type"] == "missing":
         return Problem(path, "is required", expected)
@@ -168,6 +189,21 @@ class Assessment(_Response):
     evidence: str = Field(description="where GET returns the stored evidence")
 
 
+class CustomerMessage(_Response):
+    code: _ANY(tuple(TEXTS))  # type: ignore[valid-type]
+    text: str = Field(description="plain words for the shopper (the default table, or FRAUD_CUSTOMER_MESSAGES)")
+
+
+class AssessmentOutcome(_Response):
+    status: _ANY(OUTCOME_STATUSES)  # type: ignore[valid-type]
+    decision: DecisionValue = Field(description="the decision in force")  # type: ignore[valid-type]
+    decided_at: Instant
+    decided_by: str = Field(description="model, rule, inspection, or the person: user:NAME (key:ID for a key)")
+    label: Label | None  # type: ignore[valid-type]
+    appealed: bool
+    customer_message: CustomerMessage
+
+
 class Evidence(_Response):
     assessment_id: str
     event_seq: int
@@ -178,6 +214,65 @@ class Evidence(_Response):
     raw_score: float | None = None
     contributions: list[float] | None = None
     response: Assessment
+    outcome: AssessmentOutcome
+
+
+class InspectionResult(_Response):
+    return_id: str
+    assessment_id: str
+    inspected_at: Instant
+    outcome: _ANY(INSPECTION_OUTCOMES)  # type: ignore[valid-type]
+    notes: str
+    label: Label | None = Field(description="the label it gives the return for training")  # type: ignore[valid-type]
+    case_id: str | None
+    assessment_outcome: AssessmentOutcome
+
+
+class AppealResult(_Response):
+    assessment_id: str
+    return_id: str
+    case_id: str = Field(description="the case now at the top of the analysts' queue")
+    outcome: AssessmentOutcome
+
+
+class WebhookRecord(_Response):
+    id: str
+    url: str
+    events: list[_ANY(EVENT_TYPES)]  # type: ignore[valid-type]
+    created_at: Instant
+    created_by: str
+    pending: int = Field(ge=0, description="deliveries waiting to be sent")
+    dead: int = Field(ge=0, description="deliveries given up after the retry window (replay them)")
+
+
+class WebhookCreated(WebhookRecord):
+    secret: str = Field(description="signs every delivery (Fraud-Signature); shown only now")
+
+
+class Webhooks(_Response):
+    webhooks: list[WebhookRecord]
+
+
+class Delivery(_Response):
+    event_id: str
+    type: _ANY(EVENT_TYPES)  # type: ignore[valid-type]
+    event_created_at: Instant
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int = Field(ge=0)
+    next_attempt_at: Instant | None
+    last_attempt_at: Instant | None
+    last_status: int | None = Field(description="the receiver's HTTP status at the last attempt")
+    last_error: str | None
+    delivered_at: Instant | None
+
+
+class Deliveries(_Response):
+    deliveries: list[Delivery]
+
+
+class Replayed(_Response):
+    event_id: str
+    queued: int = Field(ge=0, description="deliveries pending again")
 
 
 class ListEntry(_Response):
@@ -221,6 +316,7 @@ class CaseSummary(_Response):
     closed_at: Instant | None
     age_hours: float
     overdue: bool = Field(description="open longer than the SLA (48 hours)")
+    appealed_at: Instant | None = Field(default=None, description="a shopper appealed: first in the queue")
 
 
 class CasePage(_Response):
@@ -292,7 +388,9 @@ class CaseDetail(CaseSummary):
 
 
 REQUESTS: tuple[type[BaseModel], ...] = (ListEntryIn, ModelChange, AssignBody, StatusBody, NoteBody, CloseBody,
-                                         ReopenBody, BulkCloseBody)
+                                         ReopenBody, BulkCloseBody, InspectionIn, AppealIn, WebhookIn)
 RESPONSES: tuple[type[BaseModel], ...] = (ErrorBody, ValidationErrorBody, Assessment, Evidence, ListEntry, ListEntries,
                                           AliasSwitch, Registry, CaseSummary, CasePage, CaseList, LabelRecord,
-                                          CaseNote, EvidenceEvent, CaseDetail)
+                                          CaseNote, EvidenceEvent, CaseDetail, CustomerMessage, AssessmentOutcome,
+                                          InspectionResult, AppealResult, WebhookRecord, WebhookCreated, Webhooks,
+                                          Delivery, Deliveries, Replayed)

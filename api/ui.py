@@ -329,7 +329,8 @@ def close(case_id: str) -> ResponseReturnValue:
     dispositions = None if one_for_all else {key.removeprefix("label:"): value for key, value in request.form.items()
                                              if key.startswith("label:") and value}
     return _act(case_id, lambda: cases.close(core().uow(), case_id=case_id, dispositions=dispositions,
-                                             label=one_for_all, reason=request.form.get("reason", ""), **_who()),
+                                             label=one_for_all, reason=request.form.get("reason", ""),
+                                             feedback=core().feedback, **_who()),
                 "Case closed; the labels are recorded for the next training run.")
 
 
@@ -347,7 +348,7 @@ def bulk_close() -> ResponseReturnValue:
     ids = request.form.getlist("case_id")
     try:
         closed = cases.bulk_close(core().uow(), case_ids=ids, label=request.form.get("label", ""),
-                                  reason=request.form.get("reason", ""), **_who())
+                                  reason=request.form.get("reason", ""), feedback=core().feedback, **_who())
         flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
     except (CaseConflict, CaseNotFound) as exc:
         flash(f"Nothing was closed: {exc}", "error")

@@ -130,6 +130,18 @@ FROM label_deltas l JOIN ret USING (return_id)
 """
 
 
+def _failed_inspections(token: str) -> str:
+    """Failed inspections of the returns that used TOKEN, each known from its inspected_at + 1us.
+
+    Only failures are facts here: a passed inspection changes no token count, so it writes no change point.
+    """
+    bad = ", ".join(f"'{o}'" for o in BAD_OUTCOMES)
+    return f"""
+SELECT ret.{token} AS key, i.inspected_at + INTERVAL 1 MICROSECOND AS ts, 1 AS n_bad_inspection
+FROM inspections i JOIN ret USING (return_id) WHERE ret.{token} IS NOT NULL AND i.outcome IN ({bad})
+"""
+
+
 def _token_events(token: str) -> str:
     bad = f"{_label_delta('fraud')} + {_label_delta('abuse')}"
     return f"""
@@ -143,7 +155,7 @@ FROM ret WHERE {token} IS NOT NULL
 UNION ALL BY NAME
 SELECT ret.{token} AS key, l.ts, {bad} AS d_bad
 FROM label_deltas l JOIN ret USING (return_id) WHERE ret.{token} IS NOT NULL
-"""
+UNION ALL BY NAME{_failed_inspections(token)}"""
 
 
 def _refund_token_events() -> str:
@@ -157,7 +169,7 @@ FROM ret WHERE refund_token IS NOT NULL
 UNION ALL BY NAME
 SELECT ret.refund_token AS key, l.ts, {bad} AS d_bad
 FROM label_deltas l JOIN ret USING (return_id) WHERE ret.refund_token IS NOT NULL
-"""
+UNION ALL BY NAME{_failed_inspections("refund_token")}"""
 
 
 def _linked_metrics(prefix: str, with_orders: bool) -> tuple[Metric, ...]:
@@ -168,6 +180,7 @@ def _linked_metrics(prefix: str, with_orders: bool) -> tuple[Metric, ...]:
         Metric(f"{prefix}_inr_365d", "n_inr", 365),
         Metric(f"{prefix}_refund_365d", "refund", 365),
         Metric(f"{prefix}_bad_labels", "d_bad"),
+        Metric(f"{prefix}_bad_inspections", "n_bad_inspection"),
     ]
     if with_orders:
         metrics.insert(1, Metric(f"{prefix}_orders_365d", "n_order", 365))

@@ -25,6 +25,9 @@ from fraud_service.store.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the scoring stack loads LightGBM and Feast: imported when built, not when this module is
+    from fraud_service.feedback.dispatch import Dispatcher
+    from fraud_service.feedback.inspections import InspectedReturn
+    from fraud_service.feedback.outcomes import Feedback
     from fraud_service.scoring.model import Scorer
     from fraud_service.scoring.model_watch import ProductionWatch
     from fraud_service.scoring.service import Assessor
@@ -42,9 +45,16 @@ class Service:
     watch: ProductionWatch | None = None  # follows the registry's production alias
     problems: list[str] = field(default_factory=list)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    dispatcher: Dispatcher | None = None  # sends webhook deliveries (FRAUD_WEBHOOK_DISPATCH)
 
     def __post_init__(self) -> None:
         self._reads = SingleFlight(self.settings.db_wait_ms / 1000)
+        self.feedback = feedback(self.settings)
+
+    def inspected(self, inspected: InspectedReturn) -> None:
+        """Count an inspection in this worker's live features at once (`LiveFacts.record_inspection`)."""
+        if self.assessor is not None and self.assessor.freshness is not None:
+            self.assessor.freshness.live.record_inspection(inspected)
 
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of an API key (`access.keys.authenticate`), read within the request wait (else
@@ -67,6 +77,8 @@ class Service:
             self.assessor.lists.invalidate()
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         if self.watch is not None:
             self.watch.close()
         if self.assessor is not None:
@@ -96,11 +108,33 @@ def check_schema(engine: Engine) -> str | None:
     return None
 
 
-def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True) -> Service:
+def feedback(settings: Settings) -> Feedback:
+    """What the feedback services decide with, from SETTINGS (ConfigError when the shopper messages file is bad)."""
+    from fraud_service.feedback.messages import load
+    from fraud_service.feedback.outcomes import Feedback
+
+    return Feedback(load(settings.customer_messages), settings.confirmed_bad_decision, settings.webhook_retry_hours,
+                    settings.hub_customers)
+
+
+def dispatcher(settings: Settings, uow: Callable[[], UnitOfWork]) -> Dispatcher:
+    """The webhook dispatcher SETTINGS describe (not started)."""
+    from fraud_service.feedback.dispatch import Dispatcher
+
+    return Dispatcher(uow, allow_private=settings.webhook_allow_private, timeout_s=settings.webhook_timeout_s,
+                      backoff_s=settings.webhook_backoff_s)
+
+
+def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True,
+          dispatch: bool | None = None) -> Service:
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
-    background thread swaps in a newly promoted production model (checked every 5 seconds)."""
+    background thread swaps in a newly promoted production model (checked every 5 seconds); with DISPATCH
+    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries."""
     engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
+    if settings.webhook_dispatch if dispatch is None else dispatch:
+        service.dispatcher = dispatcher(settings, service.uow)
+        service.dispatcher.start()
     try:
         problem = check_schema(engine)
     except Exception as exc:  # the database is down: the app still starts and /readyz says why

@@ -33,6 +33,17 @@ class Settings:
     cookie_secure: bool = False
     """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
     service listens on loopback, where a browser reaches it over plain HTTP)."""
+    confirmed_bad_decision: str = "deny"
+    """FRAUD_CONFIRMED_BAD_DECISION: the final decision of a return whose case closes as fraud or abuse."""
+    customer_messages: Path | None = None
+    """FRAUD_CUSTOMER_MESSAGES: a JSON file of message code -> text replacing the default shopper messages."""
+    webhook_allow_private: bool = False
+    """FRAUD_WEBHOOK_ALLOW_PRIVATE: webhooks may go to loopback and private addresses (never link-local)."""
+    webhook_dispatch: bool = True
+    """FRAUD_WEBHOOK_DISPATCH: every `serve` worker sends pending webhook deliveries (off: run `webhooks run`)."""
+    webhook_timeout_s: float = 5.0
+    webhook_backoff_s: float = 15.0
+    webhook_retry_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if self.online_store not in ONLINE_STORES:
@@ -41,6 +52,9 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"FRAUD_PORT={self.port}: expected a TCP port between 1 and 65535")
+        if self.confirmed_bad_decision not in ("deny", "store_credit_only"):
+            raise ConfigError(f"FRAUD_CONFIRMED_BAD_DECISION={self.confirmed_bad_decision!r}: expected deny or "
+                              "store_credit_only")
 
     @property
     def warehouse_dir(self) -> Path:
@@ -83,6 +97,14 @@ class Settings:
             cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
             hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
             db_wait_ms=_positive(env, "FRAUD_DB_WAIT_MS", 1500),
+            confirmed_bad_decision=(env.get("FRAUD_CONFIRMED_BAD_DECISION") or "deny").strip().lower(),
+            customer_messages=Path(messages).expanduser().resolve() if (messages := env.get(
+                "FRAUD_CUSTOMER_MESSAGES")) else None,
+            webhook_allow_private=_flag(env, "FRAUD_WEBHOOK_ALLOW_PRIVATE", default=False),
+            webhook_dispatch=_flag(env, "FRAUD_WEBHOOK_DISPATCH", default=True),
+            webhook_timeout_s=_seconds(env, "FRAUD_WEBHOOK_TIMEOUT_S", 5.0, most=60.0),
+            webhook_backoff_s=_seconds(env, "FRAUD_WEBHOOK_BACKOFF_S", 15.0, most=3600.0),
+            webhook_retry_hours=_seconds(env, "FRAUD_WEBHOOK_RETRY_HOURS", 24.0, most=24.0 * 30),
         )
 
 
@@ -96,6 +118,20 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
     return int(text)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, most: float) -> float:
+    """A positive number of at most MOST (a time), or the default."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= most:
+        raise ConfigError(f"{name}={text!r}: expected a number above 0 and at most {most:g}")
+    return value
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -179,3 +179,22 @@ class SignInThrottled(FraudServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# -- the returns system's feedback ---------------------------------------------------------------------------
+
+
+class ReturnNotAssessed(NotFound):
+    """No assessment of that return: an inspection or appeal has nothing to attach to."""
+
+
+class InspectionConflict(Conflict):
+    """This inspection (return, inspected_at) was reported before with a different outcome or notes."""
+
+
+class AppealRefused(Conflict):
+    """The assessment's outcome gives the shopper nothing to appeal (the return is approved)."""
+
+
+class WebhookNotFound(NotFound):
+    """No webhook (or no event) with that id."""

@@ -50,6 +50,18 @@ class Oracle:
                 counts[latest["label"]] += 1
         return counts
 
+    def _bad_inspections(self, return_ids: pd.Series, t: pd.Timestamp) -> tuple[int, int]:
+        """Failed inspections of these returns known before t: all time, and in the last 365 days."""
+        bad_all = bad_365 = 0
+        for rid in return_ids:
+            ins = self.inspections_by.get(rid)
+            if ins is None:
+                continue
+            known = ins[(ins["inspected_at"] < t) & ins["outcome"].isin(BAD)]
+            bad_all += len(known)
+            bad_365 += int((known["inspected_at"] >= t - 365 * DAY).sum())
+        return bad_all, bad_365
+
     def customer(self, c: str, t: pd.Timestamp) -> dict[str, float]:
         out: dict[str, float] = {}
         created = self.customers.loc[c, "created_at"]
@@ -76,16 +88,7 @@ class Oracle:
                 out[f"cust_claims_{w}d"] = int(r["return_type"].isin(["damaged_on_arrival", "wrong_item"]).sum())
             if w == 90:
                 out["cust_returnless_90d"] = int((r["channel"] == "returnless").sum())
-        bad_all = bad_365 = 0
-        for rid in returns["return_id"]:
-            ins = self.inspections_by.get(rid)
-            if ins is None:
-                continue
-            known = ins[(ins["inspected_at"] < t) & ins["outcome"].isin(BAD)]
-            bad_all += len(known)
-            bad_365 += int((known["inspected_at"] >= t - 365 * DAY).sum())
-        out["cust_bad_inspections"] = bad_all
-        out["cust_bad_inspections_365d"] = bad_365
+        out["cust_bad_inspections"], out["cust_bad_inspections_365d"] = self._bad_inspections(returns["return_id"], t)
         labels = self._label_counts(returns["return_id"], t)
         out["cust_fraud_labels"], out["cust_abuse_labels"], out["cust_legit_labels"] = (
             labels["fraud"], labels["abuse"], labels["legit"])
@@ -109,6 +112,7 @@ class Oracle:
                 out[f"{prefix}_refund_365d"] = float(r["refund_amount"].sum())
         labels = self._label_counts(returns["return_id"], t)
         out[f"{prefix}_bad_labels"] = labels["fraud"] + labels["abuse"]
+        out[f"{prefix}_bad_inspections"] = self._bad_inspections(returns["return_id"], t)[0]
         return out
 
     def features(self, row: pd.Series) -> dict[str, float]:

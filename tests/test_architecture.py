@@ -44,7 +44,7 @@ def test_the_core_keeps_only_its_five_modules_at_the_top_and_a_package_per_job()
     modules = sorted(p.name for p in core.glob("*.py"))
     assert modules == ["__init__.py", "bootstrap.py", "config.py", "errors.py", "health.py", "progress.py"]
     packages = sorted(p.name for p in core.iterdir() if (p / "__init__.py").exists())
-    assert packages == ["access", "cases", "data", "featurestore", "scoring", "store"]
+    assert packages == ["access", "cases", "data", "featurestore", "feedback", "scoring", "store"]
 
 
 def test_every_exception_class_lives_in_the_one_tree():

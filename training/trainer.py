@@ -15,7 +15,7 @@ from training.trainset import CATEGORICAL
 MONOTONE_UP = (
     "cust_inr_30d", "cust_inr_90d", "cust_inr_365d", "cust_bad_inspections_365d", "cust_bad_inspections",
     "cust_fraud_labels", "cust_abuse_labels", "addr_bad_labels", "pay_bad_labels", "dev_bad_labels",
-    "rfd_bad_labels",
+    "rfd_bad_labels", "addr_bad_inspections", "pay_bad_inspections", "dev_bad_inspections", "rfd_bad_inspections",
 )
 """Evidence of past bad behaviour may only raise a score: a model that learns otherwise learned noise."""
 MIN_POSITIVES = 20

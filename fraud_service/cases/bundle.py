@@ -252,12 +252,16 @@ def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], prob
             closing = json.loads(e["payload"])
             recorded |= {(x["return_id"], x["label"], x["labelled_at"], x.get("source"), e["actor"],
                           closing.get("reason"), e["subject"]) for x in closing.get("labels", [])}
+        elif e["kind"] == "inspection":
+            found = json.loads(e["payload"])
+            recorded.add((found.get("return_id"), found.get("label"), found.get("inspected_at"), "inspection",
+                          e["actor"], found.get("reason"), found.get("case_id")))
     for label in case.get("labels", []):
         shown = tuple(label.get(k) for k in ("return_id", "label", "labelled_at", "source", "actor", "reason",
                                              "case_id"))
         if shown not in recorded:
             problems.append(f"label {label.get('label')} of return {label.get('return_id')} is in no verified "
-                            "closing event")
+                            "closing or inspection event")
     problems.extend(_summary_differences(case, by_seq))
 
 

@@ -100,6 +100,7 @@ class CaseSummary(_Record):
     closed_at: str | None
     age_hours: float
     overdue: bool
+    appealed_at: str | None = None  # a shopper appealed: the case is at the top of the queue until closed
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from fraud_service.access.users import assignee_in
@@ -43,6 +44,9 @@ from fraud_service.cases.records import (
 )
 from fraud_service.data.contract import PLAIN_TEXT, text_problem
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
+from fraud_service.feedback import outcomes
+from fraud_service.feedback.outcomes import Feedback
+from fraud_service.feedback.webhooks import Outbox, wake
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
@@ -51,6 +55,8 @@ MAX_NOTE = 10_000
 MAX_REASON = 2_000
 MAX_BULK = 500
 PAGE = 100
+AFTER_ANSWER = ("inspection", "outcome_changed")
+"""Events about a case's assessments after their first answer, shown (and bundled) with the case."""
 """Assessments a case page or `GET /v1/cases/ID` shows at a time (a case can gather thousands)."""
 
 
@@ -101,7 +107,7 @@ def new_case(case_id: str, flagged: Flagged, at: dt.datetime) -> dict[str, Any]:
     return {"id": case_id, "status": CaseStatus.OPEN.value, "opened_at": at, "updated_at": at,
             "customer_id": flagged.customer_id, "assignee": None, "decision": flagged.decision,
             "max_score": flagged.score, "amount": flagged.refund_amount, "assessments": 1,
-            "reason": flagged.reason, "closed_at": None}
+            "reason": flagged.reason, "closed_at": None, "appealed_at": None}
 
 
 def joined_case(current: Mapping[str, Any], flagged: Flagged, at: dt.datetime) -> dict[str, Any]:
@@ -124,6 +130,48 @@ def case_event(kind: str, case_id: str, flagged: Flagged, choice: CaseChoice) ->
             **({"linked_by": list(choice.linked_by)} if kind == "case_joined" else {})}
 
 
+def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: str, links: Mapping[str, str],
+           actor: str, why: str, at: dt.datetime) -> tuple[Case, str]:
+    """Put ASSESSMENT in front of a person after its first answer (a failed inspection, an appeal): its own case
+    (reopened when closed, with WHY), else the earliest opened case not closed that is linked to one of LINKS
+    (entity -> value), else a new case. The case, and what happened: case_reopened, case_joined, case_opened,
+    or "" when it was in an active case already. The caller holds the chain lock."""
+    if assessment.case_id is not None:
+        case = uow.session.get(Case, assessment.case_id)
+        assert case is not None
+        if CaseStatus(case.status) is not CaseStatus.CLOSED:
+            return case, ""
+        changes = {"status": _move(case, CaseStatus.OPEN)}
+        case.closed_at = None
+        _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": why}, at)
+        return case, "case_reopened"
+    flagged = Flagged(assessment.id, assessment.return_id, assessment.customer_id, decision, assessment.score,
+                      assessment.refund_amount, reason, tuple(sorted(links.items())))
+    match = [(CaseLink.entity == e) & (CaseLink.value == v) for e, v in flagged.links]
+    linked = uow.session.execute(
+        select(CaseLink.case_id, CaseLink.entity, CaseLink.value).join(Case, Case.id == CaseLink.case_id)
+        .where(Case.status != CaseStatus.CLOSED.value, or_(*match)).order_by(Case.opened_at, Case.id)).all()
+    choice = join_or_open(flagged, [(c, e, v) for c, e, v in linked], {})
+    joined = uow.session.get(Case, choice.case_id) if choice.case_id is not None else None
+    if joined is None:
+        kind = "case_opened"
+        case = Case(**new_case(f"cas_{uuid.uuid4().hex[:20]}", flagged, at))
+        uow.session.add(case)
+    else:
+        kind, case = "case_joined", joined
+        current = {"assessments": case.assessments, "amount": case.amount, "max_score": case.max_score,
+                   "reason": case.reason, "decision": case.decision}
+        for name, value in joined_case(current, flagged, at).items():
+            setattr(case, name, value)
+    uow.session.flush()
+    have = set(uow.session.execute(select(CaseLink.entity, CaseLink.value)
+                                   .where(CaseLink.case_id == case.id)).tuples())
+    uow.session.add_all([CaseLink(case_id=case.id, entity=e, value=v) for e, v in flagged.links if (e, v) not in have])
+    assessment.case_id = case.id
+    _record(uow, case, kind, actor, {**case_event(kind, case.id, flagged, choice), "why": why}, at)
+    return case, kind
+
+
 # -- reading -------------------------------------------------------------------------------------------------
 
 
@@ -137,7 +185,8 @@ def summary(case: Case, now: dt.datetime, sla_hours: float = DEFAULT_SLA_HOURS) 
         priority=round(case.max_score * case.amount, 2), assessments=case.assessments,
         opened_at=chain.utc_text(opened), updated_at=chain.utc_text(case.updated_at),
         closed_at=chain.utc_text(case.closed_at) if case.closed_at else None, age_hours=round(age_hours, 1),
-        overdue=case.status != CaseStatus.CLOSED and age_hours > sla_hours)
+        overdue=case.status != CaseStatus.CLOSED and age_hours > sla_hours,
+        appealed_at=chain.utc_text(case.appealed_at) if case.appealed_at else None)
 
 
 def check_filter(f: QueueFilter) -> None:
@@ -175,7 +224,7 @@ def _filtered(f: QueueFilter) -> Select[Any]:
 
 
 _ORDER = {
-    "priority": lambda: (-(Case.max_score * Case.amount), Case.opened_at, Case.id),
+    "priority": lambda: (Case.appealed_at.is_(None), -(Case.max_score * Case.amount), Case.opened_at, Case.id),
     "score": lambda: (Case.max_score.desc(), Case.opened_at, Case.id),
     "amount": lambda: (Case.amount.desc(), Case.opened_at, Case.id),
     "age": lambda: (Case.opened_at, Case.id),
@@ -185,7 +234,7 @@ _ORDER = {
 def queue(uow: UnitOfWork, *, f: QueueFilter, now: dt.datetime | None = None,
           sla_hours: float = DEFAULT_SLA_HOURS) -> QueuePage:
     """Cases matching F, riskiest first: by expected loss (highest score times money at stake) unless F sorts
-    otherwise; ties go to the oldest."""
+    otherwise, with cases a shopper appealed ahead of all others; ties go to the oldest."""
     check_filter(f)
     now = now or _now()
     with uow.read():
@@ -235,7 +284,8 @@ def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = 
     own = EvidenceEvent.subject == case_id
     if limit is not None and total > limit:  # a page of a big case: its own changes, not a join per assessment
         own = own & (EvidenceEvent.kind != "case_joined")
-    events = session.execute(select(EvidenceEvent).where(own | EvidenceEvent.seq.in_(seqs))
+    later = EvidenceEvent.subject.in_([a.id for a, _ in rows]) & EvidenceEvent.kind.in_(AFTER_ANSWER)
+    events = session.execute(select(EvidenceEvent).where(own | later | EvidenceEvent.seq.in_(seqs))
                              .order_by(EvidenceEvent.seq)).scalars()
     latest = {label.return_id: label for label in labels}
     return CaseDetail(
@@ -345,31 +395,37 @@ def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.da
 
 
 def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | None, reason: str, actor: str,
-          label: str | None = None, now: dt.datetime | None = None) -> CaseSummary:
+          label: str | None = None, now: dt.datetime | None = None, feedback: Feedback | None = None) -> CaseSummary:
     """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label), or with
-    LABEL for all of them when DISPOSITIONS is None."""
-    now = now or _now()
+    LABEL for all of them when DISPOSITIONS is None. Each return's outcome becomes final (FEEDBACK: the decision
+    for confirmed bad returns, the shopper's texts), and the returns system hears of it (`assessment.outcome`
+    per changed outcome, `case.closed`)."""
+    now, feedback = now or _now(), feedback or Feedback()
     with uow:
         case = _locked(uow, case_id)
-        _close(uow, case, dispositions, _reason(reason), actor, label, now)
+        _close(uow, Outbox(uow.session, now, feedback.retry_hours), case, dispositions, _reason(reason), actor, label,
+               now, feedback)
         uow.commit()
-        return summary(case, now)
+    wake()
+    return summary(case, now)
 
 
 def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: str, actor: str,
-               now: dt.datetime | None = None) -> list[CaseSummary]:
+               now: dt.datetime | None = None, feedback: Feedback | None = None) -> list[CaseSummary]:
     """Close several cases (a ring) with one label for all their returns, all or none."""
     if not case_ids or len(case_ids) > MAX_BULK or len(set(case_ids)) != len(case_ids):
         raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids", f"1 to {MAX_BULK} distinct case ids")])
-    now = now or _now()
+    now, feedback = now or _now(), feedback or Feedback()
     with uow:
         out = []
+        outbox = Outbox(uow.session, now, feedback.retry_hours)
         for case_id in case_ids:
             case = _locked(uow, case_id)
-            _close(uow, case, None, _reason(reason), actor, label, now, bulk=len(case_ids))
+            _close(uow, outbox, case, None, _reason(reason), actor, label, now, feedback, bulk=len(case_ids))
             out.append(summary(case, now))
         uow.commit()
-        return out
+    wake()
+    return out
 
 
 def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.datetime | None = None) -> CaseSummary:
@@ -387,10 +443,11 @@ def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.da
         return summary(case, now)
 
 
-def _close(uow: UnitOfWork, case: Case, dispositions: Mapping[str, str] | None, text: str, actor: str,
-           label: str | None, now: dt.datetime, bulk: int | None = None) -> None:
-    returns = list(uow.session.execute(select(Assessment.return_id).where(Assessment.case_id == case.id)
+def _close(uow: UnitOfWork, outbox: Outbox, case: Case, dispositions: Mapping[str, str] | None, text: str,
+           actor: str, label: str | None, now: dt.datetime, feedback: Feedback, bulk: int | None = None) -> None:
+    members = list(uow.session.execute(select(Assessment).where(Assessment.case_id == case.id)
                                        .order_by(Assessment.return_id)).scalars())
+    returns = [a.return_id for a in members]
     chosen: Mapping[str, str | None] = dict.fromkeys(returns, label) if dispositions is None else dispositions
     _check_dispositions(returns, chosen)
     labels = [{"return_id": r, "label": chosen[r], "labelled_at": chain.utc_text(now), "source": "analyst"}
@@ -399,11 +456,19 @@ def _close(uow: UnitOfWork, case: Case, dispositions: Mapping[str, str] | None, 
                                "labels": labels}
     if bulk:
         payload["bulk"] = bulk
-    case.closed_at = now
+    case.closed_at, case.appealed_at = now, None
     event = _record(uow, case, "case_closed", actor, payload, now)
     for item in labels:
         uow.session.add(Label(return_id=item["return_id"], label=item["label"], labelled_at=now, source="analyst",
                               reason=text, case_id=case.id, actor=actor, event_seq=event.seq))
+    decided = []
+    for assessment in members:
+        final = outcomes.labelled(str(chosen[assessment.return_id]), now, actor, feedback)
+        outcomes.change(uow, outbox, assessment, final, actor=actor, cause="case_closed", feedback=feedback)
+        decided.append({"return_id": assessment.return_id, "assessment_id": assessment.id, "label": final.label,
+                        "decision": final.decision})
+    outbox.emit("case.closed", {"case_id": case.id, "closed_at": chain.utc_text(now), "closed_by": actor,
+                                "returns": decided})
 
 
 def _check_dispositions(returns: list[str], chosen: Mapping[str, str | None]) -> None:

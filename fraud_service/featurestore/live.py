@@ -12,6 +12,12 @@ contribution the same return gets in the offline rows once it is ingested (reque
 1 microsecond, the same columns). After a build has taken a return in and materialisation
 has published it, `prune` drops its live facts, so it is never counted twice.
 
+Inspections: when the warehouse reports that a returned item failed inspection, `record_inspection`
+counts it at once for the return's customer and its tokens (`*_bad_inspections`), with the
+timestamp the offline rows give it (inspected_at + 1 microsecond). A return often reaches the
+warehouse before its inspection does, so an inspection's facts are pruned only once the built
+snapshot holds that inspection itself, not merely its return.
+
 Known gap: `cust_median_days_to_return_365d` is not a sum and ignores live facts until the
 next build.
 """
@@ -28,13 +34,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.pipeline import ENTITIES
+from features.pipeline import BAD_OUTCOMES, ENTITIES
 from fraud_service.featurestore.online import OnlineFeatures, open_live_log
 from fraud_service.featurestore.source import FeatureSource
+
+if TYPE_CHECKING:
+    from fraud_service.feedback.inspections import InspectedReturn
 
 
 @dataclass(frozen=True)
@@ -95,31 +104,77 @@ class LiveFacts:
                 self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)",
                                     list(self._facts(r)))
 
-    def prune(self, covered: Iterable[str]) -> int:
-        """Forget the live facts of returns the offline rows now include."""
+    def record_inspection(self, fact: InspectedReturn) -> None:
+        """Count a failed inspection for its customer and tokens, online, now; a passed one counts nowhere.
+
+        Idempotent per inspection (return and inspected_at): the warehouse may report one twice, while a
+        return inspected again later fails again and counts again, as it does offline.
+        """
+        if fact.outcome not in BAD_OUTCOMES:
+            return
+        at = _us(fact.inspected_at)
+        kind = f"inspection:{at - 1}"
+        contributions = json.dumps({"n_bad_inspection": 1})
+        keys = {"customer": fact.customer_id, "address": fact.address_token, "payment": fact.payment_token,
+                "device": fact.device_token, "refund": fact.refund_token}
+        rows = [(fact.return_id, kind, entity, key, fact.customer_id, at, contributions)
+                for entity, key in keys.items() if key]
         with self._writing():
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered (return_id TEXT PRIMARY KEY)")
-            self.db.execute("DELETE FROM covered")
-            self.db.executemany("INSERT OR IGNORE INTO covered VALUES (?)", [(c,) for c in covered])
-            removed = self.db.execute(
-                "DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered)").rowcount
-        return int(removed)
+            self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def prune(self, covered: Iterable[str]) -> int:
+        """Forget every live fact (return, order and inspections) of these returns."""
+        return self._delete(covered, (), every_fact=True)
 
     def prune_ingested(self, until: dt.datetime) -> int:
-        """Prune the live facts of returns that the built snapshot holds and that were requested by `until`."""
+        """Prune the live facts the built snapshot holds, up to `until`.
+
+        A return's (and its order's) facts go once the snapshot holds the return, requested by `until`; an
+        inspection's facts go only once it holds that very inspection, inspected by `until`: a return can reach
+        the warehouse before its inspection, and the return alone brings no inspection into the offline rows.
+        """
         from fraud_service.data.warehouse import Warehouse
 
-        ids = [row[0] for row in self.db.execute("SELECT DISTINCT return_id FROM live_facts")]
-        if not ids:
+        returned = {row[0] for row in self.db.execute(
+            "SELECT DISTINCT return_id FROM live_facts WHERE fact IN ('return', 'order')")}
+        inspected = {row[0] for row in self.db.execute(
+            "SELECT DISTINCT return_id FROM live_facts WHERE fact LIKE 'inspection:%'")}
+        if not returned and not inspected:
             return 0
         manifest = json.loads((self.source.data_dir / "manifest.json").read_text())
         snapshot = Warehouse(self.source.settings.warehouse_dir).current()
         if snapshot is None or snapshot.name != manifest["snapshot"]:
             return 0  # features are not built from the current snapshot yet: keep counting live
+        cutoff = pd.Timestamp(until)
         returns = snapshot.read("returns", ["return_id", "requested_at"])
         assert returns is not None
-        covered = returns[returns["return_id"].isin(ids) & (returns["requested_at"] <= pd.Timestamp(until))]
-        return self.prune(covered["return_id"])
+        covered = returns[returns["return_id"].isin(returned) & (returns["requested_at"] <= cutoff)]
+        held: list[tuple[str, str]] = []
+        inspections = snapshot.read("inspections", ["return_id", "inspected_at"])  # optional in the contract
+        if inspections is not None:
+            rows = inspections[inspections["return_id"].isin(inspected) & (inspections["inspected_at"] <= cutoff)]
+            held = [(rid, f"inspection:{_us(at) - 1}")
+                    for rid, at in zip(rows["return_id"], rows["inspected_at"], strict=True)]
+        return self._delete(covered["return_id"], held, every_fact=False)
+
+    def _delete(self, returns: Iterable[str], inspections: Iterable[tuple[str, str]], every_fact: bool) -> int:
+        """In one transaction, delete the return and order facts of RETURNS (with EVERY_FACT, all their facts)
+        and the facts of INSPECTIONS, each a (return_id, `inspection:<microseconds>`) pair."""
+        only = "" if every_fact else " AND fact IN ('return', 'order')"
+        with self._writing():
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered (return_id TEXT PRIMARY KEY)")
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS covered_facts (return_id TEXT, fact TEXT, "
+                            "PRIMARY KEY (return_id, fact))")
+            self.db.execute("DELETE FROM covered")
+            self.db.execute("DELETE FROM covered_facts")
+            self.db.executemany("INSERT OR IGNORE INTO covered VALUES (?)", [(c,) for c in returns])
+            self.db.executemany("INSERT OR IGNORE INTO covered_facts VALUES (?, ?)", list(inspections))
+            removed = self.db.execute(
+                f"DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered){only}").rowcount
+            removed += self.db.execute(
+                "DELETE FROM live_facts WHERE (return_id, fact) IN (SELECT return_id, fact FROM covered_facts)"
+            ).rowcount
+        return int(removed)
 
     def _facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
         returned = {

@@ -35,7 +35,7 @@ REDIS_TIMEOUT_S = 1.0
 LIVE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_facts (
     return_id TEXT NOT NULL,
-    fact TEXT NOT NULL,            -- 'return' or 'order'
+    fact TEXT NOT NULL,            -- 'return', 'order' or 'inspection:<microseconds of inspected_at>'
     entity TEXT NOT NULL,
     key TEXT NOT NULL,
     customer_id TEXT NOT NULL,

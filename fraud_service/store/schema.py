@@ -102,6 +102,8 @@ class Case(Base):
     assessments: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(80), default="")  # the top reason of its riskiest assessment
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    appealed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When a shopper's appeal last put it at the top of the queue (cleared when it is closed)."""
 
 
 class CaseLink(Base):
@@ -172,3 +174,86 @@ class SignInFailure(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Outcome(Base):
+    """The outcome in force of an assessment once it changed after the first answer (closing its case, an
+    inspection, an appeal); without a row, the outcome is the first answer's (`feedback.outcomes`)."""
+
+    __tablename__ = "outcomes"
+
+    assessment_id: Mapped[str] = mapped_column(ForeignKey("assessments.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # final, pending_review, pending_inspection
+    decision: Mapped[str] = mapped_column(String(40))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str] = mapped_column(String(120))  # model, rule, inspection, user:NAME (or key:ID)
+    label: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    appealed: Mapped[bool] = mapped_column(default=False)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
+
+
+class Inspection(Base):
+    """A warehouse inspection of returned goods, in the data contract's form (return_id, inspected_at, outcome),
+    with its notes and who reported it. `synced_to` names the warehouse snapshot that first held it."""
+
+    __tablename__ = "inspections"
+    __table_args__ = (UniqueConstraint("return_id", "inspected_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    return_id: Mapped[str] = mapped_column(String(200), index=True)
+    inspected_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(20))
+    notes: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(120))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
+    synced_to: Mapped[str | None] = mapped_column(String(20), nullable=True)
+
+
+class Webhook(Base):
+    """A receiver of events: its URL, the event types it takes, and the secret its deliveries are signed with
+    (kept in clear: signing needs it; shown once when created)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column()
+    secret: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(120))
+    removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookEvent(Base):
+    """The outbox: an event written in the same transaction as the change it announces."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # evt_...
+    type: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: pending until the receiver answers 2xx, dead after the retry window."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("event_id", "webhook_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    status: Mapped[str] = mapped_column(String(12))  # pending, delivered, dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+Index("ix_webhook_deliveries_due", WebhookDelivery.status, WebhookDelivery.next_at)

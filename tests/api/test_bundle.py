@@ -94,8 +94,9 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
     problems = _edited(data, event)
     assert any("was changed" in p for p in problems) and any("note" in p for p in problems)
 
-    def link(d: dict[str, Any]) -> None:
-        d["proof"]["hashes"][len(d["proof"]["hashes"]) // 2] = "f" * 64
+    def link(d: dict[str, Any]) -> None:  # the link a bundled event rests on (links between others prove nothing)
+        e = d["case"]["events"][len(d["case"]["events"]) // 2]
+        d["proof"]["hashes"][e["seq"] - d["proof"]["from_seq"]] = "f" * 64
 
     assert _edited(data, link)  # a link that is not the chain's
     assert _edited(data, lambda d: d["proof"]["hashes"].pop())[0].startswith("the proof's links do not end")

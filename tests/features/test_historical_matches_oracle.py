@@ -69,6 +69,8 @@ def test_every_return_gets_the_brute_force_vector(built):
     assert (retrieved["addr_customers"] >= 2).sum() > 20  # shared addresses
     assert (retrieved["rfd_customers"] >= 2).sum() > 5  # shared refund destinations
     assert (retrieved["cust_fraud_labels"] > 0).sum() > 5
+    for prefix in ("addr", "pay", "dev", "rfd"):  # tokens whose returns failed inspection before
+        assert (retrieved[f"{prefix}_bad_inspections"] > 0).sum() > 5, prefix
     assert retrieved["cust_median_days_to_return_365d"].notna().sum() > 100
     assert (retrieved["address_token"] == "__none__").sum() > 10  # store orders have no address
 
@@ -131,3 +133,7 @@ def test_facts_after_a_return_do_not_change_its_features(built, tmp_path):
     seen = source.historical(probe).iloc[0]
     assert seen["cust_returns_7d"] == before.iloc[0]["cust_returns_7d"] + 2
     assert seen["cust_bad_inspections"] == before.iloc[0]["cust_bad_inspections"] + 1
+    present = [p for p in ("addr", "pay", "dev", "rfd") if pd.notna(seen[f"{p}_bad_inspections"])]
+    assert present  # an absent token reads NaN; the target's order has some token
+    for prefix in present:
+        assert seen[f"{prefix}_bad_inspections"] == before.iloc[0][f"{prefix}_bad_inspections"] + 1, prefix

@@ -13,10 +13,13 @@ from fraud_service.data.warehouse import Warehouse
 from fraud_service.featurestore.live import AssessedReturn, LiveFacts
 from fraud_service.featurestore.online import OnlineFeatures
 from fraud_service.featurestore.source import ENTITY_KEYS, FeatureSource, entity_rows
+from fraud_service.feedback.inspections import InspectedReturn
 from training.datasets.synthetic import WorldConfig, generate
 
 pytestmark = pytest.mark.slow
 MEDIAN = "cust_median_days_to_return_365d"  # not a sum: documented to ignore live facts until the next build
+BAD_INSPECTIONS = ("cust_bad_inspections", "cust_bad_inspections_365d", "addr_bad_inspections",
+                   "pay_bad_inspections", "dev_bad_inspections", "rfd_bad_inspections")
 
 
 @pytest.fixture
@@ -124,3 +127,150 @@ def test_once_ingested_training_sees_what_serving_saw(live_world, tmp_path):
         for other in (trained[name], served_after_prune[name]):
             both_missing = (value is None or (isinstance(value, float) and math.isnan(value))) and pd.isna(other)
             assert both_missing or other == pytest.approx(value), name
+
+
+def _fully_linked(snapshot) -> tuple[pd.Series, pd.Series]:
+    """The latest return whose order has all three tokens and which has a refund token, and its order."""
+    returns = snapshot.read("returns").sort_values("requested_at")
+    orders = snapshot.read("orders").set_index("order_id")
+    linked = orders.loc[returns["order_id"], ["address_token", "payment_token", "device_token"]].notna().all(axis=1)
+    r = returns[linked.to_numpy() & returns["refund_token"].notna().to_numpy()].iloc[-1]
+    return r, orders.loc[r["order_id"]]
+
+
+def _inspection(r: pd.Series, order: pd.Series, at: pd.Timestamp, outcome: str = "worn") -> InspectedReturn:
+    return InspectedReturn(
+        return_id=r["return_id"], customer_id=r["customer_id"], inspected_at=at.to_pydatetime(), outcome=outcome,
+        address_token=order["address_token"], payment_token=order["payment_token"],
+        device_token=order["device_token"], refund_token=r["refund_token"])
+
+
+def _same(a, b) -> bool:
+    def missing(value) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+
+    return (missing(a) and missing(b)) or a == b
+
+
+def _live_rows(live: LiveFacts) -> int:
+    return live.db.execute("SELECT count(*) FROM live_facts").fetchone()[0]
+
+
+def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_returns_tokens(live_world):
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    inspected_at = w["opened"].ceil("s") + pd.Timedelta(minutes=1)
+    offsets = {"before": -pd.Timedelta(seconds=1), "at": pd.Timedelta(0), "after": pd.Timedelta(minutes=5),
+               "a year on": pd.Timedelta(days=366)}
+    probes = {name: _probe(w["snapshot"], r, inspected_at + offset) for name, offset in offsets.items()}
+    before = {name: _vector(w["reader"], probe) for name, probe in probes.items()}
+
+    w["live"].record_inspection(_inspection(r, order, inspected_at))
+    after = {name: _vector(w["reader"], probe) for name, probe in probes.items()}
+
+    assert _live_rows(w["live"]) == 5  # the customer and four tokens
+    for name in BAD_INSPECTIONS:
+        assert after["after"][name] == before["after"][name] + 1, name
+        assert after["at"][name] == before["at"][name], name  # known one microsecond after it happened
+        assert after["before"][name] == before["before"][name], name
+    # a year on, it has left the 365-day window and stays in the all-time counts
+    assert after["a year on"]["cust_bad_inspections_365d"] == before["a year on"]["cust_bad_inspections_365d"]
+    for name in BAD_INSPECTIONS:
+        if name != "cust_bad_inspections_365d":
+            assert after["a year on"][name] == before["a year on"][name] + 1, name
+    # and nothing else moved
+    for name, value in after["after"].items():
+        if name not in BAD_INSPECTIONS:
+            assert _same(value, before["after"][name]), name
+
+
+@pytest.mark.parametrize("outcome", ["ok", "damaged"])
+def test_an_inspection_that_did_not_fail_changes_nothing(live_world, outcome):
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    inspected_at = w["opened"] + pd.Timedelta(minutes=1)
+    probe = _probe(w["snapshot"], r, inspected_at + pd.Timedelta(minutes=5))
+    before = _vector(w["reader"], probe)
+
+    w["live"].record_inspection(_inspection(r, order, inspected_at, outcome))
+
+    assert _live_rows(w["live"]) == 0
+    after = _vector(w["reader"], probe)
+    for name in BAD_INSPECTIONS:
+        assert after[name] == before[name], name
+
+
+def test_an_inspection_counts_once_and_a_second_inspection_counts_again(live_world):
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    first = w["opened"] + pd.Timedelta(minutes=1)
+    second = first + pd.Timedelta(hours=2)
+    probe = _probe(w["snapshot"], r, second + pd.Timedelta(minutes=5))
+    before = _vector(w["reader"], probe)
+
+    w["live"].record_inspection(_inspection(r, order, first))
+    w["live"].record_inspection(_inspection(r, order, first, "empty_box"))  # the same inspection, reported again
+    once = _vector(w["reader"], probe)
+    w["live"].record_inspection(_inspection(r, order, second))
+    twice = _vector(w["reader"], probe)
+
+    assert _live_rows(w["live"]) == 10
+    for name in BAD_INSPECTIONS:
+        assert once[name] == before[name] + 1, name
+        assert twice[name] == before[name] + 2, name
+
+
+def test_an_inspection_is_pruned_only_once_the_snapshot_holds_that_inspection(live_world, tmp_path):
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    first = w["opened"].ceil("s") + pd.Timedelta(minutes=1)
+    second = first + pd.Timedelta(minutes=1)
+    probe_at = second + pd.Timedelta(minutes=5)
+    probe = _probe(w["snapshot"], r, probe_at)
+    before = _vector(w["reader"], probe)
+    w["live"].record_inspection(_inspection(r, order, first))
+    w["live"].record_inspection(_inspection(r, order, second))
+    served = _vector(w["reader"], probe)
+
+    # the built snapshot holds the return but neither inspection: both keep counting live
+    assert w["live"].prune_ingested(probe_at.to_pydatetime()) == 0
+    assert _live_rows(w["live"]) == 10
+
+    # the next delivery holds the first inspection only; ingest, rebuild, publish, prune
+    later = tmp_path / "later"
+    later.mkdir()
+    pd.DataFrame({"return_id": [r["return_id"]], "inspected_at": [first], "outcome": ["worn"]}).astype(
+        {"inspected_at": "datetime64[us, UTC]"}).to_parquet(later / "inspections.parquet", index=False)
+    ingest(later, Warehouse(w["settings"].warehouse_dir))
+    w["source"].build()
+    w["source"].materialize(probe_at.to_pydatetime())
+    assert w["live"].prune_ingested((first - pd.Timedelta(seconds=1)).to_pydatetime()) == 0  # not yet published
+    assert w["live"].prune_ingested(probe_at.to_pydatetime()) == 5
+    kept = {row[0] for row in w["live"].db.execute("SELECT DISTINCT fact FROM live_facts")}
+    assert kept == {f"inspection:{(second - pd.Timestamp(0, tz='UTC')) // pd.Timedelta(microseconds=1)}"}
+
+    served_after_prune = _vector(w["source"].reader(), probe)
+    trained = w["source"].historical(probe).iloc[0]
+    for name in BAD_INSPECTIONS:
+        assert served[name] == before[name] + 2, name
+        assert served_after_prune[name] == served[name], name  # counted once: offline now, not live too
+        assert trained[name] == served[name] - 1, name  # the second inspection is not in the warehouse yet
+
+
+def test_without_an_inspections_table_inspection_facts_are_kept(tmp_path):
+    generate(WorldConfig(customers=200, days=60, seed=43), tmp_path / "world")
+    (tmp_path / "world" / "inspections.parquet").unlink()
+    settings = Settings.from_env({"FRAUD_HOME": str(tmp_path / "home")})
+    ingest(tmp_path / "world", Warehouse(settings.warehouse_dir))
+    source = FeatureSource(settings)
+    source.build()
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    assert snapshot.read("inspections") is None
+    live = LiveFacts(source)
+    r, order = _fully_linked(snapshot)
+    at = snapshot.read("returns")["requested_at"].max() + pd.Timedelta(hours=1)
+
+    live.record_inspection(_inspection(r, order, at))
+
+    assert live.prune_ingested((at + pd.Timedelta(days=1)).to_pydatetime()) == 0
+    assert _live_rows(live) == 5

@@ -20,6 +20,8 @@ def test_every_feature_of_the_service_has_a_sentence(feature):
     ("cust_inr_90d", 4, 0.0, "4 item-not-received claims in the last 90 days; typical is 0"),
     ("addr_customers", 7, 1.0, "7 different customers seen on this shipping address; typical is 1"),
     ("pay_bad_labels", 2, 0.0, "2 returns confirmed as fraud or abuse with this payment instrument; typical is 0"),
+    ("pay_bad_inspections", 3, 0.0, "3 returns that failed inspection with this payment instrument; typical is 0"),
+    ("rfd_bad_inspections", 2, 0.0, "2 returns that failed inspection refunded to this destination; typical is 0"),
     ("cust_refund_30d", 1234.5, 0.0, "1,234.50 refunds requested in the last 30 days; typical is 0.00"),
     ("rt_refund_to_order", 0.98, 0.45, "Refund is 98% of the order's value; typical is 45%"),
     ("rt_return_type", "item_not_received", "return", "Claim type: item not received"),
@@ -54,6 +56,7 @@ def test_every_feature_files_its_case_under_a_known_reason(feature):
 @pytest.mark.parametrize(("feature", "rules", "expected"), [
     ("cust_inr_90d", (), "item not received"),
     ("pay_bad_labels", (), "known bad history"),
+    ("dev_bad_inspections", (), "failed inspections"),
     ("dev_customers", (), "linked accounts"),
     ("cust_returns_30d", (), "serial returning"),
     ("rt_days_since_delivery", (), "timing"),

@@ -1,0 +1,1 @@
+"""The returns system hears back: outcomes in force, inspections, appeals, shopper messages, signed webhooks."""

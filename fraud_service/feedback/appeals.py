@@ -1,0 +1,82 @@
+"""A shopper's objection, relayed by the returns system: it puts the return in front of a person, first.
+
+`appeal` reopens the return's case (or joins it to an open linked case, or opens one), marks the case
+appealed (the queue shows appealed cases before all others until they are closed), keeps the shopper's
+words as a note and an evidence event, and moves the outcome to pending review (the decision in force
+stands until a person closes the case), which the returns system hears as `assessment.outcome`.
+An approved return has nothing to appeal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from fraud_service.cases import service as cases
+from fraud_service.errors import AppealRefused, AssessmentNotFound, Problem, RequestInvalid
+from fraud_service.feedback import outcomes
+from fraud_service.feedback.outcomes import Feedback, State
+from fraud_service.feedback.webhooks import Outbox, wake
+from fraud_service.store.schema import Assessment, CaseNote
+from fraud_service.store.uow import UnitOfWork
+
+MAX_MESSAGE = 4_000
+APPEAL = "The shopper appealed"
+"""How the note that holds an appeal's message begins (its author is the key that relayed it)."""
+
+
+@dataclass(frozen=True)
+class AppealResult:
+    assessment_id: str
+    return_id: str
+    case_id: str
+    outcome: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, feedback: Feedback,
+           reader: str | None = None, now: dt.datetime | None = None) -> AppealResult:
+    """Relay a shopper's appeal of ASSESSMENT_ID (READER, when given, must be the key that created it)."""
+    text = _message(message)
+    now = now or dt.datetime.now(dt.UTC)
+    with uow:
+        uow.lock_chain()
+        assessment = uow.session.get(Assessment, assessment_id)
+        if assessment is None or (reader is not None and outcomes.creator(uow.session, assessment) != reader):
+            raise AssessmentNotFound(f"no assessment {assessment_id!r}"
+                                     + (" made with this key" if assessment is not None else ""))
+        current = outcomes.state(uow.session, assessment)
+        if current.status == "final" and current.decision == "approve":
+            raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
+        links = outcomes.links_of(assessment, outcomes.request_of(uow.session, assessment), feedback.hub_customers)
+        case, _ = cases.attach(uow, assessment, decision="review", reason="shopper appeal", links=links,
+                               actor=actor, why="the shopper appealed", at=now)
+        case.appealed_at = case.updated_at = now
+        note = f"{APPEAL} (return {assessment.return_id}): {text}"
+        event = uow.record(kind="case_appealed", subject=case.id, actor=actor, at=now, payload={
+            "case_id": case.id, "assessment_id": assessment.id, "return_id": assessment.return_id, "message": text,
+            "note": note})
+        uow.session.add(CaseNote(case_id=case.id, author=actor, body=note, created_at=now, event_seq=event.seq))
+        new = State("pending_review", current.decision, current.decided_at, current.decided_by, current.label,
+                    appealed=True)
+        outcomes.change(uow, Outbox(uow.session, now, feedback.retry_hours), assessment, new, actor=actor,
+                        cause="appeal", feedback=feedback)
+        result = AppealResult(assessment.id, assessment.return_id, case.id, new.view(feedback.messages))
+        uow.commit()
+    wake()
+    return result
+
+
+def _message(message: object) -> str:
+    from fraud_service.data.contract import PLAIN_TEXT, text_problem
+
+    text = message.strip() if isinstance(message, str) else ""
+    if not text or len(text) > MAX_MESSAGE:
+        raise RequestInvalid([Problem("message", f"got {len(text)} characters",
+                                      f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")])
+    if (problem := text_problem(text)) is not None:
+        raise RequestInvalid([Problem("message", problem, PLAIN_TEXT)])
+    return text

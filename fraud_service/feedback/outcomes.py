@@ -1,0 +1,166 @@
+"""The outcome of an assessment: the decision in force, whether it is final, who decided it, and what to tell the
+shopper.
+
+The first answer sets it: `approve` and `store_credit_only` are final at once, `review` and `deny` are
+pending review until their case is closed, `approve_after_inspection` is pending inspection until the
+warehouse reports. It changes when a case is closed (its label decides: fraud or abuse gives the
+policy's decision for confirmed bad returns, legit gives approve), when an inspection arrives and when
+the shopper appeals. Each change after the first answer is one `outcome_changed` evidence event, the
+row in `outcomes`, and an `assessment.outcome` webhook event, all in the transaction of the change that
+caused it. Without a row, the outcome is the first answer's (the assessment's hot path writes nothing
+more).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from fraud_service.feedback.messages import Messages
+from fraud_service.feedback.webhooks import RETRY_HOURS, Outbox
+from fraud_service.store import chain
+from fraud_service.store.schema import Assessment, Outcome
+from fraud_service.store.uow import UnitOfWork
+
+STATUSES = ("final", "pending_review", "pending_inspection")
+CONFIRMED_BAD = ("deny", "store_credit_only")
+"""The decisions a retailer may give a return confirmed as fraud or abuse (FRAUD_CONFIRMED_BAD_DECISION)."""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the feedback services decide with (from the settings): the shopper's texts, the decision for
+    confirmed bad returns, how long a webhook delivery is retried, and when a shared token is a hub that links
+    no cases (FRAUD_HUB_CUSTOMERS)."""
+
+    messages: Messages = field(default_factory=Messages)
+    confirmed_bad: str = "deny"
+    retry_hours: float = RETRY_HOURS
+    hub_customers: int = 20
+
+
+@dataclass(frozen=True)
+class State:
+    status: str
+    decision: str
+    decided_at: dt.datetime
+    decided_by: str
+    label: str | None = None
+    appealed: bool = False
+
+    def same(self, other: State) -> bool:
+        return (self.status, self.decision, self.label, self.appealed) == (
+            other.status, other.decision, other.label, other.appealed)
+
+    def view(self, messages: Messages) -> dict[str, Any]:
+        """The outcome as the API and webhooks show it."""
+        return {"status": self.status, "decision": self.decision, "decided_at": chain.utc_text(self.decided_at),
+                "decided_by": self.decided_by, "label": self.label, "appealed": self.appealed,
+                "customer_message": messages.message(self.status, self.decision, self.appealed)}
+
+    def record(self) -> dict[str, Any]:
+        return {"status": self.status, "decision": self.decision, "decided_by": self.decided_by, "label": self.label,
+                "appealed": self.appealed}
+
+
+def first_status(decision: str) -> str:
+    """The status of a first answer with DECISION."""
+    if decision in ("review", "deny"):
+        return "pending_review"
+    if decision == "approve_after_inspection":
+        return "pending_inspection"
+    return "final"
+
+
+def state(session: Any, assessment: Assessment, model_decision: str | None = None) -> State:
+    """The outcome in force of ASSESSMENT (MODEL_DECISION, the model's own, tells `rule` from `model`)."""
+    row = session.get(Outcome, assessment.id)
+    if row is not None:
+        return State(row.status, row.decision, chain.aware(row.decided_at), row.decided_by, row.label, row.appealed)
+    by = "model" if model_decision in (None, assessment.decision) else "rule"
+    return State(first_status(assessment.decision), assessment.decision, chain.aware(assessment.created_at), by)
+
+
+def change(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, new: State, *, actor: str, cause: str,
+           feedback: Feedback) -> bool:
+    """Make NEW the outcome of ASSESSMENT, with its evidence event and webhook event, when it differs from the one
+    in force (True); CAUSE says what changed it (case_closed, inspection, appeal)."""
+    old = state(uow.session, assessment)
+    if old.same(new):
+        return False
+    event = uow.record(kind="outcome_changed", subject=assessment.id, actor=actor, at=new.decided_at,
+                       payload={"assessment_id": assessment.id, "return_id": assessment.return_id, "cause": cause,
+                                "before": old.record(), "after": new.record()})
+    row = uow.session.get(Outcome, assessment.id)
+    if row is None:
+        row = Outcome(assessment_id=assessment.id)
+        uow.session.add(row)
+    row.status, row.decision, row.decided_at, row.decided_by = new.status, new.decision, new.decided_at, new.decided_by
+    row.label, row.appealed, row.event_seq = new.label, new.appealed, event.seq
+    outbox.emit("assessment.outcome", {"assessment_id": assessment.id, "return_id": assessment.return_id,
+                                       "case_id": assessment.case_id, "outcome": new.view(feedback.messages)})
+    return True
+
+
+def labelled(label: str, at: dt.datetime, actor: str, feedback: Feedback) -> State:
+    """The final outcome a case's label gives a return."""
+    decision = "approve" if label == "legit" else feedback.confirmed_bad
+    return State("final", decision, at, actor, label)
+
+
+def assessment_of(session: Any, return_id: str) -> Assessment | None:
+    return session.execute(select(Assessment).where(Assessment.return_id == return_id)).scalar_one_or_none()
+
+
+def read(uow: UnitOfWork, *, assessment_id: str, messages: Messages, reader: str | None = None) -> dict[str, Any]:
+    """An assessment's stored evidence with its outcome in force. READER, when given (a scoring key's actor), must
+    be the one that created it: to another key it does not exist (AssessmentNotFound)."""
+    import json
+
+    from fraud_service.errors import AssessmentNotFound
+    from fraud_service.store.schema import EvidenceEvent
+
+    with uow.read():
+        found = uow.session.execute(select(Assessment, EvidenceEvent.seq, EvidenceEvent.actor, EvidenceEvent.payload)
+                                    .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+                                    .where(Assessment.id == assessment_id)).first()
+        if found is None or (reader is not None and found.actor != reader):
+            raise AssessmentNotFound(f"no assessment {assessment_id!r}"
+                                     + (" made with this key" if found is not None else ""))
+        record = dict(json.loads(found.payload))
+        current = state(uow.session, found.Assessment, record["response"].get("model_decision"))
+    return {"assessment_id": assessment_id, "event_seq": found.seq, **record, "outcome": current.view(messages)}
+
+
+def creator(session: Any, assessment: Assessment) -> str:
+    """The actor (a scoring key) whose request made ASSESSMENT."""
+    from fraud_service.store.schema import EvidenceEvent
+
+    return str(session.execute(select(EvidenceEvent.actor).where(EvidenceEvent.seq == assessment.event_seq))
+               .scalar_one())
+
+
+def request_of(session: Any, assessment: Assessment) -> dict[str, Any]:
+    """The request ASSESSMENT answered, as its evidence keeps it, with the feature values it was scored on."""
+    import json
+
+    from fraud_service.store.schema import EvidenceEvent
+
+    payload = session.execute(select(EvidenceEvent.payload)
+                              .where(EvidenceEvent.seq == assessment.event_seq)).scalar_one()
+    record: dict[str, Any] = json.loads(payload)
+    return {**record["request"], "features": record.get("features") or {}}
+
+
+def links_of(assessment: Assessment, request: dict[str, Any], hub_customers: int) -> dict[str, str]:
+    """The customer and tokens that tie ASSESSMENT to a case (hubs left out: `rules.case_links`)."""
+    from fraud_service.scoring.rules import case_links
+
+    order = request["order"]
+    tokens = {"customer": assessment.customer_id, "address": order.get("address_token"),
+              "payment": order.get("payment_token"), "device": order.get("device_token"),
+              "refund": request.get("refund_token")}
+    return case_links({k: v for k, v in tokens.items() if v}, request["features"], hub_customers)

@@ -1,0 +1,313 @@
+"""Webhooks: who hears about changes, the outbox the changes write to, and the receivers' addresses.
+
+A change that the returns system must hear about (an outcome after the first answer, a case closed)
+calls `Outbox.emit` in its own transaction: the event and one pending delivery per webhook that takes
+its type are stored with the change, or not at all, so an event is never lost nor announced for a
+change that was rolled back. `fraud_service.feedback.dispatch` sends what is pending.
+
+A receiver's URL must be http(s) and resolve to public addresses only: link-local and cloud metadata
+addresses are always refused, loopback and private ranges unless FRAUD_WEBHOOK_ALLOW_PRIVATE=true.
+The check runs when a webhook is added and again, on the address actually connected to, at every
+delivery (a name that later resolves elsewhere is refused then).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import secrets
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fraud_service.errors import Problem, RequestInvalid, WebhookNotFound
+from fraud_service.store import chain
+from fraud_service.store.schema import Webhook, WebhookDelivery, WebhookEvent
+from fraud_service.store.uow import UnitOfWork
+
+EVENT_TYPES = ("assessment.outcome", "case.closed")
+RETRY_HOURS = 24.0
+MAX_URL = 2000
+MAX_HOOKS = 50
+METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")}
+PENDING = threading.Event()
+"""Set after a commit that wrote deliveries: this process's dispatcher wakes at once instead of at its next poll."""
+
+
+def wake() -> None:
+    PENDING.set()
+
+
+# -- addresses ------------------------------------------------------------------------------------------------
+
+
+def address_problem(address: str, allow_private: bool) -> str | None:
+    """Why a webhook may not be sent to ADDRESS (an IP), or None."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in METADATA or ip.is_link_local:
+        return f"{ip} is a link-local or cloud metadata address"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return f"{ip} is not a unicast address"
+    if (ip.is_loopback or ip.is_private) and not allow_private:
+        return f"{ip} is a loopback or private address (set FRAUD_WEBHOOK_ALLOW_PRIVATE=true to allow it)"
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a delivery connects: scheme, the URL's host (for Host and TLS), port, path, and the checked IPs."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
+    addresses: tuple[str, ...]
+
+
+def resolve(url: str, allow_private: bool) -> Target:
+    """The checked target of URL, or RequestInvalid (field `url`) saying what is wrong with it."""
+    def refuse(problem: str) -> RequestInvalid:
+        return RequestInvalid([Problem("url", problem, "an http(s) URL of a receiver on a public address")])
+
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+        raise refuse(f"expected 1 to {MAX_URL} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse("needs the scheme http or https and a host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse("carries a user name or password; put credentials in the secret's signature check instead")
+    if parts.fragment:
+        raise refuse("has a fragment (#...), which is never sent")
+    port = port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise refuse(f"host {parts.hostname!r} cannot be resolved ({exc})") from None
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        if (problem := address_problem(address, allow_private)) is not None:
+            raise refuse(f"host {parts.hostname!r} resolves to {problem}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, parts.hostname, port, path, addresses)
+
+
+# -- the outbox -----------------------------------------------------------------------------------------------
+
+
+class Outbox:
+    """Events of one transaction: each is stored with a pending delivery for every webhook that takes its type."""
+
+    def __init__(self, session: Session, at: dt.datetime, retry_hours: float = RETRY_HOURS) -> None:
+        self.session, self.at, self.retry = session, at, dt.timedelta(hours=retry_hours)
+        self._hooks: list[tuple[str, list[Any]]] | None = None
+        self.emitted = 0
+
+    def emit(self, kind: str, data: dict[str, Any]) -> str:
+        """Store an event of KIND with DATA (and its deliveries); its id."""
+        assert kind in EVENT_TYPES, kind
+        if self._hooks is None:
+            self._hooks = [(h.id, list(h.events)) for h in self.session.execute(
+                select(Webhook.id, Webhook.events).where(Webhook.removed_at.is_(None))).all()]
+        event_id = f"evt_{uuid.uuid4().hex}"
+        self.session.add(WebhookEvent(id=event_id, type=kind, created_at=self.at, data=chain.canonical(data)))
+        self.session.flush()  # the event row exists before the deliveries that refer to it
+        for hook_id, events in self._hooks:
+            if kind in events:
+                self.session.add(WebhookDelivery(event_id=event_id, webhook_id=hook_id, status="pending", attempts=0,
+                                                 next_at=self.at, expires_at=self.at + self.retry))
+        self.emitted += 1
+        return event_id
+
+
+def event_body(event: WebhookEvent) -> dict[str, Any]:
+    """The JSON a receiver gets for EVENT (the same on every attempt)."""
+    import json
+
+    return {"id": event.id, "type": event.type, "created_at": chain.utc_text(event.created_at),
+            "data": json.loads(event.data)}
+
+
+# -- managing webhooks ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookRecord:
+    id: str
+    url: str
+    events: list[str]
+    created_at: str
+    created_by: str
+    pending: int = 0
+    dead: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "url": self.url, "events": self.events, "created_at": self.created_at,
+                "created_by": self.created_by, "pending": self.pending, "dead": self.dead}
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    event_id: str
+    type: str
+    event_created_at: str
+    status: str
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_events(events: object) -> list[str]:
+    if (not isinstance(events, list) or not events or len(events) > len(EVENT_TYPES)
+            or any(e not in EVENT_TYPES for e in events) or len(set(events)) != len(events)):
+        raise RequestInvalid([Problem("events", f"got {events!r}",
+                                      "a list of distinct event types from " + ", ".join(EVENT_TYPES))])
+    return list(events)
+
+
+def add(uow: UnitOfWork, *, url: str, events: object, actor: str, allow_private: bool,
+        now: dt.datetime | None = None) -> tuple[WebhookRecord, str]:
+    """A new webhook for URL taking EVENTS; with its secret (`whsec_...`), the only time it is shown."""
+    problems = []
+    try:
+        resolve(url, allow_private)
+    except RequestInvalid as exc:
+        problems += exc.problems
+    try:
+        chosen = check_events(events)
+    except RequestInvalid as exc:
+        problems += exc.problems
+    if problems:
+        raise RequestInvalid(problems)
+    now = now or dt.datetime.now(dt.UTC)
+    hook = Webhook(id=f"whk_{secrets.token_hex(8)}", url=url, events=chosen, secret=f"whsec_{secrets.token_hex(24)}",
+                   created_at=now, created_by=actor)
+    with uow:
+        uow.lock_chain()
+        count = uow.session.execute(select(func.count()).select_from(Webhook)
+                                    .where(Webhook.removed_at.is_(None))).scalar_one()
+        if count >= MAX_HOOKS:
+            raise RequestInvalid([Problem("url", f"there are {count} webhooks already",
+                                          f"at most {MAX_HOOKS}; remove one first")])
+        uow.session.add(hook)
+        uow.record(kind="webhook_added", subject=hook.id, actor=actor, at=now,
+                   payload={"webhook_id": hook.id, "url": url, "events": chosen})
+        uow.commit()
+    return _record(hook), hook.secret
+
+
+def listing(uow: UnitOfWork) -> list[WebhookRecord]:
+    """The webhooks in use, with how many deliveries each has pending and dead."""
+    with uow.read():
+        hooks = uow.session.execute(select(Webhook).where(Webhook.removed_at.is_(None))
+                                    .order_by(Webhook.created_at, Webhook.id)).scalars().all()
+        counts = dict(((w, s), n) for w, s, n in uow.session.execute(
+            select(WebhookDelivery.webhook_id, WebhookDelivery.status, func.count())
+            .where(WebhookDelivery.status.in_(("pending", "dead"))).group_by(WebhookDelivery.webhook_id,
+                                                                              WebhookDelivery.status)).all())
+        return [_record(h, counts.get((h.id, "pending"), 0), counts.get((h.id, "dead"), 0)) for h in hooks]
+
+
+def remove(uow: UnitOfWork, *, webhook_id: str, actor: str, now: dt.datetime | None = None) -> None:
+    """Stop sending to a webhook (its deliveries are kept, as history)."""
+    now = now or dt.datetime.now(dt.UTC)
+    with uow:
+        uow.lock_chain()
+        hook = _active(uow.session, webhook_id)
+        hook.removed_at = now
+        uow.record(kind="webhook_removed", subject=hook.id, actor=actor, at=now, payload={"webhook_id": hook.id})
+        uow.commit()
+
+
+def deliveries(uow: UnitOfWork, *, webhook_id: str, status: str | None = None,
+               limit: int = 100) -> list[DeliveryRecord]:
+    """A webhook's deliveries, newest event first (STATUS: only pending, delivered or dead ones)."""
+    if status not in (None, "pending", "delivered", "dead"):
+        raise RequestInvalid([Problem("status", f"got {status!r}", "pending, delivered or dead")])
+    if not 1 <= limit <= 1000:
+        raise RequestInvalid([Problem("limit", f"got {limit}", "an integer from 1 to 1000")])
+    with uow.read():
+        if uow.session.get(Webhook, webhook_id) is None:
+            raise WebhookNotFound(f"no webhook {webhook_id!r}")
+        query = (select(WebhookDelivery, WebhookEvent.type, WebhookEvent.created_at)
+                 .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+                 .where(WebhookDelivery.webhook_id == webhook_id))
+        if status:
+            query = query.where(WebhookDelivery.status == status)
+        rows = uow.session.execute(query.order_by(WebhookEvent.created_at.desc(), WebhookDelivery.id.desc())
+                                   .limit(limit)).all()
+        return [_delivery(d, kind, created) for d, kind, created in rows]
+
+
+def replay(uow: UnitOfWork, *, event_id: str, actor: str, webhook_id: str | None = None,
+           retry_hours: float = RETRY_HOURS, now: dt.datetime | None = None) -> int:
+    """Send event EVENT_ID again (to WEBHOOK_ID, else to every webhook in use that it went to, or that takes its
+    type): each delivery is pending again with a new retry window. How many deliveries were queued."""
+    now = now or dt.datetime.now(dt.UTC)
+    with uow:
+        uow.lock_chain()
+        event = uow.session.get(WebhookEvent, event_id)
+        if event is None:
+            raise WebhookNotFound(f"no event {event_id!r}")
+        hooks: Sequence[Webhook]
+        if webhook_id is not None:
+            hooks = [_active(uow.session, webhook_id)]
+        else:
+            hooks = uow.session.execute(select(Webhook).where(Webhook.removed_at.is_(None))).scalars().all()
+        existing = {d.webhook_id: d for d in uow.session.execute(
+            select(WebhookDelivery).where(WebhookDelivery.event_id == event_id)).scalars()}
+        queued = []
+        for hook in hooks:
+            delivery = existing.get(hook.id)
+            if delivery is None:
+                if webhook_id is None and event.type not in hook.events:
+                    continue
+                delivery = WebhookDelivery(event_id=event_id, webhook_id=hook.id, attempts=0)
+                uow.session.add(delivery)
+            delivery.status, delivery.attempts, delivery.lease_until = "pending", 0, None
+            delivery.next_at, delivery.expires_at = now, now + dt.timedelta(hours=retry_hours)
+            queued.append(hook.id)
+        uow.record(kind="webhook_replayed", subject=event_id, actor=actor, at=now,
+                   payload={"event_id": event_id, "webhooks": queued})
+        uow.commit()
+    wake()
+    return len(queued)
+
+
+def _active(session: Session, webhook_id: str) -> Webhook:
+    hook = session.get(Webhook, webhook_id)
+    if hook is None or hook.removed_at is not None:
+        raise WebhookNotFound(f"no webhook {webhook_id!r} in use")
+    return hook
+
+
+def _record(hook: Webhook, pending: int = 0, dead: int = 0) -> WebhookRecord:
+    return WebhookRecord(hook.id, hook.url, list(hook.events), chain.utc_text(hook.created_at), hook.created_by,
+                         pending, dead)
+
+
+def _delivery(d: WebhookDelivery, kind: str, created: dt.datetime) -> DeliveryRecord:
+    def text(at: dt.datetime | None) -> str | None:
+        return chain.utc_text(at) if at is not None else None
+
+    return DeliveryRecord(d.event_id, kind, chain.utc_text(created), d.status, d.attempts,
+                          text(d.next_at) if d.status == "pending" else None, text(d.last_at), d.last_status,
+                          d.last_error, text(d.delivered_at))
