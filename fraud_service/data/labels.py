@@ -1,9 +1,11 @@
-"""Analysts' labels into the warehouse: `fraud-service labels sync` (also run by `train` and `features build`).
+"""Labels and inspections into the warehouse: `fraud-service labels sync` (also run by `train` and `features build`).
 
 Closing a case writes one label per return into the evidence database (the data contract's
-columns: return_id, label, labelled_at, source `analyst`). Training and features read labels
-from the warehouse, so a sync appends the labels not yet there to the labels table in a new
-snapshot (atomically, like an ingest) and marks them with that snapshot's name.
+columns: return_id, label, labelled_at, source `analyst`); an inspection reported through the API
+writes the contract's inspection row and, for every outcome but `damaged`, a label of source
+`inspection`. Training and features read labels and inspections from the warehouse, so a sync
+appends those not yet there to their tables in one new snapshot (atomically, like an ingest) and
+marks them with that snapshot's name.
 
 A label whose return is not in the warehouse (a return scored through the API that the
 retailer has not exported yet) waits: it is copied by the first sync after an ingest brings
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -23,10 +26,11 @@ from sqlalchemy import select, update
 
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.progress import SILENT, Progress
-from fraud_service.store.schema import Label
+from fraud_service.store.schema import Inspection, Label
 from fraud_service.store.uow import UnitOfWork
 
 COLUMNS = ("return_id", "label", "labelled_at", "source")
+INSPECTION_COLUMNS = ("return_id", "inspected_at", "outcome")
 
 
 @dataclass(frozen=True)
@@ -34,58 +38,93 @@ class SyncResult:
     copied: int
     waiting: int
     snapshot: str | None  # the new snapshot, None when nothing had to be written
+    inspections: int = 0
 
     def describe(self) -> str:
-        done = (f"copied {self.copied} analyst label(s) into warehouse snapshot {self.snapshot}" if self.snapshot
-                else "no analyst label needed copying")
+        done = (f"copied {self.copied} label(s) and {self.inspections} inspection(s) into warehouse snapshot "
+                f"{self.snapshot}" if self.snapshot else "no label or inspection needed copying")
         if self.waiting:
-            done += (f"; {self.waiting} label(s) wait for their return to be ingested (returns scored through the "
-                     "API that the warehouse does not hold yet)")
+            done += (f"; {self.waiting} wait for their return to be ingested (returns scored through the API that "
+                     "the warehouse does not hold yet)")
         return done
 
 
+@dataclass(frozen=True)
+class _Table:
+    """Rows of one contract table waiting in the evidence database: their ids and their contract columns."""
+
+    name: str
+    model: Any
+    columns: tuple[str, ...]
+    time: str
+
+    def frame(self, rows: list[Any]) -> pd.DataFrame:
+        frame = pd.DataFrame({c: [getattr(r, c) for r in rows] for c in self.columns})
+        frame[self.time] = pd.to_datetime(frame[self.time], utc=True).dt.as_unit("us")
+        return frame
+
+
+TABLES = (_Table("labels", Label, COLUMNS, "labelled_at"),
+          _Table("inspections", Inspection, INSPECTION_COLUMNS, "inspected_at"))
+
+
 def sync(warehouse: Warehouse, uow: Callable[[], UnitOfWork], progress: Progress = SILENT) -> SyncResult:
-    """Copy analysts' labels not yet in the warehouse into a new snapshot. UOW gives a unit of work for the read and
-    one for the marking after the snapshot (a warehouse snapshot cannot join a database transaction; see above
-    for why an interruption between the two copies nothing twice)."""
+    """Copy labels (analysts' and inspections') and reported inspections not yet in the warehouse into one new
+    snapshot. UOW gives a unit of work for the read and one for the marking after the snapshot (a warehouse
+    snapshot cannot join a database transaction; see above for why an interruption between the two copies
+    nothing twice)."""
     with uow() as reading:
-        pending = reading.session.execute(select(Label).where(Label.synced_to.is_(None))
-                                          .order_by(Label.id)).scalars().all()
-    if not pending:
+        pending = {t.name: reading.session.execute(select(t.model).where(t.model.synced_to.is_(None))
+                                                   .order_by(t.model.id)).scalars().all() for t in TABLES}
+    total = sum(len(rows) for rows in pending.values())
+    if not total:
         return SyncResult(0, 0, None)
     current = warehouse.current()
     if current is None or current.table_path("returns") is None:
-        return SyncResult(0, len(pending), None)
-    known = current.holding("returns", "return_id", sorted({p.return_id for p in pending}))
-    ready = [p for p in pending if p.return_id in known]
-    waiting = len(pending) - len(ready)
-    if not ready:
+        return SyncResult(0, total, None)
+    known = current.holding("returns", "return_id", sorted({r.return_id for rows in pending.values() for r in rows}))
+    ready = {name: [r for r in rows if r.return_id in known] for name, rows in pending.items()}
+    waiting = total - sum(len(rows) for rows in ready.values())
+    if not any(ready.values()):
         return SyncResult(0, waiting, None)
-    new = pd.DataFrame({"return_id": [p.return_id for p in ready], "label": [p.label for p in ready],
-                        "labelled_at": pd.to_datetime([p.labelled_at for p in ready], utc=True).as_unit("us"),
-                        "source": [p.source for p in ready]})
-    with progress.step(f"copying {len(ready)} analyst label(s) into the warehouse"), warehouse.writer() as writer:
-        base = writer.base
-        old_path = base.table_path("labels") if base is not None else None
-        old = pq.read_table(old_path) if old_path is not None else None
-        if old is not None:
-            present = old.select(list(COLUMNS)).to_pandas()
-            present["labelled_at"] = pd.to_datetime(present["labelled_at"], utc=True).dt.as_unit("us")
-            merged = new.merge(present.drop_duplicates(), on=list(COLUMNS), how="left", indicator=True)
-            new = merged.loc[merged["_merge"] == "left_only", list(COLUMNS)]
-        name = None
-        if not new.empty:
-            table = pa.Table.from_pandas(new.reset_index(drop=True), preserve_index=False)
-            if old is not None:
-                table = pa.concat_tables([old, _conform(table, old.schema)])
-            pq.write_table(table, writer.path_for("labels"))
-            name = writer.commit({"source": "analyst labels (fraud-service labels sync)",
-                                  "analyst_labels": len(new)}).name
+    counts = {t.name: 0 for t in TABLES}
+    name = None
+    with (progress.step(f"copying {total - waiting} label(s) and inspection(s) into the warehouse"),
+          warehouse.writer() as writer):
+        for table in TABLES:
+            if ready[table.name]:
+                counts[table.name] = _append(writer, table, table.frame(ready[table.name]))
+        if any(counts.values()):
+            name = writer.commit({"source": "labels and inspections from the service (fraud-service labels sync)",
+                                  "analyst_labels": counts["labels"], "inspections": counts["inspections"]}).name
     marked = name or (current.name if current else None)
     with uow() as marking:
-        marking.session.execute(update(Label).where(Label.id.in_([p.id for p in ready])).values(synced_to=marked))
+        for table in TABLES:
+            ids = [r.id for r in ready[table.name]]
+            if ids:
+                marking.session.execute(update(table.model).where(table.model.id.in_(ids)).values(synced_to=marked))
         marking.commit()
-    return SyncResult(len(new), waiting, name)
+    return SyncResult(counts["labels"], waiting, name, counts["inspections"])
+
+
+def _append(writer: Any, table: _Table, new: pd.DataFrame) -> int:
+    """Write TABLE's rows in the snapshot being made: the base's rows and those of NEW it lacks; how many were new."""
+    base = writer.base
+    old_path = base.table_path(table.name) if base is not None else None
+    old = pq.read_table(old_path) if old_path is not None else None
+    columns = list(table.columns)
+    if old is not None:
+        present = old.select(columns).to_pandas()
+        present[table.time] = pd.to_datetime(present[table.time], utc=True).dt.as_unit("us")
+        merged = new.merge(present.drop_duplicates(), on=columns, how="left", indicator=True)
+        new = merged.loc[merged["_merge"] == "left_only", columns]
+    if new.empty:
+        return 0
+    added = pa.Table.from_pandas(new.reset_index(drop=True), preserve_index=False)
+    if old is not None:
+        added = pa.concat_tables([old, _conform(added, old.schema)])
+    pq.write_table(added, writer.path_for(table.name))
+    return len(new)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

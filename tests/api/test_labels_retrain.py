@@ -65,7 +65,7 @@ def test_analysts_labels_reach_the_next_training_run(serving_home: Path, trained
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert main(["-q", "labels", "sync"]) == 0
-    assert "copied 3 analyst label(s)" in capsys.readouterr().out
+    assert "copied 3 label(s) and 0 inspection(s)" in capsys.readouterr().out
     after = Warehouse(settings.warehouse_dir).current()
     assert after is not None and after.name != before.name
     labels = after.read("labels")
@@ -75,7 +75,7 @@ def test_analysts_labels_reach_the_next_training_run(serving_home: Path, trained
     assert sorted(added["return_id"]) == sorted(chosen["return_id"])
     assert set(added["label"]) == {"fraud"} and set(added["source"]) == {"analyst"}
     assert main(["-q", "labels", "sync"]) == 0  # nothing twice
-    assert "no analyst label needed copying" in capsys.readouterr().out
+    assert "no label or inspection needed copying" in capsys.readouterr().out
 
     assert main(["-q", "train", "--train-until", TRAIN_UNTIL.date().isoformat()]) == 0
     out = capsys.readouterr().out

@@ -104,7 +104,7 @@ def test_labels_sync_without_an_evidence_database_copies_nothing(cli: Cli, setti
     assert not (settings.home / "fraud.db").exists()  # nothing created by looking
     assert cli("db", "upgrade")[0] == 0
     code, out, _ = cli("labels", "sync")
-    assert code == 0 and "no analyst label needed copying" in out
+    assert code == 0 and "no label or inspection needed copying" in out
 
 
 def test_lists_add_list_remove_with_evidence(cli: Cli, settings: Settings) -> None:

@@ -1,0 +1,285 @@
+"""The returns system hears back (issue 17): outcomes on assessments, inspections, appeals, webhook management, on
+SQLite and PostgreSQL through HTTP. Each change after the first answer must be an evidence event and an outbox event in
+the change's own transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fraud_service.access.keys import create_key
+from fraud_service.store.schema import Case, EvidenceEvent, Inspection, Label, WebhookDelivery, WebhookEvent
+from tests.api.conftest import Api
+from tests.api.test_cases_api import post
+from tests.api.test_cases_opened import _assess, _new_identity
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def outcome(api: Api, assessment_id: str, role: str = "scoring") -> dict[str, Any]:
+    got = api.client.get(f"/v1/assessments/{assessment_id}", headers=api.headers(role))
+    assert got.status_code == 200, got.get_json()
+    return dict(got.get_json()["outcome"])
+
+
+def outbox(api: Api, kind: str, **data: str) -> list[dict[str, Any]]:
+    """The outbox events of KIND whose data has DATA's values."""
+    with api.service.sessions() as session:
+        rows = session.execute(select(WebhookEvent).where(WebhookEvent.type == kind)).scalars().all()
+    found = [json.loads(r.data) | {"_id": r.id} for r in rows]
+    return [f for f in found if all(f.get(k) == v for k, v in data.items())]
+
+
+def kinds(api: Api, subject: str) -> list[str]:
+    with api.service.sessions() as session:
+        return list(session.execute(select(EvidenceEvent.kind).where(EvidenceEvent.subject == subject)
+                                    .order_by(EvidenceEvent.seq)).scalars())
+
+
+def inspect(api: Api, return_id: str, outcome: str, at: str | None = None, **extra: Any) -> Any:
+    body = {"inspected_at": at or dt.datetime.now(dt.UTC).isoformat(), "outcome": outcome, **extra}
+    return api.client.post(f"/v1/returns/{return_id}/inspection", json=body, headers=api.headers())
+
+
+def assessed(api: Api, set_policy: Any, decision: str) -> dict[str, Any]:
+    body = _new_identity(api)
+    got = _assess(api, set_policy, body, decision)
+    got["requested_at"] = body["requested_at"]
+    return got
+
+
+def test_the_first_answer_sets_the_outcome_and_only_its_key_reads_it(api: Api, set_policy: Any) -> None:
+    expected = {"approve": ("final", "refund_approved"), "store_credit_only": ("final", "store_credit"),
+                "approve_after_inspection": ("pending_inspection", "refund_after_inspection"),
+                "review": ("pending_review", "in_review"), "deny": ("pending_review", "in_review")}
+    for decision, (status, code) in expected.items():
+        got = assessed(api, set_policy, decision)
+        seen = outcome(api, got["assessment_id"])
+        assert (seen["status"], seen["decision"], seen["customer_message"]["code"]) == (status, decision, code)
+        assert seen["decided_by"] == "model" and seen["label"] is None and seen["appealed"] is False
+        assert dt.datetime.fromisoformat(seen["decided_at"]) == dt.datetime.fromisoformat(got["assessed_at"])
+        text = seen["customer_message"]["text"].lower()
+        assert not any(word in text for word in ("fraud", "score", "risk", "suspicious", "model"))
+    other = create_key(api.service.uow(), "scoring", "another store", "test")
+    foreign = api.client.get(f"/v1/assessments/{got['assessment_id']}", headers={"Authorization": f"Bearer {other}"})
+    assert foreign.status_code == 404 and "made with this key" in foreign.get_json()["message"]
+    assert outcome(api, got["assessment_id"], role="analyst")["status"] == "pending_review"
+
+
+def test_closing_a_case_makes_each_outcome_final_and_tells_the_returns_system(api: Api, set_policy: Any) -> None:
+    first = assessed(api, set_policy, "review")
+    body = _new_identity(api)
+    body["customer_id"] = f"cust-{first['return_id'].removeprefix('case-')}"  # the same customer: joins the case
+    second = _assess(api, set_policy, {**body, "return_id": first["return_id"] + "-b"}, "deny")
+    case_id = first["case_id"]
+    assert second["case_id"] == case_id
+    closed = post(api, f"/v1/cases/{case_id}/close", {
+        "dispositions": {first["return_id"]: "legit", second["return_id"]: "fraud"}, "reason": "checked"})
+    assert closed.status_code == 200, closed.get_json()
+    one, two = outcome(api, first["assessment_id"]), outcome(api, second["assessment_id"])
+    assert (one["status"], one["decision"], one["label"], one["customer_message"]["code"]) == (
+        "final", "approve", "legit", "refund_approved")
+    assert (two["status"], two["decision"], two["label"], two["customer_message"]["code"]) == (
+        "final", "deny", "fraud", "not_approved")
+    assert one["decided_by"].startswith("key:") and one["decided_by"] == two["decided_by"]
+    assert kinds(api, first["assessment_id"]) == ["assessment", "outcome_changed"]
+    for a, label in ((first, "legit"), (second, "fraud")):
+        [event] = outbox(api, "assessment.outcome", assessment_id=a["assessment_id"])
+        assert event["outcome"]["label"] == label and event["case_id"] == case_id
+    [event] = outbox(api, "case.closed", case_id=case_id)
+    assert {(r["return_id"], r["decision"]) for r in event["returns"]} == {
+        (first["return_id"], "approve"), (second["return_id"], "deny")}
+
+
+def test_inspection_contract_errors(api: Api, set_policy: Any) -> None:
+    assert inspect(api, "no-such-return", "ok").status_code == 404
+    got = assessed(api, set_policy, "approve_after_inspection")
+    bad = inspect(api, got["return_id"], "smelly", notes=7)
+    assert bad.status_code == 422
+    fields = {p["field"]: p for p in bad.get_json()["problems"]}
+    assert set(fields) == {"outcome", "notes"} and "empty_box" in fields["outcome"]["expected"]
+    early = inspect(api, got["return_id"], "ok", at="2000-01-01T00:00:00Z")
+    assert early.status_code == 422 and early.get_json()["problems"][0]["field"] == "inspected_at"
+    not_time = inspect(api, got["return_id"], "ok", at="yesterday")
+    assert not_time.status_code == 422 and "ISO 8601" in not_time.get_json()["problems"][0]["expected"]
+    analyst = api.client.post(f"/v1/returns/{got['return_id']}/inspection", json={"inspected_at": "2026-01-01",
+                              "outcome": "ok"}, headers=api.headers("analyst"))
+    assert analyst.status_code == 403
+    assert outcome(api, got["assessment_id"])["status"] == "pending_inspection"  # nothing stored by the refusals
+
+
+@pytest.mark.parametrize("result, status, decision, label, case", [
+    ("ok", "final", "approve", "legit", False),
+    ("empty_box", "final", "deny", "fraud", True),
+    ("worn", "pending_review", "review", "abuse", True),
+])
+def test_an_inspection_decides_a_pending_inspection(api: Api, set_policy: Any, result: str, status: str,
+                                                    decision: str, label: str, case: bool) -> None:
+    got = assessed(api, set_policy, "approve_after_inspection")
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    first = inspect(api, got["return_id"], result, at=at, notes="weighed 40 g")
+    assert first.status_code == 201, first.get_json()
+    done = first.get_json()
+    assert (done["label"], done["assessment_outcome"]["status"], done["assessment_outcome"]["decision"]) == (
+        label, status, decision)
+    assert done["assessment_outcome"]["decided_by"] == "inspection"
+    assert (done["case_id"] is not None) == case
+    again = inspect(api, got["return_id"], result, at=at, notes="weighed 40 g")
+    assert again.status_code == 200 and again.get_json() == done
+    clash = inspect(api, got["return_id"], "ok" if result != "ok" else "worn", at=at, notes="weighed 40 g")
+    assert clash.status_code == 409
+    seen = outcome(api, got["assessment_id"])
+    assert (seen["status"], seen["decision"], seen["label"]) == (status, decision, label)
+    with api.service.sessions() as session:
+        rows = session.execute(select(Inspection).where(Inspection.return_id == got["return_id"])).scalars().all()
+        labels = session.execute(select(Label).where(Label.return_id == got["return_id"])).scalars().all()
+        if case:
+            opened = session.get(Case, done["case_id"])
+            assert opened is not None and opened.status == "open" and opened.decision == (
+                "deny" if result == "empty_box" else "review")
+    assert [(r.outcome, r.notes) for r in rows] == [(result, "weighed 40 g")]
+    assert [(x.label, x.source, x.case_id) for x in labels] == [(label, "inspection", done["case_id"])]
+    assert kinds(api, got["assessment_id"]) == ["assessment", "outcome_changed", "inspection"]
+    assert len(outbox(api, "assessment.outcome", assessment_id=got["assessment_id"])) == 1
+
+
+def test_an_inspection_leaves_a_decided_outcome_but_puts_failed_goods_before_a_person(api: Api,
+                                                                                       set_policy: Any) -> None:
+    got = assessed(api, set_policy, "approve")
+    done = inspect(api, got["return_id"], "missing_parts").get_json()
+    assert done["assessment_outcome"]["status"] == "final" and done["assessment_outcome"]["decision"] == "approve"
+    assert done["case_id"] is not None and done["label"] == "fraud"
+    assert outbox(api, "assessment.outcome", assessment_id=got["assessment_id"]) == []
+
+
+def test_an_appeal_reopens_the_case_at_the_top_of_the_queue(api: Api, set_policy: Any) -> None:
+    approved = assessed(api, set_policy, "approve")
+    refused = api.client.post(f"/v1/assessments/{approved['assessment_id']}/appeal", json={"message": "why?"},
+                              headers=api.headers())
+    assert refused.status_code == 409
+    denied = assessed(api, set_policy, "deny")
+    case_id = denied["case_id"]
+    assert post(api, f"/v1/cases/{case_id}/close", {"label": "fraud", "reason": "box was empty"}).status_code == 200
+    for _ in range(2):  # other open cases with a higher priority than this one
+        big = _new_identity(api)
+        big["refund_amount"] = big["order"]["order_total"] = 5000.0
+        _assess(api, set_policy, big, "review")
+    appeal = api.client.post(f"/v1/assessments/{denied['assessment_id']}/appeal",
+                             json={"message": "The parcel was full, I have the courier's photo."},
+                             headers=api.headers())
+    assert appeal.status_code == 200, appeal.get_json()
+    got = appeal.get_json()
+    assert got["case_id"] == case_id
+    assert (got["outcome"]["status"], got["outcome"]["decision"], got["outcome"]["appealed"]) == (
+        "pending_review", "deny", True)
+    assert got["outcome"]["customer_message"]["code"] == "appeal_received"
+    queue = api.client.get("/v1/cases?limit=5", headers=api.headers("analyst")).get_json()
+    assert queue["cases"][0]["case_id"] == case_id and queue["cases"][0]["appealed_at"] is not None
+    assert queue["cases"][0]["status"] == "open"
+    page = api.client.get(f"/v1/cases/{case_id}", headers=api.headers("analyst")).get_json()
+    assert any("courier's photo" in n["body"] and n["body"].startswith("The shopper appealed") for n in page["notes"])
+    assert kinds(api, case_id)[-2:] == ["case_reopened", "case_appealed"]
+    events = outbox(api, "assessment.outcome", assessment_id=denied["assessment_id"])
+    assert [e["outcome"]["status"] for e in events if e["outcome"]["appealed"]] == ["pending_review"]
+    foreign = create_key(api.service.uow(), "scoring", "another store", "test")
+    other = api.client.post(f"/v1/assessments/{denied['assessment_id']}/appeal", json={"message": "x"},
+                            headers={"Authorization": f"Bearer {foreign}"})
+    assert other.status_code == 404
+    empty = api.client.post(f"/v1/assessments/{denied['assessment_id']}/appeal", json={"message": "  "},
+                            headers=api.headers())
+    assert empty.status_code == 422 and empty.get_json()["problems"][0]["field"] == "message"
+    closed = post(api, f"/v1/cases/{case_id}/close", {"label": "legit", "reason": "photo checks out"})
+    assert closed.status_code == 200 and closed.get_json()["appealed_at"] is None
+    final = outcome(api, denied["assessment_id"])
+    assert (final["status"], final["decision"], final["appealed"]) == ("final", "approve", False)
+
+
+def test_webhooks_are_managed_by_admins_and_refuse_unsafe_addresses(api: Api) -> None:
+    admin = api.headers("admin")
+    assert api.client.post("/v1/webhooks", json={"url": "https://example.invalid/", "events": ["case.closed"]},
+                           headers=api.headers("analyst")).status_code == 403
+    for url, words in (("http://169.254.169.254/latest", "link-local"), ("http://127.0.0.1:9/hook", "ALLOW_PRIVATE"),
+                       ("ftp://example.com/", "http or https"), ("http://u:p@127.0.0.1/", "password"),
+                       ("http://[::ffff:169.254.169.254]/", "link-local"), ("http://10.0.0.8/", "private")):
+        refused = api.client.post("/v1/webhooks", json={"url": url, "events": ["case.closed"]}, headers=admin)
+        assert refused.status_code == 422, url
+        assert words in refused.get_json()["problems"][0]["problem"], refused.get_json()
+    bad_events = api.client.post("/v1/webhooks", json={"url": "http://[::1]/", "events": ["everything"]},
+                                 headers=admin)
+    assert bad_events.status_code == 422 and "events[0]" in {p["field"] for p in bad_events.get_json()["problems"]}
+    assert api.client.delete("/v1/webhooks/whk_none", headers=admin).status_code == 404
+    assert api.client.get("/v1/webhooks/whk_none/deliveries", headers=admin).status_code == 404
+    assert api.client.post("/v1/webhooks/events/evt_none/replay", headers=admin).status_code == 404
+
+
+def test_an_outcome_event_is_stored_with_one_delivery_per_webhook_that_takes_it(api: Api, set_policy: Any) -> None:
+    from fraud_service.feedback import webhooks
+
+    hook, secret = webhooks.add(api.service.uow(), url="http://127.0.0.1:9/outcomes",
+                                events=["assessment.outcome"], actor="test", allow_private=True)
+    listed = api.client.get("/v1/webhooks", headers=api.headers("admin")).get_json()["webhooks"]
+    assert hook.id in {h["id"] for h in listed} and all("secret" not in h for h in listed)
+    assert secret.startswith("whsec_")
+    try:
+        got = assessed(api, set_policy, "review")
+        assert post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "fine"}).status_code == 200
+        [event] = outbox(api, "assessment.outcome", assessment_id=got["assessment_id"])
+        with api.service.sessions() as session:
+            deliveries = session.execute(select(WebhookDelivery.webhook_id, WebhookDelivery.status)
+                                         .where(WebhookDelivery.event_id == event["_id"])).all()
+        assert [tuple(d) for d in deliveries] == [(hook.id, "pending")]  # case.closed is not one it takes
+        shown = api.client.get(f"/v1/webhooks/{hook.id}/deliveries?status=pending",
+                               headers=api.headers("admin")).get_json()["deliveries"]
+        assert event["_id"] in {d["event_id"] for d in shown}
+    finally:
+        assert api.client.delete(f"/v1/webhooks/{hook.id}", headers=api.headers("admin")).status_code == 204
+
+
+def test_admins_see_dead_deliveries_in_the_ui_and_send_them_again(api: Api) -> None:
+    from fraud_service.feedback import webhooks
+    from fraud_service.feedback.dispatch import Dispatcher
+    from tests.api.test_ui import person, signed_in
+
+    hook, _ = webhooks.add(api.service.uow(), url="http://127.0.0.1:9/nobody-listens", events=["case.closed"],
+                           actor="test", allow_private=True)
+    try:
+        with api.service.uow() as uow:
+            event_id = webhooks.Outbox(uow.session, dt.datetime.now(dt.UTC), retry_hours=1e-9).emit(
+                "case.closed", {"case_id": "cas_ui"})
+            uow.commit()
+        sender = Dispatcher(api.service.uow, allow_private=True, timeout_s=2)
+        try:
+            assert sender.run_once(wait=True) >= 1  # refused at once, and the window is over: dead
+        finally:
+            sender.close()
+        analyst, _ = signed_in(api, person(api, "ana"))
+        assert analyst.get("/ui/webhooks").status_code == 403
+        admin, csrf = signed_in(api, person(api, "root", "admin"))
+        page = admin.get("/ui/webhooks").get_data(as_text=True)
+        assert hook.id in page and event_id in page and "Send again" in page
+        sent = admin.post("/ui/webhooks/replay", data={"event_id": event_id, "webhook_id": hook.id, "csrf_token": csrf})
+        assert sent.status_code == 302
+        [again] = webhooks.deliveries(api.service.uow(), webhook_id=hook.id)
+        assert (again.event_id, again.status, again.attempts) == (event_id, "pending", 0)
+        assert f'value="{event_id}"' not in admin.get("/ui/webhooks").get_data(as_text=True)  # no longer dead
+    finally:
+        webhooks.remove(api.service.uow(), webhook_id=hook.id, actor="test")
+
+
+def test_the_queue_page_marks_an_appealed_case(api: Api, set_policy: Any) -> None:
+    from tests.api.test_ui import person, signed_in
+
+    denied = assessed(api, set_policy, "review")
+    appeal = api.client.post(f"/v1/assessments/{denied['assessment_id']}/appeal", json={"message": "Please look again"},
+                             headers=api.headers())
+    assert appeal.status_code == 200
+    client, _ = signed_in(api, person(api, "ana"))
+    queue = client.get("/ui/").get_data(as_text=True)
+    first_row = queue.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert denied["case_id"] in first_row and "appealed" in first_row
+    page = client.get(f"/ui/cases/{denied['case_id']}").get_data(as_text=True)
+    assert "appealed by the shopper" in page and "Please look again" in page
