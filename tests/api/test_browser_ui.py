@@ -1,7 +1,8 @@
 """The analyst UI in a real browser: headless Debian Chromium driven by Playwright against the app served over HTTP.
 
 Sign in, open the queue, open the riskiest case, see its SHAP chart and linked accounts, add a note, close it as
-fraud; then the labels are in the labels table and the evidence chain verifies. Screenshots of the queue and the
+fraud; then the labels are in the labels table, the returns system's webhook receiver has heard each return's final
+outcome, and the evidence chain verifies. Screenshots of the queue and the
 case page are saved (under the test's directory, or FRAUD_SCREENSHOTS when set) and checked to be real pictures.
 """
 
@@ -21,11 +22,14 @@ from werkzeug.serving import make_server
 
 from fraud_service.access.users import create_user
 from fraud_service.config import Settings
+from fraud_service.feedback import webhooks
+from fraud_service.feedback.dispatch import Dispatcher
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, Label
 from tests.api.conftest import Api, make_api, private_home
 from tests.api.test_assess import band_policy, expected
 from tests.conftest import CHROMIUM, TrainedWorld
+from tests.feedback.test_delivery import Receiver, until, verify
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 PASSWORD = "analyst password 1"
@@ -119,12 +123,29 @@ def test_an_analyst_works_the_riskiest_case_to_a_fraud_label(served: tuple[str, 
     assert "Note added." in page.inner_text("main")
     assert "parcel weighed 40 g" in page.inner_text("main")
 
-    page.select_option("#label-all", "fraud")  # sets every return's label (ui.js)
-    page.fill("#close-reason", "Empty box: the depot weighed the parcel.")
-    page.click("#close-form button[type=submit]")
-    page.wait_for_load_state()
-    assert "Case closed" in page.inner_text("main")
-    assert page.locator("form[action$='/reopen']").count() == 1
+    receiver = Receiver()  # the returns system, told of each return's final outcome
+    hook, secret = webhooks.add(api.service.uow(), url=receiver.url, events=["assessment.outcome"], actor="test",
+                                allow_private=True)
+    sender = Dispatcher(api.service.uow, allow_private=True, timeout_s=2)
+    sender.start()
+    try:
+        page.select_option("#label-all", "fraud")  # sets every return's label (ui.js)
+        page.fill("#close-reason", "Empty box: the depot weighed the parcel.")
+        page.click("#close-form button[type=submit]")
+        page.wait_for_load_state()
+        assert "Case closed" in page.inner_text("main")
+        assert page.locator("form[action$='/reopen']").count() == 1
+        members = {a["assessment_id"] for a in api.client.get(
+            f"/v1/cases/{riskiest}", headers=api.headers("analyst")).get_json()["assessment_list"]}
+        heard = until(lambda: (got := [verify(secret, h, b)["data"] for h, b in receiver.got])
+                      and {d["assessment_id"] for d in got} >= members and got, 5)
+        assert {d["assessment_id"] for d in heard} == members
+        assert all((d["outcome"]["status"], d["outcome"]["decision"], d["outcome"]["label"],
+                    d["outcome"]["decided_by"]) == ("final", "deny", "fraud", "user:alice") for d in heard)
+    finally:
+        sender.close()
+        receiver.close()
+        webhooks.remove(api.service.uow(), webhook_id=hook.id, actor="test")
 
     with api.service.sessions() as session:
         case = session.get(Case, riskiest)
