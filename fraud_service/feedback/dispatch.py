@@ -1,10 +1,12 @@
 """The webhook dispatcher: sends the outbox's pending deliveries, signed, at least once, without one slow receiver
 holding up the others.
 
-A round claims the due deliveries (pending, `next_at` passed, no live lease) with a short lease, so
-several processes (every `serve` worker runs a dispatcher, and `fraud-service webhooks run` is one
-more) never send one delivery at the same time; then POSTs each on a bounded thread pool, at most
-`per_hook` at a time to one receiver, each connect and read bounded by `timeout_s`. A 2xx answer
+A round first records the attempts finished since the last one (one transaction for all of them), then
+claims the due deliveries (pending, `next_at` passed, no live lease) with a short lease, webhook by
+webhook up to each one's free share, so several processes (every `serve` worker runs a dispatcher,
+and `fraud-service webhooks run` is one more) never send one delivery at the same time, and a
+receiver with a backlog never crowds out the others; then POSTs each on a bounded thread pool, at
+most `per_hook` at a time to one receiver, each connect and read bounded by `timeout_s`. A 2xx answer
 delivers it; anything else (an error status, a refused or hung connection, a redirect, an address
 that is no longer allowed) is retried after an exponential back-off (`backoff_s` at first, doubling,
 at most an hour) until the delivery's retry window (24 h) has passed, and it is then marked dead;
@@ -24,6 +26,7 @@ import hmac
 import http.client
 import json
 import logging
+import queue
 import random
 import socket
 import ssl
@@ -138,6 +141,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._results: queue.SimpleQueue[tuple[Claim, Attempt, dt.datetime]] = queue.SimpleQueue()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="webhook-dispatcher", daemon=True)
@@ -149,6 +153,10 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        try:  # what finished is recorded; what is still in flight is sent again once its lease runs out
+            self._settle_done()
+        except Exception:
+            log.warning("recording the last webhook attempts failed; they will be sent again", exc_info=True)
 
     def _loop(self) -> None:
         quiet_until = 0.0
@@ -163,37 +171,44 @@ class Dispatcher:
             PENDING.clear()
 
     def run_once(self, wait: bool = False) -> int:
-        """Claim what is due and send it on the pool (WAIT: until sent); how many deliveries were claimed."""
+        """Record the attempts made since the last round, then claim what is due and send it on the pool (WAIT:
+        until sent and recorded); how many deliveries were claimed."""
+        self._settle_done()
         claims = self._claim()
         futures = [self._pool.submit(self._deliver, claim) for claim in claims]
         if wait:
             for future in futures:
                 future.result()
+            self._settle_done()
         return len(claims)
 
     def _claim(self) -> list[Claim]:
+        """Lease what is due, webhook by webhook, up to each one's free share: a receiver with a backlog (or one
+        that hangs) never fills a round and keeps the others waiting."""
         now = dt.datetime.now(dt.UTC)
         free = (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now)
         with self._lock:
             busy = dict(self._busy)
+        claims = []
         with self.uow() as uow:
-            due = uow.session.execute(
-                select(WebhookDelivery.id, WebhookDelivery.webhook_id, Webhook.url, Webhook.secret, WebhookEvent)
-                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
-                .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_at <= now, free,
-                       Webhook.removed_at.is_(None))
-                .order_by(WebhookDelivery.next_at, WebhookDelivery.id).limit(200)).all()
-            claims = []
-            for delivery_id, hook_id, url, secret, event in due:
-                if busy.get(hook_id, 0) >= self.per_hook:
+            hooks = uow.session.execute(select(Webhook.id, Webhook.url, Webhook.secret)
+                                        .where(Webhook.removed_at.is_(None))).all()
+            for hook_id, url, secret in hooks:
+                room = self.per_hook - busy.get(hook_id, 0)
+                if room <= 0:
                     continue
-                taken = cast(CursorResult[Any], uow.session.execute(update(WebhookDelivery).where(
-                    WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending", free)
-                    .values(lease_until=now + self.lease))).rowcount
-                if taken:
-                    busy[hook_id] = busy.get(hook_id, 0) + 1
-                    claims.append(Claim(delivery_id, hook_id, url, secret, event_body(event)))
+                due = uow.session.execute(
+                    select(WebhookDelivery.id, WebhookEvent).join(WebhookEvent,
+                                                                  WebhookEvent.id == WebhookDelivery.event_id)
+                    .where(WebhookDelivery.webhook_id == hook_id, WebhookDelivery.status == "pending",
+                           WebhookDelivery.next_at <= now, free)
+                    .order_by(WebhookDelivery.next_at, WebhookDelivery.id).limit(room)).all()
+                for delivery_id, event in due:
+                    taken = cast(CursorResult[Any], uow.session.execute(update(WebhookDelivery).where(
+                        WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending", free)
+                        .values(lease_until=now + self.lease))).rowcount
+                    if taken:
+                        claims.append(Claim(delivery_id, hook_id, url, secret, event_body(event)))
             uow.commit()
         with self._lock:
             for claim in claims:
@@ -207,32 +222,45 @@ class Dispatcher:
                        "Fraud-Event-Id": str(claim.event["id"]), "Fraud-Signature": sign(claim.secret, int(time.time()),
                                                                                          body)}
             attempt = post(claim.url, body, headers, timeout_s=self.timeout_s, allow_private=self.allow_private)
-            self._settle(claim, attempt)
-            if self.on_result is not None:
-                self.on_result(claim, attempt)
-        except Exception:  # the outcome could not be stored: the lease runs out and it is sent again
-            log.exception("webhook delivery %s could not be settled", claim.delivery_id)
-        finally:
-            with self._lock:
-                self._busy[claim.webhook_id] -= 1
-            PENDING.set()  # the receiver may have more waiting
+        except Exception as exc:  # never lose track of a claim: it is an attempt that failed
+            attempt = Attempt(None, f"{type(exc).__name__}: {exc}")
+        self._results.put((claim, attempt, dt.datetime.now(dt.UTC)))
+        with self._lock:
+            self._busy[claim.webhook_id] -= 1
+        PENDING.set()  # record it, and the receiver may have more waiting
 
-    def _settle(self, claim: Claim, attempt: Attempt) -> None:
-        now = dt.datetime.now(dt.UTC)
+    def _settle_done(self) -> None:
+        """Record every finished attempt in one transaction (a write per round, not per delivery: on SQLite each
+        write waits for the evidence writer's lock). If that fails, their leases run out and they are sent again."""
+        done = []
+        while True:
+            try:
+                done.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if not done:
+            return
         with self.uow() as uow:
-            delivery = uow.session.get(WebhookDelivery, claim.delivery_id)
-            if delivery is None:
-                return
-            delivery.attempts += 1
-            delivery.last_at, delivery.last_status, delivery.last_error = now, attempt.status, attempt.error
-            delivery.lease_until = None
-            expires = delivery.expires_at if delivery.expires_at.tzinfo else delivery.expires_at.replace(tzinfo=dt.UTC)
-            if attempt.ok:
-                delivery.status, delivery.delivered_at = "delivered", now
-            elif now >= expires:
-                delivery.status = "dead"
-                log.warning("webhook %s: event %s is dead after %d attempts (%s)", claim.webhook_id,
-                            claim.event["id"], delivery.attempts, attempt.error)
-            else:
-                delivery.next_at = now + dt.timedelta(seconds=backoff(delivery.attempts, self.backoff_s))
+            for claim, attempt, at in done:
+                self._settle(uow, claim, attempt, at)
             uow.commit()
+        if self.on_result is not None:
+            for claim, attempt, _ in done:
+                self.on_result(claim, attempt)
+
+    def _settle(self, uow: UnitOfWork, claim: Claim, attempt: Attempt, now: dt.datetime) -> None:
+        delivery = uow.session.get(WebhookDelivery, claim.delivery_id)
+        if delivery is None:
+            return
+        delivery.attempts += 1
+        delivery.last_at, delivery.last_status, delivery.last_error = now, attempt.status, attempt.error
+        delivery.lease_until = None
+        expires = delivery.expires_at if delivery.expires_at.tzinfo else delivery.expires_at.replace(tzinfo=dt.UTC)
+        if attempt.ok:
+            delivery.status, delivery.delivered_at = "delivered", now
+        elif now >= expires:
+            delivery.status = "dead"
+            log.warning("webhook %s: event %s is dead after %d attempts (%s)", claim.webhook_id,
+                        claim.event["id"], delivery.attempts, attempt.error)
+        else:
+            delivery.next_at = now + dt.timedelta(seconds=backoff(delivery.attempts, self.backoff_s))

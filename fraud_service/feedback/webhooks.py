@@ -91,6 +91,8 @@ def resolve(url: str, allow_private: bool) -> Target:
         raise refuse("carries a user name or password; put credentials in the secret's signature check instead")
     if parts.fragment:
         raise refuse("has a fragment (#...), which is never sent")
+    if port == 0:
+        raise refuse("has port 0; expected a port from 1 to 65535")
     port = port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
@@ -99,7 +101,7 @@ def resolve(url: str, allow_private: bool) -> Target:
     addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
     for address in addresses:
         if (problem := address_problem(address, allow_private)) is not None:
-            raise refuse(f"host {parts.hostname!r} resolves to {problem}")
+            raise refuse(f"host {parts.hostname!r} resolves to a refused address: {problem}")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Target(parts.scheme, parts.hostname, port, path, addresses)
 

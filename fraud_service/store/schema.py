@@ -244,7 +244,7 @@ class WebhookDelivery(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"))
-    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
     status: Mapped[str] = mapped_column(String(12))  # pending, delivered, dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
@@ -256,4 +256,4 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-Index("ix_webhook_deliveries_due", WebhookDelivery.status, WebhookDelivery.next_at)
+Index("ix_webhook_deliveries_due", WebhookDelivery.webhook_id, WebhookDelivery.status, WebhookDelivery.next_at)

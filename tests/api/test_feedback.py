@@ -45,6 +45,20 @@ def inspect(api: Api, return_id: str, outcome: str, at: str | None = None, **ext
     return api.client.post(f"/v1/returns/{return_id}/inspection", json=body, headers=api.headers())
 
 
+def bundle_problems(api: Api, case_id: str) -> list[str]:
+    """What `verify` finds wrong with the case's exported bundle (its JSON and its HTML page)."""
+    import io
+    import zipfile
+
+    from fraud_service.cases import bundle
+
+    exported = post(api, f"/v1/cases/{case_id}/bundle")
+    assert exported.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(exported.data)) as z:
+        raw, page = z.read(f"{case_id}.json"), z.read(f"{case_id}.html").decode()
+    return bundle.verify(json.loads(raw), raw, page).problems
+
+
 def assessed(api: Api, set_policy: Any, decision: str) -> dict[str, Any]:
     body = _new_identity(api)
     got = _assess(api, set_policy, body, decision)
@@ -145,6 +159,11 @@ def test_an_inspection_decides_a_pending_inspection(api: Api, set_policy: Any, r
     assert [(x.label, x.source, x.case_id) for x in labels] == [(label, "inspection", done["case_id"])]
     assert kinds(api, got["assessment_id"]) == ["assessment", "outcome_changed", "inspection"]
     assert len(outbox(api, "assessment.outcome", assessment_id=got["assessment_id"])) == 1
+    if case:  # the case opened by the inspection shows it, and its bundle verifies (the inspection label too)
+        shown = api.client.get(f"/v1/cases/{done['case_id']}", headers=api.headers("analyst")).get_json()
+        assert {"inspection", "outcome_changed"} <= {e["kind"] for e in shown["events"]}
+        assert [(x["label"], x["source"]) for x in shown["labels"]] == [(label, "inspection")]
+        assert bundle_problems(api, done["case_id"]) == []
 
 
 def test_an_inspection_leaves_a_decided_outcome_but_puts_failed_goods_before_a_person(api: Api,
@@ -183,6 +202,7 @@ def test_an_appeal_reopens_the_case_at_the_top_of_the_queue(api: Api, set_policy
     page = api.client.get(f"/v1/cases/{case_id}", headers=api.headers("analyst")).get_json()
     assert any("courier's photo" in n["body"] and n["body"].startswith("The shopper appealed") for n in page["notes"])
     assert kinds(api, case_id)[-2:] == ["case_reopened", "case_appealed"]
+    assert bundle_problems(api, case_id) == []  # the appeal's note is borne out by its event
     events = outbox(api, "assessment.outcome", assessment_id=denied["assessment_id"])
     assert [e["outcome"]["status"] for e in events if e["outcome"]["appealed"]] == ["pending_review"]
     foreign = create_key(api.service.uow(), "scoring", "another store", "test")

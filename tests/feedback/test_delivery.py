@@ -168,11 +168,12 @@ def test_a_hanging_receiver_holds_up_no_other(db: Callable[[], UnitOfWork]) -> N
     stuck, fine = Receiver(), Receiver()
     stuck.mode = "hang"
     slow, _ = webhooks.add(db(), url=stuck.url, events=["case.closed"], actor="t", allow_private=True)
+    backlog = [emit(db, n=i) for i in range(250)]  # older than anything the other receiver will get
     fast, secret = webhooks.add(db(), url=fine.url, events=["case.closed"], actor="t", allow_private=True)
     sender = Dispatcher(db, allow_private=True, timeout_s=20, poll_s=0.5)
     sender.start()
     try:
-        first = [emit(db, n=i) for i in range(6)]  # more than the stuck receiver's share of the pool
+        first = [emit(db, n=1000 + i) for i in range(6)]  # more than the stuck receiver's share of the pool
         until(lambda: len(stuck.got) >= 1, 5)
         started = time.monotonic()
         later = emit(db, n=99)
@@ -180,7 +181,7 @@ def test_a_hanging_receiver_holds_up_no_other(db: Callable[[], UnitOfWork]) -> N
         assert time.monotonic() - started < 5
         assert {verify(secret, h, b)["id"] for h, b in fine.got} == {*first, later}
         assert len(stuck.got) <= sender.per_hook  # the stuck one holds at most its own share of threads
-        assert status(db, later)[slow.id] == "pending"
+        assert status(db, later)[slow.id] == "pending" and status(db, backlog[-1]) == {slow.id: "pending"}
     finally:
         stuck.release.set()
         sender.close()

@@ -81,8 +81,7 @@ def upgrade() -> None:
         _at("delivered_at", nullable=True),
         sa.UniqueConstraint("event_id", "webhook_id"),
     )
-    op.create_index("ix_webhook_deliveries_webhook_id", "webhook_deliveries", ["webhook_id"])
-    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["status", "next_at"])
+    op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["webhook_id", "status", "next_at"])
 
 
 def downgrade() -> None:
