@@ -22,6 +22,7 @@ again is answered with the stored result, or refused when its outcome or notes d
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,8 +116,11 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
     wake()
     if live is not None:
         order = request["order"]
-        live(InspectedReturn(return_id, assessment.customer_id, inspected_at, outcome, order.get("address_token"),
-                             order.get("payment_token"), order.get("device_token"), request.get("refund_token")))
+        try:
+            live(InspectedReturn(return_id, assessment.customer_id, inspected_at, outcome, order.get("address_token"),
+                                 order.get("payment_token"), order.get("device_token"), request.get("refund_token")))
+        except Exception:  # the inspection is stored: the next feature build counts it
+            logging.getLogger(__name__).exception("counting inspection of %s in the live features failed", return_id)
     return result
 
 

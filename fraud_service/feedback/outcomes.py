@@ -86,12 +86,13 @@ def state(session: Any, assessment: Assessment, model_decision: str | None = Non
 
 def change(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, new: State, *, actor: str, cause: str,
            feedback: Feedback) -> bool:
-    """Make NEW the outcome of ASSESSMENT, with its evidence event and webhook event, when it differs from the one
-    in force (True); CAUSE says what changed it (case_closed, inspection, appeal)."""
+    """Make NEW the outcome of ASSESSMENT, with its evidence event and webhook event (both at the outbox's time, the
+    change's), when it differs from the one in force (True); CAUSE says what changed it (case_closed, inspection,
+    appeal). An appeal keeps the time its decision was made as `decided_at`."""
     old = state(uow.session, assessment)
     if old.same(new):
         return False
-    event = uow.record(kind="outcome_changed", subject=assessment.id, actor=actor, at=new.decided_at,
+    event = uow.record(kind="outcome_changed", subject=assessment.id, actor=actor, at=outbox.at,
                        payload={"assessment_id": assessment.id, "return_id": assessment.return_id, "cause": cause,
                                 "before": old.record(), "after": new.record()})
     row = uow.session.get(Outcome, assessment.id)

@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -73,5 +74,48 @@ def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trai
         assert (f0["cust_inr_90d"], f1["cust_inr_90d"]) == (0, 1)
         assert f1["cust_orders_7d"] == f0["cust_orders_7d"] + 1  # the first order was new to the store
         assert f1["cust_refund_30d"] == pytest.approx(first["refund_amount"])
+    finally:
+        api.service.close()
+
+
+def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_tokens(serving_home: Path,
+                                                                           trained_world: TrainedWorld,
+                                                                           tmp_path: Path) -> None:
+    """Issue 17: an inspection posted through the API is in the live features of the next request, for the customer
+    and for the payment instrument and address the inspected return used (another customer on them sees it too)."""
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    try:
+        returns = pd.read_parquet(trained_world.dataset / "returns.parquet")
+        tag = uuid.uuid4().hex[:8]
+        at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=30)
+
+        def body(n: int, customer: str, minutes: int) -> dict[str, Any]:
+            b = api.body(str(returns["return_id"].iloc[0]), return_id=f"insp-{tag}-{n}", customer_id=customer,
+                         requested_at=(at + pd.Timedelta(minutes=minutes)).isoformat())
+            b["order"].update(order_id=f"insp-{tag}-o{n}", customer_id=None, payment_token=f"pay-{tag}",
+                              address_token=f"adr-{tag}", placed_at=(at - pd.Timedelta(days=3)).isoformat(),
+                              delivered_at=None)
+            return b
+
+        first = api.assess(body(1, f"c-{tag}", 0)).get_json()
+        before = api.client.get(first["evidence"], headers=api.headers()).get_json()["features"]
+        inspected = api.client.post(f"/v1/returns/{first['return_id']}/inspection", headers=api.headers(), json={
+            "inspected_at": (at + pd.Timedelta(minutes=1)).isoformat(), "outcome": "empty_box"})
+        assert inspected.status_code == 201, inspected.get_json()
+        api.service.assessor.freshness.drain()
+        same = api.assess(body(2, f"c-{tag}", 5)).get_json()
+        other = api.assess(body(3, f"d-{tag}", 5)).get_json()
+        seen = api.client.get(same["evidence"], headers=api.headers()).get_json()["features"]
+        stranger = api.client.get(other["evidence"], headers=api.headers()).get_json()["features"]
+        for name in ("cust_bad_inspections", "cust_bad_inspections_365d"):
+            if name in before:  # the model's own features are what the evidence keeps
+                assert seen[name] == before[name] + 1, name
+                assert stranger[name] == 0, name
+        token_features = [n for n in ("pay_bad_inspections", "addr_bad_inspections") if n in before]
+        assert token_features, "the model uses no token inspection feature"
+        for name in token_features:
+            assert (before[name], seen[name], stranger[name]) == (0, 1, 1), name
     finally:
         api.service.close()
