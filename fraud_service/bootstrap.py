@@ -117,6 +117,18 @@ def feedback(settings: Settings) -> Feedback:
                     settings.hub_customers)
 
 
+def live_inspections(settings: Settings) -> Callable[[InspectedReturn], None] | None:
+    """What counts a reported inspection in the live features of this host's workers (their shared log), or None
+    when the feature store is not built (the next build counts it)."""
+    from fraud_service.featurestore.live import LiveFacts
+    from fraud_service.featurestore.source import FeatureSource
+
+    source = FeatureSource(settings)
+    if source.built_from() is None:
+        return None
+    return LiveFacts(source).record_inspection
+
+
 def dispatcher(settings: Settings, uow: Callable[[], UnitOfWork]) -> Dispatcher:
     """The webhook dispatcher SETTINGS describe (not started)."""
     from fraud_service.feedback.dispatch import Dispatcher

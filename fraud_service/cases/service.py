@@ -164,8 +164,8 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
         for name, value in joined_case(current, flagged, at).items():
             setattr(case, name, value)
     uow.session.flush()
-    have = set(uow.session.execute(select(CaseLink.entity, CaseLink.value)
-                                   .where(CaseLink.case_id == case.id)).tuples())
+    have = {(e, v) for e, v in uow.session.execute(select(CaseLink.entity, CaseLink.value)
+                                                   .where(CaseLink.case_id == case.id))}
     uow.session.add_all([CaseLink(case_id=case.id, entity=e, value=v) for e, v in flagged.links if (e, v) not in have])
     assessment.case_id = case.id
     _record(uow, case, kind, actor, {**case_event(kind, case.id, flagged, choice), "why": why}, at)
