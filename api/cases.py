@@ -153,7 +153,7 @@ def close(case_id: str) -> ResponseReturnValue:
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
     return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=body.dispositions, reason=body.reason,
                                label=body.label if one_for_all else None, feedback=core().feedback,
-                               **_actor()).to_dict())
+                               unchanged_since=body.unchanged_since, **_actor()).to_dict())
 
 
 @bp.post("/v1/cases/<case_id>/reopen")

@@ -13,16 +13,17 @@ from flask.typing import ResponseReturnValue
 from api.auth import current_principal, requires
 from api.core import core
 from api.schemas import AppealIn, InspectionIn, WebhookIn, parse
+from fraud_service.access.keys import Principal
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback import appeals, inspections, webhooks
 
 bp = Blueprint("feedback", __name__)
 
 
-def reader() -> str | None:
-    """Whose assessments the caller may see: a scoring key its own only (None: every one)."""
+def reader() -> Principal | None:
+    """Whose assessments the caller may see: a scoring key those of its name only (None: every one)."""
     principal = current_principal()
-    return principal.actor if principal.role == "scoring" else None
+    return principal if principal.role == "scoring" else None
 
 
 @bp.post("/v1/returns/<return_id>/inspection")

@@ -83,6 +83,8 @@ class CloseBody(_Request):
         default=None, description="return_id -> label, one for every return of the case")
     label: Label | None = None  # type: ignore[valid-type]
     reason: Reason  # type: ignore[valid-type]
+    unchanged_since: StrictStr | None = Field(
+        default=None, max_length=64, description="the case's updated_at as you saw it: 409 if it changed since")
 
 
 class ReopenBody(_Request):

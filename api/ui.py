@@ -332,7 +332,8 @@ def close(case_id: str) -> ResponseReturnValue:
                                              if key.startswith("label:") and value}
     return _act(case_id, lambda: cases.close(core().uow(), case_id=case_id, dispositions=dispositions,
                                              label=one_for_all, reason=request.form.get("reason", ""),
-                                             feedback=core().feedback, **_who()),
+                                             feedback=core().feedback,
+                                             unchanged_since=request.form.get("unchanged_since") or None, **_who()),
                 "Case closed; the labels are recorded for the next training run.")
 
 

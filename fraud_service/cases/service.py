@@ -131,17 +131,21 @@ def case_event(kind: str, case_id: str, flagged: Flagged, choice: CaseChoice) ->
 
 
 def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: str, links: Mapping[str, str],
-           actor: str, why: str, at: dt.datetime) -> tuple[Case, str]:
+           actor: str, why: str, at: dt.datetime, unassign: bool = False) -> tuple[Case, str]:
     """Put ASSESSMENT in front of a person after its first answer (a failed inspection, an appeal): its own case
     (reopened when closed, with WHY), else the earliest opened case not closed that is linked to one of LINKS
     (entity -> value), else a new case. The case, and what happened: case_reopened, case_joined, case_opened,
-    or "" when it was in an active case already. The caller holds the chain lock."""
+    or "" when it was in an active case already. With UNASSIGN, a case reopened goes to nobody (so `Next case`
+    hands it out: an appeal). The caller holds the chain lock."""
     if assessment.case_id is not None:
         case = uow.session.get(Case, assessment.case_id)
         assert case is not None
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             return case, ""
-        changes = {"status": _move(case, CaseStatus.OPEN)}
+        changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
+        if unassign and case.assignee is not None:
+            changes["assignee"] = [case.assignee, None]
+            case.assignee = None
         case.closed_at = None
         _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": why}, at)
         return case, "case_reopened"
@@ -395,14 +399,19 @@ def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.da
 
 
 def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | None, reason: str, actor: str,
-          label: str | None = None, now: dt.datetime | None = None, feedback: Feedback | None = None) -> CaseSummary:
+          label: str | None = None, now: dt.datetime | None = None, feedback: Feedback | None = None,
+          unchanged_since: str | None = None) -> CaseSummary:
     """Close the case with a label for every one of its returns (DISPOSITIONS: return_id -> label), or with
     LABEL for all of them when DISPOSITIONS is None. Each return's outcome becomes final (FEEDBACK: the decision
     for confirmed bad returns, the shopper's texts), and the returns system hears of it (`assessment.outcome`
-    per changed outcome, `case.closed`)."""
+    per changed outcome, `case.closed`). UNCHANGED_SINCE, the case's `updated_at` as the closer saw it, refuses
+    the close when the case changed since (an appeal, a new return: the closer decided without seeing it)."""
     now, feedback = now or _now(), feedback or Feedback()
     with uow:
         case = _locked(uow, case_id)
+        if unchanged_since and unchanged_since != chain.utc_text(case.updated_at):
+            raise CaseConflict(f"case {case_id} changed at {chain.utc_text(case.updated_at)}, after the page you "
+                               "decided on was loaded; reload it and decide again (nothing was closed)")
         _close(uow, Outbox(uow.session, now, feedback.retry_hours), case, dispositions, _reason(reason), actor, label,
                now, feedback)
         uow.commit()

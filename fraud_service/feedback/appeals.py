@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from fraud_service.access.keys import Principal
 from fraud_service.cases import service as cases
 from fraud_service.errors import AppealRefused, AssessmentNotFound, Problem, RequestInvalid
 from fraud_service.feedback import outcomes
@@ -38,22 +39,22 @@ class AppealResult:
 
 
 def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, feedback: Feedback,
-           reader: str | None = None, now: dt.datetime | None = None) -> AppealResult:
-    """Relay a shopper's appeal of ASSESSMENT_ID (READER, when given, must be the key that created it)."""
+           reader: Principal | None = None, now: dt.datetime | None = None) -> AppealResult:
+    """Relay a shopper's appeal of ASSESSMENT_ID (READER, when given, must own it: `outcomes.owns`)."""
     text = _message(message)
     now = now or dt.datetime.now(dt.UTC)
     with uow:
         uow.lock_chain()
         assessment = uow.session.get(Assessment, assessment_id)
-        if assessment is None or (reader is not None and outcomes.creator(uow.session, assessment) != reader):
-            raise AssessmentNotFound(f"no assessment {assessment_id!r}"
-                                     + (" made with this key" if assessment is not None else ""))
+        if assessment is None or (reader is not None and not outcomes.owns(
+                uow.session, outcomes.creator(uow.session, assessment), reader)):
+            raise AssessmentNotFound(f"no assessment {assessment_id!r}")
         current = outcomes.state(uow.session, assessment)
         if current.status == "final" and current.decision == "approve":
             raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
         links = outcomes.links_of(assessment, outcomes.request_of(uow.session, assessment), feedback.hub_customers)
         case, _ = cases.attach(uow, assessment, decision="review", reason="shopper appeal", links=links,
-                               actor=actor, why="the shopper appealed", at=now)
+                               actor=actor, why="the shopper appealed", at=now, unassign=True)
         case.appealed_at = case.updated_at = now
         note = f"{APPEAL} (return {assessment.return_id}): {text}"
         event = uow.record(kind="case_appealed", subject=case.id, actor=actor, at=now, payload={

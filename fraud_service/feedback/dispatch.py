@@ -2,11 +2,13 @@
 holding up the others.
 
 A round first records the attempts finished since the last one (one transaction for all of them), then
-claims the due deliveries (pending, `next_at` passed, no live lease) with a short lease, webhook by
-webhook up to each one's free share, so several processes (every `serve` worker runs a dispatcher,
-and `fraud-service webhooks run` is one more) never send one delivery at the same time, and a
-receiver with a backlog never crowds out the others; then POSTs each on a bounded thread pool, at
-most `per_hook` at a time to one receiver, each connect and read bounded by `timeout_s`. A 2xx answer
+claims the due deliveries (pending, `next_at` passed, no live lease) with a lease and a token of its
+own, webhook by webhook up to each one's free share and never more than the pool's free threads; then
+POSTs each on that bounded pool, at most `per_hook` at a time to one receiver. An attempt (resolving
+included) ends within 2 x `timeout_s`, well inside its lease, so several processes (every `serve`
+worker runs a dispatcher, and `fraud-service webhooks run` is one more) never send one delivery at
+the same time; only the holder of a delivery's current lease token records its attempt, so a late
+result never overwrites a newer one. A receiver with a backlog never crowds out the others. A 2xx answer
 delivers it; anything else (an error status, a refused or hung connection, a redirect, an address
 that is no longer allowed) is retried after an exponential back-off (`backoff_s` at first, doubling,
 at most an hour) until the delivery's retry window (24 h) has passed, and it is then marked dead;
@@ -32,16 +34,18 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 
 from fraud_service.errors import RequestInvalid
 from fraud_service.feedback.webhooks import PENDING, Target, event_body, resolve
+from fraud_service.store import chain
 from fraud_service.store.schema import Webhook, WebhookDelivery, WebhookEvent
 from fraud_service.store.uow import UnitOfWork
 
@@ -93,26 +97,49 @@ class _PinnedTLS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """End an attempt that ran out of time: shutting the socket down wakes the thread blocked on it."""
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _clean(text: str) -> str:
+    """A receiver's words as a database can keep them (PostgreSQL refuses NUL in text)."""
+    return "".join(c if c.isprintable() else " " for c in text)[:300]
+
+
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, allow_private: bool) -> Attempt:
-    """POST BODY to URL once, on an address the webhook rules allow; never follows a redirect."""
+    """POST BODY to URL once, on an address the webhook rules allow; never follows a redirect. The whole attempt
+    (resolving, connecting, sending, reading the answer, over every address) ends within 2 x TIMEOUT_S."""
+    deadline = time.monotonic() + 2 * timeout_s
     try:
-        target = resolve(url, allow_private)
+        target = resolve(url, allow_private, lookup_s=timeout_s)
     except RequestInvalid as exc:
         return Attempt(None, exc.problems[0].problem)
     error = "no address"
     for address in target.addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Attempt(None, f"no answer within {2 * timeout_s:g} s")
         kind = _PinnedTLS if target.scheme == "https" else _Pinned
-        connection = kind(target, address, timeout_s)
+        connection = kind(target, address, min(timeout_s, left))
+        timer = threading.Timer(left, _cut, (connection,))
+        timer.start()
         try:
             connection.request("POST", target.path, body=body, headers=headers)
             answer = connection.getresponse()
             text = answer.read(300)
             if 200 <= answer.status < 300:
                 return Attempt(answer.status, None)
-            return Attempt(answer.status, f"HTTP {answer.status}: {text.decode('utf-8', 'replace')[:200]}")
-        except (OSError, http.client.HTTPException) as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Attempt(answer.status, _clean(f"HTTP {answer.status}: {text.decode('utf-8', 'replace')}"))
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            error = _clean(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         finally:
+            timer.cancel()
             connection.close()
     return Attempt(None, error)
 
@@ -124,6 +151,7 @@ class Claim:
     url: str
     secret: str
     event: dict[str, object]
+    token: str  # this claim's lease: only its holder may record the attempt
 
 
 class Dispatcher:
@@ -133,11 +161,14 @@ class Dispatcher:
                  backoff_s: float = 15.0, workers: int = 16, per_hook: int = 2, poll_s: float = 0.5,
                  lease_s: float | None = None, on_result: Callable[[Claim, Attempt], None] | None = None) -> None:
         self.uow, self.allow_private, self.timeout_s, self.backoff_s = uow, allow_private, timeout_s, backoff_s
-        self.per_hook, self.poll_s = per_hook, poll_s
+        self.workers, self.per_hook, self.poll_s = workers, per_hook, poll_s
+        # an attempt ends within 2 x timeout (`post`); the lease outlasts it, queueing included (claims never
+        # exceed the free threads)
         self.lease = dt.timedelta(seconds=lease_s if lease_s is not None else 3 * timeout_s + 5)
         self.on_result = on_result
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         self._busy: Counter[str] = Counter()
+        self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,37 +213,52 @@ class Dispatcher:
             self._settle_done()
         return len(claims)
 
-    def _claim(self) -> list[Claim]:
-        """Lease what is due, webhook by webhook, up to each one's free share: a receiver with a backlog (or one
-        that hangs) never fills a round and keeps the others waiting."""
-        now = dt.datetime.now(dt.UTC)
+    def _due(self, now: dt.datetime) -> Any:
         free = (WebhookDelivery.lease_until.is_(None)) | (WebhookDelivery.lease_until < now)
+        return (WebhookDelivery.status == "pending") & (WebhookDelivery.next_at <= now) & free
+
+    def _claim(self) -> list[Claim]:
+        """Lease what is due, webhook by webhook, up to each one's free share and the pool's free threads: a
+        receiver with a backlog (or one that hangs) never fills a round and keeps the others waiting. A due
+        delivery tried before and past its retry window is marked dead instead (one never tried gets its one
+        attempt). Nothing due: a read, no write lock."""
+        now = dt.datetime.now(dt.UTC)
         with self._lock:
-            busy = dict(self._busy)
-        claims = []
+            busy, inflight, room_left = dict(self._busy), set(self._inflight), self.workers - len(self._inflight)
+        if room_left <= 0:
+            return []
+        with self.uow().read() as reading:
+            due_hooks = set(reading.session.execute(
+                select(WebhookDelivery.webhook_id).join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                .where(self._due(now), Webhook.removed_at.is_(None)).distinct()).scalars())
+        if not due_hooks:
+            return []
+        claims: list[Claim] = []
         with self.uow() as uow:
             hooks = uow.session.execute(select(Webhook.id, Webhook.url, Webhook.secret)
-                                        .where(Webhook.removed_at.is_(None))).all()
+                                        .where(Webhook.id.in_(due_hooks), Webhook.removed_at.is_(None))).all()
             for hook_id, url, secret in hooks:
-                room = self.per_hook - busy.get(hook_id, 0)
+                room = min(self.per_hook - busy.get(hook_id, 0), room_left - len(claims))
                 if room <= 0:
                     continue
                 due = uow.session.execute(
-                    select(WebhookDelivery.id, WebhookEvent).join(WebhookEvent,
-                                                                  WebhookEvent.id == WebhookDelivery.event_id)
-                    .where(WebhookDelivery.webhook_id == hook_id, WebhookDelivery.status == "pending",
-                           WebhookDelivery.next_at <= now, free)
+                    select(WebhookDelivery, WebhookEvent).join(WebhookEvent,
+                                                               WebhookEvent.id == WebhookDelivery.event_id)
+                    .where(WebhookDelivery.webhook_id == hook_id, self._due(now),
+                           WebhookDelivery.id.not_in(inflight or [-1]))
                     .order_by(WebhookDelivery.next_at, WebhookDelivery.id).limit(room)).all()
-                for delivery_id, event in due:
-                    taken = cast(CursorResult[Any], uow.session.execute(update(WebhookDelivery).where(
-                        WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending", free)
-                        .values(lease_until=now + self.lease))).rowcount
-                    if taken:
-                        claims.append(Claim(delivery_id, hook_id, url, secret, event_body(event)))
+                for delivery, event in due:
+                    if delivery.attempts and now >= chain.aware(delivery.expires_at):
+                        delivery.status = "dead"  # tried, and its window is over (a lost result left it pending)
+                        continue
+                    token = uuid.uuid4().hex
+                    delivery.lease_until, delivery.lease_token = now + self.lease, token
+                    claims.append(Claim(delivery.id, hook_id, url, secret, event_body(event), token))
             uow.commit()
         with self._lock:
             for claim in claims:
                 self._busy[claim.webhook_id] += 1
+                self._inflight.add(claim.delivery_id)
         return claims
 
     def _deliver(self, claim: Claim) -> None:
@@ -223,15 +269,15 @@ class Dispatcher:
                                                                                          body)}
             attempt = post(claim.url, body, headers, timeout_s=self.timeout_s, allow_private=self.allow_private)
         except Exception as exc:  # never lose track of a claim: it is an attempt that failed
-            attempt = Attempt(None, f"{type(exc).__name__}: {exc}")
+            attempt = Attempt(None, _clean(f"{type(exc).__name__}: {exc}"))
         self._results.put((claim, attempt, dt.datetime.now(dt.UTC)))
-        with self._lock:
-            self._busy[claim.webhook_id] -= 1
         PENDING.set()  # record it, and the receiver may have more waiting
 
     def _settle_done(self) -> None:
         """Record every finished attempt in one transaction (a write per round, not per delivery: on SQLite each
-        write waits for the evidence writer's lock). If that fails, their leases run out and they are sent again."""
+        write waits for the evidence writer's lock), each in a savepoint so that one the database refuses sinks
+        no other. An attempt whose lease was taken over (it expired, or a replay) is not recorded. If the
+        transaction fails, the leases run out and the deliveries are sent again."""
         done = []
         while True:
             try:
@@ -240,25 +286,37 @@ class Dispatcher:
                 break
         if not done:
             return
-        with self.uow() as uow:
-            for claim, attempt, at in done:
-                self._settle(uow, claim, attempt, at)
-            uow.commit()
+        try:
+            with self.uow() as uow:
+                for claim, attempt, at in done:
+                    try:
+                        with uow.session.begin_nested():
+                            self._settle(uow, claim, attempt, at)
+                    except Exception:
+                        log.exception("recording webhook delivery %s failed; it will be sent again",
+                                      claim.delivery_id)
+                uow.commit()
+        finally:
+            with self._lock:
+                for claim, _, _ in done:
+                    self._busy[claim.webhook_id] -= 1
+                    self._inflight.discard(claim.delivery_id)
         if self.on_result is not None:
             for claim, attempt, _ in done:
                 self.on_result(claim, attempt)
 
     def _settle(self, uow: UnitOfWork, claim: Claim, attempt: Attempt, now: dt.datetime) -> None:
         delivery = uow.session.get(WebhookDelivery, claim.delivery_id)
-        if delivery is None:
+        if delivery is None or delivery.lease_token != claim.token or delivery.status != "pending":
+            log.info("webhook delivery %s: a later claim or a replay holds it; this attempt is not recorded",
+                     claim.delivery_id)
             return
         delivery.attempts += 1
         delivery.last_at, delivery.last_status, delivery.last_error = now, attempt.status, attempt.error
-        delivery.lease_until = None
-        expires = delivery.expires_at if delivery.expires_at.tzinfo else delivery.expires_at.replace(tzinfo=dt.UTC)
+        delivery.lease_until = delivery.lease_token = None
         if attempt.ok:
             delivery.status, delivery.delivered_at = "delivered", now
-        elif now >= expires:
+        elif now >= chain.aware(delivery.expires_at):
             delivery.status = "dead"
             log.warning("webhook %s: event %s is dead after %d attempts (%s)", claim.webhook_id,
                         claim.event["id"], delivery.attempts, attempt.error)

@@ -12,7 +12,7 @@ commit its failed-inspection count goes live for the customer and the return's t
 | ok | legit | final approve | - |
 | damaged | - | final approve for a `damaged_on_arrival` return, else pending review | else opened or joined |
 | worn | abuse | pending review | opened or joined |
-| wrong_item, empty_box, missing_parts | fraud | final deny | opened or joined |
+| wrong_item, empty_box, missing_parts | fraud | final deny (FRAUD_CONFIRMED_BAD_DECISION) | opened or joined |
 
 An outcome that is not pending inspection is left as it is (a person or the first answer decided it);
 a failed inspection still puts the return in front of a person. The same (return_id, inspected_at)
@@ -179,6 +179,8 @@ def _decide(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, request: di
     if current.status != "pending_inspection":
         return
     status, decision = decided or ("pending_review", "review")
+    if decided == ("final", "deny"):
+        decision = feedback.confirmed_bad  # failed goods are confirmed bad: the retailer's decision for those
     new = State(status, decision, now, "inspection", LABELS.get(outcome))
     outcomes.change(uow, outbox, assessment, new, actor=actor, cause="inspection", feedback=feedback)
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from fraud_service.access.keys import Principal
+from fraud_service.errors import AssessmentNotFound
 from fraud_service.feedback.messages import Messages
 from fraud_service.feedback.webhooks import RETRY_HOURS, Outbox
 from fraud_service.store import chain
@@ -76,10 +78,13 @@ def first_status(decision: str) -> str:
 
 
 def state(session: Any, assessment: Assessment, model_decision: str | None = None) -> State:
-    """The outcome in force of ASSESSMENT (MODEL_DECISION, the model's own, tells `rule` from `model`)."""
+    """The outcome in force of ASSESSMENT. Without a stored change it is the first answer's, decided by `rule` when
+    the rules or lists changed the model's own decision (MODEL_DECISION, read from the evidence when not given)."""
     row = session.get(Outcome, assessment.id)
     if row is not None:
         return State(row.status, row.decision, chain.aware(row.decided_at), row.decided_by, row.label, row.appealed)
+    if model_decision is None:
+        model_decision = request_of(session, assessment)["model_decision"]
     by = "model" if model_decision in (None, assessment.decision) else "rule"
     return State(first_status(assessment.decision), assessment.decision, chain.aware(assessment.created_at), by)
 
@@ -116,24 +121,35 @@ def assessment_of(session: Any, return_id: str) -> Assessment | None:
     return session.execute(select(Assessment).where(Assessment.return_id == return_id)).scalar_one_or_none()
 
 
-def read(uow: UnitOfWork, *, assessment_id: str, messages: Messages, reader: str | None = None) -> dict[str, Any]:
-    """An assessment's stored evidence with its outcome in force. READER, when given (a scoring key's actor), must
-    be the one that created it: to another key it does not exist (AssessmentNotFound)."""
+def read(uow: UnitOfWork, *, assessment_id: str, messages: Messages, reader: Principal | None = None) -> dict[str, Any]:
+    """An assessment's stored evidence with its outcome in force. READER, when given (a scoring key), must own it
+    (`owns`): to any other key it does not exist (AssessmentNotFound, the same answer as for an unknown id)."""
     import json
 
-    from fraud_service.errors import AssessmentNotFound
     from fraud_service.store.schema import EvidenceEvent
 
     with uow.read():
         found = uow.session.execute(select(Assessment, EvidenceEvent.seq, EvidenceEvent.actor, EvidenceEvent.payload)
                                     .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
                                     .where(Assessment.id == assessment_id)).first()
-        if found is None or (reader is not None and found.actor != reader):
-            raise AssessmentNotFound(f"no assessment {assessment_id!r}"
-                                     + (" made with this key" if found is not None else ""))
+        if found is None or (reader is not None and not owns(uow.session, found.actor, reader)):
+            raise AssessmentNotFound(f"no assessment {assessment_id!r}")
         record = dict(json.loads(found.payload))
         current = state(uow.session, found.Assessment, record["response"].get("model_decision"))
     return {"assessment_id": assessment_id, "event_seq": found.seq, **record, "outcome": current.view(messages)}
+
+
+def owns(session: Any, creator: str, reader: Principal) -> bool:
+    """Whether READER's key may see what the key CREATOR (`key:ID`) made: the same key, or a key of the same name
+    (a key rotated the documented way, a new key under the old one's name, keeps its returns)."""
+    if creator == reader.actor:
+        return True
+    if not creator.startswith("key:"):
+        return False
+    from fraud_service.store.schema import ApiKey
+
+    name = session.execute(select(ApiKey.name).where(ApiKey.id == creator.removeprefix("key:"))).scalar_one_or_none()
+    return name is not None and name == reader.name
 
 
 def creator(session: Any, assessment: Assessment) -> str:
@@ -153,7 +169,8 @@ def request_of(session: Any, assessment: Assessment) -> dict[str, Any]:
     payload = session.execute(select(EvidenceEvent.payload)
                               .where(EvidenceEvent.seq == assessment.event_seq)).scalar_one()
     record: dict[str, Any] = json.loads(payload)
-    return {**record["request"], "features": record.get("features") or {}}
+    return {**record["request"], "features": record.get("features") or {},
+            "model_decision": (record.get("response") or {}).get("model_decision")}
 
 
 def links_of(assessment: Assessment, request: dict[str, Any], hub_customers: int) -> dict[str, str]:

@@ -20,6 +20,8 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,18 +50,42 @@ def wake() -> None:
 # -- addresses ------------------------------------------------------------------------------------------------
 
 
+def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo's client): each is checked too."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    return [x for x in found if x is not None]
+
+
 def address_problem(address: str, allow_private: bool) -> str | None:
-    """Why a webhook may not be sent to ADDRESS (an IP), or None."""
+    """Why a webhook may not be sent to ADDRESS (an IP), or None: only public unicast addresses, and loopback or
+    private ones when ALLOW_PRIVATE; never link-local or cloud metadata addresses."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in METADATA or ip.is_link_local:
-        return f"{ip} is a link-local or cloud metadata address"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return f"{ip} is not a unicast address"
-    if (ip.is_loopback or ip.is_private) and not allow_private:
-        return f"{ip} is a loopback or private address (set FRAUD_WEBHOOK_ALLOW_PRIVATE=true to allow it)"
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d
+    for candidate in [*_embedded(ip), ip]:
+        if candidate in METADATA or candidate.is_link_local:
+            return f"{candidate} is a link-local or cloud metadata address"
+        if candidate.is_multicast or candidate.is_unspecified:
+            return f"{candidate} is not a unicast address"
+        if candidate.is_loopback or candidate.is_private:
+            if not allow_private:
+                return (f"{candidate} is a loopback or private address (set FRAUD_WEBHOOK_ALLOW_PRIVATE=true to "
+                        "allow it)")
+        elif not candidate.is_global or getattr(candidate, "is_site_local", False):
+            return f"{candidate} is not a public address (shared, reserved or site-local range)"
     return None
+
+
+_LOOKUPS: list[ThreadPoolExecutor] = []
+
+
+def _lookup(host: str, port: int, seconds: float) -> list[Any]:
+    """getaddrinfo within SECONDS (it has no timeout of its own): a slow resolver costs an attempt, not a thread."""
+    if not _LOOKUPS:
+        _LOOKUPS.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns"))
+    return list(_LOOKUPS[0].submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout=seconds))
 
 
 @dataclass(frozen=True)
@@ -73,8 +99,9 @@ class Target:
     addresses: tuple[str, ...]
 
 
-def resolve(url: str, allow_private: bool) -> Target:
-    """The checked target of URL, or RequestInvalid (field `url`) saying what is wrong with it."""
+def resolve(url: str, allow_private: bool, lookup_s: float = 5.0) -> Target:
+    """The checked target of URL (its host resolved within LOOKUP_S), or RequestInvalid (field `url`) saying what is
+    wrong with it."""
     def refuse(problem: str) -> RequestInvalid:
         return RequestInvalid([Problem("url", problem, "an http(s) URL of a receiver on a public address")])
 
@@ -94,8 +121,12 @@ def resolve(url: str, allow_private: bool) -> Target:
     if port == 0:
         raise refuse("has port 0; expected a port from 1 to 65535")
     port = port or (443 if parts.scheme == "https" else 80)
+    if any(not "!" <= c <= "~" for c in url):
+        raise refuse("has a space, a control or a non-ASCII character; percent-encode it (IDNA for a host)")
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+        infos = _lookup(parts.hostname, port, lookup_s)
+    except FutureTimeout:
+        raise refuse(f"host {parts.hostname!r} could not be resolved within {lookup_s:g} s") from None
     except (OSError, UnicodeError) as exc:
         raise refuse(f"host {parts.hostname!r} cannot be resolved ({exc})") from None
     addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -284,8 +315,9 @@ def replay(uow: UnitOfWork, *, event_id: str, actor: str, webhook_id: str | None
                     continue
                 delivery = WebhookDelivery(event_id=event_id, webhook_id=hook.id, attempts=0)
                 uow.session.add(delivery)
-            delivery.status, delivery.attempts, delivery.lease_until = "pending", 0, None
+            delivery.status, delivery.attempts = "pending", 0
             delivery.next_at, delivery.expires_at = now, now + dt.timedelta(hours=retry_hours)
+            # a delivery in flight keeps its lease (its attempt is recorded, not sent a second time at once)
             queued.append(hook.id)
         uow.record(kind="webhook_replayed", subject=event_id, actor=actor, at=now,
                    payload={"event_id": event_id, "webhooks": queued})

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from fraud_service.access.keys import create_key
-from fraud_service.store.schema import Case, EvidenceEvent, Inspection, Label, WebhookDelivery, WebhookEvent
+from fraud_service.store.schema import Case, EvidenceEvent, Inspection, Label, User, WebhookDelivery, WebhookEvent
 from tests.api.conftest import Api
 from tests.api.test_cases_api import post
 from tests.api.test_cases_opened import _assess, _new_identity
@@ -80,8 +80,72 @@ def test_the_first_answer_sets_the_outcome_and_only_its_key_reads_it(api: Api, s
         assert not any(word in text for word in ("fraud", "score", "risk", "suspicious", "model"))
     other = create_key(api.service.uow(), "scoring", "another store", "test")
     foreign = api.client.get(f"/v1/assessments/{got['assessment_id']}", headers={"Authorization": f"Bearer {other}"})
-    assert foreign.status_code == 404 and "made with this key" in foreign.get_json()["message"]
+    unknown = api.client.get("/v1/assessments/asm_nobody", headers={"Authorization": f"Bearer {other}"})
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.get_json()["message"].replace(got["assessment_id"], "ID") == unknown.get_json()["message"].replace(
+        "asm_nobody", "ID")  # to another key it does not exist: the very same answer
+    rotated = create_key(api.service.uow(), "scoring", "test scoring", "test")  # a new key under the same name
+    again = api.client.get(f"/v1/assessments/{got['assessment_id']}", headers={"Authorization": f"Bearer {rotated}"})
+    assert again.status_code == 200 and again.get_json()["outcome"]["status"] == "pending_review"
     assert outcome(api, got["assessment_id"], role="analyst")["status"] == "pending_review"
+
+
+def test_a_rule_decided_answer_stays_rule_decided_through_an_appeal(api: Api) -> None:
+    body = _new_identity(api)
+    added = api.client.post("/v1/lists", json={"entity": "customer", "value": body["customer_id"], "list": "block",
+                                               "reason": "test"}, headers=api.headers("admin"))
+    assert added.status_code == 201
+    got = api.assess(body).get_json()
+    assert got["decision"] == "deny" and got["model_decision"] != "deny", got
+    assert outcome(api, got["assessment_id"])["decided_by"] == "rule"
+    appealed = api.client.post(f"/v1/assessments/{got['assessment_id']}/appeal", json={"message": "not me"},
+                               headers=api.headers())
+    assert appealed.status_code == 200 and appealed.get_json()["outcome"]["decided_by"] == "rule"
+    [event] = outbox(api, "assessment.outcome", assessment_id=got["assessment_id"])
+    assert event["outcome"]["decided_by"] == "rule"
+    with api.service.sessions() as session:
+        changed = session.execute(select(EvidenceEvent.payload).where(
+            EvidenceEvent.subject == got["assessment_id"], EvidenceEvent.kind == "outcome_changed")).scalar_one()
+    assert json.loads(changed)["before"]["decided_by"] == "rule"
+
+
+def test_an_appealed_case_goes_to_whoever_asks_for_the_next_case(api: Api, set_policy: Any) -> None:
+    from fraud_service.access.users import create_user
+
+    got = assessed(api, set_policy, "deny")
+    for _ in range(20):  # claim cases until this one is ours (the queue holds other tests' cases too)
+        taken = post(api, "/v1/cases/next")
+        if taken.status_code == 204 or taken.get_json()["case_id"] == got["case_id"]:
+            break
+    assert post(api, f"/v1/cases/{got['case_id']}/claim").status_code == 200
+    assert post(api, f"/v1/cases/{got['case_id']}/close", {"label": "fraud", "reason": "x"}).status_code == 200
+    assert api.client.post(f"/v1/assessments/{got['assessment_id']}/appeal", json={"message": "please"},
+                           headers=api.headers()).status_code == 200
+    reopened = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()
+    assert reopened["status"] == "open" and reopened["assignee"] is None
+    with api.service.sessions() as session:
+        exists = session.get(User, "bo") is not None
+    if not exists:
+        create_user(api.service.uow(), "bo", "analyst", "a long enough password", "test")
+    handed = []
+    while not handed or handed[-1]["case_id"] != got["case_id"]:
+        nxt = post(api, "/v1/cases/next")
+        assert nxt.status_code == 200, "the appealed case was never handed out"
+        handed.append(nxt.get_json())
+    assert all(c["appealed_at"] for c in handed)  # appealed cases first in line, whoever asks
+
+
+def test_a_close_decided_on_a_page_from_before_an_appeal_is_refused(api: Api, set_policy: Any) -> None:
+    got = assessed(api, set_policy, "review")
+    seen = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()["updated_at"]
+    assert api.client.post(f"/v1/assessments/{got['assessment_id']}/appeal", json={"message": "look again"},
+                           headers=api.headers()).status_code == 200
+    stale = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "fraud", "reason": "x", "unchanged_since": seen})
+    assert stale.status_code == 409 and "reload" in stale.get_json()["message"]
+    assert outcome(api, got["assessment_id"])["status"] == "pending_review"  # nothing was closed
+    now = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()["updated_at"]
+    fresh = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok", "unchanged_since": now})
+    assert fresh.status_code == 200
 
 
 def test_closing_a_case_makes_each_outcome_final_and_tells_the_returns_system(api: Api, set_policy: Any) -> None:
@@ -196,9 +260,11 @@ def test_an_appeal_reopens_the_case_at_the_top_of_the_queue(api: Api, set_policy
     assert (got["outcome"]["status"], got["outcome"]["decision"], got["outcome"]["appealed"]) == (
         "pending_review", "deny", True)
     assert got["outcome"]["customer_message"]["code"] == "appeal_received"
-    queue = api.client.get("/v1/cases?limit=5", headers=api.headers("analyst")).get_json()
-    assert queue["cases"][0]["case_id"] == case_id and queue["cases"][0]["appealed_at"] is not None
-    assert queue["cases"][0]["status"] == "open"
+    queue = api.client.get("/v1/cases?limit=500", headers=api.headers("analyst")).get_json()["cases"]
+    ours = next(i for i, c in enumerate(queue) if c["case_id"] == case_id)
+    assert queue[ours]["appealed_at"] is not None and queue[ours]["status"] == "open"
+    assert all(c["appealed_at"] for c in queue[:ours])  # only appealed cases ahead, however big the others
+    assert any(c["priority"] > queue[ours]["priority"] for c in queue[ours + 1:])
     page = api.client.get(f"/v1/cases/{case_id}", headers=api.headers("analyst")).get_json()
     assert any("courier's photo" in n["body"] and n["body"].startswith("The shopper appealed") for n in page["notes"])
     assert kinds(api, case_id)[-2:] == ["case_reopened", "case_appealed"]
@@ -224,7 +290,9 @@ def test_webhooks_are_managed_by_admins_and_refuse_unsafe_addresses(api: Api) ->
                            headers=api.headers("analyst")).status_code == 403
     for url, words in (("http://169.254.169.254/latest", "link-local"), ("http://127.0.0.1:9/hook", "ALLOW_PRIVATE"),
                        ("ftp://example.com/", "http or https"), ("http://u:p@127.0.0.1/", "password"),
-                       ("http://[::ffff:169.254.169.254]/", "link-local"), ("http://10.0.0.8/", "private")):
+                       ("http://[::ffff:169.254.169.254]/", "link-local"), ("http://10.0.0.8/", "private"),
+                       ("http://100.64.0.1/", "not a public address"), ("http://[2002:a9fe:a9fe::1]/", "metadata"),
+                       ("http://[fec0::1]/", "not a public address"), ("http://8.8.8.8/a b", "percent-encode")):
         refused = api.client.post("/v1/webhooks", json={"url": url, "events": ["case.closed"]}, headers=admin)
         assert refused.status_code == 422, url
         assert words in refused.get_json()["problems"][0]["problem"], refused.get_json()
@@ -298,8 +366,9 @@ def test_the_queue_page_marks_an_appealed_case(api: Api, set_policy: Any) -> Non
                              headers=api.headers())
     assert appeal.status_code == 200
     client, _ = signed_in(api, person(api, "ana"))
-    queue = client.get("/ui/").get_data(as_text=True)
-    first_row = queue.split("<tbody>", 1)[1].split("</tr>", 1)[0]
-    assert denied["case_id"] in first_row and "appealed" in first_row
+    queue = client.get("/ui/?limit=500").get_data(as_text=True)
+    rows = queue.split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("</tr>")
+    ours = next(i for i, row in enumerate(rows) if denied["case_id"] in row)
+    assert all(">appealed</span>" in row for row in rows[:ours + 1])  # badged, and only appealed cases ahead
     page = client.get(f"/ui/cases/{denied['case_id']}").get_data(as_text=True)
     assert "appealed by the shopper" in page and "Please look again" in page

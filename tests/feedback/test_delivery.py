@@ -48,10 +48,25 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.got.append(({k: v for k, v in self.headers.items()}, body))
-                if receiver.mode == "hang":
+                mode = receiver.mode
+                if mode == "hang_once":
+                    receiver.mode = "ok"
+                if mode in ("hang", "hang_once"):
                     receiver.release.wait(30)
                     return
-                self.send_response(500 if receiver.mode == "fail" else 204)
+                if mode == "drip":  # an answer that never ends, a byte at a time (each within any socket timeout)
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 60:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if receiver.release.wait(0.25):
+                            return
+                    return
+                if mode == "nul":  # a binary error page
+                    self.send_response(500)
+                    self.end_headers()
+                    self.wfile.write(b"\x1f\x8b\x00\x00broken\x00page")
+                    return
+                self.send_response(500 if mode == "fail" else 204)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -98,12 +113,28 @@ def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 3
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Callable[[], UnitOfWork]]:
+def sqlite_db(tmp_path: Path) -> Iterator[Callable[[], UnitOfWork]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'fraud.db'}")
     upgrade(engine)
     sessions = session_factory(engine)
     yield lambda: UnitOfWork(sessions)
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], UnitOfWork]]:
+    """A migrated evidence database on SQLite and on the real PostgreSQL, as units of work."""
+    from tests.store.conftest import postgres_engine
+
+    engines = postgres_engine() if request.param == "postgres" else None
+    engine = next(engines) if engines is not None else make_engine(f"sqlite:///{tmp_path / 'fraud.db'}")
+    if engines is None:
+        upgrade(engine)
+    sessions = session_factory(engine)
+    yield lambda: UnitOfWork(sessions)
+    engine.dispose()
+    if engines is not None:
+        next(engines, None)
 
 
 def emit(uow: Callable[[], UnitOfWork], kind: str = "case.closed", retry_hours: float = 24.0, **data: Any) -> str:
@@ -241,7 +272,8 @@ def test_an_address_that_becomes_private_is_refused_at_delivery(db: Callable[[],
 
 
 def test_a_sender_killed_mid_delivery_is_followed_by_one_that_delivers(tmp_path: Path,
-                                                                       db: Callable[[], UnitOfWork]) -> None:
+                                                                       sqlite_db: Callable[[], UnitOfWork]) -> None:
+    db = sqlite_db  # the senders below are processes on this file
     receiver = Receiver()
     receiver.mode = "hang"
     hook, secret = webhooks.add(db(), url=receiver.url, events=["case.closed"], actor="t", allow_private=True)
@@ -270,3 +302,67 @@ def test_a_sender_killed_mid_delivery_is_followed_by_one_that_delivers(tmp_path:
         if first.poll() is None:
             first.kill()
         receiver.close()
+
+
+def test_a_delivery_in_flight_is_never_sent_twice_at_once_nor_recorded_late(db: Callable[[], UnitOfWork]) -> None:
+    receiver = Receiver()
+    receiver.mode = "hang_once"  # the first attempt hangs, later ones are answered at once
+    hook, _ = webhooks.add(db(), url=receiver.url, events=["case.closed"], actor="t", allow_private=True)
+    first = Dispatcher(db, allow_private=True, timeout_s=20, lease_s=0.3)
+    try:
+        event_id = emit(db)
+        assert first.run_once() == 1
+        until(lambda: receiver.got, 5)
+        until(lambda: not first.run_once(), 5)  # its own delivery in flight is not claimed again, lease or not
+        assert len(receiver.got) == 1
+        second = Dispatcher(db, allow_private=True, timeout_s=2)  # another process, once the lease ran out
+        try:
+            until(lambda: second.run_once(wait=True) == 1, 5)
+        finally:
+            second.close()
+        assert status(db, event_id) == {hook.id: "delivered"}
+        receiver.release.set()  # the first attempt ends (no answer): its result is stale
+        until(lambda: first.run_once() == 0 and first._inflight == set(), 10)
+        [delivery] = webhooks.deliveries(db(), webhook_id=hook.id)
+        assert (delivery.status, delivery.attempts, delivery.last_status) == ("delivered", 1, 204)
+    finally:
+        receiver.release.set()
+        first.close()
+        receiver.close()
+
+
+def test_an_attempt_ends_within_twice_the_timeout_however_slowly_the_receiver_answers(
+        db: Callable[[], UnitOfWork]) -> None:
+    receiver = Receiver()
+    receiver.mode = "drip"
+    hook, _ = webhooks.add(db(), url=receiver.url, events=["case.closed"], actor="t", allow_private=True)
+    sender = Dispatcher(db, allow_private=True, timeout_s=1)
+    try:
+        emit(db)
+        started = time.monotonic()
+        assert sender.run_once(wait=True) == 1
+        assert time.monotonic() - started < 2 * 1 + 1  # the drip alone would take 15 s
+        [delivery] = webhooks.deliveries(db(), webhook_id=hook.id)
+        assert delivery.status == "pending" and delivery.attempts == 1 and delivery.last_status is None
+    finally:
+        receiver.release.set()
+        sender.close()
+        receiver.close()
+
+
+def test_a_receivers_binary_answer_is_recorded_and_sinks_no_other_result(db: Callable[[], UnitOfWork]) -> None:
+    binary, fine = Receiver(), Receiver()
+    binary.mode = "nul"
+    bad, _ = webhooks.add(db(), url=binary.url, events=["case.closed"], actor="t", allow_private=True)
+    good, _ = webhooks.add(db(), url=fine.url, events=["case.closed"], actor="t", allow_private=True)
+    sender = Dispatcher(db, allow_private=True, timeout_s=2)
+    try:
+        event_id = emit(db)
+        assert sender.run_once(wait=True) == 2  # both results recorded in one round
+        assert status(db, event_id) == {bad.id: "pending", good.id: "delivered"}
+        [failed] = webhooks.deliveries(db(), webhook_id=bad.id)
+        assert failed.last_status == 500 and "\x00" not in (failed.last_error or "") and "broken" in failed.last_error
+    finally:
+        sender.close()
+        binary.close()
+        fine.close()

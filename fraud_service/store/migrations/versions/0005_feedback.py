@@ -75,6 +75,7 @@ def upgrade() -> None:
         _at("next_at"),
         _at("expires_at"),
         _at("lease_until", nullable=True),
+        sa.Column("lease_token", sa.String(32), nullable=True),
         _at("last_at", nullable=True),
         sa.Column("last_status", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),

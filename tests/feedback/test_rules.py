@@ -1,0 +1,37 @@
+"""The webhook address rules, one address at a time (no resolver involved), and the decision failed goods get."""
+
+from __future__ import annotations
+
+import pytest
+
+from fraud_service.feedback.webhooks import address_problem
+
+
+@pytest.mark.parametrize("address, allow_private, refused", [
+    ("93.184.216.34", False, None),
+    ("2606:2800:220:1:248:1893:25c8:1946", False, None),
+    ("169.254.169.254", True, "metadata"),
+    ("fd00:ec2::254", True, "metadata"),
+    ("100.100.100.200", True, "metadata"),
+    ("fe80::1", True, "link-local"),
+    ("::ffff:169.254.169.254", True, "metadata"),
+    ("2002:a9fe:a9fe::1", True, "metadata"),  # 6to4 carrying the metadata address
+    ("2001:0:4136:e378:8000:63bf:56fe:fefe", True, None),  # Teredo: its client is 169.1.1.1 (inverted), public
+    ("127.0.0.1", False, "FRAUD_WEBHOOK_ALLOW_PRIVATE"),
+    ("127.0.0.1", True, None),
+    ("::1", False, "FRAUD_WEBHOOK_ALLOW_PRIVATE"),
+    ("::1", True, None),  # loopback is loopback, in IPv6 too
+    ("10.1.2.3", True, None),
+    ("192.168.1.1", False, "private"),
+    ("100.64.0.1", True, "not a public address"),  # carrier-grade NAT is nobody's receiver
+    ("fec0::1", True, "not a public address"),
+    ("0.0.0.0", True, "not a unicast"),
+    ("224.0.0.1", True, "not a unicast"),
+])
+def test_only_public_unicast_addresses_and_private_ones_when_allowed(address: str, allow_private: bool,
+                                                                     refused: str | None) -> None:
+    problem = address_problem(address, allow_private)
+    if refused is None:
+        assert problem is None
+    else:
+        assert problem is not None and refused in problem
