@@ -471,9 +471,14 @@ def _close(uow: UnitOfWork, outbox: Outbox, case: Case, dispositions: Mapping[st
         uow.session.add(Label(return_id=item["return_id"], label=item["label"], labelled_at=now, source="analyst",
                               reason=text, case_id=case.id, actor=actor, event_seq=event.seq))
     decided = []
+    answers = uow.session.execute(select(Assessment.id, EvidenceEvent.payload)
+                                  .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
+                                  .where(Assessment.case_id == case.id)).all()
+    model_decisions = {a: json.loads(p)["response"].get("model_decision") for a, p in answers}  # one read, not N
     for assessment in members:
         final = outcomes.labelled(str(chosen[assessment.return_id]), now, actor, feedback)
-        outcomes.change(uow, outbox, assessment, final, actor=actor, cause="case_closed", feedback=feedback)
+        outcomes.change(uow, outbox, assessment, final, actor=actor, cause="case_closed", feedback=feedback,
+                        model_decision=model_decisions.get(assessment.id) or assessment.decision)
         decided.append({"return_id": assessment.return_id, "assessment_id": assessment.id, "label": final.label,
                         "decision": final.decision})
     outbox.emit("case.closed", {"case_id": case.id, "closed_at": chain.utc_text(now), "closed_by": actor,

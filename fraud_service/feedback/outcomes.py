@@ -90,11 +90,11 @@ def state(session: Any, assessment: Assessment, model_decision: str | None = Non
 
 
 def change(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, new: State, *, actor: str, cause: str,
-           feedback: Feedback) -> bool:
+           feedback: Feedback, model_decision: str | None = None) -> bool:
     """Make NEW the outcome of ASSESSMENT, with its evidence event and webhook event (both at the outbox's time, the
     change's), when it differs from the one in force (True); CAUSE says what changed it (case_closed, inspection,
     appeal). An appeal keeps the time its decision was made as `decided_at`."""
-    old = state(uow.session, assessment)
+    old = state(uow.session, assessment, model_decision)
     if old.same(new):
         return False
     event = uow.record(kind="outcome_changed", subject=assessment.id, actor=actor, at=outbox.at,
