@@ -168,6 +168,9 @@ def main() -> None:
         "delivery_latency": _percentiles(list(receiver.latencies.values())), "bad_signatures": receiver.bad,
         "assess_rps": {side: [r["rps"] for r in found] for side, found in runs.items()},
         "assess_p99_ms": {side: [r["p99_ms"] for r in found] for side, found in runs.items()},
+        "server_cpu_ms_per_request": {side: [r["server_cpu_ms_per_request"] for r in found]
+                                      for side, found in runs.items()},
+        "server_busy": {side: [r["server_busy"] for r in found] for side, found in runs.items()},
         "rps_ratio_on_off_per_pair": ratios, "rps_ratio_on_off_median": statistics.median(ratios),
     }
     print(json.dumps(results, indent=2))

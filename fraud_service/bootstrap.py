@@ -130,9 +130,16 @@ def live_inspections(settings: Settings) -> Callable[[InspectedReturn], None] | 
 
 
 def dispatcher(settings: Settings, uow: Callable[[], UnitOfWork]) -> Dispatcher:
-    """The webhook dispatcher SETTINGS describe (not started)."""
+    """The webhook dispatcher SETTINGS describe (not started). On SQLite it keeps its delivery states through an
+    engine of its own that commits without waiting for the disk: a state lost to a power cut only means a
+    delivery is sent again (at least once), and each fsync it skips is one the evidence writer's lock would wait
+    for. The outbox itself is written, durably, in the transaction of each change."""
     from fraud_service.feedback.dispatch import Dispatcher
+    from fraud_service.store.db import SERVICE_TIMEOUT_MS, make_engine, session_factory
 
+    if settings.database_url.startswith("sqlite"):
+        sessions = session_factory(make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS, durable=False))
+        uow = lambda: UnitOfWork(sessions)  # noqa: E731
     return Dispatcher(uow, allow_private=settings.webhook_allow_private, timeout_s=settings.webhook_timeout_s,
                       backoff_s=settings.webhook_backoff_s)
 

@@ -55,9 +55,9 @@ MAX_NOTE = 10_000
 MAX_REASON = 2_000
 MAX_BULK = 500
 PAGE = 100
+"""Assessments a case page or `GET /v1/cases/ID` shows at a time (a case can gather thousands)."""
 AFTER_ANSWER = ("inspection", "outcome_changed")
 """Events about a case's assessments after their first answer, shown (and bundled) with the case."""
-"""Assessments a case page or `GET /v1/cases/ID` shows at a time (a case can gather thousands)."""
 
 
 def _now() -> dt.datetime:
@@ -407,9 +407,10 @@ def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | No
     per changed outcome, `case.closed`). UNCHANGED_SINCE, the case's `updated_at` as the closer saw it, refuses
     the close when the case changed since (an appeal, a new return: the closer decided without seeing it)."""
     now, feedback = now or _now(), feedback or Feedback()
+    seen = _instant(unchanged_since, "unchanged_since") if unchanged_since else None
     with uow:
         case = _locked(uow, case_id)
-        if unchanged_since and unchanged_since != chain.utc_text(case.updated_at):
+        if seen is not None and seen != chain.aware(case.updated_at):
             raise CaseConflict(f"case {case_id} changed at {chain.utc_text(case.updated_at)}, after the page you "
                                "decided on was loaded; reload it and decide again (nothing was closed)")
         _close(uow, Outbox(uow.session, now, feedback.retry_hours), case, dispositions, _reason(reason), actor, label,
@@ -521,6 +522,15 @@ def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[st
             at: dt.datetime) -> EvidenceEvent:
     case.updated_at = at
     return uow.record(kind=kind, subject=case.id, actor=actor, at=at, payload={"case_id": case.id, **payload})
+
+
+def _instant(text: str, field_name: str) -> dt.datetime:
+    """TEXT as an aware time (naive is UTC), or RequestInvalid naming FIELD_NAME."""
+    try:
+        return chain.aware(dt.datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00")))
+    except ValueError:
+        raise RequestInvalid([Problem(field_name, f"got {text[:80]!r}", "an ISO 8601 time: the case's updated_at "
+                                                                       "as you saw it")]) from None
 
 
 def _reason(reason: str) -> str:

@@ -13,8 +13,9 @@ delivers it; anything else (an error status, a refused or hung connection, a red
 that is no longer allowed) is retried after an exponential back-off (`backoff_s` at first, doubling,
 at most an hour) until the delivery's retry window (24 h) has passed, and it is then marked dead;
 `webhooks replay` sends it again. A process killed mid-delivery leaves a lease that expires: the next
-round sends it again, with the same event id. Rounds run when a commit in this process wrote
-deliveries (`webhooks.PENDING`) and every `poll_s` otherwise.
+round sends it again, with the same event id. Rounds run `gather_s` (50 ms) after a commit in this
+process wrote deliveries or an attempt finished (`webhooks.PENDING`), so a burst is one round, and every
+`poll_s` otherwise.
 
 Every request carries `Fraud-Event-Id` and `Fraud-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
 "<t>.<raw body>")>`; the body is the same bytes on every attempt.
@@ -159,9 +160,10 @@ class Dispatcher:
 
     def __init__(self, uow: Callable[[], UnitOfWork], *, allow_private: bool = False, timeout_s: float = 5.0,
                  backoff_s: float = 15.0, workers: int = 16, per_hook: int = 2, poll_s: float = 0.5,
-                 lease_s: float | None = None, on_result: Callable[[Claim, Attempt], None] | None = None) -> None:
+                 lease_s: float | None = None, on_result: Callable[[Claim, Attempt], None] | None = None,
+                 gather_s: float = 0.05) -> None:
         self.uow, self.allow_private, self.timeout_s, self.backoff_s = uow, allow_private, timeout_s, backoff_s
-        self.workers, self.per_hook, self.poll_s = workers, per_hook, poll_s
+        self.workers, self.per_hook, self.poll_s, self.gather_s = workers, per_hook, poll_s, gather_s
         # an attempt ends within 2 x timeout (`post`); the lease outlasts it, queueing included (claims never
         # exceed the free threads)
         self.lease = dt.timedelta(seconds=lease_s if lease_s is not None else 3 * timeout_s + 5)
@@ -198,7 +200,10 @@ class Dispatcher:
                 if time.monotonic() >= quiet_until:  # once a minute, not twice a second
                     log.warning("webhook dispatch round failed (retrying every %g s): %s", self.poll_s, exc)
                     quiet_until = time.monotonic() + 60
-            PENDING.wait(self.poll_s)
+            if PENDING.wait(self.poll_s):
+                # woken by a commit or a finished attempt: gather what else comes in the next moment, so a burst
+                # is one round (one claim, one record of results) rather than a round per event
+                self._stop.wait(self.gather_s)
             PENDING.clear()
 
     def run_once(self, wait: bool = False) -> int:

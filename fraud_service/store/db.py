@@ -11,14 +11,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from fraud_service.store.deadline import deadline_connection
 
 
-def make_engine(url: str, timeout_ms: int | None = None, **kwargs: Any) -> Engine:
+def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, **kwargs: Any) -> Engine:
     """An engine for URL. SQLite gets WAL, full fsync on commit, and BEGIN IMMEDIATE (writers queue, never deadlock).
 
     With TIMEOUT_MS (the service's engine: `SERVICE_TIMEOUT_MS`), no statement waits on the database longer than
     about that: SQLite's busy timeout; on PostgreSQL the statement and lock timeouts, and a client-side deadline
     on every round trip (`store.deadline`), which is what ends a wait on a server that hangs instead of
     answering. Requests wait less than this (`Settings.db_wait_ms`); this frees the threads that still wait.
-    Without it (the CLI's long jobs), SQLite waits 30 s for a lock and PostgreSQL statements have no limit."""
+    Without it (the CLI's long jobs), SQLite waits 30 s for a lock and PostgreSQL statements have no limit.
+    DURABLE False (SQLite only) commits without waiting for the disk (`synchronous=NORMAL`: a power cut may undo
+    the last commits, a crash may not): for bookkeeping that is safe to redo, such as webhook delivery states."""
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -31,7 +33,8 @@ def make_engine(url: str, timeout_ms: int | None = None, **kwargs: Any) -> Engin
             dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below starts transactions
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")  # a committed decision survives a power cut
+            # a committed decision survives a power cut
+            cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

@@ -144,7 +144,12 @@ def test_a_close_decided_on_a_page_from_before_an_appeal_is_refused(api: Api, se
     assert stale.status_code == 409 and "reload" in stale.get_json()["message"]
     assert outcome(api, got["assessment_id"])["status"] == "pending_review"  # nothing was closed
     now = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()["updated_at"]
-    fresh = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok", "unchanged_since": now})
+    garbled = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok",
+                                                             "unchanged_since": "last tuesday"})
+    assert garbled.status_code == 422 and garbled.get_json()["problems"][0]["field"] == "unchanged_since"
+    same_instant = dt.datetime.fromisoformat(now).astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
+    fresh = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok",
+                                                           "unchanged_since": same_instant})  # any spelling of it
     assert fresh.status_code == 200
 
 
