@@ -6,7 +6,8 @@ wrk posting the world's later returns). While wrk runs, a closer closes the risk
 event and an `assessment.outcome` event per return of the case. A receiver on loopback (in this process)
 checks each delivery's signature and notes when it arrived. Runs alternate between webhooks on (a
 webhook registered: every event is delivered) and off (none registered: the same closes, nothing to
-send), so the machine's drift falls on both sides.
+send), in the order off, on, on, off, off, on, ... so that drift falls on both sides, and every run
+starts from the same features (the live facts of the runs before are forgotten).
 
 Reported: delivery latency (arrival minus the event's `created_at`, the commit of the close) p50 / p99 /
 max over every event delivered, and assess throughput and p99 with webhooks on and off, per pair and as
@@ -34,7 +35,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load_bench import CLI, ROOT, _free_port, _parser, measured, setup, start_server, stop_server, wrk  # noqa: E402
+from bench.load_bench import (  # noqa: E402
+    CLI,
+    ROOT,
+    _forget_earlier_runs,
+    _free_port,
+    _parser,
+    measured,
+    setup,
+    start_server,
+    stop_server,
+    wrk,
+)
 
 
 class Receiver:
@@ -122,7 +134,7 @@ def main() -> None:
     parser.add_argument("--close-every", type=float, default=0.2, help="seconds between closes (default 0.2)")
     parser.set_defaults(connections="16", seconds=15.0, quiet_logs=True)
     args = parser.parse_args()
-    tmp, _, env, _, bodies, _ = setup(args, "webhook-bench-")
+    tmp, home, env, _, bodies, _ = setup(args, "webhook-bench-")
     env = {**env, "FRAUD_WEBHOOK_ALLOW_PRIVATE": "true"}
     key = subprocess.run([*CLI, "keys", "create", "--role", "admin", "--name", "webhook bench"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -139,13 +151,14 @@ def main() -> None:
         wrk_env["RUN_TAG"] = "warm"
         wrk(url, 4, 5, wrk_env, script)  # warm, and open cases to close
         for n in range(args.pairs):
-            for side in ("off", "on"):
+            for side in ("off", "on") if n % 2 == 0 else ("on", "off"):  # ABBA: drift falls on both sides
                 hook = None
                 if side == "on":
                     hook = _hook(base, key, "POST", "/v1/webhooks", {"url": receiver.url,
                                                                      "events": ["assessment.outcome", "case.closed"]})
                     receiver.secret = hook["secret"]
-                wrk_env["RUN_TAG"] = f"{side}{n}"
+                wrk_env["RUN_TAG"] = f"lb-{side}{n}"
+                _forget_earlier_runs(home)  # every run starts from the same features
                 with Closer(base, key, args.close_every) as closer:
                     runs[side].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script)))
                 closes[side] += closer.closed

@@ -40,17 +40,19 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, Table, case, select, update
 
 from fraud_service.errors import RequestInvalid
-from fraud_service.feedback.webhooks import PENDING, Target, event_body, resolve
+from fraud_service.feedback.webhooks import PENDING, Target, resolve
 from fraud_service.store import chain
 from fraud_service.store.schema import Webhook, WebhookDelivery, WebhookEvent
 from fraud_service.store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+DELIVERIES = cast(Table, WebhookDelivery.__table__)
+EVENTS = cast(Table, WebhookEvent.__table__)
 MAX_BACKOFF_S = 3600.0
 USER_AGENT = "fraud-service-webhooks/1"
 
@@ -153,13 +155,14 @@ class Claim:
     secret: str
     event: dict[str, object]
     token: str  # this claim's lease: only its holder may record the attempt
+    attempts: int = 0  # made before this one
 
 
 class Dispatcher:
     """Sends pending deliveries in the background (`start`), or one round at a time (`run_once`, tests and the CLI)."""
 
     def __init__(self, uow: Callable[[], UnitOfWork], *, allow_private: bool = False, timeout_s: float = 5.0,
-                 backoff_s: float = 15.0, workers: int = 16, per_hook: int = 2, poll_s: float = 0.5,
+                 backoff_s: float = 15.0, workers: int = 16, per_hook: int = 4, poll_s: float = 0.5,
                  lease_s: float | None = None, on_result: Callable[[Claim, Attempt], None] | None = None,
                  gather_s: float = 0.05) -> None:
         self.uow, self.allow_private, self.timeout_s, self.backoff_s = uow, allow_private, timeout_s, backoff_s
@@ -239,6 +242,7 @@ class Dispatcher:
         if not due_hooks:
             return []
         claims: list[Claim] = []
+        d, e = DELIVERIES.c, EVENTS.c  # Core statements: a round costs little CPU
         with self.uow() as uow:
             hooks = uow.session.execute(select(Webhook.id, Webhook.url, Webhook.secret)
                                         .where(Webhook.id.in_(due_hooks), Webhook.removed_at.is_(None))).all()
@@ -247,18 +251,21 @@ class Dispatcher:
                 if room <= 0:
                     continue
                 due = uow.session.execute(
-                    select(WebhookDelivery, WebhookEvent).join(WebhookEvent,
-                                                               WebhookEvent.id == WebhookDelivery.event_id)
-                    .where(WebhookDelivery.webhook_id == hook_id, self._due(now),
-                           WebhookDelivery.id.not_in(inflight or [-1]))
-                    .order_by(WebhookDelivery.next_at, WebhookDelivery.id).limit(room)).all()
-                for delivery, event in due:
-                    if delivery.attempts and now >= chain.aware(delivery.expires_at):
-                        delivery.status = "dead"  # tried, and its window is over (a lost result left it pending)
+                    select(d.id, d.attempts, d.expires_at, e.id, e.type, e.created_at, e.data)
+                    .join_from(DELIVERIES, EVENTS, e.id == d.event_id)
+                    .where(d.webhook_id == hook_id, self._due(now), d.id.not_in(inflight or [-1]))
+                    .order_by(d.next_at, d.id).limit(room)).all()
+                for delivery_id, attempts, expires_at, event_id, kind, created_at, data in due:
+                    if attempts and now >= chain.aware(expires_at):  # tried, and its window is over (a lost
+                        uow.session.execute(update(DELIVERIES).where(d.id == delivery_id)
+                                            .values(status="dead"))  # result left it pending)
                         continue
                     token = uuid.uuid4().hex
-                    delivery.lease_until, delivery.lease_token = now + self.lease, token
-                    claims.append(Claim(delivery.id, hook_id, url, secret, event_body(event), token))
+                    uow.session.execute(update(DELIVERIES).where(d.id == delivery_id)
+                                        .values(lease_until=now + self.lease, lease_token=token))
+                    body = {"id": event_id, "type": kind, "created_at": chain.utc_text(created_at),
+                            "data": json.loads(data)}
+                    claims.append(Claim(delivery_id, hook_id, url, secret, body, token, attempts))
             uow.commit()
         with self._lock:
             for claim in claims:
@@ -280,9 +287,9 @@ class Dispatcher:
 
     def _settle_done(self) -> None:
         """Record every finished attempt in one transaction (a write per round, not per delivery: on SQLite each
-        write waits for the evidence writer's lock), each in a savepoint so that one the database refuses sinks
-        no other. An attempt whose lease was taken over (it expired, or a replay) is not recorded. If the
-        transaction fails, the leases run out and the deliveries are sent again."""
+        write waits for the evidence writer's lock). An attempt whose lease was taken over (it expired, or a
+        replay) is not recorded. If the database refuses the batch, each is tried in a transaction of its own, so
+        one it cannot keep sinks no other; if that fails too, the leases run out and they are sent again."""
         done = []
         while True:
             try:
@@ -292,15 +299,21 @@ class Dispatcher:
         if not done:
             return
         try:
-            with self.uow() as uow:
-                for claim, attempt, at in done:
+            try:
+                with self.uow() as uow:
+                    for item in done:
+                        self._settle(uow, *item)
+                    uow.commit()
+            except Exception:
+                log.warning("recording %d webhook attempts together failed; recording them one by one", len(done))
+                for item in done:
                     try:
-                        with uow.session.begin_nested():
-                            self._settle(uow, claim, attempt, at)
+                        with self.uow() as uow:
+                            self._settle(uow, *item)
+                            uow.commit()
                     except Exception:
                         log.exception("recording webhook delivery %s failed; it will be sent again",
-                                      claim.delivery_id)
-                uow.commit()
+                                      item[0].delivery_id)
         finally:
             with self._lock:
                 for claim, _, _ in done:
@@ -311,19 +324,17 @@ class Dispatcher:
                 self.on_result(claim, attempt)
 
     def _settle(self, uow: UnitOfWork, claim: Claim, attempt: Attempt, now: dt.datetime) -> None:
-        delivery = uow.session.get(WebhookDelivery, claim.delivery_id)
-        if delivery is None or delivery.lease_token != claim.token or delivery.status != "pending":
+        """One attempt's result, written only while CLAIM's lease token is the delivery's (a Core UPDATE)."""
+        d = DELIVERIES.c
+        values: dict[str, Any] = {"attempts": d.attempts + 1, "last_at": now, "last_status": attempt.status,
+                                  "last_error": attempt.error, "lease_until": None, "lease_token": None}
+        if attempt.ok:
+            values.update(status="delivered", delivered_at=now)
+        else:  # dead once its window is over, else retried after the back-off
+            values.update(status=case((d.expires_at <= now, "dead"), else_="pending"),
+                          next_at=now + dt.timedelta(seconds=backoff(claim.attempts + 1, self.backoff_s)))
+        done = uow.session.execute(update(DELIVERIES).where(
+            d.id == claim.delivery_id, d.lease_token == claim.token, d.status == "pending").values(**values))
+        if not cast(CursorResult[Any], done).rowcount:
             log.info("webhook delivery %s: a later claim or a replay holds it; this attempt is not recorded",
                      claim.delivery_id)
-            return
-        delivery.attempts += 1
-        delivery.last_at, delivery.last_status, delivery.last_error = now, attempt.status, attempt.error
-        delivery.lease_until = delivery.lease_token = None
-        if attempt.ok:
-            delivery.status, delivery.delivered_at = "delivered", now
-        elif now >= chain.aware(delivery.expires_at):
-            delivery.status = "dead"
-            log.warning("webhook %s: event %s is dead after %d attempts (%s)", claim.webhook_id,
-                        claim.event["id"], delivery.attempts, attempt.error)
-        else:
-            delivery.next_at = now + dt.timedelta(seconds=backoff(delivery.attempts, self.backoff_s))

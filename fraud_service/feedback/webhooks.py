@@ -165,14 +165,6 @@ class Outbox:
         return event_id
 
 
-def event_body(event: WebhookEvent) -> dict[str, Any]:
-    """The JSON a receiver gets for EVENT (the same on every attempt)."""
-    import json
-
-    return {"id": event.id, "type": event.type, "created_at": chain.utc_text(event.created_at),
-            "data": json.loads(event.data)}
-
-
 # -- managing webhooks ----------------------------------------------------------------------------------------
 
 
