@@ -137,11 +137,13 @@ def dispatcher(settings: Settings, uow: Callable[[], UnitOfWork]) -> Dispatcher:
     from fraud_service.feedback.dispatch import Dispatcher
     from fraud_service.store.db import SERVICE_TIMEOUT_MS, make_engine, session_factory
 
+    engine = None
     if settings.database_url.startswith("sqlite"):
-        sessions = session_factory(make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS, durable=False))
+        engine = make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS, durable=False)
+        sessions = session_factory(engine)
         uow = lambda: UnitOfWork(sessions)  # noqa: E731
     return Dispatcher(uow, allow_private=settings.webhook_allow_private, timeout_s=settings.webhook_timeout_s,
-                      backoff_s=settings.webhook_backoff_s)
+                      backoff_s=settings.webhook_backoff_s, engine=engine)
 
 
 def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True,

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, case, select, update
+from sqlalchemy import CursorResult, Engine, Table, case, select, update
 
 from fraud_service.errors import RequestInvalid
 from fraud_service.feedback.webhooks import PENDING, Target, resolve
@@ -164,13 +164,14 @@ class Dispatcher:
     def __init__(self, uow: Callable[[], UnitOfWork], *, allow_private: bool = False, timeout_s: float = 5.0,
                  backoff_s: float = 15.0, workers: int = 16, per_hook: int = 4, poll_s: float = 0.5,
                  lease_s: float | None = None, on_result: Callable[[Claim, Attempt], None] | None = None,
-                 gather_s: float = 0.05) -> None:
+                 gather_s: float = 0.05, engine: Engine | None = None) -> None:
         self.uow, self.allow_private, self.timeout_s, self.backoff_s = uow, allow_private, timeout_s, backoff_s
         self.workers, self.per_hook, self.poll_s, self.gather_s = workers, per_hook, poll_s, gather_s
         # an attempt ends within 2 x timeout (`post`); the lease outlasts it, queueing included (claims never
         # exceed the free threads)
         self.lease = dt.timedelta(seconds=lease_s if lease_s is not None else 3 * timeout_s + 5)
         self.on_result = on_result
+        self._engine = engine  # one of its own (disposed on close), else the caller's
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         self._busy: Counter[str] = Counter()
         self._inflight: set[int] = set()
@@ -193,6 +194,8 @@ class Dispatcher:
             self._settle_done()
         except Exception:
             log.warning("recording the last webhook attempts failed; they will be sent again", exc_info=True)
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _loop(self) -> None:
         quiet_until = 0.0
