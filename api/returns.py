@@ -41,7 +41,7 @@ def assess() -> ResponseReturnValue:
 @bp.get("/v1/assessments/<assessment_id>")
 @requires("scoring", "analyst")
 def get_assessment(assessment_id: str) -> ResponseReturnValue:
-    """The stored evidence of one assessment and its outcome in force (a scoring key sees the ones it made)."""
+    """The stored evidence of one assessment and its outcome in force (a scoring key: those its name made)."""
     service = core()
     return jsonify(outcomes.read(service.uow(), assessment_id=assessment_id, messages=service.feedback.messages,
                                  reader=reader()))

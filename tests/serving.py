@@ -80,3 +80,15 @@ def wait_ready(server: Any, log: Path, workers: int, seconds: float = 120) -> se
     pids = ready_workers(log)
     assert len(pids) >= workers, log.read_text()[-2000:]
     return pids
+
+
+def stop_all(servers: list[Any], handles: list[Any]) -> None:
+    """Stop the `serve` process groups still running (SIGTERM, then wait) and close their log files."""
+    import signal
+
+    for server in servers:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    for handle in handles:
+        handle.close()

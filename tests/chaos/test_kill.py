@@ -22,7 +22,7 @@ from fraud_service.store import chain
 from fraud_service.store.schema import Assessment
 from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
-from tests.serving import CLI, free_port, pid_alive, post, serve_env, wait_ready
+from tests.serving import CLI, free_port, pid_alive, post, serve_env, stop_all, wait_ready
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -107,12 +107,7 @@ def test_kill_9_of_a_worker_then_the_master_loses_no_answered_decision(
     finally:
         if load is not None:
             load.stop()
-        for server in servers:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=60)
-        for handle in handles:
-            handle.close()
+        stop_all(servers, handles)
     assert not any(pid_alive(p) for p in workers)
     answered = {rid: body["assessment_id"] for rid, status, body in load.answers if 200 <= status < 300}
     assert len(answered) >= 60

@@ -15,7 +15,7 @@ import pytest
 from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
 from tests.feedback.test_delivery import Receiver, until, verify
-from tests.serving import CLI, free_port, post, serve_env, wait_ready
+from tests.serving import CLI, free_port, post, serve_env, stop_all, wait_ready
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -67,12 +67,7 @@ def test_a_webhook_survives_kill_9_of_the_server(serving_home: Path, trained_wor
         assert len(ids) >= 2 and len(set(ids)) == 1  # the same event again, and no other
         assert get_deliveries(base, hook["id"], key)[1]["deliveries"][0]["event_id"] == ids[0]
     finally:
-        for server in servers:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=60)
-        for handle in handles:
-            handle.close()
+        stop_all(servers, handles)
         receiver.close()
 
 
