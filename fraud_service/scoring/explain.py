@@ -52,6 +52,27 @@ SPECIAL = {
                                 "share"),
     "cust_created_epoch": ("account created at {v}", "epoch"),
 }
+MISSING = {
+    "rt_refund_to_order": "refund share of the order's value: unknown",
+    "rt_days_since_order": "days since the order was placed: unknown",
+    "rt_days_since_delivery": "not delivered yet (no delivery date)",
+    "rt_hour_of_day": "time of the request: unknown",
+    "rt_refund_amount": "refund amount: unknown",
+    "rt_items_count": "number of items claimed: unknown",
+    "rt_share_fashion": "share of apparel or shoes: unknown",
+    "rt_share_high_value": "share of electronics or jewellery: unknown",
+    "cust_account_age_days": "account age: unknown (no sign-up date)",
+    "cust_return_rate_count_365d": "the customer's return rate: unknown (no orders in the last 365 days)",
+    "cust_return_rate_value_365d": "the customer's refund share: unknown (no orders in the last 365 days)",
+    "cust_size_cm_share_365d": "share of size or changed-mind returns: unknown (no returns in the last 365 days)",
+    "cust_created_epoch": "account creation time: unknown",
+}
+"""What a reason says when its feature has no value (never "Account is unknown days old")."""
+SINGULAR = {
+    "items claimed": "item claimed", "orders": "order", "returns": "return", "claims": "claim",
+    "refunds": "refund", "customers": "customer",
+}
+"""A count of exactly 1 reads in the singular: "1 item claimed", "1 return that failed inspection"."""
 _NAME = re.compile(r"^(cust|addr|pay|dev|rfd)_(.+?)(?:_(\d+)d)?$")
 
 
@@ -104,9 +125,32 @@ def describe(feature: str) -> tuple[str, str]:
     return f"{{v}} {noun}{SUBJECTS[prefix]}{window}", kind
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _singular(text: str) -> str:
+    """TEXT's first counted noun in the singular (it starts with "1 ")."""
+    head, _, rest = text.partition(" ")
+    for plural, one in SINGULAR.items():
+        if rest.startswith(plural):
+            return f"{head} {one}{rest[len(plural):]}"
+        words = rest.split(" ")
+        for i, word in enumerate(words[:4]):  # "earlier returns confirmed...", "item-not-received claims ..."
+            if word == plural:
+                words[i] = one
+                return f"{head} {' '.join(words)}"
+    return text
+
+
 def sentence(feature: str, value: Any, typical: Any = None) -> str:
     template, kind = describe(feature)
-    text = template.format(v=_format(value, kind))
+    if _missing(value) and kind not in ("text", "bool"):
+        text = MISSING.get(feature) or template.replace("{v} ", "").replace(": {v}", "") + ": unknown"
+    else:
+        text = template.format(v=_format(value, kind))
+        if kind in ("count", "int") and not _missing(value) and float(value) == 1 and text.startswith("1 "):
+            text = _singular(text)
     if typical is not None and kind != "text":
         text += f"; typical is {_format(typical, kind)}"
     return text[0].upper() + text[1:]

@@ -28,6 +28,15 @@ def test_every_feature_of_the_service_has_a_sentence(feature):
     ("cust_account_age_days", 2.0, 400.0, "Account is 2.0 days old; typical is 400"),
     ("cust_median_days_to_return_365d", float("nan"), 6.0,
      "Median days from delivery to return in the last 365 days: unknown; typical is 6.0"),
+    # issue 20's small breaks: never "Account is unknown days old" nor "1 items claimed"
+    ("cust_account_age_days", float("nan"), 400.0, "Account age: unknown (no sign-up date); typical is 400"),
+    ("rt_days_since_delivery", None, 3.0, "Not delivered yet (no delivery date); typical is 3.0"),
+    ("rt_items_count", 1, 2.0, "1 item claimed; typical is 2"),
+    ("cust_inr_90d", 1, 0.0, "1 item-not-received claim in the last 90 days; typical is 0"),
+    ("pay_bad_inspections", 1, 0.0, "1 return that failed inspection with this payment instrument; typical is 0"),
+    ("cust_fraud_labels", 1, 0.0, "1 earlier return confirmed as fraud; typical is 0"),
+    ("addr_returns_90d", float("nan"), 0.0,
+     "Returns on this shipping address in the last 90 days: unknown; typical is 0"),
 ])
 def test_sentences_read_as_a_person_would_say_them(feature, value, typical, text):
     assert sentence(feature, value, typical) == text
