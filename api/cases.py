@@ -53,7 +53,7 @@ def context(case_id: str) -> CaseContext:
     """The case with each of its customers' histories and the accounts linked to it, and the page of its
     assessments the query asks for (`assessments_offset`, 100 at a time)."""
     text = request.args.get("assessments_offset") or "0"
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise RequestInvalid([Problem("assessments_offset", f"got {text!r}", "an integer >= 0")])
     service = core()
     return case_context(service.uow(), case_id=case_id, warehouse_dir=service.settings.warehouse_dir,

@@ -35,7 +35,8 @@ def inspection(return_id: str) -> ResponseReturnValue:
     service = core()
     done = inspections.record(service.uow(), return_id=return_id, inspected_at=body.inspected_at,
                               outcome=body.outcome, notes=body.notes or "", actor=current_principal().actor,
-                              feedback=service.feedback, now=service.clock(), live=service.inspected)
+                              feedback=service.feedback, now=service.clock(), live=service.inspected,
+                              reader=reader())
     return jsonify(done.to_dict()), 200 if done.replayed else 201
 
 
@@ -81,10 +82,10 @@ def remove_webhook(webhook_id: str) -> ResponseReturnValue:
 def deliveries(webhook_id: str) -> ResponseReturnValue:
     """A webhook's deliveries, newest event first (`status`: pending, delivered or dead; `limit`: 1 to 1000)."""
     text = request.args.get("limit") or "100"
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise RequestInvalid([Problem("limit", f"got {text!r}", "an integer from 1 to 1000")])
     found = webhooks.deliveries(core().uow(), webhook_id=webhook_id, status=request.args.get("status") or None,
-                                limit=int(text) if len(text) <= 6 else 10**6)
+                                limit=int(text[-12:]) if text.lstrip("0")[:-12] == "" else 10**12)
     return jsonify(deliveries=[d.to_dict() for d in found])
 
 

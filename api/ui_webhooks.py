@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from api.core import core
 from api.ui import _person, bp, signed_in
-from fraud_service.errors import WebhookNotFound
+from fraud_service.errors import RequestInvalid, WebhookNotFound
 from fraud_service.feedback import webhooks
 
 
@@ -38,4 +38,6 @@ def webhooks_replay() -> ResponseReturnValue:
         flash(f"Event {event_id} is queued again ({queued} delivery(ies)).", "info")
     except WebhookNotFound as exc:
         flash(str(exc), "error")
+    except RequestInvalid as exc:
+        flash("; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems), "error")
     return redirect(url_for("ui.webhooks_page"))

@@ -115,7 +115,7 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     text = (env.get(name) or "").strip()
     if not text:
         return default
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
     return int(text)
 

@@ -18,7 +18,7 @@ from fraud_service.store import chain, checkpoint
 from fraud_service.store.chain import Verification
 from fraud_service.store.checkpoint import Checkpoint, CheckpointCheck
 from fraud_service.store.deadline import SingleFlight
-from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Label
+from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Inspection, Label, Outcome
 from fraud_service.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -184,13 +184,16 @@ class DerivedCheck:
 
 
 def verify_derived(uow: UnitOfWork) -> DerivedCheck:
-    """Check every assessment, case note and label row against the evidence event it names: an edited row (a
-    score, a decision, a label that feeds the next training run) is named, by table and key."""
+    """Check every assessment, case note, label, inspection and outcome row against the evidence event it names: an
+    edited row (a score, a decision, a label that feeds the next training run, what the returns system is told)
+    is named, by table and key."""
 
-    rows = {"assessments": 0, "case_notes": 0, "labels": 0}
+    rows = {"assessments": 0, "case_notes": 0, "labels": 0, "inspections": 0, "outcomes": 0}
     with uow.read():
         for model, table, problem_of in ((Assessment, "assessments", _assessment_problem),
-                                         (CaseNote, "case_notes", _note_problem), (Label, "labels", _label_problem)):
+                                         (CaseNote, "case_notes", _note_problem), (Label, "labels", _label_problem),
+                                         (Inspection, "inspections", _inspection_problem),
+                                         (Outcome, "outcomes", _outcome_problem)):
             problem = _check_table(uow, model, table, problem_of, rows)
             if problem is not None:
                 return DerivedCheck(rows, problem)
@@ -203,15 +206,23 @@ def _check_table(uow: UnitOfWork, model: Any, table: str, problem_of: Any, rows:
 
     query = (select(model, EvidenceEvent).join(EvidenceEvent, EvidenceEvent.seq == model.event_seq)
              .order_by(model.event_seq).execution_options(yield_per=2000))
-    for row, event in uow.session.execute(query):
-        rows[table] += 1
-        problem = problem_of(row, event, json.loads(event.payload))
-        if problem is not None:
-            return f"{table} row {row.id} (event {event.seq}): {problem}"
+    result = uow.session.execute(query)
+    try:  # a server-side cursor on PostgreSQL: closed however the loop ends
+        for row, event in result:
+            rows[table] += 1
+            problem = problem_of(row, event, json.loads(event.payload))
+            if problem is not None and table == "assessments" and problem.startswith("case_id") and ";" not in problem:
+                problem = _later_case(uow, row)  # a case an inspection or an appeal put it in after its answer
+            if problem is not None:
+                key = getattr(row, "id", None) or getattr(row, "assessment_id", None)
+                return f"{table} row {key} (event {event.seq}): {problem}"
+    finally:
+        result.close()
     orphan = uow.session.execute(select(model).outerjoin(EvidenceEvent, EvidenceEvent.seq == model.event_seq)
                                  .where(EvidenceEvent.seq.is_(None)).limit(1)).scalar_one_or_none()
     if orphan is not None:
-        return f"{table} row {orphan.id} names event {orphan.event_seq}, which the log does not hold"
+        key = getattr(orphan, "id", None) or getattr(orphan, "assessment_id", None)
+        return f"{table} row {key} names event {orphan.event_seq}, which the log does not hold"
     return None
 
 
@@ -237,19 +248,55 @@ def _assessment_problem(row: Assessment, event: EvidenceEvent, payload: dict[str
         "case_id": (row.case_id, response.get("case_id"))})
 
 
+def _later_case(uow: UnitOfWork, row: Assessment) -> str | None:
+    """None when ROW's case_id, absent from its answer, was given by a later case event naming it (`cases.attach`)."""
+    from sqlalchemy import select
+
+    events = uow.session.execute(select(EvidenceEvent.payload).where(
+        EvidenceEvent.subject == row.case_id, EvidenceEvent.kind.in_(("case_opened", "case_joined")),
+        EvidenceEvent.seq > row.event_seq)).scalars()
+    if any(json.loads(p).get("assessment_id") == row.id for p in events):
+        return None
+    return f"case_id {row.case_id!r}: neither its answer nor a later case event puts it there"
+
+
 def _note_problem(row: CaseNote, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
-    if event.kind != "case_note":
-        return f"its event is a {event.kind}, not a case_note"
+    if event.kind not in ("case_note", "case_appealed"):
+        return f"its event is a {event.kind}, not a case_note or case_appealed"
     return _differs({"body": (row.body, payload.get("note")), "author": (row.author, event.actor),
                      "case_id": (row.case_id, payload.get("case_id"))})
 
 
 def _label_problem(row: Label, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind == "inspection":
+        return _differs({"return_id": (row.return_id, payload.get("return_id")),
+                         "label": (row.label, payload.get("label")), "source": (row.source, "inspection"),
+                         "labelled_at": (chain.utc_text(row.labelled_at), payload.get("inspected_at")),
+                         "actor": (row.actor, event.actor), "case_id": (row.case_id, payload.get("case_id")),
+                         "reason": (row.reason, payload.get("reason"))})
     if event.kind != "case_closed":
-        return f"its event is a {event.kind}, not a case_closed"
+        return f"its event is a {event.kind}, not a case_closed or an inspection"
     recorded = {(x.get("return_id"), x.get("label"), x.get("labelled_at")) for x in payload.get("labels", [])}
     if (row.return_id, row.label, chain.utc_text(row.labelled_at)) not in recorded:
         return f"label {row.label!r} of return {row.return_id} at {chain.utc_text(row.labelled_at)} is not one " \
                "its closing event records"
     return _differs({"actor": (row.actor, event.actor), "case_id": (row.case_id, payload.get("case_id")),
                      "reason": (row.reason, payload.get("reason"))})
+
+
+def _inspection_problem(row: Inspection, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind != "inspection":
+        return f"its event is a {event.kind}, not an inspection"
+    return _differs({"return_id": (row.return_id, payload.get("return_id")),
+                     "inspected_at": (chain.utc_text(row.inspected_at), payload.get("inspected_at")),
+                     "outcome": (row.outcome, payload.get("outcome")), "notes": (row.notes, payload.get("notes")),
+                     "actor": (row.actor, event.actor)})
+
+
+def _outcome_problem(row: Outcome, event: EvidenceEvent, payload: dict[str, Any]) -> str | None:
+    if event.kind != "outcome_changed" or event.subject != row.assessment_id:
+        return f"its event is a {event.kind} of {event.subject}, not this assessment's outcome change"
+    after = payload.get("after", {})
+    return _differs({"status": (row.status, after.get("status")), "decision": (row.decision, after.get("decision")),
+                     "decided_by": (row.decided_by, after.get("decided_by")), "label": (row.label, after.get("label")),
+                     "appealed": (row.appealed, after.get("appealed"))})

@@ -407,7 +407,7 @@ def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | No
     per changed outcome, `case.closed`). UNCHANGED_SINCE, the case's `updated_at` as the closer saw it, refuses
     the close when the case changed since (an appeal, a new return: the closer decided without seeing it)."""
     now, feedback = now or _now(), feedback or Feedback()
-    seen = _instant(unchanged_since, "unchanged_since") if unchanged_since else None
+    seen = _instant(unchanged_since, "unchanged_since") if unchanged_since is not None else None
     with uow:
         case = _locked(uow, case_id)
         if seen is not None and seen != chain.aware(case.updated_at):

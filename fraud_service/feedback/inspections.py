@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from fraud_service.access.keys import Principal
 from fraud_service.cases import service as cases
 from fraud_service.data.contract import INSPECTION_OUTCOMES
 from fraud_service.errors import InspectionConflict, Problem, RequestInvalid, ReturnNotAssessed
@@ -36,7 +37,7 @@ from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback, State
 from fraud_service.feedback.webhooks import Outbox, wake
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, Inspection, Label
+from fraud_service.store.schema import Assessment, Case, Inspection, Label
 from fraud_service.store.uow import UnitOfWork
 
 FAILED = ("wrong_item", "empty_box", "missing_parts")
@@ -84,15 +85,19 @@ def effect(outcome: str, return_type: str) -> tuple[str, str] | None:
 
 
 def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcome: str, notes: str, actor: str,
-           feedback: Feedback, now: dt.datetime | None = None,
-           live: Callable[[InspectedReturn], None] | None = None) -> InspectionResult:
+           feedback: Feedback, now: dt.datetime | None = None, live: Callable[[InspectedReturn], None] | None = None,
+           reader: Principal | None = None) -> InspectionResult:
     """Store an inspection of RETURN_ID and everything it decides (see the module's table); LIVE, when given, counts
-    it in the live features after the commit."""
+    it in the live features after the commit. READER, when given (a scoring key), must own the return's assessment
+    (`outcomes.owns`): to a key of another name it does not exist."""
     now = now or dt.datetime.now(dt.UTC)
     text = _check(outcome, notes, inspected_at, now)
     with uow:
         uow.lock_chain()
         assessment = outcomes.assessment_of(uow.session, return_id)
+        if assessment is not None and reader is not None and not outcomes.owns(
+                uow.session, outcomes.creator(uow.session, assessment), reader):
+            assessment = None
         if assessment is None:
             raise ReturnNotAssessed(f"no assessment of return {return_id!r}: inspections are taken for returns this "
                                     "service assessed")
@@ -111,6 +116,10 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
         _decide(uow, Outbox(uow.session, now, feedback.retry_hours), assessment, request, outcome, feedback, actor,
                 now)
         row = _store(uow, assessment, inspected_at, outcome, text, actor, now)
+        if assessment.case_id is not None:  # its case has news: a close decided on an older page is refused
+            case = uow.session.get(Case, assessment.case_id)
+            if case is not None:
+                case.updated_at = now
         result = _result(uow, assessment, row, feedback)
         uow.commit()
     wake()
@@ -137,7 +146,7 @@ def _check(outcome: str, notes: str, inspected_at: dt.datetime, now: dt.datetime
         problems.append(Problem("notes", problem, PLAIN_TEXT))
     if inspected_at > now + dt.timedelta(minutes=5):
         problems.append(Problem("inspected_at", f"{chain.utc_text(inspected_at)} is in the future",
-                                "a time no later than now"))
+                                "a time no later than now (5 minutes of clock difference are allowed)"))
     if problems:
         raise RequestInvalid(problems)
     return text

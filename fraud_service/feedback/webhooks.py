@@ -50,11 +50,19 @@ def wake() -> None:
 # -- addresses ------------------------------------------------------------------------------------------------
 
 
+CARRIERS = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
+"""IPv6 ranges whose last 32 bits are an IPv4 address a router may deliver to: NAT64 (well-known and local-use),
+IPv4-compatible, IPv4-translated. Python calls some of them global."""
+
+
 def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries (6to4, Teredo's client): each is checked too."""
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo's client, NAT64 and the other CARRIERS): each is
+    checked too."""
     if not isinstance(ip, ipaddress.IPv6Address):
         return []
     found = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+    if any(ip in net for net in CARRIERS) and int(ip) > 1:  # :: and ::1 are themselves
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return [x for x in found if x is not None]
 
 
@@ -295,6 +303,9 @@ def replay(uow: UnitOfWork, *, event_id: str, actor: str, webhook_id: str | None
         hooks: Sequence[Webhook]
         if webhook_id is not None:
             hooks = [_active(uow.session, webhook_id)]
+            if event.type not in hooks[0].events:
+                raise RequestInvalid([Problem("webhook_id", f"{webhook_id} takes {', '.join(hooks[0].events)}",
+                                              f"a webhook that takes {event.type} events")])
         else:
             hooks = uow.session.execute(select(Webhook).where(Webhook.removed_at.is_(None))).scalars().all()
         existing = {d.webhook_id: d for d in uow.session.execute(

@@ -144,9 +144,16 @@ def test_a_close_decided_on_a_page_from_before_an_appeal_is_refused(api: Api, se
     assert stale.status_code == 409 and "reload" in stale.get_json()["message"]
     assert outcome(api, got["assessment_id"])["status"] == "pending_review"  # nothing was closed
     now = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()["updated_at"]
-    garbled = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok",
-                                                             "unchanged_since": "last tuesday"})
-    assert garbled.status_code == 422 and garbled.get_json()["problems"][0]["field"] == "unchanged_since"
+    for bad in ("last tuesday", ""):
+        garbled = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok",
+                                                                 "unchanged_since": bad})
+        assert garbled.status_code == 422 and garbled.get_json()["problems"][0]["field"] == "unchanged_since"
+    before_inspection = now
+    assert inspect(api, got["return_id"], "empty_box").status_code == 201  # the warehouse reports: news for the case
+    stale = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "x",
+                                                           "unchanged_since": before_inspection})
+    assert stale.status_code == 409
+    now = api.client.get(f"/v1/cases/{got['case_id']}", headers=api.headers("analyst")).get_json()["updated_at"]
     same_instant = dt.datetime.fromisoformat(now).astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
     fresh = post(api, f"/v1/cases/{got['case_id']}/close", {"label": "legit", "reason": "ok",
                                                            "unchanged_since": same_instant})  # any spelling of it
@@ -189,6 +196,16 @@ def test_inspection_contract_errors(api: Api, set_policy: Any) -> None:
     assert early.status_code == 422 and early.get_json()["problems"][0]["field"] == "inspected_at"
     not_time = inspect(api, got["return_id"], "ok", at="yesterday")
     assert not_time.status_code == 422 and "ISO 8601" in not_time.get_json()["problems"][0]["expected"]
+    foreign = create_key(api.service.uow(), "scoring", "another store", "test")
+    for body in ({"inspected_at": "2000-01-01T00:00:00Z", "outcome": "ok"}, {"inspected_at": "2026-01-01",
+                                                                             "outcome": "ok"}):
+        theirs = api.client.post(f"/v1/returns/{got['return_id']}/inspection", json=body,
+                                 headers={"Authorization": f"Bearer {foreign}"})
+        unknown = api.client.post("/v1/returns/no-such-return/inspection", json=body,
+                                  headers={"Authorization": f"Bearer {foreign}"})
+        assert theirs.status_code == unknown.status_code == 404  # another name's return does not exist for it
+        assert theirs.get_json()["message"].replace(got["return_id"], "R") == unknown.get_json()["message"].replace(
+            "no-such-return", "R")
     analyst = api.client.post(f"/v1/returns/{got['return_id']}/inspection", json={"inspected_at": "2026-01-01",
                               "outcome": "ok"}, headers=api.headers("analyst"))
     assert analyst.status_code == 403
@@ -307,6 +324,11 @@ def test_webhooks_are_managed_by_admins_and_refuse_unsafe_addresses(api: Api) ->
     assert api.client.delete("/v1/webhooks/whk_none", headers=admin).status_code == 404
     assert api.client.get("/v1/webhooks/whk_none/deliveries", headers=admin).status_code == 404
     assert api.client.post("/v1/webhooks/events/evt_none/replay", headers=admin).status_code == 404
+    for limit in ("%C2%B2", "%E2%91%A0", "%D9%A3", "x", "0"):  # superscript, circled and Arabic-Indic digits
+        odd = api.client.get(f"/v1/webhooks/whk_none/deliveries?limit={limit}", headers=admin)
+        assert odd.status_code in (404, 422), (limit, odd.status_code)  # never a 500
+    assert api.client.get("/v1/cases/cas_none?assessments_offset=%C2%B2",
+                          headers=api.headers("analyst")).status_code == 422
 
 
 def test_an_outcome_event_is_stored_with_one_delivery_per_webhook_that_takes_it(api: Api, set_policy: Any) -> None:
@@ -328,6 +350,10 @@ def test_an_outcome_event_is_stored_with_one_delivery_per_webhook_that_takes_it(
         shown = api.client.get(f"/v1/webhooks/{hook.id}/deliveries?status=pending",
                                headers=api.headers("admin")).get_json()["deliveries"]
         assert event["_id"] in {d["event_id"] for d in shown}
+        [closed] = outbox(api, "case.closed", case_id=got["case_id"])
+        wrong = api.client.post(f"/v1/webhooks/events/{closed['_id']}/replay?webhook_id={hook.id}",
+                                headers=api.headers("admin"))
+        assert wrong.status_code == 422 and "takes assessment.outcome" in wrong.get_json()["problems"][0]["problem"]
     finally:
         assert api.client.delete(f"/v1/webhooks/{hook.id}", headers=api.headers("admin")).status_code == 204
 
@@ -377,3 +403,34 @@ def test_the_queue_page_marks_an_appealed_case(api: Api, set_policy: Any) -> Non
     assert all(">appealed</span>" in row for row in rows[:ours + 1])  # badged, and only appealed cases ahead
     page = client.get(f"/ui/cases/{denied['case_id']}").get_data(as_text=True)
     assert "appealed by the shopper" in page and "Please look again" in page
+
+
+def test_evidence_verify_bears_out_every_row_the_feedback_wrote(api: Api, set_policy: Any) -> None:
+    """`evidence verify`'s derived-table check knows appeals' notes, inspections' labels, later cases, inspections and
+    outcomes (it used to call all of them tampering), and still names an edited outcome."""
+    from sqlalchemy import update
+
+    from fraud_service import health
+    from fraud_service.store.schema import Outcome
+
+    approved = assessed(api, set_policy, "approve")
+    assert inspect(api, approved["return_id"], "wrong_item").status_code == 201  # a later case for it
+    denied = assessed(api, set_policy, "deny")
+    assert api.client.post(f"/v1/assessments/{denied['assessment_id']}/appeal", json={"message": "again"},
+                           headers=api.headers()).status_code == 200
+    checked = health.verify_derived(api.service.uow())
+    assert checked.ok, checked.problem
+    assert checked.rows["inspections"] >= 1 and checked.rows["outcomes"] >= 1
+    with api.service.sessions() as session:
+        session.execute(update(Outcome).where(Outcome.assessment_id == denied["assessment_id"])
+                        .values(decision="approve"))
+        session.commit()
+    try:
+        tampered = health.verify_derived(api.service.uow())
+        assert not tampered.ok and denied["assessment_id"] in (tampered.problem or "")
+        assert "decision 'approve'" in (tampered.problem or "")
+    finally:
+        with api.service.sessions() as session:
+            session.execute(update(Outcome).where(Outcome.assessment_id == denied["assessment_id"])
+                            .values(decision="deny"))
+            session.commit()

@@ -25,6 +25,11 @@ from fraud_service.feedback.webhooks import address_problem
     ("192.168.1.1", False, "private"),
     ("100.64.0.1", True, "not a public address"),  # carrier-grade NAT is nobody's receiver
     ("fec0::1", True, "not a public address"),
+    ("64:ff9b::a9fe:a9fe", True, "metadata"),  # NAT64 of the metadata address
+    ("64:ff9b:1::7f00:1", False, "FRAUD_WEBHOOK_ALLOW_PRIVATE"),  # local-use NAT64 of loopback
+    ("::a9fe:a9fe", True, "metadata"),  # IPv4-compatible
+    ("::ffff:0:a00:1", False, "FRAUD_WEBHOOK_ALLOW_PRIVATE"),  # IPv4-translated 10.0.0.1
+    ("64:ff9b::808:808", False, None),  # NAT64 of a public address
     ("0.0.0.0", True, "not a unicast"),
     ("224.0.0.1", True, "not a unicast"),
 ])
