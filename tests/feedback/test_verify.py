@@ -1,0 +1,58 @@
+"""`evidence verify`'s derived-table check bears out every row the feedback loop writes (appeal notes, inspection
+labels, cases given after the answer, inspections, outcomes), and still names an edited one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import update
+
+from fraud_service.cases import service as cases
+from fraud_service.feedback import appeals, inspections
+from fraud_service.feedback.outcomes import Feedback
+from fraud_service.health import verify_derived
+from fraud_service.store.schema import Outcome
+from tests.factories import MemoryDb, memory_db
+
+AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def answered(db: MemoryDb, n: int, decision: str) -> dict[str, Any]:
+    """An assessment stored the way the assessor stores one (its evidence holds the request); a case when flagged."""
+    rid = f"r-{n}"
+    row = {"id": f"asm_{n}", "return_id": rid, "customer_id": f"c-{n}", "request_hash": "h" * 64, "created_at": AT,
+           "score": 0.5, "decision": decision, "risk_level": "high", "model_version": "v1", "policy_version": "p1",
+           "refund_amount": 40.0, "case_id": None, "reason": "timing"}
+    request = {"return_id": rid, "customer_id": f"c-{n}", "requested_at": AT.isoformat(), "return_type": "return",
+               "refund_amount": 40.0, "refund_token": None,
+               "order": {"address_token": f"a-{n}", "payment_token": f"p-{n}", "device_token": None}}
+    response = {"case_id": None, "decision": decision, "model_decision": decision, "return_id": rid, "score": 0.5,
+                "risk_level": "high", "model_version": "v1", "policy_version": "p1", "reasons": [], "rules_fired": []}
+    links = {"customer": f"c-{n}"} if decision in ("review", "deny") else None
+    seq = db.writer.store(row, {"request_hash": "h" * 64, "request": request, "features": {}, "response": response},
+                          "key:test", AT, links)
+    assert seq is not None
+    return row
+
+
+def test_verify_bears_out_the_feedback_and_names_an_edited_outcome() -> None:
+    later = AT + dt.timedelta(days=2)
+    with memory_db() as db:
+        approved, denied = answered(db, 1, "approve"), answered(db, 2, "deny")
+        done = inspections.record(db.uow(), return_id=approved["return_id"], inspected_at=later, outcome="wrong_item",
+                                  notes="a brick", actor="key:test", feedback=Feedback(), now=later)
+        assert done.case_id is not None and done.label == "fraud"  # a case given after the answer, and a label
+        cases.close(db.uow(), case_id=done.case_id, dispositions=None, label="fraud", reason="empty", actor="user:ana",
+                    now=later)
+        appeals.appeal(db.uow(), assessment_id=denied["id"], message="not me", actor="key:test", feedback=Feedback(),
+                       now=later)
+        checked = verify_derived(db.uow())
+        assert checked.ok, checked.problem
+        assert checked.rows["inspections"] == 1 and checked.rows["outcomes"] >= 2 and checked.rows["case_notes"] == 1
+        with db.sessions() as session:
+            session.execute(update(Outcome).where(Outcome.assessment_id == denied["id"]).values(decision="approve"))
+            session.commit()
+        tampered = verify_derived(db.uow())
+        assert not tampered.ok and denied["id"] in (tampered.problem or "")
+        assert "decision 'approve'" in (tampered.problem or "")
