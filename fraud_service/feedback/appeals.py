@@ -49,10 +49,11 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         if assessment is None or (reader is not None and not outcomes.owns(
                 uow.session, outcomes.creator(uow.session, assessment), reader)):
             raise AssessmentNotFound(f"no assessment {assessment_id!r}")
-        current = outcomes.state(uow.session, assessment)
+        request = outcomes.request_of(uow.session, assessment)
+        current = outcomes.state(uow.session, assessment, request["model_decision"])
         if current.status == "final" and current.decision == "approve":
             raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
-        links = outcomes.links_of(assessment, outcomes.request_of(uow.session, assessment), feedback.hub_customers)
+        links = outcomes.links_of(assessment, request, feedback.hub_customers)
         case, _ = cases.attach(uow, assessment, decision="review", reason="shopper appeal", links=links,
                                actor=actor, why="the shopper appealed", at=now, unassign=True)
         case.appealed_at = case.updated_at = now
@@ -64,7 +65,7 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         new = State("pending_review", current.decision, current.decided_at, current.decided_by, current.label,
                     appealed=True)
         outcomes.change(uow, Outbox(uow.session, now, feedback.retry_hours), assessment, new, actor=actor,
-                        cause="appeal", feedback=feedback)
+                        cause="appeal", feedback=feedback, model_decision=request["model_decision"])
         result = AppealResult(assessment.id, assessment.return_id, case.id, new.view(feedback.messages))
         uow.commit()
     wake()

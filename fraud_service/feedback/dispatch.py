@@ -136,8 +136,9 @@ def post(url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, al
             connection.request("POST", target.path, body=body, headers=headers)
             answer = connection.getresponse()
             text = answer.read(300)
-            if 200 <= answer.status < 300:
-                return Attempt(answer.status, None)
+            attempt = Attempt(answer.status, None)
+            if attempt.ok:
+                return attempt
             return Attempt(answer.status, _clean(f"HTTP {answer.status}: {text.decode('utf-8', 'replace')}"))
         except (OSError, http.client.HTTPException, ValueError) as exc:
             error = _clean(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

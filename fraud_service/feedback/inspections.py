@@ -107,7 +107,7 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
             if (stored.outcome, stored.notes) != (outcome, text):
                 raise InspectionConflict(f"return {return_id} has an inspection at {chain.utc_text(inspected_at)} "
                                          f"already, with outcome {stored.outcome!r}; an inspection is never replaced")
-            return _result(uow, assessment, stored, feedback, replayed=True)
+            return _result(uow, assessment, request, stored, feedback, replayed=True)
         requested = dt.datetime.fromisoformat(request["requested_at"])
         if inspected_at < requested:
             raise RequestInvalid([Problem("inspected_at", f"{chain.utc_text(inspected_at)} is before the return "
@@ -120,7 +120,7 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
             case = uow.session.get(Case, assessment.case_id)
             if case is not None:
                 case.updated_at = now
-        result = _result(uow, assessment, row, feedback)
+        result = _result(uow, assessment, request, row, feedback)
         uow.commit()
     wake()
     if live is not None:
@@ -179,7 +179,7 @@ def _store(uow: UnitOfWork, assessment: Assessment, inspected_at: dt.datetime, o
 def _decide(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, request: dict[str, Any], outcome: str,
             feedback: Feedback, actor: str, now: dt.datetime) -> None:
     """The case and the outcome OUTCOME gives the inspected return (see the module's table)."""
-    current = outcomes.state(uow.session, assessment)
+    current = outcomes.state(uow.session, assessment, request["model_decision"])
     decided = effect(outcome, request["return_type"])
     if outcome != "ok" and decided != ("final", "approve"):
         links = outcomes.links_of(assessment, request, feedback.hub_customers)
@@ -191,12 +191,13 @@ def _decide(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, request: di
     if decided == ("final", "deny"):
         decision = feedback.confirmed_bad  # failed goods are confirmed bad: the retailer's decision for those
     new = State(status, decision, now, "inspection", LABELS.get(outcome))
-    outcomes.change(uow, outbox, assessment, new, actor=actor, cause="inspection", feedback=feedback)
+    outcomes.change(uow, outbox, assessment, new, actor=actor, cause="inspection", feedback=feedback,
+                    model_decision=request["model_decision"])
 
 
-def _result(uow: UnitOfWork, assessment: Assessment, row: Inspection, feedback: Feedback,
+def _result(uow: UnitOfWork, assessment: Assessment, request: dict[str, Any], row: Inspection, feedback: Feedback,
             replayed: bool = False) -> InspectionResult:
     uow.session.flush()
-    now_state = outcomes.state(uow.session, assessment)
+    now_state = outcomes.state(uow.session, assessment, request["model_decision"])
     return InspectionResult(row.return_id, assessment.id, chain.utc_text(row.inspected_at), row.outcome, row.notes,
                             LABELS.get(row.outcome), assessment.case_id, now_state.view(feedback.messages), replayed)

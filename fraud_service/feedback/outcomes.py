@@ -14,6 +14,7 @@ more).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,12 @@ from fraud_service.access.keys import Principal
 from fraud_service.errors import AssessmentNotFound
 from fraud_service.feedback.messages import Messages
 from fraud_service.feedback.webhooks import RETRY_HOURS, Outbox
+from fraud_service.scoring.rules import case_links
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, Outcome
+from fraud_service.store.schema import ApiKey, Assessment, EvidenceEvent, Outcome
 from fraud_service.store.uow import UnitOfWork
 
 STATUSES = ("final", "pending_review", "pending_inspection")
-CONFIRMED_BAD = ("deny", "store_credit_only")
-"""The decisions a retailer may give a return confirmed as fraud or abuse (FRAUD_CONFIRMED_BAD_DECISION)."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,6 @@ def assessment_of(session: Any, return_id: str) -> Assessment | None:
 def read(uow: UnitOfWork, *, assessment_id: str, messages: Messages, reader: Principal | None = None) -> dict[str, Any]:
     """An assessment's stored evidence with its outcome in force. READER, when given (a scoring key), must own it
     (`owns`): to any other key it does not exist (AssessmentNotFound, the same answer as for an unknown id)."""
-    import json
-
-    from fraud_service.store.schema import EvidenceEvent
-
     with uow.read():
         found = uow.session.execute(select(Assessment, EvidenceEvent.seq, EvidenceEvent.actor, EvidenceEvent.payload)
                                     .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
@@ -146,37 +142,28 @@ def owns(session: Any, creator: str, reader: Principal) -> bool:
         return True
     if not creator.startswith("key:"):
         return False
-    from fraud_service.store.schema import ApiKey
-
     name = session.execute(select(ApiKey.name).where(ApiKey.id == creator.removeprefix("key:"))).scalar_one_or_none()
     return name is not None and name == reader.name
 
 
 def creator(session: Any, assessment: Assessment) -> str:
     """The actor (a scoring key) whose request made ASSESSMENT."""
-    from fraud_service.store.schema import EvidenceEvent
-
     return str(session.execute(select(EvidenceEvent.actor).where(EvidenceEvent.seq == assessment.event_seq))
                .scalar_one())
 
 
 def request_of(session: Any, assessment: Assessment) -> dict[str, Any]:
-    """The request ASSESSMENT answered, as its evidence keeps it, with the feature values it was scored on."""
-    import json
-
-    from fraud_service.store.schema import EvidenceEvent
-
+    """The request ASSESSMENT answered, as its evidence keeps it, with the feature values it was scored on and the
+    model's own decision (`model_decision`: pass it to `state` and `change`, which read it from here otherwise)."""
     payload = session.execute(select(EvidenceEvent.payload)
                               .where(EvidenceEvent.seq == assessment.event_seq)).scalar_one()
     record: dict[str, Any] = json.loads(payload)
     return {**record["request"], "features": record.get("features") or {},
-            "model_decision": (record.get("response") or {}).get("model_decision")}
+            "model_decision": (record.get("response") or {}).get("model_decision") or assessment.decision}
 
 
 def links_of(assessment: Assessment, request: dict[str, Any], hub_customers: int) -> dict[str, str]:
     """The customer and tokens that tie ASSESSMENT to a case (hubs left out: `rules.case_links`)."""
-    from fraud_service.scoring.rules import case_links
-
     order = request["order"]
     tokens = {"customer": assessment.customer_id, "address": order.get("address_token"),
               "payment": order.get("payment_token"), "device": order.get("device_token"),
