@@ -124,10 +124,10 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
         uow.commit()
     wake()
     if live is not None:
-        order = request["order"]
+        tokens = outcomes.tokens_of(assessment, request)
         try:
-            live(InspectedReturn(return_id, assessment.customer_id, inspected_at, outcome, order.get("address_token"),
-                                 order.get("payment_token"), order.get("device_token"), request.get("refund_token")))
+            live(InspectedReturn(return_id, assessment.customer_id, inspected_at, outcome, tokens["address"],
+                                 tokens["payment"], tokens["device"], tokens["refund"]))
         except Exception:  # the inspection is stored: the next feature build counts it
             logging.getLogger(__name__).exception("counting inspection of %s in the live features failed", return_id)
     return result

@@ -162,10 +162,15 @@ def request_of(session: Any, assessment: Assessment) -> dict[str, Any]:
             "model_decision": (record.get("response") or {}).get("model_decision") or assessment.decision}
 
 
+def tokens_of(assessment: Assessment, request: dict[str, Any]) -> dict[str, str | None]:
+    """The customer and the tokens of ASSESSMENT's REQUEST (`request_of`), by list entity (None when absent)."""
+    order = request["order"]
+    return {"customer": assessment.customer_id, "address": order.get("address_token"),
+            "payment": order.get("payment_token"), "device": order.get("device_token"),
+            "refund": request.get("refund_token")}
+
+
 def links_of(assessment: Assessment, request: dict[str, Any], hub_customers: int) -> dict[str, str]:
     """The customer and tokens that tie ASSESSMENT to a case (hubs left out: `rules.case_links`)."""
-    order = request["order"]
-    tokens = {"customer": assessment.customer_id, "address": order.get("address_token"),
-              "payment": order.get("payment_token"), "device": order.get("device_token"),
-              "refund": request.get("refund_token")}
-    return case_links({k: v for k, v in tokens.items() if v}, request["features"], hub_customers)
+    present = {k: v for k, v in tokens_of(assessment, request).items() if v}
+    return case_links(present, request["features"], hub_customers)
