@@ -53,7 +53,8 @@ def grow_case(env: dict[str, str], dataset: Path, cutoff: str, size: int) -> str
     case they all join."""
     from fraud_service import bootstrap
     from fraud_service.config import Settings
-    from fraud_service.scoring.evidence import load_assessment, request_hash
+    from fraud_service.feedback import outcomes
+    from fraud_service.scoring.evidence import request_hash
     from fraud_service.scoring.request import parse_request
     from training.datasets.replay import Replay
 
@@ -69,7 +70,8 @@ def grow_case(env: dict[str, str], dataset: Path, cutoff: str, size: int) -> str
         body["return_id"] = "big-case-seed"
         now = dt.datetime.now(dt.UTC)
         outcome = assessor.assess(parse_request(body, now), request_hash(body), "bench")
-        seed = load_assessment(service.uow(), assessment_id=outcome.response["assessment_id"]).to_dict()
+        seed = outcomes.read(service.uow(), assessment_id=outcome.response["assessment_id"],
+                             messages=service.feedback.messages)
         started = time.monotonic()
         case_id = ""
         for n in range(size):

@@ -154,7 +154,6 @@ class Outbox:
     def __init__(self, session: Session, at: dt.datetime, retry_hours: float = RETRY_HOURS) -> None:
         self.session, self.at, self.retry = session, at, dt.timedelta(hours=retry_hours)
         self._hooks: list[tuple[str, list[Any]]] | None = None
-        self.emitted = 0
 
     def emit(self, kind: str, data: dict[str, Any]) -> str:
         """Store an event of KIND with DATA (and its deliveries); its id."""
@@ -169,7 +168,6 @@ class Outbox:
             if kind in events:
                 self.session.add(WebhookDelivery(event_id=event_id, webhook_id=hook_id, status="pending", attempts=0,
                                                  next_at=self.at, expires_at=self.at + self.retry))
-        self.emitted += 1
         return event_id
 
 

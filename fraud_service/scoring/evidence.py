@@ -1,4 +1,5 @@
-"""The assessment record: what is kept of every decision, how a batch of them is written, how it is read back.
+"""The assessment record: what is kept of every decision, how a batch of them is written, how a replay reads it back.
+(`GET /v1/assessments/ID` reads it with its outcome in force: `fraud_service.feedback.outcomes.read`.)
 
 Each step a later investigation needs is kept: the request, every feature value with the time its
 stored row was computed, the model and policy versions, the raw and calibrated score, the SHAP
@@ -21,7 +22,6 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from fraud_service.cases.service import Flagged, case_event, join_or_open, joined_case, new_case
-from fraud_service.errors import AssessmentNotFound
 from fraud_service.scoring.request import ReturnRequest
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
@@ -163,26 +163,3 @@ def stored_answer(uow: UnitOfWork, *, return_id: str) -> StoredAnswer:
                                   .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
                                   .where(Assessment.return_id == return_id)).one()
     return StoredAnswer(row.request_hash, dict(json.loads(row.payload)["response"]))
-
-
-@dataclass(frozen=True)
-class AssessmentEvidence:
-    """An assessment's stored evidence: its event's payload (request, features, scores, response) and sequence."""
-
-    assessment_id: str
-    event_seq: int
-    record: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"assessment_id": self.assessment_id, "event_seq": self.event_seq, **self.record}
-
-
-def load_assessment(uow: UnitOfWork, *, assessment_id: str) -> AssessmentEvidence:
-    """The stored evidence of an assessment."""
-    with uow.read():
-        row = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.payload)
-                                  .join(Assessment, Assessment.event_seq == EvidenceEvent.seq)
-                                  .where(Assessment.id == assessment_id)).first()
-    if row is None:
-        raise AssessmentNotFound(f"no assessment {assessment_id!r}")
-    return AssessmentEvidence(assessment_id, row.seq, dict(json.loads(row.payload)))
