@@ -80,15 +80,14 @@ class FaultProxy:
     def _pump(self) -> None:
         """One thread moves every byte: accept, then copy between the sockets of each pair (unless hung)."""
         while not self._stop.is_set():
-            with self._lock:
-                listener, mode, pairs = self._listener, self.mode, list(self._pairs)
             selector = selectors.DefaultSelector()
-            if listener is not None:
-                selector.register(listener, selectors.EVENT_READ, None)
-            if mode == "forward":
-                for client, server in pairs:
-                    selector.register(client, selectors.EVENT_READ, (client, server))
-                    selector.register(server, selectors.EVENT_READ, (server, client))
+            with self._lock:  # registered under the lock: another thread closes sockets only while holding it
+                if self._listener is not None:
+                    selector.register(self._listener, selectors.EVENT_READ, None)
+                if self.mode == "forward":
+                    for client, server in self._pairs:
+                        selector.register(client, selectors.EVENT_READ, (client, server))
+                        selector.register(server, selectors.EVENT_READ, (server, client))
             try:
                 ready = selector.select(timeout=0.05)
             except (OSError, ValueError):  # a socket was closed by another thread meanwhile
