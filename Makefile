@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export FRAUD_HOME ?= $(CURDIR)/var
 export FEAST_USAGE := False
 DEMO_DIR := $(FRAUD_HOME)/demo-dataset
-DEMO_CUSTOMERS ?= 5000
+DEMO_CUSTOMERS ?= 12000
 DEMO_DAYS ?= 270
 
 .PHONY: run test lint bench clean venv

@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from api.auth import current_principal, requires
 from api.core import core
 from api.schemas import ModelChange, parse
+from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring import promotion
 from fraud_service.scoring.promotion import AliasChange
 from models.registry import ModelRegistry
@@ -26,9 +27,13 @@ def _registry() -> ModelRegistry:
     return ModelRegistry(core().settings.models_dir)
 
 
-def _reason(default: str) -> object:
-    """The body's `reason` (checked by the promotion service), DEFAULT when the body has none."""
-    return parse(ModelChange, empty_ok=True).reason or default
+def _change(default: str) -> tuple[object, bool]:
+    """The body's `reason` (checked by the promotion service; DEFAULT when the body has none) and `force`.
+    A forced promotion must say why: its reason has no default."""
+    body = parse(ModelChange, empty_ok=True)
+    if body.force and body.reason is None:
+        raise RequestInvalid([Problem("reason", "missing", "why the gate is overridden, when force is true")])
+    return body.reason or default, body.force
 
 
 def _serving() -> str | None:
@@ -63,9 +68,11 @@ def list_models() -> ResponseReturnValue:
 @bp.post("/v1/models/<ref>/promote")
 @requires("admin")
 def promote(ref: str) -> ResponseReturnValue:
-    """Make REF (a version, `latest` or `candidate`) the production model."""
-    reason = _reason("promoted through the API")
-    change = promotion.promote(_registry(), core().uow(), ref=ref, reason=reason, actor=current_principal().actor)
+    """Make REF (a version, `latest` or `candidate`) the production model, if it passed its promotion gate against
+    the production model (409 saying why, otherwise; `force` with a `reason` overrides, recorded as evidence)."""
+    reason, force = _change("promoted through the API")
+    change = promotion.promote(_registry(), core().uow(), ref=ref, reason=reason, actor=current_principal().actor,
+                               force=force)
     return jsonify(_switched(change))
 
 
@@ -73,6 +80,6 @@ def promote(ref: str) -> ResponseReturnValue:
 @requires("admin")
 def rollback() -> ResponseReturnValue:
     """Put back the production model the current one replaced."""
-    reason = _reason("rolled back through the API")
+    reason, _ = _change("rolled back through the API")
     change = promotion.rollback(_registry(), core().uow(), reason=reason, actor=current_principal().actor)
     return jsonify(_switched(change))

@@ -5,6 +5,8 @@ Layout under the registry directory:
     versions/v0001/model.txt        LightGBM text model
     versions/v0001/manifest.json    version, features (ordered), training window, metrics, checksum, ...
     versions/v0001/policy-001.json  decision thresholds; a new file per revision, the highest is in force
+    versions/v0001/gate-001.json    an out-of-time comparison with what it would replace; the latest counts
+    versions/v0001/sample.json      the training sample's feature and score histograms (drift is measured on it)
     aliases.json                    {"production": "v0001", "candidate": "v0002", "history": [...]}
 
 A version directory is written beside the others under a temporary name and renamed into place,
@@ -23,7 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,14 @@ class ModelRegistry:
         record = ModelRecord(version, path, manifest, self._policy(path))
         return record
 
+    def find(self, model_checksum: str, **manifest: Any) -> ModelRecord | None:
+        """The newest version whose model has MODEL_CHECKSUM and whose manifest holds the given MANIFEST values."""
+        for version in reversed(self.versions()):
+            found = self.manifest(version)
+            if found.get("checksum") == model_checksum and all(found.get(k) == v for k, v in manifest.items()):
+                return self.load(version)
+        return None
+
     def manifest(self, version: str) -> dict[str, Any]:
         """The manifest of VERSION (no checksum check: for reading what a stored assessment was scored with)."""
         path = self.root / "versions" / version / "manifest.json"
@@ -135,13 +145,23 @@ class ModelRegistry:
                     seen.append(version)
         return seen
 
+    def gate(self, ref: str) -> dict[str, Any] | None:
+        """The latest promotion gate judged for REF (`training/gate.py`), or None when it was never judged."""
+        version = self.resolve(ref)
+        files = sorted((self.root / "versions" / version).glob("gate-*.json"))
+        return _read_json(files[-1], version) if files else None
+
     def _policy(self, path: Path) -> dict[str, Any]:
         files = sorted(path.glob("policy-*.json"))
         return _read_json(files[-1], path.name) if files else {}
 
     # --- writing ------------------------------------------------------------------------------
-    def register(self, model_text: str, manifest: dict[str, Any], policy: dict[str, Any]) -> ModelRecord:
-        """Store a new version; it becomes `candidate`, and `production` when there is none."""
+    def register(self, model_text: str, manifest: dict[str, Any], policy: dict[str, Any], *,
+                 gate: dict[str, Any] | None = None, extra: dict[str, dict[str, Any]] | None = None,
+                 first_production: bool = False) -> ModelRecord:
+        """Store a new version with its first policy, its GATE and EXTRA files (name -> JSON object); it becomes
+        `candidate`, and `production` only when FIRST_PRODUCTION and there is none yet (the caller decided that it
+        passed the gate against the rules baseline)."""
         with self._lock():
             versions = self.versions()
             version = f"v{(_number(versions[-1]) + 1 if versions else 1):04d}"
@@ -154,6 +174,9 @@ class ModelRegistry:
                 (staging / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
                 numbered = {**policy, "version": f"{version}.p1"}
                 (staging / "policy-001.json").write_text(json.dumps(numbered, indent=2, sort_keys=True))
+                files = {**(extra or {}), **({"gate-001.json": gate} if gate is not None else {})}
+                for name, data in files.items():
+                    (staging / name).write_text(json.dumps(data, indent=2, sort_keys=True))
                 _write_seal(staging)
                 os.rename(staging, folder / version)
             except BaseException:
@@ -161,20 +184,27 @@ class ModelRegistry:
                 raise
             state = self._state()
             self._set(state, "candidate", version, "registered")
-            if not state.get("production"):
-                self._set(state, "production", version, "first model")
+            if first_production and not state.get("production"):
+                self._set(state, "production", version, "first model: beat the rules baseline out of time")
             self._write_state(state)
         return self.load(version)
 
     def add_policy(self, ref: str, policy: dict[str, Any]) -> dict[str, Any]:
         """A new revision of a model's decision policy; returns it with its version (`v0003.p2`)."""
+        return self._add_revision(ref, "policy", lambda version, n: {**policy, "version": f"{version}.p{n}"})
+
+    def add_gate(self, ref: str, gate: dict[str, Any]) -> dict[str, Any]:
+        """A new promotion gate judged for REF; the latest one is what promotion reads."""
+        return self._add_revision(ref, "gate", lambda version, n: {**gate, "revision": n})
+
+    def _add_revision(self, ref: str, kind: str, make: Callable[[str, int], dict[str, Any]]) -> dict[str, Any]:
         with self._lock():
             version = self.resolve(ref)
             path = self.root / "versions" / version
-            revision = len(list(path.glob("policy-*.json"))) + 1
-            numbered = {**policy, "version": f"{version}.p{revision}"}
+            revision = len(list(path.glob(f"{kind}-*.json"))) + 1
+            numbered: dict[str, Any] = make(version, revision)
             _check_seal(path, version)  # a new revision is sealed with the files it joins, not over an edit
-            _atomic_write(path / f"policy-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
+            _atomic_write(path / f"{kind}-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
             _write_seal(path)
         return numbered
 

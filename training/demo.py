@@ -17,21 +17,26 @@ import pandas as pd
 from fraud_service.access.users import create_users, list_users
 from fraud_service.bootstrap import Database, assessor, evidence
 from fraud_service.config import Settings
+from fraud_service.data.contract import TABLES
 from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import NotReady, TrainingDataError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.health import evidence_counts
 from fraud_service.progress import SILENT, Progress
+from fraud_service.scoring import promotion
 from fraud_service.scoring.evidence import request_hash
+from fraud_service.scoring.promotion import gate_refusal
 from fraud_service.scoring.request import parse_request
 from models.registry import ModelRegistry
 from training.datasets.replay import Replay
-from training.datasets.synthetic import WorldConfig, generate, is_generated
-from training.trainset import current_snapshot, time_range
+from training.datasets.synthetic import WorldConfig, generate, is_generated, recent_world
+from training.datasets.writing import write_tables
 from training.workflow import train
 
-TEST_DAYS = 45
+TEST_DAYS = 30
+KEEP_WORLD = dt.timedelta(days=1)
+"""A demo world that ended less than this ago is kept: its history still reads as the present."""
 ASSESSED = 300
 Say = Callable[[str], None]
 
@@ -46,19 +51,54 @@ def run(settings: Settings, config: WorldConfig, out: Path, progress: Progress =
 
 
 def world(settings: Settings, config: WorldConfig, out: Path, progress: Progress, say: Say) -> str:
-    """Generate the world (unless there with these settings) and ingest it; the current snapshot's name."""
+    """Generate the world (unless there with these settings, or the same but for ending less than KEEP_WORLD
+    before CONFIG's end) and ingest it; the current snapshot's name."""
+    config = recent_world(out, config, KEEP_WORLD) or config
     if is_generated(out, config):
         progress.info(f"demo dataset in {out} is already generated with these settings")
     else:
         generate(config, out, progress)
-    result = ingest(out, Warehouse(settings.warehouse_dir), progress)
+    result = ingest(history(out, ASSESSED, progress), Warehouse(settings.warehouse_dir), progress)
     current = Warehouse(settings.warehouse_dir).current()
     assert current is not None
-    say(f"demo: {config.customers:,} customers over {config.days} days generated in {out}")
+    say(f"demo: {config.customers:,} customers over {config.days} days to {config.end_ts():%Y-%m-%d %H:%M} UTC "
+        f"generated in {out}")
     say(f"demo: ingested into {settings.warehouse_dir} (snapshot {current.name}; "
         f"{'new' if result.changed else 'unchanged'}): "
         + ", ".join(f"{current.rows(t):,} {t}" for t in ("customers", "orders", "returns", "labels")))
     return current.name
+
+
+def history(out: Path, held: int, progress: Progress = SILENT) -> Path:
+    """The world in OUT without its latest HELD returns (nor their labels and inspections), written beside it as
+    OUT-history for ingest: those returns come in later through the scoring service, as live traffic, and are
+    scored on the features they had when they arrived rather than on a history that already counts them."""
+    target = out.with_name(out.name + "-history")
+    tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in TABLES if (out / f"{name}.parquet").exists()}
+    held_out = set(latest_returns(out, held))
+    if len(held_out) * 5 > len(tables["returns"]):  # a tiny world keeps most of its history
+        held_out = set(latest_returns(out, len(tables["returns"]) // 5))
+    for name in ("returns", "labels", "inspections"):
+        if name in tables:
+            tables[name] = tables[name][~tables[name]["return_id"].isin(held_out)].reset_index(drop=True)
+    with progress.step(f"holding out the latest {len(held_out)} returns into {target}"):
+        write_tables(tables, target)
+    return target
+
+
+def held_out(out: Path) -> list[str]:
+    """The returns of the world in OUT that its history (OUT-history) leaves out, oldest first."""
+    kept = set(pd.read_parquet(out.with_name(out.name + "-history") / "returns.parquet", columns=["return_id"])
+               ["return_id"])
+    returns = pd.read_parquet(out / "returns.parquet", columns=["return_id", "requested_at"])
+    returns = returns[~returns["return_id"].isin(kept)]
+    return list(returns.sort_values(["requested_at", "return_id"], kind="stable")["return_id"])
+
+
+def latest_returns(out: Path, n: int) -> list[str]:
+    """The ids of the world's latest N returns, oldest first."""
+    returns = pd.read_parquet(out / "returns.parquet", columns=["return_id", "requested_at"])
+    return list(returns.sort_values(["requested_at", "return_id"], kind="stable")["return_id"].iloc[-n:])
 
 
 def features(settings: Settings, snapshot: str, progress: Progress, say: Say) -> None:
@@ -75,7 +115,9 @@ def features(settings: Settings, snapshot: str, progress: Progress, say: Say) ->
 
 
 def model(settings: Settings, snapshot: str, dataset: Path, progress: Progress, say: Say) -> None:
-    """Train the demo's first model on all but the last TEST_DAYS (skipped when one exists for this data)."""
+    """Train the demo's model on what was known before the last TEST_DAYS days with mature labels, testing on those
+    (skipped when the production model was trained on this snapshot; a retrain that comes out byte-identical to a
+    registered model reuses it)."""
     registry = ModelRegistry(settings.models_dir)
     if "production" in registry.aliases():
         record = registry.load("production")
@@ -83,47 +125,65 @@ def model(settings: Settings, snapshot: str, dataset: Path, progress: Progress, 
             progress.info(f"model {record.version} is already trained on snapshot {snapshot}")
             say(f"demo: production model {record.version} (trained on this data)")
             return
-    _, last = time_range(current_snapshot(settings.warehouse_dir))
-    until = (last - pd.Timedelta(days=TEST_DAYS)).normalize()
     truth = dataset / "ground_truth.parquet"
     try:
-        result = train(settings, until, truth_path=truth if truth.exists() else None, progress=progress)
+        result = train(settings, None, test_days=TEST_DAYS, truth_path=truth if truth.exists() else None,
+                       reuse_identical=True, progress=progress)
     except TrainingDataError as exc:
         say(f"demo: no model trained ({exc}); use a larger world (--customers, --days)")
         return
     assert result.record is not None
-    metrics = result.test["candidates"]
-    ratio = metrics["model"]["average_precision"] / max(metrics["rules"]["average_precision"], 1e-9)
-    say(f"demo: model {result.record.version} trained on labels known at {until.date()}; out of time its average "
-        f"precision is {metrics['model']['average_precision']:.3f} ({ratio:.1f}x the rules baseline); "
-        f"report {result.report_dir / 'report.html'}")
+    version = result.record.version
+    if result.reused:
+        say(f"demo: the model trained again is identical to {version}; it is reused, not registered twice")
+    elif result.test["candidates"]:
+        metrics = result.test["candidates"]
+        ratio = metrics["model"]["average_precision"] / max(metrics["rules"]["average_precision"], 1e-9)
+        say(f"demo: model {version} trained on labels known at {result.record.manifest['label_cutoff'][:10]}; out "
+            f"of time its average precision is {metrics['model']['average_precision']:.3f} ({ratio:.1f}x the rules "
+            f"baseline); report {result.report_dir / 'report.html'}")
+    refusal = gate_refusal(registry, version)
+    if registry.aliases().get("production") == version or refusal is None:
+        return
+    if "production" in registry.aliases():
+        say(f"demo: {version} is not production: {refusal}")
+        return
+    # a demo must serve: its first model goes live past a refusing gate, and the evidence says so
+    with evidence(settings, migrated=False) as db:
+        db.upgrade()
+        promotion.promote(registry, db.uow(), ref=version, force=True, actor="cli:demo",
+                          reason="the demo needs a model to serve; its world is too small for the gate to tell")
+    say(f"demo: warning: {version} did not pass its gate ({refusal}); it is production anyway so the demo can "
+        "serve, and the evidence log records the override")
 
 
 def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> None:
-    """Assess the world's latest returns through the scoring service, so the analysts' queue has cases to show.
-
-    Skipped when the evidence database already holds assessments. The online store holds today's features,
-    which already count these returns themselves, so they score higher than they did when they were new.
-    """
+    """Assess the world's latest returns (held out of the ingested history) through the scoring service, in the
+    order they were requested, so the analysts' queue has cases to show. Each one counts at once in the live
+    features of the next, as in production. Skipped when the evidence database already holds assessments."""
     with evidence(settings, migrated=False) as db:
         db.upgrade()
         if evidence_counts(db.uow()).assessments:
             progress.info("the evidence database already holds assessments: no demo cases added")
             return
         try:
-            scoring = assessor(settings, db.engine, db.sessions, freshness=False)
+            scoring = assessor(settings, db.engine, db.sessions)
         except NotReady as exc:
             say(f"demo: no cases for the analysts' queue ({exc})")
             return
         replay = Replay(dataset)
-        latest = list(replay.returns.sort_values("requested_at", kind="stable").index[-ASSESSED:])
+        latest = held_out(dataset)
         now = dt.datetime.now(dt.UTC)
         try:
             with progress.step(f"assessing the latest {len(latest)} returns for the analysts' queue"):
                 for body in replay.bodies(latest):
                     scoring.assess(parse_request(body, now), request_hash(body), "cli:demo")
+                    if scoring.freshness is not None:
+                        scoring.freshness.drain()  # the next return sees this one, as a live service's would
         finally:
             scoring.writer.close()
+            if scoring.freshness is not None:
+                scoring.freshness.close()
         opened = evidence_counts(db.uow()).cases
     say(f"demo: assessed the latest {len(latest)} returns; {opened} case(s) wait in the analysts' queue")
 

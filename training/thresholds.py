@@ -10,9 +10,17 @@ out, each decision's expected cost per return is:
     deny                       (1 - p) * deny_friction
 
 Each band starts where its decision becomes cheaper than the milder one; the thresholds are
-then made to rise (a harsher decision never starts below a milder one), and the review band is
-narrowed from below until the expected reviews a day fit the team's capacity (the returns it
-gives up go to store credit only). L is the mean refund of the labelled fraud and abuse.
+then made to rise (a harsher decision never starts below a milder one). Two ceilings follow, and
+both are ceilings, never targets (a band is only ever narrowed, never widened to fill them):
+
+- review capacity: the review band is narrowed from below until the expected reviews a day fit the
+  team's capacity (the returns it gives up go to store credit only);
+- friction: the share of returns that are not approved at once (inspection, store credit, review,
+  deny) is at most `max_friction`; past it, the mildest bands are given up first, so the riskiest
+  returns keep their review or denial.
+
+L is the mean refund of the labelled fraud and abuse. `basis.expected_rates` holds each decision's
+share of the sizing window under the final thresholds.
 """
 
 from __future__ import annotations
@@ -37,12 +45,13 @@ class Costs:
     credit_saving: float = 0.6
     credit_friction: float = 3.0
     deny_friction: float = 60.0
+    max_friction: float = 0.05  # a ceiling on the share of returns not approved at once
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, got {value}")
-        for name in ("inspection_catch", "credit_saving"):
+        for name in ("inspection_catch", "credit_saving", "max_friction"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} is a share and must be at most 1, got {getattr(self, name)}")
 
@@ -66,17 +75,31 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
     cuts = np.maximum.accumulate([inspect_from, credit_from, review_from, deny_from])
     inspect_from, credit_from, review_from, deny_from = (float(c) for c in cuts)
     per_day = _per_day(scores, days)
-    cost_review_from = review_from
+    cost_review_from, cost_inspect_from = review_from, inspect_from
     if per_day(review_from, deny_from) > costs.reviews_per_day:
         review_from = _capacity_cut(scores, days, deny_from, costs.reviews_per_day)
         credit_from = min(credit_from, review_from)
         inspect_from = min(inspect_from, credit_from)
+    friction_cut = _top_share_cut(scores, costs.max_friction)
+    friction_bound = inspect_from < friction_cut
+    if friction_bound:
+        inspect_from, credit_from, review_from, deny_from = (max(c, friction_cut) for c in
+                                                             (inspect_from, credit_from, review_from, deny_from))
+    n = max(len(scores), 1)
     basis: dict[str, Any] = {
         "costs": asdict(costs) | {"loss_per_fraud": loss},
         "window_days": days,
         "returns_in_window": int(len(scores)),
         "review_from_by_cost": cost_review_from,
+        "inspect_from_by_cost": cost_inspect_from,
         "capacity_bound": review_from > cost_review_from,
+        "friction_bound": friction_bound,
+        "expected_rates": {
+            "review": float(((scores >= review_from) & (scores < deny_from)).sum() / n),
+            "deny": float((scores >= deny_from).sum() / n),
+            "store_credit_or_inspection": float(((scores >= inspect_from) & (scores < review_from)).sum() / n),
+            "not_approved_at_once": float((scores >= inspect_from).sum() / n),
+        },
         "expected_per_day": {
             "approve": per_day(0.0, inspect_from),
             "approve_after_inspection_or_credit": per_day(inspect_from, credit_from),
@@ -93,6 +116,16 @@ def _per_day(scores: np.ndarray, days: int) -> Any:
     def count(low: float, high: float) -> float:
         return float(((scores >= low) & (scores < high)).sum() / max(days, 1))
     return count
+
+
+def _top_share_cut(scores: np.ndarray, share: float) -> float:
+    """The lowest threshold t with at most SHARE of SCORES at or above it (1.0 + the next float: nothing)."""
+    ordered = np.sort(np.asarray(scores, dtype=float))[::-1]
+    allowed = int(np.floor(share * len(ordered) + 1e-9))
+    if allowed >= len(ordered):
+        return 0.0
+    # strictly above the first score that does not fit, so ties never overflow the ceiling
+    return float(min(1.0, np.nextafter(ordered[allowed], np.inf)))
 
 
 def _capacity_cut(scores: np.ndarray, days: int, deny_from: float, capacity: float) -> float:

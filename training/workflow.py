@@ -30,8 +30,9 @@ from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
-from models.registry import ModelRecord, ModelRegistry
+from models.registry import ModelRecord, ModelRegistry, checksum
 from training import evaluation, thresholds
+from training import gate as gates
 from training.baselines import rules_score
 from training.trainer import TrainConfig, TrainedModel, fit
 from training.trainset import (
@@ -44,12 +45,16 @@ from training.trainset import (
     positives_by_source,
     target,
     time_range,
+    timestamp,
 )
 
 LIBRARIES = ("lightgbm", "numpy", "pandas", "scikit-learn", "feast", "duckdb", "shap")
 MAX_DELAY_SHARE = 0.3
 DEFAULT_COSTS = thresholds.Costs()
 DEFAULT_CONFIG = TrainConfig()
+DEFAULT_TEST_DAYS = 30
+SIZING_DAYS = 30
+"""The decision bands are sized on the score distribution of the last SIZING_DAYS days of requests."""
 
 
 @dataclass
@@ -68,6 +73,9 @@ class TrainResult:
     policy: Policy
     test: dict[str, Any]
     report_dir: Path
+    gate: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()
+    reused: bool = False
 
 
 def library_versions() -> dict[str, str]:
@@ -164,84 +172,199 @@ def read_truth(path: Path | None) -> pd.DataFrame | None:
     return truth[["return_id", "truth", "typology"]]
 
 
-def train(settings: Settings, train_until: pd.Timestamp, *, train_from: pd.Timestamp | None = None,
-          test_from: pd.Timestamp | None = None, test_until: pd.Timestamp | None = None,
-          delay_days: float | None = None, costs: thresholds.Costs = DEFAULT_COSTS,
-          config: TrainConfig = DEFAULT_CONFIG, truth_path: Path | None = None, register: bool = True,
-          progress: Progress = SILENT) -> TrainResult:
-    """Build the training set, train, evaluate out of time beside the baselines, report, register."""
-    from training.report import MODEL_TOKEN, POLICY_TOKEN, stamp_report, write_report
+@dataclass(frozen=True)
+class Plan:
+    """The windows of one training run, and what the data scientist should be told about them."""
 
-    snapshot = current_snapshot(settings.warehouse_dir)
+    start: pd.Timestamp
+    train_until: pd.Timestamp
+    delay: pd.Timedelta
+    test: Window
+    notes: tuple[str, ...] = ()
+
+    @property
+    def has_test(self) -> bool:
+        return self.test.end > self.test.start
+
+
+def plan(snapshot: Snapshot, train_until: pd.Timestamp | None, *, train_from: pd.Timestamp | None = None,
+         test_from: pd.Timestamp | None = None, test_until: pd.Timestamp | None = None,
+         test_days: int = DEFAULT_TEST_DAYS, delay_days: float | None = None) -> Plan:
+    """The training and test windows. TRAIN_UNTIL None (`--train-until now`) keeps the last TEST_DAYS days whose
+    labels have matured as the test window and trains on what was known before them."""
     first, last = time_range(snapshot)
+    mature = mature_end(snapshot, last)
+    notes = []
+    if train_until is None:
+        train_until = (test_until or mature) - pd.Timedelta(days=test_days)
+        notes.append(f"--train-until now: the last {test_days} days with mature labels are the test window; training "
+                     f"on labels known at {train_until.isoformat(timespec='seconds')}")
     start = train_from or first
-    test_from = test_from or train_until
-    test_until = test_until or mature_end(snapshot, last)
-    if test_from < train_until:
+    test = Window(test_from or train_until, test_until or mature)
+    if test.start < train_until:
         raise TrainingDataError(f"the test window must start at or after --train-until ({train_until.date()}), "
-                                f"not {test_from.date()}: testing on training data is not an evaluation")
-    delay = choose_delay(snapshot, start, train_until, delay_days)
-    progress.info(f"training on returns requested in {Window(start, train_until - delay)} "
-                  f"(label delay {delay.days} days), labels known at {train_until.isoformat()}; "
-                  f"testing on {Window(test_from, test_until)}")
-    source = FeatureSource(settings)
-    frame = feature_frame(source, snapshot, Window(start, max(test_until, train_until)), progress)
-    rows, y = learnable_rows(frame, snapshot, start, train_until, delay)
-    features = model_features()
+                                f"not {test.start.date()}: testing on training data is not an evaluation")
+    if train_until <= start:
+        raise TrainingDataError(f"--train-until {train_until.date()} is not after the first return the model may "
+                                f"learn from ({start.date()})")
+    if test.end <= test.start:
+        notes.append(f"no test window: the labels of returns after {test.start.isoformat(timespec='seconds')} have "
+                     f"not matured (the labels known so far cover returns up to {mature.isoformat(timespec='seconds')}"
+                     "); this model cannot earn production. `--train-until now` keeps the last "
+                     f"{test_days} days as a test window")
+    return Plan(start, train_until, choose_delay(snapshot, start, train_until, delay_days), test, tuple(notes))
+
+
+def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: pd.Timestamp | None = None,
+          test_from: pd.Timestamp | None = None, test_until: pd.Timestamp | None = None,
+          test_days: int = DEFAULT_TEST_DAYS, delay_days: float | None = None, costs: thresholds.Costs = DEFAULT_COSTS,
+          config: TrainConfig = DEFAULT_CONFIG, truth_path: Path | None = None, register: bool = True,
+          reuse_identical: bool = False, progress: Progress = SILENT) -> TrainResult:
+    """Build the training set, train, evaluate out of time beside the baselines, judge the gate, report, register.
+
+    The model becomes production only when there is none and it beat the rules+history baseline out of time.
+    REUSE_IDENTICAL: a model byte-identical to a registered version trained to the same cutoff is not registered
+    again; the result names that version (`reused`)."""
+    snapshot = current_snapshot(settings.warehouse_dir)
+    windows = plan(snapshot, train_until, train_from=train_from, test_from=test_from, test_until=test_until,
+                   test_days=test_days, delay_days=delay_days)
+    start, cutoff, delay = windows.start, windows.train_until, windows.delay
+    progress.info(f"training on returns requested in {Window(start, cutoff - delay)} (label delay {delay.days} days), "
+                  f"labels known at {cutoff.isoformat()}; testing on {windows.test}")
+    last = time_range(snapshot)[1] + pd.Timedelta(microseconds=1)
+    frame = feature_frame(FeatureSource(settings), snapshot, Window(start, max(windows.test.end, cutoff, last)),
+                          progress)
+    rows, y = learnable_rows(frame, snapshot, start, cutoff, delay)
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
-        trained = fit(rows, y, features, config)
-    model = Scorer("unregistered", trained.manifest_part(), trained.model_text)
+        trained = fit(rows, y, model_features(), config)
     registry = ModelRegistry(settings.models_dir)
-    production = production_scorer(registry)
-    test_frame = frame[(frame["requested_at"] >= test_from) & (frame["requested_at"] < test_until)]
+    outcome = _evaluate(frame, snapshot, windows, trained, production_scorer(registry), costs,
+                        read_truth(truth_path), rows, progress)
+    manifest = {
+        "feature_service": FEATURE_SERVICE,
+        **trained.manifest_part(),
+        "training_window": {"from": start.isoformat(), "until": cutoff.isoformat(),
+                            "rows_until": (cutoff - delay).isoformat(), "label_delay_days": delay.days},
+        "label_cutoff": cutoff.isoformat(),
+        "positives_by_source": positives_by_source(snapshot, cutoff, rows["return_id"]),
+        "data": {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint")},
+        "metrics": {"test": outcome.test["candidates"].get("model"), "validation": trained.validation},
+        "libraries": library_versions(),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    first = outcome.gate is not None and outcome.gate["passed"] and outcome.gate["against"] == gates.BASELINE
+    same = registry.find(checksum(trained.model_text), label_cutoff=manifest["label_cutoff"])
+    if reuse_identical and same is not None:
+        progress.info(f"the model is byte-identical to {same.version}, trained to the same cutoff: reusing it")
+        report_dir = settings.home / "reports" / f"train-{same.version}"
+        return TrainResult(same, trained, Policy.from_dict(same.policy), outcome.test, report_dir, outcome.gate,
+                           windows.notes + outcome.notes, reused=True)
+    record, policy, report_dir = _report_and_register(settings, registry, manifest, outcome, trained, rows,
+                                                      register=register, first_production=first, progress=progress)
+    return TrainResult(record, trained, policy, outcome.test, report_dir, outcome.gate, windows.notes + outcome.notes)
+
+
+@dataclass
+class _Outcome:
+    """What the evaluation of a freshly trained model found: metrics, its policy, the gate, warnings."""
+
+    test: dict[str, Any]
+    policy: Policy
+    model: Scorer
+    test_frame: pd.DataFrame
+    y_test: np.ndarray
+    candidates: list[Candidate]
+    gate: dict[str, Any] | None
+    notes: tuple[str, ...]
+
+
+def _evaluate(frame: pd.DataFrame, snapshot: Snapshot, windows: Plan, trained: TrainedModel,
+              production: Scorer | None, costs: thresholds.Costs, truth: pd.DataFrame | None, rows: pd.DataFrame,
+              progress: Progress) -> _Outcome:
+    """Score the test window beside the baselines and production, propose the policy, judge the gate."""
+    model = Scorer("unregistered", trained.manifest_part(), trained.model_text)
+    window = windows.test
+    test_frame = frame[(frame["requested_at"] >= window.start) & (frame["requested_at"] < window.end)]
     test_frame = test_frame.reset_index(drop=True)
-    truth = read_truth(truth_path)
-    test: dict[str, Any] = {"window": [test_from.isoformat(), test_until.isoformat()], "candidates": {}}
+    test: dict[str, Any] = {"window": [window.start.isoformat(), window.end.isoformat()], "candidates": {},
+                            "leaked": []}
     candidates: list[Candidate] = []
     y_test = np.zeros(len(test_frame), dtype=np.int64)
+    notes: list[str] = []
     if test_frame.empty:
-        progress.info(f"no returns in the test window {Window(test_from, test_until)}: no out-of-time metrics")
-        policy_frame, policy_scores = rows, model.score_frame(rows)
+        if windows.has_test:
+            notes.append(f"no returns in the test window {window}: no out-of-time metrics, no gate")
+        labelled = rows
     else:
         with progress.step(f"evaluating on {len(test_frame):,} returns after the training window"):
             y_test = target(test_frame, labels_as_of(snapshot))
             candidates = score_candidates(test_frame, model, production)
             test["candidates"] = judge(test_frame, y_test, candidates, truth)
-        policy_frame, policy_scores = test_frame, candidates[0].score
-    days = max(1, (policy_frame["requested_at"].max() - policy_frame["requested_at"].min()).days + 1)
-    bad_amounts = policy_frame["refund_amount"].to_numpy()[target(policy_frame, labels_as_of(snapshot)) == 1]
-    policy = thresholds.propose(policy_scores, days, costs, bad_amounts)
+        labelled = test_frame
+        if production is not None and production_cutoff(production) > window.start:
+            name = f"production {production.version}"
+            test["leaked"].append(name)
+            notes.append(f"{name} was trained on labels known at {production_cutoff(production).date()}, inside this "
+                         "test window: its figures here are not out of time and flatter it")
+    # the bands are sized on the latest traffic, labelled or not (rates need no labels); the loss on labelled returns
+    recent = frame[frame["requested_at"] > frame["requested_at"].max() - pd.Timedelta(days=SIZING_DAYS)]
+    days = max(1, (recent["requested_at"].max() - recent["requested_at"].min()).days + 1)
+    bad_amounts = labelled["refund_amount"].to_numpy()[target(labelled, labels_as_of(snapshot)) == 1]
+    policy = thresholds.propose(model.score_frame(recent), days, costs, bad_amounts)
+    gate = None
     if not test_frame.empty:
-        test["decisions"] = decision_counts(policy, test_frame, policy_scores)
-    manifest = {
-        "feature_service": FEATURE_SERVICE,
-        **trained.manifest_part(),
-        "training_window": {"from": start.isoformat(), "until": train_until.isoformat(),
-                            "rows_until": (train_until - delay).isoformat(), "label_delay_days": delay.days},
-        "label_cutoff": train_until.isoformat(),
-        "positives_by_source": positives_by_source(snapshot, train_until, rows["return_id"]),
-        "data": {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint")},
-        "metrics": {"test": test["candidates"].get("model"), "validation": trained.validation},
-        "libraries": library_versions(),
-        "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    # the report is written first, so a failure there registers nothing
+        test["decisions"] = decision_counts(policy, test_frame, candidates[0].score)
+        gate = training_gate(test_frame, y_test, candidates, policy, production, costs)
+    return _Outcome(test, policy, model, test_frame, y_test, candidates, gate, tuple(notes))
+
+
+def production_cutoff(scorer: Scorer) -> pd.Timestamp:
+    """The label cutoff the production model was trained with."""
+    return timestamp(scorer.manifest["label_cutoff"])
+
+
+def training_gate(frame: pd.DataFrame, y: np.ndarray, candidates: list[Candidate], policy: Policy,
+                  production: Scorer | None, costs: thresholds.Costs) -> dict[str, Any]:
+    """The new model's gate: against production on the part of the test window after production's cutoff, or,
+    when there is no production model, against the rules+history baseline on the whole window."""
+    scores = {c.name: c.score for c in candidates}
+    if production is None:
+        return gates.judge(frame, y, ("model", scores["model"], policy),
+                           (gates.BASELINE, scores[gates.BASELINE], None), costs)
+    after = (frame["requested_at"] >= production_cutoff(production)).to_numpy()
+    name = production.version
+    return gates.judge(frame[after].reset_index(drop=True), y[after], ("model", scores["model"][after], policy),
+                       (name, scores[f"production {name}"][after], Policy.from_dict(production.policy)), costs)
+
+
+def _report_and_register(settings: Settings, registry: ModelRegistry, manifest: dict[str, Any], outcome: _Outcome,
+                         trained: TrainedModel, rows: pd.DataFrame, *, register: bool, first_production: bool,
+                         progress: Progress) -> tuple[ModelRecord | None, Policy, Path]:
+    """Write the report (first: a failure there registers nothing), register, and put the report in place."""
+    from training.report import MODEL_TOKEN, POLICY_TOKEN, stamp_report, write_report
+
     reports = settings.home / "reports"
     staging = reports / f".train-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
+    cutoff = manifest["label_cutoff"][:10]
     with progress.step("writing the report"):
-        write_report(staging, title=f"Model {MODEL_TOKEN}, trained on labels known at {train_until.date()}",
-                     manifest=manifest, evaluation=test, policy=replace(policy, version=POLICY_TOKEN), scorer=model,
-                     explain_frame=test_frame if not test_frame.empty else rows, test_frame=test_frame,
-                     test_y=y_test, test_scores={c.name: c.score for c in candidates})
-    record = registry.register(trained.model_text, manifest, policy.to_dict()) if register else None
-    if record is not None:
+        write_report(staging, title=f"Model {MODEL_TOKEN}, trained on labels known at {cutoff}",
+                     manifest=manifest, evaluation=outcome.test | {"gate": outcome.gate},
+                     policy=replace(outcome.policy, version=POLICY_TOKEN), scorer=outcome.model,
+                     explain_frame=outcome.test_frame if not outcome.test_frame.empty else rows,
+                     test_frame=outcome.test_frame, test_y=outcome.y_test,
+                     test_scores={c.name: c.score for c in outcome.candidates})
+    record = None
+    policy = outcome.policy
+    if register:
+        record = registry.register(trained.model_text, manifest, policy.to_dict(), gate=outcome.gate,
+                                   first_production=first_production)
         policy = Policy.from_dict(record.policy)
     report_dir = reports / f"train-{record.version if record is not None else staging.name[7:]}"
     stamp_report(staging, record.version if record else "unregistered", policy.version)
     if report_dir.exists():
         shutil.rmtree(report_dir)
     os.replace(staging, report_dir)
-    return TrainResult(record, trained, policy, test, report_dir)
+    return record, policy, report_dir
 
 
 def decision_counts(policy: Policy, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, int]:
@@ -320,3 +443,46 @@ def repolicy(settings: Settings, ref: str, costs: thresholds.Costs, days: int = 
     bad = frame["refund_amount"].to_numpy()[target(frame, labels_as_of(snapshot)) == 1]
     proposed = thresholds.propose(scores, days, costs, bad)
     return Policy.from_dict(registry.add_policy(scorer.version, proposed.to_dict()))
+
+
+def policy_costs(policy: dict[str, Any]) -> thresholds.Costs:
+    """The costs a policy was sized with (the defaults for a policy that does not say)."""
+    try:
+        return thresholds.Costs(**policy.get("basis", {}).get("costs", {}))
+    except (TypeError, ValueError):
+        return DEFAULT_COSTS
+
+
+def judge_gate(settings: Settings, ref: str, window: Window | None = None,
+               progress: Progress = SILENT) -> dict[str, Any]:
+    """Judge model REF's promotion gate against today's production model (or, with none, the rules+history
+    baseline) on WINDOW (default: from the later of both label cutoffs to the last mature request); record it."""
+    registry = ModelRegistry(settings.models_dir)
+    candidate = Scorer.from_registry(registry, ref)
+    production = production_scorer(registry)
+    if production is not None and production.version == candidate.version:
+        raise TrainingDataError(f"{candidate.version} is production already: there is nothing to judge it against")
+    snapshot = current_snapshot(settings.warehouse_dir)
+    cutoffs = [production_cutoff(s) for s in (candidate, production) if s is not None]
+    if window is None:
+        window = Window(max(cutoffs), mature_end(snapshot, time_range(snapshot)[1]))
+    elif window.start < max(cutoffs):
+        raise TrainingDataError(f"the gate's window must start after both models' label cutoffs "
+                                f"({max(cutoffs).isoformat()}), not at {window.start.isoformat()}: before it, one of "
+                                "them is judged on returns it learned from")
+    if window.end <= window.start:
+        raise TrainingDataError(f"no window after both label cutoffs ({max(cutoffs).isoformat()}) has mature labels "
+                                f"yet (they reach {window.end.isoformat()}): wait for labels, or promote with --force")
+    frame = feature_frame(FeatureSource(settings), snapshot, window, progress)
+    if frame.empty:
+        raise TrainingDataError(f"no returns were requested in {window}")
+    y = target(frame, labels_as_of(snapshot))
+    mine = (candidate.version, candidate.score_frame(frame), Policy.from_dict(candidate.policy))
+    if production is None:
+        against = (gates.BASELINE, rules_score(frame, history=True), None)
+    else:
+        against = (production.version, production.score_frame(frame), Policy.from_dict(production.policy))
+    with progress.step(f"judging {candidate.version} against {against[0]} on {len(frame):,} returns"):
+        gate = gates.judge(frame, y, mine, against, policy_costs(candidate.policy))
+    registry.add_gate(candidate.version, gate)
+    return gate

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fraud_service.config import Settings
+from fraud_service.errors import BadRequest
 from fraud_service.progress import Progress
 
 EXIT_OK = 0
@@ -33,14 +34,35 @@ def progress(args: argparse.Namespace) -> Progress:
     return Progress(enabled=not args.quiet)
 
 
-def timestamp(text: str) -> object:
-    """argparse type: a date or ISO 8601 timestamp (naive = UTC)."""
+def timestamp_value(text: str) -> Any:
+    """A UTC pandas Timestamp from a date or ISO 8601 text (naive = UTC), or ValueError."""
     from training.trainset import timestamp as parse
 
+    return parse(text)
+
+
+def timestamp(text: str) -> object:
+    """argparse type: a date or ISO 8601 timestamp (naive = UTC)."""
     try:
-        return parse(text)
+        return timestamp_value(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp") from None
+
+
+def train_until(text: str) -> object:
+    """argparse type: a label cutoff, or `now` (None: the trainer keeps the last days as its test window)."""
+    return None if text.strip().lower() == "now" else timestamp(text)
+
+
+def share(text: str) -> float:
+    """argparse type: a share in [0, 1], as 0.05 or 5%."""
+    try:
+        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share (0.05 or 5%)") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1 (0% and 100%)")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -75,4 +97,25 @@ def world_options(p: argparse.ArgumentParser, customers: int = 20000, days: int 
                    help=f"number of customers (default {customers})")
     p.add_argument("--days", type=positive_int, default=days, help=f"days of history (default {days})")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    p.add_argument("--start", default="2025-01-01", help="first day, YYYY-MM-DD (default 2025-01-01)")
+    when_ = p.add_mutually_exclusive_group()
+    when_.add_argument("--end", default="now", metavar="DATE|now",
+                       help="the moment the world ends, YYYY-MM-DD[THH:MM:SS] UTC (default now: the world's last "
+                            "day is today, so the online features read as of now agree with its history)")
+    when_.add_argument("--start", default=None, metavar="DATE",
+                       help="the first day instead, YYYY-MM-DD (a world in the past, e.g. 2025-01-01)")
+
+
+def world_config(args: argparse.Namespace, **options: Any) -> Any:
+    """The WorldConfig of `world_options`: from --start, or ending at --end (now by default; never in the future)."""
+    from training.datasets.synthetic import WorldConfig
+
+    if args.start is not None:
+        return WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start, **options)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        end = now if args.end.strip().lower() == "now" else timestamp_value(args.end)
+    except ValueError:
+        raise BadRequest(f"--end {args.end!r} is not a date (YYYY-MM-DD), an ISO 8601 time or `now`") from None
+    if end > now + dt.timedelta(minutes=1):
+        raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now")
+    return WorldConfig.ending(end, args.days, customers=args.customers, seed=args.seed, **options)

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from api.cli.common import EXIT_REJECTED, Subparsers, add_command, progress, world_options
+from api.cli.common import EXIT_REJECTED, Subparsers, add_command, progress, world_config, world_options
 from fraud_service.config import Settings
 from fraud_service.errors import ValidationFailed
 
@@ -77,14 +77,14 @@ def cmd_import_online_retail(args: argparse.Namespace, settings: Settings) -> in
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     """Generate a synthetic returns world in the contract."""
-    from training.datasets.synthetic import WorldConfig, generate
+    from training.datasets.synthetic import generate
 
-    config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start,
-                         orders_per_year=args.orders_per_year, return_rate=args.return_rate,
-                         fraud_share=args.fraud_share)
+    config = world_config(args, orders_per_year=args.orders_per_year, return_rate=args.return_rate,
+                          fraud_share=args.fraud_share)
     summary = generate(config, Path(args.out), progress(args))
     for key, value in summary.items():
         print(f"{key:<24} {value:>12,}" if isinstance(value, int) else f"{key:<24} {value:>12}")
+    print(f"the world runs from {config.start_ts().isoformat()} to {config.end_ts().isoformat()}")
     print(f"contract dataset written to {args.out} (ground truth in {Path(args.out) / 'ground_truth.parquet'}, "
           "never ingested)")
     return 0

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from api.cli.common import Subparsers, add_command, progress, world_options
+from api.cli.common import Subparsers, add_command, progress, share, world_config, world_options
 from fraud_service.config import Settings
+
+DEMO_FRAUD_SHARE = 0.01
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Generate a small demo world (unless already there), ingest it, build features, train, fill the queue."""
     from training import demo
-    from training.datasets.synthetic import WorldConfig
 
-    config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed)
-    demo.run(settings, config, Path(args.out), progress(args), say=print)
+    demo.run(settings, world_config(args, fraud_share=args.fraud_share), Path(args.out), progress(args), say=print)
     return 0
 
 
@@ -23,12 +23,18 @@ def register(sub: Subparsers) -> None:
     """The demo command."""
     p = add_command(sub, "demo", cmd_demo,
                     "generate a demo world, ingest it, build features, train (what `make run` does first)",
-                    "Generate a small synthetic world into --out (skipped when it is already there with the\n"
-                    "same settings), ingest it into the warehouse, build the feature store from it (skipped\n"
-                    "when already built from the same snapshot), materialise the online store, train and\n"
-                    "register a first model on all but the last 45 days (skipped when the production model\n"
-                    "was trained on the same data), assess the latest returns so the analysts' queue has\n"
-                    "cases, and create an analyst and an admin user for the UI (passwords in\n"
-                    "$FRAUD_HOME/demo-users.txt).")
+                    "Generate a synthetic world that ends now into --out (kept when it is already there with the\n"
+                    "same settings and ended less than a day ago), hold its latest returns out (up to 300, at\n"
+                    "most a fifth) and ingest the rest into the warehouse, build the feature store from it\n"
+                    "(skipped when already built from the same snapshot), materialise the online store, train a\n"
+                    "model on what was known before the last 30 days with mature labels and test it on them\n"
+                    "(skipped when the production model was trained on the same data; a retrain identical to a\n"
+                    "registered model reuses it), which becomes production if it beats the rules+history\n"
+                    "baseline out of time; then assess the held-out returns through the scoring service as live\n"
+                    "traffic so the analysts' queue has cases, and create an analyst and an admin user for the\n"
+                    "UI (passwords in $FRAUD_HOME/demo-users.txt).")
     p.add_argument("--out", required=True, metavar="DIR")
-    world_options(p, customers=5000, days=270)
+    world_options(p, customers=12000, days=270)
+    p.add_argument("--fraud-share", type=share, default=DEMO_FRAUD_SHARE, metavar="SHARE",
+                   help="share of customers who are fraudsters or abusers (default 1%%: about one return in eleven "
+                        "is bad, in line with what retailers report)")

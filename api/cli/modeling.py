@@ -7,9 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from api.cli.common import Subparsers, add_command, cli_actor, positive_int, progress, timestamp
+from api.cli.common import Subparsers, add_command, cli_actor, positive_int, progress, share, timestamp
+from api.cli.common import train_until as until_arg
 from fraud_service.config import Settings
+from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
+from training.gate import summary as gate_summary
 
 
 def _costs(args: argparse.Namespace) -> object:
@@ -18,20 +21,38 @@ def _costs(args: argparse.Namespace) -> object:
     try:
         return Costs(reviews_per_day=args.reviews_per_day, loss_per_fraud=args.loss_per_fraud,
                      review_cost=args.review_cost, inspection_cost=args.inspection_cost,
-                     credit_friction=args.credit_friction, deny_friction=args.deny_friction)
+                     credit_friction=args.credit_friction, deny_friction=args.deny_friction,
+                     max_friction=args.max_friction)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise BadRequest(str(exc)) from None
 
 
-def _print_candidates(candidates: dict[str, dict[str, object]]) -> None:
+def _why_not(settings: Settings, version: str) -> str:
+    from fraud_service.scoring.promotion import gate_refusal
+
+    return gate_refusal(ModelRegistry(settings.models_dir), version) or (
+        f"it passed its gate; `fraud-service models promote {version}` makes it production")
+
+
+def _print_rates(basis: dict[str, object]) -> None:
+    """The policy's expected decision rates on the window it was sized on."""
+    rates = basis.get("expected_rates")
+    if isinstance(rates, dict):
+        print("expected on the sizing window: " + ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in rates.items()))
+
+
+def _print_candidates(candidates: dict[str, dict[str, object]], leaked: list[str]) -> None:
     print(f"{'candidate':<22} {'avg prec':>9} {'ROC AUC':>8} {'prec@2%':>8} {'rec@2%':>7} {'rec@5%':>7} "
           f"{'money@2%':>9} {'Brier':>7}")
     for name, m in candidates.items():
         at = m["at_rate"]
         assert isinstance(at, dict)
-        print(f"{name:<22} {m['average_precision']:>9.4f} {m['roc_auc']:>8.4f} {at['2%']['precision']:>8.4f} "
+        label = name + (" *" if name in leaked else "")
+        print(f"{label:<22} {m['average_precision']:>9.4f} {m['roc_auc']:>8.4f} {at['2%']['precision']:>8.4f} "
               f"{at['2%']['recall']:>7.4f} {at['5%']['recall']:>7.4f} {at['2%']['money_recall']:>9.4f} "
               f"{m['brier']:>7.4f}")
+    if leaked:
+        print("* trained on labels from inside this window: not an out-of-time figure (see the warning below)")
     model = candidates.get("model", {})
     by_type = model.get("by_typology")
     if isinstance(by_type, dict):
@@ -47,8 +68,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
         print(line)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
-                   test_until=args.test_until, delay_days=args.label_delay, costs=_costs(args),  # type: ignore[arg-type]
-                   truth_path=Path(args.ground_truth) if args.ground_truth else None, progress=progress(args))
+                   test_until=args.test_until, test_days=args.test_days, delay_days=args.label_delay,
+                   costs=_costs(args), truth_path=Path(args.ground_truth) if args.ground_truth else None,  # type: ignore[arg-type]
+                   progress=progress(args))
     rows = result.trained.rows
     positives = rows["train_positives"] + rows["validation_positives"]
     print(f"trained on {rows['train'] + rows['validation']:,} returns ({positives:,} fraud/abuse labels), "
@@ -56,15 +78,20 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if result.test["candidates"]:
         window = result.test["window"]
         print(f"out of time, returns requested {window[0][:10]} to {window[1][:10]}:")
-        _print_candidates(result.test["candidates"])
-    else:
-        print("no returns after --train-until: no out-of-time evaluation (give --test-from/--test-until)")
+        _print_candidates(result.test["candidates"], result.test.get("leaked", []))
     p = result.policy
     print(f"policy {p.version}: inspect from {p.inspect_from:.3f}, store credit from {p.credit_from:.3f}, "
           f"review from {p.review_from:.3f}, deny from {p.deny_from:.3f}")
+    _print_rates(p.basis)
+    if result.gate is not None:
+        print(gate_summary(result.gate))
+    for note in result.notes:
+        print(f"warning: {note}")
     if result.record is not None:
         aliases = [a for a, v in ModelRegistry(settings.models_dir).aliases().items() if v == result.record.version]
         print(f"registered model {result.record.version} ({', '.join(aliases)}) in {settings.models_dir}")
+        if "production" not in aliases:
+            print(f"not production: {_why_not(settings, result.record.version)}")
     print(f"report: {result.report_dir / 'report.html'}")
     return 0
 
@@ -120,11 +147,28 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.bootstrap import optional_evidence
     from fraud_service.scoring import promotion
 
+    if args.force and not args.reason:
+        raise BadRequest("--force needs --reason TEXT: why the gate is overridden")
     with optional_evidence(settings) as uow:
         change = promotion.promote(ModelRegistry(settings.models_dir), uow, ref=args.version,
-                                   reason="promoted with the CLI", actor=cli_actor())
+                                   reason=args.reason or "promoted with the CLI", actor=cli_actor(), force=args.force)
+    if change.overridden:
+        print(f"warning: promoted past the gate ({change.overridden}); recorded as evidence")
     print(f"{change.version} is now production (running services switch to it within 5 seconds)")
     return 0
+
+
+def cmd_models_gate(args: argparse.Namespace, settings: Settings) -> int:
+    """Judge a model's promotion gate against the production model on a window after both label cutoffs."""
+    from training.trainset import Window
+    from training.workflow import judge_gate
+
+    if (args.start is None) != (args.end is None):
+        raise BadRequest("give both --from and --to, or neither")
+    window = Window(args.start, args.end) if args.start is not None else None
+    gate = judge_gate(settings, args.version, window, progress(args))
+    print(gate_summary(gate))
+    return 0 if gate["passed"] else 1
 
 
 def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,6 +191,7 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     policy = repolicy(settings, args.version, _costs(args), days=args.days,  # type: ignore[arg-type]
                       progress=progress(args))
     print(json.dumps(policy.to_dict(), indent=2))
+    _print_rates(policy.basis)
     print(f"policy {policy.version} recorded; running services use it within 5 seconds when that model is "
           "production")
     return 0
@@ -217,28 +262,53 @@ def _train(sub: Subparsers) -> None:
                     "closed cases are copied into the warehouse first (`labels sync`; the features are rebuilt\n"
                     "when that adds any). See docs/training.md.")
     p.add_argument("--no-sync", action="store_true", help="do not copy analysts' labels into the warehouse first")
-    p.add_argument("--train-until", required=True, type=timestamp, metavar="DATE",
-                   help="label cutoff: train on what was known at this time")
+    p.add_argument("--train-until", required=True, type=until_arg, metavar="DATE|now",
+                   help="label cutoff: train on what was known at this time; `now`: keep the last --test-days days "
+                        "with mature labels as the test window and train on what was known before them")
     p.add_argument("--train-from", type=timestamp, metavar="DATE", help="first request time to train on")
     p.add_argument("--test-from", type=timestamp, metavar="DATE", help="test window start (default --train-until)")
     p.add_argument("--test-until", type=timestamp, metavar="DATE",
                    help="test window end (default: last request minus the label delay)")
+    p.add_argument("--test-days", type=positive_int, default=30, metavar="D",
+                   help="with --train-until now, the days of the test window (default 30)")
     _training_options(p)
     _cost_options(p)
 
 
 def _models(sub: Subparsers) -> None:
-    models = sub.add_parser("models", help="the model registry: list, show, promote, rollback",
+    models = sub.add_parser("models", help="the model registry: list, show, promote, gate, rollback",
                             description="Registered models (FRAUD_MODEL_DIR, default $FRAUD_HOME/models). V is a\n"
                                         "version (v0003 or 3), latest, production or candidate.",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("list", help="versions with aliases and test metrics").set_defaults(func=cmd_models_list)
-    for name, func, text in (("show", cmd_models_show, "print a model's manifest and policy"),
-                             ("promote", cmd_models_promote, "make V the production model")):
-        q = msub.add_parser(name, help=text)
-        q.add_argument("version", metavar="V")
-        q.set_defaults(func=func)
+    q = msub.add_parser("show", help="print a model's manifest and policy")
+    q.add_argument("version", metavar="V")
+    q.set_defaults(func=cmd_models_show)
+    q = msub.add_parser("promote", help="make V the production model, if it passed its gate",
+                        description="Make V the production model. V must have passed its promotion gate against the\n"
+                                    "model that is production now: an out-of-time comparison on a window after its\n"
+                                    "label cutoff where its average precision and its policy's cost per return are\n"
+                                    "not worse beyond the noise (`models gate V` judges it again). Otherwise this\n"
+                                    "refuses and says why; --force --reason TEXT overrides, recorded as evidence.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("version", metavar="V")
+    q.add_argument("--reason", metavar="TEXT", help="why (recorded with the evidence event)")
+    q.add_argument("--force", action="store_true", help="promote past a refusing gate (needs --reason)")
+    q.set_defaults(func=cmd_models_promote)
+    q = msub.add_parser("gate", help="judge V against the production model out of time, and record it",
+                        description="Score V and the production model (or, with none, the rules+history baseline) on\n"
+                                    "the returns after both label cutoffs whose labels have matured, compare average\n"
+                                    "precision and each policy's realised cost per return with the noise of the\n"
+                                    "difference (paired bootstrap), and record the result as V's gate, which\n"
+                                    "`models promote` reads. Exit code 0 when it passed, 1 when not.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("version", metavar="V")
+    q.add_argument("--from", dest="start", type=timestamp, metavar="DATE",
+                   help="window start (default: the later label cutoff)")
+    q.add_argument("--to", dest="end", type=timestamp, metavar="DATE",
+                   help="window end (default: the last request minus the label delay)")
+    q.set_defaults(func=cmd_models_gate)
     msub.add_parser("rollback", help="put back the production model the current one replaced").set_defaults(
         func=cmd_models_rollback)
 
@@ -262,3 +332,5 @@ def _cost_options(p: argparse.ArgumentParser) -> None:
                    help="cost of forcing store credit on an honest customer (default 3)")
     p.add_argument("--deny-friction", type=float, default=60.0, metavar="N",
                    help="cost of denying an honest customer (default 60)")
+    p.add_argument("--max-friction", type=share, default=0.05, metavar="SHARE",
+                   help="ceiling on the share of returns not approved at once, e.g. 0.05 or 5%% (default 5%%)")

@@ -5,6 +5,11 @@ alias move and its evidence event happen under the chain's lock in one unit of w
 refuses a damaged model before it goes live. Running workers follow the alias within seconds
 (`model_watch.py`). When there is no evidence database to hold the event (a CLI on a machine that
 only trains), pass `uow=None`: the alias still moves.
+
+The gate. A model becomes production only when its latest gate (`training/gate.py`, kept in the registry
+beside it) was judged against the model that is production now, on a window after its label cutoff, and
+passed. Otherwise `promote` refuses and says why; `force=True` with a reason overrides, and the event
+then says it was forced and which gate it overrode.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class AliasChange:
     previous: str | None
     version: str
     reason: str
+    overridden: str | None = None  # a forced promotion: the gate's refusal it overrode
 
 
 def probe(registry: ModelRegistry, version: str) -> None:
@@ -56,21 +62,46 @@ def check_reason(reason: object) -> str:
     return reason.strip()
 
 
-def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason: object, actor: str) -> AliasChange:
-    """Make REF (a version, `latest` or `candidate`) the production model."""
+def gate_refusal(registry: ModelRegistry, version: str) -> str | None:
+    """Why VERSION has not earned production against the model that is production now (None: it has)."""
+    current = registry.aliases().get(ALIAS)
+    gate = registry.gate(version)
+    again = f"judge it with `fraud-service models gate {version}`"
+    if gate is None:
+        return (f"{version} has no out-of-time evaluation (it was trained without a test window after its label "
+                f"cutoff): {again}")
+    against = gate.get("against")
+    if current is not None and against != current:
+        return f"{version}'s gate compared it with {against}, but production is now {current}: {again}"
+    if not gate.get("passed"):
+        return f"{version} did not pass its gate against {against}: " + "; ".join(gate.get("reasons") or ["no reason"])
+    return None
+
+
+def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason: object, actor: str,
+            force: bool = False) -> AliasChange:
+    """Make REF (a version, `latest` or `candidate`) the production model, if it passed its gate (or FORCE)."""
     reason = check_reason(reason)
     version = registry.resolve(ref)  # ModelNotFound for an unknown ref
     probe(registry, version)
+    if force and uow is None:
+        raise PromotionRefused("a forced promotion is recorded as evidence, and there is no evidence database here "
+                               "(FRAUD_DATABASE_URL): run it where the service's database is")
 
     def move() -> AliasChange:
         previous = registry.aliases().get(ALIAS)
+        if previous == version:
+            raise PromotionRefused(f"{version} is already production")
+        refusal = gate_refusal(registry, version)  # read under the chain lock: production cannot move meanwhile
+        if refusal is not None and not force:
+            raise PromotionRefused(f"{refusal}; or promote with --force and a --reason (recorded as evidence)")
         try:
             registry.promote(version, reason)
         except ModelNotFound:
             raise
         except RegistryError as exc:
             raise PromotionRefused(str(exc)) from exc
-        return AliasChange("model_promoted", previous, version, reason)
+        return AliasChange("model_promoted", previous, version, reason, overridden=refusal if force else None)
 
     return _recorded(registry, uow, move, actor)
 
@@ -98,9 +129,11 @@ def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[]
         uow.lock_chain()  # two promotions at once are recorded in the order they moved the alias
         change = move()
         try:
-            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
-                       payload={"alias": ALIAS, "from": change.previous, "to": change.version,
-                                "reason": change.reason})
+            payload: dict[str, object] = {"alias": ALIAS, "from": change.previous, "to": change.version,
+                                          "reason": change.reason}
+            if change.overridden is not None:
+                payload |= {"forced": True, "gate_refusal": change.overridden}
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor, payload=payload)
             uow.commit()
         except BaseException:
             registry.put_back(change.previous, change.version)  # no alias move without its evidence

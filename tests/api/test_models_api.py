@@ -29,7 +29,7 @@ def two_models(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) 
     record = registry.load("production")
     registry.register(record.model_text(), {**record.manifest, "note": "retrained"},
                       {**record.policy, "inspect_from": 0.0, "credit_from": 0.0, "review_from": 0.0,
-                       "deny_from": 1.0})
+                       "deny_from": 1.0}, gate={"against": "v0001", "passed": True})
     api = make_api(settings, trained_world.dataset, "sqlite")
     yield api, settings
     api.service.close()
@@ -181,3 +181,28 @@ def test_a_garbage_production_model_leaves_the_watcher_serving_and_readyz_saying
         assert booted.watch.problem is not None and "v0002" in booted.watch.problem
     finally:
         booted.close()
+
+
+def test_http_promote_refuses_a_model_without_a_passed_gate_and_force_needs_a_reason(
+        two_models: tuple[Api, Settings]) -> None:
+    api, settings = two_models
+    registry = ModelRegistry(settings.models_dir)
+    record = registry.load("v0001")
+    registry.register(record.model_text(), {**record.manifest, "note": "no test window"}, record.policy)
+    admin = api.headers("admin")
+    refused = api.client.post("/v1/models/v0003/promote", json={"reason": "looks fine"}, headers=admin)
+    assert refused.status_code == 409
+    assert "v0003 has no out-of-time evaluation" in refused.get_json()["message"]
+    no_reason = api.client.post("/v1/models/v0003/promote", json={"force": True}, headers=admin)
+    assert no_reason.status_code == 422 and "reason" in json.dumps(no_reason.get_json())
+    assert registry.aliases()["production"] == "v0001"
+    forced = api.client.post("/v1/models/v0003/promote", json={"force": True, "reason": "hotfix for a leak"},
+                             headers=admin)
+    assert forced.status_code == 200, forced.get_json()
+    assert forced.get_json()["production"] == "v0003"
+    with api.service.sessions() as session:
+        payload = session.execute(select(EvidenceEvent.payload).where(
+            EvidenceEvent.kind == "model_promoted")).scalar_one()
+    body = json.loads(payload)
+    assert body["forced"] is True and body["reason"] == "hotfix for a leak"
+    assert "v0003 has no out-of-time evaluation" in body["gate_refusal"]

@@ -13,8 +13,9 @@ from models.registry import ModelRegistry
 FEATURES = ["a", "b", "c"]
 
 
-def _register(registry: ModelRegistry, text: str = "tree model", features: list[str] = FEATURES):
-    return registry.register(text, {"features": features, "feature_service": "svc"}, {"review_from": 0.5})
+def _register(registry: ModelRegistry, text: str = "tree model", features: list[str] = FEATURES, first: bool = True):
+    return registry.register(text, {"features": features, "feature_service": "svc"}, {"review_from": 0.5},
+                             first_production=first)
 
 
 @pytest.fixture
@@ -28,6 +29,36 @@ def test_the_first_model_becomes_candidate_and_production(registry):
     assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}
     assert record.policy["version"] == "v0001.p1"
     assert record.manifest["checksum"].startswith("sha256:")
+
+
+def test_a_model_the_trainer_did_not_pass_is_only_candidate_even_in_an_empty_registry(registry):
+    record = _register(registry, first=False)
+    assert registry.aliases() == {"candidate": "v0001"}
+    assert registry.gate("v0001") is None
+    assert registry.history()[-1]["alias"] == "candidate"
+    assert record.version == "v0001"
+
+
+def test_gates_are_kept_sealed_beside_the_model_and_the_latest_counts(registry):
+    record = registry.register("tree", {"features": FEATURES}, {"review_from": 0.5}, gate={"passed": False})
+    assert registry.gate("v0001") == {"passed": False}
+    assert registry.add_gate("v0001", {"passed": True, "against": "rules+history"})["revision"] == 2
+    assert registry.gate("v0001") == {"passed": True, "against": "rules+history", "revision": 2}
+    assert registry.load("v0001").version == "v0001"  # the new gate file was sealed with the rest
+    (record.path / "gate-002.json").write_text(json.dumps({"passed": True, "against": "v0009"}))
+    with pytest.raises(RegistryError, match="gate-002.json does not match its seal"):
+        registry.load("v0001")
+
+
+def test_find_names_the_newest_version_with_the_same_model_text_and_manifest_values(registry):
+    _register(registry, "same")
+    registry.register("same", {"features": FEATURES, "label_cutoff": "x"}, {"review_from": 0.5})
+    registry.register("other", {"features": FEATURES, "label_cutoff": "x"}, {"review_from": 0.5})
+    from models.registry import checksum
+    assert registry.find(checksum("same")).version == "v0002"
+    assert registry.find(checksum("same"), label_cutoff="x").version == "v0002"
+    assert registry.find(checksum("same"), label_cutoff="y") is None
+    assert registry.find(checksum("never")) is None
 
 
 def test_a_later_model_is_only_candidate_until_promoted(registry):

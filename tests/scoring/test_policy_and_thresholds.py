@@ -43,7 +43,7 @@ def test_a_policy_survives_a_round_trip_through_a_dict():
 
 def test_cost_thresholds_follow_the_break_even_formulas_when_capacity_is_ample():
     costs = Costs(reviews_per_day=1e9, loss_per_fraud=200.0, review_cost=10.0, inspection_cost=4.0,
-                  inspection_catch=0.5, credit_saving=0.6, credit_friction=30.0, deny_friction=50.0)
+                  inspection_catch=0.5, credit_saving=0.6, credit_friction=30.0, deny_friction=50.0, max_friction=1.0)
     policy = propose(np.linspace(0, 1, 1000), 10, costs, np.array([]))
     assert policy.inspect_from == pytest.approx(4.0 / (200 * 0.5))          # 0.04
     assert policy.credit_from == pytest.approx(30.0 / (200 * 0.6 + 30.0))  # 0.2
@@ -56,7 +56,7 @@ def test_the_review_band_is_narrowed_to_the_team_capacity():
     rng = np.random.default_rng(3)
     scores = rng.beta(0.5, 5, 20_000)
     days, capacity = 20, 15.0
-    costs = Costs(reviews_per_day=capacity, loss_per_fraud=150.0)
+    costs = Costs(reviews_per_day=capacity, loss_per_fraud=150.0, max_friction=1.0)
     policy = propose(scores, days, costs, np.array([]))
     in_review = ((scores >= policy.review_from) & (scores < policy.deny_from)).sum() / days
     assert policy.basis["capacity_bound"] is True
@@ -74,9 +74,46 @@ def test_the_default_loss_is_the_mean_refund_of_labelled_fraud():
     assert policy.review_from >= 12.0 / 200.0
 
 
+def _not_approved(policy: Policy, scores: np.ndarray) -> float:
+    return float((scores >= policy.inspect_from).mean())
+
+
+def test_the_friction_ceiling_gives_up_the_mildest_bands_first_and_never_overflows():
+    rng = np.random.default_rng(4)
+    scores = rng.beta(0.6, 4, 10_000)
+    costs = Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=0.05)
+    free = propose(scores, 30, Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=1.0), np.array([]))
+    policy = propose(scores, 30, costs, np.array([]))
+    assert _not_approved(free, scores) > 0.2  # the costs alone would touch a fifth of all returns
+    assert policy.basis["friction_bound"] is True
+    assert _not_approved(policy, scores) <= 0.05
+    assert _not_approved(policy, scores) >= 0.05 - 1 / len(scores)  # and the ceiling is used, not undershot
+    assert policy.deny_from == free.deny_from  # the harshest band keeps its cost threshold above the cut
+    assert policy.basis["inspect_from_by_cost"] == free.inspect_from
+    rates = policy.basis["expected_rates"]
+    assert rates["not_approved_at_once"] == pytest.approx(_not_approved(policy, scores))
+    assert rates["review"] + rates["deny"] + rates["store_credit_or_inspection"] == pytest.approx(
+        rates["not_approved_at_once"])
+
+
+def test_the_friction_ceiling_is_a_ceiling_not_a_target():
+    scores = np.r_[np.full(990, 0.001), np.full(10, 0.99)]  # 1% risky returns, a 5% ceiling
+    costs = Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=0.05)
+    policy = propose(scores, 30, costs, np.array([]))
+    assert policy.basis["friction_bound"] is False
+    assert _not_approved(policy, scores) == pytest.approx(0.01)
+
+
+def test_tied_scores_at_the_friction_cut_are_all_left_approved_rather_than_overflow():
+    scores = np.r_[np.zeros(900), np.full(100, 0.5)]  # 10% tied at one score, 5% allowed
+    policy = propose(scores, 30, Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=0.05), np.array([]))
+    assert _not_approved(policy, scores) == 0.0 and policy.inspect_from > 0.5
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("review_cost", -1.0, "review_cost must not be negative"),
     ("credit_saving", 1.5, "credit_saving is a share"),
+    ("max_friction", 1.5, "max_friction is a share"),
 ])
 def test_impossible_costs_are_refused(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,12 @@ def registry(tmp_path: Path, trained_world: TrainedWorld) -> ModelRegistry:
     """Two versions of a real trained model (promotion loads and scores a probe row before moving the alias)."""
     real = ModelRegistry(trained_world.settings.models_dir).load("production")
     registry = ModelRegistry(tmp_path / "models")
-    for note in ("first", "second"):
-        registry.register(real.model_text(), {**real.manifest, "note": note}, real.policy)
+    registry.register(real.model_text(), {**real.manifest, "note": "first"}, real.policy, first_production=True)
+    registry.register(real.model_text(), {**real.manifest, "note": "second"}, real.policy, gate=PASSED)
     return registry
+
+
+PASSED = {"against": "v0001", "passed": True, "reasons": []}
 
 
 def events(db: MemoryDb) -> list[tuple[str, str, str]]:
@@ -82,3 +86,38 @@ def test_an_alias_whose_evidence_cannot_be_written_moves_back(db: MemoryDb, regi
 def test_without_an_evidence_database_the_alias_still_moves(registry: ModelRegistry) -> None:
     change = promotion.promote(registry, None, ref="latest", reason="offline", actor="cli:root")
     assert change.version == "v0002" and registry.aliases()["production"] == "v0002"
+
+
+@pytest.mark.parametrize("gate, refusal", [
+    (None, "v0003 has no out-of-time evaluation .*fraud-service models gate v0003"),
+    ({"against": "v0009", "passed": True}, "v0003's gate compared it with v0009, but production is now v0001"),
+    ({"against": "v0001", "passed": False, "reasons": ["average precision is 0.1000 lower than v0001's"]},
+     "v0003 did not pass its gate against v0001: average precision is 0.1000 lower"),
+])
+def test_a_model_without_a_passed_gate_against_production_is_refused_and_says_why(
+        db: MemoryDb, registry: ModelRegistry, gate: dict[str, Any] | None, refusal: str) -> None:
+    real = registry.load("v0001")
+    registry.register(real.model_text(), {**real.manifest, "note": "third"}, real.policy, gate=gate)
+    with pytest.raises(PromotionRefused, match=refusal + ".*--force"):
+        promotion.promote(registry, db.uow(), ref="v0003", reason="r", actor="t")
+    with pytest.raises(PromotionRefused, match="no evidence database"):
+        promotion.promote(registry, None, ref="v0003", reason="r", actor="t", force=True)
+    assert registry.aliases()["production"] == "v0001" and events(db) == []
+    change = promotion.promote(registry, db.uow(), ref="v0003", reason="the old one leaks", actor="user:ana",
+                               force=True)
+    assert change.version == "v0003" and change.overridden is not None
+    assert registry.aliases()["production"] == "v0003"
+    (kind, subject, payload), = events(db)
+    assert (kind, subject) == ("model_promoted", "model:v0003")
+    body = json.loads(payload)
+    assert body["forced"] is True and body["reason"] == "the old one leaks"
+    assert body["gate_refusal"] == change.overridden and "v0003" in body["gate_refusal"]
+
+
+def test_a_gate_judged_against_a_production_model_that_has_since_been_replaced_no_longer_counts(
+        db: MemoryDb, registry: ModelRegistry) -> None:
+    real = registry.load("v0001")
+    registry.register(real.model_text(), {**real.manifest, "note": "third"}, real.policy, gate=PASSED)
+    promotion.promote(registry, db.uow(), ref="v0002", reason="passed", actor="t")
+    with pytest.raises(PromotionRefused, match="v0003's gate compared it with v0001, but production is now v0002"):
+        promotion.promote(registry, db.uow(), ref="v0003", reason="r", actor="t")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -59,6 +60,56 @@ def test_train_registers_a_candidate_reports_beside_the_baselines_and_prints_the
     assert len(figures["figures"]["mean_abs_shap"]) == 20
 
 
+def test_train_until_now_keeps_the_last_days_as_its_test_window_and_judges_the_gate(cli, on_world, trained_world):
+    code, out, err = cli("train", "--train-until", "now", "--test-days", "20")
+    assert code == 0, err
+    snapshot = current_snapshot(trained_world.settings.warehouse_dir)
+    last = snapshot.read("returns")["requested_at"].max()
+    cutoff = pd.Timestamp(on_world.load("v0002").manifest["label_cutoff"])
+    window = re.search(r"out of time, returns requested (\S+) to (\S+):", out)
+    assert window is not None and window.group(1) == str(cutoff.date())
+    assert (pd.Timestamp(window.group(2), tz="UTC") - cutoff).days in (19, 20) and cutoff < last
+    assert "warning: --train-until now: the last 20 days with mature labels are the test window" in out
+    gate = on_world.gate("v0002")
+    assert gate is not None and gate["against"] == "v0001"
+    assert re.search(r"gate against v0001 on [\d,]+ returns \([\d,]+ labelled bad\): average precision", out)
+    assert "expected on the sizing window: " in out and "not approved at once" in out
+
+
+def test_a_model_with_no_test_window_is_registered_as_a_candidate_and_never_production(cli, trained_world,
+                                                                                       tmp_path, monkeypatch):
+    models = tmp_path / "empty-registry"
+    monkeypatch.setenv("FRAUD_HOME", str(trained_world.settings.home))
+    monkeypatch.setenv("FRAUD_MODEL_DIR", str(models))
+    last = current_snapshot(trained_world.settings.warehouse_dir).read("returns")["requested_at"].max()
+    code, out, err = cli("train", "--train-until", (last - pd.Timedelta(days=2)).isoformat())
+    assert code == 0, err
+    assert "warning: no test window: the labels of returns after" in out
+    assert ModelRegistry(models).aliases() == {"candidate": "v0001"}
+    assert "not production: v0001 has no out-of-time evaluation" in out
+    assert "[" not in out.split("registered model")[0].split("warning")[0]  # no inverted window is printed
+    code, _, err = cli("models", "promote", "v0001")
+    assert code == 1 and "v0001 has no out-of-time evaluation" in err and "--force" in err
+    code, _, err = cli("models", "promote", "v0001", "--force")
+    assert code == 1 and "--force needs --reason TEXT" in err
+    assert ModelRegistry(models).aliases() == {"candidate": "v0001"}
+
+
+def test_a_production_model_trained_on_the_test_window_is_flagged_and_the_gate_judges_after_it(cli, on_world):
+    code, out, err = cli("train", "--train-until", "2025-06-01")
+    assert code == 0, err
+    assert "production v0001 *" in out
+    assert "warning: production v0001 was trained on labels known at 2025-07-01, inside this test window" in out
+    gate = on_world.gate("v0002")
+    assert gate["against"] == "v0001" and gate["window"][0] >= "2025-07-01"
+    code, out, err = cli("models", "gate", "v0002", "--from", "2025-06-15", "--to", "2025-08-01")
+    assert code == 1 and "must start after both models' label cutoffs (2025-07-01" in err
+    code, out, err = cli("models", "gate", "v0002")
+    assert code in (0, 1), err
+    assert out.startswith("gate against v0001 on ")
+    assert on_world.gate("v0002")["revision"] == 2
+
+
 def test_the_test_window_may_not_overlap_the_training_window(cli, on_world):
     code, _, err = cli("train", "--train-until", "2025-07-01", "--test-from", "2025-06-01")
     assert code == 1
@@ -74,7 +125,7 @@ def test_a_bad_date_is_a_usage_error(cli, on_world):
 
 def test_models_list_show_promote_and_rollback(cli, on_world):
     first = on_world.load("v0001")
-    on_world.register(first.model_text(), first.manifest, first.policy)
+    on_world.register(first.model_text(), first.manifest, first.policy, gate={"against": "v0001", "passed": True})
     code, out, _ = cli("models", "list")
     assert code == 0
     lines = out.splitlines()

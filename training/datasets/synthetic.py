@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,10 +67,40 @@ class WorldConfig:
         return 0.03 if self.fraud_share is None else self.fraud_share
 
     def start_ts(self) -> pd.Timestamp:
+        """The first moment, UTC: `start` is a date (midnight) or a time as YYYY-MM-DDTHH:MM:SS (naive = UTC)."""
         try:
-            return pd.Timestamp(dt.date.fromisoformat(self.start), tz="UTC")
+            if len(self.start) == 10:
+                return pd.Timestamp(dt.date.fromisoformat(self.start), tz="UTC")
+            moment = dt.datetime.fromisoformat(self.start)
         except ValueError:
-            raise ValueError(f"start={self.start!r}: expected a date as YYYY-MM-DD") from None
+            raise ValueError(f"start={self.start!r}: expected a date as YYYY-MM-DD or a time as "
+                             "YYYY-MM-DDTHH:MM:SS") from None
+        stamp = pd.Timestamp(moment)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+    def end_ts(self) -> pd.Timestamp:
+        """The moment after the last event: `days` after the start."""
+        return self.start_ts() + pd.Timedelta(days=self.days)
+
+    @classmethod
+    def ending(cls, end: dt.datetime, days: int, **options: Any) -> WorldConfig:
+        """A world of DAYS days whose last moment is just before END (UTC, to the second)."""
+        moment = pd.Timestamp(end).tz_convert("UTC").floor("s") - pd.Timedelta(days=days)
+        return cls(days=days, start=moment.tz_localize(None).isoformat(timespec="seconds"), **options)
+
+
+def recent_world(out: Path, config: WorldConfig, within: dt.timedelta) -> WorldConfig | None:
+    """The settings of the world generated in OUT when they equal CONFIG's but for the start, and that world ended
+    less than WITHIN before CONFIG's end (the demo keeps such a world rather than generating it again)."""
+    meta = out / META_FILE
+    try:
+        stored = WorldConfig(**json.loads(meta.read_text())["config"])
+        stored.start_ts()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if asdict(replace(stored, start=config.start)) != asdict(config):
+        return None
+    return stored if config.end_ts() - within <= stored.end_ts() <= config.end_ts() else None
 
 
 def is_generated(out: Path, config: WorldConfig) -> bool:
@@ -89,7 +120,7 @@ def generate(config: WorldConfig, out: Path, progress: Progress = SILENT) -> dic
     rng = np.random.default_rng(config.seed)
     # the world is built in naive UTC; assemble() stamps the zone on the way out
     start = config.start_ts().tz_localize(None)
-    end = start + pd.Timedelta(days=config.days)
+    end = config.end_ts().tz_localize(None)
     frames = Frames()
     n_fraud = int(round(config.customers * config.fraud))
     n_honest = config.customers - n_fraud

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from api.cli.main import build_parser
@@ -74,17 +76,18 @@ def test_generate_ingest_status_stats_round_trip(cli, tmp_path):
 @pytest.mark.slow
 def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, settings):
     out_dir = tmp_path / "demo"
-    world = ("--customers", "3000", "--days", "240")
+    world = ("--customers", "3000", "--days", "240", "--fraud-share", "0.03")
     code, out, err = cli("demo", "--out", str(out_dir), *world)
     assert code == 0, err
     assert "ingested into" in out and "(snapshot 000001; new)" in out
     assert "features built from snapshot 000001 and materialised into the sqlite online store" in out
     assert "demo: model v0001 trained on labels known at" in out
-    assert "demo: assessed the latest 300 returns;" in out and "wait in the analysts' queue" in out
+    assert re.search(r"demo: assessed the latest \d+ returns;", out) and "wait in the analysts' queue" in out, out
     users = settings.home / "demo-users.txt"
     assert "analyst UI sign-in (user / password): analyst / " in out and (users.stat().st_mode & 0o777) == 0o600
     stamp = (out_dir / "returns.parquet").stat().st_mtime_ns
     built = (settings.home / "features" / "manifest.json").stat().st_mtime_ns
+    _the_demo_is_set_in_the_present(settings, out_dir)
 
     code, out, _ = cli("demo", "--out", str(out_dir), *world)
     assert code == 0
@@ -94,6 +97,42 @@ def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, s
     assert users.read_text().splitlines()[0].replace(" ", " / ", 1) in out  # the same sign-in, shown again
     assert (out_dir / "returns.parquet").stat().st_mtime_ns == stamp
     assert (settings.home / "features" / "manifest.json").stat().st_mtime_ns == built
+
+
+def _the_demo_is_set_in_the_present(settings, out_dir):
+    """The customer with the most item-not-received claims in the demo's last 90 days posts one more now: the
+    answer names those claims, and the stored features count them (a world in the past would read zeros)."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from fraud_service.bootstrap import assessor, evidence
+    from fraud_service.feedback.messages import Messages
+    from fraud_service.feedback.outcomes import read
+    from fraud_service.scoring.evidence import request_hash
+    from fraud_service.scoring.request import parse_request
+    from training.datasets.replay import Replay
+
+    now = dt.datetime.now(dt.UTC)
+    returns = pd.read_parquet(out_dir / "returns.parquet")
+    assert now - dt.timedelta(days=2) < returns["requested_at"].max() <= now
+    recent = returns[(returns["return_type"] == "item_not_received")
+                     & (returns["requested_at"] > pd.Timestamp(now) - pd.Timedelta(days=90))]
+    customer = recent["customer_id"].value_counts().index[0]
+    claims = int(recent["customer_id"].value_counts().iloc[0])
+    assert claims >= 2
+    body = Replay(out_dir).body(returns[returns["customer_id"] == customer]["return_id"].iloc[-1])
+    body.update(return_id="R-DEMO-NOW", return_type="item_not_received", requested_at=now.isoformat())
+    with evidence(settings) as db:
+        scoring = assessor(settings, db.engine, db.sessions, freshness=False)
+        try:
+            answer = scoring.assess(parse_request(body, now), request_hash(body), "test").response
+        finally:
+            scoring.writer.close()
+        stored = read(db.uow(), assessment_id=answer["assessment_id"], messages=Messages())
+    assert stored["features"]["cust_inr_90d"] >= claims - 1 > 0  # minus at most one held out of the history
+    said = [r["sentence"] for r in answer["reasons"]] + [r["detail"] for r in answer["rules_fired"]]
+    assert any("item-not-received claim" in text for text in said), said
 
 
 @pytest.mark.slow
