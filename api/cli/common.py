@@ -98,7 +98,7 @@ def world_options(p: argparse.ArgumentParser, customers: int = 20000, days: int 
     p.add_argument("--days", type=positive_int, default=days, help=f"days of history (default {days})")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     when_ = p.add_mutually_exclusive_group()
-    when_.add_argument("--end", default="now", metavar="DATE|now",
+    when_.add_argument("--end", default=None, metavar="DATE|now",
                        help="the moment the world ends, YYYY-MM-DD[THH:MM:SS] UTC (default now: the world's last "
                             "day is today, so the online features read as of now agree with its history)")
     when_.add_argument("--start", default=None, metavar="DATE",
@@ -113,7 +113,7 @@ def world_config(args: argparse.Namespace, **options: Any) -> Any:
         return WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start, **options)
     now = dt.datetime.now(dt.UTC)
     try:
-        end = now if args.end.strip().lower() == "now" else timestamp_value(args.end)
+        end = now if args.end is None or args.end.strip().lower() == "now" else timestamp_value(args.end)
     except ValueError:
         raise BadRequest(f"--end {args.end!r} is not a date (YYYY-MM-DD), an ISO 8601 time or `now`") from None
     if end > now + dt.timedelta(minutes=1):

@@ -48,6 +48,37 @@ def test_ingesting_a_missing_directory_exits_1_with_the_reason(cli, tmp_path):
     assert f"error: {tmp_path / 'nope'}: not a directory" in err
 
 
+def test_a_generated_world_ends_now_by_default_or_at_end_and_never_in_the_future(cli, tmp_path):
+    import datetime as dt
+
+    import pandas as pd
+
+    before = pd.Timestamp(dt.datetime.now(dt.UTC)).floor("s")
+    code, out, err = cli("generate", "--out", str(tmp_path / "now"), "--customers", "300", "--days", "60")
+    assert code == 0, err
+    returns = pd.read_parquet(tmp_path / "now" / "returns.parquet")
+    labels = pd.read_parquet(tmp_path / "now" / "labels.parquet")
+    after = pd.Timestamp(dt.datetime.now(dt.UTC))
+    assert before - pd.Timedelta(days=3) < returns["requested_at"].max() < after
+    assert labels["labelled_at"].max() < after
+    assert returns["requested_at"].min() >= before - pd.Timedelta(days=60)
+    assert "the world runs from " in out
+
+    code, out, err = cli("generate", "--out", str(tmp_path / "past"), "--customers", "300", "--days", "60",
+                         "--end", "2025-03-01")
+    assert code == 0, err
+    past = pd.read_parquet(tmp_path / "past" / "returns.parquet")["requested_at"]
+    assert pd.Timestamp("2024-12-31", tz="UTC") <= past.min() and past.max() < pd.Timestamp("2025-03-01", tz="UTC")
+    assert "the world runs from 2024-12-31T00:00:00+00:00 to 2025-03-01T00:00:00+00:00" in out
+
+    code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "2999-01-01")
+    assert code == 1 and "--end 2999-01-01 is in the future" in err
+    code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "the day after")
+    assert code == 1 and "is not a date" in err
+    code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "now", "--start", "2025-01-01")
+    assert code == 2 and "not allowed with argument" in err
+
+
 def test_status_on_an_empty_warehouse_says_what_to_do(cli):
     code, out, _ = cli("status")
     assert code == 1
