@@ -26,6 +26,7 @@ class Metrics:
         self.shared_dir = shared_dir
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        self.monitored: dict[str, Any] = {}  # the monitor's gauges and when they were computed
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram("fraud_http_request_duration_seconds", "HTTP request latency",
                                  ["method", "endpoint", "status"], buckets=BUCKETS, registry=self.registry)
@@ -45,6 +46,75 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+MONITOR_DAYS = 7
+MONITOR_TTL_S = 60.0
+
+
+def monitor_gauges(report: dict[str, Any]) -> bytes:
+    """The monitor's figures (fraud_service.scoring.monitor) as Prometheus gauges."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    def family(name: str, text: str, labels: list[str], values: list[tuple[list[str], float]]) -> Any:
+        g = GaugeMetricFamily(f"fraud_monitor_{name}", f"{text} (assessments of the last {MONITOR_DAYS} days)",
+                              labels=labels)
+        for label_values, value in values:
+            g.add_metric(label_values, float("nan") if value is None else float(value))
+        return g
+
+    lab, score = report["label_delay"], report["score"]
+    families = [
+        family("assessments", "Assessments in the window", [], [([], report["decisions"]["returns"])]),
+        family("decision_rate", "Share of returns by decision", ["decision"],
+               [([k], v) for k, v in report["decisions"]["rates"].items()]),
+        family("friction_share", "Share of returns labelled legit that were not approved at once", [],
+               [([], report["friction"]["share"])]),
+        family("review_precision", "Share of analyst-labelled reviews that were fraud or abuse", [],
+               [([], report["review_precision"]["precision"])]),
+        family("label_delay_days", "Days from assessment to label", ["quantile"],
+               [(["0.5"], lab["median_days"]), (["0.9"], lab["p90_days"])]),
+        family("recall", "Share of bad returns not approved at once", ["kind"],
+               [(["known"], lab["recall_known"]), (["estimated"], lab["recall_estimated"])]),
+        family("money", "Refunds and losses, in the dataset's currency", ["kind"],
+               [([k], v) for k, v in report["money"].items()]),
+        family("score_psi", "PSI of the score against the training sample", [], [([], score["psi"])]),
+        family("score_drifted", "1 when the score's PSI is above the drift threshold", [],
+               [([], 1.0 if score["drifted"] else 0.0)]),
+        family("feature_psi", "PSI of a feature against the training sample", ["feature"],
+               [([k], v["psi"]) for k, v in report["features"].items()]),
+        family("feature_drifted", "1 when a feature's PSI is above the drift threshold", ["feature"],
+               [([k], 1.0 if v["drifted"] else 0.0) for k, v in report["features"].items()]),
+    ]
+
+    class _Collector:
+        def collect(self) -> Any:
+            return families
+
+    registry = CollectorRegistry()
+    registry.register(_Collector())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def monitor_exposition(cache: dict[str, Any]) -> bytes:
+    """The monitor's gauges, computed at most once a MONITOR_TTL_S per app (kept in CACHE); none when the database
+    is down."""
+    import datetime as dt
+
+    from api.core import core
+    from fraud_service.errors import FraudServiceError
+    from fraud_service.scoring import monitor
+
+    now = time.monotonic()
+    if "at" not in cache or now - cache["at"] >= MONITOR_TTL_S:
+        end = dt.datetime.now(dt.UTC)
+        try:
+            report = monitor.live(core().uow(), core().settings, start=end - dt.timedelta(days=MONITOR_DAYS), end=end)
+        except FraudServiceError:
+            return b"# fraud_monitor: the evidence database did not answer; no monitor gauges this time\n"
+        cache.update(at=now, text=monitor_gauges(report))
+    return bytes(cache["text"])
 
 
 def install(app: Flask, shared_dir: str) -> Metrics:
@@ -68,6 +138,6 @@ def install(app: Flask, shared_dir: str) -> Metrics:
         """Prometheus text exposition (a `metrics` or admin key: the figures say how the service is used)."""
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition() + monitor_exposition(metrics.monitored), mimetype=CONTENT_TYPE_LATEST)
 
     return metrics

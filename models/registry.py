@@ -151,6 +151,12 @@ class ModelRegistry:
         files = sorted((self.root / "versions" / version).glob("gate-*.json"))
         return _read_json(files[-1], version) if files else None
 
+    def extra(self, ref: str, name: str) -> dict[str, Any] | None:
+        """A JSON file registered with REF (e.g. `sample.json`, the training sample's distributions), or None."""
+        version = self.resolve(ref)
+        path = self.root / "versions" / version / name
+        return _read_json(path, version) if path.is_file() and path.name.endswith(".json") else None
+
     def _policy(self, path: Path) -> dict[str, Any]:
         files = sorted(path.glob("policy-*.json"))
         return _read_json(files[-1], path.name) if files else {}

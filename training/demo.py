@@ -75,13 +75,13 @@ def history(out: Path, held: int, progress: Progress = SILENT) -> Path:
     scored on the features they had when they arrived rather than on a history that already counts them."""
     target = out.with_name(out.name + "-history")
     tables = {name: pd.read_parquet(out / f"{name}.parquet") for name in TABLES if (out / f"{name}.parquet").exists()}
-    held_out = set(latest_returns(out, held))
-    if len(held_out) * 5 > len(tables["returns"]):  # a tiny world keeps most of its history
-        held_out = set(latest_returns(out, len(tables["returns"]) // 5))
+    held_ids = set(latest_returns(out, held))
+    if len(held_ids) * 5 > len(tables["returns"]):  # a tiny world keeps most of its history
+        held_ids = set(latest_returns(out, len(tables["returns"]) // 5))
     for name in ("returns", "labels", "inspections"):
         if name in tables:
-            tables[name] = tables[name][~tables[name]["return_id"].isin(held_out)].reset_index(drop=True)
-    with progress.step(f"holding out the latest {len(held_out)} returns into {target}"):
+            tables[name] = tables[name][~tables[name]["return_id"].isin(held_ids)].reset_index(drop=True)
+    with progress.step(f"holding out the latest {len(held_ids)} returns into {target}"):
         write_tables(tables, target)
     return target
 

@@ -28,6 +28,7 @@ from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import TrainingDataError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
+from fraud_service.scoring import drift
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
 from models.registry import ModelRecord, ModelRegistry, checksum
@@ -54,6 +55,9 @@ DEFAULT_COSTS = thresholds.Costs()
 DEFAULT_CONFIG = TrainConfig()
 DEFAULT_TEST_DAYS = 30
 SIZING_DAYS = 30
+SAMPLE_ROWS = 50_000
+SAMPLE_DAYS = 90
+SAMPLE_FILE = "sample.json"
 """The decision bands are sized on the score distribution of the last SIZING_DAYS days of requests."""
 
 
@@ -259,7 +263,8 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
         report_dir = settings.home / "reports" / f"train-{same.version}"
         return TrainResult(same, trained, Policy.from_dict(same.policy), outcome.test, report_dir, outcome.gate,
                            windows.notes + outcome.notes, reused=True)
-    record, policy, report_dir = _report_and_register(settings, registry, manifest, outcome, trained, rows,
+    sample = training_sample(rows, trained, outcome.model)
+    record, policy, report_dir = _report_and_register(settings, registry, manifest, outcome, trained, rows, sample,
                                                       register=register, first_production=first, progress=progress)
     return TrainResult(record, trained, policy, outcome.test, report_dir, outcome.gate, windows.notes + outcome.notes)
 
@@ -337,9 +342,22 @@ def training_gate(frame: pd.DataFrame, y: np.ndarray, candidates: list[Candidate
                        (name, scores[f"production {name}"][after], Policy.from_dict(production.policy)), costs)
 
 
+def training_sample(rows: pd.DataFrame, trained: TrainedModel, model: Scorer) -> dict[str, Any]:
+    """The feature and score distributions (`fraud_service.scoring.drift`) of the training rows of the last
+    SAMPLE_DAYS days before the cutoff, at most SAMPLE_ROWS of them drawn at random: what live drift is measured
+    against. The latest rows, because a long training window's early months (younger accounts, other prices)
+    would call the present drifted."""
+    recent = rows[rows["requested_at"] > rows["requested_at"].max() - pd.Timedelta(days=SAMPLE_DAYS)]
+    sample = recent.sample(n=SAMPLE_ROWS, random_state=0) if len(recent) > SAMPLE_ROWS else recent
+    columns = {f: (sample[f].astype(object).where(sample[f].notna(), None).tolist() if f in trained.categories
+                   else pd.to_numeric(sample[f], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+               for f in trained.features}
+    return drift.reference(columns, model.score_frame(sample), trained.categories)
+
+
 def _report_and_register(settings: Settings, registry: ModelRegistry, manifest: dict[str, Any], outcome: _Outcome,
-                         trained: TrainedModel, rows: pd.DataFrame, *, register: bool, first_production: bool,
-                         progress: Progress) -> tuple[ModelRecord | None, Policy, Path]:
+                         trained: TrainedModel, rows: pd.DataFrame, sample: dict[str, Any], *, register: bool,
+                         first_production: bool, progress: Progress) -> tuple[ModelRecord | None, Policy, Path]:
     """Write the report (first: a failure there registers nothing), register, and put the report in place."""
     from training.report import MODEL_TOKEN, POLICY_TOKEN, stamp_report, write_report
 
@@ -357,7 +375,7 @@ def _report_and_register(settings: Settings, registry: ModelRegistry, manifest: 
     policy = outcome.policy
     if register:
         record = registry.register(trained.model_text, manifest, policy.to_dict(), gate=outcome.gate,
-                                   first_production=first_production)
+                                   extra={SAMPLE_FILE: sample}, first_production=first_production)
         policy = Policy.from_dict(record.policy)
     report_dir = reports / f"train-{record.version if record is not None else staging.name[7:]}"
     stamp_report(staging, record.version if record else "unregistered", policy.version)

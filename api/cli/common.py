@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +35,18 @@ def progress(args: argparse.Namespace) -> Progress:
     return Progress(enabled=not args.quiet)
 
 
+RELATIVE = re.compile(r"^now(?:\s*-\s*(\d+(?:\.\d+)?)d)?$")
+
+
 def timestamp_value(text: str) -> Any:
-    """A UTC pandas Timestamp from a date or ISO 8601 text (naive = UTC), or ValueError."""
+    """A UTC pandas Timestamp from a date, ISO 8601 text (naive = UTC), `now` or `now-30d`; or ValueError."""
+    import pandas as pd
+
     from training.trainset import timestamp as parse
 
+    relative = RELATIVE.match(text.strip().lower())
+    if relative:
+        return pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=float(relative.group(1) or 0))
     return parse(text)
 
 
@@ -46,7 +55,8 @@ def timestamp(text: str) -> object:
     try:
         return timestamp_value(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO 8601 timestamp") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD), an ISO 8601 timestamp, now or "
+                                         "now-Nd") from None
 
 
 def train_until(text: str) -> object:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from api.cli import admin, data, demo, evidence, modeling, returns, webhooks
+from api.cli import admin, data, demo, evidence, modeling, monitoring, returns, webhooks
 from api.cli.common import EXIT_REJECTED
 from fraud_service.config import Settings
 from fraud_service.errors import DatabaseDown, FraudServiceError
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for audience in (data, demo, modeling, admin, evidence, returns, webhooks):
+    for audience in (data, demo, modeling, monitoring, admin, evidence, returns, webhooks):
         audience.register(sub)
     return parser
 

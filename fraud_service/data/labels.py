@@ -136,3 +136,26 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         else:
             arrays.append(pa.nulls(len(table), column.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def ingested(warehouse: Warehouse) -> Callable[[list[str]], list[tuple[str, str, Any]]]:
+    """A reader of the labels ingested into the warehouse's current snapshot: return ids -> (return_id, label,
+    labelled_at) rows (none when the warehouse holds no labels)."""
+    import duckdb
+
+    snapshot = warehouse.current()
+    path = snapshot.table_path("labels") if snapshot is not None else None
+
+    def read(return_ids: list[str]) -> list[tuple[str, str, Any]]:
+        if path is None or not return_ids:
+            return []
+        con = duckdb.connect()
+        try:
+            con.execute("SET threads = 1")
+            con.register("wanted", pa.table({"return_id": pa.array(return_ids, pa.string())}))
+            return [tuple(row) for row in con.execute(
+                "SELECT l.return_id, l.label, l.labelled_at FROM read_parquet(?) l "
+                "JOIN wanted w ON l.return_id = w.return_id", [str(path)]).fetchall()]
+        finally:
+            con.close()
+    return read

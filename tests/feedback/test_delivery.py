@@ -208,7 +208,8 @@ def test_a_hanging_receiver_holds_up_no_other(db: Callable[[], UnitOfWork]) -> N
         until(lambda: len(stuck.got) >= 1, 5)
         started = time.monotonic()
         later = emit(db, n=99)
-        until(lambda: later in {verify(secret, h, b)["id"] for h, b in fine.got}, 5)
+        # every event to the other receiver arrives within the bound, in whatever order the rounds take them
+        until(lambda: {verify(secret, h, b)["id"] for h, b in fine.got} >= {*first, later}, 5)
         assert time.monotonic() - started < 5
         assert {verify(secret, h, b)["id"] for h, b in fine.got} == {*first, later}
         assert len(stuck.got) <= sender.per_hook  # the stuck one holds at most its own share of threads

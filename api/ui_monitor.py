@@ -1,0 +1,30 @@
+"""The analyst UI's monitor page (admins): how the live model is doing over the last days, the same figures as
+`fraud-service monitor` and the /metrics gauges (`fraud_service.scoring.monitor`). Part of the `ui` blueprint."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from flask import abort, render_template, request
+from flask.typing import ResponseReturnValue
+
+from api.core import core
+from api.ui import _person, bp, signed_in
+from fraud_service.scoring import monitor
+
+DAYS = (7, 30, 90)
+
+
+@bp.get("/monitor")
+@signed_in
+def monitor_page() -> ResponseReturnValue:
+    if _person().role != "admin":
+        abort(403, "The monitor is for admins.")
+    text = request.args.get("days", "30")
+    days = int(text) if text.isdigit() and int(text) in DAYS else 30
+    end = dt.datetime.now(dt.UTC)
+    report = monitor.live(core().uow(), core().settings, start=end - dt.timedelta(days=days), end=end)
+    features = sorted(report["features"].items(), key=lambda kv: -(0 if math.isnan(kv[1]["psi"]) else kv[1]["psi"]))
+    return render_template("ui/monitor.html", report=report, features=features, days=days, choices=DAYS,
+                           isnan=math.isnan)
