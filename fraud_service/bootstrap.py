@@ -82,6 +82,8 @@ class Service:
         if self.watch is not None:
             self.watch.close()
         if self.assessor is not None:
+            if self.assessor.shadow is not None:
+                self.assessor.shadow.close()
             self.assessor.writer.close()
             if self.assessor.freshness is not None:
                 self.assessor.freshness.close()
@@ -170,9 +172,12 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
         if warm_up:
             warm(service.assessor)
         from fraud_service.scoring.model_watch import ProductionWatch
+        from fraud_service.scoring.shadow import ShadowScorer
         from models.registry import ModelRegistry
 
         service.watch = ProductionWatch(service.assessor, ModelRegistry(settings.models_dir))
+        service.assessor.shadow = ShadowScorer(ModelRegistry(settings.models_dir), sessions)
+        service.assessor.shadow.start()
         if watch:
             service.watch.start()
     return service

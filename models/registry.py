@@ -33,7 +33,7 @@ from typing import Any
 
 from fraud_service.errors import ModelNotFound, PromotionRefused, RegistryError
 
-ALIASES = ("production", "candidate")
+ALIASES = ("production", "candidate", "shadow")
 VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -225,6 +225,27 @@ class ModelRegistry:
             self._set(state, "production", version, reason)
             self._write_state(state)
         return version
+
+    def set_shadow(self, ref: str | None, reason: str) -> tuple[str | None, str | None]:
+        """Make REF the shadow model (None: no shadow); returns (previous, now)."""
+        with self._lock():
+            version = None if ref is None else self.resolve(ref)
+            if version is not None:
+                self.load(version)  # refuses a damaged model
+            state = self._state()
+            previous = state.get("shadow")
+            if version is None:
+                if previous is None:
+                    raise PromotionRefused("there is no shadow model to turn off")
+                state.setdefault("history", []).append({"alias": "shadow", "from": previous, "to": None,
+                                                        "at": _now(), "reason": reason, "rollback": False})
+                state.pop("shadow", None)
+            else:
+                if previous == version:
+                    raise PromotionRefused(f"{version} is already the shadow model")
+                self._set(state, "shadow", version, reason)
+            self._write_state(state)
+        return previous, version
 
     def rollback(self) -> tuple[str, str]:
         """Put back the production model that the current one replaced; returns (from, to).

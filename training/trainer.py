@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 7
     validation_share: float = 0.2
     threads: int = 2
+    unlabelled: str = "weighted"  # or "legit": how returns with no label enter training (training/workflow.py)
 
     def params(self, features: list[str]) -> dict[str, Any]:
         return {
@@ -72,8 +73,10 @@ class TrainedModel:
                 "params": self.params, "rows": self.rows, "validation": self.validation, "typical": self.typical}
 
 
-def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainConfig | None = None) -> TrainedModel:
-    """Train on FRAME (time-ordered rows) with targets Y; the last rows validate, early-stop and calibrate."""
+def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainConfig | None = None,
+        weight: np.ndarray | None = None) -> TrainedModel:
+    """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row); the last rows validate, early-stop
+    and calibrate."""
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -83,6 +86,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         raise ValueError(f"{len(frame)} rows but {len(y)} targets")
     order = np.argsort(frame["requested_at"].to_numpy(), kind="stable")
     frame, y = frame.iloc[order].reset_index(drop=True), np.asarray(y)[order]
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)[order]
     split = int(len(frame) * (1 - config.validation_share))
     y_train, y_valid = y[:split], y[split:]
     for part, values in (("training", y_train), ("validation", y_valid)):
@@ -96,15 +100,15 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     x = encode(frame, features, categories)
     params = config.params(features)
     categorical = [i for i, name in enumerate(features) if name in categories]
-    train = lgb.Dataset(x[:split], y_train, feature_name=features, categorical_feature=categorical,
+    train = lgb.Dataset(x[:split], y_train, weight=w[:split], feature_name=features, categorical_feature=categorical,
                         free_raw_data=True)
-    valid = lgb.Dataset(x[split:], y_valid, reference=train)
+    valid = lgb.Dataset(x[split:], y_valid, weight=w[split:], reference=train)
     booster = lgb.train(params, train, num_boost_round=config.max_rounds, valid_sets=[valid],
                         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
     best = int(booster.best_iteration or booster.current_iteration())
     raw_valid = booster.predict(x[split:], raw_score=True, num_iteration=best)
     # the default L2 penalty shrinks the slope when the validation slice is small (overconfidence is costlier)
-    platt = LogisticRegression(max_iter=1000).fit(raw_valid.reshape(-1, 1), y_valid)
+    platt = LogisticRegression(max_iter=1000).fit(raw_valid.reshape(-1, 1), y_valid, sample_weight=w[split:])
     calibration = Calibration(a=float(platt.coef_[0, 0]), b=float(platt.intercept_[0]))
     text = booster.model_to_string(num_iteration=best)
     return TrainedModel(
@@ -112,7 +116,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         params={k: v for k, v in params.items() if k != "monotone_constraints"} | {"config": asdict(config)},
         rows={"train": split, "validation": len(frame) - split, "train_positives": int(y_train.sum()),
               "validation_positives": int(y_valid.sum())},
-        validation={"average_precision": float(average_precision_score(y_valid, raw_valid))},
+        validation={"average_precision": float(average_precision_score(y_valid, raw_valid, sample_weight=w[split:]))},
         typical=typical_values(frame, features, categories),
     )
 

@@ -183,6 +183,56 @@ def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return frame["return_id"].isin(bad).to_numpy(dtype=np.int64)
 
 
+HORIZON = pd.Timedelta(days=120)
+"""Label delays are measured on returns at least this old, each capped at it."""
+
+
+def arrival_delays(snapshot: Snapshot, cutoff: pd.Timestamp, horizon: pd.Timedelta = HORIZON,
+                   uninvestigated: bool = True) -> np.ndarray:
+    """Days from request to label of the fraud/abuse labels known at CUTOFF on returns requested at least HORIZON
+    before it (so late labels are not cut off more for some returns than others), each capped at HORIZON.
+
+    UNINVESTIGATED: only labels that arrive without anyone reviewing the return (every source but `analyst`):
+    how long a fraud that was paid out takes to show up. With fewer than 30 such labels, any label counts;
+    with fewer than 30 returns old enough, any return does."""
+    labels = snapshot.table_path("labels")
+    returns = snapshot.table_path("returns")
+    if labels is None or returns is None:
+        return np.array([])
+    con = duckdb.connect()
+    try:
+        def delays(old_only: bool, sources: bool) -> np.ndarray:
+            where = [f"l.labelled_at <= TIMESTAMPTZ '{cutoff.isoformat()}'", "l.label IN ('fraud', 'abuse')"]
+            if old_only:
+                where.append(f"r.requested_at <= TIMESTAMPTZ '{(cutoff - horizon).isoformat()}'")
+            if sources:
+                where.append("l.source <> 'analyst'")
+            rows = con.execute(f"""
+                SELECT least(epoch(l.labelled_at) - epoch(r.requested_at), {horizon.total_seconds()}) / 86400
+                FROM read_parquet('{labels}') l JOIN read_parquet('{returns}') r USING (return_id)
+                WHERE {' AND '.join(where)}""").fetchall()
+            return np.array([max(0.0, float(r[0])) for r in rows])
+        for old_only, sources in ((True, uninvestigated), (True, False), (False, uninvestigated), (False, False)):
+            found = delays(old_only, sources)
+            if len(found) >= 30:
+                return found
+        return found
+    finally:
+        con.close()
+
+
+def arrival_weights(rows: pd.DataFrame, labelled: np.ndarray, cutoff: pd.Timestamp, delays: np.ndarray
+                    ) -> np.ndarray:
+    """Per training row: 1 for a labelled return; for an unlabelled one, F(age), the share of past fraud labels
+    that had arrived by its age at CUTOFF: how sure it is, by now, that no fraud label is coming. A return
+    nobody has looked at yet counts as legit only as far as time has vouched for it (positive-unlabelled
+    learning with a known labelling delay)."""
+    ordered = np.sort(np.asarray(delays, dtype=float))
+    age = ((cutoff - rows["requested_at"]).dt.total_seconds() / 86400).to_numpy(dtype=float)
+    arrived = np.searchsorted(ordered, age, side="right") / len(ordered) if len(ordered) else np.ones(len(age))
+    return np.where(labelled, 1.0, arrived)
+
+
 def label_delay(snapshot: Snapshot, cutoff: pd.Timestamp, quantile: float = 0.75) -> pd.Timedelta:
     """How long fraud/abuse labels known at CUTOFF took to arrive after the request (a quantile)."""
     labels = snapshot.table_path("labels")

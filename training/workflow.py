@@ -38,6 +38,8 @@ from training.baselines import rules_score
 from training.trainer import TrainConfig, TrainedModel, fit
 from training.trainset import (
     Window,
+    arrival_delays,
+    arrival_weights,
     current_snapshot,
     feature_frame,
     label_delay,
@@ -101,17 +103,30 @@ def mature_end(snapshot: Snapshot, last: pd.Timestamp) -> pd.Timestamp:
     return last + pd.Timedelta(microseconds=1) - label_delay(snapshot, last)
 
 
-def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Timestamp,
-                  delay: pd.Timedelta) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows requested before `train_until - delay`, with targets from labels known at `train_until`."""
-    rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)
-    return rows, target(rows, labels_as_of(snapshot, train_until))
+def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Timestamp, delay: pd.Timedelta,
+                  unlabelled: str = "weighted") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The training rows, their targets from labels known at `train_until`, and their weights.
+
+    `weighted` (the default): every return requested before the cutoff; a labelled one weighs 1 (a reviewed and
+    cleared return is a true negative), an unlabelled one F(age) (`trainset.arrival_weights`), so the returns
+    nobody has investigated yet teach "legit" only as far as time has vouched for them. `legit`: the returns of
+    the last `delay` before the cutoff are left out and every other unlabelled return is legit, weight 1."""
+    if unlabelled == "legit":
+        rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)
+        return rows, target(rows, labels_as_of(snapshot, train_until)), np.ones(len(rows))
+    if unlabelled != "weighted":
+        raise TrainingDataError(f"unlabelled={unlabelled!r}: expected weighted or legit")
+    rows = frame[frame["requested_at"] < train_until].reset_index(drop=True)
+    known = labels_as_of(snapshot, train_until)
+    labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
+    weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
+    return rows, target(rows, known), weights
 
 
 def learnable_rows(frame: pd.DataFrame, snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
-                   delay: pd.Timedelta) -> tuple[pd.DataFrame, np.ndarray]:
-    """The training rows and their targets, or TrainingDataError when there is nothing to learn from."""
-    rows, y = training_rows(frame, snapshot, train_until, delay)
+                   delay: pd.Timedelta, unlabelled: str = "weighted") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The training rows, targets and weights, or TrainingDataError when there is nothing to learn from."""
+    rows, y, w = training_rows(frame, snapshot, train_until, delay, unlabelled)
     if rows.empty:
         raise TrainingDataError(f"no returns were requested in {Window(start, train_until - delay)}")
     if not y.any():
@@ -119,7 +134,7 @@ def learnable_rows(frame: pd.DataFrame, snapshot: Snapshot, start: pd.Timestamp,
             f"none of the {len(rows):,} returns requested in {Window(start, train_until - delay)} has a fraud or abuse "
             f"label known at {train_until.date()}: there is nothing to learn from. Ingest a labels table (see the data "
             "contract) or let analysts decide cases, then train again")
-    return rows, y
+    return rows, y, w
 
 
 def choose_delay(snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
@@ -238,9 +253,9 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
     last = time_range(snapshot)[1] + pd.Timedelta(microseconds=1)
     frame = feature_frame(FeatureSource(settings), snapshot, Window(start, max(windows.test.end, cutoff, last)),
                           progress)
-    rows, y = learnable_rows(frame, snapshot, start, cutoff, delay)
+    rows, y, weights = learnable_rows(frame, snapshot, start, cutoff, delay, config.unlabelled)
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
-        trained = fit(rows, y, model_features(), config)
+        trained = fit(rows, y, model_features(), config, weights)
     registry = ModelRegistry(settings.models_dir)
     outcome = _evaluate(frame, snapshot, windows, trained, production_scorer(registry), costs,
                         read_truth(truth_path), rows, progress)
@@ -248,7 +263,9 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
         "feature_service": FEATURE_SERVICE,
         **trained.manifest_part(),
         "training_window": {"from": start.isoformat(), "until": cutoff.isoformat(),
-                            "rows_until": (cutoff - delay).isoformat(), "label_delay_days": delay.days},
+                            "rows_until": (cutoff if config.unlabelled == "weighted" else cutoff - delay).isoformat(),
+                            "label_delay_days": delay.days, "unlabelled": config.unlabelled,
+                            "unlabelled_weight_mean": float(weights[y == 0].mean()) if (y == 0).any() else None},
         "label_cutoff": cutoff.isoformat(),
         "positives_by_source": positives_by_source(snapshot, cutoff, rows["return_id"]),
         "data": {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint")},
@@ -421,10 +438,10 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
     for i, cutoff in enumerate(cutoffs):
         test_end = cutoff + pd.Timedelta(days=test_days)
         delay = choose_delay(snapshot, first, cutoff, delay_days)
-        rows, y = training_rows(frame, snapshot, cutoff, delay)
+        rows, y, weights = training_rows(frame, snapshot, cutoff, delay, config.unlabelled)
         with progress.step(f"fold {i + 1}/{folds}: train on {Window(first, cutoff - delay)}, "
                            f"test on {Window(cutoff, test_end)}"):
-            trained = fit(rows, y, model_features(), config)
+            trained = fit(rows, y, model_features(), config, weights)
             model = Scorer(f"fold {i + 1}", trained.manifest_part(), trained.model_text)
             mask = ((frame["requested_at"] >= cutoff) & (frame["requested_at"] < test_end)).to_numpy()
             test_frame = frame[mask].reset_index(drop=True)

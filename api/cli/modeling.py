@@ -9,6 +9,7 @@ from pathlib import Path
 
 from api.cli.common import Subparsers, add_command, cli_actor, positive_int, progress, share, timestamp
 from api.cli.common import train_until as until_arg
+from api.cli.monitoring import cmd_models_compare, cmd_models_shadow
 from fraud_service.config import Settings
 from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
@@ -276,9 +277,9 @@ def _train(sub: Subparsers) -> None:
 
 
 def _models(sub: Subparsers) -> None:
-    models = sub.add_parser("models", help="the model registry: list, show, promote, gate, rollback",
+    models = sub.add_parser("models", help="the model registry: list, show, promote, gate, shadow, compare, rollback",
                             description="Registered models (FRAUD_MODEL_DIR, default $FRAUD_HOME/models). V is a\n"
-                                        "version (v0003 or 3), latest, production or candidate.",
+                                        "version (v0003 or 3), latest, production, candidate or shadow.",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("list", help="versions with aliases and test metrics").set_defaults(func=cmd_models_list)
@@ -296,6 +297,28 @@ def _models(sub: Subparsers) -> None:
     q.add_argument("--reason", metavar="TEXT", help="why (recorded with the evidence event)")
     q.add_argument("--force", action="store_true", help="promote past a refusing gate (needs --reason)")
     q.set_defaults(func=cmd_models_promote)
+    q = msub.add_parser("shadow", help="make V score every live request beside production (or --off)",
+                        description="Point the registry's shadow alias at V: every running worker (within 5 seconds)\n"
+                                    "scores each live request with V as well, after answering it with production,\n"
+                                    "and stores V's score and decision beside the assessment. Answers never\n"
+                                    "change. --off stops it. Both are evidence events.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("version", metavar="V", nargs="?")
+    q.add_argument("--off", action="store_true", help="stop shadow scoring")
+    q.add_argument("--reason", metavar="TEXT", help="why (recorded with the evidence event)")
+    q.set_defaults(func=cmd_models_shadow)
+    q = msub.add_parser("compare", help="production against the shadow model on live traffic",
+                        description="For the assessments of [--from, --to) (default the last 30 days) that the\n"
+                                    "shadow scored: agreement and the decision changes the shadow would have made;\n"
+                                    "average precision and realised cost per return of both on the labels that\n"
+                                    "have arrived (unlabelled returns count as legit); the money the change would\n"
+                                    "move (refunds newly held, refunds newly paid at once).",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--from", dest="start", type=timestamp, metavar="DATE")
+    q.add_argument("--to", dest="end", type=timestamp, metavar="DATE")
+    q.add_argument("--model", metavar="V", help="only the assessments this shadow version scored")
+    q.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    q.set_defaults(func=cmd_models_compare)
     q = msub.add_parser("gate", help="judge V against the production model out of time, and record it",
                         description="Score V and the production model (or, with none, the rules+history baseline) on\n"
                                     "the returns after both label cutoffs whose labels have matured, compare average\n"

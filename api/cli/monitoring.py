@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from typing import Any
 
-from api.cli.common import Subparsers, add_command, timestamp
+from api.cli.common import Subparsers, add_command, cli_actor, timestamp
 from fraud_service.config import Settings
+from fraud_service.errors import BadRequest
+from models.registry import ModelRegistry
 
 DEFAULT_DAYS = 30
 SHORT = {"approve": "approve", "approve_after_inspection": "inspect", "store_credit_only": "credit",
@@ -74,6 +77,64 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(plain(report), indent=2, sort_keys=True))
     else:
         _print(report)
+    return 0
+
+
+def cmd_models_shadow(args: argparse.Namespace, settings: Settings) -> int:
+    """Make V the shadow model, or turn the shadow off (an evidence event when there is an evidence database)."""
+    from fraud_service.bootstrap import optional_evidence
+    from fraud_service.scoring import promotion
+
+    if args.off == (args.version is not None):
+        raise BadRequest("give a model version V, or --off (not both)")
+    reason = args.reason or ("shadow turned off with the CLI" if args.off else "shadow scoring with the CLI")
+    with optional_evidence(settings) as uow:
+        change = promotion.shadow(ModelRegistry(settings.models_dir), uow, ref=None if args.off else args.version,
+                                  reason=reason, actor=cli_actor())
+    if args.off:
+        print(f"shadow scoring with {change.previous} is off (running services stop within 5 seconds)")
+    else:
+        print(f"{change.version} now scores every live request beside production, without changing any answer "
+              "(running services start within 5 seconds); compare with `fraud-service models compare`")
+    return 0
+
+
+def cmd_models_compare(args: argparse.Namespace, settings: Settings) -> int:
+    """Production against the shadow model on the live assessments the shadow scored."""
+    import pandas as pd
+
+    from fraud_service.bootstrap import evidence
+    from fraud_service.data.labels import ingested
+    from fraud_service.data.warehouse import Warehouse
+    from fraud_service.scoring import shadow
+    from training.workflow import policy_costs
+
+    end = args.end if args.end is not None else pd.Timestamp.now(tz="UTC")
+    start = args.start if args.start is not None else end - pd.Timedelta(days=30)
+    registry = ModelRegistry(settings.models_dir)
+    costs = asdict(policy_costs(registry.load("production").policy)) if "production" in registry.aliases() else {}
+    with evidence(settings) as db:
+        labels = shadow.labels_reader(db.uow, ingested(Warehouse(settings.warehouse_dir)))
+        report = shadow.compare(db.uow(), start=start.to_pydatetime(), end=end.to_pydatetime(), labels=labels,
+                                costs=costs, version=args.model)
+    if args.json:
+        print(json.dumps(plain(report), indent=2, sort_keys=True))
+        return 0
+    print(f"{report['assessments']:,} assessments scored by production {', '.join(report['models']['production'])} "
+          f"and shadow {', '.join(report['models']['shadow']) or '-'} from {report['window']['from'][:19]} to "
+          f"{report['window']['to'][:19]}")
+    if not report["assessments"]:
+        print("nothing to compare: turn a shadow on with `fraud-service models shadow V` and let traffic come")
+        return 0
+    print(f"agreement {report['agreement']:.1%}; decision changes the shadow would have made: "
+          + (", ".join(f"{c['from']} -> {c['to']} {c['returns']:,}" for c in report["changes"]) or "none"))
+    ap, cost = report["average_precision"], report["cost_per_return"]
+    print(f"on the {report['labelled']:,} labels that have arrived ({report['bad_labels']:,} fraud or abuse; "
+          f"unlabelled count as legit): average precision production {ap['production']:.4f}, shadow "
+          f"{ap['shadow']:.4f}; cost per return production {cost['production']:.2f}, shadow {cost['shadow']:.2f}")
+    moved = report["money_moved"]
+    print(f"money the change would move: {moved['newly_held']:,.2f} held that production paid at once, "
+          f"{moved['newly_paid']:,.2f} paid at once that production held")
     return 0
 
 

@@ -72,7 +72,7 @@ def _rows(uow: UnitOfWork, start: dt.datetime, end: dt.datetime) -> list[Any]:
         .where(Assessment.created_at >= start, Assessment.created_at < end).order_by(Assessment.created_at)).all())
 
 
-def _evidence_labels(uow: UnitOfWork, return_ids: list[str]) -> tuple[list[tuple[str, str, dt.datetime]], set[str]]:
+def evidence_labels(uow: UnitOfWork, return_ids: list[str]) -> tuple[list[tuple[str, str, dt.datetime]], set[str]]:
     """Labels of RETURN_IDS in the evidence database, and the returns an analyst labelled in a case."""
     found: list[tuple[str, str, dt.datetime]] = []
     analysed: set[str] = set()
@@ -219,7 +219,7 @@ def report(uow: UnitOfWork, *, start: dt.datetime, end: dt.datetime, registry: M
     with uow.read():
         rows = _rows(uow, start, end)
         ids = [r.return_id for r in rows]
-        found, analysed = _evidence_labels(uow, ids)
+        found, analysed = evidence_labels(uow, ids)
         if warehouse_labels is not None:
             found += list(warehouse_labels(ids))
         labels = latest_labels(found)

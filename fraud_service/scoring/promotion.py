@@ -139,3 +139,36 @@ def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[]
             registry.put_back(change.previous, change.version)  # no alias move without its evidence
             raise
         return change
+
+
+def shadow(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str | None, reason: object,
+           actor: str) -> AliasChange:
+    """Make REF the shadow model, which scores every live request beside production without changing any answer
+    (None: turn the shadow off). The production model cannot be its own shadow."""
+    reason = check_reason(reason)
+    version = None if ref is None else registry.resolve(ref)
+    if version is not None:
+        if version == registry.aliases().get(ALIAS):
+            raise PromotionRefused(f"{version} is the production model: a shadow is another model to compare with it")
+        probe(registry, version)
+
+    def move() -> AliasChange:
+        try:
+            previous, now = registry.set_shadow(version, reason)
+        except RegistryError as exc:
+            raise PromotionRefused(str(exc)) from exc
+        return AliasChange("model_shadow_on" if now else "model_shadow_off", previous, now or str(previous), reason)
+
+    if uow is None:
+        return move()
+    with uow:
+        uow.lock_chain()
+        change = move()
+        try:
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
+                       payload={"alias": "shadow", "from": change.previous, "to": version, "reason": change.reason})
+            uow.commit()
+        except BaseException:
+            registry.set_shadow(change.previous, "put back: its evidence could not be written")
+            raise
+        return change

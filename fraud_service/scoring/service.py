@@ -31,6 +31,7 @@ from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.request import ReturnRequest
 from fraud_service.scoring.rules import Subject, case_links, decide
+from fraud_service.scoring.shadow import Scored, ShadowScorer
 from fraud_service.store.uow import UnitOfWork
 from fraud_service.store.writer import EvidenceWriter
 
@@ -84,6 +85,7 @@ class Assessor:
         self.top_reasons = top_reasons
         self.clock = clock
         self.hub_customers = hub_customers
+        self.shadow: ShadowScorer | None = None  # scores beside production after each answer (`shadow.py`)
 
     @property
     def scorer(self) -> Scorer:
@@ -155,6 +157,8 @@ class Assessor:
             return self._replay(request.return_id, body_hash)
         if self.freshness is not None:
             self.freshness.submit(request.order.order_id, _assessed(request))
+        if self.shadow is not None:
+            self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches)))
         return Outcome(response, replayed=False)
 
     def _replay(self, return_id: str, body_hash: str) -> Outcome:

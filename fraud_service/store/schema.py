@@ -192,6 +192,20 @@ class Outcome(Base):
     event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
 
 
+class ShadowScore(Base):
+    """What the shadow model (the registry's `shadow` alias) would have answered an assessment: written after the
+    answer, off the request's path, never part of it (`scoring/shadow.py`)."""
+
+    __tablename__ = "shadow_scores"
+
+    assessment_id: Mapped[str] = mapped_column(ForeignKey("assessments.id"), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(40), index=True)
+    policy_version: Mapped[str] = mapped_column(String(40))
+    score: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Inspection(Base):
     """A warehouse inspection of returned goods, in the data contract's form (return_id, inspected_at, outcome),
     with its notes and who reported it. `synced_to` names the warehouse snapshot that first held it."""
