@@ -10,7 +10,8 @@ The protocol of issue 20, on generated worlds (one per seed):
    old trainer: the last label-delay days left out, every other unlabelled return legit) and weighted by how
    sure time has made them (`weighted`, the default: `trainset.arrival_weights`).
 4. All three are judged on the four weeks after T1 against the truth (average precision), where none of them
-   has seen a label.
+   has seen a label; beside them, a control: the weighted retrain at T1 without the analysts' labels (what the
+   six weeks of time add on their own).
 
 The injector and world settings are the generator's defaults but for the size; nothing here was tuned on
 its result. Prints per seed and the mean and spread of M1 - M0 for each trainer.
@@ -91,6 +92,10 @@ def one_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     labelled = reviews(review, model0.score_frame(review), truth)
     test_frame = feature_frame(FeatureSource(settings), snapshot, test)
     ap0 = _ap(test_frame, model0.score_frame(test_frame), truth)
+    # the control: the same retrain at T1 without the analysts' labels (what time alone adds)
+    control = train(settings, t1, test_from=test.start, test_until=test.end, register=False, config=quiet)
+    ap_control = _ap(test_frame, Scorer("c", control.trained.manifest_part(), control.trained.model_text)
+                     .score_frame(test_frame), truth)
 
     with_labels = root / f"world-{seed}-reviewed"
     shutil.copytree(world, with_labels)
@@ -103,7 +108,7 @@ def one_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     test_frame = feature_frame(FeatureSource(settings), snapshot, test)
     out: dict[str, Any] = {"seed": seed, "t0": t0.isoformat(), "t1": t1.isoformat(), "reviewed": len(labelled),
                            "reviewed_bad": int((labelled["label"] != "legit").sum()),
-                           "test_returns": len(test_frame), "ap": {"m0": ap0}}
+                           "test_returns": len(test_frame), "ap": {"m0": ap0, "m1_weighted_no_reviews": ap_control}}
     for mode in ("legit", "weighted"):
         m1 = train(settings, t1, test_from=test.start, test_until=test.end, register=False,
                    config=TrainConfig(unlabelled=mode))
@@ -130,7 +135,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     summary: dict[str, Any] = {"seeds": len(results)}
-    for mode in ("legit", "weighted"):
+    for mode in ("legit", "weighted", "weighted_no_reviews"):
         deltas = [r["ap"][f"m1_{mode}"] - r["ap"]["m0"] for r in results]
         summary[f"m1_{mode}_minus_m0"] = {"mean": statistics.mean(deltas), "min": min(deltas), "max": max(deltas),
                                          "per_seed": [round(d, 4) for d in deltas]}

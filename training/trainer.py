@@ -74,9 +74,10 @@ class TrainedModel:
 
 
 def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainConfig | None = None,
-        weight: np.ndarray | None = None) -> TrainedModel:
-    """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row); the last rows validate, early-stop
-    and calibrate."""
+        weight: np.ndarray | None = None, mature: np.ndarray | None = None) -> TrainedModel:
+    """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row). The latest `validation_share` of
+    the rows validate, early-stop and calibrate; with MATURE (a mask: rows whose labels have had time to
+    arrive), the latest share of those, and every other row trains."""
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -87,7 +88,13 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     order = np.argsort(frame["requested_at"].to_numpy(), kind="stable")
     frame, y = frame.iloc[order].reset_index(drop=True), np.asarray(y)[order]
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)[order]
-    split = int(len(frame) * (1 - config.validation_share))
+    ripe = np.ones(len(y), dtype=bool) if mature is None else np.asarray(mature, dtype=bool)[order]
+    ripe_rows = np.flatnonzero(ripe)
+    is_valid = np.zeros(len(y), dtype=bool)
+    is_valid[ripe_rows[int(len(ripe_rows) * (1 - config.validation_share)):]] = True
+    reorder = np.r_[np.flatnonzero(~is_valid), np.flatnonzero(is_valid)]  # training rows first, then validation
+    frame, y, w = frame.iloc[reorder].reset_index(drop=True), y[reorder], w[reorder]
+    split = int((~is_valid).sum())
     y_train, y_valid = y[:split], y[split:]
     for part, values in (("training", y_train), ("validation", y_valid)):
         if int(values.sum()) < MIN_POSITIVES // (4 if part == "validation" else 1):

@@ -1,12 +1,13 @@
 """The data scientist's workflows: train and register a model; prequential evaluation beside baselines.
 
-Labels. A model trained up to a cutoff only learns from labels known at that cutoff. Returns
-requested in the last `label_delay` before the cutoff are left out of training: most of their
-fraud labels have not arrived yet, so they would teach the model that fresh fraud is legit.
-Returns without a label count as legit (0): in a real returns flow only a small, suspicious
-share is ever investigated, so dropping the unlabelled would train on that selection, not on
-the traffic the model will score. Test windows are judged with every label known now.
-"""
+Labels. A model trained up to a cutoff only learns from labels known at that cutoff. A return with a label
+counts as what it says (a reviewed and cleared return is a true negative). A return nobody has labelled yet
+is positive-unlabelled: it counts as legit with the weight F(age), the share of past fraud labels that had
+arrived by its age (`trainset.arrival_weights`), so fresh returns whose fraud has not surfaced yet barely
+teach "legit", while old unlabelled ones are legit (dropping them would train on the investigators'
+selection, not on the traffic the model will score). `TrainConfig(unlabelled="legit")` is the earlier rule:
+the last `label_delay` before the cutoff left out, every other unlabelled return legit. Test windows are
+judged with every label known now."""
 
 from __future__ import annotations
 
@@ -121,6 +122,12 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
     labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
     weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
     return rows, target(rows, known), weights
+
+
+def matured(rows: pd.DataFrame, cutoff: pd.Timestamp, delay: pd.Timedelta) -> np.ndarray:
+    """Rows requested before CUTOFF - DELAY: their labels have had time to arrive, so they validate (early
+    stopping and calibration want a slice whose frauds are labelled; the weighted newest rows only train)."""
+    return (rows["requested_at"] < cutoff - delay).to_numpy()
 
 
 def learnable_rows(frame: pd.DataFrame, snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
@@ -255,7 +262,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
                           progress)
     rows, y, weights = learnable_rows(frame, snapshot, start, cutoff, delay, config.unlabelled)
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
-        trained = fit(rows, y, model_features(), config, weights)
+        trained = fit(rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
     registry = ModelRegistry(settings.models_dir)
     outcome = _evaluate(frame, snapshot, windows, trained, production_scorer(registry), costs,
                         read_truth(truth_path), rows, progress)
@@ -441,7 +448,7 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
         rows, y, weights = training_rows(frame, snapshot, cutoff, delay, config.unlabelled)
         with progress.step(f"fold {i + 1}/{folds}: train on {Window(first, cutoff - delay)}, "
                            f"test on {Window(cutoff, test_end)}"):
-            trained = fit(rows, y, model_features(), config, weights)
+            trained = fit(rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
             model = Scorer(f"fold {i + 1}", trained.manifest_part(), trained.model_text)
             mask = ((frame["requested_at"] >= cutoff) & (frame["requested_at"] < test_end)).to_numpy()
             test_frame = frame[mask].reset_index(drop=True)

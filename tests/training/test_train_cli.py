@@ -110,6 +110,18 @@ def test_a_production_model_trained_on_the_test_window_is_flagged_and_the_gate_j
     assert on_world.gate("v0002")["revision"] == 2
 
 
+def test_a_retrain_identical_to_a_registered_model_reuses_it(on_world, trained_world, monkeypatch):
+    from fraud_service.config import Settings
+    from training.workflow import train
+
+    settings = Settings.from_env({"FRAUD_HOME": str(trained_world.settings.home),
+                                  "FRAUD_MODEL_DIR": str(on_world.root)})
+    again = train(settings, TRAIN_UNTIL, reuse_identical=True)
+    assert again.reused is True and again.record is not None and again.record.version == "v0001"
+    assert on_world.versions() == ["v0001"]
+    assert train(settings, TRAIN_UNTIL).record.version == "v0002"  # asked for without reuse: registered
+
+
 def test_the_test_window_may_not_overlap_the_training_window(cli, on_world):
     code, _, err = cli("train", "--train-until", "2025-07-01", "--test-from", "2025-06-01")
     assert code == 1
