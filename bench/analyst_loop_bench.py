@@ -2,13 +2,15 @@
 
 The protocol of issue 20, on generated worlds (one per seed):
 
-1. M0 is trained on labels known at T0 (the world's own labels: chargebacks, inspections, ...).
-2. For six weeks after T0, analysts review the top 3% of each day's returns by M0's score and label each one
-   correctly (the generator's truth), two days after its request.
+1. M0 is trained on labels known at T0 (the world's own labels: chargebacks, inspections, ...), by each
+   trainer (below).
+2. For six weeks after T0, analysts review the top 3% of each day's returns by the weighted M0's score and
+   label each one correctly (the generator's truth), two days after its request.
 3. At T1 = T0 + six weeks + two days, those labels join the world's own labels known by then, the features
    are rebuilt, and M1 is trained on labels known at T1 twice: with unlabelled returns as legit (`legit`, the
    old trainer: the last label-delay days left out, every other unlabelled return legit) and weighted by how
-   sure time has made them (`weighted`, the default: `trainset.arrival_weights`).
+   sure time has made them (`weighted`, the default: `trainset.arrival_weights`). Each M1 is compared with the
+   M0 of its own trainer.
 4. All three are judged on the four weeks after T1 against the truth (average precision), where none of them
    has seen a label; beside them, a control: the weighted retrain at T1 without the analysts' labels (what the
    six weeks of time add on their own).
@@ -84,16 +86,18 @@ def one_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     t1 = end - pd.Timedelta(weeks=TEST_WEEKS) - pd.Timedelta(days=1)
     t0 = t1 - pd.Timedelta(weeks=REVIEW_WEEKS, days=LABEL_DAYS)
     test = Window(t1, t1 + pd.Timedelta(weeks=TEST_WEEKS))
-    quiet = TrainConfig()
-    m0 = train(settings, t0, test_from=test.start, test_until=test.end, register=False, config=quiet)
-    model0 = Scorer("m0", m0.trained.manifest_part(), m0.trained.model_text)
     snapshot = current_snapshot(settings.warehouse_dir)
-    review = feature_frame(FeatureSource(settings), snapshot, Window(t0, t0 + pd.Timedelta(weeks=REVIEW_WEEKS)))
-    labelled = reviews(review, model0.score_frame(review), truth)
     test_frame = feature_frame(FeatureSource(settings), snapshot, test)
-    ap0 = _ap(test_frame, model0.score_frame(test_frame), truth)
-    # the control: the same retrain at T1 without the analysts' labels (what time alone adds)
-    control = train(settings, t1, test_from=test.start, test_until=test.end, register=False, config=quiet)
+    before = {}
+    for mode in ("legit", "weighted"):  # each trainer's own model before the reviews
+        m0 = train(settings, t0, test_from=test.start, test_until=test.end, register=False,
+                   config=TrainConfig(unlabelled=mode))
+        before[mode] = Scorer(f"m0-{mode}", m0.trained.manifest_part(), m0.trained.model_text)
+    # the analysts review what the production model of the day (the weighted one) ranks highest
+    review = feature_frame(FeatureSource(settings), snapshot, Window(t0, t0 + pd.Timedelta(weeks=REVIEW_WEEKS)))
+    labelled = reviews(review, before["weighted"].score_frame(review), truth)
+    # the control: the weighted retrain at T1 without the analysts' labels (what time alone adds)
+    control = train(settings, t1, test_from=test.start, test_until=test.end, register=False, config=TrainConfig())
     ap_control = _ap(test_frame, Scorer("c", control.trained.manifest_part(), control.trained.model_text)
                      .score_frame(test_frame), truth)
 
@@ -108,7 +112,9 @@ def one_seed(seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     test_frame = feature_frame(FeatureSource(settings), snapshot, test)
     out: dict[str, Any] = {"seed": seed, "t0": t0.isoformat(), "t1": t1.isoformat(), "reviewed": len(labelled),
                            "reviewed_bad": int((labelled["label"] != "legit").sum()),
-                           "test_returns": len(test_frame), "ap": {"m0": ap0, "m1_weighted_no_reviews": ap_control}}
+                           "test_returns": len(test_frame),
+                           "ap": {**{f"m0_{m}": _ap(test_frame, before[m].score_frame(test_frame), truth)
+                                     for m in before}, "m1_weighted_no_reviews": ap_control}}
     for mode in ("legit", "weighted"):
         m1 = train(settings, t1, test_from=test.start, test_until=test.end, register=False,
                    config=TrainConfig(unlabelled=mode))
@@ -136,8 +142,9 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     summary: dict[str, Any] = {"seeds": len(results)}
     for mode in ("legit", "weighted", "weighted_no_reviews"):
-        deltas = [r["ap"][f"m1_{mode}"] - r["ap"]["m0"] for r in results]
-        summary[f"m1_{mode}_minus_m0"] = {"mean": statistics.mean(deltas), "min": min(deltas), "max": max(deltas),
+        base = f"m0_{mode.split('_')[0]}"
+        deltas = [r["ap"][f"m1_{mode}"] - r["ap"][base] for r in results]
+        summary[f"m1_{mode}_minus_{base}"] = {"mean": statistics.mean(deltas), "min": min(deltas), "max": max(deltas),
                                          "per_seed": [round(d, 4) for d in deltas]}
     print(json.dumps(summary, indent=2))
 

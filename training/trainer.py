@@ -100,8 +100,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         if int(values.sum()) < MIN_POSITIVES // (4 if part == "validation" else 1):
             raise TrainingDataError(
                 f"the {part} slice has {int(values.sum())} fraud/abuse labels among {len(values):,} returns; "
-                f"at least {MIN_POSITIVES} labelled fraud/abuse returns are needed to train (ingest labels, "
-                "or widen the window with --train-from/--train-until)")
+                f"at least {MIN_POSITIVES} labelled fraud/abuse returns are needed to train")
     categories = {name: sorted(str(v) for v in frame[name].dropna().unique()) for name in features
                   if name in CATEGORICAL}
     x = encode(frame, features, categories)

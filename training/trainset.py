@@ -183,6 +183,8 @@ def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return frame["return_id"].isin(bad).to_numpy(dtype=np.int64)
 
 
+RIPE = 0.75
+"""An unlabelled return whose fraud label would have arrived by now with less than this chance is left out."""
 HORIZON = pd.Timedelta(days=120)
 """Label delays are measured on returns at least this old, each capped at it."""
 
@@ -230,7 +232,7 @@ def arrival_weights(rows: pd.DataFrame, labelled: np.ndarray, cutoff: pd.Timesta
     ordered = np.sort(np.asarray(delays, dtype=float))
     age = ((cutoff - rows["requested_at"]).dt.total_seconds() / 86400).to_numpy(dtype=float)
     arrived = np.searchsorted(ordered, age, side="right") / len(ordered) if len(ordered) else np.ones(len(age))
-    return np.where(labelled, 1.0, arrived)
+    return np.where(labelled, 1.0, np.where(arrived >= RIPE, arrived, 0.0))
 
 
 def label_delay(snapshot: Snapshot, cutoff: pd.Timestamp, quantile: float = 0.75) -> pd.Timedelta:

@@ -124,6 +124,14 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
     return rows, target(rows, known), weights
 
 
+def fit_or_say(hint: str, *args: Any, **kwargs: Any) -> TrainedModel:
+    """`fit(*ARGS, **KWARGS)`, with HINT (what to change, in the words of the calling command) added to a refusal."""
+    try:
+        return fit(*args, **kwargs)
+    except TrainingDataError as exc:
+        raise TrainingDataError(f"{exc} ({hint})") from None
+
+
 def matured(rows: pd.DataFrame, cutoff: pd.Timestamp, delay: pd.Timedelta) -> np.ndarray:
     """Rows requested before CUTOFF - DELAY: their labels have had time to arrive, so they validate (early
     stopping and calibration want a slice whose frauds are labelled; the weighted newest rows only train)."""
@@ -262,7 +270,8 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
                           progress)
     rows, y, weights = learnable_rows(frame, snapshot, start, cutoff, delay, config.unlabelled)
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
-        trained = fit(rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
+        trained = fit_or_say("ingest labels, or widen the window with --train-from/--train-until",
+                             rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
     registry = ModelRegistry(settings.models_dir)
     outcome = _evaluate(frame, snapshot, windows, trained, production_scorer(registry), costs,
                         read_truth(truth_path), rows, progress)
@@ -448,7 +457,9 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
         rows, y, weights = training_rows(frame, snapshot, cutoff, delay, config.unlabelled)
         with progress.step(f"fold {i + 1}/{folds}: train on {Window(first, cutoff - delay)}, "
                            f"test on {Window(cutoff, test_end)}"):
-            trained = fit(rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
+            trained = fit_or_say(f"fold {i + 1} trains on returns before {cutoff.date()}: use fewer --folds or "
+                                 "shorter --test-days so it has more history, or a larger world",
+                                 rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
             model = Scorer(f"fold {i + 1}", trained.manifest_part(), trained.model_text)
             mask = ((frame["requested_at"] >= cutoff) & (frame["requested_at"] < test_end)).to_numpy()
             test_frame = frame[mask].reset_index(drop=True)

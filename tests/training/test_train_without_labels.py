@@ -22,6 +22,16 @@ def test_a_world_without_labels_stops_training_with_a_clear_message(cli, world_c
     assert not settings.models_dir.exists() or not any((settings.models_dir / "versions").iterdir())
 
 
+def test_evaluate_on_a_world_too_small_for_its_folds_names_its_own_flags(cli, world_copy):
+    assert cli("ingest", str(world_copy))[0] == 0
+    assert cli("features", "build")[0] == 0
+    code, _, err = cli("evaluate", "--folds", "3", "--test-days", "20")
+    assert code == 1
+    assert "use fewer --folds or shorter --test-days" in err or "use fewer folds or shorter windows" in err
+    assert "--train-from" not in err and "--train-until" not in err  # flags evaluate does not accept
+    assert "Traceback" not in err
+
+
 def test_training_before_the_features_are_built_says_what_to_run(cli, world_copy):
     assert cli("ingest", str(world_copy))[0] == 0
     code, _, err = cli("train", "--train-until", "2025-04-01")
