@@ -226,9 +226,9 @@ def arrival_delays(snapshot: Snapshot, cutoff: pd.Timestamp, horizon: pd.Timedel
 def arrival_weights(rows: pd.DataFrame, labelled: np.ndarray, cutoff: pd.Timestamp, delays: np.ndarray
                     ) -> np.ndarray:
     """Per training row: 1 for a labelled return; for an unlabelled one, F(age), the share of past fraud labels
-    that had arrived by its age at CUTOFF: how sure it is, by now, that no fraud label is coming. A return
-    nobody has looked at yet counts as legit only as far as time has vouched for it (positive-unlabelled
-    learning with a known labelling delay)."""
+    that had arrived by its age at CUTOFF (how sure it is, by now, that no fraud label is coming), or 0 while
+    that is below RIPE. A return nobody has looked at yet counts as legit only once time has vouched for it
+    (positive-unlabelled learning with a known labelling delay)."""
     ordered = np.sort(np.asarray(delays, dtype=float))
     age = ((cutoff - rows["requested_at"]).dt.total_seconds() / 86400).to_numpy(dtype=float)
     arrived = np.searchsorted(ordered, age, side="right") / len(ordered) if len(ordered) else np.ones(len(age))

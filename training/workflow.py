@@ -3,11 +3,11 @@
 Labels. A model trained up to a cutoff only learns from labels known at that cutoff. A return with a label
 counts as what it says (a reviewed and cleared return is a true negative). A return nobody has labelled yet
 is positive-unlabelled: it counts as legit with the weight F(age), the share of past fraud labels that had
-arrived by its age (`trainset.arrival_weights`), so fresh returns whose fraud has not surfaced yet barely
-teach "legit", while old unlabelled ones are legit (dropping them would train on the investigators'
-selection, not on the traffic the model will score). `TrainConfig(unlabelled="legit")` is the earlier rule:
-the last `label_delay` before the cutoff left out, every other unlabelled return legit. Test windows are
-judged with every label known now."""
+arrived by its age (`trainset.arrival_weights`), and is left out while F(age) is below 0.75, so fresh
+returns whose fraud has not surfaced yet do not teach "legit", while old unlabelled ones are legit
+(dropping them would train on the investigators' selection, not on the traffic the model will score).
+`TrainConfig(unlabelled="legit")` is the earlier rule: the last `label_delay` before the cutoff left out,
+every other unlabelled return legit. Test windows are judged with every label known now."""
 
 from __future__ import annotations
 
@@ -109,8 +109,9 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
     """The training rows, their targets from labels known at `train_until`, and their weights.
 
     `weighted` (the default): every return requested before the cutoff; a labelled one weighs 1 (a reviewed and
-    cleared return is a true negative), an unlabelled one F(age) (`trainset.arrival_weights`), so the returns
-    nobody has investigated yet teach "legit" only as far as time has vouched for them. `legit`: the returns of
+    cleared return is a true negative), an unlabelled one F(age), or 0 while F(age) < 0.75
+    (`trainset.arrival_weights`), so the returns nobody has investigated yet teach "legit" only once time has
+    vouched for them. `legit`: the returns of
     the last `delay` before the cutoff are left out and every other unlabelled return is legit, weight 1."""
     if unlabelled == "legit":
         rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)

@@ -16,9 +16,10 @@ def test_labelled_rows_weigh_one_and_unlabelled_ones_the_share_of_labels_that_ha
     labelled = np.array([False, False, False, False, False, True])
     delays = np.array([2.0, 4.0, 6.0, 8.0, 30.0])  # days each past fraud label took
     weights = arrival_weights(rows, labelled, CUTOFF, delays)
-    expected = [sum(d <= age for d in delays) / len(delays) for age in (1, 5, 10, 40, 200)] + [1.0]
+    arrived = [sum(d <= age for d in delays) / len(delays) for age in (1, 5, 10, 40, 200)]
+    expected = [f if f >= 0.75 else 0.0 for f in arrived] + [1.0]  # unripe unlabelled returns are left out
     assert weights == pytest.approx(expected)
-    assert weights.tolist() == pytest.approx([0.0, 0.4, 0.8, 1.0, 1.0, 1.0])
+    assert weights.tolist() == pytest.approx([0.0, 0.0, 0.8, 1.0, 1.0, 1.0])
 
 
 def test_without_any_past_label_delay_every_row_weighs_one():
