@@ -19,6 +19,9 @@ both are ceilings, never targets (a band is only ever narrowed, never widened to
   deny) is at most `max_friction`; past it, the mildest bands are given up first, so the riskiest
   returns keep their review or denial.
 
+The returns the hard rules take out of instant approval whatever their score count first, against
+both ceilings (as reviews): the model's bands get what is left.
+
 L is the mean refund of the labelled fraud and abuse. `basis.expected_rates` holds each decision's
 share of the sizing window under the final thresholds.
 """
@@ -60,8 +63,14 @@ def _clip(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
-def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray, version: str = "proposed") -> Policy:
-    """Thresholds for SCORES (calibrated, from a recent window of DAYS days)."""
+def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray, version: str = "proposed",
+            ruled: np.ndarray | None = None) -> Policy:
+    """Thresholds for SCORES (calibrated, from a recent window of DAYS days). RULED marks the returns the hard
+    rules take out of instant approval whatever their score: they count against the friction ceiling and, as
+    reviews, against the capacity, so the model's bands get only what is left."""
+    scores = np.asarray(scores, dtype=float)
+    ruled = np.zeros(len(scores), dtype=bool) if ruled is None else np.asarray(ruled, dtype=bool)
+    free = scores[~ruled]
     loss = costs.loss_per_fraud
     if loss is None:
         loss = float(np.mean(bad_amounts)) if len(bad_amounts) else 100.0
@@ -75,12 +84,15 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
     cuts = np.maximum.accumulate([inspect_from, credit_from, review_from, deny_from])
     inspect_from, credit_from, review_from, deny_from = (float(c) for c in cuts)
     per_day = _per_day(scores, days)
+    ruled_per_day = float(ruled.sum() / max(days, 1))
+    capacity = max(0.0, costs.reviews_per_day - ruled_per_day)  # the rules' reviews come first
     cost_review_from, cost_inspect_from = review_from, inspect_from
-    if per_day(review_from, deny_from) > costs.reviews_per_day:
-        review_from = _capacity_cut(scores, days, deny_from, costs.reviews_per_day)
+    if _per_day(free, days)(review_from, deny_from) > capacity:
+        review_from = _capacity_cut(free, days, deny_from, capacity)
         credit_from = min(credit_from, review_from)
         inspect_from = min(inspect_from, credit_from)
-    friction_cut = _top_share_cut(scores, costs.max_friction)
+    allowed = max(0.0, costs.max_friction - float(ruled.mean()) if len(ruled) else costs.max_friction)
+    friction_cut = _top_share_cut(free, allowed * len(scores) / max(len(free), 1))
     friction_bound = inspect_from < friction_cut
     if friction_bound:
         inspect_from, credit_from, review_from, deny_from = (max(c, friction_cut) for c in
@@ -94,11 +106,13 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
         "inspect_from_by_cost": cost_inspect_from,
         "capacity_bound": review_from > cost_review_from,
         "friction_bound": friction_bound,
+        "ruled_share": float(ruled.mean()) if len(ruled) else 0.0,
         "expected_rates": {
-            "review": float(((scores >= review_from) & (scores < deny_from)).sum() / n),
-            "deny": float((scores >= deny_from).sum() / n),
-            "store_credit_or_inspection": float(((scores >= inspect_from) & (scores < review_from)).sum() / n),
-            "not_approved_at_once": float((scores >= inspect_from).sum() / n),
+            "review": float((((scores >= review_from) & (scores < deny_from)) | ruled).sum() / n),
+            "deny": float(((scores >= deny_from) & ~ruled).sum() / n),
+            "store_credit_or_inspection": float(((scores >= inspect_from) & (scores < review_from) & ~ruled).sum()
+                                                / n),
+            "not_approved_at_once": float(((scores >= inspect_from) | ruled).sum() / n),
         },
         "expected_per_day": {
             "approve": per_day(0.0, inspect_from),

@@ -349,12 +349,26 @@ def _evaluate(frame: pd.DataFrame, snapshot: Snapshot, windows: Plan, trained: T
     recent = frame[frame["requested_at"] > frame["requested_at"].max() - pd.Timedelta(days=SIZING_DAYS)]
     days = max(1, (recent["requested_at"].max() - recent["requested_at"].min()).days + 1)
     bad_amounts = labelled["refund_amount"].to_numpy()[target(labelled, labels_as_of(snapshot)) == 1]
-    policy = thresholds.propose(model.score_frame(recent), days, costs, bad_amounts)
+    policy = thresholds.propose(model.score_frame(recent), days, costs, bad_amounts, ruled=ruled(snapshot, recent))
     gate = None
     if not test_frame.empty:
         test["decisions"] = decision_counts(policy, test_frame, candidates[0].score)
         gate = training_gate(test_frame, y_test, candidates, policy, production, costs)
     return _Outcome(test, policy, model, test_frame, y_test, candidates, gate, tuple(notes))
+
+
+def ruled(snapshot: Snapshot, frame: pd.DataFrame) -> np.ndarray:
+    """Which returns of FRAME the hard rules alone take out of instant approval (`rules.hard_rules`, on the
+    request and order read from the warehouse and the point-in-time features)."""
+    from fraud_service.scoring.rules import RULE_FEATURES, hard_rules
+    from training.batch import subjects
+
+    if frame.empty:
+        return np.zeros(0, dtype=bool)
+    window = Window(frame["requested_at"].min(), frame["requested_at"].max() + pd.Timedelta(microseconds=1))
+    vectors = frame[list(RULE_FEATURES)].to_dict("records")
+    return np.array([bool(hard_rules(subject, vector)) for subject, vector in
+                     zip(subjects(snapshot, window, frame), vectors, strict=True)], dtype=bool)
 
 
 def production_cutoff(scorer: Scorer) -> pd.Timestamp:
@@ -495,7 +509,7 @@ def repolicy(settings: Settings, ref: str, costs: thresholds.Costs, days: int = 
     frame = feature_frame(FeatureSource(settings), snapshot, Window(end - pd.Timedelta(days=days), end), progress)
     scores = scorer.score_frame(frame)
     bad = frame["refund_amount"].to_numpy()[target(frame, labels_as_of(snapshot)) == 1]
-    proposed = thresholds.propose(scores, days, costs, bad)
+    proposed = thresholds.propose(scores, days, costs, bad, ruled=ruled(snapshot, frame))
     return Policy.from_dict(registry.add_policy(scorer.version, proposed.to_dict()))
 
 

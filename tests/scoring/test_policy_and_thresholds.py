@@ -96,6 +96,23 @@ def test_the_friction_ceiling_gives_up_the_mildest_bands_first_and_never_overflo
         rates["not_approved_at_once"])
 
 
+def test_returns_the_hard_rules_stop_count_first_against_both_ceilings():
+    rng = np.random.default_rng(5)
+    scores = rng.beta(0.6, 4, 10_000)
+    ruled = np.zeros(len(scores), dtype=bool)
+    ruled[rng.choice(len(scores), 300, replace=False)] = True  # 3% the rules review whatever their score
+    costs = Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=0.05)
+    policy = propose(scores, 30, costs, np.array([]), ruled=ruled)
+    stopped = (scores >= policy.inspect_from) | ruled
+    assert stopped.mean() <= 0.05 and stopped.mean() >= 0.05 - 1 / len(scores)
+    assert policy.basis["expected_rates"]["not_approved_at_once"] == pytest.approx(stopped.mean())
+    assert policy.basis["ruled_share"] == pytest.approx(0.03)
+    capacity = Costs(reviews_per_day=20.0, loss_per_fraud=150.0, max_friction=1.0)
+    tight = propose(scores, 30, capacity, np.array([]), ruled=ruled)  # the rules already take 10 of 20 a day
+    reviews = (((scores >= tight.review_from) & (scores < tight.deny_from)) | ruled).sum() / 30
+    assert reviews <= 20.0 and reviews >= 20.0 - 1 / 30 - 1e-9
+
+
 def test_the_friction_ceiling_is_a_ceiling_not_a_target():
     scores = np.r_[np.full(990, 0.001), np.full(10, 0.99)]  # 1% risky returns, a 5% ceiling
     costs = Costs(reviews_per_day=1e9, loss_per_fraud=150.0, max_friction=0.05)
