@@ -264,7 +264,8 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
     windows = plan(snapshot, train_until, train_from=train_from, test_from=test_from, test_until=test_until,
                    test_days=test_days, delay_days=delay_days)
     start, cutoff, delay = windows.start, windows.train_until, windows.delay
-    progress.info(f"training on returns requested in {Window(start, cutoff - delay)} (label delay {delay.days} days), "
+    rows_until = cutoff if config.unlabelled == "weighted" else cutoff - delay
+    progress.info(f"training on returns requested in {Window(start, rows_until)} (label delay {delay.days} days), "
                   f"labels known at {cutoff.isoformat()}; testing on {windows.test}")
     last = time_range(snapshot)[1] + pd.Timedelta(microseconds=1)
     frame = feature_frame(FeatureSource(settings), snapshot, Window(start, max(windows.test.end, cutoff, last)),
@@ -280,7 +281,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
         "feature_service": FEATURE_SERVICE,
         **trained.manifest_part(),
         "training_window": {"from": start.isoformat(), "until": cutoff.isoformat(),
-                            "rows_until": (cutoff if config.unlabelled == "weighted" else cutoff - delay).isoformat(),
+                            "rows_until": rows_until.isoformat(),
                             "label_delay_days": delay.days, "unlabelled": config.unlabelled,
                             "unlabelled_weight_mean": float(weights[y == 0].mean()) if (y == 0).any() else None},
         "label_cutoff": cutoff.isoformat(),
