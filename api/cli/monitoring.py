@@ -111,6 +111,8 @@ def cmd_models_compare(args: argparse.Namespace, settings: Settings) -> int:
 
     end = args.end if args.end is not None else pd.Timestamp.now(tz="UTC")
     start = args.start if args.start is not None else end - pd.Timedelta(days=30)
+    if end <= start:
+        raise BadRequest(f"the window must end after it starts: {start.isoformat()} to {end.isoformat()}")
     registry = ModelRegistry(settings.models_dir)
     costs = asdict(policy_costs(registry.load("production").policy)) if "production" in registry.aliases() else {}
     with evidence(settings) as db:
