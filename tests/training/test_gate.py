@@ -106,3 +106,13 @@ def test_a_window_without_fraud_labels_cannot_pass():
                        (gates.BASELINE, np.zeros(100), None), COSTS)
     assert gate["passed"] is False and "0 fraud or abuse labels" in gate["reasons"][0]
     assert gates.summary(gate).startswith("gate not passed: the window holds 100 returns")
+
+
+def test_train_warns_when_the_hard_rules_alone_fill_the_friction_ceiling(capsys):
+    from api.cli.modeling import _print_rates
+
+    _print_rates({"expected_rates": {"review": 0.088}, "ruled_share": 0.088, "costs": {"max_friction": 0.05}})
+    out = capsys.readouterr().out
+    assert "warning: the hard rules alone stop 8.8% of the sizing window's returns" in out
+    _print_rates({"expected_rates": {"review": 0.04}, "ruled_share": 0.01, "costs": {"max_friction": 0.05}})
+    assert "warning" not in capsys.readouterr().out
