@@ -8,6 +8,7 @@ registry (not Feast's files).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from flask import Flask, Response, g, request
 
 from api.auth import requires
 
+log = logging.getLogger(__name__)
 BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -111,9 +113,13 @@ def monitor_exposition(cache: dict[str, Any]) -> bytes:
         end = dt.datetime.now(dt.UTC)
         try:
             report = monitor.live(core().uow(), core().settings, start=end - dt.timedelta(days=MONITOR_DAYS), end=end)
-        except FraudServiceError:
-            return b"# fraud_monitor: the evidence database did not answer; no monitor gauges this time\n"
-        cache.update(at=now, text=monitor_gauges(report))
+            text = monitor_gauges(report)
+        except FraudServiceError as exc:
+            text = f"# fraud_monitor: no monitor gauges this minute ({exc})\n".encode()
+        except Exception:  # a damaged training sample, a warehouse that cannot be read: the other metrics stand
+            log.exception("the monitor's gauges could not be computed")
+            text = b"# fraud_monitor: no monitor gauges this minute (see the log)\n"
+        cache.update(at=now, text=text)  # a failure is cached too: one try a minute, not one a scrape
     return bytes(cache["text"])
 
 

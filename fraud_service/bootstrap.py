@@ -176,7 +176,9 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
         from models.registry import ModelRegistry
 
         service.watch = ProductionWatch(service.assessor, ModelRegistry(settings.models_dir))
-        service.assessor.shadow = ShadowScorer(ModelRegistry(settings.models_dir), sessions)
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        lock = f"{path}.writer-lock" if path and path != ":memory:" else None
+        service.assessor.shadow = ShadowScorer(ModelRegistry(settings.models_dir), sessions, lock_path=lock)
         service.assessor.shadow.start()
         if watch:
             service.watch.start()

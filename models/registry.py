@@ -223,6 +223,10 @@ class ModelRegistry:
             if state.get("production") == version:
                 raise PromotionRefused(f"{version} is already production")
             self._set(state, "production", version, reason)
+            if state.get("shadow") == version:  # production is never its own shadow
+                state["history"].append({"alias": "shadow", "from": version, "to": None, "at": _now(),
+                                         "reason": f"promoted to production: {reason}", "rollback": False})
+                state.pop("shadow")
             self._write_state(state)
         return version
 

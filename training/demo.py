@@ -97,6 +97,8 @@ def held_out(out: Path) -> list[str]:
 
 def latest_returns(out: Path, n: int) -> list[str]:
     """The ids of the world's latest N returns, oldest first."""
+    if n <= 0:
+        return []
     returns = pd.read_parquet(out / "returns.parquet", columns=["return_id", "requested_at"])
     return list(returns.sort_values(["requested_at", "return_id"], kind="stable")["return_id"].iloc[-n:])
 

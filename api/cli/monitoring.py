@@ -118,7 +118,7 @@ def cmd_models_compare(args: argparse.Namespace, settings: Settings) -> int:
     with evidence(settings) as db:
         labels = shadow.labels_reader(db.uow, ingested(Warehouse(settings.warehouse_dir)))
         report = shadow.compare(db.uow(), start=start.to_pydatetime(), end=end.to_pydatetime(), labels=labels,
-                                costs=costs, version=args.model)
+                                costs=costs, version=registry.resolve(args.model) if args.model else None)
     if args.json:
         print(json.dumps(plain(report), indent=2, sort_keys=True))
         return 0

@@ -16,6 +16,7 @@ precision and realised cost of both on the labels that have arrived, and the mon
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import logging
 import math
 import queue
@@ -55,13 +56,17 @@ class ShadowScorer:
     """Follows the `shadow` alias and scores what the assessor hands it, on a thread of its own."""
 
     def __init__(self, registry: ModelRegistry, sessions: sessionmaker[Session], *, interval: float = 5.0,
-                 batch: int = 200, flush_s: float = 0.25, capacity: int = 10_000,
+                 batch: int = 200, flush_s: float = 0.25, capacity: int = 10_000, lock_path: str | None = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        """LOCK_PATH: on SQLite, the evidence writer's lock file; the shadow queues on it (with a file of its own)
+        like any writer, so its batches never send an assessment's commit into SQLite's sleeping busy handler."""
         self.registry = registry
         self.sessions = sessions
         self.interval, self.batch, self.flush_s, self.clock = interval, batch, flush_s, clock
         self.loaded: tuple[Scorer, Policy] | None = None
         self.version: str | None = None  # the alias as last read (None: no shadow)
+        self._key: tuple[str, str] | None = None  # (version, latest policy file) loaded
+        self._lock_file = open(lock_path, "a") if lock_path else None  # noqa: SIM115
         self.dropped = 0
         self.written = 0
         self._queue: queue.Queue[Scored | None] = queue.Queue(maxsize=capacity)
@@ -80,9 +85,11 @@ class ShadowScorer:
         except Exception as exc:  # a damaged alias file: keep what is loaded
             log.error("cannot read the shadow alias: %s", exc)
             return
-        if version == self.version:
+        policies = sorted((self.registry.root / "versions" / version).glob("policy-*.json")) if version else []
+        key = (version, policies[-1].name if policies else "") if version else None
+        if key == self._key:
             return
-        self.version = version
+        self.version, self._key = version, key
         if version is None:
             self.loaded = None
             log.info("shadow scoring is off")
@@ -129,6 +136,8 @@ class ShadowScorer:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=10)
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     def _run(self) -> None:
         while True:
@@ -157,8 +166,14 @@ class ShadowScorer:
         try:
             rows = [r for r in (self.score(i) for i in items) if r is not None]
             if rows:
-                with self.sessions() as session, session.begin():
-                    session.execute(insert(ShadowScore), rows)
+                if self._lock_file is not None:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+                try:
+                    with self.sessions() as session, session.begin():
+                        session.execute(insert(ShadowScore), rows)
+                finally:
+                    if self._lock_file is not None:
+                        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
                 self.written += len(rows)
         except Exception:  # the shadow never takes anything down with it
             log.exception("shadow scoring of %d assessments failed; they are skipped", len(items))

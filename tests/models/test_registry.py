@@ -200,3 +200,12 @@ def test_production_history_lists_every_version_production_named_newest_first(re
     registry.promote("v0003")
     registry.promote("v0002")
     assert registry.production_history() == ["v0002", "v0003", "v0001"]
+
+
+def test_promoting_the_shadow_model_ends_its_shadow(registry):
+    _register(registry)
+    _register(registry, "second")
+    assert registry.set_shadow("v0002", "try it") == (None, "v0002")
+    registry.promote("v0002", "it did better")
+    assert registry.aliases() == {"production": "v0002", "candidate": "v0002"}
+    assert registry.history()[-1]["alias"] == "shadow" and registry.history()[-1]["to"] is None

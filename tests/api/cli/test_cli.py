@@ -175,6 +175,19 @@ def test_a_demo_world_too_small_to_train_on_still_gets_its_features_and_says_why
     assert ModelRegistry(settings.models_dir).versions() == []
 
 
+def test_a_world_too_small_to_hold_anything_out_holds_nothing_out(tmp_path):
+    from training import demo
+    from training.datasets.synthetic import WorldConfig, generate
+
+    generate(WorldConfig(customers=200, days=40, seed=3), tmp_path / "w")
+    assert demo.latest_returns(tmp_path / "w", 0) == []
+    history = demo.history(tmp_path / "w", 300)
+    import pandas as pd
+    kept = len(pd.read_parquet(history / "returns.parquet"))
+    assert kept == len(pd.read_parquet(tmp_path / "w" / "returns.parquet")) - len(demo.held_out(tmp_path / "w"))
+    assert len(demo.held_out(tmp_path / "w")) * 5 <= kept + len(demo.held_out(tmp_path / "w"))
+
+
 def test_a_bad_setting_is_reported_not_raised(cli, monkeypatch):
     monkeypatch.setenv("FRAUD_ONLINE_STORE", "memcached")
     code, _, err = cli("status")
