@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraud_service.scoring.policy import Policy, goods_come_back
+from fraud_service.scoring.policy import Policy, cost_of
 from training.thresholds import Costs
 
 BOOTSTRAP = 200
@@ -42,17 +42,10 @@ BASELINE = "rules+history"
 def realised_costs(policy: Policy, frame: pd.DataFrame, scores: np.ndarray, y: np.ndarray,
                    costs: Costs) -> np.ndarray:
     """What POLICY's decision cost on each labelled return of FRAME (see the module's table)."""
-    amount = frame["refund_amount"].to_numpy(dtype=float)
-    bad = np.asarray(y, dtype=float)
-    cuts = (policy.inspect_from, policy.credit_from, policy.review_from, policy.deny_from)
-    band = np.searchsorted(np.asarray(cuts), np.asarray(scores, dtype=float), side="right")  # 0 approve .. 4 deny
-    comes_back = np.array([goods_come_back(c, t) for c, t in zip(frame["channel"], frame["return_type"], strict=True)],
-                          dtype=bool)
-    credit = bad * amount * (1 - costs.credit_saving) + (1 - bad) * costs.credit_friction
-    inspect = np.where(comes_back, costs.inspection_cost + bad * amount * (1 - costs.inspection_catch), credit)
-    table = np.stack([bad * amount, inspect, credit, np.full(len(bad), costs.review_cost),
-                      (1 - bad) * costs.deny_friction])
-    return np.asarray(table[band, np.arange(len(bad))], dtype=float)
+    table = asdict(costs)
+    return np.array([cost_of(policy.decide(float(s), c, t).value, bool(b), float(a), table)
+                     for s, c, t, b, a in zip(scores, frame["channel"], frame["return_type"], y,
+                                              frame["refund_amount"], strict=True)], dtype=float)
 
 
 def _average_precision(y: np.ndarray, score: np.ndarray) -> float:

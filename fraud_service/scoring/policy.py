@@ -75,3 +75,20 @@ class Policy:
         return cls(version=str(data["version"]), inspect_from=float(data["inspect_from"]),
                    credit_from=float(data["credit_from"]), review_from=float(data["review_from"]),
                    deny_from=float(data["deny_from"]), basis=dict(data.get("basis", {})))
+
+
+def cost_of(decision: str, bad: bool, amount: float, costs: Mapping[str, Any]) -> float:
+    """What one decided return cost once its label is known (the table of `training/gate.py`; COSTS as in
+    `training.thresholds.Costs`, its defaults for what is missing)."""
+    c = {"review_cost": 12.0, "inspection_cost": 4.0, "inspection_catch": 0.5, "credit_saving": 0.6,
+         "credit_friction": 3.0, "deny_friction": 60.0, **{k: v for k, v in costs.items() if v is not None}}
+    y = 1.0 if bad else 0.0
+    if decision == Decision.APPROVE:
+        return y * amount
+    if decision == Decision.APPROVE_AFTER_INSPECTION:
+        return float(c["inspection_cost"]) + y * amount * (1 - float(c["inspection_catch"]))
+    if decision == Decision.STORE_CREDIT_ONLY:
+        return y * amount * (1 - float(c["credit_saving"])) + (1 - y) * float(c["credit_friction"])
+    if decision == Decision.REVIEW:
+        return float(c["review_cost"])
+    return (1 - y) * float(c["deny_friction"])

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.scoring.lists import ListMatch
 from fraud_service.scoring.model import Scorer
-from fraud_service.scoring.policy import Decision, Policy
+from fraud_service.scoring.policy import Policy, cost_of
 from fraud_service.scoring.rules import Subject, decide
 from fraud_service.store.schema import Assessment, ShadowScore
 from fraud_service.store.uow import UnitOfWork
@@ -177,22 +177,6 @@ class ShadowScorer:
                 self.written += len(rows)
         except Exception:  # the shadow never takes anything down with it
             log.exception("shadow scoring of %d assessments failed; they are skipped", len(items))
-
-
-def cost_of(decision: str, bad: bool, amount: float, costs: Mapping[str, Any]) -> float:
-    """What one decided return cost once its label is known (the table of `training/gate.py`)."""
-    c = {"review_cost": 12.0, "inspection_cost": 4.0, "inspection_catch": 0.5, "credit_saving": 0.6,
-         "credit_friction": 3.0, "deny_friction": 60.0, **{k: v for k, v in costs.items() if v is not None}}
-    y = 1.0 if bad else 0.0
-    if decision == Decision.APPROVE:
-        return y * amount
-    if decision == Decision.APPROVE_AFTER_INSPECTION:
-        return float(c["inspection_cost"]) + y * amount * (1 - float(c["inspection_catch"]))
-    if decision == Decision.STORE_CREDIT_ONLY:
-        return y * amount * (1 - float(c["credit_saving"])) + (1 - y) * float(c["credit_friction"])
-    if decision == Decision.REVIEW:
-        return float(c["review_cost"])
-    return (1 - y) * float(c["deny_friction"])
 
 
 def _ap(y: list[int], scores: list[float]) -> float:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from api.cli.main import main
 from fraud_service.config import Settings
 from fraud_service.scoring.model import Scorer
-from fraud_service.scoring.shadow import cost_of
+from fraud_service.scoring.policy import cost_of
 from fraud_service.store.schema import Assessment, EvidenceEvent, ShadowScore
 from models.registry import ModelRegistry
 from tests.api.conftest import Api, make_api, private_home
