@@ -176,10 +176,12 @@ def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> No
         replay = Replay(dataset)
         latest = held_out(dataset)
         now = dt.datetime.now(dt.UTC)
+        decisions: dict[str, str] = {}
         try:
             with progress.step(f"assessing the latest {len(latest)} returns for the analysts' queue"):
                 for body in replay.bodies(latest):
-                    scoring.assess(parse_request(body, now), request_hash(body), "cli:demo")
+                    outcome = scoring.assess(parse_request(body, now), request_hash(body), "cli:demo")
+                    decisions[str(body["return_id"])] = str(outcome.response["decision"])
                     if scoring.freshness is not None:
                         scoring.freshness.drain()  # the next return sees this one, as a live service's would
         finally:
@@ -188,6 +190,32 @@ def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> No
                 scoring.freshness.close()
         opened = evidence_counts(db.uow()).cases
     say(f"demo: assessed the latest {len(latest)} returns; {opened} case(s) wait in the analysts' queue")
+    if decisions:
+        say("demo: " + live_figures(dataset, decisions))
+
+
+def live_figures(dataset: Path, decisions: dict[str, str]) -> str:
+    """What the live returns' DECISIONS (return id -> decision) did: the shares sent to review and not approved
+    at once, and, when the world's ground truth is there, the share of the truly fraudulent and abusive returns'
+    refund value they stopped."""
+    n = len(decisions)
+    review = sum(d == "review" for d in decisions.values())
+    stopped = {r for r, d in decisions.items() if d != "approve"}
+    text = f"of them {review / n:.1%} went to review and {len(stopped) / n:.1%} were not approved at once"
+    truth_path = dataset / "ground_truth.parquet"
+    if not truth_path.exists():
+        return text
+    truth = pd.read_parquet(truth_path, columns=["return_id", "truth"])
+    amounts = pd.read_parquet(dataset / "returns.parquet", columns=["return_id", "refund_amount"])
+    live = amounts[amounts["return_id"].isin(decisions)].merge(truth, on="return_id")
+    parts = []
+    for kind, word in (("fraud", "fraudulent"), ("abuse", "abusive")):
+        bad = live[live["truth"] == kind]
+        if len(bad):
+            caught = bad.loc[bad["return_id"].isin(stopped), "refund_amount"].sum() / bad["refund_amount"].sum()
+            parts.append(f"{caught:.0%} of the refund value of the {len(bad)} truly {word} ones")
+    return text + ("; that stopped " + " and ".join(parts) + " (ground truth)" if parts
+                   else "; none of them is truly fraudulent or abusive (ground truth)")
 
 
 def users(settings: Settings, say: Say) -> None:

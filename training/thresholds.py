@@ -17,7 +17,10 @@ both are ceilings, never targets (a band is only ever narrowed, never widened to
   team's capacity (the returns it gives up go to store credit only);
 - friction: the share of returns that are not approved at once (inspection, store credit, review,
   deny) is at most `max_friction`; past it, the mildest bands are given up first, so the riskiest
-  returns keep their review or denial.
+  returns keep their review or denial. A week's share wanders around its expectation, so the bands
+  aim one standard error of a week's share below the ceiling (`basis.friction_headroom`: 0.7 points
+  at a thousand returns a week, 0.2 at ten thousand) and the ceiling holds about five weeks in six,
+  not one in two.
 
 The returns the hard rules take out of instant approval whatever their score count first, against
 both ceilings (as reviews): the model's bands get what is left.
@@ -91,7 +94,8 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
         review_from = _capacity_cut(free, days, deny_from, capacity)
         credit_from = min(credit_from, review_from)
         inspect_from = min(inspect_from, credit_from)
-    allowed = max(0.0, costs.max_friction - float(ruled.mean()) if len(ruled) else costs.max_friction)
+    headroom = friction_headroom(costs.max_friction, len(scores), days)
+    allowed = max(0.0, costs.max_friction - headroom - (float(ruled.mean()) if len(ruled) else 0.0))
     friction_cut = _top_share_cut(free, allowed * len(scores) / max(len(free), 1))
     friction_bound = inspect_from < friction_cut
     if friction_bound:
@@ -106,6 +110,7 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
         "inspect_from_by_cost": cost_inspect_from,
         "capacity_bound": review_from > cost_review_from,
         "friction_bound": friction_bound,
+        "friction_headroom": headroom,
         "ruled_share": float(ruled.mean()) if len(ruled) else 0.0,
         "expected_rates": {
             "review": float((((scores >= review_from) & (scores < deny_from)) | ruled).sum() / n),
@@ -124,6 +129,14 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
     }
     return Policy(version=version, inspect_from=inspect_from, credit_from=credit_from, review_from=review_from,
                   deny_from=deny_from, basis=basis)
+
+
+def friction_headroom(ceiling: float, returns: int, days: int) -> float:
+    """One standard error of a week's share of not-approved returns at the CEILING, for RETURNS in DAYS days."""
+    if ceiling >= 1.0 or returns <= 0:
+        return 0.0
+    per_week = returns * 7 / max(days, 1)
+    return float(np.sqrt(ceiling * (1 - ceiling) / per_week))
 
 
 def _per_day(scores: np.ndarray, days: int) -> Any:

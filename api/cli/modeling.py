@@ -41,10 +41,12 @@ def _print_rates(basis: dict[str, object]) -> None:
     if isinstance(rates, dict):
         print("expected on the sizing window: " + ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in rates.items()))
     ruled, costs = basis.get("ruled_share"), basis.get("costs")
-    if isinstance(ruled, float) and isinstance(costs, dict) and ruled >= costs.get("max_friction", 1.0):
-        print(f"warning: the hard rules alone stop {ruled:.1%} of the sizing window's returns, at or above the "
-              f"friction ceiling ({costs['max_friction']:.1%}): the model's bands add nothing; a higher "
-              "--max-friction lets the model act")
+    headroom = basis.get("friction_headroom", 0.0)
+    if isinstance(ruled, float) and isinstance(costs, dict) and isinstance(headroom, float) and \
+            ruled >= costs.get("max_friction", 1.0) - headroom:
+        print(f"warning: the hard rules alone stop {ruled:.1%} of the sizing window's returns, at or above what "
+              f"the friction ceiling ({costs['max_friction']:.1%}, less {headroom:.1%} of headroom for a week's "
+              "ups and downs) allows: the model's bands add nothing; a higher --max-friction lets the model act")
 
 
 def _print_candidates(candidates: dict[str, dict[str, object]], leaked: list[str]) -> None:
