@@ -13,7 +13,10 @@ Proxies:
 - `generated`: the generator's worlds (365 days, cutoff 120 days before the end) at each --shares.
 
     .venv/bin/python bench/detection_bench.py [--proxies uci-injection uci-second generated]
-        [--seeds 1 2 3] [--shares 0.01 0.03] [--customers 6000] [--json FILE]
+        [--seeds 1 2 3] [--shares 0.01 0.03] [--customers 6000] [--config KEY=VALUE ...] [--json FILE]
+
+--config sets fields of the project's TrainConfig for this run (e.g. min_child_samples=20), to measure a
+training choice beside the default; --drop leaves features out of the model (an ablation).
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ def _judge(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
     in_top[order[:top]] = True
     kinds = {str(kind): round(float(in_top[(frame["typology"] == kind).to_numpy()].mean()), 3)
              for kind in sorted(frame["typology"].unique()) if kind != "legit"}
+    brier = float(np.mean((frame["score"].to_numpy() - bad) ** 2))
     return {"average_precision": float(average_precision_score(bad, frame["score"])) if bad.any() else float("nan"),
+            "brier": brier, "mean_score": float(frame["score"].mean()), "bad_share": float(bad.mean()),
             "returns": len(frame), "bad": int(bad.sum()), "top_share": kinds,
             "kind_counts": {str(k): int(v) for k, v in frame["typology"].value_counts().items() if k != "legit"}}
 
@@ -123,7 +128,11 @@ def _table(name: str, runs: list[dict[str, Any]]) -> None:
           f"({', '.join(f'{x:.2f}' for x in ratios)})")
     for who in ("model", "reference", "rules"):
         aps = [r[who]["average_precision"] for r in runs]
-        print(f"  {who:<10} AP mean {statistics.mean(aps):.3f}  ({', '.join(f'{a:.3f}' for a in aps)})")
+        calibration = "" if who == "rules" else (
+            f"; Brier {statistics.mean(r[who]['brier'] for r in runs):.4f}, mean score "
+            f"{statistics.mean(r[who]['mean_score'] for r in runs):.3f} against a bad share of "
+            f"{statistics.mean(r[who]['bad_share'] for r in runs):.3f}")
+        print(f"  {who:<10} AP mean {statistics.mean(aps):.3f}  ({', '.join(f'{a:.3f}' for a in aps)}){calibration}")
     kinds = sorted({k for r in runs for k in r["model"]["top_share"]})
     print(f"  {'share of each kind in the top 5%':<34} {'model':>7} {'reference':>10} {'rules':>7} {'returns':>8}")
     for kind in kinds:
@@ -135,6 +144,23 @@ def _table(name: str, runs: list[dict[str, Any]]) -> None:
         print(f"  {kind:<34} {cells[0]:>7.2f} {cells[1]:>10.2f} {cells[2]:>7.2f} {n:>8}")
 
 
+def _configure(pairs: list[str]) -> None:
+    """Make `train` use a TrainConfig with these KEY=VALUE fields changed (values typed as the defaults')."""
+    import dataclasses
+
+    from training import workflow
+
+    base = workflow.DEFAULT_CONFIG
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        current = getattr(base, key)
+        changes[key] = type(current)(value) if not isinstance(current, str) else value
+    assert workflow.train.__kwdefaults__ is not None
+    workflow.train.__kwdefaults__["config"] = dataclasses.replace(base, **changes)
+    print(f"TrainConfig changes: {changes}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--proxies", nargs="+", default=["uci-injection", "uci-second", "generated"],
@@ -142,8 +168,21 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--shares", nargs="+", type=float, default=[0.01, 0.03])
     parser.add_argument("--customers", type=int, default=6000, help="customers of each generated world")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="TrainConfig fields to change for this run")
+    parser.add_argument("--drop", nargs="*", default=[], metavar="FEATURE",
+                        help="features the project's model leaves out for this run")
     parser.add_argument("--json", help="also write every run's figures to this file")
     args = parser.parse_args()
+    if args.drop:
+        from training import trainset
+
+        unknown = set(args.drop) - set(trainset.model_features())
+        if unknown:
+            parser.error(f"--drop: no such model features: {', '.join(sorted(unknown))}")
+        trainset.EXCLUDED = (*trainset.EXCLUDED, *args.drop)
+    if args.config:
+        _configure(args.config)
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-detect-") as name:
         tmp = Path(name)

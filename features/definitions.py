@@ -29,10 +29,14 @@ REQUEST_FIELDS = {
     "req_items_count": "Int64",
     "req_share_fashion": "Float64",
     "req_share_high_value": "Float64",
+    "req_top_line_value": "Float64",  # the dearest line of the order (unit price times quantity)
+    "req_lines": "Int64",
     "req_return_type": "String",
     "req_channel": "String",
     "req_refund_method": "String",
     "req_has_receipt": "Int64",
+    "req_has_device": "Int64",  # the order names a device (a token never seen before has zero counts, not none)
+    "req_has_address": "Int64",
 }
 
 DERIVED_FIELDS = {
@@ -52,12 +56,20 @@ DERIVED_FIELDS = {
     "cust_return_rate_count_365d": "Float64",
     "cust_return_rate_value_365d": "Float64",
     "cust_size_cm_share_365d": "Float64",
+    # this request against the customer's own history, and the order's tokens against the customer's use of them
+    "rt_refund_to_top_line": "Float64",
+    "rt_order_lines": "Int64",
+    "rt_order_vs_typical": "Float64",
+    "rt_refund_vs_typical": "Float64",
+    "dev_orders_vs_customer": "Float64",
+    "addr_orders_vs_customer": "Float64",
 }
 
 
-CUSTOMER_INPUTS = ("cust_created_epoch", "cust_returns_365d", "cust_orders_365d", "cust_refund_365d",
-                   "cust_order_value_365d", "cust_size_cm_365d")
-"""The customer features `request_time_features` reads (its body cannot refer to this module's globals)."""
+VIEW_INPUTS = ("cust_created_epoch", "cust_returns_365d", "cust_orders_365d", "cust_refund_365d",
+               "cust_order_value_365d", "cust_size_cm_365d",
+               "dev_orders_365d", "addr_orders_365d")
+"""The stored features `request_time_features` reads (its body cannot refer to this module's globals)."""
 
 
 def request_time_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -80,7 +92,9 @@ def request_time_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
         "rt_refund_amount": [], "rt_items_count": [], "rt_share_fashion": [], "rt_share_high_value": [],
         "rt_return_type": [], "rt_channel": [], "rt_refund_method": [], "rt_has_receipt": [],
         "cust_account_age_days": [], "cust_return_rate_count_365d": [], "cust_return_rate_value_365d": [],
-        "cust_size_cm_share_365d": [],
+        "cust_size_cm_share_365d": [], "rt_order_vs_typical": [], "rt_refund_vs_typical": [],
+        "rt_refund_to_top_line": [], "rt_order_lines": [],
+        "dev_orders_vs_customer": [], "addr_orders_vs_customer": [],
     }
     for i in range(len(inputs["req_requested_epoch"])):
         requested = float(inputs["req_requested_epoch"][i])
@@ -102,6 +116,17 @@ def request_time_features(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out["cust_return_rate_value_365d"].append(
             ratio(inputs["cust_refund_365d"][i], inputs["cust_order_value_365d"][i]))
         out["cust_size_cm_share_365d"].append(ratio(inputs["cust_size_cm_365d"][i], inputs["cust_returns_365d"][i]))
+        out["rt_refund_to_top_line"].append(ratio(inputs["req_refund_amount"][i], inputs["req_top_line_value"][i]))
+        out["rt_order_lines"].append(int(inputs["req_lines"][i]))
+        typical_order = ratio(inputs["cust_order_value_365d"][i], inputs["cust_orders_365d"][i])
+        out["rt_order_vs_typical"].append(ratio(inputs["req_order_total"][i], typical_order))
+        typical_refund = ratio(inputs["cust_refund_365d"][i], inputs["cust_returns_365d"][i])
+        out["rt_refund_vs_typical"].append(ratio(inputs["req_refund_amount"][i], typical_refund))
+        for prefix, given in (("dev", "req_has_device"), ("addr", "req_has_address")):
+            used = number(inputs[f"{prefix}_orders_365d"][i])
+            if math.isnan(used) and int(inputs[given][i]):
+                used = 0.0  # a token with no rows yet (as `finish` and the online reader count it)
+            out[f"{prefix}_orders_vs_customer"].append(ratio(used, inputs["cust_orders_365d"][i]))
     return out
 
 
@@ -144,7 +169,7 @@ def build_objects(feature_dir: Path) -> list[Any]:
                              "request_time_features")
     udf.__module__ = __name__
     odfv = on_demand_feature_view(
-        sources=[views["customer"], request],
+        sources=[views["customer"], views["device"], views["address"], request],
         schema=[Field(name=k, dtype=feast_types[v]) for k, v in DERIVED_FIELDS.items()],
         mode="python",
         name="request_time_features",

@@ -116,12 +116,13 @@ SELECT returner AS key, requested_at + INTERVAL 1 MICROSECOND AS ts, 1 AS n_retu
        (channel = 'returnless')::INT AS n_returnless,
        (NOT has_receipt)::INT AS n_no_receipt,
        (reason IN ('size', 'changed_mind'))::INT AS n_size_cm,
+       (refund_method IN ('gift_card', 'other_payment'))::INT AS n_refund_elsewhere,
        CASE WHEN delivered_at IS NOT NULL AND delivered_at <= requested_at
             THEN epoch(requested_at - delivered_at) / 86400.0 END AS days_to_return
 FROM ret
 UNION ALL BY NAME
 SELECT ret.returner AS key, i.inspected_at + INTERVAL 1 MICROSECOND AS ts,
-       (i.outcome IN ({bad}))::INT AS n_bad_inspection
+       (i.outcome IN ({bad}))::INT AS n_bad_inspection, (i.outcome = 'ok')::INT AS n_ok_inspection
 FROM inspections i JOIN ret USING (return_id)
 UNION ALL BY NAME
 SELECT ret.returner AS key, l.ts, {_label_delta('fraud')} AS d_fraud, {_label_delta('abuse')} AS d_abuse,
@@ -206,9 +207,14 @@ def _customer_metrics() -> tuple[Metric, ...]:
         Metric("cust_returnless_365d", "n_returnless", 365),
         Metric("cust_no_receipt_365d", "n_no_receipt", 365),
         Metric("cust_size_cm_365d", "n_size_cm", 365),
+        # refunds sent to a gift card or another instrument than the one that paid: a habit, or a break from one
+        Metric("cust_refund_elsewhere_365d", "n_refund_elsewhere", 365),
         Metric("cust_median_days_to_return_365d", "days_to_return", 365, agg="median"),
         Metric("cust_bad_inspections_365d", "n_bad_inspection", 365),
         Metric("cust_bad_inspections", "n_bad_inspection"),
+        # returns whose goods came back as sold: the mark of an honest frequent returner
+        Metric("cust_passed_inspections_365d", "n_ok_inspection", 365),
+        Metric("cust_passed_inspections", "n_ok_inspection"),
         Metric("cust_fraud_labels", "d_fraud"),
         Metric("cust_abuse_labels", "d_abuse"),
         Metric("cust_legit_labels", "d_legit"),

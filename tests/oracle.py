@@ -50,14 +50,16 @@ class Oracle:
                 counts[latest["label"]] += 1
         return counts
 
-    def _bad_inspections(self, return_ids: pd.Series, t: pd.Timestamp) -> tuple[int, int]:
-        """Failed inspections of these returns known before t: all time, and in the last 365 days."""
+    def _bad_inspections(self, return_ids: pd.Series, t: pd.Timestamp, outcomes: set[str] | tuple[str, ...] = BAD
+                         ) -> tuple[int, int]:
+        """Inspections of these returns with one of OUTCOMES (default: failed) known before t: all time, and in
+        the last 365 days."""
         bad_all = bad_365 = 0
         for rid in return_ids:
             ins = self.inspections_by.get(rid)
             if ins is None:
                 continue
-            known = ins[(ins["inspected_at"] < t) & ins["outcome"].isin(BAD)]
+            known = ins[(ins["inspected_at"] < t) & ins["outcome"].isin(outcomes)]
             bad_all += len(known)
             bad_365 += int((known["inspected_at"] >= t - 365 * DAY).sum())
         return bad_all, bad_365
@@ -79,6 +81,7 @@ class Oracle:
                 out["cust_returnless_365d"] = int((r["channel"] == "returnless").sum())
                 out["cust_no_receipt_365d"] = int((~r["has_receipt"]).sum())
                 out["cust_size_cm_365d"] = int(r["reason"].isin(["size", "changed_mind"]).sum())
+                out["cust_refund_elsewhere_365d"] = int(r["refund_method"].isin(["gift_card", "other_payment"]).sum())
                 pairs = zip(r["requested_at"], r["delivered_at"], strict=True)
                 days = [(q - d).total_seconds() / 86400 for q, d in pairs if not pd.isna(d) and d <= q]
                 out["cust_median_days_to_return_365d"] = float(np.median(days)) if days else math.nan
@@ -89,6 +92,8 @@ class Oracle:
             if w == 90:
                 out["cust_returnless_90d"] = int((r["channel"] == "returnless").sum())
         out["cust_bad_inspections"], out["cust_bad_inspections_365d"] = self._bad_inspections(returns["return_id"], t)
+        out["cust_passed_inspections"], out["cust_passed_inspections_365d"] = self._bad_inspections(
+            returns["return_id"], t, ("ok",))
         labels = self._label_counts(returns["return_id"], t)
         out["cust_fraud_labels"], out["cust_abuse_labels"], out["cust_legit_labels"] = (
             labels["fraud"], labels["abuse"], labels["legit"])

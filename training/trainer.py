@@ -38,6 +38,7 @@ class TrainConfig:
     validation_share: float = 0.2
     threads: int = 2
     unlabelled: str = "weighted"  # or "legit": how returns with no label enter training (training/workflow.py)
+    refit: bool = True  # after early stopping, train again on every row (validation too) for the rounds it chose
 
     def params(self, features: list[str]) -> dict[str, Any]:
         return {
@@ -116,6 +117,13 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     # the default L2 penalty shrinks the slope when the validation slice is small (overconfidence is costlier)
     platt = LogisticRegression(max_iter=1000).fit(raw_valid.reshape(-1, 1), y_valid, sample_weight=w[split:])
     calibration = Calibration(a=float(platt.coef_[0, 0]), b=float(platt.intercept_[0]))
+    if config.refit:
+        # the validation slice is the latest matured traffic, the closest to what the model will score: once it
+        # has chosen the number of rounds and the calibration, it trains too (the calibration stays the one fitted
+        # out of sample, on the first model's validation scores)
+        whole = lgb.Dataset(x, y, weight=w, feature_name=features, categorical_feature=categorical,
+                            free_raw_data=True)
+        booster = lgb.train(params, whole, num_boost_round=best)
     text = booster.model_to_string(num_iteration=best)
     return TrainedModel(
         model_text=text, features=features, categories=categories, calibration=calibration, best_iteration=best,

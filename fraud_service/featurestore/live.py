@@ -13,8 +13,9 @@ contribution the same return gets in the offline rows once it is ingested (reque
 has published it, `prune` drops its live facts, so it is never counted twice.
 
 Inspections: when the warehouse reports that a returned item failed inspection, `record_inspection`
-counts it at once for the return's customer and its tokens (`*_bad_inspections`), with the
-timestamp the offline rows give it (inspected_at + 1 microsecond). A return often reaches the
+counts it at once for the return's customer and its tokens (`*_bad_inspections`), and a passed one
+for the customer (`cust_passed_inspections*`), with the timestamp the offline rows give it
+(inspected_at + 1 microsecond). A return often reaches the
 warehouse before its inspection does, so an inspection's facts are pruned only once the built
 snapshot holds that inspection itself, not merely its return.
 
@@ -105,20 +106,23 @@ class LiveFacts:
                                     list(self._facts(r)))
 
     def record_inspection(self, fact: InspectedReturn) -> None:
-        """Count a failed inspection for its customer and tokens, online, now; a passed one counts nowhere.
+        """Count an inspection online, now: a failed one for the return's customer and its tokens
+        (`*_bad_inspections`), a passed one (`ok`) for the customer (`cust_passed_inspections*`); any other
+        outcome (`damaged`: harmed in transit) counts nowhere.
 
         Idempotent per inspection (return and inspected_at): the warehouse may report one twice, while a
-        return inspected again later fails again and counts again, as it does offline.
+        return inspected again later counts again, as it does offline.
         """
-        if fact.outcome not in BAD_OUTCOMES:
+        failed, passed = fact.outcome in BAD_OUTCOMES, fact.outcome == "ok"
+        if not failed and not passed:
             return
         at = _us(fact.inspected_at)
         kind = f"inspection:{at - 1}"
-        contributions = json.dumps({"n_bad_inspection": 1})
+        contributions = json.dumps({"n_bad_inspection": int(failed), "n_ok_inspection": int(passed)})
         keys = {"customer": fact.customer_id, "address": fact.address_token, "payment": fact.payment_token,
                 "device": fact.device_token, "refund": fact.refund_token}
         rows = [(fact.return_id, kind, entity, key, fact.customer_id, at, contributions)
-                for entity, key in keys.items() if key]
+                for entity, key in keys.items() if key and (failed or entity == "customer")]
         with self._writing():
             self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
@@ -182,6 +186,7 @@ class LiveFacts:
             "n_claim": int(r.return_type in ("damaged_on_arrival", "wrong_item")),
             "n_returnless": int(r.channel == "returnless"), "n_no_receipt": int(not r.has_receipt),
             "n_size_cm": int(r.reason in ("size", "changed_mind")),
+            "n_refund_elsewhere": int(r.refund_method in ("gift_card", "other_payment")),
         }
         tokens = {"address": r.address_token, "payment": r.payment_token, "device": r.device_token}
         at = _us(r.requested_at)

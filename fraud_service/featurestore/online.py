@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from features.definitions import CUSTOMER_INPUTS, request_time_features
+from features.definitions import VIEW_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
 
@@ -222,7 +222,7 @@ class OnlineFeatures:
         if times is not None:
             times.update({f"{entity}_live": _us_time(us) for entity, us in latest.items()})
         inputs = {name: [value] for name, value in request.items()}
-        inputs.update({name: [row[name]] for name in CUSTOMER_INPUTS})
+        inputs.update({name: [row[name]] for name in VIEW_INPUTS})
         for name, derived in request_time_features(inputs).items():
             row[name] = derived[0]
         return row

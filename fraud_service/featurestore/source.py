@@ -226,10 +226,14 @@ def entity_rows(returns: pd.DataFrame, orders: pd.DataFrame, items: pd.DataFrame
         "req_items_count": joined["items_count"].astype("int64").to_numpy(),
         "req_share_fashion": joined["share_fashion"].fillna(0.0).to_numpy(),
         "req_share_high_value": joined["share_high_value"].fillna(0.0).to_numpy(),
+        "req_top_line_value": joined["top_line_value"].fillna(0.0).to_numpy(),
+        "req_lines": joined["lines"].fillna(0).astype("int64").to_numpy(),
         "req_return_type": joined["return_type"].to_numpy(),
         "req_channel": joined["channel"].to_numpy(),
         "req_refund_method": joined["refund_method"].to_numpy(),
         "req_has_receipt": joined["has_receipt"].astype("int64").to_numpy(),
+        "req_has_device": joined["device_token"].notna().astype("int64").to_numpy(),
+        "req_has_address": joined["address_token"].notna().astype("int64").to_numpy(),
     })
     out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
     return out
@@ -242,17 +246,20 @@ def _epoch(values: pd.Series) -> np.ndarray:
 
 
 def category_mix(items: pd.DataFrame) -> pd.DataFrame:
-    """Per order: share of the order's value in fashion and in high-value categories."""
+    """Per order: share of the order's value in fashion and in high-value categories, the value of its dearest
+    line (unit price times quantity) and its number of lines."""
     value = items["unit_price"].astype(float) * items["quantity"].astype(float)
     frame = pd.DataFrame({
         "order_id": items["order_id"].to_numpy(),
         "value": value.to_numpy(),
         "fashion": (value * items["category"].isin(FASHION)).to_numpy(),
         "high": (value * items["category"].isin(HIGH_VALUE)).to_numpy(),
-    }).groupby("order_id").sum()
+    }).groupby("order_id").agg(value=("value", "sum"), fashion=("fashion", "sum"), high=("high", "sum"),
+                                top=("value", "max"), lines=("value", "size"))
     total = frame["value"].replace(0.0, np.nan)
     return pd.DataFrame({"share_fashion": (frame["fashion"] / total).fillna(0.0),
-                         "share_high_value": (frame["high"] / total).fillna(0.0)})
+                         "share_high_value": (frame["high"] / total).fillna(0.0),
+                         "top_line_value": frame["top"], "lines": frame["lines"]})
 
 
 def request_entity(request: ReturnRequest) -> tuple[dict[str, str], dict[str, Any]]:
@@ -264,9 +271,10 @@ def request_entity(request: ReturnRequest) -> tuple[dict[str, str], dict[str, An
     keys = {"customer_id": request.customer_id, "address_token": order.address_token or NO_KEY,
             "payment_token": order.payment_token or NO_KEY, "device_token": order.device_token or NO_KEY,
             "refund_token": request.refund_token or NO_KEY}
-    total = fashion = high = 0.0
+    total = fashion = high = top = 0.0
     for item in order.items:
         value = float(item.unit_price) * float(item.quantity)
+        top = max(top, value)
         total += value
         fashion += value if item.category in FASHION else 0.0
         high += value if item.category in HIGH_VALUE else 0.0
@@ -279,9 +287,13 @@ def request_entity(request: ReturnRequest) -> tuple[dict[str, str], dict[str, An
         "req_items_count": int(request.items_count),
         "req_share_fashion": fashion / total if total else 0.0,
         "req_share_high_value": high / total if total else 0.0,
+        "req_top_line_value": top,
+        "req_lines": len(order.items),
         "req_return_type": request.return_type,
         "req_channel": request.channel,
         "req_refund_method": request.refund_method,
         "req_has_receipt": int(request.has_receipt),
+        "req_has_device": int(bool(order.device_token)),
+        "req_has_address": int(bool(order.address_token)),
     }
     return keys, fields

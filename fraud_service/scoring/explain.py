@@ -25,6 +25,8 @@ MEASURES = {
     "claims": ("damaged-on-arrival or wrong-item claims", "count"), "returnless": ("returnless refunds", "count"),
     "no_receipt": ("returns without a receipt", "count"), "size_cm": ("size or changed-mind returns", "count"),
     "bad_inspections": ("returns that failed inspection", "count"),
+    "passed_inspections": ("returns that passed inspection", "count"),
+    "refund_elsewhere": ("refunds to a gift card or another payment instrument", "count"),
     "fraud_labels": ("earlier returns confirmed as fraud", "count"),
     "abuse_labels": ("earlier returns confirmed as abuse", "count"),
     "legit_labels": ("earlier returns confirmed as legitimate", "count"),
@@ -51,6 +53,14 @@ SPECIAL = {
     "cust_size_cm_share_365d": ("{v} of the customer's returns in the last 365 days were size or changed mind",
                                 "share"),
     "cust_created_epoch": ("account created at {v}", "epoch"),
+    "rt_refund_to_top_line": ("refund is {v} the value of the order's dearest line", "times"),
+    "rt_order_lines": ("{v} lines in the order", "int"),
+    "rt_order_vs_typical": ("order value is {v} the customer's average order of the last 365 days", "times"),
+    "rt_refund_vs_typical": ("refund is {v} the customer's average refund of the last 365 days", "times"),
+    "dev_orders_vs_customer": ("orders from this device are {v} the customer's own orders in the last 365 days",
+                               "times"),
+    "addr_orders_vs_customer": ("orders to this address are {v} the customer's own orders in the last 365 days",
+                                "times"),
 }
 MISSING = {
     "rt_refund_to_order": "refund share of the order's value: unknown",
@@ -66,6 +76,12 @@ MISSING = {
     "cust_return_rate_value_365d": "the customer's refund share: unknown (no orders in the last 365 days)",
     "cust_size_cm_share_365d": "share of size or changed-mind returns: unknown (no returns in the last 365 days)",
     "cust_created_epoch": "account creation time: unknown",
+    "rt_refund_to_top_line": "refund against the order's dearest line: unknown (no priced lines)",
+    "rt_order_lines": "lines in the order: unknown",
+    "rt_order_vs_typical": "order value against the customer's average: unknown (no orders in the last 365 days)",
+    "rt_refund_vs_typical": "refund against the customer's average: unknown (no returns in the last 365 days)",
+    "dev_orders_vs_customer": "this device's orders against the customer's: unknown (no device, or no orders)",
+    "addr_orders_vs_customer": "this address's orders against the customer's: unknown (no address, or no orders)",
 }
 """What a reason says when its feature has no value (never "Account is unknown days old")."""
 SINGULAR = {
@@ -101,6 +117,8 @@ def _format(value: Any, kind: str) -> str:
         return f"{number:.0%}"
     if kind == "money":
         return f"{number:,.2f}"
+    if kind == "times":
+        return f"{number:,.1f}x"
     if kind == "days":
         return f"{number:,.1f}" if abs(number) < 10 else f"{number:,.0f}"
     return f"{number:,.0f}"

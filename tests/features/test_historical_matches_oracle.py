@@ -93,6 +93,49 @@ def test_request_time_features_come_from_the_request(built):
         assert got["rt_has_receipt"] == int(r["has_receipt"])
 
 
+def test_features_relative_to_the_customer_match_the_brute_force_history(built):
+    """The request against the customer's own history, recomputed from the oracle's brute-force counts."""
+    tables = built["tables"]
+    sample = tables["returns"].sample(250, random_state=3)
+    entities = entity_rows(sample, tables["orders"], tables["order_items"])
+    retrieved = built["source"].historical(entities).set_index("return_id")
+    oracle = Oracle(tables)
+    orders = tables["orders"].set_index("order_id")
+    checked = {"rt_order_vs_typical": 0, "rt_refund_vs_typical": 0, "dev_orders_vs_customer": 0,
+               "addr_orders_vs_customer": 0, "rt_refund_to_top_line": 0}
+    lines = tables["order_items"].groupby("order_id")
+
+    def check(name: str, got: float, want: float) -> None:
+        if math.isnan(want):
+            assert pd.isna(got), (name, got)
+        else:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9), name
+            checked[name] += 1
+
+    def ratio(top: float, bottom: float) -> float:
+        return math.nan if math.isnan(top) or math.isnan(bottom) or bottom == 0 else top / bottom
+
+    for _, r in sample.iterrows():
+        got = retrieved.loc[r["return_id"]]
+        order = orders.loc[r["order_id"]]
+        t = r["requested_at"]
+        cust = oracle.customer(r["customer_id"], t)
+        check("rt_order_vs_typical", got["rt_order_vs_typical"],
+              ratio(order["order_total"], ratio(cust["cust_order_value_365d"], cust["cust_orders_365d"])))
+        check("rt_refund_vs_typical", got["rt_refund_vs_typical"],
+              ratio(r["refund_amount"], ratio(cust["cust_refund_365d"], cust["cust_returns_365d"])))
+        own = lines.get_group(r["order_id"])
+        dearest = max(float(p) * float(q) for p, q in zip(own["unit_price"], own["quantity"], strict=True))
+        check("rt_refund_to_top_line", got["rt_refund_to_top_line"], ratio(r["refund_amount"], dearest))
+        assert got["rt_order_lines"] == len(own)
+        for column, prefix in (("device_token", "dev"), ("address_token", "addr")):
+            token = order[column]
+            used = math.nan if pd.isna(token) else oracle.token(column, prefix, token, t)[f"{prefix}_orders_365d"]
+            check(f"{prefix}_orders_vs_customer", got[f"{prefix}_orders_vs_customer"],
+                  ratio(float(used), cust["cust_orders_365d"]))
+    assert all(n >= 25 for n in checked.values()), checked  # every feature was compared on real values
+
+
 def test_facts_after_a_return_do_not_change_its_features(built, tmp_path):
     tables = built["tables"]
     returns = tables["returns"].sort_values("requested_at")

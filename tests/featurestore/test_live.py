@@ -184,20 +184,38 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_returns_tok
             assert _same(value, before["after"][name]), name
 
 
-@pytest.mark.parametrize("outcome", ["ok", "damaged"])
-def test_an_inspection_that_did_not_fail_changes_nothing(live_world, outcome):
+def test_an_inspection_harmed_in_transit_changes_nothing(live_world):
     w = live_world
     r, order = _fully_linked(w["snapshot"])
     inspected_at = w["opened"] + pd.Timedelta(minutes=1)
     probe = _probe(w["snapshot"], r, inspected_at + pd.Timedelta(minutes=5))
     before = _vector(w["reader"], probe)
 
-    w["live"].record_inspection(_inspection(r, order, inspected_at, outcome))
+    w["live"].record_inspection(_inspection(r, order, inspected_at, "damaged"))
 
     assert _live_rows(w["live"]) == 0
     after = _vector(w["reader"], probe)
-    for name in BAD_INSPECTIONS:
-        assert after[name] == before[name], name
+    for name, value in after.items():
+        assert _same(value, before[name]), name
+
+
+def test_a_passed_inspection_counts_at_once_for_the_customer_only(live_world):
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    inspected_at = w["opened"] + pd.Timedelta(minutes=1)
+    probe = _probe(w["snapshot"], r, inspected_at + pd.Timedelta(minutes=5))
+    before = _vector(w["reader"], probe)
+
+    w["live"].record_inspection(_inspection(r, order, inspected_at, "ok"))
+
+    assert _live_rows(w["live"]) == 1  # the customer; a passed inspection says nothing of the tokens
+    after = _vector(w["reader"], probe)
+    passed = ("cust_passed_inspections", "cust_passed_inspections_365d")
+    for name in passed:
+        assert after[name] == before[name] + 1, name
+    for name, value in after.items():
+        if name not in passed:
+            assert _same(value, before[name]), name
 
 
 def test_an_inspection_counts_once_and_a_second_inspection_counts_again(live_world):
