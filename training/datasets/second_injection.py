@@ -154,10 +154,12 @@ class _World:
 
 def inject_second(source: Path, out: Path, config: SecondInjectionConfig = SecondInjectionConfig()) -> dict[str, int]:
     """Read the contract dataset in SOURCE, add the kinds above with labels and inspections, write it to OUT;
-    returns the count of returns by kind (and of labels)."""
+    returns the count of returns by kind (and of labels). A source's own labels, inspections and ground truth
+    (a generated world's) are kept, and only the injected returns get new labels."""
     rng = np.random.default_rng(config.seed)
     tables = {name: pd.read_parquet(source / f"{name}.parquet")
-              for name in ("customers", "orders", "order_items", "returns")}
+              for name in ("customers", "orders", "order_items", "returns", "labels", "inspections", "ground_truth")
+              if (source / f"{name}.parquet").exists()}
     w = _World(tables, rng)
     counts = w.orders.groupby("customer_id").size()
     used = set()  # a customer plays one part at most
@@ -314,11 +316,26 @@ def _write(w: _World, tables: dict[str, pd.DataFrame], out: Path, config: Second
     items = pd.concat([tables["order_items"], pd.DataFrame(w.new_items)], ignore_index=True)
     returns = pd.concat([w.returns, pd.DataFrame(w.new_returns)], ignore_index=True)
     returns["requested_at"] = pd.to_datetime(returns["requested_at"], utc=True).astype("datetime64[us, UTC]")
-    kind = returns["return_id"].map(w.kind).fillna("legit")
-    truth = np.where(kind.isin(FRAUD_KINDS), "fraud", np.where(kind.isin(ABUSE_KINDS), "abuse", "legit"))
-    inspections = pd.DataFrame(w.inspections, columns=["return_id", "inspected_at", "outcome"])
-    inspections["inspected_at"] = pd.to_datetime(inspections["inspected_at"], utc=True).astype("datetime64[us, UTC]")
-    labels = _labels(w.rng, returns, pd.Series(truth), kind, inspections, w.end, config)
+    injected = returns["return_id"].isin(w.kind).to_numpy()
+    kind = returns["return_id"].map(w.kind)
+    truth = pd.Series(np.where(kind.isin(FRAUD_KINDS), "fraud", np.where(kind.isin(ABUSE_KINDS), "abuse", "legit")))
+    if "ground_truth" in tables:  # a generated source: its own returns keep their kind and truth
+        known = tables["ground_truth"].set_index("return_id")
+        kind = kind.fillna(returns["return_id"].map(known["typology"]))
+        truth = truth.where(injected, returns["return_id"].map(known["truth"]).fillna("legit").to_numpy())
+    kind = kind.fillna("legit")
+    added = pd.DataFrame(w.inspections, columns=["return_id", "inspected_at", "outcome"])
+    added["inspected_at"] = pd.to_datetime(added["inspected_at"], utc=True).astype("datetime64[us, UTC]")
+    # a source with labels of its own keeps them, and only the injected returns get new ones
+    labels = _labels(w.rng, returns, truth, kind, added, w.end, config,
+                     injected | ("labels" not in tables))
+    inspections = added
+    if "inspections" in tables:
+        inspections = pd.concat([tables["inspections"][["return_id", "inspected_at", "outcome"]], added],
+                                ignore_index=True)
+    if "labels" in tables:
+        labels = pd.concat([tables["labels"][["return_id", "label", "labelled_at", "source"]], labels],
+                           ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     customers.to_parquet(out / "customers.parquet", index=False)
     orders.to_parquet(out / "orders.parquet", index=False)
@@ -334,17 +351,20 @@ def _write(w: _World, tables: dict[str, pd.DataFrame], out: Path, config: Second
 
 
 def _labels(rng: np.random.Generator, returns: pd.DataFrame, truth: pd.Series, kind: pd.Series,
-            inspections: pd.DataFrame, end: pd.Timestamp, config: SecondInjectionConfig) -> pd.DataFrame:
-    """Late, partial and sometimes wrong labels; a failed inspection labels its return soon after."""
+            inspections: pd.DataFrame, end: pd.Timestamp, config: SecondInjectionConfig,
+            eligible: np.ndarray) -> pd.DataFrame:
+    """Late, partial and sometimes wrong labels for the ELIGIBLE returns; a failed inspection labels its return soon
+    after."""
     n = len(returns)
-    bad = (truth != "legit").to_numpy()
+    bad = (truth != "legit").to_numpy() & eligible
     requested = returns["requested_at"].reset_index(drop=True)
-    label = pd.Series(truth.to_numpy(), dtype=object)
+    label = pd.Series(truth.to_numpy(), dtype=object).copy()  # wrong labels must not rewrite the truth
     known = bad & (rng.random(n) < config.label_share)
     flipped = known & (rng.random(n) < 0.05)  # investigated and wrongly cleared
     label[flipped] = "legit"
     serial = (kind == "serial_returner").to_numpy()
-    honest = ~bad & (rng.random(n) < np.where(serial, 0.25, np.where((kind == "honest_inr").to_numpy(), 0.3, 0.04)))
+    chance = np.where(serial, 0.25, np.where((kind == "honest_inr").to_numpy(), 0.3, 0.04))
+    honest = eligible & ~bad & (rng.random(n) < chance)
     wrong = honest & (rng.random(n) < 0.05)  # an honest return called abuse
     label[wrong] = "abuse"
     delay = np.where(known, np.exp(rng.normal(np.log(25), 0.7, n)), rng.uniform(2, 30, n))
