@@ -155,7 +155,10 @@ def _configure(pairs: list[str]) -> None:
     for pair in pairs:
         key, _, value = pair.partition("=")
         current = getattr(base, key)
-        changes[key] = type(current)(value) if not isinstance(current, str) else value
+        if isinstance(current, bool):
+            changes[key] = value.lower() in ("1", "true", "yes")
+        else:
+            changes[key] = type(current)(value) if not isinstance(current, str) else value
     assert workflow.train.__kwdefaults__ is not None
     workflow.train.__kwdefaults__["config"] = dataclasses.replace(base, **changes)
     print(f"TrainConfig changes: {changes}")

@@ -28,6 +28,8 @@ PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_d
           "feature_fraction": 0.9, "bagging_fraction": 0.9, "bagging_freq": 1, "seed": 1, "verbose": -1,
           "num_threads": 2}
 ROUNDS = 300
+FAILED = ("worn", "wrong_item", "empty_box", "missing_parts")
+"""Inspection outcomes that count as failed (`damaged` is harm in transit, `ok` a pass)."""
 
 
 def _us(values: pd.Series) -> np.ndarray:
@@ -107,7 +109,7 @@ def features(dataset: Path) -> pd.DataFrame:
     if inspections is not None and len(inspections):
         seen = inspections.merge(owner, on="return_id")
         ev = pd.DataFrame({"key": seen["customer_id"], "us": _us(seen["inspected_at"]),
-                           "value": (seen["outcome"] != "ok").to_numpy(float)})
+                           "value": seen["outcome"].isin(FAILED).to_numpy(float)})
         f["failed_inspections"] = _count(ev, q)
     for token in ("payment_token", "address_token", "device_token"):
         first = orders.dropna(subset=[token]).groupby([token, "customer_id"])["placed_at"].min().reset_index()

@@ -19,8 +19,8 @@ both are ceilings, never targets (a band is only ever narrowed, never widened to
   deny) is at most `max_friction`; past it, the mildest bands are given up first, so the riskiest
   returns keep their review or denial. A week's share wanders around its expectation, so the bands
   aim one standard error of a week's share below the ceiling (`basis.friction_headroom`: 0.7 points
-  at a thousand returns a week, 0.2 at ten thousand) and the ceiling holds about five weeks in six,
-  not one in two.
+  at a thousand returns a week, 0.2 at ten thousand; never more than half the ceiling) and the
+  ceiling holds about five weeks in six, not one in two.
 
 The returns the hard rules take out of instant approval whatever their score count first, against
 both ceilings (as reviews): the model's bands get what is left.
@@ -132,11 +132,13 @@ def propose(scores: np.ndarray, days: int, costs: Costs, bad_amounts: np.ndarray
 
 
 def friction_headroom(ceiling: float, returns: int, days: int) -> float:
-    """One standard error of a week's share of not-approved returns at the CEILING, for RETURNS in DAYS days."""
+    """One standard error of a week's share of not-approved returns at the CEILING, for RETURNS in DAYS days,
+    at most half the ceiling."""
     if ceiling >= 1.0 or returns <= 0:
         return 0.0
     per_week = returns * 7 / max(days, 1)
-    return float(np.sqrt(ceiling * (1 - ceiling) / per_week))
+    # at a few dozen returns a week the error would swallow the ceiling: never more than half of it
+    return float(min(np.sqrt(ceiling * (1 - ceiling) / per_week), ceiling / 2))
 
 
 def _per_day(scores: np.ndarray, days: int) -> Any:

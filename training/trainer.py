@@ -129,8 +129,10 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         model_text=text, features=features, categories=categories, calibration=calibration, best_iteration=best,
         params={k: v for k, v in params.items() if k != "monotone_constraints"} | {"config": asdict(config)},
         rows={"train": split, "validation": len(frame) - split, "train_positives": int(y_train.sum()),
-              "validation_positives": int(y_valid.sum())},
-        validation={"average_precision": float(average_precision_score(y_valid, raw_valid, sample_weight=w[split:]))},
+              "validation_positives": int(y_valid.sum()), "final_model": len(frame) if config.refit else split},
+        # with the refit, the validation rows train the final model too: this figure is the early-stopping model's
+        validation={"average_precision": float(average_precision_score(y_valid, raw_valid, sample_weight=w[split:])),
+                    "of": "the early-stopping model, before the refit" if config.refit else "the final model"},
         typical=typical_values(frame, features, categories),
     )
 

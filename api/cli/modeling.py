@@ -258,16 +258,19 @@ def register(sub: Subparsers) -> None:
 def _train(sub: Subparsers) -> None:
     p = add_command(sub, "train", cmd_train, "train a model, evaluate it out of time, register it",
                     "Build the training set through the feature store (each return's features as of its\n"
-                    "requested_at), label it with the labels known at --train-until (fraud or abuse = 1; legit\n"
-                    "or unlabelled = 0; returns of the last --label-delay days before the cutoff are left out\n"
-                    "because their labels have not arrived yet), train LightGBM with early stopping on the\n"
-                    "latest 20% of the training rows, calibrate, and evaluate on the returns requested from\n"
-                    "--test-from (default --train-until) to --test-until (default: the last request minus the\n"
-                    "label delay, so the test labels have had time to arrive) beside the rules baselines and\n"
-                    "the production model. Proposes decision thresholds from review capacity and\n"
-                    "costs, writes an HTML + JSON report under $FRAUD_HOME/reports and registers\n"
-                    "the model as candidate (and production when there is none). Analysts' labels from\n"
-                    "closed cases are copied into the warehouse first (`labels sync`; the features are rebuilt\n"
+                    "requested_at), label it with the labels known at --train-until (fraud or abuse = 1; legit = 0;\n"
+                    "a return with no label yet weighs by how likely its label would have arrived by then, so the\n"
+                    "newest unlabelled returns barely count as legit), train LightGBM with early stopping on the\n"
+                    "latest 20% of the matured rows, calibrate there, train again on every row for the rounds\n"
+                    "chosen, and evaluate on the returns requested from --test-from (default --train-until) to\n"
+                    "--test-until (default: the last request minus the label delay, so the test labels have had\n"
+                    "time to arrive) beside the rules baselines and the production model. Proposes decision\n"
+                    "thresholds under the review capacity and the friction ceiling, judges the promotion gate,\n"
+                    "writes an HTML + JSON report under $FRAUD_HOME/reports and registers the model as candidate\n"
+                    "(and production when there is none and it passes its gate; a model without a test window\n"
+                    "never is).\n"
+                    "Analysts' labels from closed cases are copied into the warehouse first (`labels sync`; the\n"
+                    "features are rebuilt "
                     "when that adds any). See docs/training.md.")
     p.add_argument("--no-sync", action="store_true", help="do not copy analysts' labels into the warehouse first")
     p.add_argument("--train-until", required=True, type=until_arg, metavar="DATE|now",
@@ -345,8 +348,9 @@ def _models(sub: Subparsers) -> None:
 
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-delay", type=float, default=None, metavar="DAYS",
-                   help="days before the cutoff whose returns are too fresh to train on (default: the 75th "
-                        "percentile of how late fraud/abuse labels arrived, at most 30%% of the window)")
+                   help="how long labels take to arrive: the returns of the last DAYS before the cutoff train "
+                        "(weighted) but neither validate nor calibrate (default: the 75th percentile of how late "
+                        "fraud/abuse labels arrived, at most 30%% of the window)")
     p.add_argument("--ground-truth", metavar="FILE",
                    help="a generator's ground_truth.parquet: adds recall by true typology to the report")
 

@@ -3,6 +3,7 @@ evidence chain verifies after a restart."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import os
 import signal
@@ -49,7 +50,7 @@ class Load:
             body = {**self.bodies[n % len(self.bodies)], "return_id": return_id}
             try:
                 status, answer = post(f"{self.base}/v1/returns/assess", body, self.key)
-            except OSError as exc:  # refused, reset, timed out: no answer
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut mid-body: no answer
                 status, answer = 0, repr(exc)
             with self._lock:
                 self.answers.append((return_id, status, answer))

@@ -137,6 +137,11 @@ def test_the_headroom_below_the_friction_ceiling_shrinks_as_weekly_volume_grows(
         assert shares[weekly] + np.sqrt(0.05 * 0.95 / weekly) <= 0.05 + 1e-9
     assert shares[150] < shares[1_000] < shares[10_000] < 0.05
     assert shares[10_000] > 0.047
+    # at ten returns a week the error (6.9 points) would swallow the ceiling: half of it is kept for the bands
+    scores = rng.beta(0.6, 4, 40)
+    few = propose(scores, 28, costs, np.array([]))
+    assert few.basis["friction_headroom"] == pytest.approx(0.025)
+    assert 0 < _not_approved(few, scores) <= 0.025
 
 
 def test_tied_scores_at_the_friction_cut_are_all_left_approved_rather_than_overflow():

@@ -73,12 +73,19 @@ def test_each_kind_follows_its_mechanics(injected):
         orders[["order_id", "payment_token", "address_token", "device_token", "placed_at"]], on="order_id")
     source_orders = pd.read_parquet(root / "world" / "orders.parquet")
     ato = kind[kind["typology"] == "account_takeover"]
+    customers = pd.read_parquet(root / "world" / "customers.parquet").set_index("customer_id")
     for _, claim in ato.iterrows():  # a device and address the owner never used, on the owner's stored card
         own = source_orders[source_orders["customer_id"] == claim["customer_id"]]
         assert claim["device_token"] not in set(own["device_token"])
         assert claim["address_token"] not in set(own["address_token"])
-        assert claim["payment_token"] in set(own["payment_token"])
+        assert claim["payment_token"] in set(own.loc[own["placed_at"] < claim["placed_at"], "payment_token"])
         assert claim["refund_method"] == "gift_card"
+        assert claim["placed_at"] - customers.loc[claim["customer_id"], "created_at"] >= pd.Timedelta(days=180)
+    worn = kind[kind["typology"] == "wardrobing"].merge(orders[["order_id", "delivered_at", "order_total"]],
+                                                           on="order_id")
+    days = (worn["requested_at"] - worn["delivered_at"]).dt.total_seconds() / 86400
+    assert days.between(18, 29).all()  # nearly the whole order, late in the window
+    assert (worn["refund_amount"] >= 0.85 * worn["order_total"] - 0.01).all()
     ring = kind[kind["typology"] == "ring"]
     assert ring.groupby("device_token")["customer_id"].nunique().max() >= 3  # accounts sharing a device
     assert set(inspections.loc[inspections["return_id"].isin(ring["return_id"]), "outcome"]) <= {

@@ -15,12 +15,11 @@ contract. It takes a contract dataset of real shopping histories (the Online Ret
 - `wardrobing` (abuse): customers who start buying and sending back nearly the whole order 18 to 29
   days after delivery ("changed_mind" or "not_as_described"); the warehouse finds a third worn.
 - `refund_diversion`: ordinary-looking partial returns refunded to `other_payment` tokens that did not
-  pay for the order, each token shared by two or three accounts; the first use comes weeks before the
-  last.
+  pay for the order, each token shared by the two to four accounts of a group.
 - `empty_box`: one-off, on an account with a quiet history: an order well above the customer's usual,
   sent back whole by mail ("defective" or "not_as_described"); the box arrives empty.
-- `item_switch`: the dearest line of a multi-line order is sent back ("defective"); a cheaper or
-  different item arrives (`wrong_item`).
+- `item_switch`: the dearest line (price times quantity) of a multi-line order is sent back
+  ("defective"); a cheaper or different item arrives (`wrong_item`).
 
 and two kinds of honest returns that look risky:
 
@@ -28,8 +27,9 @@ and two kinds of honest returns that look risky:
   weeks ("size"); inspections pass, and customer service labels some legit.
 - `honest_inr`: real parcels lost in the post, claimed once, refunded to the card.
 
-Labels arrive late (a few days to three months; inspections' findings first), for about half the bad
-returns, and are sometimes wrong: a few bad ones end up `legit`, a few honest ones `abuse`. The true
+Labels arrive late (a lognormal around 25 days, clipped to one to 120 days; 70% of failed inspections
+also label their return two hours after the inspection), for about half the bad returns, and are
+sometimes wrong: a few bad ones end up `legit`, a few honest ones `abuse`. The true
 kind of every return is in `ground_truth.parquet` (`truth`: fraud, abuse or legit; `typology`: the
 kind, `legit` for untouched returns), which ingest ignores.
 """
@@ -175,7 +175,7 @@ def inject_second(source: Path, out: Path, config: SecondInjectionConfig = Secon
     old = counts[counts >= 5].index
     old = np.array([c for c in old if c in w.by_customer and created.get(c, w.end) < w.end - 240 * DAY])
     for customer in pick(old, config.takeovers):
-        _takeover(w, customer)
+        _takeover(w, customer, created[customer])
     for _ in range(config.rings):
         _ring(w)
     active = counts[counts >= 4].index.to_numpy()
@@ -197,10 +197,14 @@ def inject_second(source: Path, out: Path, config: SecondInjectionConfig = Secon
     return _write(w, tables, out, config)
 
 
-def _takeover(w: _World, customer: str) -> None:
+def _takeover(w: _World, customer: str, created: pd.Timestamp) -> None:
     own = w.by_customer[customer]
-    start = max(own["placed_at"].iloc[min(4, len(own) - 1)], w.start + 150 * DAY)
+    start = max(own["placed_at"].iloc[min(4, len(own) - 1)], created + 180 * DAY, w.start + 150 * DAY)
     when = w.moment(start)
+    before = own[own["placed_at"] < when]
+    if before.empty:
+        return
+    stored = str(before["payment_token"].iloc[-1])  # the card the owner last paid with before the takeover
     device, address, card = w.token("dev"), w.token("addr"), w.token("gc")
     typical = float(own["order_total"].median())
     for _ in range(int(w.rng.integers(1, 4))):
@@ -209,7 +213,7 @@ def _takeover(w: _World, customer: str) -> None:
             continue
         scale = float(w.rng.uniform(2, 5)) * typical / max(float((lines["unit_price"] * lines["quantity"]).sum()), 1.0)
         order = w.order(customer, when + DAY * float(w.rng.uniform(0.02, 1.0)), lines,
-                        payment=str(own["payment_token"].iloc[-1]), address=address, device=device,
+                        payment=stored, address=address, device=device,
                         scale=max(scale, 1.0))
         if order is None:
             continue
@@ -286,7 +290,7 @@ def _item_switch(w: _World, customer: str) -> None:
         return
     order = own[own["order_id"] == str(w.rng.choice(multi))].iloc[0]
     lines = w.lines_of[order["order_id"]]
-    dearest = lines.loc[lines["unit_price"].idxmax()]
+    dearest = lines.loc[(lines["unit_price"] * lines["quantity"]).idxmax()]
     share = min(1.0, float(dearest["unit_price"] * dearest["quantity"]) / max(float(order["order_total"]), 0.01))
     w.claim(order, customer, float(w.rng.uniform(3, 20)), "item_switch", reason="defective", share=share,
             items=int(dearest["quantity"]), outcome="wrong_item")
