@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,9 +30,11 @@ from fraud_service.scoring.evidence import request_hash
 from fraud_service.scoring.promotion import gate_refusal
 from fraud_service.scoring.request import parse_request
 from models.registry import ModelRegistry
+from training.batch import score_batch
 from training.datasets.replay import Replay
 from training.datasets.synthetic import WorldConfig, generate, is_generated, recent_world
 from training.datasets.writing import write_tables
+from training.trainset import Window
 from training.workflow import train
 
 TEST_DAYS = 30
@@ -168,6 +171,7 @@ def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> No
         if evidence_counts(db.uow()).assessments:
             progress.info("the evidence database already holds assessments: no demo cases added")
             return
+        since_cutoff(settings, dataset, progress, say)
         try:
             scoring = assessor(settings, db.engine, db.sessions)
         except NotReady as exc:
@@ -191,7 +195,24 @@ def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> No
         opened = evidence_counts(db.uow()).cases
     say(f"demo: assessed the latest {len(latest)} returns; {opened} case(s) wait in the analysts' queue")
     if decisions:
-        say("demo: " + live_figures(dataset, decisions))
+        say(f"demo: of the {len(decisions)} returns posted live, " + live_figures(dataset, decisions))
+
+
+def since_cutoff(settings: Settings, dataset: Path, progress: Progress, say: Say) -> None:
+    """How the production model's policy decides the ingested returns requested since its label cutoff (lists and
+    hard rules included, as `score-batch` does): weeks of traffic, where the live tail is a few days of it."""
+    registry = ModelRegistry(settings.models_dir)
+    if "production" not in registry.aliases():
+        return
+    cutoff = pd.Timestamp(registry.load("production").manifest["label_cutoff"])
+    with tempfile.TemporaryDirectory(prefix="demo-since-") as tmp:
+        out = Path(tmp) / "since.parquet"
+        score_batch(settings, Window(cutoff, pd.Timestamp.now(tz="UTC")), out, "production", progress)
+        frame = pd.read_parquet(out, columns=["return_id", "decision"])
+    if len(frame):
+        say(f"demo: of the {len(frame):,} returns since the model's label cutoff ({cutoff:%Y-%m-%d}), decided as the "
+            "API would have (score-batch), " + live_figures(dataset, dict(zip(frame["return_id"], frame["decision"],
+                                                                             strict=True))))
 
 
 def live_figures(dataset: Path, decisions: dict[str, str]) -> str:
@@ -201,7 +222,7 @@ def live_figures(dataset: Path, decisions: dict[str, str]) -> str:
     n = len(decisions)
     review = sum(d == "review" for d in decisions.values())
     stopped = {r for r, d in decisions.items() if d != "approve"}
-    text = f"of them {review / n:.1%} went to review and {len(stopped) / n:.1%} were not approved at once"
+    text = f"{review / n:.1%} went to review and {len(stopped) / n:.1%} were not approved at once"
     truth_path = dataset / "ground_truth.parquet"
     if not truth_path.exists():
         return text
