@@ -10,6 +10,7 @@ import pytest
 
 from fraud_service.data.contract import TABLES
 from fraud_service.data.ingest import find_tables, ingest
+from fraud_service.data.warehouse import Warehouse
 from training.datasets.synthetic import WorldConfig, generate, is_generated
 from training.datasets.world import CATEGORIES
 
@@ -172,3 +173,15 @@ def test_bad_settings_are_refused_before_anything_is_written(config, message, tm
     with pytest.raises(ValueError, match=message):
         generate(config, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("customers", "days"), [(60, 20), (100, 10), (50, 5)])
+def test_a_tiny_world_is_still_written_and_passes_the_contract(tmp_path, customers, days):
+    """Worlds so small that no return, inspection or fraud claim falls inside them used to crash the writer."""
+    out = tmp_path / "tiny"
+    generate(WorldConfig(customers=customers, days=days, seed=3, start="2026-01-01"), out)
+    result = ingest(out, Warehouse(tmp_path / "warehouse"))
+    assert result.tables["customers"].rows >= customers
+    returns = pd.read_parquet(out / "returns.parquet")
+    assert result.tables["returns"].rows == len(returns)
+    assert len(pd.read_parquet(out / "ground_truth.parquet")) == len(returns)

@@ -215,6 +215,8 @@ class FraudWriter:
         for col in ("placed_at", "delivered_at"):
             orders[col] = _naive(orders[col])
         first = self.frames.add_orders(orders, pd.DataFrame(self.items))
+        if not self.returns:  # a tiny world whose fraudsters' orders all come after its end: nothing claimed
+            return
         returns = pd.DataFrame(self.returns)
         returns["requested_at"] = _naive(returns["requested_at"])
         inspections = pd.DataFrame(self.inspections, columns=["ret", "inspected_at", "outcome"])

@@ -192,12 +192,12 @@ class Frames:
         rcust = returns["cust"].to_numpy()
         returns_out = self._returns_table(returns, order_ids, cust_ids, return_ids)
         inspections_out = pd.DataFrame({
-            "return_id": return_ids[inspections["ret"].to_numpy()],
+            "return_id": return_ids[inspections["ret"].to_numpy(dtype=np.int64)],
             "inspected_at": inspections["inspected_at"].to_numpy(),
             "outcome": inspections["outcome"].to_numpy(),
         })
         labels_out = pd.DataFrame({
-            "return_id": return_ids[labels["ret"].to_numpy()],
+            "return_id": return_ids[labels["ret"].to_numpy(dtype=np.int64)],
             "label": labels["label"].to_numpy(),
             "labelled_at": labels["labelled_at"].to_numpy(),
             "source": labels["source"].to_numpy(),
