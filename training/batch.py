@@ -54,6 +54,18 @@ def score_batch(settings: Settings, window: Window, out: Path, model: str = "pro
     """Score the returns requested in WINDOW with model MODEL into OUT (.csv or .parquet)."""
     if out.suffix not in FORMATS:
         raise TrainingDataError(f"--out {out}: the file name must end in .csv or .parquet")
+    result, scorer, policy, entries = decide_window(settings, window, model, progress)
+    _write(result, out)
+    counts = result["decision"].value_counts().to_dict()
+    return BatchResult(len(result), scorer.version, policy.version, {str(k): int(v) for k, v in counts.items()},
+                       entries, out)
+
+
+def decide_window(settings: Settings, window: Window, model: str = "production", progress: Progress = SILENT
+                  ) -> tuple[pd.DataFrame, Scorer, Policy, int | None]:
+    """Decide the returns requested in WINDOW with model MODEL, as the API would have then: the decided rows (the
+    columns `score-batch` writes), the scorer, its policy, and the entries in the lists' history (None without
+    an evidence database)."""
     scorer = Scorer.from_registry(ModelRegistry(settings.models_dir), model)
     policy = Policy.from_dict(scorer.policy)
     snapshot = current_snapshot(settings.warehouse_dir)
@@ -65,10 +77,7 @@ def score_batch(settings: Settings, window: Window, out: Path, model: str = "pro
                       "lists (run `fraud-service db upgrade` if there should be one)")
     with progress.step(f"scoring {len(frame):,} returns with model {scorer.version}"):
         result = decide_frame(scorer, policy, frame, subjects(snapshot, window, frame), history or ListHistory())
-    _write(result, out)
-    counts = result["decision"].value_counts().to_dict()
-    return BatchResult(len(result), scorer.version, policy.version, {str(k): int(v) for k, v in counts.items()},
-                       None if history is None else len(history), out)
+    return result, scorer, policy, None if history is None else len(history)
 
 
 def subjects(snapshot: Snapshot, window: Window, frame: pd.DataFrame) -> list[Subject]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from fraud_service.scoring.evidence import request_hash
 from fraud_service.scoring.promotion import gate_refusal
 from fraud_service.scoring.request import parse_request
 from models.registry import ModelRegistry
-from training.batch import score_batch
+from training.batch import decide_window
 from training.datasets.replay import Replay
 from training.datasets.synthetic import WorldConfig, generate, is_generated, recent_world
 from training.datasets.writing import write_tables
@@ -195,7 +194,7 @@ def cases(settings: Settings, dataset: Path, progress: Progress, say: Say) -> No
         opened = evidence_counts(db.uow()).cases
     say(f"demo: assessed the latest {len(latest)} returns; {opened} case(s) wait in the analysts' queue")
     if decisions:
-        say(f"demo: of the {len(decisions)} returns posted live, " + live_figures(dataset, decisions))
+        say(f"demo: of the {len(decisions)} returns posted live, " + decision_figures(dataset, decisions))
 
 
 def since_cutoff(settings: Settings, dataset: Path, progress: Progress, say: Say) -> None:
@@ -204,21 +203,18 @@ def since_cutoff(settings: Settings, dataset: Path, progress: Progress, say: Say
     registry = ModelRegistry(settings.models_dir)
     if "production" not in registry.aliases():
         return
-    cutoff = pd.Timestamp(registry.load("production").manifest["label_cutoff"])
-    with tempfile.TemporaryDirectory(prefix="demo-since-") as tmp:
-        out = Path(tmp) / "since.parquet"
-        score_batch(settings, Window(cutoff, pd.Timestamp.now(tz="UTC")), out, "production", progress)
-        frame = pd.read_parquet(out, columns=["return_id", "decision"])
-    if len(frame):
-        say(f"demo: of the {len(frame):,} returns since the model's label cutoff ({cutoff:%Y-%m-%d}), decided as the "
-            "API would have (score-batch), " + live_figures(dataset, dict(zip(frame["return_id"], frame["decision"],
-                                                                             strict=True))))
+    cutoff = pd.Timestamp(registry.manifest(registry.resolve("production"))["label_cutoff"])
+    decided, _, _, _ = decide_window(settings, Window(cutoff, pd.Timestamp.now(tz="UTC")), "production", progress)
+    if len(decided):
+        say(f"demo: of the {len(decided):,} returns since the model's label cutoff ({cutoff:%Y-%m-%d}), decided as "
+            "the API would have (score-batch), " + decision_figures(
+                dataset, dict(zip(decided["return_id"], decided["decision"], strict=True))))
 
 
-def live_figures(dataset: Path, decisions: dict[str, str]) -> str:
-    """What the live returns' DECISIONS (return id -> decision) did: the shares sent to review and not approved
-    at once, and, when the world's ground truth is there, the share of the truly fraudulent and abusive returns'
-    refund value they stopped."""
+def decision_figures(dataset: Path, decisions: dict[str, str]) -> str:
+    """What DECISIONS (return id -> decision) of returns of the world in DATASET did: the shares sent to review
+    and not approved at once, and, when the world's ground truth is there, the share of the truly fraudulent and
+    abusive returns' refund value they stopped."""
     n = len(decisions)
     review = sum(d == "review" for d in decisions.values())
     stopped = {r for r, d in decisions.items() if d != "approve"}

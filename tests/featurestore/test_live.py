@@ -184,32 +184,29 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_returns_tok
             assert _same(value, before["after"][name]), name
 
 
-def test_an_inspection_harmed_in_transit_changes_nothing(live_world):
-    w = live_world
+def _inspected_once(w: dict, outcome: str) -> tuple[dict, dict]:
+    """The vector of a fully linked return's customer five minutes after one inspection with OUTCOME was
+    recorded live, before and after the recording."""
     r, order = _fully_linked(w["snapshot"])
     inspected_at = w["opened"] + pd.Timedelta(minutes=1)
     probe = _probe(w["snapshot"], r, inspected_at + pd.Timedelta(minutes=5))
     before = _vector(w["reader"], probe)
+    w["live"].record_inspection(_inspection(r, order, inspected_at, outcome))
+    return before, _vector(w["reader"], probe)
 
-    w["live"].record_inspection(_inspection(r, order, inspected_at, "damaged"))
 
-    assert _live_rows(w["live"]) == 0
-    after = _vector(w["reader"], probe)
+def test_an_inspection_harmed_in_transit_changes_nothing(live_world):
+    before, after = _inspected_once(live_world, "damaged")
+
+    assert _live_rows(live_world["live"]) == 0
     for name, value in after.items():
         assert _same(value, before[name]), name
 
 
 def test_a_passed_inspection_counts_at_once_for_the_customer_only(live_world):
-    w = live_world
-    r, order = _fully_linked(w["snapshot"])
-    inspected_at = w["opened"] + pd.Timedelta(minutes=1)
-    probe = _probe(w["snapshot"], r, inspected_at + pd.Timedelta(minutes=5))
-    before = _vector(w["reader"], probe)
+    before, after = _inspected_once(live_world, "ok")
 
-    w["live"].record_inspection(_inspection(r, order, inspected_at, "ok"))
-
-    assert _live_rows(w["live"]) == 1  # the customer; a passed inspection says nothing of the tokens
-    after = _vector(w["reader"], probe)
+    assert _live_rows(live_world["live"]) == 1  # the customer; a passed inspection says nothing of the tokens
     passed = ("cust_passed_inspections", "cust_passed_inspections_365d")
     for name in passed:
         assert after[name] == before[name] + 1, name
