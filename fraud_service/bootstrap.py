@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,7 @@ def last_good_scorer(registry: ModelRegistry) -> Scorer:
 
 
 def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:
-    """A function telling which of some order ids the warehouse holds (used off the request path).
+    """A function telling which of some order ids the warehouse holds (a request's own order, and its live facts').
 
     The current snapshot's order ids are indexed in memory once (8 bytes each), and again when a new
     snapshot becomes current: reading the orders table for every batch of live facts cost more than
@@ -245,16 +246,28 @@ def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:
     from fraud_service.data.warehouse import KeyIndex, Warehouse
 
     warehouse = Warehouse(settings.warehouse_dir)
-    indexed: dict[str, KeyIndex] = {}
+    pointer = warehouse.root / "CURRENT"
+    indexed: dict[tuple[int, int], KeyIndex] = {}  # by the CURRENT pointer's (inode, mtime): replaced on commit
+    building = threading.Lock()  # request threads and the live-fact writer ask at once: index a snapshot once
 
     def lookup(order_ids: list[str]) -> set[str]:
-        snapshot = warehouse.current()
-        if snapshot is None:
+        try:
+            stat = pointer.stat()
+        except FileNotFoundError:
             return set()
-        if snapshot.name not in indexed:
-            indexed.clear()
-            indexed[snapshot.name] = snapshot.key_index("orders", "order_id")
-        return indexed[snapshot.name].holding(order_ids)
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        index = indexed.get(stamp)
+        if index is None:
+            with building:
+                index = indexed.get(stamp)
+                if index is None:
+                    snapshot = warehouse.current()
+                    if snapshot is None:
+                        return set()
+                    index = snapshot.key_index("orders", "order_id")
+                    indexed.clear()
+                    indexed[stamp] = index
+        return index.holding(order_ids)
 
     return lookup
 
@@ -273,6 +286,8 @@ def warm(assessor: Assessor) -> None:
                       "items": [{"line_no": 1, "sku": "x", "category": "home", "unit_price": 1.0, "quantity": 1}]}}
     keys, fields = request_entity(parse_request(body, now))
     x = assessor.scorer.row(assessor.reader.vector(keys, fields))
+    if assessor.freshness is not None:
+        assessor.freshness.known_orders(["warm-up"])  # index the snapshot's orders before a request needs them
     assessor.scorer.probability(x)
     assessor.scorer.contributions(x)
 

@@ -88,7 +88,8 @@ class Snapshot:
 
 
 def _hashes(values: np.ndarray) -> np.ndarray:
-    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object)), dtype=np.uint64)
+    # not categorised first: a tenth of the cost for the one order id a request asks about
+    return np.asarray(pd.util.hash_array(np.asarray(values, dtype=object), categorize=False), dtype=np.uint64)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.pipeline import BAD_OUTCOMES, ENTITIES
-from fraud_service.featurestore.online import OnlineFeatures, open_live_log
+from fraud_service.featurestore.online import OnlineFeatures, open_live_log, seen_live
 from fraud_service.featurestore.source import FeatureSource
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class AssessedReturn:
     """What an assessment knows of a return and its order (contract field names)."""
 
     return_id: str
+    order_id: str
     customer_id: str
     requested_at: dt.datetime
     return_type: str
@@ -99,11 +100,18 @@ class LiveFacts:
         self.record_many([r])
 
     def record_many(self, returns: Iterable[AssessedReturn]) -> None:
-        """`record` for several returns in one transaction."""
+        """`record` for several returns in one transaction.
+
+        A new order is counted once whichever return (in whichever process) records it first: `live_orders`
+        holds the orders the log counts, claimed in the same transaction as their facts.
+        """
         with self._writing():
             for r in returns:
-                self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                    list(self._facts(r)))
+                rows = list(self._return_facts(r))
+                if r.order_is_new and self.db.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)",
+                                                      (r.order_id, r.return_id)).rowcount:
+                    rows += self._order_facts(r)
+                self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def record_inspection(self, fact: InspectedReturn) -> None:
         """Count an inspection online, now: a failed one for the return's customer and its tokens
@@ -175,12 +183,13 @@ class LiveFacts:
             self.db.executemany("INSERT OR IGNORE INTO covered_facts VALUES (?, ?)", list(inspections))
             removed = self.db.execute(
                 f"DELETE FROM live_facts WHERE return_id IN (SELECT return_id FROM covered){only}").rowcount
+            self.db.execute("DELETE FROM live_orders WHERE return_id IN (SELECT return_id FROM covered)")
             removed += self.db.execute(
                 "DELETE FROM live_facts WHERE (return_id, fact) IN (SELECT return_id, fact FROM covered_facts)"
             ).rowcount
         return int(removed)
 
-    def _facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
+    def _return_facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
         returned = {
             "n_return": 1, "refund": float(r.refund_amount), "n_inr": int(r.return_type == "item_not_received"),
             "n_claim": int(r.return_type in ("damaged_on_arrival", "wrong_item")),
@@ -188,35 +197,49 @@ class LiveFacts:
             "n_size_cm": int(r.reason in ("size", "changed_mind")),
             "n_refund_elsewhere": int(r.refund_method in ("gift_card", "other_payment")),
         }
-        tokens = {"address": r.address_token, "payment": r.payment_token, "device": r.device_token}
         at = _us(r.requested_at)
         yield (r.return_id, "return", "customer", r.customer_id, r.customer_id, at, json.dumps(returned))
-        for name, token in tokens.items():
+        for name, token in _order_tokens(r).items():
             if token:
                 yield (r.return_id, "return", name, token, r.customer_id, at, json.dumps(returned))
         if r.refund_token:
             new = self._is_new(r.return_id, "refund", r.refund_token, r.customer_id)
             yield (r.return_id, "return", "refund", r.refund_token, r.customer_id, at,
                    json.dumps({**returned, "n_new_customer": new}))
-        if r.order_is_new:
-            placed = _us(r.placed_at)
-            ordered = {"n_order": 1, "order_value": float(r.order_total)}
-            yield (r.return_id, "order", "customer", r.customer_id, r.customer_id, placed, json.dumps(ordered))
-            for name, token in tokens.items():
-                if token:
-                    new = self._is_new(r.return_id, name, token, r.customer_id)
-                    yield (r.return_id, "order", name, token, r.customer_id, placed,
-                           json.dumps({**ordered, "n_new_customer": new}))
+
+    def _order_facts(self, r: AssessedReturn) -> list[tuple[Any, ...]]:
+        return order_facts(r, lambda entity, token: self._is_new(r.return_id, entity, token, r.customer_id))
 
     def _is_new(self, return_id: str, entity: str, token: str, customer: str) -> int:
         """1 if `customer` was never seen on `token`, neither in the stored rows nor in earlier live facts."""
-        spec = ENTITIES[entity]
-        if self.reader.seen(f"{entity}_seen", {spec.key: token, "customer_id": customer}, "first_seen_epoch"):
-            return 0
-        earlier = self.db.execute(
-            "SELECT count(*) FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id <> ? "
-            "AND json_extract(contributions, '$.n_new_customer') = 1", (entity, token, customer, return_id))
-        return 0 if earlier.fetchone()[0] else 1
+        return new_on(self.reader, entity, token, customer,
+                      lambda: seen_live(self.db, entity, token, customer, return_id))
+
+
+def new_on(reader: OnlineFeatures, entity: str, token: str, customer: str, seen_live: Callable[[], bool]) -> int:
+    """1 if CUSTOMER was never seen on TOKEN: not in the stored rows (`*_seen` views), nor by SEEN_LIVE."""
+    spec = ENTITIES[entity]
+    if reader.seen(f"{entity}_seen", {spec.key: token, "customer_id": customer}, "first_seen_epoch"):
+        return 0
+    return 0 if seen_live() else 1
+
+
+def _order_tokens(r: AssessedReturn) -> dict[str, str | None]:
+    return {"address": r.address_token, "payment": r.payment_token, "device": r.device_token}
+
+
+def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tuple[Any, ...]]:
+    """The live facts of R's order (new to the warehouse): one order placed, for the customer and each token,
+    known from `placed_at` + 1 µs as offline; IS_NEW(entity, token) says whether the customer is new on it."""
+    placed = _us(r.placed_at)
+    ordered = {"n_order": 1, "order_value": float(r.order_total)}
+    rows: list[tuple[Any, ...]] = [
+        (r.return_id, "order", "customer", r.customer_id, r.customer_id, placed, json.dumps(ordered))]
+    for name, token in _order_tokens(r).items():
+        if token:
+            rows.append((r.return_id, "order", name, token, r.customer_id, placed,
+                         json.dumps({**ordered, "n_new_customer": is_new(name, token)})))
+    return rows
 
 
 class FreshnessWriter:
@@ -226,7 +249,7 @@ class FreshnessWriter:
     `gather` seconds (0.2 by default): the thread collects what arrives in that time and writes it
     as one batch. Writing them inline would put a second durable commit on every response and make the
     request threads queue for the log's lock; batched, a burst costs one transaction. An order is counted
-    as new when neither the warehouse nor an earlier live fact of this process holds it.
+    when the warehouse does not hold it, once (`LiveFacts.record_many`).
     """
 
     def __init__(self, live: LiveFacts, known_orders: Callable[[list[str]], set[str]], batch: int = 1000,
@@ -236,13 +259,23 @@ class FreshnessWriter:
         self.batch = batch
         self.gather = gather
         self.errors = 0
-        self._queue: queue.Queue[tuple[str, AssessedReturn] | None] = queue.Queue()
-        self._recorded_orders: set[str] = set()
+        self._queue: queue.Queue[AssessedReturn | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="freshness-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, order_id: str, r: AssessedReturn) -> None:
-        self._queue.put((order_id, r))
+    def submit(self, r: AssessedReturn) -> None:
+        self._queue.put(r)
+
+    def pending(self, r: AssessedReturn) -> list[tuple[str, int, str]]:
+        """The facts of R's order, in `OnlineFeatures.live` form, when neither the features' warehouse nor the
+        live log holds the order yet: training counts every order placed before the request, so R's own vector
+        counts it now, as the log will once R is recorded."""
+        reader = self.live.reader
+        if reader.live_order(r.order_id) or self.known_orders([r.order_id]):
+            return []
+        rows = order_facts(r, lambda entity, token: new_on(
+            reader, entity, token, r.customer_id, lambda: reader.live_customer_seen(entity, token, r.customer_id)))
+        return [(entity, us, contributions) for _, _, entity, _, _, us, contributions in rows]
 
     def drain(self) -> None:
         """Block until everything submitted so far is recorded (tests, shutdown)."""
@@ -279,13 +312,6 @@ class FreshnessWriter:
                 for _ in items:
                     self._queue.task_done()
 
-    def _write(self, items: list[tuple[str, AssessedReturn]]) -> None:
-        known = self.known_orders(sorted({order_id for order_id, _ in items})) | self._recorded_orders
-        batch = []
-        for order_id, r in items:
-            new = order_id not in known
-            batch.append(dataclasses.replace(r, order_is_new=new))
-            known.add(order_id)
-            if new:
-                self._recorded_orders.add(order_id)
-        self.live.record_many(batch)
+    def _write(self, items: list[AssessedReturn]) -> None:
+        known = self.known_orders(sorted({r.order_id for r in items}))
+        self.live.record_many([dataclasses.replace(r, order_is_new=r.order_id not in known) for r in items])

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS live_facts (
     PRIMARY KEY (return_id, fact, entity)
 );
 CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
+CREATE TABLE IF NOT EXISTS live_orders (
+    order_id TEXT PRIMARY KEY,     -- an order the warehouse did not hold, counted once by the live facts
+    return_id TEXT NOT NULL        -- of the return whose 'order' facts count it
+);
 """
 """The log of live facts (written by `freshness.LiveFacts`, read here)."""
 
@@ -206,11 +210,13 @@ class OnlineFeatures:
         blob: Any = self._redis.hget(entity_key + self.project.encode(), self._mmh3(f"{view}:{feature}"))
         return None if blob is None else _decode(blob, self._value)
 
-    def vector(self, keys: dict[str, str], request: dict[str, Any],
-               times: dict[str, str | None] | None = None) -> dict[str, Any]:
+    def vector(self, keys: dict[str, str], request: dict[str, Any], times: dict[str, str | None] | None = None,
+               pending: Iterable[tuple[str, int, str]] = ()) -> dict[str, Any]:
         """The full feature vector for one request: stored features + live facts + request-time features.
 
-        With TIMES, also records when each view's stored values were computed (see `stored`).
+        With TIMES, also records when each view's stored values were computed (see `stored`). PENDING are
+        facts the live log does not hold yet but the request's moment knows (its own order when new: see
+        `FreshnessWriter.pending`), in the form `live` returns.
         """
         views = self.stored(keys, times)
         row: dict[str, Any] = {}
@@ -218,7 +224,7 @@ class OnlineFeatures:
             row.update(values)
         finish_row(row, keys, self._counts)
         at_us = int(round(float(request["req_requested_epoch"]) * 1e6))
-        latest = add_live_facts(row, self.live(keys), at_us)
+        latest = add_live_facts(row, [*self.live(keys), *pending], at_us)
         if times is not None:
             times.update({f"{entity}_live": _us_time(us) for entity, us in latest.items()})
         inputs = {name: [value] for name, value in request.items()}
@@ -235,6 +241,29 @@ class OnlineFeatures:
         params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
         with self._live_lock:
             return self._live.execute(self._live_sql, params).fetchall()
+
+    def live_order(self, order_id: str) -> bool:
+        """Whether the live log already counts this order (an earlier return on it was recorded)."""
+        if self._live is None:
+            return False
+        with self._live_lock:
+            return self._live.execute("SELECT 1 FROM live_orders WHERE order_id = ?", (order_id,)).fetchone() \
+                is not None
+
+    def live_customer_seen(self, entity: str, token: str, customer: str) -> bool:
+        """Whether a live fact already counts CUSTOMER as new on TOKEN."""
+        if self._live is None:
+            return False
+        with self._live_lock:
+            return seen_live(self._live, entity, token, customer, None)
+
+
+def seen_live(db: sqlite3.Connection, entity: str, token: str, customer: str, other_than: str | None) -> bool:
+    """Whether a live fact in DB (of a return other than OTHER_THAN) already counts CUSTOMER as new on TOKEN."""
+    earlier = db.execute(
+        "SELECT 1 FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id IS NOT ? "
+        "AND json_extract(contributions, '$.n_new_customer') = 1 LIMIT 1", (entity, token, customer, other_than))
+    return earlier.fetchone() is not None
 
 
 def _us_time(us: int) -> str:

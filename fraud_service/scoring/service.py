@@ -105,7 +105,9 @@ class Assessor:
         scorer, policy = loaded.scorer, loaded.policy
         keys, fields = request_entity(request)
         times: dict[str, str | None] = {}
-        vector = self.reader.vector(keys, fields, times)
+        assessed = assessed_return(request)
+        pending = self.freshness.pending(assessed) if self.freshness is not None else []
+        vector = self.reader.vector(keys, fields, times, pending)
         x = scorer.row(vector)
         raw = float(scorer.raw(x)[0])
         score = float(scorer.calibration.apply(raw))
@@ -156,7 +158,7 @@ class Assessor:
         if seq is None:  # assessed before (or concurrently): the stored answer stands
             return self._replay(request.return_id, body_hash)
         if self.freshness is not None:
-            self.freshness.submit(request.order.order_id, _assessed(request))
+            self.freshness.submit(assessed)
         if self.shadow is not None:
             self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches)))
         return Outcome(response, replayed=False)
@@ -169,11 +171,12 @@ class Assessor:
         return Outcome(stored.response, replayed=True)
 
 
-def _assessed(r: ReturnRequest) -> AssessedReturn:
+def assessed_return(r: ReturnRequest) -> AssessedReturn:
+    """What the live facts keep of an assessed request."""
     order = r.order
     return AssessedReturn(
-        return_id=r.return_id, customer_id=r.customer_id, requested_at=r.requested_at, return_type=r.return_type,
-        channel=r.channel, reason=r.reason, refund_amount=r.refund_amount, refund_method=r.refund_method,
-        refund_token=r.refund_token, has_receipt=r.has_receipt, placed_at=order.placed_at,
-        order_total=order.order_total, address_token=order.address_token, payment_token=order.payment_token,
-        device_token=order.device_token)
+        return_id=r.return_id, order_id=order.order_id, customer_id=r.customer_id, requested_at=r.requested_at,
+        return_type=r.return_type, channel=r.channel, reason=r.reason, refund_amount=r.refund_amount,
+        refund_method=r.refund_method, refund_token=r.refund_token, has_receipt=r.has_receipt,
+        placed_at=order.placed_at, order_total=order.order_total, address_token=order.address_token,
+        payment_token=order.payment_token, device_token=order.device_token)

@@ -190,4 +190,5 @@ def test_the_in_memory_key_index_answers_as_the_table_does(world_copy, warehouse
     assert len(index.hashes) == len(stored)
     assert index.holding(probe) == expected == snapshot.holding("orders", "order_id", probe)
     assert index.holding([]) == set()
+    assert all(index.holding([order_id]) == {order_id} & stored for order_id in probe)  # one id, as a request asks
     assert snapshot.key_index("no_such_table", "order_id").holding(probe) == set()

@@ -22,25 +22,9 @@ BAD_INSPECTIONS = ("cust_bad_inspections", "cust_bad_inspections_365d", "addr_ba
                    "pay_bad_inspections", "dev_bad_inspections", "rfd_bad_inspections")
 
 
-@pytest.fixture
-def live_world(tmp_path):
-    generate(WorldConfig(customers=1500, days=150, seed=41), tmp_path / "world")
-    settings = Settings.from_env({"FRAUD_HOME": str(tmp_path / "home")})
-    ingest(tmp_path / "world", Warehouse(settings.warehouse_dir))
-    source = FeatureSource(settings)
-    source.build()
-    snapshot = Warehouse(settings.warehouse_dir).current()
-    returns = snapshot.read("returns")
-    opened = returns["requested_at"].max() + pd.Timedelta(hours=1)
-    source.materialize(opened.to_pydatetime(), full=True)
-    reader = source.reader()
-    return {"settings": settings, "source": source, "snapshot": snapshot, "opened": opened, "reader": reader,
-            "live": LiveFacts(source, reader), "root": tmp_path}
-
-
 def _assessed(r: pd.Series, order: pd.Series, at: pd.Timestamp, return_id: str) -> AssessedReturn:
     return AssessedReturn(
-        return_id=return_id, customer_id=r["customer_id"], requested_at=at.to_pydatetime(),
+        return_id=return_id, order_id=r["order_id"], customer_id=r["customer_id"], requested_at=at.to_pydatetime(),
         return_type="item_not_received", channel="returnless", reason="not_received", refund_amount=120.0,
         refund_method="gift_card", refund_token="rfd_brand_new_card", has_receipt=True,
         placed_at=order["placed_at"].to_pydatetime(), order_total=float(order["order_total"]),
