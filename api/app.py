@@ -30,7 +30,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.configure(app.config["SETTINGS"].log_level)
     service = app.config.get("SERVICE") or bootstrap.build(app.config["SETTINGS"])
     app.extensions["fraud"] = service
-    app.extensions["metrics"] = metrics.install(app, str(app.config["SETTINGS"].home / "metrics"))
+    shared = os.environ.get("FRAUD_METRICS_DIR") or str(app.config["SETTINGS"].home / "metrics")  # set by `serve`
+    app.extensions["metrics"] = metrics.install(app, shared)
     gauge = app.extensions["metrics"].model
     if service.assessor is not None:
         gauge.labels(service.assessor.scorer.version, service.assessor.policy.version).set(1)

@@ -1,9 +1,9 @@
 """Prometheus metrics: request latency, decisions by outcome, the model in service.
 
-Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROC_DIR at $FRAUD_HOME/metrics
-(emptied at start) so every worker's figures are summed at /metrics. Feast sets that variable to a
-private temp directory when it is imported without one; then each process reports only its own
-registry (not Feast's files).
+Under gunicorn, `fraud-service serve` points PROMETHEUS_MULTIPROC_DIR at $FRAUD_HOME/metrics/PORT
+(emptied at start; one per instance on a shared home) so every worker's figures are summed at
+/metrics. Feast sets that variable to a private temp directory when it is imported without one;
+then each process reports only its own registry (not Feast's files).
 """
 
 from __future__ import annotations

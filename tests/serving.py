@@ -3,17 +3,22 @@ which workers are up."""
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import os
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import private_home
+import pandas as pd
+
+from tests.api.conftest import body_from_dataset, private_home
 
 
 def free_port() -> int:
@@ -22,9 +27,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str) -> tuple[int, Any]:
+def get(url: str, key: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -92,3 +98,49 @@ def stop_all(servers: list[Any], handles: list[Any]) -> None:
             server.wait(timeout=60)
     for handle in handles:
         handle.close()
+
+
+class Load:
+    """CLIENTS threads posting new returns as fast as answers come, recording every answer (or its failure)."""
+
+    def __init__(self, base: str, key: str, dataset: Path, clients: int = 4, prefix: str = "kill-") -> None:
+        sources = [str(s) for s in pd.read_parquet(dataset / "returns.parquet")["return_id"].iloc[:50]]
+        self.bodies = [body_from_dataset(dataset, s) for s in sources]
+        self.base, self.key, self.prefix = base, key, prefix
+        self.answers: list[tuple[str, int, Any]] = []  # return_id, status (0: no answer), body
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = next(self._ids)
+            return_id = f"{self.prefix}{n}"
+            body = {**self.bodies[n % len(self.bodies)], "return_id": return_id}
+            try:
+                status, answer = post(f"{self.base}/v1/returns/assess", body, self.key)
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut mid-body: no answer
+                status, answer = 0, repr(exc)
+            with self._lock:
+                self.answers.append((return_id, status, answer))
+            if status == 0:
+                self._stop.wait(0.02)  # the port is closed: don't spin while it is
+
+    def successes(self) -> int:
+        with self._lock:
+            return sum(200 <= status < 300 for _, status, _ in self.answers)
+
+    def until(self, successes: int, seconds: float = 60) -> None:
+        """Wait until SUCCESSES 2xx answers in all (AssertionError after SECONDS)."""
+        deadline = time.monotonic() + seconds
+        while self.successes() < successes and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting for answers, not timing anything
+        assert self.successes() >= successes, self.answers[-5:]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)

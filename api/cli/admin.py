@@ -189,12 +189,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     with evidence(settings, migrated=False) as db:
         db.upgrade()
-    metrics_dir = settings.home / "metrics"  # api.metrics sums the workers' figures from here
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # figures of an earlier run's workers are not this run's
-    metrics_dir.mkdir(parents=True)
-    # prometheus_client reads PROMETHEUS_MULTIPROC_DIR; Feast, on import, makes its own directory unless
-    # PROMETHEUS_MULTIPROCESS_DIR is set: both point at ours
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
     host = args.host or settings.host
     port = args.port or settings.port
     analyst = port + 1 if args.analyst_port is None else args.analyst_port
@@ -207,13 +201,22 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {host}:{free} is still in use after {args.port_wait:g} s; stop what holds it (`ss -ltnp "
                   f"'sport = :{free}'`) or serve on other ports (--port, --analyst-port)", file=sys.stderr)
             return EXIT_REJECTED
+    # api.metrics sums this instance's workers' figures from here; another instance on the same home (another
+    # port) keeps its own directory, so neither empties nor counts the other's
+    metrics_dir = settings.home / "metrics" / str(port)
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # an earlier run's figures (its port is free now)
+    metrics_dir.mkdir(parents=True)
+    # prometheus_client reads PROMETHEUS_MULTIPROC_DIR; Feast, on import, makes its own directory unless
+    # PROMETHEUS_MULTIPROCESS_DIR is set: both point at ours, and FRAUD_METRICS_DIR tells the app it is ours
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)
+    os.environ["FRAUD_METRICS_DIR"] = str(metrics_dir)
     binds = ["--bind", f"{host}:{port}"]
     workers = args.workers
     if analyst:  # one more worker, niced, serving only the analyst port (api.gunicorn_worker)
         binds += ["--bind", f"{host}:{analyst}"]
         workers += 1
         os.environ["FRAUD_ANALYST_PORT"] = str(analyst)
-        os.environ["FRAUD_ANALYST_LOCK"] = str(settings.home / "analyst-worker.lock")
+        os.environ["FRAUD_ANALYST_LOCK"] = str(metrics_dir / "analyst-worker.lock")  # one analyst worker per instance
     ui = f"http://{host}:{analyst or port}/ui/"
     print(f"serving on http://{host}:{port}/ (Ctrl-C stops); analyst UI: {ui} "
           "(users: fraud-service users create NAME); API keys: fraud-service keys create --role ROLE", flush=True)

@@ -2,7 +2,8 @@
 is picked up within seconds, without a restart.
 
 Each worker checks the alias (a small JSON file) and the production model's latest policy file every
-`interval` seconds on a background thread. When either moved, it loads the new model (checksum and
+`interval` seconds (1 by default: a promotion on one instance reaches every instance sharing the registry
+well within 5 s) on a background thread. When either moved, it loads the new model (checksum and
 feature list checked, as at start-up), warms it and swaps model and policy in one assignment: a
 request in flight finishes with the pair it started with, and the evidence of every assessment
 names the versions that made it. A model that fails to load is logged once and the current one
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class ProductionWatch:
     """Keeps ASSESSOR on the registry's production model and its latest policy."""
 
-    def __init__(self, assessor: Assessor, registry: ModelRegistry, interval: float = 5.0,
+    def __init__(self, assessor: Assessor, registry: ModelRegistry, interval: float = 1.0,
                  on_swap: Callable[[Loaded, Loaded], Any] | None = None) -> None:
         self.assessor = assessor
         self.registry = registry

@@ -3,17 +3,11 @@ evidence chain verifies after a restart."""
 
 from __future__ import annotations
 
-import http.client
-import itertools
 import os
 import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -21,57 +15,10 @@ from fraud_service.bootstrap import database
 from fraud_service.config import Settings
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment
-from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
-from tests.serving import CLI, free_port, pid_alive, post, serve_env, stop_all, wait_ready
+from tests.serving import CLI, Load, free_port, pid_alive, serve_env, stop_all, wait_ready
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
-
-
-class Load:
-    """CLIENTS threads posting new returns as fast as answers come, recording every answer (or its failure)."""
-
-    def __init__(self, base: str, key: str, dataset: Path, clients: int = 4) -> None:
-        sources = [str(s) for s in pd.read_parquet(dataset / "returns.parquet")["return_id"].iloc[:50]]
-        self.bodies = [body_from_dataset(dataset, s) for s in sources]
-        self.base, self.key = base, key
-        self.answers: list[tuple[str, int, Any]] = []  # return_id, status (0: no answer), body
-        self._ids = itertools.count()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            n = next(self._ids)
-            return_id = f"kill-{n}"
-            body = {**self.bodies[n % len(self.bodies)], "return_id": return_id}
-            try:
-                status, answer = post(f"{self.base}/v1/returns/assess", body, self.key)
-            except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut mid-body: no answer
-                status, answer = 0, repr(exc)
-            with self._lock:
-                self.answers.append((return_id, status, answer))
-            if status == 0:
-                self._stop.wait(0.02)  # the port is closed: don't spin while it is
-
-    def successes(self) -> int:
-        with self._lock:
-            return sum(200 <= status < 300 for _, status, _ in self.answers)
-
-    def until(self, successes: int, seconds: float = 60) -> None:
-        """Wait until SUCCESSES 2xx answers in all (AssertionError after SECONDS)."""
-        deadline = time.monotonic() + seconds
-        while self.successes() < successes and time.monotonic() < deadline:
-            time.sleep(0.05)  # waiting for answers, not timing anything
-        assert self.successes() >= successes, self.answers[-5:]
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
 
 def test_kill_9_of_a_worker_then_the_master_loses_no_answered_decision(
