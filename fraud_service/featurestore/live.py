@@ -271,7 +271,7 @@ class FreshnessWriter:
         live log holds the order yet: training counts every order placed before the request, so R's own vector
         counts it now, as the log will once R is recorded."""
         reader = self.live.reader
-        if reader.live_order(r.order_id) or self.known_orders([r.order_id]):
+        if self.known_orders([r.order_id]) or reader.live_order(r.order_id):
             return []
         rows = order_facts(r, lambda entity, token: new_on(
             reader, entity, token, r.customer_id, lambda: reader.live_customer_seen(entity, token, r.customer_id)))
