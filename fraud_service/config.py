@@ -44,6 +44,9 @@ class Settings:
     webhook_timeout_s: float = 5.0
     webhook_backoff_s: float = 15.0
     webhook_retry_hours: float = 24.0
+    spark_master: str = "local[*]"
+    """FRAUD_SPARK_MASTER: where `features build --engine spark` runs (`local[*]`, `spark://host:7077`, `yarn`,
+    `k8s://https://host:443`); other Spark settings come from Spark's own `spark-defaults.conf`."""
     drift_psi: float = 0.25
     """FRAUD_DRIFT_PSI: the PSI above which `monitor`, /ui/monitor and /metrics call a feature or the score drifted."""
 
@@ -107,6 +110,7 @@ class Settings:
             webhook_timeout_s=_seconds(env, "FRAUD_WEBHOOK_TIMEOUT_S", 5.0, most=60.0),
             webhook_backoff_s=_seconds(env, "FRAUD_WEBHOOK_BACKOFF_S", 15.0, most=3600.0),
             webhook_retry_hours=_seconds(env, "FRAUD_WEBHOOK_RETRY_HOURS", 24.0, most=24.0 * 30),
+            spark_master=(env.get("FRAUD_SPARK_MASTER") or "local[*]").strip(),
             drift_psi=_seconds(env, "FRAUD_DRIFT_PSI", 0.25, most=100.0),
         )
 

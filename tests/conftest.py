@@ -36,11 +36,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked postgres/redis/browser skip when what they need is missing, but fail under CI=true."""
+    """Tests marked postgres/redis/browser/spark skip when what they need is missing, but fail under CI=true."""
     missing = [f"{marker} is not reachable on {host}:{port}" for marker, (host, port) in SERVICES.items()
                if item.get_closest_marker(marker) and not _reachable(host, port)]
     if item.get_closest_marker("browser") and not CHROMIUM.exists():
         missing.append(f"{CHROMIUM} is not installed (make test installs Debian's chromium package)")
+    if item.get_closest_marker("spark") and shutil.which("java") is None:
+        missing.append("java is not on PATH (Spark needs Java 17 or later)")
     for message in missing:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{message}, and CI=true requires it", pytrace=False)

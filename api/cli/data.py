@@ -106,9 +106,9 @@ def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
 
     for line in sync_labels(settings, rebuild_features=False, copy=not args.no_sync, progress=progress(args)):
         print(line)
-    manifest = FeatureSource(settings).build(progress(args))
+    manifest = FeatureSource(settings).build(progress(args), engine=args.engine)
     rows = manifest["rows"]
-    print(f"features built from snapshot {manifest['snapshot']}: "
+    print(f"features built from snapshot {manifest['snapshot']} on {manifest['engine']}: "
           + ", ".join(f"{rows[name]:,} {name} rows" for name in rows))
     print(f"feature repository: {settings.home / 'feature_repo'}; next: fraud-service features materialize")
     return 0
@@ -189,10 +189,14 @@ def _features(sub: Subparsers) -> None:
                     "compute feature rows from the warehouse and apply the Feast repository",
                     "Compute every entity's timestamped feature rows (customer, address, payment,\n"
                     "device and refund-destination tokens) from the current warehouse snapshot with\n"
-                    "DuckDB, write them under $FRAUD_HOME/features, and register the Feast\n"
+                    "DuckDB (or Spark), write them under $FRAUD_HOME/features, and register the Feast\n"
                     "repository in $FRAUD_HOME/feature_repo. See docs/features.md.")
     p.add_argument("--no-sync", action="store_true",
                    help="do not copy analysts' labels into the warehouse first (`labels sync`)")
+    p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                   help="duckdb (default): this machine; spark: Apache Spark on FRAUD_SPARK_MASTER (default "
+                        "local[*], Java 17+), the same rows for histories one machine cannot hold "
+                        "(docs/deployment.md#spark)")
     p = add_command(fsub, "materialize", cmd_features_materialize,
                     "load the latest rows into the online store (incremental)",
                     "Copy each entity's latest feature row up to --until (default now) into the\n"

@@ -29,6 +29,8 @@ from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.request import ReturnRequest
 
 ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
+ENGINES = ("duckdb", "spark")
+"""What `features build` runs the pipeline on: DuckDB on this machine, or Apache Spark (FRAUD_SPARK_MASTER)."""
 FASHION = ("apparel", "shoes")
 HIGH_VALUE = ("electronics", "jewellery")
 
@@ -71,12 +73,16 @@ class FeatureSource:
 
         return OnlineFeatures(self.store(), live_log=self.live_log)
 
-    def build(self, progress: Progress = SILENT, bucket_facts: int | None = None) -> dict[str, Any]:
+    def build(self, progress: Progress = SILENT, bucket_facts: int | None = None,
+              engine: str = "duckdb") -> dict[str, Any]:
         """Recompute every entity's rows from the current snapshot and (re)apply the repository.
 
-        `bucket_facts` overrides how many facts one pass of the pipeline handles (tests use it to
-        exercise the bucketed path on small data).
+        ENGINE: `duckdb` (this machine, `features.pipeline`) or `spark` (`features.spark_pipeline`, on
+        `FRAUD_SPARK_MASTER`); both write the same rows. `bucket_facts` overrides how many facts one pass of the
+        DuckDB pipeline handles (tests use it to exercise the bucketed path on small data).
         """
+        if engine not in ENGINES:
+            raise FeatureStoreError(f"unknown feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
         snapshot = Warehouse(self.settings.warehouse_dir).current()
         if snapshot is None:
             raise FeatureStoreError("the warehouse is empty: run `fraud-service ingest DIR` first")
@@ -89,12 +95,18 @@ class FeatureSource:
         for name in ("labels", "inspections"):
             if tables[name] is None:
                 tables[name] = self._empty_table(name)
-        counts = build({k: v for k, v in tables.items() if v is not None}, self.data_dir, report=progress.info,
-                       bucket_facts=bucket_facts or BUCKET_FACTS)
+        present = {k: v for k, v in tables.items() if v is not None}
+        if engine == "spark":
+            from features.spark_pipeline import build as spark_build
+
+            with progress.step(f"building the features on Spark ({self.settings.spark_master})"):
+                counts = spark_build(present, self.data_dir, master=self.settings.spark_master, report=progress.info)
+        else:
+            counts = build(present, self.data_dir, report=progress.info, bucket_facts=bucket_facts or BUCKET_FACTS)
         with progress.step("applying the Feast repository"):
             self.apply()
         manifest = {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint"),
-                    "built_at": dt.datetime.now(dt.UTC).isoformat(), "rows": counts}
+                    "built_at": dt.datetime.now(dt.UTC).isoformat(), "engine": engine, "rows": counts}
         (self.data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return manifest
 
