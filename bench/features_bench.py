@@ -8,6 +8,11 @@ and the same reader on Redis (db 9 of the local server, flushed first).
 
     .venv/bin/python bench/features_bench.py                       # 100k customers, >1M returns
     .venv/bin/python bench/features_bench.py --customers 20000 --days 365   # quicker
+    .venv/bin/python bench/features_bench.py --work /work/bench-1m --engine both --only build
+        # keep the world in /work/bench-1m (made once, reused), build it with DuckDB and with Spark
+
+With `--engine spark` the build runs on Spark in local mode (`local[*]`); its peak memory counts the
+Spark driver's JVM (a child process), sampled from /proc.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stages import peak_mb, run_stage, world_argv, world_parser  # noqa: E402
+from stages import TreePeak, peak_mb, run_stage, world_argv, world_parser  # noqa: E402
 
 REDIS_DB = 9
 
@@ -47,9 +52,11 @@ def stage_prepare(args: argparse.Namespace) -> dict[str, object]:
 def stage_build(args: argparse.Namespace) -> dict[str, object]:
     from fraud_service.featurestore.source import FeatureSource
 
-    t0 = time.perf_counter()
-    manifest = FeatureSource(_settings(args.home)).build()
-    return {"seconds": time.perf_counter() - t0, "peak_mb": peak_mb(), "rows": manifest["rows"]}
+    with TreePeak() as peak:
+        t0 = time.perf_counter()
+        manifest = FeatureSource(_settings(args.home)).build(engine=args.engine)
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_mb": peak.peak_mb, "rows": manifest["rows"], "engine": args.engine}
 
 
 def stage_historical(args: argparse.Namespace) -> dict[str, object]:
@@ -130,23 +137,52 @@ def main() -> None:
     parser = world_parser(__doc__, STAGES)
     parser.add_argument("--historical-rows", type=int, default=200_000)
     parser.add_argument("--store", default="sqlite", help="online store of a stage (internal)")
+    parser.add_argument("--engine", choices=("duckdb", "spark", "both"), default="duckdb",
+                        help="what features build runs on (both: DuckDB, then Spark, on the same world)")
+    parser.add_argument("--work", help="keep the world in this directory and reuse it when it is there (default: a "
+                                       "temporary directory, removed after)")
+    parser.add_argument("--only", choices=("build",), help="stop after the features build")
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(STAGES[args.stage](args), default=str))
         return
-    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
-        common = [*world_argv(args, tmp), "--historical-rows", str(args.historical_rows)]
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        _run(args, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+            _run(args, tmp)
+
+
+def _run(args: argparse.Namespace, work: str) -> None:
+    common = [*world_argv(args, work), "--historical-rows", str(args.historical_rows)]
+    marker = Path(work) / "world.json"
+    shape = {"customers": args.customers, "days": args.days, "seed": args.seed,
+             "orders_per_year": args.orders_per_year, "return_rate": args.return_rate}
+    if marker.exists() and json.loads(marker.read_text())["shape"] == shape:
+        world = json.loads(marker.read_text())["world"]
+    elif marker.exists() or any(Path(work).iterdir()):
+        raise SystemExit(f"--work {work} holds something else than a world of {shape}: name an empty directory")
+    else:
         world = run_stage(__file__, "prepare", common)
-        build = run_stage(__file__, "build", common)
-        historical = run_stage(__file__, "historical", common)
-        mat_sqlite = run_stage(__file__, "materialize", [*common, "--store", "sqlite"])
-        online_sqlite = run_stage(__file__, "online", [*common, "--store", "sqlite"])
-        mat_redis = run_stage(__file__, "materialize", [*common, "--store", "redis"])
-        online_redis = run_stage(__file__, "online", [*common, "--store", "redis"])
+        marker.write_text(json.dumps({"shape": shape, "world": world}))
+    engines = ["duckdb", "spark"] if args.engine == "both" else [args.engine]
+    builds = {engine: run_stage(__file__, "build", [*common, "--engine", engine]) for engine in engines}
     print(f"world: {args.customers:,} customers, {args.days} days: {world['orders']:,} orders, "
           f"{world['returns']:,} returns")
-    print(f"features build:        {build['seconds']:7.1f} s   peak {build['peak_mb']:6.0f} MB   rows "
-          + ", ".join(f"{k} {v:,}" for k, v in build["rows"].items()))
+    for engine, build in builds.items():
+        print(f"features build ({engine}): {build['seconds']:7.1f} s   peak {build['peak_mb']:6.0f} MB   rows "
+              + ", ".join(f"{k} {v:,}" for k, v in build["rows"].items()))
+    if len(builds) == 2:
+        print(f"spark / duckdb: time {builds['spark']['seconds'] / builds['duckdb']['seconds']:.2f}x, peak memory "
+              f"{builds['spark']['peak_mb'] / builds['duckdb']['peak_mb']:.2f}x")
+    if args.only == "build":
+        return
+    historical = run_stage(__file__, "historical", common)
+    mat_sqlite = run_stage(__file__, "materialize", [*common, "--store", "sqlite"])
+    online_sqlite = run_stage(__file__, "online", [*common, "--store", "sqlite"])
+    mat_redis = run_stage(__file__, "materialize", [*common, "--store", "redis"])
+    online_redis = run_stage(__file__, "online", [*common, "--store", "redis"])
     print(f"historical retrieval:  {historical['seconds']:7.1f} s   peak {historical['peak_mb']:6.0f} MB   "
           f"for {historical['rows']:,} returns")
     for store, mat in (("sqlite", mat_sqlite), ("redis", mat_redis)):

@@ -14,6 +14,60 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class TreePeak:
+    """The peak resident set of this process and all its descendants (a Spark driver's JVM is a child of the
+    Python process, which `peak_mb` does not see), sampled from /proc every INTERVAL seconds on a thread."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        import os
+        import threading
+
+        self.peak_mb = 0.0
+        self._root = os.getpid()
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, peak_mb())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(self._root))
+
+
+def _tree_rss_mb(root: int) -> float:
+    """Current RSS of ROOT and its descendants, in MB (from /proc/PID/stat: ppid and rss pages)."""
+    import os
+    from pathlib import Path
+
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        rss[int(entry.name)] = int(fields[21])
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(rss.get(pid, 0) for pid in tree) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def run_stage(script: str, stage: str, args: list[str]) -> dict:
     """Run `python SCRIPT --stage STAGE ARGS...` and return the JSON it prints last."""
     done = subprocess.run([sys.executable, script, "--stage", stage, *args], capture_output=True, text=True,

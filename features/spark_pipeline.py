@@ -10,8 +10,9 @@ and their departure markers. The metric definitions (names, columns, windows, ag
 both engines and compares every row of every file.
 
 Spark runs in local mode (`local[*]`) unless a master is given (`FRAUD_SPARK_MASTER`: `spark://host:7077`,
-`yarn`, `k8s://...`); other settings come from Spark's own `spark-defaults.conf` (`SPARK_CONF_DIR`). In local
-mode the driver binds and talks on loopback only. Each entity is written by Spark as part files, then joined
+`yarn`, `k8s://...`); other settings come from Spark's own `spark-defaults.conf` (`SPARK_CONF_DIR`) and
+environment (`SPARK_DRIVER_MEMORY`). In local mode the driver binds and talks on loopback only and gets a
+6 GB heap unless SPARK_DRIVER_MEMORY is set. Each entity is written by Spark as part files, then joined
 into one parquet file beside its final name and renamed, as the DuckDB engine writes it.
 
 Like `features.pipeline`, this module imports nothing of the project outside `features`.
@@ -30,6 +31,8 @@ from typing import Any
 from features.pipeline import BAD_OUTCOMES, ENTITIES, MEMBERSHIP_SQL, MICRO, US_PER_DAY, EntitySpec, Metric
 
 LOCAL = "local[*]"
+LOCAL_DRIVER_MEMORY = "6g"
+"""The driver's heap in local mode unless SPARK_DRIVER_MEMORY says otherwise (it holds the whole computation)."""
 
 
 @contextmanager
@@ -42,6 +45,8 @@ def spark_session(master: str = LOCAL, app_name: str = "fraud-service features")
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         cores = os.cpu_count() or 2
+        if "SPARK_DRIVER_MEMORY" not in os.environ:  # local mode computes in the driver: Spark's 1 GB is too little
+            builder = builder.config("spark.driver.memory", LOCAL_DRIVER_MEMORY)
         builder = (builder.config("spark.driver.host", "127.0.0.1")
                    .config("spark.driver.bindAddress", "127.0.0.1")
                    .config("spark.ui.enabled", "false")
@@ -288,6 +293,45 @@ def _median(values: Any) -> Any:
     lo = F.element_at(ordered, ((n + 1) / 2).cast("int"))
     hi = F.element_at(ordered, (n / 2).cast("int") + 1)
     return F.when(n == 0, F.lit(None).cast("double")).otherwise((lo + hi) / 2)
+
+
+# --- point-in-time retrieval -------------------------------------------------------------------------------
+
+
+def historical(entities: Any, views: dict[str, tuple[str, Path, list[str]]], master: str = LOCAL) -> Any:
+    """The stored features of each entity row as of its `event_timestamp` (the latest row of its key at or before
+    it, as the ASOF offline store joins), on Spark: a pyarrow table of ENTITIES' columns, in their order, then
+    each view's features. VIEWS: name -> (join key, rows file, feature names).
+
+    Per view, entity rows and feature rows are put in one frame ordered by (key, time, feature rows first), and
+    each entity row takes the last feature row before it: the features travel as one struct, so a NULL value
+    (a median of nothing) is carried as it is, not skipped for an older one."""
+    import pyarrow as pa
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = pa.Table.from_pandas(entities.reset_index(drop=True), preserve_index=False)
+    with spark_session(master, "fraud-service historical") as spark:
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        keys = sorted({key for key, _, _ in views.values()})
+        probe = spark.createDataFrame(entities[keys + ["event_timestamp"]].reset_index(drop=True)
+                                      .assign(__row=range(len(entities))))
+        joined = probe.select("__row")
+        for key, path, names in views.values():
+            stored = spark.read.parquet(str(path))
+            asked = probe.select(F.col(key).alias("k"), F.col("event_timestamp").alias("t"), F.lit(1).alias("entity"),
+                                 "__row", F.lit(None).alias("v"))
+            known = stored.select(F.col(key).alias("k"), F.col("event_timestamp").alias("t"), F.lit(0).alias("entity"),
+                                  F.lit(None).cast("long").alias("__row"), F.struct(*names).alias("v"))
+            upto = Window.partitionBy("k").orderBy("t", "entity").rowsBetween(Window.unboundedPreceding, 0)
+            asof = (asked.unionByName(known).withColumn("v", F.last("v", ignorenulls=True).over(upto))
+                    .where(F.col("entity") == 1).select("__row", *[F.col(f"v.{n}").alias(n) for n in names]))
+            joined = joined.join(asof, "__row", "left")
+        features = joined.orderBy("__row").toArrow()
+    for name in features.column_names:
+        if name != "__row":
+            rows = rows.append_column(name, features[name])
+    return rows
 
 
 # --- the build ----------------------------------------------------------------------------------------------

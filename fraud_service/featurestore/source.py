@@ -110,6 +110,30 @@ class FeatureSource:
         (self.data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return manifest
 
+    def _historical_on_spark(self, store: Any, service: Any, entities: pd.DataFrame) -> pd.DataFrame:
+        from features.spark_pipeline import historical
+
+        views = {name: (spec.key, self.data_dir / f"{name}.parquet", [m.name for m in spec.metrics])
+                 for name, spec in ENTITIES.items()}
+        table = historical(entities, views, master=self.settings.spark_master)
+        for projection in service.feature_view_projections:
+            odfv = next((v for v in store.list_on_demand_feature_views() if v.name == projection.name), None)
+            if odfv is None:
+                continue
+            derived = odfv.transform_arrow(table, False)
+            wanted = {field.name for field in odfv.features}
+            for name in derived.column_names:  # in the function's order, as Feast's retrieval job appends them
+                if name in wanted and name not in table.column_names:
+                    table = table.append_column(name, derived[name])
+        frame = table.to_pandas().reset_index(drop=True)
+        frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")  # as Feast's job gives it
+        return frame
+
+    def built_engine(self) -> str:
+        """The engine the current features were built with (`duckdb` for builds before engines were recorded)."""
+        path = self.data_dir / "manifest.json"
+        return str(json.loads(path.read_text()).get("engine", "duckdb")) if path.exists() else "duckdb"
+
     def built_from(self) -> str | None:
         """The warehouse snapshot the features were last built from (None if never built)."""
         path = self.data_dir / "manifest.json"
@@ -175,15 +199,19 @@ class FeatureSource:
             store.materialize_incremental(end_date=end)
 
     def historical(self, entities: pd.DataFrame) -> pd.DataFrame:
-        """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each."""
+        """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each.
+
+        On the engine the features were built with: Feast's retrieval through the ASOF DuckDB offline store, or,
+        for features built on Spark, the same join on Spark (`features.spark_pipeline.historical`) with Feast's
+        own on-demand view applied to its result, as Feast's retrieval job applies it."""
         store = self.store()
-        job = store.get_historical_features(
-            entity_df=entities,
-            features=store.get_feature_service(definitions.FEATURE_SERVICE),
-            full_feature_names=False,
-            filter_by_created_timestamp=True,
-        )
-        frame = job.to_df()
+        service = store.get_feature_service(definitions.FEATURE_SERVICE)
+        if self.built_engine() == "spark":
+            frame = self._historical_on_spark(store, service, entities)
+        else:
+            job = store.get_historical_features(entity_df=entities, features=service, full_feature_names=False,
+                                                filter_by_created_timestamp=True)
+            frame = job.to_df()
         if len(frame) != len(entities):
             raise FeatureStoreError(f"historical retrieval returned {len(frame)} rows for {len(entities)} entity rows")
         return finish(frame)

@@ -1,4 +1,5 @@
-"""`features build --engine spark` writes the DuckDB pipeline's rows, bit for bit, and scores agree on either.
+"""`features build --engine spark` writes the DuckDB pipeline's rows, bit for bit; the training set's point-in-time
+retrieval then runs on Spark too and gives Feast's DuckDB retrieval's frame, and score-batch agrees on either.
 
 Spark runs in local mode (Java 17 on the machine, pyspark installed by `make venv`), bound to loopback.
 """
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 
 from fraud_service.config import Settings
-from fraud_service.featurestore.source import FeatureSource
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.featurestore.source import FeatureSource, entity_rows
 from tests.conftest import TRAIN_UNTIL, TrainedWorld
 from training.batch import decide_window
 from training.trainset import Window
@@ -46,9 +48,15 @@ def test_spark_builds_the_same_rows_and_score_batch_agrees(trained_world: Traine
         assert len(got) == len(want) > 0, name
         pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)  # every value, bit for bit
 
+    snapshot = Warehouse(settings.warehouse_dir).current()
+    probe = entity_rows(snapshot.read("returns").sample(1500, random_state=8), snapshot.read("orders"),
+                        snapshot.read("order_items"))
+    on_spark = FeatureSource(settings).historical(probe)  # built on Spark: retrieved on Spark
+    pd.testing.assert_frame_equal(on_spark, FeatureSource(trained_world.settings).historical(probe), check_exact=True)
+
     window = Window(TRAIN_UNTIL, TRAIN_UNTIL + pd.Timedelta(days=60))
-    on_duckdb = decide_window(trained_world.settings, window)[0].set_index("return_id")
-    on_spark = decide_window(settings, window)[0].set_index("return_id").loc[on_duckdb.index]
-    assert len(on_duckdb) > 200
-    assert (on_spark["score"] - on_duckdb["score"]).abs().max() <= 1e-9
-    assert (on_spark["decision"] == on_duckdb["decision"]).all()
+    decided_duckdb = decide_window(trained_world.settings, window)[0].set_index("return_id")
+    decided_spark = decide_window(settings, window)[0].set_index("return_id").loc[decided_duckdb.index]
+    assert len(decided_duckdb) > 200
+    assert (decided_spark["score"] - decided_duckdb["score"]).abs().max() <= 1e-9
+    assert (decided_spark["decision"] == decided_duckdb["decision"]).all()
