@@ -73,6 +73,27 @@ def _known(column: str) -> Any:
     return F.unix_micros(F.col(column)) + 1
 
 
+def _epoch(column: str) -> Any:
+    """Seconds since the epoch as DuckDB's `epoch(timestamptz)` computes them, bit for bit: whole milliseconds
+    / 1000.0 + the remaining microseconds / 1e6 (plain microseconds / 1e6 rounds differently for a quarter of
+    sub-second times)."""
+    from pyspark.sql import functions as F
+
+    us = F.unix_micros(F.col(column))
+    rest = us % 1000
+    return (us - rest) / 1000 / 1000.0 + rest / 1e6
+
+
+def _days_between(later: str, earlier: str) -> Any:
+    """LATER - EARLIER in days as DuckDB's `epoch(interval) / 86400.0` computes it: the interval is whole days and
+    microseconds, seconds = days * 86400 + microseconds / 1e6."""
+    from pyspark.sql import functions as F
+
+    span = F.unix_micros(F.col(later)) - F.unix_micros(F.col(earlier))
+    rest = span % US_PER_DAY
+    return ((span - rest) / US_PER_DAY * 86400 + rest / 1e6) / 86400.0
+
+
 def _flag(condition: Any) -> Any:
     """A condition as 0/1 (NULL stays NULL, as DuckDB's `::INT`)."""
     return condition.cast("int")
@@ -110,10 +131,10 @@ class Facts:
 
         r = self.ret
         delivered = F.col("delivered_at").isNotNull() & (F.col("delivered_at") <= F.col("requested_at"))
-        days = (F.unix_micros("requested_at") - F.unix_micros("delivered_at")) / 1e6 / 86400.0
+        days = _days_between("requested_at", "delivered_at")
         parts = [
             self.customers.select(F.col("customer_id").alias("key"), _known("created_at").alias("us"),
-                                  (F.unix_micros("created_at") / 1e6).alias("created_epoch")),
+                                  _epoch("created_at").alias("created_epoch")),
             self.orders.select(F.col("customer_id").alias("key"), _known("placed_at").alias("us"),
                                F.lit(1).alias("n_order"), F.col("order_total").cast("double").alias("order_value")),
             r.select(F.col("returner").alias("key"), _known("requested_at").alias("us"), F.lit(1).alias("n_return"),
@@ -205,7 +226,7 @@ class Facts:
                 .withColumnRenamed(customer, "customer_id"))
         stamp = F.timestamp_micros(F.unix_micros("seen") + 1)
         return seen.select(key, "customer_id", stamp.alias("event_timestamp"), stamp.alias("created_timestamp"),
-                           (F.unix_micros("seen") / 1e6).alias("first_seen_epoch"))
+                           _epoch("seen").alias("first_seen_epoch"))
 
 
 def _union(parts: list[Any]) -> Any:
@@ -303,9 +324,9 @@ def historical(entities: Any, views: dict[str, tuple[str, Path, list[str]]], mas
     it, as the ASOF offline store joins), on Spark: a pyarrow table of ENTITIES' columns, in their order, then
     each view's features. VIEWS: name -> (join key, rows file, feature names).
 
-    Per view, entity rows and feature rows are put in one frame ordered by (key, time, feature rows first), and
-    each entity row takes the last feature row before it: the features travel as one struct, so a NULL value
-    (a median of nothing) is carried as it is, not skipped for an older one."""
+    Per view, entity rows and the feature rows of the keys asked about are put in one frame ordered by (key, time,
+    feature rows first), and each entity row takes the last feature row before it: the features travel as one
+    struct, so a NULL value (a median of nothing) is carried as it is, not skipped for an older one."""
     import pyarrow as pa
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -318,7 +339,7 @@ def historical(entities: Any, views: dict[str, tuple[str, Path, list[str]]], mas
                                       .assign(__row=range(len(entities))))
         joined = probe.select("__row")
         for key, path, names in views.values():
-            stored = spark.read.parquet(str(path))
+            stored = spark.read.parquet(str(path)).join(probe.select(key).distinct(), key, "left_semi")
             asked = probe.select(F.col(key).alias("k"), F.col("event_timestamp").alias("t"), F.lit(1).alias("entity"),
                                  "__row", F.lit(None).alias("v"))
             known = stored.select(F.col(key).alias("k"), F.col("event_timestamp").alias("t"), F.lit(0).alias("entity"),

@@ -237,39 +237,60 @@ def last_good_scorer(registry: ModelRegistry) -> Scorer:
 
 
 def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:
-    """A function telling which of some order ids the warehouse holds (a request's own order, and its live facts').
+    """A function telling which of some order ids the features were built with (a request's own order, and its
+    live facts'): see `BuiltOrders`."""
+    return BuiltOrders(settings)
 
-    The current snapshot's order ids are indexed in memory once (8 bytes each), and again when a new
-    snapshot becomes current: reading the orders table for every batch of live facts cost more than
-    the rest of the batch's work.
+
+class BuiltOrders:
+    """Which order ids the features were built with: the orders of the snapshot named in the features' manifest,
+    which the online rows count. An order ingested since is not counted there yet, so the live facts count it.
+
+    The snapshot's order ids are indexed in memory (8 bytes each). When a new build is published, the new index is
+    made on a thread while requests keep asking the old one: reading a few million ids takes seconds, and every
+    request would otherwise wait for it. Only the very first index (at start, by `warm`) is made by the caller.
     """
-    from fraud_service.data.warehouse import KeyIndex, Warehouse
 
-    warehouse = Warehouse(settings.warehouse_dir)
-    pointer = warehouse.root / "CURRENT"
-    indexed: dict[tuple[int, int], KeyIndex] = {}  # by the CURRENT pointer's (inode, mtime): replaced on commit
-    building = threading.Lock()  # request threads and the live-fact writer ask at once: index a snapshot once
+    def __init__(self, settings: Settings) -> None:
+        from fraud_service.data.warehouse import KeyIndex, Warehouse
 
-    def lookup(order_ids: list[str]) -> set[str]:
+        self.warehouse = Warehouse(settings.warehouse_dir)
+        self.manifest = settings.home / "features" / "manifest.json"  # FeatureSource.data_dir
+        self.index: KeyIndex | None = None
+        self.stamp: tuple[int, int, int] | None = None  # the manifest's (inode, mtime, size) the index is of
+        self.building = False
+        self._lock = threading.Lock()
+
+    def __call__(self, order_ids: list[str]) -> set[str]:
         try:
-            stat = pointer.stat()
+            stat = self.manifest.stat()
         except FileNotFoundError:
             return set()
-        stamp = (stat.st_ino, stat.st_mtime_ns)
-        index = indexed.get(stamp)
-        if index is None:
-            with building:
-                index = indexed.get(stamp)
-                if index is None:
-                    snapshot = warehouse.current()
-                    if snapshot is None:
-                        return set()
-                    index = snapshot.key_index("orders", "order_id")
-                    indexed.clear()
-                    indexed[stamp] = index
-        return index.holding(order_ids)
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if seen != self.stamp:
+            with self._lock:
+                start = not self.building and seen != self.stamp
+                self.building = self.building or start
+            if start and self.index is None:
+                self._build(seen)
+            elif start:
+                threading.Thread(target=self._build, args=(seen,), name="order-index", daemon=True).start()
+        index = self.index
+        return set() if index is None else index.holding(order_ids)
 
-    return lookup
+    def _build(self, seen: tuple[int, int, int]) -> None:
+        import json
+
+        from fraud_service.errors import WarehouseError
+
+        index = self.index
+        try:
+            name = str(json.loads(self.manifest.read_text())["snapshot"])
+            index = self.warehouse.snapshot(name).key_index("orders", "order_id")
+        except (OSError, ValueError, KeyError, WarehouseError):
+            log.exception("cannot index the orders of the features' snapshot; still using the previous index")
+        with self._lock:
+            self.index, self.stamp, self.building = index, seen, False
 
 
 def warm(assessor: Assessor) -> None:

@@ -126,6 +126,8 @@ def feature_frame(source: FeatureSource, snapshot: Snapshot, window: Window, pro
     if returns.empty:
         raise TrainingDataError(f"no returns were requested in {window}")
     entities = entity_rows(returns, orders, items)
+    if source.built_engine() == "spark":  # one Spark job: chunks bound DuckDB's memory, Spark spills on its own
+        chunk_rows = max(chunk_rows, len(entities))
     parts = []
     for begin in range(0, len(entities), chunk_rows):
         part = entities.iloc[begin:begin + chunk_rows]

@@ -132,11 +132,14 @@ class Warehouse:
         pointer = self.root / "CURRENT"
         if not pointer.exists():
             return None
-        name = pointer.read_text().strip()
+        return self.snapshot(pointer.read_text().strip(), str(pointer))
+
+    def snapshot(self, name: str, named_by: str = "the feature manifest") -> Snapshot:
+        """The snapshot called NAME (WarehouseError when it is gone: only the last few are kept)."""
         path = self.snapshots_dir / name
         manifest_path = path / "manifest.json"
         if not manifest_path.exists():
-            raise WarehouseError(f"{pointer} names snapshot {name!r}, but {manifest_path} is missing")
+            raise WarehouseError(f"{named_by} names snapshot {name!r}, but {manifest_path} is missing")
         return Snapshot(path, json.loads(manifest_path.read_text()))
 
     @contextlib.contextmanager

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.pipeline import BAD_OUTCOMES, ENTITIES
-from fraud_service.featurestore.online import OnlineFeatures, open_live_log, seen_live
+from fraud_service.featurestore.online import OnlineFeatures, Pending, open_live_log, seen_live
 from fraud_service.featurestore.source import FeatureSource
 
 if TYPE_CHECKING:
@@ -266,16 +267,23 @@ class FreshnessWriter:
     def submit(self, r: AssessedReturn) -> None:
         self._queue.put(r)
 
-    def pending(self, r: AssessedReturn) -> list[tuple[str, int, str]]:
-        """The facts of R's order, in `OnlineFeatures.live` form, when neither the features' warehouse nor the
-        live log holds the order yet: training counts every order placed before the request, so R's own vector
-        counts it now, as the log will once R is recorded."""
+    def pending(self, r: AssessedReturn) -> Pending | None:
+        """When the features' warehouse does not hold R's order: what reads the order's facts (in
+        `OnlineFeatures.live` form) from the live log's connection, none if the log holds the order already.
+        Training counts every order placed before the request, so R's own vector counts it now, as the log will
+        once R is recorded. The read happens in the same snapshot of the log as the request's other live facts."""
+        if self.known_orders([r.order_id]):
+            return None
         reader = self.live.reader
-        if self.known_orders([r.order_id]) or reader.live_order(r.order_id):
-            return []
-        rows = order_facts(r, lambda entity, token: new_on(
-            reader, entity, token, r.customer_id, lambda: reader.live_customer_seen(entity, token, r.customer_id)))
-        return [(entity, us, contributions) for _, _, entity, _, _, us, contributions in rows]
+
+        def facts(db: sqlite3.Connection) -> list[tuple[str, int, str]]:
+            if db.execute("SELECT 1 FROM live_orders WHERE order_id = ?", (r.order_id,)).fetchone() is not None:
+                return []
+            rows = order_facts(r, lambda entity, token: new_on(
+                reader, entity, token, r.customer_id, lambda: seen_live(db, entity, token, r.customer_id, None)))
+            return [(entity, us, contributions) for _, _, entity, _, _, us, contributions in rows]
+
+        return facts
 
     def drain(self) -> None:
         """Block until everything submitted so far is recorded (tests, shutdown)."""

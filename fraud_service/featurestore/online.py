@@ -21,7 +21,7 @@ import math
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ def open_live_log(path: Path) -> sqlite3.Connection:
     db.executescript(LIVE_SCHEMA)
     return db
 
+
+Pending = Callable[[sqlite3.Connection], list[tuple[str, int, str]]]
+"""Facts a request knows that the live log may not hold yet, computed from the log's connection in the same read
+snapshot as the request's other live facts (`OnlineFeatures.live`)."""
 
 _DOUBLE = struct.Struct("<d")
 _UINT = struct.Struct("<I")
@@ -211,12 +215,12 @@ class OnlineFeatures:
         return None if blob is None else _decode(blob, self._value)
 
     def vector(self, keys: dict[str, str], request: dict[str, Any], times: dict[str, str | None] | None = None,
-               pending: Iterable[tuple[str, int, str]] = ()) -> dict[str, Any]:
+               pending: Pending | None = None) -> dict[str, Any]:
         """The full feature vector for one request: stored features + live facts + request-time features.
 
-        With TIMES, also records when each view's stored values were computed (see `stored`). PENDING are
+        With TIMES, also records when each view's stored values were computed (see `stored`). PENDING gives the
         facts the live log does not hold yet but the request's moment knows (its own order when new: see
-        `FreshnessWriter.pending`), in the form `live` returns.
+        `FreshnessWriter.pending`), read in the same snapshot of the log as its facts (see `live`).
         """
         views = self.stored(keys, times)
         row: dict[str, Any] = {}
@@ -224,7 +228,7 @@ class OnlineFeatures:
             row.update(values)
         finish_row(row, keys, self._counts)
         at_us = int(round(float(request["req_requested_epoch"]) * 1e6))
-        latest = add_live_facts(row, [*self.live(keys), *pending], at_us)
+        latest = add_live_facts(row, self.live(keys, pending), at_us)
         if times is not None:
             times.update({f"{entity}_live": _us_time(us) for entity, us in latest.items()})
         inputs = {name: [value] for name, value in request.items()}
@@ -234,28 +238,21 @@ class OnlineFeatures:
         return row
 
 
-    def live(self, keys: dict[str, str]) -> list[tuple[str, int, str]]:
-        """The live facts (entity, microseconds, contributions as JSON) of the request's five entities."""
+    def live(self, keys: dict[str, str], pending: Pending | None = None) -> list[tuple[str, int, str]]:
+        """The live facts (entity, microseconds, contributions as JSON) of the request's five entities, and those
+        PENDING adds, read from one snapshot of the log (a read transaction): a writer committing the same order
+        between the two reads would otherwise have it counted twice."""
         if self._live is None:
             return []
         params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
         with self._live_lock:
-            return self._live.execute(self._live_sql, params).fetchall()
-
-    def live_order(self, order_id: str) -> bool:
-        """Whether the live log already counts this order (an earlier return on it was recorded)."""
-        if self._live is None:
-            return False
-        with self._live_lock:
-            return self._live.execute("SELECT 1 FROM live_orders WHERE order_id = ?", (order_id,)).fetchone() \
-                is not None
-
-    def live_customer_seen(self, entity: str, token: str, customer: str) -> bool:
-        """Whether a live fact already counts CUSTOMER as new on TOKEN."""
-        if self._live is None:
-            return False
-        with self._live_lock:
-            return seen_live(self._live, entity, token, customer, None)
+            if pending is None:
+                return self._live.execute(self._live_sql, params).fetchall()
+            self._live.execute("BEGIN")
+            try:
+                return [*self._live.execute(self._live_sql, params).fetchall(), *pending(self._live)]
+            finally:
+                self._live.execute("COMMIT")
 
 
 def seen_live(db: sqlite3.Connection, entity: str, token: str, customer: str, other_than: str | None) -> bool:

@@ -54,8 +54,10 @@ class ProductionWatch:
             try:
                 key = self._key()
             except Exception as exc:  # any damage to the registry: keep serving what is loaded
-                self.problem = f"cannot read the production alias: {exc}; still serving {self.assessor.scorer.version}"
-                log.error("%s", self.problem)
+                problem = f"cannot read the production alias: {exc}; still serving {self.assessor.scorer.version}"
+                if problem != self.problem:  # logged once, not every second while it lasts
+                    log.error("%s", problem)
+                self.problem = problem
                 return False
             if key == self.key:
                 self.problem = None  # the alias names what is served

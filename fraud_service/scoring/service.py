@@ -106,7 +106,7 @@ class Assessor:
         keys, fields = request_entity(request)
         times: dict[str, str | None] = {}
         assessed = assessed_return(request)
-        pending = self.freshness.pending(assessed) if self.freshness is not None else []
+        pending = self.freshness.pending(assessed) if self.freshness is not None else None
         vector = self.reader.vector(keys, fields, times, pending)
         x = scorer.row(vector)
         raw = float(scorer.raw(x)[0])

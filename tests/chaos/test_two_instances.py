@@ -175,7 +175,9 @@ def test_two_instances_keep_one_chain_one_answer_per_return_shared_live_features
         for i, (base, analyst) in enumerate(zip(bases, analyst_ports, strict=True)):
             assert get(f"http://127.0.0.1:{analyst}/healthz")[0] == 200
             decided = sum(1 for instance, _, status, _ in answers if instance == i and status == 201)
-            assert _decisions(base, env["KEY_metrics"]) == decided, i
+            unanswered = sum(1 for instance, _, status, _ in answers if instance == i and status == 0)
+            # a request whose answer never arrived (status 0) may still have been decided and counted
+            assert decided <= _decisions(base, env["KEY_metrics"]) <= decided + unanswered, i
     finally:
         for load in loads:
             load.stop()
