@@ -17,6 +17,8 @@ the database and `evidence verify` must pass.
     .venv/bin/python bench/load_bench.py                       # SQLite evidence, a new world in a temp dir
     .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench
     .venv/bin/python bench/load_bench.py --home /work/bench-load   # build once in an empty dir, then reuse
+    .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench \
+        --pg-latency 3    # every answer from PostgreSQL 3 ms late (bench/latency_proxy.py), as across a network
 
 Needs `wrk` (Debian package `wrk`).
 """
@@ -205,6 +207,32 @@ def start_server(args: argparse.Namespace, env: dict[str, str], port: int, log: 
     raise SystemExit(f"the server did not become ready:\n{log.read_text()[-3000:]}")
 
 
+def delayed_database(args: argparse.Namespace, env: dict[str, str]
+                     ) -> tuple[subprocess.Popen[bytes] | None, dict[str, str]]:
+    """With --pg-latency, a latency proxy in front of the PostgreSQL database and the server's environment
+    pointing at it (the bench's own setup and checks talk to the database directly)."""
+    if not args.pg_latency:
+        return None, env
+    from sqlalchemy import make_url
+
+    if not (args.database or "").startswith("postgresql"):
+        raise SystemExit("--pg-latency needs a PostgreSQL --database")
+    url = make_url(args.database)
+    port = _free_port()
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "latency_proxy.py"), "--port", str(port),
+                              "--upstream", f"{url.host or '127.0.0.1'}:{url.port or 5432}",
+                              "--delay-ms", str(args.pg_latency)], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)  # waiting for the proxy to listen, not timing anything
+    proxied = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    print(f"PostgreSQL through a proxy adding {args.pg_latency:g} ms to every answer", flush=True)
+    return proxy, {**env, "FRAUD_DATABASE_URL": proxied}
+
+
 def stop_server(server: subprocess.Popen[bytes]) -> None:
     os.killpg(server.pid, signal.SIGTERM)
     try:
@@ -292,6 +320,9 @@ def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="FRAUD_HOME to build (or reuse) the world in (default: a temp dir)")
+    parser.add_argument("--pg-latency", type=float, default=0.0, metavar="MS",
+                        help="with a PostgreSQL --database: the server reaches it through bench/latency_proxy.py, "
+                             "which delays every answer by MS milliseconds (a network round trip); default 0")
     parser.add_argument("--customers", type=int, default=20000, help="of the generated world (default 20,000)")
     parser.add_argument("--days", type=int, default=180, help="of the generated world (default 180)")
     parser.add_argument("--orders-per-year", type=float, default=22.0, help="per customer (default 22)")
@@ -352,7 +383,8 @@ def main() -> None:
     tmp, home, env, info, bodies, replayed = setup(args, "load-bench-")
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
     port = _free_port()
-    server = start_server(args, env, port, tmp / "server.log")
+    proxy, server_env = delayed_database(args, env)
+    server = start_server(args, server_env, port, tmp / "server.log")
     tag = f"lb{int(time.time())}"
     base = f"http://127.0.0.1:{port}"
     wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
@@ -379,10 +411,14 @@ def main() -> None:
                   f"({ceiling['server_busy']:.0%})", flush=True)
     finally:
         stop_server(server)
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
     evidence = evidence_summary(env, tag)
     answered = sum(r["assess"]["requests"] - r["assess"]["non_2xx"] for r in results)
     summary = {"model": {k: v for k, v in info.items() if k != "dataset"}, "workers": args.workers,
-               "threads": args.threads, "database": args.database or "sqlite (WAL)", "seconds": args.seconds,
+               "threads": args.threads, "database": args.database or "sqlite (WAL)", "pg_latency_ms": args.pg_latency,
+               "seconds": args.seconds,
                "replayed_returns": replayed, "levels": results, "answered_201": answered, "evidence": evidence}
     cycled = [r["connections"] for r in results if r["assess"]["requests"] > replayed]
     if cycled:
