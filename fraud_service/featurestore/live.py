@@ -217,12 +217,12 @@ class LiveFacts:
                       lambda: seen_live(self.db, entity, token, customer, return_id))
 
 
-def new_on(reader: OnlineFeatures, entity: str, token: str, customer: str, seen_live: Callable[[], bool]) -> int:
-    """1 if CUSTOMER was never seen on TOKEN: not in the stored rows (`*_seen` views), nor by SEEN_LIVE."""
+def new_on(reader: OnlineFeatures, entity: str, token: str, customer: str, live_seen: Callable[[], bool]) -> int:
+    """1 if CUSTOMER was never seen on TOKEN: not in the stored rows (`*_seen` views), nor by LIVE_SEEN (the log)."""
     spec = ENTITIES[entity]
     if reader.seen(f"{entity}_seen", {spec.key: token, "customer_id": customer}, "first_seen_epoch"):
         return 0
-    return 0 if seen_live() else 1
+    return 0 if live_seen() else 1
 
 
 def _order_tokens(r: AssessedReturn) -> dict[str, str | None]:
