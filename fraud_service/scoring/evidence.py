@@ -75,10 +75,9 @@ def evidence_writer(engine: Engine, wait_s: float = 30.0) -> EvidenceWriter:
 class _Batch:
     """One transaction's worth of assessments: the events it chains and the rows it inserts."""
 
-    def __init__(self, cursor: Any, sql: Statements) -> None:
+    def __init__(self, cursor: Any, sql: Statements, seq: int, previous: str) -> None:
         self.cursor, self.sql = cursor, sql
-        cursor.execute(sql.head)
-        self.seq, self.previous = cursor.fetchone()
+        self.seq, self.previous = seq, previous
         self.events: list[tuple[Any, ...]] = []
         self.rows: list[tuple[Any, ...]] = []
         self.cases: dict[tuple[str, str], str] = {}  # links of the cases opened or joined in this batch
@@ -130,10 +129,14 @@ class _Batch:
 def write_batch(cursor: Any, sql: Statements, batch: list[Pending]) -> dict[int, int | None]:
     """Write BATCH in the writer's transaction: each new assessment's event sequence number by its index, None
     for a return already stored (its stored answer stands)."""
-    out = _Batch(cursor, sql)
     ids = [p.row["return_id"] for p in batch]
-    cursor.execute(sql.stored(len(ids)), ids)
-    stored = {row[0] for row in cursor.fetchall()}
+    check = cursor.connection.cursor()
+    cursor.execute(sql.head)  # the chain head, locked until the commit: the one writer of the chain
+    check.execute(sql.stored(len(ids)), ids)  # sent with it (PostgreSQL's pipeline): one round trip for both
+    seq, previous = cursor.fetchone()
+    stored = {row[0] for row in check.fetchall()}
+    check.close()
+    out = _Batch(cursor, sql, seq, previous)
     outcome: dict[int, int | None] = {}
     for i, pending in enumerate(batch):
         return_id = pending.row["return_id"]

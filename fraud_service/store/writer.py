@@ -210,20 +210,24 @@ class EvidenceWriter:
         raw = self._connection
         cursor = raw.cursor()
         try:
-            if self._sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            outcome = self._write_batch(cursor, self._sql, batch)
-            if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
+            # PostgreSQL in pipeline mode: statements are sent without waiting for each answer, and the transaction
+            # waits only where it reads one (the chain head with the stored-return check; a case's links) and at
+            # its commit. Across a network every answer waited for is a round trip made under the chain-head lock.
+            with contextlib.nullcontext() if self._sqlite else raw.driver_connection.pipeline():
                 if self._sqlite:
-                    cursor.execute("ROLLBACK")
+                    cursor.execute("BEGIN IMMEDIATE")
+                outcome = self._write_batch(cursor, self._sql, batch)
+                if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
+                    if self._sqlite:
+                        cursor.execute("ROLLBACK")
+                    else:
+                        raw.rollback()
+                    cursor.close()
+                    raise BatchAbandoned
+                if self._sqlite:
+                    cursor.execute("COMMIT")
                 else:
-                    raw.rollback()
-                cursor.close()
-                raise BatchAbandoned
-            if self._sqlite:
-                cursor.execute("COMMIT")
-            else:
-                raw.commit()
+                    raw.commit()
         except BatchAbandoned:
             raise
         except BaseException:
