@@ -19,6 +19,7 @@ the database and `evidence verify` must pass.
     .venv/bin/python bench/load_bench.py --home /work/bench-load   # build once in an empty dir, then reuse
     .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench \
         --pg-latency 3    # every answer from PostgreSQL 3 ms late (bench/latency_proxy.py), as across a network
+    .venv/bin/python bench/load_bench.py ... --instances 2   # two serve instances on one home, wrk split between
 
 Needs `wrk` (Debian package `wrk`).
 """
@@ -265,12 +266,14 @@ def server_cpu(server: subprocess.Popen[bytes]) -> float:
     return total / _TICK
 
 
-def measured(server: subprocess.Popen[bytes], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """RUN's wrk figures, plus the server's CPU per answered request (ms) and its share of the machine's cores
-    over the run (the wrk process and the kernel's work outside the server are not in it)."""
-    cpu, started = server_cpu(server), time.monotonic()
+def measured(server: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]],
+             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """RUN's wrk figures, plus the server's (or servers') CPU per answered request (ms) and share of the machine's
+    cores over the run (the wrk process and the kernel's work outside the servers are not in it)."""
+    servers = server if isinstance(server, list) else [server]
+    cpu, started = sum(map(server_cpu, servers)), time.monotonic()
     result = run()
-    used, elapsed = server_cpu(server) - cpu, time.monotonic() - started
+    used, elapsed = sum(map(server_cpu, servers)) - cpu, time.monotonic() - started
     result["server_cpu_ms_per_request"] = round(1000 * used / max(result["requests"], 1), 3)
     result["server_busy"] = round(used / elapsed / (os.cpu_count() or 1), 3)
     return result
@@ -293,6 +296,27 @@ def wrk(url: str, connections: int, seconds: float, env: dict[str, str], script:
             "p50_ms": _ms(percentiles["50"]), "p90_ms": _ms(percentiles["90"]), "p99_ms": _ms(percentiles["99"]),
             "requests": total, "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+
+
+def wrk_spread(urls: list[str], connections: int, seconds: float, env: dict[str, str],
+               script: Path | None) -> dict[str, Any]:
+    """`wrk` against every URL at once, the connections split evenly (each run's RUN_TAG made its own): requests,
+    rates and errors summed, each latency percentile the worst of the runs (percentiles do not add)."""
+    if len(urls) == 1:
+        return wrk(urls[0], connections, seconds, env, script)
+    from concurrent.futures import ThreadPoolExecutor
+
+    shares = [connections // len(urls) + (i < connections % len(urls)) for i in range(len(urls))]
+    def one(i: int) -> dict[str, Any]:
+        return wrk(urls[i], shares[i], seconds, {**env, "RUN_TAG": f"{env.get('RUN_TAG')}-i{i}"}, script)
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        runs = list(pool.map(one, range(len(urls))))
+    out = {"connections": connections, **{k: sum(r[k] for r in runs) for k in
+                                           ("rps", "requests", "non_2xx", "socket_errors")}}
+    out["rps"] = round(out["rps"], 2)
+    out.update({k: max(r[k] for r in runs) for k in ("p50_ms", "p90_ms", "p99_ms")})
+    return out
 
 
 def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
@@ -320,6 +344,9 @@ def evidence_summary(env: dict[str, str], tag: str) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="FRAUD_HOME to build (or reuse) the world in (default: a temp dir)")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="serve instances on one home, each on its own port with --workers workers; wrk's "
+                             "connections are split evenly between them and the figures summed (default 1)")
     parser.add_argument("--pg-latency", type=float, default=0.0, metavar="MS",
                         help="with a PostgreSQL --database: the server reaches it through bench/latency_proxy.py, "
                              "which delays every answer by MS milliseconds (a network round trip); default 0")
@@ -382,25 +409,35 @@ def main() -> None:
     args = _parser().parse_args()
     tmp, home, env, info, bodies, replayed = setup(args, "load-bench-")
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
-    port = _free_port()
     proxy, server_env = delayed_database(args, env)
-    server = start_server(args, server_env, port, tmp / "server.log")
+    ports: list[int] = []
+    while len(ports) < args.instances:
+        port = _free_port()
+        ports += [] if port in ports else [port]
+    servers: list[subprocess.Popen[bytes]] = []
     tag = f"lb{int(time.time())}"
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{ports[0]}"
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
     wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
     levels = [int(c) for c in args.connections.split(",")]
     results: list[dict[str, Any]] = []
     try:
+        for i, port in enumerate(ports):  # instances share the home; each keeps its own metrics directory
+            servers.append(start_server(args, server_env, port, tmp / f"server-{i}.log"))
         wrk(f"{base}/healthz", 4, 3, wrk_env, None)  # warm connections and caches
         wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w"}, ROOT / "bench" / "assess.lua")
         # the ceiling first, on an idle server: after an assess run the live-fact writers are still busy
-        ceilings = {c: measured(server, partial(wrk, f"{base}/healthz", c, args.seconds, wrk_env, None))
+        for other in bases[1:]:
+            wrk(f"{other}/healthz", 4, 3, wrk_env, None)
+            wrk(other, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w{other[-5:]}"}, ROOT / "bench" / "assess.lua")
+        ceilings = {c: measured(servers, partial(wrk_spread, [f"{b}/healthz" for b in bases], c, args.seconds,
+                                                 wrk_env, None))
                     for c in levels}
         for c in levels:
             ceiling = ceilings[c]
             _forget_earlier_runs(home)  # every level starts from the same features
-            assess = measured(server, partial(wrk, base, c, args.seconds, {**wrk_env, "RUN_TAG": f"{tag}-c{c}"},
-                                              ROOT / "bench" / "assess.lua"))
+            assess = measured(servers, partial(wrk_spread, bases, c, args.seconds,
+                                               {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua"))
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
                   f"p99 {assess['p99_ms']:6.2f} ms  non-2xx {assess['non_2xx']}  |  healthz {ceiling['rps']:8.1f} "
@@ -410,14 +447,16 @@ def main() -> None:
                   f"{assess['server_busy']:.0%} busy)  |  healthz {ceiling['server_cpu_ms_per_request']:.2f} ms "
                   f"({ceiling['server_busy']:.0%})", flush=True)
     finally:
-        stop_server(server)
+        for running in servers:
+            stop_server(running)
         if proxy is not None:
             proxy.terminate()
             proxy.wait(timeout=10)
     evidence = evidence_summary(env, tag)
     answered = sum(r["assess"]["requests"] - r["assess"]["non_2xx"] for r in results)
     summary = {"model": {k: v for k, v in info.items() if k != "dataset"}, "workers": args.workers,
-               "threads": args.threads, "database": args.database or "sqlite (WAL)", "pg_latency_ms": args.pg_latency,
+               "threads": args.threads, "instances": args.instances, "database": args.database or "sqlite (WAL)",
+               "pg_latency_ms": args.pg_latency,
                "seconds": args.seconds,
                "replayed_returns": replayed, "levels": results, "answered_201": answered, "evidence": evidence}
     cycled = [r["connections"] for r in results if r["assess"]["requests"] > replayed]
