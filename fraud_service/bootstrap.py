@@ -26,6 +26,7 @@ from fraud_service.store.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the scoring stack loads LightGBM and Feast: imported when built, not when this module is
+    from fraud_service.featurestore.source import FeatureSource
     from fraud_service.feedback.dispatch import Dispatcher
     from fraud_service.feedback.inspections import InspectedReturn
     from fraud_service.feedback.outcomes import Feedback
@@ -203,7 +204,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
                        "`fraud-service features materialize`")
     scorer = last_good_scorer(ModelRegistry(settings.models_dir))
     reader = source.reader()
-    writer = FreshnessWriter(LiveFacts(source, reader), known_orders(settings)) if freshness else None
+    writer = FreshnessWriter(LiveFacts(source, reader), known_orders(source)) if freshness else None
     wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
                     writer=evidence_writer(engine, wait_s), lists=ListCache(sessions, wait_s=wait_s),
@@ -236,10 +237,10 @@ def last_good_scorer(registry: ModelRegistry) -> Scorer:
     raise NotReady(f"no model to score with: {detail}")
 
 
-def known_orders(settings: Settings) -> Callable[[list[str]], set[str]]:
+def known_orders(source: FeatureSource) -> Callable[[list[str]], set[str]]:
     """A function telling which of some order ids the features were built with (a request's own order, and its
     live facts'): see `BuiltOrders`."""
-    return BuiltOrders(settings)
+    return BuiltOrders(source)
 
 
 class BuiltOrders:
@@ -251,11 +252,11 @@ class BuiltOrders:
     request would otherwise wait for it. Only the very first index (at start, by `warm`) is made by the caller.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, source: FeatureSource) -> None:
         from fraud_service.data.warehouse import KeyIndex, Warehouse
 
-        self.warehouse = Warehouse(settings.warehouse_dir)
-        self.manifest = settings.home / "features" / "manifest.json"  # FeatureSource.data_dir
+        self.source = source
+        self.warehouse = Warehouse(source.settings.warehouse_dir)
         self.index: KeyIndex | None = None
         self.stamp: tuple[int, int, int] | None = None  # the manifest's (inode, mtime, size) the index is of
         self.building = False
@@ -263,7 +264,7 @@ class BuiltOrders:
 
     def __call__(self, order_ids: list[str]) -> set[str]:
         try:
-            stat = self.manifest.stat()
+            stat = self.source.manifest_path.stat()
         except FileNotFoundError:
             return set()
         seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -279,13 +280,11 @@ class BuiltOrders:
         return set() if index is None else index.holding(order_ids)
 
     def _build(self, seen: tuple[int, int, int]) -> None:
-        import json
-
         from fraud_service.errors import WarehouseError
 
         index = self.index
         try:
-            name = str(json.loads(self.manifest.read_text())["snapshot"])
+            name = str((self.source.manifest() or {})["snapshot"])
             index = self.warehouse.snapshot(name).key_index("orders", "order_id")
         except (OSError, ValueError, KeyError, WarehouseError):
             log.exception("cannot index the orders of the features' snapshot; still using the previous index")

@@ -154,9 +154,9 @@ class LiveFacts:
             "SELECT DISTINCT return_id FROM live_facts WHERE fact LIKE 'inspection:%'")}
         if not returned and not inspected:
             return 0
-        manifest = json.loads((self.source.data_dir / "manifest.json").read_text())
+        manifest = self.source.manifest() or {}
         snapshot = Warehouse(self.source.settings.warehouse_dir).current()
-        if snapshot is None or snapshot.name != manifest["snapshot"]:
+        if snapshot is None or snapshot.name != manifest.get("snapshot"):
             return 0  # features are not built from the current snapshot yet: keep counting live
         cutoff = pd.Timestamp(until)
         returns = snapshot.read("returns", ["return_id", "requested_at"])

@@ -107,7 +107,7 @@ class FeatureSource:
             self.apply()
         manifest = {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint"),
                     "built_at": dt.datetime.now(dt.UTC).isoformat(), "engine": engine, "rows": counts}
-        (self.data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        self.manifest_path.write_text(json.dumps(manifest, indent=2))
         return manifest
 
     def _historical_on_spark(self, store: Any, service: Any, entities: pd.DataFrame) -> pd.DataFrame:
@@ -129,17 +129,26 @@ class FeatureSource:
         frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[us, UTC]")  # as Feast's job gives it
         return frame
 
+    @property
+    def manifest_path(self) -> Path:
+        """What the last build wrote: its snapshot, engine, time and row counts (JSON)."""
+        return self.data_dir / "manifest.json"
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The last build's manifest, or None before the first build."""
+        path = self.manifest_path
+        return dict(json.loads(path.read_text())) if path.exists() else None
+
     def built_engine(self) -> str:
         """The engine the current features were built with (`duckdb` for builds before engines were recorded)."""
-        path = self.data_dir / "manifest.json"
-        return str(json.loads(path.read_text()).get("engine", "duckdb")) if path.exists() else "duckdb"
+        return str((self.manifest() or {}).get("engine", "duckdb"))
 
     def built_from(self) -> str | None:
         """The warehouse snapshot the features were last built from (None if never built)."""
-        path = self.data_dir / "manifest.json"
-        if not path.exists() or not (self.repo_dir / "registry.db").exists():
+        manifest = self.manifest()
+        if manifest is None or not (self.repo_dir / "registry.db").exists():
             return None
-        return str(json.loads(path.read_text()).get("snapshot"))
+        return str(manifest.get("snapshot"))
 
     def _empty_table(self, name: str) -> Path:
         import pyarrow.parquet as pq

@@ -78,7 +78,7 @@ def test_a_new_orders_returns_are_served_as_training_sees_them_and_the_order_cou
     first_at = w["opened"] + pd.Timedelta(minutes=1)
     placed = first_at - pd.Timedelta(days=2)
     bodies = [_body(customer, payment, placed, first_at + pd.Timedelta(minutes=5 * n), n + 1) for n in range(2)]
-    writer = FreshnessWriter(w["live"], known_orders(w["settings"]), gather=0.0)
+    writer = FreshnessWriter(w["live"], known_orders(w["source"]), gather=0.0)
     served = []
     try:
         for n, body in enumerate(bodies):
