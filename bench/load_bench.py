@@ -416,7 +416,6 @@ def main() -> None:
         ports += [] if port in ports else [port]
     servers: list[subprocess.Popen[bytes]] = []
     tag = f"lb{int(time.time())}"
-    base = f"http://127.0.0.1:{ports[0]}"
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
     levels = [int(c) for c in args.connections.split(",")]
@@ -424,12 +423,10 @@ def main() -> None:
     try:
         for i, port in enumerate(ports):  # instances share the home; each keeps its own metrics directory
             servers.append(start_server(args, server_env, port, tmp / f"server-{i}.log"))
-        wrk(f"{base}/healthz", 4, 3, wrk_env, None)  # warm connections and caches
-        wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w"}, ROOT / "bench" / "assess.lua")
+        for i, base in enumerate(bases):  # warm connections and caches
+            wrk(f"{base}/healthz", 4, 3, wrk_env, None)
+            wrk(base, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w{i}"}, ROOT / "bench" / "assess.lua")
         # the ceiling first, on an idle server: after an assess run the live-fact writers are still busy
-        for other in bases[1:]:
-            wrk(f"{other}/healthz", 4, 3, wrk_env, None)
-            wrk(other, 4, 3, {**wrk_env, "RUN_TAG": f"{tag}w{other[-5:]}"}, ROOT / "bench" / "assess.lua")
         ceilings = {c: measured(servers, partial(wrk_spread, [f"{b}/healthz" for b in bases], c, args.seconds,
                                                  wrk_env, None))
                     for c in levels}
