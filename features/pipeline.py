@@ -20,8 +20,9 @@ This module imports nothing of the project: it takes parquet paths and writes pa
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -394,7 +395,8 @@ def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
           report: Callable[[str], None] = lambda _: None, bucket_facts: int = BUCKET_FACTS) -> dict[str, int]:
     """Compute every entity's change-point rows from the contract tables into OUT_DIR/<entity>.parquet.
 
-    Files are written beside their final names and renamed, so readers never see half a file.
+    Files are written beside their final names and renamed once all of them are written (`publish`), so readers
+    never see half a file and a build that fails part-way leaves the previous build's files as they were.
     Returns the row count per entity.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -413,24 +415,50 @@ def build(tables: dict[str, Path], out_dir: Path, memory_limit: str = "8GB",
         buckets = max(1, -(-facts // bucket_facts))
         jobs.append((name, [entity_sql(spec, b, buckets) for b in range(buckets)]))
     jobs += [(f"{name}_seen", [membership_sql(name)]) for name in MEMBERSHIP_SQL]
-    for name, parts in jobs:
-        t0 = time.perf_counter()
-        tmp = out_dir / f".{name}.parquet.tmp"
-        final = out_dir / f"{name}.parquet"
-        if len(parts) == 1:
-            con.execute(f"COPY ({parts[0]}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
-        else:
-            # key buckets bound the memory of the window layers; the parts are then streamed into one file
-            part_files = [out_dir / f".{name}.part{i}.parquet" for i in range(len(parts))]
-            for sql, part in zip(parts, part_files, strict=True):
-                con.execute(f"COPY ({sql}) TO '{_q(part)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
-            listing = ", ".join(f"'{_q(p)}'" for p in part_files)
-            con.execute(f"COPY (SELECT * FROM read_parquet([{listing}])) TO '{_q(tmp)}' "
-                        "(FORMAT parquet, COMPRESSION zstd)").fetchall()
-            for part in part_files:
-                part.unlink()
-        tmp.replace(final)
-        counts[name] = con.execute(f"SELECT count(*) FROM read_parquet('{_q(final)}')").fetchall()[0][0]
-        report(f"features: {name}: {counts[name]:,} rows in {time.perf_counter() - t0:.1f}s")
+    with publishing(out_dir, [name for name, _ in jobs]):
+        for name, parts in jobs:
+            counts[name] = _write(con, out_dir, name, parts, report)
     con.close()
     return counts
+
+
+def _write(con: duckdb.DuckDBPyConnection, out_dir: Path, name: str, parts: list[str],
+           report: Callable[[str], None]) -> int:
+    """One output's rows into its temporary file (`unpublished`); its row count."""
+    t0 = time.perf_counter()
+    tmp = unpublished(out_dir, name)
+    if len(parts) == 1:
+        con.execute(f"COPY ({parts[0]}) TO '{_q(tmp)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+    else:
+        # key buckets bound the memory of the window layers; the parts are then streamed into one file
+        part_files = [out_dir / f".{name}.part{i}.parquet" for i in range(len(parts))]
+        for sql, part in zip(parts, part_files, strict=True):
+            con.execute(f"COPY ({sql}) TO '{_q(part)}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+        listing = ", ".join(f"'{_q(p)}'" for p in part_files)
+        con.execute(f"COPY (SELECT * FROM read_parquet([{listing}])) TO '{_q(tmp)}' "
+                    "(FORMAT parquet, COMPRESSION zstd)").fetchall()
+        for part in part_files:
+            part.unlink()
+    rows = int(con.execute(f"SELECT count(*) FROM read_parquet('{_q(tmp)}')").fetchall()[0][0])
+    report(f"features: {name}: {rows:,} rows in {time.perf_counter() - t0:.1f}s")
+    return rows
+
+
+def unpublished(out_dir: Path, name: str) -> Path:
+    """Where a build writes output NAME before `publishing` renames it to OUT_DIR/NAME.parquet."""
+    return out_dir / f".{name}.parquet.tmp"
+
+
+@contextlib.contextmanager
+def publishing(out_dir: Path, names: list[str]) -> Iterator[None]:
+    """Around a build of outputs NAMES: when it ends, every finished temporary file is renamed onto its final name
+    (each rename atomic, all after the last file is complete); when it fails, the temporary files are removed and
+    the previous build's files stay as they were."""
+    try:
+        yield
+    except BaseException:
+        for name in names:
+            unpublished(out_dir, name).unlink(missing_ok=True)
+        raise
+    for name in names:
+        unpublished(out_dir, name).replace(out_dir / f"{name}.parquet")

@@ -28,7 +28,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from features.pipeline import BAD_OUTCOMES, ENTITIES, MEMBERSHIP_SQL, MICRO, US_PER_DAY, EntitySpec, Metric
+from features.pipeline import (
+    BAD_OUTCOMES,
+    ENTITIES,
+    MEMBERSHIP_SQL,
+    MICRO,
+    US_PER_DAY,
+    EntitySpec,
+    Metric,
+    publishing,
+    unpublished,
+)
 
 LOCAL = "local[*]"
 LOCAL_DRIVER_MEMORY = "6g"
@@ -361,12 +371,13 @@ def historical(entities: Any, views: dict[str, tuple[str, Path, list[str]]], mas
 def build(tables: dict[str, Path], out_dir: Path, master: str = LOCAL,
           report: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     """`features.pipeline.build` on Spark: every entity's change-point rows and the `*_seen` membership rows into
-    OUT_DIR/<name>.parquet (each written beside its final name, then renamed). Returns the row count per file."""
+    OUT_DIR/<name>.parquet (all written beside their final names, then renamed together, as the DuckDB build
+    does: a failed build leaves the previous files). Returns the row count per file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    with spark_session(master) as spark:
+    names = [*ENTITIES, *(f"{name}_seen" for name in MEMBERSHIP_SQL)]
+    with publishing(out_dir, names), spark_session(master) as spark:
         facts = Facts(spark, tables)
-        names = [*ENTITIES, *(f"{name}_seen" for name in MEMBERSHIP_SQL)]
         for name in names:
             t0 = time.perf_counter()
             parts = out_dir / f".{name}.spark"
@@ -376,17 +387,16 @@ def build(tables: dict[str, Path], out_dir: Path, master: str = LOCAL,
             else:
                 frame = facts.membership(name.removesuffix("_seen"))
             frame.write.parquet(str(parts), compression="zstd")
-            counts[name] = _join_parts(parts, out_dir / f"{name}.parquet")
+            counts[name] = _join_parts(parts, unpublished(out_dir, name))
             report(f"features (spark): {name}: {counts[name]:,} rows in {time.perf_counter() - t0:.1f}s")
     return counts
 
 
-def _join_parts(parts: Path, final: Path) -> int:
-    """Spark's part files of one output, streamed into one parquet file (timestamps as UTC microseconds)."""
+def _join_parts(parts: Path, tmp: Path) -> int:
+    """Spark's part files of one output, streamed into one parquet file TMP (timestamps as UTC microseconds)."""
     import pyarrow.parquet as pq
 
     files = sorted(parts.glob("part-*.parquet"))
-    tmp = final.with_name(f".{final.name}.tmp")
     rows = 0
     schema = pq.read_schema(files[0])
     with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
@@ -396,6 +406,5 @@ def _join_parts(parts: Path, final: Path) -> int:
                 table = source.read_row_group(group)
                 rows += table.num_rows
                 writer.write_table(table)
-    tmp.replace(final)
     shutil.rmtree(parts, ignore_errors=True)
     return rows

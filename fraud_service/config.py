@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from fraud_service.errors import ConfigError
 
 ONLINE_STORES = ("sqlite", "redis")
+SPARK_MASTER = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+")
+"""The Spark masters `features build --engine spark` may be pointed at (Spark's own forms)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ConfigError(f"FRAUD_PORT={self.port}: expected a TCP port between 1 and 65535")
+        if not SPARK_MASTER.fullmatch(self.spark_master):
+            raise ConfigError(f"FRAUD_SPARK_MASTER={self.spark_master!r}: expected local, local[N], local[*], "
+                              "spark://HOST:PORT, yarn or k8s://https://HOST:PORT")
         if self.confirmed_bad_decision not in ("deny", "store_credit_only"):
             raise ConfigError(f"FRAUD_CONFIRMED_BAD_DECISION={self.confirmed_bad_decision!r}: expected deny or "
                               "store_credit_only")

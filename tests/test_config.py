@@ -34,6 +34,7 @@ def test_every_variable_is_read(tmp_path):
     ({"FRAUD_ONLINE_STORE": "memcached"}, "FRAUD_ONLINE_STORE='memcached': expected one of sqlite, redis"),
     ({"FRAUD_PORT": "eighty"}, "FRAUD_PORT='eighty': expected an integer port"),
     ({"FRAUD_PORT": "70000"}, "FRAUD_PORT=70000"),
+    ({"FRAUD_SPARK_MASTER": "bogus"}, r"FRAUD_SPARK_MASTER='bogus': expected local, local\[N\]"),
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -100,7 +100,16 @@ class FeatureSource:
             from features.spark_pipeline import build as spark_build
 
             with progress.step(f"building the features on Spark ({self.settings.spark_master})"):
-                counts = spark_build(present, self.data_dir, master=self.settings.spark_master, report=progress.info)
+                try:
+                    counts = spark_build(present, self.data_dir, master=self.settings.spark_master,
+                                         report=progress.info)
+                except Exception as exc:  # py4j and pyspark errors, or Java that will not start
+                    if not type(exc).__module__.startswith(("pyspark", "py4j")):
+                        raise
+                    raise FeatureStoreError(f"Spark failed on FRAUD_SPARK_MASTER={self.settings.spark_master} "
+                                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''});"
+                                            " the features were not rebuilt (the manifest still names the last "
+                                            "build); Spark needs Java 17 or later on PATH") from exc
         else:
             counts = build(present, self.data_dir, report=progress.info, bucket_facts=bucket_facts or BUCKET_FACTS)
         with progress.step("applying the Feast repository"):
