@@ -13,6 +13,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic.json_schema import models_json_schema
 
+from api.entity_schemas import ENTITY_RESPONSES
 from api.schemas import REQUESTS, RESPONSES
 from fraud_service.cases.records import SORTS, STATUSES
 from fraud_service.scoring.request import ReturnRequestBody
@@ -43,7 +44,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 def schemas() -> dict[str, Any]:
     """Every body's JSON schema, generated from the pydantic models that validate requests (and describe
     responses)."""
-    models = [ReturnRequestBody, *REQUESTS, *RESPONSES]
+    models = [ReturnRequestBody, *REQUESTS, *RESPONSES, *ENTITY_RESPONSES]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     return dict(top["$defs"])
 
@@ -60,8 +61,8 @@ def document() -> dict[str, Any]:
                                            "description": "an API key from `fraud-service keys create`"}},
             "schemas": schemas(),
         },
-        "paths": {**_scoring_paths(), **_feedback_paths(), **_cases_paths(SECURED), **_model_paths(),
-                  **_service_paths()},
+        "paths": {**_scoring_paths(), **_feedback_paths(), **_cases_paths(SECURED), **_entity_paths(),
+                  **_model_paths(), **_service_paths()},
     }
 
 
@@ -242,6 +243,29 @@ def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
                                   "content": {"application/zip": {"schema": {"type": "string",
                                                                              "format": "binary"}}}},
                           **_errors(401, 403, 404, 503)}}},
+    }
+
+
+def _entity_paths() -> dict[str, Any]:
+    def text(name: str, where: str = "path") -> dict[str, Any]:
+        return {"name": name, "in": where, "required": True, "schema": {"type": "string"}}
+
+    def page(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "security": SECURED, "parameters": parameters,
+                        "responses": {"200": _json(_ref("EntityPage"), "The page"), **_errors(401, 403, 404, 503)}}}
+
+    return {
+        "/v1/search": {"get": {
+            "summary": "Customers, returns, orders, tokens and cases whose id is `q` or starts with it (analyst)",
+            "security": SECURED, "parameters": [{**text("q", "query"), "schema": {"type": "string", "maxLength": 200}}],
+            "responses": {"200": _json(_ref("SearchResult"), "What was found"), **_errors(401, 403, 422, 503)}}},
+        "/v1/customers/{customer_id}": page(
+            "Everything known about a customer: profile, features now, timeline of orders, returns, labels, "
+            "inspections and assessments, cases, tokens with who else used them, lists", [text("customer_id")]),
+        "/v1/tokens/{kind}/{value}": page(
+            "Everything known about a token (address, payment, device, refund): who used it, when, its orders and "
+            "returns, cases, lists", [{**text("kind"), "schema": {"enum": ["address", "payment", "device", "refund"]}},
+                                      text("value")]),
     }
 
 

@@ -320,6 +320,7 @@ class CaseSummary(_Response):
     age_hours: float
     overdue: bool = Field(description="open longer than the SLA (48 hours)")
     appealed_at: Instant | None = Field(default=None, description="a shopper appealed: first in the queue")
+    labels: dict[str, int] | None = Field(default=None, description="closed: how many returns carry each label")
 
 
 class CasePage(_Response):

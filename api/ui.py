@@ -95,7 +95,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
     app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
     app.jinja_env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
-    from api import ui_monitor, ui_webhooks  # noqa: F401 (their views join this blueprint)
+    from api import ui_entities, ui_monitor, ui_webhooks  # noqa: F401 (their views join this blueprint)
 
     app.register_blueprint(bp)
     app.after_request(_page_headers)
@@ -230,7 +230,8 @@ def queue() -> ResponseReturnValue:
     reasons, assignees = cases.filter_choices(core().uow())
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
-                           decisions=[d.value for d in Decision if d.needs_human], args=request.args)
+                           decisions=[d.value for d in Decision if d.needs_human], args=request.args,
+                           closed_list="closed" in f.statuses)
 
 
 @bp.post("/next")

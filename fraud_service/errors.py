@@ -157,6 +157,10 @@ class CaseNotFound(CaseError, NotFound):
     """No case with that id."""
 
 
+class EntityNotFound(NotFound):
+    """No customer or token with that id in the warehouse or the evidence database."""
+
+
 class CaseConflict(CaseError, Conflict):
     """The case's state does not allow the change (a closed case, a move not allowed, claimed by someone else)."""
 

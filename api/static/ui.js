@@ -1,4 +1,5 @@
-// Keyboard shortcuts for the analyst UI (no libraries): j/k move, Enter opens, n next case, / note, c close, u queue.
+// Keyboard shortcuts for the analyst UI (no libraries): j/k move, Enter opens, n next case, / search, m note, c close,
+// u queue.
 (function () {
   "use strict";
   function typing(e) {
@@ -28,7 +29,8 @@
     else if (e.key === "k") { select(current - 1); }
     else if (e.key === "Enter" && current >= 0 && rows.length) { window.location = rows[current].getAttribute("data-href"); }
     else if (e.key === "n") { form = document.getElementById("next-form"); if (form) form.submit(); }
-    else if (e.key === "/") { form = document.getElementById("note-body"); if (form) { e.preventDefault(); form.focus(); } }
+    else if (e.key === "/") { form = document.getElementById("search-box"); if (form) { e.preventDefault(); form.focus(); } }
+    else if (e.key === "m") { form = document.getElementById("note-body"); if (form) { e.preventDefault(); form.focus(); } }
     else if (e.key === "c") { form = document.getElementById("close-reason"); if (form) { e.preventDefault(); form.focus(); } }
     else if (e.key === "u") { window.location = "/ui/"; }
     else { return; }

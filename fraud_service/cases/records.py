@@ -101,6 +101,7 @@ class CaseSummary(_Record):
     age_hours: float
     overdue: bool
     appealed_at: str | None = None  # a shopper appealed: the case is at the top of the queue until closed
+    labels: dict[str, int] | None = None  # a closed case: its returns' labels in force, counted (fraud: 2, ...)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ contract's form (source `analyst`, `labelled_at` = now); `fraud-service labels s
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -244,8 +245,25 @@ def queue(uow: UnitOfWork, *, f: QueueFilter, now: dt.datetime | None = None,
     with uow.read():
         base = _filtered(f)
         total = uow.session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
-        rows = uow.session.execute(base.order_by(*_ORDER[f.sort]()).limit(f.limit).offset(f.offset)).scalars()
-        return QueuePage([summary(c, now, sla_hours) for c in rows], total, f)
+        rows = uow.session.execute(base.order_by(*_ORDER[f.sort]()).limit(f.limit).offset(f.offset)).scalars().all()
+        labels = _labels_in_force(uow.session, [c.id for c in rows if c.status == CaseStatus.CLOSED])
+        return QueuePage([dataclasses.replace(summary(c, now, sla_hours), labels=labels.get(c.id))
+                          if c.status == CaseStatus.CLOSED else summary(c, now, sla_hours) for c in rows], total, f)
+
+
+def _labels_in_force(session: Session, case_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per closed case, how many of its returns carry each label (the latest given in that case, per return)."""
+    latest: dict[tuple[str | None, str], str] = {}
+    if case_ids:
+        for case_id, return_id, label in session.execute(
+                select(Label.case_id, Label.return_id, Label.label).where(Label.case_id.in_(case_ids))
+                .order_by(Label.labelled_at, Label.id)):
+            latest[(case_id, return_id)] = label
+    out: dict[str, dict[str, int]] = {}
+    for (case_id, _), label in latest.items():
+        counts = out.setdefault(str(case_id), {})
+        counts[label] = counts.get(label, 0) + 1
+    return {c: dict(sorted(v.items())) for c, v in out.items()}
 
 
 def filter_choices(uow: UnitOfWork) -> tuple[list[str], list[str]]:

@@ -202,6 +202,24 @@ class OnlineFeatures:
             times.update({view: stamp for (view, _, _), stamp in zip(self.views, stamps, strict=True)})
         return out
 
+    def entity_values(self, entity: str, value: str, now: dt.datetime) -> tuple[dict[str, Any], str | None, str | None]:
+        """One entity's features as of NOW (an analyst's page, not the hot path): its stored values with the live
+        facts known by NOW added, when the stored values became true, and the latest live fact counted."""
+        spec = ENTITIES[entity]
+        keys = {s.key: (value if name == entity else NO_KEY) for name, s in ENTITIES.items()}
+        times: dict[str, str | None] = {}
+        row = self.stored(keys, times)[[view for view, _, _ in self.views].index(f"{entity}_features")]
+        for metric in spec.metrics:
+            if row.get(metric.name) is None and metric.name in self._counts:
+                row[metric.name] = 0
+        facts = []
+        if self._live is not None:
+            with self._live_lock:
+                facts = self._live.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
+                                           "key = ?", (entity, value)).fetchall()
+        latest = add_live_facts(row, facts, int(now.timestamp() * 1e6))
+        return row, times.get(f"{entity}_features"), _us_time(latest[entity]) if entity in latest else None
+
     def seen(self, view: str, join_keys: dict[str, str], feature: str) -> Any:
         """One stored value of a (possibly compound-key) view, or None."""
         entity_key = self.key(join_keys)

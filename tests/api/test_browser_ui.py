@@ -104,10 +104,10 @@ def test_an_analyst_works_the_riskiest_case_to_a_fraud_label(served: tuple[str, 
     assert rows.count() == 3
     ranked = api.client.get("/v1/cases", headers=api.headers("analyst")).get_json()["cases"]
     riskiest = ranked[0]["case_id"]
-    assert rows.first.locator("a").inner_text() == riskiest  # the page ranks as the API does
+    assert rows.first.locator("a").first.inner_text() == riskiest  # the page ranks as the API does
     page.screenshot(path=str(shots / "queue.png"), full_page=True)
 
-    rows.first.locator("a").click()
+    rows.first.locator("a").first.click()
     page.wait_for_url(f"{base}/ui/cases/{riskiest}")
     bars = page.locator("table.shap svg rect")
     assert bars.count() >= 3  # the SHAP chart of the opened return
@@ -175,4 +175,60 @@ def test_the_next_case_shortcut_claims_one(served: tuple[str, Api], browser: Any
     with api.service.sessions() as session:
         case = session.get(Case, case_id)
         assert case is not None and (case.status, case.assignee) == ("in_review", "user:alice")
+    page.close()
+
+
+def _sign_in(page: Any, base: str) -> None:
+    page.goto(f"{base}/ui/login")
+    page.fill("#name", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+
+
+def test_search_leads_from_an_id_to_its_customer_and_tokens(served: tuple[str, Api], browser: Any,
+                                                            tmp_path: Path) -> None:
+    base, api = served
+    shots = Path(os.environ.get("FRAUD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    orders = pd.read_parquet(api.dataset / "orders.parquet")
+    shared = orders.groupby("address_token")["customer_id"].nunique()
+    address = str(shared[shared >= 3].sort_values(kind="stable").index[0])
+    customer = str(sorted(orders[orders["address_token"] == address]["customer_id"].unique())[0])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, base)
+    page.keyboard.press("/")  # focuses the search box on any page
+    assert page.evaluate("document.activeElement.id") == "search-box"
+    page.keyboard.type(customer)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/ui/customers/{customer}")  # an exact id opens its page at once
+    assert customer in page.locator("h1").inner_text()
+    page.screenshot(path=str(shots / "customer.png"), full_page=True)
+    page.locator(f"#tokens a[href='/ui/tokens/address/{address}']").click()
+    page.wait_for_url(f"{base}/ui/tokens/address/{address}")
+    holders = page.locator("#holders tbody tr")
+    assert holders.count() == shared[address]
+    page.screenshot(path=str(shots / "token.png"), full_page=True)
+    page.locator(f"#holders a[href='/ui/customers/{customer}']").click()
+    page.wait_for_url(f"{base}/ui/customers/{customer}")
+    page.close()
+
+
+def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
+    """At 390 px wide no page scrolls sideways: the header wraps, panels stack, wide tables scroll in their card."""
+    base, api = served
+    cases = api.client.get("/v1/cases?status=all", headers=api.headers("analyst")).get_json()["cases"]
+    customer = cases[0]["customer_id"]
+    token = next(link for link in api.client.get(f"/v1/cases/{cases[0]['case_id']}", headers=api.headers(
+        "analyst")).get_json()["links"] if link["entity"] == "address")
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{base}/ui/login")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _sign_in(page, base)
+    paths = ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
+             f"/ui/search?q={customer[:3]}", f"/ui/customers/{customer}",
+             f"/ui/tokens/address/{token['value']}"]
+    for path in paths:
+        page.goto(base + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     page.close()
