@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from api.auth import requires
 from api.core import core
-from fraud_service.cases import entities
+from fraud_service.cases import entities, graph
 from fraud_service.cases.investigation import one_at_a_time
 from fraud_service.data.warehouse import Warehouse
 
@@ -42,6 +42,24 @@ def token(kind: str, value: str) -> entities.EntityPage:
                                    now=service.clock(), reader=_reader(), hub_customers=service.settings.hub_customers)
 
 
+def entity_graph(kind: str, value: str) -> graph.Graph:
+    """The link graph around a customer or token, `hops` out (default 2)."""
+    service = core()
+    hops = graph.check_seed(kind, value, request.args.get("hops", "2"))
+    with one_at_a_time(service.settings.warehouse_dir):
+        return graph.entity_graph(service.uow(), Warehouse(service.settings.warehouse_dir).current(), kind, value,
+                                  hops=hops, hub_customers=service.settings.hub_customers)
+
+
+def case_graph(case_id: str) -> graph.Graph:
+    """The link graph around a case's customers and tokens, `hops` out (default 2)."""
+    service = core()
+    hops = graph.check_seed("customer", case_id, request.args.get("hops", "2"))
+    with one_at_a_time(service.settings.warehouse_dir):
+        return graph.case_graph(service.uow(), Warehouse(service.settings.warehouse_dir).current(), case_id,
+                                now=service.clock(), hops=hops, hub_customers=service.settings.hub_customers)
+
+
 def _reader() -> OnlineFeatures | None:
     """The online store's reader when this worker scores (else the page goes without feature values)."""
     assessor = core().assessor
@@ -67,3 +85,17 @@ def get_customer(customer_id: str) -> ResponseReturnValue:
 def get_token(kind: str, value: str) -> ResponseReturnValue:
     """Everything known about a token (address, payment, device, refund): who used it, when, cases, lists."""
     return jsonify(token(kind, value).to_dict())
+
+
+@bp.get("/v1/graph/<kind>/<path:value>")
+@requires("analyst")
+def get_graph(kind: str, value: str) -> ResponseReturnValue:
+    """The link graph around a customer or a token: customers and the tokens they used, `hops` (1-3) out."""
+    return jsonify(entity_graph(kind, value).to_dict())
+
+
+@bp.get("/v1/cases/<case_id>/graph")
+@requires("analyst")
+def get_case_graph(case_id: str) -> ResponseReturnValue:
+    """The link graph around a case's customers and the tokens tying it, `hops` (1-3) out."""
+    return jsonify(case_graph(case_id).to_dict())

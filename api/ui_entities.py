@@ -4,13 +4,13 @@ of the `ui` blueprint."""
 
 from __future__ import annotations
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from api import entities
 from api.ui import _problems, bp, signed_in
 from fraud_service.cases.entities import SearchHit
-from fraud_service.errors import EntityNotFound, RequestInvalid
+from fraud_service.errors import CaseNotFound, EntityNotFound, RequestInvalid
 
 
 @bp.get("/search")
@@ -61,3 +61,25 @@ def token_page(kind: str, value: str) -> ResponseReturnValue:
     except EntityNotFound as exc:
         abort(404, str(exc))
     return render_template("ui/entity.html", page=page.to_dict())
+
+
+@bp.get("/graph/<kind>/<path:value>")
+@signed_in
+def graph_data(kind: str, value: str) -> ResponseReturnValue:
+    """The link graph's JSON for the page's script (graph.js): around a customer or token."""
+    try:
+        return jsonify(entities.entity_graph(kind, value).to_dict())
+    except RequestInvalid as exc:
+        abort(400, _problems(exc))
+
+
+@bp.get("/cases/<case_id>/graph")
+@signed_in
+def case_graph_data(case_id: str) -> ResponseReturnValue:
+    """The link graph's JSON around a case."""
+    try:
+        return jsonify(entities.case_graph(case_id).to_dict())
+    except CaseNotFound:
+        abort(404, f"There is no case {case_id}.")
+    except RequestInvalid as exc:
+        abort(400, _problems(exc))

@@ -232,3 +232,71 @@ def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
         page.goto(base + path)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     page.close()
+
+
+def test_the_link_graph_expands_a_node_and_opens_its_page(served: tuple[str, Api], browser: Any,
+                                                          tmp_path: Path) -> None:
+    base, api = served
+    case_id = api.client.get("/v1/cases?status=all", headers=api.headers("analyst")).get_json()["cases"][0]["case_id"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, base)
+    page.goto(f"{base}/ui/cases/{case_id}")
+    page.wait_for_selector("#graph[data-ready=true]")
+    page.locator("#graph").scroll_into_view_if_needed()
+    expected = api.client.get(f"/v1/cases/{case_id}/graph", headers=api.headers("analyst")).get_json()
+    assert page.evaluate("window.fraudGraph.nodes().length") == len(expected["nodes"])
+    # a node at the edge of the graph, not yet expanded: clicking it fetches and adds its neighbours
+    target = page.evaluate("""() => { const n = window.fraudGraph.nodes('[!expanded][!hub][kind = "customer"]')
+        .filter(n => n.degree() < 3)[0] || window.fraudGraph.nodes('[!expanded][!hub]')[0];
+        const p = n.renderedPosition(); return {id: n.id(), x: p.x, y: p.y, kind: n.data('kind'),
+        value: n.data('value')}; }""")
+    more = api.client.get(f"/v1/graph/{target['kind']}/{target['value']}?hops=1",
+                          headers=api.headers("analyst")).get_json()
+    new = {n["key"] for n in more["nodes"]} - {n["key"] for n in expected["nodes"]}
+    box = page.locator("#graph").bounding_box()
+    page.mouse.click(box["x"] + target["x"], box["y"] + target["y"])
+    page.wait_for_selector("#graph[data-expanded]")
+    assert page.evaluate("window.fraudGraph.nodes().length") == len(expected["nodes"]) + len(new)
+    assert target["value"] in page.inner_text("#graph-info")
+    page.screenshot(path=str(Path(os.environ.get("FRAUD_SCREENSHOTS") or tmp_path) / "graph.png"), full_page=False)
+    page.click("#graph-open")
+    kind = target["kind"]
+    page.wait_for_url(f"{base}/ui/customers/*" if kind == "customer" else f"{base}/ui/tokens/{kind}/*")
+    assert target["value"] in page.locator("h1").inner_text()
+    page.close()
+
+
+AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+
+
+def test_no_page_has_a_serious_accessibility_violation(served: tuple[str, Api], browser: Any) -> None:
+    """axe-core (vendored from the npm registry) on every analyst page: no serious or critical violation."""
+    base, api = served
+    cases = api.client.get("/v1/cases?status=all", headers=api.headers("analyst")).get_json()["cases"]
+    detail = api.client.get(f"/v1/cases/{cases[0]['case_id']}", headers=api.headers("analyst")).get_json()
+    token = next(link for link in detail["links"] if link["entity"] != "customer")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    paths = ["/ui/login"]
+    page.goto(base + paths[0])
+    found = {}
+    source = AXE.read_text()
+
+    def check(path: str) -> None:
+        page.evaluate(source)  # evaluated through the debugging protocol: the pages' CSP forbids injected scripts
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [(v["id"], v["impact"], [(n["target"], n.get("failureSummary", "")[-90:]) for n in v["nodes"]][:6])
+               for v in result["violations"] if v["impact"] in ("serious", "critical")]
+        if bad:
+            found[path] = bad
+
+    check(paths[0])
+    _sign_in(page, base)
+    for path in ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
+                 f"/ui/search?q={cases[0]['customer_id'][:3]}", f"/ui/customers/{cases[0]['customer_id']}",
+                 f"/ui/tokens/{token['entity']}/{token['value']}"]:
+        page.goto(base + path)
+        if page.locator("#graph").count():
+            page.wait_for_selector("#graph[data-ready=true]")
+        check(path)
+    assert not found, "\n".join(f"{path}: {bad}" for path, bad in found.items())
+    page.close()

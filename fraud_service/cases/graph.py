@@ -1,0 +1,244 @@
+"""The link graph an analyst reads a ring from: customers and the tokens they used (address, payment, device, refund
+destination), some hops out from a case, a customer or a token.
+
+A customer links to every token they used; a token to every customer who used it. Hubs (a token used by
+FRAUD_HUB_CUSTOMERS customers or more: a freight forwarder, a parcel locker, an office) are not expanded: each shows
+as one node with its count of customers, since two strangers sharing a parcel locker are not a ring. The graph is
+capped at MAX_NODES. Known-bad customers (a fraud or abuse label, the warehouse's or an analyst's) are marked, and so
+are the case's own customers and tokens.
+
+Read from the warehouse's current snapshot, plus what the service saw that the warehouse has not yet: the tokens of
+the returns assessed in a case (`extra` edges, from the case's stored requests).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fraud_service.cases import service as cases
+from fraud_service.cases.entities import TOKEN_KINDS, _connect, _token_uses
+from fraud_service.cases.investigation import _cached
+from fraud_service.data.warehouse import Snapshot
+from fraud_service.errors import Problem, RequestInvalid
+from fraud_service.store.schema import Assessment, EvidenceEvent, Label
+from fraud_service.store.uow import UnitOfWork
+
+MAX_NODES = 150
+MAX_HOPS = 3
+NODE_KINDS = ("customer", *TOKEN_KINDS)
+Key = tuple[str, str]  # (kind, id): ("customer", "C1"), ("address", "addr_...")
+
+
+@dataclass
+class Node:
+    kind: str  # customer, address, payment, device, refund
+    id: str
+    hop: int  # how far from the nearest seed
+    customers: int = 0  # a token's: everyone who used it
+    bad_labels: int = 0  # a customer's returns labelled fraud or abuse
+    hub: bool = False  # a token too widely used to expand
+    seed: bool = False  # where the graph starts (the case's customers and tokens, or the page's entity)
+    expanded: bool = False  # its neighbours are all in the graph
+
+
+@dataclass
+class Graph:
+    nodes: dict[Key, Node] = field(default_factory=dict)
+    edges: set[tuple[Key, Key]] = field(default_factory=set)  # (customer, token)
+    capped: bool = False  # MAX_NODES reached: some neighbours left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [{"key": f"{n.kind}:{n.id}", **asdict(n)} for n in self.nodes.values()],
+                "edges": [{"customer": f"{c[0]}:{c[1]}", "token": f"{t[0]}:{t[1]}"} for c, t in sorted(self.edges)],
+                "capped": self.capped, "max_nodes": MAX_NODES}
+
+
+def check_seed(kind: str, value: str, hops: object) -> int:
+    """The hop count asked for, or RequestInvalid naming each bad part."""
+    problems = []
+    if kind not in NODE_KINDS:
+        problems.append(Problem("kind", f"got {kind!r}", "one of " + ", ".join(NODE_KINDS)))
+    if not value:
+        problems.append(Problem("id", "is empty", "a customer id or a token"))
+    text = str(hops)
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_HOPS):
+        problems.append(Problem("hops", f"got {text!r}", f"an integer from 1 to {MAX_HOPS}"))
+    if problems:
+        raise RequestInvalid(problems)
+    return int(text)
+
+
+def build(snapshot: Snapshot | None, session: Session, seeds: Sequence[Key], *, hops: int = 2,
+          hub_customers: int = 20, extra: Iterable[tuple[str, str, str]] = ()) -> Graph:
+    """The graph HOPS out from SEEDS. EXTRA adds (customer, token kind, token) uses the warehouse does not hold."""
+    known = tuple(sorted(set(extra)))
+    key = ("graph", str(snapshot.path) if snapshot else None, tuple(seeds), hops, hub_customers, known)
+    graph = copy.deepcopy(_cached(key, lambda: _walk(snapshot, seeds, hops, hub_customers, known)))
+    _mark_bad(session, graph)
+    return graph
+
+
+def _walk(snapshot: Snapshot | None, seeds: Sequence[Key], hops: int, hub_customers: int,
+          extra: Sequence[tuple[str, str, str]]) -> Graph:
+    graph = Graph()
+    for kind, value in seeds:
+        graph.nodes[(kind, value)] = Node(kind, value, 0, seed=True)
+    con = _connect(snapshot)
+    try:
+        con.execute("CREATE TEMP TABLE extra (kind VARCHAR, value VARCHAR, customer_id VARCHAR)")
+        if extra:
+            con.executemany("INSERT INTO extra VALUES (?, ?, ?)", [[k, v, c] for c, k, v in extra])
+        con.execute("CREATE TEMP TABLE wanted (k VARCHAR, v VARCHAR)")
+        con.execute("CREATE TEMP VIEW uses AS " + " UNION ALL ".join(
+            f"SELECT '{kind}' AS kind, value, customer_id FROM ({_token_uses(kind)})" for kind in TOKEN_KINDS)
+                    + " UNION ALL SELECT kind, value, customer_id FROM extra")
+        frontier = list(graph.nodes)
+        for hop in range(1, hops + 1):
+            _count_customers(con, graph, [k for k in frontier if k[0] != "customer"])
+            frontier = _expand(con, graph, frontier, hop, hub_customers)
+            if graph.capped or not frontier:
+                break
+        _count_customers(con, graph, [k for k, n in graph.nodes.items() if k[0] != "customer" and not n.customers])
+        for k, node in graph.nodes.items():
+            node.hub = k[0] != "customer" and node.customers >= hub_customers
+        _close_edges(con, graph)
+        _stored_bad(con, graph)
+    finally:
+        con.close()
+    return graph
+
+
+def _count_customers(con: Any, graph: Graph, tokens: list[Key]) -> None:
+    if not tokens:
+        return
+    _want(con, tokens)
+    rows = con.execute("SELECT kind, value, count(DISTINCT customer_id) FROM uses JOIN wanted ON kind = k AND "
+                       "value = v GROUP BY kind, value").fetchall()
+    for kind, value, n in rows:
+        graph.nodes[(kind, value)].customers = int(n)
+
+
+def _want(con: Any, tokens: list[Key]) -> None:
+    """The tokens the next query joins with (`wanted`)."""
+    con.execute("DELETE FROM wanted")
+    con.executemany("INSERT INTO wanted VALUES (?, ?)", [list(t) for t in tokens])
+
+
+def _expand(con: Any, graph: Graph, frontier: list[Key], hop: int, hub_customers: int) -> list[Key]:
+    """Add the neighbours of FRONTIER (a hub's are left out) at HOP; the keys added."""
+    customers = [k[1] for k in frontier if k[0] == "customer"]
+    tokens = []
+    for k in frontier:
+        node = graph.nodes[k]
+        if k[0] == "customer":
+            node.expanded = True
+        elif node.customers >= hub_customers:
+            node.hub = True
+        else:
+            node.expanded = True
+            tokens.append(k)
+    rows = []
+    if customers:
+        rows += con.execute("SELECT DISTINCT customer_id, kind, value FROM uses WHERE customer_id IN "
+                            "(SELECT unnest($c)) ORDER BY 1, 2, 3", {"c": customers}).fetchall()
+    if tokens:
+        _want(con, tokens)
+        rows += con.execute("SELECT DISTINCT customer_id, kind, value FROM uses JOIN wanted ON kind = k AND "
+                            "value = v ORDER BY 2, 3, 1").fetchall()
+    added: list[Key] = []
+    for customer, kind, value in rows:
+        pair = (("customer", customer), (kind, value))
+        for k in pair:
+            if k not in graph.nodes:
+                if len(graph.nodes) >= MAX_NODES:
+                    graph.capped = True
+                    return added
+                graph.nodes[k] = Node(k[0], k[1], hop)
+                added.append(k)
+        graph.edges.add(pair)
+    return added
+
+
+def _close_edges(con: Any, graph: Graph) -> None:
+    """Every use between two nodes already in the graph is an edge (the last hop's customers share tokens too)."""
+    customers = [k[1] for k in graph.nodes if k[0] == "customer"]
+    if not customers:
+        return
+    for customer, kind, value in con.execute("SELECT DISTINCT customer_id, kind, value FROM uses WHERE customer_id "
+                                             "IN (SELECT unnest($c))", {"c": customers}).fetchall():
+        if (kind, value) in graph.nodes:
+            graph.edges.add((("customer", customer), (kind, value)))
+
+
+def _stored_bad(con: Any, graph: Graph) -> None:
+    customers = [k[1] for k in graph.nodes if k[0] == "customer"]
+    if not customers:
+        return
+    rows = con.execute("SELECT r.customer_id, count(DISTINCT r.return_id) FROM returns r JOIN (SELECT return_id, "
+                       "arg_max(label, labelled_at) AS label FROM labels GROUP BY return_id) l USING (return_id) "
+                       "WHERE l.label IN ('fraud', 'abuse') AND r.customer_id IN (SELECT unnest($c)) "
+                       "GROUP BY 1", {"c": customers}).fetchall()
+    for customer, n in rows:
+        graph.nodes[("customer", customer)].bad_labels = int(n)
+
+
+def _mark_bad(session: Session, graph: Graph) -> None:
+    """Analysts' fraud and abuse labels of customers' assessed returns (the warehouse's are counted already)."""
+    customers = [k[1] for k in graph.nodes if k[0] == "customer"]
+    for start in range(0, len(customers), 500):
+        rows = session.execute(select(Assessment.customer_id, Label.return_id).join(
+            Label, Label.return_id == Assessment.return_id).where(
+            Assessment.customer_id.in_(customers[start:start + 500]), Label.label.in_(("fraud", "abuse")))).all()
+        seen: dict[str, set[str]] = {}
+        for customer, return_id in rows:
+            seen.setdefault(customer, set()).add(return_id)
+        for customer, returns in seen.items():
+            node = graph.nodes[("customer", customer)]
+            node.bad_labels = max(node.bad_labels, len(returns))
+
+
+def _uses_of(request: dict[str, Any], customer: str) -> list[tuple[str, str, str]]:
+    """The (customer, token kind, token) uses a stored assessment request shows."""
+    order = request.get("order") or {}
+    found = [(customer, kind, order.get(f"{kind}_token")) for kind in ("address", "payment", "device")]
+    found.append((customer, "refund", request.get("refund_token")))
+    return [(c, k, v) for c, k, v in found if isinstance(v, str) and v]
+
+
+def case_graph(uow: UnitOfWork, snapshot: Snapshot | None, case_id: str, *, now: dt.datetime, hops: int = 2,
+               hub_customers: int = 20) -> Graph:
+    """The graph around a case: its customers and the tokens tying it are the seeds; its assessments' requests add
+    the uses the warehouse does not hold yet (returns assessed since the last ingest)."""
+    with uow.read():
+        detail = cases.detail(uow.session, case_id, now, limit=cases.PAGE)
+        seeds = [("customer", c) for c in detail.customers()]
+        seeds += [(e, v) for e, v in detail.links if e != "customer"]
+        extra = [u for a in detail.assessments for u in _uses_of(a.request, a.customer_id)]
+        return build(snapshot, uow.session, seeds, hops=hops, hub_customers=hub_customers, extra=extra)
+
+
+def entity_graph(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: str, *, hops: int = 2,
+                 hub_customers: int = 20) -> Graph:
+    """The graph around one customer or token, with the uses its assessed returns show."""
+    with uow.read():
+        extra: list[tuple[str, str, str]] = []
+        if kind == "customer":
+            records = uow.session.execute(select(Assessment.event_seq).where(Assessment.customer_id == value)
+                                          .limit(200)).scalars().all()
+            extra = [u for seq in records for u in _uses_of(_request(uow.session, seq), value)]
+        return build(snapshot, uow.session, [(kind, value)], hops=hops, hub_customers=hub_customers, extra=extra)
+
+
+def _request(session: Session, seq: int) -> dict[str, Any]:
+    event = session.get(EvidenceEvent, seq)
+    payload = json.loads(event.payload) if event is not None else {}
+    request = payload.get("request") if isinstance(payload, dict) else None
+    return request if isinstance(request, dict) else {}
