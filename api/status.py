@@ -72,4 +72,5 @@ def status_json() -> ResponseReturnValue:
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """A start page: what ran, what the data holds, and where to go next."""
-    return render_template("status.html", status=warehouse_status(detail=current_person() is not None))
+    person = current_person()  # an admin who has yet to turn on two-factor sign-in is not in yet
+    return render_template("status.html", status=warehouse_status(detail=person is not None and not person.must_enrol))

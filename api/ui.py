@@ -1,9 +1,10 @@
 """The analyst web UI: server-rendered pages on the same `Cases` service as the `/v1/cases` API.
 
-People sign in with a name and password (`fraud-service users create NAME --role analyst`); the
-session is a signed, HTTP-only, SameSite cookie, and every form that changes something carries the
-session's CSRF token (a missing or wrong token is refused with 400 and nothing changes). All
-assets are served from `api/static`; nothing is fetched from elsewhere.
+People sign in with a name and password (`fraud-service users create NAME --role analyst`), and a TOTP
+code when they have two-factor sign-in on (admins must: `api/ui_account.py`); the session is a signed,
+HTTP-only, SameSite cookie, and every form that changes something carries the session's CSRF token (a
+missing or wrong token is refused with 400 and nothing changes). All assets are served from `api/static`;
+nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import datetime as dt
 import functools
 import hmac
 import os
-import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +39,10 @@ from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
 from api.core import core, who
-from fraud_service.access.users import Person, list_users, session_person, sign_in, sign_out
+from fraud_service.access.users import Person, list_users, session_person
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import ACTIVE, LABELS, MOVES, SORTS, STATUSES, QueueFilter
-from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid, SignInThrottled
+from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid
 from fraud_service.scoring import explain
 from fraud_service.scoring.policy import Decision
 from models.registry import ModelRegistry
@@ -50,8 +50,6 @@ from models.registry import ModelRegistry
 bp = Blueprint("ui", __name__, url_prefix="/ui")
 F = TypeVar("F", bound=Callable[..., Any])
 SESSION_HOURS = 12
-_SAFE_NEXT = re.compile(r"/ui/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
-"""Where sign-in may send a person back to: a page of this UI, in plain URL characters (no CR/LF, no `//host`)."""
 
 
 def secret_key(home: Path) -> bytes:
@@ -95,7 +93,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
     app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
     app.jinja_env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
-    from api import ui_entities, ui_monitor, ui_webhooks  # noqa: F401 (their views join this blueprint)
+    from api import ui_account, ui_entities, ui_monitor, ui_webhooks  # noqa: F401 (their views join this blueprint)
 
     app.register_blueprint(bp)
     app.after_request(_page_headers)
@@ -131,8 +129,17 @@ def current_person() -> Person | None:
 
 
 def signed_in(view: F) -> F:
-    """Only signed-in, still active analysts and admins reach the view; others go to the sign-in page."""
+    """Only signed-in, still active analysts and admins reach the view; others go to the sign-in page, and an admin
+    without two-factor sign-in to the page that turns it on (nothing else is open to them until it is on)."""
+    return _guarded(view, enrolling=False)
 
+
+def enrolling(view: F) -> F:
+    """`signed_in`, but open to an admin who has yet to turn two-factor sign-in on: the pages that do it."""
+    return _guarded(view, enrolling=True)
+
+
+def _guarded(view: F, enrolling: bool) -> F:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         person = current_person()
@@ -140,6 +147,8 @@ def signed_in(view: F) -> F:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
         g.person = person
+        if person.must_enrol and not enrolling:
+            return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
@@ -179,42 +188,6 @@ def _page_headers(response: Response) -> Response:
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
     return render_template("ui/error.html", code=exc.code, message=exc.description), exc.code or 500
-
-
-@bp.get("/login")
-def login() -> ResponseReturnValue:
-    return render_template("ui/login.html", next=request.args.get("next", ""))
-
-
-@bp.post("/login")
-def login_post() -> ResponseReturnValue:
-    name, password = request.form.get("name", "").strip(), request.form.get("password", "")
-    try:
-        person = sign_in(core().uow(), name, password, address=request.remote_addr or "unknown")
-    except SignInThrottled as exc:
-        flash(f"{exc}. Nothing was checked.", "error")
-        page = render_template("ui/login.html", next=request.form.get("next", ""), name=name)
-        return page, 429, {"Retry-After": str(exc.retry_after)}
-    if person is None:
-        flash("Unknown user or wrong password.", "error")
-        return render_template("ui/login.html", next=request.form.get("next", ""), name=name), 401
-    session.clear()
-    session.permanent = True
-    session["user"] = person.name
-    session["since"] = dt.datetime.now(dt.UTC).isoformat()
-    session["csrf"] = secrets.token_urlsafe(32)
-    target = request.form.get("next") or ""
-    return redirect(target if _SAFE_NEXT.fullmatch(target) else url_for("ui.queue"))
-
-
-@bp.post("/logout")
-def logout() -> ResponseReturnValue:
-    person = current_person()
-    if person is not None:
-        sign_out(core().uow(), person.name)  # the cookie, wherever a copy of it is, stops working
-    session.clear()
-    flash("Signed out.", "info")
-    return redirect(url_for("ui.login"))
 
 
 @bp.get("/")

@@ -177,6 +177,14 @@ class UserError(FraudServiceError):
     """A user cannot be created, found or changed."""
 
 
+class TotpError(UserError):
+    """Two-factor sign-in cannot be turned on, off or checked as asked (a wrong code, a step out of order)."""
+
+
+class TotpUnreadable(TotpError):
+    """A stored TOTP secret cannot be decrypted with this service's key (FRAUD_HOME's `secret_key` changed)."""
+
+
 class SignInThrottled(FraudServiceError):
     """Too many failed sign-ins for this user or address: wait `retry_after` seconds."""
 

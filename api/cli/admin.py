@@ -90,9 +90,9 @@ def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
     if not users:
         print("no users: create one with `fraud-service users create NAME --role analyst`")
         return 0
-    print(f"{'name':<24} {'role':<8} {'created':<20} disabled")
+    print(f"{'name':<24} {'role':<8} {'totp':<5} {'created':<20} disabled")
     for u in users:
-        print(f"{u.name:<24} {u.role:<8} {when(u.created_at):<20} {when(u.disabled_at)}")
+        print(f"{u.name:<24} {u.role:<8} {'on' if u.totp else 'off':<5} {when(u.created_at):<20} {when(u.disabled_at)}")
     return 0
 
 
@@ -104,6 +104,21 @@ def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
     with evidence(settings) as db:
         disable_user(db.uow(), args.name, cli_actor())
     print(f"user {args.name} disabled")
+    return 0
+
+
+def cmd_users_totp_reset(args: argparse.Namespace, settings: Settings) -> int:
+    """Turn a person's two-factor sign-in off, for one who lost the device (an evidence event; ends their sessions)."""
+    from fraud_service.access import totp
+    from fraud_service.bootstrap import evidence
+
+    with evidence(settings) as db:
+        done = totp.reset(db.uow(), args.name, cli_actor())
+    if not done:
+        print(f"user {args.name} has no two-factor sign-in on or begun; nothing changed")
+        return 0
+    print(f"two-factor sign-in of {args.name} is off and their sessions have ended; they sign in with the password "
+          "and turn it on again from the Two-factor page (an admin is sent there at once)")
     return 0
 
 
@@ -308,9 +323,11 @@ def _lists(sub: Subparsers) -> None:
 
 
 def _users(sub: Subparsers) -> None:
-    users = sub.add_parser("users", help="people who sign in to the analyst UI: create, list, disable",
+    users = sub.add_parser("users", help="people who sign in to the analyst UI: create, list, disable, totp-reset",
                            description="Accounts for the analyst UI (/ui/). Roles: analyst (works cases), admin\n"
-                                       "(also everything admin keys may do). Passwords are kept as scrypt hashes.",
+                                       "(also everything admin keys may do). Passwords are kept as scrypt hashes.\n"
+                                       "People turn two-factor sign-in (TOTP) on from the UI's Two-factor page;\n"
+                                       "admins must, at their first sign-in.",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     q = usub.add_parser("create", help="create a user; prints a generated password once")
@@ -319,7 +336,12 @@ def _users(sub: Subparsers) -> None:
     q.add_argument("--password-stdin", action="store_true",
                    help="read the password (at least 10 characters) from the first line of stdin")
     q.set_defaults(func=cmd_users_create)
-    usub.add_parser("list", help="names, roles, creation and disabling times").set_defaults(func=cmd_users_list)
+    usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
+                    ).set_defaults(func=cmd_users_list)
     q = usub.add_parser("disable", help="disable a user")
     q.add_argument("name", metavar="NAME")
     q.set_defaults(func=cmd_users_disable)
+    q = usub.add_parser("totp-reset", help="turn a person's two-factor sign-in off (a lost device) and end their "
+                                           "sessions; they turn it on again at the next sign-in")
+    q.add_argument("name", metavar="NAME")
+    q.set_defaults(func=cmd_users_totp_reset)

@@ -1,6 +1,7 @@
 """People who sign in to the analyst UI: analysts and admins, with scrypt-hashed passwords.
 
-Machines use API keys (`fraud_service.access.keys`); people use a name and a password here. Creating,
+Machines use API keys (`fraud_service.access.keys`); people use a name and a password here, and a TOTP code
+too once they have turned two-factor sign-in on (`fraud_service.access.totp`; admins must). Creating,
 disabling and changing a user are evidence events; a person's actions are recorded as `user:NAME`.
 """
 
@@ -30,14 +31,20 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 @dataclass(frozen=True)
 class Person:
-    """A signed-in person."""
+    """A signed-in person; `totp` says whether they have two-factor sign-in on."""
 
     name: str
     role: str
+    totp: bool = False
 
     @property
     def actor(self) -> str:
         return f"user:{self.name}"
+
+    @property
+    def must_enrol(self) -> bool:
+        """An admin without two-factor sign-in may do nothing but turn it on."""
+        return self.role == "admin" and not self.totp
 
 
 def hash_password(password: str) -> str:
@@ -65,6 +72,7 @@ class UserRecord:
     role: str
     created_at: dt.datetime
     disabled_at: dt.datetime | None
+    totp: bool = False
 
 
 def create_user(uow: UnitOfWork, name: str, role: str, password: str | None, actor: str) -> str:
@@ -119,7 +127,7 @@ def disable_user(uow: UnitOfWork, name: str, actor: str) -> None:
 def list_users(uow: UnitOfWork) -> list[UserRecord]:
     with uow.read():
         rows = uow.session.execute(select(User).order_by(User.name)).scalars()
-        return [UserRecord(u.name, u.role, u.created_at, u.disabled_at) for u in rows]
+        return [UserRecord(u.name, u.role, u.created_at, u.disabled_at, u.totp_enabled_at is not None) for u in rows]
 
 
 FREE_FAILURES = 3
@@ -137,25 +145,46 @@ def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
 
     Failures are counted per user and per address: after FREE_FAILURES in a row each next attempt must wait
     longer, after LOCK_AFTER the user or address is locked for LOCK; SignInThrottled says how long, and no
-    password is checked meanwhile (so guessing gains nothing). A success clears both counts."""
+    password is checked meanwhile (so guessing gains nothing). A success clears both counts, except for a person
+    whose `totp` is on: they are only half-way in, and `totp.sign_in_code` (which counts its failures here too)
+    clears them, so that the right password cannot wipe a run of wrong codes."""
     now = now or dt.datetime.now(dt.UTC)
-    keys = [f"address:{address[:100]}"]
-    if isinstance(name, str) and 0 < len(name) <= 64:
-        keys.append(f"user:{name}")
+    keys = attempt_keys(name, address)
     with uow.read():
-        wait = max(_wait(uow.session.get(SignInFailure, key), now) for key in keys)
+        wait = seconds_to_wait(uow.session, keys, now)
         user = uow.session.get(User, name) if len(keys) == 2 else None
-        found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash)
+        found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash,
+                                                                          user.totp_enabled_at is not None)
     if wait > 0:
         raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
     if found is None:
         hash_password(password or "x")  # the same work either way: failures take the same time
     ok = found is not None and check_password(found[2], password or "")
-    with uow:
-        for key in keys:
-            _count(uow, key, now, failed=not ok)
-        uow.commit()
-    return Person(found[0], found[1]) if ok and found is not None else None
+    if not ok or found is None or not found[3]:
+        with uow:
+            count_attempts(uow, keys, now, failed=not ok)
+            uow.commit()
+    return Person(found[0], found[1], found[3]) if ok and found is not None else None
+
+
+def attempt_keys(name: object, address: str) -> list[str]:
+    """What sign-in attempts are counted under: the address, and the user when NAME could be one."""
+    keys = [f"address:{address[:100]}"]
+    if isinstance(name, str) and 0 < len(name) <= 64:
+        keys.append(f"user:{name}")
+    return keys
+
+
+def seconds_to_wait(session: Session, keys: list[str], now: dt.datetime) -> int:
+    """Seconds before the next attempt under KEYS may be checked (0: now), in a transaction the caller holds."""
+    return max(_wait(session.get(SignInFailure, key), now) for key in keys)
+
+
+def count_attempts(uow: UnitOfWork, keys: list[str], now: dt.datetime, failed: bool) -> None:
+    """Count a failed attempt under each of KEYS (locking one that reaches LOCK_AFTER), or clear them on a success,
+    in the caller's unit of work."""
+    for key in keys:
+        _count(uow, key, now, failed=failed)
 
 
 def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
@@ -216,7 +245,7 @@ def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | No
             return None
         if user.sessions_revoked_at is not None and chain.aware(user.sessions_revoked_at) >= since:
             return None
-        return Person(user.name, user.role)
+        return Person(user.name, user.role, user.totp_enabled_at is not None)
 
 
 def active_in(session: Session, name: str) -> Person | None:
@@ -224,7 +253,7 @@ def active_in(session: Session, name: str) -> Person | None:
     user = session.get(User, name)
     if user is None or user.disabled_at is not None:
         return None
-    return Person(user.name, user.role)
+    return Person(user.name, user.role, user.totp_enabled_at is not None)
 
 
 def assignee_in(session: Session, name: object) -> str | None:

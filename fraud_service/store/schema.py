@@ -153,7 +153,8 @@ class Label(Base):
 
 
 class User(Base):
-    """A person who signs in to the analyst UI (analyst or admin); the password is kept as a scrypt hash."""
+    """A person who signs in to the analyst UI (analyst or admin); the password is kept as a scrypt hash, the TOTP
+    secret encrypted with a key the database does not hold (`fraud_service.access.totp` says why)."""
 
     __tablename__ = "users"
 
@@ -163,6 +164,21 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     sessions_revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)  # set by enrolment's first step
+    totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # on while set
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the last 30 s step accepted
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for a TOTP code, kept as a hash; `used_at` is set when it is spent."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SignInFailure(Base):

@@ -299,4 +299,51 @@ def test_no_page_has_a_serious_accessibility_violation(served: tuple[str, Api], 
             page.wait_for_selector("#graph[data-ready=true]")
         check(path)
     assert not found, "\n".join(f"{path}: {bad}" for path, bad in found.items())
+
+
+def test_an_admin_turns_two_factor_on_at_the_first_sign_in_then_signs_in_with_a_code(
+        served: tuple[str, Api], browser: Any, tmp_path: Path) -> None:
+    import datetime as dt
+
+    import pyotp
+
+    base, api = served
+    shots = Path(os.environ.get("FRAUD_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    create_user(api.service.uow(), "carol", "admin", PASSWORD, "test")
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{base}/ui/login")
+    page.fill("#name", "carol")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/two-factor")  # an admin goes nowhere else first
+    page.goto(f"{base}/ui/monitor")
+    page.wait_for_url(f"{base}/ui/two-factor")
+    page.click("form[action$='/two-factor/begin'] button")
+    page.wait_for_load_state()
+    secret = page.inner_text(".secret").replace(" ", "").strip()  # typed by hand into the app
+    assert f"secret={secret}" in page.get_attribute("a[href^='otpauth://']", "href")
+    page.screenshot(path=str(shots / "two-factor.png"), full_page=True)
+    page.fill("#confirm-code", pyotp.TOTP(secret).now())
+    page.click("form[action$='/two-factor/confirm'] button")
+    page.wait_for_load_state()
+    assert page.locator("ul.codes li").count() == 10
+    page.screenshot(path=str(shots / "recovery-codes.png"), full_page=True)
+    page.click("text=I have saved them")
+    page.wait_for_url(f"{base}/ui/")
+    page.click("header form[action$='/logout'] button")
+    page.wait_for_url(f"{base}/ui/login")
+
+    page.fill("#name", "carol")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/login/code")
+    page.screenshot(path=str(shots / "code.png"), full_page=True)
+    page.fill("#code", pyotp.TOTP(secret).at(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+    page.goto(f"{base}/ui/monitor")
+    assert page.url == f"{base}/ui/monitor"
+    for name in ("two-factor.png", "recovery-codes.png", "code.png"):
+        assert _png_size(shots / name)[0] == 1200
     page.close()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from typing import Any
 
+import pyotp
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from fraud_service.access import totp
 from fraud_service.access.users import create_user, disable_user
 from fraud_service.store.schema import Case, CaseNote, Label, User
 from tests.api.conftest import Api
@@ -16,14 +20,50 @@ from tests.api.test_cases_api import open_case
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 PASSWORD = "a long enough password"
+AUTHENTICATORS: dict[tuple[int, str], tuple[str, list[str]]] = {}
+"""What each person `enrol` turned two-factor sign-in on for holds: the secret and the recovery codes left, by
+(the id of the app's service, name)."""
 
 
 def person(api: Api, name: str, role: str = "analyst") -> str:
+    """NAME, made with PASSWORD if new; an admin is made with two-factor sign-in on, as admins must have it."""
     with api.service.sessions() as session:
         exists = session.get(User, name) is not None
     if not exists:
         create_user(api.service.uow(), name, role, PASSWORD, "test")
+        if role == "admin":
+            enrol(api, name)
     return name
+
+
+def app_key(api: Api) -> bytes:
+    key = api.app.secret_key
+    assert isinstance(key, bytes)
+    return key
+
+
+def enrol(api: Api, name: str) -> str:
+    """Turn NAME's two-factor sign-in on as of a minute ago (so the codes of now are unused); its secret."""
+    secret = totp.begin(api.service.uow(), name, app_key(api)).secret
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    codes = totp.confirm(api.service.uow(), name, pyotp.TOTP(secret).at(before), app_key(api), now=before)
+    AUTHENTICATORS[(id(api.service), name)] = (secret, codes)
+    return secret
+
+
+def second_factor(api: Api, name: str) -> str:
+    """A code NAME's app shows now (or at the next step) that the service has not accepted yet; a recovery code
+    when both were used (a third sign-in within one step)."""
+    secret, codes = AUTHENTICATORS[(id(api.service), name)]
+    with api.service.sessions() as session:
+        user = session.get(User, name)
+        assert user is not None
+        last = -1 if user.totp_last_step is None else user.totp_last_step
+    now = int(time.time()) // 30
+    for step in (now, now + 1):
+        if step > last:
+            return pyotp.TOTP(secret).at(step * 30)
+    return codes.pop()
 
 
 def token(html: str) -> str:
@@ -33,9 +73,14 @@ def token(html: str) -> str:
 
 
 def signed_in(api: Api, name: str) -> tuple[FlaskClient, str]:
+    """A browser signed in as NAME (with a code after the password when NAME has two-factor sign-in on), and its
+    session's CSRF token."""
     client = api.app.test_client()
     page = client.get("/ui/login").get_data(as_text=True)
     response = client.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)})
+    if response.headers.get("Location", "").endswith("/ui/login/code"):
+        page = client.get("/ui/login/code").get_data(as_text=True)
+        response = client.post("/ui/login/code", data={"code": second_factor(api, name), "csrf_token": token(page)})
     assert response.status_code == 302 and response.headers["Location"].endswith("/ui/")
     return client, token(client.get("/ui/").get_data(as_text=True))
 

@@ -98,6 +98,38 @@ def test_users_create_list_disable(cli: Cli, settings: Settings, monkeypatch: py
         engine.dispose()
 
 
+def test_users_totp_reset_turns_a_lost_device_off_and_list_shows_who_has_it(cli: Cli, settings: Settings) -> None:
+    import pyotp
+
+    from fraud_service.access import totp
+
+    assert cli("db", "upgrade")[0] == 0
+    assert cli("users", "create", "gus", "--role", "admin")[0] == 0
+    assert cli("users", "create", "hal")[0] == 0
+    engine, sessions = database(settings)
+    try:
+        key = b"the app's key"
+        secret = totp.begin(UnitOfWork(sessions), "gus", key).secret
+        codes = totp.confirm(UnitOfWork(sessions), "gus", pyotp.TOTP(secret).now(), key)
+        rows = {line.split()[0]: line.split()[2] for line in cli("users", "list")[1].splitlines()[1:]}
+        assert rows == {"gus": "on", "hal": "off"}
+
+        code, out, _ = cli("users", "totp-reset", "gus")
+        assert code == 0 and "two-factor sign-in of gus is off" in out
+        assert totp.sign_in_code(UnitOfWork(sessions), "gus", codes[0], key) is None  # its recovery codes went too
+        assert "gus      " in cli("users", "list")[1] and " on " not in cli("users", "list")[1]
+        code, out, _ = cli("users", "totp-reset", "hal")
+        assert code == 0 and "nothing changed" in out
+        code, _, err = cli("users", "totp-reset", "nobody")
+        assert code == 1 and "no user 'nobody'" in err
+        with sessions() as session:
+            reset = session.execute(text("SELECT actor, payload FROM evidence_events WHERE kind = 'totp_reset'")).all()
+        assert len(reset) == 1 and reset[0][0].startswith("cli:") and '"name":"gus"' in reset[0][1]
+    finally:
+        engine.dispose()
+    assert cli("evidence", "verify")[0] == 0
+
+
 def test_labels_sync_without_an_evidence_database_copies_nothing(cli: Cli, settings: Settings) -> None:
     code, out, _ = cli("labels", "sync")
     assert code == 0 and "labels:" not in out
