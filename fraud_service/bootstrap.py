@@ -74,9 +74,10 @@ class Service:
         return self.assessor
 
     def lists_changed(self) -> None:
-        """This worker's assessments see a list change at once (other workers within a second)."""
+        """This worker's assessments see a list or rule change at once (other workers within a second)."""
         if self.assessor is not None:
             self.assessor.lists.invalidate()
+            self.assessor.rules.invalidate()
 
     def close(self) -> None:
         if self.dispatcher is not None:
@@ -195,6 +196,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     from fraud_service.scoring.evidence import evidence_writer
     from fraud_service.scoring.lists import ListCache
     from fraud_service.scoring.policy import Policy
+    from fraud_service.scoring.rulebook import RuleCache
     from fraud_service.scoring.service import Assessor
     from models.registry import ModelRegistry
 
@@ -208,6 +210,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
                     writer=evidence_writer(engine, wait_s), lists=ListCache(sessions, wait_s=wait_s),
+                    rules=RuleCache(sessions, wait_s=wait_s),
                     freshness=writer, hub_customers=settings.hub_customers)
 
 

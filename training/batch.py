@@ -23,10 +23,11 @@ from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import TrainingDataError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.progress import SILENT, Progress
-from fraud_service.scoring import explain, lists
+from fraud_service.scoring import explain, lists, rulebook
 from fraud_service.scoring.lists import ListHistory
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
+from fraud_service.scoring.rulebook import RuleHistory
 from fraud_service.scoring.rules import RULE_FEATURES, Subject, decide
 from models.registry import ModelRegistry
 from training.trainset import Window, current_snapshot, feature_frame, read_returns_and_orders
@@ -72,11 +73,13 @@ def decide_window(settings: Settings, window: Window, model: str = "production",
     frame = feature_frame(FeatureSource(settings), snapshot, window, progress)
     with optional_evidence(settings) as uow:
         history = lists.history(uow) if uow is not None else None
+        rules = rulebook.history(uow) if uow is not None else None
     if history is None:
         progress.info("no evidence database at the current schema: the returns are decided without allow/block "
                       "lists (run `fraud-service db upgrade` if there should be one)")
     with progress.step(f"scoring {len(frame):,} returns with model {scorer.version}"):
-        result = decide_frame(scorer, policy, frame, subjects(snapshot, window, frame), history or ListHistory())
+        result = decide_frame(scorer, policy, frame, subjects(snapshot, window, frame), history or ListHistory(),
+                              rules)
     return result, scorer, policy, None if history is None else len(history)
 
 
@@ -97,14 +100,17 @@ def subjects(snapshot: Snapshot, window: Window, frame: pd.DataFrame) -> list[Su
 
 
 def decide_frame(scorer: Scorer, policy: Policy, frame: pd.DataFrame, subjects: list[Subject],
-                 history: ListHistory) -> pd.DataFrame:
-    """Each row's score, decision and evidence as the API would have answered at its requested_at."""
+                 history: ListHistory, rules: RuleHistory | None = None) -> pd.DataFrame:
+    """Each row's score, decision and evidence as the API would have answered at its requested_at (with the lists
+    and the rule set in force then)."""
     x = scorer.matrix(frame)
     scores = scorer.probability(x)
-    rule_inputs = frame[list(RULE_FEATURES)].to_dict("records")  # the hard rules read only these
+    read = set(RULE_FEATURES) | (rules.features() if rules is not None else set())
+    rule_inputs = frame[[c for c in frame.columns if c in read]].to_dict("records")  # the hard rules read only these
     times = list(frame["requested_at"])  # pandas Timestamps: datetimes, compared with the lists' times
     out = pd.DataFrame({"return_id": frame["return_id"].to_numpy(), "score": scores})
-    verdicts = [decide(policy, float(score), subject, vector, history.matches(subject.tokens, at))
+    verdicts = [decide(policy, float(score), subject, vector, history.matches(subject.tokens, at),
+                       rules.at(at) if rules is not None else None)
                 for score, subject, vector, at in zip(scores, subjects, rule_inputs, times, strict=True)]
     out["decision"] = [v.decision.value for v in verdicts]
     out["model_decision"] = [v.model_decision.value for v in verdicts]

@@ -12,10 +12,13 @@ scoring for each historical return (with the lists as they stood then), so both 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from fraud_service.errors import Problem, RequestInvalid
+from fraud_service.scoring.conditions import Condition
 from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.request import ReturnRequest
 
@@ -72,12 +75,17 @@ class Verdict:
 
 
 def decide(policy: Policy, score: float, subject: Subject, vector: Mapping[str, Any],
-           matches: Iterable[ListMatch]) -> Verdict:
+           matches: Iterable[ListMatch], rules: RuleSet | None = None) -> Verdict:
     """The decision for a calibrated SCORE: the policy's, then the lists (MATCHES: the subject's list entries)
-    and the hard rules on the feature VECTOR."""
-    model = policy.decide(score, subject.channel, subject.return_type)
+    and the hard rules (RULES, else the defaults) on the feature VECTOR."""
+    return verdict(policy.decide(score, subject.channel, subject.return_type), subject, vector, matches, rules)
+
+
+def verdict(model: Decision, subject: Subject, vector: Mapping[str, Any], matches: Iterable[ListMatch],
+            rules: RuleSet | None = None) -> Verdict:
+    """The model's decision MODEL raised by the lists and the hard rules (a backtest replays stored ones)."""
     hits, allowed = list_hits(matches)
-    hits += hard_rules(subject, vector)
+    hits += hard_rules(subject, vector, rules)
     return Verdict(model, final_decision(model, hits, allowed), hits)
 
 
@@ -109,26 +117,9 @@ def _number(vector: Mapping[str, Any], name: str) -> float:
     return float(value)
 
 
-def hard_rules(subject: Subject, vector: Mapping[str, Any]) -> list[RuleHit]:
-    """The hard rules that fire for this return and its feature vector."""
-    hits = []
-    total = subject.order_total
-    if subject.refund_amount > total * 1.01 + 0.01:
-        hits.append(RuleHit("refund_exceeds_order", Decision.REVIEW,
-                            f"refund {subject.refund_amount:,.2f} exceeds the order total {total:,.2f}"))
-    inr = _number(vector, "cust_inr_90d")
-    if subject.return_type == "item_not_received" and inr >= 2:
-        hits.append(RuleHit("repeated_item_not_received", Decision.REVIEW,
-                            f"another item-not-received claim after {inr:.0f} in the last 90 days"))
-    recent = _number(vector, "cust_returns_7d")
-    if recent >= 5:
-        hits.append(RuleHit("return_velocity", Decision.STORE_CREDIT_ONLY,
-                            f"{recent:.0f} returns in the last 7 days"))
-    shared = _number(vector, "rfd_customers")
-    if subject.tokens.get("refund") and shared >= 3:
-        hits.append(RuleHit("shared_refund_destination", Decision.REVIEW,
-                            f"refund destination already used by {shared:.0f} customers"))
-    return hits
+def hard_rules(subject: Subject, vector: Mapping[str, Any], rules: RuleSet | None = None) -> list[RuleHit]:
+    """The hard rules (RULES, else the built-in defaults) that fire for this return and its feature vector."""
+    return (rules or DEFAULT_RULES).evaluate(subject, vector)
 
 
 def list_hits(matches: Iterable[ListMatch]) -> tuple[list[RuleHit], bool]:
@@ -155,3 +146,192 @@ def final_decision(model: Decision, hits: Iterable[RuleHit], allowed: bool) -> D
         if hit.decision.severity > decision.severity:
             decision = hit.decision
     return decision
+
+
+# -- the hard rules as data ----------------------------------------------------------------------------------------
+
+RULE_DECISIONS = tuple(d.value for d in Decision if d is not Decision.APPROVE)
+"""What a rule may ask for: anything above approve (a rule only ever raises a decision's severity)."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A hard rule written in code, whose threshold, decision and on/off state are data."""
+
+    name: str
+    feature: str  # what it reads ("" for the refund against the order total)
+    threshold: float
+    decision: Decision
+    enabled: bool = True
+
+    def fires(self, subject: Subject, vector: Mapping[str, Any]) -> str | None:
+        """The hit's detail when the rule fires, else None."""
+        if self.name == "refund_exceeds_order":
+            total = subject.order_total
+            if subject.refund_amount > total * (1 + self.threshold) + 0.01:
+                return f"refund {subject.refund_amount:,.2f} exceeds the order total {total:,.2f}"
+            return None
+        value = _number(vector, self.feature)
+        if not value >= self.threshold:  # a missing value (NaN) never fires
+            return None
+        if self.name == "repeated_item_not_received":
+            return (f"another item-not-received claim after {value:.0f} in the last 90 days"
+                    if subject.return_type == "item_not_received" else None)
+        if self.name == "return_velocity":
+            return f"{value:.0f} returns in the last 7 days"
+        return (f"refund destination already used by {value:.0f} customers"
+                if subject.tokens.get("refund") else None)
+
+
+BUILTINS: dict[str, tuple[str, str]] = {
+    # name: (the feature it reads, what it says; the threshold's meaning)
+    "refund_exceeds_order": ("", "the refund exceeds the order total by more than THRESHOLD (a share: 0.01 = 1%)"),
+    "repeated_item_not_received": ("cust_inr_90d", "an item-not-received claim from a customer with at least "
+                                                   "THRESHOLD such claims in 90 days"),
+    "return_velocity": ("cust_returns_7d", "at least THRESHOLD returns by the customer in 7 days"),
+    "shared_refund_destination": ("rfd_customers", "a refund destination at least THRESHOLD customers used"),
+}
+_DEFAULT_BUILTINS = (("refund_exceeds_order", 0.01, Decision.REVIEW), ("repeated_item_not_received", 2.0,
+                     Decision.REVIEW), ("return_velocity", 5.0, Decision.STORE_CREDIT_ONLY),
+                     ("shared_refund_destination", 3.0, Decision.REVIEW))
+
+
+@dataclass(frozen=True)
+class CustomRule:
+    """A rule an analyst composed from feature comparisons, e.g. `rfd_customers >= 3 and rt_refund_amount > 200`."""
+
+    name: str
+    when: Condition
+    decision: Decision
+    enabled: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The hard rules in force: the built-in ones (thresholds, decisions, on or off) and the custom ones."""
+
+    builtins: tuple[Builtin, ...]
+    custom: tuple[CustomRule, ...] = ()
+    version: int = 0  # 0: the defaults, never saved
+    features_read: frozenset[str] = field(default=frozenset(), compare=False)
+
+    def evaluate(self, subject: Subject, vector: Mapping[str, Any]) -> list[RuleHit]:
+        hits = []
+        for rule in self.builtins:
+            if rule.enabled and (detail := rule.fires(subject, vector)) is not None:
+                hits.append(RuleHit(rule.name, rule.decision, detail))
+        for custom in self.custom:
+            if custom.enabled and custom.when.holds(vector):
+                hits.append(RuleHit(custom.name, custom.decision, custom.description or f"when {custom.when.text}"))
+        return hits
+
+    def features(self) -> set[str]:
+        """Every feature some rule of the set reads (a backtest needs them stored)."""
+        names = {b.feature for b in self.builtins if b.feature}
+        for custom in self.custom:
+            names |= custom.when.names
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version,
+                "builtin": {b.name: {"enabled": b.enabled, "threshold": b.threshold, "decision": b.decision.value}
+                            for b in self.builtins},
+                "custom": [{"name": c.name, "when": c.when.text, "decision": c.decision.value, "enabled": c.enabled,
+                            "description": c.description} for c in self.custom]}
+
+    @classmethod
+    def parse(cls, body: object, known: Iterable[str], version: int = 0) -> RuleSet:
+        """A rule set from its JSON (`to_dict`'s shape; built-in rules left out keep their defaults), or
+        RequestInvalid naming every bad field. KNOWN: the feature names a custom rule may compare."""
+        problems: list[Problem] = []
+        if not isinstance(body, Mapping):
+            raise RequestInvalid([Problem("rules", f"got {type(body).__name__}", "an object with `builtin` and "
+                                                                                  "`custom`")])
+        names = set(known)
+        builtins = _parse_builtins(body.get("builtin", {}), problems)
+        custom = _parse_custom(body.get("custom", []), names, problems)
+        unknown = sorted(set(body) - {"builtin", "custom", "version"})
+        problems += [Problem(k, "is not a field of a rule set", "builtin, custom") for k in unknown]
+        if problems:
+            raise RequestInvalid(problems)
+        return cls(builtins, custom, version)
+
+
+def _decision(value: object, where: str, problems: list[Problem]) -> Decision | None:
+    if value not in RULE_DECISIONS:
+        problems.append(Problem(where, f"got {value!r}", "one of " + ", ".join(RULE_DECISIONS)))
+        return None
+    return Decision(str(value))
+
+
+def _parse_builtins(body: object, problems: list[Problem]) -> tuple[Builtin, ...]:
+    given = body if isinstance(body, Mapping) else {}
+    if not isinstance(body, Mapping):
+        problems.append(Problem("builtin", f"got {type(body).__name__}", "an object: rule name -> settings"))
+    problems += [Problem(f"builtin.{k}", "is not a built-in rule", ", ".join(BUILTINS)) for k in given
+                 if k not in BUILTINS]
+    out = []
+    for name, threshold, decision in _DEFAULT_BUILTINS:
+        spec = given.get(name, {})
+        where = f"builtin.{name}"
+        if not isinstance(spec, Mapping):
+            problems.append(Problem(where, f"got {type(spec).__name__}", "{enabled, threshold, decision}"))
+            continue
+        problems += [Problem(f"{where}.{k}", "is not a setting", "enabled, threshold, decision") for k in spec
+                     if k not in ("enabled", "threshold", "decision")]
+        enabled, value = spec.get("enabled", True), spec.get("threshold", threshold)
+        if not isinstance(enabled, bool):
+            problems.append(Problem(f"{where}.enabled", f"got {enabled!r}", "true or false"))
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1e9:
+            problems.append(Problem(f"{where}.threshold", f"got {value!r}", "a number from 0 to 1e9"))
+            value = threshold
+        chosen = _decision(spec.get("decision", decision.value), f"{where}.decision", problems)
+        out.append(Builtin(name, BUILTINS[name][0], float(value), chosen or decision, enabled is True))
+    return tuple(out)
+
+
+def _parse_custom(body: object, known: set[str], problems: list[Problem]) -> tuple[CustomRule, ...]:
+    if not isinstance(body, list):
+        problems.append(Problem("custom", f"got {type(body).__name__}", "a list of rules"))
+        return ()
+    if len(body) > MAX_CUSTOM:
+        problems.append(Problem("custom", f"holds {len(body)} rules", f"at most {MAX_CUSTOM}"))
+        return ()
+    out, seen = [], set()
+    for i, spec in enumerate(body):
+        where = f"custom[{i}]"
+        if not isinstance(spec, Mapping):
+            problems.append(Problem(where, f"got {type(spec).__name__}", "{name, when, decision, enabled, "
+                                                                        "description}"))
+            continue
+        problems += [Problem(f"{where}.{k}", "is not a field of a rule", "name, when, decision, enabled, "
+                                                                         "description")
+                     for k in spec if k not in ("name", "when", "decision", "enabled", "description")]
+        name, description, enabled = spec.get("name"), spec.get("description", ""), spec.get("enabled", True)
+        if not isinstance(name, str) or not _RULE_NAME.match(name) or name in BUILTINS or name in seen:
+            problems.append(Problem(f"{where}.name", f"got {name!r}" + (" twice" if name in seen else ""),
+                                    "a new name of lower-case letters, digits and _ (at most 60), not a built-in's"))
+        seen.add(name)
+        if not isinstance(description, str) or len(description) > 500:
+            problems.append(Problem(f"{where}.description", f"got {description!r:.40}", "text of at most 500"))
+        if not isinstance(enabled, bool):
+            problems.append(Problem(f"{where}.enabled", f"got {enabled!r}", "true or false"))
+        decision = _decision(spec.get("decision"), f"{where}.decision", problems)
+        try:
+            when = Condition.parse(spec.get("when"), known)
+        except ValueError as exc:
+            problems.append(Problem(f"{where}.when", str(exc), "comparisons of features with numbers or quoted "
+                                                                "text, joined by and / or, e.g. `rfd_customers >= 3 "
+                                                                "and rt_refund_amount > 200`"))
+            continue
+        if decision is not None and isinstance(name, str):
+            out.append(CustomRule(name, when, decision, enabled is True, description if isinstance(
+                description, str) else ""))
+    return tuple(out)
+
+
+MAX_CUSTOM = 50
+_RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+DEFAULT_RULES = RuleSet(tuple(Builtin(n, BUILTINS[n][0], t, d) for n, t, d in _DEFAULT_BUILTINS))
+"""The hard rules as written before rules were data: what scoring uses until an admin saves a rule set."""

@@ -30,6 +30,7 @@ from fraud_service.scoring.lists import ListCache
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.request import ReturnRequest
+from fraud_service.scoring.rulebook import RuleCache
 from fraud_service.scoring.rules import Subject, case_links, decide
 from fraud_service.scoring.shadow import Scored, ShadowScorer
 from fraud_service.store.uow import UnitOfWork
@@ -73,7 +74,8 @@ class Assessor:
     """Assesses return requests with one loaded model and policy (built once per worker)."""
 
     def __init__(self, *, reader: OnlineFeatures, scorer: Scorer, policy: Policy, sessions: sessionmaker[Session],
-                 writer: EvidenceWriter, lists: ListCache | None = None, freshness: FreshnessWriter | None = None,
+                 writer: EvidenceWriter, lists: ListCache | None = None, rules: RuleCache | None = None,
+                 freshness: FreshnessWriter | None = None,
                  top_reasons: int = 5, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
                  hub_customers: int = HUB_CUSTOMERS) -> None:
         self.reader = reader
@@ -81,6 +83,7 @@ class Assessor:
         self.sessions = sessions
         self.writer = writer
         self.lists = lists or ListCache(sessions)
+        self.rules = rules or RuleCache(sessions)
         self.freshness = freshness
         self.top_reasons = top_reasons
         self.clock = clock
@@ -114,12 +117,13 @@ class Assessor:
         subject = Subject.of(request)
         try:
             matches = self.lists.matches(subject.tokens)
+            rules = self.rules.current()
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc.__cause__ or exc}; {NO_DECISION}") \
                 from exc
         except DBAPIError as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc.orig}; {NO_DECISION}") from exc
-        verdict = decide(policy, score, subject, vector, matches)
+        verdict = decide(policy, score, subject, vector, matches, rules)
         reasons: list[explain.Reason] = []
         contributions: list[float] | None = None
         if verdict.decision is not Decision.APPROVE:
@@ -139,7 +143,9 @@ class Assessor:
         record = {
             "request_hash": body_hash,
             "request": request_record(request),
-            "features": {name: json_value(vector.get(name)) for name in scorer.features},
+            # the model's features and the rules' (a backtest replays the rules on what was stored)
+            "features": {name: json_value(vector.get(name)) for name in (*scorer.features, *rules.features())},
+            "rules_version": rules.version,
             "feature_times": times,
             "raw_score": raw,
             "contributions": contributions,
@@ -160,7 +166,7 @@ class Assessor:
         if self.freshness is not None:
             self.freshness.submit(assessed)
         if self.shadow is not None:
-            self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches)))
+            self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches), rules))
         return Outcome(response, replayed=False)
 
     def _replay(self, return_id: str, body_hash: str) -> Outcome:

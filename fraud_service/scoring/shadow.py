@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from fraud_service.scoring.lists import ListMatch
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Policy, cost_of
-from fraud_service.scoring.rules import Subject, decide
+from fraud_service.scoring.rules import DEFAULT_RULES, RuleSet, Subject, decide
 from fraud_service.store.schema import Assessment, ShadowScore
 from fraud_service.store.uow import UnitOfWork
 from models.registry import ModelRegistry
@@ -50,6 +50,7 @@ class Scored:
     vector: Mapping[str, Any]
     subject: Subject
     matches: tuple[ListMatch, ...]
+    rules: RuleSet = DEFAULT_RULES  # the hard rules production decided with
 
 
 class ShadowScorer:
@@ -118,7 +119,7 @@ class ShadowScorer:
             return None
         scorer, policy = loaded
         value = float(scorer.probability(scorer.row(item.vector))[0])
-        verdict = decide(policy, value, item.subject, item.vector, item.matches)
+        verdict = decide(policy, value, item.subject, item.vector, item.matches, item.rules)
         return {"assessment_id": item.assessment_id, "model_version": scorer.version,
                 "policy_version": policy.version, "score": value, "decision": verdict.decision.value,
                 "created_at": self.clock()}

@@ -69,6 +69,20 @@ class ListEntry(Base):
     reason: Mapped[str] = mapped_column(Text)
     added_by: Mapped[str] = mapped_column(String(120))
     added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # stops matching
+
+
+class RuleSetRow(Base):
+    """A saved rule set: the hard rules' thresholds, decisions and on/off state and the custom rules (canonical
+    JSON, `scoring.rules.RuleSet`). The highest version is in force; saving is an evidence event."""
+
+    __tablename__ = "rule_sets"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str] = mapped_column(Text)
+    event_seq: Mapped[int] = mapped_column(ForeignKey("evidence_events.seq"))
 
 
 class ApiKey(Base):
