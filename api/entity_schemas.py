@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from api.schemas import CaseSummary, Instant, ListEntry, _Response
+from api.rule_schemas import ListEntry
+from api.schemas import CaseSummary, Instant, _Response
 
 Kind = Literal["customer", "address", "payment", "device", "refund"]
 TokenKind = Literal["address", "payment", "device", "refund"]
@@ -76,4 +77,29 @@ class EntityPage(_Response):
     lists: list[ListEntry]
 
 
-ENTITY_RESPONSES = (SearchHit, SearchResult, EntityEvent, TokenUse, TokenHolder, EntityFeatures, EntityPage)
+class GraphNode(_Response):
+    key: str = Field(description="kind:id")
+    kind: Kind
+    id: str
+    hop: int = Field(description="how far from where the graph starts")
+    customers: int = Field(description="a token's: everyone who used it")
+    bad_labels: int = Field(description="a customer's returns labelled fraud or abuse")
+    hub: bool = Field(description="a token used by FRAUD_HUB_CUSTOMERS customers or more: not expanded")
+    seed: bool
+    expanded: bool
+
+
+class GraphEdge(_Response):
+    customer: str
+    token: str
+
+
+class Graph(_Response):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    capped: bool = Field(description="max_nodes reached: some neighbours are left out")
+    max_nodes: int
+
+
+ENTITY_RESPONSES = (SearchHit, SearchResult, EntityEvent, TokenUse, TokenHolder, EntityFeatures, EntityPage, GraphNode,
+                    GraphEdge, Graph)

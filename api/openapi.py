@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from pydantic.json_schema import models_json_schema
 
 from api.entity_schemas import ENTITY_RESPONSES
+from api.rule_schemas import RULE_REQUESTS, RULE_RESPONSES
 from api.schemas import REQUESTS, RESPONSES
 from fraud_service.cases.records import SORTS, STATUSES
 from fraud_service.scoring.request import ReturnRequestBody
@@ -44,7 +45,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 def schemas() -> dict[str, Any]:
     """Every body's JSON schema, generated from the pydantic models that validate requests (and describe
     responses)."""
-    models = [ReturnRequestBody, *REQUESTS, *RESPONSES, *ENTITY_RESPONSES]
+    models = [ReturnRequestBody, *REQUESTS, *RESPONSES, *ENTITY_RESPONSES, *RULE_REQUESTS, *RULE_RESPONSES]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     return dict(top["$defs"])
 
@@ -96,8 +97,22 @@ def _scoring_paths() -> dict[str, Any]:
         "/v1/lists/{entity}/{value}": {"delete": {
             "summary": "Remove a list entry (admin)", "security": SECURED,
             "parameters": [{"name": "entity", "in": "path", "required": True, "schema": {"type": "string"}},
-                           {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 503)}}},
+                           {"name": "value", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "reason", "in": "query", "required": False, "schema": {"type": "string"},
+                            "description": "why it comes off (kept in the evidence)"}],
+            "responses": {"204": {"description": "Removed"}, **_errors(401, 403, 404, 422, 503)}}},
+        "/v1/rules": {
+            "get": {"summary": "The hard rules in force, every saved version, and what a custom rule may compare",
+                    "security": SECURED,
+                    "responses": {"200": _json(_ref("RulesOut"), "The rules"), **_errors(401, 403, 503)}},
+            "put": {"summary": "Put a new rule set in force (admin; the next version, an evidence event)",
+                    "security": SECURED, "requestBody": _body("RulesIn"),
+                    "responses": {"200": _json(_ref("RuleSetOut"), "In force"),
+                                  **_errors(400, 401, 403, 413, 422, 503)}}},
+        "/v1/rules/backtest": {"post": {
+            "summary": "What a proposed rule set would have done to the last `days` days of assessments (admin; "
+                       "nothing is saved)", "security": SECURED, "requestBody": _body("BacktestIn"),
+            "responses": {"200": _json(_ref("BacktestOut"), "The replay"), **_errors(400, 401, 403, 413, 422, 503)}}},
     }
 
 
@@ -246,6 +261,9 @@ def _cases_paths(secured: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
+TOKENS = ["address", "payment", "device", "refund"]
+
+
 def _entity_paths() -> dict[str, Any]:
     def text(name: str, where: str = "path") -> dict[str, Any]:
         return {"name": name, "in": where, "required": True, "schema": {"type": "string"}}
@@ -253,6 +271,13 @@ def _entity_paths() -> dict[str, Any]:
     def page(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
         return {"get": {"summary": summary, "security": SECURED, "parameters": parameters,
                         "responses": {"200": _json(_ref("EntityPage"), "The page"), **_errors(401, 403, 404, 503)}}}
+
+    def graph(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        hops = {"name": "hops", "in": "query", "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 3, "default": 2}}
+        return {"get": {"summary": summary, "security": SECURED, "parameters": [*parameters, hops],
+                        "responses": {"200": _json(_ref("Graph"), "The graph"),
+                                      **_errors(401, 403, 404, 422, 503)}}}
 
     return {
         "/v1/search": {"get": {
@@ -262,9 +287,15 @@ def _entity_paths() -> dict[str, Any]:
         "/v1/customers/{customer_id}": page(
             "Everything known about a customer: profile, features now, timeline of orders, returns, labels, "
             "inspections and assessments, cases, tokens with who else used them, lists", [text("customer_id")]),
+        "/v1/graph/{kind}/{value}": graph("The link graph around a customer or token: customers and the tokens "
+                                          "they used, `hops` out; hubs are one node, not expanded",
+                                          [{**text("kind"), "schema": {"enum": ["customer", *TOKENS]}},
+                                           text("value")]),
+        "/v1/cases/{case_id}/graph": graph("The link graph around a case's customers and the tokens tying it",
+                                           [text("case_id")]),
         "/v1/tokens/{kind}/{value}": page(
             "Everything known about a token (address, payment, device, refund): who used it, when, its orders and "
-            "returns, cases, lists", [{**text("kind"), "schema": {"enum": ["address", "payment", "device", "refund"]}},
+            "returns, cases, lists", [{**text("kind"), "schema": {"enum": TOKENS}},
                                       text("value")]),
     }
 

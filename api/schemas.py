@@ -24,7 +24,6 @@ from fraud_service.feedback.outcomes import STATUSES as OUTCOME_STATUSES
 from fraud_service.feedback.webhooks import EVENT_TYPES, MAX_URL
 from fraud_service.scoring.policy import Decision
 from fraud_service.scoring.request import Time, error_path, show, value_at
-from fraud_service.scoring.rules import LIST_ENTITIES, LISTS
 
 _ANY = Literal.__getitem__  # a Literal of values known at import time
 
@@ -49,13 +48,6 @@ class _Response(BaseModel):
 
 
 # -- request bodies --------------------------------------------------------------------------------------------
-
-
-class ListEntryIn(_Request):
-    entity: _ANY(LIST_ENTITIES)  # type: ignore[valid-type]
-    value: Text  # type: ignore[valid-type]
-    list: _ANY(LISTS)  # type: ignore[valid-type]
-    reason: Text  # type: ignore[valid-type]
 
 
 class ModelChange(_Request):
@@ -278,19 +270,6 @@ class Replayed(_Response):
     queued: int = Field(ge=0, description="deliveries pending again")
 
 
-class ListEntry(_Response):
-    entity: _ANY(LIST_ENTITIES)  # type: ignore[valid-type]
-    value: str
-    list: _ANY(LISTS)  # type: ignore[valid-type]
-    reason: str
-    added_by: str
-    added_at: Instant
-
-
-class ListEntries(_Response):
-    entries: list[ListEntry]
-
-
 class AliasSwitch(_Response):
     production: str
     previous: str | None
@@ -391,9 +370,9 @@ class CaseDetail(CaseSummary):
     linked_accounts: list[dict[str, Any]]
 
 
-REQUESTS: tuple[type[BaseModel], ...] = (ListEntryIn, ModelChange, AssignBody, StatusBody, NoteBody, CloseBody,
+REQUESTS: tuple[type[BaseModel], ...] = (ModelChange, AssignBody, StatusBody, NoteBody, CloseBody,
                                          ReopenBody, BulkCloseBody, InspectionIn, AppealIn, WebhookIn)
-RESPONSES: tuple[type[BaseModel], ...] = (ErrorBody, ValidationErrorBody, Assessment, Evidence, ListEntry, ListEntries,
+RESPONSES: tuple[type[BaseModel], ...] = (ErrorBody, ValidationErrorBody, Assessment, Evidence,
                                           AliasSwitch, Registry, CaseSummary, CasePage, CaseList, LabelRecord,
                                           CaseNote, EvidenceEvent, CaseDetail, CustomerMessage, AssessmentOutcome,
                                           InspectionResult, AppealResult, WebhookRecord, WebhookCreated, Webhooks,

@@ -93,7 +93,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
     app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
     app.jinja_env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
-    from api import ui_account, ui_entities, ui_monitor, ui_webhooks  # noqa: F401 (their views join this blueprint)
+    from api import ui_account, ui_entities, ui_monitor, ui_rules, ui_webhooks  # noqa: F401 (views of this blueprint)
 
     app.register_blueprint(bp)
     app.after_request(_page_headers)

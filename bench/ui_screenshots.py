@@ -1,4 +1,5 @@
-"""Screenshots of the analyst UI of a running service (for docs/): the queue and the riskiest case.
+"""Screenshots of the analyst UI of a running service (for docs/): the queue, the riskiest case and its link graph,
+its customer's page, a token's page, a search, the rules and lists pages, and the queue on a phone.
 
     make run            # in another terminal: the demo service on 127.0.0.1:8000
     .venv/bin/python bench/ui_screenshots.py --out docs/screenshots
@@ -42,8 +43,27 @@ def main() -> None:
         page.wait_for_load_state()
         page.screenshot(path=str(args.out / "case.png"))
         page.screenshot(path=str(args.out / "case-full.png"), full_page=True)
+        page.wait_for_selector("#graph[data-ready=true]")
+        page.locator("#graph-card").screenshot(path=str(args.out / "graph.png"))
+        customer = page.locator("dd a[href^='/ui/customers/']").first.get_attribute("href")
+        page.goto(f"{args.url}{customer}")
+        page.wait_for_selector("#graph[data-ready=true]")
+        page.screenshot(path=str(args.out / "customer.png"), full_page=True)
+        page.locator("#tokens a[href^='/ui/tokens/']").first.click()
+        page.wait_for_selector("#graph[data-ready=true]")
+        page.screenshot(path=str(args.out / "token.png"), full_page=True)
+        page.goto(f"{args.url}/ui/search?q={customer.rsplit('/', 1)[1][:-2]}")
+        page.screenshot(path=str(args.out / "search.png"))
+        for name in ("rules", "lists"):
+            page.goto(f"{args.url}/ui/{name}")
+            page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.context.add_cookies(page.context.cookies())
+        phone.goto(f"{args.url}/ui/")
+        phone.screenshot(path=str(args.out / "queue-phone.png"))
         browser.close()
-    for shot in ("queue.png", "case.png", "case-full.png"):
+    for shot in ("queue.png", "case.png", "case-full.png", "graph.png", "customer.png", "token.png", "search.png",
+                 "rules.png", "lists.png", "queue-phone.png"):
         print(f"saved {args.out / shot}")
 
 

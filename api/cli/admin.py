@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -127,11 +128,14 @@ def cmd_lists_add(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.bootstrap import evidence
     from fraud_service.scoring import lists
 
+    now = dt.datetime.now(dt.UTC)
+    expires = now + dt.timedelta(days=args.expires_in_days) if args.expires_in_days else None
     with evidence(settings) as db:
         entry = lists.add(db.uow(), entity=args.entity, value=args.value, list_name=args.list, reason=args.reason,
-                          actor=cli_actor())
-    print(f"{entry.entity} {entry.value} is on the {entry.list} list ({entry.reason}); running workers apply it "
-          "within a second")
+                          actor=cli_actor(), now=now, expires_at=expires)
+    until = f" until {entry.expires_at[:16]} UTC" if entry.expires_at else ""
+    print(f"{entry.entity} {entry.value} is on the {entry.list} list{until} ({entry.reason}); running workers apply "
+          "it within a second")
     return 0
 
 
@@ -141,7 +145,7 @@ def cmd_lists_remove(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.scoring import lists
 
     with evidence(settings) as db:
-        entry = lists.remove(db.uow(), entity=args.entity, value=args.value, actor=cli_actor())
+        entry = lists.remove(db.uow(), entity=args.entity, value=args.value, actor=cli_actor(), reason=args.reason)
     print(f"{entry.entity} {entry.value} is off the {entry.list} list")
     return 0
 
@@ -157,9 +161,11 @@ def cmd_lists_list(args: argparse.Namespace, settings: Settings) -> int:
         print("the allow and block lists are empty: add with `fraud-service lists add ENTITY VALUE --list block "
               "--reason WHY`")
         return 0
-    print(f"{'entity':<9} {'list':<6} {'added':<20} {'by':<20} {'value':<30} reason")
+    now = dt.datetime.now(dt.UTC)
+    print(f"{'entity':<9} {'list':<6} {'added':<20} {'expires':<20} {'by':<20} {'value':<30} reason")
     for e in entries:
-        print(f"{e.entity:<9} {e.list:<6} {e.added_at[:19]:<20} {e.added_by:<20} {e.value:<30} {e.reason}")
+        ends = "expired" if e.expired(now) else (e.expires_at or "never")[:19]
+        print(f"{e.entity:<9} {e.list:<6} {e.added_at[:19]:<20} {ends:<20} {e.added_by:<20} {e.value:<30} {e.reason}")
     return 0
 
 
@@ -313,13 +319,26 @@ def _lists(sub: Subparsers) -> None:
     q.add_argument("value", metavar="VALUE", help="the customer id or token")
     q.add_argument("--list", required=True, choices=LISTS, help="allow or block")
     q.add_argument("--reason", required=True, help="why (kept with the entry and in the evidence)")
+    q.add_argument("--expires-in-days", type=_positive_days, metavar="DAYS",
+                   help="the entry stops matching after DAYS days (it stays listed, marked expired); default: never")
     q.set_defaults(func=cmd_lists_add)
     q = lsub.add_parser("remove", help="take a token off its list")
     q.add_argument("entity", choices=LIST_ENTITIES)
     q.add_argument("value", metavar="VALUE")
+    q.add_argument("--reason", help="why it comes off (kept in the evidence)")
     q.set_defaults(func=cmd_lists_remove)
     lsub.add_parser("list", help="every entry: entity, list, when and by whom, value, reason").set_defaults(
         func=cmd_lists_list)
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}: a number of days above 0") from None
+    if not 0 < days <= 36500:
+        raise argparse.ArgumentTypeError(f"got {text}: a number of days above 0 (at most 36500)")
+    return days
 
 
 def _users(sub: Subparsers) -> None:

@@ -567,5 +567,6 @@ def _lists(session: Session, links: Sequence[tuple[str, str]]) -> list[dict[str,
     rows = session.execute(select(ListEntry).where(tuple_(ListEntry.entity, ListEntry.value).in_(list(links)))
                            .order_by(ListEntry.added_at)).scalars()
     return [{"entity": e.entity, "value": e.value, "list": e.list, "reason": e.reason, "added_by": e.added_by,
-             "added_at": utc_text(e.added_at)} for e in rows]
+             "added_at": utc_text(e.added_at), "expires_at": utc_text(e.expires_at) if e.expires_at else None}
+            for e in rows]
 

@@ -59,9 +59,13 @@ class ListCache:
         now = self.clock()
         with UnitOfWork(self.sessions).read() as uow:  # never waits for the evidence writer
             rows = uow.session.execute(select(ListEntry.entity, ListEntry.value, ListEntry.list,
-                                              ListEntry.reason)).all()
-        self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in rows}
-        self._expires = now + self.ttl
+                                              ListEntry.reason, ListEntry.expires_at)).all()
+        wall = dt.datetime.now(dt.UTC)
+        live = [r for r in rows if r.expires_at is None or chain.aware(r.expires_at) > wall]
+        self._entries = {(r.entity, r.value): ListMatch(r.entity, r.value, r.list, r.reason) for r in live}
+        # an entry expiring before the TTL is up stops matching when it expires, not up to a TTL later
+        left = [(chain.aware(r.expires_at) - wall).total_seconds() for r in live if r.expires_at is not None]
+        self._expires = now + min([self.ttl, *left])
         return self._entries
 
 
@@ -76,14 +80,19 @@ class ListEntryRecord:
     reason: str
     added_by: str
     added_at: str
+    expires_at: str | None = None  # after it, the entry matches nothing (it stays listed until removed)
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         return {"entity": self.entity, "value": self.value, "list": self.list, "reason": self.reason,
-                "added_by": self.added_by, "added_at": self.added_at}
+                "added_by": self.added_by, "added_at": self.added_at, "expires_at": self.expires_at}
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and dt.datetime.fromisoformat(self.expires_at) <= now
 
 
 def _record(e: ListEntry) -> ListEntryRecord:
-    return ListEntryRecord(e.entity, e.value, e.list, e.reason, e.added_by, chain.utc_text(e.added_at))
+    return ListEntryRecord(e.entity, e.value, e.list, e.reason, e.added_by, chain.utc_text(e.added_at),
+                           chain.utc_text(e.expires_at) if e.expires_at is not None else None)
 
 
 def entries(uow: UnitOfWork) -> list[ListEntryRecord]:
@@ -109,17 +118,24 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
 
 
 def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, reason: object, actor: str,
-        now: dt.datetime | None = None) -> ListEntryRecord:
-    """Put a token on the allow or block list (recorded as evidence); a token is on one list at most.
-    The fields are checked here (RequestInvalid names each bad one), so a face may pass what it was sent."""
+        now: dt.datetime | None = None, expires_at: dt.datetime | None = None) -> ListEntryRecord:
+    """Put a token on the allow or block list (recorded as evidence), until EXPIRES_AT if given; a token is on one
+    list at most (an expired entry of it is replaced, its removal recorded first). The fields are checked here
+    (RequestInvalid names each bad one), so a face may pass what it was sent."""
     check_entry(entity, list_name, value, reason)
     entity, value, list_name, reason = str(entity), str(value), str(list_name), str(reason)
     now = now or dt.datetime.now(dt.UTC)
+    if expires_at is not None and chain.aware(expires_at) <= now:
+        raise RequestInvalid([Problem("expires_at", f"got {chain.utc_text(expires_at)}", "a time in the future")])
     with uow:
         uow.lock_chain()  # every list change is serialised: the check below cannot race another add
-        if _find(uow, entity, value) is not None:
+        found = _find(uow, entity, value)
+        if found is not None and not _record(found).expired(now):
             raise ListEntryExists(f"{entity} {value} is already on a list; delete it first to move it")
-        entry = ListEntry(entity=entity, value=value, list=list_name, reason=reason, added_by=actor, added_at=now)
+        if found is not None:
+            _drop(uow, found, actor, now, "expired; replaced by a new entry")
+        entry = ListEntry(entity=entity, value=value, list=list_name, reason=reason, added_by=actor, added_at=now,
+                          expires_at=expires_at)
         uow.session.add(entry)
         record = _record(entry)
         uow.record(kind="list_added", subject=f"{entity}:{value}", actor=actor, payload=record.to_dict(), at=now)
@@ -127,22 +143,30 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
         return record
 
 
-def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str,
-           now: dt.datetime | None = None) -> ListEntryRecord:
-    """Take a token off its list (recorded as evidence, with the entry as it was)."""
+def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str, now: dt.datetime | None = None,
+           reason: str | None = None) -> ListEntryRecord:
+    """Take a token off its list (recorded as evidence, with the entry as it was and REASON when given)."""
     if entity not in LIST_ENTITIES or len(value) > MAX_TEXT or text_problem(value) is not None:
         raise ListEntryNotFound(f"{entity!r} {value!r} is on no list (no list holds such an entry)")
+    if reason is not None and (not reason.strip() or len(reason) > MAX_TEXT or text_problem(reason) is not None):
+        raise RequestInvalid([Problem("reason", f"got {reason!r:.60}", f"why, in at most {MAX_TEXT} characters")])
     with uow:
         uow.lock_chain()
         entry = _find(uow, entity, value)
         if entry is None:
             raise ListEntryNotFound(f"{entity} {value} is on no list")
-        record = _record(entry)
-        uow.record(kind="list_removed", subject=f"{entity}:{value}", actor=actor, payload=record.to_dict(),
-                   at=now or dt.datetime.now(dt.UTC))
-        uow.session.delete(entry)
+        record = _drop(uow, entry, actor, now or dt.datetime.now(dt.UTC), reason)
         uow.commit()
         return record
+
+
+def _drop(uow: UnitOfWork, entry: ListEntry, actor: str, now: dt.datetime, why: str | None) -> ListEntryRecord:
+    record = _record(entry)
+    payload: dict[str, object] = {**record.to_dict(), **({"removal_reason": why} if why else {})}
+    uow.record(kind="list_removed", subject=f"{entry.entity}:{entry.value}", actor=actor, payload=payload, at=now)
+    uow.session.delete(entry)
+    uow.session.flush()
+    return record
 
 
 def _find(uow: UnitOfWork, entity: str, value: str) -> ListEntry | None:
@@ -188,15 +212,17 @@ def history(uow: UnitOfWork) -> ListHistory:
                                    .where(EvidenceEvent.kind.in_(("list_added", "list_removed")))
                                    .order_by(EvidenceEvent.seq)).all()
     spans: list[_Span] = []
-    open_: dict[tuple[str, str], tuple[ListMatch, dt.datetime]] = {}
+    open_: dict[tuple[str, str], tuple[ListMatch, dt.datetime, dt.datetime | None]] = {}
     for kind, at, payload in rows:
         entry = json.loads(payload)
         key = (entry["entity"], entry["value"])
         when = chain.aware(at)
         if kind == "list_added":
-            open_[key] = (ListMatch(entry["entity"], entry["value"], entry["list"], entry["reason"]), when)
+            expires = entry.get("expires_at")
+            open_[key] = (ListMatch(entry["entity"], entry["value"], entry["list"], entry["reason"]), when,
+                          dt.datetime.fromisoformat(expires) if expires else None)
         elif key in open_:
-            match, start = open_.pop(key)
-            spans.append(_Span(match, start, when))
-    spans.extend(_Span(match, start, None) for match, start in open_.values())
+            match, start, expires = open_.pop(key)
+            spans.append(_Span(match, start, min(when, expires) if expires else when))
+    spans.extend(_Span(match, start, expires) for match, start, expires in open_.values())
     return ListHistory(spans)

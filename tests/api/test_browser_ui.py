@@ -227,7 +227,7 @@ def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
     _sign_in(page, base)
     paths = ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
              f"/ui/search?q={customer[:3]}", f"/ui/customers/{customer}",
-             f"/ui/tokens/address/{token['value']}"]
+             f"/ui/tokens/address/{token['value']}", "/ui/rules", "/ui/lists"]
     for path in paths:
         page.goto(base + path)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
@@ -293,7 +293,7 @@ def test_no_page_has_a_serious_accessibility_violation(served: tuple[str, Api], 
     _sign_in(page, base)
     for path in ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
                  f"/ui/search?q={cases[0]['customer_id'][:3]}", f"/ui/customers/{cases[0]['customer_id']}",
-                 f"/ui/tokens/{token['entity']}/{token['value']}"]:
+                 f"/ui/tokens/{token['entity']}/{token['value']}", "/ui/rules", "/ui/lists"]:
         page.goto(base + path)
         if page.locator("#graph").count():
             page.wait_for_selector("#graph[data-ready=true]")

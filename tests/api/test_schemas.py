@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from api import schemas
+from api import entity_schemas, rule_schemas, schemas
 from api.openapi import document
 from fraud_service.scoring.request import ReturnRequestBody
 from tests.api.conftest import Api
@@ -30,7 +30,14 @@ def test_real_answers_validate_against_the_response_models(api: Api, set_policy:
     _valid(schemas.CaseDetail, api.client.get(f"/v1/cases/{case_id}", headers=analyst), 200)
     _valid(schemas.CaseNote, post(api, f"/v1/cases/{case_id}/notes", {"body": "checked"}), 201)
     _valid(schemas.CaseSummary, post(api, f"/v1/cases/{case_id}/close", {"label": "legit", "reason": "fine"}), 200)
-    _valid(schemas.ListEntries, api.client.get("/v1/lists", headers=analyst), 200)
+    _valid(rule_schemas.ListEntries, api.client.get("/v1/lists", headers=analyst), 200)
+    _valid(rule_schemas.RulesOut, api.client.get("/v1/rules", headers=analyst), 200)
+    _valid(rule_schemas.BacktestOut, api.client.post("/v1/rules/backtest", json={"rules": {}, "days": 7},
+                                                     headers=api.headers("admin")), 200)
+    customer = assessment["customer_id"]
+    _valid(entity_schemas.SearchResult, api.client.get(f"/v1/search?q={customer}", headers=analyst), 200)
+    _valid(entity_schemas.EntityPage, api.client.get(f"/v1/customers/{customer}", headers=analyst), 200)
+    _valid(entity_schemas.Graph, api.client.get(f"/v1/cases/{case_id}/graph", headers=analyst), 200)
     _valid(schemas.Registry, api.client.get("/v1/models", headers=analyst), 200)
     _valid(schemas.ValidationErrorBody, post(api, f"/v1/cases/{case_id}/reopen", {"reason": ""}), 422)
     _valid(schemas.ErrorBody, api.client.get("/v1/cases/nope", headers=analyst), 404)
@@ -41,7 +48,8 @@ def test_real_answers_validate_against_the_response_models(api: Api, set_policy:
 
 def test_the_documents_schemas_are_the_models():
     generated = document()["components"]["schemas"]
-    for model in (ReturnRequestBody, *schemas.REQUESTS, *schemas.RESPONSES):
+    for model in (ReturnRequestBody, *schemas.REQUESTS, *schemas.RESPONSES, *entity_schemas.ENTITY_RESPONSES,
+                  *rule_schemas.RULE_REQUESTS, *rule_schemas.RULE_RESPONSES):
         own = model.model_json_schema(ref_template="#/components/schemas/{model}")
         own.pop("$defs", None)
         assert generated[model.__name__] == own, model.__name__

@@ -35,7 +35,8 @@ def test_adding_and_removing_an_entry_are_evidence_events(db: MemoryDb) -> None:
     added = lists.add(db.uow(), entity="device", value="dev-7", list_name="block", reason="chargebacks",
                       actor="user:ana", now=T0)
     assert added.to_dict() == {"entity": "device", "value": "dev-7", "list": "block", "reason": "chargebacks",
-                               "added_by": "user:ana", "added_at": "2026-03-01T12:00:00.000000+00:00"}
+                               "added_by": "user:ana", "added_at": "2026-03-01T12:00:00.000000+00:00",
+                               "expires_at": None}
     assert lists.entries(db.uow()) == [added]
     removed = lists.remove(db.uow(), entity="device", value="dev-7", actor="cli:root")
     assert removed == added and lists.entries(db.uow()) == []
