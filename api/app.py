@@ -24,7 +24,22 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     if test_config:
         app.config.update(test_config)
 
-    from api import cases, core, entities, errors, feedback, lists, logs, metrics, models, openapi, returns, status, ui
+    from api import (
+        cases,
+        core,
+        entities,
+        errors,
+        feedback,
+        lists,
+        logs,
+        metrics,
+        models,
+        openapi,
+        queues,
+        returns,
+        status,
+        ui,
+    )
     from fraud_service import bootstrap
 
     logs.configure(app.config["SETTINGS"].log_level)
@@ -44,7 +59,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.install(app)
     errors.register(app)
     app.before_request(core.refuse_unstorable_text)
-    for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, cases.bp, entities.bp, models.bp, openapi.bp):
+    for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, cases.bp, queues.bp, entities.bp, models.bp,
+                      openapi.bp):
         app.register_blueprint(blueprint)
     ui.install(app)
     logging.getLogger("api").info("app ready", extra={"fields": {
