@@ -16,23 +16,23 @@ from tests.api.test_cases_api import open_case
 from tests.api.test_ui import person, signed_in, token
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-DEFINITION = {"filter": {"min_amount": 40_000}, "sla_hours": 6, "cap": 4, "members": []}
+DEFINITION = {"filter": {"min_amount": 4_000}, "sla_hours": 6, "cap": 4, "members": []}
 
 
 def test_analysts_read_queues_admins_change_them_scoring_keys_see_nothing(api: Api, set_policy: Any) -> None:
-    case_id, _ = open_case(api, set_policy, amount=45_000.0)
+    case_id, _ = open_case(api, set_policy, amount=4_500.0)
     assert api.client.get("/v1/queues", headers=api.headers("scoring")).status_code == 403
     assert api.client.get("/v1/queues").status_code == 401
     assert api.client.put("/v1/queues/api-big", json=DEFINITION, headers=api.headers("analyst")).status_code == 403
     assert api.client.get("/v1/dashboard", headers=api.headers("analyst")).status_code == 403
     saved = api.client.put("/v1/queues/api-big", json=DEFINITION, headers=api.headers("admin"))
     assert saved.status_code == 200
-    assert saved.get_json()["filter"] == {"statuses": ["open", "in_review", "escalated"], "min_amount": 40_000.0}
+    assert saved.get_json()["filter"] == {"statuses": ["open", "in_review", "escalated"], "min_amount": 4_000.0}
     listed = {q["name"]: q for q in api.client.get("/v1/queues", headers=api.headers("analyst")).get_json()["queues"]}
     assert listed["api-big"]["cases"] >= 1 and listed["api-big"]["sla_hours"] == 6
     held = api.client.get("/v1/queues/api-big/cases?limit=500", headers=api.headers("analyst")).get_json()
     assert case_id in {c["case_id"] for c in held["cases"]}
-    assert all(c["amount"] >= 40_000 for c in held["cases"]) and held["total"] == listed["api-big"]["cases"]
+    assert all(c["amount"] >= 4_000 for c in held["cases"]) and held["total"] == listed["api-big"]["cases"]
     assert api.client.get("/v1/queues/nope/cases", headers=api.headers("analyst")).status_code == 404
     assert api.client.delete("/v1/queues/api-big", headers=api.headers("analyst")).status_code == 403
     assert api.client.delete("/v1/queues/api-big", headers=api.headers("admin")).status_code == 204
@@ -62,14 +62,14 @@ def test_the_dashboard_answers_what_the_core_computes(api: Api) -> None:
 
 
 def test_only_admins_open_the_queue_and_dashboard_pages(api: Api, set_policy: Any) -> None:
-    case_id, _ = open_case(api, set_policy, amount=48_000.0)
+    case_id, _ = open_case(api, set_policy, amount=4_800.0)
     analyst, _ = signed_in(api, person(api, "quinn"))
     assert analyst.get("/ui/queues").status_code == 403
     assert analyst.get("/ui/dashboard").status_code == 403
     admin, csrf = signed_in(api, person(api, "queue-admin", "admin"))
     page = admin.get("/ui/queues")
     assert page.status_code == 200 and "New queue" in page.get_data(as_text=True)
-    form = {"csrf_token": csrf, "name": "ui-big", "statuses": ["open", "in_review"], "min_amount": "40000",
+    form = {"csrf_token": csrf, "name": "ui-big", "statuses": ["open", "in_review"], "min_amount": "4000",
             "sla_hours": "8", "cap": "3", "members": ["quinn"]}
     assert admin.post("/ui/queues", data=form).status_code == 302
     assert "ui-big" in admin.get("/ui/queues").get_data(as_text=True)
