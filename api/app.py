@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         metrics,
         models,
         openapi,
+        queues,
         returns,
         rules,
         status,
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.install(app)
     errors.register(app)
     app.before_request(core.refuse_unstorable_text)
-    for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, rules.bp, cases.bp, entities.bp, models.bp,
+    for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, rules.bp, cases.bp, queues.bp, entities.bp,
+                      models.bp,
                       openapi.bp):
         app.register_blueprint(blueprint)
     ui.install(app)

@@ -14,6 +14,8 @@ from flask.typing import ResponseReturnValue
 from pydantic.json_schema import models_json_schema
 
 from api.entity_schemas import ENTITY_RESPONSES
+from api.queue_schemas import QUEUE_MODELS
+from api.queue_schemas import queue_paths as _queue_paths
 from api.rule_schemas import RULE_REQUESTS, RULE_RESPONSES
 from api.schemas import REQUESTS, RESPONSES
 from fraud_service.cases.records import SORTS, STATUSES
@@ -45,7 +47,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 def schemas() -> dict[str, Any]:
     """Every body's JSON schema, generated from the pydantic models that validate requests (and describe
     responses)."""
-    models = [ReturnRequestBody, *REQUESTS, *RESPONSES, *ENTITY_RESPONSES, *RULE_REQUESTS, *RULE_RESPONSES]
+    models = [ReturnRequestBody, *REQUESTS, *RESPONSES, *ENTITY_RESPONSES, *RULE_REQUESTS, *RULE_RESPONSES,
+              *QUEUE_MODELS]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     return dict(top["$defs"])
 
@@ -63,6 +66,7 @@ def document() -> dict[str, Any]:
             "schemas": schemas(),
         },
         "paths": {**_scoring_paths(), **_feedback_paths(), **_cases_paths(SECURED), **_entity_paths(),
+                  **_queue_paths(),
                   **_model_paths(), **_service_paths()},
     }
 

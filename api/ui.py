@@ -39,10 +39,12 @@ from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
 from api.core import core, who
-from fraud_service.access.users import Person, list_users, session_person
+from fraud_service.access.users import SEEN_EVERY, Person, list_users, session_person
+from fraud_service.access.users import seen as mark_seen
+from fraud_service.cases import queues as named_queues
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import ACTIVE, LABELS, MOVES, SORTS, STATUSES, QueueFilter
-from fraud_service.errors import CaseConflict, CaseNotFound, RegistryError, RequestInvalid
+from fraud_service.errors import CaseConflict, CaseNotFound, DatabaseDown, RegistryError, RequestInvalid
 from fraud_service.scoring import explain
 from fraud_service.scoring.policy import Decision
 from models.registry import ModelRegistry
@@ -93,7 +95,7 @@ def install(app: Flask) -> None:
     app.jinja_env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
     app.jinja_env.filters["pct"] = lambda v: "" if v is None else f"{float(v):.0%}"
     app.jinja_env.filters["when"] = lambda v: "" if not v else str(v)[:16].replace("T", " ")
-    from api import ui_account, ui_entities, ui_monitor, ui_rules, ui_webhooks  # noqa: F401 (views of this blueprint)
+    from api import ui_account, ui_entities, ui_monitor, ui_queues, ui_rules, ui_webhooks  # noqa: F401 (views here)
 
     app.register_blueprint(bp)
     app.after_request(_page_headers)
@@ -147,11 +149,28 @@ def _guarded(view: F, enrolling: bool) -> F:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
         g.person = person
+        _mark_seen(person.name)
         if person.must_enrol and not enrolling:
             return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
+
+
+def _mark_seen(name: str) -> None:
+    """Record the person's UI activity, at most once a minute per session in this worker (a new sign-in at once):
+    the assigner gives queues' cases only to people seen lately."""
+    seen: dict[tuple[str, str], dt.datetime] = current_app.extensions.setdefault("seen", {})
+    key, now = (name, str(session.get("since"))), core().clock()
+    if key in seen and now - seen[key] < SEEN_EVERY:
+        return
+    try:
+        mark_seen(core().uow(), name, now)
+    except DatabaseDown:
+        return  # the page itself says what is wrong; the next request records it
+    if len(seen) > 10_000:
+        seen.clear()
+    seen[key] = now
 
 
 def _problems(exc: RequestInvalid) -> str:
@@ -193,6 +212,10 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
 @bp.get("/")
 @signed_in
 def queue() -> ResponseReturnValue:
+    if request.args.get("queue"):
+        from api.ui_queues import named_queue
+
+        return named_queue(request.args["queue"])
     try:
         f = case_api.queue_filter(request.args)
         page = cases.queue(core().uow(), f=f, now=core().clock())
@@ -204,7 +227,12 @@ def queue() -> ResponseReturnValue:
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
                            decisions=[d.value for d in Decision if d.needs_human], args=request.args,
-                           closed_list="closed" in f.statuses)
+                           closed_list="closed" in f.statuses, named=_named(), selected=None)
+
+
+def _named() -> list[Any]:
+    """The named queues for the queue page's selector."""
+    return named_queues.listing(core().uow(), now=core().clock())
 
 
 @bp.post("/next")

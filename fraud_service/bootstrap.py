@@ -26,6 +26,7 @@ from fraud_service.store.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the scoring stack loads LightGBM and Feast: imported when built, not when this module is
+    from fraud_service.cases.assigner import Sweeper
     from fraud_service.featurestore.source import FeatureSource
     from fraud_service.feedback.dispatch import Dispatcher
     from fraud_service.feedback.inspections import InspectedReturn
@@ -48,6 +49,7 @@ class Service:
     problems: list[str] = field(default_factory=list)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     dispatcher: Dispatcher | None = None  # sends webhook deliveries (FRAUD_WEBHOOK_DISPATCH)
+    assigner: Sweeper | None = None  # hands named queues' cases out (FRAUD_ASSIGN_SWEEP)
 
     def __post_init__(self) -> None:
         self._reads = SingleFlight(self.settings.db_wait_ms / 1000)
@@ -80,6 +82,8 @@ class Service:
             self.assessor.rules.invalidate()
 
     def close(self) -> None:
+        if self.assigner is not None:
+            self.assigner.close()
         if self.dispatcher is not None:
             self.dispatcher.close()
         if self.watch is not None:
@@ -151,16 +155,29 @@ def dispatcher(settings: Settings, uow: Callable[[], UnitOfWork]) -> Dispatcher:
                       backoff_s=settings.webhook_backoff_s, engine=engine)
 
 
+def assigner(settings: Settings, uow: Callable[[], UnitOfWork]) -> Sweeper:
+    """The queues' assigner SETTINGS describe (not started)."""
+    from fraud_service.cases.assigner import Sweeper
+
+    return Sweeper(uow, interval_s=settings.assign_interval_s,
+                   active_within=dt.timedelta(minutes=settings.assign_active_minutes),
+                   inactive_after=dt.timedelta(minutes=settings.assign_inactive_minutes))
+
+
 def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, watch: bool = True,
-          dispatch: bool | None = None) -> Service:
+          dispatch: bool | None = None, assign: bool | None = None) -> Service:
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
     background thread swaps in a newly promoted production model (checked every 5 seconds); with DISPATCH
-    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries."""
+    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries; with ASSIGN (default: FRAUD_ASSIGN_SWEEP),
+    another hands named queues' cases out (`assigner`)."""
     engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
     if settings.webhook_dispatch if dispatch is None else dispatch:
         service.dispatcher = dispatcher(settings, service.uow)
         service.dispatcher.start()
+    if settings.assign_sweep if assign is None else assign:
+        service.assigner = assigner(settings, service.uow)
+        service.assigner.start()
     try:
         problem = check_schema(engine)
     except Exception as exc:  # the database is down: the app still starts and /readyz says why

@@ -52,6 +52,17 @@ class Settings:
     `k8s://https://host:443`); other Spark settings come from Spark's own `spark-defaults.conf`."""
     drift_psi: float = 0.25
     """FRAUD_DRIFT_PSI: the PSI above which `monitor`, /ui/monitor and /metrics call a feature or the score drifted."""
+    assign_sweep: bool = True
+    """FRAUD_ASSIGN_SWEEP: every `serve` worker hands named queues' cases out to their signed-in members
+    (`cases.assigner`; off: `fraud-service queues sweep` does it when run)."""
+    assign_interval_s: float = 30.0
+    """FRAUD_ASSIGN_INTERVAL_S: seconds between two sweeps of the assigner."""
+    assign_active_minutes: float = 15.0
+    """FRAUD_ASSIGN_ACTIVE_MINUTES: a member counts as signed in when they used the UI this recently (and have not
+    signed out since)."""
+    assign_inactive_minutes: float = 60.0
+    """FRAUD_ASSIGN_INACTIVE_MINUTES: a queue's case whose assignee has not used the UI for this long, and that
+    nobody changed for as long, is taken back and given to the next member in turn."""
 
     def __post_init__(self) -> None:
         if self.online_store not in ONLINE_STORES:
@@ -118,6 +129,10 @@ class Settings:
             webhook_retry_hours=_seconds(env, "FRAUD_WEBHOOK_RETRY_HOURS", 24.0, most=24.0 * 30),
             spark_master=(env.get("FRAUD_SPARK_MASTER") or "local[*]").strip(),
             drift_psi=_seconds(env, "FRAUD_DRIFT_PSI", 0.25, most=100.0),
+            assign_sweep=_flag(env, "FRAUD_ASSIGN_SWEEP", default=True),
+            assign_interval_s=_seconds(env, "FRAUD_ASSIGN_INTERVAL_S", 30.0, most=3600.0),
+            assign_active_minutes=_seconds(env, "FRAUD_ASSIGN_ACTIVE_MINUTES", 15.0, most=24.0 * 60),
+            assign_inactive_minutes=_seconds(env, "FRAUD_ASSIGN_INACTIVE_MINUTES", 60.0, most=24.0 * 60 * 30),
         )
 
 

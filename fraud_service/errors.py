@@ -165,6 +165,10 @@ class CaseConflict(CaseError, Conflict):
     """The case's state does not allow the change (a closed case, a move not allowed, claimed by someone else)."""
 
 
+class QueueNotFound(CaseError, NotFound):
+    """No named queue with that name."""
+
+
 class BundleError(FraudServiceError):
     """A file is not a readable evidence bundle."""
 

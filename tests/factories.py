@@ -51,7 +51,7 @@ _ids = itertools.count(1)
 
 def flag(db: MemoryDb, *, customer: str = "c-1", links: dict[str, str] | None = None, score: float = 0.9,
          amount: float = 100.0, decision: str = "review", at: dt.datetime = T0, reason: str = "timing",
-         return_id: str | None = None) -> dict[str, Any]:
+         return_id: str | None = None, return_type: str = "return") -> dict[str, Any]:
     """Store an assessment that needs a human (it opens or joins a case); its row, with the case id."""
     n = next(_ids)
     row = {"id": f"asm_{n:06d}", "return_id": return_id or f"ret-{n:06d}", "customer_id": customer,
@@ -59,7 +59,8 @@ def flag(db: MemoryDb, *, customer: str = "c-1", links: dict[str, str] | None = 
            "model_version": "v0001", "policy_version": "v0001.p1", "refund_amount": amount, "case_id": None,
            "reason": reason}
     payload = {"request_hash": row["request_hash"],
-               "request": {"return_id": row["return_id"], "customer_id": customer, "refund_amount": amount},
+               "request": {"return_id": row["return_id"], "customer_id": customer, "refund_amount": amount,
+                           "return_type": return_type},
                "features": {"cust_returns_7d": 1},
                "response": {"case_id": None, "decision": decision, "reasons": [], "rules_fired": [],
                             "return_id": row["return_id"], "score": round(score, 6), "risk_level": "high",

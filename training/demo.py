@@ -16,6 +16,7 @@ import pandas as pd
 
 from fraud_service.access.users import create_users, list_users
 from fraud_service.bootstrap import Database, assessor, evidence
+from fraud_service.cases import queues
 from fraud_service.config import Settings
 from fraud_service.data.contract import TABLES
 from fraud_service.data.ingest import ingest
@@ -241,6 +242,9 @@ def users(settings: Settings, say: Say) -> None:
     with evidence(settings) as db:
         if not list_users(db.uow()):
             _create_users(db, path)
+        made = queues.ensure_defaults(db.uow, members=["analyst"], actor="cli:demo")
+    if made:
+        say(f"demo: {made} named queues ({', '.join(q[0] for q in queues.DEFAULTS)}) with the analyst as member")
     if path.exists():
         logins = ", ".join(" / ".join(line.split(" ", 1)) for line in path.read_text().splitlines() if line)
         say(f"demo: analyst UI sign-in (user / password): {logins} (kept in {path})")

@@ -1,5 +1,6 @@
 """The `fraud-service` command line: the root parser and exit codes; each audience's module registers its own
-subcommands (data.py, modeling.py, admin.py, evidence.py, demo.py). A face over the core services and over `training`.
+subcommands (data.py, modeling.py, admin.py, queues.py, evidence.py, demo.py). A face over the core services and
+over `training`.
 
 Heavy libraries are imported inside the commands, so `--help` answers at once.
 Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 usage error.
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from api.cli import admin, data, demo, evidence, modeling, monitoring, returns, webhooks
+from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, returns, webhooks
 from api.cli.common import EXIT_REJECTED
 from fraud_service.config import Settings
 from fraud_service.errors import DatabaseDown, FraudServiceError
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for audience in (data, demo, modeling, monitoring, admin, evidence, returns, webhooks):
+    for audience in (data, demo, modeling, monitoring, admin, queues, evidence, returns, webhooks):
         audience.register(sub)
     return parser
 

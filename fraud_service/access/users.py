@@ -15,7 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from fraud_service.errors import Problem, RequestInvalid, SignInThrottled, UserError
@@ -267,3 +267,25 @@ def assignee_in(session: Session, name: object) -> str | None:
         raise RequestInvalid([Problem("assignee", f"no active user {name!r}",
                                       "the name of a user (fraud-service users create NAME)")])
     return person.actor
+
+
+SEEN_EVERY = dt.timedelta(minutes=1)
+"""A person's `last_seen_at` is written at most this often (the UI's requests call `seen`)."""
+
+
+def seen(uow: UnitOfWork, name: str, now: dt.datetime | None = None) -> None:
+    """Record that NAME used the UI at NOW (the assigner gives cases only to people seen lately). One small
+    UPDATE, no evidence event: presence is not a decision; callers skip it when they wrote it under SEEN_EVERY ago."""
+    with uow:
+        uow.session.execute(update(User).where(User.name == name).values(last_seen_at=now or dt.datetime.now(dt.UTC)))
+        uow.commit()
+
+
+def present(user: User, now: dt.datetime, within: dt.timedelta) -> bool:
+    """Whether USER counts as signed in at NOW: active, seen in the UI within WITHIN, and not signed out since."""
+    if user.disabled_at is not None or user.last_seen_at is None:
+        return False
+    last = chain.aware(user.last_seen_at)
+    if now - last > within:
+        return False
+    return user.sessions_revoked_at is None or last > chain.aware(user.sessions_revoked_at)

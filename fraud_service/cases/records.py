@@ -207,3 +207,57 @@ class CaseDetail:
             "assessments_total": self.assessments_total,
             "assessments_offset": self.assessments_offset,
         }
+
+
+# -- named queues (`cases.queues`) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRule:
+    """What a named queue holds: cases in one of STATUSES matching every field given (None: any). RETURN_TYPE
+    matches a case with at least one assessment of that return type; APPEALED a case a shopper appealed (or not)."""
+
+    statuses: tuple[str, ...] = ACTIVE
+    decision: str | None = None
+    reason: str | None = None
+    min_amount: float | None = None
+    return_type: str | None = None
+    appealed: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as stored and shown: statuses as a list, fields not given left out."""
+        out: dict[str, Any] = {"statuses": list(self.statuses)}
+        for name in ("decision", "reason", "min_amount", "return_type", "appealed"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+@dataclass(frozen=True)
+class QueueRecord(_Record):
+    """A named queue as the API and the UI show it, with what it holds now (cases not closed, those nobody has,
+    and those past the queue's SLA)."""
+
+    name: str
+    filter: dict[str, Any]
+    sla_hours: float
+    cap: int
+    members: list[str]
+    updated_at: str
+    updated_by: str
+    last_assignee: str | None
+    cases: int = 0
+    unassigned: int = 0
+    breaches: int = 0
+
+
+@dataclass(frozen=True)
+class Assignment(_Record):
+    """One change the assigner made: CASE_ID of QUEUE given to ASSIGNEE (None: to nobody) from PREVIOUS, and why
+    (`round_robin`, or `inactive`: the previous assignee was away past the limit)."""
+
+    queue: str
+    case_id: str
+    assignee: str | None
+    previous: str | None
+    why: str

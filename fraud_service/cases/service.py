@@ -228,6 +228,16 @@ def _filtered(f: QueueFilter) -> Select[Any]:
     return query
 
 
+def filtered(f: QueueFilter) -> Select[Any]:
+    """The cases F selects, unordered (named queues build on it: `cases.queues`)."""
+    return _filtered(f)
+
+
+def priority_order() -> tuple[Any, ...]:
+    """The queue's default order: appealed first, then by expected loss (score x money at stake), oldest first."""
+    return _ORDER["priority"]()
+
+
 _ORDER = {
     "priority": lambda: (Case.appealed_at.is_(None), -(Case.max_score * Case.amount), Case.opened_at, Case.id),
     "score": lambda: (Case.max_score.desc(), Case.opened_at, Case.id),
@@ -376,12 +386,21 @@ def assign(uow: UnitOfWork, *, case_id: str, assignee: object, actor: str,
     with uow:
         assignee = assignee_in(uow.session, assignee)
         case = _locked(uow, case_id)
-        if case.assignee != assignee:
-            changes = {"assignee": [case.assignee, assignee]}
-            case.assignee = assignee
-            _record(uow, case, "case_assigned", actor, {"changes": changes}, now)
+        give(uow, case, assignee, actor=actor, now=now)
         uow.commit()
         return summary(case, now)
+
+
+def give(uow: UnitOfWork, case: Case, assignee: str | None, *, actor: str, now: dt.datetime,
+         why: Mapping[str, Any] | None = None) -> bool:
+    """`assign` inside a transaction the caller holds with the chain locked (the assigner's sweep): CASE to the
+    actor ASSIGNEE or to nobody, a `case_assigned` event (with WHY added to its payload); False when it had it."""
+    if case.assignee == assignee:
+        return False
+    changes = {"assignee": [case.assignee, assignee]}
+    case.assignee = assignee
+    _record(uow, case, "case_assigned", actor, {"changes": changes, **(why or {})}, now)
+    return True
 
 
 def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, comment: str = "",

@@ -181,6 +181,7 @@ class User(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(200), nullable=True)  # set by enrolment's first step
     totp_enabled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # on while set
     totp_last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the last 30 s step accepted
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # UI activity
 
 
 class RecoveryCode(Base):
@@ -302,3 +303,28 @@ class WebhookDelivery(Base):
 
 
 Index("ix_webhook_deliveries_due", WebhookDelivery.webhook_id, WebhookDelivery.status, WebhookDelivery.next_at)
+
+
+class QueueRow(Base):
+    """A named queue: the cases its filter (canonical JSON, `cases.queues.QueueRule`) selects, its SLA, the most
+    cases not closed a member may hold before the assigner skips them, and the member it assigned to last (the
+    round robin's position, kept here so every worker and instance continues the same turn)."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    filter: Mapped[str] = mapped_column(Text)
+    sla_hours: Mapped[float] = mapped_column(Float)
+    cap: Mapped[int] = mapped_column(Integer)
+    last_assignee: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(120))
+
+
+class QueueMember(Base):
+    """An analyst (a UI user) the assigner may give a queue's cases to."""
+
+    __tablename__ = "queue_members"
+
+    queue_name: Mapped[str] = mapped_column(ForeignKey("queues.name"), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), primary_key=True)

@@ -76,7 +76,7 @@ class Api:
 
 
 def make_api(settings: Settings, dataset: Path, backend: str, freshness: bool = False) -> Api:
-    service = bootstrap.build(settings, freshness=freshness, dispatch=False)  # webhook tests run their own sender
+    service = bootstrap.build(settings, freshness=freshness, dispatch=False, assign=False)  # tests run their own
     upgrade(service.engine)
     service.problems[:] = [p for p in service.problems if "schema" not in p]  # migrated just now
     assert not service.problems, service.problems

@@ -214,6 +214,54 @@ def test_search_leads_from_an_id_to_its_customer_and_tokens(served: tuple[str, A
     page.close()
 
 
+ADMIN = "dora"
+ADMIN_PAGES = ["/ui/queues", "/ui/dashboard", "/ui/dashboard?days=90"]
+
+
+def _named_queue(api: Api) -> str:
+    """A named queue holding every case not closed (made once), with alice as its member; its queue page."""
+    from fraud_service.cases import queues
+
+    if not any(q.name == "everything" for q in queues.listing(api.service.uow())):
+        queues.put(api.service.uow(), name="everything", body={"filter": {}, "sla_hours": 0.01, "cap": 5,
+                                                                   "members": ["alice"]}, actor="test")
+    return "/ui/?queue=everything"
+
+
+def _sign_in_admin(page: Any, base: str, api: Api) -> None:
+    """Sign the page in as an admin with two-factor sign-in on (made once, its key turned on a minute ago)."""
+    import datetime as dt
+
+    import pyotp
+
+    from fraud_service.access import totp
+    from fraud_service.store.schema import User
+
+    key = api.app.secret_key
+    assert isinstance(key, bytes)
+    held = api.app.extensions.setdefault("test_admin_secret", {})
+    if ADMIN not in held:
+        create_user(api.service.uow(), ADMIN, "admin", PASSWORD, "test")
+        secret = totp.begin(api.service.uow(), ADMIN, key).secret
+        before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        held[ADMIN] = (secret, totp.confirm(api.service.uow(), ADMIN, pyotp.TOTP(secret).at(before), key, now=before))
+    secret, recovery = held[ADMIN]
+    page.context.clear_cookies()
+    page.goto(f"{base}/ui/login")
+    page.fill("#name", ADMIN)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/login/code")
+    with api.service.sessions() as session:
+        user = session.get(User, ADMIN)
+        last = -1 if user is None or user.totp_last_step is None else user.totp_last_step
+    step = int(dt.datetime.now(dt.UTC).timestamp()) // 30
+    unused = [s for s in (step, step + 1) if s > last]  # a code never passes twice; else a recovery code
+    page.fill("#code", pyotp.TOTP(secret).at(unused[0] * 30) if unused else recovery.pop())
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/ui/")
+
+
 def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
     """At 390 px wide no page scrolls sideways: the header wraps, panels stack, wide tables scroll in their card."""
     base, api = served
@@ -227,9 +275,15 @@ def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
     _sign_in(page, base)
     paths = ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
              f"/ui/search?q={customer[:3]}", f"/ui/customers/{customer}",
-             f"/ui/tokens/address/{token['value']}", "/ui/rules", "/ui/lists"]
+             f"/ui/tokens/address/{token['value']}", "/ui/rules", "/ui/lists",
+             _named_queue(api)]
     for path in paths:
         page.goto(base + path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
+    _sign_in_admin(page, base, api)
+    for path in ADMIN_PAGES:
+        page.goto(base + path)
+        assert page.url == base + path  # an admin's page, not the sign-in or two-factor page
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, path
     page.close()
 
@@ -293,10 +347,16 @@ def test_no_page_has_a_serious_accessibility_violation(served: tuple[str, Api], 
     _sign_in(page, base)
     for path in ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
                  f"/ui/search?q={cases[0]['customer_id'][:3]}", f"/ui/customers/{cases[0]['customer_id']}",
-                 f"/ui/tokens/{token['entity']}/{token['value']}", "/ui/rules", "/ui/lists"]:
+                 f"/ui/tokens/{token['entity']}/{token['value']}", "/ui/rules", "/ui/lists",
+             _named_queue(api)]:
         page.goto(base + path)
         if page.locator("#graph").count():
             page.wait_for_selector("#graph[data-ready=true]")
+        check(path)
+    _sign_in_admin(page, base, api)
+    for path in ADMIN_PAGES:
+        page.goto(base + path)
+        assert page.url == base + path
         check(path)
     assert not found, "\n".join(f"{path}: {bad}" for path, bad in found.items())
 
