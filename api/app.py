@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.install(app)
     errors.register(app)
     app.before_request(core.refuse_unstorable_text)
+    app.url_map.converters["id"] = entities.IdConverter
     for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, rules.bp, cases.bp, queues.bp, entities.bp,
                       models.bp,
                       openapi.bp):

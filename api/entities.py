@@ -4,9 +4,11 @@ the analyst UI's search box and customer and token pages show (`fraud_service.ca
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import PathConverter
 
 from api.auth import requires
 from api.core import core
@@ -18,6 +20,18 @@ if TYPE_CHECKING:
     from fraud_service.featurestore.online import OnlineFeatures
 
 bp = Blueprint("entities", __name__)
+
+
+class IdConverter(PathConverter):
+    """Any customer id or token, slashes and dots included (`<id:...>` in a route). Links write it fully
+    percent-encoded, `/` as %2F and `.` as %2E, so a browser neither merges the slashes of a token starting with
+    `/` nor resolves an id such as `../rules`; routes taking it do not merge slashes either."""
+
+    regex = ".+?"  # a path converter's, except that the id may start with a slash
+    part_isolating = False  # (werkzeug would infer True from a regex without a slash)
+
+    def to_url(self, value: object) -> str:
+        return quote(str(value), safe="").replace(".", "%2E")
 
 
 def found(query: object) -> entities.SearchResult:
@@ -73,21 +87,21 @@ def search() -> ResponseReturnValue:
     return jsonify(found(request.args.get("q")).to_dict())
 
 
-@bp.get("/v1/customers/<path:customer_id>")
+@bp.get("/v1/customers/<id:customer_id>", merge_slashes=False)
 @requires("analyst")
 def get_customer(customer_id: str) -> ResponseReturnValue:
     """Everything known about a customer: profile, features now, timeline, cases, tokens shared, lists."""
     return jsonify(customer(customer_id).to_dict())
 
 
-@bp.get("/v1/tokens/<kind>/<path:value>")
+@bp.get("/v1/tokens/<kind>/<id:value>", merge_slashes=False)
 @requires("analyst")
 def get_token(kind: str, value: str) -> ResponseReturnValue:
     """Everything known about a token (address, payment, device, refund): who used it, when, cases, lists."""
     return jsonify(token(kind, value).to_dict())
 
 
-@bp.get("/v1/graph/<kind>/<path:value>")
+@bp.get("/v1/graph/<kind>/<id:value>", merge_slashes=False)
 @requires("analyst")
 def get_graph(kind: str, value: str) -> ResponseReturnValue:
     """The link graph around a customer or a token: customers and the tokens they used, `hops` (1-3) out."""

@@ -68,6 +68,8 @@ class BacktestOut(_Response):
     end: Instant
     assessments: int
     skipped: int = Field(description="stored records without a request or an answer to replay")
+    missing_features: dict[str, int] = Field(description="a feature the proposed rules read: how many assessments "
+                                                         "did not store it (its rules cannot fire on them)")
     changed: dict[str, int] = Field(description="`before -> after`: how many decisions changed that way")
     raised: int
     lowered: int

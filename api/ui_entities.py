@@ -43,7 +43,7 @@ def hit_url(hit: SearchHit) -> str:
     return url_for("ui.customer_page", customer_id=hit.customer_id or "") + f"#{hit.kind}-{hit.id}"
 
 
-@bp.get("/customers/<path:customer_id>")
+@bp.get("/customers/<id:customer_id>", merge_slashes=False)
 @signed_in
 def customer_page(customer_id: str) -> ResponseReturnValue:
     try:
@@ -53,7 +53,7 @@ def customer_page(customer_id: str) -> ResponseReturnValue:
     return render_template("ui/entity.html", page=page.to_dict())
 
 
-@bp.get("/tokens/<kind>/<path:value>")
+@bp.get("/tokens/<kind>/<id:value>", merge_slashes=False)
 @signed_in
 def token_page(kind: str, value: str) -> ResponseReturnValue:
     try:
@@ -63,7 +63,7 @@ def token_page(kind: str, value: str) -> ResponseReturnValue:
     return render_template("ui/entity.html", page=page.to_dict())
 
 
-@bp.get("/graph/<kind>/<path:value>")
+@bp.get("/graph/<kind>/<id:value>", merge_slashes=False)
 @signed_in
 def graph_data(kind: str, value: str) -> ResponseReturnValue:
     """The link graph's JSON for the page's script (graph.js): around a customer or token."""

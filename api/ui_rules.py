@@ -17,7 +17,7 @@ from api.core import core
 from api.ui import _person, _problems, _who, bp, signed_in
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring import lists
-from fraud_service.scoring.rules import BUILTINS, LIST_ENTITIES, LISTS
+from fraud_service.scoring.rules import BUILTINS, LIST_ENTITIES, LISTS, MAX_CUSTOM
 
 BLANK_RULES = 2  # empty rows for new custom rules
 
@@ -42,7 +42,9 @@ def rule_set_from(form: MultiDict[str, str]) -> dict[str, Any]:
                          "threshold": number(form.get(f"b.{name}.threshold", "")),
                          "decision": form.get(f"b.{name}.decision", "")}
     custom = []
-    for i in range(int(form.get("rows", "0") or 0)):
+    text = form.get("rows", "0")
+    rows = min(int(text), MAX_CUSTOM + BLANK_RULES) if text.isascii() and text.isdigit() else 0
+    for i in range(rows):
         fields = {k: form.get(f"c.{i}.{k}", "").strip() for k in ("name", "when", "decision", "description")}
         if fields["name"] or fields["when"]:
             custom.append({**fields, "enabled": form.get(f"c.{i}.enabled") == "on"})
@@ -96,10 +98,13 @@ def lists_add() -> ResponseReturnValue:
         expires = None
         if days:
             try:
-                expires = now + dt.timedelta(days=float(days))
+                span = float(days)
+                if not 0 < span <= 36500:
+                    raise ValueError(days)
+                expires = now + dt.timedelta(days=span)
             except (ValueError, OverflowError):
-                raise RequestInvalid([Problem("expires_in_days", f"got {days!r}", "a number of days above 0")]) \
-                    from None
+                raise RequestInvalid([Problem("expires_in_days", f"got {days!r}", "a number of days above 0 (at most "
+                                                                                   "36500)")]) from None
         entry = lists.add(core().uow(), entity=form.get("entity"), value=form.get("value"),
                           list_name=form.get("list"), reason=form.get("reason"), expires_at=expires, **_who())
         core().lists_changed()

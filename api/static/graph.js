@@ -6,11 +6,13 @@
   var box = document.getElementById("graph");
   if (!box || typeof cytoscape !== "function") return;
   var info = document.getElementById("graph-info");
+  var MAX_DRAWN = 400;  // expanding stops here: past it a page says more than a drawing
   var KIND_COLOUR = { address: "#2b6cb0", payment: "#805ad5", device: "#25704b", refund: "#8a5a10" };
 
+  // an id in a path, fully encoded: a token starting with "/" or an id such as "../x" stays one segment
+  function part(id) { return encodeURIComponent(id).replace(/\./g, "%2E"); }
   function pageOf(kind, id) {
-    return kind === "customer" ? "/ui/customers/" + encodeURIComponent(id)
-      : "/ui/tokens/" + kind + "/" + encodeURIComponent(id);
+    return kind === "customer" ? "/ui/customers/" + part(id) : "/ui/tokens/" + kind + "/" + part(id);
   }
   function label(n) {
     var short = n.id.length > 14 ? n.id.slice(0, 12) + "…" : n.id;
@@ -77,15 +79,22 @@
         var node = evt.target;
         describe(node);
         if (node.data("expanded") || node.data("hub")) return;
-        var url = "/ui/graph/" + node.data("kind") + "/" + encodeURIComponent(node.data("value")) + "?hops=1";
-        fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (more) {
+        if (cy.nodes().length >= MAX_DRAWN) {
+          info.textContent = "The graph holds " + cy.nodes().length + " nodes: open a page to look further.";
+          return;
+        }
+        var url = "/ui/graph/" + node.data("kind") + "/" + part(node.data("value")) + "?hops=1";
+        fetch(url, { credentials: "same-origin" }).then(function (r) {
+          if (!r.ok) throw new Error("HTTP " + r.status);
+          return r.json();
+        }).then(function (more) {
           var fresh = elements(more).filter(function (el) { return cy.getElementById(el.data.id).empty(); });
           fresh.forEach(function (el) { if (el.group === "nodes") el.data.hop = node.data("hop") + 1; });
           cy.add(fresh);
           node.data("expanded", true);
           layout(cy);
           box.setAttribute("data-expanded", String(cy.nodes("[?expanded]").length));
-        });
+        }).catch(function (err) { info.textContent = "Could not expand it (" + err.message + ")."; });
       });
       cy.on("dbltap", "node", function (evt) { window.location = pageOf(evt.target.data("kind"), evt.target.data("value")); });
       window.fraudGraph = cy;  // the browser tests find nodes through it

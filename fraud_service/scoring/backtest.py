@@ -12,6 +12,7 @@ with the number of assessments in the window (bench/backtest_bench.py measures i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections import Counter
@@ -63,6 +64,7 @@ class Backtest:
     end: str
     assessments: int
     skipped: int  # stored records without a request or an answer to replay (written by hand, not by scoring)
+    missing_features: dict[str, int]  # a feature the proposed rules read: assessments that did not store it
     changed: dict[str, int]  # "before -> after": count
     raised: int
     lowered: int
@@ -106,17 +108,20 @@ def run(uow: UnitOfWork, *, rules: object, days: object, now: dt.datetime, capac
     start = now - dt.timedelta(days=span)
     history = lists.history(uow)
     skipped: list[str] = []
+    missing: Counter[str] = Counter()
     with uow.read():
-        rows = list(_replayed(uow, proposed, history, start, now, skipped))
+        rows = list(_replayed(uow, proposed, history, start, now, skipped, missing))
         labels = _labels(uow, [r[0] for r in rows], warehouse_labels or {})
-    return _summarise(rows, labels, start, now, capacity, began, len(skipped))
+    result = _summarise(rows, labels, start, now, capacity, began, len(skipped))
+    return dataclasses.replace(result, missing_features=dict(missing))
 
 
 Replayed = tuple[str, dt.datetime, float, Decision, Decision, list[str]]  # return, at, amount, before, after, rules
 
 
 def _replayed(uow: UnitOfWork, proposed: RuleSet, history: lists.ListHistory, start: dt.datetime,
-              end: dt.datetime, skipped: list[str]) -> Iterator[Replayed]:
+              end: dt.datetime, skipped: list[str], missing: Counter[str]) -> Iterator[Replayed]:
+    read = proposed.features()
     query = (select(Assessment.return_id, Assessment.created_at, Assessment.refund_amount, Assessment.decision,
                     EvidenceEvent.payload).join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
              .where(Assessment.created_at >= start, Assessment.created_at < end).order_by(Assessment.created_at))
@@ -133,8 +138,10 @@ def _replayed(uow: UnitOfWork, proposed: RuleSet, history: lists.ListHistory, st
         subject = Subject(request.get("return_type", ""), request.get("channel", ""), float(amount),
                           float(order.get("order_total", amount)), {k: v for k, v in tokens.items() if v})
         at = chain.aware(created)
-        model = Decision(response.get("model_decision") or decision)  # stored since rules became data
-        again = verdict(model, subject, record.get("features") or {}, history.matches(subject.tokens, at), proposed)
+        model = Decision(response.get("model_decision") or decision)
+        features = record.get("features") or {}
+        missing.update(name for name in read if name not in features)  # stored since: every feature of the vector
+        again = verdict(model, subject, features, history.matches(subject.tokens, at), proposed)
         yield (return_id, at, float(amount), Decision(decision), again.decision,
                [h.rule for h in again.hits])
 
@@ -173,6 +180,7 @@ def _summarise(rows: list[Replayed], labels: dict[str, str], start: dt.datetime,
     fired = Counter(rule for *_, hit in rows for rule in hit)
     return Backtest(
         start=chain.utc_text(start), end=chain.utc_text(end), assessments=len(rows), skipped=skipped,
+        missing_features={},
         changed=dict(changed),
         raised=sum(a.severity > b.severity for *_, b, a, _ in rows),
         lowered=sum(a.severity < b.severity for *_, b, a, _ in rows), per_day=per_day, capacity_per_day=capacity,

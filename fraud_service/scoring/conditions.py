@@ -2,8 +2,10 @@
 `or` and `not`, with parentheses, e.g. `rfd_customers >= 3 and rt_refund_amount > 200`.
 
 Parsed by a small recursive-descent parser into a tree that is evaluated against a feature vector: nothing is ever
-handed to `eval`. A comparison with a missing value (None or NaN) is false, so a rule never fires on what is not
-known. `and` binds tighter than `or`.
+handed to `eval`. A comparison with a missing value (None or NaN) is unknown, and so is `not` of an unknown; `and`
+and `or` follow three-valued logic (false and unknown is false, true or unknown is true), and a rule fires only on
+true: never on what is not known. `and` binds tighter than `or`. A number is compared only with a numeric feature
+and quoted text only with a text feature (with == or !=), when the caller says which is which.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 MAX_TEXT = 500
 MAX_COMPARISONS = 20
+MAX_DEPTH = 20  # nested parentheses and nots
 _TOKEN = re.compile(r"\s*(?:(?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<text>'[^']*'|\"[^\"]*\")|"
                     r"(?P<op>>=|<=|==|!=|>|<)|(?P<paren>[()])|(?P<word>[A-Za-z_][A-Za-z0-9_]*))")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
@@ -33,22 +36,27 @@ class Condition:
     tree: Node
 
     @classmethod
-    def parse(cls, text: object, known: Iterable[str]) -> Condition:
-        """TEXT parsed, or ValueError saying what is wrong and where. KNOWN: the names it may compare."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"got {text!r}: an empty condition")
+    def parse(cls, text: object, known: Mapping[str, str] | None) -> Condition:
+        """TEXT parsed, or ValueError saying what is wrong and where. KNOWN: the names it may compare, each with
+        its type ("number" or "text"); None accepts any name (a stored rule whose feature a later version dropped
+        then reads as missing instead of stopping scoring)."""
+        if not isinstance(text, str):
+            raise ValueError(f"got {type(text).__name__}: a condition is text")
+        if not text.strip():
+            raise ValueError("got an empty condition")
         if len(text) > MAX_TEXT:
             raise ValueError(f"is {len(text)} characters long (at most {MAX_TEXT})")
-        parser = _Parser(_tokens(text), set(known))
+        parser = _Parser(_tokens(text), known)
         tree = parser.expression()
         if parser.at < len(parser.tokens):
             raise ValueError(f"unexpected {parser.tokens[parser.at][1]!r} after a complete condition")
         if parser.comparisons > MAX_COMPARISONS:
             raise ValueError(f"holds {parser.comparisons} comparisons (at most {MAX_COMPARISONS})")
-        return cls(" ".join(text.split()), frozenset(parser.names), tree)
+        return cls(text.strip(), frozenset(parser.names), tree)
 
     def holds(self, vector: Mapping[str, Any]) -> bool:
-        return _holds(self.tree, vector)
+        """Whether the condition is true for VECTOR (unknown is not true)."""
+        return _value(self.tree, vector) is True
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -65,10 +73,11 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]], known: set[str]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], known: Mapping[str, str] | None) -> None:
         self.tokens, self.known, self.at = tokens, known, 0
         self.names: set[str] = set()
         self.comparisons = 0
+        self.depth = 0
 
     def _peek(self) -> tuple[str, str] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -93,17 +102,22 @@ class _Parser:
         return node
 
     def _term(self) -> Node:
-        if self._word("not"):
-            return ("not", self._term())
-        token = self._peek()
-        if token == ("paren", "("):
-            self.at += 1
-            node = self.expression()
-            if self._peek() != ("paren", ")"):
-                raise ValueError("a '(' is not closed")
-            self.at += 1
-            return node
-        return self._comparison()
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ValueError(f"nests more than {MAX_DEPTH} levels of parentheses and nots")
+        try:
+            if self._word("not"):
+                return ("not", self._term())
+            if self._peek() == ("paren", "("):
+                self.at += 1
+                node = self.expression()
+                if self._peek() != ("paren", ")"):
+                    raise ValueError("a '(' is not closed")
+                self.at += 1
+                return node
+            return self._comparison()
+        finally:
+            self.depth -= 1
 
     def _comparison(self) -> Node:
         parts = self.tokens[self.at:self.at + 3]
@@ -111,32 +125,39 @@ class _Parser:
             got = " ".join(p[1] for p in parts) or "the end"
             raise ValueError(f"expected a comparison such as `feature >= 3` at {got!r}")
         name, op, (kind, raw) = parts[0][1], parts[1][1], parts[2]
-        if name not in self.known:
+        if self.known is not None and name not in self.known:
             raise ValueError(f"{name!r} is not a feature (see GET /v1/rules for the names)")
         value: Any = float(raw) if kind == "number" else raw[1:-1]
         if kind == "text" and op not in ("==", "!="):
             raise ValueError(f"text can only be compared with == or != (got {name} {op} {raw})")
+        wanted = "number" if kind == "number" else "text"
+        if self.known is not None and self.known[name] != wanted:
+            raise ValueError(f"{name} holds {self.known[name]}, not {wanted} (got {name} {op} {raw})")
         self.at += 3
         self.names.add(name)
         self.comparisons += 1
         return ("cmp", name, op, value)
 
 
-def _holds(node: Node, vector: Mapping[str, Any]) -> bool:
+def _value(node: Node, vector: Mapping[str, Any]) -> bool | None:
+    """NODE's truth for VECTOR: True, False, or None when it depends on a missing value (three-valued logic)."""
     kind = node[0]
-    if kind == "and":
-        return _holds(node[1], vector) and _holds(node[2], vector)
-    if kind == "or":
-        return _holds(node[1], vector) or _holds(node[2], vector)
+    if kind in ("and", "or"):
+        left, right = _value(node[1], vector), _value(node[2], vector)
+        decisive = kind == "or"  # true decides an or, false decides an and
+        if left is decisive or right is decisive:
+            return decisive
+        return None if left is None or right is None else not decisive
     if kind == "not":
-        return not _holds(node[1], vector)
+        inner = _value(node[1], vector)
+        return None if inner is None else not inner
     _, name, op, value = node
     actual = vector.get(name)
     if actual is None or (isinstance(actual, float) and math.isnan(actual)):
-        return False
+        return None
     if isinstance(value, str):
         return _OPS[op](str(actual), value)
     try:
         return _OPS[op](float(actual), value)
     except (TypeError, ValueError):
-        return False
+        return None

@@ -125,8 +125,10 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
     check_entry(entity, list_name, value, reason)
     entity, value, list_name, reason = str(entity), str(value), str(list_name), str(reason)
     now = now or dt.datetime.now(dt.UTC)
-    if expires_at is not None and chain.aware(expires_at) <= now:
-        raise RequestInvalid([Problem("expires_at", f"got {chain.utc_text(expires_at)}", "a time in the future")])
+    if expires_at is not None:
+        expires_at = chain.aware(expires_at).astimezone(dt.UTC)  # stored as UTC whatever zone it came in
+        if expires_at <= now:
+            raise RequestInvalid([Problem("expires_at", f"got {chain.utc_text(expires_at)}", "a time in the future")])
     with uow:
         uow.lock_chain()  # every list change is serialised: the check below cannot race another add
         found = _find(uow, entity, value)

@@ -30,17 +30,24 @@ from fraud_service.store.uow import UnitOfWork
 
 
 @lru_cache(maxsize=1)
-def known_features() -> frozenset[str]:
-    """The names a custom rule may compare: every feature of the online vector (views and request-time)."""
-    from features.definitions import feature_names
+def known_features() -> dict[str, str]:
+    """The features a custom rule may compare, each "number" or "text": every feature of the online vector (the
+    views' and the request-time ones)."""
+    from features.definitions import DERIVED_FIELDS, feature_names
 
-    return frozenset(feature_names())
+    return {name: "text" if DERIVED_FIELDS.get(name) == "String" else "number" for name in feature_names()}
 
 
 def parse(body: object, version: int = 0) -> RuleSet:
-    """A rule set from its JSON, or RequestInvalid naming every bad field (custom rules' names checked against
-    `known_features`)."""
+    """A proposed rule set from its JSON, or RequestInvalid naming every bad field (custom rules' features checked
+    against `known_features`)."""
     return RuleSet.parse(body, known_features(), version)
+
+
+def _stored(body: str, version: int) -> RuleSet:
+    """A saved rule set: its names were checked when it was saved; one a later version no longer computes reads as
+    missing (the rule never fires) instead of stopping scoring."""
+    return RuleSet.parse(json.loads(body), None, version)
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Saved:
 def current(session: Session) -> RuleSet:
     """The rule set in force (the defaults until one is saved)."""
     row = session.execute(select(RuleSetRow).order_by(RuleSetRow.version.desc()).limit(1)).scalar_one_or_none()
-    return DEFAULT_RULES if row is None else parse(json.loads(row.body), row.version)
+    return DEFAULT_RULES if row is None else _stored(row.body, row.version)
 
 
 def in_force(uow: UnitOfWork) -> tuple[RuleSet, list[Saved]]:
@@ -66,7 +73,7 @@ def in_force(uow: UnitOfWork) -> tuple[RuleSet, list[Saved]]:
     with uow.read():
         rows = uow.session.execute(select(RuleSetRow).order_by(RuleSetRow.version.desc())).scalars().all()
         saved = [Saved(r.version, chain.utc_text(r.created_at), r.created_by, r.reason) for r in rows]
-        return (parse(json.loads(rows[0].body), rows[0].version) if rows else DEFAULT_RULES), saved
+        return (_stored(rows[0].body, rows[0].version) if rows else DEFAULT_RULES), saved
 
 
 def save(uow: UnitOfWork, *, body: object, reason: object, actor: str, now: dt.datetime | None = None) -> RuleSet:
@@ -143,4 +150,4 @@ class RuleHistory:
 def history(uow: UnitOfWork) -> RuleHistory:
     with uow.read():
         rows = uow.session.execute(select(RuleSetRow).order_by(RuleSetRow.version)).scalars().all()
-        return RuleHistory([(chain.aware(r.created_at), parse(json.loads(r.body), r.version)) for r in rows])
+        return RuleHistory([(chain.aware(r.created_at), _stored(r.body, r.version)) for r in rows])

@@ -241,16 +241,16 @@ class RuleSet:
                             "description": c.description} for c in self.custom]}
 
     @classmethod
-    def parse(cls, body: object, known: Iterable[str], version: int = 0) -> RuleSet:
+    def parse(cls, body: object, known: Mapping[str, str] | None, version: int = 0) -> RuleSet:
         """A rule set from its JSON (`to_dict`'s shape; built-in rules left out keep their defaults), or
-        RequestInvalid naming every bad field. KNOWN: the feature names a custom rule may compare."""
+        RequestInvalid naming every bad field. KNOWN: the features a custom rule may compare, with their types
+        ("number" or "text"); None for a set saved before (its names were checked then)."""
         problems: list[Problem] = []
         if not isinstance(body, Mapping):
             raise RequestInvalid([Problem("rules", f"got {type(body).__name__}", "an object with `builtin` and "
                                                                                   "`custom`")])
-        names = set(known)
         builtins = _parse_builtins(body.get("builtin", {}), problems)
-        custom = _parse_custom(body.get("custom", []), names, problems)
+        custom = _parse_custom(body.get("custom", []), known, problems)
         unknown = sorted(set(body) - {"builtin", "custom", "version"})
         problems += [Problem(k, "is not a field of a rule set", "builtin, custom") for k in unknown]
         if problems:
@@ -291,14 +291,14 @@ def _parse_builtins(body: object, problems: list[Problem]) -> tuple[Builtin, ...
     return tuple(out)
 
 
-def _parse_custom(body: object, known: set[str], problems: list[Problem]) -> tuple[CustomRule, ...]:
+def _parse_custom(body: object, known: Mapping[str, str] | None, problems: list[Problem]) -> tuple[CustomRule, ...]:
     if not isinstance(body, list):
         problems.append(Problem("custom", f"got {type(body).__name__}", "a list of rules"))
         return ()
     if len(body) > MAX_CUSTOM:
         problems.append(Problem("custom", f"holds {len(body)} rules", f"at most {MAX_CUSTOM}"))
         return ()
-    out, seen = [], set()
+    out, seen = [], set[str]()
     for i, spec in enumerate(body):
         where = f"custom[{i}]"
         if not isinstance(spec, Mapping):
@@ -309,12 +309,16 @@ def _parse_custom(body: object, known: set[str], problems: list[Problem]) -> tup
                                                                          "description")
                      for k in spec if k not in ("name", "when", "decision", "enabled", "description")]
         name, description, enabled = spec.get("name"), spec.get("description", ""), spec.get("enabled", True)
-        if not isinstance(name, str) or not _RULE_NAME.match(name) or name in BUILTINS or name in seen:
-            problems.append(Problem(f"{where}.name", f"got {name!r}" + (" twice" if name in seen else ""),
-                                    "a new name of lower-case letters, digits and _ (at most 60), not a built-in's"))
-        seen.add(name)
+        if not isinstance(name, str) or not _RULE_NAME.match(name) or name in BUILTINS or name in seen \
+                or name.startswith(RESERVED_PREFIXES):
+            twice = isinstance(name, str) and name in seen
+            problems.append(Problem(f"{where}.name", f"got {name!r:.80}" + (" twice" if twice else ""),
+                                    "a new name of lower-case letters, digits and _ (at most 60), not a built-in's, "
+                                    "not starting with " + " or ".join(RESERVED_PREFIXES)))
+        if isinstance(name, str):
+            seen.add(name)
         if not isinstance(description, str) or len(description) > 500:
-            problems.append(Problem(f"{where}.description", f"got {description!r:.40}", "text of at most 500"))
+            problems.append(Problem(f"{where}.description", f"got {str(description)[:40]!r}", "text of at most 500"))
         if not isinstance(enabled, bool):
             problems.append(Problem(f"{where}.enabled", f"got {enabled!r}", "true or false"))
         decision = _decision(spec.get("decision"), f"{where}.decision", problems)
@@ -332,6 +336,7 @@ def _parse_custom(body: object, known: set[str], problems: list[Problem]) -> tup
 
 
 MAX_CUSTOM = 50
+RESERVED_PREFIXES = ("blocklist_", "allowlist_")  # the names list hits fire under
 _RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
 DEFAULT_RULES = RuleSet(tuple(Builtin(n, BUILTINS[n][0], t, d) for n, t, d in _DEFAULT_BUILTINS))
 """The hard rules as written before rules were data: what scoring uses until an admin saves a rule set."""

@@ -143,8 +143,8 @@ class Assessor:
         record = {
             "request_hash": body_hash,
             "request": request_record(request),
-            # the model's features and the rules' (a backtest replays the rules on what was stored)
-            "features": {name: json_value(vector.get(name)) for name in (*scorer.features, *rules.features())},
+            # every feature of the vector, not only the model's: a backtest replays rules on what was stored
+            "features": {name: json_value(value) for name, value in vector.items()},
             "rules_version": rules.version,
             "feature_times": times,
             "raw_score": raw,

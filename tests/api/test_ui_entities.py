@@ -89,3 +89,25 @@ def test_the_closed_list_shows_labels(api: Api, set_policy: Any) -> None:
     row = page[page.index(f"/ui/cases/{case_id}"):]
     row = row[:row.index("</tr>")]
     assert '<span class="badge b-abuse">abuse</span>' in row
+
+
+def test_ids_with_slashes_and_dots_link_to_their_own_pages(api: Api, set_policy: Any) -> None:
+    """A token starting with `/` and a customer id such as `../rules` stay one path segment in every link (a
+    browser would merge the slashes or resolve the dots of a plainly written one, landing on another page)."""
+    from tests.api.test_cases_opened import _assess, _new_identity
+
+    body = _new_identity(api, address_token="/lead/slash.token")
+    body["customer_id"] = "../rules"
+    _assess(api, set_policy, body, "review")
+    client, _ = signed_in(api, person(api, "sam"))
+    found = client.get("/ui/search", query_string={"q": "/lead/slash"}).get_data(as_text=True)
+    token_link = "/ui/tokens/address/%2Flead%2Fslash%2Etoken"
+    assert f'href="{token_link}"' in found
+    page = client.get(token_link)
+    assert page.status_code == 200 and "/lead/slash.token" in page.get_data(as_text=True)
+    customer_link = "/ui/customers/%2E%2E%2Frules"
+    assert f'href="{customer_link}' in page.get_data(as_text=True)
+    customer = client.get(customer_link)
+    assert customer.status_code == 200 and '<h1 class="mono wrap">../rules</h1>' in customer.get_data(as_text=True)
+    api_page = api.client.get("/v1/tokens/address/%2Flead%2Fslash%2Etoken", headers=api.headers("analyst"))
+    assert api_page.status_code == 200 and api_page.get_json()["id"] == "/lead/slash.token"

@@ -21,7 +21,8 @@ from fraud_service.store import chain
 from fraud_service.store.schema import EvidenceEvent
 from tests.factories import memory_db
 
-KNOWN = {"rfd_customers", "rt_refund_amount", "cust_returns_7d", "rt_return_type", "cust_inr_90d"}
+KNOWN = {"rfd_customers": "number", "rt_refund_amount": "number", "cust_returns_7d": "number",
+         "rt_return_type": "text", "cust_inr_90d": "number"}
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
@@ -66,6 +67,11 @@ def test_the_default_rule_set_decides_as_the_rules_written_in_code() -> None:
     ("rfd_customers > 1", {"rfd_customers": math.nan}, False),  # missing never fires
     ("rfd_customers > 1", {}, False),
     ("not rfd_customers > 1", {"rfd_customers": 0}, True),
+    ("not rfd_customers > 1", {}, False),  # not unknown is unknown
+    ("rfd_customers > 1 or rt_refund_amount > 5", {"rt_refund_amount": 9.0}, True),  # true or unknown
+    ("not (rfd_customers > 1 and rt_refund_amount > 5)", {"rt_refund_amount": 1.0}, True),  # false and unknown
+    ("not (rfd_customers > 1 or rt_refund_amount > 5)", {"rt_refund_amount": 1.0}, False),
+    ("rt_return_type == 'a  b'", {"rt_return_type": "a  b"}, True),
     ("rt_refund_amount > -5e1", {"rt_refund_amount": -49.0}, True),
 ])
 def test_conditions_evaluate_as_written(text: str, vector: dict[str, object], holds: bool) -> None:
@@ -77,6 +83,8 @@ def test_conditions_evaluate_as_written(text: str, vector: dict[str, object], ho
     ("(rfd_customers > 3", "not closed"), ("rfd_customers > 3 rt_refund_amount", "unexpected"),
     ("rt_return_type > 'x'", "only be compared with == or !="), ("rfd_customers > 3; drop", "cannot read"),
     ("__import__('os') > 1", "expected a comparison"), (" or ".join(["rfd_customers > 1"] * 21), "comparisons"),
+    ("rt_return_type == 3", "holds text, not number"), ("rfd_customers == '3'", "holds number, not text"),
+    ("(" * 25 + "rfd_customers > 1" + ")" * 25, "nests more than"), ("not " * 25 + "rfd_customers > 1", "nests"),
 ])
 def test_bad_conditions_say_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=None) as caught:
@@ -101,14 +109,16 @@ def test_a_rule_set_round_trips_and_its_custom_rules_fire() -> None:
 def test_every_bad_field_of_a_rule_set_is_named() -> None:
     body = {"builtin": {"return_velocity": {"threshold": -1, "decision": "approve", "colour": 1}, "nope": {}},
             "custom": [{"name": "Bad Name", "when": "x > 1", "decision": "review"},
-                       {"name": "ok_rule", "when": "rfd_customers > 1", "decision": "maybe", "enabled": "yes"}],
+                       {"name": "ok_rule", "when": "rfd_customers > 1", "decision": "maybe", "enabled": "yes"},
+                       {"name": ["a"], "when": "rfd_customers > 1", "decision": "review"},
+                       {"name": "blocklist_customer", "when": "rfd_customers > 1", "decision": "deny"}],
             "extra": 1}
     with pytest.raises(RequestInvalid) as caught:
         RuleSet.parse(body, KNOWN)
     fields = {p.field for p in caught.value.problems}
     assert fields == {"builtin.return_velocity.threshold", "builtin.return_velocity.decision",
                       "builtin.return_velocity.colour", "builtin.nope", "custom[0].name", "custom[0].when",
-                      "custom[1].decision", "custom[1].enabled", "extra"}
+                      "custom[1].decision", "custom[1].enabled", "custom[2].name", "custom[3].name", "extra"}
 
 
 def test_saving_puts_a_new_version_in_force_with_its_evidence() -> None:
@@ -140,6 +150,30 @@ def test_saving_puts_a_new_version_in_force_with_its_evidence() -> None:
 
 
 def test_custom_rules_only_name_real_features() -> None:
-    assert {"rfd_customers", "rt_refund_amount", "cust_returns_7d"} <= rulebook.known_features()
+    known = rulebook.known_features()
+    assert {"rfd_customers", "rt_refund_amount", "cust_returns_7d"} <= known.keys()
+    assert (known["rt_return_type"], known["rt_refund_amount"]) == ("text", "number")
     for a, b in itertools.combinations(sorted(rulebook.known_features())[:5], 2):
         assert Condition.parse(f"{a} > 1 and {b} < 2", rulebook.known_features()).names == {a, b}
+
+
+def test_a_saved_rule_on_a_feature_no_longer_computed_reads_as_missing_not_as_an_outage() -> None:
+    """A deploy that drops a feature must not stop scoring: the stored set still loads, its rule never fires."""
+    from fraud_service.store.schema import RuleSetRow
+
+    with memory_db() as db:
+        with db.uow() as uow:
+            event = uow.record(kind="rules_changed", subject="rules:v1", actor="test", payload={}, at=T0)
+            body = {"version": 1, "builtin": {}, "custom": [{"name": "old", "when": "dropped_feature > 1",
+                                                            "decision": "review", "enabled": True,
+                                                            "description": ""}]}
+            uow.session.add(RuleSetRow(version=1, body=json.dumps(body), created_at=T0, created_by="test",
+                                       reason="before the deploy", event_seq=event.seq))
+            uow.commit()
+        cache = rulebook.RuleCache(db.sessions)
+        rules = cache.current()
+        assert rules.version == 1 and rules.custom[0].when.names == {"dropped_feature"}
+        s = Subject("return", "mail", 10.0, 20.0, {"customer": "c"})
+        assert rules.evaluate(s, {"other": 5}) == []
+        with pytest.raises(RequestInvalid):  # proposing it again is refused, naming the field
+            rulebook.parse(body)
