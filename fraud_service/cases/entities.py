@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from fraud_service.cases import service as cases
@@ -23,7 +23,7 @@ from fraud_service.cases.investigation import TOKEN_COLUMNS, _cached
 from fraud_service.cases.records import CaseSummary
 from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
-from fraud_service.store.chain import utc_text
+from fraud_service.store.chain import aware, utc_text
 from fraud_service.store.schema import Assessment, Case, CaseLink, Inspection, Label, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
@@ -122,7 +122,7 @@ def search(uow: UnitOfWork, snapshot: Snapshot | None, text: object) -> SearchRe
     by id, at most PER_KIND of each kind."""
     query = check_query(text)
     found: dict[str, dict[tuple[str, str | None], SearchHit]] = {k: {} for k in SEARCH_KINDS}
-    key = ("search", str(snapshot.path) if snapshot else None, query)
+    key = ("search", snapshot.identity if snapshot else None, query)
     for hit in _cached(key, lambda: _stored_search(snapshot, query)):
         found[hit.kind].setdefault((hit.id, hit.token_kind), hit)
     with uow.read():
@@ -172,7 +172,8 @@ def _stored_search(snapshot: Snapshot | None, query: str) -> list[SearchHit]:
 
 
 def _prefix(column: Any, query: str) -> Any:
-    return column.startswith(query, autoescape=True)
+    """COLUMN starts with QUERY, exactly: case-sensitive on every database, no wildcard (SQLite's LIKE ignores case)."""
+    return func.substr(column, 1, len(query)) == query
 
 
 def _evidence_search(session: Session, query: str) -> list[SearchHit]:
@@ -191,9 +192,9 @@ def _evidence_search(session: Session, query: str) -> list[SearchHit]:
                                        .distinct().order_by(Assessment.customer_id).limit(limit)):
         hits.append(SearchHit("customer", customer, "customer with assessed returns"))
     tokens = [*session.execute(select(CaseLink.entity, CaseLink.value).where(_prefix(CaseLink.value, query))
-                               .distinct().limit(limit)).all(),
+                               .group_by(CaseLink.entity, CaseLink.value).order_by(CaseLink.value != query, CaseLink.value).limit(limit)).all(),
               *session.execute(select(ListEntry.entity, ListEntry.value).where(_prefix(ListEntry.value, query))
-                               .distinct().limit(limit)).all()]
+                               .group_by(ListEntry.entity, ListEntry.value).order_by(ListEntry.value != query, ListEntry.value).limit(limit)).all()]
     for entity, value in tokens:
         if entity == "customer":
             hits.append(SearchHit("customer", value, "customer named by a case or a list"))
@@ -310,7 +311,7 @@ def customer_page(uow: UnitOfWork, snapshot: Snapshot | None, customer_id: str, 
                   reader: OnlineFeatures | None = None, hub_customers: int = 20) -> EntityPage:
     """Everything known about CUSTOMER_ID, or EntityNotFound when neither the warehouse nor the evidence database
     has heard of them."""
-    stored = _cached(("customer", str(snapshot.path) if snapshot else None, customer_id),
+    stored = _cached(("customer", snapshot.identity if snapshot else None, customer_id),
                      lambda: _stored_customer(snapshot, customer_id))
     with uow.read():
         session = uow.session
@@ -321,14 +322,18 @@ def customer_page(uow: UnitOfWork, snapshot: Snapshot | None, customer_id: str, 
                                                                   CaseLink.value == customer_id)).scalars().all()
         if stored is None and not assessed and not case_ids:
             raise EntityNotFound(f"no customer {customer_id!r} in the warehouse or the evidence database")
-        stored = stored or _StoredEntity(_customer_profile(customer_id, None, {}, 0.0, 0), [], {}, [])
+        stored = stored or _StoredEntity(_customer_profile(customer_id, None, {}, 0.0), [], {}, [],
+                                         {customer_id: {}})
+        bad = bad_labels(session, stored.labelled)[customer_id]
         return_ids = {e.id for e in stored.events if e.kind == "return"} | {a.return_id for a in assessed}
         events = [*stored.events, *(_assessment_event(a) for a in assessed),
                   *_evidence_events(session, return_ids, customer_of={a.return_id: a.customer_id for a in assessed})]
         tokens = [TokenUse(**{**t, "hub": t["customers"] >= hub_customers}) for t in stored.tokens]
         links += [(t.kind, t.value) for t in tokens]
-        return EntityPage("customer", customer_id, stored.profile | _assessed_profile(assessed),
-                          features_of(reader, "customer", customer_id, now), *_timeline(events, stored.counts),
+        assessments = _assessed_profile(session, customer_id, assessed)
+        return EntityPage("customer", customer_id, stored.profile | {"bad_labels": bad} | assessments,
+                          features_of(reader, "customer", customer_id, now),
+                          *_timeline(events, {**stored.counts, "assessment": assessments["assessments"]}),
                           cases=_cases(session, case_ids, now), tokens=tokens, lists=_lists(session, links))
 
 
@@ -337,7 +342,7 @@ def token_page(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: str
     """Everything known about the token: who used it, their orders and returns with it, cases and lists."""
     if kind not in TOKEN_COLUMNS:
         raise EntityNotFound(f"no token kind {kind!r}: one of {', '.join(TOKEN_KINDS)}")
-    stored = _cached(("token", str(snapshot.path) if snapshot else None, kind, value),
+    stored = _cached(("token", snapshot.identity if snapshot else None, kind, value),
                      lambda: _stored_token(snapshot, kind, value))
     with uow.read():
         session = uow.session
@@ -358,7 +363,8 @@ def token_page(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: str
         events = [*stored.events, *(_assessment_event(a) for a in assessed),
                   *_evidence_events(session, return_ids | {a.return_id for a in assessed},
                                     customer_of={a.return_id: a.customer_id for a in assessed})]
-        people = [TokenHolder(**p) for p in stored.tokens]
+        bad = bad_labels(session, stored.labelled)
+        people = [TokenHolder(**p, bad_labels=bad.get(p["customer_id"], 0)) for p in stored.tokens]
         profile = {**stored.profile, "hub": stored.profile.get("customers", 0) >= hub_customers,
                    "hub_customers": hub_customers}
         return EntityPage(kind, value, profile, features_of(reader, kind, value, now),
@@ -374,6 +380,7 @@ class _StoredEntity:
     events: list[Event]
     counts: dict[str, int]
     tokens: list[dict[str, Any]]
+    labelled: Labelled = field(default_factory=dict)  # the warehouse's latest label of each labelled return
 
 
 def _stored_customer(snapshot: Snapshot | None, customer_id: str) -> _StoredEntity | None:
@@ -390,22 +397,56 @@ def _stored_customer(snapshot: Snapshot | None, customer_id: str) -> _StoredEnti
         if row is None and not events:
             return None
         counts = _event_counts(con, "SELECT order_id FROM orders WHERE customer_id = $c", returns_sql, q)
-        refunds, bad = con.execute(
-            f"SELECT coalesce(sum(refund_amount), 0), (SELECT count(DISTINCT return_id) FROM labels "
-            f"WHERE label IN ('fraud', 'abuse') AND return_id IN ({returns_sql})) FROM returns WHERE customer_id = $c",
-            q).fetchone() or (0, 0)
+        (refunds,) = con.execute("SELECT coalesce(sum(refund_amount), 0) FROM returns WHERE customer_id = $c",
+                                 q).fetchone() or (0,)
         tokens = _customer_tokens(con, customer_id)
+        labelled = warehouse_labelled(con, [customer_id])
     finally:
         con.close()
-    return _StoredEntity(_customer_profile(customer_id, row, counts, refunds, bad), events, counts, tokens)
+    return _StoredEntity(_customer_profile(customer_id, row, counts, refunds), events, counts, tokens, labelled)
 
 
-def _customer_profile(customer_id: str, row: Sequence[Any] | None, counts: dict[str, int], refunds: float,
-                      bad: int) -> dict[str, Any]:
+def _customer_profile(customer_id: str, row: Sequence[Any] | None, counts: dict[str, int],
+                      refunds: float) -> dict[str, Any]:
     return {"customer_id": customer_id, "created_at": _text(row[0]) if row else None,
             "email_domain": row[1] if row else None, "loyalty_tier": row[2] if row else None,
-            "orders": counts.get("order", 0), "returns": counts.get("return", 0), "refund_total": float(refunds),
-            "bad_labels": int(bad)}
+            "orders": counts.get("order", 0), "returns": counts.get("return", 0), "refund_total": float(refunds)}
+
+
+Labelled = dict[str, dict[str, tuple[dt.datetime, str]]]
+"""Per customer: return id -> (labelled_at, label), the latest label of each labelled return."""
+
+
+def warehouse_labelled(con: duckdb.DuckDBPyConnection, customers: list[str]) -> Labelled:
+    """The warehouse's latest label of each labelled return of CUSTOMERS."""
+    rows = con.execute("SELECT r.customer_id, r.return_id, l.labelled_at, l.label FROM returns r JOIN (SELECT "
+                       "return_id, arg_max(label, labelled_at) AS label, max(labelled_at) AS labelled_at FROM labels "
+                       "GROUP BY return_id) l USING (return_id) WHERE r.customer_id IN (SELECT unnest($c))",
+                       {"c": customers}).fetchall()
+    out: Labelled = {c: {} for c in customers}
+    for customer, return_id, at, label in rows:
+        out[customer][return_id] = (aware(at), label)
+    return out
+
+
+def bad_labels(session: Session, labelled: Labelled) -> dict[str, int]:
+    """Per customer, how many returns carry fraud or abuse as their latest label: the warehouse's (LABELLED) or the
+    evidence log's (an analyst's, the returns system's), whichever came later, over the customer's warehouse
+    returns and the returns the service assessed for them."""
+    latest = {c: dict(v) for c, v in labelled.items()}
+    owner = {r: c for c, v in labelled.items() for r in v}
+    customers = list(labelled)
+    for start in range(0, len(customers), 500):
+        owner.update(session.execute(select(Assessment.return_id, Assessment.customer_id)
+                                     .where(Assessment.customer_id.in_(customers[start:start + 500]))).tuples().all())
+    ids = list(owner)
+    for start in range(0, len(ids), 500):
+        for return_id, at, label in session.execute(select(Label.return_id, Label.labelled_at, Label.label)
+                                                    .where(Label.return_id.in_(ids[start:start + 500]))):
+            when, mine = aware(at), latest.setdefault(owner[return_id], {})
+            if return_id not in mine or when >= mine[return_id][0]:
+                mine[return_id] = (when, label)
+    return {c: sum(label in _BAD for _, label in v.values()) for c, v in latest.items()}
 
 
 def _token_uses(kind: str) -> str:
@@ -438,11 +479,16 @@ def _stored_token(snapshot: Snapshot | None, kind: str, value: str) -> _StoredEn
     con = _connect(snapshot)
     try:
         q = {"v": value}
-        people = con.execute(f"SELECT customer_id, min(seen_at), max(seen_at), count(*) FROM ({_token_uses(kind)}) "
-                             f"WHERE value = $v GROUP BY customer_id ORDER BY min(seen_at), customer_id", q).fetchall()
-        if not people:
+        uses = f"SELECT * FROM ({_token_uses(kind)}) WHERE value = $v"
+        summary = con.execute(f"SELECT count(DISTINCT customer_id), min(seen_at), max(seen_at), count(*) FROM ({uses})",
+                              q).fetchone()
+        if summary is None or not summary[0]:
             return None
-        stats = _people_stats(con, [p[0] for p in people[:PEOPLE_LIMIT]])
+        people = con.execute(f"SELECT customer_id, min(seen_at), max(seen_at), count(*) FROM ({uses}) "
+                             f"GROUP BY customer_id ORDER BY min(seen_at), customer_id LIMIT {PEOPLE_LIMIT}",
+                             q).fetchall()
+        stats = _people_stats(con, [p[0] for p in people])
+        labelled = warehouse_labelled(con, [p[0] for p in people])
         if table == "orders":
             orders = con.execute(f"SELECT order_id, customer_id, placed_at, delivered_at, channel, payment_token, "
                                  f"address_token, device_token, order_total, currency FROM orders WHERE {column} = $v "
@@ -456,11 +502,11 @@ def _stored_token(snapshot: Snapshot | None, kind: str, value: str) -> _StoredEn
         counts = _event_counts(con, orders_sql, returns_sql, q)
     finally:
         con.close()
-    profile = {"kind": kind, "value": value, "customers": len(people), "first_seen": _text(min(p[1] for p in people)),
-               "last_seen": _text(max(p[2] for p in people)), "uses": sum(int(p[3]) for p in people)}
+    profile = {"kind": kind, "value": value, "customers": int(summary[0]), "first_seen": _text(summary[1]),
+               "last_seen": _text(summary[2]), "uses": int(summary[3])}
     tokens = [{"customer_id": c, "first_seen": _text(first), "last_seen": _text(last), "uses": int(n),
-               **stats.get(c, {})} for c, first, last, n in people[:PEOPLE_LIMIT]]
-    return _StoredEntity(profile, events, counts, tokens)
+               **stats.get(c, {"returns": 0, "refund_total": 0.0})} for c, first, last, n in people]
+    return _StoredEntity(profile, events, counts, tokens, labelled)
 
 
 def _event_counts(con: duckdb.DuckDBPyConnection, orders_sql: str, returns_sql: str,
@@ -473,13 +519,9 @@ def _event_counts(con: duckdb.DuckDBPyConnection, orders_sql: str, returns_sql: 
 
 
 def _people_stats(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
-    rows = con.execute(
-        "SELECT r.customer_id, count(*), coalesce(sum(r.refund_amount), 0), count(*) FILTER (WHERE l.label IN "
-        "('fraud', 'abuse')) FROM returns r LEFT JOIN (SELECT return_id, arg_max(label, labelled_at) AS label "
-        "FROM labels GROUP BY return_id) l USING (return_id) WHERE r.customer_id IN (SELECT unnest($ids)) "
-        "GROUP BY r.customer_id", {"ids": ids}).fetchall()
-    return {c: {"returns": int(n), "refund_total": float(refunds), "bad_labels": int(bad)}
-            for c, n, refunds, bad in rows}
+    rows = con.execute("SELECT customer_id, count(*), coalesce(sum(refund_amount), 0) FROM returns "
+                       "WHERE customer_id IN (SELECT unnest($ids)) GROUP BY customer_id", {"ids": ids}).fetchall()
+    return {c: {"returns": int(n), "refund_total": float(refunds)} for c, n, refunds in rows}
 
 
 def _order_event(row: Sequence[Any]) -> Event:
@@ -545,11 +587,14 @@ def _timeline(events: list[Event], stored_counts: dict[str, int]) -> tuple[list[
     return ordered[:TIMELINE_LIMIT], counts
 
 
-def _assessed_profile(assessed: Sequence[Assessment]) -> dict[str, Any]:
+def _assessed_profile(session: Session, customer_id: str, assessed: Sequence[Assessment]) -> dict[str, Any]:
+    """What the service assessed for the customer: every assessment counted (ASSESSED holds the newest)."""
     if not assessed:
         return {"assessments": 0}
-    return {"assessments": len(assessed), "last_assessed_at": utc_text(max(a.created_at for a in assessed)),
-            "max_score": max(a.score for a in assessed)}
+    total, top = session.execute(select(func.count(), func.max(Assessment.score))
+                                 .where(Assessment.customer_id == customer_id)).one()
+    return {"assessments": int(total), "last_assessed_at": utc_text(max(a.created_at for a in assessed)),
+            "max_score": float(top)}
 
 
 def _cases(session: Session, case_ids: Iterable[str], now: dt.datetime) -> list[CaseSummary]:

@@ -24,11 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fraud_service.cases import service as cases
-from fraud_service.cases.entities import TOKEN_KINDS, _connect, _token_uses
+from fraud_service.cases.entities import TOKEN_KINDS, Labelled, _connect, _token_uses, bad_labels, warehouse_labelled
 from fraud_service.cases.investigation import _cached
 from fraud_service.data.warehouse import Snapshot
-from fraud_service.errors import Problem, RequestInvalid
-from fraud_service.store.schema import Assessment, EvidenceEvent, Label
+from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
+from fraud_service.store.schema import Assessment, CaseLink, EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
 MAX_NODES = 150
@@ -54,6 +54,7 @@ class Graph:
     nodes: dict[Key, Node] = field(default_factory=dict)
     edges: set[tuple[Key, Key]] = field(default_factory=set)  # (customer, token)
     capped: bool = False  # MAX_NODES reached: some neighbours left out
+    labelled: Labelled = field(default_factory=dict)  # the warehouse's labels of its customers' returns
 
     def to_dict(self) -> dict[str, Any]:
         return {"nodes": [{"key": f"{n.kind}:{n.id}", **asdict(n)} for n in self.nodes.values()],
@@ -80,9 +81,10 @@ def build(snapshot: Snapshot | None, session: Session, seeds: Sequence[Key], *, 
           hub_customers: int = 20, extra: Iterable[tuple[str, str, str]] = ()) -> Graph:
     """The graph HOPS out from SEEDS. EXTRA adds (customer, token kind, token) uses the warehouse does not hold."""
     known = tuple(sorted(set(extra)))
-    key = ("graph", str(snapshot.path) if snapshot else None, tuple(seeds), hops, hub_customers, known)
+    key = ("graph", snapshot.identity if snapshot else None, tuple(seeds), hops, hub_customers, known)
     graph = copy.deepcopy(_cached(key, lambda: _walk(snapshot, seeds, hops, hub_customers, known)))
-    _mark_bad(session, graph)
+    for customer, n in bad_labels(session, graph.labelled).items():  # the latest label, the log's included
+        graph.nodes[("customer", customer)].bad_labels = n
     return graph
 
 
@@ -110,7 +112,7 @@ def _walk(snapshot: Snapshot | None, seeds: Sequence[Key], hops: int, hub_custom
         for k, node in graph.nodes.items():
             node.hub = k[0] != "customer" and node.customers >= hub_customers
         _close_edges(con, graph)
-        _stored_bad(con, graph)
+        graph.labelled = warehouse_labelled(con, [k[1] for k in graph.nodes if k[0] == "customer"])
     finally:
         con.close()
     return graph
@@ -178,33 +180,6 @@ def _close_edges(con: Any, graph: Graph) -> None:
             graph.edges.add((("customer", customer), (kind, value)))
 
 
-def _stored_bad(con: Any, graph: Graph) -> None:
-    customers = [k[1] for k in graph.nodes if k[0] == "customer"]
-    if not customers:
-        return
-    rows = con.execute("SELECT r.customer_id, count(DISTINCT r.return_id) FROM returns r JOIN (SELECT return_id, "
-                       "arg_max(label, labelled_at) AS label FROM labels GROUP BY return_id) l USING (return_id) "
-                       "WHERE l.label IN ('fraud', 'abuse') AND r.customer_id IN (SELECT unnest($c)) "
-                       "GROUP BY 1", {"c": customers}).fetchall()
-    for customer, n in rows:
-        graph.nodes[("customer", customer)].bad_labels = int(n)
-
-
-def _mark_bad(session: Session, graph: Graph) -> None:
-    """Analysts' fraud and abuse labels of customers' assessed returns (the warehouse's are counted already)."""
-    customers = [k[1] for k in graph.nodes if k[0] == "customer"]
-    for start in range(0, len(customers), 500):
-        rows = session.execute(select(Assessment.customer_id, Label.return_id).join(
-            Label, Label.return_id == Assessment.return_id).where(
-            Assessment.customer_id.in_(customers[start:start + 500]), Label.label.in_(("fraud", "abuse")))).all()
-        seen: dict[str, set[str]] = {}
-        for customer, return_id in rows:
-            seen.setdefault(customer, set()).add(return_id)
-        for customer, returns in seen.items():
-            node = graph.nodes[("customer", customer)]
-            node.bad_labels = max(node.bad_labels, len(returns))
-
-
 def _uses_of(request: dict[str, Any], customer: str) -> list[tuple[str, str, str]]:
     """The (customer, token kind, token) uses a stored assessment request shows."""
     order = request.get("order") or {}
@@ -230,15 +205,31 @@ def entity_graph(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: s
     """The graph around one customer or token, with the uses its assessed returns show."""
     with uow.read():
         extra: list[tuple[str, str, str]] = []
-        if kind == "customer":
-            records = uow.session.execute(select(Assessment.event_seq).where(Assessment.customer_id == value)
-                                          .limit(200)).scalars().all()
-            extra = [u for seq in records for u in _uses_of(_request(uow.session, seq), value)]
-        return build(snapshot, uow.session, [(kind, value)], hops=hops, hub_customers=hub_customers, extra=extra)
+        if kind == "customer":  # the tokens of its newest assessed returns (one query)
+            payloads = uow.session.execute(
+                select(EvidenceEvent.payload).join(Assessment, Assessment.event_seq == EvidenceEvent.seq)
+                .where(Assessment.customer_id == value).order_by(Assessment.created_at.desc()).limit(200)).scalars()
+            extra = [u for p in payloads for u in _uses_of(_request(p), value)]
+        graph = build(snapshot, uow.session, [(kind, value)], hops=hops, hub_customers=hub_customers, extra=extra)
+        used = graph.edges or graph.nodes[(kind, value)].customers  # a hub is drawn alone, with its count
+        if not used and not _known(uow.session, snapshot, kind, value):
+            raise EntityNotFound(f"no {kind} {value!r} in the warehouse or the evidence database")
+        return graph
 
 
-def _request(session: Session, seq: int) -> dict[str, Any]:
-    event = session.get(EvidenceEvent, seq)
-    payload = json.loads(event.payload) if event is not None else {}
-    request = payload.get("request") if isinstance(payload, dict) else None
+def _known(session: Session, snapshot: Snapshot | None, kind: str, value: str) -> bool:
+    """Whether anything names an entity no one is linked to: the warehouse's customers, or the evidence log (an
+    assessment's customer, a case's token, a list entry)."""
+    if kind == "customer" and snapshot is not None and snapshot.holding("customers", "customer_id", [value]):
+        return True
+    found = [select(CaseLink.case_id).where(CaseLink.entity == kind, CaseLink.value == value),
+             select(ListEntry.id).where(ListEntry.entity == kind, ListEntry.value == value)]
+    if kind == "customer":
+        found.append(select(Assessment.id).where(Assessment.customer_id == value))
+    return any(session.execute(q.limit(1)).first() is not None for q in found)
+
+
+def _request(payload: str) -> dict[str, Any]:
+    record = json.loads(payload)
+    request = record.get("request") if isinstance(record, dict) else None
     return request if isinstance(request, dict) else {}

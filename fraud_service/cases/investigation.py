@@ -95,7 +95,7 @@ def history(snapshot: Snapshot | None, session: Session, customer_id: str,
                            "returns_total": 0, "refund_total": 0.0}
     if snapshot is None or snapshot.table_path("returns") is None:
         return CustomerHistory(customer_id)
-    out["created_at"], out["orders"], rows = _cached(("history", str(snapshot.path), customer_id, limit),
+    out["created_at"], out["orders"], rows = _cached(("history", snapshot.identity, customer_id, limit),
                                                      lambda: _stored_history(snapshot, customer_id, limit))
     analysts = _latest_labels(session, [r[0] for r in rows])
     for r in rows:
@@ -145,8 +145,8 @@ _CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 CACHE_ENTRIES = 2048
 """Warehouse answers kept per worker. A snapshot never changes, so what it says of a customer or a token is kept
-(keyed by the snapshot's path) and case pages do not scan the warehouse on every load; labels analysts give
-since come from the evidence database on every load."""
+(keyed by the snapshot's identity: its path and fingerprint) and case pages do not scan the warehouse on every
+load; labels analysts give since come from the evidence database on every load."""
 
 
 def _cached(key: tuple[Any, ...], compute: Any) -> Any:
@@ -168,7 +168,7 @@ def linked_accounts(snapshot: Snapshot | None, links: Sequence[tuple[str, str]],
     tokens they share and their own return counts, refunds and fraud/abuse labels."""
     if snapshot is None or snapshot.table_path("returns") is None or snapshot.table_path("orders") is None:
         return []
-    key = ("linked", str(snapshot.path), tuple(links), limit_per_token)
+    key = ("linked", snapshot.identity, tuple(links), limit_per_token)
     return list(_cached(key, lambda: _stored_links(snapshot, links, limit_per_token)))
 
 

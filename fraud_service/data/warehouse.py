@@ -46,6 +46,12 @@ class Snapshot:
         """The snapshot's sequence name, e.g. 000003."""
         return self.path.name
 
+    @property
+    def identity(self) -> str:
+        """What tells this snapshot from every other, for caches: its directory and its content's fingerprint (a
+        warehouse wiped and ingested again reuses the name 000001, never the fingerprint of other content)."""
+        return f"{self.path}@{self.manifest.get('fingerprint') or self.manifest.get('created_at')}"
+
     def table_path(self, table: str) -> Path | None:
         """The parquet file of `table`, or None when it was never ingested."""
         path = self.path / f"{table}.parquet"

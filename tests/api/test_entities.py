@@ -212,3 +212,13 @@ def test_a_new_customer_with_only_an_assessment_has_a_page(api: Api, set_policy:
     page = api.client.get(f"/v1/customers/{body['customer_id']}", headers=api.headers("analyst")).get_json()
     assert page["profile"]["assessments"] == 1 and page["profile"]["orders"] == 0
     assert page["cases"] == [] and [e["kind"] for e in page["timeline"]] == ["assessment"]
+
+
+def test_search_is_case_sensitive_on_both_sources(api: Api, set_policy: Any) -> None:
+    """An id is matched as written: the warehouse's side never ignored case, and neither does the evidence log's
+    (SQLite's LIKE would)."""
+    case_id, (return_id,) = open_case(api, set_policy)
+    customer = _made(return_id, "cust-")
+    assert any(h["id"] == customer for h in search(api, customer).get_json()["hits"])
+    assert search(api, customer.upper()).get_json()["hits"] == []
+    assert search(api, case_id.upper()).get_json()["hits"] == []

@@ -127,3 +127,31 @@ def test_bad_graph_requests_name_the_field(api: Api, path: str) -> None:
     response = api.client.get(path, headers=api.headers("analyst"))
     assert response.status_code == 422
     assert response.get_json()["problems"][0]["field"] in ("hops", "kind")
+
+
+def test_labels_count_as_they_stand_now_on_pages_and_in_the_graph(api: Api, set_policy: Any) -> None:
+    """An analyst's label counts at once, and a later one replaces it: fraud, then reopened and cleared as legit."""
+    case_id, (return_id,) = open_case(api, set_policy)
+    customer = "cust-" + return_id.removeprefix("case-").rsplit("-", 1)[0]
+    analyst = api.headers("analyst")
+
+    def counts() -> tuple[int, int]:
+        page = api.client.get(f"/v1/customers/{customer}", headers=analyst).get_json()
+        graph = api.client.get(f"/v1/graph/customer/{customer}", headers=analyst).get_json()
+        node = next(n for n in graph["nodes"] if n["key"] == f"customer:{customer}")
+        return page["profile"]["bad_labels"], node["bad_labels"]
+
+    assert counts() == (0, 0)
+    assert api.client.post(f"/v1/cases/{case_id}/close", json={"label": "fraud", "reason": "ring"},
+                           headers=analyst).status_code == 200
+    assert counts() == (1, 1)
+    assert api.client.post(f"/v1/cases/{case_id}/reopen", json={"reason": "check"}, headers=analyst).status_code == 200
+    assert api.client.post(f"/v1/cases/{case_id}/close", json={"label": "legit", "reason": "cleared"},
+                           headers=analyst).status_code == 200
+    assert counts() == (0, 0)
+
+
+def test_an_entity_nobody_knows_has_no_graph(api: Api) -> None:
+    for path in ("/v1/graph/customer/nobody-anywhere", "/v1/graph/device/no-such-device"):
+        response = api.client.get(path, headers=api.headers("analyst"))
+        assert response.status_code == 404 and response.get_json()["error"] == "not_found", path
