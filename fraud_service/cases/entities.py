@@ -191,10 +191,11 @@ def _evidence_search(session: Session, query: str) -> list[SearchHit]:
     for (customer,) in session.execute(select(Assessment.customer_id).where(_prefix(Assessment.customer_id, query))
                                        .distinct().order_by(Assessment.customer_id).limit(limit)):
         hits.append(SearchHit("customer", customer, "customer with assessed returns"))
-    tokens = [*session.execute(select(CaseLink.entity, CaseLink.value).where(_prefix(CaseLink.value, query))
-                               .group_by(CaseLink.entity, CaseLink.value).order_by(CaseLink.value != query, CaseLink.value).limit(limit)).all(),
-              *session.execute(select(ListEntry.entity, ListEntry.value).where(_prefix(ListEntry.value, query))
-                               .group_by(ListEntry.entity, ListEntry.value).order_by(ListEntry.value != query, ListEntry.value).limit(limit)).all()]
+    tokens: list[Any] = []
+    for table in (CaseLink, ListEntry):
+        tokens += session.execute(select(table.entity, table.value).where(_prefix(table.value, query))
+                                  .group_by(table.entity, table.value).order_by(table.value != query, table.value)
+                                  .limit(limit)).all()
     for entity, value in tokens:
         if entity == "customer":
             hits.append(SearchHit("customer", value, "customer named by a case or a list"))

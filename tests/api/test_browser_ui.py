@@ -215,7 +215,8 @@ def test_search_leads_from_an_id_to_its_customer_and_tokens(served: tuple[str, A
 
 
 ADMIN = "dora"
-ADMIN_PAGES = ["/ui/queues", "/ui/dashboard", "/ui/dashboard?days=90"]
+ADMIN_PAGES = ["/ui/queues", "/ui/dashboard", "/ui/dashboard?days=90", "/ui/rules", "/ui/monitor", "/ui/webhooks",
+               "/ui/two-factor"]
 
 
 def _named_queue(api: Api) -> str:
