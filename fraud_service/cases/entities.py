@@ -438,8 +438,8 @@ def bad_labels(session: Session, labelled: Labelled) -> dict[str, int]:
     owner = {r: c for c, v in labelled.items() for r in v}
     customers = list(labelled)
     for start in range(0, len(customers), 500):
-        owner.update(session.execute(select(Assessment.return_id, Assessment.customer_id)
-                                     .where(Assessment.customer_id.in_(customers[start:start + 500]))).tuples().all())
+        owner.update((r, c) for r, c in session.execute(select(Assessment.return_id, Assessment.customer_id).where(
+            Assessment.customer_id.in_(customers[start:start + 500]))))
     ids = list(owner)
     for start in range(0, len(ids), 500):
         for return_id, at, label in session.execute(select(Label.return_id, Label.labelled_at, Label.label)

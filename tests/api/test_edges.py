@@ -4,6 +4,7 @@ database that goes away (503, never a decision without a record)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ def test_openapi_document_describes_the_routes(api: Api) -> None:
 
     document = api.client.get("/openapi.json").get_json()
     validate(document)
-    routes = {(rule.rule.replace("<", "{").replace(">", "}").replace("path:", ""), method.lower())
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in api.app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}
               if rule.rule.startswith("/v1/") or rule.rule in ("/healthz", "/readyz")}
     documented = {(path, method) for path, item in document["paths"].items() for method in item}
