@@ -60,7 +60,7 @@
     .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
     .then(function (data) {
       var cy = cytoscape({
-        container: box, elements: elements(data),
+        container: box, elements: elements(data), maxZoom: 1.5,  // a small graph is not drawn huge
         style: [
           { selector: "node", style: { "background-color": "data(colour)", label: "data(label)", "font-size": 9,
             color: "#1f2933", "text-valign": "bottom", "text-margin-y": 3, width: 18, height: 18 } },
