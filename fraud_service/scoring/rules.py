@@ -3,10 +3,12 @@
 A rule can only raise a decision's severity (a blocklisted token denies; a hard rule sets a
 floor such as `review`). The one exception is the allowlist: an allowlisted customer or token
 is approved whatever the model says, unless something involved is also blocklisted. Every
-rule that fires is returned and recorded with the assessment.
+rule that fires is returned and recorded with the assessment. The hard rules are data
+(`RuleSet`: the built-in rules' thresholds, decisions and on/off state, and custom rules over
+feature comparisons), saved and versioned by `rulebook`.
 
 `decide` is the one place a decision is made: the scoring API calls it for each request and batch
-scoring for each historical return (with the lists as they stood then), so both answer alike.
+scoring for each historical return (with the lists and rules as they stood then), so both answer alike.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fraud_service.errors import Problem, RequestInvalid
@@ -214,7 +216,6 @@ class RuleSet:
     builtins: tuple[Builtin, ...]
     custom: tuple[CustomRule, ...] = ()
     version: int = 0  # 0: the defaults, never saved
-    features_read: frozenset[str] = field(default=frozenset(), compare=False)
 
     def evaluate(self, subject: Subject, vector: Mapping[str, Any]) -> list[RuleHit]:
         hits = []
