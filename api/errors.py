@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fraud_service.errors import (
@@ -73,8 +73,10 @@ def register(app: Flask) -> None:
         return response, status
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
+    def http_error(exc: HTTPException) -> tuple[Response | str, int]:
         status = exc.code or 500
+        if request.path.startswith("/ui/") and request.accept_mimetypes.accept_html:  # a person's browser: a page
+            return render_template("ui/error.html", code=status, message=exc.description or exc.name), status
         code = (exc.name or "error").lower().replace(" ", "_")
         return _body(status, code, exc.description or exc.name)
 

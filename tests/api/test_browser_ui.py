@@ -274,7 +274,8 @@ def test_every_page_fits_a_phone(served: tuple[str, Api], browser: Any) -> None:
     page.goto(f"{base}/ui/login")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     _sign_in(page, base)
-    paths = ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
+    paths = ["/", "/ui/", "/ui/no-such-page", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}",
+             "/ui/search",
              f"/ui/search?q={customer[:3]}", f"/ui/customers/{customer}",
              f"/ui/tokens/address/{token['value']}", "/ui/rules", "/ui/lists",
              _named_queue(api)]
@@ -346,7 +347,8 @@ def test_no_page_has_a_serious_accessibility_violation(served: tuple[str, Api], 
 
     check(paths[0])
     _sign_in(page, base)
-    for path in ["/ui/", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}", "/ui/search",
+    for path in ["/", "/ui/", "/ui/no-such-page", "/ui/?status=closed&sort=age", f"/ui/cases/{cases[0]['case_id']}",
+                 "/ui/search",
                  f"/ui/search?q={cases[0]['customer_id'][:3]}", f"/ui/customers/{cases[0]['customer_id']}",
                  f"/ui/tokens/{token['entity']}/{token['value']}", "/ui/rules", "/ui/lists",
              _named_queue(api)]:
