@@ -192,14 +192,25 @@ def _summarise(rows: list[Replayed], labels: dict[str, str], start: dt.datetime,
         rules_fired=dict(fired), seconds=round(time.perf_counter() - began, 3))
 
 
+_LABELS: dict[str, dict[str, tuple[dt.datetime, str]]] = {}  # the latest snapshot's, by its identity
+
+
 def warehouse_labels(warehouse_dir: Path) -> dict[str, tuple[dt.datetime, str]]:
-    """The warehouse's latest label of each return (the labels ingested from the retailer)."""
+    """The warehouse's latest label of each return (the labels ingested from the retailer), read once per
+    snapshot (a snapshot never changes)."""
     from fraud_service.data.warehouse import Warehouse
 
     snapshot = Warehouse(warehouse_dir).current()
-    frame = snapshot.read("labels", ["return_id", "label", "labelled_at"]) if snapshot is not None else None
-    if frame is None or frame.empty:
+    if snapshot is None:
         return {}
-    frame = frame.sort_values("labelled_at").drop_duplicates("return_id", keep="last")
-    return {r: (chain.aware(t.to_pydatetime()), str(label))
-            for r, label, t in frame[["return_id", "label", "labelled_at"]].itertuples(index=False)}
+    latest = _LABELS.get(snapshot.identity)
+    if latest is None:
+        frame = snapshot.read("labels", ["return_id", "label", "labelled_at"])
+        latest = {}
+        if frame is not None and not frame.empty:
+            frame = frame.sort_values("labelled_at").drop_duplicates("return_id", keep="last")
+            latest = {r: (chain.aware(t.to_pydatetime()), str(label))
+                      for r, label, t in frame[["return_id", "label", "labelled_at"]].itertuples(index=False)}
+        _LABELS.clear()  # one snapshot's at a time
+        _LABELS[snapshot.identity] = latest
+    return latest
