@@ -60,8 +60,9 @@ def requires(*roles: str) -> Callable[[F], F]:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             principal = current_principal()
             if principal.role != "admin" and principal.role not in roles:
-                raise Forbidden(f"a {principal.role} key may not do this "
-                                f"(needs {' or '.join(roles + ('admin',))})")
+                allowed = dict.fromkeys((*roles, "admin"))  # in order, once each
+                article = "an" if principal.role[:1] in "aeiou" else "a"
+                raise Forbidden(f"{article} {principal.role} key may not do this (needs {' or '.join(allowed)})")
             return view(*args, **kwargs)
 
         return wrapped  # type: ignore[return-value]

@@ -207,3 +207,11 @@ def test_the_lists_page_adds_with_an_expiry_and_removes_with_a_reason(own: Api) 
     analyst, csrf = signed_in(own, person(own, "rita"))
     assert analyst.post("/ui/lists", data={"csrf_token": csrf, "entity": "address", "value": "a", "list": "block",
                                            "reason": "r"}).status_code == 403
+
+
+def test_a_refusal_names_the_roles_that_may(own: Api) -> None:
+    """`an analyst key …` and each role once: `(needs admin)`, not `(needs admin or admin)`."""
+    response = own.client.put("/v1/rules", json={"rules": {}, "reason": "x"}, headers=own.headers("analyst"))
+    assert response.get_json()["message"] == "an analyst key may not do this (needs admin)"
+    response = own.client.get("/v1/rules", headers=own.headers("scoring"))
+    assert response.get_json()["message"] == "a scoring key may not do this (needs analyst or admin)"
