@@ -35,8 +35,8 @@ class MemoryDb:
 
 
 @contextmanager
-def memory_db() -> Iterator[MemoryDb]:
-    engine = make_engine("sqlite://", poolclass=StaticPool)
+def database_on(engine: Engine) -> Iterator[MemoryDb]:
+    """ENGINE's database migrated, with its evidence writer; both closed afterwards."""
     upgrade(engine)
     db = MemoryDb(engine, session_factory(engine), evidence_writer(engine))
     try:
@@ -44,6 +44,12 @@ def memory_db() -> Iterator[MemoryDb]:
     finally:
         db.writer.close()
         engine.dispose()
+
+
+@contextmanager
+def memory_db() -> Iterator[MemoryDb]:
+    with database_on(make_engine("sqlite://", poolclass=StaticPool)) as db:
+        yield db
 
 
 _ids = itertools.count(1)

@@ -19,12 +19,10 @@ from fraud_service.cases import assigner, queues
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import QueueRule
 from fraud_service.errors import QueueNotFound, RequestInvalid
-from fraud_service.scoring.evidence import evidence_writer
 from fraud_service.store import chain
-from fraud_service.store.db import make_engine, session_factory
-from fraud_service.store.migrate import upgrade
+from fraud_service.store.db import make_engine
 from fraud_service.store.schema import Case, EvidenceEvent, User
-from tests.factories import T0, MemoryDb, flag, memory_db
+from tests.factories import T0, MemoryDb, database_on, flag, memory_db
 
 ACTIVE = dt.timedelta(minutes=15)
 AWAY = dt.timedelta(minutes=60)
@@ -243,13 +241,10 @@ def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory
         engine = next(engines)
     else:
         engines, engine = None, make_engine(f"sqlite:///{tmp_path / 'fraud.db'}")
-    upgrade(engine)
-    db = MemoryDb(engine, session_factory(engine), evidence_writer(engine))
     try:
-        yield db
+        with database_on(engine) as db:
+            yield db
     finally:
-        db.writer.close()
-        engine.dispose()
         if engines is not None:
             next(engines, None)
 
