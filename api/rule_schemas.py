@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from api.schemas import _ANY, Instant, Text, _Request, _Response
 from fraud_service.scoring.backtest import MAX_DAYS
@@ -44,7 +44,7 @@ class RulesIn(_Request):
 
 class BacktestIn(_Request):
     rules: dict[str, Any] = Field(description="the proposed rule set (the shape PUT /v1/rules takes)")
-    days: int = Field(default=30, ge=1, le=MAX_DAYS, description="the window: the last DAYS days of assessments")
+    days: StrictInt = Field(default=30, ge=1, le=MAX_DAYS, description="the window: the last DAYS days of assessments")
     capacity: float | None = Field(default=None, ge=0, description="reviews the team can do a day (default: the "
                                                                     "production policy's)")
 

@@ -69,6 +69,11 @@ def _connect(snapshot: Snapshot | None) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """VALUE quoted for a message, cut to LIMIT characters (an answer does not echo a 100 KB id back)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value):,} characters)"
+
+
 def _text(value: Any) -> str | None:
     return utc_text(value) if isinstance(value, dt.datetime) else value
 
@@ -322,7 +327,7 @@ def customer_page(uow: UnitOfWork, snapshot: Snapshot | None, customer_id: str, 
         case_ids = session.execute(select(CaseLink.case_id).where(CaseLink.entity == "customer",
                                                                   CaseLink.value == customer_id)).scalars().all()
         if stored is None and not assessed and not case_ids:
-            raise EntityNotFound(f"no customer {customer_id!r} in the warehouse or the evidence database")
+            raise EntityNotFound(f"no customer {shown(customer_id)} in the warehouse or the evidence database")
         stored = stored or _StoredEntity(_customer_profile(customer_id, None, {}, 0.0), [], {}, [],
                                          {customer_id: {}})
         bad = bad_labels(session, stored.labelled)[customer_id]
@@ -342,7 +347,7 @@ def token_page(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: str
                reader: OnlineFeatures | None = None, hub_customers: int = 20) -> EntityPage:
     """Everything known about the token: who used it, their orders and returns with it, cases and lists."""
     if kind not in TOKEN_COLUMNS:
-        raise EntityNotFound(f"no token kind {kind!r}: one of {', '.join(TOKEN_KINDS)}")
+        raise EntityNotFound(f"no token kind {shown(kind)}: one of {', '.join(TOKEN_KINDS)}")
     stored = _cached(("token", snapshot.identity if snapshot else None, kind, value),
                      lambda: _stored_token(snapshot, kind, value))
     with uow.read():
@@ -351,7 +356,7 @@ def token_page(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: str
                                    ).scalars().all()
         listed = _lists(session, [(kind, value)])
         if stored is None and not case_ids and not listed:
-            raise EntityNotFound(f"no {kind} token {value!r} in the warehouse or the evidence database")
+            raise EntityNotFound(f"no {kind} token {shown(value)} in the warehouse or the evidence database")
         stored = stored or _StoredEntity({"kind": kind, "value": value, "customers": 0, "first_seen": None,
                                           "last_seen": None, "uses": 0}, [], {}, [])
         return_ids = {e.id for e in stored.events if e.kind == "return"}

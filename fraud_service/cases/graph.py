@@ -24,7 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fraud_service.cases import service as cases
-from fraud_service.cases.entities import TOKEN_KINDS, Labelled, _connect, _token_uses, bad_labels, warehouse_labelled
+from fraud_service.cases.entities import (
+    TOKEN_KINDS,
+    Labelled,
+    _connect,
+    _token_uses,
+    bad_labels,
+    shown,
+    warehouse_labelled,
+)
 from fraud_service.cases.investigation import _cached
 from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
@@ -213,7 +221,7 @@ def entity_graph(uow: UnitOfWork, snapshot: Snapshot | None, kind: str, value: s
         graph = build(snapshot, uow.session, [(kind, value)], hops=hops, hub_customers=hub_customers, extra=extra)
         used = graph.edges or graph.nodes[(kind, value)].customers  # a hub is drawn alone, with its count
         if not used and not _known(uow.session, snapshot, kind, value):
-            raise EntityNotFound(f"no {kind} {value!r} in the warehouse or the evidence database")
+            raise EntityNotFound(f"no {kind} {shown(value)} in the warehouse or the evidence database")
         return graph
 
 

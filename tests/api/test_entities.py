@@ -222,3 +222,10 @@ def test_search_is_case_sensitive_on_both_sources(api: Api, set_policy: Any) -> 
     assert any(h["id"] == customer for h in search(api, customer).get_json()["hits"])
     assert search(api, customer.upper()).get_json()["hits"] == []
     assert search(api, case_id.upper()).get_json()["hits"] == []
+
+
+def test_a_huge_unknown_id_is_not_echoed_back_whole(api: Api) -> None:
+    response = api.client.get("/v1/customers/" + "x" * 5000, headers=api.headers("analyst"))
+    assert response.status_code == 404
+    message = response.get_json()["message"]
+    assert len(message) < 250 and "5,000 characters" in message

@@ -215,3 +215,9 @@ def test_a_refusal_names_the_roles_that_may(own: Api) -> None:
     assert response.get_json()["message"] == "an analyst key may not do this (needs admin)"
     response = own.client.get("/v1/rules", headers=own.headers("scoring"))
     assert response.get_json()["message"] == "a scoring key may not do this (needs analyst or admin)"
+
+
+@pytest.mark.parametrize("days", [True, "30", 7.5])
+def test_a_backtest_window_is_a_whole_number_of_days(own: Api, days: object) -> None:
+    response = own.client.post("/v1/rules/backtest", json={"rules": {}, "days": days}, headers=own.headers("admin"))
+    assert response.status_code == 422 and response.get_json()["problems"][0]["field"] == "days"
