@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import DERIVED_FIELDS, feature_names
+from fraud_service.data.labels import BAD
 from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.errors import TrainingDataError
 from fraud_service.featurestore.source import FeatureSource, entity_rows
 from fraud_service.progress import SILENT, Progress
 
 CHUNK_ROWS = 200_000
-BAD = ("fraud", "abuse")
 CATEGORICAL = [name for name, kind in DERIVED_FIELDS.items() if kind == "String"]
 EXCLUDED = ("cust_created_epoch",)
 """Served features the model does not use: an absolute sign-up time says when, not how (account age does)."""

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from fraud_service.cases import service as cases
 from fraud_service.cases.investigation import TOKEN_COLUMNS, _cached
 from fraud_service.cases.records import CaseSummary
+from fraud_service.data.labels import BAD, in_force
 from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
 from fraud_service.store.chain import aware, utc_text
@@ -40,7 +41,6 @@ TIMELINE_LIMIT = 500
 PEOPLE_LIMIT = 200
 """Customers listed on a token's page, and other customers listed per token on a customer's page (20)."""
 OTHERS_PER_TOKEN = 20
-_BAD = ("fraud", "abuse")
 
 # the snapshot's tables as DuckDB views; an optional table that was never ingested is an empty one
 _EMPTY = {
@@ -436,23 +436,19 @@ def warehouse_labelled(con: duckdb.DuckDBPyConnection, customers: list[str]) -> 
 
 
 def bad_labels(session: Session, labelled: Labelled) -> dict[str, int]:
-    """Per customer, how many returns carry fraud or abuse as their latest label: the warehouse's (LABELLED) or the
-    evidence log's (an analyst's, the returns system's), whichever came later, over the customer's warehouse
-    returns and the returns the service assessed for them."""
-    latest = {c: dict(v) for c, v in labelled.items()}
+    """Per customer, how many returns carry fraud or abuse as their label in force (`labels.in_force`: the
+    warehouse's, LABELLED, or the evidence log's, whichever came later), over the customer's warehouse returns and
+    the returns the service assessed for them."""
     owner = {r: c for c, v in labelled.items() for r in v}
     customers = list(labelled)
     for start in range(0, len(customers), 500):
         owner.update((r, c) for r, c in session.execute(select(Assessment.return_id, Assessment.customer_id).where(
             Assessment.customer_id.in_(customers[start:start + 500]))))
-    ids = list(owner)
-    for start in range(0, len(ids), 500):
-        for return_id, at, label in session.execute(select(Label.return_id, Label.labelled_at, Label.label)
-                                                    .where(Label.return_id.in_(ids[start:start + 500]))):
-            when, mine = aware(at), latest.setdefault(owner[return_id], {})
-            if return_id not in mine or when >= mine[return_id][0]:
-                mine[return_id] = (when, label)
-    return {c: sum(label in _BAD for _, label in v.values()) for c, v in latest.items()}
+    warehouse = {r: label for v in labelled.values() for r, label in v.items()}
+    counts = dict.fromkeys(labelled, 0)
+    for return_id, (_, label) in in_force(session, owner, warehouse).items():
+        counts[owner[return_id]] += label in BAD
+    return counts
 
 
 def _token_uses(kind: str) -> str:

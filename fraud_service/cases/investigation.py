@@ -11,20 +11,19 @@ import datetime as dt
 import fcntl
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import CaseDetail
+from fraud_service.data.labels import latest_logged
 from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.store.chain import utc_text
-from fraud_service.store.schema import Label
 from fraud_service.store.uow import UnitOfWork
 
 
@@ -77,17 +76,6 @@ TOKEN_COLUMNS = {"address": ("orders", "address_token"), "payment": ("orders", "
 HISTORY_LIMIT = 200
 
 
-def _latest_labels(session: Session, return_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    ids = list(set(return_ids))
-    out: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), 500):
-        rows = session.execute(select(Label).where(Label.return_id.in_(ids[start:start + 500]))
-                               .order_by(Label.labelled_at, Label.id)).scalars()
-        for row in rows:
-            out[row.return_id] = {"label": row.label, "labelled_at": utc_text(row.labelled_at), "source": row.source}
-    return out
-
-
 def history(snapshot: Snapshot | None, session: Session, customer_id: str,
             limit: int = HISTORY_LIMIT) -> CustomerHistory:
     """The customer's account, order count and returns (newest first) with their latest label and inspection."""
@@ -97,7 +85,7 @@ def history(snapshot: Snapshot | None, session: Session, customer_id: str,
         return CustomerHistory(customer_id)
     out["created_at"], out["orders"], rows = _cached(("history", snapshot.identity, customer_id, limit),
                                                      lambda: _stored_history(snapshot, customer_id, limit))
-    analysts = _latest_labels(session, [r[0] for r in rows])
+    analysts = latest_logged(session, [r[0] for r in rows])
     for r in rows:
         label = {"label": r[7], "labelled_at": utc_text(r[8]), "source": "warehouse"} if r[7] else None
         if r[0] in analysts and (label is None or analysts[r[0]]["labelled_at"] >= label["labelled_at"]):

@@ -29,13 +29,13 @@ from sqlalchemy import or_, select
 
 from fraud_service.cases.queues import rule_of, selecting
 from fraud_service.cases.records import DEFAULT_SLA_HOURS, CaseStatus
+from fraud_service.data.labels import BAD
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.store import chain
 from fraud_service.store.schema import Case, EvidenceEvent, Inspection, Label, QueueRow
 from fraud_service.store.uow import UnitOfWork
 
 MAX_DAYS = 366
-BAD = ("fraud", "abuse")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ labels already in the warehouse table are recognised and only marked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.progress import SILENT, Progress
+from fraud_service.store.chain import aware, utc_text
 from fraud_service.store.schema import Inspection, Label
 from fraud_service.store.uow import UnitOfWork
 
@@ -159,3 +162,35 @@ def ingested(warehouse: Warehouse) -> Callable[[list[str]], list[tuple[str, str,
         finally:
             con.close()
     return read
+
+
+# -- the label in force: the warehouse's or the evidence log's, whichever came later -------------------------------
+
+BAD = ("fraud", "abuse")
+"""The labels that say a return was not honest."""
+
+
+def latest_logged(session: Session, return_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The latest label the evidence log holds for each of RETURN_IDS that has one (an analyst's, the returns
+    system's): {"label", "labelled_at" (UTC text), "source"}; labels given a minute ago included, before any sync."""
+    ids = list(set(return_ids))
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        rows = session.execute(select(Label).where(Label.return_id.in_(ids[start:start + 500]))
+                               .order_by(Label.labelled_at, Label.id)).scalars()
+        for row in rows:
+            out[row.return_id] = {"label": row.label, "labelled_at": utc_text(row.labelled_at), "source": row.source}
+    return out
+
+
+def in_force(session: Session, return_ids: Iterable[str],
+             warehouse: Mapping[str, tuple[dt.datetime, str]]) -> dict[str, tuple[dt.datetime, str]]:
+    """Each of RETURN_IDS' label in force, (labelled_at, label): the warehouse's (WAREHOUSE: return id -> its
+    latest) or the evidence log's, whichever came later (the log's on a tie)."""
+    ids = list(return_ids)
+    latest = {r: warehouse[r] for r in ids if r in warehouse}
+    for return_id, logged in latest_logged(session, ids).items():
+        when = aware(dt.datetime.fromisoformat(logged["labelled_at"]))
+        if return_id not in latest or when >= latest[return_id][0]:
+            latest[return_id] = (when, logged["label"])
+    return latest

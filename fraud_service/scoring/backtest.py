@@ -24,16 +24,16 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from fraud_service.data.labels import BAD, in_force
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring import lists, rulebook
 from fraud_service.scoring.policy import Decision
 from fraud_service.scoring.rules import RuleSet, Subject, verdict
 from fraud_service.store import chain
-from fraud_service.store.schema import Assessment, EvidenceEvent, Label
+from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 
 MAX_DAYS = 365
-BAD = ("fraud", "abuse")
 
 
 @dataclass(frozen=True)
@@ -148,16 +148,8 @@ def _replayed(uow: UnitOfWork, proposed: RuleSet, history: lists.ListHistory, st
 
 def _labels(uow: UnitOfWork, return_ids: list[str],
             warehouse: dict[str, tuple[dt.datetime, str]]) -> dict[str, str]:
-    """The latest label of each return, from the warehouse or the evidence log, whichever came later."""
-    latest = {r: warehouse[r] for r in return_ids if r in warehouse}
-    for start in range(0, len(return_ids), 1000):
-        chunk = return_ids[start:start + 1000]
-        for return_id, at, label in uow.session.execute(select(Label.return_id, Label.labelled_at, Label.label)
-                                                        .where(Label.return_id.in_(chunk))):
-            when = chain.aware(at)
-            if return_id not in latest or when >= latest[return_id][0]:
-                latest[return_id] = (when, label)
-    return {r: label for r, (_, label) in latest.items()}
+    """The label in force of each return, the warehouse's or the evidence log's, whichever came later."""
+    return {r: label for r, (_, label) in in_force(uow.session, return_ids, warehouse).items()}
 
 
 def _quality(rows: list[Replayed], labels: dict[str, str], after: bool) -> Quality:

@@ -36,6 +36,7 @@ import numpy as np
 from sqlalchemy import select
 
 from fraud_service.config import Settings
+from fraud_service.data.labels import BAD
 from fraud_service.errors import BadRequest, RegistryError
 from fraud_service.scoring import drift
 from fraud_service.scoring.policy import Decision
@@ -43,7 +44,6 @@ from fraud_service.store.schema import Assessment, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
 from models.registry import ModelRegistry
 
-BAD = ("fraud", "abuse")
 STOPPED = tuple(d.value for d in Decision if d is not Decision.APPROVE)
 MAX_VECTORS = 20_000
 """Drift reads at most this many stored feature vectors, the latest of the window."""

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.data.labels import BAD
 from fraud_service.scoring.lists import ListMatch
 from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Policy, cost_of
@@ -39,7 +40,6 @@ from fraud_service.store.uow import UnitOfWork
 from models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-BAD = ("fraud", "abuse")
 
 
 @dataclass(frozen=True)
