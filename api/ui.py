@@ -182,6 +182,12 @@ def _person() -> Person:
     return person
 
 
+def admins_only(refusal: str) -> None:
+    """A 403 page saying REFUSAL unless the signed-in person is an admin."""
+    if _person().role != "admin":
+        abort(403, refusal)
+
+
 def _who() -> dict[str, Any]:
     return who(_person().actor)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from flask import abort, render_template, request
+from flask import render_template, request
 from flask.typing import ResponseReturnValue
 
 from api.core import core
-from api.ui import _person, bp, signed_in
+from api.ui import admins_only, bp, signed_in
 from fraud_service.scoring import monitor
 
 DAYS = (7, 30, 90)
@@ -19,8 +19,7 @@ DAYS = (7, 30, 90)
 @bp.get("/monitor")
 @signed_in
 def monitor_page() -> ResponseReturnValue:
-    if _person().role != "admin":
-        abort(403, "The monitor is for admins.")
+    admins_only("The monitor is for admins.")
     text = request.args.get("days", "30")
     days = int(text) if text.isdigit() and int(text) in DAYS else 30
     end = dt.datetime.now(dt.UTC)

@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from api import cases as case_api
 from api.core import core
-from api.ui import _named, _person, _problems, bp, signed_in
+from api.ui import _named, _person, _problems, admins_only, bp, signed_in
 from fraud_service.access.users import list_users
 from fraud_service.cases import oversight, queues
 from fraud_service.cases.queues import DECISIONS
@@ -22,11 +22,6 @@ from fraud_service.data.contract import RETURN_TYPES
 from fraud_service.errors import QueueNotFound, RequestInvalid
 
 DAYS = (7, 30, 90)
-
-
-def _admin(what: str) -> None:
-    if _person().role != "admin":
-        abort(403, f"{what} is for admins.")
 
 
 def named_queue(name: str) -> ResponseReturnValue:
@@ -46,7 +41,7 @@ def named_queue(name: str) -> ResponseReturnValue:
 @bp.get("/queues")
 @signed_in
 def queues_page() -> ResponseReturnValue:
-    _admin("Defining queues")
+    admins_only("Defining queues is for admins.")
     people = [u.name for u in list_users(core().uow()) if u.disabled_at is None]
     return render_template("ui/queues.html", queues=queues.listing(core().uow(), now=core().clock()), people=people,
                            active=ACTIVE, decisions=DECISIONS, return_types=RETURN_TYPES)
@@ -75,7 +70,7 @@ def _body(form: Any) -> dict[str, Any]:
 @bp.post("/queues")
 @signed_in
 def queues_save() -> ResponseReturnValue:
-    _admin("Defining queues")
+    admins_only("Defining queues is for admins.")
     name = request.form.get("name", "").strip()
     try:
         queues.put(core().uow(), name=name, body=_body(request.form), actor=_person().actor, now=core().clock())
@@ -88,7 +83,7 @@ def queues_save() -> ResponseReturnValue:
 @bp.post("/queues/<name>/remove")
 @signed_in
 def queues_remove(name: str) -> ResponseReturnValue:
-    _admin("Defining queues")
+    admins_only("Defining queues is for admins.")
     try:
         queues.remove(core().uow(), name=name, actor=_person().actor, now=core().clock())
         flash(f"Queue {name} removed; its cases stay as they are.", "info")
@@ -100,7 +95,7 @@ def queues_remove(name: str) -> ResponseReturnValue:
 @bp.get("/dashboard")
 @signed_in
 def dashboard_page() -> ResponseReturnValue:
-    _admin("The team dashboard")
+    admins_only("The team dashboard is for admins.")
     text = request.args.get("days", "30")
     days = int(text) if text.isdigit() and int(text) in DAYS else 30
     board = oversight.dashboard(core().uow(), days=days, now=core().clock())

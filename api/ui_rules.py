@@ -8,23 +8,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
 from api import rules as rules_api
 from api.core import core
-from api.ui import _person, _problems, _who, bp, signed_in
+from api.ui import _person, _problems, _who, admins_only, bp, signed_in
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring import lists
 from fraud_service.scoring.rules import BUILTINS, LIST_ENTITIES, LISTS, MAX_CUSTOM
 
 BLANK_RULES = 2  # empty rows for new custom rules
-
-
-def _admin() -> None:
-    if _person().role != "admin":
-        abort(403, "Only admins change the rules and lists.")
+ADMINS = "Only admins change the rules and lists."
 
 
 def rule_set_from(form: MultiDict[str, str]) -> dict[str, Any]:
@@ -62,7 +58,7 @@ def rules_page() -> ResponseReturnValue:
 @bp.post("/rules")
 @signed_in
 def rules_action() -> ResponseReturnValue:
-    _admin()
+    admins_only(ADMINS)
     proposed = rule_set_from(request.form)
     days_text = request.form.get("days", "30")
     days: Any = int(days_text) if days_text.isascii() and days_text.isdigit() else days_text
@@ -91,7 +87,7 @@ def lists_page() -> ResponseReturnValue:
 @bp.post("/lists")
 @signed_in
 def lists_add() -> ResponseReturnValue:
-    _admin()
+    admins_only(ADMINS)
     form, now = request.form, core().clock()
     days = form.get("expires_in_days", "").strip()
     try:
@@ -119,7 +115,7 @@ def lists_add() -> ResponseReturnValue:
 @bp.post("/lists/remove")
 @signed_in
 def lists_remove() -> ResponseReturnValue:
-    _admin()
+    admins_only(ADMINS)
     form = request.form
     try:
         entry = lists.remove(core().uow(), entity=form.get("entity", ""), value=form.get("value", ""),

@@ -4,24 +4,19 @@ sends a dead event again. It is part of the `ui` blueprint (api/ui.py) and calls
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from api.core import core
-from api.ui import _person, bp, signed_in
+from api.ui import _person, admins_only, bp, signed_in
 from fraud_service.errors import RequestInvalid, WebhookNotFound
 from fraud_service.feedback import webhooks
-
-
-def _admin() -> None:
-    if _person().role != "admin":
-        abort(403, "Webhooks are managed by admins.")
 
 
 @bp.get("/webhooks")
 @signed_in
 def webhooks_page() -> ResponseReturnValue:
-    _admin()
+    admins_only("Webhooks are managed by admins.")
     hooks = webhooks.listing(core().uow())
     dead = {h.id: webhooks.deliveries(core().uow(), webhook_id=h.id, status="dead", limit=50) for h in hooks if h.dead}
     return render_template("ui/webhooks.html", hooks=hooks, dead=dead)
@@ -30,7 +25,7 @@ def webhooks_page() -> ResponseReturnValue:
 @bp.post("/webhooks/replay")
 @signed_in
 def webhooks_replay() -> ResponseReturnValue:
-    _admin()
+    admins_only("Webhooks are managed by admins.")
     event_id, hook_id = request.form.get("event_id", ""), request.form.get("webhook_id") or None
     try:
         queued = webhooks.replay(core().uow(), event_id=event_id, webhook_id=hook_id, actor=_person().actor,

@@ -36,6 +36,7 @@ from fraud_service.cases.entities import (
 from fraud_service.cases.investigation import _cached
 from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
+from fraud_service.scoring.rules import stored_tokens
 from fraud_service.store.schema import Assessment, CaseLink, EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
@@ -190,10 +191,7 @@ def _close_edges(con: Any, graph: Graph) -> None:
 
 def _uses_of(request: dict[str, Any], customer: str) -> list[tuple[str, str, str]]:
     """The (customer, token kind, token) uses a stored assessment request shows."""
-    order = request.get("order") or {}
-    found = [(customer, kind, order.get(f"{kind}_token")) for kind in ("address", "payment", "device")]
-    found.append((customer, "refund", request.get("refund_token")))
-    return [(c, k, v) for c, k, v in found if isinstance(v, str) and v]
+    return [(customer, kind, value) for kind, value in stored_tokens(request).items() if kind != "customer"]
 
 
 def case_graph(uow: UnitOfWork, snapshot: Snapshot | None, case_id: str, *, now: dt.datetime, hops: int = 2,

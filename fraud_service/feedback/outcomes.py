@@ -24,7 +24,7 @@ from fraud_service.access.keys import Principal
 from fraud_service.errors import AssessmentNotFound
 from fraud_service.feedback.messages import Messages
 from fraud_service.feedback.webhooks import RETRY_HOURS, Outbox
-from fraud_service.scoring.rules import case_links
+from fraud_service.scoring.rules import LIST_ENTITIES, case_links, stored_tokens
 from fraud_service.store import chain
 from fraud_service.store.schema import ApiKey, Assessment, EvidenceEvent, Outcome
 from fraud_service.store.uow import UnitOfWork
@@ -164,13 +164,10 @@ def request_of(session: Any, assessment: Assessment) -> dict[str, Any]:
 
 def tokens_of(assessment: Assessment, request: dict[str, Any]) -> dict[str, str | None]:
     """The customer and the tokens of ASSESSMENT's REQUEST (`request_of`), by list entity (None when absent)."""
-    order = request["order"]
-    return {"customer": assessment.customer_id, "address": order.get("address_token"),
-            "payment": order.get("payment_token"), "device": order.get("device_token"),
-            "refund": request.get("refund_token")}
+    present = stored_tokens(request, assessment.customer_id)
+    return {entity: present.get(entity) for entity in LIST_ENTITIES}
 
 
 def links_of(assessment: Assessment, request: dict[str, Any], hub_customers: int) -> dict[str, str]:
     """The customer and tokens that tie ASSESSMENT to a case (hubs left out: `rules.case_links`)."""
-    present = {k: v for k, v in tokens_of(assessment, request).items() if v}
-    return case_links(present, request["features"], hub_customers)
+    return case_links(stored_tokens(request, assessment.customer_id), request["features"], hub_customers)

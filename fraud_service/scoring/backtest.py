@@ -28,7 +28,7 @@ from fraud_service.data.labels import BAD, in_force
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring import lists, rulebook
 from fraud_service.scoring.policy import Decision
-from fraud_service.scoring.rules import RuleSet, Subject, verdict
+from fraud_service.scoring.rules import RuleSet, Subject, stored_tokens, verdict
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
@@ -132,11 +132,8 @@ def _replayed(uow: UnitOfWork, proposed: RuleSet, history: lists.ListHistory, st
             skipped.append(return_id)
             continue
         order = request.get("order") or {}
-        tokens = {"customer": request.get("customer_id"), "address": order.get("address_token"),
-                  "payment": order.get("payment_token"), "device": order.get("device_token"),
-                  "refund": request.get("refund_token")}
         subject = Subject(request.get("return_type", ""), request.get("channel", ""), float(amount),
-                          float(order.get("order_total", amount)), {k: v for k, v in tokens.items() if v})
+                          float(order.get("order_total", amount)), stored_tokens(request))
         at = chain.aware(created)
         model = Decision(response.get("model_decision") or decision)
         features = record.get("features") or {}

@@ -112,6 +112,16 @@ def tokens(request: ReturnRequest) -> dict[str, str]:
     return {entity: value for entity, value in found.items() if value}
 
 
+def stored_tokens(request: Mapping[str, Any], customer: str | None = None) -> dict[str, str]:
+    """What `tokens` gives for a request as its evidence stores it (JSON): its listable identifiers by list entity,
+    absent ones left out. CUSTOMER, when given, is the customer the assessment was made for."""
+    order = request.get("order") or {}
+    found = {"customer": customer if customer is not None else request.get("customer_id"),
+             "address": order.get("address_token"), "payment": order.get("payment_token"),
+             "device": order.get("device_token"), "refund": request.get("refund_token")}
+    return {entity: value for entity, value in found.items() if isinstance(value, str) and value}
+
+
 def _number(vector: Mapping[str, Any], name: str) -> float:
     value = vector.get(name)
     if value is None:
