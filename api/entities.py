@@ -3,6 +3,8 @@ the analyst UI's search box and customer and token pages show (`fraud_service.ca
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -14,7 +16,7 @@ from api.auth import requires
 from api.core import core
 from fraud_service.cases import entities, graph
 from fraud_service.cases.investigation import one_at_a_time
-from fraud_service.data.warehouse import Warehouse
+from fraud_service.data.warehouse import Snapshot, Warehouse
 
 if TYPE_CHECKING:
     from fraud_service.featurestore.online import OnlineFeatures
@@ -34,44 +36,50 @@ class IdConverter(PathConverter):
         return quote(str(value), safe="").replace(".", "%2E")
 
 
+@contextlib.contextmanager
+def _snapshot() -> Iterator[Snapshot | None]:
+    """The warehouse's current snapshot, while this host builds no other page (`investigation.one_at_a_time`)."""
+    warehouse_dir = core().settings.warehouse_dir
+    with one_at_a_time(warehouse_dir):
+        yield Warehouse(warehouse_dir).current()
+
+
 def found(query: object) -> entities.SearchResult:
     """The search's answer to QUERY (the API's and the UI's)."""
-    service = core()
-    with one_at_a_time(service.settings.warehouse_dir):
-        return entities.search(service.uow(), Warehouse(service.settings.warehouse_dir).current(), query)
+    with _snapshot() as snapshot:
+        return entities.search(core().uow(), snapshot, query)
 
 
 def customer(customer_id: str) -> entities.EntityPage:
     service = core()
-    with one_at_a_time(service.settings.warehouse_dir):
-        return entities.customer_page(service.uow(), Warehouse(service.settings.warehouse_dir).current(),
-                                      customer_id, now=service.clock(), reader=_reader(),
+    with _snapshot() as snapshot:
+        return entities.customer_page(service.uow(), snapshot, customer_id, now=service.clock(), reader=_reader(),
                                       hub_customers=service.settings.hub_customers)
 
 
 def token(kind: str, value: str) -> entities.EntityPage:
     service = core()
-    with one_at_a_time(service.settings.warehouse_dir):
-        return entities.token_page(service.uow(), Warehouse(service.settings.warehouse_dir).current(), kind, value,
-                                   now=service.clock(), reader=_reader(), hub_customers=service.settings.hub_customers)
+    with _snapshot() as snapshot:
+        return entities.token_page(service.uow(), snapshot, kind, value, now=service.clock(), reader=_reader(),
+                                   hub_customers=service.settings.hub_customers)
 
 
 def entity_graph(kind: str, value: str) -> graph.Graph:
     """The link graph around a customer or token, `hops` out (default 2)."""
     service = core()
     hops = graph.check_seed(kind, value, request.args.get("hops", "2"))
-    with one_at_a_time(service.settings.warehouse_dir):
-        return graph.entity_graph(service.uow(), Warehouse(service.settings.warehouse_dir).current(), kind, value,
-                                  hops=hops, hub_customers=service.settings.hub_customers)
+    with _snapshot() as snapshot:
+        return graph.entity_graph(service.uow(), snapshot, kind, value, hops=hops,
+                                  hub_customers=service.settings.hub_customers)
 
 
 def case_graph(case_id: str) -> graph.Graph:
     """The link graph around a case's customers and tokens, `hops` out (default 2)."""
     service = core()
-    hops = graph.check_seed("customer", case_id, request.args.get("hops", "2"))
-    with one_at_a_time(service.settings.warehouse_dir):
-        return graph.case_graph(service.uow(), Warehouse(service.settings.warehouse_dir).current(), case_id,
-                                now=service.clock(), hops=hops, hub_customers=service.settings.hub_customers)
+    hops = graph.check_hops(request.args.get("hops", "2"))
+    with _snapshot() as snapshot:
+        return graph.case_graph(service.uow(), snapshot, case_id, now=service.clock(), hops=hops,
+                                hub_customers=service.settings.hub_customers)
 
 
 def _reader() -> OnlineFeatures | None:

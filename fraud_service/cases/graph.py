@@ -78,11 +78,20 @@ def check_seed(kind: str, value: str, hops: object) -> int:
         problems.append(Problem("kind", f"got {kind!r}", "one of " + ", ".join(NODE_KINDS)))
     if not value:
         problems.append(Problem("id", "is empty", "a customer id or a token"))
-    text = str(hops)
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_HOPS):
-        problems.append(Problem("hops", f"got {text!r}", f"an integer from 1 to {MAX_HOPS}"))
+    try:
+        count = check_hops(hops)
+    except RequestInvalid as exc:
+        problems += exc.problems
     if problems:
         raise RequestInvalid(problems)
+    return count
+
+
+def check_hops(hops: object) -> int:
+    """HOPS as a hop count, or RequestInvalid naming it."""
+    text = str(hops)
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_HOPS):
+        raise RequestInvalid([Problem("hops", f"got {text!r}", f"an integer from 1 to {MAX_HOPS}")])
     return int(text)
 
 

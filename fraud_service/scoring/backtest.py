@@ -12,7 +12,6 @@ with the number of assessments in the window (bench/backtest_bench.py measures i
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections import Counter
@@ -112,8 +111,7 @@ def run(uow: UnitOfWork, *, rules: object, days: object, now: dt.datetime, capac
     with uow.read():
         rows = list(_replayed(uow, proposed, history, start, now, skipped, missing))
         labels = _labels(uow, [r[0] for r in rows], warehouse_labels or {})
-    result = _summarise(rows, labels, start, now, capacity, began, len(skipped))
-    return dataclasses.replace(result, missing_features=dict(missing))
+    return _summarise(rows, labels, start, now, capacity, began, len(skipped), dict(missing))
 
 
 Replayed = tuple[str, dt.datetime, float, Decision, Decision, list[str]]  # return, at, amount, before, after, rules
@@ -157,7 +155,7 @@ def _quality(rows: list[Replayed], labels: dict[str, str], after: bool) -> Quali
 
 
 def _summarise(rows: list[Replayed], labels: dict[str, str], start: dt.datetime, end: dt.datetime,
-               capacity: float | None, began: float, skipped: int) -> Backtest:
+               capacity: float | None, began: float, skipped: int, missing: dict[str, int]) -> Backtest:
     changed = Counter(f"{b.value} -> {a.value}" for _, _, _, b, a, _ in rows if a is not b)
     days: dict[str, list[int]] = {}
     for _, at, _, before, after, _ in rows:
@@ -169,7 +167,7 @@ def _summarise(rows: list[Replayed], labels: dict[str, str], start: dt.datetime,
     fired = Counter(rule for *_, hit in rows for rule in hit)
     return Backtest(
         start=chain.utc_text(start), end=chain.utc_text(end), assessments=len(rows), skipped=skipped,
-        missing_features={},
+        missing_features=missing,
         changed=dict(changed),
         raised=sum(a.severity > b.severity for *_, b, a, _ in rows),
         lowered=sum(a.severity < b.severity for *_, b, a, _ in rows), per_day=per_day, capacity_per_day=capacity,
