@@ -24,6 +24,7 @@ from fraud_service.cases.records import CaseSummary
 from fraud_service.data.labels import BAD, in_force
 from fraud_service.data.warehouse import Snapshot
 from fraud_service.errors import EntityNotFound, Problem, RequestInvalid
+from fraud_service.scoring.request import show
 from fraud_service.store.chain import aware, utc_text
 from fraud_service.store.schema import Assessment, Case, CaseLink, Inspection, Label, ListEntry
 from fraud_service.store.uow import UnitOfWork
@@ -69,9 +70,11 @@ def _connect(snapshot: Snapshot | None) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def shown(value: str, limit: int = 80) -> str:
-    """VALUE quoted for a message, cut to LIMIT characters (an answer does not echo a 100 KB id back)."""
-    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value):,} characters)"
+def shown(value: str) -> str:
+    """VALUE quoted for a message as a problem quotes it (`request.show`: cut to 60 characters), with its length
+    when it was cut: an answer does not echo a 100 KB id back."""
+    quoted = show(value)
+    return quoted if quoted == repr(value) else f"{quoted} ({len(value):,} characters)"
 
 
 def _text(value: Any) -> str | None:
