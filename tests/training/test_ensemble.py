@@ -1,0 +1,95 @@
+"""The final model is the average of several members trained with their own sampling seeds, as one LightGBM model:
+its scores are the members' mean and its explanations the members' mean, equal to the `shap` package's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.trainer import TrainConfig, average_models, fit
+
+FEATURES = ["rt_refund_amount", "cust_returns_30d", "rt_return_type"]
+
+
+def _frame(n: int = 3_000) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({
+        "requested_at": pd.date_range("2025-01-01", periods=n, freq="h", tz="UTC"),
+        "rt_refund_amount": rng.gamma(2.0, 50.0, n),
+        "cust_returns_30d": rng.poisson(1.0, n).astype(float),
+        "rt_return_type": rng.choice(["return", "item_not_received", "wrong_item"], n),
+    })
+    logit = -4 + 0.015 * frame["rt_refund_amount"] + 0.6 * frame["cust_returns_30d"] \
+        + 1.5 * (frame["rt_return_type"] == "item_not_received")
+    return frame, (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+
+
+def _members(x: np.ndarray, y: np.ndarray, count: int) -> list[lgb.Booster]:
+    return [lgb.train({"objective": "binary", "verbosity": -1, "num_leaves": 7, "bagging_fraction": 0.7,
+                       "bagging_freq": 1, "feature_fraction": 0.7, "bagging_seed": k, "feature_fraction_seed": k},
+                      lgb.Dataset(x, y, categorical_feature=[2]), num_boost_round=15 + k) for k in range(count)]
+
+
+@pytest.mark.filterwarnings("ignore:LightGBM binary classifier:UserWarning")
+def test_the_average_scores_and_explains_as_the_mean_of_its_members():
+    shap = pytest.importorskip("shap")
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.random(600), rng.random(600), rng.integers(0, 4, 600)]).astype(float)
+    x[rng.random(600) < 0.1, 1] = np.nan  # missing values take each tree's default direction
+    y = (x[:, 0] + 0.3 * (x[:, 2] == 1) + rng.random(600) > 1.1).astype(int)
+    members = _members(x, y, 3)
+    average = lgb.Booster(model_str=average_models([m.model_to_string() for m in members]))
+
+    assert average.num_trees() == 15 + 16 + 17
+    mean_raw = np.mean([m.predict(x, raw_score=True) for m in members], axis=0)
+    np.testing.assert_allclose(average.predict(x, raw_score=True), mean_raw, rtol=0, atol=1e-12)
+    mean_contrib = np.mean([m.predict(x, pred_contrib=True) for m in members], axis=0)
+    contrib = average.predict(x, pred_contrib=True)
+    np.testing.assert_allclose(contrib, mean_contrib, rtol=0, atol=1e-12)
+    explainer = shap.TreeExplainer(average)
+    values = explainer.shap_values(x)
+    values = values[1] if isinstance(values, list) else values
+    np.testing.assert_allclose(values, contrib[:, :-1], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(float(np.ravel(explainer.expected_value)[-1]), contrib[0, -1], atol=1e-9)
+
+
+def test_one_model_is_its_own_average_and_strangers_are_refused():
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.random(300), rng.random(300), rng.integers(0, 3, 300)]).astype(float)
+    y = (x[:, 0] > 0.5).astype(int)
+    text = _members(x, y, 1)[0].model_to_string()
+    assert average_models([text]) == text
+    other = lgb.train({"objective": "binary", "verbosity": -1}, lgb.Dataset(x[:, :2], y), 5).model_to_string()
+    with pytest.raises(ValueError, match="share their header"):
+        average_models([text, other])
+    with pytest.raises(ValueError, match="no trees"):
+        average_models([text, "tree\nversion=v4\n"])
+
+
+def test_fit_averages_members_that_differ_and_calibrates_on_their_mean():
+    frame, y = _frame()
+    config = TrainConfig(min_child_samples=10, early_stopping_rounds=20, ensemble=3)
+    model = fit(frame, y, FEATURES, config)
+    single = fit(frame, y, FEATURES, dataclasses.replace(config, ensemble=1))
+
+    booster = lgb.Booster(model_str=model.model_text)
+    assert model.best_iteration == single.best_iteration
+    assert booster.num_trees() == 3 * model.best_iteration
+    # the members are not copies: with bagging, each samples its own rows
+    dumped = booster.dump_model()["tree_info"]
+    firsts = [dumped[k * model.best_iteration]["tree_structure"] for k in range(3)]
+    assert len({str(t) for t in firsts}) == 3
+    # member 0 is the single model's sampling, so averaging moves the validation scores (and the calibration)
+    assert model.calibration != single.calibration
+    assert model.params["config"]["ensemble"] == 3
+    assert fit(frame, y, FEATURES, config).model_text == model.model_text  # deterministic
+
+
+def test_an_ensemble_of_none_is_refused():
+    frame, y = _frame(500)
+    with pytest.raises(ValueError, match="at least one model"):
+        fit(frame, y, FEATURES, TrainConfig(min_child_samples=10, early_stopping_rounds=5, ensemble=0))
