@@ -167,9 +167,16 @@ def _manifest_table(manifest: Mapping[str, Any]) -> str:
     rows = [["feature service", manifest.get("feature_service")], ["features", len(manifest.get("features", []))],
             ["training returns requested", f"{window.get('from', '')} to {window.get('rows_until', '')}"],
             ["labels known at", manifest.get("label_cutoff")], ["label delay (days)", window.get("label_delay_days")],
-            ["rows", json.dumps(manifest.get("rows", {}))], ["trees", manifest.get("best_iteration")],
+            ["rows", json.dumps(manifest.get("rows", {}))], ["trees", _trees(manifest)],
             ["data", json.dumps(manifest.get("data", {}))]]
     return _table(["", ""], rows)
+
+
+def _trees(manifest: Mapping[str, Any]) -> str:
+    """The model's trees: rounds, times the members averaged when there are several."""
+    members = int(manifest.get("ensemble", 1))
+    rounds = manifest.get("best_iteration")
+    return f"{rounds} in each of {members} members averaged" if members > 1 else str(rounds)
 
 
 def _metrics_table(candidates: Mapping[str, Mapping[str, Any]]) -> str:

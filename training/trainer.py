@@ -41,6 +41,7 @@ class TrainConfig:
     unlabelled: str = "weighted"  # or "legit": how returns with no label enter training (training/workflow.py)
     refit: bool = True  # after early stopping, train again on every row (validation too) for the rounds it chose
     ensemble: int = 5  # models averaged into the final one, each with its own bagging and feature-sampling seed
+    contradicted: float = 0.5  # weight factor of a row whose label an inspection contradicts (trainset.contradicted)
 
     def params(self, features: list[str]) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class TrainedModel:
         return {"features": self.features, "categories": self.categories,
                 "categorical_features": [f for f in self.features if f in self.categories],
                 "calibration": self.calibration.to_dict(), "best_iteration": self.best_iteration,
+                "ensemble": self.params.get("config", {}).get("ensemble", 1),
                 "params": self.params, "rows": self.rows, "validation": self.validation, "typical": self.typical}
 
 

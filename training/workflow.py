@@ -41,6 +41,7 @@ from training.trainset import (
     Window,
     arrival_delays,
     arrival_weights,
+    contradicted,
     current_snapshot,
     feature_frame,
     label_delay,
@@ -105,24 +106,29 @@ def mature_end(snapshot: Snapshot, last: pd.Timestamp) -> pd.Timestamp:
 
 
 def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Timestamp, delay: pd.Timedelta,
-                  unlabelled: str = "weighted") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                  config: TrainConfig = DEFAULT_CONFIG) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The training rows, their targets from labels known at `train_until`, and their weights.
 
     `weighted` (the default): every return requested before the cutoff; a labelled one weighs 1 (a reviewed and
     cleared return is a true negative), an unlabelled one F(age), or 0 while F(age) < 0.75
     (`trainset.arrival_weights`), so the returns nobody has investigated yet teach "legit" only once time has
     vouched for them. `legit`: the returns of
-    the last `delay` before the cutoff are left out and every other unlabelled return is legit, weight 1."""
-    if unlabelled == "legit":
+    the last `delay` before the cutoff are left out and every other unlabelled return is legit, weight 1.
+    Either way, a row whose target an inspection known at `train_until` contradicts weighs `config.contradicted`
+    times as much (`trainset.contradicted`)."""
+    if config.unlabelled == "legit":
         rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)
-        return rows, target(rows, labels_as_of(snapshot, train_until)), np.ones(len(rows))
-    if unlabelled != "weighted":
-        raise TrainingDataError(f"unlabelled={unlabelled!r}: expected weighted or legit")
-    rows = frame[frame["requested_at"] < train_until].reset_index(drop=True)
-    known = labels_as_of(snapshot, train_until)
-    labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
-    weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
-    return rows, target(rows, known), weights
+        y = target(rows, labels_as_of(snapshot, train_until))
+        weights = np.ones(len(rows))
+    elif config.unlabelled == "weighted":
+        rows = frame[frame["requested_at"] < train_until].reset_index(drop=True)
+        known = labels_as_of(snapshot, train_until)
+        labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
+        y = target(rows, known)
+        weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
+    else:
+        raise TrainingDataError(f"unlabelled={config.unlabelled!r}: expected weighted or legit")
+    return rows, y, np.where(contradicted(snapshot, train_until, rows, y), weights * config.contradicted, weights)
 
 
 def fit_or_say(hint: str, *args: Any, **kwargs: Any) -> TrainedModel:
@@ -140,9 +146,10 @@ def matured(rows: pd.DataFrame, cutoff: pd.Timestamp, delay: pd.Timedelta) -> np
 
 
 def learnable_rows(frame: pd.DataFrame, snapshot: Snapshot, start: pd.Timestamp, train_until: pd.Timestamp,
-                   delay: pd.Timedelta, unlabelled: str = "weighted") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+                   delay: pd.Timedelta, config: TrainConfig = DEFAULT_CONFIG
+                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The training rows, targets and weights, or TrainingDataError when there is nothing to learn from."""
-    rows, y, w = training_rows(frame, snapshot, train_until, delay, unlabelled)
+    rows, y, w = training_rows(frame, snapshot, train_until, delay, config)
     if rows.empty:
         raise TrainingDataError(f"no returns were requested in {Window(start, train_until - delay)}")
     if not y.any():
@@ -270,7 +277,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
     last = time_range(snapshot)[1] + pd.Timedelta(microseconds=1)
     frame = feature_frame(FeatureSource(settings), snapshot, Window(start, max(windows.test.end, cutoff, last)),
                           progress)
-    rows, y, weights = learnable_rows(frame, snapshot, start, cutoff, delay, config.unlabelled)
+    rows, y, weights = learnable_rows(frame, snapshot, start, cutoff, delay, config)
     with progress.step(f"training LightGBM on {len(rows):,} returns ({int(y.sum()):,} fraud/abuse labels)"):
         trained = fit_or_say("ingest labels, or widen the window with --train-from/--train-until",
                              rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
@@ -470,7 +477,7 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
     for i, cutoff in enumerate(cutoffs):
         test_end = cutoff + pd.Timedelta(days=test_days)
         delay = choose_delay(snapshot, first, cutoff, delay_days)
-        rows, y, weights = training_rows(frame, snapshot, cutoff, delay, config.unlabelled)
+        rows, y, weights = training_rows(frame, snapshot, cutoff, delay, config)
         with progress.step(f"fold {i + 1}/{folds}: train on {Window(first, cutoff - delay)}, "
                            f"test on {Window(cutoff, test_end)}"):
             trained = fit_or_say(f"fold {i + 1} trains on returns before {cutoff.date()}: use fewer --folds or "

@@ -25,3 +25,62 @@ def test_labelled_rows_weigh_one_and_unlabelled_ones_the_share_of_labels_that_ha
 def test_without_any_past_label_delay_every_row_weighs_one():
     rows = pd.DataFrame({"requested_at": [CUTOFF - pd.Timedelta(days=1)]})
     assert arrival_weights(rows, np.array([False]), CUTOFF, np.array([])).tolist() == [1.0]
+
+
+def _snapshot(tmp_path, returns: pd.DataFrame, labels: pd.DataFrame, inspections: pd.DataFrame):
+    from fraud_service.data.warehouse import Snapshot
+
+    for name, table in (("returns", returns), ("labels", labels), ("inspections", inspections)):
+        stamps = [c for c in table.columns if c.endswith("_at")]
+        table.astype({c: "datetime64[us, UTC]" for c in stamps}).to_parquet(tmp_path / f"{name}.parquet")
+    return Snapshot(tmp_path, {})
+
+
+def _at(days: float) -> pd.Timestamp:
+    return CUTOFF - pd.Timedelta(days=days)
+
+
+def test_rows_whose_label_an_inspection_known_at_the_cutoff_contradicts_weigh_less(tmp_path):
+    from training.trainer import TrainConfig
+    from training.workflow import training_rows
+
+    ids = ["fraud-ok", "fraud-failed", "fraud-both", "legit-failed", "unlabelled-failed", "legit-ok",
+           "fraud-ok-later", "abuse-damaged", "unlabelled"]
+    returns = pd.DataFrame({"return_id": ids, "requested_at": [_at(60)] * len(ids)})
+    labels = pd.DataFrame({
+        "return_id": ["fraud-ok", "fraud-failed", "fraud-both", "legit-failed", "legit-ok", "fraud-ok-later",
+                      "abuse-damaged"],
+        "label": ["fraud", "fraud", "fraud", "legit", "legit", "fraud", "abuse"],
+        "labelled_at": [_at(30)] * 7, "source": ["analyst"] * 7})
+    inspections = pd.DataFrame({
+        "return_id": ["fraud-ok", "fraud-failed", "fraud-both", "fraud-both", "legit-failed", "unlabelled-failed",
+                      "legit-ok", "fraud-ok-later", "abuse-damaged"],
+        "inspected_at": [_at(40)] * 8 + [_at(40)],
+        "outcome": ["ok", "empty_box", "ok", "worn", "wrong_item", "missing_parts", "ok", "ok", "damaged"]})
+    inspections.loc[inspections["return_id"] == "fraud-ok-later", "inspected_at"] = CUTOFF + pd.Timedelta(days=1)
+    snapshot = _snapshot(tmp_path, returns, labels, inspections)
+    frame = returns.assign(requested_at=pd.to_datetime(returns["requested_at"], utc=True))
+
+    rows, y, weights = training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10), TrainConfig(contradicted=0.25))
+    by_id = dict(zip(rows["return_id"], weights, strict=True))
+    # contradicted: a fraud whose goods came back as sold; a legit or unlabelled return whose inspection failed
+    assert by_id["fraud-ok"] == 0.25 and by_id["legit-failed"] == 0.25
+    assert by_id["unlabelled-failed"] == pytest.approx(0.25 * by_id["unlabelled"])
+    # not: the inspection agrees, is mixed, is transit damage, or arrives after the cutoff
+    assert by_id["fraud-failed"] == by_id["fraud-both"] == by_id["legit-ok"] == by_id["fraud-ok-later"] == 1.0
+    assert by_id["abuse-damaged"] == 1.0
+    assert dict(zip(rows["return_id"], y, strict=True))["fraud-ok"] == 1  # the target itself is kept
+    _, _, plain = training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10), TrainConfig(contradicted=1.0))
+    assert dict(zip(rows["return_id"], plain, strict=True))["fraud-ok"] == 1.0
+    # the earlier rule for unlabelled rows takes the same factor
+    rows, _, weights = training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10),
+                                     TrainConfig(unlabelled="legit", contradicted=0.5))
+    assert dict(zip(rows["return_id"], weights, strict=True))["unlabelled-failed"] == 0.5
+
+
+def test_without_inspections_nothing_is_contradicted(tmp_path):
+    from fraud_service.data.warehouse import Snapshot
+    from training.trainset import contradicted
+
+    rows = pd.DataFrame({"return_id": ["a", "b"]})
+    assert contradicted(Snapshot(tmp_path, {}), CUTOFF, rows, np.array([1, 0])).tolist() == [False, False]

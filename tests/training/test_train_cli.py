@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +121,24 @@ def test_a_retrain_identical_to_a_registered_model_reuses_it(on_world, trained_w
     assert again.reused is True and again.record is not None and again.record.version == "v0001"
     assert on_world.versions() == ["v0001"]
     assert train(settings, TRAIN_UNTIL).record.version == "v0002"  # asked for without reuse: registered
+
+
+def test_ensemble_sets_how_many_models_are_averaged_and_the_registry_shows_their_trees(cli, on_world):
+    first = on_world.load("v0001").manifest
+    assert first["ensemble"] == 5
+    assert lightgbm.Booster(model_str=on_world.load("v0001").model_text()).num_trees() == 5 * first["best_iteration"]
+    code, out, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "1")
+    assert code == 0, err
+    single = on_world.load("v0002")
+    assert single.manifest["ensemble"] == 1 and single.manifest["params"]["config"]["ensemble"] == 1
+    assert lightgbm.Booster(model_str=single.model_text()).num_trees() == single.manifest["best_iteration"]
+    assert f"{single.manifest['best_iteration']} trees\n" in out
+    code, out, _ = cli("models", "list")
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["v0001"][3] == str(5 * first["best_iteration"])
+    assert rows["v0002"][3] == str(single.manifest["best_iteration"])
+    code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "0")
+    assert code == 2 and "--ensemble" in err
 
 
 def test_the_test_window_may_not_overlap_the_training_window(cli, on_world):
