@@ -361,7 +361,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ground-truth", metavar="FILE",
                    help="a generator's ground_truth.parquet: adds recall by true typology to the report")
     p.add_argument("--ensemble", type=positive_int, default=None, metavar="N",
-                   help="models averaged into the final one, each sampling its own rows and features (default 5; "
+                   help="models averaged into the final one, each sampling its own rows and features (default 3; "
                         "1 trains a single model: faster to train and to explain, slightly less accurate)")
 
 

@@ -17,6 +17,7 @@ from fraud_service.scoring.model import Scorer
 from fraud_service.scoring.policy import Decision
 from models.registry import ModelRegistry
 from tests.conftest import TRAIN_UNTIL
+from training.trainer import TrainConfig
 from training.trainset import Window, current_snapshot, feature_frame
 
 pytestmark = pytest.mark.slow
@@ -125,8 +126,10 @@ def test_a_retrain_identical_to_a_registered_model_reuses_it(on_world, trained_w
 
 def test_ensemble_sets_how_many_models_are_averaged_and_the_registry_shows_their_trees(cli, on_world):
     first = on_world.load("v0001").manifest
-    assert first["ensemble"] == 5
-    assert lightgbm.Booster(model_str=on_world.load("v0001").model_text()).num_trees() == 5 * first["best_iteration"]
+    members = TrainConfig().ensemble
+    assert members > 1 and first["ensemble"] == members
+    trees = lightgbm.Booster(model_str=on_world.load("v0001").model_text()).num_trees()
+    assert trees == members * first["best_iteration"]
     code, out, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "1")
     assert code == 0, err
     single = on_world.load("v0002")
@@ -135,7 +138,7 @@ def test_ensemble_sets_how_many_models_are_averaged_and_the_registry_shows_their
     assert f"{single.manifest['best_iteration']} trees\n" in out
     code, out, _ = cli("models", "list")
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert rows["v0001"][3] == str(5 * first["best_iteration"])
+    assert rows["v0001"][3] == str(members * first["best_iteration"])
     assert rows["v0002"][3] == str(single.manifest["best_iteration"])
     code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "0")
     assert code == 2 and "--ensemble" in err
