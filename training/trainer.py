@@ -134,7 +134,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     if config.refit:
         # the validation slice is the latest matured traffic, the closest to what the model will score: once it
         # has chosen the number of rounds and the calibration, it trains too (the calibration stays the one fitted
-        # out of sample, on the first models' validation scores)
+        # out of sample, on the early-stopping members' validation scores)
         whole = lgb.Dataset(x, y, weight=w, feature_name=features, categorical_feature=categorical,
                             free_raw_data=True)
         members = [lgb.train(_member(params, config, k), whole, num_boost_round=best)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import DERIVED_FIELDS, feature_names
+from features.pipeline import BAD_OUTCOMES
 from fraud_service.data.labels import BAD
 from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.errors import TrainingDataError
@@ -185,15 +186,11 @@ def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return frame["return_id"].isin(bad).to_numpy(dtype=np.int64)
 
 
-FAILED = ("worn", "wrong_item", "empty_box", "missing_parts")
-"""Inspection outcomes that show a return was not what it claimed (`damaged` may be harm in transit)."""
-
-
 def contradicted(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame, y: np.ndarray) -> np.ndarray:
     """Per training row: whether an inspection known at CUTOFF contradicts its target Y. A return labelled fraud or
     abuse whose goods came back as sold (an `ok` inspection, none failed), or one counted as legit (labelled so, or
-    unlabelled) whose inspection failed. Labels are sometimes wrong; the warehouse's own independent evidence says
-    which ones may be, and such rows should teach less than the rest."""
+    unlabelled) whose inspection failed (`BAD_OUTCOMES`; `damaged` may be harm in transit). Labels are sometimes
+    wrong; the warehouse's own independent evidence says which ones may be (docs/training.md: off by default)."""
     path = snapshot.table_path("inspections")
     if path is None or rows.empty:
         return np.zeros(len(rows), dtype=bool)
@@ -202,7 +199,7 @@ def contradicted(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame, y
         found = con.execute(f"""
             SELECT return_id, bool_or(outcome = 'ok') AS passed, bool_or(outcome IN (SELECT unnest(?))) AS failed
             FROM read_parquet('{path}') WHERE inspected_at <= ? GROUP BY return_id""",
-                            [list(FAILED), cutoff.to_pydatetime()]).df()
+                            [list(BAD_OUTCOMES), cutoff.to_pydatetime()]).df()
     finally:
         con.close()
     joined = rows[["return_id"]].merge(found, on="return_id", how="left", validate="1:1")

@@ -128,7 +128,9 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
         weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
     else:
         raise TrainingDataError(f"unlabelled={config.unlabelled!r}: expected weighted or legit")
-    return rows, y, np.where(contradicted(snapshot, train_until, rows, y), weights * config.contradicted, weights)
+    if config.contradicted != 1.0:
+        weights = np.where(contradicted(snapshot, train_until, rows, y), weights * config.contradicted, weights)
+    return rows, y, weights
 
 
 def fit_or_say(hint: str, *args: Any, **kwargs: Any) -> TrainedModel:
