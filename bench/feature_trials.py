@@ -365,7 +365,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["base", *CANDIDATES])
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="TrainConfig fields changed for every variant, base included (e.g. ensemble=1 to "
-                             "screen features five times faster)")
+                             "screen features three times faster)")
     parser.add_argument("--work", help="keep datasets and built features here, to reuse them (default: a temp dir)")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()

@@ -81,7 +81,8 @@ def stage_fit(args: argparse.Namespace) -> dict[str, object]:
     trained = fit(frame, y, features, config)
     seconds = time.perf_counter() - t0
     peak = peak_mb()
-    # baseline: LightGBM alone on the already-encoded matrix, same parameters, same number of trees
+    # baseline: LightGBM alone on the already-encoded matrix, same parameters, one member's rounds; the fit trains
+    # each member twice (early stopping, then the refit on every row)
     x = encode(frame, features, trained.categories)
     params = config.params(features)
     t1 = time.perf_counter()
@@ -89,8 +90,8 @@ def stage_fit(args: argparse.Namespace) -> dict[str, object]:
                                   categorical_feature=[i for i, f in enumerate(features) if f in trained.categories]),
               num_boost_round=trained.best_iteration)
     base = time.perf_counter() - t1
-    return {"seconds": seconds, "peak_mb": peak, "trees": trained.best_iteration, "rows": trained.rows,
-            "lightgbm_only_seconds": base}
+    return {"seconds": seconds, "peak_mb": peak, "trees": trained.best_iteration, "members": trained.members,
+            "runs": trained.members * (2 if config.refit else 1), "rows": trained.rows, "lightgbm_only_seconds": base}
 
 
 STAGES = {"prepare": stage_prepare, "build": stage_build, "trainset": stage_trainset, "fit": stage_fit}
@@ -119,9 +120,10 @@ def main() -> None:
     print(f"training set:  {trainset['seconds']:7.1f} s   peak {trainset['peak_mb']:6.0f} MB   "
           f"{trainset['rows']:,} returns, {trainset['positives']:,} labelled fraud/abuse")
     print(f"training:      {fitted['seconds']:7.1f} s   peak {fitted['peak_mb']:6.0f} MB   {fitted['trees']} trees "
-          f"on {fitted['rows']['train']:,} rows (validation {fitted['rows']['validation']:,}); LightGBM alone on "
-          f"the same matrix and trees {fitted['lightgbm_only_seconds']:.1f} s "
-          f"({fitted['seconds'] / fitted['lightgbm_only_seconds']:.2f}x)")
+          f"in each of {fitted['members']} members on {fitted['rows']['train']:,} rows (validation "
+          f"{fitted['rows']['validation']:,}); LightGBM alone on the same matrix, one member's trees "
+          f"{fitted['lightgbm_only_seconds']:.1f} s; the fit ran LightGBM {fitted['runs']} times "
+          f"({fitted['seconds'] / (fitted['lightgbm_only_seconds'] * fitted['runs']):.2f}x the runs alone)")
 
 
 if __name__ == "__main__":

@@ -173,10 +173,11 @@ def _manifest_table(manifest: Mapping[str, Any]) -> str:
 
 
 def _trees(manifest: Mapping[str, Any]) -> str:
-    """The model's trees: rounds, times the members averaged when there are several."""
+    """The model's trees: rounds, and the members averaged and their trees when there are several."""
     members = int(manifest.get("ensemble", 1))
     rounds = manifest.get("best_iteration")
-    return f"{rounds} in each of {members} members averaged" if members > 1 else str(rounds)
+    return f"{manifest.get('trees')} ({rounds} rounds in each of {members} members averaged)" if members > 1 \
+        else str(rounds)
 
 
 def _metrics_table(candidates: Mapping[str, Mapping[str, Any]]) -> str:

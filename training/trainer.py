@@ -70,6 +70,8 @@ class TrainedModel:
     calibration: Calibration
     best_iteration: int
     params: dict[str, Any]
+    members: int = 1  # models averaged (trainer.average_models)
+    trees: int = 0  # in all members
     rows: dict[str, int] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
     typical: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +80,7 @@ class TrainedModel:
         return {"features": self.features, "categories": self.categories,
                 "categorical_features": [f for f in self.features if f in self.categories],
                 "calibration": self.calibration.to_dict(), "best_iteration": self.best_iteration,
-                "ensemble": self.params.get("config", {}).get("ensemble", 1),
+                "ensemble": self.members, "trees": self.trees,
                 "params": self.params, "rows": self.rows, "validation": self.validation, "typical": self.typical}
 
 
@@ -92,6 +94,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     from sklearn.metrics import average_precision_score
 
     config = config or TrainConfig()
+    if config.ensemble < 1:
+        raise ValueError(f"ensemble={config.ensemble}: at least one model")
     if len(frame) != len(y):
         raise ValueError(f"{len(frame)} rows but {len(y)} targets")
     order = np.argsort(frame["requested_at"].to_numpy(), kind="stable")
@@ -121,12 +125,11 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     booster = lgb.train(params, train, num_boost_round=config.max_rounds, valid_sets=[valid],
                         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)])
     best = int(booster.best_iteration or booster.current_iteration())
-    if config.ensemble < 1:
-        raise ValueError(f"ensemble={config.ensemble}: at least one model")
     # the members differ only in which rows and features each tree samples: their average has less of the
-    # variance a single model's sampling brings
+    # variance a single model's sampling brings (without sampling they would be copies: one model then)
+    count = config.ensemble if min(config.bagging_fraction, config.feature_fraction) < 1.0 else 1
     members = [booster] + [lgb.train(_member(params, config, k), train, num_boost_round=best)
-                           for k in range(1, config.ensemble)]
+                           for k in range(1, count)]
     raw_valid = np.mean([m.predict(x[split:], raw_score=True, num_iteration=best) for m in members], axis=0)
     # the default L2 penalty shrinks the slope when the validation slice is small (overconfidence is costlier)
     platt = LogisticRegression(max_iter=1000).fit(raw_valid.reshape(-1, 1), y_valid, sample_weight=w[split:])
@@ -137,11 +140,11 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         # out of sample, on the early-stopping members' validation scores)
         whole = lgb.Dataset(x, y, weight=w, feature_name=features, categorical_feature=categorical,
                             free_raw_data=True)
-        members = [lgb.train(_member(params, config, k), whole, num_boost_round=best)
-                   for k in range(config.ensemble)]
+        members = [lgb.train(_member(params, config, k), whole, num_boost_round=best) for k in range(count)]
     text = average_models([m.model_to_string(num_iteration=best) for m in members])
     return TrainedModel(
         model_text=text, features=features, categories=categories, calibration=calibration, best_iteration=best,
+        members=count, trees=lgb.Booster(model_str=text).num_trees(),
         params={k: v for k, v in params.items() if k != "monotone_constraints"} | {"config": asdict(config)},
         rows={"train": split, "validation": len(frame) - split, "train_positives": int(y_train.sum()),
               "validation_positives": int(y_valid.sum()), "final_model": len(frame) if config.refit else split},
@@ -171,6 +174,8 @@ def average_models(texts: list[str]) -> str:
     `shap` package)."""
     if len(texts) == 1:
         return texts[0]
+    if any(re.search(r"^is_linear=1$", text, re.MULTILINE) for text in texts):
+        raise ValueError("linear trees cannot be averaged this way (their leaves hold coefficients)")
     scale = 1.0 / len(texts)
 
     def scaled(match: re.Match[str]) -> str:
@@ -188,14 +193,32 @@ def average_models(texts: list[str]) -> str:
         trees += [_SCALED.sub(scaled, block) for block in _TREE.split("Tree=0\n" + body)[1:]]
     blocks = [f"Tree={i}\n{block}" for i, block in enumerate(trees)]
     sizes = "tree_sizes=" + " ".join(str(len(block.encode())) for block in blocks)
-    tail = texts[0][texts[0].index("end of trees"):]
-    return header.replace(_sizes(header), sizes) + "\n" + "".join(blocks) + tail
+    return (header.replace(_sizes(header), sizes) + "\n" + "".join(blocks) + "end of trees\n\n"
+            + _importances(header, trees) + texts[0][texts[0].index("\nparameters:"):])
 
 
 def _sizes(text: str) -> str:
     """The `tree_sizes=...` line of a model text's header."""
     match = re.search(r"^tree_sizes=.*$", text, re.MULTILINE)
-    return match.group(0) if match else ""
+    if match is None:
+        raise ValueError("not a LightGBM model text: no tree_sizes line")
+    return match.group(0)
+
+
+def _importances(header: str, trees: list[str]) -> str:
+    """The `feature_importances:` section of a model of TREES: splits per feature, most first (as LightGBM writes
+    it)."""
+    names = re.search(r"^feature_names=(.*)$", header, re.MULTILINE)
+    if names is None:
+        raise ValueError("not a LightGBM model text: no feature_names line")
+    features = names.group(1).split()
+    splits = [0] * len(features)
+    for tree in trees:
+        found = re.search(r"^split_feature=(.*)$", tree, re.MULTILINE)
+        for index in (found.group(1).split() if found else []):
+            splits[int(index)] += 1
+    ranked = sorted((-count, i) for i, count in enumerate(splits) if count)
+    return "feature_importances:\n" + "".join(f"{features[i]}={-count}\n" for count, i in ranked)
 
 
 def typical_values(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> dict[str, Any]:

@@ -144,7 +144,7 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         m = registry.load(version).manifest
         ap = ((m.get("metrics") or {}).get("test") or {}).get("average_precision")
         tags = ",".join(a for a, v in aliases.items() if v == version)
-        trees = m["best_iteration"] * m.get("ensemble", 1)
+        trees = m.get("trees") or m["best_iteration"]  # models trained before ensembles did not record it
         print(f"{version:<8} {tags:<22} {m['label_cutoff'][:10]:<12} {trees:>6} "
               f"{'-' if ap is None else f'{ap:.4f}':>8}  {m['registered_at']}")
     return 0
@@ -360,9 +360,22 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "fraud/abuse labels arrived, at most 30%% of the window)")
     p.add_argument("--ground-truth", metavar="FILE",
                    help="a generator's ground_truth.parquet: adds recall by true typology to the report")
-    p.add_argument("--ensemble", type=positive_int, default=None, metavar="N",
-                   help="models averaged into the final one, each sampling its own rows and features (default 3; "
-                        "1 trains a single model: faster to train and to explain, slightly less accurate)")
+    p.add_argument("--ensemble", type=_members, default=None, metavar="N",
+                   help="models averaged into the final one, each sampling its own rows and features (default 3, "
+                        f"at most {MAX_MEMBERS}; 1 trains a single model: faster to train and to explain, slightly "
+                        "less accurate; docs/training.md)")
+
+
+MAX_MEMBERS = 20
+"""Members beyond this add nothing measurable and multiply what scoring and explaining cost."""
+
+
+def _members(text: str) -> int:
+    count = positive_int(text)
+    if count > MAX_MEMBERS:
+        raise argparse.ArgumentTypeError(f"{count} members: at most {MAX_MEMBERS} (each one multiplies the cost of "
+                                         "training, scoring and explaining)")
+    return count
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

@@ -57,6 +57,19 @@ def test_the_average_scores_and_explains_as_the_mean_of_its_members():
     np.testing.assert_allclose(float(np.ravel(explainer.expected_value)[-1]), contrib[0, -1], atol=1e-9)
 
 
+def test_the_average_lists_its_own_split_counts_as_lightgbm_would():
+    rng = np.random.default_rng(8)
+    x = np.column_stack([rng.random(500), rng.random(500), rng.integers(0, 3, 500)]).astype(float)
+    y = (x[:, 0] + 0.2 * x[:, 1] + rng.random(500) > 1.1).astype(int)
+    average = lgb.Booster(model_str=average_models([m.model_to_string() for m in _members(x, y, 3)]))
+    written = average.model_to_string()  # LightGBM writes the section from the trees it holds
+    ours = average_models([m.model_to_string() for m in _members(x, y, 3)])
+    section = "feature_importances:"
+    assert ours[ours.index(section):ours.index("parameters:")] == written[written.index(section):
+                                                                          written.index("parameters:")]
+    assert dict(zip(average.feature_name(), average.feature_importance().tolist(), strict=True))["Column_0"] > 0
+
+
 def test_one_model_is_its_own_average_and_strangers_are_refused():
     rng = np.random.default_rng(2)
     x = np.column_stack([rng.random(300), rng.random(300), rng.integers(0, 3, 300)]).astype(float)
@@ -68,6 +81,10 @@ def test_one_model_is_its_own_average_and_strangers_are_refused():
         average_models([text, other])
     with pytest.raises(ValueError, match="no trees"):
         average_models([text, "tree\nversion=v4\n"])
+    linear = lgb.train({"objective": "binary", "verbosity": -1, "linear_tree": True},
+                       lgb.Dataset(x[:, :2], y), 3).model_to_string()
+    with pytest.raises(ValueError, match="linear trees"):
+        average_models([linear, linear])
 
 
 def test_fit_averages_members_that_differ_and_calibrates_on_their_mean():
@@ -86,7 +103,17 @@ def test_fit_averages_members_that_differ_and_calibrates_on_their_mean():
     # member 0 is the single model's sampling, so averaging moves the validation scores (and the calibration)
     assert model.calibration != single.calibration
     assert model.params["config"]["ensemble"] == 3
+    assert model.manifest_part()["ensemble"] == 3 and model.manifest_part()["trees"] == booster.num_trees()
     assert fit(frame, y, FEATURES, config).model_text == model.model_text  # deterministic
+
+
+def test_without_sampling_one_model_is_trained_not_copies():
+    frame, y = _frame(1_500)
+    config = TrainConfig(min_child_samples=10, early_stopping_rounds=10, ensemble=4, bagging_fraction=1.0,
+                         feature_fraction=1.0)
+    model = fit(frame, y, FEATURES, config)
+    assert model.members == 1 and model.manifest_part()["ensemble"] == 1
+    assert lgb.Booster(model_str=model.model_text).num_trees() == model.best_iteration == model.trees
 
 
 def test_an_ensemble_of_none_is_refused():

@@ -142,6 +142,10 @@ def test_ensemble_sets_how_many_models_are_averaged_and_the_registry_shows_their
     assert rows["v0002"][3] == str(single.manifest["best_iteration"])
     code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "0")
     assert code == 2 and "--ensemble" in err
+    code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "21")
+    assert code == 2 and "21 members: at most 20" in err
+    code, out, _ = cli("train", "--help")
+    assert code == 0 and f"(default {members}," in " ".join(out.split())  # the help states the default in force
 
 
 def test_the_test_window_may_not_overlap_the_training_window(cli, on_world):
