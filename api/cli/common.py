@@ -75,6 +75,16 @@ def share(text: str) -> float:
     return value
 
 
+def positive_int_at_most(most: int) -> Callable[[str], int]:
+    """argparse type: an integer above 0 and at most MOST."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{value} is more than {most}, the most allowed")
+        return value
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer above 0."""
     try:

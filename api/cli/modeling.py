@@ -7,18 +7,23 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from api.cli.common import Subparsers, add_command, cli_actor, positive_int, progress, share, timestamp
+from api.cli.common import (
+    Subparsers,
+    add_command,
+    cli_actor,
+    positive_int,
+    positive_int_at_most,
+    progress,
+    share,
+    timestamp,
+)
 from api.cli.common import train_until as until_arg
 from api.cli.monitoring import cmd_models_compare, cmd_models_shadow
 from fraud_service.config import Settings
 from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
 from training.gate import summary as gate_summary
-
-if TYPE_CHECKING:
-    from training.trainer import TrainConfig
 
 
 def _costs(args: argparse.Namespace) -> object:
@@ -83,7 +88,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
                    test_until=args.test_until, test_days=args.test_days, delay_days=args.label_delay,
                    costs=_costs(args), truth_path=Path(args.ground_truth) if args.ground_truth else None,  # type: ignore[arg-type]
-                   config=_config(args), progress=progress(args))
+                   config=_config(args), progress=progress(args))  # type: ignore[arg-type]
     rows = result.trained.rows
     members = result.trained.params["config"]["ensemble"]
     positives = rows["train_positives"] + rows["validation_positives"]
@@ -115,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from training.workflow import prequential
 
     result, report = prequential(settings, folds=args.folds, test_days=args.test_days, until=args.until,
-                                 delay_days=args.label_delay, config=_config(args),
+                                 delay_days=args.label_delay, config=_config(args),  # type: ignore[arg-type]
                                  truth_path=Path(args.ground_truth) if args.ground_truth else None,
                                  progress=progress(args))
     print(f"{len(result['folds'])} folds of {args.test_days} days; mean ± std across folds:")
@@ -360,26 +365,18 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "fraud/abuse labels arrived, at most 30%% of the window)")
     p.add_argument("--ground-truth", metavar="FILE",
                    help="a generator's ground_truth.parquet: adds recall by true typology to the report")
-    p.add_argument("--ensemble", type=_members, default=None, metavar="N",
+    p.add_argument("--ensemble", type=positive_int_at_most(MAX_MEMBERS), default=None, metavar="N",
                    help="models averaged into the final one, each sampling its own rows and features (default 3, "
                         f"at most {MAX_MEMBERS}; 1 trains a single model: faster to train and to explain, slightly "
                         "less accurate; docs/training.md)")
 
 
 MAX_MEMBERS = 20
-"""Members beyond this add nothing measurable and multiply what scoring and explaining cost."""
+"""Members beyond this add nothing measurable and multiply what training, scoring and explaining cost."""
 
 
-def _members(text: str) -> int:
-    count = positive_int(text)
-    if count > MAX_MEMBERS:
-        raise argparse.ArgumentTypeError(f"{count} members: at most {MAX_MEMBERS} (each one multiplies the cost of "
-                                         "training, scoring and explaining)")
-    return count
-
-
-def _config(args: argparse.Namespace) -> TrainConfig:
-    """The training configuration the command's options ask for."""
+def _config(args: argparse.Namespace) -> object:
+    """The training configuration (a TrainConfig) the command's options ask for."""
     from training.workflow import DEFAULT_CONFIG
 
     if args.ensemble is None:

@@ -143,7 +143,7 @@ def test_ensemble_sets_how_many_models_are_averaged_and_the_registry_shows_their
     code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "0")
     assert code == 2 and "--ensemble" in err
     code, _, err = cli("train", "--train-until", "2025-07-01", "--ensemble", "21")
-    assert code == 2 and "21 members: at most 20" in err
+    assert code == 2 and "21 is more than 20, the most allowed" in err
     code, out, _ = cli("train", "--help")
     assert code == 0 and f"(default {members}," in " ".join(out.split())  # the help states the default in force
 
