@@ -5,7 +5,8 @@ For each world it ingests the data and builds the features with the CLI (once pe
 project's historical frame for every return, adds the candidates' columns, then, per variant, trains with the
 project's `fit` (same rows, labels, weights and validation as `train --train-until CUTOFF`) and scores the four
 months after against the injected truth: average precision and the share of each kind in the top 5%. It prints
-each variant's AP as a ratio to `base` per world and the mean, wins and losses over all worlds.
+each variant's AP as a ratio to `base` per world and the mean, wins and losses over all worlds, then each kind's
+share of the top 5% per variant.
 
 A variant is parts joined by `+`:
 - `base`: the model's features as served;
@@ -380,8 +381,21 @@ def main() -> None:
         wins, losses = sum(r > 1.0005 for r in ratios), sum(r < 0.9995 for r in ratios)
         print(f"  {variant:<32} mean {np.mean(ratios):.4f}  better in {wins}, worse in {losses}  "
               f"({' '.join(f'{r:.3f}' for r in ratios)})")
+    _kinds(results, args.variants)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def _kinds(results: dict[str, Any], variants: list[str]) -> None:
+    """Each kind's share of the top 5%, mean over the worlds that hold it: a candidate can lift one kind and cost
+    the mean."""
+    kinds = sorted({k for world in results.values() for k in world["base"]["top_share"]})
+    print("\n== share of each kind in the top 5%, mean over the worlds holding it")
+    print(f"  {'kind':<22}" + "".join(f"{v[:14]:>15}" for v in variants))
+    for kind in kinds:
+        cells = [np.mean([w[v]["top_share"][kind] for w in results.values() if kind in w[v]["top_share"]])
+                 for v in variants]
+        print(f"  {kind:<22}" + "".join(f"{c:>15.3f}" for c in cells))
 
 
 if __name__ == "__main__":
