@@ -56,12 +56,15 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+from features.pipeline import BAD_OUTCOMES  # noqa: E402  (after the path above)
+
 SOURCE = ROOT.parent / "shared" / "data" / "online_retail.parquet"
 UCI_CUTOFF = pd.Timestamp("2011-09-01", tz="UTC")
 UCI_END = pd.Timestamp("2012-01-01", tz="UTC")
 HUB = 20
 """A token held by more customers than this links nobody (a freight forwarder, a shop's card terminal)."""
-FAILED = "('worn', 'wrong_item', 'empty_box', 'missing_parts')"
+FAILED = "(" + ", ".join(f"'{outcome}'" for outcome in BAD_OUTCOMES) + ")"
+"""The failed inspection outcomes, as an SQL list."""
 
 
 def _cli(*argv: str) -> None:

@@ -144,7 +144,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     text = average_models([m.model_to_string(num_iteration=best) for m in members])
     return TrainedModel(
         model_text=text, features=features, categories=categories, calibration=calibration, best_iteration=best,
-        members=count, trees=lgb.Booster(model_str=text).num_trees(),
+        members=count, trees=len(_TREE.findall(text)),
         params={k: v for k, v in params.items() if k != "monotone_constraints"} | {"config": asdict(config)},
         rows={"train": split, "validation": len(frame) - split, "train_positives": int(y_train.sum()),
               "validation_positives": int(y_valid.sum()), "final_model": len(frame) if config.refit else split},

@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
                    costs=_costs(args), truth_path=Path(args.ground_truth) if args.ground_truth else None,  # type: ignore[arg-type]
                    config=_config(args), progress=progress(args))  # type: ignore[arg-type]
     rows = result.trained.rows
-    members = result.trained.params["config"]["ensemble"]
+    members = result.trained.members
     positives = rows["train_positives"] + rows["validation_positives"]
     print(f"trained on {rows['train'] + rows['validation']:,} returns ({positives:,} fraud/abuse labels), "
           f"{result.trained.best_iteration} trees" + (f" in each of {members} models averaged" if members > 1 else ""))
