@@ -331,7 +331,9 @@ class CaseNote(_Response):
 
 
 class EvidenceEvent(_Response):
-    seq: int
+    seq: int = Field(description="the event's number, across chains in the order numbers were handed out")
+    chain: int = Field(description="the chain it is linked in: 1 is the root, others an evidence writer's segment")
+    position: int = Field(description="its place in its chain (1 is the chain's first event)")
     at: Instant
     kind: str
     subject: str

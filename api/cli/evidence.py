@@ -76,8 +76,9 @@ def _verify_bundle(path: Path) -> int:
     case_id = data.get("case", {}).get("case_id")
     if check.ok:
         print(f"bundle of case {case_id} verified: {check.events} evidence event(s) hash to their links, "
-              f"{check.links} link(s) run unbroken to head event {check.head.get('seq')} "
-              f"({check.head.get('hash')}); its content matches the events"
+              f"{check.links} link(s) run unbroken to the heads of chain(s) "
+              + ", ".join(f"{c} (link {h.get('position')}, {h.get('hash')})" for c, h in sorted(check.heads.items()))
+              + "; its content matches the events"
               + ("; its HTML page is the one that content renders to" if page is not None else
                  " (a JSON file: no HTML page to check)"))
         print(f"bundle SHA-256 {bundle.digest(raw)} (the log's case_bundle_exported event names it)")

@@ -38,19 +38,29 @@ from fraud_service.store import chain
 from fraud_service.store.schema import ChainHead, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 
-FORMAT = "fraud-service evidence bundle 1"
+FORMAT = "fraud-service evidence bundle 2"
+FORMATS = ("fraud-service evidence bundle 1", FORMAT)  # 1: one chain, its proof runs by event number
 
 
-def proof(session: Session, first_seq: int) -> dict[str, Any]:
-    """The link hashes from FIRST_SEQ - 1 to the current head (with the head itself)."""
-    head = session.get(ChainHead, 1)
-    if head is None:
-        raise BundleError("the evidence chain has no head row: run `fraud-service db upgrade`")
-    rows = session.execute(select(EvidenceEvent.seq, EvidenceEvent.hash)
-                           .where(EvidenceEvent.seq >= max(first_seq - 1, 1), EvidenceEvent.seq <= head.seq)
-                           .order_by(EvidenceEvent.seq)).all()
-    hashes = ([chain.GENESIS] if first_seq <= 1 else []) + [h for _, h in rows]
-    return {"from_seq": first_seq, "hashes": hashes, "head": {"seq": head.seq, "hash": head.hash}}
+def proof(session: Session, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """For each chain the case's EVENTS lie on, the link hashes from just before the first of them to that chain's
+    current head (with the head itself)."""
+    first: dict[int, int] = {}
+    for e in events:
+        first[e["chain"]] = min(first.get(e["chain"], e["position"]), e["position"])
+    chains = {}
+    for chain_id, start in sorted(first.items()):
+        head = session.get(ChainHead, chain_id)
+        if head is None:
+            raise BundleError(f"the evidence chain has no head row for chain {chain_id}: run `fraud-service evidence "
+                              "verify`")
+        rows = session.execute(select(EvidenceEvent.prev_hash, EvidenceEvent.hash)
+                               .where(EvidenceEvent.chain == chain_id, EvidenceEvent.position >= start,
+                                      EvidenceEvent.position <= head.seq)
+                               .order_by(EvidenceEvent.position)).all()
+        chains[str(chain_id)] = {"from_position": start, "hashes": [rows[0][0]] + [h for _, h in rows] if rows else [],
+                                 "head": {"position": head.seq, "hash": head.hash}}
+    return {"chains": chains}
 
 
 @dataclass(frozen=True)
@@ -77,18 +87,17 @@ def export(uow: UnitOfWork, *, case_id: str, actor: str, warehouse_dir: Path,
         data = to_json(bundle)
         done = Export(case, bundle, data, digest(data))
         done = replace(done, archive=archive(data, html(json.loads(data), done.digest), case_id))
+        heads = {c: p["head"]["position"] for c, p in bundle["proof"]["chains"].items()}
         uow.record(kind="case_bundle_exported", subject=case_id, actor=actor, at=now,
-                   payload={"case_id": case_id, "sha256": done.digest, "head_seq": bundle["proof"]["head"]["seq"]})
+                   payload={"case_id": case_id, "sha256": done.digest, "heads": heads})
         uow.commit()
     return done
 
 
 def build(case: dict[str, Any], session: Session, exported_by: str, exported_at: str) -> dict[str, Any]:
     """The bundle of CASE (a `CaseContext.to_dict()` or `CaseDetail.to_dict()`: the case as it is shown)."""
-    events = case["events"]
-    first = min((e["seq"] for e in events), default=1)
     return {"format": FORMAT, "exported_by": exported_by, "exported_at": exported_at, "case": case,
-            "proof": proof(session, first)}
+            "proof": proof(session, case["events"])}
 
 
 def to_json(bundle: dict[str, Any]) -> bytes:
@@ -158,7 +167,7 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
         bundle = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+    if not isinstance(bundle, dict) or bundle.get("format") not in FORMATS:
         raise BundleError(f"{path} is not an evidence bundle (expected format {FORMAT!r})")
     return bundle, data, page
 
@@ -167,7 +176,7 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
 class BundleCheck:
     events: int = 0
     links: int = 0
-    head: dict[str, Any] = field(default_factory=dict)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # chain -> its head at export (position, hash)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -180,28 +189,34 @@ def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None =
     the JSON's bytes (DATA) and its HTML PAGE, also that the page is the one the verified JSON renders to."""
     check = BundleCheck()
     try:
-        case, p = bundle["case"], bundle["proof"]
-        start, hashes, head = int(p["from_seq"]), list(p["hashes"]), dict(p["head"])
+        case, chains = bundle["case"], _chains(bundle)
         events = list(case["events"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         check.problems.append(f"the bundle lacks a part: {exc}")
         return check
-    check.head = head
-    check.links = len(hashes) - 1
-    if start + len(hashes) - 2 != head.get("seq") or (hashes and hashes[-1] != head.get("hash")):
-        check.problems.append(f"the proof's links do not end at the stated head (event {head.get('seq')})")
+    for chain_id, p in chains.items():
+        start, hashes, head = p["from_position"], p["hashes"], p["head"]
+        check.heads[chain_id] = head
+        check.links += max(len(hashes) - 1, 0)
+        if start + len(hashes) - 2 != head.get("position") or (hashes and hashes[-1] != head.get("hash")):
+            check.problems.append(f"the proof's links of chain {chain_id} do not end at the stated head (link "
+                                  f"{head.get('position')})")
     by_seq: dict[int, dict[str, Any]] = {}
     for e in events:
         seq = e.get("seq")
-        i = seq - start if isinstance(seq, int) else -1
-        if not 0 <= i < len(hashes) - 1:
+        chain_id, position = e.get("chain", chain.ROOT), e.get("position", seq)
+        links = chains.get(str(chain_id))
+        i = position - links["from_position"] if links is not None and isinstance(position, int) else -1
+        if links is None or not 0 <= i < len(links["hashes"]) - 1:
             check.problems.append(f"event {seq} lies outside the proof's links")
             continue
+        hashes = links["hashes"]
         if e["prev_hash"] != hashes[i] or e["hash"] != hashes[i + 1]:
             check.problems.append(f"event {seq} is not the event the chain holds at that position")
             continue
         at = dt.datetime.fromisoformat(e["at"])
-        if chain.link_hash(hashes[i], seq, at, e["kind"], e["subject"], e["actor"], e["payload"]) != e["hash"]:
+        if chain.event_hash(hashes[i], chain_id, position, seq, at, e["kind"], e["subject"], e["actor"],
+                            e["payload"]) != e["hash"]:
             check.problems.append(f"event {seq} ({e['kind']}) was changed: its content does not hash to its link")
             continue
         by_seq[seq] = e
@@ -210,6 +225,16 @@ def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None =
     if page is not None and data is not None:
         check.problems.extend(_page_differences(bundle, digest(data), page))
     return check
+
+
+def _chains(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The proof of each chain (its first position, link hashes and head), whichever format the bundle has."""
+    p = bundle["proof"]
+    if bundle.get("format") == FORMATS[0]:  # one chain, positions were event numbers
+        return {str(chain.ROOT): {"from_position": int(p["from_seq"]), "hashes": list(p["hashes"]),
+                                  "head": {"position": p["head"]["seq"], "hash": p["head"]["hash"]}}}
+    return {str(c): {"from_position": int(q["from_position"]), "hashes": list(q["hashes"]), "head": dict(q["head"])}
+            for c, q in dict(p["chains"]).items()}
 
 
 def _page_differences(bundle: dict[str, Any], sha256: str, page: str) -> list[str]:

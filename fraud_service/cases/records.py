@@ -135,6 +135,8 @@ class EventRecord(_Record):
     """An evidence event as stored (the payload as its canonical text, so its hash can be checked)."""
 
     seq: int
+    chain: int
+    position: int
     at: str
     kind: str
     subject: str

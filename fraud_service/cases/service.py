@@ -48,7 +48,7 @@ from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInv
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
 from fraud_service.feedback.webhooks import Outbox, wake
-from fraud_service.store import chain
+from fraud_service.store import chain, locks
 from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
 from fraud_service.store.uow import UnitOfWork
 
@@ -139,7 +139,7 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
     or "" when it was in an active case already. With UNASSIGN, a case reopened goes to nobody (so `Next case`
     hands it out: an appeal). The caller holds the chain lock."""
     if assessment.case_id is not None:
-        case = uow.session.get(Case, assessment.case_id)
+        case = uow.session.get(Case, assessment.case_id, with_for_update=True)
         assert case is not None
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             return case, ""
@@ -152,12 +152,13 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
         return case, "case_reopened"
     flagged = Flagged(assessment.id, assessment.return_id, assessment.customer_id, decision, assessment.score,
                       assessment.refund_amount, reason, tuple(sorted(links.items())))
+    locks.hold(uow.session, flagged.links)  # as the evidence writer does: no other case opens for them meanwhile
     match = [(CaseLink.entity == e) & (CaseLink.value == v) for e, v in flagged.links]
     linked = uow.session.execute(
         select(CaseLink.case_id, CaseLink.entity, CaseLink.value).join(Case, Case.id == CaseLink.case_id)
         .where(Case.status != CaseStatus.CLOSED.value, or_(*match)).order_by(Case.opened_at, Case.id)).all()
     choice = join_or_open(flagged, [(c, e, v) for c, e, v in linked], {})
-    joined = uow.session.get(Case, choice.case_id) if choice.case_id is not None else None
+    joined = uow.session.get(Case, choice.case_id, with_for_update=True) if choice.case_id is not None else None
     if joined is None:
         kind = "case_opened"
         case = Case(**new_case(f"cas_{uuid.uuid4().hex[:20]}", flagged, at))
@@ -545,9 +546,11 @@ def _move(case: Case, target: CaseStatus) -> list[str]:
 
 
 def _locked(uow: UnitOfWork, case_id: str, closed_ok: bool = False) -> Case:
-    """The case, with the chain locked (every change is serialised); closed cases only when CLOSED_OK."""
+    """The case, with the root chain locked (every change a person makes is serialised) and its row locked (an
+    evidence writer joining an assessment to it waits, and one that has joined one is waited for: a close
+    labels every assessment the case holds); closed cases only when CLOSED_OK."""
     uow.lock_chain()
-    case = uow.session.get(Case, case_id)
+    case = uow.session.get(Case, case_id, with_for_update=True)
     if case is None:
         raise CaseNotFound(f"no case {case_id!r}")
     if case.status == CaseStatus.CLOSED and not closed_ok:
@@ -591,4 +594,5 @@ def _label(label: Label) -> LabelRecord:
 
 def event_record(e: EvidenceEvent) -> EventRecord:
     """An evidence event as stored."""
-    return EventRecord(e.seq, chain.utc_text(e.at), e.kind, e.subject, e.actor, e.payload, e.prev_hash, e.hash)
+    return EventRecord(e.seq, e.chain, e.position, chain.utc_text(e.at), e.kind, e.subject, e.actor, e.payload,
+                       e.prev_hash, e.hash)

@@ -5,8 +5,8 @@ Each step a later investigation needs is kept: the request, every feature value 
 stored row was computed, the model and policy versions, the raw and calibrated score, the SHAP
 contributions, the rules that fired and the decision. `write_batch` runs inside the evidence
 writer's transaction (`store.writer.EvidenceWriter`, which groups concurrent assessments into one
-commit): the duplicate check on `return_id`, the hash-chained events, the assessment rows and the
-case each flagged assessment opens or joins (`cases.service.join_or_open`).
+commit): the duplicate check on `return_id`, the hash-chained events on the writer's own chain segment, the
+assessment rows and the case each flagged assessment opens or joins (`cases.service.join_or_open`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 
 from fraud_service.cases.service import Flagged, case_event, join_or_open, joined_case, new_case
 from fraud_service.scoring.request import ReturnRequest
-from fraud_service.store import chain
+from fraud_service.store import chain, locks
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 from fraud_service.store.writer import EvidenceWriter, Pending, Statements
@@ -73,24 +73,28 @@ def evidence_writer(engine: Engine, wait_s: float = 30.0) -> EvidenceWriter:
 
 
 class _Batch:
-    """One transaction's worth of assessments: the events it chains and the rows it inserts."""
+    """One transaction's worth of assessments: the events it chains on the writer's segment and the rows it inserts."""
 
-    def __init__(self, cursor: Any, sql: Statements, seq: int, previous: str) -> None:
-        self.cursor, self.sql = cursor, sql
-        self.seq, self.previous = seq, previous
+    def __init__(self, cursor: Any, sql: Statements, segment: int, position: int, previous: str,
+                 numbers: list[int]) -> None:
+        self.cursor, self.sql, self.segment = cursor, sql, segment
+        self.position, self.previous = position, previous
+        self.numbers = iter(numbers)
         self.events: list[tuple[Any, ...]] = []
         self.rows: list[tuple[Any, ...]] = []
         self.cases: dict[tuple[str, str], str] = {}  # links of the cases opened or joined in this batch
 
     def chain_event(self, kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
-        self.seq += 1
-        text = chain.fast_canonical(payload)
-        digest = chain.link_hash(self.previous, self.seq, pending.at, kind, subject, pending.actor, text)
+        self.position += 1
+        seq = next(self.numbers)
+        body = chain.fast_canonical(payload)
+        digest = chain.event_hash(self.previous, self.segment, self.position, seq, pending.at, kind, subject,
+                                  pending.actor, body)
         self.events.append(self.sql.event_params({
-            "seq": self.seq, "at": pending.at, "kind": kind, "subject": subject, "actor": pending.actor,
-            "payload": text, "prev_hash": self.previous, "hash": digest}))
+            "seq": seq, "chain": self.segment, "position": self.position, "at": pending.at, "kind": kind,
+            "subject": subject, "actor": pending.actor, "payload": body, "prev_hash": self.previous, "hash": digest}))
         self.previous = digest
-        return int(self.seq)
+        return seq
 
     def case(self, pending: Pending) -> dict[str, Any]:
         """Open or join the case of a flagged assessment; the case event's payload."""
@@ -123,20 +127,29 @@ class _Batch:
         if self.events:
             self.cursor.executemany(self.sql.insert_event, self.events)
             self.cursor.executemany(self.sql.insert_assessment, self.rows)
-            self.cursor.execute(self.sql.move_head, (self.seq, self.previous))
+            self.cursor.execute(self.sql.move_head, (self.position, self.previous, self.segment))
 
 
-def write_batch(cursor: Any, sql: Statements, batch: list[Pending]) -> dict[int, int | None]:
-    """Write BATCH in the writer's transaction: each new assessment's event sequence number by its index, None
-    for a return already stored (its stored answer stands)."""
+def write_batch(cursor: Any, sql: Statements, segment: int, batch: list[Pending]) -> dict[int, int | None]:
+    """Write BATCH in the writer's transaction, on its chain SEGMENT: each new assessment's event number by its
+    index, None for a return already stored (its stored answer stands)."""
     ids = [p.row["return_id"] for p in batch]
-    check = cursor.connection.cursor()
-    cursor.execute(sql.head)  # the chain head, locked until the commit: the one writer of the chain
-    check.execute(sql.stored(len(ids)), ids)  # sent with it (PostgreSQL's pipeline): one round trip for both
-    seq, previous = cursor.fetchone()
+    if sql.postgres:  # what this batch is about, locked before it is read (`store.locks`); ascending, no deadlock
+        keys = locks.keys(ids, [link for p in batch if p.links for link in p.links.items()])
+        cursor.executemany(sql.lock, [(k,) for k in keys])
+    check, numbers = cursor.connection.cursor(), cursor.connection.cursor()
+    cursor.execute(sql.head, [segment])
+    check.execute(sql.stored(len(ids)), ids)  # sent together (PostgreSQL's pipeline): one round trip for all
+    wanted = len(batch) + sum(1 for p in batch if p.links)  # an event each, and one more for each case
+    numbers.execute(sql.numbers, [wanted] if sql.postgres else [])
+    position, previous = cursor.fetchone()
     stored = {row[0] for row in check.fetchall()}
+    allocated = [int(row[0]) for row in numbers.fetchall()]
     check.close()
-    out = _Batch(cursor, sql, seq, previous)
+    numbers.close()
+    if not sql.postgres:  # SQLite: after the largest stored, under the database's one write lock
+        allocated = list(range(allocated[0] + 1, allocated[0] + 1 + wanted))
+    out = _Batch(cursor, sql, segment, position, previous, allocated)
     outcome: dict[int, int | None] = {}
     for i, pending in enumerate(batch):
         return_id = pending.row["return_id"]

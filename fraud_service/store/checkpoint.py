@@ -1,11 +1,12 @@
-"""Signed checkpoints of the evidence chain: anchors that whoever can write the database cannot move.
+"""Signed checkpoints of the evidence chains: anchors that whoever can write the database cannot move.
 
 The hash chain shows an edit to one event, but someone who can write the database can rewrite an
-event and re-hash every later link, and the chain verifies again. A checkpoint is the chain head at
-a moment (its sequence number and hash, and the chain's first hash, which names the chain), signed
-with an Ed25519 key that is kept outside the database. Shipped to a place the database's writers
-cannot reach (see docs/security.md), checkpoints make a rewrite visible: the rewritten chain's event
-at a checkpoint's sequence number no longer has the checkpoint's hash.
+event and re-hash every later link, and the chain verifies again. A checkpoint is every chain's head
+at a moment (the root's position and hash, the root's first hash, which names the log, and each
+writer segment's position and hash), signed with an Ed25519 key that is kept outside the database.
+Shipped to a place the database's writers cannot reach (see docs/security.md), checkpoints make a
+rewrite visible: the rewritten chain's event at a checkpoint's position no longer has its hash.
+Checkpoints taken before the log had segments (format 1: the root alone) still verify.
 
 The signing key is a PEM file (made at the first checkpoint, readable by its owner only); its public
 half sits beside it (`.pub`) and is all a verifier needs.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +29,34 @@ from sqlalchemy.orm import Session
 
 from fraud_service.data.files import not_regular
 from fraud_service.errors import ConfigError
-from fraud_service.store.chain import GENESIS, canonical
+from fraud_service.store.chain import GENESIS, ROOT, canonical
 from fraud_service.store.schema import ChainHead, EvidenceEvent
 
-FORMAT = "fraud-service-checkpoint/1"
-SIGNED = ("format", "chain", "seq", "hash", "at")
-"""The fields a signature covers, in this order, as canonical JSON."""
+FORMAT = "fraud-service-checkpoint/2"
+FORMATS = ("fraud-service-checkpoint/1", FORMAT)
+SIGNED = {FORMATS[0]: ("format", "chain", "seq", "hash", "at"),
+          FORMAT: ("format", "chain", "seq", "hash", "segments", "at")}
+"""The fields a signature covers, by format, as canonical JSON."""
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    chain: str  # the hash of the chain's first event: which chain this is
-    seq: int
-    hash: str
+    chain: str  # the hash of the root chain's first event: which log this is
+    seq: int  # the root chain's head: its position
+    hash: str  # and its hash
     at: str  # when the checkpoint was taken (UTC, ISO 8601)
     signature: str = ""
+    segments: dict[str, tuple[int, str]] = field(default_factory=dict)  # each segment's head: position, hash
+    format: str = FORMAT
 
     def message(self) -> bytes:
-        fields = {"format": FORMAT, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at}
-        return canonical({k: fields[k] for k in SIGNED}).encode()
+        fields = {"format": self.format, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at,
+                  "segments": {c: list(h) for c, h in self.segments.items()}}
+        return canonical({k: fields[k] for k in SIGNED[self.format]}).encode()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at,
+        return {"format": self.format, "chain": self.chain, "seq": self.seq, "hash": self.hash, "at": self.at,
+                **({"segments": {c: list(h) for c, h in self.segments.items()}} if self.format == FORMAT else {}),
                 "signature": self.signature}
 
 
@@ -97,12 +104,25 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def take(session: Session, key: Ed25519PrivateKey, now: dt.datetime) -> Checkpoint:
-    """The signed checkpoint of the chain head as SESSION sees it."""
-    head = session.get(ChainHead, 1)
-    seq, last = (head.seq, head.hash) if head is not None else (0, GENESIS)
-    first = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == 1)).scalar() or GENESIS
-    unsigned = Checkpoint(chain=first, seq=seq, hash=last, at=now.astimezone(dt.UTC).isoformat())
-    return Checkpoint(unsigned.chain, seq, last, unsigned.at, key.sign(unsigned.message()).hex())
+    """The signed checkpoint of every chain's head as SESSION sees them: the root's and each segment's still open (a
+    closed segment's end is recorded by its `chain_closed` event on the root, which the root's hash covers)."""
+    heads = {h.id: (int(h.seq), str(h.hash)) for h in session.execute(select(ChainHead)).scalars()}
+    seq, last = heads.pop(ROOT, (0, GENESIS))
+    for subject in session.execute(select(EvidenceEvent.subject).where(EvidenceEvent.kind == "chain_closed")).scalars():
+        heads.pop(int(subject.removeprefix("chain:")), None)  # anchored by its closing event on the root already
+    unsigned = Checkpoint(chain=_first(session), seq=seq, hash=last, at=now.astimezone(dt.UTC).isoformat(),
+                          segments={str(c): heads[c] for c in sorted(heads)})
+    return replace(unsigned, signature=key.sign(unsigned.message()).hex())
+
+
+def _first(session: Session) -> str:
+    return session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.chain == ROOT, EvidenceEvent.position == 1)
+                           ).scalar() or GENESIS
+
+
+def _at(session: Session, chain_id: int, position: int) -> str | None:
+    return session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.chain == chain_id,
+                                                            EvidenceEvent.position == position)).scalar()
 
 
 def write(checkpoint: Checkpoint, target: Path) -> Path:
@@ -132,8 +152,8 @@ def verify(session: Session, paths: list[Path], public_key: Ed25519PublicKey) ->
     number still has its hash (else the chain was rewritten or cut since it was taken)."""
     problems: list[str] = []
     good: list[Checkpoint] = []
-    first = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == 1)).scalar() or GENESIS
-    stored = session.execute(select(func.max(EvidenceEvent.seq))).scalar() or 0
+    first = _first(session)
+    stored = session.execute(select(func.max(EvidenceEvent.position)).where(EvidenceEvent.chain == ROOT)).scalar() or 0
     for path in paths:
         try:
             checkpoint = _read(path)
@@ -156,19 +176,41 @@ def verify(session: Session, paths: list[Path], public_key: Ed25519PublicKey) ->
             problems.append(f"{path.name}: names event {checkpoint.seq} (taken {checkpoint.at}), but the chain "
                             f"ends at event {stored}: events were removed")
             continue
-        found = session.execute(select(EvidenceEvent.hash).where(EvidenceEvent.seq == checkpoint.seq)).scalar()
+        found = _at(session, ROOT, checkpoint.seq)
         if found != checkpoint.hash:
             problems.append(f"{path.name}: event {checkpoint.seq} hashed to {checkpoint.hash[:12]} when the "
                             f"checkpoint was taken ({checkpoint.at}) and hashes to {str(found)[:12]} now: the chain "
                             f"was rewritten at or before event {checkpoint.seq}")
+            continue
+        moved = _segments_moved(session, checkpoint)
+        if moved:
+            problems.extend(f"{path.name}: {problem}" for problem in moved)
             continue
         good.append(checkpoint)
     latest = max(good, key=lambda c: c.seq, default=None)
     return CheckpointCheck(len(paths), problems, latest)
 
 
-MAX_BYTES = 64 * 1024
-"""A checkpoint file is a few hundred bytes; anything past this is not one (and is not read to its end)."""
+def _segments_moved(session: Session, checkpoint: Checkpoint) -> list[str]:
+    """How each writer segment's stored link at the checkpoint's position differs from the checkpoint's hash."""
+    problems = []
+    for name, (position, digest) in sorted(checkpoint.segments.items(), key=lambda item: int(item[0])):
+        if position == 0:
+            continue  # opened, nothing written yet: the root's chain_opened event anchors it
+        found = _at(session, int(name), position)
+        if found is None:
+            problems.append(f"chain {name} held link {position} when the checkpoint was taken ({checkpoint.at}) "
+                            "and no longer does: events were removed")
+        elif found != digest:
+            problems.append(f"chain {name}'s link {position} hashed to {digest[:12]} when the checkpoint was taken "
+                            f"({checkpoint.at}) and hashes to {found[:12]} now: the chain was rewritten at or "
+                            f"before it")
+    return problems
+
+
+MAX_BYTES = 1024 * 1024
+"""A checkpoint file is a few kilobytes (a line per writer segment still open); anything past this is not one (and
+is not read to its end)."""
 
 
 def _read(path: Path) -> Checkpoint:
@@ -183,11 +225,12 @@ def _read(path: Path) -> Checkpoint:
         data = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not a readable checkpoint ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in FORMATS:
         raise ValueError(f"not a checkpoint (expected \"format\": \"{FORMAT}\")")
     try:
+        segments = {str(c): (int(h[0]), str(h[1])) for c, h in dict(data.get("segments", {})).items()}
         checkpoint = Checkpoint(str(data["chain"]), int(data["seq"]), str(data["hash"]), str(data["at"]),
-                                str(data["signature"]))
-    except (KeyError, TypeError, ValueError) as exc:
+                                str(data["signature"]), segments, str(data["format"]))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"a checkpoint field is missing or malformed ({exc})") from None
     return checkpoint

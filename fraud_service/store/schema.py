@@ -1,9 +1,13 @@
 """Tables of the evidence database (SQLAlchemy 2.x typed declarative; the schema is managed by Alembic).
 
-`evidence_events` is the append-only, hash-chained log; `chain_head` holds its last link so
-appends are serialised by one row lock. `assessments` is the decision record a client reads
-back by id and that cases (issue 6) search; its full content (request, features, contributions, rules,
-response) is the payload of the evidence event it points to, stored once.
+`evidence_events` is the append-only, hash-chained log, made of chains: the root chain (1), which every
+change made by a person or a job is recorded on, and one segment per evidence writer (a serving process),
+opened and closed by events on the root chain (`store.chain`). `chain_head` holds each chain's last link,
+so the appends to one chain are serialised by its row lock and writers on different chains never wait
+for each other. `seq` numbers every event across chains in the order it was allocated (the sequence
+`evidence_event_ids` on PostgreSQL); `position` is its place in its own chain. `assessments` is the
+decision record a client reads back by id and that cases (issue 6) search; its full content (request,
+features, contributions, rules, response) is the payload of the evidence event it points to, stored once.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ class Base(DeclarativeBase):
 class EvidenceEvent(Base):
     __tablename__ = "evidence_events"
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    __table_args__ = (UniqueConstraint("chain", "position"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    chain: Mapped[int] = mapped_column(Integer, default=1)
+    position: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(40))
     subject: Mapped[str] = mapped_column(String(80), index=True)
@@ -35,8 +44,8 @@ class EvidenceEvent(Base):
 class ChainHead(Base):
     __tablename__ = "chain_head"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # the chain: 1 is the root
+    seq: Mapped[int] = mapped_column(BigInteger)  # the position of the chain's last event (0: none yet)
     hash: Mapped[str] = mapped_column(String(64))
 
 

@@ -5,11 +5,15 @@ has committed (the answer is never sent before its evidence is durable). Whateve
 the previous transaction was committing goes into the next one: under load several assessments
 share one commit (one fsync on SQLite), without load each is committed on its own at once.
 
+Each writer appends to a chain segment of its own (`store.chain.open_segment`, at its first batch; closed
+when the writer closes), so no lock shared by all writers is held across a round trip to the database or
+its fsync: two processes, or two instances, commit side by side. What must still be serialised is locked
+by subject (`store.locks`): the return ids of the batch, so that a return sent to two instances at once is
+stored once, and what each flagged assessment's case is linked by, so that one customer's returns join one
+case. A deadlock the database breaks (two batches locking two cases in opposite orders) is retried.
+
 What a batch writes is not decided here: `fraud_service.scoring.evidence.write_batch` (the assessment
-record, its evidence event and the case it opens or joins) runs inside the transaction. It locks the
-chain head first, so the duplicate check on `return_id` and the inserts are serialised with every
-other writer of the chain (other workers, the lists API, the CLI): a return assessed twice, even
-concurrently, is stored once.
+record, its evidence event and the case it opens or joins) runs inside the transaction.
 
 The statements go to the driver directly (prepared once per process from the SQLAlchemy tables,
 with SQLAlchemy's own value conversions): through the expression layer a one-row batch cost
@@ -22,7 +26,9 @@ import contextlib
 import datetime as dt
 import fcntl
 import logging
+import os
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -32,8 +38,10 @@ from typing import Any
 
 from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from fraud_service.errors import BatchAbandoned, DatabaseDown, Unstorable
+from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -71,9 +79,13 @@ class Pending:
             return self.state == "committing"
 
 
-BatchWrite = Callable[[Any, "Statements", list[Pending]], dict[int, int | None]]
-"""Writes a batch through a DB-API cursor inside the writer's transaction; the event sequence number of each
-pending assessment by its index, None for one already stored (`fraud_service.scoring.evidence.write_batch`)."""
+BatchWrite = Callable[[Any, "Statements", int, list[Pending]], dict[int, int | None]]
+"""Writes a batch through a DB-API cursor inside the writer's transaction, on the writer's chain segment (its id);
+the event number of each pending assessment by its index, None for one already stored
+(`fraud_service.scoring.evidence.write_batch`)."""
+
+RETRIES = 3
+"""How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
 
 
 class EvidenceWriter:
@@ -91,6 +103,8 @@ class EvidenceWriter:
         self._lock_file = open(f"{database}.writer-lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
         self.max_batch = max_batch
         self.batches = 0
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.segment: int | None = None  # the chain this writer appends to, opened at its first batch
         self._queue: queue.Queue[Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
@@ -133,12 +147,27 @@ class EvidenceWriter:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        """Commit what is waiting, then record on the root chain where this writer's segment ends."""
         self._queue.put(None)
         self._thread.join(timeout=30)
         if self._connection is not None:
             self._connection.close()
+        if self.segment is not None and not self._thread.is_alive():
+            try:
+                with self._turn(), Session(self.engine) as session, session.begin():
+                    chain.close_segment(session, self.segment, self.owner)
+            except Exception:  # the segment stays open: it verifies up to its head all the same
+                log.exception("closing evidence chain %s failed", self.segment)
+            self.segment = None
         if self._lock_file is not None:
             self._lock_file.close()
+
+    def _open_segment(self) -> int:
+        """This writer's chain segment, opened on the root chain at the first batch (in its own transaction)."""
+        if self.segment is None:
+            with Session(self.engine) as session, session.begin():
+                self.segment, _ = chain.open_segment(session, self.owner)
+        return self.segment
 
     def _run(self) -> None:
         while True:
@@ -166,7 +195,7 @@ class EvidenceWriter:
             return
         try:
             with self._turn():
-                outcome = self._transaction(batch)
+                outcome = self._retried(batch)
         except BatchAbandoned:  # some requests gave up while their assessments were written: commit the others
             self._commit(batch)
             return
@@ -197,6 +226,19 @@ class EvidenceWriter:
         for i, pending in enumerate(batch):
             pending.future.set_result(outcome[i])
 
+    def _retried(self, batch: list[Pending]) -> dict[int, int | None]:
+        """`_transaction`, tried again when the database ended it to break a deadlock or a serialisation conflict
+        (nothing of it was stored)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return self._transaction(batch)
+            except (DBAPIError, self._driver_error) as exc:
+                state = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", "") or "")
+                if not state.startswith("40") or attempt == RETRIES:
+                    raise
+                log.warning("evidence batch of %d ended by the database (%s): trying it again", len(batch), state)
+        raise AssertionError("unreachable")
+
     def _unreachable(self, error: BaseException) -> bool:
         """Whether ERROR (the driver's) means the database is gone or busy, rather than refusing this data."""
         driver = self.engine.dialect.loaded_dbapi
@@ -205,18 +247,19 @@ class EvidenceWriter:
     def _transaction(self, batch: list[Pending]) -> dict[int, int | None]:
         """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
         error); the sequence number of each assessment's event, or None for a return already stored."""
+        segment = self._open_segment()
         if self._connection is None:
             self._connection = self.engine.raw_connection()
         raw = self._connection
         cursor = raw.cursor()
         try:
             # PostgreSQL in pipeline mode: statements are sent without waiting for each answer, and the transaction
-            # waits only where it reads one (the chain head with the stored-return check; a case's links) and at
-            # its commit. Across a network every answer waited for is a round trip made under the chain-head lock.
+            # waits only where it reads one (the subject locks, the segment's head, the stored-return check and the
+            # event numbers together; a case's links) and at its commit. No other writer waits for these.
             with contextlib.nullcontext() if self._sqlite else raw.driver_connection.pipeline():
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
-                outcome = self._write_batch(cursor, self._sql, batch)
+                outcome = self._write_batch(cursor, self._sql, segment, batch)
                 if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
                     if self._sqlite:
                         cursor.execute("ROLLBACK")
@@ -253,13 +296,17 @@ class Statements:
     def __init__(self, engine: Engine) -> None:
         dialect = engine.dialect
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        lock = "" if dialect.name == "sqlite" else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE holds the lock
-        self.head = f"SELECT seq, hash FROM chain_head WHERE id = 1{lock}"
-        self.move_head = f"UPDATE chain_head SET seq = {self.mark}, hash = {self.mark} WHERE id = 1"
+        self.postgres = dialect.name == "postgresql"
+        m = self.mark
+        lock = " FOR UPDATE" if self.postgres else ""  # SQLite: BEGIN IMMEDIATE holds the database's one write lock
+        self.head = f"SELECT seq, hash FROM chain_head WHERE id = {m}{lock}"  # the writer's own segment: uncontended
+        self.move_head = f"UPDATE chain_head SET seq = {m}, hash = {m} WHERE id = {m}"
+        self.lock = f"SELECT pg_advisory_xact_lock({m}::bigint)"  # PostgreSQL only (`store.locks`)
+        self.numbers = (f"SELECT nextval('evidence_event_ids') FROM generate_series(1, {m})" if self.postgres
+                        else "SELECT COALESCE(MAX(seq), 0) FROM evidence_events")
         self.insert_event, self.event_params = self._insert(EvidenceEvent.__table__, dialect)  # type: ignore[arg-type]
         self.insert_assessment, self.assessment_params = self._insert(Assessment.__table__, dialect)  # type: ignore[arg-type]
         self.insert_case, self.case_params = self._insert(Case.__table__, dialect)  # type: ignore[arg-type]
-        m = self.mark
         self.insert_link = (f"INSERT INTO case_links (case_id, entity, value) VALUES ({m}, {m}, {m}) "
                             "ON CONFLICT DO NOTHING")
         self.case_totals = f"SELECT assessments, amount, max_score, reason, decision FROM cases WHERE id = {m}"
@@ -274,10 +321,12 @@ class Statements:
 
     def linked_case(self, n: int) -> str:
         """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs, earliest
-        opened first."""
+        opened first; on PostgreSQL locked until the commit (a case being closed meanwhile is waited for, then not
+        found: a closed case is never joined)."""
         match = " OR ".join([f"(l.entity = {self.mark} AND l.value = {self.mark})"] * n)
         return ("SELECT c.id, l.entity, l.value FROM case_links l JOIN cases c ON c.id = l.case_id "
-                f"WHERE c.status <> 'closed' AND ({match}) ORDER BY c.opened_at, c.id")
+                f"WHERE c.status <> 'closed' AND ({match}) ORDER BY c.opened_at, c.id"
+                + (" FOR UPDATE OF c" if self.postgres else ""))
 
     def stored(self, n: int) -> str:
         return f"SELECT return_id FROM assessments WHERE return_id IN ({', '.join([self.mark] * n)})"

@@ -96,10 +96,15 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
 
     def link(d: dict[str, Any]) -> None:  # the link a bundled event rests on (links between others prove nothing)
         e = d["case"]["events"][len(d["case"]["events"]) // 2]
-        d["proof"]["hashes"][e["seq"] - d["proof"]["from_seq"]] = "f" * 64
+        proof = d["proof"]["chains"][str(e["chain"])]
+        proof["hashes"][e["position"] - proof["from_position"]] = "f" * 64
 
     assert _edited(data, link)  # a link that is not the chain's
-    assert _edited(data, lambda d: d["proof"]["hashes"].pop())[0].startswith("the proof's links do not end")
+    assert sorted(data["proof"]["chains"]) != ["1"]  # the case's events lie on the root and on a writer's segment
+    for c in data["proof"]["chains"]:
+        assert _edited(data, lambda d, c=c: d["proof"]["chains"][c]["hashes"].pop())[0].startswith(
+            f"the proof's links of chain {c} do not end")
+    assert _edited(data, lambda d: d["proof"]["chains"].pop("1"))  # events with no links to rest on
 
     def dropped(d: dict[str, Any]) -> None:
         d["case"]["events"] = [e for e in d["case"]["events"] if e["kind"] != "case_note"]

@@ -32,8 +32,9 @@ def test_an_export_is_packaged_verified_and_recorded_with_its_digest(tmp_path: P
         assert page == bundle.html(json.loads(done.data), done.digest) and case_id in page
         assert bundle.verify(json.loads(done.data), done.data, page).ok
         [payload] = exports(db)
-        assert json.loads(payload) == {"case_id": case_id, "sha256": done.digest,
-                                       "head_seq": done.bundle["proof"]["head"]["seq"]}
+        heads = {c: p["head"]["position"] for c, p in done.bundle["proof"]["chains"].items()}
+        assert json.loads(payload) == {"case_id": case_id, "sha256": done.digest, "heads": heads}
+        assert len(heads) == 1 and "1" not in heads  # the flagged assessment and its case: on a writer's segment
 
 
 def test_a_failed_rendering_records_no_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,3 +58,24 @@ def test_a_device_or_fifo_named_as_a_bundle_is_refused_unread(tmp_path: Path) ->
     for path in (Path("/dev/zero"), tmp_path / "bundle.zip"):
         with pytest.raises(BundleError, match="is not a regular file"):
             bundle.read(path)
+
+
+def test_a_bundle_exported_before_the_log_had_segments_still_verifies_its_links() -> None:
+    """Format 1: one chain, events placed by their number, the proof from `from_seq` to the head's `seq`."""
+    from fraud_service.store import chain
+
+    events, previous = [], chain.GENESIS
+    for seq in (1, 2, 3):
+        at = T0.isoformat()
+        digest = chain.link_hash(previous, seq, T0, "case_note", "cas_1", "user:ana", '{"note":"x"}')
+        events.append({"seq": seq, "at": at, "kind": "case_note", "subject": "cas_1", "actor": "user:ana",
+                       "payload": '{"note":"x"}', "prev_hash": previous, "hash": digest})
+        previous = digest
+    old = {"format": bundle.FORMATS[0], "case": {"events": events[1:]},
+           "proof": {"from_seq": 2, "hashes": [events[0]["hash"], events[1]["hash"], events[2]["hash"]],
+                     "head": {"seq": 3, "hash": previous}}}
+    check = bundle.verify(old)
+    assert check.events == 2 and check.heads == {"1": {"position": 3, "hash": previous}}
+    assert not [p for p in check.problems if "link" in p or "changed" in p or "outside" in p]
+    old["case"]["events"][0]["payload"] = '{"note":"y"}'
+    assert "event 2 (case_note) was changed: its content does not hash to its link" in bundle.verify(old).problems

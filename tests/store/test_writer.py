@@ -7,11 +7,11 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from fraud_service.errors import DatabaseDown, Unstorable
 from fraud_service.scoring.evidence import evidence_writer
-from fraud_service.store import chain
+from fraud_service.store import chain, locks
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import Assessment
 from fraud_service.store.writer import Pending
@@ -25,6 +25,10 @@ def pending(n: int, **changes: Any) -> Pending:
            "policy_version": "v1.p1", "refund_amount": 5.0, "case_id": None, "reason": "timing", **changes}
     payload = {"request": {}, "features": {}, "response": {"case_id": None, "decision": row["decision"]}}
     return Pending(row, payload, "key:test", AT, Future())
+
+
+def _args(p: Pending) -> dict[str, Any]:
+    return {"row": p.row, "payload": p.payload, "actor": p.actor, "at": p.at}
 
 
 def test_a_refused_record_fails_alone_and_its_batch_mates_are_stored(engine: Engine) -> None:
@@ -45,15 +49,20 @@ def test_a_refused_record_fails_alone_and_its_batch_mates_are_stored(engine: Eng
 
 
 def test_a_request_that_stops_waiting_leaves_nothing_stored(engine: Engine) -> None:
-    """The chain is locked by another transaction: the request's wait ends with DatabaseDown, and when the lock is
-    released the writer leaves its assessment out (its answer said nothing was stored), then stores the next."""
+    """What the assessment needs is locked by another transaction: the request's wait ends with DatabaseDown, and
+    when the lock is released the writer leaves its assessment out (its answer said nothing was stored), then
+    stores the next."""
     writer = evidence_writer(engine, wait_s=0.3)
     late, next_one = pending(1), pending(2)
+    writer.store(**_args(pending(0)))  # the writer's chain segment is open
     try:
         with engine.connect() as holder:
-            # SQLite's transactions begin IMMEDIATE (the write lock); PostgreSQL's writers lock the chain head
-            lock = "" if engine.dialect.name == "sqlite" else " FOR UPDATE"
-            holder.exec_driver_sql(f"SELECT seq FROM chain_head WHERE id = 1{lock}")
+            # SQLite's transactions begin IMMEDIATE (the database's one write lock); on PostgreSQL, the lock on
+            # the return (another instance storing the same return)
+            if engine.dialect.name == "sqlite":
+                holder.exec_driver_sql("SELECT seq FROM chain_head WHERE id = 1")
+            else:
+                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "ret-w1")})
             with pytest.raises(DatabaseDown, match="within 0.3 s"):
                 writer.store(late.row, late.payload, late.actor, late.at)
             holder.rollback()
@@ -61,5 +70,5 @@ def test_a_request_that_stops_waiting_leaves_nothing_stored(engine: Engine) -> N
     finally:
         writer.close()
     with session_factory(engine)() as session:
-        assert set(session.execute(select(Assessment.return_id)).scalars()) == {"ret-w2"}
+        assert set(session.execute(select(Assessment.return_id)).scalars()) == {"ret-w0", "ret-w2"}
         assert chain.verify(session).ok

@@ -1,0 +1,43 @@
+"""Chain segments: every event names its chain and its position there; PostgreSQL numbers events from a sequence.
+
+The root chain (1) is the chain every event belonged to so far: its events keep their hashes, each at the
+position equal to its number. Evidence writers open segments of their own (`fraud_service.store.chain`).
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("evidence_events") as batch:
+        batch.add_column(sa.Column("chain", sa.Integer, nullable=False, server_default="1"))
+        batch.add_column(sa.Column("position", sa.BigInteger, nullable=True))
+    op.execute("UPDATE evidence_events SET position = seq")
+    with op.batch_alter_table("evidence_events") as batch:
+        batch.alter_column("position", existing_type=sa.BigInteger, nullable=False)
+        batch.create_unique_constraint("uq_evidence_events_chain_position", ["chain", "position"])
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE SEQUENCE evidence_event_ids")
+        op.execute("SELECT setval('evidence_event_ids', COALESCE((SELECT MAX(seq) FROM evidence_events), 0) + 1, "
+                   "false)")
+
+
+def downgrade() -> None:
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT COUNT(*) FROM evidence_events WHERE chain <> 1 OR position <> seq")).scalar():
+        raise RuntimeError("the evidence log holds events of chain segments, or numbered apart from their "
+                           "position: revision 0009 cannot hold them")
+    if bind.dialect.name == "postgresql":
+        op.execute("DROP SEQUENCE evidence_event_ids")
+    with op.batch_alter_table("evidence_events") as batch:
+        batch.drop_constraint("uq_evidence_events_chain_position", type_="unique")
+        batch.drop_column("position")
+        batch.drop_column("chain")

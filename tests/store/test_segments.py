@@ -1,0 +1,288 @@
+"""Chain segments: each evidence writer appends to a chain of its own, so writers never wait for each other's
+commit; what must stay serialised (one return, one customer's case) is locked by subject; the log still
+verifies end to end, and removing or editing anything in a segment is found."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, delete, func, select, text, update
+
+from fraud_service.scoring.evidence import evidence_writer
+from fraud_service.store import chain, checkpoint, locks
+from fraud_service.store.db import session_factory
+from fraud_service.store.migrate import _config, upgrade
+from fraud_service.store.schema import Assessment, Case, ChainHead, EvidenceEvent
+from fraud_service.store.writer import EvidenceWriter, Pending
+from tests.store.conftest import postgres_engine, sqlite_engine
+
+AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def _pending(return_id: str, customer: str = "c-1", flagged: bool = False) -> Pending:
+    row = {"id": f"asm_{return_id}", "return_id": return_id, "customer_id": customer, "request_hash": "h" * 64,
+           "created_at": AT, "score": 0.9 if flagged else 0.1, "decision": "review" if flagged else "approve",
+           "risk_level": "high" if flagged else "low", "model_version": "v1", "policy_version": "v1.p1",
+           "refund_amount": 5.0, "case_id": None, "reason": "timing"}
+    payload = {"request": {}, "features": {}, "response": {"case_id": None, "decision": row["decision"]}}
+    return Pending(row, payload, "key:test", AT, Future(), {"customer": customer} if flagged else None)
+
+
+def _store(writer: EvidenceWriter, p: Pending) -> int | None:
+    return writer.store(p.row, p.payload, p.actor, p.at, p.links)
+
+
+def _verify(engine: Engine) -> chain.Verification:
+    with session_factory(engine)() as session:
+        return chain.verify(session)
+
+
+def _events(engine: Engine, chain_id: int) -> list[EvidenceEvent]:
+    with session_factory(engine)() as session:
+        return list(session.execute(select(EvidenceEvent).where(EvidenceEvent.chain == chain_id)
+                                    .order_by(EvidenceEvent.position)).scalars())
+
+
+def test_each_writer_appends_to_its_own_segment_opened_and_closed_on_the_root(engine: Engine) -> None:
+    first, second = evidence_writer(engine), evidence_writer(engine)
+    try:
+        seqs = [_store(first, _pending("r1")), _store(second, _pending("r2")), _store(first, _pending("r3"))]
+        assert first.segment is not None and second.segment is not None and first.segment != second.segment
+        segments = (first.segment, second.segment)
+    finally:
+        first.close()
+        second.close()
+    root = _events(engine, chain.ROOT)
+    assert [(e.kind, e.subject) for e in root] == [
+        ("chain_opened", f"chain:{segments[0]}"), ("chain_opened", f"chain:{segments[1]}"),
+        ("chain_closed", f"chain:{segments[0]}"), ("chain_closed", f"chain:{segments[1]}")]
+    mine = _events(engine, segments[0])
+    assert [(e.position, e.subject) for e in mine] == [(1, "asm_r1"), (2, "asm_r3")]
+    assert mine[0].prev_hash == root[0].hash  # the segment hangs from the event that opened it
+    assert [e.seq for e in mine] == [seqs[0], seqs[2]] and seqs[0] < seqs[1] < seqs[2]  # numbered as allocated
+    closing = json.loads(root[2].payload)
+    assert closing == {"chain": segments[0], "position": 2, "hash": mine[-1].hash}
+    result = _verify(engine)
+    assert result.ok and result.events == 4 + 3
+    with session_factory(engine)() as session:  # closed segments are anchored by their closing events on the root
+        taken = checkpoint.take(session, checkpoint.Ed25519PrivateKey.generate(), AT)
+    assert taken.segments == {} and taken.seq == 4 and taken.hash == root[-1].hash
+
+
+@pytest.mark.postgres
+def test_writers_commit_while_another_holds_the_root_and_a_segment_locked() -> None:
+    """No lock shared by all writers is held across a commit: with the root chain's head and one writer's segment
+    head locked by open transactions, another writer still commits at once."""
+    for engine in postgres_engine():
+        busy, free = evidence_writer(engine, wait_s=5), evidence_writer(engine, wait_s=5)
+        try:
+            _store(busy, _pending("r0"))
+            _store(free, _pending("r1"))  # both segments open
+            with engine.connect() as holder:
+                holder.execute(text("SELECT seq FROM chain_head WHERE id IN (1, :busy) FOR UPDATE"),
+                               {"busy": busy.segment})
+                assert isinstance(_store(free, _pending("r2", flagged=True)), int)  # not waiting for HOLDER
+                holder.rollback()
+        finally:
+            busy.close()
+            free.close()
+        assert _verify(engine).ok
+
+
+@pytest.mark.postgres
+def test_one_return_sent_to_two_writers_at_once_is_stored_once() -> None:
+    for engine in postgres_engine():
+        writers = [evidence_writer(engine, wait_s=10) for _ in range(2)]
+        try:
+            for i, w in enumerate(writers):
+                _store(w, _pending(f"warm-{i}"))
+            with engine.connect() as holder, ThreadPoolExecutor(2) as pool:
+                # both wait on the return's lock, so both get past the point of reading what is stored together
+                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "same")})
+                outcomes = [pool.submit(_store, w, _pending("same", flagged=True)) for w in writers]
+                _until_waiting(engine, 2)
+                holder.rollback()
+                results = sorted([f.result(timeout=10) for f in outcomes], key=lambda r: r is None)
+            assert isinstance(results[0], int) and results[1] is None
+        finally:
+            for w in writers:
+                w.close()
+        with session_factory(engine)() as session:
+            assert session.execute(select(func.count()).select_from(Assessment)
+                                   .where(Assessment.return_id == "same")).scalar_one() == 1
+            assert session.execute(select(func.count()).select_from(Case)).scalar_one() == 1
+        assert _verify(engine).ok
+
+
+@pytest.mark.postgres
+def test_two_flagged_returns_of_one_customer_on_two_writers_share_one_case() -> None:
+    for engine in postgres_engine():
+        writers = [evidence_writer(engine, wait_s=10) for _ in range(2)]
+        try:
+            for i, w in enumerate(writers):
+                _store(w, _pending(f"warm-{i}"))
+            with engine.connect() as holder, ThreadPoolExecutor(2) as pool:
+                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("link:customer", "c-9")})
+                outcomes = [pool.submit(_store, w, _pending(f"r{i}", "c-9", flagged=True))
+                            for i, w in enumerate(writers)]
+                _until_waiting(engine, 2)
+                holder.rollback()
+                assert all(isinstance(f.result(timeout=10), int) for f in outcomes)
+        finally:
+            for w in writers:
+                w.close()
+        with session_factory(engine)() as session:
+            cases = session.execute(select(Case)).scalars().all()
+            assert len(cases) == 1 and cases[0].assessments == 2
+            kinds = sorted(session.execute(select(EvidenceEvent.kind).where(EvidenceEvent.kind.like("case_%")))
+                           .scalars())
+            assert kinds == ["case_joined", "case_opened"]
+
+
+def _until_waiting(engine: Engine, n: int) -> None:
+    """Block until N sessions wait on an advisory lock (the writers have reached it); no sleeps, a bounded poll."""
+    deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    with engine.connect() as watcher:
+        while dt.datetime.now(dt.UTC) < deadline:
+            waiting = watcher.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                           "AND NOT granted")).scalar_one()
+            watcher.rollback()
+            if waiting >= n:
+                return
+            threading.Event().wait(0.01)
+    raise AssertionError(f"{n} writers never waited on the subject lock")
+
+
+def _two_segments(engine: Engine, close: bool = True) -> tuple[int, int]:
+    writers = [evidence_writer(engine), evidence_writer(engine)]
+    try:
+        for i in range(3):
+            for j, w in enumerate(writers):
+                _store(w, _pending(f"r{i}-{j}", customer=f"c{j}", flagged=i == 1))
+        ids = (writers[0].segment, writers[1].segment)
+    finally:
+        for w in writers:
+            if close:
+                w.close()
+    assert ids[0] is not None and ids[1] is not None
+    return ids
+
+
+def _change(engine: Engine, *statements: Any) -> None:
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+def _drop(event: EvidenceEvent) -> tuple[Any, ...]:
+    """The statements that remove EVENT (and the assessment row that points to it, if any)."""
+    return delete(Assessment).where(Assessment.event_seq == event.seq), delete(EvidenceEvent).where(
+        EvidenceEvent.seq == event.seq)
+
+
+def test_an_edited_segment_event_is_found(engine: Engine) -> None:
+    segment, _ = _two_segments(engine)
+    target = _events(engine, segment)[1]
+    _change(engine, update(EvidenceEvent).where(EvidenceEvent.seq == target.seq).values(payload='{"x":1}'))
+    result = _verify(engine)
+    assert result.broken_at == target.seq
+    assert result.problem == f"event {target.seq} (chain {segment}, link 2) was changed after it was written"
+
+
+def test_a_segment_event_removed_from_the_middle_is_found(engine: Engine) -> None:
+    segment, _ = _two_segments(engine)
+    gone, after = _events(engine, segment)[1:3]
+    _change(engine, *_drop(gone))
+    result = _verify(engine)
+    assert result.problem == (f"link 2 of chain {segment} is missing (next stored event is event {after.seq} "
+                              f"(chain {segment}, link 3))")
+
+
+def test_the_end_of_a_closed_segment_cut_off_is_found_even_with_its_head_rewritten(engine: Engine) -> None:
+    segment, _ = _two_segments(engine)
+    events = _events(engine, segment)
+    last, kept = events[-1], events[-2]
+    _change(engine, *_drop(last),
+            update(ChainHead).where(ChainHead.id == segment).values(seq=kept.position, hash=kept.hash))
+    result = _verify(engine)
+    assert result.problem == (f"chain {segment} was closed at link {last.position} ending in {last.hash[:12]}, "
+                              f"but holds {kept.position} events ending in {kept.hash[:12]}")
+
+
+def test_the_end_of_an_open_segment_cut_off_is_found_by_the_head_and_by_a_checkpoint(engine: Engine, tmp_path) -> None:
+    segment, other = _two_segments(engine, close=False)
+    key, _ = checkpoint.load_or_create_key(tmp_path / "key.pem")
+    with session_factory(engine)() as session:
+        taken = checkpoint.take(session, key, AT)
+        path = checkpoint.write(taken, tmp_path)
+    assert set(taken.segments) == {str(segment), str(other)}
+    events = _events(engine, segment)
+    last, kept = events[-1], events[-2]
+    _change(engine, *_drop(last))
+    assert "events were removed from the end" in str(_verify(engine).problem)
+    _change(engine, update(ChainHead).where(ChainHead.id == segment).values(seq=kept.position, hash=kept.hash))
+    assert _verify(engine).ok  # the database's writer covered the cut: only the signed checkpoint still knows
+    with session_factory(engine)() as session:
+        check = checkpoint.verify(session, [path], key.public_key())
+    assert check.problems == [f"{path.name}: chain {segment} held link {last.position} when the checkpoint was "
+                              f"taken ({AT.isoformat()}) and no longer does: events were removed"]
+
+
+def test_a_whole_segment_removed_is_found_by_the_root_event_that_opened_it(engine: Engine) -> None:
+    segment, _ = _two_segments(engine)
+    _change(engine, delete(Assessment),
+            delete(EvidenceEvent).where(EvidenceEvent.chain == segment),
+            delete(ChainHead).where(ChainHead.id == segment))
+    assert _verify(engine).problem == f"chain {segment} was opened but its head row is gone"
+
+
+def test_events_of_a_chain_the_root_never_opened_are_found(engine: Engine) -> None:
+    segment, _ = _two_segments(engine)
+    forged = _events(engine, segment)
+    with engine.begin() as connection:
+        connection.execute(update(EvidenceEvent).where(EvidenceEvent.chain == segment).values(chain=99))
+        connection.execute(update(ChainHead).where(ChainHead.id == segment).values(id=99))
+    result = _verify(engine)
+    assert result.problem == f"event {forged[0].seq} belongs to chain 99, which no chain_opened event on the root " \
+                             "chain names"
+
+
+def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(tmp_path) -> None:
+    """A database at revision 0009 (one chain, events numbered by position) upgrades in place: its events keep their
+    hashes, its checkpoints (format 1) still verify, and the log grows segments from there."""
+    engine = sqlite_engine(tmp_path)
+    command.downgrade(_config(engine), "0009")
+    with engine.begin() as connection:
+        previous = chain.GENESIS
+        for seq in (1, 2, 3):
+            digest = chain.link_hash(previous, seq, AT, "test", f"S{seq}", "tester", "{}")
+            connection.execute(text("INSERT INTO evidence_events (seq, at, kind, subject, actor, payload, prev_hash, "
+                                    "hash) VALUES (:s, :at, 'test', :subj, 'tester', '{}', :p, :h)"),
+                               {"s": seq, "at": AT, "subj": f"S{seq}", "p": previous, "h": digest})
+            previous = digest
+        connection.execute(text("UPDATE chain_head SET seq = 3, hash = :h WHERE id = 1"), {"h": previous})
+    key = checkpoint.Ed25519PrivateKey.generate()
+    with engine.connect() as connection:
+        first = connection.execute(text("SELECT hash FROM evidence_events WHERE seq = 1")).scalar_one()
+    old = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), format=checkpoint.FORMATS[0])
+    signed = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), key.sign(old.message()).hex(),
+                                   format=checkpoint.FORMATS[0])
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(signed.to_dict()))
+    upgrade(engine)
+    writer = evidence_writer(engine)
+    try:
+        assert isinstance(_store(writer, _pending("after")), int)
+    finally:
+        writer.close()
+    assert _verify(engine).ok and _verify(engine).events == 3 + 2 + 1
+    with session_factory(engine)() as session:
+        assert checkpoint.verify(session, [path], key.public_key()).problems == []
+    with pytest.raises(RuntimeError, match="events of chain segments"):
+        command.downgrade(_config(engine), "0009")
