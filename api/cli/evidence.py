@@ -27,11 +27,12 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
         anchored = verify_checkpoints(db.uow(), Path(args.checkpoints), public_key) if args.checkpoints else None
     failed = False
     if not result.ok:
-        print(f"evidence chain BROKEN at event {result.broken_at}: {result.problem} "
-              f"({result.events:,} events verified before it)")
+        where = f" at event {result.broken_at}" if result.broken_at is not None else ""
+        print(f"evidence chain BROKEN{where}: {result.problem} ({result.events:,} events verified before it)")
         failed = True
     else:
-        print(f"evidence chain intact: {result.events:,} events, head {result.head_hash}")
+        print(f"evidence chain intact: {result.events:,} events on {result.chains:,} chain(s) (the root and each "
+              f"evidence writer's segment), root head {result.head_hash}")
         assert derived is not None
         counted = ", ".join(f"{n:,} {table}" for table, n in derived.rows.items())
         if derived.ok:

@@ -215,7 +215,7 @@ def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None =
             check.problems.append(f"event {seq} is not the event the chain holds at that position")
             continue
         at = dt.datetime.fromisoformat(e["at"])
-        if chain.event_hash(hashes[i], chain_id, position, seq, at, e["kind"], e["subject"], e["actor"],
+        if chain.event_hash(hashes[i], chain_id, position, at, e["kind"], e["subject"], e["actor"],
                             e["payload"]) != e["hash"]:
             check.problems.append(f"event {seq} ({e['kind']}) was changed: its content does not hash to its link")
             continue

@@ -26,7 +26,7 @@ from fraud_service.scoring.request import ReturnRequest
 from fraud_service.store import chain, locks
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
-from fraud_service.store.writer import EvidenceWriter, Pending, Statements
+from fraud_service.store.writer import EvidenceWriter, Pending, Statements, Tail
 
 
 def request_hash(body: Mapping[str, Any]) -> str:
@@ -72,84 +72,100 @@ def evidence_writer(engine: Engine, wait_s: float = 30.0) -> EvidenceWriter:
     return EvidenceWriter(engine, write_batch, wait_s=wait_s)
 
 
+TOTALS = ("assessments", "amount", "max_score", "reason", "decision")
+
+
 class _Batch:
     """One transaction's worth of assessments: the events it chains on the writer's segment and the rows it inserts."""
 
-    def __init__(self, cursor: Any, sql: Statements, segment: int, position: int, previous: str,
-                 numbers: list[int]) -> None:
-        self.cursor, self.sql, self.segment = cursor, sql, segment
-        self.position, self.previous = position, previous
-        self.numbers = iter(numbers)
-        self.events: list[tuple[Any, ...]] = []
-        self.rows: list[tuple[Any, ...]] = []
+    def __init__(self, cursor: Any, sql: Statements, tail: Tail) -> None:
+        assert tail.position is not None and tail.hash is not None
+        self.cursor, self.sql, self.segment = cursor, sql, tail.chain
+        self.position, self.previous = tail.position, tail.hash
         self.cases: dict[tuple[str, str], str] = {}  # links of the cases opened or joined in this batch
+        self.totals: dict[str, dict[str, Any]] = {}  # each case's totals as this batch leaves them
 
     def chain_event(self, kind: str, subject: str, pending: Pending, payload: dict[str, Any]) -> int:
+        """Insert the segment's next event (the database numbers it); its position."""
         self.position += 1
-        seq = next(self.numbers)
         body = chain.fast_canonical(payload)
-        digest = chain.event_hash(self.previous, self.segment, self.position, seq, pending.at, kind, subject,
+        digest = chain.event_hash(self.previous, self.segment, self.position, pending.at, kind, subject,
                                   pending.actor, body)
-        self.events.append(self.sql.event_params({
-            "seq": seq, "chain": self.segment, "position": self.position, "at": pending.at, "kind": kind,
-            "subject": subject, "actor": pending.actor, "payload": body, "prev_hash": self.previous, "hash": digest}))
+        self.cursor.execute(self.sql.insert_event, self.sql.event_params({
+            "chain": self.segment, "position": self.position, "at": pending.at, "kind": kind, "subject": subject,
+            "actor": pending.actor, "payload": body, "prev_hash": self.previous, "hash": digest}))
         self.previous = digest
-        return seq
+        return self.position
 
-    def case(self, pending: Pending) -> dict[str, Any]:
-        """Open or join the case of a flagged assessment; the case event's payload."""
+    def case(self, pending: Pending, found: list[tuple[Any, ...]]) -> dict[str, Any]:
+        """Open or join the case of a flagged assessment (FOUND: the open cases linked to it, with their totals, as
+        read at the start of the transaction); the case event's payload."""
         assert pending.links is not None
         row, sql, cursor = pending.row, self.sql, self.cursor
         flagged = Flagged(row["id"], row["return_id"], row["customer_id"], row["decision"], row["score"],
                           row["refund_amount"], row["reason"], tuple(sorted(pending.links.items())))
-        linked: list[tuple[str, str, str]] = []
-        if not any(p in self.cases for p in flagged.links):
-            cursor.execute(sql.linked_case(len(flagged.links)), [v for p in flagged.links for v in p])
-            linked = [(r[0], r[1], r[2]) for r in cursor.fetchall()]
-        choice = join_or_open(flagged, linked, self.cases)
+        for case_id, *_, assessments, amount, max_score, reason, decision in found:
+            self.totals.setdefault(case_id, dict(zip(TOTALS, (assessments, amount, max_score, reason, decision),
+                                                     strict=True)))
+        choice = join_or_open(flagged, [(r[0], r[1], r[2]) for r in found], self.cases)
         if choice.case_id is None:
             case_id, kind = f"cas_{uuid.uuid4().hex[:20]}", "case_opened"
-            cursor.execute(sql.insert_case, sql.case_params(new_case(case_id, flagged, pending.at)))
+            opened = new_case(case_id, flagged, pending.at)
+            cursor.execute(sql.insert_case, sql.case_params(opened))
+            self.totals[case_id] = {k: opened[k] for k in TOTALS}
         else:
             case_id, kind = choice.case_id, "case_joined"
-            cursor.execute(sql.case_totals, [case_id])
-            assessments, amount, max_score, reason, decision = cursor.fetchone()
-            current = {"assessments": assessments, "amount": amount, "max_score": max_score, "reason": reason,
-                       "decision": decision}
-            cursor.execute(sql.update_case, sql.update_params(case_id, joined_case(current, flagged, pending.at)))
+            joined = joined_case(self.totals[case_id], flagged, pending.at)
+            cursor.execute(sql.update_case, sql.update_params(case_id, joined))
+            self.totals[case_id] = {k: joined[k] for k in TOTALS}
         cursor.executemany(sql.insert_link, [(case_id, e, v) for e, v in flagged.links])
         self.cases.update(dict.fromkeys(flagged.links, case_id))
         row["case_id"] = case_id
         pending.payload["response"]["case_id"] = case_id
         return case_event(kind, case_id, flagged, choice)
 
-    def flush(self) -> None:
-        if self.events:
-            self.cursor.executemany(self.sql.insert_event, self.events)
-            self.cursor.executemany(self.sql.insert_assessment, self.rows)
-            self.cursor.execute(self.sql.move_head, (self.position, self.previous, self.segment))
+    def assessment(self, pending: Pending) -> int:
+        """Insert the assessment's event and its row, which names that event; the event's position."""
+        position = self.chain_event("assessment", pending.row["id"], pending, pending.payload)
+        self.cursor.execute(self.sql.insert_assessment, self.sql.assessment_params(pending.row))
+        return position
 
 
-def write_batch(cursor: Any, sql: Statements, segment: int, batch: list[Pending]) -> dict[int, int | None]:
-    """Write BATCH in the writer's transaction, on its chain SEGMENT: each new assessment's event number by its
-    index, None for a return already stored (its stored answer stands)."""
+def write_batch(cursor: Any, sql: Statements, tail: Tail, batch: list[Pending], check: bool) -> dict[int, int | None]:
+    """Write BATCH in the writer's transaction, on its chain segment (TAIL: where it ends): the position of each new
+    assessment's event by its index, None for a return already stored (its stored
+    answer stands). With CHECK, the batch's return ids are looked up first and those stored are left out; without
+    it, a stored one fails the transaction on the unique return id (the writer then tries again with CHECK).
+
+    On PostgreSQL everything is sent in pipeline mode: a batch with nothing to read (no flagged assessment, the
+    segment's end known) is one round trip, its commit included; reads (the open cases linked to flagged
+    assessments, the stored returns, the segment's end after a failure) are sent together, one more round trip."""
     ids = [p.row["return_id"] for p in batch]
-    if sql.postgres:  # what this batch is about, locked before it is read (`store.locks`); ascending, no deadlock
-        keys = locks.keys(ids, [link for p in batch if p.links for link in p.links.items()])
+    flagged = [(p, list(p.links.items())) for p in batch if p.links]
+    connection = cursor.connection
+    if sql.postgres:  # what this batch is about, locked before anything is read (`store.locks`); ascending
+        keys = locks.keys(ids, [link for _, links in flagged for link in links])
         cursor.executemany(sql.lock, [(k,) for k in keys])
-    check, numbers = cursor.connection.cursor(), cursor.connection.cursor()
-    cursor.execute(sql.head, [segment])
-    check.execute(sql.stored(len(ids)), ids)  # sent together (PostgreSQL's pipeline): one round trip for all
-    wanted = len(batch) + sum(1 for p in batch if p.links)  # an event each, and one more for each case
-    numbers.execute(sql.numbers, [wanted] if sql.postgres else [])
-    position, previous = cursor.fetchone()
-    stored = {row[0] for row in check.fetchall()}
-    allocated = [int(row[0]) for row in numbers.fetchall()]
-    check.close()
-    numbers.close()
-    if not sql.postgres:  # SQLite: after the largest stored, under the database's one write lock
-        allocated = list(range(allocated[0] + 1, allocated[0] + 1 + wanted))
-    out = _Batch(cursor, sql, segment, position, previous, allocated)
+    reads: dict[str, Any] = {}
+
+    def read(name: str, statement: str, params: list[Any]) -> None:
+        reads[name] = connection.cursor()
+        reads[name].execute(statement, params)
+
+    if tail.position is None:
+        read("head", sql.head, [tail.chain])
+    if check:
+        read("stored", sql.stored(len(ids)), ids)
+    for i, (_, links) in enumerate(flagged):
+        read(f"case{i}", sql.linked_case(len(links)), [v for link in links for v in link])
+    results = {name: c.fetchall() for name, c in reads.items()}  # one round trip for all of them
+    for c in reads.values():
+        c.close()
+    if "head" in results:
+        tail.ends(int(results["head"][0][0]), str(results["head"][0][1]))
+    stored = {row[0] for row in results.get("stored", [])}
+    found = {id(p): results[f"case{i}"] for i, (p, _) in enumerate(flagged)}
+    out = _Batch(cursor, sql, tail)
     outcome: dict[int, int | None] = {}
     for i, pending in enumerate(batch):
         return_id = pending.row["return_id"]
@@ -157,12 +173,13 @@ def write_batch(cursor: Any, sql: Statements, segment: int, batch: list[Pending]
             outcome[i] = None
             continue
         stored.add(return_id)
-        case = out.case(pending) if pending.links else None
-        outcome[i] = seq = out.chain_event("assessment", pending.row["id"], pending, pending.payload)
-        out.rows.append(sql.assessment_params({**pending.row, "event_seq": seq}))
+        case = out.case(pending, found[id(pending)]) if pending.links else None
+        outcome[i] = out.assessment(pending)
         if case is not None:
             out.chain_event(case["kind"], case["case_id"], pending, case)
-    out.flush()
+    if out.position != tail.position:
+        cursor.execute(sql.move_head, (out.position, out.previous, tail.chain))
+        tail.ends(out.position, out.previous)
     return outcome
 
 

@@ -66,11 +66,10 @@ def utc_text(at: dt.datetime) -> str:
     return aware(at).astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def link_number(chain_id: int, position: int, seq: int) -> str:
-    """How an event's place enters its hash: its position alone for a root event numbered by its position (every
-    event written before the chain had segments), else the chain, the position and the event's number, so that
-    neither can be changed or swapped without breaking the link."""
-    return str(position) if chain_id == ROOT and seq == position else f"{chain_id}/{position}/{seq}"
+def link_number(chain_id: int, position: int) -> str:
+    """How an event's place enters its hash: its position on the root chain (as every event written before the log
+    had segments), the chain and the position on a segment, so that an event cannot be moved between chains."""
+    return str(position) if chain_id == ROOT else f"{chain_id}/{position}"
 
 
 def link_hash(prev_hash: str, number: int | str, at: dt.datetime, kind: str, subject: str, actor: str,
@@ -79,9 +78,9 @@ def link_hash(prev_hash: str, number: int | str, at: dt.datetime, kind: str, sub
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def event_hash(prev_hash: str, chain_id: int, position: int, seq: int, at: dt.datetime, kind: str, subject: str,
-               actor: str, payload: str) -> str:
-    return link_hash(prev_hash, link_number(chain_id, position, seq), at, kind, subject, actor, payload)
+def event_hash(prev_hash: str, chain_id: int, position: int, at: dt.datetime, kind: str, subject: str, actor: str,
+               payload: str) -> str:
+    return link_hash(prev_hash, link_number(chain_id, position), at, kind, subject, actor, payload)
 
 
 def allocate(session: Session, n: int = 1) -> list[int]:
@@ -112,7 +111,7 @@ def append(session: Session, *, kind: str, subject: str, actor: str, payload: An
     body = canonical(payload)
     (seq,) = allocate(session)
     position = head.seq + 1
-    digest = event_hash(head.hash, ROOT, position, seq, at, kind, subject, actor, body)
+    digest = event_hash(head.hash, ROOT, position, at, kind, subject, actor, body)
     event = EvidenceEvent(seq=seq, chain=ROOT, position=position, at=at, kind=kind, subject=subject, actor=actor,
                           payload=body, prev_hash=head.hash, hash=digest)
     session.add(event)
@@ -147,9 +146,10 @@ class Verification:
     """The outcome of checking the chain: how many events, and where it first breaks (if it does)."""
 
     events: int
-    head_hash: str
-    broken_at: int | None = None
+    head_hash: str  # the root chain's
+    broken_at: int | None = None  # the number of the event where it breaks, when one is to blame
     problem: str | None = None
+    chains: int = 1  # the root and the segments checked
 
     @property
     def ok(self) -> bool:
@@ -178,8 +178,7 @@ def verify_links(events: Iterable[Any], head_seq: int | None, head_hash: str | N
             return Verification(count, previous, seq, f"{name} is numbered before the event it follows ({last_seq})")
         if e["prev_hash"] != previous:
             return Verification(count, previous, seq, f"{name} does not point to the event before it")
-        if event_hash(previous, chain_id, position, seq, at, e["kind"], e["subject"], e["actor"],
-                      e["payload"]) != e["hash"]:
+        if event_hash(previous, chain_id, position, at, e["kind"], e["subject"], e["actor"], e["payload"]) != e["hash"]:
             return Verification(count, previous, seq, f"{name} was changed after it was written")
         previous, expected, count, last_seq = e["hash"], expected + 1, count + 1, seq
     if head_seq is not None and (head_seq != count or head_hash != previous):
@@ -240,7 +239,7 @@ def verify(session: Session) -> Verification:
         problem = _segment(chain_id, iter(()), heads, opened, closed)
         if not problem.ok:
             return Verification(total, result.head_hash, None, problem.problem)
-    return Verification(total, result.head_hash)
+    return Verification(total, result.head_hash, chains=1 + len(set(opened) | checked))
 
 
 def _stream(session: Session, where: Any) -> Any:

@@ -83,7 +83,8 @@ class UnitOfWork:
         self.committed = True
 
     def lock_chain(self) -> None:
-        """Serialise this transaction with every other writer of the evidence chain (until it ends)."""
+        """Serialise this transaction with every other writer of the root chain (until it ends): every change a person
+        or a job makes. The evidence writers' assessments go to segments of their own and do not wait for it."""
         chain.lock_head(self.session)
 
     def record(self, *, kind: str, subject: str, actor: str, payload: Any,

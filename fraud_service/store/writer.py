@@ -51,9 +51,10 @@ log = logging.getLogger(__name__)
 class Pending:
     """An assessment to store: its row (without event_seq) and the evidence payload.
 
-    Its request waits a bounded time. A request that stops waiting before the writer commits abandons its
-    assessment, and the writer leaves it out (its 503 says nothing was stored, and that is true); once the
-    writer has started the commit that holds it, the request waits for that commit's outcome instead."""
+    Its request waits a bounded time. A request that stops waiting before the writer sends its transaction abandons
+    its assessment, and the writer leaves it out (its 503 says nothing was stored, and that is true); once the
+    writer has sent the transaction that holds it, its commit included, the outcome is not known when the wait ends,
+    and the 503 says it may be stored (the same request again returns it if it is)."""
 
     row: dict[str, Any]
     payload: dict[str, Any]
@@ -79,13 +80,30 @@ class Pending:
             return self.state == "committing"
 
 
-BatchWrite = Callable[[Any, "Statements", int, list[Pending]], dict[int, int | None]]
-"""Writes a batch through a DB-API cursor inside the writer's transaction, on the writer's chain segment (its id);
-the event number of each pending assessment by its index, None for one already stored
-(`fraud_service.scoring.evidence.write_batch`)."""
+@dataclass
+class Tail:
+    """Where a writer's chain segment ends, as far as the writer knows (it is the segment's only writer). After a
+    transaction whose outcome is not known the end is forgotten and read again at the next batch."""
+
+    chain: int
+    position: int | None = None
+    hash: str | None = None
+
+    def ends(self, position: int, digest: str) -> None:
+        self.position, self.hash = position, digest
+
+    def forget(self) -> None:
+        self.position = self.hash = None
+
+
+BatchWrite = Callable[[Any, "Statements", Tail, list[Pending], bool], dict[int, int | None]]
+"""Writes a batch through a DB-API cursor inside the writer's transaction, on the writer's chain segment (its Tail,
+moved to the batch's last event), checking first which returns are stored when told to; the position of each
+pending assessment's event by its index, None for one already stored (`fraud_service.scoring.evidence.write_batch`)."""
 
 RETRIES = 3
 """How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
+UNIQUE = "23505"  # PostgreSQL's unique_violation
 
 
 class EvidenceWriter:
@@ -105,6 +123,7 @@ class EvidenceWriter:
         self.batches = 0
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.segment: int | None = None  # the chain this writer appends to, opened at its first batch
+        self._tail: Tail | None = None
         self._queue: queue.Queue[Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
@@ -116,8 +135,8 @@ class EvidenceWriter:
         With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
         the open case linked to any of them, or opens one, in the same transaction; the case id is
         written into ROW and into the payload's response before either is stored.
-        Raises DatabaseDown when the transaction failed, or when it was not committed within `wait_s` (in
-        both cases nothing of it was stored).
+        Raises DatabaseDown when the transaction failed (nothing of it was stored), or when it was not confirmed
+        within `wait_s` (nothing was stored if it had not been sent; else it may be, and its message says so).
         """
         pending = Pending(row, payload, actor, at, Future(), links)
         self._queue.put(pending)
@@ -127,11 +146,10 @@ class EvidenceWriter:
             if pending.abandon():
                 raise DatabaseDown(f"the evidence database did not store the assessment within {self.wait_s:g} s "
                                    "(nothing was stored)") from None
-        try:  # the commit holding it has started: its outcome, which the statement deadline bounds
-            return pending.future.result(timeout=COMMIT_WAIT_S)
-        except FutureTimeout:
-            raise DatabaseDown(f"the evidence database did not confirm the commit within {COMMIT_WAIT_S} s: the "
-                               "assessment may be stored; the same request again returns it if it is") from None
+        # the transaction holding it was sent with its commit (on PostgreSQL, in the same round trip as its inserts):
+        # its outcome is not known yet, and the statement deadline ends it in the writer
+        raise DatabaseDown(f"the evidence database did not confirm the commit within {self.wait_s:g} s: the "
+                           "assessment may be stored; the same request again returns it if it is")
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -162,12 +180,13 @@ class EvidenceWriter:
         if self._lock_file is not None:
             self._lock_file.close()
 
-    def _open_segment(self) -> int:
+    def _open_segment(self) -> Tail:
         """This writer's chain segment, opened on the root chain at the first batch (in its own transaction)."""
-        if self.segment is None:
+        if self._tail is None:
             with Session(self.engine) as session, session.begin():
-                self.segment, _ = chain.open_segment(session, self.owner)
-        return self.segment
+                self.segment, opened = chain.open_segment(session, self.owner)
+            self._tail = Tail(self.segment, 0, opened)
+        return self._tail
 
     def _run(self) -> None:
         while True:
@@ -229,25 +248,29 @@ class EvidenceWriter:
     def _retried(self, batch: list[Pending]) -> dict[int, int | None]:
         """`_transaction`, tried again when the database ended it to break a deadlock or a serialisation conflict
         (nothing of it was stored)."""
+        check = self._sqlite  # on PostgreSQL a stored return is found by its unique id, and the batch tried again
         for attempt in range(RETRIES + 1):
             try:
-                return self._transaction(batch)
+                return self._transaction(batch, check)
             except (DBAPIError, self._driver_error) as exc:
                 state = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", "") or "")
+                if state == UNIQUE and not check:
+                    check = True  # a return stored before (or by another instance meanwhile): leave it out
+                    continue
                 if not state.startswith("40") or attempt == RETRIES:
                     raise
                 log.warning("evidence batch of %d ended by the database (%s): trying it again", len(batch), state)
-        raise AssertionError("unreachable")
+        return self._transaction(batch, True)
 
     def _unreachable(self, error: BaseException) -> bool:
         """Whether ERROR (the driver's) means the database is gone or busy, rather than refusing this data."""
         driver = self.engine.dialect.loaded_dbapi
         return isinstance(error, OperationalError | InterfaceError | driver.OperationalError | driver.InterfaceError)
 
-    def _transaction(self, batch: list[Pending]) -> dict[int, int | None]:
+    def _transaction(self, batch: list[Pending], check: bool) -> dict[int, int | None]:
         """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
         error); the sequence number of each assessment's event, or None for a return already stored."""
-        segment = self._open_segment()
+        tail = self._open_segment()
         if self._connection is None:
             self._connection = self.engine.raw_connection()
         raw = self._connection
@@ -259,8 +282,9 @@ class EvidenceWriter:
             with contextlib.nullcontext() if self._sqlite else raw.driver_connection.pipeline():
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
-                outcome = self._write_batch(cursor, self._sql, segment, batch)
+                outcome = self._write_batch(cursor, self._sql, tail, batch, check)
                 if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
+                    tail.forget()
                     if self._sqlite:
                         cursor.execute("ROLLBACK")
                     else:
@@ -274,6 +298,7 @@ class EvidenceWriter:
         except BatchAbandoned:
             raise
         except BaseException:
+            tail.forget()  # committed or not, the next batch reads where the segment ends
             self._connection = None
             with contextlib.suppress(Exception):  # the connection may be gone already
                 cursor.close()
@@ -284,10 +309,6 @@ class EvidenceWriter:
             raise  # the original error, not one from cleaning up after it
         cursor.close()
         return outcome
-
-
-COMMIT_WAIT_S = 30
-"""How long a request whose commit has started waits for its outcome (statement timeouts end it sooner)."""
 
 
 class Statements:
@@ -302,14 +323,15 @@ class Statements:
         self.head = f"SELECT seq, hash FROM chain_head WHERE id = {m}{lock}"  # the writer's own segment: uncontended
         self.move_head = f"UPDATE chain_head SET seq = {m}, hash = {m} WHERE id = {m}"
         self.lock = f"SELECT pg_advisory_xact_lock({m}::bigint)"  # PostgreSQL only (`store.locks`)
-        self.numbers = (f"SELECT nextval('evidence_event_ids') FROM generate_series(1, {m})" if self.postgres
-                        else "SELECT COALESCE(MAX(seq), 0) FROM evidence_events")
-        self.insert_event, self.event_params = self._insert(EvidenceEvent.__table__, dialect)  # type: ignore[arg-type]
-        self.insert_assessment, self.assessment_params = self._insert(Assessment.__table__, dialect)  # type: ignore[arg-type]
+        # events are numbered by the database as they are inserted (the sequence's default; SQLite's rowid), and an
+        # assessment names the event inserted just before it
+        self.last_event = "currval('evidence_event_ids')" if self.postgres else "last_insert_rowid()"
+        self.insert_event, self.event_params = self._insert(EvidenceEvent.__table__, dialect, numbered="seq")  # type: ignore[arg-type]
+        self.insert_assessment, self.assessment_params = self._insert(Assessment.__table__, dialect,  # type: ignore[arg-type]
+                                                                      last_event="event_seq")
         self.insert_case, self.case_params = self._insert(Case.__table__, dialect)  # type: ignore[arg-type]
         self.insert_link = (f"INSERT INTO case_links (case_id, entity, value) VALUES ({m}, {m}, {m}) "
                             "ON CONFLICT DO NOTHING")
-        self.case_totals = f"SELECT assessments, amount, max_score, reason, decision FROM cases WHERE id = {m}"
         self.update_case = (f"UPDATE cases SET updated_at = {m}, assessments = {m}, amount = {m}, max_score = {m}, "
                             f"reason = {m}, decision = {m} WHERE id = {m}")
         self._time = Case.__table__.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
@@ -320,25 +342,31 @@ class Statements:
                 values["max_score"], values["reason"], values["decision"], case_id)
 
     def linked_case(self, n: int) -> str:
-        """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs, earliest
-        opened first; on PostgreSQL locked until the commit (a case being closed meanwhile is waited for, then not
-        found: a closed case is never joined)."""
+        """Cases not closed that are linked to any of N (entity, value) pairs, with the matching pairs and the
+        cases' totals, earliest opened first; on PostgreSQL locked until the commit (a case being closed meanwhile
+        is waited for, then not found: a closed case is never joined)."""
         match = " OR ".join([f"(l.entity = {self.mark} AND l.value = {self.mark})"] * n)
-        return ("SELECT c.id, l.entity, l.value FROM case_links l JOIN cases c ON c.id = l.case_id "
+        return ("SELECT c.id, l.entity, l.value, c.assessments, c.amount, c.max_score, c.reason, c.decision "
+                "FROM case_links l JOIN cases c ON c.id = l.case_id "
                 f"WHERE c.status <> 'closed' AND ({match}) ORDER BY c.opened_at, c.id"
                 + (" FOR UPDATE OF c" if self.postgres else ""))
 
     def stored(self, n: int) -> str:
         return f"SELECT return_id FROM assessments WHERE return_id IN ({', '.join([self.mark] * n)})"
 
-    def _insert(self, table: Table, dialect: Any) -> tuple[str, Any]:
-        columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+    def _insert(self, table: Table, dialect: Any, numbered: str = "", last_event: str = "") -> tuple[str, Any]:
+        """The INSERT of TABLE's columns and the function making its parameters from a row; NUMBERED names a column
+        the database fills in, LAST_EVENT one that takes the number of the event inserted just before."""
+        columns = [c for c in table.columns
+                   if not (c.primary_key and c.autoincrement is True) and c.name not in (numbered, last_event)]
         names = [c.name for c in columns]
         processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-        sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([self.mark] * len(names))})"
+        targets, values = names + [last_event] * bool(last_event), [self.mark] * len(names) + [self.last_event] * bool(
+            last_event)
+        sql = f"INSERT INTO {table.name} ({', '.join(targets)}) VALUES ({', '.join(values)})"
 
-        def params(values: dict[str, Any]) -> tuple[Any, ...]:
-            return tuple(values[name] if convert is None else convert(values[name])
+        def params(row: dict[str, Any]) -> tuple[Any, ...]:
+            return tuple(row[name] if convert is None else convert(row[name])
                          for name, convert in zip(names, processors, strict=True))
 
         return sql, params

@@ -28,6 +28,8 @@ def upgrade() -> None:
         op.execute("CREATE SEQUENCE evidence_event_ids")
         op.execute("SELECT setval('evidence_event_ids', COALESCE((SELECT MAX(seq) FROM evidence_events), 0) + 1, "
                    "false)")
+        # the evidence writers leave an event's number to the database (SQLite: the rowid, max + 1)
+        op.execute("ALTER TABLE evidence_events ALTER COLUMN seq SET DEFAULT nextval('evidence_event_ids')")
 
 
 def downgrade() -> None:
@@ -36,6 +38,7 @@ def downgrade() -> None:
         raise RuntimeError("the evidence log holds events of chain segments, or numbered apart from their "
                            "position: revision 0009 cannot hold them")
     if bind.dialect.name == "postgresql":
+        op.execute("ALTER TABLE evidence_events ALTER COLUMN seq DROP DEFAULT")
         op.execute("DROP SEQUENCE evidence_event_ids")
     with op.batch_alter_table("evidence_events") as batch:
         batch.drop_constraint("uq_evidence_events_chain_position", type_="unique")
