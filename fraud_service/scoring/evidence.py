@@ -67,9 +67,10 @@ def request_record(r: ReturnRequest) -> dict[str, Any]:
     }
 
 
-def evidence_writer(engine: Engine, wait_s: float = 30.0) -> EvidenceWriter:
-    """The group-commit writer of assessments for ENGINE; a request waits at most WAIT_S for its commit."""
-    return EvidenceWriter(engine, write_batch, wait_s=wait_s)
+def evidence_writer(engine: Engine, wait_s: float = 30.0, lanes: int | None = None) -> EvidenceWriter:
+    """The group-commit writer of assessments for ENGINE; a request waits at most WAIT_S for its commit. LANES:
+    writer threads, each with its own chain segment (default: two on PostgreSQL, one on SQLite)."""
+    return EvidenceWriter(engine, write_batch, wait_s=wait_s, lanes=lanes)
 
 
 TOTALS = ("assessments", "amount", "max_score", "reason", "decision")
@@ -133,9 +134,9 @@ class _Batch:
 
 def write_batch(cursor: Any, sql: Statements, tail: Tail, batch: list[Pending], check: bool) -> dict[int, int | None]:
     """Write BATCH in the writer's transaction, on its chain segment (TAIL: where it ends): the position of each new
-    assessment's event by its index, None for a return already stored (its stored
-    answer stands). With CHECK, the batch's return ids are looked up first and those stored are left out; without
-    it, a stored one fails the transaction on the unique return id (the writer then tries again with CHECK).
+    assessment's event by its index, None for a return already stored (its stored answer stands). With CHECK, the
+    batch's return ids are looked up first and those stored are left out; without it, a stored one fails the
+    transaction on the unique return id (the writer then tries again with CHECK).
 
     On PostgreSQL everything is sent in pipeline mode: a batch with nothing to read (no flagged assessment, the
     segment's end known) is one round trip, its commit included; reads (the open cases linked to flagged

@@ -1,13 +1,15 @@
-"""Group commit of assessments: one writer thread per process chains and commits what is waiting together.
+"""Group commit of assessments: writer threads (lanes) chain and commit what is waiting together.
 
 Each request thread hands its assessment to the writer and waits until the transaction holding it
 has committed (the answer is never sent before its evidence is durable). Whatever arrived while
 the previous transaction was committing goes into the next one: under load several assessments
 share one commit (one fsync on SQLite), without load each is committed on its own at once.
 
-Each writer appends to a chain segment of its own (`store.chain.open_segment`, at its first batch; closed
+Each lane appends to a chain segment of its own (`store.chain.open_segment`, at its first batch; closed
 when the writer closes), so no lock shared by all writers is held across a round trip to the database or
-its fsync: two processes, or two instances, commit side by side. What must still be serialised is locked
+its fsync: two lanes, two processes, or two instances commit side by side. On PostgreSQL a process has
+two lanes, so that while one waits for its commit's round trip the next assessments go out on the other;
+on SQLite one (the database has one write lock). What must still be serialised is locked
 by subject (`store.locks`): the return ids of the batch, so that a return sent to two instances at once is
 stored once, and what each flagged assessment's case is linked by, so that one customer's returns join one
 case. A deadlock the database breaks (two batches locking two cases in opposite orders) is retried.
@@ -101,32 +103,53 @@ BatchWrite = Callable[[Any, "Statements", Tail, list[Pending], bool], dict[int, 
 moved to the batch's last event), checking first which returns are stored when told to; the position of each
 pending assessment's event by its index, None for one already stored (`fraud_service.scoring.evidence.write_batch`)."""
 
+LANES = 2
+"""Writer threads per process on PostgreSQL, each with its own connection and chain segment."""
 RETRIES = 3
 """How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
 UNIQUE = "23505"  # PostgreSQL's unique_violation
 
 
+@dataclass
+class _Lane:
+    """One writer thread with its own connection and chain segment: lanes commit side by side, so an assessment that
+    arrives while one lane waits for its commit's round trip goes out at once on another."""
+
+    number: int
+    tail: Tail | None = None
+    connection: Any = None
+    thread: threading.Thread | None = None
+
+
 class EvidenceWriter:
     """Commits assessments and their evidence events in batches; `store` blocks until committed."""
 
-    def __init__(self, engine: Engine, write_batch: BatchWrite, max_batch: int = 64, wait_s: float = 30.0) -> None:
+    def __init__(self, engine: Engine, write_batch: BatchWrite, max_batch: int = 64, wait_s: float = 30.0,
+                 lanes: int | None = None) -> None:
         self.engine = engine
         self.wait_s = wait_s
         self._sql = Statements(engine)
         self._write_batch = write_batch
         self._sqlite = engine.dialect.name == "sqlite"
         self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        self._connection: Any = None
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         self._lock_file = open(f"{database}.writer-lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
         self.max_batch = max_batch
         self.batches = 0
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.segment: int | None = None  # the chain this writer appends to, opened at its first batch
-        self._tail: Tail | None = None
         self._queue: queue.Queue[Pending | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
-        self._thread.start()
+        # SQLite has one write lock for the database: a second lane would only wait for it
+        count = 1 if self._sqlite else (LANES if lanes is None else lanes)
+        self._lanes = [_Lane(i) for i in range(count)]
+        for lane in self._lanes:
+            lane.thread = threading.Thread(target=self._run, args=(lane,), name=f"evidence-writer-{lane.number}",
+                                           daemon=True)
+            lane.thread.start()
+
+    @property
+    def segments(self) -> list[int]:
+        """The chains this writer's lanes have opened (each at its first batch), in lane order."""
+        return [lane.tail.chain for lane in self._lanes if lane.tail is not None]
 
     def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
               links: dict[str, str] | None = None) -> int | None:
@@ -165,30 +188,33 @@ class EvidenceWriter:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Commit what is waiting, then record on the root chain where this writer's segment ends."""
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        if self._connection is not None:
-            self._connection.close()
-        if self.segment is not None and not self._thread.is_alive():
-            try:
-                with self._turn(), Session(self.engine) as session, session.begin():
-                    chain.close_segment(session, self.segment, self.owner)
-            except Exception:  # the segment stays open: it verifies up to its head all the same
-                log.exception("closing evidence chain %s failed", self.segment)
-            self.segment = None
+        """Commit what is waiting, then record on the root chain where each lane's segment ends."""
+        for _ in self._lanes:
+            self._queue.put(None)
+        for lane in self._lanes:
+            assert lane.thread is not None
+            lane.thread.join(timeout=30)
+            if lane.connection is not None:
+                lane.connection.close()
+            if lane.tail is not None and not lane.thread.is_alive():
+                try:
+                    with self._turn(), Session(self.engine) as session, session.begin():
+                        chain.close_segment(session, lane.tail.chain, self.owner)
+                except Exception:  # the segment stays open: it verifies up to its head all the same
+                    log.exception("closing evidence chain %s failed", lane.tail.chain)
+                lane.tail = None
         if self._lock_file is not None:
             self._lock_file.close()
 
-    def _open_segment(self) -> Tail:
-        """This writer's chain segment, opened on the root chain at the first batch (in its own transaction)."""
-        if self._tail is None:
+    def _open_segment(self, lane: _Lane) -> Tail:
+        """LANE's chain segment, opened on the root chain at its first batch (in its own transaction)."""
+        if lane.tail is None:
             with Session(self.engine) as session, session.begin():
-                self.segment, opened = chain.open_segment(session, self.owner)
-            self._tail = Tail(self.segment, 0, opened)
-        return self._tail
+                segment, opened = chain.open_segment(session, self.owner)
+            lane.tail = Tail(segment, 0, opened)
+        return lane.tail
 
-    def _run(self) -> None:
+    def _run(self, lane: _Lane) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -204,19 +230,19 @@ class EvidenceWriter:
                     stop = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            self._commit(lane, batch)
             if stop:
                 return
 
-    def _commit(self, batch: list[Pending]) -> None:
+    def _commit(self, lane: _Lane, batch: list[Pending]) -> None:
         batch = [pending for pending in batch if pending.state != "abandoned"]
         if not batch:
             return
         try:
             with self._turn():
-                outcome = self._retried(batch)
+                outcome = self._retried(lane, batch)
         except BatchAbandoned:  # some requests gave up while their assessments were written: commit the others
-            self._commit(batch)
+            self._commit(lane, batch)
             return
         except (DBAPIError, self._driver_error) as exc:
             detail = getattr(exc, "orig", None) or exc
@@ -225,7 +251,7 @@ class EvidenceWriter:
                     log.warning("evidence batch of %d refused (%s): committing its assessments one by one",
                                 len(batch), detail)
                     for pending in batch:
-                        self._commit([pending])
+                        self._commit(lane, [pending])
                     return
                 log.error("evidence database refused an assessment: %s", detail)
                 batch[0].future.set_exception(Unstorable(
@@ -245,13 +271,13 @@ class EvidenceWriter:
         for i, pending in enumerate(batch):
             pending.future.set_result(outcome[i])
 
-    def _retried(self, batch: list[Pending]) -> dict[int, int | None]:
+    def _retried(self, lane: _Lane, batch: list[Pending]) -> dict[int, int | None]:
         """`_transaction`, tried again when the database ended it to break a deadlock or a serialisation conflict
         (nothing of it was stored)."""
         check = self._sqlite  # on PostgreSQL a stored return is found by its unique id, and the batch tried again
         for attempt in range(RETRIES + 1):
             try:
-                return self._transaction(batch, check)
+                return self._transaction(lane, batch, check)
             except (DBAPIError, self._driver_error) as exc:
                 state = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", "") or "")
                 if state == UNIQUE and not check:
@@ -260,20 +286,20 @@ class EvidenceWriter:
                 if not state.startswith("40") or attempt == RETRIES:
                     raise
                 log.warning("evidence batch of %d ended by the database (%s): trying it again", len(batch), state)
-        return self._transaction(batch, True)
+        return self._transaction(lane, batch, True)
 
     def _unreachable(self, error: BaseException) -> bool:
         """Whether ERROR (the driver's) means the database is gone or busy, rather than refusing this data."""
         driver = self.engine.dialect.loaded_dbapi
         return isinstance(error, OperationalError | InterfaceError | driver.OperationalError | driver.InterfaceError)
 
-    def _transaction(self, batch: list[Pending], check: bool) -> dict[int, int | None]:
+    def _transaction(self, lane: _Lane, batch: list[Pending], check: bool) -> dict[int, int | None]:
         """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
         error); the sequence number of each assessment's event, or None for a return already stored."""
-        tail = self._open_segment()
-        if self._connection is None:
-            self._connection = self.engine.raw_connection()
-        raw = self._connection
+        tail = self._open_segment(lane)
+        if lane.connection is None:
+            lane.connection = self.engine.raw_connection()
+        raw = lane.connection
         cursor = raw.cursor()
         try:
             # PostgreSQL in pipeline mode: statements are sent without waiting for each answer, and the transaction
@@ -299,7 +325,7 @@ class EvidenceWriter:
             raise
         except BaseException:
             tail.forget()  # committed or not, the next batch reads where the segment ends
-            self._connection = None
+            lane.connection = None
             with contextlib.suppress(Exception):  # the connection may be gone already
                 cursor.close()
             try:

@@ -147,7 +147,7 @@ def test_linked_assessments_in_one_commit_share_a_case(api: Api) -> None:
 
     batch = [pending(1, f"a-{tag}"), pending(2, f"b-{tag}")]
     try:
-        writer._commit(batch)
+        writer._commit(writer._lanes[0], batch)
     finally:
         writer.close()
     assert all(p.future.result() is not None for p in batch)
@@ -176,12 +176,12 @@ def test_a_bug_in_a_batch_is_reported_as_itself_not_as_a_database_outage(api: Ap
            "policy_version": "p", "refund_amount": 1.0, "case_id": None}  # no "reason": a caller's bug
     broken = Pending(row, {"response": {"case_id": None}}, "test", now, Future(), {"customer": f"c-{tag}"})
     try:
-        writer._commit([broken])
+        writer._commit(writer._lanes[0], [broken])
         error = broken.future.exception()
         assert isinstance(error, KeyError) and not isinstance(error, DatabaseDown)
         fixed = Pending({**row, "reason": "timing"}, {"response": {"case_id": None}}, "test", now, Future(),
                         {"customer": f"c-{tag}"})
-        writer._commit([fixed])
+        writer._commit(writer._lanes[0], [fixed])
         assert fixed.future.result() is not None
     finally:
         writer.close()

@@ -50,11 +50,11 @@ def _events(engine: Engine, chain_id: int) -> list[EvidenceEvent]:
 
 
 def test_each_writer_appends_to_its_own_segment_opened_and_closed_on_the_root(engine: Engine) -> None:
-    first, second = evidence_writer(engine), evidence_writer(engine)
+    first, second = evidence_writer(engine, lanes=1), evidence_writer(engine, lanes=1)
     try:
         positions = [_store(first, _pending("r1")), _store(second, _pending("r2")), _store(first, _pending("r3"))]
-        assert first.segment is not None and second.segment is not None and first.segment != second.segment
-        segments = (first.segment, second.segment)
+        segments = (*first.segments, *second.segments)
+        assert len(segments) == 2 and segments[0] != segments[1]
     finally:
         first.close()
         second.close()
@@ -80,13 +80,13 @@ def test_writers_commit_while_another_holds_the_root_and_a_segment_locked() -> N
     """No lock shared by all writers is held across a commit: with the root chain's head and one writer's segment
     head locked by open transactions, another writer still commits at once."""
     for engine in postgres_engine():
-        busy, free = evidence_writer(engine, wait_s=5), evidence_writer(engine, wait_s=5)
+        busy, free = evidence_writer(engine, wait_s=5, lanes=1), evidence_writer(engine, wait_s=5, lanes=1)
         try:
             _store(busy, _pending("r0"))
             _store(free, _pending("r1"))  # both segments open
             with engine.connect() as holder:
                 holder.execute(text("SELECT seq FROM chain_head WHERE id IN (1, :busy) FOR UPDATE"),
-                               {"busy": busy.segment})
+                               {"busy": busy.segments[0]})
                 assert isinstance(_store(free, _pending("r2", flagged=True)), int)  # not waiting for HOLDER
                 holder.rollback()
         finally:
@@ -98,7 +98,7 @@ def test_writers_commit_while_another_holds_the_root_and_a_segment_locked() -> N
 @pytest.mark.postgres
 def test_one_return_sent_to_two_writers_at_once_is_stored_once() -> None:
     for engine in postgres_engine():
-        writers = [evidence_writer(engine, wait_s=10) for _ in range(2)]
+        writers = [evidence_writer(engine, wait_s=10, lanes=1) for _ in range(2)]
         try:
             for i, w in enumerate(writers):
                 _store(w, _pending(f"warm-{i}"))
@@ -123,7 +123,7 @@ def test_one_return_sent_to_two_writers_at_once_is_stored_once() -> None:
 @pytest.mark.postgres
 def test_two_flagged_returns_of_one_customer_on_two_writers_share_one_case() -> None:
     for engine in postgres_engine():
-        writers = [evidence_writer(engine, wait_s=10) for _ in range(2)]
+        writers = [evidence_writer(engine, wait_s=10, lanes=1) for _ in range(2)]
         try:
             for i, w in enumerate(writers):
                 _store(w, _pending(f"warm-{i}"))
@@ -160,17 +160,16 @@ def _until_waiting(engine: Engine, n: int) -> None:
 
 
 def _two_segments(engine: Engine, close: bool = True) -> tuple[int, int]:
-    writers = [evidence_writer(engine), evidence_writer(engine)]
+    writers = [evidence_writer(engine, lanes=1), evidence_writer(engine, lanes=1)]
     try:
         for i in range(3):
             for j, w in enumerate(writers):
                 _store(w, _pending(f"r{i}-{j}", customer=f"c{j}", flagged=i == 1))
-        ids = (writers[0].segment, writers[1].segment)
+        ids = (writers[0].segments[0], writers[1].segments[0])
     finally:
         for w in writers:
             if close:
                 w.close()
-    assert ids[0] is not None and ids[1] is not None
     return ids
 
 
@@ -276,7 +275,7 @@ def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(tmp_pat
     path = tmp_path / "old.json"
     path.write_text(json.dumps(signed.to_dict()))
     upgrade(engine)
-    writer = evidence_writer(engine)
+    writer = evidence_writer(engine, lanes=1)
     try:
         assert isinstance(_store(writer, _pending("after")), int)
     finally:
@@ -292,11 +291,11 @@ def test_a_return_stored_before_is_found_again_by_another_writer(engine: Engine)
     """On PostgreSQL a batch goes out without asking first which returns are stored: the unique return id refuses a
     stored one, and the batch is sent again with the check. Either way the stored answer stands, and the batch-mate
     that was new is stored."""
-    first, second = evidence_writer(engine), evidence_writer(engine)
+    first, second = evidence_writer(engine, lanes=1), evidence_writer(engine, lanes=1)
     try:
         assert isinstance(_store(first, _pending("dup")), int)
         batch = [_pending("dup", flagged=True), _pending("new")]
-        second._commit(batch)
+        second._commit(second._lanes[0], batch)
         assert batch[0].future.result(timeout=5) is None and isinstance(batch[1].future.result(timeout=5), int)
     finally:
         first.close()
@@ -306,3 +305,28 @@ def test_a_return_stored_before_is_found_again_by_another_writer(engine: Engine)
         assert stored == {"dup": "approve", "new": "approve"}
         assert session.execute(select(func.count()).select_from(Case)).scalar_one() == 0  # the refused one opened none
     assert _verify(engine).ok
+
+
+@pytest.mark.postgres
+def test_a_second_lane_commits_while_the_first_waits_for_its_commit() -> None:
+    """On PostgreSQL a process writes on two lanes, each with its own segment: an assessment that arrives while the
+    first lane's transaction is held up goes out on the second at once."""
+    for engine in postgres_engine():
+        writer = evidence_writer(engine, wait_s=10)
+        try:
+            with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "held")})
+                held = pool.submit(_store, writer, _pending("held"))
+                _until_waiting(engine, 1)
+                assert isinstance(_store(writer, _pending("free")), int)  # not behind "held"
+                assert not held.done()
+                holder.rollback()
+                assert isinstance(held.result(timeout=10), int)
+            assert len(writer.segments) == 2
+        finally:
+            writer.close()
+        with session_factory(engine)() as session:
+            chains = dict(session.execute(select(Assessment.return_id, EvidenceEvent.chain)
+                                          .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)).all())
+        assert set(chains) == {"held", "free"} and chains["held"] != chains["free"]
+        assert _verify(engine).ok

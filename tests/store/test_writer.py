@@ -36,7 +36,7 @@ def test_a_refused_record_fails_alone_and_its_batch_mates_are_stored(engine: Eng
     writer = evidence_writer(engine)
     try:
         batch = [pending(1), pending(2, score=None), pending(3)]  # assessments.score is NOT NULL
-        writer._commit(batch)
+        writer._commit(writer._lanes[0], batch)
         assert isinstance(batch[0].future.result(timeout=5), int)
         with pytest.raises(Unstorable, match="refused this assessment's record"):
             batch[1].future.result(timeout=5)
