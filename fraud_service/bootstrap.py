@@ -226,8 +226,8 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     writer = FreshnessWriter(LiveFacts(source, reader), known_orders(source)) if freshness else None
     wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
-                    writer=evidence_writer(engine, wait_s), lists=ListCache(sessions, wait_s=wait_s),
-                    rules=RuleCache(sessions, wait_s=wait_s),
+                    writer=evidence_writer(engine, wait_s, settings.writer_lanes),
+                    lists=ListCache(sessions, wait_s=wait_s), rules=RuleCache(sessions, wait_s=wait_s),
                     freshness=writer, hub_customers=settings.hub_customers)
 
 

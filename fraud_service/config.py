@@ -33,6 +33,10 @@ class Settings:
     db_wait_ms: int = 1500
     """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
     waits at most 800 ms)."""
+    writer_lanes: int = 2
+    """FRAUD_WRITER_LANES: evidence writer threads per worker on PostgreSQL, each with its own connection and chain
+    segment (SQLite always has one). Two keep throughput when the database is a few milliseconds away; one batches
+    more per commit when it is near (docs/deployment.md)."""
     cookie_secure: bool = False
     """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
     service listens on loopback, where a browser reaches it over plain HTTP)."""
@@ -119,6 +123,7 @@ class Settings:
             cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
             hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
             db_wait_ms=_positive(env, "FRAUD_DB_WAIT_MS", 1500),
+            writer_lanes=_at_most(env, "FRAUD_WRITER_LANES", 2, 8),
             confirmed_bad_decision=(env.get("FRAUD_CONFIRMED_BAD_DECISION") or "deny").strip().lower(),
             customer_messages=Path(messages).expanduser().resolve() if (messages := env.get(
                 "FRAUD_CUSTOMER_MESSAGES")) else None,
@@ -146,6 +151,14 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
     return int(text)
+
+
+def _at_most(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """A whole number from 1 to MOST, or the default."""
+    value = _positive(env, name, default)
+    if value > most:
+        raise ConfigError(f"{name}={value}: expected a whole number from 1 to {most}")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, most: float) -> float:

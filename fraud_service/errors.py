@@ -79,6 +79,11 @@ class DatabaseDown(Unavailable):
     """The evidence database could not be reached or the transaction could not be committed."""
 
 
+class CommitUnconfirmed(DatabaseDown):
+    """The transaction holding an assessment was sent, its commit included, and its outcome is not known: the
+    assessment may be stored, and the same request again returns it if it is."""
+
+
 class BatchAbandoned(Exception):
     """Internal to the evidence writer: a batch holds an assessment whose request stopped waiting, so it is rolled
     back and written again without it. Never reaches a caller."""

@@ -87,7 +87,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def verify_evidence(uow: UnitOfWork) -> Verification:
     """Re-hash the whole evidence chain; where it first breaks, if it does."""
-    with uow.read():
+    with uow.read(snapshot=True):
         return chain.verify(uow.session)
 
 
@@ -95,7 +95,7 @@ def write_checkpoint(uow: UnitOfWork, key_path: Path, target: Path, now: dt.date
     """Sign the chain head with the key at KEY_PATH (made when missing) and write it to TARGET (a file, or a
     directory to add one to): the file written, the checkpoint, and whether the key was made now."""
     key, made = checkpoint.load_or_create_key(key_path)
-    with uow.read():
+    with uow.read(snapshot=True):
         taken = checkpoint.take(uow.session, key, now)
     return checkpoint.write(taken, target), taken, made
 
@@ -106,7 +106,7 @@ def verify_checkpoints(uow: UnitOfWork, source: Path, public_key: Path) -> Check
     if not paths:
         raise ConfigError(f"{source} holds no checkpoint files (*.json)")
     key = checkpoint.load_public_key(public_key)
-    with uow.read():
+    with uow.read(snapshot=True):
         return checkpoint.verify(uow.session, paths, key)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,13 @@ def test_the_hub_threshold_is_a_positive_whole_number():
     assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_HUB_CUSTOMERS": "5"}).hub_customers == 5
     with pytest.raises(ConfigError, match="FRAUD_HUB_CUSTOMERS='0'"):
         Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_HUB_CUSTOMERS": "0"})
+
+
+def test_the_writer_lanes_are_a_whole_number_from_one_to_eight():
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).writer_lanes == 2
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_WRITER_LANES": "1"}).writer_lanes == 1
+    for bad, message in (("0", "FRAUD_WRITER_LANES='0': expected a whole number of at least 1"),
+                         ("9", "FRAUD_WRITER_LANES=9: expected a whole number from 1 to 8"),
+                         ("two", "FRAUD_WRITER_LANES='two'")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_WRITER_LANES": bad})

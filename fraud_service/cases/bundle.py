@@ -202,10 +202,15 @@ def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None =
             check.problems.append(f"the proof's links of chain {chain_id} do not end at the stated head (link "
                                   f"{head.get('position')})")
     by_seq: dict[int, dict[str, Any]] = {}
+    places: set[tuple[Any, Any]] = set()
+    one_chain = bundle.get("format") == FORMATS[0]  # format 1: every event on the one chain, at its number
     for e in events:
         seq = e.get("seq")
-        chain_id, position = e.get("chain", chain.ROOT), e.get("position", seq)
-        links = chains.get(str(chain_id))
+        on, position = (chain.ROOT, seq) if one_chain else (e.get("chain"), e.get("position"))
+        if seq in by_seq or (on, position) in places:
+            check.problems.append(f"event {seq} appears twice, or shares its place in a chain with another event")
+            continue
+        links = chains.get(str(on)) if isinstance(on, int) else None
         i = position - links["from_position"] if links is not None and isinstance(position, int) else -1
         if links is None or not 0 <= i < len(links["hashes"]) - 1:
             check.problems.append(f"event {seq} lies outside the proof's links")
@@ -215,11 +220,12 @@ def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None =
             check.problems.append(f"event {seq} is not the event the chain holds at that position")
             continue
         at = dt.datetime.fromisoformat(e["at"])
-        if chain.event_hash(hashes[i], chain_id, position, at, e["kind"], e["subject"], e["actor"],
+        if chain.event_hash(hashes[i], int(on), position, at, e["kind"], e["subject"], e["actor"],
                             e["payload"]) != e["hash"]:
             check.problems.append(f"event {seq} ({e['kind']}) was changed: its content does not hash to its link")
             continue
         by_seq[seq] = e
+        places.add((on, position))
         check.events += 1
     _check_content(case, by_seq, check.problems)
     if page is not None and data is not None:
@@ -311,9 +317,9 @@ def _assessment_differences(a: dict[str, Any], payload: dict[str, Any]) -> list[
 
 def _summary_differences(case: dict[str, Any], by_seq: dict[int, dict[str, Any]]) -> list[str]:
     """The case's shown summary (status, assignee, customer, decision, when opened and closed, money at stake,
-    highest score) against what its verified events and assessments say (replayed in chain order)."""
+    highest score) against what its verified events and assessments say (replayed in time order)."""
     status, assignee, customer, decision, opened, closed = "open", None, None, None, None, None
-    for e in sorted(by_seq.values(), key=lambda e: e["seq"]):
+    for e in sorted(by_seq.values(), key=_when):
         if e["subject"] != case.get("case_id"):
             continue
         payload = json.loads(e["payload"])
@@ -339,6 +345,12 @@ def _summary_differences(case: dict[str, Any], by_seq: dict[int, dict[str, Any]]
                "max_score": max(scores, default=None), "amount": _rounded(sum(amounts), 2)}
     return [f"the case's {key} ({shown[key]}) differs from what its verified events say ({derived[key]})"
             for key in shown if shown[key] != derived[key]]
+
+
+def _when(e: dict[str, Any]) -> tuple[str, int, int]:
+    """The order a case's events are replayed in: by their times (which their hashes cover), then by chain and
+    position (numbers are not hashed: the order they give across chains is not evidence)."""
+    return _instant(e["at"]) or "", int(e.get("chain") or chain.ROOT), int(e.get("position") or e["seq"])
 
 
 def _rounded(value: Any, digits: int) -> float | None:

@@ -467,8 +467,9 @@ def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: 
     with uow:
         out = []
         outbox = Outbox(uow.session, now, feedback.retry_hours)
+        locked = {case_id: _locked(uow, case_id) for case_id in sorted(case_ids)}  # in the order writers lock them
         for case_id in case_ids:
-            case = _locked(uow, case_id)
+            case = locked[case_id]
             _close(uow, outbox, case, None, _reason(reason), actor, label, now, feedback, bulk=len(case_ids))
             out.append(summary(case, now))
         uow.commit()

@@ -157,6 +157,9 @@ def write_batch(cursor: Any, sql: Statements, tail: Tail, batch: list[Pending], 
         read("head", sql.head, [tail.chain])
     if check:
         read("stored", sql.stored(len(ids)), ids)
+    if flagged and sql.postgres:
+        every = sorted({link for _, links in flagged for link in links})
+        read("locked", sql.lock_cases(len(every)), [v for link in every for v in link])
     for i, (_, links) in enumerate(flagged):
         read(f"case{i}", sql.linked_case(len(links)), [v for link in links for v in link])
     results = {name: c.fetchall() for name, c in reads.items()}  # one round trip for all of them

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.errors import AssessmentConflict, DatabaseDown, Unavailable
+from fraud_service.errors import AssessmentConflict, CommitUnconfirmed, DatabaseDown, Unavailable
 from fraud_service.featurestore.live import AssessedReturn, FreshnessWriter
 from fraud_service.featurestore.online import OnlineFeatures
 from fraud_service.featurestore.source import request_entity
@@ -159,6 +159,9 @@ class Assessor:
         try:
             links = case_links(subject.tokens, vector, self.hub_customers) if verdict.decision.needs_human else None
             seq = self.writer.store(row, record, actor, now, links)
+        except CommitUnconfirmed as exc:
+            raise Unavailable(f"{exc}: the assessment may be stored; send the same request again (it returns the "
+                              "stored assessment if there is one)") from exc
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc}; {NO_DECISION}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands

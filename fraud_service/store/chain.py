@@ -133,6 +133,15 @@ def open_segment(session: Session, owner: str, at: dt.datetime | None = None) ->
     return chain_id, opened.hash
 
 
+def open_segments(session: Session) -> dict[int, str]:
+    """The segments opened and not closed: chain id -> the owner that opened it."""
+    opened = {int(subject.removeprefix("chain:")): str(actor) for subject, actor in session.execute(
+        select(EvidenceEvent.subject, EvidenceEvent.actor).where(EvidenceEvent.kind == "chain_opened"))}
+    for subject in session.execute(select(EvidenceEvent.subject).where(EvidenceEvent.kind == "chain_closed")).scalars():
+        opened.pop(int(subject.removeprefix("chain:")), None)
+    return opened
+
+
 def close_segment(session: Session, chain_id: int, owner: str, at: dt.datetime | None = None) -> EvidenceEvent:
     """Record on the root chain where segment CHAIN_ID ends (its last position and hash): after this no event may
     join it, and cutting its end off shows even where its head row is rewritten to match."""
@@ -201,7 +210,9 @@ def _name(chain_id: int, position: int, seq: int) -> str:
 def verify(session: Session) -> Verification:
     """Check every stored chain, streaming each in position order: the root from its first link to its head, then
     each segment a `chain_opened` event on the root names, from that event's hash to its head and, once closed, to
-    the end its `chain_closed` event recorded. An event of a chain the root never opened is a problem too."""
+    the end its `chain_closed` event recorded. An event of a chain the root never opened is a problem too. On
+    PostgreSQL run it in a snapshot (`UnitOfWork.read(snapshot=True)`): the heads are read first, and an event a
+    writer commits afterwards would look like a head that lost its last events."""
     heads = {h.id: (h.seq, h.hash) for h in session.execute(select(ChainHead)).scalars()}
     root_seq, root_hash = heads.get(ROOT, (0, GENESIS))
     opened: dict[int, str] = {}

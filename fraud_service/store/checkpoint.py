@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from fraud_service.data.files import not_regular
 from fraud_service.errors import ConfigError
-from fraud_service.store.chain import GENESIS, ROOT, canonical
+from fraud_service.store.chain import GENESIS, ROOT, canonical, open_segments
 from fraud_service.store.schema import ChainHead, EvidenceEvent
 
 FORMAT = "fraud-service-checkpoint/2"
@@ -108,8 +108,8 @@ def take(session: Session, key: Ed25519PrivateKey, now: dt.datetime) -> Checkpoi
     closed segment's end is recorded by its `chain_closed` event on the root, which the root's hash covers)."""
     heads = {h.id: (int(h.seq), str(h.hash)) for h in session.execute(select(ChainHead)).scalars()}
     seq, last = heads.pop(ROOT, (0, GENESIS))
-    for subject in session.execute(select(EvidenceEvent.subject).where(EvidenceEvent.kind == "chain_closed")).scalars():
-        heads.pop(int(subject.removeprefix("chain:")), None)  # anchored by its closing event on the root already
+    still_open = open_segments(session)  # a closed one is anchored by its closing event on the root already
+    heads = {c: h for c, h in heads.items() if c in still_open}
     unsigned = Checkpoint(chain=_first(session), seq=seq, hash=last, at=now.astimezone(dt.UTC).isoformat(),
                           segments={str(c): heads[c] for c in sorted(heads)})
     return replace(unsigned, signature=key.sign(unsigned.message()).hex())

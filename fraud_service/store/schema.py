@@ -26,12 +26,13 @@ class Base(DeclarativeBase):
 class EvidenceEvent(Base):
     __tablename__ = "evidence_events"
 
-    __table_args__ = (UniqueConstraint("chain", "position"),)
+    __table_args__ = (Index("uq_evidence_events_chain_position", "chain", "position", unique=True),)
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                      autoincrement=False)
     chain: Mapped[int] = mapped_column(Integer, default=1)
-    position: Mapped[int] = mapped_column(BigInteger)
+    # nullable only because SQLite cannot add a NOT NULL column in place (migration 0010); every writer fills it
+    position: Mapped[int] = mapped_column(BigInteger, nullable=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(40))
     subject: Mapped[str] = mapped_column(String(80), index=True)

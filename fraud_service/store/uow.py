@@ -32,12 +32,16 @@ class UnitOfWork:
         self._sessions = sessions
         self._session: Session | None = None
         self._read_only = False
+        self._snapshot = False
         self.committed = False
 
-    def read(self) -> UnitOfWork:
+    def read(self, snapshot: bool = False) -> UnitOfWork:
         """This unit of work only reads: on SQLite its transaction begins deferred, so it neither waits for the
-        evidence writer nor blocks it (`with uow.read(): ...`)."""
+        evidence writer nor blocks it (`with uow.read(): ...`). With SNAPSHOT, every statement of the block sees the
+        database as it was at the first (PostgreSQL: REPEATABLE READ; SQLite's read transaction does already): a
+        check that reads the chain heads, then the events, must not see events committed in between."""
         self._read_only = True
+        self._snapshot = snapshot
         return self
 
     @property
@@ -49,9 +53,12 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self._session = self._sessions()
         self.committed = False
-        if self._read_only:  # the option reaches the connection before its transaction begins
+        if self._read_only:  # the options reach the connection before its transaction begins
+            options: dict[str, Any] = {READ_ONLY: True}
+            if self._snapshot and self._session.get_bind().dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
             try:
-                self._session.connection(execution_options={READ_ONLY: True})
+                self._session.connection(execution_options=options)
             except BaseException as exc:  # __exit__ does not run when __enter__ fails: end the block here
                 self.__exit__(type(exc), exc, exc.__traceback__)
                 raise
@@ -60,7 +67,7 @@ class UnitOfWork:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         session, self._session = self._session, None
-        self._read_only = False  # the next block of this unit of work may write
+        self._read_only = self._snapshot = False  # the next block of this unit of work may write
         try:
             if session is not None:
                 # rolls back what was not committed and returns the connection; what the block read stays

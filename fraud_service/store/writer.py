@@ -42,7 +42,7 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from fraud_service.errors import BatchAbandoned, DatabaseDown, Unstorable
+from fraud_service.errors import BatchAbandoned, CommitUnconfirmed, DatabaseDown, Unstorable
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
@@ -107,7 +107,50 @@ LANES = 2
 """Writer threads per process on PostgreSQL, each with its own connection and chain segment."""
 RETRIES = 3
 """How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
-UNIQUE = "23505"  # PostgreSQL's unique_violation
+RETURN_ID_KEY = "assessments_return_id_key"  # PostgreSQL's name for the unique return id
+
+
+def owner() -> str:
+    """Who opens a segment: this host, its process namespace and this process (`gone` can tell when it died)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}:{os.getpid()}"
+
+
+def gone(opener: str) -> bool:
+    """Whether OPENER (an `owner()`) was a process of this host and process namespace that no longer runs."""
+    host, _, rest = opener.partition(":")
+    namespace, _, pid = rest.partition(":")
+    mine = owner().split(":")
+    if host != mine[0] or namespace != mine[1] or not pid.isdigit() or pid == mine[2]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (under another user)
+        return False
+    return False
+
+
+def _rolled_back(cursor: Any, raw: Any) -> bool:
+    """Close CURSOR and roll RAW's transaction back; whether that worked (the connection can be used again)."""
+    try:
+        cursor.close()
+        raw.rollback()
+    except Exception:
+        log.debug("rolling back the writer's transaction failed", exc_info=True)
+        return False
+    return True
+
+
+def _stored_return(exc: BaseException) -> bool:
+    """Whether EXC is PostgreSQL refusing an assessment whose return is stored already (unique return id)."""
+    error = getattr(exc, "orig", None) or exc
+    diag = getattr(error, "diag", None)
+    return getattr(error, "sqlstate", None) == "23505" and getattr(diag, "constraint_name", None) == RETURN_ID_KEY
 
 
 @dataclass
@@ -136,7 +179,7 @@ class EvidenceWriter:
         self._lock_file = open(f"{database}.writer-lock", "a") if database and database != ":memory:" else None  # noqa: SIM115
         self.max_batch = max_batch
         self.batches = 0
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner()
         self._queue: queue.Queue[Pending | None] = queue.Queue()
         # SQLite has one write lock for the database: a second lane would only wait for it
         count = 1 if self._sqlite else (LANES if lanes is None else lanes)
@@ -171,8 +214,7 @@ class EvidenceWriter:
                                    "(nothing was stored)") from None
         # the transaction holding it was sent with its commit (on PostgreSQL, in the same round trip as its inserts):
         # its outcome is not known yet, and the statement deadline ends it in the writer
-        raise DatabaseDown(f"the evidence database did not confirm the commit within {self.wait_s:g} s: the "
-                           "assessment may be stored; the same request again returns it if it is")
+        raise CommitUnconfirmed(f"the evidence database did not confirm the commit within {self.wait_s:g} s")
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -207,12 +249,27 @@ class EvidenceWriter:
             self._lock_file.close()
 
     def _open_segment(self, lane: _Lane) -> Tail:
-        """LANE's chain segment, opened on the root chain at its first batch (in its own transaction)."""
+        """LANE's chain segment, opened on the root chain at its first batch (in its own transaction). The first
+        lane to open one also closes the segments left open by processes of this machine that are gone."""
         if lane.tail is None:
             with Session(self.engine) as session, session.begin():
                 segment, opened = chain.open_segment(session, self.owner)
             lane.tail = Tail(segment, 0, opened)
+            if lane.number == 0:
+                self._close_orphans()
         return lane.tail
+
+    def _close_orphans(self) -> None:
+        """Close the segments a process of this host (and of this process namespace) opened and never closed
+        because it was killed: they verify all the same, but every checkpoint would list them forever."""
+        try:
+            with Session(self.engine) as session, session.begin():
+                for chain_id, opener in chain.open_segments(session).items():
+                    if gone(opener):
+                        chain.close_segment(session, chain_id, self.owner)
+                        log.info("closed evidence chain %s, left open by %s (no longer running)", chain_id, opener)
+        except Exception:  # they stay open and verify: a checkpoint lists them
+            log.exception("closing evidence chains of processes that are gone failed")
 
     def _run(self, lane: _Lane) -> None:
         while True:
@@ -259,8 +316,9 @@ class EvidenceWriter:
                     "and the same request will be refused again"))
                 return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
-            for pending in batch:
-                pending.future.set_exception(DatabaseDown(str(detail)))
+            for pending in batch:  # once its commit was sent, whether it was stored is not known
+                unknown = pending.state == "committing"
+                pending.future.set_exception(CommitUnconfirmed(str(detail)) if unknown else DatabaseDown(str(detail)))
             return
         except Exception as exc:  # never leave a request thread waiting
             log.exception("evidence batch of %d failed", len(batch))
@@ -280,7 +338,7 @@ class EvidenceWriter:
                 return self._transaction(lane, batch, check)
             except (DBAPIError, self._driver_error) as exc:
                 state = str(getattr(getattr(exc, "orig", None) or exc, "sqlstate", "") or "")
-                if state == UNIQUE and not check:
+                if _stored_return(exc) and not check:
                     check = True  # a return stored before (or by another instance meanwhile): leave it out
                     continue
                 if not state.startswith("40") or attempt == RETRIES:
@@ -323,8 +381,10 @@ class EvidenceWriter:
                     raw.commit()
         except BatchAbandoned:
             raise
-        except BaseException:
+        except BaseException as exc:
             tail.forget()  # committed or not, the next batch reads where the segment ends
+            if _stored_return(exc) and _rolled_back(cursor, raw):  # the database answered: the connection is sound
+                raise
             lane.connection = None
             with contextlib.suppress(Exception):  # the connection may be gone already
                 cursor.close()
@@ -376,6 +436,13 @@ class Statements:
                 "FROM case_links l JOIN cases c ON c.id = l.case_id "
                 f"WHERE c.status <> 'closed' AND ({match}) ORDER BY c.opened_at, c.id"
                 + (" FOR UPDATE OF c" if self.postgres else ""))
+
+    def lock_cases(self, n: int) -> str:
+        """Lock, in id order, the cases not closed that are linked to any of N (entity, value) pairs: every writer
+        and a bulk close lock cases in the same order, so none waits for another in a circle."""
+        match = " OR ".join([f"(l.entity = {self.mark} AND l.value = {self.mark})"] * n)
+        return (f"SELECT c.id FROM cases c WHERE c.status <> 'closed' AND c.id IN (SELECT l.case_id FROM case_links l "
+                f"WHERE {match}) ORDER BY c.id FOR UPDATE OF c")
 
     def stored(self, n: int) -> str:
         return f"SELECT return_id FROM assessments WHERE return_id IN ({', '.join([self.mark] * n)})"

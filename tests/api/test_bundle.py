@@ -106,6 +106,11 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
             f"the proof's links of chain {c} do not end")
     assert _edited(data, lambda d: d["proof"]["chains"].pop("1"))  # events with no links to rest on
 
+    def renumbered(d: dict[str, Any]) -> None:  # numbers are not hashed: two events given one number is refused
+        d["case"]["events"][1]["seq"] = d["case"]["events"][0]["seq"]
+
+    assert any("appears twice" in p for p in _edited(data, renumbered))
+
     def dropped(d: dict[str, Any]) -> None:
         d["case"]["events"] = [e for e in d["case"]["events"] if e["kind"] != "case_note"]
 

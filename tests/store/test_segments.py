@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,16 +21,17 @@ from fraud_service.store.db import session_factory
 from fraud_service.store.migrate import _config, upgrade
 from fraud_service.store.schema import Assessment, Case, ChainHead, EvidenceEvent
 from fraud_service.store.writer import EvidenceWriter, Pending
-from tests.store.conftest import postgres_engine, sqlite_engine
+from tests.store.conftest import postgres_engine
 
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
-def _pending(return_id: str, customer: str = "c-1", flagged: bool = False) -> Pending:
-    row = {"id": f"asm_{return_id}", "return_id": return_id, "customer_id": customer, "request_hash": "h" * 64,
-           "created_at": AT, "score": 0.9 if flagged else 0.1, "decision": "review" if flagged else "approve",
-           "risk_level": "high" if flagged else "low", "model_version": "v1", "policy_version": "v1.p1",
-           "refund_amount": 5.0, "case_id": None, "reason": "timing"}
+def _pending(return_id: str, customer: str = "c-1", flagged: bool = False, assessment: str = "") -> Pending:
+    row = {"id": assessment or f"asm_{return_id}", "return_id": return_id, "customer_id": customer,
+           "request_hash": "h" * 64, "created_at": AT, "score": 0.9 if flagged else 0.1,
+           "decision": "review" if flagged else "approve", "risk_level": "high" if flagged else "low",
+           "model_version": "v1", "policy_version": "v1.p1", "refund_amount": 5.0, "case_id": None,
+           "reason": "timing"}
     payload = {"request": {}, "features": {}, "response": {"case_id": None, "decision": row["decision"]}}
     return Pending(row, payload, "key:test", AT, Future(), {"customer": customer} if flagged else None)
 
@@ -105,7 +107,8 @@ def test_one_return_sent_to_two_writers_at_once_is_stored_once() -> None:
             with engine.connect() as holder, ThreadPoolExecutor(2) as pool:
                 # both wait on the return's lock, so both get past the point of reading what is stored together
                 holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "same")})
-                outcomes = [pool.submit(_store, w, _pending("same", flagged=True)) for w in writers]
+                outcomes = [pool.submit(_store, w, _pending("same", flagged=True, assessment=f"asm_same{i}"))
+                            for i, w in enumerate(writers)]  # two requests: two assessment ids
                 _until_waiting(engine, 2)
                 holder.rollback()
                 results = sorted([f.result(timeout=10) for f in outcomes], key=lambda r: r is None)
@@ -252,25 +255,30 @@ def test_events_of_a_chain_the_root_never_opened_are_found(engine: Engine) -> No
                              "chain names"
 
 
-def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(tmp_path) -> None:
-    """A database at revision 0009 (one chain, events numbered by position) upgrades in place: its events keep their
-    hashes, its checkpoints (format 1) still verify, and the log grows segments from there."""
-    engine = sqlite_engine(tmp_path)
+def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(engine: Engine, tmp_path) -> None:
+    """A database at revision 0009 (one chain, events numbered by position, rows pointing at them) upgrades in place:
+    its events keep their hashes and its rows, its checkpoints (format 1) still verify, and the log grows segments
+    from there; once it has them, it cannot go back."""
     command.downgrade(_config(engine), "0009")
+    previous = chain.GENESIS
     with engine.begin() as connection:
-        previous = chain.GENESIS
         for seq in (1, 2, 3):
-            digest = chain.link_hash(previous, seq, AT, "test", f"S{seq}", "tester", "{}")
+            kind = "assessment" if seq == 2 else "test"
+            subject = "asm_old" if seq == 2 else f"S{seq}"
+            digest = chain.link_hash(previous, seq, AT, kind, subject, "tester", "{}")
             connection.execute(text("INSERT INTO evidence_events (seq, at, kind, subject, actor, payload, prev_hash, "
-                                    "hash) VALUES (:s, :at, 'test', :subj, 'tester', '{}', :p, :h)"),
-                               {"s": seq, "at": AT, "subj": f"S{seq}", "p": previous, "h": digest})
+                                    "hash) VALUES (:s, :at, :k, :subj, 'tester', '{}', :p, :h)"),
+                               {"s": seq, "at": AT, "k": kind, "subj": subject, "p": previous, "h": digest})
             previous = digest
         connection.execute(text("UPDATE chain_head SET seq = 3, hash = :h WHERE id = 1"), {"h": previous})
-    key = checkpoint.Ed25519PrivateKey.generate()
-    with engine.connect() as connection:
+        connection.execute(text(  # a row that points at an event: SQLite refuses to rebuild the table under it
+            "INSERT INTO assessments (id, return_id, customer_id, request_hash, created_at, score, decision, "
+            "risk_level, model_version, policy_version, refund_amount, case_id, event_seq) VALUES ('asm_old', 'old', "
+            "'c', :h, :at, 0.1, 'approve', 'low', 'v1', 'p1', 1.0, NULL, 2)"), {"h": "h" * 64, "at": AT})
         first = connection.execute(text("SELECT hash FROM evidence_events WHERE seq = 1")).scalar_one()
-    old = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), format=checkpoint.FORMATS[0])
-    signed = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), key.sign(old.message()).hex(),
+    key = checkpoint.Ed25519PrivateKey.generate()
+    unsigned = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), format=checkpoint.FORMATS[0])
+    signed = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), key.sign(unsigned.message()).hex(),
                                    format=checkpoint.FORMATS[0])
     path = tmp_path / "old.json"
     path.write_text(json.dumps(signed.to_dict()))
@@ -280,9 +288,12 @@ def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(tmp_pat
         assert isinstance(_store(writer, _pending("after")), int)
     finally:
         writer.close()
-    assert _verify(engine).ok and _verify(engine).events == 3 + 2 + 1
+    result = _verify(engine)
+    assert result.ok and result.events == 3 + 2 + 1 and result.chains == 2
     with session_factory(engine)() as session:
         assert checkpoint.verify(session, [path], key.public_key()).problems == []
+        assert session.execute(select(Assessment.event_seq).where(Assessment.id == "asm_old")).scalar_one() == 2
+        assert session.execute(select(func.max(EvidenceEvent.seq))).scalar_one() > 3  # numbered after the old ones
     with pytest.raises(RuntimeError, match="events of chain segments"):
         command.downgrade(_config(engine), "0009")
 
@@ -294,9 +305,10 @@ def test_a_return_stored_before_is_found_again_by_another_writer(engine: Engine)
     first, second = evidence_writer(engine, lanes=1), evidence_writer(engine, lanes=1)
     try:
         assert isinstance(_store(first, _pending("dup")), int)
-        batch = [_pending("dup", flagged=True), _pending("new")]
+        batch = [_pending("dup", flagged=True, assessment="asm_dup2"), _pending("new")]
         second._commit(second._lanes[0], batch)
         assert batch[0].future.result(timeout=5) is None and isinstance(batch[1].future.result(timeout=5), int)
+        assert second._lanes[0].connection is not None  # a refused duplicate does not cost the connection
     finally:
         first.close()
         second.close()
@@ -330,3 +342,60 @@ def test_a_second_lane_commits_while_the_first_waits_for_its_commit() -> None:
                                           .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)).all())
         assert set(chains) == {"held", "free"} and chains["held"] != chains["free"]
         assert _verify(engine).ok
+
+
+@pytest.mark.postgres
+def test_verify_in_a_snapshot_does_not_take_a_commit_made_while_it_runs_for_a_cut(monkeypatch) -> None:
+    """`evidence verify` reads the heads, then the root, then the segments: a writer committing in between must not
+    look like a head that lost its last events. In a snapshot it does not; without one it would."""
+    for engine in postgres_engine():
+        _verify_while_a_writer_commits(engine, monkeypatch)
+
+
+def _verify_while_a_writer_commits(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraud_service.store.uow import UnitOfWork
+
+    writer = evidence_writer(engine, lanes=1)
+    real, calls = chain._stream, []
+
+    def stream(session: Any, where: Any) -> Any:
+        calls.append(where)
+        if len(calls) == 2:  # the root is checked, the segments not yet: a writer commits now
+            _store(writer, _pending(f"r-{uuid.uuid4().hex[:8]}"))
+        return real(session, where)
+
+    try:
+        _store(writer, _pending("r0"))
+        monkeypatch.setattr(chain, "_stream", stream)
+        uow = UnitOfWork(session_factory(engine))
+        with uow.read(snapshot=True):
+            assert chain.verify(uow.session).ok
+        calls.clear()
+        with uow.read():
+            assert "events were removed from the end" in str(chain.verify(uow.session).problem)
+    finally:
+        writer.close()
+
+
+def test_a_segment_left_open_by_a_killed_process_of_this_host_is_closed_by_the_next_writer(engine: Engine) -> None:
+    import subprocess
+
+    from fraud_service.store.writer import gone, owner
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host, namespace, _ = owner().split(":")
+    killed, elsewhere = f"{host}:{namespace}:{dead.pid}", f"other-host:{namespace}:{dead.pid}"
+    assert gone(killed) and not gone(elsewhere) and not gone(owner())
+    with session_factory(engine).begin() as session:
+        left, _ = chain.open_segment(session, killed)
+        foreign, _ = chain.open_segment(session, elsewhere)
+    writer = evidence_writer(engine, lanes=1)
+    try:
+        _store(writer, _pending("r1"))
+        with session_factory(engine)() as session:
+            still_open = chain.open_segments(session)
+        assert left not in still_open and foreign in still_open and writer.segments[0] in still_open
+    finally:
+        writer.close()
+    assert _verify(engine).ok

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from fraud_service.errors import DatabaseDown, Unstorable
+from fraud_service.errors import CommitUnconfirmed, DatabaseDown, Unstorable
 from fraud_service.scoring.evidence import evidence_writer
 from fraud_service.store import chain, locks
 from fraud_service.store.db import session_factory
@@ -65,12 +65,12 @@ def test_a_request_that_stops_waiting_leaves_nothing_stored_or_is_told_it_may_be
                 holder.exec_driver_sql("SELECT seq FROM chain_head WHERE id = 1")
             else:  # the lock on the return (another instance storing the same return)
                 holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "ret-w1")})
-            told = "within 0.3 s (nothing was stored)" if sqlite else "within 0.3 s: the assessment may be stored"
-            with pytest.raises(DatabaseDown, match=re.escape(told)):
+            told = "within 0.3 s (nothing was stored)" if sqlite else "did not confirm the commit within 0.3 s"
+            with pytest.raises(DatabaseDown if sqlite else CommitUnconfirmed, match=re.escape(told)):
                 writer.store(**_args(late))
             holder.rollback()
         assert isinstance(writer.store(**_args(next_one)), int)
-        again = writer.store(**_args(pending(1)))
+        again = writer.store(**_args(pending(1, id="asm_w1-again")))  # the same request: a new assessment id
         if sqlite:
             assert isinstance(again, int)  # it was left out: assessed now
         else:
