@@ -139,7 +139,7 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
     or "" when it was in an active case already. With UNASSIGN, a case reopened goes to nobody (so `Next case`
     hands it out: an appeal). The caller holds the chain lock."""
     if assessment.case_id is not None:
-        case = uow.session.get(Case, assessment.case_id, with_for_update=True)
+        case = uow.session.get(Case, assessment.case_id, with_for_update=True, populate_existing=True)
         assert case is not None
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             return case, ""
@@ -158,7 +158,8 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
         select(CaseLink.case_id, CaseLink.entity, CaseLink.value).join(Case, Case.id == CaseLink.case_id)
         .where(Case.status != CaseStatus.CLOSED.value, or_(*match)).order_by(Case.opened_at, Case.id)).all()
     choice = join_or_open(flagged, [(c, e, v) for c, e, v in linked], {})
-    joined = uow.session.get(Case, choice.case_id, with_for_update=True) if choice.case_id is not None else None
+    joined = None if choice.case_id is None else uow.session.get(Case, choice.case_id, with_for_update=True,
+                                                                 populate_existing=True)
     if joined is None:
         kind = "case_opened"
         case = Case(**new_case(f"cas_{uuid.uuid4().hex[:20]}", flagged, at))
@@ -551,7 +552,7 @@ def _locked(uow: UnitOfWork, case_id: str, closed_ok: bool = False) -> Case:
     evidence writer joining an assessment to it waits, and one that has joined one is waited for: a close
     labels every assessment the case holds); closed cases only when CLOSED_OK."""
     uow.lock_chain()
-    case = uow.session.get(Case, case_id, with_for_update=True)
+    case = uow.session.get(Case, case_id, with_for_update=True, populate_existing=True)
     if case is None:
         raise CaseNotFound(f"no case {case_id!r}")
     if case.status == CaseStatus.CLOSED and not closed_ok:

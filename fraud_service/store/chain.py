@@ -97,7 +97,8 @@ def lock_head(session: Session, chain_id: int = ROOT) -> ChainHead:
     """A chain's head row (the root's by default), locked until SESSION's transaction ends: whoever holds the
     root's is the root chain's only writer (changes that must not interleave, such as two analysts claiming
     cases, take it first)."""
-    head = session.execute(select(ChainHead).where(ChainHead.id == chain_id).with_for_update()).scalar_one_or_none()
+    head = session.execute(select(ChainHead).where(ChainHead.id == chain_id).with_for_update()
+                           .execution_options(populate_existing=True)).scalar_one_or_none()  # as locked, not as cached
     if head is None:
         raise RuntimeError(f"the evidence chain has no head row for chain {chain_id}: run `fraud-service db upgrade`")
     return head

@@ -135,6 +135,20 @@ def gone(opener: str) -> bool:
     return False
 
 
+def _closed_by_server(raw: Any) -> bool:
+    """Whether the server has closed RAW's connection (PostgreSQL), found without a round trip: what the socket
+    already holds is read, and a closed socket or a termination notice shows. A batch is then sent on a new
+    connection instead of being lost on a dead one."""
+    from psycopg import pq
+
+    pgconn = raw.driver_connection.pgconn
+    try:
+        pgconn.consume_input()
+    except Exception:
+        return True
+    return bool(pgconn.status != pq.ConnStatus.OK)
+
+
 def _rolled_back(cursor: Any, raw: Any) -> bool:
     """Close CURSOR and roll RAW's transaction back; whether that worked (the connection can be used again)."""
     try:
@@ -355,6 +369,10 @@ class EvidenceWriter:
         """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
         error); the sequence number of each assessment's event, or None for a return already stored."""
         tail = self._open_segment(lane)
+        if lane.connection is not None and not self._sqlite and _closed_by_server(lane.connection):
+            with contextlib.suppress(Exception):
+                lane.connection.invalidate()
+            lane.connection = None  # cut while the lane was idle (a restart, a proxy): the batch goes on a new one
         if lane.connection is None:
             lane.connection = self.engine.raw_connection()
         raw = lane.connection

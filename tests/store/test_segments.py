@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import DateTime, Engine, column, delete, func, select, table, text, update
 
 from fraud_service.scoring.evidence import evidence_writer
 from fraud_service.store import chain, checkpoint, locks
@@ -24,6 +24,9 @@ from fraud_service.store.writer import EvidenceWriter, Pending
 from tests.store.conftest import postgres_engine
 
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+OLD_EVENTS = table("evidence_events", *(column(name) for name in ("seq", "kind", "subject", "actor", "payload",
+                                                                   "prev_hash", "hash")),
+                   column("at", DateTime(timezone=True)))
 
 
 def _pending(return_id: str, customer: str = "c-1", flagged: bool = False, assessment: str = "") -> Pending:
@@ -266,15 +269,15 @@ def test_a_root_only_log_from_before_segments_verifies_after_the_upgrade(engine:
             kind = "assessment" if seq == 2 else "test"
             subject = "asm_old" if seq == 2 else f"S{seq}"
             digest = chain.link_hash(previous, seq, AT, kind, subject, "tester", "{}")
-            connection.execute(text("INSERT INTO evidence_events (seq, at, kind, subject, actor, payload, prev_hash, "
-                                    "hash) VALUES (:s, :at, :k, :subj, 'tester', '{}', :p, :h)"),
-                               {"s": seq, "at": AT, "k": kind, "subj": subject, "p": previous, "h": digest})
+            connection.execute(OLD_EVENTS.insert().values(  # revision 0009's columns, typed as SQLAlchemy stores them
+                seq=seq, at=AT, kind=kind, subject=subject, actor="tester", payload="{}", prev_hash=previous,
+                hash=digest))
             previous = digest
         connection.execute(text("UPDATE chain_head SET seq = 3, hash = :h WHERE id = 1"), {"h": previous})
-        connection.execute(text(  # a row that points at an event: SQLite refuses to rebuild the table under it
-            "INSERT INTO assessments (id, return_id, customer_id, request_hash, created_at, score, decision, "
-            "risk_level, model_version, policy_version, refund_amount, case_id, event_seq) VALUES ('asm_old', 'old', "
-            "'c', :h, :at, 0.1, 'approve', 'low', 'v1', 'p1', 1.0, NULL, 2)"), {"h": "h" * 64, "at": AT})
+        connection.execute(Assessment.__table__.insert().values(  # a row pointing at an event: SQLite refuses to
+            id="asm_old", return_id="old", customer_id="c", request_hash="h" * 64, created_at=AT, score=0.1,  # rebuild
+            decision="approve", risk_level="low", model_version="v1", policy_version="p1", refund_amount=1.0,
+            case_id=None, event_seq=2))
         first = connection.execute(text("SELECT hash FROM evidence_events WHERE seq = 1")).scalar_one()
     key = checkpoint.Ed25519PrivateKey.generate()
     unsigned = checkpoint.Checkpoint(first, 3, previous, AT.isoformat(), format=checkpoint.FORMATS[0])
