@@ -210,7 +210,8 @@ class EvidenceWriter:
 
     def store(self, row: dict[str, Any], payload: dict[str, Any], actor: str, at: dt.datetime,
               links: dict[str, str] | None = None) -> int | None:
-        """Commit one assessment; its event's sequence number, or None when ROW's return_id is already stored.
+        """Commit one assessment; its event's position in its lane's chain segment, or None when ROW's return_id is
+        already stored.
 
         With LINKS (the customer and tokens of an assessment that needs a human), the assessment joins
         the open case linked to any of them, or opens one, in the same transaction; the case id is
