@@ -319,8 +319,8 @@ def detail(session: Session, case_id: str, now: dt.datetime, sla_hours: float = 
     if limit is not None and total > limit:  # a page of a big case: its own changes, not a join per assessment
         own = own & (EvidenceEvent.kind != "case_joined")
     later = EvidenceEvent.subject.in_([a.id for a, _ in rows]) & EvidenceEvent.kind.in_(AFTER_ANSWER)
-    events = session.execute(select(EvidenceEvent).where(own | later | EvidenceEvent.seq.in_(seqs))
-                             .order_by(EvidenceEvent.seq)).scalars()
+    events = session.execute(select(EvidenceEvent).where(own | later | EvidenceEvent.seq.in_(seqs))  # in time order:
+                             .order_by(EvidenceEvent.at, EvidenceEvent.seq)).scalars()  # numbers span chains
     latest = {label.return_id: label for label in labels}
     return CaseDetail(
         summary=summary(case, now, sla_hours), links=[(e, v) for e, v in links],
