@@ -244,8 +244,9 @@ class EvidenceWriter:
         finally:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        """Commit what is waiting, then record on the root chain where each lane's segment ends."""
+    def close(self, seal: bool = True) -> None:
+        """Commit what is waiting, then record on the root chain where each lane's segment ends (unless not SEAL:
+        the segments stay open, as a killed process leaves them)."""
         for _ in self._lanes:
             self._queue.put(None)
         for lane in self._lanes:
@@ -253,7 +254,7 @@ class EvidenceWriter:
             lane.thread.join(timeout=30)
             if lane.connection is not None:
                 lane.connection.close()
-            if lane.tail is not None and not lane.thread.is_alive():
+            if seal and lane.tail is not None and not lane.thread.is_alive():
                 try:
                     with self._turn(), Session(self.engine) as session, session.begin():
                         chain.close_segment(session, lane.tail.chain, self.owner)

@@ -170,8 +170,7 @@ def _two_segments(engine: Engine, close: bool = True) -> tuple[int, int]:
         ids = (writers[0].segments[0], writers[1].segments[0])
     finally:
         for w in writers:
-            if close:
-                w.close()
+            w.close(seal=close)
     return ids
 
 
