@@ -368,8 +368,8 @@ class EvidenceWriter:
         return isinstance(error, OperationalError | InterfaceError | driver.OperationalError | driver.InterfaceError)
 
     def _transaction(self, lane: _Lane, batch: list[Pending], check: bool) -> dict[int, int | None]:
-        """Write BATCH in one transaction on the writer's own connection (checked out once, replaced after an
-        error); the sequence number of each assessment's event, or None for a return already stored."""
+        """Write BATCH in one transaction on LANE's own connection (checked out once, replaced after an error); the
+        position of each assessment's event in the lane's segment, or None for a return already stored."""
         tail = self._open_segment(lane)
         if lane.connection is not None and not self._sqlite and _closed_by_server(lane.connection):
             with contextlib.suppress(Exception):
@@ -381,8 +381,8 @@ class EvidenceWriter:
         cursor = raw.cursor()
         try:
             # PostgreSQL in pipeline mode: statements are sent without waiting for each answer, and the transaction
-            # waits only where it reads one (the subject locks, the segment's head, the stored-return check and the
-            # event numbers together; a case's links) and at its commit. No other writer waits for these.
+            # waits only where it reads one (the flagged assessments' linked cases, the stored returns after a
+            # refused duplicate, the segment's end after a failure: all in one round trip) and at its commit.
             with contextlib.nullcontext() if self._sqlite else raw.driver_connection.pipeline():
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
