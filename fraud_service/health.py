@@ -85,12 +85,6 @@ def run_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def verify_evidence(uow: UnitOfWork) -> Verification:
-    """Re-hash the whole evidence chain; where it first breaks, if it does."""
-    with uow.read(snapshot=True):
-        return chain.verify(uow.session)
-
-
 def write_checkpoint(uow: UnitOfWork, key_path: Path, target: Path, now: dt.datetime) -> tuple[Path, Checkpoint, bool]:
     """Sign the chain head with the key at KEY_PATH (made when missing) and write it to TARGET (a file, or a
     directory to add one to): the file written, the checkpoint, and whether the key was made now."""
@@ -187,16 +181,26 @@ def verify_derived(uow: UnitOfWork) -> DerivedCheck:
     """Check every assessment, case note, label, inspection and outcome row against the evidence event it names: an
     edited row (a score, a decision, a label that feeds the next training run, what the returns system is told)
     is named, by table and key."""
-
-    rows = {"assessments": 0, "case_notes": 0, "labels": 0, "inspections": 0, "outcomes": 0}
     with uow.read():
-        for model, table, problem_of in ((Assessment, "assessments", _assessment_problem),
-                                         (CaseNote, "case_notes", _note_problem), (Label, "labels", _label_problem),
-                                         (Inspection, "inspections", _inspection_problem),
-                                         (Outcome, "outcomes", _outcome_problem)):
-            problem = _check_table(uow, model, table, problem_of, rows)
-            if problem is not None:
-                return DerivedCheck(rows, problem)
+        return _derived(uow)
+
+
+def verify_log(uow: UnitOfWork) -> tuple[Verification, DerivedCheck | None]:
+    """The chains, then (when they hold) the derived tables, in one snapshot: under load both count the same log."""
+    with uow.read(snapshot=True):
+        result = chain.verify(uow.session)
+        return result, (_derived(uow) if result.ok else None)
+
+
+def _derived(uow: UnitOfWork) -> DerivedCheck:
+    rows = {"assessments": 0, "case_notes": 0, "labels": 0, "inspections": 0, "outcomes": 0}
+    for model, table, problem_of in ((Assessment, "assessments", _assessment_problem),
+                                     (CaseNote, "case_notes", _note_problem), (Label, "labels", _label_problem),
+                                     (Inspection, "inspections", _inspection_problem),
+                                     (Outcome, "outcomes", _outcome_problem)):
+        problem = _check_table(uow, model, table, problem_of, rows)
+        if problem is not None:
+            return DerivedCheck(rows, problem)
     return DerivedCheck(rows)
 
 

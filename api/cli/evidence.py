@@ -15,15 +15,14 @@ from fraud_service.config import Settings
 def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the whole evidence hash chain; exit 1 and name the first broken event if it is not intact."""
     from fraud_service.bootstrap import evidence
-    from fraud_service.health import verify_checkpoints, verify_derived, verify_evidence
+    from fraud_service.health import verify_checkpoints, verify_log
 
     if args.bundle:
         return _verify_bundle(Path(args.bundle))
     public_key = Path(args.public_key) if args.public_key else settings.checkpoint_key.with_name(
         settings.checkpoint_key.name + ".pub")
     with evidence(settings) as db:
-        result = verify_evidence(db.uow())
-        derived = verify_derived(db.uow()) if result.ok else None
+        result, derived = verify_log(db.uow())
         anchored = verify_checkpoints(db.uow(), Path(args.checkpoints), public_key) if args.checkpoints else None
     failed = False
     if not result.ok:
@@ -43,7 +42,8 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     if anchored is not None:
         if anchored.ok:
             latest = anchored.latest
-            print(f"checkpoints agree: {anchored.checked} signed checkpoint(s) match the chain"
+            print(f"checkpoints agree: {anchored.checked} signed checkpoint(s), the stored events at their positions "
+                  "still have their hashes"
                   + (f" (the latest: event {latest.seq}, taken {latest.at})" if latest else ""))
         else:
             print(f"checkpoints DISAGREE ({len(anchored.problems)} of {anchored.checked}):")
