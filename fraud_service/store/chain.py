@@ -1,9 +1,10 @@
 """The hash chains of evidence events: append under a chain head's lock, verify from the first link.
 
-Each event's hash covers its place (chain, position and number), time, kind, subject, actor,
-canonical JSON payload and the previous event's hash in its chain. Editing any stored field,
-deleting or inserting an event, or cutting the end off a chain breaks a link (or the head's
-agreement with the last event), and `verify` names the first event where it breaks.
+Each event's hash covers its place (chain and position), time, kind, subject, actor, canonical
+JSON payload and the previous event's hash in its chain. Its number (`seq`) is not hashed: the rows
+that name events are checked against them (`health.verify_derived`), and a chain's numbers must rise.
+Editing any stored field, deleting or inserting an event, or cutting the end off a chain breaks a
+link (or the head's agreement with the last event), and `verify` names the first event where it breaks.
 
 There is one root chain, appended to under its head's row lock by every change a person or a job
 makes. Each evidence writer (the process that stores assessments, `store.writer`) appends to a
@@ -83,14 +84,12 @@ def event_hash(prev_hash: str, chain_id: int, position: int, at: dt.datetime, ki
     return link_hash(prev_hash, link_number(chain_id, position), at, kind, subject, actor, payload)
 
 
-def allocate(session: Session, n: int = 1) -> list[int]:
-    """N new event numbers. On PostgreSQL from the sequence, which no transaction waits for; on SQLite after the
-    largest stored, which is safe because a SQLite writer holds the database's one write lock."""
+def next_number(session: Session) -> int:
+    """A new event number. On PostgreSQL from the sequence the evidence writers' inserts also draw on; on SQLite
+    after the largest stored, which is safe because a SQLite writer holds the database's one write lock."""
     if session.get_bind().dialect.name == "postgresql":
-        return list(session.execute(text("SELECT nextval('evidence_event_ids') FROM generate_series(1, :n)"),
-                                    {"n": n}).scalars())
-    top = int(session.execute(select(func.coalesce(func.max(EvidenceEvent.seq), 0))).scalar_one())
-    return list(range(top + 1, top + n + 1))
+        return int(session.execute(text("SELECT nextval('evidence_event_ids')")).scalar_one())
+    return int(session.execute(select(func.coalesce(func.max(EvidenceEvent.seq), 0))).scalar_one()) + 1
 
 
 def lock_head(session: Session, chain_id: int = ROOT) -> ChainHead:
@@ -110,7 +109,7 @@ def append(session: Session, *, kind: str, subject: str, actor: str, payload: An
     head = lock_head(session)
     at = at or dt.datetime.now(dt.UTC)
     body = canonical(payload)
-    (seq,) = allocate(session)
+    seq = next_number(session)
     position = head.seq + 1
     digest = event_hash(head.hash, ROOT, position, at, kind, subject, actor, body)
     event = EvidenceEvent(seq=seq, chain=ROOT, position=position, at=at, kind=kind, subject=subject, actor=actor,

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-LOCK = "SELECT pg_advisory_xact_lock({mark})"
+LOCK = "SELECT pg_advisory_xact_lock({mark}::bigint)"
+"""The statement taking one subject's lock, with the driver's or SQLAlchemy's parameter mark."""
 
 
 def key(kind: str, value: str) -> int:
@@ -38,4 +39,4 @@ def hold(session: Session, links: Iterable[tuple[str, str]]) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
     for k in keys(links=links):
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": k})
+        session.execute(text(LOCK.format(mark=":k")), {"k": k})
