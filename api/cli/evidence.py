@@ -74,7 +74,8 @@ def _verify_bundle(path: Path) -> int:
 
     data, raw, page = bundle.read(path)
     check = bundle.verify(data, raw, page)
-    case_id = data.get("case", {}).get("case_id")
+    case = data.get("case")
+    case_id = case.get("case_id") if isinstance(case, dict) else None
     if check.ok:
         print(f"bundle of case {case_id} verified: {check.events} evidence event(s) hash to their links, "
               f"{check.links} link(s) run unbroken to the heads of chain(s) "

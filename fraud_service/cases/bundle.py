@@ -186,8 +186,18 @@ class BundleCheck:
 
 def verify(bundle: dict[str, Any], data: bytes | None = None, page: str | None = None) -> BundleCheck:
     """Check a bundle offline: event hashes, the unbroken links to the head, and content against events; with
-    the JSON's bytes (DATA) and its HTML PAGE, also that the page is the one the verified JSON renders to."""
+    the JSON's bytes (DATA) and its HTML PAGE, also that the page is the one the verified JSON renders to. A bundle
+    edited into a shape no export has (a field of the wrong type, a time that is not one, a payload that is not
+    JSON) is a problem named, not an error."""
     check = BundleCheck()
+    try:
+        return _verify(bundle, data, page, check)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        check.problems.append(f"the bundle is not in the shape an export has ({type(exc).__name__}: {exc})")
+        return check
+
+
+def _verify(bundle: dict[str, Any], data: bytes | None, page: str | None, check: BundleCheck) -> BundleCheck:
     try:
         case, chains = bundle["case"], _chains(bundle)
         events = list(case["events"])

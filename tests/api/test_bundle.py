@@ -111,6 +111,14 @@ def test_any_edit_to_a_bundle_is_caught(exported: tuple[Path, dict[str, Any], st
 
     assert any("appears twice" in p for p in _edited(data, renumbered))
 
+    for shape in (lambda d: d["case"]["events"][0].update(at="not a time\x00"),  # each used to raise, not report
+                  lambda d: d["case"]["events"].append(7), lambda d: d["case"]["events"][0].pop("prev_hash")):
+        problems = _edited(data, shape)
+        assert problems and problems[-1].startswith("the bundle is not in the shape an export has")
+    (tmp_path / "case-list.json").write_text(json.dumps({**data, "case": [1]}))
+    assert main(["evidence", "verify", "--bundle", str(tmp_path / "case-list.json")]) == 1
+    assert "does NOT verify" in capsys.readouterr().out
+
     def dropped(d: dict[str, Any]) -> None:
         d["case"]["events"] = [e for e in d["case"]["events"] if e["kind"] != "case_note"]
 
