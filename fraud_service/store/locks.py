@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-LOCK = "SELECT pg_advisory_xact_lock({mark}::bigint)"
+LOCK = "SELECT pg_advisory_xact_lock(CAST({mark} AS BIGINT))"
 """The statement taking one subject's lock, with the driver's or SQLAlchemy's parameter mark."""
 
 
