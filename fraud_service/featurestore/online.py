@@ -28,6 +28,7 @@ from typing import Any
 from features.definitions import VIEW_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
+from fraud_service.store.db import set_wal
 
 REDIS_TIMEOUT_S = 1.0
 """How long a Redis read or connect may take (a feature read takes well under a millisecond)."""
@@ -56,7 +57,7 @@ def open_live_log(path: Path) -> sqlite3.Connection:
     """The live-fact log at PATH (created when absent), in WAL mode: its readers never wait for its writer."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
+    set_wal(db, path)
     db.executescript(LIVE_SCHEMA)
     return db
 

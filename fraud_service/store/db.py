@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,21 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.store.deadline import deadline_connection
+
+
+def set_wal(db: sqlite3.Connection, path: Path) -> None:
+    """Put the SQLite database at PATH (open as DB) in WAL mode, one process at a time on this host.
+
+    Two processes switching a new file to WAL at once can get "database is locked" without SQLite waiting
+    (the switch needs the file to itself; seen when two workers boot together), so the switch is taken under a
+    lock file beside the database. Once the file is in WAL mode the switch is a no-op that other processes'
+    open transactions do not block."""
+    with open(path.with_name(path.name + ".wal-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, **kwargs: Any) -> Engine:
@@ -31,8 +48,9 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, *
         @event.listens_for(engine, "connect")
         def _configure(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below starts transactions
+            if database and database != ":memory:":
+                set_wal(dbapi_connection, Path(database))
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             # a committed decision survives a power cut
             cursor.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
