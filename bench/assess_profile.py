@@ -82,7 +82,7 @@ def main() -> None:
           f"threads{', under cProfile' if profile else ''}), wall median {statistics.median(walls) * 1000:.3f} ms")
     if profile:
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profile, stream=out).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(args.top)
         print(out.getvalue())
     service.close()
     shutil.rmtree(scratch, ignore_errors=True)

@@ -67,7 +67,9 @@ class ProductionWatch:
             try:
                 scorer = Scorer.from_registry(self.registry, key[0])
                 policy = Policy.from_dict(scorer.policy)
-                scorer.probability(scorer.row({}))  # warm: the first real request is not the slow one
+                x = scorer.row({})  # warm: the first real request is not the slow one
+                scorer.probability(x)
+                scorer.contributions(x)
             except Exception as exc:  # whatever a damaged model raises, the last good one keeps serving
                 self._failed = key
                 self.problem = (f"production is now {key[0]}, but it cannot be loaded ({type(exc).__name__}: {exc}); "
