@@ -72,8 +72,9 @@ def main() -> None:
     print(f"model {scorer.version}: {scorer.booster.num_trees():,} trees, {scorer.booster.num_feature()} features, "
           f"deepest leaf {tables.depth}; {len(x)} rows x {args.repeats} alternated passes")
     print(f"flattening {built:.2f} s, first explanation {first:.2f} s (numba compile or cache load)")
-    print(f"LightGBM pred_contrib  median {lgb_ms:.3f} ms/row  (passes: {', '.join(f'{t:.3f}' for t in times['lightgbm'])})")
-    print(f"flattened TreeSHAP     median {flat_ms:.3f} ms/row  (passes: {', '.join(f'{t:.3f}' for t in times['flattened'])})")
+    for label, name in (("LightGBM pred_contrib", "lightgbm"), ("flattened TreeSHAP", "flattened")):
+        passes = ", ".join(f"{t:.3f}" for t in times[name])
+        print(f"{label:22s} median {statistics.median(times[name]):.3f} ms/row  (passes: {passes})")
     print(f"ratio {lgb_ms / flat_ms:.2f}x; largest difference {np.max(np.abs(ours - theirs)):.2e}")
 
 

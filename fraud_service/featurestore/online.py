@@ -130,8 +130,11 @@ class OnlineFeatures:
             ["SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND key = ?"] * len(ENTITIES))
         if self.kind == "sqlite":
             self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
+            # one row per view (its values hex-joined inside SQLite): each row fetched hands the interpreter lock
+            # to another thread and back, and the views hold about 80 values for one request
             self._sql = " UNION ALL ".join(
-                f"SELECT {i}, feature_name, value, event_ts FROM \"{self.project}_{view}\" WHERE entity_key = ?"
+                f"SELECT {i}, group_concat(feature_name, ','), group_concat(hex(value), ','), max(event_ts) "
+                f"FROM \"{self.project}_{view}\" WHERE entity_key = ?"
                 for i, (view, _, _) in enumerate(self.views))
         else:
             import redis
@@ -183,9 +186,12 @@ class OnlineFeatures:
             params = [self.entity_key(join, keys[join]) for _, join, _ in self.views]
             with self._lock:
                 rows = self._conn.execute(self._sql, params).fetchall()
-            for i, name, blob, event_ts in rows:
-                out[i][name] = _decode(blob, self._value)
-                stamps[i] = stamps[i] or _sqlite_time(event_ts)
+            for i, names, blobs, event_ts in rows:
+                if names is None:  # no row for this key
+                    continue
+                for name, blob in zip(names.split(","), blobs.split(","), strict=True):
+                    out[i][name] = _decode(bytes.fromhex(blob), self._value)
+                stamps[i] = _sqlite_time(event_ts)
         else:
             pipe = self._redis.pipeline(transaction=False)
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):

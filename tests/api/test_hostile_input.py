@@ -124,3 +124,15 @@ def test_a_sign_in_target_with_cr_lf_or_another_host_is_ignored(api: Api, target
     location = response.headers["Location"]
     assert "\r" not in location and "\n" not in location and "evil" not in location
     assert location == ("/ui/" if ("\n" in target or not target.startswith("/ui/")) else target)
+
+
+def test_nul_in_a_body_with_more_brackets_than_the_nesting_limit_is_named(api: Api, body: dict[str, Any]) -> None:
+    """A body of many lines is walked in full (only small bodies with no escaped NUL skip the walk)."""
+    import json
+
+    lines = [{**body["order"]["items"][0], "line_no": n + 1} for n in range(40)]
+    lines[-1]["sku"] = "a@@BAD@@b"
+    text = json.dumps({**body, "order": {**body["order"], "items": lines}}).replace("@@BAD@@", "\\u0000")
+    response = post_raw(api, text)
+    assert response.status_code == 422, response.get_data(as_text=True)[:300]
+    assert [p["field"] for p in response.get_json()["problems"]] == ["order.items[39].sku"]
