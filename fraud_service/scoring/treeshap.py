@@ -43,28 +43,31 @@ MAX_SLOTS = 62
 _LEAF, _NUMERIC, _CATEGORICAL = 0, 1, 2
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 
+NODE = np.dtype([
+    ("threshold", np.float64),  # a numeric split's threshold; a leaf's value
+    ("right", np.int32),        # a split's right child (its left child is the next node)
+    ("feature", np.int32),      # a split's feature
+    ("cat_from", np.int32),     # a categorical split's categories going left: categories[cat_from:cat_to];
+    ("cat_to", np.int32),       # a leaf's slots: path_feature[cat_from:cat_to] and path_z[cat_from:cat_to]
+    ("kind", np.int8),          # 0 leaf, 1 numeric split, 2 categorical split
+    ("missing", np.int8),       # a split's missing type: 0 none, 1 zero, 2 NaN
+    ("default_left", np.int8),  # 1 when a split's missing values go left
+    ("slot", np.int8),          # the path slot of a split's feature
+    ("new_slot", np.int8),      # 1 at the feature's first split on the path
+], align=True)
+"""A node of the flattened model: one 32-byte record, so that following a row down a tree reads one cache line per
+split (the 1,400 trees of a model span megabytes; a row's path through them is mostly cache misses)."""
+
 
 @dataclass(frozen=True)
 class TreeTables:
-    """Every tree of a model as flat arrays in depth-first order (a node, its left subtree, its right subtree)."""
+    """Every tree of a model as records in depth-first order (a node, its left subtree, its right subtree)."""
 
+    nodes: np.ndarray         # NODE [nodes]
     roots: np.ndarray         # int64 [trees]: each tree's first node
-    kind: np.ndarray          # int64 [nodes]: leaf 0, numeric split 1, categorical split 2
-    feature: np.ndarray       # int64 [nodes]: the split's feature
-    threshold: np.ndarray     # float64 [nodes]
-    missing: np.ndarray       # int64 [nodes]: the split's missing type (0 none, 1 zero, 2 NaN)
-    default_left: np.ndarray  # int64 [nodes]: 1 when missing values go left
-    right: np.ndarray         # int64 [nodes]: the right child (the left child is the next node)
-    slot: np.ndarray          # int64 [nodes]: the path slot of the split's feature
-    new_slot: np.ndarray      # int64 [nodes]: 1 at the feature's first split on the path
-    cat_from: np.ndarray      # int64 [nodes]: a categorical split's categories going left, in `categories`
-    cat_to: np.ndarray        # int64 [nodes]
-    categories: np.ndarray    # int64
-    value: np.ndarray         # float64 [nodes]: a leaf's value
+    categories: np.ndarray    # int64: the categories going left at the categorical splits
     leaf_index: np.ndarray    # int64 [nodes]: a leaf's index in its tree (LightGBM's numbering)
-    path_at: np.ndarray       # int64 [nodes]: where a leaf's slots begin in `path_feature` and `path_z`
-    slots: np.ndarray         # int64 [nodes]: a leaf's number of slots (distinct features on its path)
-    path_feature: np.ndarray  # int64: the slots' features
+    path_feature: np.ndarray  # int64: the leaves' slots' features
     path_z: np.ndarray        # float64: the slots' shares of training rows going the leaf's way
     weights: np.ndarray       # float64 [depth + 1, depth + 1]: w_d(s)
     expected: float           # the model's expected raw score (the cover-weighted mean of its leaves)
@@ -94,9 +97,7 @@ class TreeTables:
         from fraud_service.scoring import treeshap_kernels
 
         out = np.zeros(self.features + 1)
-        treeshap_kernels.explain(self._row(row), self.roots, self.kind, self.feature, self.threshold, self.missing,
-                                 self.default_left, self.right, self.slot, self.new_slot, self.cat_from, self.cat_to,
-                                 self.categories, self.value, self.path_at, self.slots, self.path_feature,
+        treeshap_kernels.explain(self._row(row), self.nodes, self.roots, self.categories, self.path_feature,
                                  self.path_z, self.weights, self.depth, out)
         out[self.features] += self.expected
         return out
@@ -106,9 +107,7 @@ class TreeTables:
         from fraud_service.scoring import treeshap_kernels
 
         out = np.zeros(len(self.roots), dtype=np.int64)
-        treeshap_kernels.leaves(self._row(row), self.roots, self.kind, self.feature, self.threshold, self.missing,
-                                self.default_left, self.right, self.cat_from, self.cat_to, self.categories,
-                                self.leaf_index, out)
+        treeshap_kernels.leaves(self._row(row), self.nodes, self.roots, self.categories, self.leaf_index, out)
         return out
 
     def _row(self, row: np.ndarray) -> np.ndarray:
@@ -120,7 +119,7 @@ class TreeTables:
 
 class _Builder:
     def __init__(self) -> None:
-        self.nodes: list[list[Any]] = []
+        self.nodes: list[list[Any]] = []  # NODE's fields, then the leaf index
         self.roots: list[int] = []
         self.categories: list[int] = []
         self.path_feature: list[int] = []
@@ -136,8 +135,8 @@ class _Builder:
             value = float(node["leaf_value"])
             self.depth = max(self.depth, depth)
             self.expected += value * (_count(node) / total if path else 1.0)
-            self.nodes.append([_LEAF, 0, 0.0, 0, 0, -1, 0, 0, 0, 0, value, int(node.get("leaf_index", 0)),
-                               len(self.path_feature), len(path)])
+            at = len(self.path_feature)
+            self.nodes.append([value, -1, 0, at, at + len(path), _LEAF, 0, 0, 0, 0, int(node.get("leaf_index", 0))])
             self.path_feature.extend(f for f, _ in path)
             self.path_z.extend(z for _, z in path)
             return True
@@ -153,13 +152,13 @@ class _Builder:
         here = [f for f, _ in path]
         new = feature not in here
         slot = len(path) if new else here.index(feature)
-        me = [_CATEGORICAL if categorical else _NUMERIC, feature, 0.0 if categorical else float(node["threshold"]),
-              _MISSING[node["missing_type"]], int(bool(node["default_left"])), -1, slot, int(new), start,
-              len(self.categories), 0.0, 0, 0, 0]
+        me = [0.0 if categorical else float(node["threshold"]), -1, feature, start, len(self.categories),
+              _CATEGORICAL if categorical else _NUMERIC, _MISSING[node["missing_type"]],
+              int(bool(node["default_left"])), slot, int(new), 0]
         self.nodes.append(me)
         for side, (child, share) in enumerate(zip((node["left_child"], node["right_child"]), shares, strict=True)):
             if side == 1:
-                me[5] = len(self.nodes)  # the right subtree starts after the left one
+                me[1] = len(self.nodes)  # the right subtree starts after the left one
             below = list(path)
             if new:
                 below.append((feature, share))
@@ -169,22 +168,20 @@ class _Builder:
                 return False
         return True
 
-    def finish(self, features: int) -> TreeTables:
-        columns = list(zip(*self.nodes, strict=True))
-
-        def ints(i: int) -> np.ndarray:
-            return np.asarray(columns[i], dtype=np.int64)
-
+    def finish(self, features: int) -> TreeTables | None:
+        if len(self.nodes) >= 2**31:
+            return None
+        nodes = np.zeros(len(self.nodes), dtype=NODE)
+        for i, name in enumerate(NODE.names or ()):
+            nodes[name] = [node[i] for node in self.nodes]
         weights = np.zeros((self.depth + 1, self.depth + 1))
         for d in range(1, self.depth + 1):
             for s in range(d):
                 weights[d, s] = math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
         return TreeTables(
-            roots=np.asarray(self.roots, dtype=np.int64), kind=ints(0), feature=ints(1),
-            threshold=np.asarray(columns[2], dtype=np.float64), missing=ints(3), default_left=ints(4),
-            right=ints(5), slot=ints(6), new_slot=ints(7), cat_from=ints(8), cat_to=ints(9),
+            nodes=nodes, roots=np.asarray(self.roots, dtype=np.int64),
             categories=np.asarray(self.categories or [0], dtype=np.int64),
-            value=np.asarray(columns[10], dtype=np.float64), leaf_index=ints(11), path_at=ints(12), slots=ints(13),
+            leaf_index=np.asarray([node[-1] for node in self.nodes], dtype=np.int64),
             path_feature=np.asarray(self.path_feature or [0], dtype=np.int64),
             path_z=np.asarray(self.path_z or [1.0], dtype=np.float64), weights=weights, expected=self.expected,
             features=features, depth=self.depth)

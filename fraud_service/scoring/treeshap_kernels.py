@@ -1,4 +1,9 @@
-"""The compiled loops of `treeshap` (numba; imported only when a model is explained, compiled once and cached)."""
+"""The compiled loops of `treeshap` (numba; imported only when a model is first used one row at a time, compiled
+once and cached beside this module).
+
+A node is one 32-byte record (`treeshap.NODE`), so that following a row down a tree reads one cache line per split: the
+1,400 trees of a model span megabytes, and a row's path through them is mostly cache misses.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +15,46 @@ from numba import njit
 ZERO = 1e-35  # LightGBM's kZeroThreshold
 
 
+
 @njit(cache=True, nogil=True)
-def goes_left(x: float, kind: int, threshold: float, missing: int, default_left: int, categories: np.ndarray,
-              cat_from: int, cat_to: int) -> bool:
-    """LightGBM's `Tree::Decision` for one split (kind 1 numeric, 2 categorical)."""
-    if kind == 2:
-        if math.isnan(x) or x <= -1.0:  # C's cast toward zero: (-1, 0) is category 0
+def goes_left(x: np.ndarray, node: np.void, categories: np.ndarray) -> bool:
+    """LightGBM's `Tree::Decision` for the split NODE and row X."""
+    value = float(x[node["feature"]])
+    if node["kind"] == 2:
+        if math.isnan(value) or value <= -1.0:  # C's cast toward zero: (-1, 0) is category 0, below is negative
             return False
-        code = int(x)
-        for i in range(cat_from, cat_to):
+        code = int(value)
+        for i in range(node["cat_from"], node["cat_to"]):
             if categories[i] == code:
                 return True
         return False
-    if math.isnan(x) and missing != 2:
-        x = 0.0
-    if (missing == 1 and -ZERO <= x <= ZERO) or (missing == 2 and math.isnan(x)):
-        return default_left == 1
-    return x <= threshold
+    if math.isnan(value) and node["missing"] != 2:
+        value = 0.0
+    if (node["missing"] == 1 and -ZERO <= value <= ZERO) or (node["missing"] == 2 and math.isnan(value)):
+        return node["default_left"] == 1
+    return value <= node["threshold"]
 
 
 @njit(cache=True, nogil=True)
-def explain(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndarray, threshold: np.ndarray,
-            missing: np.ndarray, default_left: np.ndarray, right: np.ndarray, slot: np.ndarray, new_slot: np.ndarray,
-            cat_from: np.ndarray, cat_to: np.ndarray, categories: np.ndarray, value: np.ndarray,
-            path_at: np.ndarray, slots: np.ndarray, path_feature: np.ndarray, path_z: np.ndarray,
-            weights: np.ndarray, depth: int, out: np.ndarray) -> None:
+def leaf_of(x: np.ndarray, nodes: np.ndarray, root: int, categories: np.ndarray) -> int:
+    """The leaf node row X reaches from ROOT."""
+    n = root
+    while nodes[n]["kind"] != 0:
+        n = n + 1 if goes_left(x, nodes[n], categories) else nodes[n]["right"]
+    return n
+
+
+@njit(cache=True, nogil=True)
+def leaves(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray, leaf_index: np.ndarray,
+           out: np.ndarray) -> None:
+    """The leaf (LightGBM's numbering) each tree sends row X to."""
+    for t in range(roots.shape[0]):
+        out[t] = leaf_index[leaf_of(x, nodes, roots[t], categories)]
+
+
+@njit(cache=True, nogil=True)
+def explain(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray, path_feature: np.ndarray,
+            path_z: np.ndarray, weights: np.ndarray, depth: int, out: np.ndarray) -> None:
     """Add every leaf's contributions for row X to OUT (see `treeshap`): each tree's nodes once, depth first,
     carrying the bits of the path's slots the row agrees with; at a leaf, the polynomial of the agreeing slots."""
     stack_node = np.empty(depth + 1, dtype=np.int64)
@@ -49,26 +69,26 @@ def explain(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndar
             top -= 1
             n = stack_node[top]
             bits = stack_bits[top]
-            while kind[n] != 0:
-                left = goes_left(x[feature[n]], kind[n], threshold[n], missing[n], default_left[n], categories,
-                                 cat_from[n], cat_to[n])
-                bit = np.int64(1) << slot[n]
-                if new_slot[n] == 1:
+            while nodes[n]["kind"] != 0:
+                node = nodes[n]
+                left = goes_left(x, node, categories)
+                bit = np.int64(1) << node["slot"]
+                if node["new_slot"] == 1:
                     left_bits = bits | bit if left else bits
                     right_bits = bits if left else bits | bit
                 else:
                     left_bits = bits if left else bits & ~bit
                     right_bits = bits & ~bit if left else bits
-                stack_node[top] = right[n]
+                stack_node[top] = node["right"]
                 stack_bits[top] = right_bits
                 top += 1
                 n += 1
                 bits = left_bits
-            d = slots[n]
+            at = nodes[n]["cat_from"]
+            d = nodes[n]["cat_to"] - at
             if d == 0:
                 continue
-            at = path_at[n]
-            # prod over agreeing slots of (z + t), and the product of the others' z
+            # the product over agreeing slots of (z + t), and the product of the other slots' z
             poly[0] = 1.0
             degree = 0
             others = 1.0
@@ -82,7 +102,7 @@ def explain(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndar
                     degree += 1
                 else:
                     others *= z
-            v = value[n] * others
+            v = nodes[n]["threshold"] * others
             w = weights[d]
             if degree < d:  # a slot the row disagrees with gets -v * sum_s w(s) poly[s]
                 total = 0.0
@@ -91,7 +111,7 @@ def explain(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndar
                 for k in range(d):
                     if not bits >> k & 1:
                         out[path_feature[at + k]] -= v * total
-            for k in range(d):  # an agreeing slot: its factor divided out, times v (1 - z)
+            for k in range(d):  # an agreeing slot: its factor divided out of the polynomial, times v (1 - z)
                 if bits >> k & 1:
                     z = path_z[at + k]
                     part[degree - 1] = poly[degree]
@@ -101,19 +121,3 @@ def explain(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndar
                     for i in range(degree):
                         total += w[i] * part[i]
                     out[path_feature[at + k]] += v * (1.0 - z) * total
-
-
-@njit(cache=True, nogil=True)
-def leaves(x: np.ndarray, roots: np.ndarray, kind: np.ndarray, feature: np.ndarray, threshold: np.ndarray,
-           missing: np.ndarray, default_left: np.ndarray, right: np.ndarray, cat_from: np.ndarray,
-           cat_to: np.ndarray, categories: np.ndarray, leaf_index: np.ndarray, out: np.ndarray) -> None:
-    """The leaf (LightGBM's numbering) each tree sends row X to."""
-    for t in range(roots.shape[0]):
-        n = roots[t]
-        while kind[n] != 0:
-            if goes_left(x[feature[n]], kind[n], threshold[n], missing[n], default_left[n], categories,
-                         cat_from[n], cat_to[n]):
-                n += 1
-            else:
-                n = right[n]
-        out[t] = leaf_index[n]

@@ -113,7 +113,7 @@ def test_an_averaged_model_and_a_tree_of_one_leaf_are_explained() -> None:
                          lgb.Dataset(np.arange(100.0).reshape(50, 2), np.r_[np.zeros(25), np.ones(25)]),
                          num_boost_round=3)
     tables = TreeTables.build(constant.dump_model())
-    assert tables is not None and set(tables.kind) == {0}
+    assert tables is not None and set(tables.nodes["kind"]) == {0}
     got = tables.contributions(np.array([1.0, 2.0]))
     np.testing.assert_allclose(got, constant.predict(np.array([[1.0, 2.0]]), pred_contrib=True)[0], atol=1e-12)
     assert got[:2].tolist() == [0.0, 0.0]
