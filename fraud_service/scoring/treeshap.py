@@ -39,6 +39,8 @@ import numpy as np
 
 MAX_SLOTS = 62
 """The most distinct features one leaf's path may hold (the row's agreement with them is one 64-bit word)."""
+MAX_DEPTH = 1_000
+"""The deepest leaf a flattened tree may hold (deeper, degenerate trees keep LightGBM's TreeSHAP)."""
 
 _LEAF, _NUMERIC, _CATEGORICAL = 0, 1, 2
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
@@ -69,7 +71,7 @@ class TreeTables:
     leaf_index: np.ndarray    # int64 [nodes]: a leaf's index in its tree (LightGBM's numbering)
     path_feature: np.ndarray  # int64: the leaves' slots' features
     path_z: np.ndarray        # float64: the slots' shares of training rows going the leaf's way
-    weights: np.ndarray       # float64 [depth + 1, depth + 1]: w_d(s)
+    weights: np.ndarray       # float64 [slots + 1, slots + 1]: w_d(s) for d slots
     expected: float           # the model's expected raw score (the cover-weighted mean of its leaves)
     features: int
     depth: int                # the deepest leaf's depth
@@ -81,7 +83,7 @@ class TreeTables:
             return None
         builder = _Builder()
         limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 10_000))
+        sys.setrecursionlimit(max(limit, 2 * MAX_DEPTH + 100))
         try:
             for tree in model["tree_info"]:
                 root = tree["tree_structure"]
@@ -129,6 +131,8 @@ class _Builder:
 
     def visit(self, node: dict[str, Any], path: list[tuple[int, float]], total: float, depth: int = 0) -> bool:
         """Append NODE and its subtree; PATH holds the slots above it as (feature, z). False: not explainable."""
+        if depth > MAX_DEPTH:
+            return False
         if "split_index" not in node:
             if len(path) > MAX_SLOTS:
                 return False
@@ -174,8 +178,9 @@ class _Builder:
         nodes = np.zeros(len(self.nodes), dtype=NODE)
         for i, name in enumerate(NODE.names or ()):
             nodes[name] = [node[i] for node in self.nodes]
-        weights = np.zeros((self.depth + 1, self.depth + 1))
-        for d in range(1, self.depth + 1):
+        slots = min(self.depth, MAX_SLOTS)  # a leaf has at most as many slots as splits above it
+        weights = np.zeros((slots + 1, slots + 1))
+        for d in range(1, slots + 1):
             for s in range(d):
                 weights[d, s] = math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d)
         return TreeTables(

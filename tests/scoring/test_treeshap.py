@@ -155,3 +155,24 @@ def test_the_scorer_explains_single_rows_as_the_shap_package_does(trained_world)
     explainer = shap.TreeExplainer(scorer.booster)
     np.testing.assert_allclose(ours[:, :-1], np.asarray(explainer.shap_values(x)), atol=1e-6)
     np.testing.assert_allclose(ours, scorer.booster.predict(x, pred_contrib=True), rtol=0, atol=1e-10)
+
+
+def _chain(depth: int) -> dict:
+    """A degenerate tree: a chain of DEPTH splits on three features, a leaf hanging off each."""
+    node: dict = {"leaf_index": depth, "leaf_value": 0.1, "leaf_count": 1}
+    for i in reversed(range(depth)):
+        node = {"split_index": i, "split_feature": i % 3, "threshold": float(i % 7), "decision_type": "<=",
+                "default_left": True, "missing_type": "None", "internal_count": 1 + (depth - i),
+                "left_child": {"leaf_index": i, "leaf_value": 0.01 * (i % 5), "leaf_count": 1}, "right_child": node}
+    return {"num_tree_per_iteration": 1, "num_class": 1, "max_feature_idx": 2, "tree_info": [{"tree_structure": node}]}
+
+
+def test_a_deep_chain_is_flattened_and_adds_up_and_a_deeper_one_is_left_to_lightgbm() -> None:
+    tables = TreeTables.build(_chain(400))
+    assert tables is not None and tables.depth == 400
+    for row in ([3.0, 8.0, 1.0], [9.0, 9.0, 9.0], [np.nan, -1.0, 4.0]):
+        x = np.array(row)
+        leaf = int(tables.leaves(x)[0])
+        value = 0.1 if leaf == 400 else 0.01 * (leaf % 5)
+        assert tables.contributions(x).sum() == pytest.approx(value, abs=1e-9)  # local accuracy
+    assert TreeTables.build(_chain(1_500)) is None
