@@ -129,6 +129,8 @@ class OnlineFeatures:
         self._live_sql = " UNION ALL ".join(
             ["SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND key = ?"] * len(ENTITIES))
         if self.kind == "sqlite":
+            if any("," in name for _, _, names in self.views for name in names):
+                raise ValueError("a feature name holds a comma: the SQLite online read joins names with commas")
             self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
             # one row per view (its values hex-joined inside SQLite): each row fetched hands the interpreter lock
             # to another thread and back, and the views hold about 80 values for one request

@@ -7,6 +7,7 @@ the same score whichever path computes it.
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 import os
 import threading
@@ -20,6 +21,8 @@ import pandas as pd
 from features.definitions import FEATURE_SERVICE, feature_names
 from fraud_service.scoring.treeshap import TreeTables
 from models.registry import ModelRecord, ModelRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,15 +116,22 @@ class Scorer:
         if self._explainer is None:
             with self._contrib_lock:
                 if self._explainer is None:
-                    tables = TreeTables.build(self.booster.dump_model())
-                    if tables is not None:
-                        self._explainer = lambda x: tables.contributions(x[0])[np.newaxis, :]
-                    else:
-                        import lightgbm as lgb
-
-                        self._explainer = SingleRow(lgb.Booster(model_str=self._model_text), CONTRIB,
-                                                    hold_gil=False).predict
+                    self._explainer = self._flattened() or SingleRow(
+                        lgb_booster(self._model_text), CONTRIB, hold_gil=False).predict
         return self._explainer
+
+    def _flattened(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The flattened model's explanation of one row, tried once; None when the model is not flattened or its
+        kernels cannot run here (LightGBM's TreeSHAP then explains, or refuses a model it cannot explain)."""
+        try:
+            tables = TreeTables.build(self.booster.dump_model())
+            if tables is None:
+                return None
+            tables.contributions(np.zeros(tables.features))  # compiled (or loaded) now, not in a request
+        except Exception:  # a model too deep to dump, kernels that do not compile: LightGBM's TreeSHAP instead
+            log.warning("model %s: explanations fall back to LightGBM's TreeSHAP", self.version, exc_info=True)
+            return None
+        return lambda x: tables.contributions(x[0])[np.newaxis, :]
 
     def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
         return self.probability(self.matrix(frame))
@@ -130,6 +140,12 @@ class Scorer:
         return {"version": self.version, "features": len(self.features),
                 "trees": self.booster.num_trees(), "policy": self.policy.get("version")}
 
+
+
+def lgb_booster(model_text: str) -> Any:
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=model_text)
 
 
 RAW_SCORE, CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE and C_API_PREDICT_CONTRIB

@@ -8,18 +8,31 @@ A node is one 32-byte record (`treeshap.NODE`), so that following a row down a t
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numba
 import numpy as np
-from numba import njit
 
-ZERO = 1e-35  # LightGBM's kZeroThreshold
-
+ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant): |x| at most this is zero
 
 
-@njit(cache=True, nogil=True)
+
+def njit(function: Any) -> Any:
+    """Compiled without the interpreter lock, and cached on disk where numba finds a writable place (beside this
+    module, or the user's cache directory); compiled in each process where it finds none."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
+@njit
 def goes_left(x: np.ndarray, node: np.void, categories: np.ndarray) -> bool:
-    """LightGBM's `Tree::Decision` for the split NODE and row X."""
+    """LightGBM's `Tree::Decision` for the split NODE and row X (whose values within ZERO of 0 LightGBM reads as 0
+    when it takes the row in)."""
     value = float(x[node["feature"]])
+    if abs(value) <= ZERO:
+        value = 0.0
     if node["kind"] == 2:
         if math.isnan(value) or value <= -1.0:  # C's cast toward zero: (-1, 0) is category 0, below is negative
             return False
@@ -35,7 +48,7 @@ def goes_left(x: np.ndarray, node: np.void, categories: np.ndarray) -> bool:
     return value <= node["threshold"]
 
 
-@njit(cache=True, nogil=True)
+@njit
 def leaf_of(x: np.ndarray, nodes: np.ndarray, root: int, categories: np.ndarray) -> int:
     """The leaf node row X reaches from ROOT."""
     n = root
@@ -44,7 +57,7 @@ def leaf_of(x: np.ndarray, nodes: np.ndarray, root: int, categories: np.ndarray)
     return n
 
 
-@njit(cache=True, nogil=True)
+@njit
 def leaves(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray, leaf_index: np.ndarray,
            out: np.ndarray) -> None:
     """The leaf (LightGBM's numbering) each tree sends row X to."""
@@ -52,7 +65,7 @@ def leaves(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.n
         out[t] = leaf_index[leaf_of(x, nodes, roots[t], categories)]
 
 
-@njit(cache=True, nogil=True)
+@njit
 def explain(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray, path_feature: np.ndarray,
             path_z: np.ndarray, weights: np.ndarray, depth: int, out: np.ndarray) -> None:
     """Add every leaf's contributions for row X to OUT (see `treeshap`): each tree's nodes once, depth first,

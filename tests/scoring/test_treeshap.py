@@ -21,6 +21,9 @@ def _hostile_rows(rng: np.random.Generator, n: int, features: int, categorical: 
     x[rng.random(x.shape) < 0.1] = 0.0
     x[rng.random(x.shape) < 0.05] = -0.0
     x[rng.random(x.shape) < 0.05] = 1e-36
+    tiny = float(np.float32(1e-35))  # LightGBM's zero threshold, on either side and just beyond
+    for edge in (tiny, -tiny, np.nextafter(tiny, 1.0), -np.nextafter(tiny, 1.0), 1.000000001e-35):
+        x[rng.random(x.shape) < 0.02] = edge
     for c in categorical:
         x[:, c] = rng.choice([0, 1, 2, 3, 4, 5, 9, 40, -1, -0.5, 2.7, np.nan, 1e6], n)
     return x
@@ -175,4 +178,32 @@ def test_a_deep_chain_is_flattened_and_adds_up_and_a_deeper_one_is_left_to_light
         leaf = int(tables.leaves(x)[0])
         value = 0.1 if leaf == 400 else 0.01 * (leaf % 5)
         assert tables.contributions(x).sum() == pytest.approx(value, abs=1e-9)  # local accuracy
-    assert TreeTables.build(_chain(1_500)) is None
+    assert TreeTables.build(_chain(600)) is None  # deeper than MAX_DEPTH
+
+
+def test_a_linear_tree_model_is_not_flattened() -> None:
+    """Its leaves hold a linear function, not a constant: LightGBM refuses to explain it, and so does the service."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(800, 3))
+    y = (x[:, 0] + rng.normal(size=800) > 0).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "linear_tree": True, "num_leaves": 4},
+                        lgb.Dataset(x, y), num_boost_round=3)
+    assert TreeTables.build(booster.dump_model()) is None
+
+
+def test_zero_threshold_splits_decide_as_lightgbm() -> None:
+    """Values within LightGBM's zero threshold are zero to every split ("x < 0" splits sit at -1e-35)."""
+    rng = np.random.default_rng(0)
+    for params in ({}, {"zero_as_missing": True}, {"use_missing": False}):
+        x = rng.normal(size=(2000, 2))
+        x[rng.random(x.shape) < 0.3] = 0.0
+        booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4, **params},
+                            lgb.Dataset(x, (x[:, 0] < 0).astype(int)), num_boost_round=3)
+        tables = TreeTables.build(booster.dump_model())
+        assert tables is not None
+        tiny = float(np.float32(1e-35))
+        rows = np.array([[v, 1.0] for v in (tiny, -tiny, np.nextafter(tiny, 1), -np.nextafter(tiny, 1), 1e-36,
+                                            -1e-36, 1.000000001e-35, 0.0, -0.0)])
+        np.testing.assert_array_equal(np.array([tables.leaves(r) for r in rows]), booster.predict(rows, pred_leaf=True))
+        np.testing.assert_allclose(np.array([tables.contributions(r) for r in rows]),
+                                   booster.predict(rows, pred_contrib=True), rtol=0, atol=1e-12)
