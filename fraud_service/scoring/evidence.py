@@ -146,7 +146,7 @@ def write_batch(cursor: Any, sql: Statements, tail: Tail, batch: list[Pending], 
     connection = cursor.connection
     if sql.postgres:  # what this batch is about, locked before anything is read (`store.locks`); ascending
         keys = locks.keys(ids, [link for _, links in flagged for link in links])
-        cursor.execute(sql.lock_all, (keys,))
+        cursor.executemany(sql.lock, [(k,) for k in keys])
     reads: dict[str, Any] = {}
 
     def read(name: str, statement: str, params: list[Any]) -> None:

@@ -20,10 +20,6 @@ from sqlalchemy.orm import Session
 
 LOCK = "SELECT pg_advisory_xact_lock(CAST({mark} AS BIGINT))"
 """The statement taking one subject's lock, with the driver's or SQLAlchemy's parameter mark."""
-LOCK_ALL = ("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST({mark} AS BIGINT[])) WITH ORDINALITY AS t(k, i) "
-            "ORDER BY i")
-"""One statement taking the locks of a list of keys, in the list's order (sorting comes before a volatile function
-in the select list is evaluated), with the driver's parameter mark: one statement for a whole batch."""
 
 
 def key(kind: str, value: str) -> int:

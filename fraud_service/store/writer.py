@@ -428,7 +428,7 @@ class Statements:
         lock = " FOR UPDATE" if self.postgres else ""  # SQLite: BEGIN IMMEDIATE holds the database's one write lock
         self.head = f"SELECT seq, hash FROM chain_head WHERE id = {m}{lock}"  # the writer's own segment: uncontended
         self.move_head = f"UPDATE chain_head SET seq = {m}, hash = {m} WHERE id = {m}"
-        self.lock_all = locks.LOCK_ALL.format(mark=m)  # PostgreSQL only
+        self.lock = locks.LOCK.format(mark=m)  # PostgreSQL only
         # events are numbered by the database as they are inserted (the sequence's default; SQLite's rowid), and an
         # assessment names the event inserted just before it
         self.last_event = "currval('evidence_event_ids')" if self.postgres else "last_insert_rowid()"
