@@ -243,6 +243,10 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
     return rows
 
 
+_FLUSH = object()
+"""Queued by `FreshnessWriter.drain`: the writer stops gathering and writes what it holds."""
+
+
 class FreshnessWriter:
     """Records assessed returns' live facts off the request path: one thread, batches of what is waiting.
 
@@ -260,7 +264,7 @@ class FreshnessWriter:
         self.batch = batch
         self.gather = gather
         self.errors = 0
-        self._queue: queue.Queue[AssessedReturn | None] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()  # returns, _FLUSH, or None to stop
         self._thread = threading.Thread(target=self._run, name="freshness-writer", daemon=True)
         self._thread.start()
 
@@ -286,7 +290,10 @@ class FreshnessWriter:
         return facts
 
     def drain(self) -> None:
-        """Block until everything submitted so far is recorded (tests, shutdown)."""
+        """Block until everything submitted so far is recorded (tests, shutdown, the demo): the batch being
+        gathered is written at once, without waiting out `gather`."""
+        if self._thread.is_alive():  # after `close` nothing takes the marker off the queue
+            self._queue.put(_FLUSH)
         self._queue.join()
 
     def close(self) -> None:
@@ -299,6 +306,9 @@ class FreshnessWriter:
             if first is None:
                 self._queue.task_done()
                 return
+            if first is _FLUSH:
+                self._queue.task_done()
+                continue
             items = [first]
             deadline = time.monotonic() + self.gather
             while len(items) < self.batch:
@@ -308,6 +318,9 @@ class FreshnessWriter:
                     break
                 if item is None:
                     self._queue.put(None)  # stop after this batch
+                    self._queue.task_done()
+                    break
+                if item is _FLUSH:  # someone waits for what is gathered: write it now
                     self._queue.task_done()
                     break
                 items.append(item)

@@ -126,3 +126,27 @@ def test_a_new_orders_returns_are_served_as_training_sees_them_and_the_order_cou
             if name == MEDIAN or name in ENTITY_KEYS or name.startswith("req_"):
                 continue
             assert _same(value, row[name]), (row.name, name, value, row[name])
+
+
+def test_drain_writes_what_is_gathered_at_once_and_returns_after_close(live_world):
+    """A writer that would gather for an hour still records at once when someone drains it (the demo drains after
+    every return); draining a closed writer returns."""
+    import threading
+
+    w = live_world
+    snapshot = w["snapshot"]
+    returns = snapshot.read("returns")
+    orders = snapshot.read("orders").set_index("order_id")
+    old = returns.iloc[-2]
+    at = w["opened"] + pd.Timedelta(minutes=1)
+    body = _body(old["customer_id"], orders.loc[old["order_id"], "payment_token"], at - pd.Timedelta(days=1), at, 7)
+    writer = FreshnessWriter(w["live"], known_orders(w["source"]), gather=3600.0)
+    before = w["live"].db.execute("SELECT count(*) FROM live_facts").fetchone()[0]
+    writer.submit(assessed_return(parse_request(body, at.to_pydatetime())))
+    drained = threading.Thread(target=writer.drain, daemon=True)
+    drained.start()
+    drained.join(timeout=120)
+    assert not drained.is_alive()
+    assert w["live"].db.execute("SELECT count(*) FROM live_facts").fetchone()[0] > before
+    writer.close()
+    writer.drain()
