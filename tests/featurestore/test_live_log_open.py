@@ -24,17 +24,23 @@ def _open_evidence(path: str) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def _race(target, tmp_path: Path) -> list[int]:
-    context = multiprocessing.get_context("fork")
-    codes = []
+def _race(target, tmp_path: Path) -> list[int | None]:
+    """Exit codes of PROCESSES processes running TARGET on each of ROUNDS new files. They are forked from a fresh
+    server process (forkserver), not from this one: a fork of a process whose other threads hold SQLite's or
+    the allocator's locks can hang in the child (the whole suite runs many threads)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    codes: list[int | None] = []
     for round_ in range(ROUNDS):
         path = str(tmp_path / f"{round_}.db")
         processes = [context.Process(target=target, args=(path,)) for _ in range(PROCESSES)]
         for process in processes:
             process.start()
         for process in processes:
-            process.join()
+            process.join(timeout=120)  # a hang is a failure, not a stuck suite
             codes.append(process.exitcode)
+            if process.is_alive():
+                process.kill()
     return codes
 
 
