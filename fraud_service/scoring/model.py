@@ -116,8 +116,12 @@ class Scorer:
         if self._explainer is None:
             with self._contrib_lock:
                 if self._explainer is None:
-                    self._explainer = self._flattened() or SingleRow(
-                        lgb_booster(self._model_text), CONTRIB, hold_gil=False).predict
+                    self._explainer = self._flattened()
+                if self._explainer is None:
+                    import lightgbm as lgb
+
+                    self._explainer = SingleRow(lgb.Booster(model_str=self._model_text), CONTRIB,
+                                                hold_gil=False).predict
         return self._explainer
 
     def _flattened(self) -> Callable[[np.ndarray], np.ndarray] | None:
@@ -140,12 +144,6 @@ class Scorer:
         return {"version": self.version, "features": len(self.features),
                 "trees": self.booster.num_trees(), "policy": self.policy.get("version")}
 
-
-
-def lgb_booster(model_text: str) -> Any:
-    import lightgbm as lgb
-
-    return lgb.Booster(model_str=model_text)
 
 
 RAW_SCORE, CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE and C_API_PREDICT_CONTRIB

@@ -16,7 +16,6 @@ import numpy as np
 ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float constant): |x| at most this is zero
 
 
-
 def njit(function: Any) -> Any:
     """Compiled without the interpreter lock, and cached on disk where numba finds a writable place (beside this
     module, or the user's cache directory); compiled in each process where it finds none."""
@@ -43,7 +42,7 @@ def goes_left(x: np.ndarray, node: np.void, categories: np.ndarray) -> bool:
         return False
     if math.isnan(value) and node["missing"] != 2:
         value = 0.0
-    if (node["missing"] == 1 and -ZERO <= value <= ZERO) or (node["missing"] == 2 and math.isnan(value)):
+    if (node["missing"] == 1 and value == 0.0) or (node["missing"] == 2 and math.isnan(value)):
         return node["default_left"] == 1
     return value <= node["threshold"]
 
