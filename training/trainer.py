@@ -20,6 +20,9 @@ MONOTONE_UP = (
 )
 """Evidence of past bad behaviour may only raise a score: a model that learns otherwise learned noise."""
 MIN_POSITIVES = 20
+# the validation slice grows back in time (to at most half the matured rows) until it holds this many: fewer make
+# early stopping and the calibration guesswork, and with few labels the latest fifth can hold almost none
+MIN_VALIDATION_POSITIVES = 10
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,9 @@ class TrainedModel:
 def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainConfig | None = None,
         weight: np.ndarray | None = None, mature: np.ndarray | None = None) -> TrainedModel:
     """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row). The latest `validation_share` of
-    the rows validate, early-stop and calibrate; with MATURE (a mask: rows whose labels have had time to
-    arrive), the latest share of those, and every other row trains."""
+    the rows validate, early-stop and calibrate (reaching further back, up to half, until they hold
+    MIN_VALIDATION_POSITIVES positives); with MATURE (a mask: rows whose labels have had time to arrive), the
+    latest of those, and every other row trains."""
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -104,16 +108,20 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     ripe = np.ones(len(y), dtype=bool) if mature is None else np.asarray(mature, dtype=bool)[order]
     ripe_rows = np.flatnonzero(ripe)
     is_valid = np.zeros(len(y), dtype=bool)
-    is_valid[ripe_rows[int(len(ripe_rows) * (1 - config.validation_share)):]] = True
+    is_valid[ripe_rows[_validation_start(y[ripe_rows], config.validation_share):]] = True
     reorder = np.r_[np.flatnonzero(~is_valid), np.flatnonzero(is_valid)]  # training rows first, then validation
     frame, y, w = frame.iloc[reorder].reset_index(drop=True), y[reorder], w[reorder]
     split = int((~is_valid).sum())
     y_train, y_valid = y[:split], y[split:]
-    for part, values in (("training", y_train), ("validation", y_valid)):
-        if int(values.sum()) < MIN_POSITIVES // (4 if part == "validation" else 1):
+    if int(y.sum()) < MIN_POSITIVES:
+        raise TrainingDataError(f"{int(y.sum())} fraud/abuse labels among {len(y):,} returns; at least "
+                                f"{MIN_POSITIVES} labelled fraud/abuse returns are needed to train")
+    for part, values, least in (("training", y_train, MIN_POSITIVES // 2), ("validation", y_valid, MIN_POSITIVES // 4)):
+        if int(values.sum()) < least:
             raise TrainingDataError(
-                f"the {part} slice has {int(values.sum())} fraud/abuse labels among {len(values):,} returns; "
-                f"at least {MIN_POSITIVES} labelled fraud/abuse returns are needed to train")
+                f"the {part} slice has {int(values.sum())} fraud/abuse labels among {len(values):,} returns; at least "
+                f"{least} are needed there (the validation slice is the latest matured returns, reaching back to at "
+                f"most half of them for {MIN_VALIDATION_POSITIVES} labels)")
     categories = {name: sorted(str(v) for v in frame[name].dropna().unique()) for name in features
                   if name in CATEGORICAL}
     x = encode(frame, features, categories)
@@ -153,6 +161,17 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
                     "of": "the early-stopping models, before the refit" if config.refit else "the final model"},
         typical=typical_values(frame, features, categories),
     )
+
+
+def _validation_start(y: np.ndarray, share: float) -> int:
+    """Where the validation slice starts among time-ordered targets Y: the latest SHARE of them, or, when that holds
+    fewer than MIN_VALIDATION_POSITIVES positives, as far back as it takes to hold them, but never more than half."""
+    start = int(len(y) * (1 - share))
+    if int(y[start:].sum()) >= MIN_VALIDATION_POSITIVES:
+        return start
+    from_end = np.cumsum(y[::-1] > 0)
+    needed = int(np.searchsorted(from_end, MIN_VALIDATION_POSITIVES)) + 1  # rows from the end holding that many
+    return max(min(start, len(y) - needed), len(y) - len(y) // 2)
 
 
 def _member(params: dict[str, Any], config: TrainConfig, k: int) -> dict[str, Any]:
