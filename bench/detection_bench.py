@@ -13,7 +13,12 @@ Proxies:
 - `generated`: the generator's worlds (365 days, cutoff 120 days before the end) at each --shares.
 
     .venv/bin/python bench/detection_bench.py [--proxies uci-injection uci-second generated]
-        [--seeds 1 2 3] [--shares 0.01 0.03] [--customers 6000] [--config KEY=VALUE ...] [--json FILE]
+        [--seeds 1 2 3] [--shares 0.01 0.03] [--customers 6000] [--fraud-scale 1.0] [--config KEY=VALUE ...]
+        [--json FILE]
+
+--fraud-scale scales the Online Retail injectors' fraud (not their honest kinds): 0.5 gives about 5% bad
+returns, as on the hidden test. The untouched returns of real customers with HEAVY or more returns are
+reported as the kind `heavy_returner` (honest, lower is better).
 
 --config sets fields of the project's TrainConfig for this run (e.g. min_child_samples=20), to measure a
 training choice beside the default; --drop leaves features out of the model (an ablation).
@@ -22,6 +27,7 @@ training choice beside the default; --drop leaves features out of the model (an 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -39,6 +45,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 SOURCE = ROOT.parent / "shared" / "data" / "online_retail.parquet"
 UCI_CUTOFF = pd.Timestamp("2011-09-01", tz="UTC")
 TOP = 0.05
+HEAVY = 5  # an honest customer with at least this many returns in the dataset is a heavy returner
 
 
 def _cli(*argv: str) -> None:
@@ -78,10 +85,23 @@ def _judge(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
             "kind_counts": {str(k): int(v) for k, v in frame["typology"].value_counts().items() if k != "legit"}}
 
 
+def _with_heavy_returners(truth: pd.DataFrame) -> pd.DataFrame:
+    """Mark the untouched returns of customers with HEAVY or more of them as the kind `heavy_returner`.
+
+    On the Online Retail proxies these are real customers who really sent back a lot: honest frequent
+    returners nobody wrote, the kind the hidden test's "legit serial returners" stand for (lower is better).
+    """
+    legit = truth["typology"] == "legit"
+    counts = truth[legit].groupby("customer_id").size()
+    heavy = legit & truth["customer_id"].map(counts).fillna(0).ge(HEAVY)
+    return truth.assign(typology=truth["typology"].mask(heavy, "heavy_returner"))
+
+
 def run_one(dataset: Path, home: Path, cutoff: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any]:
     from reference_model import reference_scores, rules_scores
 
-    truth = pd.read_parquet(dataset / "ground_truth.parquet", columns=["return_id", "truth", "typology"])
+    truth = _with_heavy_returners(pd.read_parquet(dataset / "ground_truth.parquet",
+                                                  columns=["return_id", "customer_id", "truth", "typology"]))
     t0 = time.perf_counter()
     project = _project_scores(dataset, home, cutoff, end)
     t1 = time.perf_counter()
@@ -94,7 +114,7 @@ def run_one(dataset: Path, home: Path, cutoff: pd.Timestamp, end: pd.Timestamp) 
     return result
 
 
-def _datasets(proxy: str, seed: int, shares: list[float], customers: int, tmp: Path
+def _datasets(proxy: str, seed: int, shares: list[float], customers: int, tmp: Path, scale: float = 1.0
               ) -> list[tuple[str, Path, pd.Timestamp, pd.Timestamp]]:
     if proxy == "generated":
         from training.datasets.synthetic import WorldConfig, generate
@@ -114,11 +134,17 @@ def _datasets(proxy: str, seed: int, shares: list[float], customers: int, tmp: P
     if proxy == "uci-injection":
         from training.datasets.injection import InjectionConfig, inject
 
-        inject(uci, out, InjectionConfig(seed=seed))
+        base = InjectionConfig(seed=seed)
+        inject(uci, out, dataclasses.replace(base, bust_out_share=base.bust_out_share * scale,
+                                             mule_accounts=round(base.mule_accounts * scale),
+                                             phantom_share=base.phantom_share * scale))
     else:
         from training.datasets.second_injection import SecondInjectionConfig, inject_second
 
-        inject_second(uci, out, SecondInjectionConfig(seed=seed))
+        second = SecondInjectionConfig(seed=seed)
+        inject_second(uci, out, dataclasses.replace(second, **{
+            name: type(getattr(second, name))(getattr(second, name) * scale) if scale != 1 else getattr(second, name)
+            for name in ("takeovers", "rings", "wardrobers", "diverters", "empty_boxes", "item_switches")}))
     return [(proxy, out, UCI_CUTOFF, pd.Timestamp("2012-01-01", tz="UTC"))]
 
 
@@ -146,8 +172,6 @@ def _table(name: str, runs: list[dict[str, Any]]) -> None:
 
 def _configure(pairs: list[str]) -> None:
     """Make `train` use a TrainConfig with these KEY=VALUE fields changed (values typed as the defaults')."""
-    import dataclasses
-
     from training import workflow
 
     base = workflow.DEFAULT_CONFIG
@@ -171,6 +195,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--shares", nargs="+", type=float, default=[0.01, 0.03])
     parser.add_argument("--customers", type=int, default=6000, help="customers of each generated world")
+    parser.add_argument("--fraud-scale", type=float, default=1.0,
+                        help="scale the Online Retail injectors' fraud (not their honest kinds) by this factor; "
+                             "0.35 brings them near the hidden test's 4%% bad returns")
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
                         help="TrainConfig fields to change for this run")
     parser.add_argument("--drop", nargs="*", default=[], metavar="FEATURE",
@@ -191,7 +218,8 @@ def main() -> None:
         tmp = Path(name)
         for proxy in args.proxies:
             for seed in args.seeds:
-                for label, dataset, cutoff, end in _datasets(proxy, seed, args.shares, args.customers, tmp):
+                for label, dataset, cutoff, end in _datasets(proxy, seed, args.shares, args.customers, tmp,
+                                                          args.fraud_scale):
                     run = run_one(dataset, tmp / f"home-{label.replace(' ', '-')}-{seed}", cutoff, end)
                     run["seed"] = seed
                     results.setdefault(label, []).append(run)
