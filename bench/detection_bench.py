@@ -183,8 +183,8 @@ def _configure(pairs: list[str]) -> None:
             changes[key] = value.lower() in ("1", "true", "yes")
         else:
             changes[key] = type(current)(value) if not isinstance(current, str) else value
-    assert workflow.train.__kwdefaults__ is not None
-    workflow.train.__kwdefaults__["config"] = dataclasses.replace(base, **changes)
+    # `fraud-service train` passes workflow.DEFAULT_CONFIG (read when it runs) unless --ensemble is given
+    workflow.DEFAULT_CONFIG = dataclasses.replace(base, **changes)
     print(f"TrainConfig changes: {changes}")
 
 

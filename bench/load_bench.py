@@ -11,7 +11,8 @@ through the same middleware) is measured at the same levels first, while the ser
 framework's ceiling. Each level starts from the same features (the live facts of the level before
 are forgotten). Each measurement also reports the server's CPU time (gunicorn master and workers,
 from /proc) per request and the share of the machine's cores it kept busy: when that share is near
-1, CPU per request is what limits throughput. Afterwards every 201 answer's assessment must be in
+1, CPU per request is what limits throughput. With PostgreSQL on this machine, the CPU its processes
+used per request is reported beside it (they share the same cores). Afterwards every 201 answer's assessment must be in
 the database and `evidence verify` must pass.
 
     .venv/bin/python bench/load_bench.py                       # SQLite evidence, a new world in a temp dir
@@ -266,16 +267,35 @@ def server_cpu(server: subprocess.Popen[bytes]) -> float:
     return total / _TICK
 
 
+def postgres_cpu() -> float:
+    """CPU seconds (user + system) used so far by this machine's PostgreSQL processes (0 when none run here)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone since the listing
+            continue
+        name, _, rest = text.partition(" (")[2].rpartition(")")
+        if name.startswith("postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
 def measured(server: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]],
-             run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+             run: Callable[[], dict[str, Any]], postgres: bool = False) -> dict[str, Any]:
     """RUN's wrk figures, plus the server's (or servers') CPU per answered request (ms) and share of the machine's
-    cores over the run (the wrk process and the kernel's work outside the servers are not in it)."""
+    cores over the run (the wrk process and the kernel's work outside the servers are not in it); with POSTGRES,
+    also the CPU the local PostgreSQL server's processes used per request."""
     servers = server if isinstance(server, list) else [server]
-    cpu, started = sum(map(server_cpu, servers)), time.monotonic()
+    cpu, database, started = sum(map(server_cpu, servers)), postgres_cpu() if postgres else 0.0, time.monotonic()
     result = run()
     used, elapsed = sum(map(server_cpu, servers)) - cpu, time.monotonic() - started
     result["server_cpu_ms_per_request"] = round(1000 * used / max(result["requests"], 1), 3)
     result["server_busy"] = round(used / elapsed / (os.cpu_count() or 1), 3)
+    if postgres:
+        result["database_cpu_ms_per_request"] = round(1000 * (postgres_cpu() - database) / max(result["requests"], 1),
+                                                      3)
     return result
 
 
@@ -424,6 +444,8 @@ def main() -> None:
     wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
     levels = [int(c) for c in args.connections.split(",")]
     results: list[dict[str, Any]] = []
+    local_postgres = (args.database or "").startswith("postgresql") and any(
+        host in args.database for host in ("@127.0.0.1", "@localhost", "@/"))
     try:
         for i, port in enumerate(ports):  # instances share the home; each keeps its own metrics directory
             servers.append(start_server(args, server_env, port, tmp / f"server-{i}.log"))
@@ -438,14 +460,17 @@ def main() -> None:
             ceiling = ceilings[c]
             _forget_earlier_runs(home)  # every level starts from the same features
             assess = measured(servers, partial(wrk_spread, bases, c, args.seconds,
-                                               {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua"))
+                                               {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua"),
+                              postgres=local_postgres)
             results.append({"connections": c, "assess": assess, "healthz": ceiling})
             print(f"c={c:>3}  assess {assess['rps']:8.1f} req/s  p50 {assess['p50_ms']:6.2f} ms  "
                   f"p99 {assess['p99_ms']:6.2f} ms  non-2xx {assess['non_2xx']}  |  healthz {ceiling['rps']:8.1f} "
                   f"req/s  p50 {ceiling['p50_ms']:5.2f} ms  p99 {ceiling['p99_ms']:5.2f} ms  |  "
                   f"ratio {assess['rps'] / ceiling['rps']:.2f}", flush=True)
-            print(f"       server CPU per request: assess {assess['server_cpu_ms_per_request']:.2f} ms (cores "
-                  f"{assess['server_busy']:.0%} busy)  |  healthz {ceiling['server_cpu_ms_per_request']:.2f} ms "
+            database = (f" + PostgreSQL {assess['database_cpu_ms_per_request']:.2f} ms"
+                        if "database_cpu_ms_per_request" in assess else "")
+            print(f"       server CPU per request: assess {assess['server_cpu_ms_per_request']:.2f} ms{database} "
+                  f"(cores {assess['server_busy']:.0%} busy)  |  healthz {ceiling['server_cpu_ms_per_request']:.2f} ms "
                   f"({ceiling['server_busy']:.0%})", flush=True)
     finally:
         for running in servers:
