@@ -397,3 +397,46 @@ def test_a_segment_left_open_by_a_killed_process_of_this_host_is_closed_by_the_n
     finally:
         writer.close()
     assert _verify(engine).ok
+
+
+@pytest.mark.postgres
+def test_a_batch_of_assessments_and_case_events_keeps_every_event_in_its_place() -> None:
+    """On PostgreSQL a batch's statements go in one pipeline and the database numbers the events: the sequence must
+    number them in position order, every assessment must name its own event, and a case event must follow its
+    assessment's."""
+    for engine in postgres_engine():
+        writer = evidence_writer(engine, wait_s=10, lanes=1)
+        try:
+            _store(writer, _pending("warm"))
+            with engine.connect() as holder, ThreadPoolExecutor(13) as pool:
+                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "first")})
+                outcomes = [pool.submit(_store, writer, _pending("first"))]
+                _until_waiting(engine, 1)  # the writer is stuck in a batch of its own: the rest queue up behind it
+                later = [_pending(f"r{i}", customer=f"c-{i % 4}", flagged=i % 3 == 0) for i in range(12)]
+                outcomes += [pool.submit(_store, writer, p) for p in later]
+                deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+                while writer._queue.qsize() < len(later) and dt.datetime.now(dt.UTC) < deadline:
+                    threading.Event().wait(0.01)
+                assert writer._queue.qsize() == len(later)
+                holder.rollback()
+                positions = [f.result(timeout=10) for f in outcomes]
+            assert writer.batches == 3  # the warm-up, the first, then the twelve at once
+            segment = writer.segments[0]
+        finally:
+            writer.close()
+        events = _events(engine, segment)
+        in_segment = [e for e in events if e.kind != "chain_closed"]
+        assert [e.seq for e in in_segment] == sorted(e.seq for e in in_segment)  # numbered in position order
+        assert [e.position for e in events] == list(range(1, len(events) + 1))
+        with session_factory(engine)() as session:
+            rows = {a.return_id: a for a in session.execute(select(Assessment)).scalars()}
+            by_seq = {e.seq: e for e in events}
+            for return_id, position in zip(["first", *[p.row["return_id"] for p in later]], positions, strict=True):
+                event = by_seq[rows[return_id].event_seq]
+                assert (event.kind, event.subject, event.position) == ("assessment", rows[return_id].id, position)
+                if return_id in {f"r{i}" for i in range(0, 12, 3)}:  # flagged: its case event comes next
+                    following = next(e for e in events if e.position == position + 1)
+                    assert following.kind in ("case_opened", "case_joined")
+                    assert json.loads(following.payload)["case_id"] == rows[return_id].case_id is not None
+            assert session.execute(select(func.count()).select_from(Case)).scalar_one() == 4  # c-0 .. c-3: one each
+        assert _verify(engine).ok
