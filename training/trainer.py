@@ -91,8 +91,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         weight: np.ndarray | None = None, mature: np.ndarray | None = None) -> TrainedModel:
     """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row). The latest `validation_share` of
     the rows validate, early-stop and calibrate (reaching further back, up to half, until they hold
-    MIN_VALIDATION_POSITIVES positives); with MATURE (a mask: rows whose labels have had time to arrive), the
-    latest of those, and every other row trains."""
+    MIN_VALIDATION_POSITIVES positives; see `_validation_start`); with MATURE (a mask: rows whose labels have had
+    time to arrive), the latest of those, and every other row trains."""
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -165,13 +165,18 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
 
 def _validation_start(y: np.ndarray, share: float) -> int:
     """Where the validation slice starts among time-ordered targets Y: the latest SHARE of them, or, when that holds
-    fewer than MIN_VALIDATION_POSITIVES positives, as far back as it takes to hold them, but never more than half."""
+    fewer than MIN_VALIDATION_POSITIVES positives, as far back as it takes to hold them, but never more than half.
+    When that leaves the rows before it fewer than MIN_POSITIVES // 2 positives (labels that only began lately),
+    it starts later, as long as it keeps MIN_POSITIVES // 4."""
     start = int(len(y) * (1 - share))
-    if int(y[start:].sum()) >= MIN_VALIDATION_POSITIVES:
-        return start
-    from_end = np.cumsum(y[::-1] > 0)
-    needed = int(np.searchsorted(from_end, MIN_VALIDATION_POSITIVES)) + 1  # rows from the end holding that many
-    return max(min(start, len(y) - needed), len(y) - len(y) // 2)
+    positive = np.flatnonzero(y > 0)
+    if len(positive) - np.searchsorted(positive, start) < MIN_VALIDATION_POSITIVES:
+        needed = positive[-MIN_VALIDATION_POSITIVES] if len(positive) >= MIN_VALIDATION_POSITIVES else -1
+        start = max(min(start, int(needed)), len(y) - len(y) // 2)
+    train_least, valid_least = MIN_POSITIVES // 2, MIN_POSITIVES // 4
+    if np.searchsorted(positive, start) < train_least <= len(positive) - valid_least:
+        start = min(int(positive[train_least - 1]) + 1, int(positive[-valid_least]))
+    return start
 
 
 def _member(params: dict[str, Any], config: TrainConfig, k: int) -> dict[str, Any]:

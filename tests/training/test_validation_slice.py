@@ -22,21 +22,29 @@ CONFIG = TrainConfig(bagging_fraction=1.0, feature_fraction=1.0, min_child_sampl
 
 
 def _oracle(y: np.ndarray, share: float) -> int:
-    """The start, by brute force: the latest share if it holds enough, else the latest start that does, at most half."""
+    """The start, by brute force: the latest share if it holds enough, else the latest start that does, at most half;
+    then, if the rows before it hold fewer than 10 positives, the earliest later start that leaves them 10 while the
+    slice keeps 5."""
     start = int(len(y) * (1 - share))
-    if y[start:].sum() >= MIN_VALIDATION_POSITIVES:
-        return start
-    for candidate in range(start, len(y) - len(y) // 2 - 1, -1):
-        if y[candidate:].sum() >= MIN_VALIDATION_POSITIVES:
-            return candidate
-    return len(y) - len(y) // 2
+    if y[start:].sum() < MIN_VALIDATION_POSITIVES:
+        for candidate in range(start, len(y) - len(y) // 2 - 1, -1):
+            start = candidate
+            if y[candidate:].sum() >= MIN_VALIDATION_POSITIVES:
+                break
+    if y[:start].sum() < 10:
+        for candidate in range(start, len(y) + 1):
+            if y[:candidate].sum() >= 10 and y[candidate:].sum() >= 5:
+                return candidate
+    return start
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_the_start_matches_a_brute_force_search(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 400))
     y = (rng.random(n) < rng.choice([0.0, 0.01, 0.03, 0.1, 0.5])).astype(int)
+    if seed % 3 == 0:  # labels that only began lately
+        y[:int(n * rng.uniform(0.5, 0.95))] = 0
     assert _validation_start(y, 0.2) == _oracle(y, 0.2)
 
 
@@ -85,6 +93,12 @@ def test_too_few_labels_still_refuse_with_the_count():
     assert (rows["train_positives"], rows["validation_positives"], rows["validation"]) == (19, 8, 200)
     y[:] = 0
     y[np.arange(0, 90, 10)] = 1
-    y[np.arange(320, 400, 5)] = 1  # 25, 16 in the latest fifth (the validation slice): 9 left to train
-    with pytest.raises(TrainingDataError, match="the training slice has 9 fraud/abuse labels"):
-        fit(frame, y, FEATURES, CONFIG)
+    y[np.arange(320, 400, 5)] = 1  # 25, 16 in the latest fifth: the slice starts later, leaving 10 to train
+    rows = fit(frame, y, FEATURES, CONFIG).rows
+    assert (rows["train_positives"], rows["validation_positives"]) == (10, 15)
+    for early in (np.arange(200, 240, 5), np.arange(300, 320, 5)):  # 8 or 4 before the latest fifth
+        y[:] = 0
+        y[early] = 1
+        y[np.arange(340 if len(early) == 8 else 320, 400, 5)] = 1  # 20 in all: labels that began lately
+        rows = fit(frame, y, FEATURES, CONFIG).rows
+        assert (rows["train_positives"], rows["validation_positives"]) == (10, 10)
