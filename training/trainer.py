@@ -91,8 +91,9 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         weight: np.ndarray | None = None, mature: np.ndarray | None = None) -> TrainedModel:
     """Train on FRAME (time-ordered rows) with targets Y (and WEIGHT per row). The latest `validation_share` of
     the rows validate, early-stop and calibrate (reaching further back, up to half, until they hold
-    MIN_VALIDATION_POSITIVES positives; see `_validation_start`); with MATURE (a mask: rows whose labels have had
-    time to arrive), the latest of those, and every other row trains."""
+    MIN_VALIDATION_POSITIVES positives, or starting later to leave the training part enough; `_validation_start`);
+    with MATURE (a mask: rows whose labels have had time to arrive), the latest of those, and every other row
+    trains."""
     import lightgbm as lgb
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
@@ -108,7 +109,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     ripe = np.ones(len(y), dtype=bool) if mature is None else np.asarray(mature, dtype=bool)[order]
     ripe_rows = np.flatnonzero(ripe)
     is_valid = np.zeros(len(y), dtype=bool)
-    is_valid[ripe_rows[_validation_start(y[ripe_rows], config.validation_share):]] = True
+    is_valid[ripe_rows[_validation_start(y[ripe_rows], config.validation_share, already=int(y[~ripe].sum())):]] = True
     reorder = np.r_[np.flatnonzero(~is_valid), np.flatnonzero(is_valid)]  # training rows first, then validation
     frame, y, w = frame.iloc[reorder].reset_index(drop=True), y[reorder], w[reorder]
     split = int((~is_valid).sum())
@@ -121,7 +122,11 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
             raise TrainingDataError(
                 f"the {part} slice has {int(values.sum())} fraud/abuse labels among {len(values):,} returns; at least "
                 f"{least} are needed there (the validation slice is the latest matured returns, reaching back to at "
-                f"most half of them for {MIN_VALIDATION_POSITIVES} labels)")
+                f"most half of them for {MIN_VALIDATION_POSITIVES} labels, or starting later to leave the training "
+                f"part {MIN_POSITIVES // 2})")
+    if int(y_valid.sum()) == len(y_valid):
+        raise TrainingDataError(f"the validation slice ({len(y_valid):,} returns) holds only fraud/abuse labels: "
+                                "the calibration needs legit or unlabelled returns there too")
     categories = {name: sorted(str(v) for v in frame[name].dropna().unique()) for name in features
                   if name in CATEGORICAL}
     x = encode(frame, features, categories)
@@ -163,19 +168,22 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     )
 
 
-def _validation_start(y: np.ndarray, share: float) -> int:
-    """Where the validation slice starts among time-ordered targets Y: the latest SHARE of them, or, when that holds
-    fewer than MIN_VALIDATION_POSITIVES positives, as far back as it takes to hold them, but never more than half.
-    When that leaves the rows before it fewer than MIN_POSITIVES // 2 positives (labels that only began lately),
-    it starts later, as long as it keeps MIN_POSITIVES // 4."""
+def _validation_start(y: np.ndarray, share: float, already: int = 0) -> int:
+    """Where the validation slice starts among time-ordered targets Y (the matured rows): the latest SHARE of them, or,
+    when that holds fewer than MIN_VALIDATION_POSITIVES positives, as far back as it takes to hold them, but never
+    more than half. When that leaves the training part (the rows before it and ALREADY positives among rows that train
+    in any case) fewer than MIN_POSITIVES // 2 (labels that only began lately), it starts later, as long as it keeps
+    MIN_POSITIVES // 4 positives and a negative."""
     start = int(len(y) * (1 - share))
-    positive = np.flatnonzero(y > 0)
+    positive, negative = np.flatnonzero(y > 0), np.flatnonzero(y <= 0)
     if len(positive) - np.searchsorted(positive, start) < MIN_VALIDATION_POSITIVES:
-        needed = positive[-MIN_VALIDATION_POSITIVES] if len(positive) >= MIN_VALIDATION_POSITIVES else -1
-        start = max(min(start, int(needed)), len(y) - len(y) // 2)
-    train_least, valid_least = MIN_POSITIVES // 2, MIN_POSITIVES // 4
+        needed = positive[-MIN_VALIDATION_POSITIVES] if len(positive) >= MIN_VALIDATION_POSITIVES else 0
+        start = min(start, max(int(needed), len(y) - len(y) // 2))
+    train_least, valid_least = max(MIN_POSITIVES // 2 - already, 0), MIN_POSITIVES // 4
     if np.searchsorted(positive, start) < train_least <= len(positive) - valid_least:
-        start = min(int(positive[train_least - 1]) + 1, int(positive[-valid_least]))
+        later = min(int(positive[train_least - 1]) + 1, int(positive[-valid_least]))
+        if len(negative) and negative[-1] >= later:  # a slice of positives alone cannot calibrate
+            start = later
     return start
 
 

@@ -21,31 +21,34 @@ CONFIG = TrainConfig(bagging_fraction=1.0, feature_fraction=1.0, min_child_sampl
                      ensemble=1)
 
 
-def _oracle(y: np.ndarray, share: float) -> int:
+def _oracle(y: np.ndarray, share: float, already: int = 0) -> int:
     """The start, by brute force: the latest share if it holds enough, else the latest start that does, at most half;
-    then, if the rows before it hold fewer than 10 positives, the earliest later start that leaves them 10 while the
-    slice keeps 5."""
+    then, if the training part (the rows before it and ALREADY) holds fewer than 10 positives, the earliest later
+    start that leaves it 10 while the slice keeps 5, provided the slice still holds a negative."""
     start = int(len(y) * (1 - share))
     if y[start:].sum() < MIN_VALIDATION_POSITIVES:
         for candidate in range(start, len(y) - len(y) // 2 - 1, -1):
             start = candidate
             if y[candidate:].sum() >= MIN_VALIDATION_POSITIVES:
                 break
-    if y[:start].sum() < 10:
+    if y[:start].sum() + already < 10:
         for candidate in range(start, len(y) + 1):
-            if y[:candidate].sum() >= 10 and y[candidate:].sum() >= 5:
-                return candidate
+            if y[:candidate].sum() + already >= 10 and y[candidate:].sum() >= 5:
+                return candidate if (y[candidate:] == 0).any() else start
     return start
 
 
-@pytest.mark.parametrize("seed", range(60))
+@pytest.mark.parametrize("seed", range(90))
 def test_the_start_matches_a_brute_force_search(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 400))
-    y = (rng.random(n) < rng.choice([0.0, 0.01, 0.03, 0.1, 0.5])).astype(int)
+    y = (rng.random(n) < rng.choice([0.0, 0.01, 0.03, 0.1, 0.5, 0.9])).astype(int)
     if seed % 3 == 0:  # labels that only began lately
         y[:int(n * rng.uniform(0.5, 0.95))] = 0
-    assert _validation_start(y, 0.2) == _oracle(y, 0.2)
+    if seed % 5 == 0:  # a run of positives at the very end
+        y[-int(rng.integers(1, 20)):] = 1
+    share, already = float(rng.choice([0.2, 0.2, 0.5, 0.7])), int(rng.choice([0, 0, 3, 12]))
+    assert _validation_start(y, share, already) == _oracle(y, share, already)
 
 
 def test_the_latest_fifth_is_kept_when_it_holds_enough():
@@ -102,3 +105,28 @@ def test_too_few_labels_still_refuse_with_the_count():
         y[np.arange(340 if len(early) == 8 else 320, 400, 5)] = 1  # 20 in all: labels that began lately
         rows = fit(frame, y, FEATURES, CONFIG).rows
         assert (rows["train_positives"], rows["validation_positives"]) == (10, 10)
+
+
+def test_a_slice_of_fraud_labels_alone_refuses_rather_than_failing_the_calibration():
+    frame, y = _few_recent_labels(400)
+    y[:] = 0
+    y[np.arange(300, 390, 10)] = 1
+    y[389:] = 1  # 20 positives, the last 11 in a row: a slice leaving 10 to train would hold no legit return
+    assert _validation_start(y, 0.2) == 320  # it does not start later
+    with pytest.raises(TrainingDataError, match="the training slice has 2 fraud/abuse labels"):
+        fit(frame, y, FEATURES, CONFIG)
+    y[:] = 1
+    y[:150] = 0
+    y[np.arange(0, 150, 10)] = 1  # the whole latest part fraud: refused with a reason, not a solver error
+    with pytest.raises(TrainingDataError, match="holds only fraud/abuse labels"):
+        fit(frame, y, FEATURES, CONFIG)
+
+
+def test_positives_among_the_unmatured_rows_count_for_the_training_part():
+    frame, y = _few_recent_labels(400)
+    mature = np.arange(400) < 300  # the last 100 rows' labels have not had time to arrive: they only train
+    y[:] = 0
+    y[np.arange(242, 298, 4)] = 1  # 14 matured, all in the latest fifth of the matured rows
+    y[np.arange(310, 400, 15)] = 1  # 6 unmatured
+    rows = fit(frame, y, FEATURES, CONFIG, mature=mature).rows
+    assert (rows["train_positives"], rows["validation_positives"]) == (10, 10)
