@@ -12,8 +12,8 @@ framework's ceiling. Each level starts from the same features (the live facts of
 are forgotten). Each measurement also reports the server's CPU time (gunicorn master and workers,
 from /proc) per request and the share of the machine's cores it kept busy: when that share is near
 1, CPU per request is what limits throughput. With PostgreSQL on this machine, the CPU its processes
-used per request is reported beside it (they share the same cores). Afterwards every 201 answer's assessment must be in
-the database and `evidence verify` must pass.
+used per request is reported beside it (they share the same cores). Afterwards every 201 answer's
+assessment must be in the database and `evidence verify` must pass.
 
     .venv/bin/python bench/load_bench.py                       # SQLite evidence, a new world in a temp dir
     .venv/bin/python bench/load_bench.py --database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_bench
@@ -259,12 +259,7 @@ def server_cpu(server: subprocess.Popen[bytes]) -> float:
     pids = [server.pid]
     with open(f"/proc/{server.pid}/task/{server.pid}/children") as f:
         pids += [int(pid) for pid in f.read().split()]
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / _TICK
+    return sum(_ticks(Path(f"/proc/{pid}/stat").read_text()) for pid in pids) / _TICK
 
 
 def postgres_cpu() -> float:
@@ -275,11 +270,16 @@ def postgres_cpu() -> float:
             text = stat.read_text()
         except OSError:  # gone since the listing
             continue
-        name, _, rest = text.partition(" (")[2].rpartition(")")
-        if name.startswith("postgres"):
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
+        if text.partition(" (")[2].startswith("postgres"):
+            total += _ticks(text)
     return total / _TICK
+
+
+def _ticks(stat: str) -> int:
+    """A process's user + system CPU time in clock ticks, from its /proc/PID/stat text (fields 14 and 15 of
+    proc(5), counted after the command name, which may hold spaces and parentheses)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def measured(server: subprocess.Popen[bytes] | list[subprocess.Popen[bytes]],
@@ -444,8 +444,10 @@ def main() -> None:
     wrk_env = {**os.environ, "BODIES_FILE": str(bodies), "API_KEY": key, "RUN_TAG": tag}
     levels = [int(c) for c in args.connections.split(",")]
     results: list[dict[str, Any]] = []
-    local_postgres = (args.database or "").startswith("postgresql") and any(
-        host in args.database for host in ("@127.0.0.1", "@localhost", "@/"))
+    from sqlalchemy import make_url
+
+    local_postgres = (args.database or "").startswith("postgresql") and make_url(args.database).host in (
+        None, "127.0.0.1", "localhost")  # None: a Unix socket
     try:
         for i, port in enumerate(ports):  # instances share the home; each keeps its own metrics directory
             servers.append(start_server(args, server_env, port, tmp / f"server-{i}.log"))

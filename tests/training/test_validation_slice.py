@@ -2,7 +2,8 @@
 
 With few labels (a retailer's first months, a low fraud rate, labels that arrive weeks late) the latest fifth of
 the matured rows can hold one or two fraud labels: training used to refuse. The slice now grows back until it holds
-MIN_VALIDATION_POSITIVES, never past half the rows.
+MIN_VALIDATION_POSITIVES, never past half the rows; when labels only began lately it starts later instead, so the
+training part keeps 10, as long as the slice keeps 5 and a negative.
 """
 
 from __future__ import annotations
