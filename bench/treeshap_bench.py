@@ -1,9 +1,13 @@
-"""Benchmark: one row's TreeSHAP, the flattened model (`fraud_service.scoring.treeshap`) against LightGBM's.
+"""Benchmark: one row's TreeSHAP and raw score, the flattened model (`fraud_service.scoring.treeshap`) against
+LightGBM's.
 
 Explains the same rows both ways in this process, alternating, and prints the median time per row of each,
-their ratio, the largest difference between the two, and what flattening the model cost. The rows are the
-point-in-time feature vectors of returns from the home's dataset (what the service explains), scored by the
-home's production model.
+their ratio, the largest difference between the two, and what flattening the model cost. Then the same for the
+raw score (LightGBM's single-row entry point, as `Scorer` used it before the model is flattened, against
+`TreeTables.raw`), twice: with the model's trees in the CPU's caches (rows one after another), and with them
+evicted before each row (a 256 MB buffer written between rows, as in a request, where the parsing, the feature
+read and the evidence write run between two scores). The rows are the point-in-time feature vectors of returns
+from the home's dataset (what the service explains), scored by the home's production model.
 
     .venv/bin/python bench/treeshap_bench.py --home /work/bench-load      # a home built by bench/load_bench.py
     .venv/bin/python bench/treeshap_bench.py --home H --rows 500 --repeats 7
@@ -34,7 +38,7 @@ def main() -> None:
 
     from fraud_service.config import Settings
     from fraud_service.featurestore.source import FeatureSource, entity_rows
-    from fraud_service.scoring.model import CONTRIB, Scorer, SingleRow
+    from fraud_service.scoring.model import CONTRIB, RAW_SCORE, Scorer, SingleRow
     from fraud_service.scoring.treeshap import TreeTables
     from models.registry import ModelRegistry
 
@@ -76,6 +80,34 @@ def main() -> None:
         passes = ", ".join(f"{t:.3f}" for t in times[name])
         print(f"{label:22s} median {statistics.median(times[name]):.3f} ms/row  (passes: {passes})")
     print(f"ratio {lgb_ms / flat_ms:.2f}x; largest difference {np.max(np.abs(ours - theirs)):.2e}")
+
+    single = SingleRow(scorer.booster, RAW_SCORE, hold_gil=True)
+    flat_raw = np.array([tables.raw(row) for row in x])
+    lgb_raw = np.array([single.predict(x[i:i + 1])[0, 0] for i in range(len(x))])
+    evict = np.zeros(32 * 1024 * 1024)  # 256 MB, beyond the caches
+
+    def raw_per_row(score, cold: bool) -> float:
+        total = 0.0
+        for i in range(len(x)):
+            if cold:
+                evict[::8] += 1.0  # a write to every cache line
+            started = time.perf_counter()
+            score(x[i:i + 1])
+            total += time.perf_counter() - started
+        return total / len(x) * 1e6
+
+    for cold in (False, True):
+        raw_times: dict[str, list[float]] = {"lightgbm": [], "flattened": []}
+        for _ in range(args.repeats):
+            raw_times["lightgbm"].append(raw_per_row(single.predict, cold))
+            raw_times["flattened"].append(raw_per_row(lambda row: tables.raw(row[0]), cold))
+        state = "trees evicted before each row" if cold else "trees in cache"
+        print(f"raw score, {state}:")
+        for label, name in (("LightGBM single row", "lightgbm"), ("flattened", "flattened")):
+            passes = ", ".join(f"{t:.1f}" for t in raw_times[name])
+            print(f"  {label:20s} median {statistics.median(raw_times[name]):.1f} us/row  (passes: {passes})")
+        print(f"  ratio {statistics.median(raw_times['lightgbm']) / statistics.median(raw_times['flattened']):.2f}x")
+    print(f"raw scores equal to the bit: {int(np.sum(flat_raw == lgb_raw))} of {len(x)}")
 
 
 if __name__ == "__main__":

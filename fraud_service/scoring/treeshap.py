@@ -101,6 +101,13 @@ class TreeTables:
         out[self.features] += self.expected
         return out
 
+    def raw(self, row: np.ndarray) -> float:
+        """The raw score of one row (n feature values), equal to the bit to LightGBM's: the same leaves' values added
+        in the same order."""
+        from fraud_service.scoring import treeshap_kernels
+
+        return float(treeshap_kernels.raw(self._row(row), self.nodes, self.roots, self.categories))
+
     def leaves(self, row: np.ndarray) -> np.ndarray:
         """The leaf each tree sends ROW to, numbered as LightGBM's `pred_leaf` numbers them."""
         from fraud_service.scoring import treeshap_kernels

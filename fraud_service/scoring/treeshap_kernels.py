@@ -64,6 +64,37 @@ def leaves(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.n
         out[t] = leaf_index[leaf_of(x, nodes, roots[t], categories)]
 
 
+LOCKSTEP = 32
+"""Trees `raw` follows down at once."""
+
+
+@njit
+def raw(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray) -> float:
+    """Row X's raw score: its leaves' values added tree by tree, in LightGBM's order (so to the same bits).
+
+    The row goes down LOCKSTEP trees at once, one level of each in turn, rather than one tree to its leaf and then
+    the next: the nodes of one level of different trees do not depend on each other, so the processor fetches
+    their cache lines together instead of waiting for one miss after another (on the load bench's 1,287-tree
+    model, 1.6-1.9x sooner than tree by tree, `bench/treeshap_bench.py`)."""
+    total = 0.0
+    at = np.empty(LOCKSTEP, dtype=np.int64)
+    for first in range(0, roots.shape[0], LOCKSTEP):
+        m = min(LOCKSTEP, roots.shape[0] - first)
+        for k in range(m):
+            at[k] = roots[first + k]
+        moving = m
+        while moving > 0:
+            moving = 0
+            for k in range(m):
+                n = at[k]
+                if nodes[n]["kind"] != 0:
+                    at[k] = n + 1 if goes_left(x, nodes[n], categories) else nodes[n]["right"]
+                    moving += 1
+        for k in range(m):
+            total += nodes[at[k]]["threshold"]
+    return total
+
+
 @njit
 def explain(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndarray, path_feature: np.ndarray,
             path_z: np.ndarray, weights: np.ndarray, depth: int, out: np.ndarray) -> None:

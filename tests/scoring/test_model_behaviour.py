@@ -86,6 +86,22 @@ def test_one_row_at_a_time_gives_exactly_the_batch_scores_and_contributions_in_a
         scorer._single_raw.predict(x[:1, :-1])
 
 
+def test_once_flattened_single_rows_are_scored_on_the_flattened_model_to_the_bit(trained_world, test_frame):
+    """After the first explanation a single row's raw score comes from the flattened trees (`TreeTables.raw`), not
+    LightGBM's single-row call; it still equals the batch score to the bit, as it did before."""
+    scorer = Scorer.from_registry(ModelRegistry(trained_world.settings.models_dir), "production")  # a fresh one
+    x = scorer.matrix(test_frame.head(200))
+    before = np.concatenate([scorer.raw(x[i:i + 1]) for i in range(len(x))])
+    assert scorer._tables is None
+    scorer.contributions(x[:1])
+    assert scorer._tables is not None
+    after = np.concatenate([scorer.raw(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(after, scorer.raw(x))
+    np.testing.assert_array_equal(after, before)
+    with pytest.raises(ValueError, match="one row of"):
+        scorer.raw(x[:1, :-1])
+
+
 @pytest.mark.parametrize("feature", MONOTONE_UP)
 def test_more_evidence_of_bad_behaviour_never_lowers_the_score(scorer, test_frame, feature):
     rows = test_frame.head(300).copy()

@@ -85,6 +85,8 @@ def test_leaves_and_contributions_are_lightgbms(name: str) -> None:
     for row, leaf, expected in zip(rows, leaves, contributions, strict=True):
         np.testing.assert_array_equal(tables.leaves(row), leaf)
         np.testing.assert_allclose(tables.contributions(row), expected, rtol=0, atol=1e-10)
+    # the raw score: the same leaves' values added in the same order, so the same bits
+    np.testing.assert_array_equal(np.array([tables.raw(row) for row in rows]), booster.predict(rows, raw_score=True))
 
 
 def test_contributions_are_the_brute_force_shapley_values() -> None:
@@ -111,6 +113,7 @@ def test_an_averaged_model_and_a_tree_of_one_leaf_are_explained() -> None:
     assert tables is not None
     np.testing.assert_allclose(np.array([tables.contributions(r) for r in rows]),
                                average.predict(rows, pred_contrib=True), rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(np.array([tables.raw(r) for r in rows]), average.predict(rows, raw_score=True))
 
     constant = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 500},  # no split possible
                          lgb.Dataset(np.arange(100.0).reshape(50, 2), np.r_[np.zeros(25), np.ones(25)]),
@@ -118,6 +121,7 @@ def test_an_averaged_model_and_a_tree_of_one_leaf_are_explained() -> None:
     tables = TreeTables.build(constant.dump_model())
     assert tables is not None and set(tables.nodes["kind"]) == {0}
     got = tables.contributions(np.array([1.0, 2.0]))
+    assert tables.raw(np.array([1.0, 2.0])) == constant.predict(np.array([[1.0, 2.0]]), raw_score=True)[0]
     np.testing.assert_allclose(got, constant.predict(np.array([[1.0, 2.0]]), pred_contrib=True)[0], atol=1e-12)
     assert got[:2].tolist() == [0.0, 0.0]
 
@@ -137,6 +141,8 @@ def test_a_row_of_the_wrong_width_is_refused() -> None:
     assert tables is not None
     with pytest.raises(ValueError, match="expected one row of 6 values"):
         tables.contributions(rows[0][:5])
+    with pytest.raises(ValueError, match="expected one row of 6 values"):
+        tables.raw(np.r_[rows[0], 1.0])
 
 
 @pytest.mark.filterwarnings("ignore:LightGBM binary classifier:UserWarning")
@@ -205,5 +211,6 @@ def test_zero_threshold_splits_decide_as_lightgbm() -> None:
         rows = np.array([[v, 1.0] for v in (tiny, -tiny, np.nextafter(tiny, 1), -np.nextafter(tiny, 1), 1e-36,
                                             -1e-36, 1.000000001e-35, 0.0, -0.0)])
         np.testing.assert_array_equal(np.array([tables.leaves(r) for r in rows]), booster.predict(rows, pred_leaf=True))
+        np.testing.assert_array_equal(np.array([tables.raw(r) for r in rows]), booster.predict(rows, raw_score=True))
         np.testing.assert_allclose(np.array([tables.contributions(r) for r in rows]),
                                    booster.predict(rows, pred_contrib=True), rtol=0, atol=1e-12)
