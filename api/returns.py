@@ -27,7 +27,7 @@ def assess() -> ResponseReturnValue:
     if body is None:
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     parsed = parse_request(body, dt.datetime.now(dt.UTC))
-    outcome = core().require_assessor().assess(parsed, request_hash(body), current_principal().actor)
+    outcome = core().require_assessor().assess(parsed, request_hash(body), current_principal().actor, reader())
     if not outcome.replayed:
         current_app.extensions["metrics"].decided(outcome.response)
     response = Response(orjson.dumps(outcome.response, option=orjson.OPT_SERIALIZE_NUMPY), mimetype="application/json")

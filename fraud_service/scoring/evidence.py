@@ -17,7 +17,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 
@@ -27,6 +27,9 @@ from fraud_service.store import chain, locks
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 from fraud_service.store.writer import EvidenceWriter, Pending, Statements, Tail
+
+if TYPE_CHECKING:
+    from fraud_service.access.keys import Principal
 
 
 def request_hash(body: Mapping[str, Any]) -> str:
@@ -191,12 +194,17 @@ def write_batch(cursor: Any, sql: Statements, tail: Tail, batch: list[Pending], 
 class StoredAnswer:
     request_hash: str
     response: dict[str, Any]
+    visible: bool  # whether the asker may see it (a scoring key: one of the name that made it)
 
 
-def stored_answer(uow: UnitOfWork, *, return_id: str) -> StoredAnswer:
-    """The request hash and the answer given when RETURN_ID was assessed."""
+def stored_answer(uow: UnitOfWork, *, return_id: str, reader: Principal | None = None) -> StoredAnswer:
+    """The request hash and the answer given when RETURN_ID was assessed, and whether READER (a scoring key; None:
+    anyone) may see it (`outcomes.owns`)."""
+    from fraud_service.feedback.outcomes import owns
+
     with uow.read():
-        row = uow.session.execute(select(Assessment.request_hash, EvidenceEvent.payload)
+        row = uow.session.execute(select(Assessment.request_hash, EvidenceEvent.payload, EvidenceEvent.actor)
                                   .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
                                   .where(Assessment.return_id == return_id)).one()
-    return StoredAnswer(row.request_hash, dict(json.loads(row.payload)["response"]))
+        visible = reader is None or owns(uow.session, row.actor, reader)
+    return StoredAnswer(row.request_hash, dict(json.loads(row.payload)["response"]), visible)

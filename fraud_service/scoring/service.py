@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.access.keys import Principal
 from fraud_service.errors import AssessmentConflict, CommitUnconfirmed, DatabaseDown, Unavailable
 from fraud_service.featurestore.live import AssessedReturn, FreshnessWriter
 from fraud_service.featurestore.online import OnlineFeatures
@@ -102,8 +103,10 @@ class Assessor:
     def policy(self, policy: Policy) -> None:
         self.loaded = Loaded(self.loaded.scorer, policy, self.loaded.typical)
 
-    def assess(self, request: ReturnRequest, body_hash: str, actor: str) -> Outcome:
-        """Score REQUEST, or return the stored assessment when this return was assessed with the same body."""
+    def assess(self, request: ReturnRequest, body_hash: str, actor: str, reader: Principal | None = None) -> Outcome:
+        """Score REQUEST, or return the stored assessment when this return was assessed with the same body. READER
+        (the caller's scoring key) sees a stored assessment only when a key of its name made it; to any other, the
+        return id is taken, as if by another body (AssessmentConflict, nothing of the assessment shown)."""
         loaded = self.loaded  # one model and policy for the whole request, even if a promotion swaps them now
         scorer, policy = loaded.scorer, loaded.policy
         keys, fields = request_entity(request)
@@ -165,18 +168,20 @@ class Assessor:
         except DatabaseDown as exc:
             raise Unavailable(f"the evidence database cannot be reached: {exc}; {NO_DECISION}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands
-            return self._replay(request.return_id, body_hash)
+            return self._replay(request.return_id, body_hash, reader)
         if self.freshness is not None:
             self.freshness.submit(assessed)
         if self.shadow is not None:
             self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches), rules))
         return Outcome(response, replayed=False)
 
-    def _replay(self, return_id: str, body_hash: str) -> Outcome:
-        stored = stored_answer(UnitOfWork(self.sessions), return_id=return_id)  # DatabaseDown when unreachable
-        if stored.request_hash != body_hash:
-            raise AssessmentConflict(f"return {return_id} was already assessed with a different request; an "
-                                     "assessment is never replaced (use a new return_id for a new request)")
+    def _replay(self, return_id: str, body_hash: str, reader: Principal | None) -> Outcome:
+        # DatabaseDown when unreachable
+        stored = stored_answer(UnitOfWork(self.sessions), return_id=return_id, reader=reader)
+        if stored.request_hash != body_hash or not stored.visible:
+            raise AssessmentConflict(f"return {return_id} was already assessed, with a different request or for "
+                                     "another client; an assessment is never replaced (use a new return_id for a new "
+                                     "request)")
         return Outcome(stored.response, replayed=True)
 
 
