@@ -143,6 +143,9 @@ def _closed_by_server(raw: Any) -> bool:
 
     pgconn = raw.driver_connection.pgconn
     try:
+        # twice: a server ending the session (an administrator's pg_terminate_backend, a restart) sends a FATAL
+        # notice and then closes; the first read takes the notice and succeeds, only the second meets the end
+        pgconn.consume_input()
         pgconn.consume_input()
     except Exception:
         return True

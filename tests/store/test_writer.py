@@ -80,3 +80,40 @@ def test_a_request_that_stops_waiting_leaves_nothing_stored_or_is_told_it_may_be
     with session_factory(engine)() as session:
         assert set(session.execute(select(Assessment.return_id)).scalars()) == {"ret-w0", "ret-w1", "ret-w2"}
         assert chain.verify(session).ok
+
+
+@pytest.mark.postgres
+def test_a_writer_connection_the_server_ended_while_idle_is_replaced_before_a_batch() -> None:
+    """PostgreSQL ends the writer lanes' sessions while they are idle (pg_terminate_backend, as an administrator, a
+    failover or an idle-connection killer would): the next assessments are stored on new connections, not refused
+    with a 503 each."""
+    import time
+
+    from tests.store.conftest import postgres_engine
+
+    for engine in postgres_engine():
+        writer = evidence_writer(engine)
+        try:
+            for lane in writer._lanes:
+                writer._commit(lane, [first := pending(100 + lane.number)])
+                assert isinstance(first.future.result(timeout=5), int)
+            with engine.connect() as admin:
+                ended = admin.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                           "datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+                admin.commit()
+            assert ended >= len(writer._lanes)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the sessions are gone once the server lists them no more
+                with engine.connect() as admin:
+                    if admin.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                          "AND pid <> pg_backend_pid()")).scalar_one() == 0:
+                        break
+            for lane in writer._lanes:
+                writer._commit(lane, [after := pending(200 + lane.number)])
+                assert isinstance(after.future.result(timeout=5), int)
+        finally:
+            writer.close()
+        with session_factory(engine)() as session:
+            stored = set(session.execute(select(Assessment.return_id)).scalars())
+            assert {f"ret-w{200 + lane}" for lane in range(len(writer._lanes))} <= stored
+            assert chain.verify(session).ok
