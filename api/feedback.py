@@ -26,7 +26,7 @@ def reader() -> Principal | None:
     return principal if principal.role == "scoring" else None
 
 
-@bp.post("/v1/returns/<return_id>/inspection")
+@bp.post("/v1/returns/<id:return_id>/inspection", merge_slashes=False)  # a return id may hold slashes
 @requires("scoring")
 def inspection(return_id: str) -> ResponseReturnValue:
     """The warehouse's inspection of a return: stored, labelled, live in features, and deciding a pending inspection

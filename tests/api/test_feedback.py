@@ -185,6 +185,23 @@ def test_closing_a_case_makes_each_outcome_final_and_tells_the_returns_system(ap
         (first["return_id"], "approve"), (second["return_id"], "deny")}
 
 
+def test_an_inspection_reaches_a_return_whose_id_holds_slashes_and_dots(api: Api, set_policy: Any) -> None:
+    """Return ids are the retailer's: RMA numbers such as "RMA/2026/..." are fine, written percent-encoded (or
+    not) in the inspection's path."""
+    from urllib.parse import quote
+
+    body = _new_identity(api)
+    for n, return_id in enumerate((f"RMA/2026/{body['return_id']}", f"/../{body['return_id']}.x//")):
+        got = _assess(api, set_policy, {**body, "return_id": return_id}, "approve_after_inspection")
+        assert got["return_id"] == return_id
+        written = quote(return_id, safe="") if n == 0 else quote(return_id, safe="/")
+        answer = api.client.post(f"/v1/returns/{written}/inspection", headers=api.headers(),
+                                 json={"inspected_at": dt.datetime.now(dt.UTC).isoformat(), "outcome": "ok"})
+        assert answer.status_code == 201, answer.get_json()
+        assert answer.get_json()["return_id"] == return_id
+        assert outcome(api, got["assessment_id"])["status"] == "final"
+
+
 def test_inspection_contract_errors(api: Api, set_policy: Any) -> None:
     assert inspect(api, "no-such-return", "ok").status_code == 404
     got = assessed(api, set_policy, "approve_after_inspection")
