@@ -150,8 +150,8 @@ OrderBody = create_model(
 ReturnRequestBody = create_model(
     "ReturnRequest", __config__=_MODEL,
     __doc__="One return request in the data contract's field names, with its order context. Checks beyond this "
-            "schema (requested_at not in the future nor before the order, delivered_at not before placed_at, "
-            "unique line numbers) also answer 422.",
+            "schema (requested_at not in the future nor before the order, even when left out; delivered_at not "
+            "before placed_at nor in the future; unique line numbers) also answer 422.",
     order=(OrderBody, Field(description="the order the return is for, with its lines")),
     **_fields([c for c in RETURNS.columns if c.name != "order_id"], OPTIONAL_RETURN,
               {"requested_at": "default: now", "has_receipt": "default: true"}))
@@ -168,15 +168,21 @@ def parse_request(body: Any, now: dt.datetime) -> ReturnRequest:
     order = parsed.order
     problems = []
     requested, placed, after_placed = parsed.requested_at or now, order.placed_at, "a time at or after order.placed_at"
-    if parsed.requested_at is not None and requested < placed:
+    future, no_later = now + dt.timedelta(minutes=5), "a time no later than now"  # five minutes for clocks apart
+    if parsed.requested_at is None and placed > requested:  # requested now, so the order is placed in the future
+        problems.append(Problem("order.placed_at", f"{placed.isoformat()} is in the future (requested_at, left out, "
+                                                   "is now)", "a time no later than requested_at"))
+    elif requested < placed:
         problems.append(Problem("requested_at", f"{requested.isoformat()} is before the order was placed "
                                                 f"({placed.isoformat()})", after_placed))
-    if parsed.requested_at is not None and requested > now + dt.timedelta(minutes=5):
-        problems.append(Problem("requested_at", f"{requested.isoformat()} is in the future",
-                                "a time no later than now"))
+    if requested > future:
+        problems.append(Problem("requested_at", f"{requested.isoformat()} is in the future", no_later))
     if order.delivered_at is not None and order.delivered_at < placed:
         problems.append(Problem("order.delivered_at", f"{order.delivered_at.isoformat()} is before placed_at "
                                                       f"{placed.isoformat()}", after_placed))
+    elif order.delivered_at is not None and order.delivered_at > future:
+        problems.append(Problem("order.delivered_at", f"{order.delivered_at.isoformat()} is in the future",
+                                no_later))
     seen: set[int] = set()
     for i, line in enumerate(order.items):
         if line.line_no in seen:
