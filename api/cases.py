@@ -151,6 +151,9 @@ def close(case_id: str) -> ResponseReturnValue:
     if not one_for_all and body.dispositions is None:
         raise RequestInvalid([Problem("dispositions", "is required (or a `label`)",
                                       "{return_id: fraud|abuse|legit} or a `label` for every return")])
+    if body.dispositions is not None and body.label is not None:
+        raise RequestInvalid([Problem("label", "was sent with `dispositions`",
+                                      "either a label per return (`dispositions`) or one `label` for all, not both")])
     return jsonify(cases.close(core().uow(), case_id=case_id, dispositions=body.dispositions, reason=body.reason,
                                label=body.label if one_for_all else None, feedback=core().feedback,
                                unchanged_since=body.unchanged_since, **_actor()).to_dict())

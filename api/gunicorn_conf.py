@@ -8,6 +8,9 @@ accesslog = None  # the app writes one JSON line per request itself (api/logs.py
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
+# gunicorn's control socket (`gunicornc`) sits at one path per user (~/.gunicorn/gunicorn.ctl): two `serve` instances on
+# one host would take it from each other, and the service is run by signals and `serve` alone
+control_socket_disable = True
 
 
 def post_fork(server: Any, worker: Any) -> None:

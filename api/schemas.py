@@ -40,7 +40,9 @@ Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+    # a field the endpoint does not know is refused, not ignored: a misspelt option (`expire_at`) would otherwise
+    # be a request without it (a block list entry that never expires)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class _Response(BaseModel):
@@ -133,6 +135,8 @@ def problem(error: Any, body: Any) -> Problem:
     }.get(error["type"], error["msg"])
     if error["type"] == "missing":
         return Problem(path, "is required", expected)
+    if error["type"] == "extra_forbidden":
+        return Problem(path, "is not a field of this request", "only the fields the API reference lists for it")
     return Problem(path, f"got {show(value_at(body, error['loc']))}", expected)
 
 

@@ -33,7 +33,8 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     with evidence(settings) as db:
         key = create_key(db.uow(), args.role, args.name or f"{args.role} key", cli_actor())
     print(key)
-    print(f"created a {args.role} key; it is shown only now: store it, send it as `Authorization: Bearer KEY`",
+    article = "an" if args.role[0] in "aeiou" else "a"
+    print(f"created {article} {args.role} key; it is shown only now: store it, send it as `Authorization: Bearer KEY`",
           file=sys.stderr)
     return 0
 

@@ -243,6 +243,9 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
     return rows
 
 
+RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+"""Seconds `FreshnessWriter` waits before trying a failed batch again (15.5 s in all)."""
+
 _FLUSH = object()
 """Queued by `FreshnessWriter.drain`: the writer stops gathering and writes what it holds."""
 
@@ -258,12 +261,14 @@ class FreshnessWriter:
     """
 
     def __init__(self, live: LiveFacts, known_orders: Callable[[list[str]], set[str]], batch: int = 1000,
-                 gather: float = 0.2) -> None:
+                 gather: float = 0.2, retries: tuple[float, ...] = RETRIES) -> None:
         self.live = live
         self.known_orders = known_orders
         self.batch = batch
         self.gather = gather
-        self.errors = 0
+        self.retries = retries
+        self.errors = 0  # batches given up on
+        self._stopping = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue()  # returns, _FLUSH, or None to stop
         self._thread = threading.Thread(target=self._run, name="freshness-writer", daemon=True)
         self._thread.start()
@@ -297,6 +302,7 @@ class FreshnessWriter:
         self._queue.join()
 
     def close(self) -> None:
+        self._stopping.set()  # a batch waiting to be tried again is tried once more, now
         self._queue.put(None)
         self._thread.join(timeout=10)
 
@@ -325,13 +331,29 @@ class FreshnessWriter:
                     break
                 items.append(item)
             try:
-                self._write(items)
-            except Exception:  # the evidence is committed already: log, count and keep serving
-                self.errors += 1
-                logging.getLogger(__name__).exception("recording %d live facts failed", len(items))
+                self._record(items)
             finally:
                 for _ in items:
                     self._queue.task_done()
+
+    def _record(self, items: list[AssessedReturn]) -> None:
+        """Write ITEMS, trying again after each of `retries` seconds when the write fails (the online store or the
+        warehouse's order index out for a moment: a write is all or nothing and idempotent, so trying again
+        counts nothing twice). Returns arriving meanwhile wait in the queue. After the last try the batch is given
+        up: the evidence holds those returns, and they count online from the next `features build`."""
+        log = logging.getLogger(__name__)
+        for wait in (*self.retries, None):
+            try:
+                self._write(items)
+                return
+            except Exception as exc:  # the evidence is committed already: keep serving
+                if wait is None or self._stopping.is_set():
+                    self.errors += 1
+                    log.exception("recording %d live facts failed; they count from the next features build",
+                                  len(items))
+                    return
+                log.warning("recording %d live facts failed (%s); trying again in %g s", len(items), exc, wait)
+                self._stopping.wait(wait)
 
     def _write(self, items: list[AssessedReturn]) -> None:
         known = self.known_orders(sorted({r.order_id for r in items}))

@@ -9,11 +9,13 @@ the first: the client learns all it must fix from one response.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -106,12 +108,29 @@ def _integral(raw: Any) -> Any:
 
 Time = Annotated[dt.datetime, BeforeValidator(_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
 
+_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
+"""Unicode categories an identifier may not hold: control characters (newlines, tabs), invisible formatting
+(zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
+case pages: such characters make one id look like another, or like none."""
+
+
+def _identifier(text: str) -> str:
+    hidden = next((c for c in text if unicodedata.category(c) in _HIDDEN), None)
+    if hidden is not None:
+        raise PydanticCustomError("identifier_text", "holds U+{code:04X}", {"code": ord(hidden)})
+    return text
+
+
+def _is_identifier(column: Column) -> bool:
+    return column.name.endswith(("_id", "_token")) or column.name == "sku"
+
 
 def _annotation(column: Column) -> Any:
     """The pydantic type of a contract column's value in a request."""
     kind = column.kind
     if kind is Kind.STR:
-        return Annotated[StrictStr, Field(min_length=1, max_length=column.max_length, pattern=r"\S")]
+        text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length, pattern=r"\S")]
+        return Annotated[text, AfterValidator(_identifier)] if _is_identifier(column) else text
     if kind is Kind.ENUM:
         return Literal.__getitem__(column.values)
     if kind is Kind.BOOL:
@@ -239,6 +258,9 @@ def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
         return Problem(path, got, f"a number of at most {int(limit) if float(limit).is_integer() else limit:,}")
     if kind == "timestamp_range":
         return Problem(path, got, "a time between the years 0001 and 9999 in UTC")
+    if kind == "identifier_text":
+        return Problem(path, f"holds U+{ctx['code']:04X} ({unicodedata.name(chr(ctx['code']), 'a control character')})",
+                       "an identifier without control, invisible formatting or line separator characters")
     return Problem(path, got, _expected(column))
 
 

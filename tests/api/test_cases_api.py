@@ -121,6 +121,13 @@ def test_case_lifecycle_every_change_is_an_event(api: Api, set_policy: Any) -> N
     stranger = post(api, f"/v1/cases/{case_id}/close", {"dispositions": {returns[0]: "fraud", returns[1]: "legit",
                                                                           "nope": "fraud"}, "reason": "x"})
     assert [p["field"] for p in stranger.get_json()["problems"]] == ["dispositions.nope"]  # not a return of the case
+    both = post(api, f"/v1/cases/{case_id}/close", {"dispositions": {returns[0]: "fraud", returns[1]: "legit"},
+                                                    "label": "fraud", "reason": "x"})
+    assert both.status_code == 422 and [p["field"] for p in both.get_json()["problems"]] == ["label"]
+    misspelt = post(api, f"/v1/cases/{case_id}/close", {"label": "fraud", "reasons": "x", "reason": "x"})
+    assert misspelt.status_code == 422
+    assert [(p["field"], p["problem"]) for p in misspelt.get_json()["problems"]] == [
+        ("reasons", "is not a field of this request")]
     closed = post(api, f"/v1/cases/{case_id}/close", {"dispositions": {returns[0]: "fraud", returns[1]: "legit"},
                                                       "reason": "empty box confirmed by the warehouse"})
     assert closed.status_code == 200 and closed.get_json()["status"] == "closed"

@@ -150,3 +150,47 @@ def test_drain_writes_what_is_gathered_at_once_and_returns_after_close(live_worl
     assert w["live"].db.execute("SELECT count(*) FROM live_facts").fetchone()[0] > before
     writer.close()
     writer.drain()
+
+
+def test_a_batch_that_fails_for_a_moment_is_tried_again_and_one_that_keeps_failing_is_given_up(live_world):
+    """The live facts of assessed returns outlive a blip of what their write reads (here the warehouse's order index,
+    as the online store in a Redis blip): the batch is tried again and recorded once. A write that keeps failing
+    is given up after the last try, counted and logged, and the writer goes on with the next returns."""
+    w = live_world
+    snapshot = w["snapshot"]
+    returns = snapshot.read("returns")
+    orders = snapshot.read("orders").set_index("order_id")
+    at = w["opened"] + pd.Timedelta(minutes=1)
+    index = known_orders(w["source"])
+    failures = {"left": 2}
+
+    def flaky(order_ids: list[str]) -> set[str]:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise ConnectionError("the order index is out for a moment")
+        return index(order_ids)
+
+    def assessed(n: int, row: Any) -> Any:
+        body = _body(row["customer_id"], orders.loc[row["order_id"], "payment_token"], at - pd.Timedelta(days=1),
+                     at, n)
+        return assessed_return(parse_request({**body, "return_id": f"R-BLIP-{n}"}, at.to_pydatetime()))
+
+    def logged(return_id: str) -> int:
+        return int(w["live"].db.execute("SELECT count(*) FROM live_facts WHERE return_id = ?", (return_id,))
+                   .fetchone()[0])
+
+    writer = FreshnessWriter(w["live"], flaky, gather=0.0, retries=(0.01, 0.01, 0.01))
+    try:
+        writer.submit(assessed(21, returns.iloc[-3]))
+        writer.drain()
+        assert failures["left"] == 0 and writer.errors == 0
+        assert logged("R-BLIP-21") > 0
+        failures["left"] = 4  # more failures than tries: given up
+        writer.submit(assessed(22, returns.iloc[-4]))
+        writer.drain()
+        assert writer.errors == 1 and logged("R-BLIP-22") == 0
+        writer.submit(assessed(23, returns.iloc[-5]))  # the next batch is written
+        writer.drain()
+        assert writer.errors == 1 and logged("R-BLIP-23") > 0
+    finally:
+        writer.close()

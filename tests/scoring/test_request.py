@@ -83,11 +83,21 @@ def test_optional_fields_take_their_defaults():
     ({"order__items__0__category": None}, "order.items[0].category", "is required"),
     ({"refund_amount": float("nan")}, "refund_amount", "got nan / expected a finite number"),
     ({"reason": "x" * 300}, "reason", "is 300 characters long"),
+    ({"return_id": "R\u202e1"}, "return_id", "holds U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ({"customer_id": "C\u200b1"}, "customer_id", "holds U+200B (ZERO WIDTH SPACE)"),
+    ({"order__order_id": "O1\n"}, "order.order_id", "holds U+000A (a control character)"),
+    ({"order__items__0__sku": "S\u2028"}, "order.items[0].sku", "holds U+2028 (LINE SEPARATOR)"),
+    ({"order__payment_token": "p\tt"}, "order.payment_token", "holds U+0009"),
 ])
 def test_each_bad_field_is_named_with_what_was_expected(change, field, text):
     found = problems(body(**change))
     assert field in found, found
     assert text in found[field]
+
+
+def test_ids_may_hold_any_visible_text():
+    r = parse_request(body(return_id="RMA/2026 №5 — ünïcödé", customer_id="顧客-7", reason="size\nand colour"), NOW)
+    assert (r.return_id, r.customer_id, r.reason) == ("RMA/2026 №5 — ünïcödé", "顧客-7", "size\nand colour")
 
 
 def test_every_problem_is_reported_not_just_the_first():
