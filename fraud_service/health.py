@@ -137,6 +137,11 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
     try:
         SingleFlight.result(database, READY_WAIT_S - (time.monotonic() - started))
         problem = next((p for p in service.problems if "evidence database" in p), None)
+        failed = assessor.writer.failed if assessor is not None else None
+        if problem is None and failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_S:
+            # it answers, but refuses the writes (a full disk, a read-only replica): no assessment can be stored
+            problem = (f"the evidence database answers but the last write failed {time.monotonic() - failed[0]:.0f} s "
+                       f"ago ({failed[1]}); ready again once a write succeeds, or {WRITE_FAILURE_S:g} s after it")
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
     except DatabaseDown:
         checks["database"] = {"ok": False, "detail": f"the evidence database did not answer within {READY_WAIT_S} s"}
@@ -156,6 +161,9 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
 
 
 READY_WAIT_S = 0.8
+WRITE_FAILURE_S = 30.0
+"""How long a failed evidence write keeps `/readyz` at 503 when nothing has been stored since: long enough for a load
+balancer to send the shoppers elsewhere, short enough that an instance it stopped sending to is tried again."""
 _PROBES = SingleFlight(READY_WAIT_S)
 
 

@@ -32,6 +32,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -197,6 +198,7 @@ class EvidenceWriter:
         self.max_batch = max_batch
         self.batches = 0
         self.owner = owner()
+        self.failed: tuple[float, str] | None = None  # (monotonic time, error) of the last failed batch, if none since
         self._queue: queue.Queue[Pending | None] = queue.Queue()
         # SQLite has one write lock for the database: a second lane would only wait for it
         count = 1 if self._sqlite else (LANES if lanes is None else lanes)
@@ -335,6 +337,7 @@ class EvidenceWriter:
                     "and the same request will be refused again"))
                 return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
+            self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
             for pending in batch:  # once its commit was sent, whether it was stored is not known
                 unknown = pending.state == "committing"
                 pending.future.set_exception(CommitUnconfirmed(str(detail)) if unknown else DatabaseDown(str(detail)))
@@ -345,6 +348,7 @@ class EvidenceWriter:
                 pending.future.set_exception(exc)
             return
         self.batches += 1
+        self.failed = None
         for i, pending in enumerate(batch):
             pending.future.set_result(outcome[i])
 

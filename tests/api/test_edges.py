@@ -295,6 +295,48 @@ def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, tr
         admin.dispose()
 
 
+@pytest.mark.postgres
+def test_a_database_that_answers_but_refuses_writes_is_not_ready_until_a_write_succeeds(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    """The disk under the evidence database is full: `SELECT 1` still answers, every evidence insert fails (here
+    PostgreSQL's own disk_full error, raised by a trigger). Assessments answer 503 and `/readyz` says not ready, so a
+    load balancer sends shoppers elsewhere; once a write succeeds again, it is ready."""
+    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"{POSTGRES}/{name}"})
+    api = make_api(settings, trained_world.dataset, "postgres")
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    database = create_engine(f"{POSTGRES}/{name}", isolation_level="AUTOCOMMIT")
+    try:
+        assert api.assess(api.body(str(returns["return_id"].iloc[0]), return_id="full-0")).status_code == 201
+        assert api.client.get("/readyz").status_code == 200
+        with database.connect() as connection:
+            connection.execute(text("CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                                    "RAISE EXCEPTION 'could not extend file: No space left on device' USING "
+                                    "ERRCODE = 'disk_full'; END $$"))
+            connection.execute(text("CREATE TRIGGER full_disk BEFORE INSERT ON assessments FOR EACH ROW EXECUTE "
+                                    "FUNCTION disk_full()"))
+        refused = api.assess(api.body(str(returns["return_id"].iloc[1]), return_id="full-1"))
+        assert refused.status_code == 503, refused.get_json()
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 503
+        detail = ready.get_json()["checks"]["database"]["detail"]
+        assert "the last write failed" in detail and "DiskFull" in detail and "No space" not in detail
+        with database.connect() as connection:
+            connection.execute(text("DROP TRIGGER full_disk ON assessments"))
+        assert api.assess(api.body(str(returns["return_id"].iloc[2]), return_id="full-2")).status_code == 201
+        assert api.client.get("/readyz").status_code == 200
+    finally:
+        api.service.close()
+        database.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def test_list_changes_from_another_worker_apply_after_the_cache_expires(api: Api) -> None:
     """A worker re-reads the lists every `ttl` seconds; a change made elsewhere is invisible until then."""
     import datetime as dt
