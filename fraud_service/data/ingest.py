@@ -168,7 +168,33 @@ def validate(files: dict[str, Path], base: Snapshot | None,
                 times = _known_times(rule.target, rule.target_key, rule.target_time, typed, base)
                 check_not_before(file, frame, rule.column, rule.via, times, rule.target,
                                  rule.target_time, report)
+        if base is not None:
+            _check_stored_times(typed, base, report)
     return typed, report
+
+
+def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: Report) -> None:
+    """The rows already ingested that refer to rows this dataset changes keep their time order: a return moved
+    later than its stored label's labelled_at (or an order placed after its stored returns) is refused, as it would
+    be if both came in one dataset. A stored row the dataset replaces is checked as sent. Problems name the stored
+    table as `TABLE (already ingested)` and its row in the current snapshot."""
+    for name, table in TABLES.items():
+        for rule in table.time_orders:
+            if rule.target not in typed or rule.target_time not in typed[rule.target].columns:
+                continue
+            old = base.read(name, list(dict.fromkeys([*table.key, rule.column, rule.via])))
+            if old is None or old.empty:
+                continue
+            old[ROW] = range(1, len(old) + 1)
+            if name in typed and set(table.key) <= set(typed[name].columns):
+                replaced = pd.MultiIndex.from_frame(typed[name][list(table.key)].astype(object))
+                old = old[~pd.MultiIndex.from_frame(old[list(table.key)].astype(object)).isin(replaced)]
+            old = old[old[rule.via].isin(typed[rule.target][rule.target_key])]
+            if old.empty:
+                continue
+            times = _known_times(rule.target, rule.target_key, rule.target_time, typed, base)
+            check_not_before(f"{name} (already ingested)", old, rule.column, rule.via, times, rule.target,
+                             rule.target_time, report)
 
 
 def _known_keys(target: str, column: str, typed: dict[str, pd.DataFrame],

@@ -184,3 +184,50 @@ def test_only_regular_files_inside_the_dataset_are_read(world_copy, cli, warehou
     expected = "is not a regular file" if kind == "fifo" else "is a symbolic link"
     assert f"labels.parquet: {expected}" in err
     assert warehouse.current() is None
+
+
+def test_a_changed_row_is_checked_against_the_rows_already_ingested_that_refer_to_it(
+        world_copy, cli, warehouse, ingested, tmp_path):
+    """A later dataset moves a return after its stored label and inspection (and an order after its stored returns):
+    each stored row that would then break the time order is named, and nothing is written, as when both come in one
+    dataset. Labels and inspections are events keyed by their time: a return cannot move past them. A move that keeps
+    the order goes in."""
+    labels = pd.read_parquet(world_copy / "labels.parquet")
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    inspections = pd.read_parquet(world_copy / "inspections.parquet")
+    label = labels[labels["return_id"].isin(inspections["return_id"])].iloc[0]
+    moved = returns[returns["return_id"] == label["return_id"]].copy()
+    moved["requested_at"] = label["labelled_at"] + pd.Timedelta(days=10)
+    later = tmp_path / "later"
+    later.mkdir()
+    moved.to_parquet(later / "returns.parquet", index=False)
+    report_file = tmp_path / "report.json"
+
+    code, _, err = cli("ingest", str(later), "--report", str(report_file))
+
+    assert code == 1 and "nothing was ingested" in err
+    groups = {(g["file"], g["column"], g["check"]): g for g in json.loads(report_file.read_text())["groups"]}
+    stored_label = groups[("labels (already ingested)", "labelled_at", "time order")]
+    assert stored_label["count"] == (labels["return_id"] == label["return_id"]).sum()
+    assert label["return_id"] in stored_label["examples"][0]["value"]
+    assert ("inspections (already ingested)", "inspected_at", "time order") in groups
+    assert warehouse.current().name == ingested["name"]
+
+    earliest = min(labels.loc[labels["return_id"] == label["return_id"], "labelled_at"].min(),
+                   inspections.loc[inspections["return_id"] == label["return_id"], "inspected_at"].min())
+    order = pd.read_parquet(world_copy / "orders.parquet").set_index("order_id").loc[moved["order_id"].iloc[0]]
+    moved["requested_at"] = order["placed_at"] + (earliest - order["placed_at"]) / 2  # still before them
+    moved.to_parquet(later / "returns.parquet", index=False)
+    code, _, err = cli("ingest", str(later))
+    assert code == 0, err
+    assert warehouse.current().name != ingested["name"]
+
+    placed_late = order.to_frame().T.rename_axis("order_id").reset_index()
+    placed_late["placed_at"] = pd.to_datetime(moved["requested_at"].iloc[0] + pd.Timedelta(days=1), utc=True)
+    (later / "returns.parquet").unlink()
+    placed_late.astype({c: pd.read_parquet(world_copy / "orders.parquet")[c].dtype for c in placed_late.columns}
+                       ).to_parquet(later / "orders.parquet", index=False)
+    code, _, err = cli("ingest", str(later), "--report", str(report_file))
+    assert code == 1, err
+    files = {(g["file"], g["column"]) for g in json.loads(report_file.read_text())["groups"]}
+    assert ("returns (already ingested)", "requested_at") in files, files
