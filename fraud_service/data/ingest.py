@@ -122,6 +122,29 @@ def _refuse_nul(path: Path) -> None:
             line += chunk.count(b"\n")
 
 
+def _refuse_bad_header(path: Path) -> None:
+    """A CSV header naming a column twice is refused (pandas would rename the second `return_id.1` and drop it)."""
+    import csv
+
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        header = next(csv.reader(f), [])
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DatasetError(f"{path}: line 1 (the header) names {', '.join(map(repr, twice))} more than once; each "
+                           "column once (nothing was ingested)")
+
+
+def _first_non_utf8(path: Path) -> str | None:
+    """Where PATH first stops being UTF-8: its line, and the byte."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}, byte {exc.start + 1} (0x{line[exc.start]:02x}) is not UTF-8"
+    return None
+
+
 def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
     """Read one table file as it is (CSV as text), adding each row's 1-based position as ROW."""
     try:
@@ -129,6 +152,7 @@ def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
             frame = pq.read_table(path).to_pandas()
         else:
             _refuse_nul(path)
+            _refuse_bad_header(path)
             chunks = []
             reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
                                  chunksize=CSV_CHUNK_ROWS, encoding="utf-8")
@@ -139,7 +163,10 @@ def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
                 if rows >= CSV_CHUNK_ROWS:
                     progress.info(f"  {path.name}: {rows:,} rows read")
             frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
-    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {_first_non_utf8(path) or exc}; contract CSV files are UTF-8 (save it as "
+                           "UTF-8; nothing was ingested)") from exc
+    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
         raise DatasetError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
     frame[ROW] = range(1, len(frame) + 1)
     return frame

@@ -212,7 +212,12 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         return pd.Series([None] * len(raw), dtype=object)
     values = raw.astype(object).where(~nulls, None)
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-        values = values.map(lambda v: v if v is None else str(v))
+        # a list, a mapping or bytes (a parquet list, struct or binary column) is not text: refused, not printed
+        not_text = values.map(lambda v: v is not None and not isinstance(v, str | int)).astype(bool)
+        report.add_rows(file, column.name, "wrong type", "text (a string), not a list, mapping or bytes",
+                        rows[not_text], values[not_text].map(lambda v: f"{type(v).__name__} {v!r}"[:80]),
+                        int(not_text.sum()))
+        values = values.where(~not_text, None).map(lambda v: v if v is None else str(v))
     text = values.fillna("").astype(str)
     unstorable = text.str.contains("\x00", regex=False)
     report.add_rows(file, column.name, "NUL character", "text without NUL characters", rows[unstorable],
@@ -272,6 +277,12 @@ def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Se
 
 def _parse_int(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
                report: Report) -> pd.Series:
+    if pd.api.types.is_unsigned_integer_dtype(raw.dtype):  # uint64 may hold what a 64-bit signed integer cannot
+        huge = (raw.fillna(0).astype("uint64") > np.iinfo(np.int64).max).to_numpy()
+        report.add_rows(file, column.name, "out of range", f"an integer of at most {np.iinfo(np.int64).max:,}",
+                        rows[huge], raw[huge], int(huge.sum()))
+        return pd.Series([None if h else int(v) for v, h in zip(raw.fillna(0), huge, strict=True)],
+                         index=raw.index, dtype="Int64").where(~nulls.to_numpy(), pd.NA)
     if pd.api.types.is_integer_dtype(raw.dtype):
         return raw.astype("Int64")
     if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_datetime64_any_dtype(raw.dtype):

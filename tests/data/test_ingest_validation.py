@@ -164,6 +164,45 @@ def test_a_nul_in_a_csv_file_is_refused_naming_its_line(world_copy, cli, warehou
     assert warehouse.current() is None
 
 
+def test_a_list_in_a_text_column_and_an_integer_beyond_64_bits_are_named_by_row(world_copy, cli, warehouse):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    table = pa.Table.from_pandas(returns, preserve_index=False)
+    reasons = [["size", "colour"] if i == 3 else [str(v)] for i, v in enumerate(returns["reason"])]
+    counts = [2**63 + 5 if i == 6 else int(v) for i, v in enumerate(returns["items_count"])]
+    table = table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons, pa.list_(pa.string())))
+    table = table.set_column(table.schema.get_field_index("items_count"), "items_count", pa.array(counts, pa.uint64()))
+    pq.write_table(table, world_copy / "returns.parquet")
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1, err
+    assert "returns.parquet, row 4, column reason" in err and "not a list, mapping or bytes" in err
+    assert "returns.parquet, row 7, column items_count" in err and "9223372036854775813" in err
+    assert "Traceback" not in err
+    assert warehouse.current() is None
+
+
+def test_a_csv_header_naming_a_column_twice_or_a_file_not_in_utf8_is_refused_with_its_line(world_copy, cli,
+                                                                                            warehouse):
+    csv = table_to_csv(world_copy, "returns", lambda frame: frame)
+    lines = csv.read_bytes().split(b"\n")
+    original = list(lines)
+    lines[0] = lines[0] + b",return_id"
+    csv.write_bytes(b"\n".join(lines))
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "line 1 (the header) names 'return_id' more than once" in err
+
+    lines = list(original)
+    lines[6] = lines[6].replace(b",", "caf\u00e9,".encode("latin-1"), 1)
+    csv.write_bytes(b"\n".join(lines))
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "line 7, byte" in err and "(0xe9) is not UTF-8" in err
+    assert warehouse.current() is None
+
+
 @pytest.mark.parametrize("kind", ["dangling link", "link outside", "fifo"])
 def test_only_regular_files_inside_the_dataset_are_read(world_copy, cli, warehouse, tmp_path, kind):
     import os
