@@ -3,9 +3,11 @@ database that goes away (503, never a decision without a record)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,21 +261,35 @@ def test_unreachable_database_is_503_and_nothing_is_decided(serving_home: Path, 
         service.close()
 
 
-@pytest.mark.postgres
-def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, trained_world: TrainedWorld,
-                                                          tmp_path: Path) -> None:
-    """The key is cached and the model loaded; the database disappears; assess answers 503 and decides nothing."""
+@contextlib.contextmanager
+def _own_postgres_api(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path,
+                      freshness: bool = False) -> Iterator[tuple[Api, str, Any]]:
+    """A service on a PostgreSQL database of its own (a test may break it), dropped afterwards; yields the service,
+    the database's name and an AUTOCOMMIT engine on the server's `postgres` database."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
                                   "FRAUD_DATABASE_URL": f"{POSTGRES}/{name}"})
-    api = make_api(settings, trained_world.dataset, "postgres", freshness=True)
-    returns = pd.read_parquet(api.dataset / "returns.parquet")
-    first = api.body(str(returns["return_id"].iloc[0]), return_id="lost-1")
-    second = api.body(str(returns["return_id"].iloc[1]), return_id="lost-2")
+    api = make_api(settings, trained_world.dataset, "postgres", freshness=freshness)
     try:
+        yield api, name, admin
+    finally:
+        api.service.close()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, trained_world: TrainedWorld,
+                                                          tmp_path: Path) -> None:
+    """The key is cached and the model loaded; the database disappears; assess answers 503 and decides nothing."""
+    with _own_postgres_api(serving_home, trained_world, tmp_path, freshness=True) as (api, name, admin):
+        returns = pd.read_parquet(api.dataset / "returns.parquet")
+        first = api.body(str(returns["return_id"].iloc[0]), return_id="lost-1")
+        second = api.body(str(returns["return_id"].iloc[1]), return_id="lost-2")
         assert api.assess(first).status_code == 201  # the scoring key is now cached in the worker
         api.service.assessor.freshness.drain()
         live_before = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
@@ -288,11 +304,6 @@ def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, tr
         live_after = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
         assert live_after == live_before  # an unrecorded assessment does not move the counters either
         assert api.client.get("/readyz").status_code == 503
-    finally:
-        api.service.close()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.mark.postgres
@@ -301,16 +312,9 @@ def test_a_database_that_answers_but_refuses_writes_is_not_ready_until_a_write_s
     """The disk under the evidence database is full: `SELECT 1` still answers, every evidence insert fails (here
     PostgreSQL's own disk_full error, raised by a trigger). Assessments answer 503 and `/readyz` says not ready, so a
     load balancer sends shoppers elsewhere; once a write succeeds again, it is ready."""
-    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"{POSTGRES}/{name}"})
-    api = make_api(settings, trained_world.dataset, "postgres")
-    returns = pd.read_parquet(api.dataset / "returns.parquet")
-    database = create_engine(f"{POSTGRES}/{name}", isolation_level="AUTOCOMMIT")
-    try:
+    with _own_postgres_api(serving_home, trained_world, tmp_path) as (api, name, _):
+        returns = pd.read_parquet(api.dataset / "returns.parquet")
+        database = create_engine(f"{POSTGRES}/{name}", isolation_level="AUTOCOMMIT")
         assert api.assess(api.body(str(returns["return_id"].iloc[0]), return_id="full-0")).status_code == 201
         assert api.client.get("/readyz").status_code == 200
         with database.connect() as connection:
@@ -329,12 +333,7 @@ def test_a_database_that_answers_but_refuses_writes_is_not_ready_until_a_write_s
             connection.execute(text("DROP TRIGGER full_disk ON assessments"))
         assert api.assess(api.body(str(returns["return_id"].iloc[2]), return_id="full-2")).status_code == 201
         assert api.client.get("/readyz").status_code == 200
-    finally:
-        api.service.close()
         database.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_list_changes_from_another_worker_apply_after_the_cache_expires(api: Api) -> None:
