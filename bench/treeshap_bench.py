@@ -38,7 +38,7 @@ def main() -> None:
 
     from fraud_service.config import Settings
     from fraud_service.featurestore.source import FeatureSource, entity_rows
-    from fraud_service.scoring.model import CONTRIB, RAW_SCORE, Scorer, SingleRow
+    from fraud_service.scoring.model import CONTRIB, Scorer, SingleRow
     from fraud_service.scoring.treeshap import TreeTables
     from models.registry import ModelRegistry
 
@@ -81,6 +81,16 @@ def main() -> None:
         print(f"{label:22s} median {statistics.median(times[name]):.3f} ms/row  (passes: {passes})")
     print(f"ratio {lgb_ms / flat_ms:.2f}x; largest difference {np.max(np.abs(ours - theirs)):.2e}")
 
+    raw_scores(scorer, tables, x, args.repeats)
+
+
+def raw_scores(scorer, tables, x, repeats: int) -> None:
+    """The raw score of each row of X, LightGBM's single-row call against `TreeTables.raw`, alternated REPEATS times,
+    with the trees in cache and evicted before each row; and whether the two agree to the bit."""
+    import numpy as np
+
+    from fraud_service.scoring.model import RAW_SCORE, SingleRow
+
     single = SingleRow(scorer.booster, RAW_SCORE, hold_gil=True)
     flat_raw = np.array([tables.raw(row) for row in x])
     lgb_raw = np.array([single.predict(x[i:i + 1])[0, 0] for i in range(len(x))])
@@ -98,7 +108,7 @@ def main() -> None:
 
     for cold in (False, True):
         raw_times: dict[str, list[float]] = {"lightgbm": [], "flattened": []}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             raw_times["lightgbm"].append(raw_per_row(single.predict, cold))
             raw_times["flattened"].append(raw_per_row(lambda row: tables.raw(row[0]), cold))
         state = "trees evicted before each row" if cold else "trees in cache"

@@ -140,7 +140,7 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         failed = assessor.writer.failed if assessor is not None else None
         if problem is None and failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_S:
             # it answers, but refuses the writes (a full disk, a read-only replica): no assessment can be stored
-            problem = (f"the evidence database answers but the last write failed {time.monotonic() - failed[0]:.0f} s "
+            problem = (f"the evidence database answers but refused the last write {time.monotonic() - failed[0]:.0f} s "
                        f"ago ({failed[1]}); ready again once a write succeeds, or {WRITE_FAILURE_S:g} s after it")
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
     except DatabaseDown:
@@ -162,8 +162,10 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
 
 READY_WAIT_S = 0.8
 WRITE_FAILURE_S = 30.0
-"""How long a failed evidence write keeps `/readyz` at 503 when nothing has been stored since: long enough for a load
-balancer to send the shoppers elsewhere, short enough that an instance it stopped sending to is tried again."""
+"""How long an evidence write the database refused (a full disk, a read-only database) keeps `/readyz` at 503 when
+nothing has been stored since (a database that cannot be reached shows in the `SELECT 1` probe instead): long enough
+for a load balancer to send the shoppers elsewhere, short enough that an instance it stopped sending to is tried
+again."""
 _PROBES = SingleFlight(READY_WAIT_S)
 
 

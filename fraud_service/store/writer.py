@@ -153,6 +153,16 @@ def _closed_by_server(raw: Any) -> bool:
     return bool(pgconn.status != pq.ConnStatus.OK)
 
 
+def _writes_refused(error: BaseException) -> bool:
+    """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
+    which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
+    state = str(getattr(error, "sqlstate", "") or "")
+    if state.startswith("53") or state == "25006":  # insufficient resources (disk full, ...); read-only transaction
+        return True
+    text = str(error).lower()
+    return "disk is full" in text or "readonly database" in text or "read-only file system" in text
+
+
 def _rolled_back(cursor: Any, raw: Any) -> bool:
     """Close CURSOR and roll RAW's transaction back; whether that worked (the connection can be used again)."""
     try:
@@ -198,7 +208,9 @@ class EvidenceWriter:
         self.max_batch = max_batch
         self.batches = 0
         self.owner = owner()
-        self.failed: tuple[float, str] | None = None  # (monotonic time, error) of the last failed batch, if none since
+        # (monotonic time, error type) of the last batch the database refused to write (`_writes_refused`), until
+        # a batch is stored
+        self.failed: tuple[float, str] | None = None
         self._queue: queue.Queue[Pending | None] = queue.Queue()
         # SQLite has one write lock for the database: a second lane would only wait for it
         count = 1 if self._sqlite else (LANES if lanes is None else lanes)
@@ -337,7 +349,8 @@ class EvidenceWriter:
                     "and the same request will be refused again"))
                 return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
-            self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
+            if _writes_refused(detail):
+                self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
             for pending in batch:  # once its commit was sent, whether it was stored is not known
                 unknown = pending.state == "committing"
                 pending.future.set_exception(CommitUnconfirmed(str(detail)) if unknown else DatabaseDown(str(detail)))

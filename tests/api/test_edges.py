@@ -328,7 +328,7 @@ def test_a_database_that_answers_but_refuses_writes_is_not_ready_until_a_write_s
         ready = api.client.get("/readyz")
         assert ready.status_code == 503
         detail = ready.get_json()["checks"]["database"]["detail"]
-        assert "the last write failed" in detail and "DiskFull" in detail and "No space" not in detail
+        assert "refused the last write" in detail and "DiskFull" in detail and "No space" not in detail
         with database.connect() as connection:
             connection.execute(text("DROP TRIGGER full_disk ON assessments"))
         assert api.assess(api.body(str(returns["return_id"].iloc[2]), return_id="full-2")).status_code == 201

@@ -117,3 +117,23 @@ def test_a_writer_connection_the_server_ended_while_idle_is_replaced_before_a_ba
             stored = set(session.execute(select(Assessment.return_id)).scalars())
             assert {f"ret-w{200 + lane}" for lane in range(len(writer._lanes))} <= stored
             assert chain.verify(session).ok
+
+
+def test_a_database_refusing_writes_is_told_from_one_that_cannot_be_reached() -> None:
+    """`/readyz` turns 503 on a refused write (its `SELECT 1` still answers), not on an unreachable database (which
+    the `SELECT 1` probe reports itself, and which would otherwise keep an instance out for 30 s after it is back)."""
+    import sqlite3
+
+    import psycopg
+
+    from fraud_service.store.writer import _writes_refused
+
+    refused = [psycopg.errors.DiskFull("could not extend file"), psycopg.errors.ReadOnlySqlTransaction("read-only"),
+               sqlite3.OperationalError("database or disk is full"),
+               sqlite3.OperationalError("attempt to write a readonly database")]
+    unreachable = [psycopg.OperationalError("connection failed: Connection refused"),
+                   psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+                   sqlite3.OperationalError("database is locked"),
+                   sqlite3.OperationalError("unable to open database file")]
+    assert [_writes_refused(e) for e in refused] == [True] * len(refused)
+    assert [_writes_refused(e) for e in unreachable] == [False] * len(unreachable)
