@@ -138,10 +138,10 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         SingleFlight.result(database, READY_WAIT_S - (time.monotonic() - started))
         problem = next((p for p in service.problems if "evidence database" in p), None)
         failed = assessor.writer.failed if assessor is not None else None
-        if problem is None and failed is not None and time.monotonic() - failed[0] < WRITE_FAILURE_S:
+        if problem is None and failed is not None and (age := time.monotonic() - failed[0]) < WRITE_FAILURE_S:
             # it answers, but refuses the writes (a full disk, a read-only replica): no assessment can be stored
-            problem = (f"the evidence database answers but refused the last write {time.monotonic() - failed[0]:.0f} s "
-                       f"ago ({failed[1]}); ready again once a write succeeds, or {WRITE_FAILURE_S:g} s after it")
+            problem = (f"the evidence database answers but refused the last write {age:.0f} s ago ({failed[1]}); "
+                       f"ready again once a write succeeds, or {WRITE_FAILURE_S:g} s after it")
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
     except DatabaseDown:
         checks["database"] = {"ok": False, "detail": f"the evidence database did not answer within {READY_WAIT_S} s"}

@@ -8,7 +8,9 @@ revised delivery time); the summary counts those as `updated`.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +186,8 @@ def validate(files: dict[str, Path], base: Snapshot | None,
             check_duplicates(TABLES[name], frame, path.name, report)
             check_row_order(TABLES[name], frame, path.name, report)
             typed[name] = frame
+    # a table's stored times, read once: the dataset's rows and the stored rows that refer to it both need them
+    known_times = functools.cache(lambda target, key, time: _known_times(target, key, time, typed, base))
     with progress.step("checking references and time order across tables"):
         for name, frame in typed.items():
             table = TABLES[name]
@@ -192,15 +196,16 @@ def validate(files: dict[str, Path], base: Snapshot | None,
                 known = _known_keys(ref.target, ref.target_column, typed, base)
                 check_reference(file, frame, ref.column, known, ref.target, report)
             for rule in table.time_orders:
-                times = _known_times(rule.target, rule.target_key, rule.target_time, typed, base)
+                times = known_times(rule.target, rule.target_key, rule.target_time)
                 check_not_before(file, frame, rule.column, rule.via, times, rule.target,
                                  rule.target_time, report)
         if base is not None:
-            _check_stored_times(typed, base, report)
+            _check_stored_times(typed, base, report, known_times)
     return typed, report
 
 
-def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: Report) -> None:
+def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: Report,
+                        known_times: Callable[[str, str, str], pd.Series]) -> None:
     """The rows already ingested that refer to rows this dataset changes keep their time order: a return moved
     later than its stored label's labelled_at (or an order placed after its stored returns) is refused, as it would
     be if both came in one dataset. A stored row the dataset replaces is checked as sent. Problems name the stored
@@ -219,7 +224,7 @@ def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: 
             old = old[old[rule.via].isin(typed[rule.target][rule.target_key])]
             if old.empty:
                 continue
-            times = _known_times(rule.target, rule.target_key, rule.target_time, typed, base)
+            times = known_times(rule.target, rule.target_key, rule.target_time)
             check_not_before(f"{name} (already ingested)", old, rule.column, rule.via, times, rule.target,
                              rule.target_time, report)
 

@@ -74,8 +74,9 @@ def raw(x: np.ndarray, nodes: np.ndarray, roots: np.ndarray, categories: np.ndar
 
     The row goes down LOCKSTEP trees at once, one level of each in turn, rather than one tree to its leaf and then
     the next: the nodes of one level of different trees do not depend on each other, so the processor fetches
-    their cache lines together instead of waiting for one miss after another (on the load bench's 1,287-tree
-    model, 1.6-1.9x sooner than tree by tree, `bench/treeshap_bench.py`)."""
+    their cache lines together instead of waiting for one miss after another. On the load bench's 1,287-tree model
+    (`bench/treeshap_bench.py`) that made it 1.49x (trees in cache) and 1.56x (evicted) sooner than LightGBM's
+    single-row call, where following one tree at a time had been 1.24x and 1.05x."""
     total = 0.0
     at = np.empty(LOCKSTEP, dtype=np.int64)
     for first in range(0, roots.shape[0], LOCKSTEP):
