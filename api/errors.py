@@ -63,8 +63,8 @@ def register(app: Flask) -> None:
         if isinstance(exc, RequestInvalid):
             return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
                          problems=[p.to_dict() for p in exc.problems])
-        if code == "unavailable":
-            logging.getLogger("api").error("unavailable: %s", exc)
+        if code == "unavailable":  # the answer names the store; the log has the driver's text too
+            logging.getLogger("api").error("unavailable: %s (%s)", exc, exc.__cause__ or "no cause")
         response, status = _body(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'

@@ -181,7 +181,8 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
     try:
         problem = check_schema(engine)
     except Exception as exc:  # the database is down: the app still starts and /readyz says why
-        problem = f"the evidence database cannot be reached: {exc}"
+        log.error("the evidence database cannot be reached: %s", exc)  # host, port and name: not for /readyz
+        problem = f"the evidence database cannot be reached ({type(exc).__name__})"
     if problem:
         service.problems.append(problem)
     try:

@@ -201,8 +201,8 @@ class OnlineFeatures:
             try:
                 answers = pipe.execute()
             except self._redis_error as exc:
-                raise Unavailable(f"the online feature store (Redis) cannot be read: {exc}; no decision was "
-                                  "made, retry") from exc
+                raise Unavailable("the online feature store (Redis) cannot be read; no decision was made, "
+                                  "retry") from exc  # the driver's text (host, port) is logged, not answered
             for i, (values, (_, _, names), target) in enumerate(zip(answers, self.views, out, strict=True)):
                 for name, blob in zip(names, values[:-1], strict=True):
                     target[name] = None if blob is None else _decode(blob, self._value)

@@ -122,10 +122,9 @@ class Assessor:
             matches = self.lists.matches(subject.tokens)
             rules = self.rules.current()
         except DatabaseDown as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.__cause__ or exc}; {NO_DECISION}") \
-                from exc
+            raise Unavailable(f"the evidence database cannot be reached; {NO_DECISION}") from exc
         except DBAPIError as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc.orig}; {NO_DECISION}") from exc
+            raise Unavailable(f"the evidence database cannot be reached; {NO_DECISION}") from exc
         verdict = decide(policy, score, subject, vector, matches, rules)
         reasons: list[explain.Reason] = []
         contributions: list[float] | None = None
@@ -166,7 +165,7 @@ class Assessor:
             raise Unavailable(f"{exc}: the assessment may be stored; send the same request again (it returns the "
                               "stored assessment if there is one)") from exc
         except DatabaseDown as exc:
-            raise Unavailable(f"the evidence database cannot be reached: {exc}; {NO_DECISION}") from exc
+            raise Unavailable(f"{exc}; {NO_DECISION}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands
             return self._replay(request.return_id, body_hash, reader)
         if self.freshness is not None:

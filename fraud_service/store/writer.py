@@ -109,6 +109,8 @@ LANES = 2
 RETRIES = 3
 """How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
 RETURN_ID_KEY = "assessments_return_id_key"  # PostgreSQL's name for the unique return id
+UNREACHED = "the evidence database cannot be reached"
+UNCONFIRMED = "the evidence database's connection failed after the commit was sent"
 
 
 def owner() -> str:
@@ -345,15 +347,16 @@ class EvidenceWriter:
                     return
                 log.error("evidence database refused an assessment: %s", detail)
                 batch[0].future.set_exception(Unstorable(
-                    f"the evidence database refused this assessment's record ({detail}); nothing was decided, "
-                    "and the same request will be refused again"))
+                    f"the evidence database refused this assessment's record ({_first_line(detail)}); nothing was "
+                    "decided, and the same request will be refused again"))
                 return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
             if _writes_refused(detail):
                 self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
             for pending in batch:  # once its commit was sent, whether it was stored is not known
                 unknown = pending.state == "committing"
-                pending.future.set_exception(CommitUnconfirmed(str(detail)) if unknown else DatabaseDown(str(detail)))
+                # the driver's text (host, port, database) went to the log above, not to the caller
+                pending.future.set_exception(CommitUnconfirmed(UNCONFIRMED) if unknown else DatabaseDown(UNREACHED))
             return
         except Exception as exc:  # never leave a request thread waiting
             log.exception("evidence batch of %d failed", len(batch))
@@ -503,3 +506,9 @@ class Statements:
                          for name, convert in zip(names, processors, strict=True))
 
         return sql, params
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's primary message of ERROR (what it refused), without the lines of detail and context after it
+    (which may quote stored rows); at most 200 characters."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

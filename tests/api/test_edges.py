@@ -250,6 +250,7 @@ def test_unreachable_database_is_503_and_nothing_is_decided(serving_home: Path, 
     service = bootstrap.build(settings, freshness=False, warm_up=False)
     try:
         assert any("evidence database" in p for p in service.problems)
+        assert not any("127.0.0.1" in p for p in service.problems), service.problems  # /readyz may show them
         app = create_app(settings, {"SERVICE": service, "TESTING": True})
         client = app.test_client()
         ready = client.get("/readyz")
@@ -257,6 +258,8 @@ def test_unreachable_database_is_503_and_nothing_is_decided(serving_home: Path, 
         response = client.post("/v1/returns/assess", json={}, headers={"Authorization": "Bearer fsk_a_b"})
         assert response.status_code == 503
         assert response.get_json()["error"] == "unavailable" and response.headers["Retry-After"] == "5"
+        for answer in (ready.get_data(as_text=True), response.get_data(as_text=True)):  # the driver's text is logged
+            assert "evidence database" in answer and "127.0.0.1" not in answer and "port 1" not in answer, answer
     finally:
         service.close()
 
@@ -299,6 +302,7 @@ def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, tr
         assert response.status_code == 503, response.get_json()
         got = response.get_json()
         assert got["error"] == "unavailable" and "no decision was made" in got["message"]
+        assert name not in got["message"] and "127.0.0.1" not in got["message"], got  # no host, port or database
         assert "decision" not in got and "score" not in got
         api.service.assessor.freshness.drain()
         live_after = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
@@ -325,6 +329,7 @@ def test_a_database_that_answers_but_refuses_writes_is_not_ready_until_a_write_s
                                     "FUNCTION disk_full()"))
         refused = api.assess(api.body(str(returns["return_id"].iloc[1]), return_id="full-1"))
         assert refused.status_code == 503, refused.get_json()
+        assert "No space" not in refused.get_json()["message"]
         ready = api.client.get("/readyz")
         assert ready.status_code == 503
         detail = ready.get_json()["checks"]["database"]["detail"]
