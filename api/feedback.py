@@ -43,7 +43,8 @@ def inspection(return_id: str) -> ResponseReturnValue:
 @bp.post("/v1/assessments/<assessment_id>/appeal")
 @requires("scoring")
 def appeal(assessment_id: str) -> ResponseReturnValue:
-    """A shopper's objection: the case is reopened (or opened) at the top of the queue with the message."""
+    """A shopper's objection: the case is reopened (or opened) at the top of the queue with the message (the same
+    message again while its appeal is pending answers the outcome in force, `replayed`, and records nothing)."""
     body = parse(AppealIn)
     service = core()
     done = appeals.appeal(service.uow(), assessment_id=assessment_id, message=body.message,

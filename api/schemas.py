@@ -232,6 +232,8 @@ class AppealResult(_Response):
     return_id: str
     case_id: str = Field(description="the case now at the top of the analysts' queue")
     outcome: AssessmentOutcome
+    replayed: bool = Field(description="the same message was relayed before and its appeal is still pending: "
+                                        "nothing new was recorded")
 
 
 class WebhookRecord(_Response):

@@ -4,7 +4,8 @@
 appealed (the queue shows appealed cases before all others until they are closed), keeps the shopper's
 words as a note and an evidence event, and moves the outcome to pending review (the decision in force
 stands until a person closes the case), which the returns system hears as `assessment.outcome`.
-An approved return has nothing to appeal.
+An approved return has nothing to appeal. The same words again while their appeal is pending are a retry: the
+answer is the outcome in force, and nothing is written twice.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import select
 
 from fraud_service.access.keys import Principal
 from fraud_service.cases import service as cases
@@ -33,6 +36,7 @@ class AppealResult:
     return_id: str
     case_id: str
     outcome: dict[str, Any]
+    replayed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -53,11 +57,17 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         current = outcomes.state(uow.session, assessment, request["model_decision"])
         if current.status == "final" and current.decision == "approve":
             raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
+        note = f"{APPEAL} (return {assessment.return_id}): {text}"
+        if current.status == "pending_review" and current.appealed and assessment.case_id is not None and \
+                uow.session.scalar(select(CaseNote.id).where(CaseNote.case_id == assessment.case_id,
+                                                             CaseNote.body == note).limit(1)) is not None:
+            # the same words while their appeal is still pending: a retry (its answer was lost), not a new appeal
+            return AppealResult(assessment.id, assessment.return_id, assessment.case_id,
+                                current.view(feedback.messages), replayed=True)
         links = outcomes.links_of(assessment, request, feedback.hub_customers)
         case, _ = cases.attach(uow, assessment, decision="review", reason="shopper appeal", links=links,
                                actor=actor, why="the shopper appealed", at=now, unassign=True)
         case.appealed_at = case.updated_at = now
-        note = f"{APPEAL} (return {assessment.return_id}): {text}"
         event = uow.record(kind="case_appealed", subject=case.id, actor=actor, at=now, payload={
             "case_id": case.id, "assessment_id": assessment.id, "return_id": assessment.return_id, "message": text,
             "note": note})

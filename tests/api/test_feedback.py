@@ -323,6 +323,42 @@ def test_an_appeal_reopens_the_case_at_the_top_of_the_queue(api: Api, set_policy
     assert (final["status"], final["decision"], final["appealed"]) == ("final", "approve", False)
 
 
+def test_the_same_appeal_again_while_pending_is_a_replay_and_new_words_are_a_new_appeal(
+        api: Api, set_policy: Any) -> None:
+    """The returns system resends an appeal whose answer it lost: one note, one event, one outcome message. New
+    words while it is pending are kept; the same words after the case was closed are a new appeal."""
+    denied = assessed(api, set_policy, "deny")
+    case_id, path = denied["case_id"], f"/v1/assessments/{denied['assessment_id']}/appeal"
+
+    def appeal(message: str) -> dict[str, Any]:
+        answer = api.client.post(path, json={"message": message}, headers=api.headers())
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()
+
+    def appeal_notes() -> list[str]:
+        page = api.client.get(f"/v1/cases/{case_id}", headers=api.headers("analyst")).get_json()
+        return [n["body"] for n in page["notes"] if n["body"].startswith("The shopper appealed")]
+
+    def appealed_outcomes() -> int:
+        found = outbox(api, "assessment.outcome", assessment_id=denied["assessment_id"])
+        return sum(e["outcome"]["appealed"] for e in found)
+
+    first = appeal("The parcel was full.")
+    again = appeal("  The parcel was full.\n")  # the same words, as the shopper's form sends them
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert again["outcome"] == first["outcome"] and again["case_id"] == first["case_id"] == case_id
+    assert len(appeal_notes()) == 1 and kinds(api, case_id).count("case_appealed") == 1
+    assert appealed_outcomes() == 1
+    other = appeal("I also have the courier's photo.")
+    assert other["replayed"] is False and len(appeal_notes()) == 2
+    assert kinds(api, case_id).count("case_appealed") == 2
+    assert post(api, f"/v1/cases/{case_id}/close", {"label": "fraud", "reason": "the photo is of another box"}
+                ).status_code == 200
+    after = appeal("The parcel was full.")
+    assert after["replayed"] is False and len(appeal_notes()) == 3
+    assert (after["outcome"]["status"], after["outcome"]["appealed"]) == ("pending_review", True)
+
+
 def test_webhooks_are_managed_by_admins_and_refuse_unsafe_addresses(api: Api) -> None:
     admin = api.headers("admin")
     assert api.client.post("/v1/webhooks", json={"url": "https://example.invalid/", "events": ["case.closed"]},
