@@ -237,6 +237,10 @@ def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Serie
     return text.where(known, None)
 
 
+FIRST_YEAR, LAST_YEAR = pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1
+"""The whole years a timestamp may fall in (pandas' nanosecond timestamps span 1677-09-21 to 2262-04-11)."""
+
+
 def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
                      report: Report) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
@@ -257,7 +261,12 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
                 if not utc:
                     part = part.dt.tz_localize("UTC")
                 parsed[mask] = part.astype("datetime64[us, UTC]")
-        _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
+        # a well-formed date in a year pandas cannot hold (0001, 9999) is out of range, not "not ISO 8601"
+        year = pd.to_numeric(text.str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
+        far = (parsed.isna() & ~nulls & ((year < FIRST_YEAR) | (year > LAST_YEAR))).fillna(False).astype(bool)
+        report.add_rows(file, column.name, "out of range", f"a timestamp in the years {FIRST_YEAR} to {LAST_YEAR}",
+                        rows[far], raw[far], int(far.sum()))
+        _report_unparsed(column, raw, nulls, parsed.isna() & ~far, rows, file, report)
     else:
         _wrong_dtype(column, raw, file, report)
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
@@ -324,10 +333,13 @@ def check_duplicates(table: Table, frame: pd.DataFrame, file: str, report: Repor
     if not all(k in frame.columns for k in table.key):
         return
     dup = frame.duplicated(list(table.key), keep="first") & frame[list(table.key)].notna().all(axis=1)
+    if not dup.any():
+        return
     column = ",".join(table.key)
-    values = frame.loc[dup, list(table.key)].astype(str).agg("/".join, axis=1)
-    report.add_rows(file, column, "duplicate id",
-                    f"a unique {' + '.join(table.key)} (appears earlier in the file)",
+    first = frame.groupby(list(table.key), dropna=True, sort=False)[ROW].transform("first")  # the row it repeats
+    values = frame.loc[dup, list(table.key)].astype(str).agg("/".join, axis=1) + \
+        " (first at row " + first[dup].astype("int64").astype(str) + ")"
+    report.add_rows(file, column, "duplicate id", f"a unique {' + '.join(table.key)}",
                     frame.loc[dup, ROW], values, int(dup.sum()))
 
 
