@@ -290,8 +290,8 @@ def _parse_int(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         huge = (raw.fillna(0).astype("uint64") > np.iinfo(np.int64).max).to_numpy()
         report.add_rows(file, column.name, "out of range", f"an integer of at most {np.iinfo(np.int64).max:,}",
                         rows[huge], raw[huge], int(huge.sum()))
-        return pd.Series([None if h else int(v) for v, h in zip(raw.fillna(0), huge, strict=True)],
-                         index=raw.index, dtype="Int64").where(~nulls.to_numpy(), pd.NA)
+        values = np.where(huge, 0, raw.fillna(0).astype("uint64").to_numpy()).astype("int64")  # exact below 2**63
+        return pd.Series(pd.arrays.IntegerArray(values, huge | nulls.to_numpy()), index=raw.index)
     if pd.api.types.is_integer_dtype(raw.dtype):
         return raw.astype("Int64")
     if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_datetime64_any_dtype(raw.dtype):

@@ -272,3 +272,22 @@ def test_a_changed_row_is_checked_against_the_rows_already_ingested_that_refer_t
     assert code == 1, err
     files = {(g["file"], g["column"]) for g in json.loads(report_file.read_text())["groups"]}
     assert ("returns (already ingested)", "requested_at") in files, files
+
+
+def test_an_unsigned_integer_column_keeps_every_value_below_two_to_the_63_exactly() -> None:
+    """uint64 values are converted without a float in between; nulls stay null, and only the ones beyond int64 are
+    refused (a brute-force conversion value by value is the oracle)."""
+    import numpy as np
+
+    from fraud_service.data.contract import Column, Kind
+    from fraud_service.data.validation import Report, _parse_int
+
+    values = [0, 1, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, None, 7]
+    raw = pd.Series(values, dtype="UInt64")
+    nulls = raw.isna()
+    report = Report()
+    parsed = _parse_int(Column("items_count", Kind.INT), raw, nulls, pd.Series(range(1, 9)), "returns.parquet", report)
+    expected = [None if v is None or v > np.iinfo(np.int64).max else v for v in values]
+    assert [None if pd.isna(v) else int(v) for v in parsed] == expected and str(parsed.dtype) == "Int64"
+    assert [(p.row, p.value) for g in report.groups.values() for p in g.examples] == [
+        (5, str(2**63)), (6, str(2**64 - 1))]
