@@ -21,7 +21,7 @@ from fraud_service.config import Settings
 from fraud_service.data.contract import TABLES
 from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import NotReady, TrainingDataError
+from fraud_service.errors import ConfigError, NotReady, TrainingDataError
 from fraud_service.featurestore.source import FeatureSource
 from fraud_service.health import evidence_counts
 from fraud_service.progress import SILENT, Progress
@@ -32,7 +32,14 @@ from fraud_service.scoring.request import parse_request
 from models.registry import ModelRegistry
 from training.batch import decide_window
 from training.datasets.replay import Replay
-from training.datasets.synthetic import WorldConfig, generate, is_generated, recent_world
+from training.datasets.synthetic import (
+    WorldConfig,
+    generate,
+    generated_config,
+    is_generated,
+    recent_world,
+    same_but_start,
+)
 from training.datasets.writing import write_tables
 from training.trainset import Window
 from training.workflow import train
@@ -56,7 +63,7 @@ def run(settings: Settings, config: WorldConfig, out: Path, progress: Progress =
 def world(settings: Settings, config: WorldConfig, out: Path, progress: Progress, say: Say) -> str:
     """Generate the world (unless there with these settings, or the same but for ending less than KEEP_WORLD
     before CONFIG's end) and ingest it; the current snapshot's name."""
-    config = recent_world(out, config, KEEP_WORLD) or config
+    config = recent_world(out, config, KEEP_WORLD) or settled_world(settings, config, out, say) or config
     if is_generated(out, config):
         progress.info(f"demo dataset in {out} is already generated with these settings")
     else:
@@ -70,6 +77,25 @@ def world(settings: Settings, config: WorldConfig, out: Path, progress: Progress
         f"{'new' if result.changed else 'unchanged'}): "
         + ", ".join(f"{current.rows(t):,} {t}" for t in ("customers", "orders", "returns", "labels")))
     return current.name
+
+
+def settled_world(settings: Settings, config: WorldConfig, out: Path, say: Say) -> WorldConfig | None:
+    """When the home's warehouse already holds data: the world in OUT if it was generated with CONFIG's settings,
+    however long ago it ended (a world generated again ends later, so every stored id would move in time under the
+    labels, inspections and assessments already kept for it); a ConfigError when the home holds another world or a
+    dataset that is not a demo's, which a new world would mix with. None when the warehouse is empty."""
+    if Warehouse(settings.warehouse_dir).current() is None:
+        return None
+    stored = generated_config(out)
+    if stored is not None and same_but_start(stored, config):
+        say(f"demo: keeping the demo world in {out}, which ended {stored.end_ts():%Y-%m-%d %H:%M} UTC (its data is "
+            f"already in {settings.home}; remove that directory for a world that ends now)")
+        return stored
+    held = (f"the demo world of {stored.customers:,} customers over {stored.days} days (seed {stored.seed})"
+            if stored is not None else f"data that no demo world in {out} accounts for")
+    raise ConfigError(f"{settings.home} already holds {held}; a world of {config.customers:,} customers over "
+                      f"{config.days} days (seed {config.seed}) would be mixed into it. Remove {settings.home}, or "
+                      "set FRAUD_HOME to another directory, for a new demo world")
 
 
 def history(out: Path, held: int, progress: Progress = SILENT) -> Path:

@@ -89,16 +89,26 @@ class WorldConfig:
         return cls(days=days, start=moment.tz_localize(None).isoformat(timespec="seconds"), **options)
 
 
-def recent_world(out: Path, config: WorldConfig, within: dt.timedelta) -> WorldConfig | None:
-    """The settings of the world generated in OUT when they equal CONFIG's but for the start, and that world ended
-    less than WITHIN before CONFIG's end (the demo keeps such a world rather than generating it again)."""
-    meta = out / META_FILE
+def generated_config(out: Path) -> WorldConfig | None:
+    """The settings of the world generated in OUT, or None when OUT holds none (or its record is unreadable)."""
     try:
-        stored = WorldConfig(**json.loads(meta.read_text())["config"])
+        stored = WorldConfig(**json.loads((out / META_FILE).read_text())["config"])
         stored.start_ts()
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if asdict(replace(stored, start=config.start)) != asdict(config):
+    return stored
+
+
+def same_but_start(stored: WorldConfig, config: WorldConfig) -> bool:
+    """True when STORED and CONFIG differ at most in when the world starts (and so ends)."""
+    return asdict(replace(stored, start=config.start)) == asdict(config)
+
+
+def recent_world(out: Path, config: WorldConfig, within: dt.timedelta) -> WorldConfig | None:
+    """The settings of the world generated in OUT when they equal CONFIG's but for the start, and that world ended
+    less than WITHIN before CONFIG's end (the demo keeps such a world rather than generating it again)."""
+    stored = generated_config(out)
+    if stored is None or not same_but_start(stored, config):
         return None
     return stored if config.end_ts() - within <= stored.end_ts() <= config.end_ts() else None
 

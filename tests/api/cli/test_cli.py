@@ -179,6 +179,36 @@ def test_a_demo_world_too_small_to_train_on_still_gets_its_features_and_says_why
     assert ModelRegistry(settings.models_dir).versions() == []
 
 
+@pytest.mark.slow
+def test_a_demo_run_again_keeps_its_world_and_refuses_another_that_would_mix_with_it(cli, tmp_path, settings):
+    """`make run` again days later, or with other DEMO_* sizes: a world generated again would move every stored id
+    in time (ingest refused it row by row) or mix two worlds; the demo keeps its world, or says what to remove."""
+    import json
+
+    import pandas as pd
+
+    from fraud_service.data.warehouse import Warehouse
+    from training.datasets.synthetic import META_FILE
+
+    out_dir = tmp_path / "demo"
+    world = ("--customers", "200", "--days", "40")
+    code, _, err = cli("demo", "--out", str(out_dir), *world)
+    assert code == 0, err
+    snapshot = Warehouse(settings.warehouse_dir).current().name
+    code, out, err = cli("demo", "--out", str(out_dir), "--customers", "250", "--days", "40")
+    assert code == 1 and "Traceback" not in err
+    assert f"{settings.home} already holds the demo world of 200 customers over 40 days (seed 7)" in err, err
+    assert "a world of 250 customers over 40 days (seed 7) would be mixed into it" in err
+    assert "Remove" in err and Warehouse(settings.warehouse_dir).current().name == snapshot
+    meta = json.loads((out_dir / META_FILE).read_text())  # three days pass: the world ended three days ago
+    meta["config"]["start"] = (pd.Timestamp(meta["config"]["start"]) - pd.Timedelta(days=3)).isoformat()
+    (out_dir / META_FILE).write_text(json.dumps(meta))
+    code, out, err = cli("demo", "--out", str(out_dir), *world)
+    assert code == 0, err
+    assert f"demo: keeping the demo world in {out_dir}, which ended" in out
+    assert "(snapshot 000001; unchanged)" in out and Warehouse(settings.warehouse_dir).current().name == snapshot
+
+
 def test_a_world_too_small_to_hold_anything_out_holds_nothing_out(tmp_path):
     from training import demo
     from training.datasets.synthetic import WorldConfig, generate
