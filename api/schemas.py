@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
+from fraud_service.data.contract import FIRST_YEAR, INSPECTION_OUTCOMES, LAST_YEAR, MAX_TEXT
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback.appeals import MAX_MESSAGE
 from fraud_service.feedback.inspections import MAX_NOTES
@@ -131,7 +131,8 @@ def problem(error: Any, body: Any) -> Problem:
         "literal_error": f"one of {ctx.get('expected', '').replace(chr(39), '')}",
         "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",
         "too_long": f"at most {ctx.get('max_length', 0)} items", "dict_type": "an object",
-        "timestamp": "an ISO 8601 time such as 2026-12-02T10:30:00Z", "timestamp_range": "a time after year 1",
+        "timestamp": "an ISO 8601 time such as 2026-12-02T10:30:00Z",
+        "timestamp_range": f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)",
     }.get(error["type"], error["msg"])
     if error["type"] == "missing":
         return Problem(path, "is required", expected)

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fraud_service.data.contract import Column, Kind, Table
+from fraud_service.data.contract import FIRST_YEAR, LAST_YEAR, Column, Kind, Table
 
 ROW = "_row"
 """Name of the column that carries each row's 1-based position in its file (header not counted)."""
@@ -237,18 +237,12 @@ def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Serie
     return text.where(known, None)
 
 
-FIRST_YEAR, LAST_YEAR = pd.Timestamp.min.year + 1, pd.Timestamp.max.year - 1
-"""The whole years a timestamp may fall in (pandas' nanosecond timestamps span 1677-09-21 to 2262-04-11)."""
-
-
 def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
                      report: Report) -> pd.Series:
+    year: pd.Series
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
-        parsed = raw
-        if getattr(raw.dt, "tz", None) is None:
-            parsed = raw.dt.tz_localize("UTC")
-        else:
-            parsed = raw.dt.tz_convert("UTC")
+        parsed = raw.dt.tz_localize("UTC") if getattr(raw.dt, "tz", None) is None else raw.dt.tz_convert("UTC")
+        year = parsed.dt.year
     elif raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
         text = raw.astype("string").str.strip().where(~nulls, None)
         # parse zoned and naive values apart: pandas applies a zoned value's offset to naive ones
@@ -263,14 +257,15 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
                 parsed[mask] = part.astype("datetime64[us, UTC]")
         # a well-formed date in a year pandas cannot hold (0001, 9999) is out of range, not "not ISO 8601"
         year = pd.to_numeric(text.str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
-        far = (parsed.isna() & ~nulls & ((year < FIRST_YEAR) | (year > LAST_YEAR))).fillna(False).astype(bool)
-        report.add_rows(file, column.name, "out of range", f"a timestamp in the years {FIRST_YEAR} to {LAST_YEAR}",
-                        rows[far], raw[far], int(far.sum()))
-        _report_unparsed(column, raw, nulls, parsed.isna() & ~far, rows, file, report)
     else:
         _wrong_dtype(column, raw, file, report)
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
-    return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]")
+    far = (~nulls & ((year < FIRST_YEAR) | (year > LAST_YEAR))).fillna(False).astype(bool)
+    report.add_rows(file, column.name, "out of range", f"a timestamp in the years {FIRST_YEAR} to {LAST_YEAR}",
+                    rows[far], raw[far], int(far.sum()))
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+        _report_unparsed(column, raw, nulls, parsed.isna() & ~far, rows, file, report)
+    return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]").mask(far)
 
 
 def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

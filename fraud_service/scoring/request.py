@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from fraud_service.data.contract import ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
+from fraud_service.data.contract import FIRST_YEAR, LAST_YEAR, ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
 from fraud_service.errors import Problem, RequestInvalid
 
 MAX_ITEMS = 500
@@ -94,11 +94,14 @@ def _utc(raw: Any) -> dt.datetime:
         raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)})
     try:
         stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
-        return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+        stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
     except ValueError:
         raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)}) from None
     except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
         raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)}) from None
+    if not FIRST_YEAR <= stamp.year <= LAST_YEAR:  # what the features' nanosecond timestamps hold, as in a dataset
+        raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)})
+    return stamp
 
 
 def _integral(raw: Any) -> Any:
@@ -257,7 +260,7 @@ def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
         limit = ctx["le"]
         return Problem(path, got, f"a number of at most {int(limit) if float(limit).is_integer() else limit:,}")
     if kind == "timestamp_range":
-        return Problem(path, got, "a time between the years 0001 and 9999 in UTC")
+        return Problem(path, got, f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
     if kind == "identifier_text":
         return Problem(path, f"holds U+{ctx['code']:04X} ({unicodedata.name(chr(ctx['code']), 'a control character')})",
                        "an identifier without control, invisible formatting or line separator characters")

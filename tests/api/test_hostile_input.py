@@ -72,6 +72,22 @@ def test_a_bad_request_does_not_fail_a_good_one_sent_with_it(api: Api, body: dic
     assert good.status_code == 201, good.get_json()
 
 
+@pytest.mark.parametrize("when", ["1600-01-01T00:00:00Z", "1677-12-31T23:59:59Z", "2262-01-01T00:00:00Z"])
+def test_times_the_features_cannot_hold_are_refused_as_out_of_range(api: Api, body: dict[str, Any],
+                                                                     when: str) -> None:
+    """A year before 1678 was assessed (201) and then failed the live-fact writer's nanosecond timestamps, which
+    dropped the other returns of its batch from the live features; it is a 422, as in a dataset."""
+    for changed in ({**body, "requested_at": when, "order": {**body["order"], "placed_at": when}},
+                    {**body, "order": {**body["order"], "placed_at": when}}):
+        response = api.client.post("/v1/returns/assess", json=changed, headers=api.headers("scoring"))
+        assert response.status_code == 422, response.get_json()
+        problems = response.get_json()["problems"]
+        assert any(p["expected"] == "a time in the years 1678 to 2261 (UTC)" for p in problems), problems
+    inspection = api.client.post(f"/v1/returns/{body['return_id']}/inspection",
+                                 json={"inspected_at": when, "outcome": "ok"}, headers=api.headers("scoring"))
+    assert inspection.status_code == 422 and "1678 to 2261" in str(inspection.get_json()), inspection.get_json()
+
+
 @pytest.mark.parametrize("when", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
 def test_times_beyond_the_calendar_in_utc_are_named(api: Api, body: dict[str, Any], when: str) -> None:
     response = api.client.post("/v1/returns/assess", json={**body, "requested_at": when},

@@ -291,3 +291,24 @@ def test_an_unsigned_integer_column_keeps_every_value_below_two_to_the_63_exactl
     assert [None if pd.isna(v) else int(v) for v in parsed] == expected and str(parsed.dtype) == "Int64"
     assert [(p.row, p.value) for g in report.groups.values() for p in g.examples] == [
         (5, str(2**63)), (6, str(2**64 - 1))]
+
+
+def test_a_parquet_timestamp_column_with_a_year_the_features_cannot_hold_is_out_of_range(world_copy, cli, warehouse):
+    """A parquet timestamp column holds microseconds (years 1 to 9999); the features' nanosecond timestamps do not."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    customers = pd.read_parquet(world_copy / "customers.parquet")
+    stamps = [dt.datetime(1500, 1, 1) if i == 2 else v.to_pydatetime() for i, v in enumerate(customers["created_at"])]
+    table = pa.Table.from_pandas(customers, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("created_at"), "created_at",
+                             pa.array(stamps, pa.timestamp("us", tz="UTC")))
+    pq.write_table(table, world_copy / "customers.parquet")
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1 and "Traceback" not in err, err
+    assert "customers.parquet, row 3, column created_at" in err and "in the years 1678 to 2261" in err, err
+    assert warehouse.current() is None
