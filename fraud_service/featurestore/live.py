@@ -340,20 +340,41 @@ class FreshnessWriter:
         """Write ITEMS, trying again after each of `retries` seconds when the write fails (the online store or the
         warehouse's order index out for a moment: a write is all or nothing and idempotent, so trying again
         counts nothing twice). Returns arriving meanwhile wait in the queue. After the last try the batch is given
-        up: the evidence holds those returns, and they count online from the next `features build`."""
-        log = logging.getLogger(__name__)
+        up, but for what `_isolate` saves of it: the evidence holds those returns, and they count online from the
+        next `features build`."""
         for wait in (*self.retries, None):
             try:
                 self._write(items)
                 return
             except Exception as exc:  # the evidence is committed already: keep serving
                 if wait is None or self._stopping.is_set():
-                    self.errors += 1
-                    log.exception("recording %d live facts failed; they count from the next features build",
-                                  len(items))
+                    self._isolate(items, exc)
                     return
-                log.warning("recording %d live facts failed (%s); trying again in %g s", len(items), exc, wait)
+                logging.getLogger(__name__).warning("recording %d live facts failed (%s); trying again in %g s",
+                                                    len(items), exc, wait)
                 self._stopping.wait(wait)
+
+    def _isolate(self, items: list[AssessedReturn], failure: Exception) -> None:
+        """The last try of ITEMS failed with FAILURE. When one record is what the write refuses (a value it cannot
+        hold), the others are not lost with it: the halves are written apart, and while one succeeds the other is
+        split again. When both halves fail (the store is out, or more than one record is refused) they are given
+        up together, after two more tries, not one per record."""
+        if len(items) > 1:
+            half = len(items) // 2
+            failed = []
+            for part in (items[:half], items[half:]):
+                try:
+                    self._write(part)
+                except Exception as exc:
+                    failed.append((part, exc))
+            if not failed:
+                return
+            if len(failed) == 1:
+                self._isolate(*failed[0])
+                return
+        self.errors += 1
+        logging.getLogger(__name__).error("recording %d live facts failed; they count from the next features build",
+                                          len(items), exc_info=failure)
 
     def _write(self, items: list[AssessedReturn]) -> None:
         known = self.known_orders(sorted({r.order_id for r in items}))

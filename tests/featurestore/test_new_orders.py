@@ -194,3 +194,38 @@ def test_a_batch_that_fails_for_a_moment_is_tried_again_and_one_that_keeps_faili
         assert writer.errors == 1 and logged("R-BLIP-23") > 0
     finally:
         writer.close()
+
+
+def test_one_return_the_live_log_cannot_hold_is_given_up_alone_not_with_its_batch(live_world):
+    """A record the write refuses (here a request time before what nanosecond timestamps hold, which the API now
+    refuses but a caller of the writer might still pass) fails every try of its batch; the other returns of the
+    batch are still recorded, and only the refused one is given up."""
+    import dataclasses
+    import datetime as dt
+
+    w = live_world
+    snapshot = w["snapshot"]
+    returns = snapshot.read("returns")
+    orders = snapshot.read("orders").set_index("order_id")
+    at = w["opened"] + pd.Timedelta(minutes=1)
+
+    def assessed(n: int, row: Any) -> Any:
+        body = _body(row["customer_id"], orders.loc[row["order_id"], "payment_token"], at - pd.Timedelta(days=1),
+                     at, n)
+        return assessed_return(parse_request({**body, "return_id": f"R-POISON-{n}"}, at.to_pydatetime()))
+
+    def logged(return_id: str) -> int:
+        return int(w["live"].db.execute("SELECT count(*) FROM live_facts WHERE return_id = ?", (return_id,))
+                   .fetchone()[0])
+
+    batch = [assessed(31 + i, returns.iloc[-6 - i]) for i in range(5)]
+    batch[3] = dataclasses.replace(batch[3], requested_at=dt.datetime(1600, 1, 1, tzinfo=dt.UTC))
+    writer = FreshnessWriter(w["live"], known_orders(w["source"]), gather=3600.0, retries=(0.01,))
+    try:
+        for item in batch:  # gathered into one batch until drain flushes it
+            writer.submit(item)
+        writer.drain()
+        assert writer.errors == 1
+        assert [logged(r.return_id) > 0 for r in batch] == [True, True, True, False, True]
+    finally:
+        writer.close()
