@@ -32,7 +32,7 @@ def add_entry() -> ResponseReturnValue:
     return jsonify(entry.to_dict()), 201
 
 
-@bp.delete("/v1/lists/<entity>/<path:value>")
+@bp.delete("/v1/lists/<entity>/<id:value>", merge_slashes=False)  # a token may start with a slash
 @requires("admin")
 def delete_entry(entity: str, value: str) -> ResponseReturnValue:
     """Take a token off its list (recorded as evidence, with the `reason` query argument when given)."""

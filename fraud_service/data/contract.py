@@ -6,7 +6,11 @@ the feature pipeline) takes its column lists from here, so there is one definiti
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -222,6 +226,33 @@ PLAIN_TEXT = "text without NUL characters or lone surrogates"
 """What a text that `text_problem` refuses was expected to be."""
 MAX_DEPTH = 32
 """How deeply a request body may nest arrays and objects (a return request needs 3 levels)."""
+
+
+IDENTIFIER_TEXT = "an identifier without control, invisible formatting or line separator characters"
+_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
+"""Unicode categories an identifier may not hold: control characters (newlines, tabs), invisible formatting
+(zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
+case pages: such characters make one id look like another, or like none."""
+
+
+def is_identifier(column: str) -> bool:
+    """True for the columns that hold ids and tokens, which may not hold the `_HIDDEN` characters."""
+    return column.endswith(("_id", "_token")) or column == "sku"
+
+
+@functools.cache
+def hidden_pattern() -> re.Pattern[str]:
+    """A regular expression matching any character an identifier may not hold (built on first use)."""
+    chars = (chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in _HIDDEN)
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+def hidden_character(value: str) -> str | None:
+    """The first character of VALUE an identifier may not hold, as 'U+200B (ZERO WIDTH SPACE)'; None if none."""
+    hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
+    if hidden is None:
+        return None
+    return f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'a control character')})"
 
 
 def text_problem(value: str) -> str | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, text_problem
+from fraud_service.data.contract import IDENTIFIER_TEXT, MAX_TEXT, PLAIN_TEXT, hidden_character, text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
@@ -113,6 +113,8 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
             problems.append(Problem(name, f"got {given!r}", f"a non-empty string of at most {MAX_TEXT} characters"))
         elif (problem := text_problem(given)) is not None:
             problems.append(Problem(name, problem, PLAIN_TEXT))
+        elif name == "value" and (hidden := hidden_character(given)) is not None:  # as a request's ids
+            problems.append(Problem(name, f"holds {hidden}", IDENTIFIER_TEXT))
     if problems:
         raise RequestInvalid(problems)
 

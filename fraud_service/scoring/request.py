@@ -9,7 +9,6 @@ the first: the client learns all it must fix from one response.
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -27,7 +26,18 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from fraud_service.data.contract import FIRST_YEAR, LAST_YEAR, ORDER_ITEMS, ORDERS, RETURNS, Column, Kind
+from fraud_service.data.contract import (
+    FIRST_YEAR,
+    IDENTIFIER_TEXT,
+    LAST_YEAR,
+    ORDER_ITEMS,
+    ORDERS,
+    RETURNS,
+    Column,
+    Kind,
+    hidden_character,
+    is_identifier,
+)
 from fraud_service.errors import Problem, RequestInvalid
 
 MAX_ITEMS = 500
@@ -111,21 +121,10 @@ def _integral(raw: Any) -> Any:
 
 Time = Annotated[dt.datetime, BeforeValidator(_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
 
-_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
-"""Unicode categories an identifier may not hold: control characters (newlines, tabs), invisible formatting
-(zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
-case pages: such characters make one id look like another, or like none."""
-
-
 def _identifier(text: str) -> str:
-    hidden = next((c for c in text if unicodedata.category(c) in _HIDDEN), None)
-    if hidden is not None:
-        raise PydanticCustomError("identifier_text", "holds U+{code:04X}", {"code": ord(hidden)})
+    if (hidden := hidden_character(text)) is not None:
+        raise PydanticCustomError("identifier_text", "holds {hidden}", {"hidden": hidden})
     return text
-
-
-def _is_identifier(column: Column) -> bool:
-    return column.name.endswith(("_id", "_token")) or column.name == "sku"
 
 
 def _annotation(column: Column) -> Any:
@@ -133,7 +132,7 @@ def _annotation(column: Column) -> Any:
     kind = column.kind
     if kind is Kind.STR:
         text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length, pattern=r"\S")]
-        return Annotated[text, AfterValidator(_identifier)] if _is_identifier(column) else text
+        return Annotated[text, AfterValidator(_identifier)] if is_identifier(column.name) else text
     if kind is Kind.ENUM:
         return Literal.__getitem__(column.values)
     if kind is Kind.BOOL:
@@ -262,8 +261,7 @@ def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
     if kind == "timestamp_range":
         return Problem(path, got, f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
     if kind == "identifier_text":
-        return Problem(path, f"holds U+{ctx['code']:04X} ({unicodedata.name(chr(ctx['code']), 'a control character')})",
-                       "an identifier without control, invisible formatting or line separator characters")
+        return Problem(path, f"holds {ctx['hidden']}", IDENTIFIER_TEXT)
     return Problem(path, got, _expected(column))
 
 

@@ -165,6 +165,37 @@ def test_lists_lifecycle_is_recorded_as_evidence(api: Api) -> None:
         assert chain.verify(session).ok
 
 
+def test_a_list_entry_starting_with_a_slash_is_removed_itself_not_its_namesake(api: Api) -> None:
+    """`DELETE /v1/lists/device/%2Fdev-x` was redirected (slashes merged) to `/v1/lists/device/dev-x`, which took the
+    other entry off its list; a token may start with a slash or hold two in a row."""
+    tag = uuid.uuid4().hex[:8]
+    values = [f"dev-{tag}", f"/dev-{tag}", f"dev//{tag}"]
+    for value in values:
+        entry = {"entity": "device", "value": value, "list": "block", "reason": "reseller"}
+        assert api.client.post("/v1/lists", json=entry, headers=api.headers("admin")).status_code == 201
+
+    def listed() -> list[str]:
+        entries = api.client.get("/v1/lists", headers=api.headers("analyst")).get_json()["entries"]
+        return sorted(e["value"] for e in entries if tag in e["value"])
+
+    for gone, path in ((values[1], f"%2Fdev-{tag}"), (values[2], f"dev//{tag}")):
+        answer = api.client.delete(f"/v1/lists/device/{path}", headers=api.headers("admin"))
+        assert answer.status_code == 204, (path, answer.status_code)
+        assert gone not in listed() and values[0] in listed()
+    assert listed() == [values[0]]
+
+
+def test_a_list_value_with_invisible_characters_is_refused_by_code_point(api: Api) -> None:
+    """A value with a tab or a zero-width space can never match a request (which refuses such ids) but reads as a
+    real token on the lists page."""
+    for value, code in (("dev\u200b1", "U+200B"), ("dev\t1", "U+0009")):
+        entry = {"entity": "device", "value": value, "list": "block", "reason": "reseller"}
+        answer = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+        assert answer.status_code == 422, answer.get_json()
+        problem = answer.get_json()["problems"][0]
+        assert problem["field"] == "value" and code in problem["problem"], problem
+
+
 def test_bad_list_entry_lists_every_field(api: Api) -> None:
     response = api.client.post("/v1/lists", json={"entity": "planet", "list": "grey", "value": " "},
                                headers=api.headers("admin"))

@@ -54,6 +54,8 @@ CASES = [
     ("customers", _set(3, "created_at", ""), "missing value", "created_at", 3, None),
     ("returns", _set(4, "reason", "x" * 201), "too long", "reason", 4, "xxxx"),
     ("orders", _set(5, "payment_token", "p" * 500), "too long", "payment_token", 5, None),
+    ("orders", _set(3, "payment_token", "tok\u200b3"), "hidden character", "payment_token", 3, "U+200B"),
+    ("returns", _set(2, "return_id", "R\n2"), "hidden character", "return_id", 2, "U+000A (a control character)"),
 ]
 
 
