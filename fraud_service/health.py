@@ -190,7 +190,7 @@ class DerivedCheck:
 def verify_derived(uow: UnitOfWork) -> DerivedCheck:
     """Check every assessment, case note, label, inspection and outcome row against the evidence event it names: an
     edited row (a score, a decision, a label that feeds the next training run, what the returns system is told)
-    is named, by table and key."""
+    is named, by table and key; so is a row deleted, or a copy of one added."""
     with uow.read():
         return _derived(uow)
 
@@ -211,7 +211,52 @@ def _derived(uow: UnitOfWork) -> DerivedCheck:
         problem = _check_table(uow, model, table, problem_of, rows)
         if problem is not None:
             return DerivedCheck(rows, problem)
-    return DerivedCheck(rows)
+    return DerivedCheck(rows, _complete(uow))
+
+
+def _complete(uow: UnitOfWork) -> str | None:
+    """Every row the log's events made is still there, once: each row was checked against the event it names, so
+    what is left to find is a row deleted, or a copy of one added (naming the same event). The first such, or None.
+    Outcomes are one row per assessment, naming the last event that changed it."""
+    from sqlalchemy import func, select
+
+    made: dict[str, dict[int, int]] = {"assessments": {}, "case_notes": {}, "labels": {}, "inspections": {}}
+    kinds = ("assessment", "case_note", "case_appealed", "case_closed", "inspection")
+    result = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.kind, EvidenceEvent.payload)
+                                 .where(EvidenceEvent.kind.in_(kinds)).execution_options(yield_per=5000))
+    try:
+        for seq, kind, payload in result:
+            if kind == "assessment":
+                made["assessments"][seq] = 1
+            elif kind in ("case_note", "case_appealed"):
+                made["case_notes"][seq] = 1
+            elif kind == "case_closed":
+                made["labels"][seq] = sum(1 for x in json.loads(payload).get("labels", []) if x.get("label"))
+            else:
+                made["inspections"][seq] = 1
+                made["labels"][seq] = 1 if json.loads(payload).get("label") else 0
+    finally:
+        result.close()
+    for table, model in (("assessments", Assessment), ("case_notes", CaseNote), ("labels", Label),
+                         ("inspections", Inspection)):
+        held = dict(uow.session.execute(select(model.event_seq, func.count()).group_by(model.event_seq)).all())
+        for seq in sorted(set(made[table]) | set(held)):
+            expected, found = made[table].get(seq, 0), held.get(seq, 0)
+            if found < expected:
+                return f"{table}: event {seq} made {expected} row(s), the table holds {found} (deleted)"
+            if found > expected:
+                return f"{table}: {found} rows name event {seq}, which made {expected} (a copy was added)"
+    last = dict(uow.session.execute(select(EvidenceEvent.subject, func.max(EvidenceEvent.seq))
+                                    .where(EvidenceEvent.kind == "outcome_changed")
+                                    .group_by(EvidenceEvent.subject)).all())
+    kept = dict(uow.session.execute(select(Outcome.assessment_id, Outcome.event_seq)).all())
+    for assessment_id in sorted(last):
+        if assessment_id not in kept:
+            return f"outcomes: the outcome of {assessment_id} (event {last[assessment_id]}) is not there (deleted)"
+        if kept[assessment_id] != last[assessment_id]:
+            return f"outcomes row {assessment_id} names event {kept[assessment_id]}, but event " \
+                   f"{last[assessment_id]} changed it since"
+    return None
 
 
 def _check_table(uow: UnitOfWork, model: Any, table: str, problem_of: Any, rows: dict[str, int]) -> str | None:

@@ -1,18 +1,19 @@
 """`evidence verify`'s derived-table check bears out every row the feedback loop writes (appeal notes, inspection
-labels, cases given after the answer, inspections, outcomes), and still names an edited one."""
+labels, cases given after the answer, inspections, outcomes), and still names an edited one, a deleted one and an
+added copy."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, insert, select, update
 
 from fraud_service.cases import service as cases
 from fraud_service.feedback import appeals, inspections
 from fraud_service.feedback.outcomes import Feedback
 from fraud_service.health import verify_derived
-from fraud_service.store.schema import Outcome
+from fraud_service.store.schema import Assessment, CaseNote, Inspection, Label, Outcome
 from tests.factories import MemoryDb, memory_db
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -56,3 +57,51 @@ def test_verify_bears_out_the_feedback_and_names_an_edited_outcome() -> None:
         tampered = verify_derived(db.uow())
         assert not tampered.ok and denied["id"] in (tampered.problem or "")
         assert "decision 'approve'" in (tampered.problem or "")
+
+
+def test_verify_names_a_derived_row_deleted_or_a_copy_added() -> None:
+    """Rows the log's events made, taken away or doubled with SQL (the label a copy of which doubles its weight in
+    the next training run, an outcome the returns system was told): each is named, and the log agrees once the
+    table is put back."""
+    later = AT + dt.timedelta(days=2)
+    with memory_db() as db:
+        approved, denied = answered(db, 1, "approve"), answered(db, 2, "deny")
+        plain = answered(db, 3, "approve")
+        done = inspections.record(db.uow(), return_id=approved["return_id"], inspected_at=later, outcome="wrong_item",
+                                  notes="a brick", actor="key:test", feedback=Feedback(), now=later)
+        cases.close(db.uow(), case_id=done.case_id, dispositions=None, label="fraud", reason="empty", actor="user:ana",
+                    now=later)
+        appeals.appeal(db.uow(), assessment_id=denied["id"], message="not me", actor="key:test", feedback=Feedback(),
+                       now=later)
+        assert verify_derived(db.uow()).ok
+
+        def tampered(table: Any, where: Any, copy: bool, words: str) -> None:
+            with db.sessions() as session:
+                row = dict(session.execute(select(table).where(where)).mappings().first())
+                if copy:
+                    session.execute(insert(table).values({k: v for k, v in row.items() if k != "id"}))
+                else:
+                    session.execute(delete(table).where(where))
+                session.commit()
+            found = verify_derived(db.uow())
+            assert not found.ok and words in (found.problem or ""), (words, found.problem)
+            with db.sessions() as session:  # put back as it was
+                if copy:
+                    session.execute(delete(table).where(where, table.c.id != row["id"]))
+                else:
+                    session.execute(insert(table).values(row))
+                session.commit()
+            assert verify_derived(db.uow()).ok
+
+        labels, notes = Label.__table__, CaseNote.__table__
+        tampered(labels, labels.c.source == "analyst", copy=False, words="labels: event")
+        tampered(labels, labels.c.source == "analyst", copy=True, words="a copy was added")
+        tampered(labels, labels.c.source == "inspection", copy=True, words="labels: 2 rows name event")
+        tampered(Inspection.__table__, Inspection.__table__.c.return_id == approved["return_id"], copy=False,
+                 words="inspections: event")
+        tampered(notes, notes.c.body.like("The shopper appealed%"), copy=False, words="case_notes: event")
+        tampered(notes, notes.c.body.like("The shopper appealed%"), copy=True, words="case_notes: 2 rows")
+        tampered(Outcome.__table__, Outcome.__table__.c.assessment_id == denied["id"], copy=False,
+                 words=f"the outcome of {denied['id']}")
+        tampered(Assessment.__table__, Assessment.__table__.c.id == plain["id"], copy=False,
+                 words="assessments: event")
