@@ -14,6 +14,7 @@ from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import ConfigError, DatabaseDown
 from fraud_service.featurestore.source import ENTITY_KEYS
+from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
 from fraud_service.store.chain import Verification
 from fraud_service.store.checkpoint import Checkpoint, CheckpointCheck
@@ -190,7 +191,8 @@ class DerivedCheck:
 def verify_derived(uow: UnitOfWork) -> DerivedCheck:
     """Check every assessment, case note, label, inspection and outcome row against the evidence event it names: an
     edited row (a score, a decision, a label that feeds the next training run, what the returns system is told)
-    is named, by table and key; so is a row deleted, or a copy of one added."""
+    is named, by table and key; so is a row deleted, or a copy of one added. The list entries must be those the
+    log's list events leave on the lists."""
     with uow.read():
         return _derived(uow)
 
@@ -211,7 +213,9 @@ def _derived(uow: UnitOfWork) -> DerivedCheck:
         problem = _check_table(uow, model, table, problem_of, rows)
         if problem is not None:
             return DerivedCheck(rows, problem)
-    return DerivedCheck(rows, _complete(uow))
+    problem = _complete(uow)
+    rows["list_entries"], listed = unlogged(uow.session)
+    return DerivedCheck(rows, problem or listed)
 
 
 def _complete(uow: UnitOfWork) -> str | None:

@@ -95,6 +95,36 @@ def _record(e: ListEntry) -> ListEntryRecord:
                            chain.utc_text(e.expires_at) if e.expires_at is not None else None)
 
 
+def unlogged(session: Session) -> tuple[int, str | None]:
+    """The list entries held, and the first the table and the evidence log disagree on (None when none): an entry
+    the log's list_added and list_removed events leave on a list must be in the table as added, and the table may
+    hold no other (an allow entry inserted with SQL lets a fraudster through unseen)."""
+    logged: dict[tuple[str, str], dict[str, str | None]] = {}
+    events = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload)
+                             .where(EvidenceEvent.kind.in_(("list_added", "list_removed"))).order_by(EvidenceEvent.seq))
+    for kind, payload in events:
+        record = json.loads(payload)
+        key = (str(record.get("entity")), str(record.get("value")))
+        if kind == "list_added":
+            logged[key] = {name: record.get(name) for name in ListEntryRecord.__dataclass_fields__}
+        else:
+            logged.pop(key, None)
+    held = {(e.entity, e.value): _record(e).to_dict() for e in session.scalars(select(ListEntry))}
+    for key in sorted(set(logged) | set(held)):
+        entity, value = key
+        if key not in held:
+            return len(held), f"list_entries: {entity} {value!r} is on the {logged[key]['list']} list by the log, " \
+                              "but not in the table (deleted)"
+        if key not in logged:
+            return len(held), f"list_entries: {entity} {value!r} is on the {held[key]['list']} list in the table, " \
+                              "but no event put it there"
+        wrong = [f"{name} {held[key][name]!r} (the log says {logged[key][name]!r})" for name in held[key]
+                 if held[key][name] != logged[key][name]]
+        if wrong:
+            return len(held), f"list_entries: {entity} {value!r}: " + "; ".join(wrong)
+    return len(held), None
+
+
 def entries(uow: UnitOfWork) -> list[ListEntryRecord]:
     """Every allow and block list entry, by entity and value."""
     with uow.read():

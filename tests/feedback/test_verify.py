@@ -105,3 +105,44 @@ def test_verify_names_a_derived_row_deleted_or_a_copy_added() -> None:
                  words=f"the outcome of {denied['id']}")
         tampered(Assessment.__table__, Assessment.__table__.c.id == plain["id"], copy=False,
                  words="assessments: event")
+
+
+def test_verify_names_a_list_entry_inserted_deleted_or_moved_outside_the_service() -> None:
+    """The lists as the log's events leave them (added, removed, an expired entry replaced) agree with the table;
+    an allow entry inserted with SQL, a block entry deleted or moved to the allow list are each named."""
+    from fraud_service.scoring import lists
+    from fraud_service.store.schema import ListEntry
+
+    with memory_db() as db:
+        lists.add(db.uow(), entity="device", value="d-1", list_name="block", reason="reseller", actor="user:ana",
+                  now=AT)
+        lists.add(db.uow(), entity="customer", value="c-9", list_name="allow", reason="vip", actor="user:ana", now=AT)
+        lists.add(db.uow(), entity="address", value="a-5", list_name="block", reason="drop", actor="user:ana", now=AT,
+                  expires_at=AT + dt.timedelta(days=1))
+        lists.remove(db.uow(), entity="customer", value="c-9", actor="user:ana", now=AT + dt.timedelta(hours=1))
+        lists.add(db.uow(), entity="address", value="a-5", list_name="allow", reason="moved out", actor="user:bo",
+                  now=AT + dt.timedelta(days=2))  # the expired entry is replaced
+        checked = verify_derived(db.uow())
+        assert checked.ok and checked.rows["list_entries"] == 2, checked
+        table = ListEntry.__table__
+        with db.sessions() as session:
+            kept = dict(session.execute(select(table).where(table.c.value == "d-1")).mappings().one())
+        for change, undo, words in (
+                (insert(table).values(entity="customer", value="fraudster", list="allow", reason="x", added_by="user:x",
+                                      added_at=AT), delete(table).where(table.c.value == "fraudster"),
+                 "'fraudster' is on the allow list in the table, but no event"),
+                (delete(table).where(table.c.value == "d-1"), insert(table).values(kept),
+                 "'d-1' is on the block list by the log, but not in"),
+                (update(table).where(table.c.value == "d-1").values(list="allow"),
+                 update(table).where(table.c.value == "d-1").values(list="block"),
+                 "list 'allow' (the log says 'block')"),
+        ):
+            for statement in (change, undo):
+                with db.sessions() as session:
+                    session.execute(statement)
+                    session.commit()
+                found = verify_derived(db.uow())
+                if statement is change:
+                    assert not found.ok and words in (found.problem or ""), (words, found.problem)
+                else:
+                    assert found.ok, found.problem
