@@ -114,6 +114,7 @@ def register(sub: Subparsers) -> None:
                                     "schedule and copy each file somewhere the database's writers cannot\n"
                                     "change (docs/security.md).",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--out", required=True, metavar="PATH", help="a file to write, or a directory to add a file to")
+    c.add_argument("--out", required=True, metavar="PATH",
+                   help="a new file to write, or a directory to add a file to (an existing file is never replaced)")
     c.add_argument("--key", metavar="FILE", help="the signing key (default $FRAUD_CHECKPOINT_KEY)")
     c.set_defaults(func=cmd_evidence_checkpoint)

@@ -126,13 +126,35 @@ def _at(session: Session, chain_id: int, position: int) -> str | None:
 
 
 def write(checkpoint: Checkpoint, target: Path) -> Path:
-    """Write CHECKPOINT to TARGET (a file, or a directory to add a file to) atomically; the file's path."""
+    """Write CHECKPOINT to TARGET (a new file, or a directory to add one to) whole and synced; the file's path. A
+    checkpoint never replaces anything: a TARGET that exists and is not a directory (an earlier checkpoint, a
+    device) is refused (ConfigError), and in a directory a name taken in the same second gets a suffix."""
     if target.is_dir():
         stamp = checkpoint.at[:19].replace("-", "").replace(":", "")
-        target = target / f"checkpoint-{checkpoint.seq:012d}-{stamp}.json"
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(json.dumps(checkpoint.to_dict(), indent=2) + "\n")
-    os.replace(partial, target)
+        base, n = f"checkpoint-{checkpoint.seq:012d}-{stamp}", 1
+        while (target / (f"{base}.json" if n == 1 else f"{base}-{n}.json")).exists():
+            n += 1
+        target = target / (f"{base}.json" if n == 1 else f"{base}-{n}.json")
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"{target} already exists: a checkpoint never replaces a file; name a new file, or a "
+                          "directory to add one to")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("x") as f:
+            f.write(json.dumps(checkpoint.to_dict(), indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(partial, target)  # unlike a rename, never replaces what appeared at TARGET meanwhile
+        except FileExistsError:
+            raise ConfigError(f"{target} already exists: a checkpoint never replaces a file") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return target
 
 

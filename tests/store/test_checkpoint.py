@@ -135,3 +135,23 @@ def test_links_devices_and_oversized_files_are_named_not_read(tmp_path: Path) ->
         f"huge.json: over {checkpoint.MAX_BYTES:,} bytes: not a checkpoint",
         "pipe.json: is not a regular file; only regular files are read as checkpoints",
         "zero.json: is a symbolic link (to /dev/zero); only regular files are read as checkpoints"]
+
+
+def test_a_checkpoint_never_replaces_a_file_and_takes_a_free_name_in_a_directory(tmp_path: Path) -> None:
+    """`--out` naming an earlier checkpoint (or a device) replaced it; now it is refused and nothing changes. Two
+    checkpoints of one head in one second both land in a directory, and no partial file is left behind."""
+    key = tmp_path / "signing.pem"
+    out = tmp_path / "out"
+    out.mkdir()
+    with memory_db() as db:
+        _append(db, 3)
+        first, taken, _ = write_checkpoint(db.uow(), key, out / "kept.json", T0)
+        before = first.read_bytes()
+        with pytest.raises(ConfigError, match="already exists: a checkpoint never replaces a file"):
+            write_checkpoint(db.uow(), key, first, T0)
+        assert first.read_bytes() == before
+        one = checkpoint.write(taken, out)
+        two = checkpoint.write(taken, out)
+        assert one != two and two.name == one.name.replace(".json", "-2.json")
+        assert json.loads(one.read_text()) == json.loads(two.read_text()) == taken.to_dict()
+        assert sorted(p.name for p in out.iterdir()) == sorted(["kept.json", one.name, two.name])
