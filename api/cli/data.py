@@ -22,8 +22,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), progress(args))
     except ValidationFailed as exc:
         if args.report:
-            Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
-            print(f"full report written to {args.report}", file=sys.stderr)
+            try:
+                Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
+                print(f"full report written to {args.report}", file=sys.stderr)
+            except OSError as failed:  # the problems themselves still reach the terminal
+                print(f"error: the report could not be written to {args.report}: {failed.strerror or failed}",
+                      file=sys.stderr)
         raise
     print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'stored':>10}")
     for name, t in result.tables.items():

@@ -117,6 +117,11 @@ def test_reports_problems_of_every_table_at_once(world_copy, cli, tmp_path):
     checks = {(g["file"], g["check"]) for g in json.loads(report_file.read_text())["groups"]}
     assert {("orders.csv", "wrong type"), ("returns.csv", "unknown value")} <= checks
 
+    code, _, err = cli("ingest", str(world_copy), "--report", str(tmp_path / "no-such-dir" / "r.json"))
+    assert code == 1 and "Traceback" not in err, err
+    assert "the report could not be written to" in err and "No such file or directory" in err
+    assert "orders.csv, row 2, column placed_at" in err  # the problems still reach the terminal
+
 
 def test_many_bad_rows_are_counted_exactly_and_shown_by_example(world_copy, cli):
     def break_100(frame: pd.DataFrame) -> pd.DataFrame:
