@@ -296,8 +296,23 @@ class ModelRegistry:
             yield
 
     def _state(self) -> dict[str, Any]:
+        """aliases.json, checked: RegistryError naming what is wrong when it is damaged or edited into a shape the
+        registry never writes (an alias that is not a version name, such as a path, is never followed)."""
         path = self.root / "aliases.json"
-        return json.loads(path.read_text()) if path.exists() else {"history": []}
+        if not path.exists():
+            return {"history": []}
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{path} cannot be read as JSON ({exc}); restore it from a backup") from None
+        if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
+            raise RegistryError(f"{path} is not an object with a list of alias changes; restore it from a backup")
+        for alias in ALIASES:
+            value = state.get(alias)
+            if value is not None and not (isinstance(value, str) and VERSION.fullmatch(value)):
+                raise RegistryError(f"{path}: {alias} is {value!r}, not a version such as v0003; restore it from a "
+                                    "backup")
+        return state
 
     def _set(self, state: dict[str, Any], alias: str, version: str, reason: str, rollback: bool = False) -> None:
         state.setdefault("history", []).append({"alias": alias, "from": state.get(alias), "to": version,

@@ -209,3 +209,19 @@ def test_promoting_the_shadow_model_ends_its_shadow(registry):
     registry.promote("v0002", "it did better")
     assert registry.aliases() == {"production": "v0002", "candidate": "v0002"}
     assert registry.history()[-1]["alias"] == "shadow" and registry.history()[-1]["to"] is None
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", "aliases.json cannot be read as JSON"),
+    ('{"production": 5, "history": []}', "production is 5, not a version such as v0003"),
+    ('{"production": "../../../etc", "history": []}', "production is '../../../etc', not a version"),
+    ('{"history": {}}', "not an object with a list of alias changes"),
+    ("[]", "not an object with a list of alias changes"),
+])
+def test_a_damaged_or_edited_aliases_file_is_a_registry_error_naming_it(registry, content, message):
+    """A truncated aliases.json was a JSONDecodeError traceback, a number a TypeError, and a path was followed."""
+    _register(registry)
+    (registry.root / "aliases.json").write_text(content)
+    for read in (registry.aliases, lambda: registry.resolve("production"), registry.history):
+        with pytest.raises(RegistryError, match=message):
+            read()
