@@ -23,8 +23,10 @@ def json_body() -> Any:
     """The request's JSON (None when it is not JSON), refused with 422 naming the place when some part of it no
     field could hold (see `contract.value_problems`). orjson reads it in a fraction of `json`'s time; what orjson
     refuses but `json` reads (NaN literals, integers beyond 64 bits, escaped lone surrogates) is read by `json`,
-    so validation names the field; nesting too deep for `json` is a 400. A body orjson reads with no escaped NUL
-    and fewer brackets than the nesting limit has nothing `value_problems` would find, and is not walked."""
+    so validation names the field; nesting too deep for `json` is a 400, and so is a body that is not JSON at all
+    (saying where it stops being JSON, or that a number has more digits than Python converts). A body orjson reads
+    with no escaped NUL and fewer brackets than the nesting limit has nothing `value_problems` would find, and is
+    not walked."""
     if not request.is_json:
         return None
     data = request.get_data(cache=True)
@@ -37,8 +39,12 @@ def json_body() -> Any:
             body = json.loads(data)
         except RecursionError:
             raise BadRequest(f"the body nests too deeply (at most {MAX_DEPTH} levels)") from None
-        except ValueError:
-            return None
+        except json.JSONDecodeError as exc:
+            if not data.strip():
+                return None  # no body: the caller says what it needs
+            raise BadRequest(f"the body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        except ValueError:  # an integer of more than 4,300 digits, which Python refuses to convert
+            raise BadRequest("the body holds a number of more than 4,300 digits") from None
     problems = value_problems(body)
     if problems:
         raise RequestInvalid([Problem(*p) for p in problems])
