@@ -6,6 +6,7 @@ case service (`fraud_service.cases.service`), so what a person can do in the bro
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -32,9 +33,12 @@ def queue_filter(args: Any) -> QueueFilter:
         if text in (None, ""):
             return default
         try:
-            return kind(text)
+            value = kind(text)
+            if isinstance(value, float) and not math.isfinite(value):  # inf, 1e999 and nan filter nothing
+                raise ValueError(text)
+            return value
         except ValueError:
-            problems.append(Problem(name, f"got {text!r}", f"a{'n integer' if kind is int else ' number'}"))
+            problems.append(Problem(name, f"got {text!r}", f"a{'n integer' if kind is int else ' finite number'}"))
             return default
 
     statuses = tuple(s for part in args.getlist("status") for s in part.split(",") if s) or ACTIVE

@@ -95,6 +95,9 @@ def test_queue_is_ranked_by_score_times_money_and_filters(api: Api, set_policy: 
     assert {p["field"] for p in bad.get_json()["problems"]} == {"min_amount"}  # parsed first, then the rest
     bad = api.client.get("/v1/cases?status=lost&sort=sideways&limit=0", headers=api.headers("analyst"))
     assert {p["field"] for p in bad.get_json()["problems"]} == {"status", "sort", "limit"}
+    for amount in ("inf", "1e999", "-inf", "nan"):  # a filter that lets nothing, or everything, through unseen
+        bad = api.client.get(f"/v1/cases?min_amount={amount}", headers=api.headers("analyst"))
+        assert bad.status_code == 422 and bad.get_json()["problems"][0]["expected"] == "a finite number", amount
 
 
 def test_case_lifecycle_every_change_is_an_event(api: Api, set_policy: Any) -> None:
