@@ -133,6 +133,12 @@ def problem(error: Any, body: Any) -> Problem:
         "too_long": f"at most {ctx.get('max_length', 0)} items", "dict_type": "an object",
         "timestamp": "an ISO 8601 time such as 2026-12-02T10:30:00Z",
         "timestamp_range": f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)",
+        "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+        "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+        "bool_type": "true or false", "bool_parsing": "true or false",
+        "greater_than_equal": f"a number of at least {ctx.get('ge')}",
+        "greater_than": f"a number greater than {ctx.get('gt')}",
+        "less_than_equal": f"a number of at most {ctx.get('le')}", "less_than": f"a number below {ctx.get('lt')}",
     }.get(error["type"], error["msg"])
     if error["type"] == "missing":
         return Problem(path, "is required", expected)

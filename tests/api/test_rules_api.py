@@ -103,8 +103,10 @@ def test_bad_backtests_and_saves_name_each_field(own: Api) -> None:
                           headers=own.headers("admin"))
     assert bad.status_code == 422
     assert {p["field"] for p in bad.get_json()["problems"]} == {"rules.custom[0].when", "rules.custom[0].decision"}
-    assert own.client.post("/v1/rules/backtest", json={"rules": {}, "days": 400},
-                           headers=own.headers("admin")).status_code == 422
+    for days, expected in ((400, "a number of at most 365"), (0, "a number of at least 1"), ("7", "an integer")):
+        answer = own.client.post("/v1/rules/backtest", json={"rules": {}, "days": days}, headers=own.headers("admin"))
+        assert answer.status_code == 422 and answer.get_json()["problems"] == [
+            {"field": "days", "problem": f"got {days!r}", "expected": expected}], answer.get_json()
     for role in ("analyst", "scoring"):
         assert own.client.post("/v1/rules/backtest", json={"rules": {}}, headers=own.headers(role)).status_code == 403
         assert own.client.put("/v1/rules", json={"rules": {}, "reason": "x"},
