@@ -86,6 +86,11 @@ def find_tables(directory: Path) -> dict[str, Path]:
     if not directory.is_dir():
         raise DatasetError(f"{directory}: not a directory (expected a dataset directory of contract tables)")
     found: dict[str, Path] = {}
+    wanted = {f"{name}.{suffix}" for name in TABLES for suffix in ("parquet", "csv")}
+    misnamed = sorted(p.name for p in directory.iterdir() if p.name.lower() in wanted and p.name not in wanted)
+    if misnamed:  # RETURNS.csv would otherwise be skipped without a word
+        raise DatasetError(f"{directory}: {', '.join(misnamed)}: table files are named in lower case "
+                           f"({', '.join(n.lower() for n in misnamed)})")
     for name in TABLES:
         candidates = [p for p in (directory / f"{name}.parquet", directory / f"{name}.csv") if os.path.lexists(p)]
         for path in candidates:

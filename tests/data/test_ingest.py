@@ -146,6 +146,8 @@ def test_old_snapshots_are_pruned_but_the_current_one_is_kept(world_copy, wareho
     (lambda d: table_to_csv(d, "orders") and shutil.copy(d / "customers.parquet", d / "orders.parquet"),
      "both orders.parquet and orders.csv exist"),
     (lambda d: (d / "returns.parquet").write_bytes(b"not parquet"), "returns.parquet: cannot be read"),
+    (lambda d: (d / "labels.parquet").rename(d / "Labels.parquet"),
+     r"Labels.parquet: table files are named in lower case \(labels.parquet\)"),
 ])
 def test_unreadable_datasets_get_a_clear_error(world_copy, warehouse, setup, message):
     setup(world_copy)
