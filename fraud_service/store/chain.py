@@ -192,9 +192,11 @@ def verify_links(events: Iterable[Any], head_seq: int | None, head_hash: str | N
         previous, expected, count, last_seq = e["hash"], expected + 1, count + 1, seq
     if head_seq is not None and (head_seq != count or head_hash != previous):
         what = "the chain head" if chain_id == ROOT else f"the head of chain {chain_id}"
+        why = ("events were removed from the end" if head_seq > count else
+               "the head was edited" if head_seq == count else "events were added after the head")
         return Verification(count, previous, None,
                             f"{what} says {head_seq} events ending in {str(head_hash)[:12]}, "
-                            f"but {count} events end in {previous[:12]}: events were removed from the end")
+                            f"but {count} events end in {previous[:12]}: {why}")
     return Verification(count, previous)
 
 

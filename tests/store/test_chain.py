@@ -74,6 +74,14 @@ def test_cutting_off_the_end_is_found(engine):
     assert "events were removed from the end" in result.problem
 
 
+def test_an_edited_head_is_named_as_such_not_as_events_removed(engine):
+    _fill(engine)
+    with engine.begin() as connection:
+        connection.execute(update(ChainHead).values(hash="0" * 64))
+    result = _verify(engine)
+    assert not result.ok and result.problem.endswith(": the head was edited"), result.problem
+
+
 def test_a_rewritten_chain_that_keeps_its_own_links_still_breaks_at_the_head(engine):
     _fill(engine)
     with session_factory(engine).begin() as session:
