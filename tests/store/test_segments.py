@@ -345,7 +345,7 @@ def test_a_second_lane_commits_while_the_first_waits_for_its_commit() -> None:
 @pytest.mark.postgres
 def test_verify_in_a_snapshot_does_not_take_a_commit_made_while_it_runs_for_a_cut(monkeypatch) -> None:
     """`evidence verify` reads the heads, then the root, then the segments: a writer committing in between must not
-    look like a head that lost its last events. In a snapshot it does not; without one it would."""
+    look like events added after a head. In a snapshot it does not; without one it would."""
     for engine in postgres_engine():
         _verify_while_a_writer_commits(engine, monkeypatch)
 
@@ -370,7 +370,7 @@ def _verify_while_a_writer_commits(engine: Engine, monkeypatch: pytest.MonkeyPat
             assert chain.verify(uow.session).ok
         calls.clear()
         with uow.read():
-            assert "events were removed from the end" in str(chain.verify(uow.session).problem)
+            assert "events were added after the head" in str(chain.verify(uow.session).problem)
     finally:
         writer.close()
 
