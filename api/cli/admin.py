@@ -297,12 +297,12 @@ def _keys(sub: Subparsers) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="create a key and print it (once)")
-    q.add_argument("--role", required=True, choices=ROLES)
+    q.add_argument("--role", required=True, choices=ROLES, help="what the key may do")
     q.add_argument("--name", help="who or what the key is for (shown in `keys list` and in evidence)")
     q.set_defaults(func=cmd_keys_create)
     ksub.add_parser("list", help="ids, roles, names, creation and revocation times").set_defaults(func=cmd_keys_list)
     q = ksub.add_parser("revoke", help="revoke a key by its id (the part after fsk_)")
-    q.add_argument("key_id", metavar="ID")
+    q.add_argument("key_id", metavar="ID", help="the key's id, as `keys list` shows it")
     q.set_defaults(func=cmd_keys_revoke)
 
 
@@ -324,8 +324,8 @@ def _lists(sub: Subparsers) -> None:
                    help="the entry stops matching after DAYS days (it stays listed, marked expired); default: never")
     q.set_defaults(func=cmd_lists_add)
     q = lsub.add_parser("remove", help="take a token off its list")
-    q.add_argument("entity", choices=LIST_ENTITIES)
-    q.add_argument("value", metavar="VALUE")
+    q.add_argument("entity", choices=LIST_ENTITIES, help="what the token is")
+    q.add_argument("value", metavar="VALUE", help="the customer id or token, as listed")
     q.add_argument("--reason", help="why it comes off (kept in the evidence)")
     q.set_defaults(func=cmd_lists_remove)
     lsub.add_parser("list", help="every entry: entity, list, when and by whom, value, reason").set_defaults(
@@ -359,9 +359,9 @@ def _users(sub: Subparsers) -> None:
     usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
                     ).set_defaults(func=cmd_users_list)
     q = usub.add_parser("disable", help="disable a user")
-    q.add_argument("name", metavar="NAME")
+    q.add_argument("name", metavar="NAME", help="the user's name")
     q.set_defaults(func=cmd_users_disable)
     q = usub.add_parser("totp-reset", help="turn a person's two-factor sign-in off (a lost device) and end their "
                                            "sessions; they turn it on again at the next sign-in")
-    q.add_argument("name", metavar="NAME")
+    q.add_argument("name", metavar="NAME", help="the user's name")
     q.set_defaults(func=cmd_users_totp_reset)

@@ -156,7 +156,7 @@ def register(sub: Subparsers) -> None:
     p = add_command(sub, "stats", cmd_stats, "behaviour statistics of a contract dataset",
                     "Return rate, time from order to return, basket sizes and returner concentration of\n"
                     "each dataset DIR, side by side as a Markdown table (or JSON).")
-    p.add_argument("directories", metavar="DIR", nargs="+")
+    p.add_argument("directories", metavar="DIR", nargs="+", help="a dataset directory of contract tables")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     _features(sub)
 

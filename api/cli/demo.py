@@ -34,7 +34,7 @@ def register(sub: Subparsers) -> None:
                     "baseline out of time; then assess the held-out returns through the scoring service as live\n"
                     "traffic so the analysts' queue has cases, and create an analyst and an admin user for the UI\n"
                     "(passwords in $FRAUD_HOME/demo-users.txt).")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the world's tables are written (or kept)")
     world_options(p, customers=12000, days=270)
     p.add_argument("--fraud-share", type=share, default=DEMO_FRAUD_SHARE, metavar="SHARE",
                    help="share of customers who are fraudsters or abusers (default 1%%: about one return in eleven "

@@ -261,8 +261,10 @@ def register(sub: Subparsers) -> None:
                     "Writes return_id, score, decision, model_decision, rules_fired, model_version,\n"
                     "policy_version and the top three reasons (reason_1..3) to FILE (.csv or .parquet). Uses the\n"
                     "production model unless --model names another: run it twice for a shadow comparison.")
-    p.add_argument("--from", dest="start", required=True, type=timestamp, metavar="DATE")
-    p.add_argument("--to", dest="end", required=True, type=timestamp, metavar="DATE")
+    p.add_argument("--from", dest="start", required=True, type=timestamp, metavar="DATE",
+                   help="the first requested_at scored (ISO 8601; naive means UTC)")
+    p.add_argument("--to", dest="end", required=True, type=timestamp, metavar="DATE",
+                   help="the end of the window, not included")
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .csv or .parquet")
     p.add_argument("--model", default="production", metavar="V", help="model version or alias (default production)")
 
@@ -306,7 +308,7 @@ def _models(sub: Subparsers) -> None:
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     msub.add_parser("list", help="versions with aliases and test metrics").set_defaults(func=cmd_models_list)
     q = msub.add_parser("show", help="print a model's manifest and policy")
-    q.add_argument("version", metavar="V")
+    q.add_argument("version", metavar="V", help="a version: v0003, 3, latest, production or candidate")
     q.set_defaults(func=cmd_models_show)
     q = msub.add_parser("promote", help="make V the production model, if it passed its gate",
                         description="Make V the production model. V must have passed its promotion gate against the\n"
@@ -315,7 +317,7 @@ def _models(sub: Subparsers) -> None:
                                     "not worse beyond the noise (`models gate V` judges it again). Otherwise this\n"
                                     "refuses and says why; --force --reason TEXT overrides, recorded as evidence.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("version", metavar="V")
+    q.add_argument("version", metavar="V", help="a version: v0003, 3, latest, production or candidate")
     q.add_argument("--reason", metavar="TEXT", help="why (recorded with the evidence event)")
     q.add_argument("--force", action="store_true", help="promote past a refusing gate (needs --reason)")
     q.set_defaults(func=cmd_models_promote)
@@ -325,7 +327,7 @@ def _models(sub: Subparsers) -> None:
                                     "and stores V's score and decision beside the assessment. Answers never\n"
                                     "change. --off stops it. Both are evidence events.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("version", metavar="V", nargs="?")
+    q.add_argument("version", metavar="V", nargs="?", help="a version to shadow (leave out with --off)")
     q.add_argument("--off", action="store_true", help="stop shadow scoring")
     q.add_argument("--reason", metavar="TEXT", help="why (recorded with the evidence event)")
     q.set_defaults(func=cmd_models_shadow)
@@ -336,8 +338,9 @@ def _models(sub: Subparsers) -> None:
                                     "have arrived (unlabelled returns count as legit); the money the change would\n"
                                     "move (refunds newly held, refunds newly paid at once).",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--from", dest="start", type=timestamp, metavar="DATE")
-    q.add_argument("--to", dest="end", type=timestamp, metavar="DATE")
+    q.add_argument("--from", dest="start", type=timestamp, metavar="DATE",
+                   help="the first assessment time compared (default: 30 days before --to)")
+    q.add_argument("--to", dest="end", type=timestamp, metavar="DATE", help="the end of the window (default: now)")
     q.add_argument("--model", metavar="V", help="only the assessments this shadow version scored")
     q.add_argument("--json", action="store_true", help="the figures as one JSON object")
     q.set_defaults(func=cmd_models_compare)
@@ -348,7 +351,7 @@ def _models(sub: Subparsers) -> None:
                                     "difference (paired bootstrap), and record the result as V's gate, which\n"
                                     "`models promote` reads. Exit code 0 when it passed, 1 when not.",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("version", metavar="V")
+    q.add_argument("version", metavar="V", help="a version: v0003, 3, latest, production or candidate")
     q.add_argument("--from", dest="start", type=timestamp, metavar="DATE",
                    help="window start (default: the later label cutoff)")
     q.add_argument("--to", dest="end", type=timestamp, metavar="DATE",

@@ -21,6 +21,23 @@ def test_every_command_is_listed_in_the_top_level_help(cli):
     assert "FRAUD_HOME" in out
 
 
+def test_every_argument_of_every_command_says_what_it_is():
+    """`--help` lists no bare positional (`V`, `RETURN_ID`) or option without a sentence."""
+    import argparse
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        bare = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    bare += walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                bare.append(f"{path} {action.metavar or action.dest}")
+        return bare
+
+    assert walk(build_parser(), "fraud-service") == []
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_explains_itself(cli, command):
     code, out, _ = cli(command, "--help")
