@@ -19,7 +19,18 @@ from fraud_service.store import chain, checkpoint
 from fraud_service.store.chain import Verification
 from fraud_service.store.checkpoint import Checkpoint, CheckpointCheck
 from fraud_service.store.deadline import SingleFlight
-from fraud_service.store.schema import Assessment, Case, CaseNote, EvidenceEvent, Inspection, Label, Outcome
+from fraud_service.store.schema import (
+    ApiKey,
+    Assessment,
+    Case,
+    CaseNote,
+    EvidenceEvent,
+    Inspection,
+    Label,
+    Outcome,
+    RuleSetRow,
+    User,
+)
 from fraud_service.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -215,7 +226,73 @@ def _derived(uow: UnitOfWork) -> DerivedCheck:
             return DerivedCheck(rows, problem)
     problem = _complete(uow)
     rows["list_entries"], listed = unlogged(uow.session)
-    return DerivedCheck(rows, problem or listed)
+    rows["rule_sets"], ruled = _rule_sets(uow)
+    principals = [_principals(uow, *shape) for shape in _PRINCIPALS]
+    for (table, *_), (count, _) in zip(_PRINCIPALS, principals, strict=True):
+        rows[table] = count
+    return DerivedCheck(rows, problem or listed or ruled or next((p for _, p in principals if p), None))
+
+
+def _rule_sets(uow: UnitOfWork) -> tuple[int, str | None]:
+    """The saved rule sets, and the first that its rules_changed event does not bear out, or that one made is gone."""
+    from sqlalchemy import func, select
+
+    made = uow.session.execute(select(func.count()).where(EvidenceEvent.kind == "rules_changed")).scalar_one()
+    count = 0
+    for row, event in uow.session.execute(select(RuleSetRow, EvidenceEvent).outerjoin(
+            EvidenceEvent, EvidenceEvent.seq == RuleSetRow.event_seq).order_by(RuleSetRow.version)):
+        count += 1
+        if event is None or event.kind != "rules_changed":
+            return count, f"rule_sets v{row.version}: its event {row.event_seq} is not a rules_changed event"
+        payload = json.loads(event.payload)
+        wrong = _differs({"version": (row.version, payload.get("version")),
+                          "rules": (json.loads(row.body), payload.get("rules")),
+                          "created_by": (row.created_by, event.actor), "reason": (row.reason, payload.get("reason"))})
+        if wrong:
+            return count, f"rule_sets v{row.version} (event {event.seq}): {wrong}"
+    if count != made:
+        return count, f"rule_sets: the log saved {made} rule set(s), the table holds {count} (deleted)"
+    return count, None
+
+
+_PRINCIPALS = (("api_keys", ApiKey, "id", "api_key_created", "api_key_revoked", "key_id", "revoked_at", "key"),
+               ("users", User, "name", "user_created", "user_disabled", "name", "disabled_at", "user"))
+"""Who may act, as (table, model, its key column, the created and ended event kinds, the payload's key field, the
+ended column, a word for one)."""
+
+
+def _principals(uow: UnitOfWork, table: str, model: Any, column: str, created: str, ended: str, field: str,
+                ended_at: str, word: str) -> tuple[int, str | None]:
+    """TABLE's rows, and the first its created and ended events do not leave as it is: one no event created (a key
+    or a user added with SQL), a role (or a key's name) other than it was created with, one ended by the log but
+    active in the table (a revoked key brought back), or one created and gone."""
+    from sqlalchemy import select
+
+    made: dict[str, dict[str, Any]] = {}
+    gone: set[str] = set()
+    for kind, payload in uow.session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
+            EvidenceEvent.kind.in_((created, ended))).order_by(EvidenceEvent.seq)):
+        record = json.loads(payload)
+        if kind == created:
+            made[str(record.get(field))] = record
+        else:
+            gone.add(str(record.get(field)))
+    held = {getattr(row, column): row for row in uow.session.scalars(select(model))}
+    for key in sorted(set(made) | set(held)):
+        if key not in held:
+            return len(held), f"{table}: {word} {key} was created by the log, but is not in the table (deleted)"
+        row = held[key]
+        if key not in made:
+            return len(held), f"{table}: {word} {key} (role {row.role}) is in the table, but no event created it"
+        facts = {"role": (row.role, made[key].get("role"))}
+        if "name" in made[key]:
+            facts["name"] = (row.name, made[key].get("name"))
+        if wrong := _differs(facts):
+            return len(held), f"{table}: {word} {key}: {wrong}"
+        if (getattr(row, ended_at) is None) == (key in gone):
+            state = "active in the table, but ended by the log" if key in gone else "ended in the table, not by the log"
+            return len(held), f"{table}: {word} {key} is {state}"
+    return len(held), None
 
 
 def _complete(uow: UnitOfWork) -> str | None:

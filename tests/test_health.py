@@ -54,7 +54,8 @@ def test_derived_tables_are_checked_against_their_events():
                     actor="user:ana")
         check = verify_derived(db.uow())
         assert check.ok and check.rows == {"assessments": 1, "case_notes": 1, "labels": 1, "inspections": 0,
-                                           "outcomes": 1, "list_entries": 0}  # closing made the outcome final
+                                           "outcomes": 1, "list_entries": 0, "rule_sets": 0, "api_keys": 0,
+                                           "users": 0}  # closing the case made its return's outcome final
         edits = [
             (Label, "label", "legit", "fraud", "labels row", "label 'legit'"),
             (Assessment, "score", 0.01, 0.8, f"assessments row {row['id']}", "score 0.01"),

@@ -146,3 +146,49 @@ def test_verify_names_a_list_entry_inserted_deleted_or_moved_outside_the_service
                     assert not found.ok and words in (found.problem or ""), (words, found.problem)
                 else:
                     assert found.ok, found.problem
+
+
+def test_verify_names_a_key_user_or_rule_set_changed_outside_the_service() -> None:
+    """Keys, users and saved rule sets as their events leave them agree with the tables; a key's role raised, an
+    admin key inserted, a revoked key brought back, a user made admin and a rule set's threshold moved with SQL are
+    each named."""
+    from fraud_service.access.keys import create_key, revoke_key
+    from fraud_service.access.users import create_user
+    from fraud_service.scoring import rulebook
+    from fraud_service.store.schema import ApiKey, RuleSetRow, User
+
+    with memory_db() as db:
+        scoring = create_key(db.uow(), "scoring", "shop", "user:ana").split("_")[1]
+        revoked = create_key(db.uow(), "scoring", "old shop", "user:ana").split("_")[1]
+        revoke_key(db.uow(), revoked, "user:ana")
+        create_user(db.uow(), "bo", "analyst", None, "user:ana")
+        rulebook.save(db.uow(), body={}, reason="start", actor="user:ana")
+        checked = verify_derived(db.uow())
+        assert checked.ok, checked.problem
+        assert (checked.rows["api_keys"], checked.rows["users"], checked.rows["rule_sets"]) == (2, 1, 1)
+        keys, users, rules = ApiKey.__table__, User.__table__, RuleSetRow.__table__
+        with db.sessions() as session:
+            body = session.execute(select(rules.c.body)).scalar_one()
+        moved = body.replace('"threshold":', '"threshold":1e9,"was":', 1)
+        for change, undo, words in (
+                (update(keys).where(keys.c.id == scoring).values(role="admin"),
+                 update(keys).where(keys.c.id == scoring).values(role="scoring"),
+                 f"api_keys: key {scoring}: role 'admin' (the event says 'scoring')"),
+                (insert(keys).values(id="evil", secret_hash="0" * 64, role="admin", name="x", created_at=AT),
+                 delete(keys).where(keys.c.id == "evil"), "api_keys: key evil (role admin) is in the table, but no"),
+                (update(keys).where(keys.c.id == revoked).values(revoked_at=None),
+                 update(keys).where(keys.c.id == revoked).values(revoked_at=AT),
+                 f"key {revoked} is active in the table, but ended by the log"),
+                (update(users).where(users.c.name == "bo").values(role="admin"),
+                 update(users).where(users.c.name == "bo").values(role="analyst"), "users: user bo: role 'admin'"),
+                (update(rules).values(body=moved), update(rules).values(body=body), "rule_sets v1 (event"),
+        ):
+            for statement in (change, undo):
+                with db.sessions() as session:
+                    session.execute(statement)
+                    session.commit()
+                found = verify_derived(db.uow())
+                if statement is change:
+                    assert not found.ok and words in (found.problem or ""), (words, found.problem)
+                else:
+                    assert found.ok, found.problem
