@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from fraud_service.access.keys import Principal
 from fraud_service.cases import service as cases
@@ -22,7 +22,7 @@ from fraud_service.errors import AppealRefused, AssessmentNotFound, Problem, Req
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback, State
 from fraud_service.feedback.webhooks import Outbox, wake
-from fraud_service.store.schema import Assessment, CaseNote
+from fraud_service.store.schema import Assessment, CaseNote, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
 
 MAX_MESSAGE = 4_000
@@ -58,11 +58,9 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         if current.status == "final" and current.decision == "approve":
             raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
         note = f"{APPEAL} (return {assessment.return_id}): {text}"
-        if current.status == "pending_review" and current.appealed and assessment.case_id is not None and \
-                uow.session.scalar(select(CaseNote.id).where(CaseNote.case_id == assessment.case_id,
-                                                             CaseNote.body == note).limit(1)) is not None:
-            # the same words while their appeal is still pending: a retry (its answer was lost), not a new appeal
-            return AppealResult(assessment.id, assessment.return_id, assessment.case_id,
+        if current.status == "pending_review" and current.appealed and _pending_with(uow, assessment.case_id, note):
+            # the same words in the appeal still pending: a retry (its answer was lost), not a new appeal
+            return AppealResult(assessment.id, assessment.return_id, str(assessment.case_id),
                                 current.view(feedback.messages), replayed=True)
         links = outcomes.links_of(assessment, request, feedback.hub_customers)
         case, _ = cases.attach(uow, assessment, decision="review", reason="shopper appeal", links=links,
@@ -80,6 +78,17 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         uow.commit()
     wake()
     return result
+
+
+def _pending_with(uow: UnitOfWork, case_id: str | None, note: str) -> bool:
+    """True when CASE_ID holds NOTE since it was last closed: words of the appeal round still open (the same words
+    from a round a person already closed are a new appeal)."""
+    if case_id is None:
+        return False
+    closed = uow.session.scalar(select(func.max(EvidenceEvent.seq)).where(
+        EvidenceEvent.kind == "case_closed", EvidenceEvent.subject == case_id)) or 0
+    return uow.session.scalar(select(CaseNote.id).where(CaseNote.case_id == case_id, CaseNote.body == note,
+                                                        CaseNote.event_seq > closed).limit(1)) is not None
 
 
 def _message(message: object) -> str:

@@ -357,6 +357,8 @@ def test_the_same_appeal_again_while_pending_is_a_replay_and_new_words_are_a_new
     after = appeal("The parcel was full.")
     assert after["replayed"] is False and len(appeal_notes()) == 3
     assert (after["outcome"]["status"], after["outcome"]["appealed"]) == ("pending_review", True)
+    earlier = appeal("I also have the courier's photo.")  # words of the closed round, in the new one: kept
+    assert earlier["replayed"] is False and len(appeal_notes()) == 4
 
 
 def test_webhooks_are_managed_by_admins_and_refuse_unsafe_addresses(api: Api) -> None:
