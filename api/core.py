@@ -39,6 +39,8 @@ def json_body() -> Any:
             body = json.loads(data)
         except RecursionError:
             raise BadRequest(f"the body nests too deeply (at most {MAX_DEPTH} levels)") from None
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the body is not UTF-8 (byte {exc.start + 1} is not)") from None
         except json.JSONDecodeError as exc:
             if not data.strip():
                 return None  # no body: the caller says what it needs

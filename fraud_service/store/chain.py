@@ -193,7 +193,8 @@ def verify_links(events: Iterable[Any], head_seq: int | None, head_hash: str | N
     if head_seq is not None and (head_seq != count or head_hash != previous):
         what = "the chain head" if chain_id == ROOT else f"the head of chain {chain_id}"
         why = ("events were removed from the end" if head_seq > count else
-               "the head was edited" if head_seq == count else "events were added after the head")
+               "the head, or the last events with their links, were rewritten" if head_seq == count else
+               "events were added after the head")
         return Verification(count, previous, None,
                             f"{what} says {head_seq} events ending in {str(head_hash)[:12]}, "
                             f"but {count} events end in {previous[:12]}: {why}")
@@ -214,7 +215,7 @@ def verify(session: Session) -> Verification:
     each segment a `chain_opened` event on the root names, from that event's hash to its head and, once closed, to
     the end its `chain_closed` event recorded. An event of a chain the root never opened is a problem too. On
     PostgreSQL run it in a snapshot (`UnitOfWork.read(snapshot=True)`): the heads are read first, and an event a
-    writer commits afterwards would look like a head that lost its last events."""
+    writer commits afterwards would look like events added after its head."""
     heads = {h.id: (h.seq, h.hash) for h in session.execute(select(ChainHead)).scalars()}
     root_seq, root_hash = heads.get(ROOT, (0, GENESIS))
     opened: dict[int, str] = {}

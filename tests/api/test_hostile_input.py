@@ -28,11 +28,13 @@ def post_raw(api: Api, text: str) -> Any:
     ('{"return_id": "x", "refund_amount": ' + "9" * 5000 + "}", "a number of more than 4,300 digits"),
     ('{"return_id": "x",}', "the body is not JSON: Expecting property name enclosed in double quotes at line 1"),
     ("{'return_id': 'x'}", "the body is not JSON"),
+    ('{"return_id": "\xff"}', "the body is not UTF-8 (byte 16 is not)"),
 ])
 def test_a_body_that_is_not_json_says_why_not_that_it_is_no_object(api: Api, text: str, words: str) -> None:
     """A 5,000-digit number or a trailing comma was answered 'the body must be a JSON object'."""
     for path, role in (("/v1/returns/assess", "scoring"), ("/v1/lists", "admin")):
-        response = api.client.post(path, data=text, content_type="application/json", headers=api.headers(role))
+        response = api.client.post(path, data=text.encode("latin-1"), content_type="application/json",
+                                   headers=api.headers(role))
         assert response.status_code == 400 and words in response.get_json()["message"], response.get_json()
 
 
