@@ -272,8 +272,11 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
                 if not utc:
                     part = part.dt.tz_localize("UTC")
                 parsed[mask] = part.astype("datetime64[us, UTC]")
-        # a well-formed date in a year pandas cannot hold (0001, 9999) is out of range, not "not ISO 8601"
-        year = pd.to_numeric(text.str.extract(r"^(\d{4})-\d{2}-\d{2}", expand=False), errors="coerce")
+        # the year in UTC, as a request's; a well-formed date pandas cannot hold (0001, 9999) is out of range by
+        # the year it names, not "not ISO 8601"
+        named = pd.to_numeric(text.str.extract(r"^(\d{4})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?:[T ]|$)",
+                                               expand=False), errors="coerce")
+        year = parsed.dt.year.astype("float64").where(parsed.notna(), named)
     else:
         _wrong_dtype(column, raw, file, report)
         return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")

@@ -319,3 +319,29 @@ def test_a_parquet_timestamp_column_with_a_year_the_features_cannot_hold_is_out_
     assert code == 1 and "Traceback" not in err, err
     assert "customers.parquet, row 3, column created_at" in err and "in the years 1678 to 2261" in err, err
     assert warehouse.current() is None
+
+
+def test_a_timestamp_is_in_range_by_its_year_in_utc_as_in_a_request() -> None:
+    """2261-12-31T23:30-01:00 is 2262 in UTC: refused, as the API refuses it; 1677-12-31T23:30-05:00 is 1678 in UTC:
+    taken. A date that is not one (9999-99-99) is a wrong type, not out of range."""
+    from fraud_service.data.contract import Column, Kind
+    from fraud_service.data.validation import Report, _parse_timestamp
+    from fraud_service.errors import RequestInvalid
+    from fraud_service.scoring.request import _utc
+
+    values = ["2261-12-31T23:30:00-01:00", "1677-12-31T23:30:00-05:00", "9999-99-99 garbage", "9999-12-31",
+              "0001-01-01T00:00:00", "2020-01-01T00:00:00Z", None]
+    raw = pd.Series(values, dtype=object)
+    report = Report()
+    parsed = _parse_timestamp(Column("requested_at", Kind.TIMESTAMP), raw, raw.isna(), pd.Series(range(1, 8)),
+                              "returns.csv", report)
+    assert {g.check: [p.row for p in g.examples] for g in report.groups.values()} == {
+        "out of range": [1, 4, 5], "wrong type": [3]}
+    assert [None if pd.isna(v) else v.isoformat() for v in parsed] == [
+        None, "1678-01-01T04:30:00+00:00", None, None, None, "2020-01-01T00:00:00+00:00", None]
+    for text, taken in ((values[0], False), (values[1], True)):  # the request's rule agrees
+        try:
+            _utc(text)
+            assert taken, text
+        except (RequestInvalid, ValueError):
+            assert not taken, text
