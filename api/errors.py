@@ -63,8 +63,12 @@ def register(app: Flask) -> None:
         if isinstance(exc, RequestInvalid):
             return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
                          problems=[p.to_dict() for p in exc.problems])
-        if code == "unavailable":  # the answer names the store; the log has the driver's text too
-            logging.getLogger("api").error("unavailable: %s (%s)", exc, exc.__cause__ or "no cause")
+        if code == "unavailable":  # the answer names the store; the log has the driver's text (the first cause)
+            cause: BaseException = exc
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            logging.getLogger("api").error("unavailable: %s (%s)", exc, cause if cause is not exc else "no cause",
+                                           extra={"fields": {"request_id": g.get("request_id")}})
         response, status = _body(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'

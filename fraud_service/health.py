@@ -202,9 +202,9 @@ class DerivedCheck:
 def verify_derived(uow: UnitOfWork) -> DerivedCheck:
     """Check every assessment, case note, label, inspection and outcome row against the evidence event it names: an
     edited row (a score, a decision, a label that feeds the next training run, what the returns system is told)
-    is named, by table and key; so is a row deleted, or a copy of one added. The list entries must be those the
-    log's list events leave on the lists."""
-    with uow.read():
+    is named, by table and key; so is a row deleted, or a copy of one added. The lists, rule sets, keys and users
+    must be what their events leave. All in one snapshot: a commit made meanwhile is not half seen."""
+    with uow.read(snapshot=True):
         return _derived(uow)
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 MAX_TEXT = 200
-FIRST_YEAR, LAST_YEAR = 1678, 2261
-"""The whole years a timestamp may fall in, in a dataset and in a request: the features are computed on pandas'
-nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
 """The longest text a contract string (or a request's, or a list entry's) may be."""
+FIRST_YEAR, LAST_YEAR = 1678, 2261
+"""The whole years (in UTC) a timestamp may fall in, in a dataset and in a request: the features are computed on
+pandas' nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
 
 
 class Kind(StrEnum):

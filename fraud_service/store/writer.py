@@ -355,8 +355,10 @@ class EvidenceWriter:
                 self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
             for pending in batch:  # once its commit was sent, whether it was stored is not known
                 unknown = pending.state == "committing"
-                # the driver's text (host, port, database) went to the log above, not to the caller
-                pending.future.set_exception(CommitUnconfirmed(UNCONFIRMED) if unknown else DatabaseDown(UNREACHED))
+                # the driver's text (host, port, database) is the cause, for the log, not the caller's answer
+                failure = CommitUnconfirmed(UNCONFIRMED) if unknown else DatabaseDown(UNREACHED)
+                failure.__cause__ = detail
+                pending.future.set_exception(failure)
             return
         except Exception as exc:  # never leave a request thread waiting
             log.exception("evidence batch of %d failed", len(batch))

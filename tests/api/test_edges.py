@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Iterator
@@ -318,7 +319,7 @@ def _own_postgres_api(serving_home: Path, trained_world: TrainedWorld, tmp_path:
 
 @pytest.mark.postgres
 def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, trained_world: TrainedWorld,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The key is cached and the model loaded; the database disappears; assess answers 503 and decides nothing."""
     with _own_postgres_api(serving_home, trained_world, tmp_path, freshness=True) as (api, name, admin):
         returns = pd.read_parquet(api.dataset / "returns.parquet")
@@ -329,11 +330,18 @@ def test_database_lost_mid_life_is_503_without_a_decision(serving_home: Path, tr
         live_before = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        response = api.assess(second)
+        logging.getLogger("api").addHandler(caplog.handler)  # the app's loggers do not propagate
+        try:
+            response = api.assess(second)
+        finally:
+            logging.getLogger("api").removeHandler(caplog.handler)
         assert response.status_code == 503, response.get_json()
         got = response.get_json()
         assert got["error"] == "unavailable" and "no decision was made" in got["message"]
         assert name not in got["message"] and "127.0.0.1" not in got["message"], got  # no host, port or database
+        logged = [r for r in caplog.records if r.name == "api" and r.getMessage().startswith("unavailable")]
+        assert any(name in r.getMessage() and r.fields["request_id"] == got["request_id"] for r in logged), \
+            [r.getMessage() for r in logged]  # the log has what the answer leaves out, by the answer's request id
         assert "decision" not in got and "score" not in got
         api.service.assessor.freshness.drain()
         live_after = api.service.assessor.freshness.live.db.execute("SELECT count(*) FROM live_facts").fetchone()
