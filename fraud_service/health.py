@@ -298,45 +298,68 @@ def _principals(uow: UnitOfWork, table: str, model: Any, column: str, created: s
 def _complete(uow: UnitOfWork) -> str | None:
     """Every row the log's events made is still there, once: each row was checked against the event it names, so
     what is left to find is a row deleted, or a copy of one added (naming the same event). The first such, or None.
-    Outcomes are one row per assessment, naming the last event that changed it."""
+    Outcomes are one row per assessment, naming the last event that changed it. The database does the counting;
+    only the events that make labels are read, and in order, beside their rows' counts."""
+    from sqlalchemy import and_, func, select
+
+    for table, model, kinds in (("assessments", Assessment, ("assessment",)),
+                                ("case_notes", CaseNote, ("case_note", "case_appealed")),
+                                ("inspections", Inspection, ("inspection",))):
+        gone = uow.session.execute(select(EvidenceEvent.seq).outerjoin(model, model.event_seq == EvidenceEvent.seq)
+                                   .where(EvidenceEvent.kind.in_(kinds), model.event_seq.is_(None))
+                                   .order_by(EvidenceEvent.seq).limit(1)).scalar()
+        if gone is not None:
+            return f"{table}: event {gone} made a row, the table holds none (deleted)"
+        copied = uow.session.execute(select(model.event_seq, func.count()).group_by(model.event_seq)
+                                     .having(func.count() > 1).order_by(model.event_seq).limit(1)).first()
+        if copied is not None:
+            return f"{table}: {copied[1]} rows name event {copied[0]}, which made 1 (a copy was added)"
+    problem = _labels_complete(uow)
+    if problem is not None:
+        return problem
+    last = (select(EvidenceEvent.subject.label("assessment_id"), func.max(EvidenceEvent.seq).label("seq"))
+            .where(EvidenceEvent.kind == "outcome_changed").group_by(EvidenceEvent.subject).subquery())
+    stale = uow.session.execute(select(last.c.assessment_id, last.c.seq, Outcome.event_seq)
+                                .outerjoin(Outcome, Outcome.assessment_id == last.c.assessment_id)
+                                .where(~and_(Outcome.event_seq.is_not(None), Outcome.event_seq == last.c.seq))
+                                .order_by(last.c.assessment_id).limit(1)).first()
+    if stale is None:
+        return None
+    assessment_id, seq, named = stale
+    if named is None:
+        return f"outcomes: the outcome of {assessment_id} (event {seq}) is not there (deleted)"
+    return f"outcomes row {assessment_id} names event {named}, but event {seq} changed it since"
+
+
+def _labels_complete(uow: UnitOfWork) -> str | None:
+    """The labels each case_closed or inspection event made (read in order, one at a time) against the count of
+    label rows naming it (read in the same order)."""
     from sqlalchemy import func, select
 
-    made: dict[str, dict[int, int]] = {"assessments": {}, "case_notes": {}, "labels": {}, "inspections": {}}
-    kinds = ("assessment", "case_note", "case_appealed", "case_closed", "inspection")
-    result = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.kind, EvidenceEvent.payload)
-                                 .where(EvidenceEvent.kind.in_(kinds)).execution_options(yield_per=5000))
+    events = uow.session.execute(select(EvidenceEvent.seq, EvidenceEvent.kind, EvidenceEvent.payload)
+                                 .where(EvidenceEvent.kind.in_(("case_closed", "inspection")))
+                                 .order_by(EvidenceEvent.seq).execution_options(yield_per=2000))
+    rows = uow.session.execute(select(Label.event_seq, func.count()).group_by(Label.event_seq)
+                               .order_by(Label.event_seq).execution_options(yield_per=2000))
     try:
-        for seq, kind, payload in result:
-            if kind == "assessment":
-                made["assessments"][seq] = 1
-            elif kind in ("case_note", "case_appealed"):
-                made["case_notes"][seq] = 1
-            elif kind == "case_closed":
-                made["labels"][seq] = sum(1 for x in json.loads(payload).get("labels", []) if x.get("label"))
-            else:
-                made["inspections"][seq] = 1
-                made["labels"][seq] = 1 if json.loads(payload).get("label") else 0
+        held = next(rows, None)
+        for seq, kind, payload in events:
+            record = json.loads(payload)
+            made = (sum(1 for x in record.get("labels", []) if x.get("label")) if kind == "case_closed"
+                    else int(bool(record.get("label"))))
+            if held is not None and held[0] < seq:  # rows naming an event that makes no labels
+                return f"labels: {held[1]} row(s) name event {held[0]}, which made none (added)"
+            found = held[1] if held is not None and held[0] == seq else 0
+            if found != made:
+                return f"labels: event {seq} made {made} row(s), the table holds {found} " + \
+                       ("(deleted)" if found < made else "(a copy was added)")
+            if found:
+                held = next(rows, None)
+        if held is not None:
+            return f"labels: {held[1]} row(s) name event {held[0]}, which made none (added)"
     finally:
-        result.close()
-    for table, model in (("assessments", Assessment), ("case_notes", CaseNote), ("labels", Label),
-                         ("inspections", Inspection)):
-        held = dict(uow.session.execute(select(model.event_seq, func.count()).group_by(model.event_seq)).all())
-        for seq in sorted(set(made[table]) | set(held)):
-            expected, found = made[table].get(seq, 0), held.get(seq, 0)
-            if found < expected:
-                return f"{table}: event {seq} made {expected} row(s), the table holds {found} (deleted)"
-            if found > expected:
-                return f"{table}: {found} rows name event {seq}, which made {expected} (a copy was added)"
-    last = dict(uow.session.execute(select(EvidenceEvent.subject, func.max(EvidenceEvent.seq))
-                                    .where(EvidenceEvent.kind == "outcome_changed")
-                                    .group_by(EvidenceEvent.subject)).all())
-    kept = dict(uow.session.execute(select(Outcome.assessment_id, Outcome.event_seq)).all())
-    for assessment_id in sorted(last):
-        if assessment_id not in kept:
-            return f"outcomes: the outcome of {assessment_id} (event {last[assessment_id]}) is not there (deleted)"
-        if kept[assessment_id] != last[assessment_id]:
-            return f"outcomes row {assessment_id} names event {kept[assessment_id]}, but event " \
-                   f"{last[assessment_id]} changed it since"
+        events.close()
+        rows.close()
     return None
 
 

@@ -5,6 +5,7 @@ added copy."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -13,7 +14,7 @@ from fraud_service.cases import service as cases
 from fraud_service.feedback import appeals, inspections
 from fraud_service.feedback.outcomes import Feedback
 from fraud_service.health import verify_derived
-from fraud_service.store.schema import Assessment, CaseNote, Inspection, Label, Outcome
+from fraud_service.store.schema import Assessment, CaseNote, EvidenceEvent, Inspection, Label, Outcome
 from tests.factories import MemoryDb, memory_db
 
 AT = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -71,8 +72,8 @@ def test_verify_names_a_derived_row_deleted_or_a_copy_added() -> None:
                                   notes="a brick", actor="key:test", feedback=Feedback(), now=later)
         cases.close(db.uow(), case_id=done.case_id, dispositions=None, label="fraud", reason="empty", actor="user:ana",
                     now=later)
-        appeals.appeal(db.uow(), assessment_id=denied["id"], message="not me", actor="key:test", feedback=Feedback(),
-                       now=later)
+        appealed = appeals.appeal(db.uow(), assessment_id=denied["id"], message="not me", actor="key:test",
+                                  feedback=Feedback(), now=later)
         assert verify_derived(db.uow()).ok
 
         def tampered(table: Any, where: Any, copy: bool, words: str) -> None:
@@ -96,7 +97,7 @@ def test_verify_names_a_derived_row_deleted_or_a_copy_added() -> None:
         labels, notes = Label.__table__, CaseNote.__table__
         tampered(labels, labels.c.source == "analyst", copy=False, words="labels: event")
         tampered(labels, labels.c.source == "analyst", copy=True, words="a copy was added")
-        tampered(labels, labels.c.source == "inspection", copy=True, words="labels: 2 rows name event")
+        tampered(labels, labels.c.source == "inspection", copy=True, words="made 1 row(s), the table holds 2 (a copy")
         tampered(Inspection.__table__, Inspection.__table__.c.return_id == approved["return_id"], copy=False,
                  words="inspections: event")
         tampered(notes, notes.c.body.like("The shopper appealed%"), copy=False, words="case_notes: event")
@@ -105,6 +106,21 @@ def test_verify_names_a_derived_row_deleted_or_a_copy_added() -> None:
                  words=f"the outcome of {denied['id']}")
         tampered(Assessment.__table__, Assessment.__table__.c.id == plain["id"], copy=False,
                  words="assessments: event")
+        cases.close(db.uow(), case_id=appealed.case_id, dispositions=None, label="legit", reason="it was not",
+                    actor="user:ana", now=later)
+        with db.sessions() as session:  # an outcome put back as it was before its last change, event and all
+            changes = session.execute(select(EvidenceEvent.seq, EvidenceEvent.payload).where(
+                EvidenceEvent.kind == "outcome_changed", EvidenceEvent.subject == denied["id"])
+                .order_by(EvidenceEvent.seq)).all()
+            assert len(changes) >= 2
+            before = json.loads(changes[-2][1])["after"]
+            session.execute(update(Outcome).where(Outcome.assessment_id == denied["id"]).values(
+                event_seq=changes[-2][0], status=before["status"], decision=before["decision"],
+                decided_by=before["decided_by"], label=before["label"], appealed=before["appealed"]))
+            session.commit()
+        stale = verify_derived(db.uow())
+        assert stale.problem == f"outcomes row {denied['id']} names event {changes[-2][0]}, but event " \
+                                f"{changes[-1][0]} changed it since", stale.problem
 
 
 def test_verify_names_a_list_entry_inserted_deleted_or_moved_outside_the_service() -> None:
