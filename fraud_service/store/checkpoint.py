@@ -15,6 +15,7 @@ half sits beside it (`.pub`) and is all a verifier needs.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -128,34 +129,53 @@ def _at(session: Session, chain_id: int, position: int) -> str | None:
 def write(checkpoint: Checkpoint, target: Path) -> Path:
     """Write CHECKPOINT to TARGET (a new file, or a directory to add one to) whole and synced; the file's path. A
     checkpoint never replaces anything: a TARGET that exists and is not a directory (an earlier checkpoint, a
-    device) is refused (ConfigError), and in a directory a name taken in the same second gets a suffix."""
+    device) is refused (ConfigError), and in a directory a name already taken (two checkpoints in one second, or
+    another writer's meanwhile) gets the next suffix."""
+    text = json.dumps(checkpoint.to_dict(), indent=2) + "\n"
     if target.is_dir():
         stamp = checkpoint.at[:19].replace("-", "").replace(":", "")
-        base, n = f"checkpoint-{checkpoint.seq:012d}-{stamp}", 1
-        while (target / (f"{base}.json" if n == 1 else f"{base}-{n}.json")).exists():
-            n += 1
-        target = target / (f"{base}.json" if n == 1 else f"{base}-{n}.json")
-    if target.exists() or target.is_symlink():
+        base = f"checkpoint-{checkpoint.seq:012d}-{stamp}"
+        for n in itertools.count(1):
+            try:
+                return _create(target / (f"{base}.json" if n == 1 else f"{base}-{n}.json"), text)
+            except FileExistsError:
+                continue
+    try:
+        return _create(target, text)
+    except FileExistsError:
         raise ConfigError(f"{target} already exists: a checkpoint never replaces a file; name a new file, or a "
-                          "directory to add one to")
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+                          "directory to add one to") from None
+
+
+def _create(path: Path, text: str) -> Path:
+    """PATH made with TEXT, synced, never replacing anything (FileExistsError when the name is taken): written
+    beside it and linked into place, so it appears whole; on a filesystem without hard links (some network and
+    FAT mounts) created in place with O_EXCL instead."""
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with partial.open("x") as f:
-            f.write(json.dumps(checkpoint.to_dict(), indent=2) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         try:
-            os.link(partial, target)  # unlike a rename, never replaces what appeared at TARGET meanwhile
+            os.link(partial, path)  # unlike a rename, never replaces what appeared at PATH meanwhile
         except FileExistsError:
-            raise ConfigError(f"{target} already exists: a checkpoint never replaces a file") from None
+            raise
+        except OSError:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
     finally:
         partial.unlink(missing_ok=True)
-    directory = os.open(target.parent, os.O_RDONLY)
+    directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
-    return target
+    return path
 
 
 @dataclass(frozen=True)
