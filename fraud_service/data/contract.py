@@ -6,10 +6,7 @@ the feature pipeline) takes its column lists from here, so there is one definiti
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -240,11 +237,9 @@ def is_identifier(column: str) -> bool:
     return column.endswith(("_id", "_token")) or column == "sku"
 
 
-@functools.cache
-def hidden_pattern() -> re.Pattern[str]:
-    """A regular expression matching any character an identifier may not hold (built on first use)."""
-    chars = (chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in _HIDDEN)
-    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+HIDDEN_RE2 = "[" + "".join(f"\\p{{{category}}}" for category in sorted(_HIDDEN)) + "]"
+"""A regular expression (RE2's syntax, as pyarrow's compute functions take) matching any character an identifier
+may not hold."""
 
 
 def hidden_character(value: str) -> str | None:

@@ -18,13 +18,13 @@ import pyarrow.compute as pc
 
 from fraud_service.data.contract import (
     FIRST_YEAR,
+    HIDDEN_RE2,
     IDENTIFIER_TEXT,
     LAST_YEAR,
     Column,
     Kind,
     Table,
     hidden_character,
-    hidden_pattern,
     is_identifier,
 )
 
@@ -235,11 +235,9 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
     long = text.str.len() > column.max_length
     report.add_rows(file, column.name, "too long", f"at most {column.max_length} characters", rows[long],
                     text[long].str.slice(0, 60) + "...", int(long.sum()))
-    # the API refuses such ids, so a dataset may not bring them in either; rows are searched only when the
-    # column's distinct characters hold one (the set of a 1M-row column's characters: about 0.17 s; a regex per row
-    # takes 1.6 s)
-    if is_identifier(column.name) and any(hidden_character(c) for c in set("".join(text))):
-        hidden = text.str.contains(hidden_pattern(), regex=True)
+    if is_identifier(column.name):  # the API refuses such ids, so a dataset may not bring them in either
+        found = pc.match_substring_regex(pa.array(text, pa.string()), HIDDEN_RE2)  # RE2, vectorised: 0.2 s for 1M rows
+        hidden = pd.Series(found.to_numpy(zero_copy_only=False), index=text.index, dtype=bool)
         report.add_rows(file, column.name, "hidden character", IDENTIFIER_TEXT, rows[hidden],
                         text[hidden].map(lambda v: f"{v!r} holds {hidden_character(v)}"), int(hidden.sum()))
     return values
