@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -152,15 +154,30 @@ def test_drain_writes_what_is_gathered_at_once_and_returns_after_close(live_worl
     writer.drain()
 
 
+def _assessed(w: dict[str, Any], prefix: str) -> Callable[[int, Any], Any]:
+    """What assessing the return ROW as PREFIX-N a minute after the live log opened hands the live-fact writer."""
+    orders = w["snapshot"].read("orders").set_index("order_id")
+    at = w["opened"] + pd.Timedelta(minutes=1)
+
+    def assessed(n: int, row: Any) -> Any:
+        body = _body(row["customer_id"], orders.loc[row["order_id"], "payment_token"], at - pd.Timedelta(days=1),
+                     at, n)
+        return assessed_return(parse_request({**body, "return_id": f"{prefix}-{n}"}, at.to_pydatetime()))
+
+    return assessed
+
+
+def _logged(w: dict[str, Any], return_id: str) -> int:
+    """How many live facts the live log holds for RETURN_ID."""
+    return int(w["live"].db.execute("SELECT count(*) FROM live_facts WHERE return_id = ?", (return_id,)).fetchone()[0])
+
+
 def test_a_batch_that_fails_for_a_moment_is_tried_again_and_one_that_keeps_failing_is_given_up(live_world):
     """The live facts of assessed returns outlive a blip of what their write reads (here the warehouse's order index,
     as the online store in a Redis blip): the batch is tried again and recorded once. A write that keeps failing
     is given up after the last try, counted and logged, and the writer goes on with the next returns."""
     w = live_world
-    snapshot = w["snapshot"]
-    returns = snapshot.read("returns")
-    orders = snapshot.read("orders").set_index("order_id")
-    at = w["opened"] + pd.Timedelta(minutes=1)
+    returns = w["snapshot"].read("returns")
     index = known_orders(w["source"])
     failures = {"left": 2}
 
@@ -170,14 +187,7 @@ def test_a_batch_that_fails_for_a_moment_is_tried_again_and_one_that_keeps_faili
             raise ConnectionError("the order index is out for a moment")
         return index(order_ids)
 
-    def assessed(n: int, row: Any) -> Any:
-        body = _body(row["customer_id"], orders.loc[row["order_id"], "payment_token"], at - pd.Timedelta(days=1),
-                     at, n)
-        return assessed_return(parse_request({**body, "return_id": f"R-BLIP-{n}"}, at.to_pydatetime()))
-
-    def logged(return_id: str) -> int:
-        return int(w["live"].db.execute("SELECT count(*) FROM live_facts WHERE return_id = ?", (return_id,))
-                   .fetchone()[0])
+    assessed, logged = _assessed(w, "R-BLIP"), partial(_logged, w)
 
     writer = FreshnessWriter(w["live"], flaky, gather=0.0, retries=(0.01, 0.01, 0.01))
     try:
@@ -204,19 +214,8 @@ def test_one_return_the_live_log_cannot_hold_is_given_up_alone_not_with_its_batc
     import datetime as dt
 
     w = live_world
-    snapshot = w["snapshot"]
-    returns = snapshot.read("returns")
-    orders = snapshot.read("orders").set_index("order_id")
-    at = w["opened"] + pd.Timedelta(minutes=1)
-
-    def assessed(n: int, row: Any) -> Any:
-        body = _body(row["customer_id"], orders.loc[row["order_id"], "payment_token"], at - pd.Timedelta(days=1),
-                     at, n)
-        return assessed_return(parse_request({**body, "return_id": f"R-POISON-{n}"}, at.to_pydatetime()))
-
-    def logged(return_id: str) -> int:
-        return int(w["live"].db.execute("SELECT count(*) FROM live_facts WHERE return_id = ?", (return_id,))
-                   .fetchone()[0])
+    returns = w["snapshot"].read("returns")
+    assessed, logged = _assessed(w, "R-POISON"), partial(_logged, w)
 
     batch = [assessed(31 + i, returns.iloc[-6 - i]) for i in range(5)]
     batch[3] = dataclasses.replace(batch[3], requested_at=dt.datetime(1600, 1, 1, tzinfo=dt.UTC))

@@ -153,15 +153,7 @@ def test_verify_names_a_list_entry_inserted_deleted_or_moved_outside_the_service
                  update(table).where(table.c.value == "d-1").values(list="block"),
                  "list 'allow' (the log says 'block')"),
         ):
-            for statement in (change, undo):
-                with db.sessions() as session:
-                    session.execute(statement)
-                    session.commit()
-                found = verify_derived(db.uow())
-                if statement is change:
-                    assert not found.ok and words in (found.problem or ""), (words, found.problem)
-                else:
-                    assert found.ok, found.problem
+            _named_then_agrees(db, change, undo, words)
 
 
 def test_verify_names_a_key_user_or_rule_set_changed_outside_the_service() -> None:
@@ -199,12 +191,17 @@ def test_verify_names_a_key_user_or_rule_set_changed_outside_the_service() -> No
                  update(users).where(users.c.name == "bo").values(role="analyst"), "users: user bo: role 'admin'"),
                 (update(rules).values(body=moved), update(rules).values(body=body), "rule_sets v1 (event"),
         ):
-            for statement in (change, undo):
-                with db.sessions() as session:
-                    session.execute(statement)
-                    session.commit()
-                found = verify_derived(db.uow())
-                if statement is change:
-                    assert not found.ok and words in (found.problem or ""), (words, found.problem)
-                else:
-                    assert found.ok, found.problem
+            _named_then_agrees(db, change, undo, words)
+
+
+def _named_then_agrees(db: MemoryDb, change: Any, undo: Any, words: str) -> None:
+    """CHANGE made with SQL is named by verify (its problem holds WORDS); after UNDO, the tables agree again."""
+    for statement in (change, undo):
+        with db.sessions() as session:
+            session.execute(statement)
+            session.commit()
+        found = verify_derived(db.uow())
+        if statement is change:
+            assert not found.ok and words in (found.problem or ""), (words, found.problem)
+        else:
+            assert found.ok, found.problem
