@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import FIRST_YEAR, INSPECTION_OUTCOMES, LAST_YEAR, MAX_TEXT
+from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback.appeals import MAX_MESSAGE
 from fraud_service.feedback.inspections import MAX_NOTES
@@ -23,7 +23,7 @@ from fraud_service.feedback.messages import TEXTS
 from fraud_service.feedback.outcomes import STATUSES as OUTCOME_STATUSES
 from fraud_service.feedback.webhooks import EVENT_TYPES, MAX_URL
 from fraud_service.scoring.policy import Decision
-from fraud_service.scoring.request import Time, error_path, show, value_at
+from fraud_service.scoring.request import Time, bound_expected, error_path, show, value_at
 
 _ANY = Literal.__getitem__  # a Literal of values known at import time
 
@@ -132,14 +132,10 @@ def problem(error: Any, body: Any) -> Problem:
         "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",
         "too_long": f"at most {ctx.get('max_length', 0)} items", "dict_type": "an object",
         "timestamp": "an ISO 8601 time such as 2026-12-02T10:30:00Z",
-        "timestamp_range": f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)",
         "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-        "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
-        "bool_type": "true or false", "bool_parsing": "true or false",
-        "greater_than_equal": f"a number of at least {ctx.get('ge')}",
-        "greater_than": f"a number greater than {ctx.get('gt')}",
-        "less_than_equal": f"a number of at most {ctx.get('le')}", "less_than": f"a number below {ctx.get('lt')}",
-    }.get(error["type"], error["msg"])
+        "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+        "bool_parsing": "true or false",
+    }.get(error["type"]) or bound_expected(error["type"], ctx) or error["msg"]
     if error["type"] == "missing":
         return Problem(path, "is required", expected)
     if error["type"] == "extra_forbidden":

@@ -229,6 +229,27 @@ def parse_request(body: Any, now: dt.datetime) -> ReturnRequest:
 # -- pydantic's errors in the words of the contract -----------------------------------------------------------
 
 
+_BOUNDS = {"greater_than": ("greater than", "gt"), "greater_than_equal": ("of at least", "ge"),
+           "less_than": ("below", "lt"), "less_than_equal": ("of at most", "le")}
+
+
+def _number(value: Any) -> str:
+    return f"{int(value) if float(value).is_integer() else value:,}"
+
+
+def bound_expected(kind: str, ctx: Mapping[str, Any]) -> str | None:
+    """What a value that broke a bound or range of pydantic's error KIND (with its CTX) should have been, in the
+    contract's words; None for kinds that are not one (the request body and the API's other bodies share it)."""
+    if kind == "finite_number":
+        return "a finite number"
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"a number {words} {_number(ctx[key])}"
+    if kind == "timestamp_range":
+        return f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)"
+    return None
+
+
 def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
     loc = error["loc"]
     path, raw = error_path(loc), value_at(body, loc)
@@ -249,17 +270,8 @@ def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
         return Problem(path, "is required", _expected(column))
     if kind == "string_too_long":
         return Problem(path, f"is {len(raw)} characters long", f"at most {ctx['max_length']} characters")
-    if kind == "finite_number":
-        return Problem(path, got, "a finite number")
-    if kind == "greater_than":
-        return Problem(path, got, f"a number greater than {ctx['gt']:g}")
-    if kind == "greater_than_equal":
-        return Problem(path, got, f"a number of at least {ctx['ge']:g}")
-    if kind == "less_than_equal":
-        limit = ctx["le"]
-        return Problem(path, got, f"a number of at most {int(limit) if float(limit).is_integer() else limit:,}")
-    if kind == "timestamp_range":
-        return Problem(path, got, f"a time in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
+    if (expected := bound_expected(kind, ctx)) is not None:
+        return Problem(path, got, expected)
     if kind == "identifier_text":
         return Problem(path, f"holds {ctx['hidden']}", IDENTIFIER_TEXT)
     return Problem(path, got, _expected(column))
