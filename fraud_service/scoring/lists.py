@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,10 +101,7 @@ def unlogged(session: Session) -> tuple[int, str | None]:
     the log's list_added and list_removed events leave on a list must be in the table as added, and the table may
     hold no other (an allow entry inserted with SQL lets a fraudster through unseen)."""
     logged: dict[tuple[str, str], dict[str, str | None]] = {}
-    events = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload)
-                             .where(EvidenceEvent.kind.in_(("list_added", "list_removed"))).order_by(EvidenceEvent.seq))
-    for kind, payload in events:
-        record = json.loads(payload)
+    for kind, _, record in _list_events(session):
         key = (str(record.get("entity")), str(record.get("value")))
         if kind == "list_added":
             logged[key] = {name: record.get(name) for name in ListEntryRecord.__dataclass_fields__}
@@ -239,18 +237,22 @@ class ListHistory:
         return sum(len(v) for v in self._spans.values())
 
 
+def _list_events(session: Session) -> Iterator[tuple[str, dt.datetime, dict[str, Any]]]:
+    """The list_added and list_removed events in chain order: (kind, when, the entry as the event records it)."""
+    for kind, at, payload in session.execute(select(EvidenceEvent.kind, EvidenceEvent.at, EvidenceEvent.payload)
+                                             .where(EvidenceEvent.kind.in_(("list_added", "list_removed")))
+                                             .order_by(EvidenceEvent.seq)):
+        yield kind, chain.aware(at), json.loads(payload)
+
+
 def history(uow: UnitOfWork) -> ListHistory:
     """The lists' history from the `list_added` and `list_removed` evidence events, in chain order."""
     with uow.read():
-        rows = uow.session.execute(select(EvidenceEvent.kind, EvidenceEvent.at, EvidenceEvent.payload)
-                                   .where(EvidenceEvent.kind.in_(("list_added", "list_removed")))
-                                   .order_by(EvidenceEvent.seq)).all()
+        rows = list(_list_events(uow.session))
     spans: list[_Span] = []
     open_: dict[tuple[str, str], tuple[ListMatch, dt.datetime, dt.datetime | None]] = {}
-    for kind, at, payload in rows:
-        entry = json.loads(payload)
+    for kind, when, entry in rows:
         key = (entry["entity"], entry["value"])
-        when = chain.aware(at)
         if kind == "list_added":
             expires = entry.get("expires_at")
             open_[key] = (ListMatch(entry["entity"], entry["value"], entry["list"], entry["reason"]), when,
