@@ -8,9 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-from api.cli.common import EXIT_REJECTED, Subparsers, add_command, progress, world_config, world_options
+from api.cli.common import (
+    EXIT_REJECTED,
+    Subparsers,
+    add_command,
+    progress,
+    timestamp,
+    world_config,
+    world_options,
+)
 from fraud_service.config import Settings
-from fraud_service.errors import ValidationFailed
+from fraud_service.errors import BadRequest, ValidationFailed
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -125,14 +133,17 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     from fraud_service.featurestore.live import LiveFacts
     from fraud_service.featurestore.source import FeatureSource
 
-    end = dt.datetime.fromisoformat(args.until) if args.until else dt.datetime.now(dt.UTC)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=dt.UTC)
+    end = args.until.to_pydatetime() if args.until is not None else dt.datetime.now(dt.UTC)
     source = FeatureSource(settings)
+    last = (source.materialized() or {}).get("until")
+    if last is not None and dt.datetime.fromisoformat(last) > end and not args.full:
+        raise BadRequest(f"the online store was last loaded up to {last}; --until {end.isoformat()} is earlier "
+                         "and would load nothing (add --full to reload every entity as of then)")
     with progress(args).step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
-        source.materialize(end, full=args.full)
+        every = source.materialize(end, full=args.full)
     pruned = LiveFacts(source).prune_ingested(end)
     print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
+          + (" (every entity reloaded)" if every else "")
           + (f"; {pruned} live fact(s) now covered by the offline rows were dropped" if pruned else ""))
     return 0
 
@@ -205,7 +216,8 @@ def _features(sub: Subparsers) -> None:
                     "load the latest rows into the online store (incremental)",
                     "Copy each entity's latest feature row up to --until (default now) into the\n"
                     "online store (sqlite, or Redis when FRAUD_ONLINE_STORE=redis). Only rows newer\n"
-                    "than the last materialisation are read.")
-    p.add_argument("--until", metavar="TIMESTAMP", help="ISO 8601 end (default: now)")
+                    "than the last materialisation are read, unless the features were built again since\n"
+                    "(a new ingest's rows may be dated earlier): then every entity is reloaded.")
+    p.add_argument("--until", metavar="TIMESTAMP", type=timestamp, help="ISO 8601 end (default: now)")
     p.add_argument("--full", action="store_true",
                    help="reload every entity, not only what changed (after switching the online store)")

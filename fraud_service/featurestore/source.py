@@ -30,6 +30,8 @@ from fraud_service.scoring.request import ReturnRequest
 
 ENTITY_KEYS = [spec.key for spec in ENTITIES.values()]
 ENGINES = ("duckdb", "spark")
+MATERIALIZED = "materialized.json"
+"""Beside the built features: the build the online store was last loaded from, and up to when."""
 """What `features build` runs the pipeline on: DuckDB on this machine, or Apache Spark (FRAUD_SPARK_MASTER)."""
 FASHION = ("apparel", "shoes")
 HIGH_VALUE = ("electronics", "jewellery")
@@ -201,20 +203,38 @@ class FeatureSource:
             self._store = FeatureStore(repo_path=str(self.repo_dir))
         return self._store
 
-    def materialize(self, end: dt.datetime | None = None, full: bool = False) -> None:
-        """Copy the latest row of every entity up to END (default now) into the online store.
+    def materialize(self, end: dt.datetime | None = None, full: bool = False) -> bool:
+        """Copy the latest row of every entity up to END (default now) into the online store; True when every
+        entity was reloaded.
 
-        Incremental by default (only rows newer than the last run are read); `full` reloads
-        everything, e.g. after switching the online store.
+        Incremental by default (only rows newer than the last run are read); `full` reloads everything, e.g.
+        after switching the online store. A build since the last run reloads everything too: a new ingest's rows
+        may be dated before the last run (returns assessed live, then ingested), and an incremental run would
+        never read them, while their live facts are dropped as covered.
         """
         end = end or dt.datetime.now(dt.UTC)
         store = self.store()
+        build = (self.manifest() or {}).get("built_at")
+        rebuilt = build is None or (self.materialized() or {}).get("build") != build
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
-        if full or any(not view.materialization_intervals for view in store.list_feature_views()):
+        every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
+        if every:
             store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
         else:
             store.materialize_incremental(end_date=end)
+        marker = self.data_dir / MATERIALIZED
+        partial = marker.with_name(marker.name + ".partial")
+        partial.write_text(json.dumps({"build": build, "until": end.isoformat()}))
+        os.replace(partial, marker)
+        return every
+
+    def materialized(self) -> dict[str, Any] | None:
+        """What the last `materialize` loaded: the build (its manifest's `built_at`) and the time it ran up to."""
+        try:
+            return dict(json.loads((self.data_dir / MATERIALIZED).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def historical(self, entities: pd.DataFrame) -> pd.DataFrame:
         """Point-in-time feature vectors for entity rows (keys, event_timestamp, req_* fields), one row each.

@@ -273,3 +273,31 @@ def test_without_an_inspections_table_inspection_facts_are_kept(tmp_path):
 
     assert live.prune_ingested((at + pd.Timedelta(days=1)).to_pydatetime()) == 0
     assert _live_rows(live) == 5
+
+
+def test_rows_ingested_after_a_later_refresh_reach_the_online_store_before_their_live_facts_go(live_world, tmp_path):
+    """An inspection counted live, the online store refreshed a day later, then the delivery holding it ingested
+    and built: its offline row is dated before that refresh, so an incremental load never read it, while its live
+    facts were dropped as covered, and the service forgot it. The refresh after a build reloads every entity."""
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    inspected_at = w["opened"].ceil("s") + pd.Timedelta(minutes=1)
+    probe_at = inspected_at + pd.Timedelta(days=2)
+    probe = _probe(w["snapshot"], r, probe_at)
+    before = _vector(w["reader"], probe)
+    w["live"].record_inspection(_inspection(r, order, inspected_at))
+    served = _vector(w["reader"], probe)
+    assert w["source"].materialize((inspected_at + pd.Timedelta(days=1)).to_pydatetime()) is False  # incremental
+
+    later = tmp_path / "later"
+    later.mkdir()
+    pd.DataFrame({"return_id": [r["return_id"]], "inspected_at": [inspected_at], "outcome": ["worn"]}).astype(
+        {"inspected_at": "datetime64[us, UTC]"}).to_parquet(later / "inspections.parquet", index=False)
+    ingest(later, Warehouse(w["settings"].warehouse_dir))
+    w["source"].build()
+    assert w["source"].materialize(probe_at.to_pydatetime()) is True  # built since: every entity reloaded
+    assert w["live"].prune_ingested(probe_at.to_pydatetime()) == 5
+    after = _vector(w["source"].reader(), probe)
+    for name in BAD_INSPECTIONS:
+        assert served[name] == before[name] + 1, name
+        assert after[name] == served[name], name  # offline now, and in the online store
