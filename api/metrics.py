@@ -123,6 +123,10 @@ def monitor_exposition(cache: dict[str, Any]) -> bytes:
     return bytes(cache["text"])
 
 
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+"""The HTTP methods labelled by name; any other a client sends is counted as `other`."""
+
+
 def install(app: Flask, shared_dir: str) -> Metrics:
     """Metrics for APP; workers' figures are summed when PROMETHEUS_MULTIPROC_DIR is SHARED_DIR."""
     metrics = Metrics(shared_dir)
@@ -134,7 +138,8 @@ def install(app: Flask, shared_dir: str) -> Metrics:
     @app.after_request
     def _observe(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.latency.labels(request.method, endpoint, str(response.status_code)).observe(
+        method = request.method if request.method in METHODS else "other"  # a made-up verb is no new series
+        metrics.latency.labels(method, endpoint, str(response.status_code)).observe(
             time.perf_counter() - g.get("started", time.perf_counter()))
         return response
 

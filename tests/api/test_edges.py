@@ -231,6 +231,10 @@ def test_metrics_count_decisions_and_latency(api: Api, body: dict[str, Any]) -> 
     version = api.service.assessor.scorer.version
     assert f'fraud_model_info{{model_version="{version}"' in after
     assert 'fraud_http_request_duration_seconds_bucket{endpoint="/v1/returns/assess"' in after
+    for verb in ("PROBEA", "PROBEB"):  # anyone may send a made-up method: it must not grow the metrics
+        api.client.open("/v1/cases", method=verb)
+    grown = api.client.get("/metrics", headers=api.headers("admin")).get_data(as_text=True)
+    assert "PROBE" not in grown and 'method="other"' in grown
 
 
 def test_request_id_is_echoed_and_logged(api: Api, body: dict[str, Any]) -> None:
