@@ -71,12 +71,15 @@ def check_redis(url: str) -> Check:
     """PING the Redis server."""
     import redis
 
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)  # redis://:secret@host: the password is not shown
     client = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
         client.ping()
-        return Check("redis", True, f"{url} answers PING")
+        return Check("redis", True, f"{shown} answers PING")
     except redis.RedisError as exc:
-        return Check("redis", False, f"{url}: {exc}")
+        return Check("redis", False, f"{shown}: {exc}")
     finally:
         client.close()
 

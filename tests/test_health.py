@@ -70,3 +70,11 @@ def test_derived_tables_are_checked_against_their_events():
             with db.sessions.begin() as session:
                 session.execute(update(model).values({column: original}))
             assert verify_derived(db.uow()).ok
+
+
+def test_the_redis_check_never_prints_the_password() -> None:
+    """`doctor` masked PostgreSQL's password but printed Redis's (redis://:secret@host/0)."""
+    from fraud_service.health import check_redis
+
+    checked = check_redis("redis://:s3cretpw@127.0.0.1:1/0")  # nothing listens on port 1: a refusal
+    assert not checked.ok and "s3cretpw" not in checked.detail and "redis://:***@127.0.0.1:1/0" in checked.detail
