@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.access.keys import Principal, authenticate
 from fraud_service.config import Settings
-from fraud_service.errors import FraudServiceError, NotReady, RegistryError
+from fraud_service.errors import FraudServiceError, NotReady, RegistryError, Unavailable
 from fraud_service.store.deadline import SingleFlight
 from fraud_service.store.uow import UnitOfWork
 
@@ -326,7 +326,12 @@ def warm(assessor: Assessor) -> None:
                       "order_total": 1.0, "payment_token": "warm-up",
                       "items": [{"line_no": 1, "sku": "x", "category": "home", "unit_price": 1.0, "quantity": 1}]}}
     keys, fields = request_entity(parse_request(body, now))
-    x = assessor.scorer.row(assessor.reader.vector(keys, fields))
+    try:
+        vector = assessor.reader.vector(keys, fields)
+    except Unavailable as exc:  # Redis down at start: serve anyway, not ready (/readyz says why) until it answers
+        log.warning("warm-up without features: %s", exc)
+        vector = {}
+    x = assessor.scorer.row(vector)
     if assessor.freshness is not None:
         assessor.freshness.known_orders(["warm-up"])  # index the snapshot's orders before a request needs them
     assessor.scorer.probability(x)

@@ -11,6 +11,7 @@ from pathlib import Path
 from fraud_service.errors import ConfigError
 
 ONLINE_STORES = ("sqlite", "redis")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SPARK_MASTER = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+")
 """The Spark masters `features build --engine spark` may be pointed at (Spark's own forms)."""
 
@@ -81,6 +82,8 @@ class Settings:
         if self.confirmed_bad_decision not in ("deny", "store_credit_only"):
             raise ConfigError(f"FRAUD_CONFIRMED_BAD_DECISION={self.confirmed_bad_decision!r}: expected deny or "
                               "store_credit_only")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"FRAUD_LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
 
     @property
     def warehouse_dir(self) -> Path:

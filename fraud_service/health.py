@@ -70,7 +70,6 @@ def check_database(url: str) -> Check:
 def check_redis(url: str) -> Check:
     """PING the Redis server."""
     import redis
-
     from sqlalchemy.engine import make_url
 
     shown = make_url(url).render_as_string(hide_password=True)  # redis://:secret@host: the password is not shown
@@ -92,9 +91,20 @@ def check_warehouse(settings: Settings) -> Check:
     return Check("warehouse", True, f"snapshot {snapshot.name}, {snapshot.rows('returns'):,} returns")
 
 
+def check_messages(settings: Settings) -> Check:
+    """Do the shopper messages load (the defaults, or FRAUD_CUSTOMER_MESSAGES's)?"""
+    from fraud_service.feedback.messages import load
+
+    try:
+        load(settings.customer_messages)
+    except ConfigError as exc:
+        return Check("customer messages", False, str(exc))
+    return Check("customer messages", True, str(settings.customer_messages or "the defaults"))
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check that applies to these settings."""
-    checks = [check_warehouse(settings), check_database(settings.database_url)]
+    checks = [check_warehouse(settings), check_database(settings.database_url), check_messages(settings)]
     if settings.online_store == "redis":
         checks.append(check_redis(settings.redis_url))
     return checks

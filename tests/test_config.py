@@ -36,6 +36,7 @@ def test_every_variable_is_read(tmp_path):
     ({"FRAUD_PORT": "eighty"}, "FRAUD_PORT='eighty': expected an integer port"),
     ({"FRAUD_PORT": "70000"}, "FRAUD_PORT=70000"),
     ({"FRAUD_SPARK_MASTER": "bogus"}, r"FRAUD_SPARK_MASTER='bogus': expected local, local\[N\]"),
+    ({"FRAUD_LOG_LEVEL": "loud"}, "FRAUD_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING"),
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -208,7 +208,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
     from fraud_service.bootstrap import evidence
+    from fraud_service.feedback.messages import load
 
+    load(settings.customer_messages)  # a bad FRAUD_CUSTOMER_MESSAGES is one line here, not a worker's traceback
     with evidence(settings, migrated=False) as db:
         db.upgrade()
     host = args.host or settings.host

@@ -300,6 +300,26 @@ def test_unreachable_database_is_503_and_nothing_is_decided(serving_home: Path, 
         service.close()
 
 
+@pytest.mark.redis
+def test_a_service_started_while_redis_is_down_starts_not_ready_instead_of_failing_to_boot(
+        serving_home: Path, trained_world: TrainedWorld) -> None:
+    """The warm-up's feature read failed and the worker did not boot (gunicorn gave up, exit 3); now it warms the
+    model alone, serves, and `/readyz` names the online store until Redis answers."""
+    from api.app import create_app
+    from fraud_service import bootstrap
+
+    settings = Settings.from_env({"FRAUD_HOME": str(serving_home), "FRAUD_ONLINE_STORE": "redis",
+                                  "FRAUD_REDIS_URL": "redis://127.0.0.1:1/0"})
+    service = bootstrap.build(settings, freshness=False, warm_up=True, watch=False)
+    try:
+        assert service.assessor is not None  # it scores once Redis answers
+        assert not any("redis" in problem.lower() for problem in service.problems), service.problems
+        ready = create_app(settings, {"SERVICE": service, "TESTING": True}).test_client().get("/readyz")
+        assert ready.status_code == 503 and not ready.get_json()["checks"]["feature_store"]["ok"]
+    finally:
+        service.close()
+
+
 @contextlib.contextmanager
 def _own_postgres_api(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path,
                       freshness: bool = False) -> Iterator[tuple[Api, str, Any]]:
