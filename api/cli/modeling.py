@@ -80,9 +80,20 @@ def _print_candidates(candidates: dict[str, dict[str, object]], leaked: list[str
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model, evaluate it out of time beside the baselines, report, and register it."""
+    import pandas as pd
+
     from training.labels import sync_labels
     from training.workflow import train
 
+    for first, then, name in ((args.train_from, args.train_until, "--train-from ... --train-until"),
+                              (args.test_from if args.test_from is not None else args.train_until, args.test_until,
+                               "the test window (--test-from, or --train-until, ... --test-until)")):
+        if first is not None and then is not None and then <= first:
+            raise BadRequest(f"{name}: the window ends ({then.isoformat()}) before it starts "
+                             f"({first.isoformat()})")
+    if args.train_until is not None and args.train_until > pd.Timestamp.now(tz="UTC"):
+        raise BadRequest(f"--train-until {args.train_until.isoformat()} is in the future: the labels known then "
+                         "are not known yet (leave it out, or `now`, for the latest)")
     for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
         print(line)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,

@@ -240,3 +240,20 @@ def test_thresholds_record_the_next_policy_of_a_model(cli, on_world):
     assert policy["basis"]["costs"]["reviews_per_day"] == 2
     assert policy["basis"]["expected_per_day"]["review"] <= 2
     assert "policy v0001.p2 recorded" in out
+
+
+@pytest.mark.parametrize(("window", "words"), [
+    (("--train-until", "2025-04-01", "--test-from", "2025-05-01", "--test-until", "2025-04-20"),
+     "the window ends (2025-04-20T00:00:00+00:00) before it starts (2025-05-01T00:00:00+00:00)"),
+    (("--train-until", "2025-04-01", "--test-until", "2025-03-01"), "the test window"),
+    (("--train-from", "2025-04-01", "--train-until", "2025-03-01"), "--train-from ... --train-until"),
+    (("--train-until", "2099-01-01"), "--train-until 2099-01-01T00:00:00+00:00 is in the future"),
+])
+def test_a_window_that_ends_before_it_starts_or_in_the_future_is_refused_and_nothing_registered(
+        cli, on_world, window, words):
+    """An inverted test window trained and registered a model, blaming unmatured labels; a cutoff in 2099 registered
+    a model 'trained until 2099'."""
+    before = on_world.versions()
+    code, _, err = cli("train", *window)
+    assert code == 1 and words in err and "Traceback" not in err, err
+    assert on_world.versions() == before
