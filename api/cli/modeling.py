@@ -230,10 +230,18 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     """Score the returns of a window with a registered model."""
+    import tempfile
+
     from training.batch import score_batch
     from training.trainset import Window
 
-    result = score_batch(settings, Window(args.start, args.end), Path(args.out), args.model, progress(args))
+    out = Path(args.out)
+    try:  # known before scoring, not after it: a file can be made beside OUT
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise BadRequest(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+    result = score_batch(settings, Window(args.start, args.end), out, args.model, progress(args))
     n = result.list_entries
     lists = "no evidence database, no lists" if n is None else f"{n} list entr{'y' if n == 1 else 'ies'} in its history"
     print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}, "

@@ -257,3 +257,11 @@ def test_a_window_that_ends_before_it_starts_or_in_the_future_is_refused_and_not
     code, _, err = cli("train", *window)
     assert code == 1 and words in err and "Traceback" not in err, err
     assert on_world.versions() == before
+
+
+def test_score_batch_to_a_folder_it_cannot_write_says_so_before_scoring(cli, on_world, tmp_path):
+    """It scored every return, then failed with a FileNotFoundError traceback."""
+    code, out, err = cli("score-batch", "--from", "2025-01-01", "--to", "2025-02-01", "--out",
+                         str(tmp_path / "missing" / "scores.csv"))
+    assert code == 1 and "Traceback" not in err and "scored" not in out, (out, err)
+    assert f"cannot write in {tmp_path / 'missing'}" in err
