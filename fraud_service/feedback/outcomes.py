@@ -106,8 +106,11 @@ def change(uow: UnitOfWork, outbox: Outbox, assessment: Assessment, new: State, 
         uow.session.add(row)
     row.status, row.decision, row.decided_at, row.decided_by = new.status, new.decision, new.decided_at, new.decided_by
     row.label, row.appealed, row.event_seq = new.label, new.appealed, event.seq
+    # deliveries retried after an outage may arrive out of order: `sequence` (the change's evidence event, rising
+    # with every change) tells a receiver which outcome is the latest
     outbox.emit("assessment.outcome", {"assessment_id": assessment.id, "return_id": assessment.return_id,
-                                       "case_id": assessment.case_id, "outcome": new.view(feedback.messages)})
+                                       "case_id": assessment.case_id, "sequence": event.seq,
+                                       "outcome": new.view(feedback.messages)})
     return True
 
 

@@ -321,6 +321,10 @@ def test_an_appeal_reopens_the_case_at_the_top_of_the_queue(api: Api, set_policy
     assert closed.status_code == 200 and closed.get_json()["appealed_at"] is None
     final = outcome(api, denied["assessment_id"])
     assert (final["status"], final["decision"], final["appealed"]) == ("final", "approve", False)
+    changes = outbox(api, "assessment.outcome", assessment_id=denied["assessment_id"])
+    assert len(changes) >= 2 and len({c["sequence"] for c in changes}) == len(changes)
+    latest = max(changes, key=lambda c: c["sequence"])  # what a receiver keeps, in whatever order they came
+    assert latest["outcome"] == {k: final[k] for k in latest["outcome"]}
 
 
 def test_the_same_appeal_again_while_pending_is_a_replay_and_new_words_are_a_new_appeal(
