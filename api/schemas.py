@@ -90,6 +90,8 @@ class BulkCloseBody(_Request):
     case_ids: list[StrictStr] = Field(min_length=1, max_length=500)
     label: Label  # type: ignore[valid-type]
     reason: Reason  # type: ignore[valid-type]
+    unchanged_since: StrictStr | None = Field(
+        default=None, max_length=64, description="when you loaded the cases: 409 if any changed after it")
 
 
 class InspectionIn(_Request):

@@ -222,6 +222,7 @@ def queue() -> ResponseReturnValue:
         from api.ui_queues import named_queue
 
         return named_queue(request.args["queue"])
+    loaded_at = core().clock().isoformat()  # before the cases are read: a bulk close refuses any changed since
     try:
         f = case_api.queue_filter(request.args)
         page = cases.queue(core().uow(), f=f, now=core().clock())
@@ -233,7 +234,8 @@ def queue() -> ResponseReturnValue:
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
                            decisions=[d.value for d in Decision if d.needs_human], args=request.args,
-                           closed_list="closed" in f.statuses, named=_named(), selected=None)
+                           closed_list="closed" in f.statuses, named=_named(), selected=None,
+                           loaded_at=loaded_at)
 
 
 def _named() -> list[Any]:
@@ -359,7 +361,8 @@ def bulk_close() -> ResponseReturnValue:
     ids = request.form.getlist("case_id")
     try:
         closed = cases.bulk_close(core().uow(), case_ids=ids, label=request.form.get("label", ""),
-                                  reason=request.form.get("reason", ""), feedback=core().feedback, **_who())
+                                  reason=request.form.get("reason", ""), feedback=core().feedback,
+                                  unchanged_since=request.form.get("unchanged_since") or None, **_who())
         flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
     except (CaseConflict, CaseNotFound) as exc:
         flash(f"Nothing was closed: {exc}", "error")

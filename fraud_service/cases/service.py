@@ -460,15 +460,22 @@ def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | No
 
 
 def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: str, actor: str,
-               now: dt.datetime | None = None, feedback: Feedback | None = None) -> list[CaseSummary]:
-    """Close several cases (a ring) with one label for all their returns, all or none."""
+               now: dt.datetime | None = None, feedback: Feedback | None = None,
+               unchanged_since: str | None = None) -> list[CaseSummary]:
+    """Close several cases (a ring) with one label for all their returns, all or none. UNCHANGED_SINCE, when the
+    closer's page was loaded, refuses them all when any changed after it (an appeal, a new return)."""
     if not case_ids or len(case_ids) > MAX_BULK or len(set(case_ids)) != len(case_ids):
         raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids", f"1 to {MAX_BULK} distinct case ids")])
     now, feedback = now or _now(), feedback or Feedback()
+    seen = _instant(unchanged_since, "unchanged_since") if unchanged_since is not None else None
     with uow:
         out = []
         outbox = Outbox(uow.session, now, feedback.retry_hours)
         locked = {case_id: _locked(uow, case_id) for case_id in sorted(case_ids)}  # in the order writers lock them
+        changed = [] if seen is None else sorted(c for c, case in locked.items() if chain.aware(case.updated_at) > seen)
+        if seen is not None and changed:
+            raise CaseConflict(f"case(s) {', '.join(changed)} changed after the page you decided on was loaded "
+                               f"({chain.utc_text(seen)}); reload it and decide again (nothing was closed)")
         for case_id in case_ids:
             case = locked[case_id]
             _close(uow, outbox, case, None, _reason(reason), actor, label, now, feedback, bulk=len(case_ids))

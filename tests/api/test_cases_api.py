@@ -230,7 +230,16 @@ def test_bulk_close_is_all_or_nothing(api: Api, set_policy: Any) -> None:
         assert session.get(Case, first).status == "open"  # type: ignore[union-attr]
     assert post(api, "/v1/cases/close", {"case_ids": [first, first], "label": "fraud", "reason": "r"}
                 ).status_code == 422
-    done = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "ring R-17"})
+    loaded = api.service.clock().isoformat()  # the analyst's page of the two cases; then a shopper appeals one
+    assessment = json.loads(events(api, second)[0].payload)["assessment_id"]
+    assert api.client.post(f"/v1/assessments/{assessment}/appeal", json={"message": "it was full"},
+                           headers=api.headers()).status_code == 200
+    stale = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "ring",
+                                          "unchanged_since": loaded})
+    assert stale.status_code == 409 and second in stale.get_json()["message"] and first not in \
+        stale.get_json()["message"].split("changed")[0]
+    done = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "ring R-17",
+                                         "unchanged_since": api.service.clock().isoformat()})
     assert done.status_code == 200 and {c["status"] for c in done.get_json()["cases"]} == {"closed"}
     with api.service.sessions() as session:
         labelled = set(session.execute(select(Label.return_id, Label.label).where(

@@ -233,3 +233,27 @@ def test_a_case_page_shows_a_hundred_returns_at_a_time_and_closes_them_all(api: 
     assert "Case closed" in closed.get_data(as_text=True)
     with api.service.sessions() as session:
         assert len(session.execute(select(Label).where(Label.case_id == case_id)).all()) == 103
+
+
+def test_a_bulk_close_from_a_queue_page_loaded_before_an_appeal_closes_nothing(api: Api, set_policy: Any) -> None:
+    """The queue's bulk close ignored what changed after the page was loaded: an appeal that came in meanwhile was
+    closed over unseen. The page sends when it was loaded; a case changed since refuses the whole close."""
+    import json
+
+    from tests.api.test_cases_api import events
+
+    first, _ = open_case(api, set_policy)
+    second, _ = open_case(api, set_policy)
+    client, _ = signed_in(api, person(api, "hana"))
+    page = client.get("/ui/?limit=500").get_data(as_text=True)
+    loaded = re.search(r'name="unchanged_since" value="([^"]+)"', page)
+    assert loaded is not None
+    assessment = json.loads(events(api, second)[0].payload)["assessment_id"]
+    assert api.client.post(f"/v1/assessments/{assessment}/appeal", json={"message": "it was full"},
+                           headers=api.headers()).status_code == 200
+    closed = client.post("/ui/bulk-close", data={"case_id": [first, second], "label": "fraud", "reason": "ring",
+                                                 "unchanged_since": loaded.group(1), "csrf_token": token(page)},
+                         follow_redirects=True)
+    assert "Nothing was closed" in closed.get_data(as_text=True) and second in closed.get_data(as_text=True)
+    with api.service.sessions() as session:
+        assert {session.get(Case, c).status for c in (first, second)} == {"open"}  # type: ignore[union-attr]
