@@ -447,7 +447,8 @@ def _label_problem(row: Label, event: EvidenceEvent, payload: dict[str, Any]) ->
     if event.kind == "inspection":
         return _differs({"return_id": (row.return_id, payload.get("return_id")),
                          "label": (row.label, payload.get("label")), "source": (row.source, "inspection"),
-                         "labelled_at": (chain.utc_text(row.labelled_at), payload.get("inspected_at")),
+                         "labelled_at": (chain.utc_text(row.labelled_at),
+                                         payload.get("labelled_at", payload.get("inspected_at"))),
                          "actor": (row.actor, event.actor), "case_id": (row.case_id, payload.get("case_id")),
                          "reason": (row.reason, payload.get("reason"))})
     if event.kind != "case_closed":

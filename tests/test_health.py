@@ -33,10 +33,12 @@ def test_a_closed_port_is_reported_with_the_reason():
 def test_the_redis_check_runs_only_when_redis_is_the_online_store(settings):
     from dataclasses import replace
 
-    assert [c.name for c in run_checks(settings)] == ["warehouse", "database"]
+    assert [c.name for c in run_checks(settings)] == ["warehouse", "database", "customer messages"]
     checks = run_checks(replace(settings, online_store="redis"))
-    assert [c.name for c in checks] == ["warehouse", "database", "redis"]
-    assert checks[2].ok
+    assert [c.name for c in checks] == ["warehouse", "database", "customer messages", "redis"]
+    assert checks[2].ok and checks[3].ok
+    broken = run_checks(replace(settings, customer_messages=settings.home / "no-such-messages.json"))
+    assert not broken[2].ok and "FRAUD_CUSTOMER_MESSAGES" in broken[2].detail  # serve would fail on it
 
 
 def test_derived_tables_are_checked_against_their_events():

@@ -295,8 +295,9 @@ def _check_content(case: dict[str, Any], by_seq: dict[int, dict[str, Any]], prob
                           closing.get("reason"), e["subject"]) for x in closing.get("labels", [])}
         elif e["kind"] == "inspection":
             found = json.loads(e["payload"])
-            recorded.add((found.get("return_id"), found.get("label"), found.get("inspected_at"), "inspection",
-                          e["actor"], found.get("reason"), found.get("case_id")))
+            known = found.get("labelled_at", found.get("inspected_at"))  # events before labelled_at was recorded
+            recorded.add((found.get("return_id"), found.get("label"), known, "inspection", e["actor"],
+                          found.get("reason"), found.get("case_id")))
     for label in case.get("labels", []):
         shown = tuple(label.get(k) for k in ("return_id", "label", "labelled_at", "source", "actor", "reason",
                                              "case_id"))

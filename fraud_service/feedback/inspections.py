@@ -115,7 +115,7 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
                                           "a time at or after the return's requested_at")])
         _decide(uow, Outbox(uow.session, now, feedback.retry_hours), assessment, request, outcome, feedback, actor,
                 now)
-        row = _store(uow, assessment, inspected_at, outcome, text, actor, now)
+        row = _store(uow, assessment, inspected_at, outcome, text, actor, now, requested)
         if assessment.case_id is not None:  # its case has news: a close decided on an older page is refused
             case = uow.session.get(Case, assessment.case_id)
             if case is not None:
@@ -158,19 +158,23 @@ def _stored(uow: UnitOfWork, return_id: str, inspected_at: dt.datetime) -> Inspe
 
 
 def _store(uow: UnitOfWork, assessment: Assessment, inspected_at: dt.datetime, outcome: str, notes: str,
-           actor: str, now: dt.datetime) -> Inspection:
+           actor: str, now: dt.datetime, requested: dt.datetime) -> Inspection:
     """The inspection row, its event and its label (in the return's case, if it is in one now)."""
     label = LABELS.get(outcome)
     reason = f"inspection: {outcome}" + (f" ({notes})" if notes else "")
     at = chain.utc_text(inspected_at)
+    # a label is known when it is received at the latest: an inspection dated a little ahead (clocks apart) must
+    # not outrank an analyst's later label; never before its return was requested (the contract's time order)
+    known = min(chain.aware(inspected_at), max(chain.aware(now), chain.aware(requested)))
     event = uow.record(kind="inspection", subject=assessment.id, actor=actor, at=now, payload={
         "assessment_id": assessment.id, "return_id": assessment.return_id, "inspected_at": at, "outcome": outcome,
-        "notes": notes, "label": label, "reason": reason, "case_id": assessment.case_id})
+        "notes": notes, "label": label, "labelled_at": chain.utc_text(known), "reason": reason,
+        "case_id": assessment.case_id})
     row = Inspection(return_id=assessment.return_id, inspected_at=inspected_at, outcome=outcome, notes=notes,
                      actor=actor, received_at=now, event_seq=event.seq)
     uow.session.add(row)
     if label is not None:
-        uow.session.add(Label(return_id=assessment.return_id, label=label, labelled_at=inspected_at,
+        uow.session.add(Label(return_id=assessment.return_id, label=label, labelled_at=known,
                               source="inspection", reason=reason, case_id=assessment.case_id, actor=actor,
                               event_seq=event.seq))
     return row

@@ -205,3 +205,25 @@ def _named_then_agrees(db: MemoryDb, change: Any, undo: Any, words: str) -> None
             assert not found.ok and words in (found.problem or ""), (words, found.problem)
         else:
             assert found.ok, found.problem
+
+
+def test_an_inspection_dated_ahead_is_labelled_when_received_so_a_later_analyst_label_wins() -> None:
+    """Within the five minutes of clock skew allowed, an inspection dated ahead got that time as its label's, so an
+    analyst's label given a minute later still read as the older one (the customer kept a bad label). The label is
+    known when it is received; verify bears it out."""
+    from fraud_service.store.schema import Label
+
+    received = AT + dt.timedelta(days=2)
+    with memory_db() as db:
+        approved = answered(db, 1, "approve")
+        done = inspections.record(db.uow(), return_id=approved["return_id"], outcome="worn", notes="",
+                                  inspected_at=received + dt.timedelta(minutes=4), actor="key:test",
+                                  feedback=Feedback(), now=received)
+        cases.close(db.uow(), case_id=done.case_id, dispositions=None, label="legit", reason="fine",
+                    actor="user:ana", now=received + dt.timedelta(minutes=1))
+        with db.sessions() as session:
+            labels = session.execute(select(Label.source, Label.label, Label.labelled_at)
+                                     .order_by(Label.labelled_at)).all()
+        assert [(source, label) for source, label, _ in labels] == [("inspection", "abuse"), ("analyst", "legit")]
+        assert labels[0][2].replace(tzinfo=dt.UTC) == received
+        assert verify_derived(db.uow()).ok
