@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -136,6 +137,16 @@ def _same(a, b) -> bool:
     return (missing(a) and missing(b)) or a == b
 
 
+def _deliver_and_build(w: dict, tmp_path: Path, r: pd.Series, inspected_at: pd.Timestamp) -> None:
+    """The next delivery, holding R's inspection (worn) at INSPECTED_AT: ingested, and the features built."""
+    later = tmp_path / "later"
+    later.mkdir()
+    pd.DataFrame({"return_id": [r["return_id"]], "inspected_at": [inspected_at], "outcome": ["worn"]}).astype(
+        {"inspected_at": "datetime64[us, UTC]"}).to_parquet(later / "inspections.parquet", index=False)
+    ingest(later, Warehouse(w["settings"].warehouse_dir))
+    w["source"].build()
+
+
 def _live_rows(live: LiveFacts) -> int:
     return live.db.execute("SELECT count(*) FROM live_facts").fetchone()[0]
 
@@ -236,12 +247,7 @@ def test_an_inspection_is_pruned_only_once_the_snapshot_holds_that_inspection(li
     assert _live_rows(w["live"]) == 10
 
     # the next delivery holds the first inspection only; ingest, rebuild, publish, prune
-    later = tmp_path / "later"
-    later.mkdir()
-    pd.DataFrame({"return_id": [r["return_id"]], "inspected_at": [first], "outcome": ["worn"]}).astype(
-        {"inspected_at": "datetime64[us, UTC]"}).to_parquet(later / "inspections.parquet", index=False)
-    ingest(later, Warehouse(w["settings"].warehouse_dir))
-    w["source"].build()
+    _deliver_and_build(w, tmp_path, r, first)
     w["source"].materialize(probe_at.to_pydatetime())
     assert w["live"].prune_ingested((first - pd.Timedelta(seconds=1)).to_pydatetime()) == 0  # not yet published
     assert w["live"].prune_ingested(probe_at.to_pydatetime()) == 5
@@ -289,12 +295,7 @@ def test_rows_ingested_after_a_later_refresh_reach_the_online_store_before_their
     served = _vector(w["reader"], probe)
     assert w["source"].materialize((inspected_at + pd.Timedelta(days=1)).to_pydatetime()) is False  # incremental
 
-    later = tmp_path / "later"
-    later.mkdir()
-    pd.DataFrame({"return_id": [r["return_id"]], "inspected_at": [inspected_at], "outcome": ["worn"]}).astype(
-        {"inspected_at": "datetime64[us, UTC]"}).to_parquet(later / "inspections.parquet", index=False)
-    ingest(later, Warehouse(w["settings"].warehouse_dir))
-    w["source"].build()
+    _deliver_and_build(w, tmp_path, r, inspected_at)
     assert w["source"].materialize(probe_at.to_pydatetime()) is True  # built since: every entity reloaded
     assert w["live"].prune_ingested(probe_at.to_pydatetime()) == 5
     after = _vector(w["source"].reader(), probe)
