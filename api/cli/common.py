@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fraud_service.config import Settings
@@ -139,3 +140,42 @@ def world_config(args: argparse.Namespace, **options: Any) -> Any:
     if end > now + dt.timedelta(minutes=1):
         raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now")
     return WorldConfig.ending(end, args.days, customers=args.customers, seed=args.seed, **options)
+
+
+def check_windows(args: argparse.Namespace) -> None:
+    """BadRequest when `train`'s windows end before they start, or its label cutoff is in the future."""
+    import pandas as pd
+
+    for first, then, name in ((args.train_from, args.train_until, "--train-from ... --train-until"),
+                              (args.test_from if args.test_from is not None else args.train_until, args.test_until,
+                               "the test window (--test-from, or --train-until, ... --test-until)")):
+        if first is not None and then is not None and then <= first:
+            raise BadRequest(f"{name}: the window ends ({then.isoformat()}) before it starts ({first.isoformat()})")
+    if args.train_until is not None and args.train_until > pd.Timestamp.now(tz="UTC"):
+        raise BadRequest(f"--train-until {args.train_until.isoformat()} is in the future: the labels known then "
+                         "are not known yet (leave it out, or `now`, for the latest)")
+
+
+def writable_beside(out: Path) -> Path:
+    """OUT, once a file could be made in its folder; BadRequest naming the folder and why not otherwise."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise BadRequest(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+    return out
+
+
+def costs_from(args: argparse.Namespace) -> object:
+    """The `training.thresholds.Costs` of the cost options (`--reviews-per-day` ...); BadRequest when they clash."""
+    from training.thresholds import Costs
+
+    try:
+        return Costs(reviews_per_day=args.reviews_per_day, loss_per_fraud=args.loss_per_fraud,
+                     review_cost=args.review_cost, inspection_cost=args.inspection_cost,
+                     credit_friction=args.credit_friction, deny_friction=args.deny_friction,
+                     max_friction=args.max_friction)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None

@@ -11,12 +11,15 @@ from pathlib import Path
 from api.cli.common import (
     Subparsers,
     add_command,
+    check_windows,
     cli_actor,
+    costs_from,
     positive_int,
     positive_int_at_most,
     progress,
     share,
     timestamp,
+    writable_beside,
 )
 from api.cli.common import train_until as until_arg
 from api.cli.monitoring import cmd_models_compare, cmd_models_shadow
@@ -24,18 +27,6 @@ from fraud_service.config import Settings
 from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
 from training.gate import summary as gate_summary
-
-
-def _costs(args: argparse.Namespace) -> object:
-    from training.thresholds import Costs
-
-    try:
-        return Costs(reviews_per_day=args.reviews_per_day, loss_per_fraud=args.loss_per_fraud,
-                     review_cost=args.review_cost, inspection_cost=args.inspection_cost,
-                     credit_friction=args.credit_friction, deny_friction=args.deny_friction,
-                     max_friction=args.max_friction)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
 
 
 def _why_not(settings: Settings, version: str) -> str:
@@ -80,25 +71,15 @@ def _print_candidates(candidates: dict[str, dict[str, object]], leaked: list[str
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model, evaluate it out of time beside the baselines, report, and register it."""
-    import pandas as pd
-
     from training.labels import sync_labels
     from training.workflow import train
 
-    for first, then, name in ((args.train_from, args.train_until, "--train-from ... --train-until"),
-                              (args.test_from if args.test_from is not None else args.train_until, args.test_until,
-                               "the test window (--test-from, or --train-until, ... --test-until)")):
-        if first is not None and then is not None and then <= first:
-            raise BadRequest(f"{name}: the window ends ({then.isoformat()}) before it starts "
-                             f"({first.isoformat()})")
-    if args.train_until is not None and args.train_until > pd.Timestamp.now(tz="UTC"):
-        raise BadRequest(f"--train-until {args.train_until.isoformat()} is in the future: the labels known then "
-                         "are not known yet (leave it out, or `now`, for the latest)")
+    check_windows(args)
     for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
         print(line)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,
                    test_until=args.test_until, test_days=args.test_days, delay_days=args.label_delay,
-                   costs=_costs(args), truth_path=Path(args.ground_truth) if args.ground_truth else None,  # type: ignore[arg-type]
+                   costs=costs_from(args), truth_path=Path(args.ground_truth) if args.ground_truth else None,  # type: ignore[arg-type]
                    config=_config(args), progress=progress(args))  # type: ignore[arg-type]
     rows = result.trained.rows
     members = result.trained.members
@@ -219,7 +200,7 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     """Propose new thresholds for a model from capacity and costs, and record them as its next policy."""
     from training.workflow import repolicy
 
-    policy = repolicy(settings, args.version, _costs(args), days=args.days,  # type: ignore[arg-type]
+    policy = repolicy(settings, args.version, costs_from(args), days=args.days,  # type: ignore[arg-type]
                       progress=progress(args))
     print(json.dumps(policy.to_dict(), indent=2))
     _print_rates(policy.basis)
@@ -230,17 +211,10 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     """Score the returns of a window with a registered model."""
-    import tempfile
-
     from training.batch import score_batch
     from training.trainset import Window
 
-    out = Path(args.out)
-    try:  # known before scoring, not after it: a file can be made beside OUT
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise BadRequest(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+    out = writable_beside(Path(args.out))  # known before scoring, not after it
     result = score_batch(settings, Window(args.start, args.end), out, args.model, progress(args))
     n = result.list_entries
     lists = "no evidence database, no lists" if n is None else f"{n} list entr{'y' if n == 1 else 'ies'} in its history"
