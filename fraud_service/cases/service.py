@@ -472,8 +472,8 @@ def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: 
         out = []
         outbox = Outbox(uow.session, now, feedback.retry_hours)
         locked = {case_id: _locked(uow, case_id) for case_id in sorted(case_ids)}  # in the order writers lock them
-        changed = [] if seen is None else sorted(c for c, case in locked.items() if chain.aware(case.updated_at) > seen)
-        if seen is not None and changed:
+        if seen is not None and (changed := sorted(c for c, case in locked.items()
+                                                   if chain.aware(case.updated_at) > seen)):
             raise CaseConflict(f"case(s) {', '.join(changed)} changed after the page you decided on was loaded "
                                f"({chain.utc_text(seen)}); reload it and decide again (nothing was closed)")
         for case_id in case_ids:
