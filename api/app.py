@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     errors.register(app)
     app.before_request(core.refuse_unstorable_text)
     app.url_map.converters["id"] = entities.IdConverter
+    app.url_map.merge_slashes = False  # `//v1/...` is a JSON 404, not werkzeug's 308 redirect with an HTML body
     for blueprint in (status.bp, returns.bp, feedback.bp, lists.bp, rules.bp, cases.bp, queues.bp, entities.bp,
                       models.bp,
                       openapi.bp):

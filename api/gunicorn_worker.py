@@ -17,11 +17,14 @@ another was still loading stay with it (kept-alive connections are not moved).
 from __future__ import annotations
 
 import fcntl
+import json
 import mmap
 import os
+import socket
 from collections.abc import Sequence
 from typing import IO, Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
 SLOTS = 256
@@ -46,6 +49,17 @@ def fair_limit(counts: Sequence[int], own: int) -> int | None:
     rows[own] = 0
     others = list(filter(None, rows))  # rows of live workers hold their connections + 1: the limit itself
     return min(others) if others else None
+
+
+def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """gunicorn's own answer to a request it could not parse (a request line over its limit: 414, headers too
+    large: 431, a malformed line or header: 400), in the API's JSON error shape instead of gunicorn's HTML page.
+    No request id: the request never reached the application, so nothing else was logged under one."""
+    body = json.dumps({"error": reason.lower().replace(" ", "_"), "message": message or reason,
+                       "request_id": None}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 ANALYST_NICE = 5
@@ -81,6 +95,7 @@ class BalancedThreadWorker(ThreadWorker):
             if self.analyst:
                 os.nice(ANALYST_NICE)
                 self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, port, ANALYST_NICE)
+        util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
         super().init_process()
 
     @property  # type: ignore[override]

@@ -119,6 +119,11 @@ def _integral(raw: Any) -> Any:
     return int(raw) if isinstance(raw, float) and raw.is_integer() else raw
 
 
+def _unsigned_zero(value: float) -> float:
+    """-0.0 passes "at least 0"; it is stored, shown and summed as 0.0."""
+    return value + 0.0  # -0.0 + 0.0 is 0.0; every other value is unchanged
+
+
 Time = Annotated[dt.datetime, BeforeValidator(_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
 
 def _identifier(text: str) -> str:
@@ -143,7 +148,8 @@ def _annotation(column: Column) -> Any:
         {"ge": column.minimum} if column.minimum is not None else {})
     if kind is Kind.INT:
         return Annotated[int, Field(strict=True, le=MAX_COUNT, **bounds), BeforeValidator(_integral)]
-    return Annotated[float, Field(strict=True, allow_inf_nan=False, le=MAX_AMOUNT, **bounds)]
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, le=MAX_AMOUNT, **bounds),
+                     AfterValidator(_unsigned_zero)]
 
 
 def _fields(columns: Iterable[Column], optional: set[str], descriptions: dict[str, str]) -> dict[str, Any]:

@@ -144,6 +144,8 @@ def test_unknown_path_and_method_answer_json(api: Api) -> None:
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     wrong = api.client.get("/v1/returns/assess", headers=api.headers())
     assert wrong.status_code == 405 and wrong.get_json()["error"] == "method_not_allowed"
+    doubled = api.client.post("/v1//returns/assess", headers=api.headers(), json={})
+    assert doubled.status_code == 404 and doubled.get_json()["error"] == "not_found"  # not an HTML 308
 
 
 # --- lists -----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -88,6 +89,13 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         assert count == 4 and analyst_worker not in held
         with open(f"/proc/{analyst_worker}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE  # field 19 of proc(5): nice
+        for raw, status in ((b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414),
+                            (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+                            (b"GARBAGE\r\n\r\n", 400)):
+            head, body = _raw_exchange(port, raw)  # refused by gunicorn itself, before the application
+            assert head.startswith(f"HTTP/1.1 {status} ") and "Content-Type: application/json" in head, head
+            reason = head.split("\r\n", 1)[0].split(" ", 2)[2]  # "URI Too Long" -> uri_too_long
+            assert json.loads(body)["error"] == reason.lower().replace(" ", "_"), body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         code = server.wait(timeout=60)
@@ -107,6 +115,17 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
     assert stored == {rid: answer["assessment_id"] for rid, (_, answer) in zip(ids, answers, strict=True)}
     assert all(responses[rid] == answer for rid, (_, answer) in zip(ids, answers, strict=True))
     assert verified.ok and verified.events >= 6
+
+
+def _raw_exchange(port: int, raw: bytes) -> tuple[str, str]:
+    """The head and body of the answer to bytes RAW sent as they are (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(raw)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).decode("latin-1").partition("\r\n\r\n")
+    return head, body
 
 
 def _server_connections(session: int, port: int) -> dict[int, int]:

@@ -100,6 +100,11 @@ def test_ids_may_hold_any_visible_text():
     assert (r.return_id, r.customer_id, r.reason) == ("RMA/2026 №5 — ünïcödé", "顧客-7", "size\nand colour")
 
 
+def test_negative_zero_amounts_are_taken_as_zero():
+    r = parse_request(body(refund_amount=-0.0, order__items__0__unit_price=-0.0), NOW)
+    assert str(r.refund_amount) == "0.0" and str(r.order.items[0].unit_price) == "0.0"
+
+
 def test_every_problem_is_reported_not_just_the_first():
     found = problems(body(return_type="stolen", refund_amount="a lot", order__payment_token=...,
                           order__items__0__unit_price=-3))
