@@ -54,21 +54,30 @@ def _body(status: int, code: str, message: str, **extra: Any) -> tuple[Response,
     return jsonify(payload), status
 
 
+def _wants_page() -> bool:
+    """A person's browser on an analyst page: errors are answered with a page, not JSON."""
+    return request.path.startswith("/ui/") and request.accept_mimetypes.accept_html
+
+
 def register(app: Flask) -> None:
     """Install the handlers on APP."""
 
     @app.errorhandler(FraudServiceError)
-    def service_error(exc: FraudServiceError) -> tuple[Response, int]:
+    def service_error(exc: FraudServiceError) -> tuple[Response | str, int]:
         status, code = status_of(exc)
-        if isinstance(exc, RequestInvalid):
-            return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
-                         problems=[p.to_dict() for p in exc.problems])
         if code == "unavailable":  # the answer names the store; the log has the driver's text (the first cause)
             cause: BaseException = exc
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             logging.getLogger("api").error("unavailable: %s (%s)", exc, cause if cause is not exc else "no cause",
                                            extra={"fields": {"request_id": g.get("request_id")}})
+        if _wants_page():  # e.g. a NUL in a search, refused before any UI view ran
+            message = "; ".join(f"{p.field} {p.problem} (expected {p.expected})" for p in exc.problems) \
+                if isinstance(exc, RequestInvalid) else str(exc)
+            return render_template("ui/error.html", code=status, message=message), status
+        if isinstance(exc, RequestInvalid):
+            return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
+                         problems=[p.to_dict() for p in exc.problems])
         response, status = _body(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
@@ -79,7 +88,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
         status = exc.code or 500
-        if request.path.startswith("/ui/") and request.accept_mimetypes.accept_html:  # a person's browser: a page
+        if _wants_page():
             return render_template("ui/error.html", code=status, message=exc.description or exc.name), status
         code = (exc.name or "error").lower().replace(" ", "_")
         return _body(status, code, exc.description or exc.name)
