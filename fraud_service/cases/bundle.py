@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,10 @@ def _number(value: Any, spec: str) -> str:
     return "—" if value is None or not str(value) else str(value)
 
 
+MAX_UNZIPPED = 1 << 30
+"""The most a bundle's zip may unpack to (a case's bundle is megabytes): a zip bomb is refused unread."""
+
+
 def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     """A bundle from a .json file or from the zip the API exports; with the JSON bytes and the zip's HTML page
     (None for a .json file)."""
@@ -152,17 +157,12 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
         raise BundleError(f"cannot read {path}: {exc.strerror}") from None
     page = None
     if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            names = [n for n in z.namelist() if n.endswith(".json")]
-            pages = [n for n in z.namelist() if n.endswith(".html")]
-            if len(names) != 1 or len(pages) != 1 or len(z.namelist()) != 2:
-                raise BundleError(f"{path} holds {', '.join(z.namelist()) or 'nothing'}; an exported bundle holds "
-                                  "exactly one JSON file and one HTML page")
-            data = z.read(names[0])
-            try:
-                page = z.read(pages[0]).decode()
-            except UnicodeDecodeError:
-                page = ""
+        try:
+            data, page = _unzip(path, data)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, zlib.error) as exc:
+            raise BundleError(f"{path} is a damaged zip archive ({exc}); export the bundle again") from None
+    elif path.suffix.lower() == ".zip":
+        raise BundleError(f"{path} is not a zip archive: expected the bundle's .zip as exported, or its .json")
     try:
         bundle = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -170,6 +170,24 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     if not isinstance(bundle, dict) or bundle.get("format") not in FORMATS:
         raise BundleError(f"{path} is not an evidence bundle (expected format {FORMAT!r})")
     return bundle, data, page
+
+
+def _unzip(path: Path, data: bytes) -> tuple[bytes, str]:
+    """The JSON bytes and the HTML page of an exported bundle's zip."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = [n for n in z.namelist() if n.endswith(".json")]
+        pages = [n for n in z.namelist() if n.endswith(".html")]
+        if len(names) != 1 or len(pages) != 1 or len(z.namelist()) != 2:
+            raise BundleError(f"{path} holds {', '.join(z.namelist()) or 'nothing'}; an exported bundle holds "
+                              "exactly one JSON file and one HTML page")
+        if (size := sum(info.file_size for info in z.infolist())) > MAX_UNZIPPED:
+            raise BundleError(f"{path} unpacks to {size:,} bytes; an exported bundle is at most "
+                              f"{MAX_UNZIPPED:,} bytes")
+        json_bytes, page = z.read(names[0]), z.read(pages[0])
+    try:
+        return json_bytes, page.decode()
+    except UnicodeDecodeError:
+        return json_bytes, ""  # verify then says the page is not the one the JSON renders to
 
 
 @dataclass

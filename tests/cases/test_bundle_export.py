@@ -60,6 +60,34 @@ def test_a_device_or_fifo_named_as_a_bundle_is_refused_unread(tmp_path: Path) ->
             bundle.read(path)
 
 
+def test_a_zip_that_is_no_zip_damaged_or_a_bomb_is_named_as_such(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import zipfile
+
+    from fraud_service.errors import BundleError
+
+    (junk := tmp_path / "junk.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(BundleError, match="junk.zip is not a zip archive"):
+        bundle.read(junk)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("case.json", '{"format": 2}' + " " * 5000)
+        z.writestr("case.html", "<p>page</p>")
+    raw = bytearray(packed.getvalue())
+    raw[60:80] = b"\xff" * 20  # inside case.json's compressed data: the directory still reads
+    (damaged := tmp_path / "damaged.zip").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="damaged.zip is a damaged zip archive"):
+        bundle.read(damaged)
+    monkeypatch.setattr(bundle, "MAX_UNZIPPED", 10_000)  # a bomb in small: more than the bound once unpacked
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("case.json", b"0" * 10_000)
+        z.writestr("case.html", "<p>page</p>")
+    with pytest.raises(BundleError, match="unpacks to 10,011 bytes; an exported bundle is at most 10,000"):
+        bundle.read(bomb)
+
+
 def test_a_bundle_exported_before_the_log_had_segments_still_verifies_its_links() -> None:
     """Format 1: one chain, events placed by their number, the proof from `from_seq` to the head's `seq`."""
     from fraud_service.store import chain
