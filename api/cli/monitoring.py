@@ -122,8 +122,10 @@ def cmd_models_compare(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(plain(report), indent=2, sort_keys=True))
         return 0
-    print(f"{report['assessments']:,} assessments scored by production {', '.join(report['models']['production'])} "
-          f"and shadow {', '.join(report['models']['shadow']) or '-'} from {report['window']['from'][:19]} to "
+    models = report["models"]
+    scored_by = " and ".join(f"{role} {', '.join(models[role])}" for role in ("production", "shadow")
+                             if models[role]) or "production and a shadow"
+    print(f"{report['assessments']:,} assessments scored by {scored_by} from {report['window']['from'][:19]} to "
           f"{report['window']['to'][:19]}")
     if not report["assessments"]:
         print("nothing to compare: turn a shadow on with `fraud-service models shadow V` and let traffic come")

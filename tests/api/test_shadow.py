@@ -95,6 +95,8 @@ def test_a_shadow_scores_every_request_beside_production_and_changes_no_answer(t
     code, out, _ = _cli(capsys, "models", "compare", "--from", "now-1d")
     assert f"{POSTED:,} assessments scored by production v0001 and shadow v0002" in out
     assert "agreement " in out and "money the change would move" in out
+    code, out, _ = _cli(capsys, "models", "compare", "--from", "2000-01-01", "--to", "2000-02-01")
+    assert out.startswith("0 assessments scored by production and a shadow from 2000-01-01T00:00:00 to "), out
 
     code, out, _ = _cli(capsys, "models", "shadow", "--off")
     assert code == 0 and "shadow scoring with v0002 is off" in out
