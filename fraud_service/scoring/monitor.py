@@ -122,8 +122,9 @@ def delay_curve(delays_days: list[float]) -> Any:
 
 
 def label_figures(rows: list[Any], labels: Mapping[str, tuple[str, dt.datetime]], now: dt.datetime) -> dict[str, Any]:
-    """Label delay, and recall as known and as estimated for the labels still to come."""
-    delays = {r.return_id: (labels[r.return_id][1] - _utc(r.created_at)).total_seconds() / 86400
+    """Label delay, and recall as known and as estimated for the labels still to come. A label that was known
+    before its return was assessed (a backfilled return, labelled in the warehouse first) arrived with no delay."""
+    delays = {r.return_id: max(0.0, (labels[r.return_id][1] - _utc(r.created_at)).total_seconds() / 86400)
               for r in rows if r.return_id in labels}
     approved_bad_delays = [delays[r.return_id] for r in rows
                            if r.return_id in labels and labels[r.return_id][0] in BAD and r.decision == "approve"]

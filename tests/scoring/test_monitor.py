@@ -46,6 +46,15 @@ def test_money_friction_and_known_recall_by_hand():
     assert figures["median_days"] == pytest.approx(3.0)
 
 
+def test_a_label_known_before_the_assessment_counts_as_no_delay():
+    rows = [_row(1, "approve"), _row(2, "approve")]
+    labels = {"R1": ("fraud", T0 - dt.timedelta(days=30)),  # a backfilled return, labelled in the warehouse first
+              "R2": ("legit", T0 + dt.timedelta(days=2))}
+    figures = monitor.label_figures(rows, labels, now=T0 + dt.timedelta(days=10))
+    assert figures["median_days"] == pytest.approx(1.0)  # 0 and 2 days; it was -14
+    assert figures["p90_days"] == pytest.approx(1.8)
+
+
 def test_recall_estimated_counts_the_labels_still_to_come_of_young_returns():
     old = [_row(i, "approve", day=-100) for i in range(10)]
     young = [_row(20, "approve", day=0), _row(21, "review", day=0)]
