@@ -99,13 +99,14 @@ def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
-    """Disable a user (signed-in sessions end at their next request)."""
-    from fraud_service.access.users import disable_user
+    """Disable a user (signed-in sessions end at their next request; the cases they hold go back to their queues)."""
     from fraud_service.bootstrap import evidence
+    from fraud_service.cases.service import disable_user
 
     with evidence(settings) as db:
-        disable_user(db.uow(), args.name, cli_actor())
-    print(f"user {args.name} disabled")
+        released = disable_user(db.uow(), args.name, cli_actor())
+    print(f"user {args.name} disabled" + (f"; {len(released):,} case(s) they held are unassigned: "
+                                          f"{', '.join(released)}" if released else ""))
     return 0
 
 

@@ -112,16 +112,17 @@ def _checked(name: str, role: str, password: str | None) -> str:
     return password
 
 
-def disable_user(uow: UnitOfWork, name: str, actor: str) -> None:
-    """Disable a user (their signed-in sessions end at their next request)."""
-    with uow:
-        user = uow.session.get(User, name)
-        if user is None:
-            raise UserError(f"no user {name!r}")
-        if user.disabled_at is None:
-            user.disabled_at = dt.datetime.now(dt.UTC)
-            uow.record(kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name})
-        uow.commit()
+def mark_disabled(uow: UnitOfWork, name: str, actor: str, now: dt.datetime) -> bool:
+    """Disable the user NAME in the transaction the caller holds (their signed-in sessions end at their next
+    request): True when they were enabled. `cases.service.disable_user` also takes back their cases."""
+    user = uow.session.get(User, name)
+    if user is None:
+        raise UserError(f"no user {name!r}")
+    if user.disabled_at is not None:
+        return False
+    user.disabled_at = now
+    uow.record(kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name}, at=now)
+    return True
 
 
 def list_users(uow: UnitOfWork) -> list[UserRecord]:

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from fraud_service.access.users import assignee_in
+from fraud_service.access.users import assignee_in, mark_disabled
 from fraud_service.cases.records import (
     ACTIVE,
     DEFAULT_SLA_HOURS,
@@ -403,6 +403,24 @@ def give(uow: UnitOfWork, case: Case, assignee: str | None, *, actor: str, now: 
     case.assignee = assignee
     _record(uow, case, "case_assigned", actor, {"changes": changes, **(why or {})}, now)
     return True
+
+
+def disable_user(uow: UnitOfWork, name: str, actor: str, now: dt.datetime | None = None) -> list[str]:
+    """Disable the user NAME and, in the same transaction, take back every case not closed they hold (to nobody:
+    the queues hand them out again at their next sweep, and the main queue shows them unassigned). The ids of
+    the cases taken back, by id; none when NAME was already disabled."""
+    now = now or _now()
+    with uow:
+        uow.lock_chain()
+        released: list[str] = []
+        if mark_disabled(uow, name, actor, now):
+            held = uow.session.execute(select(Case).where(Case.assignee == f"user:{name}", Case.status.in_(ACTIVE))
+                                       .order_by(Case.id)).scalars().all()
+            for case in held:
+                give(uow, case, None, actor=actor, now=now, why={"why": "user_disabled"})
+                released.append(case.id)
+        uow.commit()
+    return released
 
 
 def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, comment: str = "",

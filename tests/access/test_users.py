@@ -7,7 +7,8 @@ import hashlib
 import pytest
 from sqlalchemy import Engine, select
 
-from fraud_service.access.users import check_password, create_user, disable_user, hash_password, sign_in
+from fraud_service.access.users import check_password, create_user, hash_password, sign_in
+from fraud_service.cases.service import disable_user
 from fraud_service.errors import UserError
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import EvidenceEvent, User
@@ -44,7 +45,7 @@ def test_users_are_created_checked_and_disabled_as_evidence(engine: Engine) -> N
     assert sign_in(UnitOfWork(sessions), "nobody", generated) is None
     with sessions() as session:
         assert session.get(User, "ana.lyst").password_hash != generated  # type: ignore[union-attr]
-    disable_user(UnitOfWork(sessions), "ana.lyst", "cli:root")
+    assert disable_user(UnitOfWork(sessions), "ana.lyst", "cli:root") == []  # held no cases
     assert sign_in(UnitOfWork(sessions), "ana.lyst", generated) is None
     with sessions() as session:
         kinds = session.execute(select(EvidenceEvent.kind, EvidenceEvent.subject).order_by(EvidenceEvent.seq)).all()

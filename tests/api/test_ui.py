@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from typing import Any
@@ -13,8 +14,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from fraud_service.access import totp
-from fraud_service.access.users import create_user, disable_user
-from fraud_service.store.schema import Case, CaseNote, Label, User
+from fraud_service.access.users import create_user
+from fraud_service.cases.service import assign, disable_user
+from fraud_service.store.schema import Case, CaseNote, EvidenceEvent, Label, User
 from tests.api.conftest import Api
 from tests.api.test_cases_api import open_case
 
@@ -152,12 +154,22 @@ def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: An
     assert client.post("/ui/cases/cas_nothing/bundle", data={"csrf_token": csrf}).status_code == 404
 
 
-def test_a_disabled_person_is_signed_out(api: Api) -> None:
+def test_a_disabled_person_is_signed_out_and_their_cases_go_back_unassigned(api: Api, set_policy: Any) -> None:
+    case_id, _ = open_case(api, set_policy)
     name = person(api, "hank")
     client, _ = signed_in(api, name)
     assert client.get("/ui/").status_code == 200
-    disable_user(api.service.uow(), name, "test")
+    assign(api.service.uow(), case_id=case_id, assignee=f"user:{name}", actor="user:lead")
+    assert disable_user(api.service.uow(), name, "test") == [case_id]
     assert client.get("/ui/").status_code == 302
+    with api.service.sessions() as session:
+        assert session.get(Case, case_id).assignee is None  # type: ignore[union-attr]
+        kinds = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
+            EvidenceEvent.kind.in_(("case_assigned", "user_disabled"))).order_by(EvidenceEvent.seq)).all()
+    assert [k for k, _ in kinds[-2:]] == ["user_disabled", "case_assigned"]
+    assert json.loads(kinds[-1][1])["changes"] == {"assignee": [f"user:{name}", None]}
+    assert json.loads(kinds[-1][1])["why"] == "user_disabled"
+    assert disable_user(api.service.uow(), name, "test") == []  # once disabled, nothing more happens
 
 
 @pytest.mark.parametrize("path", ["/ui/login", "/ui/", "/", "/healthz"])
