@@ -312,6 +312,12 @@ class ModelRegistry:
             if value is not None and not (isinstance(value, str) and VERSION.fullmatch(value)):
                 raise RegistryError(f"{path}: {alias} is {value!r}, not a version such as v0003; restore it from a "
                                     "backup")
+        for i, move in enumerate(state.get("history", [])):  # its versions are fallen back to, so loaded by name
+            if not isinstance(move, dict) or move.get("alias") not in ALIASES or not all(
+                    move.get(end) is None or (isinstance(move[end], str) and VERSION.fullmatch(move[end]))
+                    for end in ("from", "to")):
+                raise RegistryError(f"{path}: history[{i}] is {json.dumps(move)[:200]}, not an alias change "
+                                    "(alias, from and to versions); restore it from a backup")
         return state
 
     def _set(self, state: dict[str, Any], alias: str, version: str, reason: str, rollback: bool = False) -> None:
