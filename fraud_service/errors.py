@@ -214,7 +214,8 @@ class InspectionConflict(Conflict):
 
 
 class AppealRefused(Conflict):
-    """The assessment's outcome gives the shopper nothing to appeal (the return is approved)."""
+    """The assessment's outcome gives the shopper nothing to appeal (the return is approved, or waits for the
+    inspection that decides it)."""
 
 
 class WebhookNotFound(NotFound):

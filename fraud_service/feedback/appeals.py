@@ -57,6 +57,9 @@ def appeal(uow: UnitOfWork, *, assessment_id: str, message: str, actor: str, fee
         current = outcomes.state(uow.session, assessment, request["model_decision"])
         if current.status == "final" and current.decision == "approve":
             raise AppealRefused(f"assessment {assessment_id} is approved: there is nothing to appeal")
+        if current.status == "pending_inspection":  # the inspection decides it; an appeal would take that away
+            raise AppealRefused(f"assessment {assessment_id} waits for the return's inspection, which decides it: "
+                                "there is nothing to appeal yet (appeal the decision the inspection gives)")
         note = f"{APPEAL} (return {assessment.return_id}): {text}"
         if current.status == "pending_review" and current.appealed and _pending_with(uow, assessment.case_id, note):
             # the same words in the appeal still pending: a retry (its answer was lost), not a new appeal

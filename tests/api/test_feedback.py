@@ -229,6 +229,21 @@ def test_inspection_contract_errors(api: Api, set_policy: Any) -> None:
     assert outcome(api, got["assessment_id"])["status"] == "pending_inspection"  # nothing stored by the refusals
 
 
+def test_a_return_waiting_for_its_inspection_cannot_be_appealed_and_the_inspection_still_decides(
+        api: Api, set_policy: Any) -> None:
+    """An appeal moved the outcome to pending_review, after which a passed inspection no longer approved it: the
+    refund waited for an analyst."""
+    got = assessed(api, set_policy, "approve_after_inspection")
+    refused = api.client.post(f"/v1/assessments/{got['assessment_id']}/appeal", headers=api.headers(),
+                              json={"message": "why is my refund not paid yet?"})
+    assert refused.status_code == 409 and "waits for the return's inspection" in refused.get_json()["message"]
+    assert outcome(api, got["assessment_id"])["status"] == "pending_inspection"
+    done = inspect(api, got["return_id"], "ok")
+    assert done.status_code == 201
+    assert (done.get_json()["assessment_outcome"]["status"], done.get_json()["assessment_outcome"]["decision"]) == (
+        "final", "approve")
+
+
 @pytest.mark.parametrize("result, status, decision, label, case", [
     ("ok", "final", "approve", "legit", False),
     ("empty_box", "final", "deny", "fraud", True),
