@@ -10,15 +10,17 @@ import sys
 
 from api.cli.common import Subparsers, cli_actor
 from fraud_service.config import Settings
+from fraud_service.data.contract import TimeOutOfRange, utc_instant
 
 
 def _instant(text: str) -> dt.datetime:
     """argparse type: an ISO 8601 time (naive = UTC)."""
     try:
-        stamp = dt.datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+        return utc_instant(text)
+    except TimeOutOfRange as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-12-02T10:30:00Z") from None
-    return stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
 
 
 def cmd_outcome(args: argparse.Namespace, settings: Settings) -> int:

@@ -43,7 +43,7 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
-from fraud_service.data.contract import PLAIN_TEXT, text_problem
+from fraud_service.data.contract import PLAIN_TEXT, TimeOutOfRange, text_problem, utc_instant
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
@@ -594,10 +594,11 @@ def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[st
 def _instant(text: str, field_name: str) -> dt.datetime:
     """TEXT as an aware time (naive is UTC), or RequestInvalid naming FIELD_NAME."""
     try:
-        return chain.aware(dt.datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00")))
-    except ValueError:
-        raise RequestInvalid([Problem(field_name, f"got {text[:80]!r}", "an ISO 8601 time: the case's updated_at "
-                                                                       "as you saw it")]) from None
+        return utc_instant(text)
+    except ValueError as exc:
+        problem = str(exc) if isinstance(exc, TimeOutOfRange) else f"got {text[:80]!r}"
+        raise RequestInvalid([Problem(field_name, problem, "an ISO 8601 time: the case's updated_at as you saw "
+                                                           "it")]) from None
 
 
 def _reason(reason: str) -> str:

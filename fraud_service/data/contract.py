@@ -6,6 +6,7 @@ the feature pipeline) takes its column lists from here, so there is one definiti
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import unicodedata
 from dataclasses import dataclass, field
@@ -16,6 +17,24 @@ MAX_TEXT = 200
 FIRST_YEAR, LAST_YEAR = 1678, 2261
 """The whole years (in UTC) a timestamp may fall in, in a dataset and in a request: the features are computed on
 pandas' nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
+
+
+class TimeOutOfRange(ValueError):
+    """An ISO 8601 time outside the years FIRST_YEAR to LAST_YEAR (UTC)."""
+
+
+def utc_instant(text: str) -> dt.datetime:
+    """TEXT, an ISO 8601 time (naive means UTC; `Z` taken), as an aware UTC time. ValueError when it is not one,
+    TimeOutOfRange when it falls outside the years FIRST_YEAR to LAST_YEAR (or before the first time Python can
+    hold in UTC, as 0001-01-01T00:30+01:00)."""
+    stamp = dt.datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    try:
+        stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+    except OverflowError:
+        raise TimeOutOfRange(f"{text.strip()[:80]!r} is before the first time in UTC") from None
+    if not FIRST_YEAR <= stamp.year <= LAST_YEAR:  # what the features' nanosecond timestamps hold, as in a dataset
+        raise TimeOutOfRange(f"{text.strip()[:80]!r} is outside the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
+    return stamp
 
 
 class Kind(StrEnum):

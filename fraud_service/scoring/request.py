@@ -35,8 +35,10 @@ from fraud_service.data.contract import (
     RETURNS,
     Column,
     Kind,
+    TimeOutOfRange,
     hidden_character,
     is_identifier,
+    utc_instant,
 )
 from fraud_service.errors import Problem, RequestInvalid
 
@@ -103,15 +105,11 @@ def _utc(raw: Any) -> dt.datetime:
     if not isinstance(raw, str):
         raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)})
     try:
-        stamp = dt.datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
-        stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
+        return utc_instant(raw)
+    except TimeOutOfRange:
+        raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)}) from None
     except ValueError:
         raise PydanticCustomError("timestamp", "got {got}", {"got": show(raw)}) from None
-    except OverflowError:  # 0001-01-01T00:30+01:00 is before the first representable UTC time
-        raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)}) from None
-    if not FIRST_YEAR <= stamp.year <= LAST_YEAR:  # what the features' nanosecond timestamps hold, as in a dataset
-        raise PydanticCustomError("timestamp_range", "got {got}", {"got": show(raw)})
-    return stamp
 
 
 def _integral(raw: Any) -> Any:

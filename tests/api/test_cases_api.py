@@ -230,6 +230,9 @@ def test_bulk_close_is_all_or_nothing(api: Api, set_policy: Any) -> None:
         assert session.get(Case, first).status == "open"  # type: ignore[union-attr]
     assert post(api, "/v1/cases/close", {"case_ids": [first, first], "label": "fraud", "reason": "r"}
                 ).status_code == 422
+    ancient = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "r",
+                                            "unchanged_since": "0001-01-01T00:00:00+01:00"})  # was a 500
+    assert ancient.status_code == 422 and "before the first time in UTC" in ancient.get_json()["problems"][0]["problem"]
     loaded = api.service.clock().isoformat()  # the analyst's page of the two cases; then a shopper appeals one
     assessment = json.loads(events(api, second)[0].payload)["assessment_id"]
     assert api.client.post(f"/v1/assessments/{assessment}/appeal", json={"message": "it was full"},

@@ -47,6 +47,8 @@ def test_outcome_inspect_and_appeal_from_the_command_line(cli: Cli, settings: Se
     assert code == 1 and "no assessment of return 'r-none'" in err
     code, _, err = cli("returns", "inspect", row["return_id"], "ok", "--at", "not a time")
     assert code == 2 and "ISO 8601" in err
+    code, _, err = cli("returns", "inspect", row["return_id"], "ok", "--at", "0001-01-01T00:00:00+01:00")
+    assert code == 2 and "is before the first time in UTC" in err  # was an OverflowError traceback
     at = (AT + dt.timedelta(days=2)).isoformat()
     code, out, _ = cli("returns", "inspect", row["return_id"], "ok", "--at", at, "--notes", "as new")
     assert code == 0
