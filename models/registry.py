@@ -83,16 +83,16 @@ class ModelRegistry:
         if ref in ALIASES:
             version = self.aliases().get(ref)
             if version is None:
-                raise ModelNotFound(f"no model is {ref} yet in {self.root}: train one with `fraud-service train`")
+                raise ModelNotFound(f"no model is {ref} yet: train one with `fraud-service train`")
             return version
         if ref == "latest":
             if not versions:
-                raise ModelNotFound(f"the model registry {self.root} is empty: train one with `fraud-service train`")
+                raise ModelNotFound("the model registry is empty: train one with `fraud-service train`")
             return versions[-1]
-        version = f"v{int(ref):04d}" if ref.isdigit() else ref
+        version = f"v{int(ref):04d}" if ref.isascii() and ref.isdigit() else ref
         if version not in versions:
             known = ", ".join(versions) or "none"
-            raise ModelNotFound(f"no model version {ref!r} in {self.root} (registered: {known}; "
+            raise ModelNotFound(f"no model version {ref!r} (registered: {known}; "
                                 "or use latest, production, candidate)")
         return version
 
@@ -131,7 +131,7 @@ class ModelRegistry:
         """The manifest of VERSION (no checksum check: for reading what a stored assessment was scored with)."""
         path = self.root / "versions" / version / "manifest.json"
         if not path.exists():
-            raise ModelNotFound(f"no model version {version!r} in {self.root}")
+            raise ModelNotFound(f"no model version {version!r}")
         return _read_json(path, version)
 
     def production_history(self) -> list[str]:

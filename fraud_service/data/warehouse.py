@@ -170,7 +170,7 @@ class Warehouse:
                     shutil.rmtree(staging, ignore_errors=True)
 
     def _next_name(self) -> str:
-        numbers = [int(p.name) for p in self.snapshots_dir.iterdir() if p.name.isdigit()]
+        numbers = [int(p.name) for p in self.snapshots_dir.iterdir() if p.name.isascii() and p.name.isdigit()]
         return f"{max(numbers, default=0) + 1:06d}"
 
     def _prune(self, keep: str) -> None:

@@ -104,6 +104,7 @@ def test_unshifted_traffic_from_the_same_world_does_not_drift(present, unshifted
 
     page = _admin_page(api, "/ui/monitor")
     assert "Decision mix" in page and "Drift" in page and "rt_refund_amount" in page
+    assert "Decision mix" in _admin_page(api, "/ui/monitor?days=%C2%B2")  # a superscript two: the default, not a 500
     metrics = api.client.get("/metrics", headers=api.headers("metrics")).get_data(as_text=True)
     psi = [line for line in metrics.splitlines()
            if line.startswith('fraud_monitor_feature_psi{feature="rt_refund_amount"')]

@@ -85,6 +85,7 @@ def test_only_admins_open_the_queue_and_dashboard_pages(api: Api, set_policy: An
     assert analyst.get("/ui/?queue=missing").status_code == 404
     board = admin.get("/ui/dashboard?days=7").get_data(as_text=True)
     assert "Team dashboard" in board and "ui-big" in board
+    assert admin.get("/ui/dashboard?days=%C2%B2").status_code == 200  # '²'.isdigit(), but not int('²'): was a 500
     assert admin.post("/ui/queues/ui-big/remove", data={"csrf_token": csrf}).status_code == 302
     assert "ui-big" not in {q["name"] for q in api.client.get("/v1/queues", headers=api.headers("analyst"))
                             .get_json()["queues"]}

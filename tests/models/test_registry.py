@@ -77,6 +77,9 @@ def test_versions_resolve_by_name_number_alias_and_latest(registry):
     assert registry.resolve("latest") == "v0003"
     assert registry.resolve("production") == "v0001"
     assert registry.load("latest").model_text() == "three"
+    for digits in ("²", "1²", "١"):  # str.isdigit() holds for these; int() takes none or reads another number
+        with pytest.raises(RegistryError, match="no model version"):
+            registry.resolve(digits)
 
 
 def test_an_unknown_version_names_the_registered_ones(registry):
