@@ -94,6 +94,9 @@ def register(app: Flask) -> None:
         return _body(status, code, exc.description or exc.name)
 
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> tuple[Response, int]:
+    def unexpected(exc: Exception) -> tuple[Response | str, int]:
         logging.getLogger("api").exception("unhandled error")
-        return _body(500, "internal_error", "an unexpected error occurred; it was logged with this request id")
+        message = "an unexpected error occurred; it was logged with this request id"
+        if _wants_page():
+            return render_template("ui/error.html", code=500, message=f"{message}: {g.get('request_id')}"), 500
+        return _body(500, "internal_error", message)

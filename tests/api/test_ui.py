@@ -172,6 +172,18 @@ def test_a_disabled_person_is_signed_out_and_their_cases_go_back_unassigned(api:
     assert disable_user(api.service.uow(), name, "test") == []  # once disabled, nothing more happens
 
 
+def test_an_unexpected_error_on_a_page_is_a_page_naming_the_request_id(api: Api,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_: str) -> None:
+        raise RuntimeError("a bug")
+
+    client, _ = signed_in(api, person(api, "ivy"))
+    monkeypatch.setattr("api.entities.found", broken)
+    page = client.get("/ui/search?q=x", headers={"Accept": "text/html"})
+    assert page.status_code == 500 and page.mimetype == "text/html"  # was the API's JSON
+    assert page.headers["X-Request-ID"] in page.get_data(as_text=True) and "a bug" not in page.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("path", ["/ui/login", "/ui/", "/", "/healthz"])
 def test_every_page_forbids_framing_sniffing_and_foreign_or_inline_script(api: Api, path: str) -> None:
     response = api.client.get(path)
