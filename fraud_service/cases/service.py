@@ -428,7 +428,10 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
     """Move the case to STATUS when the move is allowed (`CaseStatus.manual_moves`)."""
     target = CaseStatus.parse(status)
     if target is CaseStatus.CLOSED:
-        raise CaseConflict("close a case with a disposition for each return (POST /v1/cases/ID/close)")
+        raise CaseConflict("a case is closed with a label for each of its returns (the close form, or POST "
+                           "/v1/cases/ID/close), not by a change of status")
+    if comment.strip():  # the API's schema bounds it too; a form reaches this with whatever was typed
+        comment = _free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters")
     now = now or _now()
     with uow:
         case = _locked(uow, case_id)

@@ -131,6 +131,11 @@ def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: An
 
     assert client.post(f"/ui/cases/{case_id}/claim", data={"csrf_token": csrf}).status_code == 302
     client.post(f"/ui/cases/{case_id}/notes", data={"body": "Called the courier: delivered.", "csrf_token": csrf})
+    long = client.post(f"/ui/cases/{case_id}/status", data={"csrf_token": csrf, "status": "escalated",
+                                                            "comment": "x" * 20_000}, follow_redirects=True)
+    assert "comment" in long.get_data(as_text=True) and "at most 2,000 characters" in long.get_data(as_text=True)
+    with api.service.sessions() as session:
+        assert session.get(Case, case_id).status != "escalated"  # type: ignore[union-attr]  # the API's bound too
     incomplete = client.post(f"/ui/cases/{case_id}/close", data={"csrf_token": csrf, "reason": "x",
                                                                  f"label:{returns[0]}": "fraud"},
                              follow_redirects=True)
