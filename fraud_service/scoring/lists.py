@@ -135,16 +135,21 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
     problems = []
     for name, given, allowed in (("entity", entity, LIST_ENTITIES), ("list", list_name, LISTS)):
         if given not in allowed:
-            problems.append(Problem(name, f"got {given!r}", "one of " + ", ".join(allowed)))
+            problems.append(Problem(name, _got(given), "one of " + ", ".join(allowed)))
     for name, given in (("value", value), ("reason", reason)):
         if not isinstance(given, str) or not given.strip() or len(given) > MAX_TEXT:
-            problems.append(Problem(name, f"got {given!r}", f"a non-empty string of at most {MAX_TEXT} characters"))
+            problems.append(Problem(name, _got(given), f"a non-empty string of at most {MAX_TEXT} characters"))
         elif (problem := text_problem(given)) is not None:
             problems.append(Problem(name, problem, PLAIN_TEXT))
         elif name == "value" and (hidden := hidden_character(given)) is not None:  # as a request's ids
             problems.append(Problem(name, f"holds {hidden}", IDENTIFIER_TEXT))
     if problems:
         raise RequestInvalid(problems)
+
+
+def _got(given: object) -> str:
+    """What a field held, for a problem: a field left out (None, from a form or JSON) is missing, not "got None"."""
+    return "is missing" if given is None else f"got {given!r:.80}"
 
 
 def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, reason: object, actor: str,
@@ -178,6 +183,9 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
 def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str, now: dt.datetime | None = None,
            reason: str | None = None) -> ListEntryRecord:
     """Take a token off its list (recorded as evidence, with the entry as it was and REASON when given)."""
+    if missing := [name for name, given in (("entity", entity), ("value", value)) if not given]:
+        raise RequestInvalid([Problem(name, "is missing", "the entity and the value of the entry to remove")
+                              for name in missing])
     if entity not in LIST_ENTITIES or len(value) > MAX_TEXT or text_problem(value) is not None:
         raise ListEntryNotFound(f"{entity!r} {value!r} is on no list (no list holds such an entry)")
     if reason is not None and (not reason.strip() or len(reason) > MAX_TEXT or text_problem(reason) is not None):

@@ -57,6 +57,20 @@ def test_removing_a_token_on_no_list_is_not_found(db: MemoryDb) -> None:
     assert events(db) == []
 
 
+def test_fields_left_out_are_named_missing(db: MemoryDb) -> None:
+    """A form sent with empty fields said "'' '' is on no list", and one without them "got None"."""
+    from fraud_service.errors import RequestInvalid
+
+    with pytest.raises(RequestInvalid) as removed:
+        lists.remove(db.uow(), entity="", value="", actor="t")
+    assert [(p.field, p.problem) for p in removed.value.problems] == [("entity", "is missing"), ("value", "is missing")]
+    with pytest.raises(RequestInvalid) as added:
+        lists.add(db.uow(), entity=None, value=None, list_name="block", reason=None, actor="t")
+    assert {p.field: p.problem for p in added.value.problems} == {
+        "entity": "is missing", "value": "is missing", "reason": "is missing"}
+    assert events(db) == []
+
+
 def test_every_bad_field_is_named(db: MemoryDb) -> None:
     with pytest.raises(RequestInvalid) as caught:
         lists.add(db.uow(), entity="planet", value="", list_name="grey", reason=None, actor="t")
