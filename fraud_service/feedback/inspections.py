@@ -105,8 +105,10 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
         stored = _stored(uow, return_id, inspected_at)
         if stored is not None:
             if (stored.outcome, stored.notes) != (outcome, text):
+                differs = "outcome" if stored.outcome != outcome else "notes"
                 raise InspectionConflict(f"return {return_id} has an inspection at {chain.utc_text(inspected_at)} "
-                                         f"already, with outcome {stored.outcome!r}; an inspection is never replaced")
+                                         f"already, with outcome {stored.outcome!r} and notes {stored.notes[:200]!r} "
+                                         f"(this one's {differs} differ); an inspection is never replaced")
             return _result(uow, assessment, request, stored, feedback, replayed=True)
         requested = dt.datetime.fromisoformat(request["requested_at"])
         if inspected_at < requested:
