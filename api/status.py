@@ -63,14 +63,20 @@ def readyz() -> ResponseReturnValue:
     return jsonify(ready=ready, checks=checks), 200 if ready else 503
 
 
+def _known_caller() -> bool:
+    """A caller with a valid key, or a signed-in person (an admin who has yet to turn on two-factor sign-in is not
+    in yet): they see the detail of `warehouse_status`, on either page."""
+    person = current_person()
+    return optional_principal() is not None or (person is not None and not person.must_enrol)
+
+
 @bp.get("/v1/status")
 def status_json() -> ResponseReturnValue:
     """What data the service holds, as JSON."""
-    return jsonify(warehouse_status(detail=optional_principal() is not None))
+    return jsonify(warehouse_status(detail=_known_caller()))
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """A start page: what ran, what the data holds, and where to go next."""
-    person = current_person()  # an admin who has yet to turn on two-factor sign-in is not in yet
-    return render_template("status.html", status=warehouse_status(detail=person is not None and not person.must_enrol))
+    return render_template("status.html", status=warehouse_status(detail=_known_caller()))

@@ -75,3 +75,4 @@ def test_without_a_key_or_a_person_no_path_or_fingerprint_is_shown(settings, wor
     assert fingerprint not in page and str(world_copy) not in page and str(settings.home) not in page
     known = client.get("/v1/status", headers={"Authorization": f"Bearer {key}"}).get_json()
     assert known["fingerprint"] == fingerprint and known["source"] == str(world_copy.resolve())
+    assert fingerprint in client.get("/", headers={"Authorization": f"Bearer {key}"}).get_data(as_text=True)
