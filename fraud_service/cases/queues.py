@@ -78,7 +78,7 @@ def parse_rule(data: object, where: str = "filter") -> tuple[QueueRule, list[Pro
     statuses = data.get("statuses", list(ACTIVE))
     if (not isinstance(statuses, list) or not statuses or len(set(map(str, statuses))) != len(statuses)
             or any(s not in ACTIVE for s in statuses)):
-        problems.append(Problem(f"{where}.statuses", f"got {str(statuses)[:80]}",
+        problems.append(Problem(f"{where}.statuses", f"got {repr(statuses)[:80]}",
                                 "a list of distinct statuses among " + ", ".join(ACTIVE) + " (a queue is work to do)"))
         statuses = list(ACTIVE)
     rule: dict[str, Any] = {"statuses": tuple(s for s in ACTIVE if s in statuses)}
@@ -98,12 +98,12 @@ def parse_rule(data: object, where: str = "filter") -> tuple[QueueRule, list[Pro
     amount = data.get("min_amount")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)
                                or not math.isfinite(amount) or amount < 0):
-        problems.append(Problem(f"{where}.min_amount", f"got {str(amount)[:60]}", "a number >= 0"))
+        problems.append(Problem(f"{where}.min_amount", f"got {repr(amount)[:60]}", "a number >= 0"))
     else:
         rule["min_amount"] = None if amount is None else float(amount)
     appealed = data.get("appealed")
     if appealed is not None and not isinstance(appealed, bool):
-        problems.append(Problem(f"{where}.appealed", f"got {str(appealed)[:60]}", "true, false or null"))
+        problems.append(Problem(f"{where}.appealed", f"got {repr(appealed)[:60]}", "true, false or null"))
     else:
         rule["appealed"] = appealed
     return QueueRule(**rule), problems
@@ -122,16 +122,16 @@ def parse_definition(name: object, body: Mapping[str, Any]) -> Definition:
     problems += bad
     sla = body.get("sla_hours")
     if isinstance(sla, bool) or not isinstance(sla, int | float) or not 0 < sla <= MAX_SLA_HOURS:
-        problems.append(Problem("sla_hours", f"got {str(sla)[:40]}", f"a number of hours above 0, at most "
+        problems.append(Problem("sla_hours", f"got {repr(sla)[:40]}", f"a number of hours above 0, at most "
                                                                      f"{MAX_SLA_HOURS:g}"))
     cap = body.get("cap")
     if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_CAP:
-        problems.append(Problem("cap", f"got {str(cap)[:40]}",
+        problems.append(Problem("cap", f"got {repr(cap)[:40]}",
                                 f"an integer from 1 to {MAX_CAP}: the most cases not closed a member may hold"))
     members = body.get("members", [])
     if (not isinstance(members, list) or len(members) > MAX_MEMBERS or not all(isinstance(m, str) for m in members)
             or len(set(members)) != len(members)):
-        problems.append(Problem("members", f"got {str(members)[:80]}", f"a list of at most {MAX_MEMBERS} distinct "
+        problems.append(Problem("members", f"got {repr(members)[:80]}", f"a list of at most {MAX_MEMBERS} distinct "
                                                                        "user names"))
         members = []
     if problems:

@@ -84,6 +84,13 @@ def test_every_bad_field_of_a_definition_is_named(body: dict[str, Any], fields: 
     assert {p.field for p in caught.value.problems} == fields
 
 
+def test_a_string_that_reads_like_a_boolean_or_number_is_quoted_as_a_string() -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        queues.parse_definition("q", {"sla_hours": "4", "cap": 3, "filter": {"appealed": "true"}})
+    assert {p.field: p.problem for p in caught.value.problems} == {
+        "sla_hours": "got '4'", "filter.appealed": "got 'true'"}  # they read "got 4" and "got true"
+
+
 def test_a_bad_name_is_named_with_the_rest() -> None:
     with pytest.raises(RequestInvalid, match="invalid field") as caught:
         queues.parse_definition("Big Refunds!", {"sla_hours": 1})
