@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -58,7 +57,7 @@ def json_body() -> Any:
 
 def json_object(empty_ok: bool = False) -> dict[str, Any]:
     """The request's JSON object (with EMPTY_OK, an empty body is an empty object), or BadRequest."""
-    if empty_ok and not request.content_length:
+    if empty_ok and not request.get_data(cache=True).strip():  # no body (a chunked one has no content_length)
         return {}
     body = json_body()
     if not isinstance(body, dict):
@@ -89,31 +88,34 @@ def refuse_unstorable_text() -> None:
         raise RequestInvalid(problems)
 
 
-TOO_LARGE = "fraud.body_too_large"
+class _AtMost:
+    """A chunked body's stream that raises RequestEntityTooLarge once it holds more than LIMIT bytes. werkzeug reads
+    such a body through its own stream capped at the limit, which stops there without a word: this one, when the
+    limit is reached, looks for one byte more."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream, self._limit, self._seen = stream, limit, 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:  # never unbounded: a byte past the limit is enough to know
+            size = self._limit + 1 - self._seen
+        data = self._stream.read(size)
+        self._seen += len(data)
+        if self._seen > self._limit or (self._seen == self._limit and self._stream.read(1)):
+            raise RequestEntityTooLarge()
+        return data
 
 
 class ChunkedBodyLimit:
-    """WSGI middleware: a body sent without a Content-Length (chunked) is read here, up to LIMIT bytes, and handed on
-    with its length; past LIMIT, the request is refused with 413 (`refuse_too_large`), as one whose Content-Length
-    is over it. werkzeug cuts such a body at the limit without a word: a JSON body over it was answered "not JSON",
-    and one padded with spaces past it was taken."""
+    """WSGI middleware: a body sent without a Content-Length (chunked) over LIMIT bytes is a 413, as one whose
+    Content-Length is over it, when the view reads it (a request whose view never reads its body is not held up by
+    it). werkzeug cut such a body at the limit: a JSON body over it was answered "not JSON", and one padded with
+    spaces past it was taken."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], limit: int) -> None:
         self.app, self.limit = app, limit
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            stream, data = environ["wsgi.input"], bytearray()
-            while len(data) <= self.limit and (chunk := stream.read(min(1 << 16, self.limit + 1 - len(data)))):
-                data.extend(chunk)
-            if len(data) > self.limit:
-                environ[TOO_LARGE] = True
-                data.clear()
-            environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(bytes(data)), str(len(data))
+            environ["wsgi.input"] = _AtMost(environ["wsgi.input"], self.limit)
         return self.app(environ, start_response)
-
-
-def refuse_too_large() -> None:
-    """Before every request: 413 for a chunked body `ChunkedBodyLimit` found over the limit."""
-    if request.environ.get(TOO_LARGE):
-        raise RequestEntityTooLarge()

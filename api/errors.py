@@ -54,6 +54,15 @@ def _body(status: int, code: str, message: str, **extra: Any) -> tuple[Response,
     return jsonify(payload), status
 
 
+def problems_text(exc: RequestInvalid) -> str:
+    """EXC's problems in one line, for a page: field, problem and what was expected, each."""
+    return "; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems)
+
+
+def _page(status: int, message: str) -> tuple[str, int]:
+    return render_template("ui/error.html", code=status, message=message), status
+
+
 def _wants_page() -> bool:
     """A person's browser on an analyst page: errors are answered with a page, not JSON."""
     return request.path.startswith("/ui/") and request.accept_mimetypes.accept_html
@@ -63,7 +72,7 @@ def register(app: Flask) -> None:
     """Install the handlers on APP."""
 
     @app.errorhandler(FraudServiceError)
-    def service_error(exc: FraudServiceError) -> tuple[Response | str, int]:
+    def service_error(exc: FraudServiceError) -> Any:
         status, code = status_of(exc)
         if code == "unavailable":  # the answer names the store; the log has the driver's text (the first cause)
             cause: BaseException = exc
@@ -72,9 +81,8 @@ def register(app: Flask) -> None:
             logging.getLogger("api").error("unavailable: %s (%s)", exc, cause if cause is not exc else "no cause",
                                            extra={"fields": {"request_id": g.get("request_id")}})
         if _wants_page():  # e.g. a NUL in a search, refused before any UI view ran
-            message = "; ".join(f"{p.field} {p.problem} (expected {p.expected})" for p in exc.problems) \
-                if isinstance(exc, RequestInvalid) else str(exc)
-            return render_template("ui/error.html", code=status, message=message), status
+            page, status = _page(status, problems_text(exc) if isinstance(exc, RequestInvalid) else str(exc))
+            return (page, status, {"Retry-After": "5"}) if code == "unavailable" else (page, status)
         if isinstance(exc, RequestInvalid):
             return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
                          problems=[p.to_dict() for p in exc.problems])
@@ -89,7 +97,7 @@ def register(app: Flask) -> None:
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
         status = exc.code or 500
         if _wants_page():
-            return render_template("ui/error.html", code=status, message=exc.description or exc.name), status
+            return _page(status, exc.description or exc.name)
         code = (exc.name or "error").lower().replace(" ", "_")
         return _body(status, code, exc.description or exc.name)
 
@@ -98,5 +106,5 @@ def register(app: Flask) -> None:
         logging.getLogger("api").exception("unhandled error")
         message = "an unexpected error occurred; it was logged with this request id"
         if _wants_page():
-            return render_template("ui/error.html", code=500, message=f"{message}: {g.get('request_id')}"), 500
+            return _page(500, f"{message}: {g.get('request_id')}")
         return _body(500, "internal_error", message)

@@ -39,6 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from api import cases as case_api
 from api.core import core, who
+from api.errors import problems_text as _problems
 from fraud_service.access.users import SEEN_EVERY, Person, list_users, session_person
 from fraud_service.access.users import seen as mark_seen
 from fraud_service.cases import queues as named_queues
@@ -171,10 +172,6 @@ def _mark_seen(name: str) -> None:
     if len(seen) > 10_000:
         seen.clear()
     seen[key] = now
-
-
-def _problems(exc: RequestInvalid) -> str:
-    return "; ".join(f"{p.field}: {p.problem} (expected {p.expected})" for p in exc.problems)
 
 
 def _person() -> Person:

@@ -314,7 +314,7 @@ class ModelRegistry:
                                     "backup")
         for i, move in enumerate(state.get("history", [])):  # its versions are fallen back to, so loaded by name
             if not isinstance(move, dict) or move.get("alias") not in ALIASES or not all(
-                    move.get(end) is None or (isinstance(move[end], str) and VERSION.fullmatch(move[end]))
+                    end in move and (move[end] is None or (isinstance(move[end], str) and VERSION.fullmatch(move[end])))
                     for end in ("from", "to")):
                 raise RegistryError(f"{path}: history[{i}] is {json.dumps(move)[:200]}, not an alias change "
                                     "(alias, from and to versions); restore it from a backup")

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import io
 import json
+import lzma
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -159,7 +160,8 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     if zipfile.is_zipfile(io.BytesIO(data)):
         try:
             data, page = _unzip(path, data)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, zlib.error) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, zlib.error,
+                lzma.LZMAError, RuntimeError) as exc:  # RuntimeError: an encrypted member
             raise BundleError(f"{path} is a damaged zip archive ({exc}); export the bundle again") from None
     elif path.suffix.lower() == ".zip":
         raise BundleError(f"{path} is not a zip archive: expected the bundle's .zip as exported, or its .json")

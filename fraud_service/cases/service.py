@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from fraud_service.access.users import assignee_in, mark_disabled
+from fraud_service.access.users import active_in, assignee_in, mark_disabled
 from fraud_service.cases.records import (
     ACTIVE,
     DEFAULT_SLA_HOURS,
@@ -144,7 +144,7 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             return case, ""
         changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
-        if unassign and case.assignee is not None:
+        if case.assignee is not None and (unassign or _disabled(uow.session, case.assignee)):
             changes["assignee"] = [case.assignee, None]
             case.assignee = None
         case.closed_at = None
@@ -371,6 +371,8 @@ def next_case(uow: UnitOfWork, *, actor: str, now: dt.datetime | None = None) ->
 
 
 def _claim(uow: UnitOfWork, case: Case, actor: str, now: dt.datetime) -> None:
+    if _disabled(uow.session, actor):  # disabled after their page checked the session, before the lock was theirs
+        raise CaseConflict(f"{actor} is disabled: they can take no case")
     changes: dict[str, list[Any]] = {}
     if case.assignee != actor:
         changes["assignee"] = [case.assignee, actor]
@@ -405,10 +407,17 @@ def give(uow: UnitOfWork, case: Case, assignee: str | None, *, actor: str, now: 
     return True
 
 
+def _disabled(session: Session, assignee: str | None) -> bool:
+    """Whether ASSIGNEE is a person who can no longer sign in (a closed case keeps who decided it)."""
+    return assignee is not None and assignee.startswith("user:") and active_in(
+        session, assignee.removeprefix("user:")) is None
+
+
 def disable_user(uow: UnitOfWork, name: str, actor: str, now: dt.datetime | None = None) -> list[str]:
-    """Disable the user NAME and, in the same transaction, take back every case not closed they hold (to nobody:
-    the queues hand them out again at their next sweep, and the main queue shows them unassigned). The ids of
-    the cases taken back, by id; none when NAME was already disabled."""
+    """Disable the user NAME and, in the same transaction, take back every case not closed they hold (to nobody,
+    and a case they were reviewing back to open: "next case" and the queues' sweeps hand it out again). The ids of
+    the cases taken back, by id; none when NAME was already disabled. A closed case keeps its last assignee (who
+    decided it); reopened, it goes to nobody (`reopen`)."""
     now = now or _now()
     with uow:
         uow.lock_chain()
@@ -417,7 +426,12 @@ def disable_user(uow: UnitOfWork, name: str, actor: str, now: dt.datetime | None
             held = uow.session.execute(select(Case).where(Case.assignee == f"user:{name}", Case.status.in_(ACTIVE))
                                        .order_by(Case.id)).scalars().all()
             for case in held:
-                give(uow, case, None, actor=actor, now=now, why={"why": "user_disabled"})
+                changes: dict[str, list[str | None]] = {"assignee": [case.assignee, None]}
+                case.assignee = None
+                if case.status == CaseStatus.IN_REVIEW.value:
+                    before, after = _move(case, CaseStatus.OPEN)
+                    changes["status"] = [before, after]
+                _record(uow, case, "case_assigned", actor, {"changes": changes, "why": "user_disabled"}, now)
                 released.append(case.id)
         uow.commit()
     return released
@@ -430,8 +444,9 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
     if target is CaseStatus.CLOSED:
         raise CaseConflict("a case is closed with a label for each of its returns (the close form, or POST "
                            "/v1/cases/ID/close), not by a change of status")
-    if comment.strip():  # the API's schema bounds it too; a form reaches this with whatever was typed
-        comment = _free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters")
+    # the API's schema bounds it too; a form reaches this with whatever was typed
+    comment = _free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters") \
+        if comment.strip() else ""
     now = now or _now()
     with uow:
         case = _locked(uow, case_id)
@@ -514,7 +529,10 @@ def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.da
         case = _locked(uow, case_id, closed_ok=True)
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             raise CaseConflict(f"case {case_id} is {case.status}, not closed: there is nothing to reopen")
-        changes = {"status": _move(case, CaseStatus.OPEN)}
+        changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
+        if _disabled(uow.session, case.assignee):  # who decided it was disabled since: to nobody
+            changes["assignee"] = [case.assignee, None]
+            case.assignee = None
         case.closed_at = None
         _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": text}, now)
         uow.commit()

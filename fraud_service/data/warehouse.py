@@ -174,7 +174,7 @@ class Warehouse:
         return f"{max(numbers, default=0) + 1:06d}"
 
     def _prune(self, keep: str) -> None:
-        names = sorted(p.name for p in self.snapshots_dir.iterdir() if p.name.isdigit())
+        names = sorted(p.name for p in self.snapshots_dir.iterdir() if p.name.isascii() and p.name.isdigit())
         for name in names[:-KEEP_SNAPSHOTS]:
             if name != keep:
                 shutil.rmtree(self.snapshots_dir / name, ignore_errors=True)

@@ -105,7 +105,8 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
         stored = _stored(uow, return_id, inspected_at)
         if stored is not None:
             if (stored.outcome, stored.notes) != (outcome, text):
-                differs = "outcome" if stored.outcome != outcome else "notes"
+                differs = " and ".join(what for what, same in (("outcome", stored.outcome == outcome),
+                                                               ("notes", stored.notes == text)) if not same)
                 raise InspectionConflict(f"return {return_id} has an inspection at {chain.utc_text(inspected_at)} "
                                          f"already, with outcome {stored.outcome!r} and notes {stored.notes[:200]!r} "
                                          f"(this one's {differs} differ); an inspection is never replaced")

@@ -155,6 +155,13 @@ def test_a_chunked_body_over_the_limit_is_413_and_one_within_it_is_read_whole(ap
     assert over.status_code == 413
     within = chunked(json.dumps(body).encode() + b" " * (200 * 1024))
     assert within.status_code == 201, within.get_json()
+    empty = chunked(b"")
+    assert empty.status_code == 400 and "JSON object" in empty.get_json()["message"]
+    forced = api.client.post("/v1/models/v0001/promote", input_stream=io.BytesIO(b'{"force": true}'),
+                             content_type="application/json",
+                             headers={**api.headers("admin"), "Transfer-Encoding": "chunked"},
+                             environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert forced.status_code == 422 and forced.get_json()["problems"][0]["field"] == "reason"  # was read as {}
 
 
 def test_unknown_path_and_method_answer_json(api: Api) -> None:

@@ -126,7 +126,7 @@ def test_nul_in_a_path_or_query_is_422(api: Api, path: str) -> None:
 def test_nul_on_an_analyst_page_is_a_422_page_for_a_browser(api: Api) -> None:
     page = api.client.get("/ui/search?q=a%00b", headers={"Accept": "text/html"})
     assert page.status_code == 422 and page.mimetype == "text/html"
-    assert "query.&#39;q&#39; its value contains a NUL character" in page.get_data(as_text=True)
+    assert "query.&#39;q&#39;: its value contains a NUL character" in page.get_data(as_text=True)
     script = api.client.get("/ui/search?q=a%00b", headers={"Accept": "application/json"})  # not a browser: JSON
     assert script.status_code == 422 and script.get_json()["problems"][0]["field"] == "query.'q'"
 

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from fraud_service.access import totp
 from fraud_service.access.users import create_user
-from fraud_service.cases.service import assign, disable_user
+from fraud_service.cases.service import assign, claim, close, disable_user, reopen
+from fraud_service.errors import CaseConflict
 from fraud_service.store.schema import Case, CaseNote, EvidenceEvent, Label, User
 from tests.api.conftest import Api
 from tests.api.test_cases_api import open_case
@@ -160,21 +161,31 @@ def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: An
 
 
 def test_a_disabled_person_is_signed_out_and_their_cases_go_back_unassigned(api: Api, set_policy: Any) -> None:
-    case_id, _ = open_case(api, set_policy)
+    (given, _), (claimed, _), (decided, _) = (open_case(api, set_policy) for _ in range(3))
     name = person(api, "hank")
     client, _ = signed_in(api, name)
     assert client.get("/ui/").status_code == 200
-    assign(api.service.uow(), case_id=case_id, assignee=f"user:{name}", actor="user:lead")
-    assert disable_user(api.service.uow(), name, "test") == [case_id]
+    assign(api.service.uow(), case_id=given, assignee=f"user:{name}", actor="user:lead")
+    claim(api.service.uow(), case_id=claimed, actor=f"user:{name}")  # in review: "next case" takes only open ones
+    claim(api.service.uow(), case_id=decided, actor=f"user:{name}")
+    close(api.service.uow(), case_id=decided, dispositions=None, label="legit", reason="fine", actor=f"user:{name}")
+    assert disable_user(api.service.uow(), name, "test") == sorted([given, claimed])
     assert client.get("/ui/").status_code == 302
     with api.service.sessions() as session:
-        assert session.get(Case, case_id).assignee is None  # type: ignore[union-attr]
+        states = {c: (session.get(Case, c).status, session.get(Case, c).assignee)  # type: ignore[union-attr]
+                  for c in (given, claimed, decided)}
         kinds = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
             EvidenceEvent.kind.in_(("case_assigned", "user_disabled"))).order_by(EvidenceEvent.seq)).all()
-    assert [k for k, _ in kinds[-2:]] == ["user_disabled", "case_assigned"]
-    assert json.loads(kinds[-1][1])["changes"] == {"assignee": [f"user:{name}", None]}
-    assert json.loads(kinds[-1][1])["why"] == "user_disabled"
+    assert states == {given: ("open", None), claimed: ("open", None), decided: ("closed", f"user:{name}")}
+    assert [k for k, _ in kinds[-3:]] == ["user_disabled", "case_assigned", "case_assigned"]
+    released = {json.loads(p)["case_id"]: json.loads(p) for _, p in kinds[-2:]}
+    assert released[claimed]["changes"] == {"assignee": [f"user:{name}", None], "status": ["in_review", "open"]}
+    assert released[given]["why"] == "user_disabled" and "status" not in released[given]["changes"]
     assert disable_user(api.service.uow(), name, "test") == []  # once disabled, nothing more happens
+    reopened = reopen(api.service.uow(), case_id=decided, reason="new evidence", actor="user:lead")
+    assert reopened.assignee is None  # who decided it can no longer sign in
+    with pytest.raises(CaseConflict, match="is disabled"):  # a page loaded before the disable, sent after it
+        claim(api.service.uow(), case_id=given, actor=f"user:{name}")
 
 
 def test_an_unexpected_error_on_a_page_is_a_page_naming_the_request_id(api: Api,

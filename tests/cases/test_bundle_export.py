@@ -79,6 +79,16 @@ def test_a_zip_that_is_no_zip_damaged_or_a_bomb_is_named_as_such(tmp_path: Path,
     (damaged := tmp_path / "damaged.zip").write_bytes(bytes(raw))
     with pytest.raises(BundleError, match="damaged.zip is a damaged zip archive"):
         bundle.read(damaged)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as z:
+        z.writestr("case.json", '{"format": 2}')
+        z.writestr("case.html", "<p>page</p>")
+    raw = bytearray(packed.getvalue())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the first member's local and central
+        raw[raw.index(signature) + flags_at] |= 0x1  # headers: marked encrypted, it asks for a password (RuntimeError)
+    (encrypted := tmp_path / "encrypted.zip").write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="encrypted.zip is a damaged zip archive"):
+        bundle.read(encrypted)
     monkeypatch.setattr(bundle, "MAX_UNZIPPED", 10_000)  # a bomb in small: more than the bound once unpacked
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:

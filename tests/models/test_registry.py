@@ -223,6 +223,7 @@ def test_promoting_the_shadow_model_ends_its_shadow(registry):
     ('{"history": [5]}', r"history\[0\] is 5, not an alias change"),
     ('{"history": [{"alias": "production", "from": null, "to": "../../x"}]}', r"history\[0\] is .*\.\./\.\./x"),
     ('{"history": [{"alias": "boss", "from": null, "to": "v0001"}]}', r"history\[0\] is .*boss"),
+    ('{"history": [{"alias": "production"}]}', r"history\[0\] is .*not an alias change"),
 ])
 def test_a_damaged_or_edited_aliases_file_is_a_registry_error_naming_it(registry, content, message):
     """A truncated aliases.json was a JSONDecodeError traceback, a number a TypeError, and a path was followed."""
