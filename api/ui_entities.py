@@ -8,9 +8,11 @@ from flask import abort, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from api import entities
+from api.core import core
 from api.ui import _problems, bp, signed_in
 from fraud_service.cases.entities import SearchHit
-from fraud_service.errors import CaseNotFound, EntityNotFound, RequestInvalid
+from fraud_service.errors import AssessmentNotFound, CaseNotFound, EntityNotFound, RequestInvalid
+from fraud_service.feedback import outcomes
 
 
 @bp.get("/search")
@@ -83,3 +85,15 @@ def case_graph_data(case_id: str) -> ResponseReturnValue:
         abort(404, f"There is no case {case_id}.")
     except RequestInvalid as exc:
         abort(400, _problems(exc))
+
+
+@bp.get("/assessments/<assessment_id>")
+@signed_in
+def assessment_data(assessment_id: str) -> ResponseReturnValue:
+    """An assessment's stored evidence and outcome in force, as JSON (the case page's link; `GET
+    /v1/assessments/ID` takes a key, not the analyst's session)."""
+    service = core()
+    try:
+        return jsonify(outcomes.read(service.uow(), assessment_id=assessment_id, messages=service.feedback.messages))
+    except AssessmentNotFound:
+        abort(404, f"There is no assessment {assessment_id}.")

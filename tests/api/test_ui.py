@@ -128,6 +128,12 @@ def test_queue_case_page_and_decision_through_the_forms(api: Api, set_policy: An
     page = client.get(f"/ui/cases/{case_id}").get_data(as_text=True)
     for part in ("SHAP contributions", "<svg", "Linked accounts", "History of", "Evidence timeline", *returns):
         assert part in page, part
+    evidence = re.findall(r'href="([^"]+)">stored evidence \(JSON\)', page)
+    assert len(evidence) == 2  # one per assessment; they were /v1/ links, which take a key, not this session
+    stored = client.get(evidence[0])
+    assert stored.status_code == 200 and stored.get_json()["response"]["return_id"] in returns
+    assert client.get("/ui/assessments/asm_none").status_code == 404
+    assert api.app.test_client().get(evidence[0]).status_code == 302  # signed out: to the sign-in page
     assert client.get("/ui/cases/cas_nothing").status_code == 404
 
     assert client.post(f"/ui/cases/{case_id}/claim", data={"csrf_token": csrf}).status_code == 302
