@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import ConfigError, DatabaseDown
+from fraud_service.errors import ConfigError, DatabaseDown, RegistryError
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
@@ -48,17 +48,28 @@ class Check:
     detail: str
 
 
-def check_database(url: str) -> Check:
-    """Open a connection to the evidence database and run SELECT 1."""
-    from sqlalchemy import create_engine, text
+def check_database(url: str, schema: bool = False) -> Check:
+    """Open a connection to the evidence database and run SELECT 1; with SCHEMA, also that its schema is current.
+    A SQLite file that is not there is reported, not made (connecting would create an empty one)."""
+    from sqlalchemy import create_engine, make_url, text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from fraud_service.bootstrap import check_schema
+
+    target = make_url(url)
+    if target.get_backend_name() == "sqlite" and target.database not in (None, "", ":memory:") \
+            and not Path(target.database).exists():
+        return Check("database", False, f"{url}: no database there yet: run `fraud-service db upgrade` (`make run` "
+                                        "does)")
     args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
     engine = create_engine(url, connect_args=args)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return Check("database", True, f"{engine.url.render_as_string(hide_password=True)} answers")
+        shown = engine.url.render_as_string(hide_password=True)
+        if schema and (stale := check_schema(engine)) is not None:
+            return Check("database", False, f"{shown} answers, but {stale}")
+        return Check("database", True, f"{shown} answers" + (", schema current" if schema else ""))
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         reason = str(cause).strip().splitlines()[0]
@@ -102,9 +113,39 @@ def check_messages(settings: Settings) -> Check:
     return Check("customer messages", True, str(settings.customer_messages or "the defaults"))
 
 
+def check_features(settings: Settings) -> Check:
+    """Are features built, and loaded into the online store (what `serve` scores with)?"""
+    from fraud_service.featurestore.source import FeatureSource
+
+    source = FeatureSource(settings)
+    manifest = source.manifest()
+    if manifest is None:
+        return Check("features", False, "none built: run `fraud-service features build`")
+    loaded = source.materialized()
+    if loaded is None or loaded.get("build") != manifest.get("built_at"):
+        return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
+                                        "not loaded into the online store since: run `fraud-service features "
+                                        "materialize`")
+    return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
+                                   f"online up to {loaded.get('until')}")
+
+
+def check_model(settings: Settings) -> Check:
+    """Does the production model load (its files whole, as sealed)?"""
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.models_dir)
+    try:
+        record = registry.load("production")
+    except RegistryError as exc:
+        return Check("model", False, f"{exc}")
+    return Check("model", True, f"production is {record.version}")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check that applies to these settings."""
-    checks = [check_warehouse(settings), check_database(settings.database_url), check_messages(settings)]
+    checks = [check_warehouse(settings), check_database(settings.database_url, schema=True), check_features(settings),
+              check_model(settings), check_messages(settings)]
     if settings.online_store == "redis":
         checks.append(check_redis(settings.redis_url))
     return checks

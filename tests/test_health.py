@@ -33,12 +33,39 @@ def test_a_closed_port_is_reported_with_the_reason():
 def test_the_redis_check_runs_only_when_redis_is_the_online_store(settings):
     from dataclasses import replace
 
-    assert [c.name for c in run_checks(settings)] == ["warehouse", "database", "customer messages"]
+    names = ["warehouse", "database", "features", "model", "customer messages"]
+    assert [c.name for c in run_checks(settings)] == names
     checks = run_checks(replace(settings, online_store="redis"))
-    assert [c.name for c in checks] == ["warehouse", "database", "customer messages", "redis"]
-    assert checks[2].ok and checks[3].ok
+    assert [c.name for c in checks] == [*names, "redis"]
+    assert checks[4].ok and checks[5].ok
     broken = run_checks(replace(settings, customer_messages=settings.home / "no-such-messages.json"))
-    assert not broken[2].ok and "FRAUD_CUSTOMER_MESSAGES" in broken[2].detail  # serve would fail on it
+    assert not broken[4].ok and "FRAUD_CUSTOMER_MESSAGES" in broken[4].detail  # serve would fail on it
+
+
+def test_doctor_fails_on_a_home_with_nothing_in_it_and_makes_no_database(tmp_path):
+    """It created an empty fraud.db and said the database was fine; every other command then asked for
+    `db upgrade`. Nor did it look at the features or the model."""
+    from fraud_service.config import Settings
+
+    home = tmp_path / "home"
+    checks = {c.name: c for c in run_checks(Settings.from_env({"FRAUD_HOME": str(home)}))}
+    assert not checks["database"].ok and "db upgrade" in checks["database"].detail
+    assert not (home / "fraud.db").exists()
+    assert not checks["features"].ok and "features build" in checks["features"].detail
+    assert not checks["model"].ok and "train" in checks["model"].detail
+
+
+def test_a_database_at_an_old_schema_is_named(tmp_path):
+    from fraud_service.store.db import make_engine
+    from fraud_service.store.migrate import head_revision, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    upgrade(engine, "0009")
+    engine.dispose()
+    check = check_database(url, schema=True)
+    assert not check.ok and f"at schema 0009, not {head_revision()}" in check.detail and "db upgrade" in check.detail
+    assert check_database(url).ok  # it answers: the schema is looked at only when asked
 
 
 def test_derived_tables_are_checked_against_their_events():

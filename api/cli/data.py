@@ -71,8 +71,9 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.health import run_checks
 
     checks = run_checks(settings)
+    width = max(len(check.name) for check in checks)
     for check in checks:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<10} {check.detail}")
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<{width}} {check.detail}")
     return 0 if all(c.ok for c in checks) else EXIT_REJECTED
 
 
@@ -162,7 +163,9 @@ def register(sub: Subparsers) -> None:
     add_command(sub, "status", cmd_status, "show the warehouse's current snapshot",
                 "Print the current warehouse snapshot: its tables, row counts and data fingerprint.")
     add_command(sub, "doctor", cmd_doctor, "check the configuration and that every store answers",
-                "Check the warehouse, the evidence database (FRAUD_DATABASE_URL) and, when\n"
+                "Check the warehouse, the evidence database (FRAUD_DATABASE_URL: it answers and its schema\n"
+                "is current), the features (built, and loaded into the online store since), the production\n"
+                "model (it loads, its files as sealed), the shopper messages and, when\n"
                 "FRAUD_ONLINE_STORE=redis, the Redis server. Exit code 1 when any check fails.")
     p = add_command(sub, "stats", cmd_stats, "behaviour statistics of a contract dataset",
                     "Return rate, time from order to return, basket sizes and returner concentration of\n"
