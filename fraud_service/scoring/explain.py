@@ -21,7 +21,7 @@ SUBJECTS = {
 }
 MEASURES = {
     "orders": ("orders", "count"), "returns": ("returns", "count"), "refund": ("refunds requested", "money"),
-    "order_value": ("order value", "money"), "inr": ("item-not-received claims", "count"),
+    "order_value": ("orders", "money"), "inr": ("item-not-received claims", "count"),
     "claims": ("damaged-on-arrival or wrong-item claims", "count"), "returnless": ("returnless refunds", "count"),
     "no_receipt": ("returns without a receipt", "count"), "size_cm": ("size or changed-mind returns", "count"),
     "bad_inspections": ("returns that failed inspection", "count"),
@@ -136,8 +136,9 @@ def describe(feature: str) -> tuple[str, str]:
     window = f" in the last {days} days" if days else ""
     if measure == "customers":
         return f"{{v}} {noun} seen{SUBJECTS[prefix]}", kind
-    if kind == "money":
-        return f"{{v}} {noun}{SUBJECTS[prefix]}{window}", kind
+    if kind == "money":  # a sum, not a count: "Refunds requested ... in the last 365 days total 1,622.49"
+        subject = " to this destination" if prefix == "rfd" else SUBJECTS[prefix]  # not "refunds ... refunded to"
+        return f"{noun}{subject}{window} total {{v}}", kind
     if kind == "days":
         return f"{noun}{window}: {{v}}", kind
     return f"{{v}} {noun}{SUBJECTS[prefix]}{window}", kind
@@ -164,7 +165,8 @@ def _singular(text: str) -> str:
 def sentence(feature: str, value: Any, typical: Any = None) -> str:
     template, kind = describe(feature)
     if _missing(value) and kind not in ("text", "bool"):
-        text = MISSING.get(feature) or template.replace("{v} ", "").replace(": {v}", "") + ": unknown"
+        text = MISSING.get(feature) or template.replace("{v} ", "").replace(": {v}", "").replace(
+            " total {v}", "") + ": unknown"
     else:
         text = template.format(v=_format(value, kind))
         if kind in ("count", "int") and not _missing(value) and float(value) == 1 and text.startswith("1 "):

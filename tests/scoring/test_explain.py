@@ -22,7 +22,12 @@ def test_every_feature_of_the_service_has_a_sentence(feature):
     ("pay_bad_labels", 2, 0.0, "2 returns confirmed as fraud or abuse with this payment instrument; typical is 0"),
     ("pay_bad_inspections", 3, 0.0, "3 returns that failed inspection with this payment instrument; typical is 0"),
     ("rfd_bad_inspections", 2, 0.0, "2 returns that failed inspection refunded to this destination; typical is 0"),
-    ("cust_refund_30d", 1234.5, 0.0, "1,234.50 refunds requested in the last 30 days; typical is 0.00"),
+    ("cust_refund_30d", 1234.5, 0.0, "Refunds requested in the last 30 days total 1,234.50; typical is 0.00"),
+    ("rfd_refund_365d", 1622.49, 0.0,  # it read "1,622.49 refunds requested refunded to this destination ..."
+     "Refunds requested to this destination in the last 365 days total 1,622.49; typical is 0.00"),
+    ("pay_order_value_30d", 5000, 120.0,
+     "Orders with this payment instrument in the last 30 days total 5,000.00; typical is 120.00"),
+    ("cust_refund_30d", float("nan"), 10.0, "Refunds requested in the last 30 days: unknown; typical is 10.00"),
     ("rt_refund_to_order", 0.98, 0.45, "Refund is 98% of the order's value; typical is 45%"),
     ("rt_return_type", "item_not_received", "return", "Claim type: item not received"),
     ("cust_account_age_days", 2.0, 400.0, "Account is 2.0 days old; typical is 400"),
