@@ -39,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for audience in (data, demo, modeling, monitoring, admin, queues, evidence, returns, webhooks):
         audience.register(sub)
+    _quiet_anywhere(parser)
     return parser
+
+
+def _quiet_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`-q` after the command too (`fraud-service features build -q`), not only before it: every subcommand takes
+    it, with no default of its own, so one given before the command is not undone by one left out after it."""
+    for action in parser._actions:  # argparse keeps its subcommands there; there is no public way to walk them
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("-q" in a.option_strings for a in child._actions):
+                    child.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                                       help="no progress lines on stderr (as `fraud-service -q COMMAND`)")
+                _quiet_anywhere(child)
 
 
 def _where(settings: Settings | None) -> str:

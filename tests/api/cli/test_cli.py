@@ -38,6 +38,18 @@ def test_every_argument_of_every_command_says_what_it_is():
     assert walk(build_parser(), "fraud-service") == []
 
 
+@pytest.mark.parametrize("argv", [["-q", "features", "build"], ["features", "build", "-q"], ["-q", "status"],
+                                  ["status", "--quiet"]])
+def test_quiet_goes_before_or_after_the_command(argv):
+    """`fraud-service status -q` was "unrecognized arguments: -q" (only `fraud-service -q status` worked)."""
+    assert build_parser().parse_args(argv).quiet is True
+
+
+def test_quiet_before_the_command_is_not_undone_after_it():
+    assert build_parser().parse_args(["-q", "status"]).quiet is True
+    assert build_parser().parse_args(["status"]).quiet is False
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_explains_itself(cli, command):
     code, out, _ = cli(command, "--help")
