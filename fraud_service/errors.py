@@ -220,3 +220,8 @@ class AppealRefused(Conflict):
 
 class WebhookNotFound(NotFound):
     """No webhook (or no event) with that id."""
+
+
+class TimeOutOfRange(ValueError):
+    """An ISO 8601 time outside the years the features' timestamps hold (`contract.utc_instant`): a ValueError, as
+    a time that is no time at all, for the parsers that tell the two apart."""

@@ -166,7 +166,7 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
                                    reason=args.reason or "promoted with the CLI", actor=cli_actor(), force=args.force)
     if change.overridden:
         print(f"warning: promoted past the gate ({change.overridden}); recorded as evidence")
-    print(f"{change.version} is now production (running services switch to it within 5 seconds)")
+    print(f"{change.version} is now production (running services switch to it within seconds)")
     return 0
 
 
@@ -204,7 +204,7 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
                       progress=progress(args))
     print(json.dumps(policy.to_dict(), indent=2))
     _print_rates(policy.basis)
-    print(f"policy {policy.version} recorded; running services use it within 5 seconds when that model is "
+    print(f"policy {policy.version} recorded; running services use it within seconds when that model is "
           "production")
     return 0
 
@@ -315,7 +315,7 @@ def _models(sub: Subparsers) -> None:
     q.add_argument("--force", action="store_true", help="promote past a refusing gate (needs --reason)")
     q.set_defaults(func=cmd_models_promote)
     q = msub.add_parser("shadow", help="make V score every live request beside production (or --off)",
-                        description="Point the registry's shadow alias at V: every running worker (within 5 seconds)\n"
+                        description="Point the registry's shadow alias at V: every running worker (within seconds)\n"
                                     "scores each live request with V as well, after answering it with production,\n"
                                     "and stores V's score and decision beside the assessment. Answers never\n"
                                     "change. --off stops it. Both are evidence events.",

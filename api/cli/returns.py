@@ -10,7 +10,8 @@ import sys
 
 from api.cli.common import Subparsers, cli_actor
 from fraud_service.config import Settings
-from fraud_service.data.contract import TimeOutOfRange, utc_instant
+from fraud_service.data.contract import utc_instant
+from fraud_service.errors import TimeOutOfRange
 
 
 def _instant(text: str) -> dt.datetime:

@@ -43,8 +43,8 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
-from fraud_service.data.contract import PLAIN_TEXT, TimeOutOfRange, text_problem, utc_instant
-from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid
+from fraud_service.data.contract import PLAIN_TEXT, text_problem, utc_instant
+from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid, TimeOutOfRange
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
 from fraud_service.feedback.webhooks import Outbox, wake

@@ -12,15 +12,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from fraud_service.errors import TimeOutOfRange
+
 MAX_TEXT = 200
 """The longest text a contract string (or a request's, or a list entry's) may be."""
 FIRST_YEAR, LAST_YEAR = 1678, 2261
 """The whole years (in UTC) a timestamp may fall in, in a dataset and in a request: the features are computed on
 pandas' nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
-
-
-class TimeOutOfRange(ValueError):
-    """An ISO 8601 time outside the years FIRST_YEAR to LAST_YEAR (UTC)."""
 
 
 def utc_instant(text: str) -> dt.datetime:

@@ -35,12 +35,11 @@ from fraud_service.data.contract import (
     RETURNS,
     Column,
     Kind,
-    TimeOutOfRange,
     hidden_character,
     is_identifier,
     utc_instant,
 )
-from fraud_service.errors import Problem, RequestInvalid
+from fraud_service.errors import Problem, RequestInvalid, TimeOutOfRange
 
 MAX_ITEMS = 500
 MAX_COUNT = 1_000_000
