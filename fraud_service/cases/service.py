@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from fraud_service.access.users import active_in, assignee_in, mark_disabled
+from fraud_service.access.users import assignee_in, mark_disabled
 from fraud_service.cases.records import (
     ACTIVE,
     DEFAULT_SLA_HOURS,
@@ -49,7 +49,7 @@ from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
 from fraud_service.feedback.webhooks import Outbox, wake
 from fraud_service.store import chain, locks
-from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label
+from fraud_service.store.schema import Assessment, Case, CaseLink, CaseNote, EvidenceEvent, Label, User
 from fraud_service.store.uow import UnitOfWork
 
 MAX_NOTE = 10_000
@@ -408,9 +408,11 @@ def give(uow: UnitOfWork, case: Case, assignee: str | None, *, actor: str, now: 
 
 
 def _disabled(session: Session, assignee: str | None) -> bool:
-    """Whether ASSIGNEE is a person who can no longer sign in (a closed case keeps who decided it)."""
-    return assignee is not None and assignee.startswith("user:") and active_in(
-        session, assignee.removeprefix("user:")) is None
+    """Whether ASSIGNEE is a person who was disabled (a closed case keeps who decided it)."""
+    if assignee is None or not assignee.startswith("user:"):
+        return False
+    user = session.get(User, assignee.removeprefix("user:"))
+    return user is not None and user.disabled_at is not None
 
 
 def disable_user(uow: UnitOfWork, name: str, actor: str, now: dt.datetime | None = None) -> list[str]:

@@ -114,7 +114,7 @@ def test_a_move_that_is_not_allowed_changes_nothing(db: MemoryDb) -> None:
     cases.set_status(db.uow(), case_id=case_id, status="escalated", actor="user:ana", now=LATER)
     with pytest.raises(CaseConflict, match="it can move to in_review, not open"):
         cases.set_status(db.uow(), case_id=case_id, status="open", actor="user:ana", now=LATER)
-    with pytest.raises(CaseConflict, match="close a case with a disposition"):
+    with pytest.raises(CaseConflict, match="a case is closed with a label for each of its returns"):
         cases.set_status(db.uow(), case_id=case_id, status="closed", actor="user:ana", now=LATER)
     assert kinds(db, case_id) == ["case_opened", "case_status"]
 
