@@ -41,6 +41,9 @@ def warehouse_status(detail: bool) -> dict[str, Any]:
             "tables": {name: snapshot.rows(name) for name in TABLES},
             "warehouse": str(settings.warehouse_dir),
         }
+    assessor = core().assessor  # what this worker scores with: /readyz says as much to anyone
+    out["model"] = None if assessor is None else {"version": assessor.scorer.version,
+                                                  "policy": assessor.policy.version}
     if detail:
         return out
     public = {k: v for k, v in out.items() if k not in PRIVATE}

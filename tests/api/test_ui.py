@@ -197,7 +197,11 @@ def test_a_disabled_person_is_signed_out_and_their_cases_go_back_unassigned(api:
 def test_a_signed_in_person_sees_the_status_detail_a_stranger_does_not(api: Api) -> None:
     client, _ = signed_in(api, person(api, "stan"))
     assert "fingerprint" in client.get("/v1/status").get_json()  # as docs/api.md says: a key or a signed-in person
-    assert "fingerprint" not in api.app.test_client().get("/v1/status").get_json()
+    stranger = api.app.test_client().get("/v1/status").get_json()
+    assert "fingerprint" not in stranger
+    assert stranger["model"]["version"] == api.service.assessor.scorer.version  # as /readyz says to anyone
+    assert f"Scoring with model <strong>{stranger['model']['version']}</strong>" in \
+        api.app.test_client().get("/").get_data(as_text=True)
 
 
 def test_an_unexpected_error_on_a_page_is_a_page_naming_the_request_id(api: Api,
