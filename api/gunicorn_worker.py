@@ -21,11 +21,16 @@ import json
 import mmap
 import os
 import socket
-from collections.abc import Sequence
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
+
+from fraud_service.config import Settings
 
 SLOTS = 256
 _TABLE = mmap.mmap(-1, SLOTS * 8)  # anonymous and shared: made at import in the master, inherited by each fork
@@ -63,6 +68,51 @@ def write_json_error(sock: socket.socket, status: int, reason: str, message: str
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
+def bound_silence(listeners: Sequence[Any], seconds: float) -> None:
+    """A request thread waits on a silent client at most SECONDS per read or write, then its connection is dropped.
+
+    gthread hands a connection to a thread as soon as its first bytes arrive, and the thread then blocks until
+    the request's headers (and body) are in: forty connections that sent half a header held every thread, and
+    /healthz went unanswered. The kernel's receive and send timeouts, set on the listening sockets, are inherited
+    by every connection accepted from them; they bind blocking reads and writes only (the poller's are not)."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    for listener in listeners:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class Closer:
+    """gunicorn's graceful close (shut the write side, then read what the client still sends for up to 2 s, so that
+    unread bytes do not turn the close into a reset that truncates the answer), run off the worker's main thread.
+
+    gthread closes a connection whose request failed from its main thread, the one that accepts and dispatches: a
+    client that sent half a request and stayed silent held the whole worker for those 2 s, one such connection
+    after another (forty of them kept /healthz waiting half a minute). Here at most THREADS closes linger at once
+    and at most BACKLOG wait for a thread; past that a connection is closed at once."""
+
+    def __init__(self, graceful: Callable[..., None], threads: int = 4, backlog: int = 256) -> None:
+        self._graceful = graceful
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="closer")
+        self._pending = threading.BoundedSemaphore(threads + backlog)
+
+    def close(self, sock: socket.socket, timeout: float = 2.0, max_drain: int = 65536) -> None:
+        if not self._pending.acquire(blocking=False):
+            util.close(sock)
+            return
+        try:
+            self._pool.submit(self._linger, sock, timeout, max_drain)
+        except RuntimeError:  # the pool is shut down: the worker is exiting
+            self._pending.release()
+            util.close(sock)
+
+    def _linger(self, sock: socket.socket, timeout: float, max_drain: int) -> None:
+        try:
+            self._graceful(sock, timeout, max_drain)
+        finally:
+            self._pending.release()
+
+
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
@@ -97,6 +147,8 @@ class BalancedThreadWorker(ThreadWorker):
                 os.nice(ANALYST_NICE)
                 self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, port, ANALYST_NICE)
         util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
+        util.close_graceful = Closer(util.close_graceful).close  # and gthread closes through this one
+        bound_silence(self.sockets, Settings.from_env().client_timeout_s)
         super().init_process()
 
     @property  # type: ignore[override]

@@ -34,6 +34,9 @@ class Settings:
     db_wait_ms: int = 1500
     """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
     waits at most 800 ms)."""
+    client_timeout_s: float = 10.0
+    """FRAUD_CLIENT_TIMEOUT_S: the longest a client may go silent while sending a request (or not read its answer)
+    before `serve` drops the connection: a request thread never waits on it longer (slow-loris clients)."""
     writer_lanes: int = 2
     """FRAUD_WRITER_LANES: evidence writer threads per worker on PostgreSQL, each with its own connection and chain
     segment (SQLite always has one). Two keep throughput when the database is a few milliseconds away; one batches
@@ -127,6 +130,7 @@ class Settings:
             hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
             db_wait_ms=_positive(env, "FRAUD_DB_WAIT_MS", 1500),
             writer_lanes=_at_most(env, "FRAUD_WRITER_LANES", 2, 8),
+            client_timeout_s=_seconds(env, "FRAUD_CLIENT_TIMEOUT_S", 10.0, most=300.0),
             confirmed_bad_decision=(env.get("FRAUD_CONFIRMED_BAD_DECISION") or "deny").strip().lower(),
             customer_messages=Path(messages).expanduser().resolve() if (messages := env.get(
                 "FRAUD_CUSTOMER_MESSAGES")) else None,

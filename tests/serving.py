@@ -27,10 +27,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str, key: str | None = None) -> tuple[int, Any]:
+def get(url: str, key: str | None = None, timeout: float = 5) -> tuple[int, Any]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(request, timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

@@ -79,3 +79,11 @@ def test_the_writer_lanes_are_a_whole_number_from_one_to_eight():
                          ("two", "FRAUD_WRITER_LANES='two'")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_WRITER_LANES": bad})
+
+
+def test_the_client_timeout_is_a_positive_number_of_seconds_up_to_five_minutes():
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).client_timeout_s == 10.0
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_CLIENT_TIMEOUT_S": "2.5"}).client_timeout_s == 2.5
+    for bad in ("0", "301", "soon"):
+        with pytest.raises(ConfigError, match="FRAUD_CLIENT_TIMEOUT_S"):
+            Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_CLIENT_TIMEOUT_S": bad})

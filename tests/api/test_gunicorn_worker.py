@@ -46,3 +46,30 @@ def test_sixteen_connections_arriving_at_once_split_evenly():
                 break
     assert sorted(held.values()) == [8, 8]
     assert slot(SLOTS + 3) == 3
+
+
+def test_a_lingering_close_runs_off_the_callers_thread_and_a_full_closer_closes_at_once():
+    """gthread's main thread closed each failed connection itself, lingering up to 2 s on a silent client."""
+    import socket
+    import threading
+
+    from api.gunicorn_worker import Closer
+
+    release, lingering = threading.Event(), []
+
+    def graceful(sock: socket.socket, timeout: float, max_drain: int) -> None:  # as a silent client makes it
+        lingering.append(sock)
+        release.wait(10)
+        sock.close()
+
+    closer = Closer(graceful, threads=1, backlog=1)
+    pairs = [socket.socketpair() for _ in range(3)]
+    for ours, _ in pairs:
+        closer.close(ours)  # returns at once, whatever the lingering does
+    assert pairs[2][0].fileno() == -1  # the one past threads + backlog was closed at once
+    assert pairs[0][0].fileno() != -1 and pairs[1][0].fileno() != -1  # lingering, and waiting for a thread
+    release.set()
+    closer._pool.shutdown(wait=True)
+    assert lingering == [pairs[0][0], pairs[1][0]] and all(ours.fileno() == -1 for ours, _ in pairs)
+    for _, theirs in pairs:
+        theirs.close()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stops_cleanly(
         serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
-    env = serve_env(serving_home, tmp_path)
+    env = {**serve_env(serving_home, tmp_path), "FRAUD_CLIENT_TIMEOUT_S": "1"}
     cli = CLI
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     key = subprocess.run([*cli, "keys", "create", "--role", "scoring", "--name", "serve test"], env=env, check=True,
@@ -89,6 +89,14 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         assert count == 4 and analyst_worker not in held
         with open(f"/proc/{analyst_worker}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE  # field 19 of proc(5): nice
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        for conn in stalled:  # three times the scoring threads, each holding half a request, silent after it
+            conn.sendall(b"POST /v1/returns/assess HTTP/1.1\r\nHost: x\r\n")
+        try:  # each thread drops its silent client after FRAUD_CLIENT_TIMEOUT_S; they held every thread for good
+            assert get(f"{base}/healthz", timeout=30)[0] == 200
+        finally:
+            for conn in stalled:
+                conn.close()
         for raw, status in ((b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414),
                             (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
                             (b"GARBAGE\r\n\r\n", 400)):
