@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import mmap
 import os
 import socket
@@ -113,6 +114,23 @@ class Closer:
             self._pending.release()
 
 
+class SilentClients(logging.Filter):
+    """gthread logs a client dropped by `bound_silence` as "Socket error processing request." with a traceback
+    at ERROR; under a slow-loris attack that is a traceback per connection. Here it is one WARNING line."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.msg == "Socket error processing request." and isinstance(error, BlockingIOError | TimeoutError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "dropped a client silent for %g s mid-request (FRAUD_CLIENT_TIMEOUT_S)", (self.seconds,), None, None)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
@@ -148,7 +166,9 @@ class BalancedThreadWorker(ThreadWorker):
                 self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, port, ANALYST_NICE)
         util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
         util.close_graceful = Closer(util.close_graceful).close  # and gthread closes through this one
-        bound_silence(self.sockets, Settings.from_env().client_timeout_s)
+        silence = Settings.from_env().client_timeout_s
+        bound_silence(self.sockets, silence)
+        self.log.error_log.addFilter(SilentClients(silence))
         super().init_process()
 
     @property  # type: ignore[override]

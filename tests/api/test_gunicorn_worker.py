@@ -73,3 +73,24 @@ def test_a_lingering_close_runs_off_the_callers_thread_and_a_full_closer_closes_
     assert lingering == [pairs[0][0], pairs[1][0]] and all(ours.fileno() == -1 for ours, _ in pairs)
     for _, theirs in pairs:
         theirs.close()
+
+
+def test_a_dropped_silent_client_is_one_warning_line_not_a_traceback():
+    import logging
+    import sys
+
+    from api.gunicorn_worker import SilentClients
+
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            return logging.LogRecord("gunicorn.error", logging.ERROR, __file__, 1, "Socket error processing request.",
+                                     (), sys.exc_info())
+
+    dropped, other = record(BlockingIOError(11, "Resource temporarily unavailable")), record(OSError(5, "I/O"))
+    silent = SilentClients(2.0)
+    assert silent.filter(dropped) and silent.filter(other)  # both are logged
+    assert (dropped.levelname, dropped.getMessage(), dropped.exc_info) == (
+        "WARNING", "dropped a client silent for 2 s mid-request (FRAUD_CLIENT_TIMEOUT_S)", None)
+    assert other.levelname == "ERROR" and other.exc_info is not None  # any other socket error keeps its traceback
