@@ -143,12 +143,7 @@ def attach(uow: UnitOfWork, assessment: Assessment, *, decision: str, reason: st
         assert case is not None
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             return case, ""
-        changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
-        if case.assignee is not None and (unassign or _disabled(uow.session, case.assignee)):
-            changes["assignee"] = [case.assignee, None]
-            case.assignee = None
-        case.closed_at = None
-        _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": why}, at)
+        _reopen(uow, case, actor, why, at, unassign=unassign)
         return case, "case_reopened"
     flagged = Flagged(assessment.id, assessment.return_id, assessment.customer_id, decision, assessment.score,
                       assessment.refund_amount, reason, tuple(sorted(links.items())))
@@ -531,14 +526,20 @@ def reopen(uow: UnitOfWork, *, case_id: str, reason: str, actor: str, now: dt.da
         case = _locked(uow, case_id, closed_ok=True)
         if CaseStatus(case.status) is not CaseStatus.CLOSED:
             raise CaseConflict(f"case {case_id} is {case.status}, not closed: there is nothing to reopen")
-        changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
-        if _disabled(uow.session, case.assignee):  # who decided it was disabled since: to nobody
-            changes["assignee"] = [case.assignee, None]
-            case.assignee = None
-        case.closed_at = None
-        _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": text}, now)
+        _reopen(uow, case, actor, text, now)
         uow.commit()
         return summary(case, now)
+
+
+def _reopen(uow: UnitOfWork, case: Case, actor: str, reason: str, at: dt.datetime, unassign: bool = False) -> None:
+    """Open the closed CASE again, with its `case_reopened` event; to nobody with UNASSIGN, or when who decided it
+    was disabled since."""
+    changes: dict[str, list[str | None]] = {"status": list(_move(case, CaseStatus.OPEN))}
+    if case.assignee is not None and (unassign or _disabled(uow.session, case.assignee)):
+        changes["assignee"] = [case.assignee, None]
+        case.assignee = None
+    case.closed_at = None
+    _record(uow, case, "case_reopened", actor, {"changes": changes, "reason": reason}, at)
 
 
 def _close(uow: UnitOfWork, outbox: Outbox, case: Case, dispositions: Mapping[str, str] | None, text: str,
