@@ -84,7 +84,7 @@
           return;
         }
         var url = "/ui/graph/" + node.data("kind") + "/" + part(node.data("value")) + "?hops=1";
-        fetch(url, { credentials: "same-origin" }).then(function (r) {
+        fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } }).then(function (r) {
           if (!r.ok) throw new Error("HTTP " + r.status);
           return r.json();
         }).then(function (more) {
