@@ -121,13 +121,12 @@ def check_features(settings: Settings) -> Check:
     manifest = source.manifest()
     if manifest is None:
         return Check("features", False, "none built: run `fraud-service features build`")
-    loaded = source.materialized()
-    if loaded is None or loaded.get("build") != manifest.get("built_at"):
+    if source.online_behind(manifest):
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "
                                         "materialize`")
     return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
-                                   f"online up to {loaded.get('until')}")
+                                   f"online up to {(source.materialized() or {}).get('until')}")
 
 
 def check_model(settings: Settings) -> Check:

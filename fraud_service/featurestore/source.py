@@ -214,8 +214,9 @@ class FeatureSource:
         """
         end = end or dt.datetime.now(dt.UTC)
         store = self.store()
-        build = (self.manifest() or {}).get("built_at")
-        rebuilt = build is None or (self.materialized() or {}).get("build") != build
+        manifest = self.manifest()
+        build = (manifest or {}).get("built_at")
+        rebuilt = self.online_behind(manifest)
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
@@ -228,6 +229,12 @@ class FeatureSource:
         partial.write_text(json.dumps({"build": build, "until": end.isoformat()}))
         os.replace(partial, marker)
         return every
+
+    def online_behind(self, manifest: dict[str, Any] | None) -> bool:
+        """Whether the online store holds anything but the build of MANIFEST (this build's `manifest()`): nothing
+        loaded yet, an older build, or no build at all."""
+        build = (manifest or {}).get("built_at")
+        return build is None or (self.materialized() or {}).get("build") != build
 
     def materialized(self) -> dict[str, Any] | None:
         """What the last `materialize` loaded: the build (its manifest's `built_at`) and the time it ran up to."""
