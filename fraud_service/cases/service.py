@@ -391,13 +391,17 @@ def assign(uow: UnitOfWork, *, case_id: str, assignee: object, actor: str,
 
 
 def give(uow: UnitOfWork, case: Case, assignee: str | None, *, actor: str, now: dt.datetime,
-         why: Mapping[str, Any] | None = None) -> bool:
+         why: Mapping[str, Any] | None = None, back_to_open: bool = False) -> bool:
     """`assign` inside a transaction the caller holds with the chain locked (the assigner's sweep): CASE to the
-    actor ASSIGNEE or to nobody, a `case_assigned` event (with WHY added to its payload); False when it had it."""
+    actor ASSIGNEE or to nobody, a `case_assigned` event (with WHY added to its payload); False when it had it.
+    BACK_TO_OPEN: a case in review goes back to open in the same event (nobody reviews it any more)."""
     if case.assignee == assignee:
         return False
-    changes = {"assignee": [case.assignee, assignee]}
+    changes: dict[str, list[str | None]] = {"assignee": [case.assignee, assignee]}
     case.assignee = assignee
+    if back_to_open and case.status == CaseStatus.IN_REVIEW.value:
+        before, after = _move(case, CaseStatus.OPEN)
+        changes["status"] = [before, after]
     _record(uow, case, "case_assigned", actor, {"changes": changes, **(why or {})}, now)
     return True
 
@@ -423,12 +427,7 @@ def disable_user(uow: UnitOfWork, name: str, actor: str, now: dt.datetime | None
             held = uow.session.execute(select(Case).where(Case.assignee == f"user:{name}", Case.status.in_(ACTIVE))
                                        .order_by(Case.id)).scalars().all()
             for case in held:
-                changes: dict[str, list[str | None]] = {"assignee": [case.assignee, None]}
-                case.assignee = None
-                if case.status == CaseStatus.IN_REVIEW.value:
-                    before, after = _move(case, CaseStatus.OPEN)
-                    changes["status"] = [before, after]
-                _record(uow, case, "case_assigned", actor, {"changes": changes, "why": "user_disabled"}, now)
+                give(uow, case, None, actor=actor, now=now, why={"why": "user_disabled"}, back_to_open=True)
                 released.append(case.id)
         uow.commit()
     return released
