@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.data.contract import IDENTIFIER_TEXT, MAX_TEXT, PLAIN_TEXT, hidden_character, text_problem
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
+from fraud_service.scoring.request import show
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
 from fraud_service.store.deadline import SingleFlight
@@ -149,7 +150,7 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
 
 def _got(given: object) -> str:
     """What a field held, for a problem: a field left out (None, from a form or JSON) is missing, not "got None"."""
-    return "is missing" if given is None else f"got {given!r:.80}"
+    return "is missing" if given is None else f"got {show(given)}"
 
 
 def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, reason: object, actor: str,
