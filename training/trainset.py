@@ -36,10 +36,11 @@ def model_features() -> list[str]:
 
 
 def current_snapshot(warehouse_dir: Path) -> Snapshot:
+    """The current snapshot, pinned (`Snapshot.pin`): ingests meanwhile do not remove it under a long job."""
     snapshot = Warehouse(warehouse_dir).current()
     if snapshot is None:
         raise TrainingDataError("the warehouse is empty: run `fraud-service ingest DIR` first")
-    return snapshot
+    return snapshot.pin()
 
 
 @dataclass(frozen=True)

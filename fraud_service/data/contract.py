@@ -16,6 +16,14 @@ from fraud_service.errors import TimeOutOfRange
 
 MAX_TEXT = 200
 """The longest text a contract string (or a request's, or a list entry's) may be."""
+MAX_COUNT = 1_000_000
+"""The largest count (quantity, items, line number) a dataset row or a request may carry."""
+MAX_AMOUNT = 1_000_000_000
+"""The largest money amount (price, order total, refund) a dataset row or a request may carry: far above any
+real one, and far below what the features' sums in millionths of a unit (64-bit integers) hold."""
+FUTURE_SLACK = dt.timedelta(days=1)
+"""How far ahead of the ingesting machine's clock a dataset's time may be (clocks and exports that write local time
+as UTC); a later time is a fact that has not happened."""
 FIRST_YEAR, LAST_YEAR = 1678, 2261
 """The whole years (in UTC) a timestamp may fall in, in a dataset and in a request: the features are computed on
 pandas' nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
@@ -103,6 +111,9 @@ class Table:
     time_orders: tuple[TimeOrder, ...] = ()
     optional: bool = False
     row_checks: tuple[tuple[str, str, str], ...] = field(default=())
+    whole_by: str | None = None
+    """A column whose value a dataset sends whole: the rows it brings for that value replace every stored row of it
+    (an order's lines: an order sent again with one line fewer has one line fewer)."""
 
     @property
     def column_names(self) -> list[str]:
@@ -173,6 +184,7 @@ ORDER_ITEMS = Table(
     key=("order_id", "line_no"),
     time_column=None,
     references=(Reference("order_id", "orders", "order_id"),),
+    whole_by="order_id",
 )
 
 RETURNS = Table(

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from fraud_service.data.contract import TABLES, Kind, Table
 from fraud_service.data.files import not_regular
 from fraud_service.data.validation import (
+    EXAMPLES_PER_GROUP,
     ROW,
     Report,
     check_duplicates,
@@ -65,6 +66,7 @@ class TableResult:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0  # stored rows of what the dataset sends whole (`Table.whole_by`) that it no longer holds
     total_after: int = 0
 
 
@@ -206,7 +208,35 @@ def validate(files: dict[str, Path], base: Snapshot | None,
                                  rule.target_time, report)
         if base is not None:
             _check_stored_times(typed, base, report, known_times)
+            _check_identity(typed, base, files, report)
     return typed, report
+
+
+IDENTITY = {"orders": ("order_id", ("customer_id",)), "returns": ("return_id", ("order_id", "customer_id"))}
+"""What a stored row is about, which a later dataset may not change: an id names one order (of one customer) and
+one return (of one order, by one customer) for good. Labels, inspections and evidence hang on these ids, so a
+dataset that moves them is another world's ids colliding with these, or a mistake."""
+
+
+def _check_identity(typed: dict[str, pd.DataFrame], base: Snapshot, files: dict[str, Path], report: Report) -> None:
+    """Refuse rows that give a stored order another customer, or a stored return another order or customer."""
+    for name, (key, columns) in IDENTITY.items():
+        if name not in typed or not {key, *columns} <= set(typed[name].columns):
+            continue
+        new = typed[name]
+        stored = base.read(name, [key, *columns])
+        if stored is None or stored.empty:
+            continue
+        joined = new[[ROW, key, *columns]].merge(stored, on=key, how="inner", suffixes=("", "_stored"))
+        for column in columns:
+            moved = joined[joined[column].notna() & (joined[column] != joined[f"{column}_stored"])]
+            for row, value, ident, was in moved[[ROW, column, key, f"{column}_stored"]].head(
+                    EXAMPLES_PER_GROUP).itertuples(index=False):
+                report.add_rows(files[name].name, column, "changes a stored row",
+                                f"{was!r}, as already ingested for {key} {ident!r} (another {name[:-1]} needs a new "
+                                f"{key})", [row], [value], 1)
+            report.add_rows(files[name].name, column, "changes a stored row", "", [], [],
+                            max(0, len(moved) - EXAMPLES_PER_GROUP))
 
 
 def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: Report,
@@ -285,7 +315,7 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
                 result.tables[name] = _merge_table(con, TABLES[name], frame, files[name].name,
                                                    writer.base, writer.path_for(name))
         con.close()
-        if not any(t.added or t.updated for t in result.tables.values()):
+        if not any(t.added or t.updated or t.removed for t in result.tables.values()):
             progress.info("nothing new: every row is already ingested with the same values")
             return result
         snapshot = writer.commit({"source": str(directory.resolve()),
@@ -314,12 +344,19 @@ def _merge_table(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFra
         result.unchanged = _scalar(
             con, f"SELECT count(*) FROM new_rows n JOIN {old} o USING ({keys}) WHERE {same}")
         result.updated = result.rows - result.added - result.unchanged
-        source = (
-            f"SELECT * EXCLUDE (_prio) FROM (SELECT *, 0 AS _prio FROM new_rows "
-            f"UNION ALL BY NAME SELECT *, 1 AS _prio FROM {old}) "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _prio) = 1"
-        )
-    if result.added or result.updated:
+        if table.whole_by:  # the stored rows of each value sent go, and the dataset's rows take their place
+            whole = table.whole_by
+            kept = f"SELECT * FROM {old} ANTI JOIN (SELECT DISTINCT {whole} FROM new_rows) USING ({whole})"
+            result.removed = _scalar(con, f"SELECT count(*) FROM {old} SEMI JOIN (SELECT DISTINCT {whole} FROM "
+                                          f"new_rows) USING ({whole}) ANTI JOIN new_rows USING ({keys})")
+            source = f"SELECT * FROM new_rows UNION ALL BY NAME {kept}"
+        else:
+            source = (
+                f"SELECT * EXCLUDE (_prio) FROM (SELECT *, 0 AS _prio FROM new_rows "
+                f"UNION ALL BY NAME SELECT *, 1 AS _prio FROM {old}) "
+                f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _prio) = 1"
+            )
+    if result.added or result.updated or result.removed:
         columns = ", ".join(table.column_names)
         con.execute(f"COPY (SELECT {columns} FROM ({source}) ORDER BY {order}) "
                     f"TO {sql_string(out)} (FORMAT parquet, COMPRESSION zstd)").fetchall()

@@ -18,9 +18,12 @@ import pyarrow.compute as pc
 
 from fraud_service.data.contract import (
     FIRST_YEAR,
+    FUTURE_SLACK,
     HIDDEN_RE2,
     IDENTIFIER_TEXT,
     LAST_YEAR,
+    MAX_AMOUNT,
+    MAX_COUNT,
     Column,
     Kind,
     Table,
@@ -185,16 +188,15 @@ def _parse_column(column: Column, raw: pd.Series, rows: pd.Series, file: str,
     if not column.nullable:
         report.add_rows(file, column.name, "missing value", f"a value ({column.kind.describe()})",
                         rows[nulls], raw[nulls], int(nulls.sum()))
-    if column.minimum is not None or column.strictly_positive:
+    if column.kind in (Kind.INT, Kind.DECIMAL):
         numbers = pd.to_numeric(parsed, errors="coerce")
-        if column.strictly_positive:
-            bad = numbers.le(0).fillna(False)
-            expected = "a number greater than 0"
-        else:
-            bad = numbers.lt(column.minimum).fillna(False)
-            expected = f"a number >= {column.minimum:g}"
-        report.add_rows(file, column.name, "out of range", expected, rows[bad], raw[bad],
-                        int(bad.sum()))
+        top = MAX_COUNT if column.kind is Kind.INT else MAX_AMOUNT
+        low, least = (numbers.le(0), "greater than 0") if column.strictly_positive else (
+            (numbers.lt(column.minimum), f">= {column.minimum:g}") if column.minimum is not None
+            else (numbers.lt(-top), f">= {-top:,}"))
+        bad = (low | numbers.gt(top)).fillna(False).astype(bool)
+        report.add_rows(file, column.name, "out of range", f"a number {least} and at most {top:,}", rows[bad],
+                        raw[bad], int(bad.sum()))
     return parsed
 
 
@@ -281,6 +283,10 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
     far = (~nulls & ((year < FIRST_YEAR) | (year > LAST_YEAR))).fillna(False).astype(bool)
     report.add_rows(file, column.name, "out of range", f"a timestamp in the years {FIRST_YEAR} to {LAST_YEAR}",
                     rows[far], raw[far], int(far.sum()))
+    horizon = pd.Timestamp.now(tz="UTC") + FUTURE_SLACK
+    ahead = (~far & (pd.Series(parsed, index=raw.index) > horizon)).fillna(False).astype(bool)
+    report.add_rows(file, column.name, "in the future", f"a time that has come (before {horizon:%Y-%m-%d %H:%M} "
+                    "UTC, a day ahead of this machine's clock)", rows[ahead], raw[ahead], int(ahead.sum()))
     if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
         _report_unparsed(column, raw, nulls, parsed.isna() & ~far, rows, file, report)
     return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]").mask(far)
@@ -313,7 +319,9 @@ def _parse_int(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
     numbers = pd.to_numeric(raw.astype(object).where(~nulls, None), errors="coerce").astype("float64")
     integral = numbers.notna() & np.isfinite(numbers) & (numbers == np.round(numbers))
     _report_unparsed(column, raw, nulls, ~integral, rows, file, report, expected="an integer")
-    return numbers.where(integral).astype("Int64")
+    # beyond MAX_COUNT is out of range (`_parse_column` says so); cut here, as a float64 may not hold it exactly and
+    # an Int64 may not hold it at all
+    return numbers.where(integral).clip(-(MAX_COUNT + 1), MAX_COUNT + 1).astype("Int64")
 
 
 def _parse_bool(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

@@ -7,7 +7,9 @@ Layout under FRAUD_HOME/warehouse:
 
 A new snapshot is written beside the old ones and becomes visible by atomically replacing
 CURRENT, so a failed or interrupted ingest leaves the previous data exactly as it was, and
-readers (DuckDB, Feast, pandas) never need a lock. Unchanged tables are hard-linked.
+readers (DuckDB, Feast, pandas) never need a lock. Unchanged tables are hard-linked. An ingest
+removes all but the last few snapshots, except those a long job has pinned (`Snapshot.pin`: a
+training run reading one while ingests go on); those go at a later ingest.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +36,8 @@ from fraud_service.data.contract import TABLES
 from fraud_service.errors import WarehouseError
 
 KEEP_SNAPSHOTS = 3
+READERS = ".readers"
+"""A snapshot's lock file: shared by the jobs that pinned it, taken whole by the ingest that removes it."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Snapshot:
 
     path: Path
     manifest: dict[str, object]
+    _pinned: list[IO[Any]] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -51,6 +58,19 @@ class Snapshot:
         """What tells this snapshot from every other, for caches: its directory and its content's fingerprint (a
         warehouse wiped and ingested again reuses the name 000001, never the fingerprint of other content)."""
         return f"{self.path}@{self.manifest.get('fingerprint') or self.manifest.get('created_at')}"
+
+    def pin(self) -> Snapshot:
+        """Keep this snapshot from being removed by later ingests for as long as this object lives (a shared lock
+        on its READERS file, released when the object goes); this snapshot."""
+        if not self._pinned:
+            try:
+                readers = open(self.path / READERS, "a+")  # noqa: SIM115 (held as long as the snapshot object)
+            except OSError as exc:
+                raise WarehouseError(f"snapshot {self.name} cannot be read ({exc.strerror}: {self.path})") from None
+            fcntl.flock(readers, fcntl.LOCK_SH)
+            self._pinned.append(readers)
+            weakref.finalize(self, readers.close)  # closing the file releases the lock
+        return self
 
     def table_path(self, table: str) -> Path | None:
         """The parquet file of `table`, or None when it was never ingested."""
@@ -174,10 +194,23 @@ class Warehouse:
         return f"{max(numbers, default=0) + 1:06d}"
 
     def _prune(self, keep: str) -> None:
+        """Remove all but the last KEEP_SNAPSHOTS snapshots (and KEEP), except those a job has pinned."""
         names = sorted(p.name for p in self.snapshots_dir.iterdir() if p.name.isascii() and p.name.isdigit())
         for name in names[:-KEEP_SNAPSHOTS]:
-            if name != keep:
-                shutil.rmtree(self.snapshots_dir / name, ignore_errors=True)
+            if name == keep:
+                continue
+            path = self.snapshots_dir / name
+            try:
+                readers = open(path / READERS, "a+")  # noqa: SIM115
+            except OSError:  # half removed before: what is left goes
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            with readers:
+                try:
+                    fcntl.flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # a job is reading it: a later ingest removes it
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
 
 
 class SnapshotWriter:

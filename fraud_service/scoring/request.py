@@ -30,6 +30,8 @@ from fraud_service.data.contract import (
     FIRST_YEAR,
     IDENTIFIER_TEXT,
     LAST_YEAR,
+    MAX_AMOUNT,
+    MAX_COUNT,
     ORDER_ITEMS,
     ORDERS,
     RETURNS,
@@ -42,10 +44,6 @@ from fraud_service.data.contract import (
 from fraud_service.errors import Problem, RequestInvalid, TimeOutOfRange
 
 MAX_ITEMS = 500
-MAX_COUNT = 1_000_000
-"""The largest count (quantity, items, line number) a request may carry."""
-MAX_AMOUNT = 1_000_000_000
-"""The largest money amount (price, order total, refund) a request may carry."""
 OPTIONAL_RETURN = {"requested_at", "refund_token", "store_id", "has_receipt"}
 """Fields a client may leave out: requested_at defaults to now, has_receipt to true."""
 OPTIONAL_ORDER = {"customer_id", "delivered_at", "address_token", "device_token", "currency"}

@@ -194,3 +194,87 @@ def test_the_in_memory_key_index_answers_as_the_table_does(world_copy, warehouse
     assert index.holding([]) == set()
     assert all(index.holding([order_id]) == {order_id} & stored for order_id in probe)  # one id, as a request asks
     assert snapshot.key_index("no_such_table", "order_id").holding(probe) == set()
+
+
+def test_an_order_sent_again_with_fewer_lines_has_fewer_lines(world_copy, warehouse):
+    ingest(world_copy, warehouse)
+    items = read_table(world_copy, "order_items")
+    counts = items.groupby("order_id").size()
+    order_id = counts[counts >= 2].index[0]
+    kept = items[items["order_id"] == order_id].iloc[[0]]  # the order's first line only: the others were cancelled
+    single = counts[counts == 1].index[0]  # an order of one line, sent again whole with a changed quantity
+    other = items[items["order_id"] == single].assign(quantity=lambda f: f["quantity"] + 1)
+    for path in world_copy.glob("*.parquet"):
+        if path.stem not in ("order_items", "ground_truth"):
+            path.unlink()
+    pd.concat([kept, other]).to_parquet(world_copy / "order_items.parquet", index=False)
+
+    result = ingest(world_copy, warehouse)
+
+    table = result.tables["order_items"]
+    assert (table.unchanged, table.updated, table.removed) == (1, 1, counts[order_id] - 1)
+    stored = warehouse.current().read("order_items")
+    assert stored[stored["order_id"] == order_id]["line_no"].tolist() == kept["line_no"].tolist()
+    # every other order keeps all of its lines, the one sent again with its change
+    assert len(stored) == len(items) - (counts[order_id] - 1)
+    line = stored[(stored["order_id"] == other["order_id"].iloc[0]) & (stored["line_no"] == other["line_no"].iloc[0])]
+    assert line["quantity"].tolist() == other["quantity"].tolist()
+
+
+def test_a_dataset_moving_a_stored_return_or_order_to_another_owner_is_refused(world_copy, warehouse, cli):
+    ingest(world_copy, warehouse)
+    before = warehouse.current().manifest["fingerprint"]
+    orders, returns = read_table(world_copy, "orders"), read_table(world_copy, "returns")
+    customers = orders["customer_id"].unique()
+    orders.loc[0, "customer_id"] = next(c for c in customers if c != orders.loc[0, "customer_id"])
+    orders.to_parquet(world_copy / "orders.parquet", index=False)
+    stored_order = returns.loc[1, "order_id"]
+    returns.loc[1, "order_id"] = next(o for o in orders["order_id"] if o != stored_order)
+
+    returns.to_parquet(world_copy / "returns.parquet", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "orders.parquet" in err and "changes a stored row" in err
+    assert f"{stored_order!r}, as already ingested for return_id {returns.loc[1, 'return_id']!r}" in err
+    assert warehouse.current().manifest["fingerprint"] == before
+
+
+def test_times_ahead_of_the_clock_and_absurd_amounts_and_counts_are_refused(world_copy, warehouse, cli):
+    returns, items = read_table(world_copy, "returns"), read_table(world_copy, "order_items")
+    returns.loc[0, "requested_at"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=2)
+    returns.loc[1, "refund_amount"] = 1e13  # its features' sums in millionths would not fit in 64 bits
+    returns.to_parquet(world_copy / "returns.parquet", index=False)
+    items["quantity"] = items["quantity"].astype(object)
+    items.loc[0, "quantity"] = "99999999999999999999"  # as a CSV brings it: beyond any 64-bit integer
+    items.to_csv(world_copy / "order_items.csv", index=False)
+    (world_copy / "order_items.parquet").unlink()
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1, err
+    assert "in the future" in err and "a time that has come" in err
+    assert "refund_amount" in err and "at most 1,000,000,000" in err
+    assert "quantity" in err and "99999999999999999999" in err and "at most 1,000,000" in err
+    assert "Traceback" not in err
+    assert warehouse.current() is None
+
+
+def test_a_snapshot_a_job_reads_is_not_pruned_under_it(world_copy, warehouse):
+    returns = read_table(world_copy, "returns")
+    ingest(world_copy, warehouse)
+    reading = warehouse.current().pin()  # a training run started on 000001
+    for _ in range(4):
+        returns["refund_amount"] = returns["refund_amount"] + 1
+        returns.to_parquet(world_copy / "returns.parquet", index=False)
+        ingest(world_copy, warehouse)
+
+    assert len(reading.read("returns")) == len(returns)  # still there for the job
+    names = sorted(p.name for p in warehouse.snapshots_dir.iterdir() if p.name.isdigit())
+    assert names == ["000001", "000003", "000004", "000005"]
+    del reading  # the job ends: the next ingest removes it
+    returns["refund_amount"] = returns["refund_amount"] + 1
+    returns.to_parquet(world_copy / "returns.parquet", index=False)
+    ingest(world_copy, warehouse)
+    assert sorted(p.name for p in warehouse.snapshots_dir.iterdir() if p.name.isdigit()) == [
+        "000004", "000005", "000006"]

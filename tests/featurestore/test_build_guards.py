@@ -1,0 +1,62 @@
+"""A feature build that ran alongside another, was interrupted, or went stale is never taken for a good one."""
+
+from __future__ import annotations
+
+import fcntl
+
+import pandas as pd
+import pytest
+
+import fraud_service.featurestore.source as source_module
+from fraud_service.data.ingest import ingest
+from fraud_service.data.warehouse import Warehouse
+from fraud_service.errors import FeatureStoreError
+from fraud_service.health import check_features
+
+
+def test_a_second_build_is_refused_while_one_runs(live_world):
+    source = live_world["source"]
+    with open(source.data_dir / ".build-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build in another process
+        with pytest.raises(FeatureStoreError, match="another `features build` is running"):
+            source.build()
+    assert source.manifest() is not None  # the running build's last manifest is untouched
+
+
+def test_an_interrupted_build_leaves_no_build_to_load_or_train_on(live_world, monkeypatch):
+    source = live_world["source"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(source_module, "build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        source.build()
+
+    assert source.manifest() is None  # some files may be new, some old: no build is complete
+    with pytest.raises(FeatureStoreError, match="no complete feature build"):
+        source.materialize()
+    check = check_features(live_world["settings"])
+    assert not check.ok and "features build" in check.detail
+
+
+def test_doctor_says_the_features_are_behind_an_ingest(live_world):
+    settings = live_world["settings"]
+    assert check_features(settings).ok
+    world = live_world["root"] / "world"
+    labels = world / "labels.parquet"
+    frame = pd.read_parquet(labels)
+    frame.iloc[:1].assign(labelled_at=frame["labelled_at"].iloc[0] + pd.Timedelta(days=1),
+                          source="analyst").to_parquet(labels, index=False)
+    ingest(world, Warehouse(settings.warehouse_dir))
+
+    check = check_features(settings)
+    assert not check.ok
+    assert "built from snapshot 000001, but the warehouse is at 000002" in check.detail
+
+
+def test_materialize_refuses_a_time_that_has_not_come(cli):
+    code, _, err = cli("features", "materialize", "--until", "2200-01-01")
+    assert code != 0 and "is in the future" in err
+    code, _, err = cli("features", "materialize", "--until", "1900-01-01")
+    assert code != 0 and "before any feature row" in err
