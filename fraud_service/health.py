@@ -121,6 +121,12 @@ def check_features(settings: Settings) -> Check:
     manifest = source.manifest()
     if manifest is None:
         return Check("features", False, "none built: run `fraud-service features build`")
+    current = Warehouse(settings.warehouse_dir).current()
+    if current is not None and (manifest.get("snapshot"), manifest.get("fingerprint")) != (
+            current.name, current.manifest.get("fingerprint")):
+        return Check("features", False, f"built from snapshot {manifest.get('snapshot')}, but the warehouse is at "
+                                        f"{current.name} since: run `fraud-service features build`, then "
+                                        "`features materialize`")
     if source.online_behind(manifest):
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "

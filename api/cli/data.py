@@ -37,10 +37,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"error: the report could not be written to {args.report}: {failed.strerror or failed}",
                       file=sys.stderr)
         raise
-    print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'stored':>10}")
+    print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'removed':>9} "
+          f"{'stored':>10}")
     for name, t in result.tables.items():
         print(f"{name:<12} {t.file:<22} {t.rows:>10,} {t.added:>10,} {t.updated:>9,} {t.unchanged:>10,} "
-              f"{t.total_after:>10,}")
+              f"{t.removed:>9,} {t.total_after:>10,}")
     if result.changed:
         print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
               f"under {settings.warehouse_dir}")
@@ -81,7 +82,7 @@ def cmd_import_online_retail(args: argparse.Namespace, settings: Settings) -> in
     """Convert the UCI Online Retail file into a contract dataset."""
     from training.datasets.online_retail import import_online_retail
 
-    summary = import_online_retail(Path(args.file), Path(args.out), progress(args))
+    summary = import_online_retail(Path(args.file), Path(args.out), progress(args), day_first=args.day_first)
     for key, value in summary.__dict__.items():
         print(f"{key:<24} {value:>10,}")
     print(f"contract dataset written to {args.out}; next: fraud-service ingest {args.out}")
@@ -94,6 +95,8 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     config = world_config(args, orders_per_year=args.orders_per_year, return_rate=args.return_rate,
                           fraud_share=args.fraud_share)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise BadRequest(f"--out {args.out} is a file, not a directory")
     summary = generate(config, Path(args.out), progress(args))
     for key, value in summary.items():
         print(f"{key:<24} {value:>12,}" if isinstance(value, int) else f"{key:<24} {value:>12}")
@@ -134,7 +137,13 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     from fraud_service.featurestore.live import LiveFacts
     from fraud_service.featurestore.source import FeatureSource
 
-    end = args.until.to_pydatetime() if args.until is not None else dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.UTC)
+    end = args.until.to_pydatetime() if args.until is not None else now
+    if end > now + dt.timedelta(days=1):
+        raise BadRequest(f"--until {end.isoformat()} is in the future: the online store is loaded up to a time that "
+                         "has come (leave it out for now)")
+    if end.year < 1971:
+        raise BadRequest(f"--until {end.isoformat()} is before any feature row (1970): leave it out for now")
     source = FeatureSource(settings)
     last = (source.materialized() or {}).get("until")
     if last is not None and dt.datetime.fromisoformat(last) > end and not args.full:
@@ -181,8 +190,11 @@ def _datasets(sub: Subparsers) -> None:
                     "Map the UCI Online Retail transactions (invoices starting with C are returns) onto the\n"
                     "contract. Tokens, delivery times and return reasons, which the source lacks, are\n"
                     "synthesised deterministically (see docs/data.md). Rows without a customer are dropped.")
-    p.add_argument("file", metavar="FILE", help="online_retail.parquet (or .csv)")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
+    p.add_argument("file", metavar="FILE", help="online_retail.parquet (or .csv, UTF-8 or Latin-1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory to write the dataset to")
+    p.add_argument("--day-first", action="store_true",
+                   help="a CSV's InvoiceDate is D/M/YYYY H:MM (default: ISO 8601, or M/D/YYYY H:MM as in the UCI "
+                        "CSV)")
     p = add_command(sub, "generate", cmd_generate, "generate a synthetic returns world with fraud and abuse",
                     "Write a realistic returns history in the contract: legitimate behaviour calibrated on\n"
                     "the Online Retail data, plus fraud rings, empty-box and item-switch returns,\n"

@@ -8,6 +8,7 @@ no rows yet (a brand-new address) reads as zero counts, not as missing.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import math
 import os
@@ -85,9 +86,20 @@ class FeatureSource:
         """
         if engine not in ENGINES:
             raise FeatureStoreError(f"unknown feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".build-lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FeatureStoreError(f"another `features build` is running on {self.data_dir} (its lock is "
+                                        "held); wait for it to finish") from None
+            return self._build(progress, bucket_facts, engine)
+
+    def _build(self, progress: Progress, bucket_facts: int | None, engine: str) -> dict[str, Any]:
         snapshot = Warehouse(self.settings.warehouse_dir).current()
         if snapshot is None:
             raise FeatureStoreError("the warehouse is empty: run `fraud-service ingest DIR` first")
+        snapshot.pin()  # an ingest meanwhile leaves it in place until the build is done
         tables = {name: snapshot.table_path(name) for name in ("customers", "orders", "returns", "labels",
                                                                "inspections")}
         missing = [name for name, path in tables.items() if path is None and name in ("customers", "orders",
@@ -98,6 +110,9 @@ class FeatureSource:
             if tables[name] is None:
                 tables[name] = self._empty_table(name)
         present = {k: v for k, v in tables.items() if v is not None}
+        # the files are replaced one by one: until the new manifest is written, no build is complete (an
+        # interrupted build leaves none, so materialize and train refuse it and doctor says so)
+        self.manifest_path.unlink(missing_ok=True)
         if engine == "spark":
             from features.spark_pipeline import build as spark_build
 
@@ -213,9 +228,12 @@ class FeatureSource:
         never read them, while their live facts are dropped as covered.
         """
         end = end or dt.datetime.now(dt.UTC)
-        store = self.store()
         manifest = self.manifest()
-        build = (manifest or {}).get("built_at")
+        if manifest is None:
+            raise FeatureStoreError("no complete feature build to load (none yet, or the last one was interrupted): "
+                                    "run `fraud-service features build` first")
+        store = self.store()
+        build = manifest.get("built_at")
         rebuilt = self.online_behind(manifest)
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
