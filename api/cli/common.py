@@ -76,6 +76,19 @@ def share(text: str) -> float:
     return value
 
 
+def number_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse type: a finite number from LOW to HIGH (not nan, not inf)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # false for nan as well
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low:,g} to {high:,g}")
+        return value
+    return parse
+
+
 def positive_int_at_most(most: int) -> Callable[[str], int]:
     """argparse type: an integer above 0 and at most MOST."""
     def parse(text: str) -> int:
@@ -128,10 +141,23 @@ def world_options(p: argparse.ArgumentParser, customers: int = 20000, days: int 
 
 def world_config(args: argparse.Namespace, **options: Any) -> Any:
     """The WorldConfig of `world_options`: from --start, or ending at --end (now by default; never in the future)."""
-    from training.datasets.synthetic import WorldConfig
+    from training.datasets.synthetic import WorldConfig, check
 
     if args.start is not None:
-        return WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start, **options)
+        config = WorldConfig(customers=args.customers, days=args.days, seed=args.seed, start=args.start, **options)
+    else:
+        config = _ending(args, **options)
+    try:
+        check(config)
+    except ValueError as exc:
+        raise BadRequest(str(exc).replace("start=", "--start ", 1)) from None
+    return config
+
+
+def _ending(args: argparse.Namespace, **options: Any) -> Any:
+    """The WorldConfig of a world ending at --end (now by default)."""
+    from training.datasets.synthetic import WorldConfig
+
     now = dt.datetime.now(dt.UTC)
     try:
         end = now if args.end is None or args.end.strip().lower() == "now" else timestamp_value(args.end)
@@ -160,6 +186,8 @@ def writable_beside(out: Path) -> Path:
     """OUT, once a file could be made in its folder; BadRequest naming the folder and why not otherwise."""
     import tempfile
 
+    if out.is_dir():
+        raise BadRequest(f"--out {out} is a directory: name a file to write")
     try:
         with tempfile.TemporaryFile(dir=out.parent):
             pass

@@ -95,9 +95,10 @@ def register(sub: Subparsers) -> None:
     evidence = sub.add_parser("evidence", help="verify the evidence log; sign checkpoints of it",
                               description="The append-only evidence log, each event chained to the previous by hash.")
     esub = evidence.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
-    q = esub.add_parser("verify", help="re-hash the whole chain and check the assessments, notes and labels "
-                                       "against their events (or check a case's exported bundle offline); exit 1 "
-                                       "naming the first edited, inserted or missing event or row")
+    verify_help = ("re-hash the whole chain and check the assessments, notes and labels against their events (or "
+                   "check a case's exported bundle offline); exit 1 naming the first edited, inserted or missing "
+                   "event or row")
+    q = esub.add_parser("verify", help=verify_help, description=verify_help[0].upper() + verify_help[1:] + ".")
     q.add_argument("--bundle", metavar="FILE", help="an evidence bundle (the .zip from the UI or "
                                                    "/v1/cases/ID/bundle, or its .json): checked without the database")
     q.add_argument("--checkpoints", metavar="DIR", help="also check the signed checkpoints in DIR (or one file): "

@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 us
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -78,7 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: the evidence database ({_where(settings)}) failed: {getattr(exc, 'orig', exc)}",
                   file=sys.stderr)
             return EXIT_REJECTED
-        raise
+        if os.environ.get("FRAUD_DEBUG"):
+            raise
+        # a failure no check foresaw: one line, and how to get the rest
+        print(f"error: {args.command} failed unexpectedly ({type(exc).__name__}: "
+              f"{(str(exc).splitlines() or [''])[0][:300]}); FRAUD_DEBUG=1 shows the traceback, which is worth "
+              "reporting", file=sys.stderr)
+        return EXIT_REJECTED
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written is left behind", file=sys.stderr)
+        print("interrupted; what was being written is not taken for finished (ingest, build and training publish "
+              "their result only when done): run the command again", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 from api.cli.common import (
@@ -14,6 +15,7 @@ from api.cli.common import (
     check_windows,
     cli_actor,
     costs_from,
+    number_in,
     positive_int,
     positive_int_at_most,
     progress,
@@ -24,7 +26,7 @@ from api.cli.common import (
 from api.cli.common import train_until as until_arg
 from api.cli.monitoring import cmd_models_compare, cmd_models_shadow
 from fraud_service.config import Settings
-from fraud_service.errors import BadRequest
+from fraud_service.errors import BadRequest, RegistryError
 from models.registry import ModelRegistry
 from training.gate import summary as gate_summary
 
@@ -137,14 +139,26 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     aliases = registry.aliases()
     print(f"{'version':<8} {'aliases':<22} {'trained until':<12} {'trees':>6} {'test AP':>8}  registered")
+    damaged = []
     for version in versions:
-        m = registry.load(version).manifest
-        ap = ((m.get("metrics") or {}).get("test") or {}).get("average_precision")
         tags = ",".join(a for a, v in aliases.items() if v == version)
+        try:
+            m = registry.load(version).manifest
+        except RegistryError as exc:  # the others are listed all the same
+            damaged.append(version)
+            print(f"{version:<8} {tags:<22} DAMAGED: {exc}")
+            continue
+        ap = ((m.get("metrics") or {}).get("test") or {}).get("average_precision")
         trees = m.get("trees") or m["best_iteration"]  # models trained before ensembles did not record it
         print(f"{version:<8} {tags:<22} {m['label_cutoff'][:10]:<12} {trees:>6} "
               f"{'-' if ap is None else f'{ap:.4f}':>8}  {m['registered_at']}")
-    return 0
+    for alias, version in sorted(aliases.items()):
+        if version not in versions:
+            print(f"error: {alias} names {version}, which is not in {settings.models_dir}", file=sys.stderr)
+    if damaged:
+        print(f"error: {', '.join(damaged)} cannot be loaded (changed or damaged since registered): promote or roll "
+              "back to another version, and train again to replace it", file=sys.stderr)
+    return 1 if damaged or not set(aliases.values()) <= set(versions) else 0
 
 
 def cmd_models_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,7 +248,8 @@ def register(sub: Subparsers) -> None:
                     "report every metric per fold and its mean and spread, for the model, the rules baseline and\n"
                     "the production model, as HTML + JSON under $FRAUD_HOME/reports. Nothing is registered.")
     p.add_argument("--folds", type=positive_int, default=3, help="number of test windows (default 3)")
-    p.add_argument("--test-days", type=positive_int, default=30, help="days per test window (default 30)")
+    p.add_argument("--test-days", type=positive_int_at_most(MAX_DAYS), default=30,
+                   help="days per test window (default 30)")
     p.add_argument("--until", type=timestamp, metavar="DATE", help="end of the last test window")
     _training_options(p)
     _models(sub)
@@ -287,7 +302,7 @@ def _train(sub: Subparsers) -> None:
     p.add_argument("--test-from", type=timestamp, metavar="DATE", help="test window start (default --train-until)")
     p.add_argument("--test-until", type=timestamp, metavar="DATE",
                    help="test window end (default: last request minus the label delay)")
-    p.add_argument("--test-days", type=positive_int, default=30, metavar="D",
+    p.add_argument("--test-days", type=positive_int_at_most(MAX_DAYS), default=30, metavar="D",
                    help="with --train-until now, the days of the test window (default 30)")
     _training_options(p)
     _cost_options(p)
@@ -355,7 +370,7 @@ def _models(sub: Subparsers) -> None:
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label-delay", type=float, default=None, metavar="DAYS",
+    p.add_argument("--label-delay", type=number_in(0, MAX_DAYS), default=None, metavar="DAYS",
                    help="how long labels take to arrive: the returns of the last DAYS before the cutoff train "
                         "(weighted) but neither validate nor calibrate (default: the 75th percentile of how late "
                         "fraud/abuse labels arrived, at most 30%% of the window)")
@@ -369,6 +384,10 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 MAX_MEMBERS = 20
 """Members beyond this add nothing measurable and multiply what training, scoring and explaining cost."""
+MAX_DAYS = 3650
+"""The longest label delay or test window in days a command takes (ten years)."""
+MAX_MONEY = 1e9
+"""The largest cost or count a cost option takes (what a request may carry as an amount)."""
 
 
 def _config(args: argparse.Namespace) -> object:
@@ -381,15 +400,17 @@ def _config(args: argparse.Namespace) -> object:
 
 
 def _cost_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reviews-per-day", type=float, default=50.0, metavar="N",
+    p.add_argument("--reviews-per-day", type=number_in(0, MAX_MONEY), default=50.0, metavar="N",
                    help="analyst reviews a day (default 50)")
-    p.add_argument("--loss-per-fraud", type=float, default=None, metavar="N",
+    p.add_argument("--loss-per-fraud", type=number_in(0, MAX_MONEY), default=None, metavar="N",
                    help="loss when a fraud is paid out (default: mean refund of labelled fraud/abuse)")
-    p.add_argument("--review-cost", type=float, default=12.0, metavar="N", help="cost of one review (default 12)")
-    p.add_argument("--inspection-cost", type=float, default=4.0, metavar="N", help="cost of one inspection (default 4)")
-    p.add_argument("--credit-friction", type=float, default=3.0, metavar="N",
+    p.add_argument("--review-cost", type=number_in(0, MAX_MONEY), default=12.0, metavar="N",
+                   help="cost of one review (default 12)")
+    p.add_argument("--inspection-cost", type=number_in(0, MAX_MONEY), default=4.0, metavar="N",
+                   help="cost of one inspection (default 4)")
+    p.add_argument("--credit-friction", type=number_in(0, MAX_MONEY), default=3.0, metavar="N",
                    help="cost of forcing store credit on an honest customer (default 3)")
-    p.add_argument("--deny-friction", type=float, default=60.0, metavar="N",
+    p.add_argument("--deny-friction", type=number_in(0, MAX_MONEY), default=60.0, metavar="N",
                    help="cost of denying an honest customer (default 60)")
     p.add_argument("--max-friction", type=share, default=0.05, metavar="SHARE",
                    help="ceiling on the share of returns not approved at once, e.g. 0.05 or 5%% (default 5%%)")

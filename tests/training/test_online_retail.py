@@ -79,3 +79,45 @@ def test_a_file_without_the_source_columns_is_refused(tmp_path):
     pd.DataFrame({"a": [1]}).to_parquet(path)
     with pytest.raises(DatasetError, match="missing column\\(s\\) InvoiceNo"):
         load_source(path)
+
+
+@needs_source
+@pytest.mark.parametrize(("form", "day_first", "encoding"), [
+    ("%Y-%m-%d %H:%M:%S", False, "utf-8"),
+    ("%m/%d/%Y %H:%M", False, "latin-1"),  # the UCI CSV, as the spreadsheet saves it
+    ("%d/%m/%Y %H:%M", True, "utf-8"),
+])
+def test_a_csv_import_reads_its_dates_as_written(tmp_path, form, day_first, encoding):
+    source = pd.read_parquet(SOURCE)
+    source = source[source["InvoiceDate"] < "2010-12-13"].head(3000)  # days 1 to 12: either order would parse
+    source["Description"] = source["Description"].fillna("") + " £"
+    path = tmp_path / "retail.csv"
+    source.assign(InvoiceDate=source["InvoiceDate"].dt.strftime(form)).to_csv(path, index=False, encoding=encoding)
+
+    import_online_retail(path, tmp_path / "out", day_first=day_first)
+
+    placed = pd.read_parquet(tmp_path / "out" / "orders.parquet")["placed_at"]
+    assert (placed.min(), placed.max().date()) == (pd.Timestamp("2010-12-01 08:26", tz="UTC"),
+                                                   source["InvoiceDate"].max().date())
+
+
+@needs_source
+def test_bad_sources_and_targets_are_named(tmp_path):
+    source = pd.read_parquet(SOURCE).head(200)
+    path = tmp_path / "retail.csv"
+    source.assign(InvoiceDate=source["InvoiceDate"].dt.strftime("%d/%m/%Y %H:%M")
+                  .where(source.index != 5, "13/12/2010 10:00")).to_csv(path, index=False)
+    with pytest.raises(DatasetError, match=r"InvoiceDate '13/12/2010 10:00' \(row 6\) is neither ISO 8601 nor "
+                                           r"month first.*--day-first"):
+        import_online_retail(path, tmp_path / "a")
+    source.assign(CustomerID=source["CustomerID"].astype("Int64").astype(str).where(source.index != 3, "x12")
+                  ).to_parquet(tmp_path / "junk.parquet")
+    with pytest.raises(DatasetError, match=r"CustomerID must be a number; 1 row\(s\) are not, the first row 4 "
+                                           "with 'x12'"):
+        import_online_retail(tmp_path / "junk.parquet", tmp_path / "b")
+    with pytest.raises(DatasetError, match="is a directory: name the Online Retail file"):
+        import_online_retail(tmp_path, tmp_path / "c")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "labels.parquet").write_bytes(b"")
+    with pytest.raises(DatasetError, match="not a new or empty directory"):
+        import_online_retail(SOURCE, tmp_path / "d")

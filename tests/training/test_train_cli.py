@@ -265,3 +265,16 @@ def test_score_batch_to_a_folder_it_cannot_write_says_so_before_scoring(cli, on_
                          str(tmp_path / "missing" / "scores.csv"))
     assert code == 1 and "Traceback" not in err and "scored" not in out, (out, err)
     assert f"cannot write in {tmp_path / 'missing'}" in err
+
+
+def test_models_list_names_a_damaged_version_and_lists_the_others(cli, on_world):
+    first = on_world.load("v0001")
+    on_world.register(first.model_text() + "\n", first.manifest, first.policy)  # v0002, its own files
+    model = on_world.root / "versions" / "v0001" / "model.txt"
+    model.write_text(model.read_text()[:5000])  # cut short on disk
+    code, out, err = cli("models", "list")
+    assert code == 1
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "DAMAGED" in rows["v0001"] and "model.txt does not match its seal" in rows["v0001"]
+    assert "DAMAGED" not in rows["v0002"] and rows["v0002"].split()[1] == "candidate"
+    assert "v0001 cannot be loaded" in err

@@ -70,18 +70,56 @@ def _unit_hash(values: pd.Series, salt: str) -> np.ndarray:
                      for v in values])
 
 
-def load_source(path: Path) -> pd.DataFrame:
-    """Read the Online Retail file (parquet or CSV) and check it has the source columns."""
+def load_source(path: Path, day_first: bool = False) -> pd.DataFrame:
+    """Read the Online Retail file (parquet, or CSV in UTF-8 or Latin-1 as the spreadsheet is saved) and check it has
+    the source columns; `InvoiceDate` as text is ISO 8601 or the UCI CSV's month-first `12/1/2010 8:26` (day first
+    with DAY_FIRST)."""
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str})
+    if path.is_dir():
+        raise DatasetError(f"{path} is a directory: name the Online Retail file (parquet or CSV)")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            try:
+                frame = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str})
+            except UnicodeDecodeError:  # the UCI spreadsheet saved as CSV is Latin-1 (`£`, accented names)
+                frame = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str}, encoding="latin-1")
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot be read as {'parquet' if path.suffix == '.parquet' else 'CSV'} "
+                           f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
     missing = [c for c in SOURCE_COLUMNS if c not in frame.columns]
     if missing:
         raise DatasetError(f"{path}: not the Online Retail layout; missing column(s) {', '.join(missing)}")
+    frame["InvoiceDate"] = _invoice_dates(path, frame["InvoiceDate"], day_first)
+    for column in ("CustomerID", "Quantity", "UnitPrice"):
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        bad = numbers.isna() & frame[column].notna() & frame[column].astype(str).str.strip().ne("")
+        if column == "CustomerID":  # whole numbers, as 12346 or 12346.0
+            bad |= numbers.notna() & (numbers != numbers.round())
+        if bad.any():
+            first = int(bad.to_numpy().argmax())
+            raise DatasetError(f"{path}: {column} must be a number; {int(bad.sum()):,} row(s) are not, the first "
+                               f"row {first + 1:,} with {frame[column].iloc[first]!r}")
+        frame[column] = numbers
     return frame
+
+
+def _invoice_dates(path: Path, dates: pd.Series, day_first: bool) -> pd.Series:
+    """InvoiceDate as naive local times: as stored, or parsed from text (ISO 8601, else D/M or M/D/YYYY H:MM)."""
+    if pd.api.types.is_datetime64_any_dtype(dates.dtype):
+        return dates
+    text = dates.astype("string").str.strip()
+    slashed = "%d/%m/%Y %H:%M" if day_first else "%m/%d/%Y %H:%M"
+    for form in ("ISO8601", slashed):
+        parsed = pd.to_datetime(text, format=form, errors="coerce")
+        if parsed.notna().sum() == text.notna().sum():
+            return parsed
+    first = int((parsed.isna() & text.notna()).to_numpy().argmax())
+    order = "day first (D/M/YYYY H:MM)" if day_first else "month first, as the UCI CSV (M/D/YYYY H:MM; --day-first " \
+                                                          "for D/M/YYYY)"
+    raise DatasetError(f"{path}: InvoiceDate {text.iloc[first]!r} (row {first + 1:,}) is neither ISO 8601 nor {order}")
 
 
 def convert(source: pd.DataFrame, progress: Progress = SILENT) -> tuple[dict[str, pd.DataFrame], ImportSummary]:
@@ -196,10 +234,15 @@ def _link_returns(cancels: pd.DataFrame, sales: pd.DataFrame, orders: pd.DataFra
     return returns, unmatched
 
 
-def import_online_retail(source: Path, out: Path, progress: Progress = SILENT) -> ImportSummary:
-    """Read the Online Retail file and write the contract tables into `out`."""
+def import_online_retail(source: Path, out: Path, progress: Progress = SILENT, day_first: bool = False
+                         ) -> ImportSummary:
+    """Read the Online Retail file and write the contract tables into `out` (a new or empty directory: a dataset
+    already there would keep its other tables beside these)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DatasetError(f"--out {out} is not a new or empty directory: the tables written there would mix with "
+                           "what it holds; name another")
     with progress.step(f"reading {source}"):
-        frame = load_source(source)
+        frame = load_source(source, day_first)
     tables, summary = convert(frame, progress)
     write_tables(tables, out, progress)
     return summary

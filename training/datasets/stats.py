@@ -10,15 +10,27 @@ import pandas as pd
 from fraud_service.data.contract import TABLES
 from fraud_service.data.ingest import find_tables, read_raw
 from fraud_service.data.validation import Report, parse_table
+from fraud_service.errors import DatasetError, ValidationFailed
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 
 
+NEEDED = ("orders", "order_items", "returns")
+
+
 def load_typed(directory: Path, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """Read the named tables of a dataset directory with contract types (absent tables are skipped)."""
+    """Read the named tables of a dataset directory with contract types (absent tables are skipped, but for NEEDED
+    ones); ValidationFailed naming the problems when a value breaks the contract, as ingest would."""
     files = find_tables(directory)
-    return {name: parse_table(TABLES[name], read_raw(files[name]), files[name].name, Report())
-            for name in tables if name in files}
+    missing = [name for name in NEEDED if name in tables and name not in files]
+    if missing:
+        raise DatasetError(f"{directory}: no {', '.join(missing)} table (statistics need {', '.join(NEEDED)})")
+    report = Report()
+    typed = {name: parse_table(TABLES[name], read_raw(files[name]), files[name].name, report)
+             for name in tables if name in files}
+    if report:
+        raise ValidationFailed(report, f"{directory}: {report.count} problem(s); no statistics\n{report.render()}")
+    return typed
 
 
 def dataset_stats(directory: Path) -> dict[str, float | int | str]:

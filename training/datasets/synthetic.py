@@ -69,9 +69,7 @@ class WorldConfig:
     def start_ts(self) -> pd.Timestamp:
         """The first moment, UTC: `start` is a date (midnight) or a time as YYYY-MM-DDTHH:MM:SS (naive = UTC)."""
         try:
-            if len(self.start) == 10:
-                return pd.Timestamp(dt.date.fromisoformat(self.start), tz="UTC")
-            moment = dt.datetime.fromisoformat(self.start)
+            moment = dt.datetime.fromisoformat(self.start)  # a date alone is midnight
         except ValueError:
             raise ValueError(f"start={self.start!r}: expected a date as YYYY-MM-DD or a time as "
                              "YYYY-MM-DDTHH:MM:SS") from None
@@ -126,7 +124,7 @@ def is_generated(out: Path, config: WorldConfig) -> bool:
 
 def generate(config: WorldConfig, out: Path, progress: Progress = SILENT) -> dict[str, object]:
     """Generate the world and write it (contract tables + ground_truth.parquet) into `out`."""
-    _check(config)
+    check(config)
     rng = np.random.default_rng(config.seed)
     # the world is built in naive UTC; assemble() stamps the zone on the way out
     start = config.start_ts().tz_localize(None)
@@ -160,8 +158,16 @@ def generate(config: WorldConfig, out: Path, progress: Progress = SILENT) -> dic
     return summary
 
 
-def _check(config: WorldConfig) -> None:
-    config.start_ts()
+def check(config: WorldConfig) -> None:
+    """ValueError naming the first setting of CONFIG a world cannot be made with."""
+    try:
+        first = dt.datetime.fromisoformat(config.start)
+    except ValueError:
+        raise ValueError(f"start={config.start!r}: expected a date as YYYY-MM-DD or a time as "
+                         "YYYY-MM-DDTHH:MM:SS") from None
+    if first.year < 1678 or first.year + config.days / 365.25 > 2261:  # what the features' timestamps hold
+        raise ValueError(f"start={config.start!r} and days={config.days}: a world runs within the years 1678 to "
+                         "2261")
     if config.customers < 50:
         raise ValueError("customers must be at least 50 (room for every fraud typology)")
     if not 0 < config.rate < 1:

@@ -64,6 +64,12 @@ def test_each_command_explains_itself(cli, command):
     (["generate", "--out", "x", "--days", "many"], "'many' is not an integer"),
     (["ingest"], "the following arguments are required: DIR"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    # a negative or endless label delay trained another model, silently; nan and inf costs went into a live policy
+    (["train", "--train-until", "now", "--label-delay", "-5"], "'-5' is not a number from 0 to 3,650"),
+    (["train", "--train-until", "now", "--label-delay", "nan"], "'nan' is not a number from 0 to 3,650"),
+    (["evaluate", "--test-days", "100000"], "100000 is more than 3650, the most allowed"),
+    (["thresholds", "--reviews-per-day", "nan"], "'nan' is not a number from 0 to 1e+09"),
+    (["thresholds", "--reviews-per-day", "10", "--loss-per-fraud", "inf"], "'inf' is not a number"),
 ])
 def test_usage_errors_exit_2_with_the_reason(cli, args, message):
     code, _, err = cli(*args)
@@ -256,3 +262,36 @@ def test_a_bad_setting_is_reported_not_raised(cli, monkeypatch):
     code, _, err = cli("status")
     assert code == 1
     assert "FRAUD_ONLINE_STORE='memcached'" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--customers", "30"], "customers must be at least 50"),
+    (["--return-rate", "nan"], "return_rate=nan: expected a share between 0 and 1"),
+    (["--start", "1500-01-01"], "--start '1500-01-01' and days=365: a world runs within the years 1678 to 2261"),
+])
+def test_a_world_that_cannot_be_made_is_refused_in_one_line(cli, tmp_path, args, message):
+    code, _, err = cli("generate", "--out", str(tmp_path / "w"), *args)
+    assert code == 1 and err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_out_file_that_is_a_directory_or_a_world_that_is_a_file_is_refused(cli, tmp_path):
+    (tmp_path / "scores.csv").mkdir()
+    code, _, err = cli("score-batch", "--from", "2025-01-01", "--to", "2025-02-01", "--out",
+                       str(tmp_path / "scores.csv"))
+    assert code == 1 and "is a directory: name a file to write" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = cli("generate", "--out", str(tmp_path / "file"), "--customers", "100", "--days", "10")
+    assert code == 1 and "is a file, not a directory" in err
+
+
+def test_a_failure_no_check_foresaw_is_one_line_unless_debugging(cli, monkeypatch):
+    import api.cli.data as data
+
+    def broken(args, settings):
+        raise KeyError("orders")
+
+    monkeypatch.setattr(data, "cmd_status", broken)  # the parser main builds takes it
+    code, _, err = cli("status")
+    assert code == 1 and err.strip().startswith("error: status failed unexpectedly (KeyError: 'orders')")
+    assert "FRAUD_DEBUG=1" in err and "Traceback" not in err
