@@ -27,14 +27,16 @@ Candidates (each point in time: only facts strictly before the request):
   order;
 - `changes`: devices and addresses the customer started using in the last 30 days, refund destinations in 90,
   and all they ever used;
-- `zscore`: the refund and the days from delivery against the customer's own earlier returns (z-scores).
+- `zscore`: the refund and the days from delivery against the customer's own earlier returns (z-scores);
+- `unit`: the refund per claimed unit, against the order's average unit and its dearest unit price, and the share
+  of the order's units claimed.
 
     .venv/bin/python bench/feature_trials.py --worlds generated-0.01:1 generated-0.03:1 uci-injection:1 \\
         --variants base link seen ensemble=1 [--config KEY=VALUE ...] [--work DIR] [--json FILE]
 
 Worlds: `generated-SHARE:SEED` (the generator, 6,000 customers, 365 days, cutoff 120 days before the end),
-`uci-injection:SEED` and `uci-second:SEED` (Online Retail with either injector, cutoff 2011-09-01). The second
-injector is the held-out proxy: choices are made on the others (docs/training.md).
+`uci-injection:SEED`, `uci-second:SEED` and `uci-third:SEED` (Online Retail with each injector, cutoff 2011-09-01).
+The second and third injectors are the held-out proxies: choices are made on the others (docs/training.md).
 """
 
 from __future__ import annotations
@@ -88,8 +90,9 @@ def dataset(world: str, work: Path) -> tuple[Path, pd.Timestamp, pd.Timestamp]:
             generate(config, out)
         end = config.start_ts() + pd.Timedelta(days=365)
         return out, end - pd.Timedelta(days=120), end
-    if kind not in ("uci-injection", "uci-second"):
-        raise SystemExit(f"unknown world {world!r}: generated-SHARE:SEED, uci-injection:SEED or uci-second:SEED")
+    if kind not in ("uci-injection", "uci-second", "uci-third"):
+        raise SystemExit(f"unknown world {world!r}: generated-SHARE:SEED, uci-injection:SEED, uci-second:SEED or "
+                         "uci-third:SEED")
     uci = work / "data" / "uci"
     if not uci.exists():
         _cli("import-online-retail", str(SOURCE), "--out", str(uci))
@@ -98,6 +101,10 @@ def dataset(world: str, work: Path) -> tuple[Path, pd.Timestamp, pd.Timestamp]:
             from training.datasets.injection import InjectionConfig, inject
 
             inject(uci, out, InjectionConfig(seed=seed))
+        elif kind == "uci-third":
+            from training.datasets.third_injection import ThirdInjectionConfig, inject_third
+
+            inject_third(uci, out, ThirdInjectionConfig(seed=seed))
         else:
             from training.datasets.second_injection import SecondInjectionConfig, inject_second
 
@@ -303,6 +310,21 @@ def zscore(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         SELECT q.return_id, (q.refund_amount - p.m) / nullif(p.s, 0) AS refund_z,
                (epoch(q.t - q.delivered_at) / 86400 - p.dm) / nullif(p.ds, 0) AS days_to_return_z
         FROM q LEFT JOIN prior p USING (return_id)""").df()
+
+
+@candidate("unit")
+def unit(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """What one claimed unit is worth: the refund per unit claimed, against the order's average unit and its dearest
+    unit price, and the share of the order's units claimed (an item switch or an empty box goes for the dear
+    pieces; an honest partial return sends back what did not fit)."""
+    return con.sql("""
+        WITH o AS (SELECT order_id, sum(unit_price * quantity) AS v, sum(quantity) AS u, max(unit_price) AS top
+                   FROM order_items GROUP BY order_id)
+        SELECT q.return_id, q.refund_amount / greatest(r.items_count, 1) AS unit_refund,
+               (q.refund_amount / greatest(r.items_count, 1)) / nullif(o.v / nullif(o.u, 0), 0) AS unit_to_order_unit,
+               (q.refund_amount / greatest(r.items_count, 1)) / nullif(o.top, 0) AS unit_to_top_unit,
+               r.items_count / nullif(o.u, 0) AS units_claimed_share
+        FROM q JOIN returns r USING (return_id) LEFT JOIN o ON o.order_id = q.order_id""").df()
 
 
 def run(world: str, variants: list[str], work: Path, common: tuple[str, ...] = ()) -> dict[str, Any]:
