@@ -122,8 +122,9 @@ def feature_frame(source: FeatureSource, snapshot: Snapshot, window: Window, pro
     """The returns in WINDOW with their context columns and point-in-time features, in time order."""
     built = source.built_from()
     if built != snapshot.name:
-        raise TrainingDataError(f"features were built from snapshot {built or 'nothing'} but the warehouse is at "
-                                f"{snapshot.name}: run `fraud-service features build` first")
+        when = f"were built from snapshot {built}" if built else "are not built (or their last build was interrupted)"
+        raise TrainingDataError(f"the features {when}, and the warehouse is at {snapshot.name}: run `fraud-service "
+                                "features build` first")
     returns, orders, items = read_context(snapshot, window)
     if returns.empty:
         raise TrainingDataError(f"no returns were requested in {window}")

@@ -46,7 +46,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
               f"under {settings.warehouse_dir}")
     else:
-        print(f"nothing changed: snapshot {result.previous} stays current")
+        print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
+              "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")
     return 0
 
 

@@ -181,6 +181,8 @@ class Warehouse:
                     f"another process is writing the warehouse (lock {lock_path} is held); "
                     "wait for it to finish"
                 ) from None
+            for left in self.snapshots_dir.glob(".staging-*"):  # a writer killed before it could clean up
+                shutil.rmtree(left, ignore_errors=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.snapshots_dir))
             writer = SnapshotWriter(self, staging, self.current())
             try:

@@ -278,3 +278,12 @@ def test_a_snapshot_a_job_reads_is_not_pruned_under_it(world_copy, warehouse):
     ingest(world_copy, warehouse)
     assert sorted(p.name for p in warehouse.snapshots_dir.iterdir() if p.name.isdigit()) == [
         "000004", "000005", "000006"]
+
+
+def test_what_a_killed_writer_staged_is_cleared_by_the_next(world_copy, warehouse):
+    warehouse.snapshots_dir.mkdir(parents=True)
+    left = warehouse.snapshots_dir / ".staging-killed"
+    (left / "returns.parquet").parent.mkdir()
+    (left / "returns.parquet").write_bytes(b"half")
+    ingest(world_copy, warehouse)
+    assert not left.exists() and warehouse.current().name == "000001"
