@@ -132,11 +132,16 @@ def _refuse_nul(path: Path) -> None:
 
 
 def _refuse_bad_header(path: Path) -> None:
-    """A CSV header naming a column twice is refused (pandas would rename the second `return_id.1` and drop it)."""
+    """A CSV header naming a column twice is refused (pandas would rename the second `return_id.1` and drop it), and
+    one of a single column holding semicolons or tabs is named for what it is (each column was "missing")."""
     import csv
 
     with path.open(encoding="utf-8", errors="replace", newline="") as f:
         header = next(csv.reader(f), [])
+    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+        mark = "semicolons" if ";" in header[0] else "tabs"
+        raise DatasetError(f"{path}: line 1 (the header) is one column separated by {mark}; a contract CSV is "
+                           "separated by commas (nothing was ingested)")
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
         raise DatasetError(f"{path}: line 1 (the header) names {', '.join(map(repr, twice))} more than once; each "

@@ -345,3 +345,12 @@ def test_a_timestamp_is_in_range_by_its_year_in_utc_as_in_a_request() -> None:
             assert taken, text
         except (RequestInvalid, ValueError):
             assert not taken, text
+
+
+def test_a_semicolon_separated_csv_is_named_for_what_it_is(world_copy, cli, warehouse):
+    csv = table_to_csv(world_copy, "returns", lambda frame: frame)
+    frame = pd.read_csv(csv)
+    frame.to_csv(csv, sep=";", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "one column separated by semicolons; a contract CSV is separated by commas" in err
+    assert "missing required column" not in err
