@@ -422,19 +422,23 @@ def _report_and_register(settings: Settings, registry: ModelRegistry, manifest: 
     reports = settings.home / "reports"
     staging = reports / f".train-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%f')}"
     cutoff = manifest["label_cutoff"][:10]
-    with progress.step("writing the report"):
-        write_report(staging, title=f"Model {MODEL_TOKEN}, trained on labels known at {cutoff}",
-                     manifest=manifest, evaluation=outcome.test | {"gate": outcome.gate},
-                     policy=replace(outcome.policy, version=POLICY_TOKEN), scorer=outcome.model,
-                     explain_frame=outcome.test_frame if not outcome.test_frame.empty else rows,
-                     test_frame=outcome.test_frame, test_y=outcome.y_test,
-                     test_scores={c.name: c.score for c in outcome.candidates})
     record = None
     policy = outcome.policy
-    if register:
-        record = registry.register(trained.model_text, manifest, policy.to_dict(), gate=outcome.gate,
-                                   extra={SAMPLE_FILE: sample}, first_production=first_production)
-        policy = Policy.from_dict(record.policy)
+    try:
+        with progress.step("writing the report"):
+            write_report(staging, title=f"Model {MODEL_TOKEN}, trained on labels known at {cutoff}",
+                         manifest=manifest, evaluation=outcome.test | {"gate": outcome.gate},
+                         policy=replace(outcome.policy, version=POLICY_TOKEN), scorer=outcome.model,
+                         explain_frame=outcome.test_frame if not outcome.test_frame.empty else rows,
+                         test_frame=outcome.test_frame, test_y=outcome.y_test,
+                         test_scores={c.name: c.score for c in outcome.candidates})
+        if register:
+            record = registry.register(trained.model_text, manifest, policy.to_dict(), gate=outcome.gate,
+                                       extra={SAMPLE_FILE: sample}, first_production=first_production)
+            policy = Policy.from_dict(record.policy)
+    except BaseException:  # nothing registered, or the registry refused: the half report goes too
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     report_dir = reports / f"train-{record.version if record is not None else staging.name[7:]}"
     stamp_report(staging, record.version if record else "unregistered", policy.version)
     if report_dir.exists():

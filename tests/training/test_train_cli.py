@@ -278,3 +278,16 @@ def test_models_list_names_a_damaged_version_and_lists_the_others(cli, on_world)
     assert "DAMAGED" in rows["v0001"] and "model.txt does not match its seal" in rows["v0001"]
     assert "DAMAGED" not in rows["v0002"] and rows["v0002"].split()[1] == "candidate"
     assert "v0001 cannot be loaded" in err
+
+
+def test_a_train_the_registry_refuses_leaves_no_half_report(cli, on_world, trained_world, monkeypatch):
+    from fraud_service.errors import RegistryError
+
+    def refuse(*args, **kwargs):
+        raise RegistryError("the registry's disk is full")
+
+    monkeypatch.setattr(ModelRegistry, "register", refuse)
+    code, _, err = cli("train", "--train-until", "2025-07-01")
+    assert code == 1 and "the registry's disk is full" in err
+    assert not list((trained_world.settings.home / "reports").glob(".train-*"))
+    assert on_world.versions() == ["v0001"]
