@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, returns, webhooks
+from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
 from api.cli.common import EXIT_REJECTED
 from fraud_service.config import Settings
 from fraud_service.errors import DatabaseDown, FraudServiceError
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for audience in (data, demo, modeling, monitoring, admin, queues, evidence, returns, webhooks):
+    for audience in (data, demo, modeling, registry, monitoring, admin, queues, evidence, returns, webhooks):
         audience.register(sub)
     _quiet_anywhere(parser)
     return parser
