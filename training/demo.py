@@ -140,7 +140,7 @@ def features(settings: Settings, snapshot: str, progress: Progress, say: Say) ->
     else:
         source.build(progress)
     with progress.step("materialising the online store"):
-        source.materialize()
+        source.materialize(progress=progress)
     say(f"demo: features built from snapshot {snapshot} and materialised into the {settings.online_store} "
         "online store")
 

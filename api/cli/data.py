@@ -151,7 +151,7 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
         raise BadRequest(f"the online store was last loaded up to {last}; --until {end.isoformat()} is earlier "
                          "and would load nothing (add --full to reload every entity as of then)")
     with progress(args).step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
-        every = source.materialize(end, full=args.full)
+        every = source.materialize(end, full=args.full, progress=progress(args))
     pruned = LiveFacts(source).prune_ingested(end)
     print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
           + (" (every entity reloaded)" if every else "")

@@ -7,6 +7,7 @@ no rows yet (a brand-new address) reads as zero counts, not as missing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -218,14 +219,15 @@ class FeatureSource:
             self._store = FeatureStore(repo_path=str(self.repo_dir))
         return self._store
 
-    def materialize(self, end: dt.datetime | None = None, full: bool = False) -> bool:
+    def materialize(self, end: dt.datetime | None = None, full: bool = False, progress: Progress = SILENT) -> bool:
         """Copy the latest row of every entity up to END (default now) into the online store; True when every
         entity was reloaded.
 
         Incremental by default (only rows newer than the last run are read); `full` reloads everything, e.g.
         after switching the online store. A build since the last run reloads everything too: a new ingest's rows
         may be dated before the last run (returns assessed live, then ingested), and an incremental run would
-        never read them, while their live facts are dropped as covered.
+        never read them, while their live facts are dropped as covered. Feast's own lines (a view's name, then
+        its bar) go where PROGRESS prints, not to stdout, where a command's results go.
         """
         end = end or dt.datetime.now(dt.UTC)
         manifest = self.manifest()
@@ -238,10 +240,12 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
-        if every:
-            store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
-        else:
-            store.materialize_incremental(end_date=end)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
+                contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
+            if every:
+                store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
+            else:
+                store.materialize_incremental(end_date=end)
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
         partial.write_text(json.dumps({"build": build, "until": end.isoformat()}))

@@ -60,3 +60,11 @@ def test_materialize_refuses_a_time_that_has_not_come(cli):
     assert code != 0 and "is in the future" in err
     code, _, err = cli("features", "materialize", "--until", "1900-01-01")
     assert code != 0 and "before any feature row" in err
+
+
+def test_materialize_prints_its_result_alone_on_stdout(live_world, cli, monkeypatch):
+    monkeypatch.setenv("FRAUD_HOME", str(live_world["settings"].home))
+    code, out, err = cli("features", "materialize", "--full")  # the cli fixture runs with --quiet
+    assert code == 0
+    assert out.splitlines() == [line for line in out.splitlines() if line.startswith("online store (sqlite) holds")]
+    assert len(out.splitlines()) == 1 and err == ""
