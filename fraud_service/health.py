@@ -121,6 +121,9 @@ def check_features(settings: Settings) -> Check:
     manifest = source.manifest()
     if manifest is None:
         return Check("features", False, "none built: run `fraud-service features build`")
+    unfinished = source.unfinished()
+    if unfinished:
+        return Check("features", False, f"the feature files are no whole build: {unfinished}")
     current = Warehouse(settings.warehouse_dir).current()
     if current is not None and (manifest.get("snapshot"), manifest.get("fingerprint")) != (
             current.name, current.manifest.get("fingerprint")):

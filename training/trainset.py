@@ -120,6 +120,9 @@ def read_returns_and_orders(snapshot: Snapshot, window: Window) -> tuple[pd.Data
 def feature_frame(source: FeatureSource, snapshot: Snapshot, window: Window, progress: Progress = SILENT,
                   chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     """The returns in WINDOW with their context columns and point-in-time features, in time order."""
+    unfinished = source.unfinished()
+    if unfinished:
+        raise TrainingDataError(f"the feature files are no whole build: {unfinished}")
     built = source.built_from()
     if built != snapshot.name:
         when = f"were built from snapshot {built}" if built else "are not built (or their last build was interrupted)"

@@ -111,9 +111,10 @@ class FeatureSource:
             if tables[name] is None:
                 tables[name] = self._empty_table(name)
         present = {k: v for k, v in tables.items() if v is not None}
-        # the files are replaced one by one: until the new manifest is written, no build is complete (an
-        # interrupted build leaves none, so materialize and train refuse it and doctor says so)
-        self.manifest_path.unlink(missing_ok=True)
+        # the files are replaced one by one: until the new manifest is written they are no build that materialize or
+        # train may read (an interrupted build leaves the marker, and they refuse; doctor says so). Serving reads the
+        # online store, which the build does not touch, so workers still start on the last manifest meanwhile.
+        self.unfinished_path.write_text(f"{os.getpid()} {dt.datetime.now(dt.UTC).isoformat()}\n")
         if engine == "spark":
             from features.spark_pipeline import build as spark_build
 
@@ -134,7 +135,10 @@ class FeatureSource:
             self.apply()
         manifest = {"snapshot": snapshot.name, "fingerprint": snapshot.manifest.get("fingerprint"),
                     "built_at": dt.datetime.now(dt.UTC).isoformat(), "engine": engine, "rows": counts}
-        self.manifest_path.write_text(json.dumps(manifest, indent=2))
+        partial = self.manifest_path.with_name(self.manifest_path.name + ".partial")
+        partial.write_text(json.dumps(manifest, indent=2))
+        os.replace(partial, self.manifest_path)
+        self.unfinished_path.unlink()
         return manifest
 
     def _historical_on_spark(self, store: Any, service: Any, entities: pd.DataFrame) -> pd.DataFrame:
@@ -160,6 +164,22 @@ class FeatureSource:
     def manifest_path(self) -> Path:
         """What the last build wrote: its snapshot, engine, time and row counts (JSON)."""
         return self.data_dir / "manifest.json"
+
+    @property
+    def unfinished_path(self) -> Path:
+        """Written when a build starts replacing the feature files, removed once its manifest is written."""
+        return self.data_dir / "BUILD-UNFINISHED"
+
+    def unfinished(self) -> str | None:
+        """Why the feature files are no whole build now (a build under way, or one interrupted), or None."""
+        if not self.unfinished_path.exists():
+            return None
+        try:
+            with open(self.data_dir / ".build-lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "a `features build` is under way: wait for it to finish"
+        return "the last `features build` was interrupted: run it again"
 
     def manifest(self) -> dict[str, Any] | None:
         """The last build's manifest, or None before the first build."""
@@ -230,10 +250,10 @@ class FeatureSource:
         its bar) go where PROGRESS prints, not to stdout, where a command's results go.
         """
         end = end or dt.datetime.now(dt.UTC)
-        manifest = self.manifest()
-        if manifest is None:
-            raise FeatureStoreError("no complete feature build to load (none yet, or the last one was interrupted): "
-                                    "run `fraud-service features build` first")
+        manifest, unfinished = self.manifest(), self.unfinished()
+        if manifest is None or unfinished:
+            why = unfinished or "none yet: run `fraud-service features build`"
+            raise FeatureStoreError(f"no whole feature build to load: {why}")
         store = self.store()
         build = manifest.get("built_at")
         rebuilt = self.online_behind(manifest)

@@ -10,8 +10,9 @@ import pytest
 import fraud_service.featurestore.source as source_module
 from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import FeatureStoreError
+from fraud_service.errors import FeatureStoreError, TrainingDataError
 from fraud_service.health import check_features
+from training.trainset import Window, feature_frame
 
 
 def test_a_second_build_is_refused_while_one_runs(live_world):
@@ -33,11 +34,23 @@ def test_an_interrupted_build_leaves_no_build_to_load_or_train_on(live_world, mo
     with pytest.raises(KeyboardInterrupt):
         source.build()
 
-    assert source.manifest() is None  # some files may be new, some old: no build is complete
-    with pytest.raises(FeatureStoreError, match="no complete feature build"):
-        source.materialize()
+    assert source.manifest() is not None  # the last build's, which workers still start on (the online store)
+    with pytest.raises(FeatureStoreError, match="no whole feature build to load: the last `features build` was "
+                                                "interrupted: run it again"):
+        source.materialize()  # some files may be new, some old
     check = check_features(live_world["settings"])
-    assert not check.ok and "features build" in check.detail
+    assert not check.ok and "was interrupted" in check.detail
+    with pytest.raises(TrainingDataError, match="no whole build: the last `features build` was interrupted"):
+        feature_frame(source, live_world["snapshot"],
+                      Window(pd.Timestamp("2000-01-01", tz="UTC"), live_world["opened"]))
+    with open(source.data_dir / ".build-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a build running now, in another process
+        assert "under way" in str(source.unfinished())
+    monkeypatch.undo()
+    source.build()  # a whole build again: the marker goes
+    assert source.unfinished() is None and check_features(live_world["settings"]).ok is False  # not loaded yet
+    source.materialize()
+    assert check_features(live_world["settings"]).ok
 
 
 def test_doctor_says_the_features_are_behind_an_ingest(live_world):
