@@ -84,17 +84,22 @@ class LiveFacts:
         self.source = source
         self.reader = reader or source.reader()
         self.db = open_live_log(source.live_log)
+        # the connection is shared by the threads that record (the freshness writer, request threads reporting an
+        # inspection, a prune): a transaction is the connection's, so one thread's BEGIN inside another's failed
+        # ("cannot start a transaction within a transaction") and its facts were lost
+        self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """One writer at a time (a sqlite write transaction), all or nothing."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        """One writer at a time (this object's lock, then a sqlite write transaction), all or nothing."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     def record(self, r: AssessedReturn) -> None:
         """Count `r` (and its order when new) for its customer and tokens, online, now. Idempotent per return."""
@@ -148,10 +153,11 @@ class LiveFacts:
         """
         from fraud_service.data.warehouse import Warehouse
 
-        returned = {row[0] for row in self.db.execute(
-            "SELECT DISTINCT return_id FROM live_facts WHERE fact IN ('return', 'order')")}
-        inspected = {row[0] for row in self.db.execute(
-            "SELECT DISTINCT return_id FROM live_facts WHERE fact LIKE 'inspection:%'")}
+        with self._lock:  # not inside another thread's transaction
+            returned = {row[0] for row in self.db.execute(
+                "SELECT DISTINCT return_id FROM live_facts WHERE fact IN ('return', 'order')")}
+            inspected = {row[0] for row in self.db.execute(
+                "SELECT DISTINCT return_id FROM live_facts WHERE fact LIKE 'inspection:%'")}
         if not returned and not inspected:
             return 0
         manifest = self.source.manifest() or {}

@@ -302,3 +302,54 @@ def test_rows_ingested_after_a_later_refresh_reach_the_online_store_before_their
     for name in BAD_INSPECTIONS:
         assert served[name] == before[name] + 1, name
         assert after[name] == served[name], name  # offline now, and in the online store
+
+
+def test_an_inspection_reported_while_the_freshness_writer_records_is_kept(live_world):
+    """Both record through one sqlite connection: an inspection whose transaction began inside the writer's failed
+    ("cannot start a transaction within a transaction") and its facts were lost."""
+    import threading
+
+    w = live_world
+    live: LiveFacts = w["live"]
+    r, order = _fully_linked(w["snapshot"])
+    inspected_at = w["opened"] + pd.Timedelta(minutes=1)
+    reporter_moved = threading.Event()  # the reporter waits for the writer's transaction, or has finished
+    failures: list[BaseException] = []
+
+    def report() -> None:
+        try:
+            live.record_inspection(_inspection(r, order, inspected_at))
+        except BaseException as exc:  # noqa: BLE001 (the test reports it)
+            failures.append(exc)
+        reporter_moved.set()
+
+    reporter = threading.Thread(target=report)
+
+    class Watched:  # the live log's lock, telling when the reporter starts to wait for it
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def __enter__(self):
+            if threading.current_thread() is reporter:
+                reporter_moved.set()
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+    if hasattr(live, "_lock"):
+        live._lock = Watched(live._lock)
+
+    def returns():
+        yield _assessed(r, order, w["opened"] + pd.Timedelta(seconds=30), "LIVE-RACE-1")
+        reporter.start()  # the writer's transaction is open now
+        assert reporter_moved.wait(timeout=60)
+        yield _assessed(r, order, w["opened"] + pd.Timedelta(seconds=40), "LIVE-RACE-2")
+
+    live.record_many(returns())
+    reporter.join(timeout=60)
+
+    assert failures == []
+    facts = dict(live.db.execute("SELECT fact LIKE 'inspection:%', count(*) FROM live_facts GROUP BY 1").fetchall())
+    assert facts[1] == 5  # the inspection: its customer and four tokens
+    assert live.db.execute("SELECT count(DISTINCT return_id) FROM live_facts WHERE fact = 'return'").fetchone()[0] == 2
