@@ -99,11 +99,21 @@ class _AtMost:
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:  # never unbounded: a byte past the limit is enough to know
             size = self._limit + 1 - self._seen
-        data = self._stream.read(size)
+        data = self._part(size)
         self._seen += len(data)
-        if self._seen > self._limit or (self._seen == self._limit and self._stream.read(1)):
-            raise RequestEntityTooLarge()
+        if self._seen > self._limit or (self._seen == self._limit and self._part(1)):
+            raise RequestEntityTooLarge(f"the body is over the limit of {self._limit // 1024:,} KiB")
         return data
+
+    def _part(self, size: int) -> bytes:
+        try:
+            return bytes(self._stream.read(size))
+        except Exception as exc:
+            # gunicorn's chunk parser: InvalidChunkSize and ChunkMissingTerminator (its ParseException), NoMoreData
+            # (an OSError): the client's doing, a 400 (it was a 500 with a traceback in the log)
+            if isinstance(exc, OSError) or type(exc).__module__.startswith("gunicorn.http"):
+                raise BadRequest(f"the chunked body is malformed or cut short ({exc})") from None
+            raise
 
 
 class ChunkedBodyLimit:

@@ -254,7 +254,8 @@ MAX_DEPTH = 32
 """How deeply a request body may nest arrays and objects (a return request needs 3 levels)."""
 
 
-IDENTIFIER_TEXT = "an identifier without control, invisible formatting or line separator characters"
+IDENTIFIER_TEXT = ("an identifier without control, invisible formatting or line separator characters, and without "
+                   "spaces at either end")
 _HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
 """Unicode categories an identifier may not hold: control characters (newlines, tabs), invisible formatting
 (zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
@@ -266,17 +267,22 @@ def is_identifier(column: str) -> bool:
     return column.endswith(("_id", "_token")) or column == "sku"
 
 
-HIDDEN_RE2 = "[" + "".join(f"\\p{{{category}}}" for category in sorted(_HIDDEN)) + "]"
+HIDDEN_RE2 = "[" + "".join(f"\\p{{{category}}}" for category in sorted(_HIDDEN)) + "]|^\\p{Zs}|\\p{Zs}$"
 """A regular expression (RE2's syntax, as pyarrow's compute functions take) matching any character an identifier
-may not hold."""
+may not hold, or a space at either end (`tok ` would be another token than `tok`: a blocked card, padded, would
+pass the block list, and a ring's device would look new)."""
 
 
 def hidden_character(value: str) -> str | None:
-    """The first character of VALUE an identifier may not hold, as 'U+200B (ZERO WIDTH SPACE)'; None if none."""
+    """The first character of VALUE an identifier may not hold, as 'U+200B (ZERO WIDTH SPACE)', or a space at either
+    end, as 'U+0020 (SPACE) at its end'; None if none."""
     hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
-    if hidden is None:
-        return None
-    return f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'a control character')})"
+    if hidden is not None:
+        return f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'a control character')})"
+    for end, at in ((value[:1], "start"), (value[-1:], "end")):
+        if end and unicodedata.category(end) == "Zs":
+            return f"U+{ord(end):04X} ({unicodedata.name(end, 'a space')}) at its {at}"
+    return None
 
 
 def text_problem(value: str) -> str | None:

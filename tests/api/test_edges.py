@@ -164,6 +164,18 @@ def test_a_chunked_body_over_the_limit_is_413_and_one_within_it_is_read_whole(ap
                              environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
     assert forced.status_code == 422 and forced.get_json()["problems"][0]["field"] == "reason"  # was read as {}
 
+    class Malformed(io.BytesIO):  # as gunicorn's chunk parser meets `zz` where a chunk's size belongs
+        def read(self, size: int | None = -1) -> bytes:
+            from gunicorn.http.errors import InvalidChunkSize
+
+            raise InvalidChunkSize(b"zz")
+
+    malformed = api.client.post("/v1/returns/assess", input_stream=Malformed(), content_type="application/json",
+                                headers={**api.headers("scoring"), "Transfer-Encoding": "chunked"},
+                                environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert malformed.status_code == 400 and "chunked body is malformed" in malformed.get_json()["message"]
+    assert "256 KiB" in padded.get_json()["message"]  # the limit, named
+
 
 def test_unknown_path_and_method_answer_json(api: Api) -> None:
     missing = api.client.get("/v1/nothing")

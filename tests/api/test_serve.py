@@ -104,6 +104,11 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
             assert head.startswith(f"HTTP/1.1 {status} ") and "Content-Type: application/json" in head, head
             reason = head.split("\r\n", 1)[0].split(" ", 2)[2]  # "URI Too Long" -> uri_too_long
             assert json.loads(body)["error"] == reason.lower().replace(" ", "_"), body
+        head, body = _raw_exchange(port, b"POST /v1/returns/assess HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                   + key.encode() + b"\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        assert head.startswith("HTTP/1.1 400 "), head  # a chunk size that is none was a 500
+        assert "chunked body is malformed" in json.loads(body)["message"], body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         code = server.wait(timeout=60)

@@ -79,6 +79,13 @@ def test_every_bad_field_is_named(db: MemoryDb) -> None:
         assert session.execute(select(ListEntry)).first() is None
 
 
+def test_a_padded_token_is_refused_as_a_request_refuses_it(db: MemoryDb) -> None:
+    with pytest.raises(RequestInvalid) as caught:
+        lists.add(db.uow(), entity="payment", value="pay_1 ", list_name="block", reason="chargebacks",
+                  actor="t")
+    assert [(p.field, p.problem) for p in caught.value.problems] == [("value", "holds U+0020 (SPACE) at its end")]
+
+
 def test_the_history_gives_the_lists_as_they_stood_at_any_time(db: MemoryDb) -> None:
     day = dt.timedelta(days=1)
     lists.add(db.uow(), entity="device", value="d-1", list_name="block", reason="fraud ring", actor="t", now=T0)

@@ -88,6 +88,9 @@ def test_optional_fields_take_their_defaults():
     ({"order__order_id": "O1\n"}, "order.order_id", "holds U+000A (a control character)"),
     ({"order__items__0__sku": "S\u2028"}, "order.items[0].sku", "holds U+2028 (LINE SEPARATOR)"),
     ({"order__payment_token": "p\tt"}, "order.payment_token", "holds U+0009"),
+    # padded, a blocked card passed the block list, and a ring's device looked new
+    ({"order__payment_token": "pay_1 "}, "order.payment_token", "holds U+0020 (SPACE) at its end"),
+    ({"refund_token": "\u00a0rfd"}, "refund_token", "holds U+00A0 (NO-BREAK SPACE) at its start"),
 ])
 def test_each_bad_field_is_named_with_what_was_expected(change, field, text):
     found = problems(body(**change))
