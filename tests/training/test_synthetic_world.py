@@ -185,3 +185,31 @@ def test_a_tiny_world_is_still_written_and_passes_the_contract(tmp_path, custome
     returns = pd.read_parquet(out / "returns.parquet")
     assert result.tables["returns"].rows == len(returns)
     assert len(pd.read_parquet(out / "ground_truth.parquet")) == len(returns)
+
+
+def test_a_world_generated_over_another_and_interrupted_leaves_the_other_whole(tmp_path, monkeypatch):
+    """It replaced the tables one by one: stopped after orders.parquet, the two worlds were mixed, and ingest took
+    the mix."""
+    import training.datasets.synthetic as synthetic
+
+    out = tmp_path / "w"
+    first = WorldConfig(customers=200, days=60, seed=1, start="2025-01-01")
+    generate(first, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    written: list[str] = []
+    real = synthetic.write_parquet
+
+    def stop_after_two(frame, path, schema=None):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path.name)
+        real(frame, path, schema)
+
+    monkeypatch.setattr("training.datasets.writing.write_parquet", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        generate(WorldConfig(customers=200, days=60, seed=2, start="2025-01-01"), out)
+
+    assert written == ["customers.parquet", "orders.parquet"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the first world, whole
+    assert is_generated(out, first)
+    assert not list(tmp_path.glob(".w.partial-*"))

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraud_service.data.contract import TABLES
+from fraud_service.errors import DatasetError
 from fraud_service.progress import SILENT, Progress
 from training.datasets.fraud import FraudWriter, add_fraud
 from training.datasets.world import (
@@ -146,16 +151,38 @@ def generate(config: WorldConfig, out: Path, progress: Progress = SILENT) -> dic
         add_fraud(writer, customers, orders, n_fraud)
     with progress.step("assembling tables"):
         tables, truth = frames.assemble(end)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)
-    write_tables(tables, out, progress)
-    write_parquet(truth, out / "ground_truth.parquet")
     summary: dict[str, object] = {name: len(frame) for name, frame in tables.items()}
     counts = truth["typology"].value_counts()
     for typology, count in counts.items():
         summary[f"returns:{typology}"] = int(count)
-    (out / META_FILE).write_text(json.dumps({"config": asdict(config), "summary": summary}, indent=2))
+    _publish(out, tables, truth, {"config": asdict(config), "summary": summary}, progress)
     return summary
+
+
+def _publish(out: Path, tables: dict[str, pd.DataFrame], truth: pd.DataFrame, meta: dict[str, object],
+             progress: Progress) -> None:
+    """Write the world beside OUT, then move its files in, the meta file last: an interrupted run leaves OUT as it
+    was (another world's tables were left half replaced, and ingest took the mix)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in tables:
+        if (out / f"{name}.csv").exists():
+            raise DatasetError(f"{out / (name + '.csv')} exists; writing {name}.parquet beside it would make the "
+                               "dataset ambiguous. Choose an empty --out directory.")
+    for left in out.parent.glob(f".{out.name}.partial-*"):  # a run killed before it could clean up
+        shutil.rmtree(left, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        write_tables(tables, staging, progress)
+        write_parquet(truth, staging / "ground_truth.parquet")
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        (out / META_FILE).unlink(missing_ok=True)  # from here to the last move, OUT is no finished world
+        for name in [*tables, "ground_truth"]:
+            os.replace(staging / f"{name}.parquet", out / f"{name}.parquet")
+        for name in set(TABLES) - set(tables):  # a table this world has none of: not an older world's
+            (out / f"{name}.parquet").unlink(missing_ok=True)
+        os.replace(staging / META_FILE, out / META_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check(config: WorldConfig) -> None:
