@@ -112,8 +112,10 @@ class Table:
     optional: bool = False
     row_checks: tuple[tuple[str, str, str], ...] = field(default=())
     whole_by: str | None = None
-    """A column whose value a dataset sends whole: the rows it brings for that value replace every stored row of it
-    (an order's lines: an order sent again with one line fewer has one line fewer)."""
+    """The key of a parent table whose rows come whole with this table's: a dataset bringing a parent row and rows of
+    this table for it replaces every stored row of it (an order sent again with its lines, one line fewer, has one
+    line fewer); rows for a parent the dataset does not bring are added or updated by their own key (a line added
+    to an order)."""
 
     @property
     def column_names(self) -> list[str]:

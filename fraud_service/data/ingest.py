@@ -316,6 +316,12 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         # if the merge spills, it spills beside the warehouse, not into the caller's directory
         con.execute(f"SET temp_directory = {sql_string(warehouse.root / '.spill')}")
         for name, frame in typed.items():
+            whole_by = TABLES[name].whole_by
+            if whole_by is not None:  # the values re-sent whole: orders the dataset brings with their lines
+                parent = next(t for t in TABLES.values() if t.key == (whole_by,))
+                sent = typed[parent.name][whole_by].dropna().astype(str).unique().tolist() if parent.name in typed \
+                    else []
+                con.register("resent", pa.table({whole_by: pa.array(sent, pa.string())}))
             with progress.step(f"merging {name} ({len(frame):,} rows)"):
                 result.tables[name] = _merge_table(con, TABLES[name], frame, files[name].name,
                                                    writer.base, writer.path_for(name))
@@ -349,11 +355,12 @@ def _merge_table(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFra
         result.unchanged = _scalar(
             con, f"SELECT count(*) FROM new_rows n JOIN {old} o USING ({keys}) WHERE {same}")
         result.updated = result.rows - result.added - result.unchanged
-        if table.whole_by:  # the stored rows of each value sent go, and the dataset's rows take their place
+        if table.whole_by:  # an order sent again with its lines: its stored lines go, the dataset's take their place
             whole = table.whole_by
-            kept = f"SELECT * FROM {old} ANTI JOIN (SELECT DISTINCT {whole} FROM new_rows) USING ({whole})"
-            result.removed = _scalar(con, f"SELECT count(*) FROM {old} SEMI JOIN (SELECT DISTINCT {whole} FROM "
-                                          f"new_rows) USING ({whole}) ANTI JOIN new_rows USING ({keys})")
+            groups = f"(SELECT DISTINCT {whole} FROM new_rows SEMI JOIN resent USING ({whole}))"
+            result.removed = _scalar(con, f"SELECT count(*) FROM {old} SEMI JOIN {groups} USING ({whole}) "
+                                          f"ANTI JOIN new_rows USING ({keys})")
+            kept = f"SELECT * FROM {old} ANTI JOIN {groups} USING ({whole}) ANTI JOIN new_rows USING ({keys})"
             source = f"SELECT * FROM new_rows UNION ALL BY NAME {kept}"
         else:
             source = (

@@ -196,7 +196,7 @@ def test_the_in_memory_key_index_answers_as_the_table_does(world_copy, warehouse
     assert snapshot.key_index("no_such_table", "order_id").holding(probe) == set()
 
 
-def test_an_order_sent_again_with_fewer_lines_has_fewer_lines(world_copy, warehouse):
+def test_an_order_sent_again_with_fewer_lines_has_fewer_lines_and_a_line_alone_is_added(world_copy, warehouse):
     ingest(world_copy, warehouse)
     items = read_table(world_copy, "order_items")
     counts = items.groupby("order_id").size()
@@ -204,10 +204,12 @@ def test_an_order_sent_again_with_fewer_lines_has_fewer_lines(world_copy, wareho
     kept = items[items["order_id"] == order_id].iloc[[0]]  # the order's first line only: the others were cancelled
     single = counts[counts == 1].index[0]  # an order of one line, sent again whole with a changed quantity
     other = items[items["order_id"] == single].assign(quantity=lambda f: f["quantity"] + 1)
+    orders = read_table(world_copy, "orders")
     for path in world_copy.glob("*.parquet"):
         if path.stem not in ("order_items", "ground_truth"):
             path.unlink()
     pd.concat([kept, other]).to_parquet(world_copy / "order_items.parquet", index=False)
+    orders[orders["order_id"].isin([order_id, single])].to_parquet(world_copy / "orders.parquet", index=False)
 
     result = ingest(world_copy, warehouse)
 
@@ -219,6 +221,16 @@ def test_an_order_sent_again_with_fewer_lines_has_fewer_lines(world_copy, wareho
     assert len(stored) == len(items) - (counts[order_id] - 1)
     line = stored[(stored["order_id"] == other["order_id"].iloc[0]) & (stored["line_no"] == other["line_no"].iloc[0])]
     assert line["quantity"].tolist() == other["quantity"].tolist()
+
+    # lines alone, for an order the dataset does not bring: a line added to it, the others kept
+    third = counts[counts >= 2].index[1]
+    added = items[items["order_id"] == third].iloc[[0]].assign(line_no=999)
+    (world_copy / "orders.parquet").unlink()
+    added.to_parquet(world_copy / "order_items.parquet", index=False)
+    result = ingest(world_copy, warehouse)
+    assert (result.tables["order_items"].added, result.tables["order_items"].removed) == (1, 0)
+    stored = warehouse.current().read("order_items")
+    assert len(stored[stored["order_id"] == third]) == counts[third] + 1
 
 
 def test_a_dataset_moving_a_stored_return_or_order_to_another_owner_is_refused(world_copy, warehouse, cli):
