@@ -260,17 +260,45 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
+        with open(self.data_dir / ".materialize-lock", "a+") as lock, open(os.devnull, "w") as sink, \
+                contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
-            if every:
-                store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
-            else:
-                store.materialize_incremental(end_date=end)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FeatureStoreError("another `features materialize` is running; wait for it to finish") from None
+            try:
+                if every:
+                    store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
+                else:
+                    store.materialize_incremental(end_date=end)
+            except BaseException:  # Feast puts a view back only on an Exception, not on an interrupt
+                self._settle_views(store, held=True)
+                raise
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
         partial.write_text(json.dumps({"build": build, "until": end.isoformat()}))
         os.replace(partial, marker)
         return every
+
+    def _settle_views(self, store: Any, held: bool = False) -> None:
+        """Views a materialize left MATERIALIZING (interrupted, or killed) are marked loaded as far as they were
+        (AVAILABLE_ONLINE when an earlier run loaded them, else unspecified): Feast refuses historical retrieval
+        from a view in any other state, so training stopped until a materialize ran through. Only while no
+        materialize runs (its lock is free, or HELD by the caller, the materialize that failed)."""
+        from feast.feature_view import FeatureViewState
+
+        with open(self.data_dir / ".materialize-lock", "a+") as lock:
+            if not held:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # a materialize is running in another process: its views are its own
+            for view in store.list_feature_views(allow_cache=False):
+                if getattr(view, "state", None) in (FeatureViewState.MATERIALIZING, FeatureViewState.GENERATED):
+                    view.state = FeatureViewState.AVAILABLE_ONLINE if view.materialization_intervals \
+                        else FeatureViewState.STATE_UNSPECIFIED
+                    store.registry.apply_feature_view(view, store.project, commit=True)
 
     def online_behind(self, manifest: dict[str, Any] | None) -> bool:
         """Whether the online store holds anything but the build of MANIFEST (this build's `manifest()`): nothing
@@ -292,6 +320,7 @@ class FeatureSource:
         for features built on Spark, the same join on Spark (`features.spark_pipeline.historical`) with Feast's
         own on-demand view applied to its result, as Feast's retrieval job applies it."""
         store = self.store()
+        self._settle_views(store)
         service = store.get_feature_service(definitions.FEATURE_SERVICE)
         if self.built_engine() == "spark":
             frame = self._historical_on_spark(store, service, entities)
