@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
 from api.cli.common import EXIT_REJECTED, Subparsers
 from fraud_service.config import Settings
+from fraud_service.errors import BadRequest
 
 
 def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,8 +61,17 @@ def cmd_evidence_checkpoint(args: argparse.Namespace, settings: Settings) -> int
     from fraud_service.health import write_checkpoint
 
     key = Path(args.key) if args.key else settings.checkpoint_key
+    out = Path(args.out)
+    if args.out.endswith(("/", os.sep)):  # a directory, made if need be (a schedule's first run made a file)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadRequest(f"--out {args.out}: the directory cannot be made ({exc.strerror or exc})") from None
+    elif not out.parent.is_dir():
+        raise BadRequest(f"--out {args.out}: the folder {out.parent} does not exist (end --out with / to make it a "
+                         "directory checkpoints are added to)")
     with evidence(settings) as db:
-        path, taken, made = write_checkpoint(db.uow(), key, Path(args.out), dt.datetime.now(dt.UTC))
+        path, taken, made = write_checkpoint(db.uow(), key, out, dt.datetime.now(dt.UTC))
     if made:
         print(f"made the checkpoint signing key {key} (owner-only) and its public half {key}.pub: keep the key "
               "away from the database's writers and give verifiers the .pub", file=sys.stderr)
@@ -116,6 +127,7 @@ def register(sub: Subparsers) -> None:
                                     "change (docs/security.md).",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--out", required=True, metavar="PATH",
-                   help="a new file to write, or a directory to add a file to (an existing file is never replaced)")
+                   help="a new file to write, or a directory to add a file to (an existing file is never replaced; "
+                        "a path ending in / is a directory, made if missing)")
     c.add_argument("--key", metavar="FILE", help="the signing key (default $FRAUD_CHECKPOINT_KEY)")
     c.set_defaults(func=cmd_evidence_checkpoint)

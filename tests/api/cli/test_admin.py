@@ -206,3 +206,15 @@ def test_serve_refuses_an_analyst_port_that_is_the_main_port(cli: Cli) -> None:
     assert code == 1 and "the analyst port must be another TCP port than 8123" in err
     code, _, err = cli("serve", "--port", "65535")  # the default, the main port + 1, does not exist
     assert code == 1 and "got 65536" in err
+
+
+def test_a_checkpoint_out_ending_in_a_slash_is_a_directory_made_once_and_added_to(cli: Cli, tmp_path) -> None:
+    """The cron line's first run wrote a file named like the directory, and every later run was refused."""
+    assert cli("db", "upgrade")[0] == 0
+    target = tmp_path / "cron" / "checkpoints"
+    for _ in range(2):
+        code, _, err = cli("evidence", "checkpoint", "--out", f"{target}/")
+        assert code == 0, err
+    assert target.is_dir() and len(list(target.glob("checkpoint-*.json"))) == 2
+    code, _, err = cli("evidence", "checkpoint", "--out", str(tmp_path / "missing" / "one.json"))
+    assert code == 1 and "does not exist (end --out with / to make it a directory" in err
