@@ -7,7 +7,17 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from api.cli.common import EXIT_REJECTED, Subparsers, add_command, cli_actor, positive_int, progress, when
+from api.cli.common import (
+    EXIT_REJECTED,
+    Subparsers,
+    add_command,
+    cli_actor,
+    number_in,
+    positive_int_at_most,
+    progress,
+    when,
+    whole_number_at_most,
+)
 from fraud_service.config import Settings
 
 
@@ -259,16 +269,16 @@ def register(sub: Subparsers) -> None:
     p = add_command(sub, "serve", cmd_serve, "run the web service (gunicorn)",
                     "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default FRAUD_PORT or 8000)")
-    p.add_argument("--workers", type=positive_int, default=2,
+    p.add_argument("--port", type=positive_int_at_most(65_534), default=None, help="port (default FRAUD_PORT or 8000)")
+    p.add_argument("--workers", type=positive_int_at_most(64), default=2,
                    help="gunicorn worker processes for the main port (default 2)")
-    p.add_argument("--analyst-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--analyst-port", type=whole_number_at_most(65_535), default=None, metavar="PORT",
                    help="the port of the analyst UI, served by one more worker at a lower CPU priority so that "
                         "analysts' pages do not slow scoring (default: --port + 1; 0: no separate port, the UI is "
                         "served on the main port only). The UI and API work on both ports")
-    p.add_argument("--port-wait", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--port-wait", type=number_in(0, 3600), default=30.0, metavar="SECONDS",
                    help="how long to wait for the port to be free before giving up (default 30)")
-    p.add_argument("--threads", type=positive_int, default=8,
+    p.add_argument("--threads", type=positive_int_at_most(256), default=8,
                    help="threads per worker (default 8: a thread holds its connection while its evidence commits; "
                         "8 answered more requests than 4 at 16 connections in the load benchmark)")
     db = sub.add_parser("db", help="the evidence database schema",

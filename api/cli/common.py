@@ -48,16 +48,26 @@ def timestamp_value(text: str) -> Any:
     relative = RELATIVE.match(text.strip().lower())
     if relative:
         return pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=float(relative.group(1) or 0))
-    return parse(text)
+    stamp = parse(text)
+    if pd.isna(stamp):  # pandas reads `nan`, `NaT` and `` as no time at all
+        raise ValueError(f"{text!r} is no time")
+    if not CLI_YEARS[0] <= stamp.year <= CLI_YEARS[1]:
+        raise ValueError(f"{text!r} is outside the years {CLI_YEARS[0]} to {CLI_YEARS[1]}")
+    return stamp
+
+
+CLI_YEARS = (1900, 2200)
+"""The years a command's date may fall in: windows around it are computed in nanoseconds (1678 to 2261)."""
 
 
 def timestamp(text: str) -> object:
     """argparse type: a date or ISO 8601 timestamp (naive = UTC)."""
     try:
         return timestamp_value(text)
-    except ValueError:
+    except ValueError as exc:
+        years = f" in the years {CLI_YEARS[0]} to {CLI_YEARS[1]}" if "outside the years" in str(exc) else ""
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD), an ISO 8601 timestamp, now or "
-                                         "now-Nd") from None
+                                         f"now-Nd{years}") from None
 
 
 def train_until(text: str) -> object:
@@ -99,6 +109,29 @@ def positive_int_at_most(most: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_number_at_most(most: int) -> Callable[[str], int]:
+    """argparse type: an integer from 0 to MOST."""
+    def parse(text: str) -> int:
+        value = whole_number_at_least(0)(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{value} is more than {most}, the most allowed")
+        return value
+    return parse
+
+
+def whole_number_at_least(least: int) -> Callable[[str], int]:
+    """argparse type: an integer of at least LEAST."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
+        return value
+    return parse
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer above 0."""
     try:
@@ -127,10 +160,10 @@ def cli_actor() -> str:
 
 def world_options(p: argparse.ArgumentParser, customers: int = 20000, days: int = 365) -> None:
     """The options of a generated world (`generate`, `demo`)."""
-    p.add_argument("--customers", type=positive_int, default=customers,
-                   help=f"number of customers (default {customers})")
-    p.add_argument("--days", type=positive_int, default=days, help=f"days of history (default {days})")
-    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--customers", type=positive_int_at_most(5_000_000), default=customers,
+                   help=f"number of customers (default {customers}, at most 5,000,000)")
+    p.add_argument("--days", type=positive_int_at_most(36_500), default=days, help=f"days of history (default {days})")
+    p.add_argument("--seed", type=whole_number_at_least(0), default=7, help="random seed, 0 or more (default 7)")
     when_ = p.add_mutually_exclusive_group()
     when_.add_argument("--end", default=None, metavar="DATE|now",
                        help="the moment the world ends, YYYY-MM-DD[THH:MM:SS] UTC (default now: the world's last "

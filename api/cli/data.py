@@ -12,6 +12,7 @@ from api.cli.common import (
     EXIT_REJECTED,
     Subparsers,
     add_command,
+    number_in,
     progress,
     timestamp,
     world_config,
@@ -204,11 +205,11 @@ def _datasets(sub: Subparsers) -> None:
                     "DIR/ground_truth.parquet (the true typology of every return), which ingest ignores.")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
     world_options(p)
-    p.add_argument("--orders-per-year", type=float, default=None,
+    p.add_argument("--orders-per-year", type=number_in(0.01, 1000), default=None,
                    help="mean orders per customer per year (default: Online Retail's 4.0)")
-    p.add_argument("--return-rate", type=float, default=None,
+    p.add_argument("--return-rate", type=number_in(0, 1), default=None,
                    help="mean share of orders with a return (default: Online Retail's 0.18)")
-    p.add_argument("--fraud-share", type=float, default=None,
+    p.add_argument("--fraud-share", type=number_in(0, 0.5), default=None,
                    help="share of customers who are fraudsters or abusers (default 0.03)")
 
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from api.cli.common import Subparsers, add_command, cli_actor, timestamp
+from api.cli.common import Subparsers, add_command, cli_actor, number_in, timestamp
 from fraud_service.config import Settings
 from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
@@ -157,5 +157,5 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--to", dest="end", type=timestamp, metavar="DATE", help="window end (default now)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object: decisions, friction, review_precision, label_delay, money, score, features")
-    p.add_argument("--drift-threshold", type=float, default=None, metavar="PSI",
+    p.add_argument("--drift-threshold", type=number_in(0, 100), default=None, metavar="PSI",
                    help="PSI above which a feature or the score is drifted (default $FRAUD_DRIFT_PSI or 0.25)")

@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import json
 
-from api.cli.common import Subparsers, cli_actor
+from api.cli.common import Subparsers, cli_actor, number_in, positive_int_at_most
 from fraud_service.config import Settings
 
 
@@ -79,7 +79,6 @@ def cmd_queues_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: Subparsers) -> None:
     """The queues commands."""
-    from api.cli.common import positive_int
 
     p = sub.add_parser("queues", help="named queues: list, set, remove, sweep (assign now)",
                        description="Named queues: the cases a filter selects, with an SLA, a per-person cap and "
@@ -90,14 +89,16 @@ def register(sub: Subparsers) -> None:
     q.set_defaults(func=cmd_queues_list)
     q = qsub.add_parser("set", help="create or change a queue (the whole definition)")
     q.add_argument("name", help="the queue's name")
-    q.add_argument("--sla-hours", type=float, required=True, help="cases older than this are breaches")
-    q.add_argument("--cap", type=positive_int, required=True, help="most cases not closed a member may hold")
+    q.add_argument("--sla-hours", type=number_in(0.01, 8760), required=True,
+                   help="cases older than this are breaches (0.01 to 8760)")
+    q.add_argument("--cap", type=positive_int_at_most(100_000), required=True,
+                   help="most cases not closed a member may hold")
     q.add_argument("--member", action="append", metavar="USER", help="a member (repeat for more)")
     q.add_argument("--status", action="append", choices=("open", "in_review", "escalated"),
                    help="a status the queue holds (repeat; default: every status but closed)")
     q.add_argument("--decision", choices=("review", "deny"), help="only cases of assessments with this decision")
     q.add_argument("--reason", help="a reason code")
-    q.add_argument("--min-amount", type=float, help="refunds at stake at least")
+    q.add_argument("--min-amount", type=number_in(0, 1e9), help="refunds at stake at least")
     q.add_argument("--return-type", help="cases with an assessment of this return type (item_not_received, ...)")
     q.add_argument("--appealed", choices=("yes", "no"), help="appealed cases only, or none of them")
     q.set_defaults(func=cmd_queues_set)

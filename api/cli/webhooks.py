@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from api.cli.common import Subparsers, cli_actor
+from api.cli.common import Subparsers, cli_actor, number_in, positive_int_at_most
 from fraud_service.config import Settings
 
 DESCRIPTION = """\
@@ -134,7 +134,8 @@ def register(sub: Subparsers) -> None:
     q = wsub.add_parser("deliveries", help="a webhook's deliveries, newest first")
     q.add_argument("webhook_id", metavar="ID", help="the webhook's id, as `webhooks list` shows it")
     q.add_argument("--status", choices=("pending", "delivered", "dead"), help="only these")
-    q.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000, default 50)")
+    q.add_argument("--limit", type=positive_int_at_most(1000), default=50,
+                   help="at most this many (1 to 1000, default 50)")
     q.set_defaults(func=cmd_deliveries)
     q = wsub.add_parser("replay", help="send an event again, with a new retry window")
     q.add_argument("event_id", metavar="EVENT_ID", help="evt_... (from `deliveries` or the receiver's log)")
@@ -142,6 +143,6 @@ def register(sub: Subparsers) -> None:
                                                    "takes its type)")
     q.set_defaults(func=cmd_replay)
     q = wsub.add_parser("run", help="send pending deliveries until stopped (when serve's own sender is off)")
-    q.add_argument("--report-every", type=float, default=60.0, metavar="SECONDS",
+    q.add_argument("--report-every", type=number_in(1, 86_400), default=60.0, metavar="SECONDS",
                    help="print counts this often (default 60)")
     q.set_defaults(func=cmd_run)

@@ -70,6 +70,15 @@ def test_each_command_explains_itself(cli, command):
     (["evaluate", "--test-days", "100000"], "100000 is more than 3650, the most allowed"),
     (["thresholds", "--reviews-per-day", "nan"], "'nan' is not a number from 0 to 1e+09"),
     (["thresholds", "--reviews-per-day", "10", "--loss-per-fraud", "inf"], "'inf' is not a number"),
+    (["train", "--train-until", "nan"], "'nan' is not a date"),  # pandas reads it as no time: a traceback later
+    (["evaluate", "--until", "2300-01-01"], "'2300-01-01' is not a date (YYYY-MM-DD), an ISO 8601 timestamp, now "
+                                            "or now-Nd in the years 1900 to 2200"),
+    (["webhooks", "run", "--report-every", "0"], "'0' is not a number from 1 to 86,400"),  # printed a million lines
+    (["serve", "--workers", "100000"], "100000 is more than 64"),  # forked until the machine stopped answering
+    (["serve", "--port", "-1"], "-1 must be greater than 0"),
+    (["generate", "--out", "x", "--seed", "-1"], "-1 is less than 0"),
+    (["generate", "--out", "x", "--orders-per-year", "inf"], "'inf' is not a number from 0.01 to 1,000"),
+    (["queues", "set", "q", "--sla-hours", "-1", "--cap", "3"], "'-1' is not a number from 0.01 to 8,760"),
 ])
 def test_usage_errors_exit_2_with_the_reason(cli, args, message):
     code, _, err = cli(*args)
