@@ -269,7 +269,7 @@ def register(sub: Subparsers) -> None:
     p = add_command(sub, "serve", cmd_serve, "run the web service (gunicorn)",
                     "Serve the HTTP API and pages under gunicorn on FRAUD_HOST:FRAUD_PORT.")
     p.add_argument("--host", default=None, help="interface (default FRAUD_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=positive_int_at_most(65_534), default=None, help="port (default FRAUD_PORT or 8000)")
+    p.add_argument("--port", type=positive_int_at_most(65_535), default=None, help="port (default FRAUD_PORT or 8000)")
     p.add_argument("--workers", type=positive_int_at_most(64), default=2,
                    help="gunicorn worker processes for the main port (default 2)")
     p.add_argument("--analyst-port", type=whole_number_at_most(65_535), default=None, metavar="PORT",

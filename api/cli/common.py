@@ -194,7 +194,9 @@ def _ending(args: argparse.Namespace, **options: Any) -> Any:
     now = dt.datetime.now(dt.UTC)
     try:
         end = now if args.end is None or args.end.strip().lower() == "now" else timestamp_value(args.end)
-    except ValueError:
+    except ValueError as exc:
+        if "outside the years" in str(exc) and args.end.strip()[:4] > str(now.year):
+            raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now") from None
         raise BadRequest(f"--end {args.end!r} is not a date (YYYY-MM-DD), an ISO 8601 time or `now`") from None
     if end > now + dt.timedelta(minutes=1):
         raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now")

@@ -83,7 +83,7 @@ def test_webhooks_from_the_command_line(cli: Cli, settings: Settings, monkeypatc
     code, _, err = cli("webhooks", "replay", "evt_none")
     assert code == 1 and "no event 'evt_none'" in err
     code, _, err = cli("webhooks", "deliveries", hook_id, "--limit", "0")
-    assert code == 1 and "limit" in err
+    assert code == 2 and "--limit: 0 must be greater than 0" in err
     assert cli("webhooks", "remove", hook_id)[0] == 0
     code, _, err = cli("webhooks", "remove", hook_id)
     assert code == 1 and "no webhook" in err
