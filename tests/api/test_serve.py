@@ -89,6 +89,12 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         assert count == 4 and analyst_worker not in held
         with open(f"/proc/{analyst_worker}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE  # field 19 of proc(5): nice
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        try:  # three times the threads, connected and silent: gthread gave each a thread for 5 s, the lot 15 s
+            assert get(f"{base}/healthz", timeout=3)[0] == 200
+        finally:
+            for conn in idle:
+                conn.close()
         stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
         for conn in stalled:  # three times the scoring threads, each holding half a request, silent after it
             conn.sendall(b"POST /v1/returns/assess HTTP/1.1\r\nHost: x\r\n")
