@@ -81,7 +81,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.access.users import create_user
     from fraud_service.bootstrap import evidence
 
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
     with evidence(settings) as db:
         password = create_user(db.uow(), args.name, args.role, password, cli_actor())
     if not args.password_stdin:

@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -79,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: the evidence database ({_where(settings)}) failed: {getattr(exc, 'orig', exc)}",
                   file=sys.stderr)
             return EXIT_REJECTED
+        if type(exc).__name__ == "InterruptException" or str(exc) == "Query interrupted":  # DuckDB took the Ctrl-C
+            return _interrupted()
+        if isinstance(exc, BrokenPipeError):  # `fraud-service models list | head`: the reader has what it wanted
+            with contextlib.suppress(OSError, ValueError):  # Python flushes stdout once more at exit: into nothing
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if os.environ.get("FRAUD_DEBUG"):
             raise
         # a failure no check foresaw: one line, and how to get the rest
@@ -87,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "reporting", file=sys.stderr)
         return EXIT_REJECTED
     except KeyboardInterrupt:
-        print("interrupted; what was being written is not taken for finished (ingest, build and training publish "
-              "their result only when done): run the command again", file=sys.stderr)
-        return 130
+        return _interrupted()
+
+
+def _interrupted() -> int:
+    print("interrupted; what was being written is not taken for finished (ingest, build and training publish their "
+          "result only when done): run the command again", file=sys.stderr)
+    return 130

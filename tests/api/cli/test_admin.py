@@ -218,3 +218,13 @@ def test_a_checkpoint_out_ending_in_a_slash_is_a_directory_made_once_and_added_t
     assert target.is_dir() and len(list(target.glob("checkpoint-*.json"))) == 2
     code, _, err = cli("evidence", "checkpoint", "--out", str(tmp_path / "missing" / "one.json"))
     assert code == 1 and "does not exist (end --out with / to make it a directory" in err
+
+
+def test_a_key_name_with_terminal_escapes_or_control_characters_is_refused(cli: Cli) -> None:
+    """`keys list` printed the name raw: `\\e[2J` cleared an administrator's terminal."""
+    assert cli("db", "upgrade")[0] == 0
+    for name in ("\x1b[2J\x1b[1;31mFAKE", "shop\u202e", " padded", "x" * 201):
+        code, _, err = cli("keys", "create", "--role", "metrics", "--name", name)
+        assert code == 1 and "without control or invisible characters" in err, name
+    code, out, _ = cli("keys", "list")
+    assert code == 0 and "\x1b" not in out
