@@ -112,7 +112,8 @@ def test_bad_sources_and_targets_are_named(tmp_path):
         import_online_retail(path, tmp_path / "a")
     source.assign(CustomerID=source["CustomerID"].astype("Int64").astype(str).where(source.index != 3, "x12")
                   ).to_parquet(tmp_path / "junk.parquet")
-    with pytest.raises(DatasetError, match=r"CustomerID must be a number; 1 row\(s\) are not, the first row 4 "
+    with pytest.raises(DatasetError, match=r"CustomerID must be a whole number of at most 1,000,000,000,000; 1 "
+                                           r"row\(s\) are not, the first row 4 "
                                            "with 'x12'"):
         import_online_retail(tmp_path / "junk.parquet", tmp_path / "b")
     with pytest.raises(DatasetError, match="is a directory: name the Online Retail file"):
@@ -121,3 +122,19 @@ def test_bad_sources_and_targets_are_named(tmp_path):
     (tmp_path / "d" / "labels.parquet").write_bytes(b"")
     with pytest.raises(DatasetError, match="not a new or empty directory"):
         import_online_retail(SOURCE, tmp_path / "d")
+
+
+@needs_source
+def test_a_fractional_or_huge_quantity_is_refused_and_the_doubled_autumn_hour_is_kept(tmp_path):
+    source = pd.read_parquet(SOURCE).head(300)
+    source.loc[7, "Quantity"] = 2.5  # a line of 2 whose order_total counted 2.5
+    source.to_parquet(tmp_path / "frac.parquet")
+    with pytest.raises(DatasetError, match=r"Quantity must be a whole number of at most 1,000,000; 1 row\(s\) are "
+                                           r"not, the first row 8 with 2.5"):
+        import_online_retail(tmp_path / "frac.parquet", tmp_path / "a")
+    autumn = pd.read_parquet(SOURCE).head(50).assign(InvoiceDate=pd.Timestamp("2011-10-30 01:30"))
+    tables, _ = convert(autumn)  # 01:30 happened twice in London that night: it was dropped, uncounted
+    assert len(tables["order_items"]) == len(autumn[autumn["CustomerID"].notna() & ~autumn["InvoiceNo"].astype(str)
+                                                    .str.startswith("C") & autumn["StockCode"].astype(str)
+                                                    .str.match(r"^\d")])
+    assert tables["orders"]["placed_at"].iloc[0] == pd.Timestamp("2011-10-30 01:30", tz="UTC")  # GMT, the second

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraud_service.data.contract import TABLES
+from fraud_service.data.contract import MAX_AMOUNT, MAX_COUNT, TABLES
 from fraud_service.errors import DatasetError
 from fraud_service.progress import SILENT, Progress
 from training.datasets.writing import write_tables
@@ -96,14 +96,22 @@ def load_source(path: Path, day_first: bool = False) -> pd.DataFrame:
     for column in ("CustomerID", "Quantity", "UnitPrice"):
         numbers = pd.to_numeric(frame[column], errors="coerce")
         bad = numbers.isna() & frame[column].notna() & frame[column].astype(str).str.strip().ne("")
-        if column == "CustomerID":  # whole numbers, as 12346 or 12346.0
+        if column in ("CustomerID", "Quantity"):  # whole numbers, as 12346 or 12346.0
             bad |= numbers.notna() & (numbers != numbers.round())
+        bound = MAX_COUNT if column == "Quantity" else MAX_AMOUNT if column == "UnitPrice" else 10**12
+        bad |= numbers.abs() > bound  # the contract's bounds (a 1e30 quantity became -2**63)
         if bad.any():
             first = int(bad.to_numpy().argmax())
-            raise DatasetError(f"{path}: {column} must be a number; {int(bad.sum()):,} row(s) are not, the first "
-                               f"row {first + 1:,} with {frame[column].iloc[first]!r}")
+            kind = "a whole number" if column in ("CustomerID", "Quantity") else "a number"
+            raise DatasetError(f"{path}: {column} must be {kind} of at most {bound:,}; {int(bad.sum()):,} row(s) are "
+                               f"not, the first row {first + 1:,} with {_shown(frame[column].iloc[first])}")
         frame[column] = numbers
     return frame
+
+
+def _shown(value: object) -> str:
+    """VALUE as a problem quotes it: text quoted, a number as written (not as numpy's repr)."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _invoice_dates(path: Path, dates: pd.Series, day_first: bool) -> pd.Series:
@@ -135,7 +143,9 @@ def convert(source: pd.DataFrame, progress: Progress = SILENT) -> tuple[dict[str
     n_non_product = int((~product).sum())
     df = df[product].copy()
     local = pd.to_datetime(df["InvoiceDate"])
-    df["ts"] = local.dt.tz_localize(SOURCE_TIMEZONE, ambiguous="NaT", nonexistent="shift_forward").dt.tz_convert("UTC")
+    # the hour the clocks go back happens twice: read as the second (GMT), so no invoice of it is lost
+    df["ts"] = local.dt.tz_localize(SOURCE_TIMEZONE, ambiguous=np.zeros(len(local), dtype=bool),
+                                    nonexistent="shift_forward").dt.tz_convert("UTC")
     df = df[df["ts"].notna()]
     df["is_return"] = df["InvoiceNo"].str.startswith("C")
 
