@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fraud_service.errors import Problem, RequestInvalid, SignInThrottled, UserError
@@ -87,14 +88,17 @@ def create_users(uow: UnitOfWork, people: list[tuple[str, str, str | None]], act
     if len(set(names)) != len(names):
         raise UserError(f"a user name is given twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     now = dt.datetime.now(dt.UTC)
-    with uow:
-        for name, role, password in checked:
-            if uow.session.get(User, name) is not None:
-                raise UserError(f"user {name!r} already exists")
-            uow.session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
-            uow.record(kind="user_created", subject=f"user:{name}", actor=actor, payload={"name": name, "role": role},
-                       at=now)
-        uow.commit()
+    try:
+        with uow:
+            for name, role, password in checked:
+                if uow.session.get(User, name) is not None:
+                    raise UserError(f"user {name!r} already exists")
+                uow.session.add(User(name=name, role=role, password_hash=hash_password(password), created_at=now))
+                uow.record(kind="user_created", subject=f"user:{name}", actor=actor,
+                           payload={"name": name, "role": role}, at=now)
+            uow.commit()
+    except IntegrityError:  # created meanwhile by another process, between the look and the commit
+        raise UserError(f"user {', '.join(map(repr, names))} already exists (created meanwhile)") from None
     return [password for _, _, password in checked]
 
 

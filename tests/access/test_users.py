@@ -106,3 +106,15 @@ def test_signing_out_ends_every_session_of_the_person_on_the_server(engine: Engi
     assert session_person(UnitOfWork(sessions), "cai", since) is None
     assert session_person(UnitOfWork(sessions), "cai", dt.datetime.now(dt.UTC).isoformat()) is not None
     assert session_person(UnitOfWork(sessions), "cai", "not a time") is None
+
+
+def test_a_user_created_meanwhile_by_another_process_is_named_as_existing(engine: Engine, monkeypatch) -> None:
+    """Two `users create` at once on PostgreSQL: the loser printed the database's unique-key violation."""
+    from sqlalchemy.orm import Session
+
+    create_user(UnitOfWork(session_factory(engine)), "ana", "analyst", "a long password", "admin")
+    real_get = Session.get
+    monkeypatch.setattr(Session, "get", lambda self, model, key, **kw: None if model is User else real_get(
+        self, model, key, **kw))  # the look happened before the other process committed
+    with pytest.raises(UserError, match=r"user 'ana' already exists \(created meanwhile\)"):
+        create_user(UnitOfWork(session_factory(engine)), "ana", "admin", "another long password", "admin")
