@@ -19,11 +19,25 @@ def _config(engine: Engine) -> Any:
     return config
 
 
+MIGRATION_LOCK = 7_310_542_201
+"""The PostgreSQL advisory lock one migration holds at a time (instances starting together, two `db upgrade`)."""
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema up to REVISION (default: the newest)."""
+    """Bring the database schema up to REVISION (default: the newest). On PostgreSQL one process at a time: the
+    second waits, then finds the schema current (two at once both created the tables, and one failed on a
+    duplicate key in PostgreSQL's catalogue)."""
     from alembic import command
 
-    command.upgrade(_config(engine), revision)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(_config(engine), revision)
+        return
+    with engine.connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        try:
+            command.upgrade(_config(engine), revision)
+        finally:
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -97,3 +97,45 @@ def test_a_read_only_unit_of_work_refuses_to_write() -> None:
     with memory_db() as db:
         with pytest.raises(RuntimeError, match="cannot record evidence"), db.uow().read() as uow:
             uow.record(kind="note", subject="x", actor="t", payload={}, at=T0)
+
+
+@pytest.mark.postgres
+def test_migrations_started_together_on_postgresql_run_one_after_another() -> None:
+    """Instances starting at once (or two `db upgrade`) both created the schema, and one failed on PostgreSQL's
+    catalogue ("duplicate key value violates unique constraint pg_type_typname_nsp_index")."""
+    import threading
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from fraud_service.store.db import make_engine
+    from fraud_service.store.migrate import current_revision, head_revision, upgrade
+    from tests.store.conftest import POSTGRES
+
+    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engines = [make_engine(f"{POSTGRES}/{name}") for _ in range(3)]
+    start, failures = threading.Barrier(3), []
+
+    def migrate(engine) -> None:
+        start.wait()
+        try:
+            upgrade(engine)
+        except Exception as exc:  # noqa: BLE001 (the test reports it)
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=migrate, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert failures == [] and current_revision(engines[0]) == head_revision()
+    finally:
+        for engine in engines:
+            engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
