@@ -82,14 +82,14 @@ def register(app: Flask) -> None:
                                            extra={"fields": {"request_id": g.get("request_id")}})
         if _wants_page():  # e.g. a NUL in a search, refused before any UI view ran
             page, status = _page(status, problems_text(exc) if isinstance(exc, RequestInvalid) else str(exc))
-            return (page, status, {"Retry-After": "5"}) if code == "unavailable" else (page, status)
+            return (page, status, {"Retry-After": "5"}) if status == 503 else (page, status)
         if isinstance(exc, RequestInvalid):
             return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
                          problems=[p.to_dict() for p in exc.problems])
         response, status = _body(status, code, str(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
-        if code == "unavailable":
+        if status == 503:  # unavailable or not ready: both pass
             response.headers["Retry-After"] = "5"
         return response, status
 

@@ -54,7 +54,8 @@ class _Response(BaseModel):
 
 class ModelChange(_Request):
     reason: Reason | None = Field(default=None, description="why (default: promoted or rolled back through the API)")  # type: ignore[valid-type]
-    force: bool = Field(default=False, description="promote past a gate that refuses; needs a reason; evidence says so")
+    force: bool = Field(default=False, strict=True,
+                        description="promote past a gate that refuses; needs a reason; evidence says so")
 
 
 class AssignBody(_Request):

@@ -94,7 +94,9 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
             raise PromotionRefused(f"{version} is already production")
         refusal = gate_refusal(registry, version)  # read under the chain lock: production cannot move meanwhile
         if refusal is not None and not force:
-            raise PromotionRefused(f"{refusal}; or promote with --force and a --reason (recorded as evidence)")
+            raise PromotionRefused(f"{refusal}; or promote past the gate with a reason, recorded as evidence "
+                                   "(`--force --reason TEXT` on the command line, `\"force\": true, \"reason\"` over "
+                                   "HTTP)")
         try:
             registry.promote(version, reason)
         except ModelNotFound:

@@ -57,7 +57,7 @@ class SingleFlight:
         try:
             return future.result(timeout=max(seconds, 0.0))
         except FutureTimeout:
-            raise DatabaseDown(f"no answer within {seconds:g} s") from None
+            raise DatabaseDown(f"the evidence database did not answer within {seconds:g} s") from None
 
     def _run(self, key: Hashable, fn: Callable[[], Any], future: Future[Any]) -> None:
         try:

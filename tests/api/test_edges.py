@@ -469,3 +469,21 @@ def test_list_changes_from_another_worker_apply_after_the_cache_expires(api: Api
     assert [(m.entity, m.value, m.list) for m in cache.matches({"device": value})] == [("device", value, "block")]
     with api.service.sessions.begin() as session:
         session.query(ListEntry).filter_by(entity="device", value=value).delete()
+
+
+def test_every_503_says_when_to_try_again() -> None:
+    """A service not ready (no model, no features) answered 503 without Retry-After; an unavailable store had it."""
+    from flask import Flask
+
+    from api import errors
+    from fraud_service.errors import DatabaseDown, NotReady, Unavailable
+
+    app = Flask(__name__)
+    errors.register(app)
+    for path, exc in (("/not-ready", NotReady("the feature store is not built")),
+                      ("/unavailable", Unavailable("the evidence database cannot be reached")),
+                      ("/down", DatabaseDown("the evidence database did not answer within 1.5 s"))):
+        app.add_url_rule(path, path, lambda exc=exc: (_ for _ in ()).throw(exc))
+    for path in ("/not-ready", "/unavailable", "/down"):
+        answer = app.test_client().get(path)
+        assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), path

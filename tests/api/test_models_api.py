@@ -193,6 +193,9 @@ def test_http_promote_refuses_a_model_without_a_passed_gate_and_force_needs_a_re
     refused = api.client.post("/v1/models/v0003/promote", json={"reason": "looks fine"}, headers=admin)
     assert refused.status_code == 409
     assert "v0003 has no out-of-time evaluation" in refused.get_json()["message"]
+    assert '"force": true, "reason"` over HTTP' in refused.get_json()["message"]  # it named only the CLI's flags
+    loose = api.client.post("/v1/models/v0003/promote", json={"force": "yes", "reason": "r"}, headers=admin)
+    assert loose.status_code == 422 and loose.get_json()["problems"][0]["field"] == "force"  # "yes" was taken as true
     no_reason = api.client.post("/v1/models/v0003/promote", json={"force": True}, headers=admin)
     assert no_reason.status_code == 422 and "reason" in json.dumps(no_reason.get_json())
     assert registry.aliases()["production"] == "v0001"
