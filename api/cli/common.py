@@ -184,6 +184,9 @@ def world_config(args: argparse.Namespace, **options: Any) -> Any:
         check(config)
     except ValueError as exc:
         raise BadRequest(str(exc).replace("start=", "--start ", 1)) from None
+    if config.end_ts() > dt.datetime.now(dt.UTC) + dt.timedelta(days=1):  # its later rows could never be ingested
+        raise BadRequest(f"--start {args.start} and --days {args.days}: the world would end "
+                         f"{config.end_ts():%Y-%m-%d}, in the future; ingest takes only times that have come")
     return config
 
 

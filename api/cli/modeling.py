@@ -22,6 +22,7 @@ from api.cli.common import (
 )
 from api.cli.common import train_until as until_arg
 from fraud_service.config import Settings
+from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
 from training.gate import summary as gate_summary
 
@@ -143,6 +144,9 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     from training.batch import score_batch
     from training.trainset import Window
 
+    if args.end <= args.start:
+        raise BadRequest(f"--from {args.start.isoformat()} --to {args.end.isoformat()}: the window ends before it "
+                         "starts")
     out = writable_beside(Path(args.out))  # known before scoring, not after it
     result = score_batch(settings, Window(args.start, args.end), out, args.model, progress(args))
     n = result.list_entries

@@ -283,6 +283,13 @@ def test_a_world_that_cannot_be_made_is_refused_in_one_line(cli, tmp_path, args,
     assert not (tmp_path / "w").exists()
 
 
+def test_a_reversed_window_and_a_world_ending_in_the_future_are_named(cli, tmp_path):
+    code, _, err = cli("score-batch", "--from", "now", "--to", "now-10d", "--out", str(tmp_path / "s.csv"))
+    assert code == 1 and "the window ends before it starts" in err
+    code, _, err = cli("generate", "--out", str(tmp_path / "w"), "--start", "2200-01-01", "--customers", "100")
+    assert code == 1 and "in the future; ingest takes only times that have come" in err
+
+
 def test_an_out_file_that_is_a_directory_or_a_world_that_is_a_file_is_refused(cli, tmp_path):
     (tmp_path / "scores.csv").mkdir()
     code, _, err = cli("score-batch", "--from", "2025-01-01", "--to", "2025-02-01", "--out",
