@@ -101,18 +101,18 @@ def number_in(low: float, high: float) -> Callable[[str], float]:
 
 def positive_int_at_most(most: int) -> Callable[[str], int]:
     """argparse type: an integer above 0 and at most MOST."""
-    def parse(text: str) -> int:
-        value = positive_int(text)
-        if value > most:
-            raise argparse.ArgumentTypeError(f"{value} is more than {most}, the most allowed")
-        return value
-    return parse
+    return _at_most(positive_int, most)
 
 
 def whole_number_at_most(most: int) -> Callable[[str], int]:
     """argparse type: an integer from 0 to MOST."""
+    return _at_most(whole_number_at_least(0), most)
+
+
+def _at_most(first: Callable[[str], int], most: int) -> Callable[[str], int]:
+    """FIRST's integer, refused above MOST."""
     def parse(text: str) -> int:
-        value = whole_number_at_least(0)(text)
+        value = first(text)
         if value > most:
             raise argparse.ArgumentTypeError(f"{value} is more than {most}, the most allowed")
         return value
