@@ -143,6 +143,6 @@ def register(sub: Subparsers) -> None:
                                                    "takes its type)")
     q.set_defaults(func=cmd_replay)
     q = wsub.add_parser("run", help="send pending deliveries until stopped (when serve's own sender is off)")
-    q.add_argument("--report-every", type=number_in(1, 86_400), default=60.0, metavar="SECONDS",
+    q.add_argument("--report-every", type=number_in(0.1, 86_400), default=60.0, metavar="SECONDS",
                    help="print counts this often (default 60)")
     q.set_defaults(func=cmd_run)
