@@ -54,11 +54,16 @@ def clear(age: int) -> None:
 
 def fair_limit(counts: Sequence[int], own: int) -> int | None:
     """How many connections the worker in row OWN may hold, given every row's COUNTS (connections + 1, 0 for
-    no worker): one more than the least loaded other live worker, or None (no limit) when it is alone."""
+    no worker): two more than the least loaded other live worker published, or None (no limit) when it is alone.
+
+    Two, not one: a row is published before the loop's wait, in which the worker may accept one more, so a row can
+    lag its worker by one. With one, two workers holding as many each stopped accepting, each behind the other's
+    lagging row, until their one-second waits ran out: silent connections, which make no events, held every new
+    connection back a third of a second each (40 of them, ten seconds)."""
     rows = list(counts)  # a snapshot; this runs on the worker's main loop before every wait
     rows[own] = 0
-    others = list(filter(None, rows))  # rows of live workers hold their connections + 1: the limit itself
-    return min(others) if others else None
+    others = list(filter(None, rows))  # rows of live workers hold their connections + 1
+    return min(others) + 1 if others else None
 
 
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:

@@ -89,12 +89,6 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         assert count == 4 and analyst_worker not in held
         with open(f"/proc/{analyst_worker}/stat") as stat:
             assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE  # field 19 of proc(5): nice
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
-        try:  # three times the threads, connected and silent: gthread gave each a thread for 5 s, the lot 15 s
-            assert get(f"{base}/healthz", timeout=3)[0] == 200
-        finally:
-            for conn in idle:
-                conn.close()
         stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
         for conn in stalled:  # three times the scoring threads, each holding half a request, silent after it
             conn.sendall(b"POST /v1/returns/assess HTTP/1.1\r\nHost: x\r\n")
@@ -197,6 +191,14 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
         second = start(logs[1])
         assert len(wait_ready(second, logs[1], 2)) == 2
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        try:  # six times the threads, connected and silent (closed after 10 s, FRAUD_CLIENT_TIMEOUT_S): gthread gave
+            # each a thread for 5 s (30 s in all); then the balancing counted them and let each worker wait a second
+            # for the other before accepting again (a third of a second per silent connection)
+            assert get(f"http://127.0.0.1:{port}/healthz", timeout=3)[0] == 200
+        finally:
+            for conn in idle:
+                conn.close()
     finally:
         for server in (first, second):
             if server is not None and server.poll() is None:
