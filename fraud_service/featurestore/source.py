@@ -14,6 +14,7 @@ import json
 import math
 import os
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,10 @@ class FeatureSource:
         if engine not in ENGINES:
             raise FeatureStoreError(f"unknown feature engine {engine!r}: expected one of {', '.join(ENGINES)}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / ".build-lock", "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with _held(self.data_dir / ".build-lock") as mine:
+            if not mine:
                 raise FeatureStoreError(f"another `features build` is running on {self.data_dir} (its lock is "
-                                        "held); wait for it to finish") from None
+                                        "held); wait for it to finish")
             return self._build(progress, bucket_facts, engine)
 
     def _build(self, progress: Progress, bucket_facts: int | None, engine: str) -> dict[str, Any]:
@@ -174,11 +173,9 @@ class FeatureSource:
         """Why the feature files are no whole build now (a build under way, or one interrupted), or None."""
         if not self.unfinished_path.exists():
             return None
-        try:
-            with open(self.data_dir / ".build-lock", "a+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return "a `features build` is under way: wait for it to finish"
+        with _held(self.data_dir / ".build-lock") as free:
+            if not free:
+                return "a `features build` is under way: wait for it to finish"
         return "the last `features build` was interrupted: run it again"
 
     def manifest(self) -> dict[str, Any] | None:
@@ -260,13 +257,11 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
-        with open(self.data_dir / ".materialize-lock", "a+") as lock, open(os.devnull, "w") as sink, \
+        with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise FeatureStoreError("another `features materialize` is running; wait for it to finish") from None
+            if not mine:
+                raise FeatureStoreError("another `features materialize` is running; wait for it to finish")
             try:
                 if every:
                     store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
@@ -288,12 +283,9 @@ class FeatureSource:
         materialize runs (its lock is free, or HELD by the caller, the materialize that failed)."""
         from feast.feature_view import FeatureViewState
 
-        with open(self.data_dir / ".materialize-lock", "a+") as lock:
-            if not held:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return  # a materialize is running in another process: its views are its own
+        with contextlib.nullcontext(True) if held else _held(self.data_dir / ".materialize-lock") as free:
+            if not free:
+                return  # a materialize is running in another process: its views are its own
             for view in store.list_feature_views(allow_cache=False):
                 if getattr(view, "state", None) in (FeatureViewState.MATERIALIZING, FeatureViewState.GENERATED):
                     view.state = FeatureViewState.AVAILABLE_ONLINE if view.materialization_intervals \
@@ -342,6 +334,18 @@ class FeatureSource:
             full_feature_names=False,
         )
         return finish(response.to_df())
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[bool]:
+    """PATH's lock, taken whole without waiting: True while this holds it, False when another process does."""
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def finish(frame: pd.DataFrame) -> pd.DataFrame:
