@@ -7,8 +7,9 @@ process, whose interpreter lock then capped the service at about one core while 
 worker idled. Requests on a kept-alive connection never move to another worker.
 
 Here each worker publishes how many connections it holds in a small shared table (created in
-the master before the workers are forked) and stops accepting while it holds more than one
-above the least loaded live worker; the others then take the next connections. A worker's row
+the master before the workers are forked) and stops accepting while it holds two more than the
+least loaded live worker; the others then take the next connections, and a stopped worker
+looks at the table again every RECHECK_S. A worker's row
 is cleared when it exits (`api.gunicorn_conf.child_exit`), so a dead worker never holds the
 others back; a hung one is killed by gunicorn's timeout. Connections a worker took while
 another was still loading stay with it (kept-alive connections are not moved).
@@ -140,6 +141,9 @@ class SilentClients(logging.Filter):
         return True
 
 
+RECHECK_S = 0.02
+"""How often a worker that has stopped accepting looks at the others' rows again (gthread waits up to a second)."""
+
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
@@ -199,6 +203,15 @@ class BalancedThreadWorker(ThreadWorker):
         conn.timeout = time.monotonic() + self._silence  # murder_pending closes it then
         self.pending_conns.append(conn)
         self.poller.register(client, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """While this worker is not accepting, it looks at the others' rows again every RECHECK_S instead of every
+        second: a worker that stopped behind another's row that has grown since is woken by nothing else (silent
+        connections make no events). Both workers stopped so at once, each behind the other's older row, and 40
+        silent connections kept a new one waiting in the listen queue five seconds."""
+        if not self._accepting and self.alive:
+            timeout = min(timeout, RECHECK_S)
+        super().wait_for_and_dispatch_events(timeout)
 
     @property  # type: ignore[override]
     def worker_connections(self) -> int:

@@ -191,11 +191,11 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
         second = start(logs[1])
         assert len(wait_ready(second, logs[1], 2)) == 2
         assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
-        try:  # six times the threads, connected and silent (closed after 10 s, FRAUD_CLIENT_TIMEOUT_S): gthread gave
-            # each a thread for 5 s (30 s in all); then the balancing counted them and let each worker wait a second
-            # for the other before accepting again (a third of a second per silent connection)
-            assert get(f"http://127.0.0.1:{port}/healthz", timeout=3)[0] == 200
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+        try:  # twenty times the threads, connected and silent (closed after 10 s, FRAUD_CLIENT_TIMEOUT_S): gthread gave
+            # each a thread for 5 s; then the balancing counted them, and a worker that stopped accepting behind the
+            # other's row looked again only after a second, while the other stopped behind its row (5 s for 40)
+            assert get(f"http://127.0.0.1:{port}/healthz", timeout=2)[0] == 200
         finally:
             for conn in idle:
                 conn.close()
