@@ -21,8 +21,10 @@ import errno
 import fcntl
 import json
 import logging
+import math
 import mmap
 import os
+import select
 import selectors
 import socket
 import struct
@@ -34,6 +36,7 @@ from functools import partial
 from typing import IO, Any
 
 from gunicorn import util
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from fraud_service.config import Settings
@@ -124,6 +127,38 @@ class Closer:
             self._pending.release()
 
 
+class PacedConn(TConn):
+    """A connection whose request (its headers and body) must arrive by `deadline`, a time the worker sets when the
+    request's first bytes are seen: the kernel's receive timeout (`bound_silence`) bounds each read, so a client
+    trickling a byte within every timeout held a thread for as long as it liked (sixteen of them, every thread of
+    `serve`'s two workers, and no key needed)."""
+
+    deadline = math.inf
+
+    def init(self) -> None:
+        fresh = not self.initialized
+        super().init()
+        if fresh and isinstance(self.parser.unreader, SocketUnreader):  # not an HTTP/2 connection's
+            self.parser.unreader = PacedUnreader(self.sock, self)
+
+
+class PacedUnreader(SocketUnreader):
+    """gunicorn's socket reader, waiting for more of a request only until its connection's deadline. Bytes already
+    in the socket are read whatever the time: a whole request that waited for a thread is served."""
+
+    def __init__(self, sock: socket.socket, conn: PacedConn) -> None:
+        super().__init__(sock)
+        self._conn = conn
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        left = self._conn.deadline - time.monotonic()
+        poll = select.poll()
+        poll.register(self.sock.fileno(), select.POLLIN)
+        if not poll.poll(None if left == math.inf else max(0.0, left) * 1000):
+            raise TimeoutError("the client did not send its whole request in time")  # logged by SilentClients
+        return super().chunk(size_hint)  # type: ignore[no-any-return]
+
+
 class SilentClients(logging.Filter):
     """gthread logs a client dropped by `bound_silence` as "Socket error processing request." with a traceback
     at ERROR; under a slow-loris attack that is a traceback per connection. Here it is one WARNING line."""
@@ -136,7 +171,8 @@ class SilentClients(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if record.msg == "Socket error processing request." and isinstance(error, BlockingIOError | TimeoutError):
             record.msg, record.args, record.exc_info, record.exc_text = (
-                "dropped a client silent for %g s mid-request (FRAUD_CLIENT_TIMEOUT_S)", (self.seconds,), None, None)
+                "dropped a client silent for %g s mid-request, or not done sending it in as long "
+                "(FRAUD_CLIENT_TIMEOUT_S)", (self.seconds,), None, None)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
@@ -199,7 +235,7 @@ class BalancedThreadWorker(ThreadWorker):
             return
         self.nr_conns += 1
         client.setblocking(False)
-        conn = TConn(self.cfg, client, address, listener.getsockname())
+        conn = PacedConn(self.cfg, client, address, listener.getsockname())
         conn.timeout = time.monotonic() + self._silence  # murder_pending closes it then
         self.pending_conns.append(conn)
         self.poller.register(client, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
@@ -212,6 +248,12 @@ class BalancedThreadWorker(ThreadWorker):
         if not self._accepting and self.alive:
             timeout = min(timeout, RECHECK_S)
         super().wait_for_and_dispatch_events(timeout)
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """A request's first bytes are in (a new or kept-alive connection became readable): the rest of it, headers
+        and body, must follow within FRAUD_CLIENT_TIMEOUT_S, however long it waits for a thread."""
+        conn.deadline = time.monotonic() + self._silence
+        super().enqueue_req(conn)
 
     @property  # type: ignore[override]
     def worker_connections(self) -> int:

@@ -35,8 +35,9 @@ class Settings:
     """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
     waits at most 800 ms)."""
     client_timeout_s: float = 10.0
-    """FRAUD_CLIENT_TIMEOUT_S: the longest a client may go silent while sending a request (or not read its answer)
-    before `serve` drops the connection: a request thread never waits on it longer (slow-loris clients)."""
+    """FRAUD_CLIENT_TIMEOUT_S: the longest a client may take to send a whole request from its first bytes (or go
+    without reading its answer) before `serve` drops the connection: a request thread never waits on it longer
+    (slow-loris clients, silent or trickling)."""
     writer_lanes: int = 2
     """FRAUD_WRITER_LANES: evidence writer threads per worker on PostgreSQL, each with its own connection and chain
     segment (SQLite always has one). Two keep throughput when the database is a few milliseconds away; one batches

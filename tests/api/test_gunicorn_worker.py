@@ -101,5 +101,30 @@ def test_a_dropped_silent_client_is_one_warning_line_not_a_traceback():
     silent = SilentClients(2.0)
     assert silent.filter(dropped) and silent.filter(other)  # both are logged
     assert (dropped.levelname, dropped.getMessage(), dropped.exc_info) == (
-        "WARNING", "dropped a client silent for 2 s mid-request (FRAUD_CLIENT_TIMEOUT_S)", None)
+        "WARNING", "dropped a client silent for 2 s mid-request, or not done sending it in as long "
+        "(FRAUD_CLIENT_TIMEOUT_S)", None)
     assert other.levelname == "ERROR" and other.exc_info is not None  # any other socket error keeps its traceback
+
+
+def test_a_request_past_its_deadline_is_read_while_its_bytes_are_in_then_its_client_is_dropped():
+    """A whole request that waited for a thread is served; a client that has not sent the rest by then is not waited
+    for (a trickling client held its thread for as long as it went on)."""
+    import math
+    import socket as sockets
+
+    from api.gunicorn_worker import PacedUnreader
+
+    server, client = sockets.socketpair()
+    try:
+        conn = type("Conn", (), {"deadline": -math.inf})()  # long past
+        reader = PacedUnreader(server, conn)  # type: ignore[arg-type]
+        client.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert reader.chunk() == b"GET /healthz HTTP/1.1\r\n"
+        with pytest.raises(TimeoutError, match="did not send its whole request in time"):
+            reader.chunk()
+        conn.deadline = math.inf  # no deadline: it waits for the bytes
+        client.sendall(b"Host: x\r\n\r\n")
+        assert reader.chunk() == b"Host: x\r\n\r\n"
+    finally:
+        server.close()
+        client.close()

@@ -8,8 +8,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -97,6 +99,12 @@ def test_serve_spreads_connections_over_its_workers_stores_every_answer_and_stop
         finally:
             for conn in stalled:
                 conn.close()
+        dropped = _trickle(port, 12, every=0.4, give_up=25.0)  # a byte within every 1 s read timeout
+        try:  # three per scoring thread: they held every thread for as long as they kept trickling
+            assert get(f"{base}/healthz", timeout=10)[0] == 200
+        finally:
+            seconds = dropped.result(timeout=40)
+        assert len(seconds) == 12 and max(seconds) < 10, seconds  # each dropped when its request was not in by 1 s
         for raw, status in ((b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414),
                             (b"GET /healthz HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
                             (b"GARBAGE\r\n\r\n", 400)):
@@ -161,6 +169,33 @@ def _server_connections(session: int, port: int) -> dict[int, int]:
         if count:
             held[int(proc.name)] = count
     return held
+
+
+def _trickle(port: int, count: int, every: float, give_up: float) -> Future[list[float]]:
+    """COUNT connections that each send a request's start, then one byte of a header every EVERY seconds (a slow-loris
+    client), on a thread; its result: the seconds after which the server closed each one, up to GIVE_UP."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    for conn in socks:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+
+    def run() -> list[float]:
+        start, closed = time.monotonic(), {}
+        pace = threading.Event()
+        try:
+            while len(closed) < count and time.monotonic() - start < give_up:
+                for n, conn in enumerate(socks):
+                    if n not in closed:
+                        try:
+                            conn.sendall(b"a")
+                        except OSError:  # reset or broken pipe: the server has closed it
+                            closed[n] = time.monotonic() - start
+                pace.wait(every)  # the client's pace, not a wait for a result
+        finally:
+            for conn in socks:
+                conn.close()
+        return list(closed.values())
+
+    return ThreadPoolExecutor(max_workers=1).submit(run)
 
 
 def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
