@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         metrics,
         models,
         openapi,
+        paths,
         queues,
         returns,
         rules,
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     logs.install(app)
     errors.register(app)
     app.wsgi_app = core.ChunkedBodyLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
+    paths.install(app)  # `//healthz`, `/%68ealthz`: 404, as any path no route spells
     app.before_request(core.refuse_unstorable_text)
     app.url_map.converters["id"] = entities.IdConverter
     app.url_map.merge_slashes = False  # `//v1/...` is a JSON 404, not werkzeug's 308 redirect with an HTML body

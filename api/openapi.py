@@ -37,8 +37,9 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "The body is not a JSON object", 401: "No valid API key", 403: "The key's role may not do this",
-            404: "Not found", 409: "Conflict", 413: "The body is larger than 256 KiB",
+    text = {400: "The body is not a JSON object, or writes a key twice in one object", 401: "No valid API key",
+            403: "The key's role may not do this", 404: "Not found", 409: "Conflict",
+            413: "The body is larger than 256 KiB",
             422: "Fields break the contract (every bad field is listed)",
             503: "A store is unavailable or nothing is loaded to score with; no decision was made"}
     return {str(c): _json(_ref("ValidationErrorBody" if c == 422 else "ErrorBody"), text[c]) for c in codes}

@@ -168,18 +168,17 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
           dispatch: bool | None = None, assign: bool | None = None) -> Service:
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
     background thread swaps in a newly promoted production model (checked every 5 seconds); with DISPATCH
-    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries; with ASSIGN (default: FRAUD_ASSIGN_SWEEP),
-    another hands named queues' cases out (`assigner`)."""
+    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries once the rest is built (`send_webhooks`);
+    with ASSIGN (default: FRAUD_ASSIGN_SWEEP), another hands named queues' cases out (`assigner`)."""
     engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
-    if settings.webhook_dispatch if dispatch is None else dispatch:
-        service.dispatcher = dispatcher(settings, service.uow)
-        service.dispatcher.start()
     if settings.assign_sweep if assign is None else assign:
         service.assigner = assigner(settings, service.uow)
         service.assigner.start()
+    schema_ok = True
     try:
         problem = check_schema(engine)
+        schema_ok = problem is None
     except Exception as exc:  # the database is down: the app still starts and /readyz says why
         log.error("the evidence database cannot be reached: %s", exc)  # host, port and name: not for /readyz
         problem = f"the evidence database cannot be reached ({type(exc).__name__})"
@@ -203,7 +202,23 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
         service.assessor.shadow.start()
         if watch:
             service.watch.start()
+    if settings.webhook_dispatch if dispatch is None else dispatch:
+        send_webhooks(service, schema_ok)
     return service
+
+
+def send_webhooks(service: Service, schema_ok: bool) -> None:
+    """Start SERVICE's webhook sender, last: a `serve` worker builds its service before it takes any request, and
+    loading and warming the model there takes seconds (more on a large registry or warehouse), in which its sender
+    already claimed and sent deliveries: from a worker that might never come up (one gunicorn kills for booting too
+    long, or whose app then fails to build), on a database whose schema was not yet checked. A worker without a
+    model still sends once built: case closes, inspections and appeals need none. None when the schema is not this
+    code's (SCHEMA_OK false: `db upgrade`, then restart): its tables are not the ones this sender writes."""
+    if not schema_ok:
+        log.error("this worker sends no webhooks: %s", "; ".join(service.problems))
+        return
+    service.dispatcher = dispatcher(service.settings, service.uow)
+    service.dispatcher.start()
 
 
 def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,

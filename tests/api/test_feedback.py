@@ -481,3 +481,70 @@ def test_the_queue_page_marks_an_appealed_case(api: Api, set_policy: Any) -> Non
     page = client.get(f"/ui/cases/{denied['case_id']}").get_data(as_text=True)
     assert "appealed by the shopper" in page and "Please look again" in page
 
+
+
+def test_a_worker_sends_webhooks_only_once_it_has_loaded_and_warmed_up(
+        serving_home: Any, trained_world: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `serve` worker's webhook sender started first thing, before the worker checked the schema, loaded the model
+    and warmed up: deliveries went out from a worker that took no request yet (and may never: gunicorn kills one
+    that boots too long, an app may fail to build). Now the sender starts once the rest is built."""
+    import contextlib
+    import threading
+
+    from fraud_service import bootstrap
+    from fraud_service.config import Settings
+    from fraud_service.feedback import webhooks
+    from tests.feedback.test_delivery import Receiver, emit, status, until
+
+    settings = Settings.from_env({"FRAUD_HOME": str(serving_home), "FRAUD_WEBHOOK_ALLOW_PRIVATE": "true",
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    receiver = Receiver()
+    with bootstrap.evidence(settings, migrated=False) as db:
+        db.upgrade()
+        hook, _ = webhooks.add(db.uow(), url=receiver.url, events=["case.closed"], actor="test", allow_private=True)
+        event_id = emit(db.uow, closed_by="user:ana")  # waiting in the outbox as the worker starts
+    already = set(threading.enumerate())
+    got_while_warming: list[int] = []
+    warm = bootstrap.warm
+
+    def warming(assessor: Any) -> None:
+        senders = [t for t in threading.enumerate() if t not in already and t.name == "webhook-dispatcher"]
+        if senders:  # a sender runs already: it delivers within milliseconds (waiting for that, not timing it)
+            with contextlib.suppress(AssertionError):
+                until(lambda: receiver.got, 10)
+        got_while_warming.append(len(receiver.got))
+        warm(assessor)
+
+    monkeypatch.setattr(bootstrap, "warm", warming)
+    service = bootstrap.build(settings, freshness=False, watch=False, dispatch=True, assign=False)
+    try:
+        assert service.assessor is not None and got_while_warming == [0]
+        until(lambda: receiver.got, 10)  # and once built, it sends
+        [(headers, body)] = receiver.got
+        assert headers["Fraud-Event-Id"] == event_id and json.loads(body)["data"]["closed_by"] == "user:ana"
+        until(lambda: status(service.uow, event_id) == {hook.id: "delivered"}, 10)
+    finally:
+        service.close()
+        receiver.close()
+
+
+def test_a_worker_on_an_unmigrated_database_sends_no_webhooks_and_one_without_a_model_does(settings: Any) -> None:
+    """Never ready, its schema not this code's: no sender (it failed every round, its tables not the ones it
+    writes). A worker that cannot score still sends once built: closing cases and inspections need no model."""
+    from fraud_service import bootstrap
+
+    stale = bootstrap.build(settings, dispatch=True, assign=False)
+    try:
+        assert stale.dispatcher is None
+        assert "the evidence database is at schema none" in stale.problems[0]
+    finally:
+        stale.close()
+    with bootstrap.evidence(settings, migrated=False) as db:
+        db.upgrade()
+    modelless = bootstrap.build(settings, dispatch=True, assign=False)
+    try:
+        assert modelless.assessor is None and modelless.dispatcher is not None
+        assert modelless.problems == ["the feature store is not built: run `fraud-service features build` and "
+                                      "`fraud-service features materialize`"]
+    finally:
+        modelless.close()

@@ -174,3 +174,80 @@ def test_nul_in_a_body_with_more_brackets_than_the_nesting_limit_is_named(api: A
     response = post_raw(api, text)
     assert response.status_code == 422, response.get_data(as_text=True)[:300]
     assert [p["field"] for p in response.get_json()["problems"]] == ["order.items[39].sku"]
+
+
+def _repeating(body: dict[str, Any], place: str, lines: int = 1) -> str:
+    """BODY as JSON text with the key at PLACE written twice: first a value of its own, then BODY's (which both
+    JSON readers kept: the last value won)."""
+    import json
+
+    marker = "@@REPEAT@@"
+    items = [{**body["order"]["items"][0], "line_no": n + 1} for n in range(lines)]
+    target: Any = {**body, "order": {**body["order"], "items": items}}
+    *parents, key = place.replace("[0]", ".0").split(".")
+    holder = target
+    for part in parents:
+        holder = holder[int(part)] if part.isdigit() else holder[part]
+    kept = json.dumps(holder[key])
+    holder[key] = marker
+    return json.dumps(target).replace(f'"{marker}"', f'"first-{uuid.uuid4().hex[:6]}", "{key}": {kept}')
+
+
+@pytest.mark.parametrize(("place", "lines", "encoding"), [
+    ("return_id", 1, "utf-8"),
+    ("customer_id", 1, "utf-8"),
+    ("order.payment_token", 1, "utf-8"),
+    ("order.items[0].sku", 1, "utf-8"),
+    ("order.items[0].sku", 40, "utf-8"),  # more brackets than the nesting limit: the walked path
+    ("refund_token", 1, "utf-16"),  # read by Python's json, not orjson
+])
+def test_a_key_written_twice_is_400_naming_it_and_nothing_is_assessed(api: Api, body: dict[str, Any], place: str,
+                                                                        lines: int, encoding: str) -> None:
+    """`{"return_id": "a", "return_id": "b", ...}` was assessed as "b" (the last value won): one reader of the text
+    (a proxy, a log, the returns platform's own check) could see one value and the service use another."""
+    text = _repeating(body, place, lines)
+    response = api.client.post("/v1/returns/assess", data=text.encode(encoding), content_type="application/json",
+                               headers=api.headers("scoring"))
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    answer = response.get_json()
+    assert set(answer) == {"error", "message", "request_id"} and answer["error"] == "bad_request"
+    key = place.rsplit(".", 1)[-1]
+    assert answer["message"] == (f"the body writes the key {key!r} twice in one object (at {place}); "
+                                 "each key may appear once")
+    assert api.assess(body).status_code == 201  # the return was not assessed: its first assessment is this one
+
+
+@pytest.mark.parametrize("written", [
+    '{"return_id": "a", "return_id": "b"}',  # the issue's own
+    '{"return_id" : "a",\n  "return_id"\t:\r\n"b"}',  # spaces before the colon
+    '{"return_id": "a", "\\u0072eturn_id": "b"}',  # the same key, escaped
+])
+def test_a_key_written_twice_in_any_form_is_400(api: Api, written: str) -> None:
+    response = post_raw(api, written)
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.get_json()["message"].startswith("the body writes the key 'return_id' twice in one object")
+
+
+def test_a_key_written_twice_is_400_on_every_json_endpoint(api: Api) -> None:
+    """Every body passes through one reader (`api.core.json_body`): the lists, as one more endpoint."""
+    value = f"dup-{uuid.uuid4().hex[:8]}"
+    text = ('{"entity": "device", "value": "' + value + '", "list": "allow", "reason": "regular", '
+            '"list": "block"}')
+    response = api.client.post("/v1/lists", data=text, content_type="application/json", headers=api.headers("admin"))
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["message"] == ("the body writes the key 'list' twice in one object (at list); "
+                                              "each key may appear once")
+    listed = api.client.get("/v1/lists", headers=api.headers("analyst")).get_json()["entries"]
+    assert [e for e in listed if e["value"] == value] == []
+
+
+def test_quotes_and_colons_inside_text_are_no_repeat(api: Api) -> None:
+    """A text holding `\\":` looks like one more key to the quick count: the body is read again, and is taken."""
+    import json
+
+    value = f"quoted-{uuid.uuid4().hex[:8]}"
+    entry = {"entity": "device", "value": value, "list": "block", "reason": 'said "no": twice, "then": yes'}
+    response = api.client.post("/v1/lists", data=json.dumps(entry, indent=2), content_type="application/json",
+                               headers=api.headers("admin"))
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["reason"] == 'said "no": twice, "then": yes'
