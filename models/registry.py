@@ -223,10 +223,7 @@ class ModelRegistry:
             if state.get("production") == version:
                 raise PromotionRefused(f"{version} is already production")
             self._set(state, "production", version, reason)
-            if state.get("shadow") == version:  # production is never its own shadow
-                state["history"].append({"alias": "shadow", "from": version, "to": None, "at": _now(),
-                                         "reason": f"promoted to production: {reason}", "rollback": False})
-                state.pop("shadow")
+            self._end_shadow_of(state, version, f"promoted to production: {reason}")
             self._write_state(state)
         return version
 
@@ -238,6 +235,9 @@ class ModelRegistry:
                 self.load(version)  # refuses a damaged model
             state = self._state()
             previous = state.get("shadow")
+            if version is not None and version == state.get("production"):
+                raise PromotionRefused(f"{version} is the production model: a shadow is another model to compare "
+                                       "with it")
             if version is None:
                 if previous is None:
                     raise PromotionRefused("there is no shadow model to turn off")
@@ -267,6 +267,7 @@ class ModelRegistry:
             target = str(replaced[-1])
             self.load(target)
             self._set(state, "production", target, f"rollback from {current}", rollback=True)
+            self._end_shadow_of(state, target, f"rolled back to production from {current}")
             self._write_state(state)
         return str(current), target
 
@@ -276,10 +277,15 @@ class ModelRegistry:
         with self._lock():
             state = self._state()
             history = state.get("history", [])
-            last = history[-1] if history else {}
+            ended = len(history) > 1 and history[-1].get("alias") == "shadow" and (
+                history[-1].get("from"), history[-1].get("to")) == (version, None) and not state.get("shadow")
+            last = history[-2 if ended else -1] if history else {}
             if state.get("production") != version or (last.get("alias"), last.get("from"), last.get("to")) != (
                     "production", previous, version):
                 return
+            if ended:  # the move ended VERSION's shadow (`_end_shadow_of`): it is the shadow again
+                history.pop()
+                state["shadow"] = version
             history.pop()
             if previous is None:
                 state.pop("production", None)
@@ -324,6 +330,14 @@ class ModelRegistry:
         state.setdefault("history", []).append({"alias": alias, "from": state.get(alias), "to": version,
                                                 "at": _now(), "reason": reason, "rollback": rollback})
         state[alias] = version
+
+    def _end_shadow_of(self, state: dict[str, Any], version: str, reason: str) -> None:
+        """Production is never its own shadow: VERSION, becoming production, stops being the shadow (a history entry
+        says why; the move's caller reports it)."""
+        if state.get("shadow") == version:
+            state.setdefault("history", []).append({"alias": "shadow", "from": version, "to": None, "at": _now(),
+                                                    "reason": reason, "rollback": False})
+            state.pop("shadow")
 
     def _write_state(self, state: dict[str, Any]) -> None:
         _atomic_write(self.root / "aliases.json", json.dumps(state, indent=2, sort_keys=True))

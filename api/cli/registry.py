@@ -65,7 +65,15 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
     if change.overridden:
         print(f"warning: promoted past the gate ({change.overridden}); recorded as evidence")
     print(f"{change.version} is now production (running services switch to it within seconds)")
+    _shadow_note(change.shadow_ended)
     return 0
+
+
+def _shadow_note(ended: str | None) -> None:
+    """Say that the move ended ENDED's shadow (production is never its own shadow)."""
+    if ended is not None:
+        print(f"{ended} was the shadow model and is production now, so the shadow is off "
+              "(`fraud-service models shadow V` starts another)")
 
 
 def cmd_models_gate(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,6 +99,7 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
                                     actor=cli_actor())
     print(f"production rolled back from {change.previous} to {change.version} (running services switch within "
           "5 seconds)")
+    _shadow_note(change.shadow_ended)
     return 0
 
 

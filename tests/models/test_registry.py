@@ -232,3 +232,42 @@ def test_a_damaged_or_edited_aliases_file_is_a_registry_error_naming_it(registry
     for read in (registry.aliases, lambda: registry.resolve("production"), registry.history):
         with pytest.raises(RegistryError, match=message):
             read()
+
+
+def test_rolling_back_to_the_shadow_model_ends_its_shadow(registry):
+    """A rollback to the version that was the shadow left production and shadow naming the same model."""
+    _register(registry)
+    _register(registry, "second")
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare the old one on live traffic")
+    assert registry.rollback() == ("v0002", "v0001")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    last = registry.history()[-1]
+    assert (last["alias"], last["from"], last["to"]) == ("shadow", "v0001", None)
+    assert last["reason"] == "rolled back to production from v0002"
+
+
+def test_the_production_model_cannot_be_made_its_own_shadow(registry):
+    _register(registry)
+    with pytest.raises(RegistryError, match="v0001 is the production model: a shadow is another model"):
+        registry.set_shadow("production", "mirror")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}
+
+
+@pytest.mark.parametrize("move", ["promote", "rollback"])
+def test_putting_back_a_move_that_ended_a_shadow_makes_it_the_shadow_again(registry, move):
+    """The promotion of the shadow model whose evidence could not be written stayed production: `put_back` looked
+    for the production move as the last history entry, and found the shadow's end after it."""
+    _register(registry)
+    _register(registry, "second")
+    if move == "promote":
+        registry.set_shadow("v0002", "try it")
+        previous, version = "v0001", registry.promote("v0002")
+    else:
+        registry.promote("v0002")
+        registry.set_shadow("v0001", "compare")
+        previous, version = registry.rollback()
+    before = registry.history()[:-2]
+    registry.put_back(previous, version)
+    assert registry.aliases() == {"production": previous, "candidate": "v0002", "shadow": version}
+    assert registry.history() == before

@@ -121,3 +121,17 @@ def test_a_gate_judged_against_a_production_model_that_has_since_been_replaced_n
     promotion.promote(registry, db.uow(), ref="v0002", reason="passed", actor="t")
     with pytest.raises(PromotionRefused, match="v0003's gate compared it with v0001, but production is now v0002"):
         promotion.promote(registry, db.uow(), ref="v0003", reason="r", actor="t")
+
+
+def test_a_rollback_to_the_shadow_model_ends_its_shadow_and_its_event_says_so(db: MemoryDb, tmp_path: Path) -> None:
+    """Production and shadow named the same version after such a rollback (rollback loads, it does not probe, so
+    stand-in model texts do)."""
+    registry = ModelRegistry(tmp_path / "models")
+    for text in ("one", "two"):
+        registry.register(text, {"features": ["a"]}, {"review_from": 0.5}, first_production=True)
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare")  # `promotion.shadow` would probe the stand-in model
+    change = promotion.rollback(registry, db.uow(), reason="drift", actor="cli:root")
+    assert (change.previous, change.version, change.shadow_ended) == ("v0002", "v0001", "v0001")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    assert json.loads(events(db)[-1][2])["shadow_ended"] == "v0001"

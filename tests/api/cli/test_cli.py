@@ -310,3 +310,16 @@ def test_a_failure_no_check_foresaw_is_one_line_unless_debugging(cli, monkeypatc
     code, _, err = cli("status")
     assert code == 1 and err.strip().startswith("error: status failed unexpectedly (KeyError: 'orders')")
     assert "FRAUD_DEBUG=1" in err and "Traceback" not in err
+
+
+def test_a_rollback_to_the_shadow_model_says_that_the_shadow_is_off(cli, settings):
+    registry = ModelRegistry(settings.models_dir)
+    for text in ("one", "two"):  # stand-in model texts: a rollback loads the model, it does not score with it
+        registry.register(text, {"features": ["a"]}, {"review_from": 0.5}, first_production=True)
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare")
+    code, out, err = cli("models", "rollback")
+    assert code == 0, err
+    assert out.splitlines()[1] == ("v0001 was the shadow model and is production now, so the shadow is off "
+                                   "(`fraud-service models shadow V` starts another)")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
