@@ -127,6 +127,38 @@ def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: object,
     return _recorded(registry, uow, move, actor)
 
 
+def restore(registry: ModelRegistry, uow: UnitOfWork | None, *, production: str, reason: object,
+            actor: str) -> AliasChange:
+    """Write the registry's lost aliases file again with PRODUCTION (a version) as production, once it loads and
+    scores (`probe`); a `model_aliases_restored` event when there is an evidence database."""
+    reason = check_reason(reason)
+    version = registry.resolve(production)  # ModelNotFound for an unknown version
+    probe(registry, version)
+
+    def move() -> AliasChange:
+        try:
+            registry.restore_aliases(version, reason)
+        except ModelNotFound:
+            raise
+        except RegistryError as exc:
+            raise PromotionRefused(str(exc)) from exc
+        return AliasChange("model_aliases_restored", None, version, reason)
+
+    if uow is None:
+        return move()
+    with uow:
+        uow.lock_chain()
+        change = move()
+        try:
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
+                       payload={"alias": ALIAS, "from": None, "to": change.version, "reason": change.reason})
+            uow.commit()
+        except BaseException:
+            registry.forget_restore(change.version)  # no restored alias without its evidence
+            raise
+        return change
+
+
 def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[], AliasChange],
               actor: str) -> AliasChange:
     """MOVE the alias with the chain locked, then commit its evidence event; without UOW just move it."""

@@ -135,3 +135,16 @@ def test_a_rollback_to_the_shadow_model_ends_its_shadow_and_its_event_says_so(db
     assert (change.previous, change.version, change.shadow_ended) == ("v0002", "v0001", "v0001")
     assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
     assert json.loads(events(db)[-1][2])["shadow_ended"] == "v0001"
+
+
+def test_restoring_lost_aliases_is_an_evidence_event_or_does_not_happen(db: MemoryDb, registry: ModelRegistry) -> None:
+    (registry.root / "aliases.json").unlink()
+    with pytest.raises(DatabaseDown):
+        promotion.restore(registry, _EvidenceFails(db.sessions), production="v0002", reason="r", actor="t")
+    assert not (registry.root / "aliases.json").exists() and events(db) == []
+    change = promotion.restore(registry, db.uow(), production="2", reason="deleted by a cleanup", actor="cli:root")
+    assert (change.kind, change.previous, change.version) == ("model_aliases_restored", None, "v0002")
+    assert registry.aliases() == {"production": "v0002", "candidate": "v0002"}
+    kind, subject, payload = events(db)[0]
+    assert (kind, subject, json.loads(payload)) == ("model_aliases_restored", "model:v0002", {
+        "alias": "production", "from": None, "to": "v0002", "reason": "deleted by a cleanup"})

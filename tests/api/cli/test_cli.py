@@ -323,3 +323,22 @@ def test_a_rollback_to_the_shadow_model_says_that_the_shadow_is_off(cli, setting
     assert out.splitlines()[1] == ("v0001 was the shadow model and is production now, so the shadow is off "
                                    "(`fraud-service models shadow V` starts another)")
     assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+
+
+def test_train_refuses_a_registry_that_lost_its_aliases_file_before_any_work_and_list_still_shows_it(cli, settings):
+    """With aliases.json gone, the next `train` registered its model as production, as in a new registry."""
+    registry = ModelRegistry(settings.models_dir)
+    for text in ("one", "two"):
+        registry.register(text, {"features": ["a"], "label_cutoff": "2026-01-01T00:00:00+00:00", "trees": 3,
+                                 "registered_at": "x"}, {"review_from": 0.5}, first_production=True)
+    (settings.models_dir / "aliases.json").unlink()
+    code, _, err = cli("train", "--train-until", "now")
+    assert code == 1
+    assert err.startswith(f"error: {settings.models_dir / 'aliases.json'} is missing, but 2 version(s) are "
+                          "registered (v0001 to v0002): which one is production is not known")
+    assert "`fraud-service models restore-aliases --production V --reason TEXT`" in err
+    assert registry.versions() == ["v0001", "v0002"] and not (settings.home / "warehouse").exists()
+    code, out, err = cli("models", "list")
+    assert code == 1
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["v0001", "v0002"]
+    assert "aliases.json is missing" in err
