@@ -228,3 +228,19 @@ def test_a_key_name_with_terminal_escapes_or_control_characters_is_refused(cli: 
         assert code == 1 and "without control or invisible characters" in err, name
     code, out, _ = cli("keys", "list")
     assert code == 0 and "\x1b" not in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # a key (even one that does not exist) with no checkpoints was ignored: "intact", exit 0, no signature checked
+    (["--public-key", "/nowhere/key.pub"], "--public-key /nowhere/key.pub checks the signatures of checkpoints: "
+                                           "give the checkpoints too"),
+    (["--bundle", "case.zip", "--checkpoints", "ckpt"], "--bundle is checked offline, on its own; --checkpoints "
+                                                        "are for checking the evidence database"),
+    (["--bundle", "case.zip", "--checkpoints", "ckpt", "--public-key", "k.pub"],
+     "--bundle is checked offline, on its own; --checkpoints and --public-key are for"),
+])
+def test_verify_refuses_options_it_would_ignore(cli: Cli, args: list[str], message: str) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    code, out, err = cli("evidence", "verify", *args)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {message}")
