@@ -94,6 +94,17 @@ class Settings:
         return self.home / "warehouse"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The evidence database's file when it is SQLite on disk (None: another database, or SQLite in memory)."""
+        scheme, _, rest = self.database_url.partition("://")
+        if scheme.split("+")[0] != "sqlite":
+            return None
+        name, _, query = rest.removeprefix("/").partition("?")
+        if name in ("", ":memory:") or name.startswith("file::memory:") or "mode=memory" in query:
+            return None
+        return Path(name.removeprefix("file:")).absolute()
+
+    @property
     def checkpoint_key(self) -> Path:
         """The key that signs evidence checkpoints (FRAUD_CHECKPOINT_KEY; its public half beside it, `.pub`)."""
         return self.checkpoint_key_path if self.checkpoint_key_path is not None else self.home / "checkpoint-key.pem"

@@ -131,7 +131,7 @@ def register(sub: Subparsers) -> None:
                                                         "each must match the stored chain, else it was rewritten")
     q.add_argument("--public-key", metavar="FILE", help="with --checkpoints: the checkpoint key's public half "
                                                         "(default: $FRAUD_CHECKPOINT_KEY.pub)")
-    q.set_defaults(func=cmd_evidence_verify)
+    q.set_defaults(func=cmd_evidence_verify, home=lambda args, _: None if args.bundle else "database")
     c = esub.add_parser("checkpoint", help="sign the chain head (sequence, hash, time) and write it to a file or "
                                            "directory: ship it off the machine, and `verify --checkpoints` finds "
                                            "a rewritten chain",
@@ -145,4 +145,5 @@ def register(sub: Subparsers) -> None:
                    help="a new file to write, or a directory to add a file to (an existing file is never replaced; "
                         "a path ending in / is a directory, made if missing)")
     c.add_argument("--key", metavar="FILE", help="the signing key (default $FRAUD_CHECKPOINT_KEY)")
-    c.set_defaults(func=cmd_evidence_checkpoint)
+    c.set_defaults(func=cmd_evidence_checkpoint,  # the signing key is in FRAUD_HOME unless named elsewhere
+                   home=lambda args, settings: "database" if args.key or settings.checkpoint_key_path else "reads")

@@ -15,13 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
-from api.cli.common import EXIT_REJECTED
+from api.cli.common import EXIT_REJECTED, check_home
 from fraud_service.config import Settings
 from fraud_service.errors import DatabaseDown, FraudServiceError
 
 EPILOG = """\
 environment:
-  FRAUD_HOME            data directory (default ./var)
+  FRAUD_HOME            data directory (default ./var); it must exist, but for ingest and demo, which set up a new one
   FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db)
   FRAUD_ONLINE_STORE    sqlite (default) or redis
   FRAUD_REDIS_URL       redis://127.0.0.1:6379/0 by default
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings: Settings | None = None
     try:
         settings = Settings.from_env()
+        note = check_home(args, settings)
+        if note is not None and not args.quiet:
+            print(note, file=sys.stderr)
         return int(args.func(args, settings))
     except FraudServiceError as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__

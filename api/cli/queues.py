@@ -83,6 +83,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("queues", help="named queues: list, set, remove, sweep (assign now)",
                        description="Named queues: the cases a filter selects, with an SLA, a per-person cap and "
                                    "member analysts the assigner hands them to in turn.")
+    p.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     qsub = p.add_subparsers(dest="queues_command", metavar="ACTION", required=True)
     q = qsub.add_parser("list", help="every queue with what it holds now")
     q.add_argument("--json", action="store_true", help="as JSON")
