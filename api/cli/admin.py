@@ -371,7 +371,7 @@ def _users(sub: Subparsers) -> None:
     q.add_argument("name", metavar="NAME", help="user name: a-z, 0-9, '.', '_', '-'")
     q.add_argument("--role", default="analyst", choices=("analyst", "admin"), help="default analyst")
     q.add_argument("--password-stdin", action="store_true",
-                   help="read the password (at least 10 characters) from the first line of stdin")
+                   help="read the password (at least 10 characters, not all blank) from the first line of stdin")
     q.set_defaults(func=cmd_users_create)
     usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
                     ).set_defaults(func=cmd_users_list)

@@ -244,3 +244,13 @@ def test_verify_refuses_options_it_would_ignore(cli: Cli, args: list[str], messa
     code, out, err = cli("evidence", "verify", *args)
     assert (code, out) == (1, "")
     assert err.startswith(f"error: {message}")
+
+
+def test_users_create_refuses_a_password_of_only_spaces(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(" " * 10 + "\n"))
+    code, out, err = cli("users", "create", "spacey", "--password-stdin")
+    assert (code, out) == (1, "")
+    assert err == ("error: the password is only blank characters (spaces, tabs or invisible ones): expected at least "
+                   "10 characters, not all of them blank (letters, digits, punctuation)\n")
+    assert "spacey" not in cli("users", "list")[1]
