@@ -24,6 +24,18 @@ Command = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction, which it does not export
 
 
+class Once(argparse.Action):
+    """argparse action of an option that takes one value: given twice, it is refused (argparse would keep the last
+    and drop the first without a word)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None:
+            raise argparse.ArgumentError(self, f"given twice ({previous!r}, then {values!r}); it takes one value")
+        setattr(namespace, self.dest, values)
+
+
 def add_command(sub: Subparsers, name: str, func: Command, help_text: str, description: str) -> argparse.ArgumentParser:
     """A subcommand running FUNC, its description printed as written."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description,

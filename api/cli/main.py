@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
 from api.cli.common import EXIT_REJECTED, check_home
 from fraud_service.config import Settings
-from fraud_service.errors import DatabaseDown, FraudServiceError
+from fraud_service.errors import DatabaseDown, FraudServiceError, RequestInvalid
 
 EPILOG = """\
 environment:
@@ -57,6 +57,23 @@ def _quiet_anywhere(parser: argparse.ArgumentParser) -> None:
                 _quiet_anywhere(child)
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ARGS chose (`queues set`'s, not the root's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _command_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
+def _said(exc: FraudServiceError) -> str:
+    """EXC's message for a terminal: each invalid field with what was expected (the message alone leaves that to
+    the HTTP answer's list of problems)."""
+    if isinstance(exc, RequestInvalid):
+        return f"{len(exc.problems)} invalid field(s): " + "; ".join(
+            f"{p.field}: {p.problem}, expected {p.expected}" for p in exc.problems)
+    return str(exc)
+
+
 def _where(settings: Settings | None) -> str:
     """The evidence database's address without credentials."""
     return "the evidence database" if settings is None else settings.database_url.split("@")[-1]
@@ -65,7 +82,9 @@ def _where(settings: Settings | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fraud-service` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     settings: Settings | None = None
     try:
         settings = Settings.from_env()
@@ -76,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FraudServiceError as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__
         detail = f" ({_where(settings)}: {cause})" if isinstance(exc, DatabaseDown) and cause is not None else ""
-        print(f"error: {exc}{detail}", file=sys.stderr)
+        print(f"error: {_said(exc)}{detail}", file=sys.stderr)
         return EXIT_REJECTED
     except Exception as exc:
         if type(exc).__module__.startswith("sqlalchemy") and settings is not None:  # the database failed
