@@ -409,3 +409,50 @@ def test_database_commands_need_only_the_folder_of_a_sqlite_database(tmp_path, u
     else:
         with pytest.raises(ConfigError, match=re.escape(refused.format(**names))):
             check_home(args, settings)
+
+
+INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:  # Ctrl-C while the start imports pandas (the slow part: about half a second)
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from api.cli.main import main  # what the console script does
+sys.exit(main(["status"]))
+"""
+
+
+def test_ctrl_c_during_the_start_exits_130_with_one_line(tmp_path):
+    """It was a traceback from the console script's `from api.cli.main import main` (and death by SIGINT)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "FRAUD_HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "interrupted before the command started: nothing was done\n"
+
+
+def test_ctrl_c_while_parsing_is_caught_too(monkeypatch, capsys):
+    import argparse
+
+    from api.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", interrupted)
+    try:
+        code = main(["status"])
+    except KeyboardInterrupt:  # would stop the whole test run, not fail this test
+        code = -2
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted before the command started: nothing was done\n"
