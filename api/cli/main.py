@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # imported in `main`, where a Ctrl-C is caught (this module i
 EPILOG = """\
 environment:
   FRAUD_HOME            data directory (default ./var); it must exist, but for ingest and demo, which set up a new one
-  FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db)
+  FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db; a file or PostgreSQL, not memory)
   FRAUD_ONLINE_STORE    sqlite (default) or redis
   FRAUD_REDIS_URL       redis://127.0.0.1:6379/0 by default
   FRAUD_HOST, FRAUD_PORT  where `serve` listens (127.0.0.1:8000)

@@ -290,3 +290,11 @@ def test_a_refused_queue_names_each_bad_field_with_what_was_expected(cli: Cli) -
     code, out, _ = cli(*QUEUE, "--return-type", "item_not_received", "--decision", "review")
     assert code == 0 and out.startswith("queue inr saved")
     assert '"decision": "review", "return_type": "item_not_received"' in cli("queues", "list")[1]
+
+
+def test_db_upgrade_refuses_an_in_memory_database(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUD_DATABASE_URL", "sqlite://")
+    code, out, err = cli("db", "upgrade")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: FRAUD_DATABASE_URL=sqlite://: an in-memory SQLite database lasts as long as the "
+                          "process that opened it, so `db upgrade` would migrate a database that is gone when it ends")
