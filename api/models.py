@@ -46,7 +46,8 @@ def _switched(change: AliasChange) -> dict[str, Any]:
     watch = core().watch
     if watch is not None:
         watch.check()
-    return {"production": change.version, "previous": change.previous, "serving": _serving()}
+    ended = {"shadow_ended": change.shadow_ended} if change.shadow_ended else {}
+    return {"production": change.version, "previous": change.previous, "serving": _serving(), **ended}
 
 
 @bp.get("/v1/models")

@@ -286,6 +286,9 @@ class AliasSwitch(_Response):
     production: str
     previous: str | None
     serving: str | None = Field(description="this worker's model now")
+    shadow_ended: str | None = Field(default=None, description="only when the move made the shadow model production: "
+                                                               "it no longer shadows (production is never its own "
+                                                               "shadow)")
 
 
 class Registry(_Response):

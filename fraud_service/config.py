@@ -88,11 +88,23 @@ class Settings:
                               "store_credit_only")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"FRAUD_LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        if _in_memory(self.database_url):
+            raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url}: an in-memory SQLite database lasts as long as "
+                              "the process that opened it, so `db upgrade` would migrate a database that is gone when "
+                              "it ends, and `serve` would lose every decision and its evidence: expected a file "
+                              "(sqlite:////path/to/fraud.db; the default is $FRAUD_HOME/fraud.db) or PostgreSQL "
+                              "(postgresql+psycopg://USER@HOST/DB)")
 
     @property
     def warehouse_dir(self) -> Path:
         """The offline store of ingested contract tables."""
         return self.home / "warehouse"
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The evidence database's file when it is SQLite (None: another database; in memory it is refused)."""
+        name = _sqlite_name(self.database_url)
+        return None if name is None or _in_memory(self.database_url) else Path(name.removeprefix("file:")).absolute()
 
     @property
     def checkpoint_key(self) -> Path:
@@ -150,6 +162,20 @@ class Settings:
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _sqlite_name(url: str) -> str | None:
+    """The database part of a SQLite URL (`` for none), or None for another database."""
+    scheme, _, rest = url.partition("://")
+    return rest.removeprefix("/").partition("?")[0] if scheme.split("+")[0].lower() == "sqlite" else None
+
+
+def _in_memory(url: str) -> bool:
+    """Whether URL is a SQLite database in memory: `sqlite://`, `sqlite:///:memory:`, `file::memory:` or a URI with
+    `mode=memory`."""
+    name = _sqlite_name(url)
+    return name is not None and (name in ("", ":memory:") or name.startswith("file::memory:")
+                                 or "mode=memory" in url.partition("?")[2])
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

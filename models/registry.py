@@ -169,6 +169,7 @@ class ModelRegistry:
         `candidate`, and `production` only when FIRST_PRODUCTION and there is none yet (the caller decided that it
         passed the gate against the rules baseline)."""
         with self._lock():
+            state = self._state()  # a registry that lost its aliases file takes no version: it cannot tell production
             versions = self.versions()
             version = f"v{(_number(versions[-1]) + 1 if versions else 1):04d}"
             folder = self.root / "versions"
@@ -188,7 +189,6 @@ class ModelRegistry:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            state = self._state()
             self._set(state, "candidate", version, "registered")
             if first_production and not state.get("production"):
                 self._set(state, "production", version, "first model: beat the rules baseline out of time")
@@ -223,10 +223,7 @@ class ModelRegistry:
             if state.get("production") == version:
                 raise PromotionRefused(f"{version} is already production")
             self._set(state, "production", version, reason)
-            if state.get("shadow") == version:  # production is never its own shadow
-                state["history"].append({"alias": "shadow", "from": version, "to": None, "at": _now(),
-                                         "reason": f"promoted to production: {reason}", "rollback": False})
-                state.pop("shadow")
+            self._end_shadow_of(state, version, f"promoted to production: {reason}")
             self._write_state(state)
         return version
 
@@ -238,6 +235,9 @@ class ModelRegistry:
                 self.load(version)  # refuses a damaged model
             state = self._state()
             previous = state.get("shadow")
+            if version is not None and version == state.get("production"):
+                raise PromotionRefused(f"{version} is the production model: a shadow is another model to compare "
+                                       "with it")
             if version is None:
                 if previous is None:
                     raise PromotionRefused("there is no shadow model to turn off")
@@ -267,8 +267,39 @@ class ModelRegistry:
             target = str(replaced[-1])
             self.load(target)
             self._set(state, "production", target, f"rollback from {current}", rollback=True)
+            self._end_shadow_of(state, target, f"rolled back to production from {current}")
             self._write_state(state)
         return str(current), target
+
+    def restore_aliases(self, production: str, reason: str) -> str:
+        """Write the aliases file again after it went missing: PRODUCTION (a version) is production, the newest
+        version is candidate, no shadow; the history starts with a note that it was restored. Returns the version.
+        Refused while the file exists (promote and rollback move the aliases of a registry that has one)."""
+        with self._lock():
+            path = self.root / "aliases.json"
+            if path.exists():
+                raise PromotionRefused(f"{path} exists: there is nothing to restore (`fraud-service models promote` "
+                                       "and `rollback` move the aliases)")
+            versions = self.versions()
+            version = f"v{int(production):04d}" if production.isascii() and production.isdigit() else production
+            if version not in versions:
+                raise ModelNotFound(f"no model version {production!r} (registered: {', '.join(versions) or 'none'})")
+            self.load(version)  # refuses a damaged model before it goes live
+            state: dict[str, Any] = {"history": []}
+            note = f"{path.name} was missing; restored: {reason}"
+            self._set(state, "candidate", versions[-1], note)
+            self._set(state, "production", version, note)
+            self._write_state(state)
+        return version
+
+    def forget_restore(self, version: str) -> None:
+        """Undo `restore_aliases` of VERSION (its evidence could not be written): the aliases file goes again,
+        unless it has changed since."""
+        with self._lock():
+            state = self._state()
+            moves = [(m.get("alias"), m.get("from"), m.get("to")) for m in state.get("history", [])]
+            if state.get("production") == version and len(moves) == 2 and moves[1] == ("production", None, version):
+                (self.root / "aliases.json").unlink()
 
     def put_back(self, previous: str | None, version: str) -> None:
         """Undo the last move of `production` from PREVIOUS to VERSION (its evidence could not be written): the
@@ -276,10 +307,15 @@ class ModelRegistry:
         with self._lock():
             state = self._state()
             history = state.get("history", [])
-            last = history[-1] if history else {}
+            ended = len(history) > 1 and history[-1].get("alias") == "shadow" and (
+                history[-1].get("from"), history[-1].get("to")) == (version, None) and not state.get("shadow")
+            last = history[-2 if ended else -1] if history else {}
             if state.get("production") != version or (last.get("alias"), last.get("from"), last.get("to")) != (
                     "production", previous, version):
                 return
+            if ended:  # the move ended VERSION's shadow (`_end_shadow_of`): it is the shadow again
+                history.pop()
+                state["shadow"] = version
             history.pop()
             if previous is None:
                 state.pop("production", None)
@@ -300,6 +336,14 @@ class ModelRegistry:
         registry never writes (an alias that is not a version name, such as a path, is never followed)."""
         path = self.root / "aliases.json"
         if not path.exists():
+            versions = self.versions()
+            if versions:  # not a new registry: which version is production is lost, and is never guessed
+                raise RegistryError(
+                    f"{path} is missing, but {len(versions)} version(s) are registered ({_span(versions)}): which one "
+                    "is production is not known, so none is served, promoted or registered on a guess. Put the file "
+                    "back from a backup, or name the production model again: `fraud-service models restore-aliases "
+                    "--production V --reason TEXT` (the evidence log's model_promoted and model_rolled_back events "
+                    "name the last production moves)")
             return {"history": []}
         try:
             state = json.loads(path.read_text())
@@ -324,6 +368,14 @@ class ModelRegistry:
         state.setdefault("history", []).append({"alias": alias, "from": state.get(alias), "to": version,
                                                 "at": _now(), "reason": reason, "rollback": rollback})
         state[alias] = version
+
+    def _end_shadow_of(self, state: dict[str, Any], version: str, reason: str) -> None:
+        """Production is never its own shadow: VERSION, becoming production, stops being the shadow (a history entry
+        says why; the move's caller reports it)."""
+        if state.get("shadow") == version:
+            state.setdefault("history", []).append({"alias": "shadow", "from": version, "to": None, "at": _now(),
+                                                    "reason": reason, "rollback": False})
+            state.pop("shadow")
 
     def _write_state(self, state: dict[str, Any]) -> None:
         _atomic_write(self.root / "aliases.json", json.dumps(state, indent=2, sort_keys=True))
@@ -373,6 +425,11 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _span(versions: list[str]) -> str:
+    """`v0001` or `v0001 to v0007`."""
+    return versions[0] if len(versions) == 1 else f"{versions[0]} to {versions[-1]}"
 
 
 def _number(version: str) -> int:

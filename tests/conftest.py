@@ -51,8 +51,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings on an empty FRAUD_HOME; the environment points there too, for the CLI."""
+    """Settings on an empty FRAUD_HOME (it exists: the CLI refuses a home that does not, but to set one up); the
+    environment points there too, for the CLI."""
     home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
     monkeypatch.setenv("FRAUD_HOME", str(home))
     for name in ("FRAUD_DATABASE_URL", "FRAUD_ONLINE_STORE", "FRAUD_REDIS_URL", "FRAUD_MODEL_DIR"):
         monkeypatch.delenv(name, raising=False)

@@ -87,3 +87,23 @@ def test_the_client_timeout_is_a_positive_number_of_seconds_up_to_five_minutes()
     for bad in ("0", "301", "soon"):
         with pytest.raises(ConfigError, match="FRAUD_CLIENT_TIMEOUT_S"):
             Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_CLIENT_TIMEOUT_S": bad})
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite+pysqlite:///:memory:",
+                                 "sqlite:///file::memory:?cache=shared&uri=true",
+                                 "sqlite:///file:evidence?mode=memory&cache=shared&uri=true"])
+def test_an_in_memory_sqlite_evidence_database_is_refused(url):
+    """`db upgrade` migrated a database gone when it ended, and `serve` would have lost every decision."""
+    with pytest.raises(ConfigError, match=re.escape(f"FRAUD_DATABASE_URL={url}: an in-memory SQLite database lasts "
+                                                    "as long as the process that opened it")):
+        Settings.from_env({"FRAUD_DATABASE_URL": url})
+
+
+@pytest.mark.parametrize(("url", "file"), [
+    ("sqlite:////srv/fraud/fraud.db", Path("/srv/fraud/fraud.db")),
+    ("sqlite:///relative.db", Path("relative.db").absolute()),
+    ("sqlite:///file:/srv/fraud.db?uri=true", Path("/srv/fraud.db")),
+    ("postgresql+psycopg://u@h/db", None),
+])
+def test_a_sqlite_file_is_read_from_the_url(url, file):
+    assert Settings.from_env({"FRAUD_DATABASE_URL": url}).sqlite_file == file

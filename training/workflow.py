@@ -269,6 +269,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
     The model becomes production only when there is none and it beat the rules+history baseline out of time.
     REUSE_IDENTICAL: a model byte-identical to a registered version trained to the same cutoff is not registered
     again; the result names that version (`reused`)."""
+    ModelRegistry(settings.models_dir).aliases()  # a registry that lost its aliases file: said before training
     snapshot = current_snapshot(settings.warehouse_dir)
     windows = plan(snapshot, train_until, train_from=train_from, test_from=test_from, test_until=test_until,
                    test_days=test_days, delay_days=delay_days)

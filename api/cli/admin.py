@@ -283,6 +283,7 @@ def register(sub: Subparsers) -> None:
                         "8 answered more requests than 4 at 16 connections in the load benchmark)")
     db = sub.add_parser("db", help="the evidence database schema",
                         description="The evidence database (FRAUD_DATABASE_URL, default SQLite in $FRAUD_HOME).")
+    db.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     dsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     dsub.add_parser("upgrade", help="create or migrate the schema to the newest revision (Alembic)").set_defaults(
         func=cmd_db_upgrade)
@@ -308,6 +309,7 @@ def _keys(sub: Subparsers) -> None:
                                       "(read /metrics, for Prometheus).\n"
                                       "Only a hash of each key is stored: a key is shown once, when created.",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    keys.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="create a key and print it (once)")
     q.add_argument("--role", required=True, choices=ROLES, help="what the key may do")
@@ -327,6 +329,7 @@ def _lists(sub: Subparsers) -> None:
                                        "blocklisted token denies a return; an allowlisted one approves it unless\n"
                                        "something else involved is blocklisted. Every change is an evidence event.",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    lists.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     lsub = lists.add_subparsers(dest="lists_command", metavar="ACTION", required=True)
     q = lsub.add_parser("add", help="put a token on the allow or block list")
     q.add_argument("entity", choices=LIST_ENTITIES, help="what the token is")
@@ -362,12 +365,13 @@ def _users(sub: Subparsers) -> None:
                                        "People turn two-factor sign-in (TOTP) on from the UI's Two-factor page;\n"
                                        "admins must, at their first sign-in.",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    users.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     q = usub.add_parser("create", help="create a user; prints a generated password once")
     q.add_argument("name", metavar="NAME", help="user name: a-z, 0-9, '.', '_', '-'")
     q.add_argument("--role", default="analyst", choices=("analyst", "admin"), help="default analyst")
     q.add_argument("--password-stdin", action="store_true",
-                   help="read the password (at least 10 characters) from the first line of stdin")
+                   help="read the password (at least 10 characters, not all blank) from the first line of stdin")
     q.set_defaults(func=cmd_users_create)
     usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
                     ).set_defaults(func=cmd_users_list)

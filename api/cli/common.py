@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fraud_service.config import Settings
-from fraud_service.errors import BadRequest
+from fraud_service.errors import BadRequest, ConfigError
 from fraud_service.progress import Progress
 
 EXIT_OK = 0
@@ -23,12 +24,54 @@ Command = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction, which it does not export
 
 
+class Once(argparse.Action):
+    """argparse action of an option that takes one value: given twice, it is refused (argparse would keep the last
+    and drop the first without a word)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None:
+            raise argparse.ArgumentError(self, f"given twice ({previous!r}, then {values!r}); it takes one value")
+        setattr(namespace, self.dest, values)
+
+
 def add_command(sub: Subparsers, name: str, func: Command, help_text: str, description: str) -> argparse.ArgumentParser:
     """A subcommand running FUNC, its description printed as written."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description,
                                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     return p
+
+
+HomeUse = str | None | Callable[[argparse.Namespace, Settings], str | None]
+"""How a command uses FRAUD_HOME, given as `parser.set_defaults(home=...)` (or a function of the arguments and
+settings), checked by `check_home` before it runs: "reads" (the default) needs it to exist; "makes" (ingest, demo)
+sets up a new home; "database" uses only the evidence database, so needs the home only when that is a SQLite file
+(by default, in the home); None does not use it."""
+
+
+def check_home(args: argparse.Namespace, settings: Settings) -> str | None:
+    """ConfigError naming FRAUD_HOME (or a SQLite database's folder) when the command needs it and it does not exist:
+    a mistyped path is said, not made into a new, empty home. Returns a note when the command will make the home."""
+    use = getattr(args, "home", "reads")
+    use = use(args, settings) if callable(use) else use
+    home = settings.home
+    if use == "database":
+        file = settings.sqlite_file
+        if file is None or file.parent.is_dir():
+            return None
+        if file.parent != home:
+            raise ConfigError(f"FRAUD_DATABASE_URL={settings.database_url}: the folder {file.parent} does not exist "
+                              "(a typo?); the evidence database is made in an existing folder, not with its folders")
+    if use is None or home.is_dir():
+        return None
+    if use == "makes":
+        return f"FRAUD_HOME {home} does not exist yet: setting up a new home there"
+    unset = "" if os.environ.get("FRAUD_HOME") else " (FRAUD_HOME is not set: the default is ./var, here)"
+    state = "is not a directory" if home.exists() else "does not exist"
+    raise ConfigError(f"FRAUD_HOME {home} {state}{unset}: check the path, nothing was made there. "
+                      "`fraud-service ingest DIR` or `fraud-service demo --out DIR` sets up a new home")
 
 
 def progress(args: argparse.Namespace) -> Progress:

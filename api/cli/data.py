@@ -171,6 +171,7 @@ def register(sub: Subparsers) -> None:
                     "Re-ingesting the same rows changes nothing; a later period adds its rows.")
     p.add_argument("directory", metavar="DIR", help="dataset directory")
     p.add_argument("--report", metavar="FILE", help="also write the problem report as JSON to FILE")
+    p.set_defaults(home="makes")  # the first ingest sets up a new FRAUD_HOME
     add_command(sub, "status", cmd_status, "show the warehouse's current snapshot",
                 "Print the current warehouse snapshot: its tables, row counts and data fingerprint.")
     add_command(sub, "doctor", cmd_doctor, "check the configuration and that every store answers",
@@ -183,6 +184,7 @@ def register(sub: Subparsers) -> None:
                     "each dataset DIR, side by side as a Markdown table (or JSON).")
     p.add_argument("directories", metavar="DIR", nargs="+", help="a dataset directory of contract tables")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.set_defaults(home=None)
     _features(sub)
 
 
@@ -197,6 +199,7 @@ def _datasets(sub: Subparsers) -> None:
     p.add_argument("--day-first", action="store_true",
                    help="a CSV's InvoiceDate is D/M/YYYY H:MM (default: ISO 8601, or M/D/YYYY H:MM as in the UCI "
                         "CSV)")
+    p.set_defaults(home=None)
     p = add_command(sub, "generate", cmd_generate, "generate a synthetic returns world with fraud and abuse",
                     "Write a realistic returns history in the contract: legitimate behaviour calibrated on\n"
                     "the Online Retail data, plus fraud rings, empty-box and item-switch returns,\n"
@@ -204,6 +207,7 @@ def _datasets(sub: Subparsers) -> None:
                     "with late, partial and sometimes wrong labels. Deterministic for a seed. Also writes\n"
                     "DIR/ground_truth.parquet (the true typology of every return), which ingest ignores.")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
+    p.set_defaults(home=None)
     world_options(p)
     p.add_argument("--orders-per-year", type=number_in(0.01, 1000), default=None,
                    help="mean orders per customer per year (default: Online Retail's 4.0)")

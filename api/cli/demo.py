@@ -35,6 +35,7 @@ def register(sub: Subparsers) -> None:
                     "traffic so the analysts' queue has cases, and create an analyst and an admin user for the UI\n"
                     "(passwords in $FRAUD_HOME/demo-users.txt).")
     p.add_argument("--out", required=True, metavar="DIR", help="where the world's tables are written (or kept)")
+    p.set_defaults(home="makes")  # `make run`'s first step sets up var/
     world_options(p, customers=12000, days=270)
     p.add_argument("--fraud-share", type=share, default=DEMO_FRAUD_SHARE, metavar="SHARE",
                    help="share of customers who are fraudsters or abusers (default 1%%: about one return in eleven "

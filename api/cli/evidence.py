@@ -19,6 +19,7 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.bootstrap import evidence
     from fraud_service.health import verify_checkpoints, verify_log
 
+    _check_options(args)
     if args.bundle:
         return _verify_bundle(Path(args.bundle))
     public_key = Path(args.public_key) if args.public_key else settings.checkpoint_key.with_name(
@@ -53,6 +54,20 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  - {problem}")
             failed = True
     return EXIT_REJECTED if failed else 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """BadRequest for options `verify` would otherwise ignore: a key with no checkpoints to check it against, and
+    database checks beside a bundle, which is checked offline alone."""
+    if args.bundle and (args.checkpoints or args.public_key):
+        given = " and ".join(name for name, value in (("--checkpoints", args.checkpoints),
+                                                       ("--public-key", args.public_key)) if value)
+        raise BadRequest(f"--bundle is checked offline, on its own; {given} are for checking the evidence "
+                         "database: run `fraud-service evidence verify --checkpoints DIR [--public-key FILE]` "
+                         "separately")
+    if args.public_key and not args.checkpoints:
+        raise BadRequest(f"--public-key {args.public_key} checks the signatures of checkpoints: give the "
+                         "checkpoints too (--checkpoints DIR, or one file); without them no signature is checked")
 
 
 def cmd_evidence_checkpoint(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,9 +129,9 @@ def register(sub: Subparsers) -> None:
                                                    "/v1/cases/ID/bundle, or its .json): checked without the database")
     q.add_argument("--checkpoints", metavar="DIR", help="also check the signed checkpoints in DIR (or one file): "
                                                         "each must match the stored chain, else it was rewritten")
-    q.add_argument("--public-key", metavar="FILE", help="the checkpoint key's public half (default: "
-                                                        "$FRAUD_CHECKPOINT_KEY.pub)")
-    q.set_defaults(func=cmd_evidence_verify)
+    q.add_argument("--public-key", metavar="FILE", help="with --checkpoints: the checkpoint key's public half "
+                                                        "(default: $FRAUD_CHECKPOINT_KEY.pub)")
+    q.set_defaults(func=cmd_evidence_verify, home=lambda args, _: None if args.bundle else "database")
     c = esub.add_parser("checkpoint", help="sign the chain head (sequence, hash, time) and write it to a file or "
                                            "directory: ship it off the machine, and `verify --checkpoints` finds "
                                            "a rewritten chain",
@@ -130,4 +145,5 @@ def register(sub: Subparsers) -> None:
                    help="a new file to write, or a directory to add a file to (an existing file is never replaced; "
                         "a path ending in / is a directory, made if missing)")
     c.add_argument("--key", metavar="FILE", help="the signing key (default $FRAUD_CHECKPOINT_KEY)")
-    c.set_defaults(func=cmd_evidence_checkpoint)
+    c.set_defaults(func=cmd_evidence_checkpoint,  # the signing key is in FRAUD_HOME unless named elsewhere
+                   home=lambda args, settings: "database" if args.key or settings.checkpoint_key_path else "reads")

@@ -2,7 +2,9 @@
 subcommands (data.py, modeling.py, admin.py, queues.py, evidence.py, demo.py). A face over the core services and
 over `training`.
 
-Heavy libraries are imported inside the commands, so `--help` answers at once.
+Heavy libraries are imported inside the commands, so `--help` answers at once. The audiences' modules are imported
+when the parser is built, inside `main`, not when this module is: a Ctrl-C during that start (pandas is imported
+there) is one line and exit 130, not a traceback from the console script's import.
 Exit codes: 0 success, 1 the input was rejected (validation, missing data), 2 usage error.
 """
 
@@ -13,16 +15,16 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
-from api.cli.common import EXIT_REJECTED
-from fraud_service.config import Settings
-from fraud_service.errors import DatabaseDown, FraudServiceError
+if TYPE_CHECKING:  # imported in `main`, where a Ctrl-C is caught (this module is the console script's first import)
+    from fraud_service.config import Settings
+    from fraud_service.errors import FraudServiceError
 
 EPILOG = """\
 environment:
-  FRAUD_HOME            data directory (default ./var)
-  FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db)
+  FRAUD_HOME            data directory (default ./var); it must exist, but for ingest and demo, which set up a new one
+  FRAUD_DATABASE_URL    evidence database (default sqlite:///$FRAUD_HOME/fraud.db; a file or PostgreSQL, not memory)
   FRAUD_ONLINE_STORE    sqlite (default) or redis
   FRAUD_REDIS_URL       redis://127.0.0.1:6379/0 by default
   FRAUD_HOST, FRAUD_PORT  where `serve` listens (127.0.0.1:8000)
@@ -31,6 +33,8 @@ environment:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
+    from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
+
     parser = argparse.ArgumentParser(
         prog="fraud-service",
         description="Catch fraud and abuse in e-commerce returns: ingest data, generate worlds, serve.",
@@ -57,6 +61,25 @@ def _quiet_anywhere(parser: argparse.ArgumentParser) -> None:
                 _quiet_anywhere(child)
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ARGS chose (`queues set`'s, not the root's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _command_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
+def _said(exc: FraudServiceError) -> str:
+    """EXC's message for a terminal: each invalid field with what was expected (the message alone leaves that to
+    the HTTP answer's list of problems)."""
+    from fraud_service.errors import RequestInvalid
+
+    if isinstance(exc, RequestInvalid):
+        return f"{len(exc.problems)} invalid field(s): " + "; ".join(
+            f"{p.field}: {p.problem}, expected {p.expected}" for p in exc.problems)
+    return str(exc)
+
+
 def _where(settings: Settings | None) -> str:
     """The evidence database's address without credentials."""
     return "the evidence database" if settings is None else settings.database_url.split("@")[-1]
@@ -64,16 +87,36 @@ def _where(settings: Settings | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fraud-service` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()  # imports every audience's module: most of a start's time
+    except KeyboardInterrupt:
+        return _interrupted(started=False)
+    try:
+        return _run(parser, argv)
+    except KeyboardInterrupt:  # while parsing, before the command's own handler
+        return _interrupted(started=False)
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse ARGV and run its command; the exit code (every failure one line on stderr)."""
+    from api.cli.common import EXIT_REJECTED, check_home
+    from fraud_service.config import Settings
+    from fraud_service.errors import DatabaseDown, FraudServiceError
+
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     settings: Settings | None = None
     try:
         settings = Settings.from_env()
+        note = check_home(args, settings)
+        if note is not None and not args.quiet:
+            print(note, file=sys.stderr)
         return int(args.func(args, settings))
     except FraudServiceError as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__
         detail = f" ({_where(settings)}: {cause})" if isinstance(exc, DatabaseDown) and cause is not None else ""
-        print(f"error: {exc}{detail}", file=sys.stderr)
+        print(f"error: {_said(exc)}{detail}", file=sys.stderr)
         return EXIT_REJECTED
     except Exception as exc:
         if type(exc).__module__.startswith("sqlalchemy") and settings is not None:  # the database failed
@@ -97,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
 
 
-def _interrupted() -> int:
-    print("interrupted; what was being written is not taken for finished (ingest, build and training publish their "
-          "result only when done): run the command again", file=sys.stderr)
+def _interrupted(started: bool = True) -> int:
+    if not started:
+        print("interrupted before the command started: nothing was done", file=sys.stderr)
+    else:
+        print("interrupted; what was being written is not taken for finished (ingest, build and training publish "
+              "their result only when done): run the command again", file=sys.stderr)
     return 130

@@ -73,6 +73,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training.workflow import train
 
     check_windows(args)
+    ModelRegistry(settings.models_dir).aliases()  # a registry that lost its aliases file: said before any work
     for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
         print(line)
     result = train(settings, args.train_until, train_from=args.train_from, test_from=args.test_from,

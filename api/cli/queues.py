@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import json
 
-from api.cli.common import Subparsers, cli_actor, number_in, positive_int_at_most
+from api.cli.common import Once, Subparsers, cli_actor, number_in, positive_int_at_most
 from fraud_service.config import Settings
 
 
@@ -79,10 +79,12 @@ def cmd_queues_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: Subparsers) -> None:
     """The queues commands."""
+    from fraud_service.data.contract import RETURN_TYPES
 
     p = sub.add_parser("queues", help="named queues: list, set, remove, sweep (assign now)",
                        description="Named queues: the cases a filter selects, with an SLA, a per-person cap and "
                                    "member analysts the assigner hands them to in turn.")
+    p.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     qsub = p.add_subparsers(dest="queues_command", metavar="ACTION", required=True)
     q = qsub.add_parser("list", help="every queue with what it holds now")
     q.add_argument("--json", action="store_true", help="as JSON")
@@ -96,11 +98,15 @@ def register(sub: Subparsers) -> None:
     q.add_argument("--member", action="append", metavar="USER", help="a member (repeat for more)")
     q.add_argument("--status", action="append", choices=("open", "in_review", "escalated"),
                    help="a status the queue holds (repeat; default: every status but closed)")
-    q.add_argument("--decision", choices=("review", "deny"), help="only cases of assessments with this decision")
-    q.add_argument("--reason", help="a reason code")
-    q.add_argument("--min-amount", type=number_in(0, 1e9), help="refunds at stake at least")
-    q.add_argument("--return-type", help="cases with an assessment of this return type (item_not_received, ...)")
-    q.add_argument("--appealed", choices=("yes", "no"), help="appealed cases only, or none of them")
+    # one value each (the filter holds one per field): a repeat is refused, not the first dropped
+    q.add_argument("--decision", action=Once, choices=("review", "deny"),
+                   help="only cases of assessments with this decision")
+    q.add_argument("--reason", action=Once, help="the return reason the cases were opened with (as the returns "
+                                                 "system sends it: size, damaged, ...)")
+    q.add_argument("--min-amount", action=Once, type=number_in(0, 1e9), help="refunds at stake at least")
+    q.add_argument("--return-type", action=Once, choices=RETURN_TYPES,
+                   help="cases with an assessment of this return type")
+    q.add_argument("--appealed", action=Once, choices=("yes", "no"), help="appealed cases only, or none of them")
     q.set_defaults(func=cmd_queues_set)
     q = qsub.add_parser("remove", help="remove a queue")
     q.add_argument("name", help="the queue's name")

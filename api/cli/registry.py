@@ -1,4 +1,4 @@
-"""The model registry's commands: models list|show|promote|gate|shadow|compare|rollback."""
+"""The model registry's commands: models list|show|promote|gate|shadow|compare|rollback|restore-aliases."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     if not versions:
         print(f"no models in {settings.models_dir}: run `fraud-service train --train-until DATE`")
         return 0
-    aliases = registry.aliases()
+    try:
+        aliases, lost = registry.aliases(), None
+    except RegistryError as exc:  # the versions are listed all the same: they are what a repair chooses from
+        aliases, lost = {}, str(exc)
     print(f"{'version':<8} {'aliases':<22} {'trained until':<12} {'trees':>6} {'test AP':>8}  registered")
     damaged = []
     for version in versions:
@@ -42,7 +45,9 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
     if damaged:
         print(f"error: {', '.join(damaged)} cannot be loaded (changed or damaged since registered): promote or roll "
               "back to another version, and train again to replace it", file=sys.stderr)
-    return 1 if damaged or not set(aliases.values()) <= set(versions) else 0
+    if lost:
+        print(f"error: {lost}", file=sys.stderr)
+    return 1 if lost or damaged or not set(aliases.values()) <= set(versions) else 0
 
 
 def cmd_models_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,7 +70,15 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
     if change.overridden:
         print(f"warning: promoted past the gate ({change.overridden}); recorded as evidence")
     print(f"{change.version} is now production (running services switch to it within seconds)")
+    _shadow_note(change.shadow_ended)
     return 0
+
+
+def _shadow_note(ended: str | None) -> None:
+    """Say that the move ended ENDED's shadow (production is never its own shadow)."""
+    if ended is not None:
+        print(f"{ended} was the shadow model and is production now, so the shadow is off "
+              "(`fraud-service models shadow V` starts another)")
 
 
 def cmd_models_gate(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,12 +104,28 @@ def cmd_models_rollback(args: argparse.Namespace, settings: Settings) -> int:
                                     actor=cli_actor())
     print(f"production rolled back from {change.previous} to {change.version} (running services switch within "
           "5 seconds)")
+    _shadow_note(change.shadow_ended)
+    return 0
+
+
+def cmd_models_restore_aliases(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the lost aliases file again, naming the production model (an evidence event when there is an evidence
+    database)."""
+    from fraud_service.bootstrap import optional_evidence
+    from fraud_service.scoring import promotion
+
+    with optional_evidence(settings) as uow:
+        change = promotion.restore(ModelRegistry(settings.models_dir), uow, production=args.production,
+                                   reason=args.reason, actor=cli_actor())
+    print(f"restored the aliases: {change.version} is production, the newest version is candidate, no shadow "
+          "(running services switch within 5 seconds)")
     return 0
 
 
 def register(sub: Subparsers) -> None:
     """The registry commands."""
-    models = sub.add_parser("models", help="the model registry: list, show, promote, gate, shadow, compare, rollback",
+    models = sub.add_parser("models", help="the model registry: list, show, promote, gate, shadow, compare, rollback, "
+                                              "restore-aliases",
                             description="Registered models (FRAUD_MODEL_DIR, default $FRAUD_HOME/models). V is a\n"
                                         "version (v0003 or 3), latest, production, candidate or shadow.",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,3 +183,14 @@ def register(sub: Subparsers) -> None:
     q.set_defaults(func=cmd_models_gate)
     msub.add_parser("rollback", help="put back the production model the current one replaced").set_defaults(
         func=cmd_models_rollback)
+    q = msub.add_parser("restore-aliases", help="after aliases.json was lost: name the production model again",
+                        description="The registry's aliases.json (which version is production, candidate, shadow,\n"
+                                    "and their history) went missing while versions are registered: nothing is\n"
+                                    "served, promoted or registered until it is back. Put it back from a backup, or\n"
+                                    "write it again with this: V becomes production (once it loads and scores), the\n"
+                                    "newest version candidate, no shadow; the earlier history is gone. Refused\n"
+                                    "while the file exists. An evidence event when there is an evidence database.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--production", required=True, metavar="V", help="the version to serve: v0003 or 3")
+    q.add_argument("--reason", required=True, metavar="TEXT", help="why (recorded with the evidence event)")
+    q.set_defaults(func=cmd_models_restore_aliases)

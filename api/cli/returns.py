@@ -71,6 +71,7 @@ def register(sub: Subparsers) -> None:
                                          "terminal:\noutcomes, inspections and appeals. Changes are evidence "
                                          "events and reach the webhooks.",
                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    returns.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     rsub = returns.add_subparsers(dest="returns_command", metavar="ACTION", required=True)
     q = rsub.add_parser("outcome", help="the outcome in force of an assessment (JSON)")
     q.add_argument("assessment_id", metavar="ASSESSMENT_ID", help="the asm_... id the assessment answered with")

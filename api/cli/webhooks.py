@@ -121,6 +121,7 @@ def register(sub: Subparsers) -> None:
     hooks = sub.add_parser("webhooks", help="webhooks to the returns system: add, list, remove, deliveries, "
                                             "replay, run", description=DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    hooks.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     wsub = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
     q = wsub.add_parser("add", help="add a webhook; prints its id and its secret (once)")
     q.add_argument("url", metavar="URL", help="where to POST events (http or https)")

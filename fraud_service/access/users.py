@@ -13,6 +13,7 @@ import hmac
 import math
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -102,6 +103,11 @@ def create_users(uow: UnitOfWork, people: list[tuple[str, str, str | None]], act
     return [password for _, _, password in checked]
 
 
+def _blank(c: str) -> bool:
+    """Whether C shows nothing: white space, or a control or format character (a zero-width space)."""
+    return c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
 def _checked(name: str, role: str, password: str | None) -> str:
     """PASSWORD (generated when None) once NAME, ROLE and it pass the rules; UserError says which did not."""
     if not _NAME.match(name):
@@ -113,6 +119,9 @@ def _checked(name: str, role: str, password: str | None) -> str:
         password = secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required")
+    if all(_blank(c) for c in password):
+        raise UserError(f"the password is only blank characters (spaces, tabs or invisible ones): expected at least "
+                        f"{MIN_PASSWORD} characters, not all of them blank (letters, digits, punctuation)")
     return password
 
 

@@ -34,6 +34,7 @@ class AliasChange:
     version: str
     reason: str
     overridden: str | None = None  # a forced promotion: the gate's refusal it overrode
+    shadow_ended: str | None = None  # the shadow model, which became production and so stopped shadowing
 
 
 def probe(registry: ModelRegistry, version: str) -> None:
@@ -89,7 +90,8 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
                                "(FRAUD_DATABASE_URL): run it where the service's database is")
 
     def move() -> AliasChange:
-        previous = registry.aliases().get(ALIAS)
+        aliases = registry.aliases()
+        previous = aliases.get(ALIAS)
         if previous == version:
             raise PromotionRefused(f"{version} is already production")
         refusal = gate_refusal(registry, version)  # read under the chain lock: production cannot move meanwhile
@@ -103,7 +105,8 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
             raise
         except RegistryError as exc:
             raise PromotionRefused(str(exc)) from exc
-        return AliasChange("model_promoted", previous, version, reason, overridden=refusal if force else None)
+        return AliasChange("model_promoted", previous, version, reason, overridden=refusal if force else None,
+                           shadow_ended=_shadow_ended(registry, aliases.get("shadow"), version))
 
     return _recorded(registry, uow, move, actor)
 
@@ -113,13 +116,47 @@ def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: object,
     reason = check_reason(reason)
 
     def move() -> AliasChange:
+        shadow_was = registry.aliases().get("shadow")
         try:
             previous, version = registry.rollback()
         except RegistryError as exc:
             raise PromotionRefused(str(exc)) from exc
-        return AliasChange("model_rolled_back", previous, version, reason)
+        return AliasChange("model_rolled_back", previous, version, reason,
+                           shadow_ended=_shadow_ended(registry, shadow_was, version))
 
     return _recorded(registry, uow, move, actor)
+
+
+def restore(registry: ModelRegistry, uow: UnitOfWork | None, *, production: str, reason: object,
+            actor: str) -> AliasChange:
+    """Write the registry's lost aliases file again with PRODUCTION (a version) as production, once it loads and
+    scores (`probe`); a `model_aliases_restored` event when there is an evidence database."""
+    reason = check_reason(reason)
+    version = registry.resolve(production)  # ModelNotFound for an unknown version
+    probe(registry, version)
+
+    def move() -> AliasChange:
+        try:
+            registry.restore_aliases(version, reason)
+        except ModelNotFound:
+            raise
+        except RegistryError as exc:
+            raise PromotionRefused(str(exc)) from exc
+        return AliasChange("model_aliases_restored", None, version, reason)
+
+    if uow is None:
+        return move()
+    with uow:
+        uow.lock_chain()
+        change = move()
+        try:
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
+                       payload={"alias": ALIAS, "from": None, "to": change.version, "reason": change.reason})
+            uow.commit()
+        except BaseException:
+            registry.forget_restore(change.version)  # no restored alias without its evidence
+            raise
+        return change
 
 
 def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[], AliasChange],
@@ -135,12 +172,20 @@ def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[]
                                           "reason": change.reason}
             if change.overridden is not None:
                 payload |= {"forced": True, "gate_refusal": change.overridden}
+            if change.shadow_ended is not None:
+                payload |= {"shadow_ended": change.shadow_ended}
             uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor, payload=payload)
             uow.commit()
         except BaseException:
             registry.put_back(change.previous, change.version)  # no alias move without its evidence
             raise
         return change
+
+
+def _shadow_ended(registry: ModelRegistry, shadow_was: str | None, version: str) -> str | None:
+    """VERSION when it was the shadow before it became production and is not now (the registry ended its shadow:
+    production is never its own shadow)."""
+    return version if shadow_was == version and registry.aliases().get("shadow") != version else None
 
 
 def shadow(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str | None, reason: object,

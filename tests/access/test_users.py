@@ -56,6 +56,10 @@ def test_users_are_created_checked_and_disabled_as_evidence(engine: Engine) -> N
     ("Bad Name", "analyst", "long enough pw", "user name 'Bad Name'"),
     ("ok", "scoring", "long enough pw", "unknown role 'scoring'"),
     ("ok", "analyst", "short", "at least 10 are required"),
+    # ten spaces were a password: one a shoulder-surfer reads off the keystrokes, and a stray paste sets
+    ("ok", "analyst", " " * 10, "the password is only blank characters .*: expected at least 10 characters, not "
+                                "all of them blank"),
+    ("ok", "analyst", "\t \u00a0\u2003\u200b" * 3, "the password is only blank characters"),
 ])
 def test_bad_accounts_are_refused_with_the_reason(engine: Engine, name: str, role: str, password: str,
                                                   message: str) -> None:

@@ -232,3 +232,85 @@ def test_a_damaged_or_edited_aliases_file_is_a_registry_error_naming_it(registry
     for read in (registry.aliases, lambda: registry.resolve("production"), registry.history):
         with pytest.raises(RegistryError, match=message):
             read()
+
+
+def test_rolling_back_to_the_shadow_model_ends_its_shadow(registry):
+    """A rollback to the version that was the shadow left production and shadow naming the same model."""
+    _register(registry)
+    _register(registry, "second")
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare the old one on live traffic")
+    assert registry.rollback() == ("v0002", "v0001")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    last = registry.history()[-1]
+    assert (last["alias"], last["from"], last["to"]) == ("shadow", "v0001", None)
+    assert last["reason"] == "rolled back to production from v0002"
+
+
+def test_the_production_model_cannot_be_made_its_own_shadow(registry):
+    _register(registry)
+    with pytest.raises(RegistryError, match="v0001 is the production model: a shadow is another model"):
+        registry.set_shadow("production", "mirror")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0001"}
+
+
+@pytest.mark.parametrize("move", ["promote", "rollback"])
+def test_putting_back_a_move_that_ended_a_shadow_makes_it_the_shadow_again(registry, move):
+    """The promotion of the shadow model whose evidence could not be written stayed production: `put_back` looked
+    for the production move as the last history entry, and found the shadow's end after it."""
+    _register(registry)
+    _register(registry, "second")
+    if move == "promote":
+        registry.set_shadow("v0002", "try it")
+        previous, version = "v0001", registry.promote("v0002")
+    else:
+        registry.promote("v0002")
+        registry.set_shadow("v0001", "compare")
+        previous, version = registry.rollback()
+    before = registry.history()[:-2]
+    registry.put_back(previous, version)
+    assert registry.aliases() == {"production": previous, "candidate": "v0002", "shadow": version}
+    assert registry.history() == before
+
+
+def test_a_registry_that_lost_its_aliases_file_registers_nothing_and_says_how_to_repair(registry):
+    """With aliases.json gone, the next registration found "no production" and made itself production silently."""
+    _register(registry)
+    _register(registry, "second")
+    (registry.root / "aliases.json").unlink()
+    message = (r"aliases.json is missing, but 2 version\(s\) are registered \(v0001 to v0002\): which one is "
+               r"production is not known.*models restore-aliases --production V --reason TEXT")
+    with pytest.raises(RegistryError, match=message):
+        _register(registry, "third")
+    for read in (registry.aliases, registry.production_history, lambda: registry.resolve("production")):
+        with pytest.raises(RegistryError, match=message):
+            read()
+    assert registry.versions() == ["v0001", "v0002"]
+    assert not (registry.root / "aliases.json").exists()
+
+
+def test_restoring_the_aliases_names_production_again_only_when_the_file_is_missing(registry):
+    _register(registry)
+    _register(registry, "second")
+    with pytest.raises(RegistryError, match="aliases.json exists: there is nothing to restore"):
+        registry.restore_aliases("v0001", "lost")
+    (registry.root / "aliases.json").unlink()
+    with pytest.raises(RegistryError, match=r"no model version 'v0009' \(registered: v0001, v0002\)"):
+        registry.restore_aliases("v0009", "lost")
+    assert registry.restore_aliases("1", "deleted by a cleanup script") == "v0001"
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    assert [(h["alias"], h["from"], h["to"], h["reason"]) for h in registry.history()] == [
+        ("candidate", None, "v0002", "aliases.json was missing; restored: deleted by a cleanup script"),
+        ("production", None, "v0001", "aliases.json was missing; restored: deleted by a cleanup script")]
+    assert _register(registry, "third").version == "v0003"
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0003"}
+
+
+def test_a_restore_whose_evidence_cannot_be_written_leaves_the_file_missing_again(registry):
+    _register(registry)
+    (registry.root / "aliases.json").unlink()
+    registry.restore_aliases("v0001", "lost")
+    registry.forget_restore("v0001")
+    assert not (registry.root / "aliases.json").exists()
+    with pytest.raises(RegistryError, match="aliases.json is missing"):
+        registry.aliases()

@@ -121,3 +121,30 @@ def test_a_gate_judged_against_a_production_model_that_has_since_been_replaced_n
     promotion.promote(registry, db.uow(), ref="v0002", reason="passed", actor="t")
     with pytest.raises(PromotionRefused, match="v0003's gate compared it with v0001, but production is now v0002"):
         promotion.promote(registry, db.uow(), ref="v0003", reason="r", actor="t")
+
+
+def test_a_rollback_to_the_shadow_model_ends_its_shadow_and_its_event_says_so(db: MemoryDb, tmp_path: Path) -> None:
+    """Production and shadow named the same version after such a rollback (rollback loads, it does not probe, so
+    stand-in model texts do)."""
+    registry = ModelRegistry(tmp_path / "models")
+    for text in ("one", "two"):
+        registry.register(text, {"features": ["a"]}, {"review_from": 0.5}, first_production=True)
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare")  # `promotion.shadow` would probe the stand-in model
+    change = promotion.rollback(registry, db.uow(), reason="drift", actor="cli:root")
+    assert (change.previous, change.version, change.shadow_ended) == ("v0002", "v0001", "v0001")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    assert json.loads(events(db)[-1][2])["shadow_ended"] == "v0001"
+
+
+def test_restoring_lost_aliases_is_an_evidence_event_or_does_not_happen(db: MemoryDb, registry: ModelRegistry) -> None:
+    (registry.root / "aliases.json").unlink()
+    with pytest.raises(DatabaseDown):
+        promotion.restore(registry, _EvidenceFails(db.sessions), production="v0002", reason="r", actor="t")
+    assert not (registry.root / "aliases.json").exists() and events(db) == []
+    change = promotion.restore(registry, db.uow(), production="2", reason="deleted by a cleanup", actor="cli:root")
+    assert (change.kind, change.previous, change.version) == ("model_aliases_restored", None, "v0002")
+    assert registry.aliases() == {"production": "v0002", "candidate": "v0002"}
+    kind, subject, payload = events(db)[0]
+    assert (kind, subject, json.loads(payload)) == ("model_aliases_restored", "model:v0002", {
+        "alias": "production", "from": None, "to": "v0002", "reason": "deleted by a cleanup"})

@@ -291,3 +291,15 @@ def test_a_train_the_registry_refuses_leaves_no_half_report(cli, on_world, train
     assert code == 1 and "the registry's disk is full" in err
     assert not list((trained_world.settings.home / "reports").glob(".train-*"))
     assert on_world.versions() == ["v0001"]
+
+
+def test_a_registry_that_lost_its_aliases_file_is_restored_by_naming_production(cli, on_world):
+    (on_world.root / "aliases.json").unlink()
+    code, _, err = cli("models", "restore-aliases", "--production", "v0001")
+    assert code == 2 and "the following arguments are required: --reason" in err
+    code, out, err = cli("models", "restore-aliases", "--production", "1", "--reason", "deleted by a cleanup")
+    assert code == 0, err
+    assert out.startswith("restored the aliases: v0001 is production, the newest version is candidate, no shadow")
+    assert on_world.aliases() == {"production": "v0001", "candidate": "v0001"}
+    code, _, err = cli("models", "restore-aliases", "--production", "1", "--reason", "again")
+    assert code == 1 and "aliases.json exists: there is nothing to restore" in err

@@ -228,3 +228,73 @@ def test_a_key_name_with_terminal_escapes_or_control_characters_is_refused(cli: 
         assert code == 1 and "without control or invisible characters" in err, name
     code, out, _ = cli("keys", "list")
     assert code == 0 and "\x1b" not in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # a key (even one that does not exist) with no checkpoints was ignored: "intact", exit 0, no signature checked
+    (["--public-key", "/nowhere/key.pub"], "--public-key /nowhere/key.pub checks the signatures of checkpoints: "
+                                           "give the checkpoints too"),
+    (["--bundle", "case.zip", "--checkpoints", "ckpt"], "--bundle is checked offline, on its own; --checkpoints "
+                                                        "are for checking the evidence database"),
+    (["--bundle", "case.zip", "--checkpoints", "ckpt", "--public-key", "k.pub"],
+     "--bundle is checked offline, on its own; --checkpoints and --public-key are for"),
+])
+def test_verify_refuses_options_it_would_ignore(cli: Cli, args: list[str], message: str) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    code, out, err = cli("evidence", "verify", *args)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {message}")
+
+
+def test_users_create_refuses_a_password_of_only_spaces(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(" " * 10 + "\n"))
+    code, out, err = cli("users", "create", "spacey", "--password-stdin")
+    assert (code, out) == (1, "")
+    assert err == ("error: the password is only blank characters (spaces, tabs or invisible ones): expected at least "
+                   "10 characters, not all of them blank (letters, digits, punctuation)\n")
+    assert "spacey" not in cli("users", "list")[1]
+
+
+QUEUE = ["queues", "set", "inr", "--sla-hours", "24", "--cap", "5"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # a repeated filter option kept its last value and dropped the first, without a word
+    (["--decision", "review", "--decision", "deny"],
+     "fraud-service queues set: error: argument --decision: given twice ('review', then 'deny'); it takes one value"),
+    (["--return-type", "item_not_received", "--return-type", "wrong_item"],
+     "argument --return-type: given twice ('item_not_received', then 'wrong_item')"),
+    (["--reason", "size", "--reason", "damaged"], "argument --reason: given twice ('size', then 'damaged')"),
+    # an unknown return type was refused by the core naming only the value, not what it takes
+    (["--return-type", "stolen"], "argument --return-type: invalid choice: 'stolen' (choose from 'return', "
+                                  "'item_not_received', 'damaged_on_arrival', 'wrong_item')"),
+    # an unknown filter was named by the root parser, whose usage lists COMMAND only
+    (["--channel", "web"], "fraud-service queues set: error: unrecognized arguments: --channel web"),
+], ids=["decision twice", "return type twice", "reason twice", "unknown return type", "unknown filter"])
+def test_queues_set_refuses_a_filter_it_would_drop_or_not_understand(cli: Cli, args: list[str], message: str) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    code, out, err = cli(*QUEUE, *args)
+    assert (code, out) == (2, "")
+    assert message in err
+    assert "[--decision {review,deny}] [--reason REASON]" in err  # the usage lists the filters it takes
+    assert cli("queues", "list")[1].startswith("no named queues")
+
+
+def test_a_refused_queue_names_each_bad_field_with_what_was_expected(cli: Cli) -> None:
+    assert cli("db", "upgrade")[0] == 0
+    code, _, err = cli(*QUEUE, "--reason", "")
+    assert code == 1
+    assert err == ("error: 1 invalid field(s): filter.reason: got '', expected a reason code of 1-80 characters: "
+                   "text without NUL characters or lone surrogates\n")
+    code, out, _ = cli(*QUEUE, "--return-type", "item_not_received", "--decision", "review")
+    assert code == 0 and out.startswith("queue inr saved")
+    assert '"decision": "review", "return_type": "item_not_received"' in cli("queues", "list")[1]
+
+
+def test_db_upgrade_refuses_an_in_memory_database(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUD_DATABASE_URL", "sqlite://")
+    code, out, err = cli("db", "upgrade")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: FRAUD_DATABASE_URL=sqlite://: an in-memory SQLite database lasts as long as the "
+                          "process that opened it, so `db upgrade` would migrate a database that is gone when it ends")

@@ -310,3 +310,149 @@ def test_a_failure_no_check_foresaw_is_one_line_unless_debugging(cli, monkeypatc
     code, _, err = cli("status")
     assert code == 1 and err.strip().startswith("error: status failed unexpectedly (KeyError: 'orders')")
     assert "FRAUD_DEBUG=1" in err and "Traceback" not in err
+
+
+def test_a_rollback_to_the_shadow_model_says_that_the_shadow_is_off(cli, settings):
+    registry = ModelRegistry(settings.models_dir)
+    for text in ("one", "two"):  # stand-in model texts: a rollback loads the model, it does not score with it
+        registry.register(text, {"features": ["a"]}, {"review_from": 0.5}, first_production=True)
+    registry.promote("v0002")
+    registry.set_shadow("v0001", "compare")
+    code, out, err = cli("models", "rollback")
+    assert code == 0, err
+    assert out.splitlines()[1] == ("v0001 was the shadow model and is production now, so the shadow is off "
+                                   "(`fraud-service models shadow V` starts another)")
+    assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+
+
+def test_train_refuses_a_registry_that_lost_its_aliases_file_before_any_work_and_list_still_shows_it(cli, settings):
+    """With aliases.json gone, the next `train` registered its model as production, as in a new registry."""
+    registry = ModelRegistry(settings.models_dir)
+    for text in ("one", "two"):
+        registry.register(text, {"features": ["a"], "label_cutoff": "2026-01-01T00:00:00+00:00", "trees": 3,
+                                 "registered_at": "x"}, {"review_from": 0.5}, first_production=True)
+    (settings.models_dir / "aliases.json").unlink()
+    code, _, err = cli("train", "--train-until", "now")
+    assert code == 1
+    assert err.startswith(f"error: {settings.models_dir / 'aliases.json'} is missing, but 2 version(s) are "
+                          "registered (v0001 to v0002): which one is production is not known")
+    assert "`fraud-service models restore-aliases --production V --reason TEXT`" in err
+    assert registry.versions() == ["v0001", "v0002"] and not (settings.home / "warehouse").exists()
+    code, out, err = cli("models", "list")
+    assert code == 1
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["v0001", "v0002"]
+    assert "aliases.json is missing" in err
+
+
+@pytest.mark.parametrize("args", [["status"], ["doctor"], ["models", "list"], ["keys", "list"], ["db", "upgrade"],
+                                  ["evidence", "verify"], ["users", "list"], ["labels", "sync"],
+                                  ["train", "--train-until", "now"], ["features", "materialize"]], ids=" ".join)
+def test_a_command_refuses_a_home_that_does_not_exist_and_makes_nothing_there(cli, tmp_path, monkeypatch, args):
+    """A mistyped FRAUD_HOME got an empty fraud.db (keys, users, evidence, db upgrade) or read as an empty home."""
+    typo = tmp_path / "hmoe"
+    monkeypatch.setenv("FRAUD_HOME", str(typo))
+    code, out, err = cli(*args)
+    assert (code, out) == (1, "")
+    assert err == (f"error: FRAUD_HOME {typo} does not exist: check the path, nothing was made there. "
+                   "`fraud-service ingest DIR` or `fraud-service demo --out DIR` sets up a new home\n")
+    assert not typo.exists()
+
+
+def test_a_home_left_unset_is_named_as_the_default(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("FRAUD_HOME")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("status")
+    assert code == 1
+    assert err.startswith(f"error: FRAUD_HOME {tmp_path / 'var'} does not exist (FRAUD_HOME is not set: the "
+                          "default is ./var, here)")
+
+
+def test_ingest_sets_up_a_new_home_and_says_so(small_world_dir, tmp_path, monkeypatch, capsys):
+    from api.cli.main import main
+
+    home = tmp_path / "new" / "home"
+    monkeypatch.setenv("FRAUD_HOME", str(home))
+    monkeypatch.delenv("FRAUD_DATABASE_URL", raising=False)
+    assert main(["ingest", str(small_world_dir)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (f"FRAUD_HOME {home} does not exist yet: setting up a new home "
+                                                       "there")
+    assert (home / "warehouse").is_dir()
+
+
+def test_commands_that_do_not_use_the_home_run_without_one(cli, tmp_path, monkeypatch):
+    typo = tmp_path / "nowhere"
+    monkeypatch.setenv("FRAUD_HOME", str(typo))
+    code, _, err = cli("generate", "--out", str(tmp_path / "world"), "--customers", "50", "--days", "20")
+    assert code == 0, err
+    assert cli("stats", str(tmp_path / "world"))[0] == 0
+    assert not typo.exists()
+
+
+@pytest.mark.parametrize(("url", "refused"), [
+    ("postgresql+psycopg://u@127.0.0.1/db", None),  # the home plays no part in the database commands then
+    ("sqlite:///{missing}/fraud.db", "FRAUD_DATABASE_URL=sqlite:///{missing}/fraud.db: the folder {missing} does "
+                                     "not exist (a typo?)"),
+    ("sqlite:///{home}/fraud.db", "FRAUD_HOME {home} does not exist"),
+])
+def test_database_commands_need_only_the_folder_of_a_sqlite_database(tmp_path, url, refused):
+    import argparse
+
+    from api.cli.common import check_home
+    from fraud_service.config import Settings
+    from fraud_service.errors import ConfigError
+
+    names = {"missing": tmp_path / "elsewhere", "home": tmp_path / "home"}
+    settings = Settings.from_env({"FRAUD_HOME": str(names["home"]), "FRAUD_DATABASE_URL": url.format(**names)})
+    args = argparse.Namespace(home="database")
+    if refused is None:
+        assert check_home(args, settings) is None
+    else:
+        with pytest.raises(ConfigError, match=re.escape(refused.format(**names))):
+            check_home(args, settings)
+
+
+INTERRUPTED_IMPORT = """
+import sys
+
+class CtrlC:  # Ctrl-C while the start imports pandas (the slow part: about half a second)
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from api.cli.main import main  # what the console script does
+sys.exit(main(["status"]))
+"""
+
+
+def test_ctrl_c_during_the_start_exits_130_with_one_line(tmp_path):
+    """It was a traceback from the console script's `from api.cli.main import main` (and death by SIGINT)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "FRAUD_HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "interrupted before the command started: nothing was done\n"
+
+
+def test_ctrl_c_while_parsing_is_caught_too(monkeypatch, capsys):
+    import argparse
+
+    from api.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", interrupted)
+    try:
+        code = main(["status"])
+    except KeyboardInterrupt:  # would stop the whole test run, not fail this test
+        code = -2
+    assert code == 130
+    assert capsys.readouterr().err == "interrupted before the command started: nothing was done\n"
