@@ -65,6 +65,15 @@ class Service:
         DatabaseDown): an unanswering database costs a request its 503, not its thread."""
         return self._reads.call(("key", presented), lambda: authenticate(self.uow(), presented))
 
+    def recheck(self) -> None:
+        """Once the evidence database answers, what the start could not check of it: its schema. A worker that started
+        while the database was down noted so and was never ready again, though the database came back."""
+        unreached = [p for p in self.problems if p.startswith(UNREACHABLE_AT_START)]
+        if unreached:
+            schema = check_schema(self.engine)  # raises while it is still down: the problem stays
+            self.problems = [p for p in self.problems if p not in unreached] + ([schema] if schema else [])
+            log.info("the evidence database answers now; %s", schema or "its schema is current")
+
     def uow(self) -> UnitOfWork:
         """A new unit of work on the evidence database (each core service call takes one)."""
         return UnitOfWork(self.sessions)
@@ -104,6 +113,10 @@ def database(settings: Settings, *, serving: bool = False) -> tuple[Engine, sess
 
     engine = make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS if serving else None)
     return engine, session_factory(engine)
+
+
+UNREACHABLE_AT_START = "the evidence database cannot be reached"
+"""The start of the problem a worker notes when the database did not answer as it started (`Service.recheck`)."""
 
 
 def check_schema(engine: Engine) -> str | None:
@@ -181,7 +194,7 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
         schema_ok = problem is None
     except Exception as exc:  # the database is down: the app still starts and /readyz says why
         log.error("the evidence database cannot be reached: %s", exc)  # host, port and name: not for /readyz
-        problem = f"the evidence database cannot be reached ({type(exc).__name__})"
+        problem = f"{UNREACHABLE_AT_START} ({type(exc).__name__})"
     if problem:
         service.problems.append(problem)
     try:

@@ -246,6 +246,7 @@ _PROBES = SingleFlight(READY_WAIT_S)
 def _select_one(service: Service) -> None:
     with service.engine.connect() as connection:
         connection.exec_driver_sql("SELECT 1")
+    service.recheck()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, select, text
 
+from api.app import create_app
+from fraud_service import bootstrap
+from fraud_service.access.keys import create_key
 from fraud_service.config import Settings
 from fraud_service.store import chain
 from fraud_service.store.db import make_engine
@@ -30,9 +33,9 @@ READY_WITHIN_S = 1.0
 
 
 @pytest.fixture
-def proxied(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> Iterator[tuple[Api, FaultProxy, Any]]:
-    """A service whose evidence database is a fresh PostgreSQL database reached through a FaultProxy, and an
-    engine on the same database that bypasses the proxy (to see what was stored)."""
+def behind_proxy(serving_home: Path, tmp_path: Path) -> Iterator[tuple[Settings, FaultProxy, Any]]:
+    """Settings whose evidence database is a fresh, migrated PostgreSQL database reached through a FaultProxy, the
+    proxy, and an engine on the same database that bypasses it (to see what was stored)."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -42,16 +45,26 @@ def proxied(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> 
     proxy = FaultProxy(("127.0.0.1", 5432))
     settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
                                   "FRAUD_DATABASE_URL": f"postgresql+psycopg://postgres@{proxy.address}/{name}"})
-    api = make_api(settings, trained_world.dataset, "postgres")
     try:
-        yield api, proxy, direct
+        yield settings, proxy, direct
     finally:
-        api.service.close()
         proxy.close()
         direct.dispose()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def proxied(behind_proxy: tuple[Settings, FaultProxy, Any], trained_world: TrainedWorld
+            ) -> Iterator[tuple[Api, FaultProxy, Any]]:
+    """A service on `behind_proxy`'s database, the proxy, and the direct engine."""
+    settings, proxy, direct = behind_proxy
+    api = make_api(settings, trained_world.dataset, "postgres")
+    try:
+        yield api, proxy, direct
+    finally:
+        api.service.close()
 
 
 def _timed(call: Any) -> tuple[Any, float]:
@@ -111,3 +124,26 @@ def test_refused_then_hung_database_gives_fast_503s_stores_nothing_and_recovers(
 
         verified = chain.verify(Session(bind=connection))
     assert verified.ok and verified.events >= 3
+
+
+def test_a_service_started_while_the_database_was_down_is_ready_once_it_answers(
+        behind_proxy: tuple[Settings, FaultProxy, Any], trained_world: TrainedWorld) -> None:
+    settings, proxy, _ = behind_proxy
+    proxy.refuse()
+    service = bootstrap.build(settings, freshness=False, dispatch=False, assign=False)
+    try:
+        assert [p for p in service.problems if "evidence database" in p] == [
+            "the evidence database cannot be reached (OperationalError)"]
+        client = create_app(settings, {"SERVICE": service, "TESTING": True}).test_client()
+        assert client.get("/readyz").status_code == 503
+        proxy.forward()
+        api = Api(client.application, service, {}, trained_world.dataset, "postgres")
+        _until_ready(api)  # it stayed 503 for the worker's life: the start's problem was never looked at again
+        assert service.problems == []
+        key = create_key(service.uow(), "scoring", "after the outage", "test")
+        body = api.body(str(pd.read_parquet(api.dataset / "returns.parquet")["return_id"].iloc[0]),
+                        return_id="chaos-started-down")
+        assert client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {key}"}
+                           ).status_code == 201
+    finally:
+        service.close()
