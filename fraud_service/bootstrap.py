@@ -50,6 +50,7 @@ class Service:
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     dispatcher: Dispatcher | None = None  # sends webhook deliveries (FRAUD_WEBHOOK_DISPATCH)
     assigner: Sweeper | None = None  # hands named queues' cases out (FRAUD_ASSIGN_SWEEP)
+    waiting: ScoringWait | None = None  # tries to start scoring when the start could not (no model yet)
 
     def __post_init__(self) -> None:
         self._reads = SingleFlight(self.settings.db_wait_ms / 1000)
@@ -91,6 +92,8 @@ class Service:
             self.assessor.rules.invalidate()
 
     def close(self) -> None:
+        if self.waiting is not None:
+            self.waiting.close()
         if self.assigner is not None:
             self.assigner.close()
         if self.dispatcher is not None:
@@ -198,26 +201,81 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
     if problem:
         service.problems.append(problem)
     try:
-        service.assessor = assessor(settings, engine, sessions, freshness=freshness)
+        start_scoring(service, freshness=freshness, warm_up=warm_up, watch=watch)
     except FraudServiceError as exc:
         service.problems.append(str(exc))
-    else:
-        if warm_up:
-            warm(service.assessor)
-        from fraud_service.scoring.model_watch import ProductionWatch
-        from fraud_service.scoring.shadow import ShadowScorer
-        from models.registry import ModelRegistry
-
-        service.watch = ProductionWatch(service.assessor, ModelRegistry(settings.models_dir))
-        path = engine.url.database if engine.dialect.name == "sqlite" else None
-        lock = f"{path}.writer-lock" if path and path != ":memory:" else None
-        service.assessor.shadow = ShadowScorer(ModelRegistry(settings.models_dir), sessions, lock_path=lock)
-        service.assessor.shadow.start()
-        if watch:
-            service.watch.start()
+        if watch:  # no model yet (serve before train), or features not built: it can score once they are
+            service.waiting = ScoringWait(service, str(exc), lambda: start_scoring(
+                service, freshness=freshness, warm_up=warm_up, watch=watch))
+            service.waiting.start()
     if settings.webhook_dispatch if dispatch is None else dispatch:
         send_webhooks(service, schema_ok)
     return service
+
+
+def start_scoring(service: Service, *, freshness: bool, warm_up: bool, watch: bool) -> None:
+    """Give SERVICE its assessor, warmed, with its shadow scorer and (WATCH) the production model's watch started;
+    FraudServiceError when it cannot score (no production model, no features built)."""
+    from fraud_service.scoring.model_watch import ProductionWatch
+    from fraud_service.scoring.shadow import ShadowScorer
+    from models.registry import ModelRegistry
+
+    settings, engine = service.settings, service.engine
+    built = assessor(settings, engine, service.sessions, freshness=freshness)
+    try:
+        if warm_up:
+            warm(built)
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        lock = f"{path}.writer-lock" if path and path != ":memory:" else None
+        built.shadow = ShadowScorer(ModelRegistry(settings.models_dir), service.sessions, lock_path=lock)
+    except BaseException:  # its writers' threads are not left running (ScoringWait tries again)
+        built.writer.close()
+        if built.freshness is not None:
+            built.freshness.close()
+        raise
+    built.shadow.start()
+    service.watch = ProductionWatch(built, ModelRegistry(settings.models_dir))
+    if watch:
+        service.watch.start()
+    service.assessor = built  # last: a request sees a warmed assessor or none
+
+
+class ScoringWait:
+    """Tries, every INTERVAL seconds on a thread, to give a service that started unable to score its assessor
+    (`start_scoring`): a worker started before the first `train` (or `features build`) said so on /readyz for the
+    rest of its life, and needed a restart to score. The service's problem follows the latest reason."""
+
+    def __init__(self, service: Service, problem: str, attempt: Callable[[], None], interval: float = 5.0) -> None:
+        self.service, self.problem, self.attempt, self.interval = service, problem, attempt, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scoring-wait", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.attempt()
+            except FraudServiceError as exc:
+                self._note(str(exc))
+                continue
+            except Exception:  # noqa: BLE001 - a thread that dies would never try again
+                log.exception("could not start scoring; trying again in %g s", self.interval)
+                continue
+            self._note(None)
+            log.info("scoring with model %s", self.service.assessor.scorer.version if self.service.assessor else "?")
+            return
+
+    def _note(self, problem: str | None) -> None:
+        problems = [p for p in self.service.problems if p != self.problem]
+        self.service.problems = problems + ([problem] if problem else [])
+        self.problem = problem or ""
 
 
 def send_webhooks(service: Service, schema_ok: bool) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,9 @@ from fraud_service.access.keys import revoke_key
 from fraud_service.config import Settings
 from fraud_service.scoring.policy import Decision
 from fraud_service.store import chain
+from fraud_service.store.migrate import upgrade
 from fraud_service.store.schema import EvidenceEvent
-from tests.api.conftest import Api, make_api, private_home
+from tests.api.conftest import Api, body_from_dataset, make_api, private_home
 from tests.conftest import TrainedWorld
 from tests.store.conftest import POSTGRES
 
@@ -487,3 +489,37 @@ def test_every_503_says_when_to_try_again() -> None:
     for path in ("/not-ready", "/unavailable", "/down"):
         answer = app.test_client().get(path)
         assert (answer.status_code, answer.headers.get("Retry-After")) == (503, "5"), path
+
+
+def test_a_service_started_before_its_first_model_scores_once_one_is_there_without_a_restart(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    """`serve` before `train`: the worker said it had no model on /readyz for the rest of its life."""
+    from api.app import create_app
+    from fraud_service import bootstrap
+    from fraud_service.access.keys import create_key
+
+    home = private_home(serving_home, tmp_path / "home")
+    (home / "models").rename(home / "models-trained-later")
+    settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"})
+    upgrade(bootstrap.database(settings)[0])
+    service = bootstrap.build(settings, freshness=False, dispatch=False, assign=False)
+    try:
+        assert service.assessor is None
+        client = create_app(settings, {"SERVICE": service, "TESTING": True}).test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and not ready.get_json()["checks"]["model"]["ok"]
+        (home / "models-trained-later").rename(home / "models")  # as `train` registers the first model
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and client.get("/readyz").status_code != 200:
+            time.sleep(0.2)  # polling for the model to be picked up, not timing anything
+        assert client.get("/readyz").get_json()["checks"]["model"] == {"ok": True, "version": "v0001",
+                                                                      "policy": "v0001.p1"}
+        assert service.problems == []
+        key = create_key(service.uow(), "scoring", "first model", "test")
+        source = str(pd.read_parquet(trained_world.dataset / "returns.parquet")["return_id"].iloc[0])
+        answer = client.post("/v1/returns/assess", json=body_from_dataset(trained_world.dataset, source,
+                                                                          return_id="after-first-model"),
+                             headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 201 and answer.get_json()["model_version"] == "v0001"
+    finally:
+        service.close()
