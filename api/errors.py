@@ -17,8 +17,11 @@ from fraud_service.errors import (
     Conflict,
     Forbidden,
     FraudServiceError,
+    ModelNotFound,
     NotFound,
     NotReady,
+    PromotionRefused,
+    RegistryError,
     RequestInvalid,
     SignInThrottled,
     Unauthorized,
@@ -37,6 +40,9 @@ STATUSES: dict[type[FraudServiceError], tuple[int, str]] = {
     Unstorable: (422, "unstorable"),
     NotReady: (503, "not_ready"),
     Unavailable: (503, "unavailable"),
+    ModelNotFound: (404, "not_found"),
+    PromotionRefused: (409, "conflict"),
+    RegistryError: (500, "registry_damaged"),  # a file of the registry is missing or changed: the operator's to repair
     FraudServiceError: (400, "bad_request"),
 }
 

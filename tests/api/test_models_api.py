@@ -209,3 +209,13 @@ def test_http_promote_refuses_a_model_without_a_passed_gate_and_force_needs_a_re
     body = json.loads(payload)
     assert body["forced"] is True and body["reason"] == "hotfix for a leak"
     assert "v0003 has no out-of-time evaluation" in body["gate_refusal"]
+
+
+def test_a_registry_that_lost_its_aliases_file_is_a_server_error_saying_how_to_repair(
+        two_models: tuple[Api, Settings]) -> None:
+    """It was a 400, as if the analyst's request were at fault."""
+    api, settings = two_models
+    (ModelRegistry(settings.models_dir).root / "aliases.json").unlink()
+    answer = api.client.get("/v1/models", headers=api.headers("analyst"))
+    assert answer.status_code == 500 and answer.get_json()["error"] == "registry_damaged"
+    assert "restore-aliases" in answer.get_json()["message"]
