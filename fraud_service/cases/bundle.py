@@ -166,12 +166,26 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
     elif path.suffix.lower() == ".zip":
         raise BundleError(f"{path} is not a zip archive: expected the bundle's .zip as exported, or its .json")
     try:
-        bundle = json.loads(data)
+        bundle = json.loads(data, object_pairs_hook=_once_each)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not JSON: {exc}") from None
+    except BundleError as exc:  # a repeated key (`_once_each`)
+        raise BundleError(f"{path} {exc}") from None
     if not isinstance(bundle, dict) or bundle.get("format") not in FORMATS:
         raise BundleError(f"{path} is not an evidence bundle (expected format {FORMAT!r})")
     return bundle, data, page
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys each appear once, or BundleError naming the first repeated one: a JSON reader keeps
+    one value or the other, so what one viewer shows would not be what `verify` checked."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise BundleError(f"writes the key {key[:100]!r} twice in one object; an export never does (JSON readers "
+                          "keep one value or the other: what one shows would not be what was verified)")
+    return found
 
 
 def _unzip(path: Path, data: bytes) -> tuple[bytes, str]:

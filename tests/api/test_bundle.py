@@ -186,3 +186,22 @@ def test_an_edited_html_page_is_caught(exported: tuple[Path, dict[str, Any], str
         z.writestr("readme.html", "<p>trust me</p>")
     assert main(["evidence", "verify", "--bundle", str(extra)]) == 1
     assert "exactly one JSON file and one HTML page" in capsys.readouterr().err
+
+
+def test_a_key_written_twice_in_a_bundle_is_refused_naming_it(exported: tuple[Path, dict[str, Any], str],
+                                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """JSON readers keep the first or the last of a repeated key: a viewer could show a status other than the one
+    verified (the bundle verified before, its last value being the true one)."""
+    path, _, case_id = exported
+    with zipfile.ZipFile(path) as z:
+        raw, page = z.read(f"{case_id}.json"), z.read(f"{case_id}.html")
+    at = raw.index(b"{", raw.index(b'"case"')) + 1
+    forged_json = raw[:at] + b'"status": "open", ' + raw[at:]  # the true closed status still comes later
+    assert json.loads(forged_json)["case"]["status"] == json.loads(raw)["case"]["status"]
+    forged = tmp_path / "repeated.zip"
+    with zipfile.ZipFile(forged, "w") as z:
+        z.writestr(f"{case_id}.json", forged_json)
+        z.writestr(f"{case_id}.html", page)
+    assert main(["evidence", "verify", "--bundle", str(forged)]) == 1
+    assert "writes the key 'status' twice in one object" in capsys.readouterr().err
