@@ -124,11 +124,12 @@ def _check_csrf() -> None:
 
 
 def current_person() -> Person | None:
-    """The signed-in person of this request's session cookie, while it is still valid on the server."""
+    """The signed-in person of this request's session cookie, while it is still valid on the server (a session that
+    never proved a second factor ends once the person has two-factor sign-in on)."""
     name, since = session.get("user"), session.get("since")
     if not isinstance(name, str) or not isinstance(since, str):
         return None
-    return session_person(core().uow(), name, since)
+    return session_person(core().uow(), name, since, second_factor=session.get("two_factor") is True)
 
 
 def signed_in(view: F) -> F:

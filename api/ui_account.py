@@ -80,6 +80,7 @@ def _signed_in(person: Person, target: str) -> Response:
     session["user"] = person.name
     session["since"] = dt.datetime.now(dt.UTC).isoformat()
     session["csrf"] = secrets.token_urlsafe(32)
+    session["two_factor"] = person.totp  # only the code page signs in a person who has it on
     if person.must_enrol:
         flash("Admins sign in with a second factor: turn two-factor sign-in on to go on.", "info")
         return redirect(url_for("ui.two_factor"))
@@ -171,6 +172,7 @@ def two_factor_confirm() -> ResponseReturnValue:
     except TotpError as exc:
         flash(str(exc), "error")
         return redirect(url_for("ui.two_factor"))
+    session["two_factor"] = True  # this session proved the code; the person's other sessions, which did not, end
     g.person = dataclasses.replace(_person(), totp=True)
     flash("Two-factor sign-in is on: from now on, signing in asks for a code after the password.", "info")
     state = totp.status(core().uow(), _person().name, _app_key())
