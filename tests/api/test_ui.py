@@ -313,3 +313,20 @@ def test_a_bulk_close_from_a_queue_page_loaded_before_an_appeal_closes_nothing(a
     assert "Nothing was closed" in closed.get_data(as_text=True) and second in closed.get_data(as_text=True)
     with api.service.sessions() as session:
         assert {session.get(Case, c).status for c in (first, second)} == {"open"}  # type: ignore[union-attr]
+
+
+DIGITS = "1" * 5000
+"""A number Python refuses to read with int() (over 4,300 digits): a form field or query argument of it was a 500."""
+
+
+def test_a_number_of_thousands_of_digits_on_an_admin_page_is_named_not_a_500(api: Api) -> None:
+    client, csrf = signed_in(api, person(api, "ursa", "admin"))
+    for path in (f"/ui/dashboard?days={DIGITS}", f"/ui/monitor?days={DIGITS}"):
+        response = client.get(path)
+        assert response.status_code == 200, path[:30]  # the default window, as for any other days it does not offer
+    for field in ("days", "rows"):
+        response = client.post("/ui/rules", data={"csrf_token": csrf, "action": "backtest", field: DIGITS})
+        assert response.status_code == 200, field
+        assert "rules.builtin.refund_exceeds_order.threshold" in response.get_data(as_text=True)  # checks ran
+    response = client.post("/ui/rules", data={"csrf_token": csrf, "action": "backtest", "days": DIGITS})
+    assert "days: got &#39;1111111111" in response.get_data(as_text=True)
