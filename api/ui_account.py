@@ -41,6 +41,14 @@ def _app_key() -> bytes:
 
 
 def _address() -> str:
+    """Where a sign-in attempt came from, as throttling counts it: the connection's address, or behind
+    FRAUD_TRUSTED_PROXIES proxies the address the outermost of them saw (X-Forwarded-For, that many from its end;
+    what a client wrote before it is not trusted)."""
+    hops = current_app.config["SETTINGS"].trusted_proxies
+    if hops:
+        seen = [a.strip() for a in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if a.strip()]
+        if len(seen) >= hops:
+            return seen[-hops][:100]
     return request.remote_addr or "unknown"
 
 

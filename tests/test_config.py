@@ -87,3 +87,12 @@ def test_the_client_timeout_is_a_positive_number_of_seconds_up_to_five_minutes()
     for bad in ("0", "301", "soon"):
         with pytest.raises(ConfigError, match="FRAUD_CLIENT_TIMEOUT_S"):
             Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_CLIENT_TIMEOUT_S": bad})
+
+
+def test_the_trusted_proxies_are_a_whole_number_from_zero_to_five():
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).trusted_proxies == 0
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": "1"}).trusted_proxies == 1
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": "0"}).trusted_proxies == 0
+    for bad in ("6", "-1", "one", "1" * 5000):
+        with pytest.raises(ConfigError, match=re.escape("expected a whole number from 0 to 5")):
+            Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": bad})
