@@ -151,9 +151,11 @@ def _guarded(view: F, enrolling: bool) -> F:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
         g.person = person
-        _mark_seen(person.name)
-        if person.must_enrol and not enrolling:
-            return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
+        if person.must_enrol:  # can open no case: not "signed in" for the assigner, however long they stay
+            if not enrolling:
+                return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
+        else:
+            _mark_seen(person.name)
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
