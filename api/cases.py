@@ -57,8 +57,8 @@ def context(case_id: str) -> CaseContext:
     """The case with each of its customers' histories and the accounts linked to it, and the page of its
     assessments the query asks for (`assessments_offset`, 100 at a time)."""
     text = request.args.get("assessments_offset") or "0"
-    if not (text.isascii() and text.isdigit()):
-        raise RequestInvalid([Problem("assessments_offset", f"got {text!r}", "an integer >= 0")])
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:  # past every offset; int() refuses 4,300 digits
+        raise RequestInvalid([Problem("assessments_offset", f"got {text[:20]!r}", "an integer >= 0 (at most 2**62)")])
     service = core()
     return case_context(service.uow(), case_id=case_id, warehouse_dir=service.settings.warehouse_dir,
                         now=service.clock(), offset=int(text))

@@ -124,11 +124,12 @@ def _check_csrf() -> None:
 
 
 def current_person() -> Person | None:
-    """The signed-in person of this request's session cookie, while it is still valid on the server."""
+    """The signed-in person of this request's session cookie, while it is still valid on the server (a session that
+    never proved a second factor ends once the person has two-factor sign-in on)."""
     name, since = session.get("user"), session.get("since")
     if not isinstance(name, str) or not isinstance(since, str):
         return None
-    return session_person(core().uow(), name, since)
+    return session_person(core().uow(), name, since, second_factor=session.get("two_factor") is True)
 
 
 def signed_in(view: F) -> F:
@@ -150,9 +151,11 @@ def _guarded(view: F, enrolling: bool) -> F:
             session.pop("user", None)
             return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
         g.person = person
-        _mark_seen(person.name)
-        if person.must_enrol and not enrolling:
-            return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
+        if person.must_enrol:  # can open no case: not "signed in" for the assigner, however long they stay
+            if not enrolling:
+                return redirect(url_for("ui.two_factor"))  # a POST changes nothing either
+        else:
+            _mark_seen(person.name)
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

@@ -41,6 +41,14 @@ def _app_key() -> bytes:
 
 
 def _address() -> str:
+    """Where a sign-in attempt came from, as throttling counts it: the connection's address, or behind
+    FRAUD_TRUSTED_PROXIES proxies the address the outermost of them saw (X-Forwarded-For, that many from its end;
+    what a client wrote before it is not trusted)."""
+    hops = current_app.config["SETTINGS"].trusted_proxies
+    if hops:
+        seen = [a.strip() for a in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if a.strip()]
+        if len(seen) >= hops:
+            return seen[-hops][:100]
     return request.remote_addr or "unknown"
 
 
@@ -80,6 +88,7 @@ def _signed_in(person: Person, target: str) -> Response:
     session["user"] = person.name
     session["since"] = dt.datetime.now(dt.UTC).isoformat()
     session["csrf"] = secrets.token_urlsafe(32)
+    session["two_factor"] = person.totp  # only the code page signs in a person who has it on
     if person.must_enrol:
         flash("Admins sign in with a second factor: turn two-factor sign-in on to go on.", "info")
         return redirect(url_for("ui.two_factor"))
@@ -171,6 +180,7 @@ def two_factor_confirm() -> ResponseReturnValue:
     except TotpError as exc:
         flash(str(exc), "error")
         return redirect(url_for("ui.two_factor"))
+    session["two_factor"] = True  # this session proved the code; the person's other sessions, which did not, end
     g.person = dataclasses.replace(_person(), totp=True)
     flash("Two-factor sign-in is on: from now on, signing in asks for a code after the password.", "info")
     state = totp.status(core().uow(), _person().name, _app_key())

@@ -21,7 +21,7 @@ DAYS = (7, 30, 90)
 def monitor_page() -> ResponseReturnValue:
     admins_only("The monitor is for admins.")
     text = request.args.get("days", "30")
-    days = int(text) if text.isascii() and text.isdigit() and int(text) in DAYS else 30
+    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) in DAYS else 30
     end = dt.datetime.now(dt.UTC)
     report = monitor.live(core().uow(), core().settings, start=end - dt.timedelta(days=days), end=end)
     features = sorted(report["features"].items(), key=lambda kv: -(0 if math.isnan(kv[1]["psi"]) else kv[1]["psi"]))

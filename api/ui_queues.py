@@ -99,7 +99,7 @@ def queues_remove(name: str) -> ResponseReturnValue:
 def dashboard_page() -> ResponseReturnValue:
     admins_only("The team dashboard is for admins.")
     text = request.args.get("days", "30")
-    days = int(text) if text.isascii() and text.isdigit() and int(text) in DAYS else 30
+    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) in DAYS else 30
     board = oversight.dashboard(core().uow(), days=days, now=core().clock())
     peak = max([1, *(d.opened for d in board.overall.per_day), *(d.closed for d in board.overall.per_day)])
     return render_template("ui/dashboard.html", board=board, days=days, choices=DAYS, peak=peak)

@@ -39,7 +39,8 @@ def rule_set_from(form: MultiDict[str, str]) -> dict[str, Any]:
                          "decision": form.get(f"b.{name}.decision", "")}
     custom = []
     text = form.get("rows", "0")
-    rows = min(int(text), MAX_CUSTOM + BLANK_RULES) if text.isascii() and text.isdigit() else 0
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    rows = min(int(digits[:7] or "0"), MAX_CUSTOM + BLANK_RULES)  # 7 digits are past the cap (int() refuses 4,300)
     for i in range(rows):
         fields = {k: form.get(f"c.{i}.{k}", "").strip() for k in ("name", "when", "decision", "description")}
         if fields["name"] or fields["when"]:
@@ -61,7 +62,8 @@ def rules_action() -> ResponseReturnValue:
     admins_only(ADMINS)
     proposed = rule_set_from(request.form)
     days_text = request.form.get("days", "30")
-    days: Any = int(days_text) if days_text.isascii() and days_text.isdigit() else days_text
+    whole = days_text.isascii() and days_text.isdigit() and len(days_text) <= 12  # int() refuses 4,300 digits
+    days: Any = int(days_text) if whole else days_text[:20]  # as typed (the backtest names it), cut short
     result = None
     try:
         if request.form.get("action") == "save":

@@ -42,6 +42,10 @@ class Settings:
     """FRAUD_WRITER_LANES: evidence writer threads per worker on PostgreSQL, each with its own connection and chain
     segment (SQLite always has one). Two keep throughput when the database is a few milliseconds away; one batches
     more per commit when it is near (docs/deployment.md)."""
+    trusted_proxies: int = 0
+    """FRAUD_TRUSTED_PROXIES: how many proxies (load balancers) in front of `serve` append the address they saw to
+    X-Forwarded-For; sign-in failures are counted under the address that many entries from its end. 0 (the
+    default): the header is ignored and the connection's own address counts (behind a proxy, the proxy's)."""
     cookie_secure: bool = False
     """Whether the UI's session cookie is sent over HTTPS only (FRAUD_COOKIE_SECURE; default on unless the
     service listens on loopback, where a browser reaches it over plain HTTP)."""
@@ -140,6 +144,7 @@ class Settings:
             port=port,
             log_level=(env.get("FRAUD_LOG_LEVEL") or "INFO").upper(),
             cookie_secure=_flag(env, "FRAUD_COOKIE_SECURE", default=host not in LOOPBACK),
+            trusted_proxies=_count(env, "FRAUD_TRUSTED_PROXIES", 0, most=5),
             hub_customers=_positive(env, "FRAUD_HUB_CUSTOMERS", 20),
             db_wait_ms=_positive(env, "FRAUD_DB_WAIT_MS", 1500),
             writer_lanes=_at_most(env, "FRAUD_WRITER_LANES", 2, 8),
@@ -184,6 +189,16 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name}={text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
+def _count(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """A whole number from 0 to MOST, or the default."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > most:
+        raise ConfigError(f"{name}={text!r}: expected a whole number from 0 to {most}")
     return int(text)
 
 

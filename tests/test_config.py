@@ -107,3 +107,12 @@ def test_an_in_memory_sqlite_evidence_database_is_refused(url):
 ])
 def test_a_sqlite_file_is_read_from_the_url(url, file):
     assert Settings.from_env({"FRAUD_DATABASE_URL": url}).sqlite_file == file
+
+
+def test_the_trusted_proxies_are_a_whole_number_from_zero_to_five():
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).trusted_proxies == 0
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": "1"}).trusted_proxies == 1
+    assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": "0"}).trusted_proxies == 0
+    for bad in ("6", "-1", "one", "1" * 5000):
+        with pytest.raises(ConfigError, match=re.escape("expected a whole number from 0 to 5")):
+            Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": bad})

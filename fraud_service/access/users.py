@@ -246,9 +246,11 @@ def sign_out(uow: UnitOfWork, name: str, now: dt.datetime | None = None) -> None
         uow.commit()
 
 
-def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | None:
+def session_person(uow: UnitOfWork, name: str, signed_in_at: str, second_factor: bool = False) -> Person | None:
     """The person of a session cookie (NAME, signed in at SIGNED_IN_AT), while the user is active and has not
-    signed out (or been disabled) since."""
+    signed out (or been disabled) since. SECOND_FACTOR says the session proved a TOTP or recovery code (at sign-in,
+    or by turning two-factor sign-in on in it): for a user who has it on, a session that did not (one signed in
+    with the password alone before it was turned on, perhaps elsewhere) is no longer signed in."""
     try:
         since = dt.datetime.fromisoformat(signed_in_at)
     except (TypeError, ValueError):
@@ -258,6 +260,8 @@ def session_person(uow: UnitOfWork, name: str, signed_in_at: str) -> Person | No
         if user is None or user.disabled_at is not None:
             return None
         if user.sessions_revoked_at is not None and chain.aware(user.sessions_revoked_at) >= since:
+            return None
+        if user.totp_enabled_at is not None and not second_factor:
             return None
         return Person(user.name, user.role, user.totp_enabled_at is not None)
 

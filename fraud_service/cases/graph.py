@@ -90,8 +90,8 @@ def check_seed(kind: str, value: str, hops: object) -> int:
 def check_hops(hops: object) -> int:
     """HOPS as a hop count, or RequestInvalid naming it."""
     text = str(hops)
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_HOPS):
-        raise RequestInvalid([Problem("hops", f"got {text!r}", f"an integer from 1 to {MAX_HOPS}")])
+    if not (text.isascii() and text.isdigit() and len(text) <= 12 and 1 <= int(text) <= MAX_HOPS):
+        raise RequestInvalid([Problem("hops", f"got {text[:20]!r}", f"an integer from 1 to {MAX_HOPS}")])
     return int(text)
 
 

@@ -99,7 +99,7 @@ class Dashboard:
 def check_days(text: object) -> int:
     """The window in days from a query argument, or RequestInvalid naming `days`."""
     value = str(text).strip()
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_DAYS:
+    if not (value.isascii() and value.isdigit() and len(value) <= 12) or not 1 <= int(value) <= MAX_DAYS:
         raise RequestInvalid([Problem("days", f"got {value[:20]!r}", f"an integer from 1 to {MAX_DAYS}")])
     return int(value)
 

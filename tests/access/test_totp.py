@@ -174,7 +174,8 @@ def test_an_analyst_without_two_factor_signs_in_with_the_password_alone(engine: 
     enrolled(engine, "zed", "admin", at=T0)
     assert not Person("zed", "admin", totp=True).must_enrol
     since = dt.datetime.now(dt.UTC).isoformat()
-    assert session_person(uow(engine), "zed", since) == Person("zed", "admin", totp=True)
+    assert session_person(uow(engine), "zed", since, second_factor=True) == Person("zed", "admin", totp=True)
+    assert session_person(uow(engine), "zed", since) is None  # a session that never gave a code
 
 
 def test_turning_it_off_needs_a_current_code_and_takes_the_recovery_codes(engine: Engine) -> None:
@@ -206,9 +207,9 @@ def test_a_recovery_code_can_turn_it_off_when_the_device_is_lost(engine: Engine)
 def test_an_admin_reset_turns_it_off_ends_the_sessions_and_names_the_admin(engine: Engine) -> None:
     secret, codes = enrolled(engine, at=T0)
     since = dt.datetime.now(dt.UTC).isoformat()
-    assert session_person(uow(engine), "tia", since) is not None
+    assert session_person(uow(engine), "tia", since, second_factor=True) is not None
     assert totp.reset(uow(engine), "tia", "cli:root") is True
-    assert session_person(uow(engine), "tia", since) is None  # signed out everywhere
+    assert session_person(uow(engine), "tia", since, second_factor=True) is None  # signed out everywhere
     assert events(engine)[-1] == ("totp_reset", "user:tia", "cli:root", {"name": "tia", "was": "on"})
     assert totp.status(uow(engine), "tia", KEY) == totp.TotpStatus(False, None, 0)
     assert totp.sign_in_code(uow(engine), "tia", codes[0], KEY, now=T0) is None

@@ -249,3 +249,16 @@ def test_bulk_close_is_all_or_nothing(api: Api, set_policy: Any) -> None:
             Label.case_id.in_([first, second]))).tuples())
     assert labelled == {(r, "fraud") for r in a + b}
     assert json.loads(events(api, second)[-1].payload)["bulk"] == 2
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/v1/cases/cas_x?assessments_offset=" + "1" * 5000, "assessments_offset"),
+    ("/v1/graph/customer/C0001?hops=" + "1" * 5000, "hops"),
+    ("/v1/cases/cas_x/graph?hops=" + "1" * 5000, "hops"),
+    ("/v1/dashboard?days=" + "1" * 5000, "days"),
+])
+def test_a_query_number_of_thousands_of_digits_is_422_not_500(api: Api, path: str, field: str) -> None:
+    """int() refuses over 4,300 digits; gunicorn's request line limit hides it, a proxy allowing longer lines not."""
+    response = api.client.get(path, headers=api.headers("admin"))
+    assert response.status_code == 422, response.get_json()
+    assert response.get_json()["problems"][0]["field"] == field

@@ -109,3 +109,22 @@ def test_the_ui_records_when_a_person_was_last_seen_and_signing_out_ends_it(api:
     with api.service.sessions() as session:
         user = session.get(User, name)
         assert user is not None and present(user, dt.datetime.now(dt.UTC), dt.timedelta(minutes=15))
+
+
+def test_an_admin_held_at_the_enrolment_page_does_not_count_as_signed_in_for_the_assigner(api: Api) -> None:
+    """Such an admin can open no case: the queues' assigner must not hand them any (it gives cases to members seen
+    lately), however long they stay on the two-factor page."""
+    from fraud_service.access.users import create_user
+
+    create_user(api.service.uow(), "held-hal", "admin", "a long enough password", "test")
+    client = api.app.test_client()
+    page = client.get("/ui/login").get_data(as_text=True)
+    response = client.post("/ui/login", data={"name": "held-hal", "password": "a long enough password",
+                                              "csrf_token": token(page)})
+    assert response.headers["Location"] == "/ui/two-factor"
+    assert client.get("/ui/").headers["Location"] == "/ui/two-factor"
+    assert client.get("/ui/two-factor").status_code == 200
+    with api.service.sessions() as session:
+        user = session.get(User, "held-hal")
+        assert user is not None and user.last_seen_at is None
+        assert not present(user, dt.datetime.now(dt.UTC), dt.timedelta(minutes=15))

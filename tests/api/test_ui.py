@@ -260,6 +260,35 @@ def test_guessing_passwords_is_slowed_then_refused(api: Api) -> None:
     assert "too many failed sign-ins" in blocked.get_data(as_text=True)
 
 
+def test_behind_a_proxy_one_address_guessing_passwords_does_not_throttle_everyone(api: Api) -> None:
+    """Behind a load balancer every request comes from its address: three wrong passwords from anywhere made every
+    person's sign-in wait, ten locked everyone out for 15 minutes. With FRAUD_TRUSTED_PROXIES the address counted is
+    the one the proxy saw; without it the header is ignored (a client could write anything there)."""
+    import dataclasses
+
+    from api.app import create_app
+
+    name = person(api, "quinn")
+    for proxies, attacker, honest, expected in ((1, "203.0.113.66", "198.51.100.77", 302),
+                                               (0, "203.0.113.67", "198.51.100.78", 429)):
+        app = create_app(dataclasses.replace(api.service.settings, trusted_proxies=proxies),
+                         {"SERVICE": api.service, "TESTING": True})
+        balancer = {"REMOTE_ADDR": f"192.0.2.{10 + proxies}"}  # the load balancer, one per round
+        guesser, person_ = app.test_client(), app.test_client()
+        guesser.environ_base.update(balancer)
+        person_.environ_base.update(balancer)
+        page = guesser.get("/ui/login").get_data(as_text=True)
+        for _ in range(3):
+            wrong = guesser.post("/ui/login", data={"name": f"nobody-{proxies}", "password": "guess guess",
+                                                    "csrf_token": token(page)},
+                                 headers={"X-Forwarded-For": f"10.9.9.9, {attacker}"})
+            assert wrong.status_code == 401
+        page = person_.get("/ui/login").get_data(as_text=True)
+        answer = person_.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)},
+                              headers={"X-Forwarded-For": honest})
+        assert answer.status_code == expected, (proxies, answer.status_code)
+
+
 def test_the_session_cookie_is_secure_when_configured(api: Api) -> None:
     import dataclasses
 
@@ -313,3 +342,20 @@ def test_a_bulk_close_from_a_queue_page_loaded_before_an_appeal_closes_nothing(a
     assert "Nothing was closed" in closed.get_data(as_text=True) and second in closed.get_data(as_text=True)
     with api.service.sessions() as session:
         assert {session.get(Case, c).status for c in (first, second)} == {"open"}  # type: ignore[union-attr]
+
+
+DIGITS = "1" * 5000
+"""A number Python refuses to read with int() (over 4,300 digits): a form field or query argument of it was a 500."""
+
+
+def test_a_number_of_thousands_of_digits_on_an_admin_page_is_named_not_a_500(api: Api) -> None:
+    client, csrf = signed_in(api, person(api, "ursa", "admin"))
+    for path in (f"/ui/dashboard?days={DIGITS}", f"/ui/monitor?days={DIGITS}"):
+        response = client.get(path)
+        assert response.status_code == 200, path[:30]  # the default window, as for any other days it does not offer
+    for field in ("days", "rows"):
+        response = client.post("/ui/rules", data={"csrf_token": csrf, "action": "backtest", field: DIGITS})
+        assert response.status_code == 200, field
+        assert "rules.builtin.refund_exceeds_order.threshold" in response.get_data(as_text=True)  # checks ran
+    response = client.post("/ui/rules", data={"csrf_token": csrf, "action": "backtest", "days": DIGITS})
+    assert "days: got &#39;1111111111" in response.get_data(as_text=True)

@@ -192,3 +192,22 @@ def test_the_new_pages_carry_no_inline_script(api: Api) -> None:
     for html in pages:
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert not re.search(r"\son[a-z]+=", html)
+
+
+def test_a_session_signed_in_before_two_factor_went_on_is_ended_when_it_does(api: Api) -> None:
+    create_user(api.service.uow(), "yolanda", "admin", PASSWORD, "test")
+    before = api.app.test_client()  # a stolen password, signed in while the admin has no second factor yet
+    page = before.get("/ui/login").get_data(as_text=True)
+    response = before.post("/ui/login", data={"name": "yolanda", "password": PASSWORD, "csrf_token": token(page)})
+    assert response.status_code == 302 and response.headers["Location"] == "/ui/two-factor"
+    assert before.get("/ui/monitor").headers["Location"] == "/ui/two-factor"  # held at the enrolment page
+
+    owner = api.app.test_client()  # the admin signs in and turns it on
+    page = owner.get("/ui/login").get_data(as_text=True)
+    owner.post("/ui/login", data={"name": "yolanda", "password": PASSWORD, "csrf_token": token(page)})
+    turn_on(owner, token(owner.get("/ui/two-factor").get_data(as_text=True)))
+    assert owner.get("/ui/monitor").status_code == 200  # the session that proved the code goes on
+
+    held = before.get("/ui/monitor")  # the password-only session never gave a code: it is signed out
+    assert held.status_code == 302 and "/ui/login" in held.headers["Location"]
+    assert before.get("/ui/webhooks").status_code == 302 and before.get("/ui/two-factor").status_code == 302
