@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -88,11 +89,20 @@ def list_keys(uow: UnitOfWork) -> list[KeyRecord]:
         return [KeyRecord(k.id, k.role, k.name, k.created_at, k.revoked_at) for k in rows]
 
 
+KEY_SHAPE = re.compile(rf"{PREFIX}_[0-9a-f]{{1,32}}_[A-Za-z0-9_-]{{1,100}}")
+"""What a key `create_key` makes looks like (with room): anything else is refused unlooked-up and uncached."""
+
+
+def well_formed(presented: str) -> bool:
+    """Whether PRESENTED has the shape of a key (`KEY_SHAPE`)."""
+    return KEY_SHAPE.fullmatch(presented) is not None
+
+
 def authenticate(uow: UnitOfWork, presented: str) -> Principal | None:
     """The principal of a presented key, or None when it is malformed, unknown, wrong or revoked."""
-    parts = presented.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX:
+    if not well_formed(presented):
         return None
+    parts = presented.split("_", 2)
     with uow.read():
         row = uow.session.get(ApiKey, parts[1])
         if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash,
