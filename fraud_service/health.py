@@ -318,28 +318,31 @@ def _rule_sets(uow: UnitOfWork) -> tuple[int, str | None]:
     return count, None
 
 
-_PRINCIPALS = (("api_keys", ApiKey, "id", "api_key_created", "api_key_revoked", "key_id", "revoked_at", "key"),
-               ("users", User, "name", "user_created", "user_disabled", "name", "disabled_at", "user"))
-"""Who may act, as (table, model, its key column, the created and ended event kinds, the payload's key field, the
-ended column, a word for one)."""
+_PRINCIPALS = (("api_keys", ApiKey, "id", "api_key_created", "api_key_revoked", None, "key_id", "revoked_at", "key"),
+               ("users", User, "name", "user_created", "user_disabled", "user_enabled", "name", "disabled_at", "user"))
+"""Who may act, as (table, model, its key column, the created, ended and (for users) enabled-again event kinds, the
+payload's key field, the ended column, a word for one)."""
 
 
-def _principals(uow: UnitOfWork, table: str, model: Any, column: str, created: str, ended: str, field: str,
-                ended_at: str, word: str) -> tuple[int, str | None]:
-    """TABLE's rows, and the first its created and ended events do not leave as it is: one no event created (a key
-    or a user added with SQL), a role (or a key's name) other than it was created with, one ended by the log but
-    active in the table (a revoked key brought back), or one created and gone."""
+def _principals(uow: UnitOfWork, table: str, model: Any, column: str, created: str, ended: str, again: str | None,
+                field: str, ended_at: str, word: str) -> tuple[int, str | None]:
+    """TABLE's rows, and the first its created, ended and enabled-again events do not leave as it is: one no event
+    created (a key or a user added with SQL), a role (or a key's name) other than it was created with, one ended by
+    the log but active in the table (a revoked key brought back), or one created and gone."""
     from sqlalchemy import select
 
     made: dict[str, dict[str, Any]] = {}
     gone: set[str] = set()
+    kinds = (created, ended) if again is None else (created, ended, again)
     for kind, payload in uow.session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
-            EvidenceEvent.kind.in_((created, ended))).order_by(EvidenceEvent.seq)):
+            EvidenceEvent.kind.in_(kinds)).order_by(EvidenceEvent.seq)):
         record = json.loads(payload)
         if kind == created:
             made[str(record.get(field))] = record
-        else:
+        elif kind == ended:
             gone.add(str(record.get(field)))
+        else:
+            gone.discard(str(record.get(field)))
     held = {getattr(row, column): row for row in uow.session.scalars(select(model))}
     for key in sorted(set(made) | set(held)):
         if key not in held:

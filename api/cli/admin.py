@@ -1,4 +1,4 @@
-"""Administration commands, for whoever runs the service: serve, db, keys, users, lists, evidence, labels."""
+"""Administration commands, for whoever runs the service: serve, db, keys, lists, evidence, labels (users: users.py)."""
 
 from __future__ import annotations
 
@@ -73,65 +73,6 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with evidence(settings) as db:
         revoke_key(db.uow(), args.key_id, cli_actor())
     print(f"key {args.key_id} revoked (running workers honour it within 30 seconds)")
-    return 0
-
-
-def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
-    """Create a person's account for the analyst UI; the password is generated and printed unless given on stdin."""
-    from fraud_service.access.users import create_user
-    from fraud_service.bootstrap import evidence
-
-    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
-    with evidence(settings) as db:
-        password = create_user(db.uow(), args.name, args.role, password, cli_actor())
-    if not args.password_stdin:
-        print(password)
-        print(f"created {args.role} {args.name}; the password above is shown only now", file=sys.stderr)
-    else:
-        print(f"created {args.role} {args.name}", file=sys.stderr)
-    return 0
-
-
-def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
-    """List UI users."""
-    from fraud_service.access.users import list_users
-    from fraud_service.bootstrap import evidence
-
-    with evidence(settings) as db:
-        users = list_users(db.uow())
-    if not users:
-        print("no users: create one with `fraud-service users create NAME --role analyst`")
-        return 0
-    print(f"{'name':<24} {'role':<8} {'totp':<5} {'created':<20} disabled")
-    for u in users:
-        print(f"{u.name:<24} {u.role:<8} {'on' if u.totp else 'off':<5} {when(u.created_at):<20} {when(u.disabled_at)}")
-    return 0
-
-
-def cmd_users_disable(args: argparse.Namespace, settings: Settings) -> int:
-    """Disable a user (signed-in sessions end at their next request; the cases they hold go back to their queues)."""
-    from fraud_service.bootstrap import evidence
-    from fraud_service.cases.service import disable_user
-
-    with evidence(settings) as db:
-        released = disable_user(db.uow(), args.name, cli_actor())
-    print(f"user {args.name} disabled" + (f"; {len(released):,} case(s) they held are unassigned: "
-                                          f"{', '.join(released)}" if released else ""))
-    return 0
-
-
-def cmd_users_totp_reset(args: argparse.Namespace, settings: Settings) -> int:
-    """Turn a person's two-factor sign-in off, for one who lost the device (an evidence event; ends their sessions)."""
-    from fraud_service.access import totp
-    from fraud_service.bootstrap import evidence
-
-    with evidence(settings) as db:
-        done = totp.reset(db.uow(), args.name, cli_actor())
-    if not done:
-        print(f"user {args.name} has no two-factor sign-in on or begun; nothing changed")
-        return 0
-    print(f"two-factor sign-in of {args.name} is off and their sessions have ended; they sign in with the password "
-          "and turn it on again from the Two-factor page (an admin is sent there at once)")
     return 0
 
 
@@ -289,7 +230,6 @@ def register(sub: Subparsers) -> None:
         func=cmd_db_upgrade)
     _keys(sub)
     _lists(sub)
-    _users(sub)
     labels = sub.add_parser("labels", help="analysts' labels: copy them into the warehouse",
                             description="Closing a case labels its returns (fraud, abuse, legit) in the evidence\n"
                                         "database; `labels sync` appends them to the warehouse's labels table in a\n"
@@ -358,27 +298,3 @@ def _positive_days(text: str) -> float:
     return days
 
 
-def _users(sub: Subparsers) -> None:
-    users = sub.add_parser("users", help="people who sign in to the analyst UI: create, list, disable, totp-reset",
-                           description="Accounts for the analyst UI (/ui/). Roles: analyst (works cases), admin\n"
-                                       "(also everything admin keys may do). Passwords are kept as scrypt hashes.\n"
-                                       "People turn two-factor sign-in (TOTP) on from the UI's Two-factor page;\n"
-                                       "admins must, at their first sign-in.",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    users.set_defaults(home="database")  # only the evidence database (`common.check_home`)
-    usub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    q = usub.add_parser("create", help="create a user; prints a generated password once")
-    q.add_argument("name", metavar="NAME", help="user name: a-z, 0-9, '.', '_', '-'")
-    q.add_argument("--role", default="analyst", choices=("analyst", "admin"), help="default analyst")
-    q.add_argument("--password-stdin", action="store_true",
-                   help="read the password (at least 10 characters, not all blank) from the first line of stdin")
-    q.set_defaults(func=cmd_users_create)
-    usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
-                    ).set_defaults(func=cmd_users_list)
-    q = usub.add_parser("disable", help="disable a user")
-    q.add_argument("name", metavar="NAME", help="the user's name")
-    q.set_defaults(func=cmd_users_disable)
-    q = usub.add_parser("totp-reset", help="turn a person's two-factor sign-in off (a lost device) and end their "
-                                           "sessions; they turn it on again at the next sign-in")
-    q.add_argument("name", metavar="NAME", help="the user's name")
-    q.set_defaults(func=cmd_users_totp_reset)

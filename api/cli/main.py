@@ -33,7 +33,7 @@ environment:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, webhooks
+    from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, users, webhooks
 
     parser = argparse.ArgumentParser(
         prog="fraud-service",
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for audience in (data, demo, modeling, registry, monitoring, admin, queues, evidence, returns, webhooks):
+    for audience in (data, demo, modeling, registry, monitoring, admin, users, queues, evidence, returns, webhooks):
         audience.register(sub)
     _quiet_anywhere(parser)
     return parser

@@ -16,7 +16,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,6 +115,11 @@ def _checked(name: str, role: str, password: str | None) -> str:
                         "starting with a letter or digit")
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    return _password(password)
+
+
+def _password(password: str | None) -> str:
+    """PASSWORD (generated when None) once it passes the rules, or UserError saying why not."""
     if password is None:
         password = secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD:
@@ -135,6 +140,43 @@ def mark_disabled(uow: UnitOfWork, name: str, actor: str, now: dt.datetime) -> b
         return False
     user.disabled_at = now
     uow.record(kind="user_disabled", subject=f"user:{name}", actor=actor, payload={"name": name}, at=now)
+    return True
+
+
+def set_password(uow: UnitOfWork, name: str, password: str | None, actor: str) -> str:
+    """Give the user NAME a new password (generated when None; returned), end their signed-in sessions and forget
+    their failed sign-ins (a `user_password_set` event, which holds no password). A leaked or forgotten password
+    needed a new user before."""
+    password = _password(password)
+    now = dt.datetime.now(dt.UTC)
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None:
+            raise UserError(f"no user {name!r} (`fraud-service users list` names them)")
+        if user.disabled_at is not None:
+            raise UserError(f"user {name!r} is disabled: `fraud-service users enable {name}` first")
+        user.password_hash = hash_password(password)
+        user.sessions_revoked_at = now
+        uow.session.execute(delete(SignInFailure).where(SignInFailure.key == f"user:{name}"))
+        uow.record(kind="user_password_set", subject=f"user:{name}", actor=actor, payload={"name": name}, at=now)
+        uow.commit()
+    return password
+
+
+def enable_user(uow: UnitOfWork, name: str, actor: str) -> bool:
+    """Let a disabled user sign in again (a `user_enabled` event): True when they were disabled. Sessions from
+    before stay ended; the cases taken back when they were disabled stay with their queues."""
+    now = dt.datetime.now(dt.UTC)
+    with uow:
+        user = uow.session.get(User, name)
+        if user is None:
+            raise UserError(f"no user {name!r} (`fraud-service users list` names them)")
+        if user.disabled_at is None:
+            return False
+        user.disabled_at = None
+        user.sessions_revoked_at = now
+        uow.record(kind="user_enabled", subject=f"user:{name}", actor=actor, payload={"name": name}, at=now)
+        uow.commit()
     return True
 
 

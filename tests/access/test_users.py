@@ -122,3 +122,59 @@ def test_a_user_created_meanwhile_by_another_process_is_named_as_existing(engine
         self, model, key, **kw))  # the look happened before the other process committed
     with pytest.raises(UserError, match=r"user 'ana' already exists \(created meanwhile\)"):
         create_user(UnitOfWork(session_factory(engine)), "ana", "admin", "another long password", "admin")
+
+
+def test_a_new_password_replaces_the_old_ends_sessions_and_forgets_failed_sign_ins(engine: Engine) -> None:
+    """There was no way to change one: a leaked password meant disabling the person and creating a new name."""
+    import datetime as dt
+
+    from fraud_service.access.users import session_person, set_password
+    from fraud_service.errors import SignInThrottled
+
+    sessions = session_factory(engine)
+    old = create_user(UnitOfWork(sessions), "ana.lyst", "analyst", None, "cli:root")
+    signed_in_at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    assert session_person(UnitOfWork(sessions), "ana.lyst", signed_in_at) is not None
+    for _ in range(3):
+        assert sign_in(UnitOfWork(sessions), "ana.lyst", "wrong password!", address="a") is None
+    with pytest.raises(SignInThrottled, match="too many failed sign-ins"):
+        sign_in(UnitOfWork(sessions), "ana.lyst", old, address="b")
+    with pytest.raises(UserError, match="at least 10 are required"):
+        set_password(UnitOfWork(sessions), "ana.lyst", "short", "cli:root")
+    with pytest.raises(UserError, match="no user 'nobody'"):
+        set_password(UnitOfWork(sessions), "nobody", None, "cli:root")
+    new = set_password(UnitOfWork(sessions), "ana.lyst", "a brand new pass", "cli:root")
+    assert new == "a brand new pass"
+    assert session_person(UnitOfWork(sessions), "ana.lyst", signed_in_at) is None  # signed in before: ended
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", old, address="b") is None
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", new, address="b") is not None  # the user's failures forgotten
+    generated = set_password(UnitOfWork(sessions), "ana.lyst", None, "cli:root")
+    assert len(generated) >= 12 and sign_in(UnitOfWork(sessions), "ana.lyst", generated, address="c") is not None
+    with sessions() as session:
+        events = session.execute(select(EvidenceEvent.kind, EvidenceEvent.payload).where(
+            EvidenceEvent.kind == "user_password_set")).all()
+    assert [tuple(e) for e in events] == [("user_password_set", '{"name":"ana.lyst"}')] * 2  # no password in them
+
+
+def test_a_disabled_person_can_be_enabled_again_and_the_derived_check_follows(engine: Engine) -> None:
+    """Disabling could not be undone: a person back from leave needed a new name."""
+    import datetime as dt
+
+    from fraud_service.access.users import enable_user, session_person, set_password
+    from fraud_service.health import verify_derived
+
+    sessions = session_factory(engine)
+    password = create_user(UnitOfWork(sessions), "ana.lyst", "analyst", None, "cli:root")
+    signed_in_at = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    disable_user(UnitOfWork(sessions), "ana.lyst", "cli:root")
+    with pytest.raises(UserError, match="is disabled: `fraud-service users enable ana.lyst` first"):
+        set_password(UnitOfWork(sessions), "ana.lyst", None, "cli:root")
+    assert enable_user(UnitOfWork(sessions), "ana.lyst", "cli:root") is True
+    assert enable_user(UnitOfWork(sessions), "ana.lyst", "cli:root") is False  # already enabled: nothing
+    assert sign_in(UnitOfWork(sessions), "ana.lyst", password) is not None
+    assert session_person(UnitOfWork(sessions), "ana.lyst", signed_in_at) is None  # from before: still ended
+    assert verify_derived(UnitOfWork(sessions)).problem is None  # the log's enable matches the table
+    with sessions() as session:
+        session.get(User, "ana.lyst").disabled_at = dt.datetime.now(dt.UTC)  # type: ignore[union-attr]
+        session.commit()  # disabled with SQL, not by an event
+    assert "ended in the table, not by the log" in (verify_derived(UnitOfWork(sessions)).problem or "")

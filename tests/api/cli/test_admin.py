@@ -94,6 +94,19 @@ def test_users_create_list_disable(cli: Cli, settings: Settings, monkeypatch: py
         assert cli("users", "disable", "dana")[0] == 0
         assert sign_in(UnitOfWork(sessions), "dana", password) is None
         assert cli("users", "disable", "nobody")[0] == 1
+        code, _, err = cli("users", "set-password", "dana")
+        assert code == 1 and "is disabled: `fraud-service users enable dana` first" in err
+        code, out, _ = cli("users", "enable", "dana")
+        assert code == 0 and "enabled again" in out and sign_in(UnitOfWork(sessions), "dana", password) is not None
+        assert "nothing changed" in cli("users", "enable", "dana")[1]
+        code, out, err = cli("users", "set-password", "dana")
+        assert code == 0 and "shown only now" in err and out.strip() != password
+        assert sign_in(UnitOfWork(sessions), "dana", out.strip()) == Person("dana", "analyst")
+        assert sign_in(UnitOfWork(sessions), "dana", password) is None
+        monkeypatch.setattr("sys.stdin", io.StringIO("another chosen one\r\n"))
+        assert cli("users", "set-password", "erik", "--password-stdin") == (
+            0, "", "erik has a new password; their signed-in sessions have ended\n")
+        assert sign_in(UnitOfWork(sessions), "erik", "another chosen one") == Person("erik", "admin")
     finally:
         engine.dispose()
 
