@@ -109,8 +109,7 @@ def register(sub: Subparsers) -> None:
     q = usub.add_parser("create", help="create a user; prints a generated password once")
     q.add_argument("name", metavar="NAME", help="user name: a-z, 0-9, '.', '_', '-'")
     q.add_argument("--role", default="analyst", choices=("analyst", "admin"), help="default analyst")
-    q.add_argument("--password-stdin", action="store_true",
-                   help="read the password (at least 10 characters, not all blank) from the first line of stdin")
+    _password_stdin(q)
     q.set_defaults(func=cmd_users_create)
     usub.add_parser("list", help="names, roles, two-factor sign-in on or off, creation and disabling times"
                     ).set_defaults(func=cmd_users_list)
@@ -120,8 +119,7 @@ def register(sub: Subparsers) -> None:
     q = usub.add_parser("set-password", help="give a person a new password (printed once unless given on stdin); "
                                              "ends their sessions and forgets their failed sign-ins")
     q.add_argument("name", metavar="NAME", help="the user's name")
-    q.add_argument("--password-stdin", action="store_true",
-                   help="read the password (at least 10 characters, not all blank) from the first line of stdin")
+    _password_stdin(q)
     q.set_defaults(func=cmd_users_set_password)
     q = usub.add_parser("enable", help="let a disabled person sign in again (their old sessions stay ended)")
     q.add_argument("name", metavar="NAME", help="the user's name")
@@ -130,3 +128,8 @@ def register(sub: Subparsers) -> None:
                                            "sessions; they turn it on again at the next sign-in")
     q.add_argument("name", metavar="NAME", help="the user's name")
     q.set_defaults(func=cmd_users_totp_reset)
+
+
+def _password_stdin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="read the password (at least 10 characters, not all blank) from the first line of stdin")

@@ -144,40 +144,43 @@ def restore(registry: ModelRegistry, uow: UnitOfWork | None, *, production: str,
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_aliases_restored", None, version, reason)
 
-    if uow is None:
-        return move()
-    with uow:
-        uow.lock_chain()
-        change = move()
-        try:
-            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
-                       payload={"alias": ALIAS, "from": None, "to": change.version, "reason": change.reason})
-            uow.commit()
-        except BaseException:
-            registry.forget_restore(change.version)  # no restored alias without its evidence
-            raise
-        return change
+    return _with_evidence(uow, move, actor, _alias_payload,
+                          lambda change: registry.forget_restore(change.version))  # no restored alias without it
 
 
 def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[], AliasChange],
               actor: str) -> AliasChange:
-    """MOVE the alias with the chain locked, then commit its evidence event; without UOW just move it."""
+    """MOVE the production alias and record it (`_with_evidence`); undone when its event cannot be written."""
+    return _with_evidence(uow, move, actor, _alias_payload,
+                          lambda change: registry.put_back(change.previous, change.version))
+
+
+def _alias_payload(change: AliasChange) -> dict[str, object]:
+    """The evidence event's payload of a move of the production alias."""
+    payload: dict[str, object] = {"alias": ALIAS, "from": change.previous, "to": change.version,
+                                  "reason": change.reason}
+    if change.overridden is not None:
+        payload |= {"forced": True, "gate_refusal": change.overridden}
+    if change.shadow_ended is not None:
+        payload |= {"shadow_ended": change.shadow_ended}
+    return payload
+
+
+def _with_evidence(uow: UnitOfWork | None, move: Callable[[], AliasChange], actor: str,
+                   payload: Callable[[AliasChange], dict[str, object]],
+                   undo: Callable[[AliasChange], object]) -> AliasChange:
+    """MOVE an alias with the chain locked, then commit its evidence event (PAYLOAD of the change); UNDO the move when
+    the event cannot be written (no alias move without its evidence). Without UOW, just move it."""
     if uow is None:
         return move()
     with uow:
-        uow.lock_chain()  # two promotions at once are recorded in the order they moved the alias
+        uow.lock_chain()  # two moves at once are recorded in the order they moved the alias
         change = move()
         try:
-            payload: dict[str, object] = {"alias": ALIAS, "from": change.previous, "to": change.version,
-                                          "reason": change.reason}
-            if change.overridden is not None:
-                payload |= {"forced": True, "gate_refusal": change.overridden}
-            if change.shadow_ended is not None:
-                payload |= {"shadow_ended": change.shadow_ended}
-            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor, payload=payload)
+            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor, payload=payload(change))
             uow.commit()
         except BaseException:
-            registry.put_back(change.previous, change.version)  # no alias move without its evidence
+            undo(change)
             raise
         return change
 
@@ -206,16 +209,8 @@ def shadow(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str | None, 
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_shadow_on" if now else "model_shadow_off", previous, now or str(previous), reason)
 
-    if uow is None:
-        return move()
-    with uow:
-        uow.lock_chain()
-        change = move()
-        try:
-            uow.record(kind=change.kind, subject=f"model:{change.version}", actor=actor,
-                       payload={"alias": "shadow", "from": change.previous, "to": version, "reason": change.reason})
-            uow.commit()
-        except BaseException:
-            registry.set_shadow(change.previous, "put back: its evidence could not be written")
-            raise
-        return change
+    return _with_evidence(uow, move, actor,
+                          lambda change: {"alias": "shadow", "from": change.previous, "to": version,
+                                          "reason": change.reason},
+                          lambda change: registry.set_shadow(change.previous,
+                                                             "put back: its evidence could not be written"))
