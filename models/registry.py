@@ -34,6 +34,8 @@ from typing import Any
 from fraud_service.errors import ModelNotFound, PromotionRefused, RegistryError
 
 ALIASES = ("production", "candidate", "shadow")
+FIRST_PRODUCTION = "first model: beat the rules baseline out of time"
+"""Why a registry's first model became production as it was registered (`register`)."""
 VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -191,7 +193,7 @@ class ModelRegistry:
                 raise
             self._set(state, "candidate", version, "registered")
             if first_production and not state.get("production"):
-                self._set(state, "production", version, "first model: beat the rules baseline out of time")
+                self._set(state, "production", version, FIRST_PRODUCTION)
             self._write_state(state)
         return self.load(version)
 

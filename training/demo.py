@@ -173,6 +173,9 @@ def model(settings: Settings, snapshot: str, dataset: Path, progress: Progress, 
         say(f"demo: model {version} trained on labels known at {result.record.manifest['label_cutoff'][:10]}; out "
             f"of time its average precision is {metrics['model']['average_precision']:.3f} ({ratio:.1f}x the rules "
             f"baseline); report {result.report_dir / 'report.html'}")
+    with evidence(settings, migrated=False) as db:  # its first production move is in the log like any other
+        db.upgrade()
+        promotion.record_first_production(registry, db.uow(), version=version, actor="cli:demo")
     refusal = gate_refusal(registry, version)
     if registry.aliases().get("production") == version or refusal is None:
         return

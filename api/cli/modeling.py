@@ -11,6 +11,7 @@ from api.cli.common import (
     Subparsers,
     add_command,
     check_windows,
+    cli_actor,
     costs_from,
     number_in,
     positive_int,
@@ -102,8 +103,27 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"registered model {result.record.version} ({', '.join(aliases)}) in {settings.models_dir}")
         if "production" not in aliases:
             print(f"not production: {_why_not(settings, result.record.version)}")
+        else:
+            print(_first_production_recorded(settings, result.record.version))
     print(f"report: {result.report_dir / 'report.html'}")
     return 0
+
+
+def _first_production_recorded(settings: Settings, version: str) -> str:
+    """Record in the evidence log that VERSION became production as it was registered (the first model), when
+    there is an evidence database; what happened, as a sentence."""
+    from fraud_service.bootstrap import evidence, evidence_exists
+    from fraud_service.scoring.promotion import record_first_production
+
+    if evidence_exists(settings):
+        with evidence(settings, migrated=False) as db:
+            if db.schema_problem() is None:
+                if record_first_production(ModelRegistry(settings.models_dir), db.uow(), version=version,
+                                           actor=cli_actor()):
+                    return f"{version} is the first production model: the evidence log records it (model_promoted)"
+                return f"{version} is production"
+    return (f"{version} is the first production model; there is no evidence database yet, so the log does not record "
+            "it (`fraud-service db upgrade` before the first `train` does)")
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:

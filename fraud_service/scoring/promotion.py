@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from fraud_service.errors import ModelNotFound, Problem, PromotionRefused, RegistryError, RequestInvalid
+from fraud_service.store.schema import EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
-from models.registry import ModelRegistry
+from models.registry import FIRST_PRODUCTION, ModelRegistry
 
 ALIAS = "production"
 MAX_REASON = 2_000
@@ -146,6 +149,26 @@ def restore(registry: ModelRegistry, uow: UnitOfWork | None, *, production: str,
 
     return _with_evidence(uow, move, actor, _alias_payload,
                           lambda change: registry.forget_restore(change.version))  # no restored alias without it
+
+
+def record_first_production(registry: ModelRegistry, uow: UnitOfWork, *, version: str, actor: str) -> bool:
+    """A `model_promoted` event (from none) for VERSION when the registry made it production as it registered it (the
+    first model, past its gate against the rules baseline): every production move is then in the evidence log, the
+    first too. False when VERSION did not become production so, or the log already holds that move."""
+    moves = [m for m in registry.history() if m.get("alias") == ALIAS]
+    if not moves or (moves[0].get("from"), moves[0].get("to"), moves[0].get("reason")) != (None, version,
+                                                                                           FIRST_PRODUCTION):
+        return False
+    with uow:
+        uow.lock_chain()
+        if uow.session.execute(select(EvidenceEvent.seq).where(EvidenceEvent.kind == "model_promoted",
+                                                               EvidenceEvent.subject == f"model:{version}")).first():
+            return False
+        uow.record(kind="model_promoted", subject=f"model:{version}", actor=actor,
+                   payload={"alias": ALIAS, "from": None, "to": version, "reason": FIRST_PRODUCTION,
+                            "registered": True})
+        uow.commit()
+    return True
 
 
 def _recorded(registry: ModelRegistry, uow: UnitOfWork | None, move: Callable[[], AliasChange],

@@ -148,3 +148,17 @@ def test_restoring_lost_aliases_is_an_evidence_event_or_does_not_happen(db: Memo
     kind, subject, payload = events(db)[0]
     assert (kind, subject, json.loads(payload)) == ("model_aliases_restored", "model:v0002", {
         "alias": "production", "from": None, "to": "v0002", "reason": "deleted by a cleanup"})
+
+
+def test_the_first_model_registered_as_production_is_recorded_once(db: MemoryDb, registry: ModelRegistry) -> None:
+    """The registry made it production as it registered it, with no event: the log named every production move but
+    the first."""
+    assert promotion.record_first_production(registry, db.uow(), version="v0002", actor="cli:t") is False  # not so
+    assert promotion.record_first_production(registry, db.uow(), version="v0001", actor="cli:t") is True
+    assert promotion.record_first_production(registry, db.uow(), version="v0001", actor="cli:t") is False  # once
+    (kind, subject, payload), = events(db)
+    assert (kind, subject) == ("model_promoted", "model:v0001")
+    assert json.loads(payload) == {"alias": "production", "from": None, "to": "v0001", "registered": True,
+                                   "reason": "first model: beat the rules baseline out of time"}
+    promotion.promote(registry, db.uow(), ref="v0002", reason="better", actor="t")  # later moves are as before
+    assert [json.loads(p)["to"] for _, _, p in events(db)] == ["v0001", "v0002"]

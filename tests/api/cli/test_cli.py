@@ -167,6 +167,7 @@ def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, s
     stamp = (out_dir / "returns.parquet").stat().st_mtime_ns
     built = (settings.home / "features" / "manifest.json").stat().st_mtime_ns
     _the_demo_is_set_in_the_present(settings, out_dir)
+    assert _production_moves(settings) == [("model:v0001", None, "v0001")]  # the first one too (it was missing)
 
     code, out, _ = cli("demo", "--out", str(out_dir), *world)
     assert code == 0
@@ -176,6 +177,22 @@ def test_demo_generates_ingests_builds_features_and_trains_once(cli, tmp_path, s
     assert users.read_text().splitlines()[0].replace(" ", " / ", 1) in out  # the same sign-in, shown again
     assert (out_dir / "returns.parquet").stat().st_mtime_ns == stamp
     assert (settings.home / "features" / "manifest.json").stat().st_mtime_ns == built
+    assert _production_moves(settings) == [("model:v0001", None, "v0001")]  # recorded once
+
+
+def _production_moves(settings):
+    """The evidence log's model_promoted events, as (subject, from, to)."""
+    import json
+
+    from sqlalchemy import select
+
+    from fraud_service.bootstrap import evidence
+    from fraud_service.store.schema import EvidenceEvent
+
+    with evidence(settings) as db, db.sessions() as session:
+        rows = session.execute(select(EvidenceEvent.subject, EvidenceEvent.payload).where(
+            EvidenceEvent.kind == "model_promoted").order_by(EvidenceEvent.seq)).all()
+    return [(subject, json.loads(payload)["from"], json.loads(payload)["to"]) for subject, payload in rows]
 
 
 def _the_demo_is_set_in_the_present(settings, out_dir):
