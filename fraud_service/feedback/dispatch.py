@@ -205,7 +205,9 @@ class Dispatcher:
                 self.run_once()
             except Exception as exc:  # the database is down, busy or not migrated: the next round tries again
                 if time.monotonic() >= quiet_until:  # once a minute, not twice a second
-                    log.warning("webhook dispatch round failed (retrying every %g s): %s", self.poll_s, exc)
+                    cause = exc.__cause__  # the driver's own words: "no such table" is not "cannot be reached"
+                    why = f" ({str(cause).splitlines()[0][:300]})" if cause is not None and str(cause) else ""
+                    log.warning("webhook dispatch round failed (retrying every %g s): %s%s", self.poll_s, exc, why)
                     quiet_until = time.monotonic() + 60
             if PENDING.wait(self.poll_s):
                 # woken by a commit or a finished attempt: gather what else comes in the next moment, so a burst

@@ -367,3 +367,26 @@ def test_a_receivers_binary_answer_is_recorded_and_sinks_no_other_result(db: Cal
         sender.close()
         binary.close()
         fine.close()
+
+
+def test_a_failed_round_logs_the_cause_not_only_that_the_database_cannot_be_reached(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On a database never migrated, each round said "the evidence database cannot be reached"."""
+    import logging
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no schema
+    sessions = session_factory(engine)
+    dispatcher = Dispatcher(lambda: UnitOfWork(sessions), poll_s=0.05)
+    logger = logging.getLogger("fraud_service.feedback.dispatch")
+    logger.addHandler(caplog.handler)  # the service's loggers do not propagate
+    try:
+        dispatcher.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("round failed" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)  # waiting for the first round, not timing it
+    finally:
+        dispatcher.close()
+        logger.removeHandler(caplog.handler)
+        engine.dispose()
+    failed = [r.getMessage() for r in caplog.records if "round failed" in r.getMessage()]
+    assert failed and "no such table" in failed[0], failed
