@@ -23,8 +23,8 @@ from werkzeug.wrappers import Response
 from api.core import core
 from api.ui import _person, bp, current_person, enrolling, signed_in
 from fraud_service.access import totp
-from fraud_service.access.users import Person, sign_in, sign_out
-from fraud_service.errors import SignInThrottled, TotpError, TotpUnreadable
+from fraud_service.access.users import Person, change_password, sign_in, sign_out
+from fraud_service.errors import SignInThrottled, TotpError, TotpUnreadable, UserError
 
 PENDING = dt.timedelta(minutes=5)
 """How long a person who gave the right password has to give the code."""
@@ -199,3 +199,30 @@ def two_factor_disable() -> ResponseReturnValue:
     except TotpError as exc:
         flash(str(exc), "error")
     return redirect(url_for("ui.two_factor"))
+
+
+@bp.get("/password")
+@signed_in
+def password_page() -> ResponseReturnValue:
+    """Change one's own password."""
+    return render_template("ui/password.html")
+
+
+@bp.post("/password")
+@signed_in
+def password_change() -> ResponseReturnValue:
+    """Change one's own password (the current one first); every other session of theirs ends, this one goes on."""
+    current, new = request.form.get("current", ""), request.form.get("new", "")
+    if new != request.form.get("again", ""):
+        flash("The new password and its repetition differ; nothing was changed.", "error")
+        return render_template("ui/password.html"), 400
+    try:
+        ended = change_password(core().uow(), _person().name, current, new, address=_address(), now=core().clock())
+    except SignInThrottled as exc:
+        return _throttled(exc, "ui/password.html")
+    except UserError as exc:
+        flash(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "error")
+        return render_template("ui/password.html"), 400
+    session["since"] = (ended + dt.timedelta(microseconds=1)).isoformat()  # this session signed in after the change
+    flash("Your password is changed; your other sessions have ended.", "info")
+    return redirect(url_for("ui.password_page"))

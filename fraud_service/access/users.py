@@ -163,6 +163,39 @@ def set_password(uow: UnitOfWork, name: str, password: str | None, actor: str) -
     return password
 
 
+def change_password(uow: UnitOfWork, name: str, current: str, new: str, address: str = "unknown",
+                    now: dt.datetime | None = None) -> dt.datetime:
+    """A signed-in person's own change of password: CURRENT must be theirs (a wrong one counts as a failed sign-in,
+    with its throttling; SignInThrottled meanwhile), NEW must pass the rules and differ from it. Ends every session
+    of theirs signed in before; returns that moment (the caller's own session signs in again after it). A
+    `user_password_set` event by the person."""
+    now = now or dt.datetime.now(dt.UTC)
+    keys = attempt_keys(name, address)
+    with uow.read():
+        wait = seconds_to_wait(uow.session, keys, now)
+        user = uow.session.get(User, name)
+        stored = None if user is None or user.disabled_at is not None else user.password_hash
+    if wait > 0:
+        raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
+    if stored is None or not check_password(stored, current):
+        with uow:
+            count_attempts(uow, keys, now, failed=True)
+            uow.commit()
+        raise UserError("the current password is not right; nothing was changed")
+    new = _password(new)
+    if new == current:
+        raise UserError("the new password is the current one: expected another")
+    with uow:
+        row = uow.session.get(User, name)
+        assert row is not None  # checked above; users are never deleted
+        row.password_hash = hash_password(new)
+        row.sessions_revoked_at = now
+        uow.record(kind="user_password_set", subject=f"user:{name}", actor=f"user:{name}", payload={"name": name},
+                   at=now)
+        uow.commit()
+    return now
+
+
 def enable_user(uow: UnitOfWork, name: str, actor: str) -> bool:
     """Let a disabled user sign in again (a `user_enabled` event): True when they were disabled. Sessions from
     before stay ended; the cases taken back when they were disabled stay with their queues."""

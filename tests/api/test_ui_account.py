@@ -211,3 +211,33 @@ def test_a_session_signed_in_before_two_factor_went_on_is_ended_when_it_does(api
     held = before.get("/ui/monitor")  # the password-only session never gave a code: it is signed out
     assert held.status_code == 302 and "/ui/login" in held.headers["Location"]
     assert before.get("/ui/webhooks").status_code == 302 and before.get("/ui/two-factor").status_code == 302
+
+
+def test_a_person_changes_their_own_password_and_their_other_sessions_end(api: Api) -> None:
+    """There was no way to change one's password: an admin had to disable the person and make a new name."""
+    name = person(api, f"pw-{api.backend}")
+    here, csrf = signed_in(api, name)
+    elsewhere, _ = signed_in(api, name)
+    assert "Change your password" in here.get("/ui/password").get_data(as_text=True)
+    new = "a new and longer password"
+    refused = [({"current": PASSWORD, "new": new, "again": new + "!"}, "repetition differ"),
+               ({"current": "not my password", "new": new, "again": new}, "current password is not right"),
+               ({"current": PASSWORD, "new": "short", "again": "short"}, "at least 10 are required"),
+               ({"current": PASSWORD, "new": PASSWORD, "again": PASSWORD}, "new password is the current one")]
+    for form, message in refused:
+        answer = here.post("/ui/password", data={**form, "csrf_token": csrf})
+        assert answer.status_code == 400 and message in answer.get_data(as_text=True), message
+    assert here.post("/ui/password", data={"current": PASSWORD, "new": new, "again": new}).status_code == 400  # CSRF
+    done = here.post("/ui/password", data={"current": PASSWORD, "new": new, "again": new, "csrf_token": csrf})
+    assert done.status_code == 302 and done.headers["Location"].endswith("/ui/password")
+    assert here.get("/ui/").status_code == 200  # this session goes on
+    assert elsewhere.get("/ui/").headers["Location"].startswith("/ui/login")  # the other one ended
+    fresh = api.app.test_client()
+    page = fresh.get("/ui/login").get_data(as_text=True)
+    assert fresh.post("/ui/login", data={"name": name, "password": PASSWORD, "csrf_token": token(page)}
+                      ).status_code == 401
+    assert fresh.post("/ui/login", data={"name": name, "password": new, "csrf_token": token(page)}).status_code == 302
+    with api.service.sessions() as session:
+        actors = session.execute(select(EvidenceEvent.actor).where(EvidenceEvent.kind == "user_password_set",
+                                                                   EvidenceEvent.subject == f"user:{name}")).all()
+    assert [a for a, in actors] == [f"user:{name}"]
