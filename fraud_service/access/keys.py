@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from fraud_service.data.contract import MAX_TEXT, hidden_character, text_problem
+from fraud_service.data.contract import hidden_character, text_problem
 from fraud_service.errors import ApiKeyError
 from fraud_service.store.schema import ApiKey
 from fraud_service.store.uow import UnitOfWork
@@ -52,13 +52,17 @@ class KeyRecord:
     revoked_at: dt.datetime | None
 
 
+MAX_NAME = 120
+"""The longest key name (the `api_keys.name` column: PostgreSQL refuses a longer one)."""
+
+
 def create_key(uow: UnitOfWork, role: str, name: str, actor: str) -> str:
     """A new key for ROLE; returns the full key (the only time it exists in clear)."""
     if role not in ROLES:
         raise ApiKeyError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
     # the name is printed in `keys list` and shown on pages: no terminal escapes, invisible or control characters
-    if not name.strip() or len(name) > MAX_TEXT or hidden_character(name) or text_problem(name):
-        raise ApiKeyError(f"key name {name[:60]!r}{'...' if len(name) > 60 else ''}: expected 1 to {MAX_TEXT} "
+    if not name.strip() or len(name) > MAX_NAME or hidden_character(name) or text_problem(name):
+        raise ApiKeyError(f"key name {name[:60]!r}{'...' if len(name) > 60 else ''}: expected 1 to {MAX_NAME} "
                           "characters, without control or invisible characters or spaces at either end")
     key_id = secrets.token_hex(6)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"

@@ -27,7 +27,7 @@ from fraud_service.scoring.request import show
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
 from fraud_service.store import chain
 from fraud_service.store.deadline import SingleFlight
-from fraud_service.store.schema import EvidenceEvent, ListEntry
+from fraud_service.store.schema import SUBJECT_LENGTH, EvidenceEvent, ListEntry
 from fraud_service.store.uow import UnitOfWork
 
 
@@ -176,7 +176,7 @@ def add(uow: UnitOfWork, *, entity: object, value: object, list_name: object, re
                           expires_at=expires_at)
         uow.session.add(entry)
         record = _record(entry)
-        uow.record(kind="list_added", subject=f"{entity}:{value}", actor=actor, payload=record.to_dict(), at=now)
+        uow.record(kind="list_added", subject=_subject(entity, value), actor=actor, payload=record.to_dict(), at=now)
         uow.commit()
         return record
 
@@ -201,10 +201,16 @@ def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str, now: dt.date
         return record
 
 
+def _subject(entity: str, value: str) -> str:
+    """The evidence event's subject for an entry: `entity:value`, cut to what the subject column holds (a token may be
+    200 characters; PostgreSQL refuses a longer subject). The payload names the entry whole."""
+    return f"{entity}:{value}"[:SUBJECT_LENGTH]
+
+
 def _drop(uow: UnitOfWork, entry: ListEntry, actor: str, now: dt.datetime, why: str | None) -> ListEntryRecord:
     record = _record(entry)
     payload: dict[str, object] = {**record.to_dict(), **({"removal_reason": why} if why else {})}
-    uow.record(kind="list_removed", subject=f"{entry.entity}:{entry.value}", actor=actor, payload=payload, at=now)
+    uow.record(kind="list_removed", subject=_subject(entry.entity, entry.value), actor=actor, payload=payload, at=now)
     uow.session.delete(entry)
     uow.session.flush()
     return record

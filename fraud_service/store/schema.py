@@ -23,6 +23,10 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+SUBJECT_LENGTH = 80
+"""The longest subject an evidence event keeps (PostgreSQL refuses a longer one; SQLite would keep it)."""
+
+
 class EvidenceEvent(Base):
     __tablename__ = "evidence_events"
 
@@ -35,7 +39,7 @@ class EvidenceEvent(Base):
     position: Mapped[int] = mapped_column(BigInteger, nullable=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(40))
-    subject: Mapped[str] = mapped_column(String(80), index=True)
+    subject: Mapped[str] = mapped_column(String(SUBJECT_LENGTH), index=True)
     actor: Mapped[str] = mapped_column(String(120))
     payload: Mapped[str] = mapped_column(Text)  # canonical JSON, exactly the bytes that were hashed
     prev_hash: Mapped[str] = mapped_column(String(64))

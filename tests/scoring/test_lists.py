@@ -4,6 +4,7 @@ the history answers what the lists were at any time."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -114,3 +115,32 @@ def test_a_workers_cache_sees_a_change_after_its_ttl_or_at_once_when_invalidated
     lists.remove(db.uow(), entity="device", value="d-1", actor="t")
     cache.invalidate()
     assert cache.matches({"device": "d-1"}) == []
+
+
+@pytest.mark.postgres
+def test_a_token_of_the_longest_allowed_length_is_listed_and_removed_on_postgresql() -> None:
+    """A token may hold 200 characters (as in a request); the event's subject column holds 80. On PostgreSQL, which
+    enforces the column's length, adding or removing such an entry failed (`value too long`), so a long token
+    could not be blocked."""
+    from tests.factories import database_on
+    from tests.store.conftest import postgres_engine
+
+    engines = postgres_engine()
+    try:
+        with database_on(next(engines)) as db:
+            value = "d" * 200
+            added = lists.add(db.uow(), entity="device", value=value, list_name="block", reason="ring",
+                              actor="t", now=T0)
+            assert [e.value for e in lists.entries(db.uow())] == [value]
+            assert lists.remove(db.uow(), entity="device", value=value, actor="t") == added
+            assert lists.entries(db.uow()) == []
+            with db.sessions() as session:
+                found = session.execute(select(EvidenceEvent.kind, EvidenceEvent.subject, EvidenceEvent.payload)
+                                        .where(EvidenceEvent.kind.like("list_%"))
+                                        .order_by(EvidenceEvent.seq)).all()
+                assert chain.verify(session).ok
+            assert [(k, s) for k, s, _ in found] == [("list_added", ("device:" + value)[:80]),
+                                                     ("list_removed", ("device:" + value)[:80])]
+            assert [json.loads(p)["value"] for _, _, p in found] == [value, value]  # the payload names it whole
+    finally:
+        next(engines, None)
