@@ -41,7 +41,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.bootstrap import evidence
 
     with evidence(settings) as db:
-        key = create_key(db.uow(), args.role, args.name or f"{args.role} key", cli_actor())
+        key = create_key(db.uow(), args.role, args.name, cli_actor())
     print(key)
     article = "an" if args.role[0] in "aeiou" else "a"
     print(f"created {article} {args.role} key; it is shown only now: store it, send it as `Authorization: Bearer KEY`",
@@ -253,7 +253,9 @@ def _keys(sub: Subparsers) -> None:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = ksub.add_parser("create", help="create a key and print it (once)")
     q.add_argument("--role", required=True, choices=ROLES, help="what the key may do")
-    q.add_argument("--name", help="who or what the key is for (shown in `keys list` and in evidence)")
+    q.add_argument("--name", help="who or what the key is for (shown in `keys list` and in evidence). Scoring keys "
+                                  "of one name see each other's assessments: give a new key its client's name to "
+                                  "rotate it. Default: a name of the key's own (`scoring key ID`), a client apart")
     q.set_defaults(func=cmd_keys_create)
     ksub.add_parser("list", help="ids, roles, names, creation and revocation times").set_defaults(func=cmd_keys_list)
     q = ksub.add_parser("revoke", help="revoke a key by its id (the part after fsk_)")

@@ -56,15 +56,19 @@ MAX_NAME = 120
 """The longest key name (the `api_keys.name` column: PostgreSQL refuses a longer one)."""
 
 
-def create_key(uow: UnitOfWork, role: str, name: str, actor: str) -> str:
-    """A new key for ROLE; returns the full key (the only time it exists in clear)."""
+def create_key(uow: UnitOfWork, role: str, name: str | None, actor: str) -> str:
+    """A new key for ROLE; returns the full key (the only time it exists in clear). Scoring keys of one NAME see each
+    other's assessments (a key rotated under the same name keeps its client's); without a NAME the key is named
+    after itself (`scoring key 1a2b3c4d5e6f`), a client of its own: two keys made without one used to share the
+    name "scoring key", and each read and appealed the other's assessments."""
     if role not in ROLES:
         raise ApiKeyError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    key_id = secrets.token_hex(6)
+    name = f"{role} key {key_id}" if name is None else name
     # the name is printed in `keys list` and shown on pages: no terminal escapes, invisible or control characters
     if not name.strip() or len(name) > MAX_NAME or hidden_character(name) or text_problem(name):
         raise ApiKeyError(f"key name {name[:60]!r}{'...' if len(name) > 60 else ''}: expected 1 to {MAX_NAME} "
                           "characters, without control or invisible characters or spaces at either end")
-    key_id = secrets.token_hex(6)
     key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(24)}"
     now = dt.datetime.now(dt.UTC)
     with uow:

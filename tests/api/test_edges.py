@@ -536,3 +536,20 @@ def test_bearer_strings_that_are_no_key_are_refused_and_not_kept(api: Api) -> No
                                                                              "revoked"
     assert set(cache) - before == set()
     assert api.client.get("/v1/cases", headers=api.headers("analyst")).status_code == 200  # a real key still works
+
+
+def test_two_keys_made_without_a_name_are_two_clients(api: Api) -> None:
+    """Both were named "scoring key", and scoring keys of one name share assessments: each read and appealed the
+    other's (found by a helper)."""
+    from fraud_service.access.keys import authenticate, create_key
+
+    first, second = (create_key(api.service.uow(), "scoring", None, "test") for _ in range(2))
+    names = [authenticate(api.service.uow(), key).name for key in (first, second)]  # type: ignore[union-attr]
+    assert names[0] != names[1] and all(re.fullmatch(r"scoring key [0-9a-f]{12}", n) for n in names), names
+    source = str(pd.read_parquet(api.dataset / "returns.parquet")["return_id"].iloc[2])
+    body = api.body(source, return_id=f"unnamed-{uuid.uuid4().hex[:8]}")
+    made = api.client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {first}"})
+    assert made.status_code == 201
+    path = f"/v1/assessments/{made.get_json()['assessment_id']}"
+    assert api.client.get(path, headers={"Authorization": f"Bearer {first}"}).status_code == 200
+    assert api.client.get(path, headers={"Authorization": f"Bearer {second}"}).status_code == 404

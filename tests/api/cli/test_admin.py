@@ -24,6 +24,18 @@ def test_keys_need_the_schema_first(cli: Cli) -> None:
     assert code == 1 and "fraud-service db upgrade" in err
 
 
+def test_keys_made_without_a_name_are_each_a_client_of_their_own(cli: Cli, settings: Settings) -> None:
+    """Both were named "scoring key": scoring keys of one name share their assessments, so each read the other's."""
+    assert cli("db", "upgrade")[0] == 0
+    keys = [cli("keys", "create", "--role", "scoring")[1].strip() for _ in range(2)]
+    engine, sessions = database(settings)
+    try:
+        names = [authenticate(UnitOfWork(sessions), key).name for key in keys]  # type: ignore[union-attr]
+    finally:
+        engine.dispose()
+    assert names == [f"scoring key {key.split('_')[1]}" for key in keys]  # named after their own ids
+
+
 def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
     code, out, _ = cli("db", "upgrade")
     assert code == 0 and "upgraded from empty" in out
