@@ -10,6 +10,8 @@ import uuid
 import orjson
 from flask import Flask, Response, g, request
 
+from api.paths import sent_path
+
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -48,7 +50,8 @@ def install(app: Flask) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         principal = g.get("principal")
         log.info("request", extra={"fields": {
-            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            # the path as sent (`//metrics`, `/%68ealthz`), not as werkzeug read it (`/metrics`, `/healthz`)
+            "request_id": g.get("request_id"), "method": request.method, "path": sent_path(request.environ),
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - g.get("log_started", time.perf_counter())) * 1000, 3),
             "key_id": principal.key_id if principal else None,

@@ -298,6 +298,8 @@ def test_request_id_is_echoed_and_logged(api: Api, body: dict[str, Any]) -> None
         response = api.client.post("/v1/returns/assess", json=body,
                                    headers=api.headers(**{"X-Request-ID": "abc-123"}))
         error = api.client.get("/v1/assessments/asm_none", headers=api.headers(**{"X-Request-ID": "def-456"}))
+        respelled = api.client.get("/", headers={"X-Request-ID": "ghi-789"}, environ_overrides={
+            "RAW_URI": "//healthz?x=1", "PATH_INFO": "//healthz", "QUERY_STRING": "x=1"})  # as gunicorn hands it
     finally:
         logging.getLogger("api.requests").removeHandler(handler)
     assert response.headers["X-Request-ID"] == "abc-123"
@@ -306,6 +308,7 @@ def test_request_id_is_echoed_and_logged(api: Api, body: dict[str, Any]) -> None
     assert logged["abc-123"]["status"] == 201 and logged["abc-123"]["path"] == "/v1/returns/assess"
     assert logged["abc-123"]["key_id"] == api.keys["scoring"].split("_")[1]
     assert logged["def-456"]["status"] == 404 and logged["def-456"]["level"] == "info"
+    assert respelled.status_code == 404 and logged["ghi-789"]["path"] == "//healthz"  # was logged as "/healthz"
     generated = api.client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]
     assert len(generated) == 32 and " " not in generated
 
