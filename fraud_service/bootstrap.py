@@ -185,12 +185,10 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
     background thread swaps in a newly promoted production model (checked every 5 seconds); with DISPATCH
     (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries once the rest is built (`send_webhooks`);
-    with ASSIGN (default: FRAUD_ASSIGN_SWEEP), another hands named queues' cases out (`assigner`)."""
+    with ASSIGN (default: FRAUD_ASSIGN_SWEEP), another hands named queues' cases out (`assigner`), last as well, and
+    only on a schema that is this code's."""
     engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
-    if settings.assign_sweep if assign is None else assign:
-        service.assigner = assigner(settings, service.uow)
-        service.assigner.start()
     schema_ok = True
     try:
         problem = check_schema(engine)
@@ -210,6 +208,9 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
             service.waiting.start()
     if settings.webhook_dispatch if dispatch is None else dispatch:
         send_webhooks(service, schema_ok)
+    if (settings.assign_sweep if assign is None else assign) and schema_ok:  # last too, and on its tables only
+        service.assigner = assigner(settings, service.uow)
+        service.assigner.start()
     return service
 
 

@@ -533,9 +533,9 @@ def test_a_worker_on_an_unmigrated_database_sends_no_webhooks_and_one_without_a_
     writes). A worker that cannot score still sends once built: closing cases and inspections need no model."""
     from fraud_service import bootstrap
 
-    stale = bootstrap.build(settings, dispatch=True, assign=False)
+    stale = bootstrap.build(settings, dispatch=True, assign=True)
     try:
-        assert stale.dispatcher is None
+        assert stale.dispatcher is None and stale.assigner is None  # the queues' assigner neither (it was started)
         assert "the evidence database is at schema none" in stale.problems[0]
     finally:
         stale.close()
