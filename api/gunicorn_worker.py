@@ -128,8 +128,8 @@ class Closer:
 
 
 class PacedConn(TConn):
-    """A connection whose request (its headers and body) must arrive by `deadline`, a time the worker sets when the
-    request's first bytes are seen: the kernel's receive timeout (`bound_silence`) bounds each read, so a client
+    """A connection whose request (its headers and body) must arrive by `deadline`, a time the worker sets when a
+    thread takes the request: the kernel's receive timeout (`bound_silence`) bounds each read, so a client
     trickling a byte within every timeout held a thread for as long as it liked (sixteen of them, every thread of
     `serve`'s two workers, and no key needed)."""
 
@@ -143,8 +143,9 @@ class PacedConn(TConn):
 
 
 class PacedUnreader(SocketUnreader):
-    """gunicorn's socket reader, waiting for more of a request only until its connection's deadline. Bytes already
-    in the socket are read whatever the time: a whole request that waited for a thread is served."""
+    """gunicorn's socket reader, waiting for more of a request only until its connection's deadline (set when a
+    thread takes the request). Bytes already in the socket are read whatever the time. Plain HTTP/1 only: `serve`
+    turns on neither TLS (whose decrypted bytes `poll` would not see) nor HTTP/2."""
 
     def __init__(self, sock: socket.socket, conn: PacedConn) -> None:
         super().__init__(sock)
@@ -249,11 +250,13 @@ class BalancedThreadWorker(ThreadWorker):
             timeout = min(timeout, RECHECK_S)
         super().wait_for_and_dispatch_events(timeout)
 
-    def enqueue_req(self, conn: TConn) -> None:
-        """A request's first bytes are in (a new or kept-alive connection became readable): the rest of it, headers
-        and body, must follow within FRAUD_CLIENT_TIMEOUT_S, however long it waits for a thread."""
+    def handle(self, conn: TConn) -> Any:
+        """A thread takes a request whose first bytes are in: the rest of it, headers and body, must follow within
+        FRAUD_CLIENT_TIMEOUT_S from now. From now, not from when its first bytes came: a client that waits for
+        `100 Continue`, or whose body is larger than the socket's buffer, sends the rest only once a thread reads,
+        and a request that waited for a thread would have been cut for the server's own queue."""
         conn.deadline = time.monotonic() + self._silence
-        super().enqueue_req(conn)
+        return super().handle(conn)
 
     @property  # type: ignore[override]
     def worker_connections(self) -> int:

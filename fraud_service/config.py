@@ -35,7 +35,7 @@ class Settings:
     """FRAUD_DB_WAIT_MS: how long a request waits on the evidence database before it answers 503 (`/readyz`
     waits at most 800 ms)."""
     client_timeout_s: float = 10.0
-    """FRAUD_CLIENT_TIMEOUT_S: the longest a client may take to send a whole request from its first bytes (or go
+    """FRAUD_CLIENT_TIMEOUT_S: the longest a client may take to send a whole request once a thread takes it (or go
     without reading its answer) before `serve` drops the connection: a request thread never waits on it longer
     (slow-loris clients, silent or trickling)."""
     writer_lanes: int = 2
