@@ -174,13 +174,14 @@ def two_factor_begin() -> ResponseReturnValue:
 @enrolling
 def two_factor_confirm() -> ResponseReturnValue:
     """Turn it on with a code from the app; the recovery codes are on this answer only (never stored in clear)."""
+    now = core().clock()
     try:
-        codes = totp.confirm(core().uow(), _person().name, request.form.get("code", ""), _app_key(),
-                             now=core().clock())
+        codes = totp.confirm(core().uow(), _person().name, request.form.get("code", ""), _app_key(), now=now)
     except TotpError as exc:
         flash(str(exc), "error")
         return redirect(url_for("ui.two_factor"))
     session["two_factor"] = True  # this session proved the code; the person's other sessions, which did not, end
+    session["since"] = (now + dt.timedelta(microseconds=1)).isoformat()  # it signs in again after they end
     g.person = dataclasses.replace(_person(), totp=True)
     flash("Two-factor sign-in is on: from now on, signing in asks for a code after the password.", "info")
     state = totp.status(core().uow(), _person().name, _app_key())

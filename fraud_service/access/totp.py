@@ -123,7 +123,7 @@ def begin(uow: UnitOfWork, name: str, app_key: bytes) -> Enrolment:
 
 def confirm(uow: UnitOfWork, name: str, code: str, app_key: bytes, now: dt.datetime | None = None) -> list[str]:
     """Turn NAME's two-factor sign-in on, once CODE shows the app makes the codes of the secret `begin` made; the
-    ten recovery codes, in clear this once (an evidence event)."""
+    ten recovery codes, in clear this once (an evidence event). NAME's sessions signed in before NOW end."""
     now = _now(now)
     with uow:
         user = _active(uow.session, name)
@@ -135,8 +135,10 @@ def confirm(uow: UnitOfWork, name: str, code: str, app_key: bytes, now: dt.datet
         if step is None:
             raise TotpError("that code does not match the secret: check the app has the secret shown, and that "
                             "the device's clock is right, then enter its current code")
+        # every session from before ends (the caller's signs in again after NOW): one signed in with a stolen password
+        # alone came back to life when two-factor sign-in was turned off again
         turned = uow.session.execute(update(User).where(User.name == name, User.totp_enabled_at.is_(None))
-                                     .values(totp_enabled_at=now, totp_last_step=step))
+                                     .values(totp_enabled_at=now, totp_last_step=step, sessions_revoked_at=now))
         if not _rows(turned):
             raise TotpError(f"two-factor sign-in is already on for {name!r}")
         codes = _new_recovery_codes(uow.session, name, now)

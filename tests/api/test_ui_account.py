@@ -201,16 +201,25 @@ def test_a_session_signed_in_before_two_factor_went_on_is_ended_when_it_does(api
     response = before.post("/ui/login", data={"name": "yolanda", "password": PASSWORD, "csrf_token": token(page)})
     assert response.status_code == 302 and response.headers["Location"] == "/ui/two-factor"
     assert before.get("/ui/monitor").headers["Location"] == "/ui/two-factor"  # held at the enrolment page
+    stolen = before.get_cookie("fraud_session")  # the attacker keeps the cookie, whatever a later answer sets
+    assert stolen is not None
 
     owner = api.app.test_client()  # the admin signs in and turns it on
     page = owner.get("/ui/login").get_data(as_text=True)
     owner.post("/ui/login", data={"name": "yolanda", "password": PASSWORD, "csrf_token": token(page)})
-    turn_on(owner, token(owner.get("/ui/two-factor").get_data(as_text=True)))
+    csrf = token(owner.get("/ui/two-factor").get_data(as_text=True))
+    _, codes, _ = turn_on(owner, csrf)
     assert owner.get("/ui/monitor").status_code == 200  # the session that proved the code goes on
 
     held = before.get("/ui/monitor")  # the password-only session never gave a code: it is signed out
     assert held.status_code == 302 and "/ui/login" in held.headers["Location"]
     assert before.get("/ui/webhooks").status_code == 302 and before.get("/ui/two-factor").status_code == 302
+    # to move to a new device the owner turns it off: the stolen session stayed out of reach only while it was on,
+    # and came back to enrol its own authenticator before the owner could
+    assert owner.post("/ui/two-factor/disable", data={"code": codes[0], "csrf_token": csrf}).status_code == 302
+    before.set_cookie("fraud_session", stolen.value)
+    back = before.get("/ui/two-factor")
+    assert back.status_code == 302 and "/ui/login" in back.headers["Location"], back.headers.get("Location")
 
 
 def test_a_person_changes_their_own_password_and_their_other_sessions_end(api: Api) -> None:
