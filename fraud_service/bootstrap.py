@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -51,9 +52,11 @@ class Service:
     dispatcher: Dispatcher | None = None  # sends webhook deliveries (FRAUD_WEBHOOK_DISPATCH)
     assigner: Sweeper | None = None  # hands named queues' cases out (FRAUD_ASSIGN_SWEEP)
     waiting: ScoringWait | None = None  # tries to start scoring when the start could not (no model yet)
+    on_schema_current: Callable[[], None] | None = None  # what waits for a database that was down at the start
 
     def __post_init__(self) -> None:
         self._reads = SingleFlight(self.settings.db_wait_ms / 1000)
+        self._problems_lock = threading.Lock()
         self.feedback = feedback(self.settings)
 
     def inspected(self, inspected: InspectedReturn) -> None:
@@ -67,13 +70,27 @@ class Service:
         return self._reads.call(("key", presented), lambda: authenticate(self.uow(), presented))
 
     def recheck(self) -> None:
-        """Once the evidence database answers, what the start could not check of it: its schema. A worker that started
-        while the database was down noted so and was never ready again, though the database came back."""
-        unreached = [p for p in self.problems if p.startswith(UNREACHABLE_AT_START)]
-        if unreached:
-            schema = check_schema(self.engine)  # raises while it is still down: the problem stays
+        """Once the evidence database answers, what the start could not check of it: its schema; and, once it is this
+        code's, what waited for that (`on_schema_current`: the webhook sender and the queues' assigner). A worker
+        that started while the database was down noted so and was never ready again, though the database came
+        back."""
+        if not any(p.startswith(UNREACHABLE_AT_START) for p in self.problems):
+            return
+        schema = check_schema(self.engine)  # raises while it is still down: the problem stays
+        with self._problems_lock:
+            unreached = [p for p in self.problems if p.startswith(UNREACHABLE_AT_START)]
             self.problems = [p for p in self.problems if p not in unreached] + ([schema] if schema else [])
-            log.info("the evidence database answers now; %s", schema or "its schema is current")
+            start, self.on_schema_current = (self.on_schema_current, None) if schema is None else (None, None)
+        log.info("the evidence database answers now; %s", schema or "its schema is current")
+        if start is not None:
+            start()
+        elif schema is not None:
+            log.error("this worker sends no webhooks and hands out no cases: %s", schema)
+
+    def note_problem(self, old: str | None, new: str | None) -> None:
+        """Replace the problem OLD (None: none) with NEW (None: none), under the lock other threads change them by."""
+        with self._problems_lock:
+            self.problems = [p for p in self.problems if p != old] + ([new] if new else [])
 
     def uow(self) -> UnitOfWork:
         """A new unit of work on the evidence database (each core service call takes one)."""
@@ -184,18 +201,18 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
           dispatch: bool | None = None, assign: bool | None = None) -> Service:
     """The service for SETTINGS; what cannot be loaded is listed in `problems`, not raised. With WATCH, a
     background thread swaps in a newly promoted production model (checked every 5 seconds); with DISPATCH
-    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries once the rest is built (`send_webhooks`);
-    with ASSIGN (default: FRAUD_ASSIGN_SWEEP), another hands named queues' cases out (`assigner`), last as well, and
-    only on a schema that is this code's."""
+    (default: FRAUD_WEBHOOK_DISPATCH), another sends webhook deliveries, and with ASSIGN (default:
+    FRAUD_ASSIGN_SWEEP) another hands named queues' cases out: both once the rest is built, on a schema checked to be
+    this code's (`start_background`; on a database down at the start, once it answers)."""
     engine, sessions = database(settings, serving=True)
     service = Service(settings, engine, sessions)
-    schema_ok = True
+    schema_ok = unreached = False
     try:
         problem = check_schema(engine)
         schema_ok = problem is None
     except Exception as exc:  # the database is down: the app still starts and /readyz says why
         log.error("the evidence database cannot be reached: %s", exc)  # host, port and name: not for /readyz
-        problem = f"{UNREACHABLE_AT_START} ({type(exc).__name__})"
+        problem, unreached = f"{UNREACHABLE_AT_START} ({type(exc).__name__})", True
     if problem:
         service.problems.append(problem)
     try:
@@ -206,11 +223,15 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
             service.waiting = ScoringWait(service, str(exc), lambda: start_scoring(
                 service, freshness=freshness, warm_up=warm_up, watch=watch))
             service.waiting.start()
-    if settings.webhook_dispatch if dispatch is None else dispatch:
-        send_webhooks(service, schema_ok)
-    if (settings.assign_sweep if assign is None else assign) and schema_ok:  # last too, and on its tables only
-        service.assigner = assigner(settings, service.uow)
-        service.assigner.start()
+    background = functools.partial(start_background, service,
+                                   dispatch=settings.webhook_dispatch if dispatch is None else dispatch,
+                                   assign=settings.assign_sweep if assign is None else assign)
+    if schema_ok:
+        background()
+    elif unreached:  # started once the database answers with this code's schema (`Service.recheck`)
+        service.on_schema_current = background
+    else:
+        log.error("this worker sends no webhooks and hands out no cases: %s", "; ".join(service.problems))
     return service
 
 
@@ -274,23 +295,22 @@ class ScoringWait:
             return
 
     def _note(self, problem: str | None) -> None:
-        problems = [p for p in self.service.problems if p != self.problem]
-        self.service.problems = problems + ([problem] if problem else [])
+        self.service.note_problem(self.problem, problem)
         self.problem = problem or ""
 
 
-def send_webhooks(service: Service, schema_ok: bool) -> None:
-    """Start SERVICE's webhook sender, last: a `serve` worker builds its service before it takes any request, and
-    loading and warming the model there takes seconds (more on a large registry or warehouse), in which its sender
-    already claimed and sent deliveries: from a worker that might never come up (one gunicorn kills for booting too
-    long, or whose app then fails to build), on a database whose schema was not yet checked. A worker without a
-    model still sends once built: case closes, inspections and appeals need none. None when the schema is not this
-    code's (SCHEMA_OK false: `db upgrade`, then restart): its tables are not the ones this sender writes."""
-    if not schema_ok:
-        log.error("this worker sends no webhooks: %s", "; ".join(service.problems))
-        return
-    service.dispatcher = dispatcher(service.settings, service.uow)
-    service.dispatcher.start()
+def start_background(service: Service, *, dispatch: bool, assign: bool) -> None:
+    """Start SERVICE's webhook sender (DISPATCH) and the queues' assigner (ASSIGN), last, on a schema checked to be
+    this code's: a `serve` worker builds its service before it takes any request, and loading and warming the model
+    there takes seconds, in which its sender already claimed and sent deliveries (from a worker that might never come
+    up) and its assigner swept, on a database whose schema was not yet checked. A worker without a model still
+    sends once built: case closes, inspections and appeals need none."""
+    if dispatch:
+        service.dispatcher = dispatcher(service.settings, service.uow)
+        service.dispatcher.start()
+    if assign:
+        service.assigner = assigner(service.settings, service.uow)
+        service.assigner.start()
 
 
 def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session], *,

@@ -130,16 +130,18 @@ def test_a_service_started_while_the_database_was_down_is_ready_once_it_answers(
         behind_proxy: tuple[Settings, FaultProxy, Any], trained_world: TrainedWorld) -> None:
     settings, proxy, _ = behind_proxy
     proxy.refuse()
-    service = bootstrap.build(settings, freshness=False, dispatch=False, assign=False)
+    service = bootstrap.build(settings, freshness=False, dispatch=True, assign=True)
     try:
         assert [p for p in service.problems if "evidence database" in p] == [
             "the evidence database cannot be reached (OperationalError)"]
+        assert service.dispatcher is None and service.assigner is None  # not on a schema nobody checked
         client = create_app(settings, {"SERVICE": service, "TESTING": True}).test_client()
         assert client.get("/readyz").status_code == 503
         proxy.forward()
         api = Api(client.application, service, {}, trained_world.dataset, "postgres")
         _until_ready(api)  # it stayed 503 for the worker's life: the start's problem was never looked at again
         assert service.problems == []
+        assert service.dispatcher is not None and service.assigner is not None  # started once it was checked
         key = create_key(service.uow(), "scoring", "after the outage", "test")
         body = api.body(str(pd.read_parquet(api.dataset / "returns.parquet")["return_id"].iloc[0]),
                         return_id="chaos-started-down")
