@@ -115,6 +115,11 @@ class Service:
             self.assigner.close()
         if self.dispatcher is not None:
             self.dispatcher.close()
+        self.close_scoring()
+        self.engine.dispose()
+
+    def close_scoring(self) -> None:
+        """Stop the model's watch and the assessor's threads (shadow scorer, evidence and live-fact writers)."""
         if self.watch is not None:
             self.watch.close()
         if self.assessor is not None:
@@ -123,7 +128,6 @@ class Service:
             self.assessor.writer.close()
             if self.assessor.freshness is not None:
                 self.assessor.freshness.close()
-        self.engine.dispose()
 
 
 def database(settings: Settings, *, serving: bool = False) -> tuple[Engine, sessionmaker[Session]]:
@@ -290,6 +294,9 @@ class ScoringWait:
             except Exception:  # noqa: BLE001 - a thread that dies would never try again
                 log.exception("could not start scoring; trying again in %g s", self.interval)
                 continue
+            if self._stop.is_set():  # the service closed while this attempt ran: its threads go too
+                self.service.close_scoring()
+                return
             self._note(None)
             log.info("scoring with model %s", self.service.assessor.scorer.version if self.service.assessor else "?")
             return

@@ -62,6 +62,15 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'id':<14} {'role':<8} {'created':<26} {'revoked':<26} name")
     for k in keys:
         print(f"{k.id:<14} {k.role:<8} {when(k.created_at):<26} {when(k.revoked_at):<26} {k.name}")
+    shared: dict[str, list[str]] = {}
+    for k in keys:
+        if k.role == "scoring" and k.revoked_at is None:
+            shared.setdefault(k.name, []).append(k.id)
+    for name, ids in shared.items():
+        if len(ids) > 1:  # keys made without --name before they were named after themselves were all "scoring key"
+            print(f"note: the active scoring keys {', '.join(ids)} share the name {name!r}, so each sees the others' "
+                  "assessments (a key rotated under one name); if they are different clients, give each a key of its "
+                  "own name and revoke these", file=sys.stderr)
     return 0
 
 

@@ -34,6 +34,12 @@ def test_keys_made_without_a_name_are_each_a_client_of_their_own(cli: Cli, setti
     finally:
         engine.dispose()
     assert names == [f"scoring key {key.split('_')[1]}" for key in keys]  # named after their own ids
+    assert "share the name" not in cli("keys", "list")[2]
+    shared = [cli("keys", "create", "--role", "scoring", "--name", "returns-eu")[1].strip() for _ in range(2)]
+    ids = [key.split("_")[1] for key in shared]
+    code, _, err = cli("keys", "list")
+    note = next(line for line in err.splitlines() if "share the name 'returns-eu'" in line)
+    assert code == 0 and all(i in note.split(" share")[0] for i in ids) and names[0] not in note
 
 
 def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
