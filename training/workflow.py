@@ -569,3 +569,28 @@ def judge_gate(settings: Settings, ref: str, window: Window | None = None,
         gate = gates.judge(frame, y, mine, against, policy_costs(candidate.policy))
     registry.add_gate(candidate.version, gate)
     return gate
+
+
+def first_production_recorded(settings: Settings, version: str, actor: str) -> str:
+    """Record in the evidence log that VERSION became production as it was registered (the first model), when
+    there is an evidence database; what happened, as a sentence."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fraud_service.bootstrap import evidence, evidence_exists
+    from fraud_service.errors import FraudServiceError
+    from fraud_service.scoring.promotion import record_first_production
+
+    if not evidence_exists(settings):
+        return (f"{version} is production; there is no evidence database yet, so the log does not record it "
+                "(`fraud-service db upgrade` before the first `train` does)")
+    try:
+        with evidence(settings, migrated=False) as db:
+            problem = db.schema_problem()
+            if problem is None and record_first_production(ModelRegistry(settings.models_dir), db.uow(),
+                                                           version=version, actor=actor):
+                return f"{version} is the first production model: the evidence log records it (model_promoted)"
+    except (FraudServiceError, SQLAlchemyError) as exc:  # registered and production all the same: said, not failed
+        return f"warning: {version} is production, but the evidence log could not record it: {exc}"
+    if problem is not None:
+        return f"warning: {version} is production, but the evidence log does not record it: {problem}"
+    return f"{version} is production"

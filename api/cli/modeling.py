@@ -23,7 +23,7 @@ from api.cli.common import (
 )
 from api.cli.common import train_until as until_arg
 from fraud_service.config import Settings
-from fraud_service.errors import BadRequest, FraudServiceError
+from fraud_service.errors import BadRequest
 from models.registry import ModelRegistry
 from training.gate import summary as gate_summary
 
@@ -71,7 +71,7 @@ def _print_candidates(candidates: dict[str, dict[str, object]], leaked: list[str
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train a model, evaluate it out of time beside the baselines, report, and register it."""
     from training.labels import sync_labels
-    from training.workflow import train
+    from training.workflow import first_production_recorded, train
 
     check_windows(args)
     ModelRegistry(settings.models_dir).aliases()  # a registry that lost its aliases file: said before any work
@@ -104,33 +104,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         if "production" not in aliases:
             print(f"not production: {_why_not(settings, result.record.version)}")
         else:
-            print(_first_production_recorded(settings, result.record.version))
+            print(first_production_recorded(settings, result.record.version, cli_actor()))
     print(f"report: {result.report_dir / 'report.html'}")
     return 0
-
-
-def _first_production_recorded(settings: Settings, version: str) -> str:
-    """Record in the evidence log that VERSION became production as it was registered (the first model), when
-    there is an evidence database; what happened, as a sentence."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from fraud_service.bootstrap import evidence, evidence_exists
-    from fraud_service.scoring.promotion import record_first_production
-
-    if not evidence_exists(settings):
-        return (f"{version} is production; there is no evidence database yet, so the log does not record it "
-                "(`fraud-service db upgrade` before the first `train` does)")
-    try:
-        with evidence(settings, migrated=False) as db:
-            problem = db.schema_problem()
-            if problem is None and record_first_production(ModelRegistry(settings.models_dir), db.uow(),
-                                                           version=version, actor=cli_actor()):
-                return f"{version} is the first production model: the evidence log records it (model_promoted)"
-    except (FraudServiceError, SQLAlchemyError) as exc:  # registered and production all the same: said, not failed
-        return f"warning: {version} is production, but the evidence log could not record it: {exc}"
-    if problem is not None:
-        return f"warning: {version} is production, but the evidence log does not record it: {problem}"
-    return f"{version} is production"
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
