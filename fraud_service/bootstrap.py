@@ -227,14 +227,14 @@ def build(settings: Settings, *, freshness: bool = True, warm_up: bool = True, w
             service.waiting = ScoringWait(service, str(exc), lambda: start_scoring(
                 service, freshness=freshness, warm_up=warm_up, watch=watch))
             service.waiting.start()
-    background = functools.partial(start_background, service,
-                                   dispatch=settings.webhook_dispatch if dispatch is None else dispatch,
-                                   assign=settings.assign_sweep if assign is None else assign)
+    sends = settings.webhook_dispatch if dispatch is None else dispatch
+    assigns = settings.assign_sweep if assign is None else assign
+    background = functools.partial(start_background, service, dispatch=sends, assign=assigns)
     if schema_ok:
         background()
     elif unreached:  # started once the database answers with this code's schema (`Service.recheck`)
         service.on_schema_current = background
-    else:
+    elif sends or assigns:
         log.error("this worker sends no webhooks and hands out no cases: %s", "; ".join(service.problems))
     return service
 
