@@ -109,7 +109,7 @@ def promote(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str, reason
         except RegistryError as exc:
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_promoted", previous, version, reason, overridden=refusal if force else None,
-                           shadow_ended=_shadow_ended(registry, aliases.get("shadow"), version))
+                           shadow_ended=_shadow_ended(aliases.get("shadow"), version))
 
     return _recorded(registry, uow, move, actor)
 
@@ -125,7 +125,7 @@ def rollback(registry: ModelRegistry, uow: UnitOfWork | None, *, reason: object,
         except RegistryError as exc:
             raise PromotionRefused(str(exc)) from exc
         return AliasChange("model_rolled_back", previous, version, reason,
-                           shadow_ended=_shadow_ended(registry, shadow_was, version))
+                           shadow_ended=_shadow_ended(shadow_was, version))
 
     return _recorded(registry, uow, move, actor)
 
@@ -208,10 +208,11 @@ def _with_evidence(uow: UnitOfWork | None, move: Callable[[], AliasChange], acto
         return change
 
 
-def _shadow_ended(registry: ModelRegistry, shadow_was: str | None, version: str) -> str | None:
-    """VERSION when it was the shadow before it became production and is not now (the registry ended its shadow:
-    production is never its own shadow)."""
-    return version if shadow_was == version and registry.aliases().get("shadow") != version else None
+def _shadow_ended(shadow_was: str | None, version: str) -> str | None:
+    """VERSION when it was the shadow before it became production: the registry ended its shadow in the same move
+    (production is never its own shadow). Decided without reading the aliases again: a read that failed after the
+    move left it moved with neither its event nor its undo."""
+    return version if shadow_was == version else None
 
 
 def shadow(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str | None, reason: object,

@@ -162,3 +162,33 @@ def test_the_first_model_registered_as_production_is_recorded_once(db: MemoryDb,
                                    "reason": "first model: beat the rules baseline out of time"}
     promotion.promote(registry, db.uow(), ref="v0002", reason="better", actor="t")  # later moves are as before
     assert [json.loads(p)["to"] for _, _, p in events(db)] == ["v0001", "v0002"]
+
+
+class _UnreadableAfterMoving(ModelRegistry):
+    """A registry whose aliases file cannot be read once a promotion has moved it (a disk error at that moment)."""
+
+    moved = False
+
+    def promote(self, ref: str, reason: str = "promoted") -> str:
+        version = super().promote(ref, reason)
+        self.moved = True
+        return version
+
+    def aliases(self) -> dict[str, str]:
+        if self.moved:
+            from fraud_service.errors import RegistryError
+
+            raise RegistryError("aliases.json cannot be read")
+        return super().aliases()
+
+
+def test_a_promotion_is_recorded_though_the_aliases_cannot_be_read_after_the_move(
+        db: MemoryDb, registry: ModelRegistry) -> None:
+    """The move read the aliases again to tell whether it ended a shadow, outside the part that undoes it: a failed
+    read left production moved with no event."""
+    registry.set_shadow("v0002", "compared live first")  # promoting the shadow ends it: that was read back
+    shaky = _UnreadableAfterMoving(registry.root)
+    promotion.promote(shaky, db.uow(), ref="v0002", reason="better", actor="t")
+    assert ModelRegistry(registry.root).aliases() == {"production": "v0002", "candidate": "v0002"}
+    (kind, subject, payload), = events(db)
+    assert (kind, subject, json.loads(payload)["shadow_ended"]) == ("model_promoted", "model:v0002", "v0002")
