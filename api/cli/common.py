@@ -54,8 +54,8 @@ sets up a new home; "database" uses only the evidence database, so needs the hom
 def check_home(args: argparse.Namespace, settings: Settings) -> str | None:
     """ConfigError naming FRAUD_HOME (or a SQLite database's folder) when the command needs it and it does not exist:
     a mistyped path is said, not made into a new, empty home. Returns a note when the command will make the home."""
-    use = getattr(args, "home", "reads")
-    use = use(args, settings) if callable(use) else use
+    given: HomeUse = getattr(args, "home", "reads")
+    use = given(args, settings) if callable(given) else given
     home = settings.home
     if use == "database":
         file = settings.sqlite_file

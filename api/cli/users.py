@@ -14,7 +14,7 @@ def cmd_users_create(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.access.users import create_user
     from fraud_service.bootstrap import evidence
 
-    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    password = _password_given(args)
     with evidence(settings) as db:
         password = create_user(db.uow(), args.name, args.role, password, cli_actor())
     if not args.password_stdin:
@@ -73,7 +73,7 @@ def cmd_users_set_password(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.access.users import set_password
     from fraud_service.bootstrap import evidence
 
-    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    password = _password_given(args)
     with evidence(settings) as db:
         password = set_password(db.uow(), args.name, password, cli_actor())
     if not args.password_stdin:
@@ -128,6 +128,11 @@ def register(sub: Subparsers) -> None:
                                            "sessions; they turn it on again at the next sign-in")
     q.add_argument("name", metavar="NAME", help="the user's name")
     q.set_defaults(func=cmd_users_totp_reset)
+
+
+def _password_given(args: argparse.Namespace) -> str | None:
+    """The first line of stdin with --password-stdin (without its line end), else None: one is generated."""
+    return sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
 
 
 def _password_stdin(parser: argparse.ArgumentParser) -> None:

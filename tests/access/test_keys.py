@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -12,17 +10,6 @@ from fraud_service.errors import ApiKeyError
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import ApiKey, EvidenceEvent
 from fraud_service.store.uow import UnitOfWork
-from tests.store.conftest import postgres_engine, sqlite_engine
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = sqlite_engine(tmp_path)
-        yield engine
-        engine.dispose()
-    else:
-        yield from postgres_engine()
 
 
 def test_a_key_name_is_at_most_what_its_column_holds_and_a_longer_one_is_refused_by_name(engine: Engine) -> None:
