@@ -182,6 +182,17 @@ def _person() -> Person:
     return person
 
 
+WINDOWS = (7, 30, 90)
+"""The windows, in days, the admins' monitor and dashboard pages offer."""
+
+
+def window_days() -> int:
+    """The `days` query argument when it is one of WINDOWS (in digits, at most three: `int` refuses 4,300 of them),
+    else 30."""
+    text = request.args.get("days", "30")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) in WINDOWS else 30
+
+
 def admins_only(refusal: str) -> None:
     """A 403 page saying REFUSAL unless the signed-in person is an admin."""
     if _person().role != "admin":

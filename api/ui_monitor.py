@@ -6,24 +6,21 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from flask import render_template, request
+from flask import render_template
 from flask.typing import ResponseReturnValue
 
 from api.core import core
-from api.ui import admins_only, bp, signed_in
+from api.ui import WINDOWS, admins_only, bp, signed_in, window_days
 from fraud_service.scoring import monitor
-
-DAYS = (7, 30, 90)
 
 
 @bp.get("/monitor")
 @signed_in
 def monitor_page() -> ResponseReturnValue:
     admins_only("The monitor is for admins.")
-    text = request.args.get("days", "30")
-    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) in DAYS else 30
+    days = window_days()
     end = dt.datetime.now(dt.UTC)
     report = monitor.live(core().uow(), core().settings, start=end - dt.timedelta(days=days), end=end)
     features = sorted(report["features"].items(), key=lambda kv: -(0 if math.isnan(kv[1]["psi"]) else kv[1]["psi"]))
-    return render_template("ui/monitor.html", report=report, features=features, days=days, choices=DAYS,
+    return render_template("ui/monitor.html", report=report, features=features, days=days, choices=WINDOWS,
                            isnan=math.isnan)

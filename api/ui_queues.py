@@ -13,15 +13,13 @@ from werkzeug.datastructures import MultiDict
 
 from api import cases as case_api
 from api.core import core
-from api.ui import _named, _person, _problems, admins_only, bp, signed_in
+from api.ui import WINDOWS, _named, _person, _problems, admins_only, bp, signed_in, window_days
 from fraud_service.access.users import list_users
 from fraud_service.cases import oversight, queues
 from fraud_service.cases.queues import DECISIONS
 from fraud_service.cases.records import ACTIVE, LABELS, QueueFilter
 from fraud_service.data.contract import RETURN_TYPES
 from fraud_service.errors import QueueNotFound, RequestInvalid
-
-DAYS = (7, 30, 90)
 
 
 def named_queue(name: str) -> ResponseReturnValue:
@@ -98,8 +96,7 @@ def queues_remove(name: str) -> ResponseReturnValue:
 @signed_in
 def dashboard_page() -> ResponseReturnValue:
     admins_only("The team dashboard is for admins.")
-    text = request.args.get("days", "30")
-    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) in DAYS else 30
+    days = window_days()
     board = oversight.dashboard(core().uow(), days=days, now=core().clock())
     peak = max([1, *(d.opened for d in board.overall.per_day), *(d.closed for d in board.overall.per_day)])
-    return render_template("ui/dashboard.html", board=board, days=days, choices=DAYS, peak=peak)
+    return render_template("ui/dashboard.html", board=board, days=days, choices=WINDOWS, peak=peak)
