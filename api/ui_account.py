@@ -95,6 +95,12 @@ def _signed_in(person: Person, target: str) -> Response:
     return redirect(target if _SAFE_NEXT.fullmatch(target) else url_for("ui.queue"))
 
 
+def _signed_in_again_after(ended: dt.datetime) -> None:
+    """This session counts as signed in just after ENDED, the moment the person's sessions were ended (a change of
+    password, two-factor sign-in turned on): the others stay ended, this one goes on."""
+    session["since"] = (ended + dt.timedelta(microseconds=1)).isoformat()
+
+
 def _pending() -> str | None:
     """The name of the person half-way through signing in, while that lasts (PENDING)."""
     name, at = session.get("pending"), session.get("pending_at")
@@ -181,7 +187,7 @@ def two_factor_confirm() -> ResponseReturnValue:
         flash(str(exc), "error")
         return redirect(url_for("ui.two_factor"))
     session["two_factor"] = True  # this session proved the code; the person's other sessions, which did not, end
-    session["since"] = (now + dt.timedelta(microseconds=1)).isoformat()  # it signs in again after they end
+    _signed_in_again_after(now)  # the other sessions end; this one goes on
     g.person = dataclasses.replace(_person(), totp=True)
     flash("Two-factor sign-in is on: from now on, signing in asks for a code after the password.", "info")
     state = totp.status(core().uow(), _person().name, _app_key())
@@ -224,6 +230,6 @@ def password_change() -> ResponseReturnValue:
     except UserError as exc:
         flash(f"{str(exc)[0].upper()}{str(exc)[1:]}.", "error")
         return render_template("ui/password.html"), 400
-    session["since"] = (ended + dt.timedelta(microseconds=1)).isoformat()  # this session signed in after the change
+    _signed_in_again_after(ended)
     flash("Your password is changed; your other sessions have ended.", "info")
     return redirect(url_for("ui.password_page"))
