@@ -150,15 +150,11 @@ def set_password(uow: UnitOfWork, name: str, password: str | None, actor: str) -
     password = _password(password)
     now = dt.datetime.now(dt.UTC)
     with uow:
-        user = uow.session.get(User, name)
-        if user is None:
-            raise UserError(f"no user {name!r} (`fraud-service users list` names them)")
+        user = _known(uow, name)
         if user.disabled_at is not None:
             raise UserError(f"user {name!r} is disabled: `fraud-service users enable {name}` first")
-        user.password_hash = hash_password(password)
-        user.sessions_revoked_at = now
+        _store_password(uow, user, password, actor, now)
         uow.session.execute(delete(SignInFailure).where(SignInFailure.key == f"user:{name}"))
-        uow.record(kind="user_password_set", subject=f"user:{name}", actor=actor, payload={"name": name}, at=now)
         uow.commit()
     return password
 
@@ -186,14 +182,26 @@ def change_password(uow: UnitOfWork, name: str, current: str, new: str, address:
     if new == current:
         raise UserError("the new password is the current one: expected another")
     with uow:
-        row = uow.session.get(User, name)
-        assert row is not None  # checked above; users are never deleted
-        row.password_hash = hash_password(new)
-        row.sessions_revoked_at = now
-        uow.record(kind="user_password_set", subject=f"user:{name}", actor=f"user:{name}", payload={"name": name},
-                   at=now)
+        _store_password(uow, _known(uow, name), new, f"user:{name}", now)
         uow.commit()
     return now
+
+
+def _known(uow: UnitOfWork, name: str) -> User:
+    """The user NAME in the caller's transaction, or UserError."""
+    user = uow.session.get(User, name)
+    if user is None:
+        raise UserError(f"no user {name!r} (`fraud-service users list` names them)")
+    return user
+
+
+def _store_password(uow: UnitOfWork, user: User, password: str, actor: str, now: dt.datetime) -> None:
+    """USER's new PASSWORD, hashed; every session of theirs signed in before NOW ends (a `user_password_set` event,
+    without the password)."""
+    user.password_hash = hash_password(password)
+    user.sessions_revoked_at = now
+    uow.record(kind="user_password_set", subject=f"user:{user.name}", actor=actor, payload={"name": user.name},
+               at=now)
 
 
 def enable_user(uow: UnitOfWork, name: str, actor: str) -> bool:
@@ -201,9 +209,7 @@ def enable_user(uow: UnitOfWork, name: str, actor: str) -> bool:
     before stay ended; the cases taken back when they were disabled stay with their queues."""
     now = dt.datetime.now(dt.UTC)
     with uow:
-        user = uow.session.get(User, name)
-        if user is None:
-            raise UserError(f"no user {name!r} (`fraud-service users list` names them)")
+        user = _known(uow, name)
         if user.disabled_at is None:
             return False
         user.disabled_at = None
