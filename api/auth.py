@@ -18,13 +18,13 @@ CACHE_SECONDS = 30.0
 
 
 def _verify(presented: str) -> Principal | None:
-    if not well_formed(presented):  # not looked up, nor cached: 10,000 junk bearer strings of 8 KB each held 80 MB
-        return None
     cache: dict[str, tuple[Principal | None, float]] = current_app.extensions.setdefault("key_cache", {})
     hit = cache.get(presented)
     now = time.monotonic()
     if hit is not None and hit[1] > now:
         return hit[0]
+    if not well_formed(presented):  # not looked up, nor cached: 10,000 junk bearer strings of 8 KB each held 80 MB
+        return None
     found = current_app.extensions["fraud"].authenticate(presented)
     if len(cache) > 10_000:
         cache.clear()
