@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
         app.config.update(test_config)
 
     from api import (
+        assess_path,
         cases,
         core,
         entities,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     errors.register(app)
     app.wsgi_app = core.ChunkedBodyLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     paths.install(app)  # `//healthz`, `/%68ealthz`: 404, as any path no route spells
+    assess_path.install(app)  # an ordinary assessment is answered before Flask builds a request
     app.before_request(core.refuse_unstorable_text)
     app.url_map.converters["id"] = entities.IdConverter
     app.url_map.merge_slashes = False  # `//v1/...` is a JSON 404, not werkzeug's 308 redirect with an HTML body

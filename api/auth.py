@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
 
 from fraud_service.access.keys import Principal, well_formed
 from fraud_service.errors import Forbidden, Unauthorized
@@ -17,15 +17,17 @@ CACHE_SECONDS = 30.0
 """A verified key is trusted for this long in a worker; a revocation takes at most this long to bite."""
 
 
-def _verify(presented: str) -> Principal | None:
-    cache: dict[str, tuple[Principal | None, float]] = current_app.extensions.setdefault("key_cache", {})
+def verify(app: Flask, presented: str) -> Principal | None:
+    """The principal of the key PRESENTED to APP, or None; a verified key (or an unknown one) is remembered for
+    CACHE_SECONDS."""
+    cache: dict[str, tuple[Principal | None, float]] = app.extensions.setdefault("key_cache", {})
     hit = cache.get(presented)
     now = time.monotonic()
     if hit is not None and hit[1] > now:
         return hit[0]
     if not well_formed(presented):  # not looked up, nor cached: 10,000 junk bearer strings of 8 KB each held 80 MB
         return None
-    found = current_app.extensions["fraud"].authenticate(presented)
+    found = app.extensions["fraud"].authenticate(presented)
     if len(cache) > 10_000:
         cache.clear()
     cache[presented] = (found, now + CACHE_SECONDS)
@@ -37,7 +39,7 @@ def optional_principal() -> Principal | None:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         return None
-    return _verify(presented.strip())
+    return verify(current_app, presented.strip())
 
 
 def current_principal() -> Principal:
@@ -47,7 +49,7 @@ def current_principal() -> Principal:
     if scheme.lower() != "bearer" or not presented.strip():
         raise Unauthorized("send an API key as `Authorization: Bearer KEY` "
                            "(create one with `fraud-service keys create --role ROLE`)")
-    principal = _verify(presented.strip())
+    principal = verify(current_app, presented.strip())
     if principal is None:
         raise Unauthorized("the API key is unknown, malformed or revoked")
     g.principal = principal

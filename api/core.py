@@ -39,15 +39,33 @@ def json_body() -> Any:
             return None  # no body: the caller says what it needs
         body, utf8 = _read_with_json(data), False
     else:
-        if b"\\u0000" not in data and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        if _shallow(data):
             refuse_repeated_keys(data, body)
-            return body  # orjson refuses lone surrogates, raw control characters and numbers beyond a double
+            return body
         utf8 = True
     problems = value_problems(body)
     if problems:
         raise RequestInvalid([Problem(*p) for p in problems])
     refuse_repeated_keys(data, body, utf8=utf8)  # nests at most MAX_DEPTH levels now
     return body
+
+
+def plain_object(data: bytes) -> dict[str, Any] | None:
+    """DATA's JSON object when orjson reads it and `json_body` would take it as read (`_shallow`, no key written
+    twice); else None, and `json_body` says what, if anything, is wrong with it."""
+    if not _shallow(data):
+        return None
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return body if type(body) is dict and data.count(b'"') <= _quotes(body) else None
+
+
+def _shallow(data: bytes) -> bool:
+    """DATA holds no escaped NUL and fewer brackets than the nesting limit: in what orjson reads of it (it refuses
+    lone surrogates, raw control characters and numbers beyond a double) `value_problems` would find nothing."""
+    return b"\\u0000" not in data and data.count(b"[") + data.count(b"{") <= MAX_DEPTH
 
 
 def _read_with_json(data: bytes) -> Any:

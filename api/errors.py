@@ -46,6 +46,8 @@ STATUSES: dict[type[FraudServiceError], tuple[int, str]] = {
     FraudServiceError: (400, "bad_request"),
 }
 
+UNEXPECTED = "an unexpected error occurred; it was logged with this request id"
+
 
 def status_of(exc: FraudServiceError) -> tuple[int, str]:
     """The status and code of EXC: those of the nearest class in its ancestry that has one."""
@@ -55,9 +57,37 @@ def status_of(exc: FraudServiceError) -> tuple[int, str]:
     return STATUSES[FraudServiceError]
 
 
-def _body(status: int, code: str, message: str, **extra: Any) -> tuple[Response, int]:
-    payload = {"error": code, "message": message, "request_id": g.get("request_id"), **extra}
-    return jsonify(payload), status
+def answer(exc: FraudServiceError, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, JSON body and headers that answer EXC (logged first when it is the store's unavailability)."""
+    status, code = status_of(exc)
+    log_unavailable(exc, request_id)
+    if isinstance(exc, RequestInvalid):
+        payload = {"error": code, "message": f"{len(exc.problems)} field(s) break the contract",
+                   "request_id": request_id, "problems": [p.to_dict() for p in exc.problems]}
+    else:
+        payload = {"error": code, "message": str(exc), "request_id": request_id}
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
+    if status == 503:  # unavailable or not ready: both pass
+        headers["Retry-After"] = "5"
+    return status, payload, headers
+
+
+def log_unavailable(exc: FraudServiceError, request_id: str | None) -> None:
+    """When EXC says a store is unavailable, log the driver's text (its first cause): the answer only names the
+    store."""
+    if status_of(exc)[1] != "unavailable":
+        return
+    cause: BaseException = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    logging.getLogger("api").error("unavailable: %s (%s)", exc, cause if cause is not exc else "no cause",
+                                   extra={"fields": {"request_id": request_id}})
+
+
+def _body(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": code, "message": message, "request_id": g.get("request_id")}), status
 
 
 def problems_text(exc: RequestInvalid) -> str:
@@ -79,25 +109,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(FraudServiceError)
     def service_error(exc: FraudServiceError) -> Any:
-        status, code = status_of(exc)
-        if code == "unavailable":  # the answer names the store; the log has the driver's text (the first cause)
-            cause: BaseException = exc
-            while cause.__cause__ is not None:
-                cause = cause.__cause__
-            logging.getLogger("api").error("unavailable: %s (%s)", exc, cause if cause is not exc else "no cause",
-                                           extra={"fields": {"request_id": g.get("request_id")}})
         if _wants_page():  # e.g. a NUL in a search, refused before any UI view ran
+            status = status_of(exc)[0]
+            log_unavailable(exc, g.get("request_id"))
             page, status = _page(status, problems_text(exc) if isinstance(exc, RequestInvalid) else str(exc))
             return (page, status, {"Retry-After": "5"}) if status == 503 else (page, status)
-        if isinstance(exc, RequestInvalid):
-            return _body(status, code, f"{len(exc.problems)} field(s) break the contract",
-                         problems=[p.to_dict() for p in exc.problems])
-        response, status = _body(status, code, str(exc))
-        if status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="fraud-service"'
-        if status == 503:  # unavailable or not ready: both pass
-            response.headers["Retry-After"] = "5"
-        return response, status
+        status, payload, headers = answer(exc, g.get("request_id"))
+        return jsonify(payload), status, headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
@@ -110,7 +128,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response | str, int]:
         logging.getLogger("api").exception("unhandled error")
-        message = "an unexpected error occurred; it was logged with this request id"
         if _wants_page():
-            return _page(500, f"{message}: {g.get('request_id')}")
-        return _body(500, "internal_error", message)
+            return _page(500, f"{UNEXPECTED}: {g.get('request_id')}")
+        return _body(500, "internal_error", UNEXPECTED)
