@@ -1,16 +1,17 @@
 """`POST /v1/returns/assess` for an ordinary request, answered before Flask builds its request and response.
 
 An assessment is the service's one hot path. Flask's part of it (the request and response objects, the
-contexts, routing, the eleven hooks every request runs) cost 0.7 to 1.0 ms of CPU beside 1.1 to 1.4 ms of
+contexts, routing, the hooks every request runs) cost 0.7 to 1.0 ms of CPU beside 1.1 to 1.4 ms of
 scoring (docs/api.md). Here a request that is plainly fine up to the decision is answered with the same steps
 the view takes (`returns.decide`, `returns.answer`), the same key check (`auth.verify`), log line, metrics,
 request id and headers. Anything else is handed to the app untouched but for its body, already read: another
 method, a path not spelled exactly `/v1/returns/assess`, a query string, a body that is not JSON, a chunked
-body or one over the limit, a key that is missing, unknown or of another role, a body orjson does not read or
-that needs a closer look (`core.plain_object`), a request the contract refuses, a service not ready to score. The
-app then answers it as it answers every request, errors included, so they stay the app's in every word. Once
-the decision is under way nothing is handed over (its evidence may be written): its errors are answered here,
-with the bodies the app's handlers give (`errors.answer`).
+body or one over the limit, a cookie (the app renews a person's session), a key that is missing, unknown or of
+another role, a body orjson does not read or that needs a closer look (`core.plain_object`), a request the
+contract refuses, a service not ready to score. The app then answers it as it answers every request, errors
+included, so they stay the app's in every word. Once the decision is under way nothing is handed over (its
+evidence may be written): its errors are answered here, with the bodies and headers the app's handlers give
+(`errors.answer`), the headers in the app's order.
 
 `create_app(test_config={"ASSESS_PATH": False})` turns this path off; the tests run the same requests through
 both and compare the answers.
@@ -20,25 +21,24 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
-from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.http import HTTP_STATUS_CODES, parse_options_header
 
 from api import errors, logs, returns
 from api.auth import verify
 from api.core import plain_object
 from api.paths import sent_path
 from api.ui import PAGE_HEADERS
-from fraud_service.errors import FraudServiceError, NotReady, RequestInvalid
+from fraud_service.errors import NotReady, RequestInvalid
 from fraud_service.scoring.request import parse_request
 
 ROUTE = "/v1/returns/assess"
-_ROLES = ("scoring", "admin")
-_HEADERS = [("Content-Type", "application/json"), *PAGE_HEADERS.items()]
+_ROLES = ("scoring", "admin")  # the view's `requires("scoring")`: admin keys may do everything
+_PAGE_HEADERS = list(PAGE_HEADERS.items())
 
 StartResponse = Callable[..., Any]
 Wsgi = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -49,7 +49,6 @@ class AssessPath:
 
     def __init__(self, app: Flask, inner: Wsgi) -> None:
         self.app, self.inner = app, inner
-        self.limit: int = app.config["MAX_CONTENT_LENGTH"]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if (environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != ROUTE
@@ -76,37 +75,35 @@ class AssessPath:
             return self.inner(environ, start_response)
         try:
             outcome = returns.decide(assessor, parsed, body, principal, self.app.extensions["metrics"])
+            answer, status, headers = returns.answer(outcome)
         except Exception as exc:
             return self._failed(start_response, exc, request_id, principal.key_id, started)
-        answer, status, headers = returns.answer(outcome)
         return self._answered(start_response, status, answer, headers, request_id, principal.key_id, started)
 
     def _failed(self, start_response: StartResponse, exc: Exception, request_id: str, key_id: str | None,
                 started: float) -> Iterable[bytes]:
         """The answer the app's error handlers give to EXC."""
-        if isinstance(exc, FraudServiceError):
-            status, payload, extra = errors.answer(exc, request_id)
-        else:
-            logging.getLogger("api").exception("unhandled error", exc_info=exc)
-            status, payload, extra = 500, {"error": "internal_error", "message": errors.UNEXPECTED,
-                                           "request_id": request_id}, {}
+        status, payload, extra = errors.answer(exc, request_id)
         answer = self.app.json.response(payload).get_data()
         return self._answered(start_response, status, answer, list(extra.items()), request_id, key_id, started)
 
     def _answered(self, start_response: StartResponse, status: int, answer: bytes, headers: list[tuple[str, str]],
                   request_id: str, key_id: str | None, started: float) -> Iterable[bytes]:
-        """ANSWER sent with the app's headers, logged and counted as the app logs and counts its answers."""
-        headers += [*_HEADERS, ("Content-Length", str(len(answer))), ("X-Request-ID", request_id)]
-        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", headers)
+        """ANSWER sent with the app's headers, in its order, logged and counted as the app logs and counts."""
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(answer))), *headers, *_PAGE_HEADERS,
+            ("X-Request-ID", request_id)])
         logs.log_request(request_id, "POST", ROUTE, status, started, key_id)
         self.app.extensions["metrics"].observed("POST", ROUTE, status, started)
         return [answer]
 
     def _takes(self, environ: dict[str, Any]) -> bool:
-        """The request states its body's length, within the limit, and sends JSON."""
+        """The request states its body's length (in ASCII digits), within the limit, sends JSON as werkzeug reads
+        the media type, and carries no cookie (the app would renew a person's session in its answer)."""
         length = environ.get("CONTENT_LENGTH") or ""
-        return (length.isdigit() and 0 < int(length) <= self.limit and "HTTP_TRANSFER_ENCODING" not in environ
-                and environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() == "application/json")
+        return (length.isascii() and length.isdigit() and 0 < int(length) <= self.app.config["MAX_CONTENT_LENGTH"]
+                and "HTTP_TRANSFER_ENCODING" not in environ and "HTTP_COOKIE" not in environ
+                and parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() == "application/json")
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> tuple[bytes, Exception | None]:

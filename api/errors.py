@@ -57,8 +57,15 @@ def status_of(exc: FraudServiceError) -> tuple[int, str]:
     return STATUSES[FraudServiceError]
 
 
-def answer(exc: FraudServiceError, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """The status, JSON body and headers that answer EXC (logged first when it is the store's unavailability)."""
+def answer(exc: Exception, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The status, JSON body and headers that answer EXC as JSON: a FraudServiceError by its kind (logged first
+    when it is the store's unavailability), an HTTPException by its code, anything else as a logged 500."""
+    if isinstance(exc, HTTPException):
+        return exc.code or 500, _payload((exc.name or "error").lower().replace(" ", "_"),
+                                         exc.description or exc.name, request_id), {}
+    if not isinstance(exc, FraudServiceError):
+        logging.getLogger("api").error("unhandled error", exc_info=exc)
+        return 500, _payload("internal_error", UNEXPECTED, request_id), {}
     status, code = status_of(exc)
     log_unavailable(exc, request_id)
     if isinstance(exc, RequestInvalid):
@@ -86,8 +93,8 @@ def log_unavailable(exc: FraudServiceError, request_id: str | None) -> None:
                                    extra={"fields": {"request_id": request_id}})
 
 
-def _body(status: int, code: str, message: str) -> tuple[Response, int]:
-    return jsonify({"error": code, "message": message, "request_id": g.get("request_id")}), status
+def _payload(code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    return {"error": code, "message": message, "request_id": request_id}
 
 
 def problems_text(exc: RequestInvalid) -> str:
@@ -119,15 +126,15 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
-        status = exc.code or 500
         if _wants_page():
-            return _page(status, exc.description or exc.name)
-        code = (exc.name or "error").lower().replace(" ", "_")
-        return _body(status, code, exc.description or exc.name)
+            return _page(exc.code or 500, exc.description or exc.name)
+        status, payload, _ = answer(exc, g.get("request_id"))
+        return jsonify(payload), status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response | str, int]:
-        logging.getLogger("api").exception("unhandled error")
         if _wants_page():
+            logging.getLogger("api").exception("unhandled error")
             return _page(500, f"{UNEXPECTED}: {g.get('request_id')}")
-        return _body(500, "internal_error", UNEXPECTED)
+        status, payload, _ = answer(exc, g.get("request_id"))
+        return jsonify(payload), status

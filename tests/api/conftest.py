@@ -4,11 +4,13 @@ migrated evidence database on SQLite or on the real PostgreSQL; API keys for eac
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -35,6 +37,19 @@ def body_from_dataset(dataset: Path, source: str, **changes: Any) -> dict[str, A
     if dataset not in _REPLAYS:
         _REPLAYS[dataset] = Replay(dataset)
     return {**_REPLAYS[dataset].body(source), **changes}
+
+
+@pytest.fixture
+def source_return(api: Api) -> str:
+    """A mail return of the dataset (goods come back, so every decision band is reachable)."""
+    returns = pd.read_parquet(api.dataset / "returns.parquet")
+    mail = returns[(returns["channel"] == "mail") & (returns["return_type"] == "return")]
+    return str(mail.sort_values("return_id")["return_id"].iloc[0])
+
+
+def fresh(api: Api, source: str, **changes: Any) -> dict[str, Any]:
+    """SOURCE's request under a new return id (each test's assessments are its own)."""
+    return api.body(source, return_id=f"t-{uuid.uuid4().hex[:12]}", **changes)
 
 
 @pytest.fixture(scope="session")

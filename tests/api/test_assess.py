@@ -18,7 +18,7 @@ from fraud_service.scoring.policy import Policy
 from fraud_service.scoring.request import parse_request
 from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
-from tests.api.conftest import Api
+from tests.api.conftest import Api, fresh
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -26,19 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def _sample_returns(api: Api, n: int = 40) -> list[str]:
     returns = pd.read_parquet(api.dataset / "returns.parquet")
     return list(returns.sort_values("return_id")["return_id"].iloc[::max(len(returns) // n, 1)][:n])
-
-
-@pytest.fixture
-def source_return(api: Api) -> str:
-    """A mail return of the dataset (goods come back, so every decision band is reachable)."""
-    returns = pd.read_parquet(api.dataset / "returns.parquet")
-    mail = returns[(returns["channel"] == "mail") & (returns["return_type"] == "return")]
-    return str(mail.sort_values("return_id")["return_id"].iloc[0])
-
-
-def fresh(api: Api, source: str, **changes: Any) -> dict[str, Any]:
-    """SOURCE's request under a new return id (each test's assessments are its own)."""
-    return api.body(source, return_id=f"t-{uuid.uuid4().hex[:12]}", **changes)
 
 
 def expected(api: Api, body: dict[str, Any]) -> tuple[np.ndarray, float, float, np.ndarray]:
