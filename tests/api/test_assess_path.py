@@ -273,3 +273,20 @@ def test_the_key_store_down_is_answered_as_the_app_answers_it(pair: Pair, source
     assert fast.status_code == 503 and fast.headers["Retry-After"] == "5"
     same_answer(fast, view)
     assert pair.handed == []
+
+
+def test_the_path_stands_in_for_every_hook_the_app_runs(api: Api) -> None:
+    """A hook added to the app (a rate limit, a header, a check) would not run for the requests the path answers.
+    This names the app-wide hooks the path stands in for (request id and log line, latency, exact path, unstorable
+    text: nothing in an ordinary assessment's path or query; page headers) and fails when they change, so that the
+    path changes with them."""
+    app = api.app
+    assert [f.__qualname__ for f in app.before_request_funcs[None]] == [
+        "install.<locals>._start", "install.<locals>._request_id", "install.<locals>.<lambda>",
+        "refuse_unstorable_text"]
+    assert [f.__qualname__ for f in app.after_request_funcs[None]] == [
+        "install.<locals>._observe", "install.<locals>._log", "_page_headers"]
+    assert not app.teardown_request_funcs and not app.url_value_preprocessors
+    assert [f.__qualname__ for f in app.before_request_funcs.get("returns", [])] == []
+    assert type(app.wsgi_app).__name__ == "AssessPath"
+    assert type(app.wsgi_app.inner).__name__ == "ChunkedBodyLimit"  # type: ignore[attr-defined]
