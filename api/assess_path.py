@@ -11,7 +11,7 @@ another role, a body orjson does not read or that needs a closer look (`core.pla
 contract refuses, a service not ready to score. The app then answers it as it answers every request, errors
 included, so they stay the app's in every word. Once the decision is under way nothing is handed over (its
 evidence may be written): its errors are answered here, with the bodies and headers the app's handlers give
-(`errors.answer`), the headers in the app's order.
+(`errors.json_error`), the headers in the app's order.
 
 `create_app(test_config={"ASSESS_PATH": False})` turns this path off; the tests run the same requests through
 both and compare the answers.
@@ -83,7 +83,7 @@ class AssessPath:
     def _failed(self, start_response: StartResponse, exc: Exception, request_id: str, key_id: str | None,
                 started: float) -> Iterable[bytes]:
         """The answer the app's error handlers give to EXC."""
-        status, payload, extra = errors.answer(exc, request_id)
+        status, payload, extra = errors.json_error(exc, request_id)
         answer = self.app.json.response(payload).get_data()
         return self._answered(start_response, status, answer, list(extra.items()), request_id, key_id, started)
 

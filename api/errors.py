@@ -57,7 +57,7 @@ def status_of(exc: FraudServiceError) -> tuple[int, str]:
     return STATUSES[FraudServiceError]
 
 
-def answer(exc: Exception, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+def json_error(exc: Exception, request_id: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The status, JSON body and headers that answer EXC as JSON: a FraudServiceError by its kind (logged first
     when it is the store's unavailability), an HTTPException by its code, anything else as a logged 500."""
     if isinstance(exc, HTTPException):
@@ -121,14 +121,14 @@ def register(app: Flask) -> None:
             log_unavailable(exc, g.get("request_id"))
             page, status = _page(status, problems_text(exc) if isinstance(exc, RequestInvalid) else str(exc))
             return (page, status, {"Retry-After": "5"}) if status == 503 else (page, status)
-        status, payload, headers = answer(exc, g.get("request_id"))
+        status, payload, headers = json_error(exc, g.get("request_id"))
         return jsonify(payload), status, headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response | str, int]:
         if _wants_page():
             return _page(exc.code or 500, exc.description or exc.name)
-        status, payload, _ = answer(exc, g.get("request_id"))
+        status, payload, _ = json_error(exc, g.get("request_id"))
         return jsonify(payload), status
 
     @app.errorhandler(Exception)
@@ -136,5 +136,5 @@ def register(app: Flask) -> None:
         if _wants_page():
             logging.getLogger("api").exception("unhandled error")
             return _page(500, f"{UNEXPECTED}: {g.get('request_id')}")
-        status, payload, _ = answer(exc, g.get("request_id"))
+        status, payload, _ = json_error(exc, g.get("request_id"))
         return jsonify(payload), status
