@@ -32,6 +32,8 @@ class Pair:
     def __init__(self, api: Api) -> None:
         self.api = api
         self.fast: Flask = api.app
+        watch = api.service.watch
+        self._on_swap = watch.on_swap if watch is not None else None  # create_app points it at its own gauge
         self.view = create_app(api.app.config["SETTINGS"], {"SERVICE": api.service, "TESTING": True,
                                                             "ASSESS_PATH": False})
         assert isinstance(self.fast.wsgi_app, AssessPath) and not isinstance(self.view.wsgi_app, AssessPath)
@@ -47,6 +49,8 @@ class Pair:
     def restore(self) -> None:
         assert isinstance(self.fast.wsgi_app, AssessPath)
         self.fast.wsgi_app.inner = self._inner
+        if self.api.service.watch is not None:
+            self.api.service.watch.on_swap = self._on_swap
 
     def post(self, app: Flask, path: str = ROUTE, role: str | None = "scoring", client: FlaskClient | None = None,
              **kwargs: Any) -> TestResponse:
