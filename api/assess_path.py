@@ -60,10 +60,11 @@ class AssessPath:
             principal = self._principal(environ)
         except Exception as exc:  # the key store cannot be read: answered as the app answers it
             return self._failed(start_response, exc, request_id, None, started)
-        if principal is None or not self._takes(environ):
+        length = self._length(environ) if principal is not None else None
+        if principal is None or length is None:
             return self.inner(environ, start_response)
-        data, cut = self._body(environ)
-        body = plain_object(data) if cut is None and len(data) == int(environ["CONTENT_LENGTH"]) else None
+        data, cut = self._body(environ, length)
+        body = plain_object(data) if cut is None and len(data) == length else None
         if body is None:
             environ["wsgi.input"] = io.BytesIO(data) if cut is None else _Cut(data, cut)
             return self.inner(environ, start_response)
@@ -97,19 +98,21 @@ class AssessPath:
         self.app.extensions["metrics"].observed("POST", ROUTE, status, started)
         return [answer]
 
-    def _takes(self, environ: dict[str, Any]) -> bool:
-        """The request states its body's length (in ASCII digits), within the limit, sends JSON as werkzeug reads
-        the media type, and carries no cookie (the app would renew a person's session in its answer)."""
-        length = environ.get("CONTENT_LENGTH") or ""
-        return (length.isascii() and length.isdigit() and 0 < int(length) <= self.app.config["MAX_CONTENT_LENGTH"]
-                and "HTTP_TRANSFER_ENCODING" not in environ and "HTTP_COOKIE" not in environ
-                and parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() == "application/json")
+    def _length(self, environ: dict[str, Any]) -> int | None:
+        """The body's stated length when the path takes the request: stated in ASCII digits, within the limit, JSON
+        as werkzeug reads the media type, and no cookie (the app would renew a person's session in its answer)."""
+        text = environ.get("CONTENT_LENGTH") or ""
+        if not (text.isascii() and text.isdigit()) or "HTTP_TRANSFER_ENCODING" in environ or "HTTP_COOKIE" in environ \
+                or parse_options_header(environ.get("CONTENT_TYPE", ""))[0].lower() != "application/json":
+            return None
+        length = int(text)
+        return length if 0 < length <= self.app.config["MAX_CONTENT_LENGTH"] else None
 
     @staticmethod
-    def _body(environ: dict[str, Any]) -> tuple[bytes, Exception | None]:
+    def _body(environ: dict[str, Any], length: int) -> tuple[bytes, Exception | None]:
         """The body as far as it came (short when the client stopped sending: werkzeug reads the same, and the app
         says what it says of it), and the error that cut it short, if one did."""
-        stream, wanted, parts = environ["wsgi.input"], int(environ["CONTENT_LENGTH"]), []
+        stream, wanted, parts = environ["wsgi.input"], length, []
         try:
             while wanted > 0:
                 part = stream.read(wanted)
