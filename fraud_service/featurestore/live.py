@@ -282,6 +282,26 @@ class FreshnessWriter:
     def submit(self, r: AssessedReturn) -> None:
         self._queue.put(r)
 
+    def recount(self, r: AssessedReturn, assessed_at: dt.datetime) -> bool:
+        """Submit R, a return found already assessed (at ASSESSED_AT) by a request sent again, unless features
+        were built since then; whether it was submitted.
+
+        The request that stored it may have been answered 503 (the commit was not confirmed in time) before its
+        live facts were written, and the client sends it again as told. Recording is idempotent per return, so a
+        return whose facts the log holds counts once all the same. A build published after the assessment may
+        hold the return, and its facts would count it twice: such a return is left to the builds (it counts
+        once the warehouse holds it; docs/security.md)."""
+        try:
+            built = (self.live.source.manifest() or {}).get("built_at")
+            if built is not None and dt.datetime.fromisoformat(str(built)) >= assessed_at:
+                return False
+        except (OSError, ValueError) as exc:  # a replay is answered all the same
+            logging.getLogger(__name__).warning("cannot read when features were built (%s): %s is not recounted",
+                                                exc, r.return_id)
+            return False
+        self.submit(r)
+        return True
+
     def pending(self, r: AssessedReturn) -> Pending | None:
         """When the features' warehouse does not hold R's order: what reads the order's facts (in
         `OnlineFeatures.live` form) from the live log's connection, none if the log holds the order already.

@@ -195,6 +195,7 @@ class StoredAnswer:
     request_hash: str
     response: dict[str, Any]
     visible: bool  # whether the asker may see it (a scoring key: one of the name that made it)
+    requested_at: str  # as the assessment recorded it (the time it was made when the request left it out)
 
 
 def stored_answer(uow: UnitOfWork, *, return_id: str, reader: Principal | None = None) -> StoredAnswer:
@@ -207,4 +208,5 @@ def stored_answer(uow: UnitOfWork, *, return_id: str, reader: Principal | None =
                                   .join(EvidenceEvent, EvidenceEvent.seq == Assessment.event_seq)
                                   .where(Assessment.return_id == return_id)).one()
         visible = reader is None or owns(uow.session, row.actor, reader)
-    return StoredAnswer(row.request_hash, dict(json.loads(row.payload)["response"]), visible)
+    payload = json.loads(row.payload)
+    return StoredAnswer(row.request_hash, dict(payload["response"]), visible, str(payload["request"]["requested_at"]))

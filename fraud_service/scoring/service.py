@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -167,20 +167,27 @@ class Assessor:
         except DatabaseDown as exc:
             raise Unavailable(f"{exc}; {NO_DECISION}") from exc
         if seq is None:  # assessed before (or concurrently): the stored answer stands
-            return self._replay(request.return_id, body_hash, reader)
+            return self._replay(request.return_id, body_hash, reader, assessed)
         if self.freshness is not None:
             self.freshness.submit(assessed)
         if self.shadow is not None:
             self.shadow.submit(Scored(assessment_id, vector, subject, tuple(matches), rules))
         return Outcome(response, replayed=False)
 
-    def _replay(self, return_id: str, body_hash: str, reader: Principal | None) -> Outcome:
+    def _replay(self, return_id: str, body_hash: str, reader: Principal | None, assessed: AssessedReturn) -> Outcome:
+        """The stored answer to the same request. Its return counts in the live features as a new one does: the
+        first answer may have been a 503 sent when the commit went unconfirmed, before any live fact was written
+        (`FreshnessWriter.recount`)."""
         # DatabaseDown when unreachable
         stored = stored_answer(UnitOfWork(self.sessions), return_id=return_id, reader=reader)
         if stored.request_hash != body_hash or not stored.visible:
             raise AssessmentConflict(f"return {return_id} was already assessed, with a different request or for "
                                      "another client; an assessment is never replaced (use a new return_id for a new "
                                      "request)")
+        if self.freshness is not None:
+            requested_at = dt.datetime.fromisoformat(stored.requested_at)
+            self.freshness.recount(replace(assessed, requested_at=requested_at),
+                                   dt.datetime.fromisoformat(stored.response["assessed_at"]))
         return Outcome(stored.response, replayed=True)
 
 

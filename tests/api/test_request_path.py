@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from fraud_service.config import Settings
+from fraud_service.errors import CommitUnconfirmed
 from fraud_service.featurestore.source import entity_rows, request_entity
 from fraud_service.scoring.request import parse_request
 from tests.api.conftest import body_from_dataset, make_api, private_home
@@ -47,6 +48,20 @@ def test_request_entity_equals_entity_rows(trained_world: TrainedWorld) -> None:
     assert checked == len(sample) > 100
 
 
+def _new_customer(api: Any, world: TrainedWorld) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two item-not-received claims of a new customer on two new orders, ten and five minutes ago."""
+    returns = pd.read_parquet(world.dataset / "returns.parquet")
+    customer = f"fresh-{uuid.uuid4().hex[:8]}"
+    first_at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=10)
+    first = api.body(str(returns["return_id"].iloc[0]), return_id=f"{customer}-1", customer_id=customer,
+                     requested_at=first_at.isoformat(), return_type="item_not_received")
+    first["order"].update(order_id=f"{customer}-o1", customer_id=None,
+                          placed_at=(first_at - pd.Timedelta(days=3)).isoformat(), delivered_at=None)
+    second = {**first, "return_id": f"{customer}-2", "requested_at": (first_at + pd.Timedelta(minutes=5)).isoformat()}
+    second["order"] = {**first["order"], "order_id": f"{customer}-o2"}
+    return first, second
+
+
 def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trained_world: TrainedWorld,
                                                         tmp_path: Path) -> None:
     """Freshness through the API: five minutes later, a second return of a new customer sees the first."""
@@ -54,17 +69,7 @@ def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trai
                                   "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
     api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
     try:
-        returns = pd.read_parquet(trained_world.dataset / "returns.parquet")
-        customer = f"fresh-{uuid.uuid4().hex[:8]}"
-        first_at = pd.Timestamp.now(tz="UTC").floor("s") - pd.Timedelta(minutes=10)
-        first = api.body(str(returns["return_id"].iloc[0]), return_id=f"{customer}-1", customer_id=customer,
-                         requested_at=first_at.isoformat(), return_type="item_not_received")
-        first["order"].update(order_id=f"{customer}-o1", customer_id=None,
-                              placed_at=(first_at - pd.Timedelta(days=3)).isoformat(), delivered_at=None)
-        second = {**first, "return_id": f"{customer}-2",
-                  "requested_at": (first_at + pd.Timedelta(minutes=5)).isoformat()}
-        second["order"] = {**first["order"], "order_id": f"{customer}-o2"}
-
+        first, second = _new_customer(api, trained_world)
         before = api.client.get(api.assess(first).get_json()["evidence"], headers=api.headers()).get_json()
         api.service.assessor.freshness.drain()
         assert api.service.assessor.freshness.errors == 0
@@ -74,6 +79,47 @@ def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trai
         assert (f0["cust_inr_90d"], f1["cust_inr_90d"]) == (0, 1)
         assert (f0["cust_orders_7d"], f1["cust_orders_7d"]) == (1, 2)  # each order new to the store, counted at once
         assert f1["cust_refund_30d"] == pytest.approx(first["refund_amount"])
+    finally:
+        api.service.close()
+
+
+def test_a_return_answered_503_counts_once_it_is_sent_again(serving_home: Path, trained_world: TrainedWorld,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evidence commit went through but was not confirmed in time: the client got the 503 that says the
+    assessment may be stored, and no live fact was written. Sent again as told, the stored answer comes back, and
+    from then on the return counts for its customer, once however often it is sent."""
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    try:
+        first, second = _new_customer(api, trained_world)
+        writer = api.service.assessor.writer
+        store = writer.store
+
+        def unconfirmed(*args: Any, **kwargs: Any) -> Any:  # committed, but the answer never came
+            store(*args, **kwargs)
+            raise CommitUnconfirmed("the evidence database did not confirm the commit within 1.5 s")
+
+        monkeypatch.setattr(writer, "store", unconfirmed)
+        lost = api.assess(first)
+        assert lost.status_code == 503 and "may be stored" in lost.get_json()["message"]
+        monkeypatch.setattr(writer, "store", store)
+        freshness = api.service.assessor.freshness
+        freshness.drain()
+        unseen = api.client.get(api.assess(second).get_json()["evidence"], headers=api.headers()).get_json()
+        assert unseen["features"]["cust_returns_7d"] == 0  # not counted yet: its facts were never written
+
+        for _ in range(2):
+            again = api.assess(first)
+            assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        freshness.drain()
+        assert freshness.errors == 0
+        third = {**second, "return_id": f"{second['return_id']}-b",
+                 "requested_at": (pd.Timestamp(second["requested_at"]) + pd.Timedelta(minutes=1)).isoformat()}
+        seen = api.client.get(api.assess(third).get_json()["evidence"], headers=api.headers()).get_json()["features"]
+        assert seen["cust_returns_7d"] == 2  # the first (recounted once, though sent twice) and the second
+        assert seen["cust_refund_30d"] == pytest.approx(first["refund_amount"] + second["refund_amount"])
+        assert seen["cust_orders_7d"] == 2  # both orders, each counted once
     finally:
         api.service.close()
 

@@ -353,3 +353,29 @@ def test_an_inspection_reported_while_the_freshness_writer_records_is_kept(live_
     facts = dict(live.db.execute("SELECT fact LIKE 'inspection:%', count(*) FROM live_facts GROUP BY 1").fetchall())
     assert facts[1] == 5  # the inspection: its customer and four tokens
     assert live.db.execute("SELECT count(DISTINCT return_id) FROM live_facts WHERE fact = 'return'").fetchone()[0] == 2
+
+
+def test_a_replayed_return_is_recounted_only_when_no_build_came_after_it(live_world):
+    """A request sent again after a 503 (its commit unconfirmed, its live facts never written) recounts the stored
+    return; one assessed before the features were last built is left to the builds (the build may hold it, and its
+    facts would count it twice)."""
+    from fraud_service.bootstrap import known_orders
+    from fraud_service.featurestore.live import FreshnessWriter
+
+    w = live_world
+    live: LiveFacts = w["live"]
+    r, order = _fully_linked(w["snapshot"])
+    built_at = pd.Timestamp(w["source"].manifest()["built_at"]).to_pydatetime()
+    writer = FreshnessWriter(live, known_orders(w["source"]), gather=0.0)
+    try:
+        before_build = _assessed(r, order, w["opened"] + pd.Timedelta(minutes=1), "RECOUNT-OLD")
+        after_build = _assessed(r, order, w["opened"] + pd.Timedelta(minutes=2), "RECOUNT-NEW")
+        assert not writer.recount(before_build, built_at - pd.Timedelta(seconds=1))
+        assert writer.recount(after_build, built_at + pd.Timedelta(seconds=1))
+        assert writer.recount(after_build, built_at + pd.Timedelta(seconds=1))  # sent a third time: counted once
+        writer.drain()
+    finally:
+        writer.close()
+    counted = dict(live.db.execute(
+        "SELECT return_id, count(*) FROM live_facts WHERE fact = 'return' GROUP BY return_id").fetchall())
+    assert counted == {"RECOUNT-NEW": 5}  # its customer, three order tokens, the refund destination
