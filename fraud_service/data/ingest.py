@@ -205,6 +205,8 @@ def validate(files: dict[str, Path], base: Snapshot | None,
             table = TABLES[name]
             file = files[name].name
             for ref in table.references:
+                if ref.target in typed and ref.target_column not in typed[ref.target].columns:
+                    continue  # the target's key column is missing (reported): every reference would dangle
                 known = _known_keys(ref.target, ref.target_column, typed, base)
                 check_reference(file, frame, ref.column, known, ref.target, report)
             for rule in table.time_orders:
@@ -252,8 +254,8 @@ def _check_stored_times(typed: dict[str, pd.DataFrame], base: Snapshot, report: 
     table as `TABLE (already ingested)` and its row in the current snapshot."""
     for name, table in TABLES.items():
         for rule in table.time_orders:
-            if rule.target not in typed or rule.target_time not in typed[rule.target].columns:
-                continue
+            if rule.target not in typed or not {rule.target_key, rule.target_time} <= set(typed[rule.target].columns):
+                continue  # a missing column is reported already
             old = base.read(name, list(dict.fromkeys([*table.key, rule.column, rule.via])))
             if old is None or old.empty:
                 continue

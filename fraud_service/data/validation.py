@@ -8,6 +8,7 @@ so a million bad rows make a readable report rather than a million lines.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -35,7 +36,8 @@ ROW = "_row"
 """Name of the column that carries each row's 1-based position in its file (header not counted)."""
 
 EXAMPLES_PER_GROUP = 20
-OFFSET_SUFFIX = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+OFFSET_SUFFIX = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+"""A time with a zone (Z or an offset) at the end of an ISO 8601 value, extended (14:59:13) or basic (145913)."""
 TRUE_TEXT = {"true", "t", "yes", "y", "1"}
 FALSE_TEXT = {"false", "f", "no", "n", "0"}
 
@@ -169,8 +171,10 @@ def parse_table(table: Table, raw: pd.DataFrame, file: str, report: Report) -> p
     """
     missing = [c for c in table.column_names if c not in raw.columns]
     for name in missing:
+        near = [str(c) for c in raw.columns if isinstance(c, str) and c.strip().lower() == name and c != name]
+        found = f"; the file has {near[0]!r} (names are exact: case and spaces count)" if near else ""
         report.add(file, name, "missing required column",
-                   f"a column named {name!r} ({table.column(name).kind.describe()})")
+                   f"a column named {name!r} ({table.column(name).kind.describe()}){found}")
     out = pd.DataFrame({ROW: raw[ROW].to_numpy()}) if ROW in raw.columns else pd.DataFrame(
         {ROW: np.arange(1, len(raw) + 1)})
     for column in table.columns:
@@ -268,10 +272,7 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
         parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
         for mask, utc in ((zoned, True), (~zoned & ~nulls, False)):
             if mask.any():
-                part = pd.to_datetime(text[mask].astype(object), format="ISO8601", utc=utc, errors="coerce")
-                if not utc:
-                    part = part.dt.tz_localize("UTC")
-                parsed[mask] = part.astype("datetime64[us, UTC]")
+                parsed[mask] = _iso_times(text[mask], utc).astype("datetime64[us, UTC]")
         # the year in UTC, as a request's; a well-formed date pandas cannot hold (0001, 9999) is out of range by
         # the year it names, not "not ISO 8601"
         named = pd.to_numeric(text.str.extract(r"^(\d{4})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?:[T ]|$)",
@@ -290,6 +291,22 @@ def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.
     if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
         _report_unparsed(column, raw, nulls, parsed.isna() & ~far, rows, file, report)
     return pd.Series(parsed, index=raw.index).astype("datetime64[us, UTC]").mask(far)
+
+
+def _iso_times(text: pd.Series, zoned: bool) -> pd.Series:
+    """TEXT as ISO 8601 times in UTC (NaT where not one): ZONED values converted, naive ones taken as UTC. A zoned
+    value the offset pattern did not see among naive ones (pandas would apply its offset to them all, or refuse the
+    mix) sends the lot through one at a time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas on mixed zones: handled below
+        try:
+            part = pd.to_datetime(text.astype(object), format="ISO8601", utc=zoned, errors="coerce")
+        except (TypeError, ValueError):
+            part = None
+    if part is not None and (zoned or (isinstance(part.dtype, np.dtype) and part.dtype.kind == "M")):
+        return part if zoned else part.dt.tz_localize("UTC")
+    one = [pd.to_datetime(v, format="ISO8601", utc=True, errors="coerce") for v in text.astype(object)]
+    return pd.Series(pd.DatetimeIndex(one, tz="UTC"), index=text.index)
 
 
 def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,

@@ -348,6 +348,61 @@ def test_a_timestamp_is_in_range_by_its_year_in_utc_as_in_a_request() -> None:
             assert not taken, text
 
 
+@pytest.mark.parametrize("later", [False, True], ids=["first ingest", "later ingest"])
+@pytest.mark.parametrize(("table", "key"), [("returns", "return_id"), ("orders", "order_id")])
+def test_a_misnamed_key_column_is_named_for_what_it_is(world_copy, cli, warehouse, table, key, later):
+    """A key column whose header differs in case or spaces. After a first ingest this crashed (KeyError) in the
+    check of stored rows' time order; on a first ingest the missing column hid under thousands of 'dangling
+    reference' lines of the tables that refer to it."""
+    if later:
+        assert cli("ingest", str(world_copy))[0] == 0
+    before = warehouse.current()
+    misnamed = f"{key.capitalize()} "
+    table_to_csv(world_copy, table, lambda frame: frame.rename(columns={key: misnamed}))
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1 and "Traceback" not in err and "failed unexpectedly" not in err, err
+    assert f"{table}.csv column {key}: missing required column" in err, err
+    assert f"the file has {misnamed!r} (names are exact" in err, err
+    assert "dangling reference" not in err, err  # the tables referring to it are not blamed for it
+    assert (warehouse.current() and warehouse.current().name) == (before and before.name)
+
+
+ZONED_FORMS = ["20260314T145913Z", "2026-03-14T14Z", "2026-03-14T14+01:00", "2026-03-14 14:59:13+0100",
+               "2026-03-14T1459-0530", "2026-03-14T14:59:13.5+05"]
+
+
+def test_every_iso_8601_zone_form_is_converted_to_utc_beside_naive_times() -> None:
+    """Basic-format and hour-only times with a zone crashed ingest (the zone was not seen, and pandas gave zoned
+    times where naive ones were expected); each is converted as Python's own ISO reader converts it, and the naive
+    values beside them stay UTC."""
+    import datetime as dt
+
+    from fraud_service.data.contract import Column, Kind
+    from fraud_service.data.validation import Report, _parse_timestamp
+
+    values = [*ZONED_FORMS, "2026-03-14T14:59:13", "20260314T145913"]
+    raw = pd.Series(values, dtype=object)
+    report = Report()
+    parsed = _parse_timestamp(Column("requested_at", Kind.TIMESTAMP), raw, raw.isna(),
+                              pd.Series(range(1, len(values) + 1)), "returns.csv", report)
+    assert not report.groups
+    oracle = [dt.datetime.fromisoformat(v) for v in values]
+    assert [p.to_pydatetime() for p in parsed] == [o.astimezone(dt.UTC) if o.tzinfo else o.replace(tzinfo=dt.UTC)
+                                                   for o in oracle]
+
+
+def test_a_zoned_time_the_pattern_misses_does_not_move_the_naive_ones_beside_it() -> None:
+    """pandas applies one value's offset to every naive value parsed in the same call: a zoned value among the naive
+    ones (a form the offset pattern does not know) sends them through one at a time."""
+    from fraud_service.data.validation import _iso_times
+
+    parsed = _iso_times(pd.Series(["2026-03-14T14:00:00", "2026-03-14T14:00:00.1+05", "not a time"]), zoned=False)
+    assert [None if pd.isna(v) else v.isoformat() for v in parsed] == [
+        "2026-03-14T14:00:00+00:00", "2026-03-14T09:00:00.100000+00:00", None]
+
+
 def test_a_semicolon_separated_csv_is_named_for_what_it_is(world_copy, cli, warehouse):
     csv = table_to_csv(world_copy, "returns", lambda frame: frame)
     frame = pd.read_csv(csv)
