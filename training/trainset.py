@@ -70,9 +70,20 @@ def timestamp(text: str | dt.date | dt.datetime | pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _tables(snapshot: Snapshot, *names: str) -> dict[str, Path]:
+    """The paths of the snapshot's tables NAMES; TrainingDataError naming the first it lacks (the contract lets a
+    dataset leave a table out, and nothing can be trained or scored without returns and their orders)."""
+    paths = {name: snapshot.table_path(name) for name in names}
+    for name, path in paths.items():
+        if path is None:
+            raise TrainingDataError(f"snapshot {snapshot.name} has no {name} table: ingest a dataset that holds "
+                                    f"{name}.parquet or {name}.csv (docs/data.md)")
+    return {name: path for name, path in paths.items() if path is not None}
+
+
 def time_range(snapshot: Snapshot) -> tuple[pd.Timestamp, pd.Timestamp]:
     """First and last `requested_at` in the warehouse."""
-    path = snapshot.table_path("returns")
+    path = _tables(snapshot, "returns")["returns"]
     con = duckdb.connect()
     try:
         first, last = con.execute(f"SELECT min(requested_at), max(requested_at) FROM read_parquet('{path}')").fetchone()
@@ -85,7 +96,7 @@ def time_range(snapshot: Snapshot) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 def read_context(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Returns in WINDOW (time order) and the orders and order items they refer to."""
-    paths = {name: snapshot.table_path(name) for name in ("returns", "orders", "order_items")}
+    paths = _tables(snapshot, "returns", "orders", "order_items")
     con = duckdb.connect()
     try:
         con.execute(f"CREATE TEMP TABLE r AS SELECT * FROM read_parquet('{paths['returns']}') "
@@ -102,7 +113,7 @@ def read_context(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.D
 
 def read_returns_and_orders(snapshot: Snapshot, window: Window) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The returns in WINDOW (the columns the rules read) and their orders' totals and tokens."""
-    paths = {name: snapshot.table_path(name) for name in ("returns", "orders")}
+    paths = _tables(snapshot, "returns", "orders")
     con = duckdb.connect()
     try:
         returns = con.sql(f"SELECT return_id, order_id, customer_id, return_type, channel, refund_amount, "

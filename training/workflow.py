@@ -204,12 +204,18 @@ def judge(frame: pd.DataFrame, y: np.ndarray, candidates: list[Candidate],
 
 
 def read_truth(path: Path | None) -> pd.DataFrame | None:
-    """A generator's ground truth (return_id, truth, typology), if given."""
+    """A generator's ground truth (return_id, truth, typology; parquet, or CSV by its name), if given."""
     if path is None:
         return None
-    if not path.exists():
-        raise TrainingDataError(f"ground truth file {path} does not exist")
-    truth = pd.read_parquet(path)
+    if not path.is_file():
+        raise TrainingDataError(f"ground truth file {path} does not exist" if not path.exists() else
+                                f"ground truth file {path} is not a file")
+    try:
+        truth = pd.read_csv(path, dtype=str) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        kind = "CSV" if path.suffix.lower() == ".csv" else "parquet (a .csv name is read as CSV)"
+        raise TrainingDataError(f"ground truth file {path} cannot be read as {kind}: "
+                                f"{str(exc).strip().splitlines()[0][:200]}") from None
     missing = {"return_id", "truth", "typology"} - set(truth.columns)
     if missing:
         raise TrainingDataError(f"ground truth file {path} lacks column(s) {', '.join(sorted(missing))}")
@@ -270,6 +276,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
     REUSE_IDENTICAL: a model byte-identical to a registered version trained to the same cutoff is not registered
     again; the result names that version (`reused`)."""
     ModelRegistry(settings.models_dir).aliases()  # a registry that lost its aliases file: said before training
+    truth = read_truth(truth_path)  # so is a ground truth file that cannot be read
     snapshot = current_snapshot(settings.warehouse_dir)
     windows = plan(snapshot, train_until, train_from=train_from, test_from=test_from, test_until=test_until,
                    test_days=test_days, delay_days=delay_days)
@@ -286,7 +293,7 @@ def train(settings: Settings, train_until: pd.Timestamp | None, *, train_from: p
                              rows, y, model_features(), config, weights, mature=matured(rows, cutoff, delay))
     registry = ModelRegistry(settings.models_dir)
     outcome = _evaluate(frame, snapshot, windows, trained, production_scorer(registry), costs,
-                        read_truth(truth_path), rows, progress)
+                        truth, rows, progress)
     manifest = {
         "feature_service": FEATURE_SERVICE,
         **trained.manifest_part(),
@@ -469,17 +476,19 @@ def prequential(settings: Settings, *, folds: int = 3, test_days: int = 30, unti
 
     if folds < 1 or test_days < 1:
         raise TrainingDataError("--folds and --test-days must be at least 1")
+    truth = read_truth(truth_path)
     snapshot = current_snapshot(settings.warehouse_dir)
     first, last = time_range(snapshot)
     end = until or mature_end(snapshot, last)
     cutoffs = [end - pd.Timedelta(days=test_days * (folds - i)) for i in range(folds)]
     if cutoffs[0] <= first + pd.Timedelta(days=test_days):
-        raise TrainingDataError(f"{folds} folds of {test_days} days leave too little history before "
-                                f"{cutoffs[0].date()} (data starts {first.date()}): use fewer folds or shorter windows")
+        shorter = "use fewer folds or shorter windows" if folds > 1 or test_days > 1 else "ingest a longer history"
+        raise TrainingDataError(f"{folds} fold(s) of {test_days} days, ending {end.date()} (where labels have had "
+                                f"time to arrive), leave too little history before {cutoffs[0].date()} (data starts "
+                                f"{first.date()}; each fold trains on at least as many days as it tests): {shorter}")
     frame = feature_frame(FeatureSource(settings), snapshot, Window(first, end), progress)
     y_now = target(frame, labels_as_of(snapshot))
     production = production_scorer(ModelRegistry(settings.models_dir))
-    truth = read_truth(truth_path)
     results = []
     for i, cutoff in enumerate(cutoffs):
         test_end = cutoff + pd.Timedelta(days=test_days)

@@ -236,7 +236,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "(weighted) but neither validate nor calibrate (default: the 75th percentile of how late "
                         "fraud/abuse labels arrived, at most 30%% of the window)")
     p.add_argument("--ground-truth", metavar="FILE",
-                   help="a generator's ground_truth.parquet: adds recall by true typology to the report")
+                   help="a generator's ground_truth.parquet (or a .csv with return_id, truth, typology): adds "
+                        "recall by true typology to the report")
     p.add_argument("--ensemble", type=positive_int_at_most(MAX_MEMBERS), default=None, metavar="N",
                    help="models averaged into the final one, each sampling its own rows and features (default 3, "
                         f"at most {MAX_MEMBERS}; 1 trains a single model: faster to train and to explain, slightly "

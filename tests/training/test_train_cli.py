@@ -303,3 +303,21 @@ def test_a_registry_that_lost_its_aliases_file_is_restored_by_naming_production(
     assert on_world.aliases() == {"production": "v0001", "candidate": "v0001"}
     code, _, err = cli("models", "restore-aliases", "--production", "1", "--reason", "again")
     assert code == 1 and "aliases.json exists: there is nothing to restore" in err
+
+
+def test_a_ground_truth_file_is_read_before_training_and_a_bad_one_named(cli, on_world, trained_world, tmp_path):
+    """A CSV named .parquet crashed train after the whole training run (ArrowInvalid: Parquet magic bytes);
+    it is refused first, and a CSV ground truth is read as one."""
+    truth = pd.read_parquet(trained_world.dataset / "ground_truth.parquet")
+    as_csv = tmp_path / "truth.csv"
+    truth.drop(columns=["typology"]).to_csv(as_csv, index=False)
+    misnamed = tmp_path / "truth.parquet"
+    misnamed.write_bytes(as_csv.read_bytes())
+    before = on_world.versions()
+    for path, words in ((misnamed, f"ground truth file {misnamed} cannot be read as parquet"),
+                        (as_csv, f"ground truth file {as_csv} lacks column(s) typology"),
+                        (tmp_path, "is not a file")):
+        code, out, err = cli("train", "--train-until", TRAIN_UNTIL.isoformat(), "--ground-truth", str(path))
+        assert code == 1 and words in err and "unexpectedly" not in err, err
+        assert "training LightGBM" not in out + err  # refused before any work
+    assert on_world.versions() == before

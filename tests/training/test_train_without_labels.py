@@ -51,3 +51,15 @@ def test_the_online_retail_import_ingests_builds_features_and_then_refuses_to_tr
     code, _, err = cli("score-batch", "--from", "2011-09-01", "--to", "2011-10-01", "--out", str(tmp_path / "s.csv"))
     assert code == 1
     assert "no model is production yet" in err
+
+
+@pytest.mark.parametrize("command", [["train", "--train-until", "now"], ["evaluate"]])
+def test_a_warehouse_without_returns_is_named_not_a_crash(cli, world_copy, command):
+    """The contract lets a dataset leave out a table, and customers and orders alone ingest; training and
+    evaluating then failed with DuckDB's 'No files found that match the pattern "None"'."""
+    for table in ("returns", "labels", "inspections"):  # labels and inspections name returns
+        (world_copy / f"{table}.parquet").unlink(missing_ok=True)
+    assert cli("ingest", str(world_copy))[0] == 0
+    code, _, err = cli(*command)
+    assert code == 1 and "Traceback" not in err and "unexpectedly" not in err, err
+    assert "has no returns table" in err, err
