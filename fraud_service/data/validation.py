@@ -314,9 +314,17 @@ def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Se
     if pd.api.types.is_bool_dtype(raw.dtype) or pd.api.types.is_datetime64_any_dtype(raw.dtype):
         _wrong_dtype(column, raw, file, report)
         return pd.Series(np.nan, index=raw.index, dtype="float64")
-    parsed = pd.to_numeric(raw.astype(object).where(~nulls, None), errors="coerce").astype("float64")
+    if raw.dtype == np.float32:  # a float32 holds 22.06 as 22.059999465942383: the decimal it was written as
+        raw = pd.Series([float(str(v)) for v in raw.to_numpy()], index=raw.index, dtype="float64")
+    values = raw.astype(object).where(~nulls, None)
+    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     parsed = parsed.where(np.isfinite(parsed))
     _report_unparsed(column, raw, nulls, parsed.isna(), rows, file, report)
+    if raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype):
+        # pandas' text reader is not exact (it reads 25.389999999999997 as 25.39): the values it took are read again
+        # the way Python reads them, so a CSV and a parquet file of the same data hold the same numbers
+        taken = parsed.notna()
+        parsed[taken] = [float(str(v).strip()) for v in values[taken]]
     return parsed
 
 

@@ -299,3 +299,24 @@ def test_what_a_killed_writer_staged_is_cleared_by_the_next(world_copy, warehous
     (left / "returns.parquet").write_bytes(b"half")
     ingest(world_copy, warehouse)
     assert not left.exists() and warehouse.current().name == "000001"
+
+
+def test_the_same_amounts_as_csv_or_float32_parquet_change_nothing(world_copy, warehouse):
+    """pandas' text reader read 25.389999999999997 as 25.39, and a float32 column stored 22.06 as
+    22.059999465942383: the same data sent as CSV, or as float32, made a new snapshot 'updating' thousands of rows."""
+    items = pd.read_parquet(world_copy / "order_items.parquet")
+    items["unit_price"] = items["unit_price"] * 1.1  # discounts: prices a float holds only approximately
+    assert any(repr(v) != repr(round(v, 2)) for v in items["unit_price"])  # e.g. 25.410000000000004
+    items.to_parquet(world_copy / "order_items.parquet", index=False)
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    amounts = returns["refund_amount"]
+    assert (amounts == amounts.round(2)).all() and amounts.max() < 1e5  # cents a float32 holds to the cent
+    first = ingest(world_copy, warehouse)
+    assert first.changed
+
+    table_to_csv(world_copy, "order_items")
+    assert not ingest(world_copy, warehouse).changed  # the same prices, as text
+
+    returns.astype({"refund_amount": "float32"}).to_parquet(world_copy / "returns.parquet", index=False)
+    assert not ingest(world_copy, warehouse).changed  # the same amounts to the cent, as float32
+    assert warehouse.current().name == first.snapshot
