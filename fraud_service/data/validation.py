@@ -324,7 +324,7 @@ def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Se
         # pandas' text reader is not exact (it reads 25.389999999999997 as 25.39): the values it took are read again
         # the way Python reads them, so a CSV and a parquet file of the same data hold the same numbers
         taken = parsed.notna()
-        parsed[taken] = [float(str(v).strip()) for v in values[taken]]
+        parsed[taken] = np.array([float(str(v).strip()) for v in values[taken]], dtype="float64")
     return parsed
 
 
