@@ -19,7 +19,7 @@ from api.cli.common import (
     world_options,
 )
 from fraud_service.config import Settings
-from fraud_service.errors import BadRequest, ValidationFailed
+from fraud_service.errors import BadRequest, DatasetError, ValidationFailed
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -29,10 +29,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), progress(args))
-    except ValidationFailed as exc:
-        if args.report:
+    except (ValidationFailed, DatasetError) as exc:
+        if args.report:  # a dataset refused as a whole (a table unreadable, no tables) has no rows to list
+            report = exc.report.to_dict() if isinstance(exc, ValidationFailed) else {  # type: ignore[attr-defined]
+                "problems": 1, "groups": [], "refused": str(exc)}
             try:
-                Path(args.report).write_text(json.dumps(exc.report.to_dict(), indent=2))  # type: ignore[attr-defined]
+                Path(args.report).write_text(json.dumps(report, indent=2))
                 print(f"full report written to {args.report}", file=sys.stderr)
             except OSError as failed:  # the problems themselves still reach the terminal
                 print(f"error: the report could not be written to {args.report}: {failed.strerror or failed}",
@@ -168,7 +170,9 @@ def register(sub: Subparsers) -> None:
                     "returns, labels, inspections), check every row against the data contract, and merge it\n"
                     "into the warehouse under $FRAUD_HOME/warehouse. With any problem nothing is written and\n"
                     "the exit code is 1; the report names file, row, column, value and what was expected.\n"
-                    "Re-ingesting the same rows changes nothing; a later period adds its rows.")
+                    "Re-ingesting the same rows changes nothing; a later period adds its rows.\n\n"
+                    "The tables' columns and types: docs/data.md (the data contract). labels and inspections\n"
+                    "may be left out; times without an offset are UTC; column names are exact.")
     p.add_argument("directory", metavar="DIR", help="dataset directory")
     p.add_argument("--report", metavar="FILE", help="also write the problem report as JSON to FILE")
     p.set_defaults(home="makes")  # the first ingest sets up a new FRAUD_HOME

@@ -410,3 +410,34 @@ def test_a_semicolon_separated_csv_is_named_for_what_it_is(world_copy, cli, ware
     code, _, err = cli("ingest", str(world_copy))
     assert code == 1 and "one column separated by semicolons; a contract CSV is separated by commas" in err
     assert "missing required column" not in err
+
+
+def test_docs_list_every_contract_column_with_its_type() -> None:
+    """docs/data.md shows the tables and columns the service ingests (the contract's file is not in the
+    repository); a column added to contract.py and not to the page fails here."""
+    import re
+
+    from fraud_service.data.contract import TABLES
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    for table in TABLES.values():
+        section = page.split(f"**`{table.name}`**", 1)[1].split("\n\n")[1]  # its heading line, then its table
+        listed = re.findall(r"^\| `(\w+)` \| (\w+) \|", section, flags=re.MULTILINE)
+        assert listed == [(c.name, c.kind.value) for c in table.columns], table.name
+        for column in table.columns:
+            for value in column.values:
+                assert f"`{value}`" in section, (table.name, column.name, value)
+
+
+def test_a_dataset_refused_as_a_whole_still_writes_the_report(world_copy, cli, warehouse, tmp_path):
+    """--report was written only for row-level problems: a table that cannot be read at all left no report."""
+    (world_copy / "returns.parquet").unlink()
+    (world_copy / "returns.parquet").mkdir()
+    report = tmp_path / "report.json"
+
+    code, _, err = cli("ingest", str(world_copy), "--report", str(report))
+
+    assert code == 1 and "returns.parquet" in err, err
+    written = json.loads(report.read_text())
+    assert written["problems"] == 1 and written["groups"] == [] and "returns.parquet" in written["refused"]
+    assert warehouse.current() is None
