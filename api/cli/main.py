@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported in `main`, where a Ctrl-C is caught (this module is the console script's first import)
@@ -107,12 +109,17 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     settings: Settings | None = None
+    new_home: Path | None = None
+    code = EXIT_REJECTED
     try:
         settings = Settings.from_env()
         note = check_home(args, settings)
-        if note is not None and not args.quiet:
-            print(note, file=sys.stderr)
-        return int(args.func(args, settings))
+        if note is not None:
+            new_home = settings.home
+            if not args.quiet:
+                print(note, file=sys.stderr)
+        code = int(args.func(args, settings))
+        return code
     except FraudServiceError as exc:
         cause = getattr(exc.__cause__, "orig", None) or exc.__cause__
         detail = f" ({_where(settings)}: {cause})" if isinstance(exc, DatabaseDown) and cause is not None else ""
@@ -138,6 +145,21 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return EXIT_REJECTED
     except KeyboardInterrupt:
         return _interrupted()
+    finally:
+        if new_home is not None and code != 0:
+            _forget_new_home(new_home)
+
+
+def _forget_new_home(home: Path) -> None:
+    """Remove HOME, made by a command that then failed, when it holds nothing but empty folders and lock files: a
+    refused first ingest leaves no home behind, so the next command still says the path does not exist (a typo?)."""
+    try:
+        if not home.is_dir() or any(p.is_file() and not p.name.endswith("lock") or p.is_symlink() or
+                                    not (p.is_file() or p.is_dir()) for p in home.rglob("*")):
+            return
+        shutil.rmtree(home)
+    except OSError:  # left as it is: nothing in it is lost either way
+        return
 
 
 def _interrupted(started: bool = True) -> int:

@@ -396,6 +396,23 @@ def test_ingest_sets_up_a_new_home_and_says_so(small_world_dir, tmp_path, monkey
     assert (home / "warehouse").is_dir()
 
 
+def test_a_refused_first_ingest_leaves_no_home_behind(tmp_path, monkeypatch, capsys):
+    """A refused first ingest left an empty home (snapshot folder, lock file) that then counted as real: the next
+    command no longer said the path may be a typo."""
+    from api.cli.main import main
+
+    home = tmp_path / "typo"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "returns.csv").write_text("x\n1\n")
+    monkeypatch.setenv("FRAUD_HOME", str(home))
+    monkeypatch.delenv("FRAUD_DATABASE_URL", raising=False)
+    assert main(["-q", "ingest", str(bad)]) == 1
+    assert not home.exists()
+    assert main(["status"]) == 1
+    assert f"FRAUD_HOME {home} does not exist" in capsys.readouterr().err
+
+
 def test_commands_that_do_not_use_the_home_run_without_one(cli, tmp_path, monkeypatch):
     typo = tmp_path / "nowhere"
     monkeypatch.setenv("FRAUD_HOME", str(typo))
