@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +106,9 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     from fraud_service.config import Settings
     from fraud_service.errors import DatabaseDown, FraudServiceError
 
+    # Feast says this on every retrieval; the on-demand view here is one function of request fields (docs/features.md)
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature",
+                            category=RuntimeWarning)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -78,7 +78,12 @@ def shown(value: str) -> str:
 
 
 def _text(value: Any) -> str | None:
-    return utc_text(value) if isinstance(value, dt.datetime) else value
+    return _when(value) if isinstance(value, dt.datetime) else value
+
+
+def _when(value: dt.datetime) -> str:
+    """A time as a search summary shows it to a person: to the minute, in UTC."""
+    return f"{utc_text(value)[:16].replace('T', ' ')} UTC"
 
 
 def _number(value: Any) -> float | None:
@@ -194,7 +199,7 @@ def _evidence_search(session: Session, query: str) -> list[SearchHit]:
                                      .limit(limit)).scalars()]
     for a in session.execute(select(Assessment).where(_prefix(Assessment.return_id, query))
                              .order_by(Assessment.return_id != query, Assessment.return_id).limit(limit)).scalars():
-        hits.append(SearchHit("return", a.return_id, f"assessed {utc_text(a.created_at)}: {a.decision}, score "
+        hits.append(SearchHit("return", a.return_id, f"assessed {_when(a.created_at)}: {a.decision}, score "
                                                      f"{a.score:.3f}", customer_id=a.customer_id, case_id=a.case_id))
     for (customer,) in session.execute(select(Assessment.customer_id).where(_prefix(Assessment.customer_id, query))
                                        .distinct().order_by(Assessment.customer_id).limit(limit)):

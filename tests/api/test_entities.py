@@ -53,6 +53,9 @@ def test_search_finds_each_kind_by_exact_id_and_prefix(api: Api) -> None:
     ret = t["returns"].sort_values("return_id").iloc[5]
     hit = next(h for h in search(api, ret["return_id"]).get_json()["hits"] if h["kind"] == "return")
     assert (hit["id"], hit["customer_id"]) == (ret["return_id"], ret["customer_id"])
+    # to the minute, as a person reads it (it showed 2026-05-21T20:23:00.000000+00:00)
+    assert f"by {ret['customer_id']}, {ret['requested_at'].tz_convert('UTC'):%Y-%m-%d %H:%M} UTC, refund" in \
+        hit["summary"], hit
 
     users = t["orders"].groupby("address_token")["customer_id"].nunique()
     token = str(users.sort_values().index[-1])
