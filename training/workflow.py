@@ -245,8 +245,11 @@ def plan(snapshot: Snapshot, train_until: pd.Timestamp | None, *, train_from: pd
     first, last = time_range(snapshot)
     mature = mature_end(snapshot, last)
     notes = []
+    said = "--train-until"
     if train_until is None:
         train_until = (test_until or mature) - pd.Timedelta(days=test_days)
+        said = (f"--train-until now (here {train_until.date()}: the labels matured up to {mature.date()}, less the "
+                f"{test_days}-day test window; --test-days sets it)")
         notes.append(f"--train-until now: the last {test_days} days with mature labels are the test window; training "
                      f"on labels known at {train_until.isoformat(timespec='seconds')}")
     start = train_from or first
@@ -255,8 +258,8 @@ def plan(snapshot: Snapshot, train_until: pd.Timestamp | None, *, train_from: pd
         raise TrainingDataError(f"the test window must start at or after --train-until ({train_until.date()}), "
                                 f"not {test.start.date()}: testing on training data is not an evaluation")
     if train_until <= start:
-        raise TrainingDataError(f"--train-until {train_until.date()} is not after the first return the model may "
-                                f"learn from ({start.date()})")
+        shown = said if said != "--train-until" else f"--train-until {train_until.date()}"
+        raise TrainingDataError(f"{shown} is not after the first return the model may learn from ({start.date()})")
     if test.end <= test.start:
         notes.append(f"no test window: the labels of returns after {test.start.isoformat(timespec='seconds')} have "
                      f"not matured (the labels known so far cover returns up to {mature.isoformat(timespec='seconds')}"

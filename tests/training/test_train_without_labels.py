@@ -63,3 +63,13 @@ def test_a_warehouse_without_returns_is_named_not_a_crash(cli, world_copy, comma
     code, _, err = cli(*command)
     assert code == 1 and "Traceback" not in err and "unexpectedly" not in err, err
     assert "has no returns table" in err, err
+
+
+def test_train_until_now_too_early_names_now_and_how_it_was_reached(cli, world_copy):
+    """It said '--train-until 2026-10-29 is not after the first return', a date the user never typed."""
+    assert cli("ingest", str(world_copy))[0] == 0
+    assert cli("features", "build")[0] == 0
+    code, _, err = cli("train", "--train-until", "now", "--test-days", "3000")
+    assert code == 1 and "Traceback" not in err, err
+    assert "--train-until now (here " in err and "less the 3000-day test window; --test-days sets it)" in err, err
+    assert "is not after the first return the model may learn from" in err, err
