@@ -118,6 +118,7 @@ RETRIES = 3
 RETURN_ID_KEY = "assessments_return_id_key"  # PostgreSQL's name for the unique return id
 UNREACHED = "the evidence database cannot be reached"
 UNCONFIRMED = "the evidence database's connection failed after the commit was sent"
+REFUSED = "the evidence database refuses to write (read-only, out of space, or not permitted)"
 
 
 def owner() -> str:
@@ -166,7 +167,7 @@ def _writes_refused(error: BaseException) -> bool:
     """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
     which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
     state = str(getattr(error, "sqlstate", "") or "")
-    if state.startswith("53") or state == "25006":  # insufficient resources (disk full, ...); read-only transaction
+    if state.startswith("53") or state in ("25006", "42501"):  # resources (disk full, ...); read-only; not permitted
         return True
     text = str(error).lower()
     return "disk is full" in text or "readonly database" in text or "read-only file system" in text
@@ -385,7 +386,8 @@ class EvidenceWriter:
             return
         except (DBAPIError, self._driver_error) as exc:
             detail = getattr(exc, "orig", None) or exc
-            if not self._unreachable(detail):
+            refused = _writes_refused(detail)  # read-only (a fail-over's standby), full: every record alike
+            if not self._unreachable(detail) and not refused:
                 if len(batch) > 1:  # one record the database refuses fails its own request, not its batch's
                     log.warning("evidence batch of %d refused (%s): committing its assessments one by one",
                                 len(batch), detail)
@@ -398,12 +400,15 @@ class EvidenceWriter:
                     "decided, and the same request will be refused again"))
                 return
             log.error("evidence batch of %d failed: %s", len(batch), detail)
-            if _writes_refused(detail):
+            if refused:
                 self.failed = (time.monotonic(), type(detail).__name__)  # not its text: /readyz shows it to anyone
-            for pending in batch:  # once its commit was sent, whether it was stored is not known
-                unknown = pending.state == "committing"
+            for pending in batch:
+                # once its commit was sent, whether it was stored is not known; unless the database answered that
+                # it writes nothing
+                unknown = pending.state == "committing" and not refused
                 # the driver's text (host, port, database) is the cause, for the log, not the caller's answer
-                failure = CommitUnconfirmed(UNCONFIRMED) if unknown else DatabaseDown(UNREACHED)
+                failure = (CommitUnconfirmed(UNCONFIRMED) if unknown else
+                           DatabaseDown(REFUSED if refused else UNREACHED))
                 failure.__cause__ = detail
                 pending.future.set_exception(failure)
             return

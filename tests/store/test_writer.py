@@ -15,7 +15,7 @@ from fraud_service.scoring.evidence import evidence_writer
 from fraud_service.store import chain, locks
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import Assessment
-from fraud_service.store.writer import Pending
+from fraud_service.store.writer import REFUSED, Pending
 
 AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -154,3 +154,46 @@ def test_a_database_refusing_writes_is_told_from_one_that_cannot_be_reached() ->
                    sqlite3.OperationalError("unable to open database file")]
     assert [_writes_refused(e) for e in refused] == [True] * len(refused)
     assert [_writes_refused(e) for e in unreachable] == [False] * len(unreachable)
+
+
+@pytest.mark.postgres
+def test_a_read_only_database_is_an_outage_not_an_unstorable_record() -> None:
+    """A fail-over leaves the service on a standby (every transaction read-only): each assessment was answered 422
+    'refused, and will be refused again' (ReadOnlySqlTransaction is not an OperationalError), clients were told not
+    to retry, and /readyz stayed ready. It is a 503 saying nothing was stored, the writer reports the refusal
+    (`failed`, which /readyz reads), and once the database writes again so does the writer."""
+    from tests.store.conftest import postgres_engine
+
+    for engine in postgres_engine():
+        name = engine.url.database
+        writer = evidence_writer(engine, wait_s=10)
+        try:
+            writer.store(**_args(pending(300)))  # warmed up: its lane's segment open
+            with engine.connect() as admin:
+                admin.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+                admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                   "datname = current_database() AND pid <> pg_backend_pid()"))
+                admin.commit()
+            engine.dispose()  # new sessions take the database's setting
+            said = []
+            for n in (301, 302, 303):  # the first may meet its lane's connection ended by the switch
+                with pytest.raises(DatabaseDown) as raised:
+                    writer.store(**_args(pending(n)))
+                assert not isinstance(raised.value, CommitUnconfirmed | Unstorable)
+                said.append(str(raised.value))
+            assert said[1:] == [REFUSED] * 2, said
+            assert writer.failed is not None and writer.failed[1] == "ReadOnlySqlTransaction"
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+                admin.execute(text("SET default_transaction_read_only = off"))  # this session's next ones write
+                admin.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off'))
+                admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                   "datname = current_database() AND pid <> pg_backend_pid()"))
+            assert isinstance(writer.store(**_args(pending(301))), int)  # sent again: stored now (a refused batch
+            # leaves its connection, so the lane opens a new one)
+            assert writer.failed is None
+        finally:
+            writer.close()
+        with session_factory(engine)() as session:
+            stored = set(session.execute(select(Assessment.return_id)).scalars())
+            assert {"ret-w300", "ret-w301"} <= stored and not {"ret-w302", "ret-w303"} & stored
+            assert chain.verify(session).ok
