@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import ConfigError, DatabaseDown, RegistryError
+from fraud_service.errors import ConfigError, DatabaseDown, RegistryError, Unavailable
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
@@ -229,6 +229,8 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}  # type: ignore[union-attr]
     except DatabaseDown:
         checks["feature_store"] = {"ok": False, "detail": f"the online store did not answer within {READY_WAIT_S} s"}
+    except Unavailable as exc:  # its own words, which name no host (an empty store says so)
+        checks["feature_store"] = {"ok": False, "detail": str(exc)}
     except Exception as exc:  # sqlite or redis errors alike
         checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
     return checks

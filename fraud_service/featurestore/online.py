@@ -198,11 +198,16 @@ class OnlineFeatures:
             pipe = self._redis.pipeline(transaction=False)
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
                 pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
+            pipe.dbsize()  # in the same round trip: a Redis that lost its data answers every key as unknown
             try:
-                answers = pipe.execute()
+                *answers, size = pipe.execute()
             except self._redis_error as exc:
                 raise Unavailable("the online feature store (Redis) cannot be read; no decision was made, "
                                   "retry") from exc  # the driver's text (host, port) is logged, not answered
+            if not size:
+                raise Unavailable("the online feature store (Redis) holds no features (its data was lost, or never "
+                                  "loaded): every customer would look new; no decision was made. Load it with "
+                                  "`fraud-service features materialize --full`")
             for i, (values, (_, _, names), target) in enumerate(zip(answers, self.views, out, strict=True)):
                 for name, blob in zip(names, values[:-1], strict=True):
                     target[name] = None if blob is None else _decode(blob, self._value)

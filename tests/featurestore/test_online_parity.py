@@ -121,3 +121,25 @@ def test_a_hung_redis_is_unavailable_within_its_timeout(redis_source):
         assert proxy.address.split(":")[-1] not in str(raised.value)  # its port: the answer names no address
     finally:
         proxy.close()
+
+
+@pytest.mark.redis
+def test_a_redis_that_lost_its_data_is_unavailable_not_empty_features(redis_source):
+    """Redis restarted without its data (or flushed): every entity read as unknown, so every customer scored as a
+    new one, with 201s and /readyz ready. The read says the store holds no features; loading it again ends that."""
+    import redis
+
+    from fraud_service.errors import Unavailable
+
+    snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
+    moment = snapshot.read("returns")["requested_at"].max().ceil("s")
+    redis_source.materialize(moment.to_pydatetime(), full=True)
+    reader = redis_source.reader()
+    keys = dict.fromkeys(ENTITY_KEYS, "someone")
+    assert len(reader.stored(keys)) == len(reader.views)
+    redis.Redis(db=REDIS_TEST_DB).flushdb()
+    with pytest.raises(Unavailable, match="holds no features") as raised:
+        reader.stored(keys)
+    assert "features materialize --full" in str(raised.value)
+    redis_source.materialize(moment.to_pydatetime(), full=True)
+    assert len(reader.stored(keys)) == len(reader.views)
