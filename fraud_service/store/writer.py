@@ -8,10 +8,8 @@ share one commit (one fsync on SQLite), without load each is committed on its ow
 Each lane appends to a chain segment of its own (`store.chain.open_segment`, at its first batch; closed
 when the writer closes), so no lock shared by all writers is held across a round trip to the database or
 its fsync: two lanes, two processes, or two instances commit side by side. On PostgreSQL a process has
-two lanes, so that while one waits for its commit (a round trip across a network, a slow fsync) the next
-assessments go out on the other; the second joins only once the first has been in one transaction for
-JOIN_AFTER_S, so that with the database near one lane commits what arrived meanwhile in one batch. On SQLite
-a process has one lane (the database has one write lock). What must still be serialised is locked
+two lanes, so that while one waits for its commit's round trip the next assessments go out on the other;
+on SQLite one (the database has one write lock). What must still be serialised is locked
 by subject (`store.locks`): the return ids of the batch, so that a return sent to two instances at once is
 stored once, and what each flagged assessment's case is linked by, so that one customer's returns join one
 case. A deadlock the database breaks (two batches locking two cases in opposite orders) is retried.
@@ -108,11 +106,6 @@ pending assessment's event by its index, None for one already stored (`fraud_ser
 
 LANES = 2
 """Writer threads per process on PostgreSQL, each with its own connection and chain segment."""
-JOIN_AFTER_S = 0.002
-"""A lane after the first takes work only once every lane before it has been in one transaction this long: with
-the database near, commits are short and one lane commits what arrived meanwhile in one batch (two lanes would
-halve the batches and double the commits); when a commit waits (a round trip across a network, a slow fsync), the
-next lane sends what is waiting instead of letting it queue behind."""
 RETRIES = 3
 """How many times a batch the database chose as a deadlock's victim (or could not serialise) is tried again."""
 RETURN_ID_KEY = "assessments_return_id_key"  # PostgreSQL's name for the unique return id
@@ -200,7 +193,6 @@ class _Lane:
     tail: Tail | None = None
     connection: Any = None
     thread: threading.Thread | None = None
-    busy_since: float | None = None  # monotonic time its current transaction began; None while it waits for work
 
 
 class EvidenceWriter:
@@ -226,8 +218,6 @@ class EvidenceWriter:
         # SQLite has one write lock for the database: a second lane would only wait for it
         count = 1 if self._sqlite else (LANES if lanes is None else lanes)
         self._lanes = [_Lane(i) for i in range(count)]
-        self._busy = threading.Condition()  # guards the lanes' busy_since; notified when one starts or ends a batch
-        self._closing = False
         for lane in self._lanes:
             lane.thread = threading.Thread(target=self._run, args=(lane,), name=f"evidence-writer-{lane.number}",
                                            daemon=True)
@@ -277,9 +267,6 @@ class EvidenceWriter:
     def close(self, seal: bool = True) -> None:
         """Commit what is waiting, then record on the root chain where each lane's segment ends (unless not SEAL:
         the segments stay open, as a killed process leaves them)."""
-        with self._busy:
-            self._closing = True  # the lanes waiting for their turn take their stop marker at once
-            self._busy.notify_all()
         for _ in self._lanes:
             self._queue.put(None)
         for lane in self._lanes:
@@ -322,16 +309,7 @@ class EvidenceWriter:
 
     def _run(self, lane: _Lane) -> None:
         while True:
-            if lane.number == 0:
-                first = self._queue.get()
-            else:
-                self._await_turn(lane)
-                try:  # only what waits now: an assessment arriving later may find the lanes before free again
-                    first = self._queue.get_nowait()
-                except queue.Empty:
-                    with self._busy:  # look again soon, or at once when a lane starts or ends a batch
-                        self._busy.wait(JOIN_AFTER_S)
-                    continue
+            first = self._queue.get()
             if first is None:
                 return
             batch = [first]
@@ -349,38 +327,13 @@ class EvidenceWriter:
             if stop:
                 return
 
-    def _mark(self, lane: _Lane, since: float | None) -> None:
-        """LANE starts (SINCE) or ends (None) a batch; the lanes after it may take their turn or give it up."""
-        with self._busy:
-            lane.busy_since = since
-            if len(self._lanes) > 1:
-                self._busy.notify_all()
-
-    def _await_turn(self, lane: _Lane) -> None:
-        """Block until every lane before LANE has been in its current batch for JOIN_AFTER_S (or the writer
-        closes)."""
-        with self._busy:
-            while not self._closing:
-                started = [before.busy_since for before in self._lanes[:lane.number]]
-                if any(since is None for since in started):
-                    self._busy.wait()
-                    continue
-                left = max(s for s in started if s is not None) + JOIN_AFTER_S - time.monotonic()
-                if left <= 0:
-                    return
-                self._busy.wait(left)
-
     def _commit(self, lane: _Lane, batch: list[Pending]) -> None:
         batch = [pending for pending in batch if pending.state != "abandoned"]
         if not batch:
             return
         try:
-            self._mark(lane, time.monotonic())
-            try:
-                with self._turn():
-                    outcome = self._retried(lane, batch)
-            finally:  # before any request is answered: its next assessment must find this lane free
-                self._mark(lane, None)
+            with self._turn():
+                outcome = self._retried(lane, batch)
         except BatchAbandoned:  # some requests gave up while their assessments were written: commit the others
             self._commit(lane, batch)
             return

@@ -440,39 +440,3 @@ def test_a_batch_of_assessments_and_case_events_keeps_every_event_in_its_place()
                     assert json.loads(following.payload)["case_id"] == rows[return_id].case_id is not None
             assert session.execute(select(func.count()).select_from(Case)).scalar_one() == 4  # c-0 .. c-3: one each
         assert _verify(engine).ok
-
-
-@pytest.mark.postgres
-def test_with_commits_quick_one_lane_commits_everything() -> None:
-    """Two lanes that both took whatever arrived halved the batches and doubled the commits when the database is
-    near; the second lane takes work only while the first has been in one transaction for JOIN_AFTER_S."""
-    for engine in postgres_engine():
-        writer = evidence_writer(engine, wait_s=10, lanes=2)
-        try:
-            for i in range(30):  # one at a time: nothing ever waits while a commit is under way
-                assert isinstance(_store(writer, _pending(f"seq-{i}")), int)
-            assert len(writer.segments) == 1  # the second lane never opened its segment
-        finally:
-            writer.close()
-        assert _verify(engine).ok
-
-
-@pytest.mark.postgres
-def test_while_the_first_lane_waits_the_second_commits() -> None:
-    """A batch stuck at its database (here a subject lock held elsewhere; a round trip across a network or a slow
-    fsync alike): the next assessment goes out on the second lane, not behind it."""
-    for engine in postgres_engine():
-        writer = evidence_writer(engine, wait_s=10, lanes=2)
-        try:
-            with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
-                holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": locks.key("return", "stuck")})
-                stuck = pool.submit(_store, writer, _pending("stuck"))
-                _until_waiting(engine, 1)
-                assert isinstance(_store(writer, _pending("free")), int)  # stored while the first lane waits
-                assert not stuck.done()
-                holder.rollback()
-                assert isinstance(stuck.result(timeout=10), int)
-            assert len(writer.segments) == 2
-        finally:
-            writer.close()
-        assert _verify(engine).ok
