@@ -334,8 +334,18 @@ def _parse_decimal(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Se
         # pandas' text reader is not exact (it reads 25.389999999999997 as 25.39): the values it took are read again
         # the way Python reads them, so a CSV and a parquet file of the same data hold the same numbers
         taken = parsed.notna()
-        parsed[taken] = np.array([float(str(v).strip()) for v in values[taken]], dtype="float64")
+        parsed[taken] = np.array([_exact(v, p) for v, p in zip(values[taken], parsed[taken], strict=True)],
+                                 dtype="float64")
     return parsed
+
+
+def _exact(value: object, parsed: float) -> float:
+    """VALUE (text pandas read as PARSED) as Python reads it; PARSED when Python reads no number there (a mixed
+    column's True, which pandas takes for 1)."""
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return parsed
 
 
 def _parse_int(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
