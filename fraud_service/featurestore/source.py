@@ -272,7 +272,7 @@ class FeatureSource:
                 raise
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
-        partial.write_text(json.dumps({"build": build, "until": end.isoformat()}))
+        partial.write_text(json.dumps({"build": build, "until": end.isoformat(), "store": self.online_identity()}))
         os.replace(partial, marker)
         return every
 
@@ -294,9 +294,20 @@ class FeatureSource:
 
     def online_behind(self, manifest: dict[str, Any] | None) -> bool:
         """Whether the online store holds anything but the build of MANIFEST (this build's `manifest()`): nothing
-        loaded yet, an older build, or no build at all."""
+        loaded yet, an older build, no build at all, or another online store (the settings were switched since,
+        from sqlite to Redis say: an incremental run would load nothing into the new one)."""
         build = (manifest or {}).get("built_at")
-        return build is None or (self.materialized() or {}).get("build") != build
+        loaded = self.materialized() or {}
+        # a marker written before stores were recorded is taken for the store named now
+        return build is None or loaded.get("build") != build or loaded.get("store", self.online_identity()) != \
+            self.online_identity()
+
+    def online_identity(self) -> str:
+        """The online store the settings name: `sqlite`, or Redis's address and database (no password)."""
+        if self.settings.online_store != "redis":
+            return str(self.settings.online_store)
+        url = urlparse(self.settings.redis_url)
+        return f"redis://{url.hostname}:{url.port or 6379}/{(url.path or '/0').strip('/') or '0'}"
 
     def materialized(self) -> dict[str, Any] | None:
         """What the last `materialize` loaded: the build (its manifest's `built_at`) and the time it ran up to."""

@@ -143,3 +143,29 @@ def test_a_redis_that_lost_its_data_is_unavailable_not_empty_features(redis_sour
     assert "features materialize --full" in str(raised.value)
     redis_source.materialize(moment.to_pydatetime(), full=True)
     assert len(reader.stored(keys)) == len(reader.views)
+
+
+@pytest.mark.redis
+def test_materialize_after_switching_to_redis_loads_everything(world, tmp_path):
+    """A home loaded into sqlite, then pointed at Redis: `features materialize` ran incrementally (Feast's views
+    were loaded up to the last run) and put nothing into Redis, and every customer was scored as new. The marker
+    names the store it loaded, so a switch reloads every entity."""
+    import redis
+
+    home = tmp_path / "home"
+    local = FeatureSource(Settings.from_env({"FRAUD_HOME": str(home)}))
+    ingest(world / "world", Warehouse(local.settings.warehouse_dir))
+    local.build()
+    moment = Warehouse(local.settings.warehouse_dir).current().read("returns")["requested_at"].max().ceil("s")
+    local.materialize(moment.to_pydatetime())
+    assert not local.online_behind(local.manifest())
+    switched = FeatureSource(Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_ONLINE_STORE": "redis",
+                                                "FRAUD_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_TEST_DB}"}))
+    redis.Redis(db=REDIS_TEST_DB).flushdb()
+    assert switched.online_behind(switched.manifest())  # doctor and /status say so before it is loaded
+
+    assert switched.materialize(moment.to_pydatetime()) is True  # every entity, not the rows since the last run
+    customer = Warehouse(local.settings.warehouse_dir).current().read("returns")["customer_id"].iloc[0]
+    row = switched.reader().stored({**dict.fromkeys(ENTITY_KEYS, "nobody"), "customer_id": customer})[0]
+    assert any(value is not None for value in row.values())
+    assert not switched.online_behind(switched.manifest())
