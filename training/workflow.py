@@ -248,8 +248,9 @@ def plan(snapshot: Snapshot, train_until: pd.Timestamp | None, *, train_from: pd
     said = "--train-until"
     if train_until is None:
         train_until = (test_until or mature) - pd.Timedelta(days=test_days)
-        said = (f"--train-until now (here {train_until.date()}: the labels matured up to {mature.date()}, less the "
-                f"{test_days}-day test window; --test-days sets it)")
+        end = f"--test-until {test_until.date()}" if test_until else f"the labels matured up to {mature.date()}"
+        said = f"--train-until now (here {train_until.date()}: {end}, less the {test_days}-day test window; " \
+               "--test-days sets it)"
         notes.append(f"--train-until now: the last {test_days} days with mature labels are the test window; training "
                      f"on labels known at {train_until.isoformat(timespec='seconds')}")
     start = train_from or first

@@ -38,9 +38,9 @@ ROW = "_row"
 EXAMPLES_PER_GROUP = 20
 OFFSET_SUFFIX = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 """A time with a zone (Z or an offset) at the end of an ISO 8601 value, extended (14:59:13) or basic (145913)."""
-MISSING_AS_TEXT = frozenset(("null", "none", "nan", "n/a", "na", "nil", "undefined", "-"))
-"""What exports write for a missing value, lower-cased: refused in an id or token column, where it would be one
-shared identifier."""
+MISSING_AS_TEXT = frozenset(("null", "none", "nan", "n/a", "undefined"))
+"""What exports write for a missing value, lower-cased: refused in an id or token column that may be empty, where it
+would be one shared identifier (not in one that may not: "None" could be an id there, and the API takes it)."""
 TRUE_TEXT = {"true", "t", "yes", "y", "1"}
 FALSE_TEXT = {"false", "f", "no", "n", "0"}
 
@@ -251,11 +251,10 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
                         text[hidden].map(lambda v: f"{v!r} holds {hidden_character(v)}"), int(hidden.sum()))
         # an export that writes a missing token as the text NULL gives every such row one shared "token": one
         # address for thousands of customers, linking them all
-        spelled = text.str.strip().str.lower().isin(MISSING_AS_TEXT) & ~nulls
-        report.add_rows(file, column.name, "missing value as text",
-                        "an empty cell for a missing value" if column.nullable else
-                        "a real identifier (this column may not be empty)", rows[spelled], text[spelled],
-                        int(spelled.sum()))
+        if column.nullable:
+            spelled = text.str.strip().str.lower().isin(MISSING_AS_TEXT) & ~nulls
+            report.add_rows(file, column.name, "missing value as text", "an empty cell for a missing value",
+                            rows[spelled], text[spelled], int(spelled.sum()))
     return values
 
 

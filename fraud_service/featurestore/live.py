@@ -252,6 +252,14 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
 RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds `FreshnessWriter` waits before trying a failed batch again (15.5 s in all)."""
 
+@dataclass(frozen=True)
+class _Recount:
+    """A return found stored by a request sent again (`FreshnessWriter.recount`): recorded unless the warehouse holds
+    it."""
+
+    r: AssessedReturn
+
+
 _FLUSH = object()
 """Queued by `FreshnessWriter.drain`: the writer stops gathering and writes what it holds."""
 
@@ -290,7 +298,8 @@ class FreshnessWriter:
         live facts were written, and the client sends it again as told. Recording is idempotent per return, so a
         return whose facts the log holds counts once all the same. A build published after the assessment may
         hold the return, and its facts would count it twice: such a return is left to the builds (it counts
-        once the warehouse holds it; docs/security.md)."""
+        once the warehouse holds it; docs/security.md), and so is one the warehouse holds already (checked when the
+        batch is written, off the request's thread: a return ingested before it was assessed)."""
         try:
             built = (self.live.source.manifest() or {}).get("built_at")
             if built is not None and dt.datetime.fromisoformat(str(built)) >= assessed_at:
@@ -299,7 +308,7 @@ class FreshnessWriter:
             logging.getLogger(__name__).warning("cannot read when features were built (%s): %s is not recounted",
                                                 exc, r.return_id)
             return False
-        self.submit(r)
+        self._queue.put(_Recount(r))
         return True
 
     def pending(self, r: AssessedReturn) -> Pending | None:
@@ -402,6 +411,24 @@ class FreshnessWriter:
         logging.getLogger(__name__).error("recording %d live facts failed; they count from the next features build",
                                           len(items), exc_info=failure)
 
-    def _write(self, items: list[AssessedReturn]) -> None:
-        known = self.known_orders(sorted({r.order_id for r in items}))
-        self.live.record_many([dataclasses.replace(r, order_is_new=r.order_id not in known) for r in items])
+    def _write(self, items: list[Any]) -> None:
+        returns = [item for item in items if not isinstance(item, _Recount)]
+        again = [item.r for item in items if isinstance(item, _Recount)]
+        if again:
+            held = self._held([r.return_id for r in again])
+            returns += [r for r in again if r.return_id not in held]
+        known = self.known_orders(sorted({r.order_id for r in returns}))
+        self.live.record_many([dataclasses.replace(r, order_is_new=r.order_id not in known) for r in returns])
+
+    def _held(self, return_ids: list[str]) -> set[str]:
+        """Which of RETURN_IDS the current warehouse snapshot holds (every one when it cannot be read: a recount
+        left out only waits for the next build)."""
+        from fraud_service.data.warehouse import Warehouse
+
+        try:
+            snapshot = Warehouse(self.live.source.settings.warehouse_dir).current()
+            return set() if snapshot is None else snapshot.holding("returns", "return_id", return_ids)
+        except Exception:  # the evidence is committed; the count waits for the next build
+            logging.getLogger(__name__).warning("cannot read the warehouse's returns: %d replayed return(s) are not "
+                                                "recounted", len(return_ids), exc_info=True)
+            return set(return_ids)

@@ -58,7 +58,7 @@ CASES = [
     ("returns", _set(2, "return_id", "R\n2"), "hidden character", "return_id", 2, "U+000A (a control character)"),
     ("orders", _set(4, "device_token", " dev4"), "hidden character", "device_token", 4, " dev4"),
     ("orders", _set(5, "address_token", "NULL"), "missing value as text", "address_token", 5, "NULL"),
-    ("returns", _set(3, "customer_id", "None"), "missing value as text", "customer_id", 3, "None"),
+    ("returns", _set(3, "refund_token", "nan"), "missing value as text", "refund_token", 3, "nan"),
 ]
 
 

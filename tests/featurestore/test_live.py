@@ -370,10 +370,14 @@ def test_a_replayed_return_is_recounted_only_when_no_build_came_after_it(live_wo
     try:
         before_build = _assessed(r, order, w["opened"] + pd.Timedelta(minutes=1), "RECOUNT-OLD")
         after_build = _assessed(r, order, w["opened"] + pd.Timedelta(minutes=2), "RECOUNT-NEW")
+        # a return the warehouse held before it was assessed (a backlog sent late): the build counts it already
+        ingested = _assessed(r, order, w["opened"] + pd.Timedelta(minutes=3), str(r["return_id"]))
         assert not writer.recount(before_build, built_at - pd.Timedelta(seconds=1))
         assert writer.recount(after_build, built_at + pd.Timedelta(seconds=1))
         assert writer.recount(after_build, built_at + pd.Timedelta(seconds=1))  # sent a third time: counted once
+        assert writer.recount(ingested, built_at + pd.Timedelta(seconds=1))  # submitted, then found held
         writer.drain()
+        assert writer.errors == 0
     finally:
         writer.close()
     counted = dict(live.db.execute(

@@ -154,6 +154,10 @@ def test_a_database_refusing_writes_is_told_from_one_that_cannot_be_reached() ->
                    sqlite3.OperationalError("unable to open database file")]
     assert [_writes_refused(e) for e in refused] == [True] * len(refused)
     assert [_writes_refused(e) for e in unreachable] == [False] * len(unreachable)
+    # PostgreSQL's text quotes the failing row: a record holding these words is still one record refused
+    quoting = psycopg.errors.NotNullViolation('null value in column "score" violates not-null constraint\n'
+                                              "DETAIL: Failing row contains (the readonly database, disk is full).")
+    assert not _writes_refused(quoting)
 
 
 @pytest.mark.postgres
