@@ -157,9 +157,11 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
 def _forget_new_home(home: Path) -> None:
     """Remove HOME, made by a command that then failed, when it holds nothing but empty folders and lock files: a
     refused first ingest leaves no home behind, so the next command still says the path does not exist (a typo?)."""
+    def kept(path: Path) -> bool:  # anything but a folder or a lock file (a link, a table, a special file)
+        return path.is_symlink() or not (path.is_dir() or (path.is_file() and path.name.endswith("lock")))
+
     try:
-        if not home.is_dir() or any(p.is_file() and not p.name.endswith("lock") or p.is_symlink() or
-                                    not (p.is_file() or p.is_dir()) for p in home.rglob("*")):
+        if not home.is_dir() or any(kept(path) for path in home.rglob("*")):
             return
         shutil.rmtree(home)
     except OSError:  # left as it is: nothing in it is lost either way

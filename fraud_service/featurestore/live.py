@@ -252,6 +252,7 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
 RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds `FreshnessWriter` waits before trying a failed batch again (15.5 s in all)."""
 
+
 @dataclass(frozen=True)
 class _Recount:
     """A return found stored by a request sent again (`FreshnessWriter.recount`): recorded unless the warehouse holds

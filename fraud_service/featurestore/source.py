@@ -296,11 +296,10 @@ class FeatureSource:
         """Whether the online store holds anything but the build of MANIFEST (this build's `manifest()`): nothing
         loaded yet, an older build, no build at all, or another online store (the settings were switched since,
         from sqlite to Redis say: an incremental run would load nothing into the new one)."""
-        build = (manifest or {}).get("built_at")
+        build, store = (manifest or {}).get("built_at"), self.online_identity()
         loaded = self.materialized() or {}
         # a marker written before stores were recorded is taken for the store named now
-        return build is None or loaded.get("build") != build or loaded.get("store", self.online_identity()) != \
-            self.online_identity()
+        return build is None or loaded.get("build") != build or loaded.get("store", store) != store
 
     def online_identity(self) -> str:
         """The online store the settings name: `sqlite`, or Redis's address and database (no password)."""

@@ -31,6 +31,7 @@ import logging
 import os
 import queue
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -159,8 +160,6 @@ def _closed_by_server(raw: Any) -> bool:
 def _writes_refused(error: BaseException) -> bool:
     """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
     which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
-    import sqlite3
-
     state = str(getattr(error, "sqlstate", "") or "")
     if state.startswith("53") or state in ("25006", "42501"):  # resources (disk full, ...); read-only; not permitted
         return True
