@@ -30,7 +30,7 @@ from fraud_service.scoring.policy import Decision, Policy
 from fraud_service.scoring.rulebook import RuleHistory
 from fraud_service.scoring.rules import RULE_FEATURES, Subject, decide
 from models.registry import ModelRegistry
-from training.trainset import Window, current_snapshot, feature_frame, read_returns_and_orders
+from training.trainset import Window, current_snapshot, feature_frame, read_returns_and_orders, timestamp
 
 FORMATS = (".csv", ".parquet")
 TOP_REASONS = 3
@@ -48,6 +48,7 @@ class BatchResult:
     decisions: dict[str, int]
     list_entries: int | None  # entries in the lists' history; None without an evidence database
     out: Path
+    in_sample: str | None = None  # what of the window the model was trained on, when any of it was
 
 
 def score_batch(settings: Settings, window: Window, out: Path, model: str = "production",
@@ -59,7 +60,21 @@ def score_batch(settings: Settings, window: Window, out: Path, model: str = "pro
     _write(result, out)
     counts = result["decision"].value_counts().to_dict()
     return BatchResult(len(result), scorer.version, policy.version, {str(k): int(v) for k, v in counts.items()},
-                       entries, out)
+                       entries, out, in_sample(scorer, window))
+
+
+def in_sample(scorer: Scorer, window: Window) -> str | None:
+    """What of WINDOW SCORER learned from (its training rows' requests), or None when none of it: scores there are
+    in-sample, not what the model would have said of returns it had not seen."""
+    trained = scorer.manifest.get("training_window") or {}
+    if not trained.get("until"):
+        return None
+    start, until = timestamp(trained.get("from") or trained["until"]), timestamp(trained["until"])
+    if window.end <= start or window.start >= until:
+        return None
+    return (f"model {scorer.version} was trained on the returns requested {start.date()} to {until.date()}: its "
+            f"scores of those in {window} are in-sample, better than on returns it has not seen (--from "
+            f"{until.date()} or later for out-of-time scores)")
 
 
 def decide_window(settings: Settings, window: Window, model: str = "production", progress: Progress = SILENT

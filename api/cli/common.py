@@ -24,16 +24,39 @@ Command = Callable[[argparse.Namespace, Settings], int]
 Subparsers = Any  # argparse's _SubParsersAction, which it does not export
 
 
-class Once(argparse.Action):
-    """argparse action of an option that takes one value: given twice, it is refused (argparse would keep the last
-    and drop the first without a word)."""
+class StoreOnce(argparse._StoreAction):
+    """argparse's store action, refusing an option given twice: argparse would keep the last value and drop the
+    first without a word (`--train-until 2011-06-01 ... --train-until 2011-09-01`). `once_anywhere` gives it to
+    every option that stores one value."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        previous = getattr(namespace, self.dest, None)
-        if previous is not None:
-            raise argparse.ArgumentError(self, f"given twice ({previous!r}, then {values!r}); it takes one value")
-        setattr(namespace, self.dest, values)
+        given: dict[str, str] = namespace.__dict__.setdefault(GIVEN, {})
+        shown = values.isoformat() if hasattr(values, "isoformat") else values  # a date as typed, not as a pandas repr
+        if self.dest in given:
+            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]}, then {option_string} {shown}); "
+                                               "it takes one value")
+        given[self.dest] = f"{option_string} {shown}"
+        super().__call__(parser, namespace, values, option_string)
+
+
+GIVEN = "_given_options"
+"""Where `StoreOnce` keeps the options given so far (removed from the parsed arguments by `given_options`)."""
+
+
+def once_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Every option of PARSER and its subcommands that stores one value refuses to be given twice."""
+    for action in parser._actions:  # argparse keeps its subcommands there; there is no public way to walk them
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                once_anywhere(child)
+        elif type(action) is argparse._StoreAction and action.option_strings:
+            action.__class__ = StoreOnce
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The destinations of the one-value options the command line gave (not their defaults), taken off ARGS."""
+    return set(vars(args).pop(GIVEN, {}))
 
 
 def add_command(sub: Subparsers, name: str, func: Command, help_text: str, description: str) -> argparse.ArgumentParser:

@@ -48,6 +48,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if result.changed:
         print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
               f"under {settings.warehouse_dir}")
+        if len(result.currencies) > 1:
+            print(f"warning: the orders are in {len(result.currencies)} currencies ("
+                  + ", ".join(f"{c} {n:,}" for c, n in list(result.currencies.items())[:5])
+                  + "): the features add amounts up as one currency (the data contract: money is in the dataset's "
+                    "currency); convert them to one and ingest the orders again")
     else:
         print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
               "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")
@@ -99,8 +104,12 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     config = world_config(args, orders_per_year=args.orders_per_year, return_rate=args.return_rate,
                           fraud_share=args.fraud_share)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise BadRequest(f"--out {args.out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()):  # a dataset there would be overwritten, or keep tables beside the new
+        raise BadRequest(f"--out {args.out} is not a new or empty directory: the tables written there would replace "
+                         "or mix with what it holds; name another")
     summary = generate(config, Path(args.out), progress(args))
     for key, value in summary.items():
         print(f"{key:<24} {value:>12,}" if isinstance(value, int) else f"{key:<24} {value:>12}")
@@ -149,6 +158,10 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     if end.year < 1971:
         raise BadRequest(f"--until {end.isoformat()} is before any feature row (1970): leave it out for now")
     source = FeatureSource(settings)
+    first = source.first_row_time()
+    if first is not None and end < first:
+        raise BadRequest(f"--until {end.isoformat()} is before the first feature row ({first.isoformat()}): the "
+                         "online store would hold no entity's features (leave it out for now)")
     last = (source.materialized() or {}).get("until")
     if last is not None and dt.datetime.fromisoformat(last) > end and not args.full:
         raise BadRequest(f"the online store was last loaded up to {last}; --until {end.isoformat()} is earlier "
@@ -210,7 +223,7 @@ def _datasets(sub: Subparsers) -> None:
                     "wardrobing, fake item-not-received claims, refund diversion and account takeover,\n"
                     "with late, partial and sometimes wrong labels. Deterministic for a seed. Also writes\n"
                     "DIR/ground_truth.parquet (the true typology of every return), which ingest ignores.")
-    p.add_argument("--out", required=True, metavar="DIR", help="directory to write the dataset to")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory to write the dataset to")
     p.set_defaults(home=None)
     world_options(p)
     p.add_argument("--orders-per-year", type=number_in(0.01, 1000), default=None,

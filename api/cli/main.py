@@ -37,6 +37,7 @@ environment:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from api.cli import admin, data, demo, evidence, modeling, monitoring, queues, registry, returns, users, webhooks
+    from api.cli.common import once_anywhere
 
     parser = argparse.ArgumentParser(
         prog="fraud-service",
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for audience in (data, demo, modeling, registry, monitoring, admin, users, queues, evidence, returns, webhooks):
         audience.register(sub)
     _quiet_anywhere(parser)
+    once_anywhere(parser)
     return parser
 
 
@@ -102,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ARGV and run its command; the exit code (every failure one line on stderr)."""
-    from api.cli.common import EXIT_REJECTED, check_home
+    from api.cli.common import EXIT_REJECTED, check_home, given_options
     from fraud_service.config import Settings
     from fraud_service.errors import DatabaseDown, FraudServiceError
 
@@ -110,6 +112,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature",
                             category=RuntimeWarning)
     args, unknown = parser.parse_known_args(argv)
+    args.given = given_options(args)
     if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     settings: Settings | None = None

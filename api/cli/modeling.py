@@ -74,6 +74,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from training.workflow import first_production_recorded, train
 
     check_windows(args)
+    if args.train_until is not None and "test_days" in getattr(args, "given", ()):
+        raise BadRequest("--test-days sets the test window of --train-until now; with a date, the test window is "
+                         "--test-from (default: --train-until) to --test-until (default: the last request less the "
+                         "label delay)")
     ModelRegistry(settings.models_dir).aliases()  # a registry that lost its aliases file: said before any work
     for line in sync_labels(settings, rebuild_features=True, copy=not args.no_sync, progress=progress(args)):
         print(line)
@@ -158,6 +162,8 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}, "
           f"{lists}): " + ", ".join(f"{v:,} {k}" for k, v in sorted(result.decisions.items())))
     print(f"written to {result.out}")
+    if result.in_sample is not None:
+        print(f"warning: {result.in_sample}")
     return 0
 
 
@@ -225,7 +231,7 @@ def _train(sub: Subparsers) -> None:
     p.add_argument("--test-until", type=timestamp, metavar="DATE",
                    help="test window end (default: last request minus the label delay)")
     p.add_argument("--test-days", type=positive_int_at_most(MAX_DAYS), default=30, metavar="D",
-                   help="with --train-until now, the days of the test window (default 30)")
+                   help="with --train-until now, the days of the test window (default 30; refused with a date)")
     _training_options(p)
     _cost_options(p)
 

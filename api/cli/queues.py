@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import json
 
-from api.cli.common import Once, Subparsers, cli_actor, number_in, positive_int_at_most
+from api.cli.common import Subparsers, cli_actor, number_in, positive_int_at_most
 from fraud_service.config import Settings
 
 
@@ -98,15 +98,14 @@ def register(sub: Subparsers) -> None:
     q.add_argument("--member", action="append", metavar="USER", help="a member (repeat for more)")
     q.add_argument("--status", action="append", choices=("open", "in_review", "escalated"),
                    help="a status the queue holds (repeat; default: every status but closed)")
-    # one value each (the filter holds one per field): a repeat is refused, not the first dropped
-    q.add_argument("--decision", action=Once, choices=("review", "deny"),
+    q.add_argument("--decision", choices=("review", "deny"),
                    help="only cases of assessments with this decision")
-    q.add_argument("--reason", action=Once, help="the return reason the cases were opened with (as the returns "
-                                                 "system sends it: size, damaged, ...)")
-    q.add_argument("--min-amount", action=Once, type=number_in(0, 1e9), help="refunds at stake at least")
-    q.add_argument("--return-type", action=Once, choices=RETURN_TYPES,
+    q.add_argument("--reason", help="the return reason the cases were opened with (as the returns system sends "
+                                    "it: size, damaged, ...)")
+    q.add_argument("--min-amount", type=number_in(0, 1e9), help="refunds at stake at least")
+    q.add_argument("--return-type", choices=RETURN_TYPES,
                    help="cases with an assessment of this return type")
-    q.add_argument("--appealed", action=Once, choices=("yes", "no"), help="appealed cases only, or none of them")
+    q.add_argument("--appealed", choices=("yes", "no"), help="appealed cases only, or none of them")
     q.set_defaults(func=cmd_queues_set)
     q = qsub.add_parser("remove", help="remove a queue")
     q.add_argument("name", help="the queue's name")

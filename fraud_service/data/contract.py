@@ -77,6 +77,10 @@ class Column:
     strictly_positive: bool = False
     max_length: int = MAX_TEXT
     """The longest text a string column holds (identifiers, tokens, reasons), in characters."""
+    pattern: str | None = None
+    """A regular expression (RE2 and Rust's regex alike) a string column's whole value matches."""
+    shape: str = ""
+    """What PATTERN asks for, in words, for error messages."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ ORDERS = Table(
         Column("address_token", S, nullable=True),
         Column("device_token", S, nullable=True),
         Column("order_total", D, minimum=0),
-        Column("currency", S),
+        Column("currency", S, pattern="[A-Z]{3}", shape="an ISO 4217 currency code: three capital letters, e.g. GBP"),
     ),
     key=("order_id",),
     time_column="placed_at",

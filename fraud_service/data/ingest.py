@@ -77,6 +77,8 @@ class IngestResult:
     tables: dict[str, TableResult] = field(default_factory=dict)
     snapshot: str | None = None
     previous: str | None = None
+    currencies: dict[str, int] = field(default_factory=dict)
+    """The warehouse's orders by currency after this ingest (when it brought orders)."""
 
     @property
     def changed(self) -> bool:
@@ -335,7 +337,16 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
                                   "ingest": {n: t.__dict__ for n, t in result.tables.items()}})
         result.snapshot = snapshot.name
         progress.info(f"snapshot {snapshot.name} is now current")
+        result.currencies = _currencies(snapshot) if "orders" in result.tables else {}
         return result
+
+
+def _currencies(snapshot: Snapshot) -> dict[str, int]:
+    """The orders of SNAPSHOT by currency, most first."""
+    orders = snapshot.read("orders", ["currency"])
+    if orders is None:
+        return {}
+    return {str(k): int(v) for k, v in orders["currency"].value_counts().items()}
 
 
 def _merge_table(con: duckdb.DuckDBPyConnection, table: Table, frame: pd.DataFrame, file: str,

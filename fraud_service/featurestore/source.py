@@ -194,6 +194,26 @@ class FeatureSource:
             return None
         return str(manifest.get("snapshot"))
 
+    def first_row_time(self) -> dt.datetime | None:
+        """The earliest event time of any built feature row, read from the files' statistics (None before a build,
+        or when no file says)."""
+        import pyarrow.parquet as pq
+
+        if self.manifest() is None:
+            return None
+        first: dt.datetime | None = None
+        for path in self.data_dir.glob("*.parquet"):
+            meta = pq.ParquetFile(path).metadata
+            names = meta.schema.names
+            if "event_timestamp" not in names:
+                continue
+            column = names.index("event_timestamp")
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(column).statistics
+                if stats is not None and stats.has_min_max and isinstance(stats.min, dt.datetime):
+                    first = stats.min if first is None else min(first, stats.min)
+        return first
+
     def _empty_table(self, name: str) -> Path:
         import pyarrow.parquet as pq
 

@@ -131,7 +131,8 @@ def _annotation(column: Column) -> Any:
     """The pydantic type of a contract column's value in a request."""
     kind = column.kind
     if kind is Kind.STR:
-        text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length, pattern=r"\S")]
+        text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length,
+                                          pattern=rf"^(?:{column.pattern})$" if column.pattern else r"\S")]
         return Annotated[text, AfterValidator(_identifier)] if is_identifier(column.name) else text
     if kind is Kind.ENUM:
         return Literal.__getitem__(column.values)
@@ -279,6 +280,8 @@ def _problem(error: Any, body: Mapping[str, Any]) -> Problem:
 
 
 def _expected(column: Column) -> str:
+    if column.shape:
+        return column.shape
     return {Kind.STR: "a non-empty string", Kind.ENUM: "one of " + ", ".join(column.values),
             Kind.BOOL: "true or false", Kind.INT: "an integer", Kind.DECIMAL: "a number"}.get(
         column.kind, column.kind.describe())

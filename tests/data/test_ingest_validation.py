@@ -59,6 +59,12 @@ CASES = [
     ("orders", _set(4, "device_token", " dev4"), "hidden character", "device_token", 4, " dev4"),
     ("orders", _set(5, "address_token", "NULL"), "missing value as text", "address_token", 5, "NULL"),
     ("returns", _set(3, "refund_token", "nan"), "missing value as text", "refund_token", 3, "nan"),
+    # an integer as written, not any number pandas reads
+    ("order_items", _set(5, "quantity", "1e3"), "wrong type", "quantity", 5, "1e3"),
+    ("order_items", _set(6, "quantity", "1_000"), "wrong type", "quantity", 6, "1_000"),
+    ("returns", _set(2, "items_count", "0x2"), "wrong type", "items_count", 2, "0x2"),
+    ("orders", _set(4, "currency", "gbp"), "wrong format", "currency", 4, "gbp"),
+    ("orders", _set(2, "currency", "US Dollar"), "wrong format", "currency", 2, "US Dollar"),
 ]
 
 
@@ -429,6 +435,8 @@ def test_docs_list_every_contract_column_with_its_type() -> None:
         for column in table.columns:
             for value in column.values:
                 assert f"`{value}`" in section, (table.name, column.name, value)
+            if column.shape:  # what a value must look like beyond its type (the currency's ISO 4217 code)
+                assert re.search(rf"^\| `{column.name}` \|.*ISO 4217", section, flags=re.MULTILINE), column.name
 
 
 def test_a_dataset_refused_as_a_whole_still_writes_the_report(world_copy, cli, warehouse, tmp_path):
@@ -443,3 +451,32 @@ def test_a_dataset_refused_as_a_whole_still_writes_the_report(world_copy, cli, w
     written = json.loads(report.read_text())
     assert written["problems"] == 1 and written["groups"] == [] and "returns.parquet" in written["refused"]
     assert warehouse.current() is None
+
+
+def test_integers_written_with_a_sign_spaces_or_a_point_zero_are_taken(world_copy, cli, warehouse):
+    sent = pd.read_parquet(world_copy / "order_items.parquet")
+    forms = [" {} ", "+{}", "{}.0", "{}.", "{}"]
+    table_to_csv(world_copy, "order_items", lambda f: f.assign(
+        quantity=[forms[i].format(q) if i < len(forms) else q for i, q in enumerate(f["quantity"])]))
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    current = warehouse.current()
+    assert current is not None
+    stored = current.read("order_items", ["order_id", "line_no", "quantity"])
+    assert stored is not None
+    both = sent.head(len(forms)).merge(stored, on=["order_id", "line_no"], suffixes=("_sent", ""))
+    assert len(both) == len(forms)
+    assert both["quantity"].tolist() == both["quantity_sent"].tolist()
+
+
+def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, cli):
+    table_to_csv(world_copy, "orders", _set(3, "currency", "USD"))
+
+    code, out, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert "the orders are in 2 currencies" in warning and "USD 1" in warning
+    assert "add amounts up as one currency" in warning

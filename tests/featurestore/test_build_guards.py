@@ -75,6 +75,17 @@ def test_materialize_refuses_a_time_that_has_not_come(cli):
     assert code != 0 and "before any feature row" in err
 
 
+def test_materialize_refuses_a_time_before_the_first_feature_row(live_world, cli, monkeypatch):
+    settings = live_world["settings"]
+    monkeypatch.setenv("FRAUD_HOME", str(settings.home))
+    before = (settings.home / "features" / "materialized.json").read_bytes()
+    code, out, err = cli("features", "materialize", "--until", "1999-01-01", "--full")
+    assert (code, out) == (1, "")
+    assert "--until 1999-01-01T00:00:00+00:00 is before the first feature row (20" in err
+    assert "the online store would hold no entity's features" in err
+    assert (settings.home / "features" / "materialized.json").read_bytes() == before
+
+
 def test_materialize_prints_its_result_alone_on_stdout(live_world, cli, monkeypatch):
     monkeypatch.setenv("FRAUD_HOME", str(live_world["settings"].home))
     code, out, err = cli("features", "materialize", "--full")  # the cli fixture runs with --quiet

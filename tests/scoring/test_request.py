@@ -91,6 +91,8 @@ def test_optional_fields_take_their_defaults():
     # padded, a blocked card passed the block list, and a ring's device looked new
     ({"order__payment_token": "pay_1 "}, "order.payment_token", "holds U+0020 (SPACE) at its end"),
     ({"refund_token": "\u00a0rfd"}, "refund_token", "holds U+00A0 (NO-BREAK SPACE) at its start"),
+    ({"order__currency": "eur"}, "order.currency", "got 'eur' / expected an ISO 4217 currency code: three capital"),
+    ({"order__currency": "Euro"}, "order.currency", "got 'Euro' / expected an ISO 4217 currency code"),
 ])
 def test_each_bad_field_is_named_with_what_was_expected(change, field, text):
     found = problems(body(**change))

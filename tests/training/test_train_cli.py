@@ -203,6 +203,18 @@ def test_score_batch_scores_every_return_of_the_window_with_its_point_in_time_fe
     same = pd.read_parquet(parquet)
     assert list(same["return_id"]) == list(scores["return_id"])
     assert list(same["decision"]) == list(scores["decision"])
+    assert "warning" not in stdout  # the window starts at the model's cutoff: out of time
+
+
+def test_score_batch_over_the_models_training_window_says_its_scores_are_in_sample(cli, on_world, trained_world,
+                                                                                   tmp_path):
+    code, stdout, err = cli("score-batch", "--from", "2025-06-01", "--to", "2025-08-01", "--out",
+                            str(tmp_path / "scores.csv"))
+    assert code == 0, err
+    warning = stdout.strip().splitlines()[-1]
+    assert warning.startswith("warning: model v0001 was trained on the returns requested ")
+    assert f"to {TRAIN_UNTIL.date()}: its scores of those in [2025-06-01, 2025-08-01) are in-sample" in warning
+    assert warning.endswith(f"(--from {TRAIN_UNTIL.date()} or later for out-of-time scores)")
 
 
 @pytest.mark.parametrize(("args", "message"), [

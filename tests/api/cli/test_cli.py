@@ -79,11 +79,37 @@ def test_each_command_explains_itself(cli, command):
     (["generate", "--out", "x", "--seed", "-1"], "-1 is less than 0"),
     (["generate", "--out", "x", "--orders-per-year", "inf"], "'inf' is not a number from 0.01 to 1,000"),
     (["queues", "set", "q", "--sla-hours", "-1", "--cap", "3"], "'-1' is not a number from 0.01 to 8,760"),
+    # argparse kept the last value of an option given twice and dropped the first without a word
+    (["train", "--train-until", "2011-06-01", "--ensemble", "1", "--train-until", "2011-09-01"],
+     "argument --train-until: given twice (--train-until 2011-06-01T00:00:00+00:00, then --train-until "
+     "2011-09-01T00:00:00+00:00); it takes one value"),
+    (["score-batch", "--from", "2011-09-01", "--to", "2012-01-01", "--out", "a.csv", "--out", "b.csv"],
+     "argument --out: given twice (--out a.csv, then --out b.csv)"),
+    (["-q", "features", "materialize", "--until", "now", "--until", "now-1d"], "argument --until: given twice"),
 ])
 def test_usage_errors_exit_2_with_the_reason(cli, args, message):
     code, _, err = cli(*args)
     assert code == 2
     assert message in err
+
+
+def test_test_days_with_a_dated_train_until_is_refused_not_ignored(cli, tmp_path):
+    code, _, err = cli("train", "--train-until", "2011-09-01", "--test-days", "20")
+    assert code == 1
+    assert "--test-days sets the test window of --train-until now; with a date, the test window is --test-from" in err
+
+
+def test_generate_writes_only_into_a_new_or_empty_directory(cli, tmp_path):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "customers.csv").write_text("kept\n")
+    code, _, err = cli("generate", "--out", str(tmp_path / "world"), "--customers", "50", "--days", "20")
+    assert code == 1
+    assert "is not a new or empty directory: the tables written there would replace or mix with what it holds" in err
+    assert [p.name for p in (tmp_path / "world").iterdir()] == ["customers.csv"]
+    assert (tmp_path / "world" / "customers.csv").read_text() == "kept\n"
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("generate", "--out", str(tmp_path / "empty"), "--customers", "50", "--days", "20")
+    assert code == 0, err
 
 
 def test_ingesting_a_missing_directory_exits_1_with_the_reason(cli, tmp_path):
