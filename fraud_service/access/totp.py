@@ -6,7 +6,7 @@ returns ten recovery codes, shown once and kept only as hashes. From then on sig
 then a code (`sign_in_code`): a TOTP code of the current step or the one either side (pyotp's `valid_window=1`),
 never one of a step at or before the last one accepted, so a code seen over someone's shoulder cannot be used
 again; or an unused recovery code, which is spent. Wrong codes count towards the password's throttling
-(`users.count_attempts`). `disable` needs a current code; `reset` (`fraud-service users totp-reset NAME`) is
+(`users.reserve_attempt`). `disable` needs a current code; `reset` (`fraud-service users totp-reset NAME`) is
 the admins' way back in for a person who lost the device. Admins must have it on (`Person.must_enrol`).
 
 The secret is stored encrypted (AES-GCM, with a key derived by HKDF from the app's secret: the key that signs
@@ -37,8 +37,8 @@ from pyotp.exceptions import OTPVerificationError
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from fraud_service.access.users import Person, active_in, attempt_keys, count_attempts, seconds_to_wait
-from fraud_service.errors import SignInThrottled, TotpError, TotpUnreadable, UserError
+from fraud_service.access.users import Person, active_in, attempt_keys, reserve_attempt, settle_attempt
+from fraud_service.errors import TotpError, TotpUnreadable, UserError
 from fraud_service.store.schema import RecoveryCode, User
 from fraud_service.store.uow import UnitOfWork
 
@@ -218,10 +218,7 @@ def _prove(uow: UnitOfWork, name: str, code: str, app_key: bytes, address: str, 
     the user and the address as a failed sign-in is (SignInThrottled while they must wait; no code is checked
     then), a success clears the counts."""
     keys = attempt_keys(name, address)
-    with uow.read():
-        wait = seconds_to_wait(uow.session, keys, now)
-    if wait > 0:
-        raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
+    reserve_attempt(uow, keys, now)  # counted as failed until the code proves right
     unreadable = None
     with uow:
         user = uow.session.get(User, name) if len(keys) == 2 else None
@@ -231,7 +228,8 @@ def _prove(uow: UnitOfWork, name: str, code: str, app_key: bytes, address: str, 
                 how = _accept(uow, user, code, app_key, now)
             except TotpUnreadable as exc:
                 unreadable = exc
-        count_attempts(uow, keys, now, failed=how is None)
+        if how is not None:
+            settle_attempt(uow, keys, clear=True)
         uow.commit()
     if unreadable is not None:
         raise unreadable

@@ -167,17 +167,15 @@ def change_password(uow: UnitOfWork, name: str, current: str, new: str, address:
     `user_password_set` event by the person."""
     now = now or dt.datetime.now(dt.UTC)
     keys = attempt_keys(name, address)
+    reserve_attempt(uow, keys, now)
     with uow.read():
-        wait = seconds_to_wait(uow.session, keys, now)
         user = uow.session.get(User, name)
         stored = None if user is None or user.disabled_at is not None else user.password_hash
-    if wait > 0:
-        raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
     if stored is None or not check_password(stored, current):
-        with uow:
-            count_attempts(uow, keys, now, failed=True)
-            uow.commit()
-        raise UserError("the current password is not right; nothing was changed")
+        raise UserError("the current password is not right; nothing was changed")  # counted as failed already
+    with uow:
+        settle_attempt(uow, keys, clear=True)
+        uow.commit()
     new = _password(new)
     if new == current:
         raise UserError("the new password is the current one: expected another")
@@ -245,21 +243,19 @@ def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
     clears them, so that the right password cannot wipe a run of wrong codes."""
     now = now or dt.datetime.now(dt.UTC)
     keys = attempt_keys(name, address)
+    reserve_attempt(uow, keys, now)
     with uow.read():
-        wait = seconds_to_wait(uow.session, keys, now)
         user = uow.session.get(User, name) if len(keys) == 2 else None
         found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash,
                                                                           user.totp_enabled_at is not None)
-    if wait > 0:
-        raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
     if found is None:
         hash_password(password or "x")  # the same work either way: failures take the same time
-    ok = found is not None and check_password(found[2], password or "")
-    if not ok or found is None or not found[3]:
-        with uow:
-            count_attempts(uow, keys, now, failed=not ok)
-            uow.commit()
-    return Person(found[0], found[1], found[3]) if ok and found is not None else None
+    if found is None or not check_password(found[2], password or ""):
+        return None  # counted as failed already
+    with uow:
+        settle_attempt(uow, keys, clear=not found[3])
+        uow.commit()
+    return Person(found[0], found[1], found[3])
 
 
 def attempt_keys(name: object, address: str) -> list[str]:
@@ -270,16 +266,41 @@ def attempt_keys(name: object, address: str) -> list[str]:
     return keys
 
 
-def seconds_to_wait(session: Session, keys: list[str], now: dt.datetime) -> int:
-    """Seconds before the next attempt under KEYS may be checked (0: now), in a transaction the caller holds."""
-    return max(_wait(session.get(SignInFailure, key), now) for key in keys)
+def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> None:
+    """Count an attempt under KEYS as failed before its secret is checked, or SignInThrottled (nothing counted)
+    while one of them must wait. The rows are held for the transaction (PostgreSQL: FOR UPDATE, after making a
+    missing one; SQLite: its one write lock), so attempts sent at once are judged one after another, each seeing
+    the ones before: a burst of guesses gains nothing over guesses one by one. `settle_attempt` takes the count back
+    when the secret was right."""
+    with uow:
+        session = uow.session
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+
+            for key in keys:  # a row to hold even for a key never counted: two first attempts queue on it
+                session.execute(insert(SignInFailure).values(key=key, failures=0, last_at=now, locked_until=None)
+                                .on_conflict_do_nothing(index_elements=["key"]))
+            session.execute(select(SignInFailure).where(SignInFailure.key.in_(keys)).with_for_update())
+        wait = max(_wait(session.get(SignInFailure, key, populate_existing=True), now) for key in keys)
+        if wait > 0:
+            raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
+        for key in keys:
+            _count(uow, key, now)
+        uow.commit()
 
 
-def count_attempts(uow: UnitOfWork, keys: list[str], now: dt.datetime, failed: bool) -> None:
-    """Count a failed attempt under each of KEYS (locking one that reaches LOCK_AFTER), or clear them on a success,
-    in the caller's unit of work."""
+def settle_attempt(uow: UnitOfWork, keys: list[str], clear: bool) -> None:
+    """The attempt `reserve_attempt` counted was right, in the caller's unit of work: with CLEAR, every count under
+    KEYS goes (a success clears them); without, only that attempt's (a person half-way in, whose second factor is
+    still to come)."""
     for key in keys:
-        _count(uow, key, now, failed=failed)
+        row = uow.session.get(SignInFailure, key, with_for_update=True)
+        if row is None:
+            continue
+        if clear:
+            uow.session.delete(row)
+        else:
+            row.failures = max(0, row.failures - 1)
 
 
 def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
@@ -294,12 +315,9 @@ def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
     return max(0, math.ceil((ready - now).total_seconds()))
 
 
-def _count(uow: UnitOfWork, key: str, now: dt.datetime, failed: bool) -> None:
+def _count(uow: UnitOfWork, key: str, now: dt.datetime) -> None:
+    """One more failure under KEY (a run older than FORGET starts again), locking it when it reaches LOCK_AFTER."""
     row = uow.session.get(SignInFailure, key)
-    if not failed:
-        if row is not None:
-            uow.session.delete(row)
-        return
     if row is None or now - chain.aware(row.last_at) > FORGET:
         if row is not None:
             uow.session.delete(row)

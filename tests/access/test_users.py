@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
@@ -13,7 +14,7 @@ from fraud_service.errors import UserError
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import EvidenceEvent, User
 from fraud_service.store.uow import UnitOfWork
-from tests.store.conftest import sqlite_engine
+from tests.store.conftest import postgres_engine, sqlite_engine
 
 
 def test_a_hash_checks_its_own_password_only():
@@ -178,3 +179,75 @@ def test_a_disabled_person_can_be_enabled_again_and_the_derived_check_follows(en
         session.get(User, "ana.lyst").disabled_at = dt.datetime.now(dt.UTC)  # type: ignore[union-attr]
         session.commit()  # disabled with SQL, not by an event
     assert "ended in the table, not by the log" in (verify_derived(UnitOfWork(sessions)).problem or "")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def either_engine(request, tmp_path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = sqlite_engine(tmp_path)
+        yield engine
+        engine.dispose()
+    else:
+        yield from postgres_engine()
+
+
+def test_guesses_sent_at_once_are_throttled_as_if_sent_one_by_one(either_engine: Engine) -> None:
+    """Sixteen wrong passwords at once were all checked: each read 'no wait' before any failure was counted (a
+    helper's burst got the right password through as the sixteenth guess, and its success wiped the count)."""
+    import datetime as dt
+    import threading
+
+    from fraud_service.access.users import FREE_FAILURES
+    from fraud_service.errors import SignInThrottled
+    from fraud_service.store.schema import SignInFailure
+
+    sessions = session_factory(either_engine)
+    create_user(UnitOfWork(sessions), "bea", "analyst", "the right password", "test")
+    t = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
+    start, answers, lock = threading.Barrier(16), [], threading.Lock()
+
+    def guess(n: int) -> None:
+        start.wait()
+        try:
+            answer = "signed in" if sign_in(UnitOfWork(sessions), "bea", "the right password" if n == 15 else
+                                            "wrong guess!", "10.0.0.1", now=t) else "refused"
+        except SignInThrottled:
+            answer = "throttled"
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    checked = [a for a in answers if a != "throttled"]
+    assert len(checked) == FREE_FAILURES, answers  # as one by one: the first few checked, the rest wait
+    with sessions() as session:
+        counts = {row.key: row.failures for row in session.execute(select(SignInFailure)).scalars()}
+    if "signed in" in checked:  # the right one came among the first few: it cleared the counts, as one by one
+        assert counts == {}
+    else:
+        assert counts == {"user:bea": FREE_FAILURES, "address:10.0.0.1": FREE_FAILURES}
+
+
+def test_the_right_password_of_a_two_step_sign_in_counts_no_failure(engine: Engine) -> None:
+    """Counted as failed before the password is checked, the attempt is taken back when it was right: a person with
+    a second factor, half-way in, has no failure against them (nor are earlier ones cleared before the code)."""
+    import datetime as dt
+
+    from fraud_service.store.schema import SignInFailure
+
+    sessions = session_factory(engine)
+    create_user(UnitOfWork(sessions), "tia", "analyst", "the right password", "test")
+    with sessions() as session:
+        session.get(User, "tia").totp_enabled_at = dt.datetime(2026, 4, 1, tzinfo=dt.UTC)
+        session.commit()
+    t = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
+    assert sign_in(UnitOfWork(sessions), "tia", "wrong guess!", "10.0.0.1", now=t) is None
+    person = sign_in(UnitOfWork(sessions), "tia", "the right password", "10.0.0.1", now=t)
+    assert person is not None and person.name == "tia"
+    with sessions() as session:
+        counts = {row.key: row.failures for row in session.execute(select(SignInFailure)).scalars()}
+    assert counts == {"user:tia": 1, "address:10.0.0.1": 1}  # the wrong guess only
