@@ -33,6 +33,8 @@ def queue_filter(args: Any) -> QueueFilter:
         if text in (None, ""):
             return default
         try:
+            if not text.isascii() or "_" in text or text != text.strip():  # Python reads `５`, `1_0`, ` 5`
+                raise ValueError(text)
             value = kind(text)
             if isinstance(value, float) and not math.isfinite(value):  # inf, 1e999 and nan filter nothing
                 raise ValueError(text)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic_core import PydanticCustomError
 
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
+from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT, shows_nothing
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback.appeals import MAX_MESSAGE
 from fraud_service.feedback.inspections import MAX_NOTES
@@ -28,8 +29,14 @@ from fraud_service.scoring.request import Time, bound_expected, error_path, show
 _ANY = Literal.__getitem__  # a Literal of values known at import time
 
 
+def _visible(text: str) -> str:
+    if shows_nothing(text):  # a note of zero-width spaces passed `\S`: nobody can read it
+        raise PydanticCustomError("blank_text", "shows nothing")
+    return text
+
+
 def _text(limit: int) -> Any:
-    return Annotated[StrictStr, Field(min_length=1, max_length=limit, pattern=r"\S")]
+    return Annotated[StrictStr, Field(min_length=1, max_length=limit, pattern=r"\S"), AfterValidator(_visible)]
 
 
 Text = _text(MAX_TEXT)
@@ -130,6 +137,7 @@ def problem(error: Any, body: Any) -> Problem:
     expected = {
         "missing": "a value", "string_type": "a non-empty string", "string_too_short": "a non-empty string",
         "string_pattern_mismatch": "a non-empty string",
+        "blank_text": "text that shows something (not only spaces or invisible characters)",
         "string_too_long": f"at most {ctx.get('max_length', 0):,} characters",
         "literal_error": f"one of {ctx.get('expected', '').replace(chr(39), '')}",
         "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",

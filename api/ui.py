@@ -183,6 +183,7 @@ def _person() -> Person:
 
 
 WINDOWS = (7, 30, 90)
+QUEUE_QUERY = ("queue", "status", "assignee", "decision", "reason", "min_amount", "sort", "limit")
 """The windows, in days, the admins' monitor and dashboard pages offer."""
 
 
@@ -226,6 +227,11 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     return render_template("ui/error.html", code=exc.code, message=exc.description), exc.code or 500
 
 
+def page_args() -> dict[str, list[str]]:
+    """The query's queue fields, carried into the page links: only these (`endpoint` or `_external` are url_for's)."""
+    return {k: v for k, v in request.args.to_dict(flat=False).items() if k in QUEUE_QUERY}
+
+
 @bp.get("/")
 @signed_in
 def queue() -> ResponseReturnValue:
@@ -244,7 +250,7 @@ def queue() -> ResponseReturnValue:
     reasons, assignees = cases.filter_choices(core().uow())
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
-                           decisions=[d.value for d in Decision if d.needs_human], args=request.args,
+                           decisions=[d.value for d in Decision if d.needs_human], args=page_args(),
                            closed_list="closed" in f.statuses, named=_named(), selected=None,
                            loaded_at=loaded_at)
 

@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from api import cases as case_api
 from api.core import core
-from api.ui import WINDOWS, _named, _person, _problems, admins_only, bp, signed_in, window_days
+from api.ui import WINDOWS, _named, _person, _problems, admins_only, bp, page_args, signed_in, window_days
 from fraud_service.access.users import list_users
 from fraud_service.cases import oversight, queues
 from fraud_service.cases.queues import DECISIONS
@@ -34,7 +34,7 @@ def named_queue(name: str) -> ResponseReturnValue:
         abort(400, _problems(exc))
     return render_template("ui/queue.html", page=page, f=QueueFilter(limit=f.limit, offset=f.offset), reasons=[],
                            assignees=[], statuses=(), active=ACTIVE, sorts=(), labels=LABELS, decisions=[],
-                           args=request.args, closed_list=False, named=_named(), selected=record,
+                           args=page_args(), closed_list=False, named=_named(), selected=record,
                            loaded_at=loaded_at)
 
 

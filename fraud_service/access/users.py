@@ -13,13 +13,13 @@ import hmac
 import math
 import re
 import secrets
-import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fraud_service.data.contract import shows_nothing
 from fraud_service.errors import Problem, RequestInvalid, SignInThrottled, UserError
 from fraud_service.store import chain
 from fraud_service.store.schema import SignInFailure, User
@@ -103,11 +103,6 @@ def create_users(uow: UnitOfWork, people: list[tuple[str, str, str | None]], act
     return [password for _, _, password in checked]
 
 
-def _blank(c: str) -> bool:
-    """Whether C shows nothing: white space, or a control or format character (a zero-width space)."""
-    return c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp")
-
-
 def _checked(name: str, role: str, password: str | None) -> str:
     """PASSWORD (generated when None) once NAME, ROLE and it pass the rules; UserError says which did not."""
     if not _NAME.match(name):
@@ -124,7 +119,7 @@ def _password(password: str | None) -> str:
         password = secrets.token_urlsafe(12)
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password has {len(password)} characters; at least {MIN_PASSWORD} are required")
-    if all(_blank(c) for c in password):
+    if shows_nothing(password):
         raise UserError(f"the password is only blank characters (spaces, tabs or invisible ones): expected at least "
                         f"{MIN_PASSWORD} characters, not all of them blank (letters, digits, punctuation)")
     return password

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from fraud_service.cases import service as cases
 from fraud_service.cases.records import (
     ACTIVE,
+    DECISIONS,
     CaseStatus,
     QueueFilter,
     QueuePage,
@@ -36,8 +37,6 @@ from fraud_service.store.schema import Assessment, Case, EvidenceEvent, QueueMem
 from fraud_service.store.uow import UnitOfWork
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-DECISIONS = ("review", "deny")
-"""The decisions a case can carry (the most severe of its assessments that needed a human)."""
 MAX_SLA_HOURS = 24.0 * 90
 MAX_CAP = 1000
 MAX_MEMBERS = 200

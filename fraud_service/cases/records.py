@@ -18,6 +18,8 @@ from fraud_service.errors import Problem, RequestInvalid
 
 LABELS = ("fraud", "abuse", "legit")
 SORTS = ("priority", "score", "amount", "age")
+DECISIONS = ("review", "deny")
+"""The decisions a case can carry (the most severe of its assessments that needed a human)."""
 DEFAULT_SLA_HOURS = 48.0
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from fraud_service.access.users import assignee_in, mark_disabled
 from fraud_service.cases.records import (
     ACTIVE,
+    DECISIONS,
     DEFAULT_SLA_HOURS,
     LABELS,
     SORTS,
@@ -43,7 +44,7 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
-from fraud_service.data.contract import PLAIN_TEXT, text_problem, utc_instant
+from fraud_service.data.contract import PLAIN_TEXT, hidden_character, shows_nothing, text_problem, utc_instant
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid, TimeOutOfRange
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
@@ -200,6 +201,8 @@ def check_filter(f: QueueFilter) -> None:
                                 "one or more of " + ", ".join(STATUSES)))
     if f.sort not in SORTS:
         problems.append(Problem("sort", f"got {f.sort!r}", "one of " + ", ".join(SORTS)))
+    if f.decision is not None and f.decision not in DECISIONS:  # it filtered every case out, answering 200
+        problems.append(Problem("decision", f"got {f.decision!r}", "one of " + ", ".join(DECISIONS)))
     if not 1 <= f.limit <= 500:
         problems.append(Problem("limit", f"got {f.limit}", "an integer from 1 to 500"))
     if not 0 <= f.offset <= 2**62:
@@ -442,7 +445,7 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
                            "/v1/cases/ID/close), not by a change of status")
     # the API's schema bounds it too; a form reaches this with whatever was typed
     comment = _free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters") \
-        if comment.strip() else ""
+        if not shows_nothing(comment) else ""
     now = now or _now()
     with uow:
         case = _locked(uow, case_id)
@@ -633,6 +636,9 @@ def _free_text(value: object, field_name: str, limit: int, expected: str) -> str
     text = value.strip() if isinstance(value, str) else ""
     if not text or len(text) > limit:
         raise RequestInvalid([Problem(field_name, f"got {len(text)} characters", expected)])
+    if shows_nothing(text):  # zero-width spaces: a note or reason nobody can read
+        raise RequestInvalid([Problem(field_name, f"shows nothing (only spaces or invisible characters: "
+                                                  f"{hidden_character(text) or 'white space'})", expected)])
     if (problem := text_problem(text)) is not None:
         raise RequestInvalid([Problem(field_name, problem, PLAIN_TEXT)])
     return text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,13 +32,14 @@ pandas' nanosecond timestamps, which span 1677-09-21 to 2262-04-11."""
 
 def utc_instant(text: str) -> dt.datetime:
     """TEXT, an ISO 8601 time (naive means UTC; `Z` taken), as an aware UTC time. ValueError when it is not one,
-    TimeOutOfRange when it falls outside the years FIRST_YEAR to LAST_YEAR (or before the first time Python can
-    hold in UTC, as 0001-01-01T00:30+01:00)."""
+    TimeOutOfRange when it falls outside the years FIRST_YEAR to LAST_YEAR (or outside the times Python can hold in
+    UTC, as 0001-01-01T00:30+01:00)."""
     stamp = dt.datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     try:
         stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp.astimezone(dt.UTC)
-    except OverflowError:
-        raise TimeOutOfRange(f"{text.strip()[:80]!r} is before the first time in UTC") from None
+    except OverflowError:  # 0001-01-01T00:30+01:00 is before year 1 in UTC, 9999-12-31T23:59-01:00 after 9999
+        edge = "before the first" if stamp.year == 1 else "after the last"
+        raise TimeOutOfRange(f"{text.strip()[:80]!r} is {edge} time in UTC") from None
     if not FIRST_YEAR <= stamp.year <= LAST_YEAR:  # what the features' nanosecond timestamps hold, as in a dataset
         raise TimeOutOfRange(f"{text.strip()[:80]!r} is outside the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
     return stamp
@@ -266,14 +268,34 @@ _HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
 """Unicode categories an identifier may not hold: control characters (newlines, tabs), invisible formatting
 (zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
 case pages: such characters make one id look like another, or like none."""
+_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+              (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+              (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+"""Unicode's Default_Ignorable_Code_Point ranges: shown as nothing, whatever their category. Beside `_HIDDEN` they
+add a combining grapheme joiner (U+034F), variation selectors (U+FE0F, U+E0100) and the Hangul fillers (U+3164,
+U+115F, U+FFA0): `C-BL7` followed by one of them looked like a blocked customer and passed the block list."""
+_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _IGNORABLE) + "]")
+_ASCII_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
+
+
+def invisible(c: str) -> bool:
+    """Whether the character C shows as nothing: `_HIDDEN`'s categories or `_IGNORABLE`'s code points."""
+    return unicodedata.category(c) in _HIDDEN or _IGNORABLE_RE.match(c) is not None
+
+
+def shows_nothing(text: str) -> bool:
+    """Whether TEXT shows no character: only white space and invisible ones (a note of zero-width spaces)."""
+    return all(c.isspace() or unicodedata.category(c) == "Zs" or invisible(c) for c in text)
 
 
 def is_identifier(column: str) -> bool:
-    """True for the columns that hold ids and tokens, which may not hold the `_HIDDEN` characters."""
+    """True for the columns that hold ids and tokens, which may not hold invisible characters (`invisible`)."""
     return column.endswith(("_id", "_token")) or column == "sku"
 
 
-HIDDEN_RE2 = "[" + "".join(f"\\p{{{category}}}" for category in sorted(_HIDDEN)) + "]|^\\p{Zs}|\\p{Zs}$"
+HIDDEN_RE2 = ("[" + "".join(f"\\p{{{category}}}" for category in sorted(_HIDDEN))
+              + "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in _IGNORABLE) + "]|^\\p{Zs}|\\p{Zs}$")
 """A regular expression (RE2's syntax, as pyarrow's compute functions take) matching any character an identifier
 may not hold, or a space at either end (`tok ` would be another token than `tok`: a blocked card, padded, would
 pass the block list, and a ring's device would look new)."""
@@ -282,7 +304,11 @@ pass the block list, and a ring's device would look new)."""
 def hidden_character(value: str) -> str | None:
     """The first character of VALUE an identifier may not hold, as 'U+200B (ZERO WIDTH SPACE)', or a space at either
     end, as 'U+0020 (SPACE) at its end'; None if none."""
-    hidden = next((c for c in value if unicodedata.category(c) in _HIDDEN), None)
+    if value.isascii():  # most ids: only control characters can hide there, and spaces at the ends
+        found = _ASCII_CONTROL_RE.search(value)
+        hidden = found.group() if found is not None else None
+    else:
+        hidden = next((c for c in value if invisible(c)), None)
     if hidden is not None:
         return f"U+{ord(hidden):04X} ({unicodedata.name(hidden, 'a control character')})"
     for end, at in ((value[:1], "start"), (value[-1:], "end")):

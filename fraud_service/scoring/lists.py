@@ -21,7 +21,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.data.contract import IDENTIFIER_TEXT, MAX_TEXT, PLAIN_TEXT, hidden_character, text_problem
+from fraud_service.data.contract import (
+    IDENTIFIER_TEXT,
+    MAX_TEXT,
+    PLAIN_TEXT,
+    hidden_character,
+    shows_nothing,
+    text_problem,
+)
 from fraud_service.errors import ListEntryExists, ListEntryNotFound, Problem, RequestInvalid
 from fraud_service.scoring.request import show
 from fraud_service.scoring.rules import LIST_ENTITIES, LISTS, ListMatch
@@ -138,7 +145,7 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
         if given not in allowed:
             problems.append(Problem(name, _got(given), "one of " + ", ".join(allowed)))
     for name, given in (("value", value), ("reason", reason)):
-        if not isinstance(given, str) or not given.strip() or len(given) > MAX_TEXT:
+        if not isinstance(given, str) or shows_nothing(given) or len(given) > MAX_TEXT:
             problems.append(Problem(name, _got(given), f"a non-empty string of at most {MAX_TEXT} characters"))
         elif (problem := text_problem(given)) is not None:
             problems.append(Problem(name, problem, PLAIN_TEXT))
@@ -189,7 +196,7 @@ def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str, now: dt.date
                               for name in missing])
     if entity not in LIST_ENTITIES or len(value) > MAX_TEXT or text_problem(value) is not None:
         raise ListEntryNotFound(f"{entity!r} {value!r} is on no list (no list holds such an entry)")
-    if reason is not None and (not reason.strip() or len(reason) > MAX_TEXT or text_problem(reason) is not None):
+    if reason is not None and (shows_nothing(reason) or len(reason) > MAX_TEXT or text_problem(reason) is not None):
         raise RequestInvalid([Problem("reason", f"got {reason!r:.60}", f"why, in at most {MAX_TEXT} characters")])
     with uow:
         uow.lock_chain()

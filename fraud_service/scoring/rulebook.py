@@ -20,7 +20,7 @@ from functools import lru_cache
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, text_problem
+from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, shows_nothing, text_problem
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring.rules import DEFAULT_RULES, RuleSet
 from fraud_service.store import chain
@@ -80,7 +80,7 @@ def save(uow: UnitOfWork, *, body: object, reason: object, actor: str, now: dt.d
     """Put a new rule set in force (the next version), recorded as a `rules_changed` evidence event naming the
     version it replaces. Every bad field is named (RequestInvalid) before anything is written."""
     problems = []
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_TEXT:
+    if not isinstance(reason, str) or shows_nothing(reason) or len(reason) > MAX_TEXT:
         problems.append(Problem("reason", f"got {reason!r:.60}", f"why, in at most {MAX_TEXT} characters"))
     elif (problem := text_problem(reason)) is not None:
         problems.append(Problem("reason", problem, PLAIN_TEXT))

@@ -95,6 +95,15 @@ def test_queue_is_ranked_by_score_times_money_and_filters(api: Api, set_policy: 
     assert {p["field"] for p in bad.get_json()["problems"]} == {"min_amount"}  # parsed first, then the rest
     bad = api.client.get("/v1/cases?status=lost&sort=sideways&limit=0", headers=api.headers("analyst"))
     assert {p["field"] for p in bad.get_json()["problems"]} == {"status", "sort", "limit"}
+    # an unknown decision filtered every case out and answered 200; Python's int() read these as 5 or 10
+    bad = api.client.get("/v1/cases?decision=nope", headers=api.headers("analyst"))
+    assert bad.status_code == 422 and bad.get_json()["problems"] == [
+        {"field": "decision", "problem": "got 'nope'", "expected": "one of review, deny"}]
+    for limit in ("\uff15", "\u0665", "1_0", " 5", "5 "):
+        bad = api.client.get("/v1/cases", query_string={"limit": limit}, headers=api.headers("analyst"))
+        assert bad.status_code == 422 and bad.get_json()["problems"][0]["field"] == "limit", limit
+    assert api.client.get("/v1/cases", query_string={"limit": "+5", "decision": "review"},
+                          headers=api.headers("analyst")).status_code == 200
     for amount in ("inf", "1e999", "-inf", "nan"):  # a filter that lets nothing, or everything, through unseen
         bad = api.client.get(f"/v1/cases?min_amount={amount}", headers=api.headers("analyst"))
         assert bad.status_code == 422 and bad.get_json()["problems"][0]["expected"] == "a finite number", amount

@@ -102,12 +102,50 @@ def test_times_the_features_cannot_hold_are_refused_as_out_of_range(api: Api, bo
     assert inspection.status_code == 422 and "1678 to 2261" in str(inspection.get_json()), inspection.get_json()
 
 
-@pytest.mark.parametrize("when", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
-def test_times_beyond_the_calendar_in_utc_are_named(api: Api, body: dict[str, Any], when: str) -> None:
+@pytest.mark.parametrize(("when", "edge"), [("0001-01-01T00:30:00+01:00", "before the first"),
+                                            ("9999-12-31T23:30:00-01:00", "after the last")])
+def test_times_beyond_the_calendar_in_utc_are_named(api: Api, body: dict[str, Any], when: str, edge: str) -> None:
     response = api.client.post("/v1/returns/assess", json={**body, "requested_at": when},
                                headers=api.headers("scoring"))
     assert response.status_code == 422
     assert any(p["field"] == "requested_at" for p in response.get_json()["problems"])
+    from fraud_service.data.contract import utc_instant
+    from fraud_service.errors import TimeOutOfRange
+
+    with pytest.raises(TimeOutOfRange, match=f"is {edge} time in UTC"):  # a time after 9999 said "before"
+        utc_instant(when)
+
+
+@pytest.mark.parametrize("invisible", ["\u034f", "\ufe0f", "\U000e0100", "\u3164", "\u115f", "\uffa0", "\u180b"])
+def test_an_id_with_a_character_that_shows_as_nothing_is_refused(api: Api, body: dict[str, Any],
+                                                                  invisible: str) -> None:
+    """Unicode's default-ignorable characters outside the control and format categories (a combining grapheme
+    joiner, variation selectors, Hangul fillers): a blocked `C-BL7` followed by one passed the block list."""
+    entry = {"entity": "customer", "value": "C-BL7" + invisible, "list": "block", "reason": "ring"}
+    listed = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+    assert listed.status_code == 422 and listed.get_json()["problems"][0]["field"] == "value"
+    response = api.client.post("/v1/returns/assess", json={**body, "customer_id": "C-BL7" + invisible},
+                               headers=api.headers("scoring"))
+    assert response.status_code == 422
+    [problem] = response.get_json()["problems"]
+    assert problem["field"] == "customer_id" and problem["problem"].startswith(f"holds U+{ord(invisible):04X}")
+
+
+@pytest.mark.parametrize("blank", ["\u200b\u200b\u2060", "\u3164", " \u034f "])
+def test_free_text_that_shows_nothing_is_refused_like_blank_text(api: Api, body: dict[str, Any], blank: str) -> None:
+    """Notes and appeals of zero-width characters were stored (201, 200) where spaces alone were 422: an
+    appeal nobody can read moved its case to the top of the queue."""
+    answer = api.client.post("/v1/returns/assess", json=body, headers=api.headers("scoring"))
+    assert answer.status_code == 201
+    appealed = api.client.post(f"/v1/assessments/{answer.get_json()['assessment_id']}/appeal",
+                               json={"message": blank}, headers=api.headers())
+    assert appealed.status_code == 422
+    assert appealed.get_json()["problems"][0]["field"] == "message"
+    entry = {"entity": "device", "value": "dev-x", "list": "block", "reason": blank}
+    listed = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+    assert listed.status_code == 422 and listed.get_json()["problems"][0] == {
+        "field": "reason", "problem": f"got {blank!r}",
+        "expected": "text that shows something (not only spaces or invisible characters)"}
 
 
 def test_a_huge_queue_offset_is_422(api: Api) -> None:

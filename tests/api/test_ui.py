@@ -359,3 +359,20 @@ def test_a_number_of_thousands_of_digits_on_an_admin_page_is_named_not_a_500(api
         assert "rules.builtin.refund_exceeds_order.threshold" in response.get_data(as_text=True)  # checks ran
     response = client.post("/ui/rules", data={"csrf_token": csrf, "action": "backtest", "days": DIGITS})
     assert "days: got &#39;1111111111" in response.get_data(as_text=True)
+
+
+def test_the_queue_pages_links_carry_only_its_own_query_fields(api: Api, set_policy: Any) -> None:
+    """The previous/next links passed every query key to url_for: `endpoint` or `_method` was a 500, `_external`
+    and `_anchor` reshaped the links (a helper's fuzzing of the analyst pages)."""
+    for _ in range(3):
+        open_case(api, set_policy)
+    client, _ = signed_in(api, person(api, "hana"))
+    for extra in ("endpoint=x", "_method=POST", "_external=1", "_anchor=top", "_scheme=https"):
+        page = client.get(f"/ui/?limit=1&offset=1&status=open&status=in_review&sort=age&{extra}")
+        assert page.status_code == 200, extra
+        links = re.findall(r'href="(/ui/\?[^"]*)">(?:← previous|next →)', page.get_data(as_text=True))
+        assert len(links) == 2, extra
+        for link, offset in zip(links, (0, 2), strict=True):  # previous, then next
+            query = link.split("?", 1)[1].replace("&amp;", "&").split("&")
+            assert sorted(query) == sorted(["limit=1", "status=open", "status=in_review", "sort=age",
+                                            f"offset={offset}"]), link

@@ -160,6 +160,8 @@ def test_a_note_is_kept_with_its_event(db: MemoryDb) -> None:
     assert detail.events[-1].seq == note.event_seq and detail.events[-1].kind == "case_note"
     with pytest.raises(RequestInvalid, match="body"):
         cases.add_note(db.uow(), case_id=case_id, body="   ", actor="user:ana")
+    with pytest.raises(RequestInvalid, match=r"shows nothing \(only spaces or invisible characters: U\+200B"):
+        cases.add_note(db.uow(), case_id=case_id, body="\u200b\u2060 ", actor="user:ana")  # was stored
     with pytest.raises(CaseNotFound):
         cases.get(db.uow(), case_id="cas_nope")
 
