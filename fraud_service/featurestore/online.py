@@ -150,7 +150,8 @@ class OnlineFeatures:
             # a Redis that hangs costs a request a 503 within REDIS_TIMEOUT_S, not its thread: a timeout is not
             # retried (the default retries three times with back-off), a dropped connection is, once, at once
             self._redis = redis.Redis(host=host, port=int(port), db=int(kwargs.get("db", 0)),
-                                      password=kwargs.get("password"), socket_timeout=REDIS_TIMEOUT_S,
+                                      username=kwargs.get("username"), password=kwargs.get("password"),
+                                      ssl=kwargs.get("ssl") == "true", socket_timeout=REDIS_TIMEOUT_S,
                                       socket_connect_timeout=REDIS_TIMEOUT_S,
                                       retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
             self._redis_error = redis.RedisError
@@ -200,11 +201,15 @@ class OnlineFeatures:
                 pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
             pipe.dbsize()  # in the same round trip: a Redis that lost its data answers every key as unknown
             try:
-                *answers, size = pipe.execute()
+                *answers, size = pipe.execute(raise_on_error=False)  # a refused command is answered, not raised
+                refused = next((a for a in answers if isinstance(a, Exception)), None)
+                if refused is not None:
+                    raise refused
             except self._redis_error as exc:
                 raise Unavailable("the online feature store (Redis) cannot be read; no decision was made, "
                                   "retry") from exc  # the driver's text (host, port) is logged, not answered
-            if not size:
+            # an ACL that refuses DBSIZE (NOPERM) leaves the emptiness check out rather than every read
+            if not isinstance(size, Exception) and not size:
                 raise Unavailable("the online feature store (Redis) holds no features (its data was lost, or never "
                                   "loaded): every customer would look new; no decision was made. Load it with "
                                   "`fraud-service features materialize --full`")

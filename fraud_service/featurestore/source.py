@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from features import definitions
 from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import FeatureStoreError
+from fraud_service.errors import ConfigError, FeatureStoreError
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.request import ReturnRequest
 
@@ -41,12 +41,20 @@ HIGH_VALUE = ("electronics", "jewellery")
 
 
 def redis_connection_string(url: str) -> str:
-    """Feast's `host:port,db=N[,password=...]` from a redis:// URL."""
+    """Feast's `host:port,db=N[,username=...][,password=...][,ssl=true]` from a redis:// (or rediss://, TLS) URL,
+    its user and password percent-decoded (an ACL user, `redis://reader:s%40cret@host:6379/0`)."""
     parsed = urlparse(url)
     db = (parsed.path or "/0").lstrip("/") or "0"
     text = f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379},db={db}"
-    if parsed.password:
-        text += f",password={parsed.password}"
+    for name, given in (("username", parsed.username), ("password", parsed.password)):
+        if given:
+            value = unquote(given)
+            if "," in value:
+                raise ConfigError(f"FRAUD_REDIS_URL: the Redis {name} holds a comma, which Feast's connection "
+                                  "string cannot carry; choose one without")
+            text += f",{name}={value}"
+    if parsed.scheme == "rediss":
+        text += ",ssl=true"
     return text
 
 

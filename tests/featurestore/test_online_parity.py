@@ -169,3 +169,44 @@ def test_materialize_after_switching_to_redis_loads_everything(world, tmp_path):
     row = switched.reader().stored({**dict.fromkeys(ENTITY_KEYS, "nobody"), "customer_id": customer})[0]
     assert any(value is not None for value in row.values())
     assert not switched.online_behind(switched.manifest())
+
+
+@pytest.mark.redis
+def test_a_redis_user_that_may_not_run_dbsize_still_reads_features(redis_source):
+    """An ACL that allows reads but not DBSIZE (the emptiness check's command) made every read a 503: the check is
+    left out for such a user, the features are read."""
+    import uuid
+
+    import redis
+
+    snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
+    moment = snapshot.read("returns")["requested_at"].max().ceil("s")
+    redis_source.materialize(moment.to_pydatetime(), full=True)
+    keys = dict.fromkeys(ENTITY_KEYS, "someone")
+    expected = redis_source.reader().stored(keys)
+    admin, user = redis.Redis(), f"reader_{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(user, enabled=True, passwords=["+a password"], keys=["*"],
+                      commands=["+@read", "+@connection", "+select", "-dbsize"])
+    try:
+        url = f"redis://{user}:a%20password@127.0.0.1:6379/{REDIS_TEST_DB}"
+        restricted = FeatureSource(Settings.from_env({"FRAUD_HOME": str(redis_source.settings.home),
+                                                      "FRAUD_ONLINE_STORE": "redis", "FRAUD_REDIS_URL": url}))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            redis.Redis.from_url(url).dbsize()
+        assert restricted.reader().stored(keys) == expected
+    finally:
+        admin.acl_deluser(user)
+
+
+def test_a_redis_url_becomes_feasts_connection_string_with_its_user_and_tls():
+    """The user of a redis:// URL was dropped (an ACL user could not sign in) and its password passed as written,
+    percent-escapes and all."""
+    from fraud_service.errors import ConfigError
+    from fraud_service.featurestore.source import redis_connection_string
+
+    assert redis_connection_string("redis://127.0.0.1:6379/3") == "127.0.0.1:6379,db=3"
+    assert redis_connection_string("redis://reader:s%40cret%20x@cache.internal:6380/2") == \
+        "cache.internal:6380,db=2,username=reader,password=s@cret x"
+    assert redis_connection_string("rediss://:pw@cache.internal/0") == "cache.internal:6379,db=0,password=pw,ssl=true"
+    with pytest.raises(ConfigError, match="the Redis password holds a comma"):
+        redis_connection_string("redis://:a%2Cb@127.0.0.1:6379/0")
