@@ -61,6 +61,7 @@ CASES = [
     ("returns", _set(5, "customer_id", "C\u034f1"), "hidden character", "customer_id", 5, "U+034F"),
     ("orders", _set(5, "address_token", "NULL"), "missing value as text", "address_token", 5, "NULL"),
     ("returns", _set(3, "refund_token", "nan"), "missing value as text", "refund_token", 3, "nan"),
+    ("orders", _set(7, "device_token", "\uff2e\uff35\uff2c\uff2c"), "missing value as text", "device_token", 7, None),
     # an integer as written, not any number pandas reads
     ("order_items", _set(5, "quantity", "1e3"), "wrong type", "quantity", 5, "1e3"),
     ("order_items", _set(6, "quantity", "1_000"), "wrong type", "quantity", 6, "1_000"),
