@@ -257,8 +257,9 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         # an export that writes a missing token as the text NULL gives every such row one shared "token": one
         # address for thousands of customers, linking them all
         if column.nullable:
-            short = text[text.str.len() <= 12]  # the longest, `undefined`, with spaces; NFKC: ＮＵＬＬ too
-            spelled = short.str.normalize("NFKC").str.strip().str.lower().isin(MISSING_AS_TEXT).reindex(
+            stripped = text.str.strip()
+            short = stripped[stripped.str.len() <= 9]  # the longest is `undefined`; NFKC reads ＮＵＬＬ as NULL
+            spelled = short.str.normalize("NFKC").str.lower().isin(MISSING_AS_TEXT).reindex(
                 text.index, fill_value=False) & ~nulls
             report.add_rows(file, column.name, "missing value as text", "an empty cell for a missing value",
                             rows[spelled], text[spelled], int(spelled.sum()))
