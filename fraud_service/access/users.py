@@ -275,7 +275,8 @@ def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> None:
             for key in keys:  # a row to hold even for a key never counted: two first attempts queue on it
                 session.execute(insert(SignInFailure).values(key=key, failures=0, last_at=now, locked_until=None)
                                 .on_conflict_do_nothing(index_elements=["key"]))
-            session.execute(select(SignInFailure).where(SignInFailure.key.in_(keys)).with_for_update())
+            session.execute(select(SignInFailure).where(SignInFailure.key.in_(keys)).order_by(SignInFailure.key)
+                            .with_for_update())  # in one order: two attempts sharing both rows cannot deadlock
         wait = max(_wait(session.get(SignInFailure, key, populate_existing=True), now) for key in keys)
         if wait > 0:
             raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
