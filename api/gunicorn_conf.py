@@ -50,3 +50,14 @@ def worker_exit(server: Any, worker: Any) -> None:
     service = getattr(app, "extensions", {}).get("fraud") if app is not None else None
     if service is not None:
         service.close()
+
+
+def on_exit(server: Any) -> None:
+    """The instance's metrics folder goes with it (`serve` empties it at the next start anyway): in /dev/shm it
+    would hold memory after the server stopped."""
+    import os
+    import shutil
+
+    folder = os.environ.get("FRAUD_METRICS_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -163,9 +165,30 @@ def _port_free(host: str, port: int, wait: float) -> bool:
         time.sleep(0.25)
 
 
+def _metrics_dir(home: Path, port: int) -> Path:
+    """Where this instance's workers keep their metrics: in memory (/dev/shm), in a folder of this user's alone,
+    named after the home and the port; else $FRAUD_HOME/metrics/PORT. prometheus_client maps those files into memory
+    and writes into their unallocated parts: on a full disk that killed every worker with SIGBUS as it counted a
+    request, over and over (each restart adding files), where the evidence writer answers 503."""
+    import hashlib
+
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        mine = shm / f"fraud-service-{os.getuid()}"
+        try:
+            mine.mkdir(mode=0o700, exist_ok=True)
+            held = mine.lstat()
+        except OSError:
+            held = None
+        # another user's folder (or a link) there could read or plant our figures: not used
+        if held is not None and stat.S_ISDIR(held.st_mode) and held.st_uid == os.getuid() \
+                and not held.st_mode & 0o077:
+            return mine / f"{hashlib.sha256(str(home).encode()).hexdigest()[:16]}-{port}"
+    return home / "metrics" / str(port)
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate the evidence database, then run the service under gunicorn on FRAUD_HOST:FRAUD_PORT."""
-    import os
     import shutil
 
     from fraud_service.bootstrap import evidence
@@ -188,7 +211,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_REJECTED
     # api.metrics sums this instance's workers' figures from here; another instance on the same home (another
     # port) keeps its own directory, so neither empties nor counts the other's
-    metrics_dir = settings.home / "metrics" / str(port)
+    metrics_dir = _metrics_dir(settings.home, port)
     shutil.rmtree(metrics_dir, ignore_errors=True)  # an earlier run's figures (its port is free now)
     metrics_dir.mkdir(parents=True)
     # prometheus_client reads PROMETHEUS_MULTIPROC_DIR; Feast, on import, makes its own directory unless

@@ -241,3 +241,23 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
                 server.wait(timeout=60)
         for handle in handles:
             handle.close()
+
+
+def test_the_workers_metrics_live_in_memory_not_on_the_homes_disk(tmp_path: Path) -> None:
+    """prometheus_client maps its files and writes into their holes: on a full disk under FRAUD_HOME every worker
+    died with SIGBUS as it counted a request (a helper's fault probe). `serve` keeps them in /dev/shm, in a folder of
+    this user's alone, one per home and port; a folder others may write is not used."""
+    from api.cli.admin import _metrics_dir
+
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm on this machine: the home's metrics folder is used")
+    first, second = _metrics_dir(tmp_path / "a", 8000), _metrics_dir(tmp_path / "b", 8000)
+    mine = Path("/dev/shm") / f"fraud-service-{os.getuid()}"
+    assert first.parent == mine == second.parent and first != second and first.name.endswith("-8000")
+    assert _metrics_dir(tmp_path / "a", 8001) != first and _metrics_dir(tmp_path / "a", 8000) == first
+    assert (mine.stat().st_mode & 0o777) == 0o700
+    mine.chmod(0o777)
+    try:
+        assert _metrics_dir(tmp_path / "a", 8000) == tmp_path / "a" / "metrics" / "8000"
+    finally:
+        mine.chmod(0o700)
