@@ -37,7 +37,14 @@ from pyotp.exceptions import OTPVerificationError
 from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from fraud_service.access.users import Person, active_in, attempt_keys, reserve_attempt, settle_attempt
+from fraud_service.access.users import (
+    Person,
+    active_in,
+    attempt_keys,
+    failed_attempt,
+    reserve_attempt,
+    settle_attempt,
+)
 from fraud_service.errors import TotpError, TotpUnreadable, UserError
 from fraud_service.store.schema import RecoveryCode, User
 from fraud_service.store.uow import UnitOfWork
@@ -218,7 +225,7 @@ def _prove(uow: UnitOfWork, name: str, code: str, app_key: bytes, address: str, 
     the user and the address as a failed sign-in is (SignInThrottled while they must wait; no code is checked
     then), a success clears the counts."""
     keys = attempt_keys(name, address)
-    reserve_attempt(uow, keys, now)  # counted as failed until the code proves right
+    attempt = reserve_attempt(uow, keys, now)  # counted as failed until the code proves right
     unreadable = None
     with uow:
         user = uow.session.get(User, name) if len(keys) == 2 else None
@@ -229,8 +236,10 @@ def _prove(uow: UnitOfWork, name: str, code: str, app_key: bytes, address: str, 
             except TotpUnreadable as exc:
                 unreadable = exc
         if how is not None:
-            settle_attempt(uow, keys, clear=True)
+            settle_attempt(uow, attempt, clear=True)
         uow.commit()
+    if how is None:
+        failed_attempt(uow, attempt)
     if unreadable is not None:
         raise unreadable
     return how

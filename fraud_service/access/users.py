@@ -161,15 +161,15 @@ def change_password(uow: UnitOfWork, name: str, current: str, new: str, address:
     of theirs signed in before; returns that moment (the caller's own session signs in again after it). A
     `user_password_set` event by the person."""
     now = now or dt.datetime.now(dt.UTC)
-    keys = attempt_keys(name, address)
-    reserve_attempt(uow, keys, now)
+    attempt = reserve_attempt(uow, attempt_keys(name, address), now)
     with uow.read():
         user = uow.session.get(User, name)
         stored = None if user is None or user.disabled_at is not None else user.password_hash
     if stored is None or not check_password(stored, current):
-        raise UserError("the current password is not right; nothing was changed")  # counted as failed already
+        failed_attempt(uow, attempt)
+        raise UserError("the current password is not right; nothing was changed")
     with uow:
-        settle_attempt(uow, keys, clear=True)
+        settle_attempt(uow, attempt, clear=True)
         uow.commit()
     new = _password(new)
     if new == current:
@@ -238,7 +238,7 @@ def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
     clears them, so that the right password cannot wipe a run of wrong codes."""
     now = now or dt.datetime.now(dt.UTC)
     keys = attempt_keys(name, address)
-    reserve_attempt(uow, keys, now)
+    attempt = reserve_attempt(uow, keys, now)
     with uow.read():
         user = uow.session.get(User, name) if len(keys) == 2 else None
         found = None if user is None or user.disabled_at is not None else (user.name, user.role, user.password_hash,
@@ -246,9 +246,10 @@ def sign_in(uow: UnitOfWork, name: str, password: str, address: str = "unknown",
     if found is None:
         hash_password(password or "x")  # the same work either way: failures take the same time
     if found is None or not check_password(found[2], password or ""):
-        return None  # counted as failed already
+        failed_attempt(uow, attempt)
+        return None
     with uow:
-        settle_attempt(uow, keys, clear=not found[3])
+        settle_attempt(uow, attempt, clear=not found[3])
         uow.commit()
     return Person(found[0], found[1], found[3])
 
@@ -261,42 +262,91 @@ def attempt_keys(name: object, address: str) -> list[str]:
     return keys
 
 
-def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> None:
-    """Count an attempt under KEYS as failed before its secret is checked, or SignInThrottled (nothing counted)
-    while one of them must wait. The rows are held for the transaction (PostgreSQL: FOR UPDATE, after making a
-    missing one; SQLite: its one write lock), so attempts sent at once are judged one after another, each seeing
-    the ones before: a burst of guesses gains nothing over guesses one by one. `settle_attempt` takes the count back
-    when the secret was right."""
-    with uow:
-        session = uow.session
-        if session.get_bind().dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt counted as failed before its secret is checked (`reserve_attempt`): its keys, its time, and each
+    key's run of failures as it was before it (the time of its last failure; None when the attempt began a run)."""
 
-            for key in keys:  # a row to hold even for a key never counted: two first attempts queue on it
-                session.execute(insert(SignInFailure).values(key=key, failures=0, last_at=now, locked_until=None)
-                                .on_conflict_do_nothing(index_elements=["key"]))
-            session.execute(select(SignInFailure).where(SignInFailure.key.in_(keys)).order_by(SignInFailure.key)
-                            .with_for_update())  # in one order: two attempts sharing both rows cannot deadlock
-        wait = max(_wait(session.get(SignInFailure, key, populate_existing=True), now) for key in keys)
+    keys: tuple[str, ...]
+    at: dt.datetime
+    before: dict[str, dt.datetime | None]
+
+
+def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> Attempt:
+    """Count an attempt under KEYS as failed before its secret is checked, or SignInThrottled (nothing counted)
+    while one of them must wait. The rows are held for the transaction (PostgreSQL: made if missing, then FOR
+    UPDATE in key order; SQLite: its one write lock), so attempts sent at once are judged one after another, each
+    seeing the ones before: a burst of guesses gains nothing over guesses one by one. Then either `failed_attempt`
+    (which locks a user or address that reached LOCK_AFTER) or `settle_attempt` (which takes the count back)."""
+    with uow:
+        rows = _held(uow, sorted(keys), now)
+        wait = max(_wait(row, now) for row in rows.values())
         if wait > 0:
             raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
-        for key in keys:
-            _count(uow, key, now)
+        before: dict[str, dt.datetime | None] = {}
+        for key, row in rows.items():
+            fresh = row.failures == 0 or now - chain.aware(row.last_at) > FORGET  # a run older than FORGET is over
+            before[key] = None if fresh else chain.aware(row.last_at)
+            if fresh:  # reset in place: a row deleted under waiting attempts left them holding nothing
+                row.failures, row.locked_until = 0, None
+            row.failures += 1
+            row.last_at = now
+        uow.commit()
+    return Attempt(tuple(sorted(keys)), now, before)
+
+
+def failed_attempt(uow: UnitOfWork, attempt: Attempt) -> None:
+    """ATTEMPT was wrong: a user or address whose run reached LOCK_AFTER is locked for LOCK, as an evidence event
+    (only once the secret proved wrong: a right tenth attempt locks nobody)."""
+    with uow:
+        for key in attempt.keys:
+            row = uow.session.get(SignInFailure, key, with_for_update=True, populate_existing=True)
+            if row is None or row.failures < LOCK_AFTER:
+                continue
+            if row.locked_until is None or chain.aware(row.locked_until) <= attempt.at:
+                row.locked_until = attempt.at + LOCK
+                uow.record(kind="sign_in_locked", subject=key[:80], actor="system", at=attempt.at,
+                           payload={"key": key, "failures": row.failures, "until": chain.utc_text(row.locked_until)})
         uow.commit()
 
 
-def settle_attempt(uow: UnitOfWork, keys: list[str], clear: bool) -> None:
-    """The attempt `reserve_attempt` counted was right, in the caller's unit of work: with CLEAR, every count under
-    KEYS goes (a success clears them); without, only that attempt's (a person half-way in, whose second factor is
-    still to come)."""
-    for key in keys:
-        row = uow.session.get(SignInFailure, key, with_for_update=True)
+def settle_attempt(uow: UnitOfWork, attempt: Attempt, clear: bool) -> None:
+    """ATTEMPT was right, in the caller's unit of work: with CLEAR, the runs under its keys end (a success clears
+    them); without, only ATTEMPT is taken back (a person half-way in, whose second factor is still to come): its
+    count, and its time where no attempt came after it, so that the next step waits no longer than before it."""
+    for key in attempt.keys:
+        row = uow.session.get(SignInFailure, key, with_for_update=True, populate_existing=True)
         if row is None:
             continue
         if clear:
-            uow.session.delete(row)
-        else:
-            row.failures = max(0, row.failures - 1)
+            row.failures, row.locked_until = 0, None
+            continue
+        row.failures = max(0, row.failures - 1)
+        previous = attempt.before.get(key)
+        if previous is not None and chain.aware(row.last_at) == attempt.at:
+            row.last_at = previous
+
+
+def _held(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> dict[str, SignInFailure]:
+    """The rows of KEYS (made, counting nothing, where missing), held until the transaction ends."""
+    session = uow.session
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        for key in keys:  # a row to hold even for a key never counted: two first attempts queue on it
+            session.execute(insert(SignInFailure).values(key=key, failures=0, last_at=now, locked_until=None)
+                            .on_conflict_do_nothing(index_elements=["key"]))
+        held = session.execute(select(SignInFailure).where(SignInFailure.key.in_(keys)).order_by(SignInFailure.key)
+                               .with_for_update().execution_options(populate_existing=True)).scalars()
+        return {row.key: row for row in held}
+    rows = {}
+    for key in keys:
+        row = session.get(SignInFailure, key)
+        if row is None:
+            row = SignInFailure(key=key, failures=0, last_at=now, locked_until=None)
+            session.add(row)
+        rows[key] = row
+    return rows
 
 
 def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
@@ -309,23 +359,6 @@ def _wait(row: SignInFailure | None, now: dt.datetime) -> int:
         return 0
     ready = chain.aware(row.last_at) + dt.timedelta(seconds=2 ** (row.failures - FREE_FAILURES))
     return max(0, math.ceil((ready - now).total_seconds()))
-
-
-def _count(uow: UnitOfWork, key: str, now: dt.datetime) -> None:
-    """One more failure under KEY (a run older than FORGET starts again), locking it when it reaches LOCK_AFTER."""
-    row = uow.session.get(SignInFailure, key)
-    if row is None or now - chain.aware(row.last_at) > FORGET:
-        if row is not None:
-            uow.session.delete(row)
-            uow.session.flush()
-        row = SignInFailure(key=key, failures=0, last_at=now, locked_until=None)
-        uow.session.add(row)
-    row.failures += 1
-    row.last_at = now
-    if row.failures >= LOCK_AFTER and (row.locked_until is None or chain.aware(row.locked_until) <= now):
-        row.locked_until = now + LOCK
-        uow.record(kind="sign_in_locked", subject=key[:80], actor="system", at=now,
-                   payload={"key": key, "failures": row.failures, "until": chain.utc_text(row.locked_until)})
 
 
 def sign_out(uow: UnitOfWork, name: str, now: dt.datetime | None = None) -> None:
