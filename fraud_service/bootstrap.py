@@ -471,12 +471,12 @@ class Database:
         """None when the schema is current, else what to do."""
         return check_schema(self.engine)
 
-    def upgrade(self) -> tuple[str | None, str]:
-        """Create or migrate the schema to the newest revision; (the revision before, the newest)."""
-        from fraud_service.store.migrate import current_revision, head_revision, upgrade
+    def upgrade(self, others_ok: bool = False) -> tuple[str | None, str]:
+        """Create or migrate the schema to the newest revision (on PostgreSQL, refused while other sessions use
+        it, unless OTHERS_OK: `migrate.upgrade`); (the revision before, the newest)."""
+        from fraud_service.store.migrate import head_revision, upgrade
 
-        before = current_revision(self.engine)
-        upgrade(self.engine)
+        before = upgrade(self.engine, others_ok=others_ok)
         return before, head_revision()
 
 

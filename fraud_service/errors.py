@@ -96,6 +96,10 @@ class ConfigError(FraudServiceError):
     """A FRAUD_* setting is missing or malformed."""
 
 
+class UpgradeRefused(FraudServiceError):
+    """A schema migration refused while other sessions use the database (instances of the code before it)."""
+
+
 class DatasetError(FraudServiceError):
     """A dataset directory cannot be read as the data contract (no tables, ambiguous files)."""
 

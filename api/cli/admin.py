@@ -28,7 +28,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from fraud_service.bootstrap import evidence
 
     with evidence(settings, migrated=False) as db:
-        before, head = db.upgrade()
+        before, head = db.upgrade(others_ok=args.others_connected)
         where = db.where
     if before == head:
         print(f"evidence database {where} is already at schema {head}")
@@ -258,8 +258,16 @@ def register(sub: Subparsers) -> None:
                         description="The evidence database (FRAUD_DATABASE_URL, default SQLite in $FRAUD_HOME).")
     db.set_defaults(home="database")  # only the evidence database (`common.check_home`)
     dsub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    dsub.add_parser("upgrade", help="create or migrate the schema to the newest revision (Alembic)").set_defaults(
-        func=cmd_db_upgrade)
+    q = dsub.add_parser("upgrade", help="create or migrate the schema to the newest revision (Alembic)",
+                        description="Create or migrate the evidence database's schema to the newest revision. On\n"
+                                    "PostgreSQL a migration is refused while other sessions use the database:\n"
+                                    "instances of the older code would go on writing the old way under the new\n"
+                                    "schema. Stop every instance first (docs/operations.md).",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--others-connected", action="store_true",
+                   help="migrate even while other sessions use the database (they must not be instances of the "
+                        "older code)")
+    q.set_defaults(func=cmd_db_upgrade)
     _keys(sub)
     _lists(sub)
     labels = sub.add_parser("labels", help="analysts' labels: copy them into the warehouse",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,12 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, *
         args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         if timeout_ms is None:
             args.setdefault("options", f"-c lock_timeout={LOCK_TIMEOUT_MS}")
-            return create_engine(url, **kwargs)
+            return _named(create_engine(url, **kwargs))
         # the server ends a slow statement (the connection stays usable) a little before the client gives up
         # on a silent server (the connection is closed)
         args.setdefault("options", f"-c lock_timeout={min(LOCK_TIMEOUT_MS, timeout_ms)} "
                                    f"-c statement_timeout={timeout_ms}")
-        engine = create_engine(url, **kwargs)
+        engine = _named(create_engine(url, **kwargs))
         connection_class = deadline_connection((timeout_ms + DEADLINE_GRACE_MS) / 1000)
 
         @event.listens_for(engine, "do_connect")
@@ -87,6 +88,21 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, *
 
         return engine
     return create_engine(url, **kwargs)
+
+
+def session_name() -> str:
+    """The application name this process's PostgreSQL sessions give (`pg_stat_activity`): the migration tells its
+    own process's sessions from other instances' by it."""
+    return f"fraud-service pid {os.getpid()}"
+
+
+def _named(engine: Engine) -> Engine:
+    """ENGINE, its PostgreSQL sessions named by `session_name` as each connects (a worker forked later, its own)."""
+    @event.listens_for(engine, "do_connect")
+    def _name(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+        cparams.setdefault("application_name", session_name())
+
+    return engine
 
 
 CONNECT_TIMEOUT_S = 2
