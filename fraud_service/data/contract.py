@@ -83,6 +83,8 @@ class Column:
     """A regular expression (RE2 and Rust's regex alike) a string column's whole value matches."""
     shape: str = ""
     """What PATTERN asks for, in words, for error messages."""
+    fold: bool = False
+    """Values are taken without surrounding spaces and in capitals (`fold`) before PATTERN: `gbp` is GBP."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ ORDERS = Table(
         Column("address_token", S, nullable=True),
         Column("device_token", S, nullable=True),
         Column("order_total", D, minimum=0),
-        Column("currency", S, pattern="[A-Z]{3}", shape="an ISO 4217 currency code: three capital letters, e.g. GBP"),
+        Column("currency", S, pattern="[A-Z]{3}", fold=True,
+               shape="an ISO 4217 currency code: three letters, e.g. GBP"),
     ),
     key=("order_id",),
     time_column="placed_at",
@@ -287,6 +290,11 @@ def invisible(c: str) -> bool:
 def shows_nothing(text: str) -> bool:
     """Whether TEXT shows no character: only white space and invisible ones (a note of zero-width spaces)."""
     return all(c.isspace() or unicodedata.category(c) == "Zs" or invisible(c) for c in text)
+
+
+def fold(value: object) -> object:
+    """VALUE without surrounding spaces and in capitals, when it is text (a `Column.fold` column's value)."""
+    return value.strip().upper() if isinstance(value, str) else value
 
 
 def is_identifier(column: str) -> bool:

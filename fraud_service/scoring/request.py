@@ -37,6 +37,7 @@ from fraud_service.data.contract import (
     RETURNS,
     Column,
     Kind,
+    fold,
     hidden_character,
     is_identifier,
     utc_instant,
@@ -133,6 +134,8 @@ def _annotation(column: Column) -> Any:
     if kind is Kind.STR:
         text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length,
                                           pattern=rf"^(?:{column.pattern})$" if column.pattern else r"\S")]
+        if column.fold:  # `gbp ` is GBP: only its form is checked, a client's casing is no reason to refuse
+            return Annotated[text, BeforeValidator(fold)]
         return Annotated[text, AfterValidator(_identifier)] if is_identifier(column.name) else text
     if kind is Kind.ENUM:
         return Literal.__getitem__(column.values)

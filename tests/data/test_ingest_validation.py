@@ -66,7 +66,7 @@ CASES = [
     ("order_items", _set(5, "quantity", "1e3"), "wrong type", "quantity", 5, "1e3"),
     ("order_items", _set(6, "quantity", "1_000"), "wrong type", "quantity", 6, "1_000"),
     ("returns", _set(2, "items_count", "0x2"), "wrong type", "items_count", 2, "0x2"),
-    ("orders", _set(4, "currency", "gbp"), "wrong format", "currency", 4, "gbp"),
+    ("orders", _set(4, "currency", "\u20ac"), "wrong format", "currency", 4, "\u20ac"),
     ("orders", _set(2, "currency", "US Dollar"), "wrong format", "currency", 2, "US Dollar"),
 ]
 
@@ -474,8 +474,8 @@ def test_integers_written_with_a_sign_spaces_or_a_point_zero_are_taken(world_cop
     assert both["quantity"].tolist() == both["quantity_sent"].tolist()
 
 
-def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, cli):
-    table_to_csv(world_copy, "orders", _set(3, "currency", "USD"))
+def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, cli, warehouse):
+    table_to_csv(world_copy, "orders", lambda f: _set(3, "currency", "usd ")(_set(4, "currency", " eur")(f)))
 
     code, out, err = cli("ingest", str(world_copy))
 
@@ -483,3 +483,21 @@ def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, c
     warning = next(line for line in out.splitlines() if line.startswith("warning:"))
     assert "the orders are in 2 currencies" in warning and "USD 1" in warning
     assert "add amounts up as one currency" in warning
+    # a code's casing and padding are no reason to refuse a dataset: taken as the code, in capitals
+    stored = warehouse.current().read("orders", ["order_id", "currency"])["currency"]
+    assert set(stored) == {"EUR", "USD"}
+
+
+def test_a_numeric_currency_code_in_an_integer_column_is_refused_by_row(world_copy, cli):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    orders = pq.read_table(world_copy / "orders.parquet")
+    codes = pa.array([978] * orders.num_rows, pa.int64())  # ISO 4217's number for EUR
+    pq.write_table(orders.set_column(orders.schema.get_field_index("currency"), "currency", codes),
+                   world_copy / "orders.parquet")
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 1
+    assert "orders.parquet, row 1, column currency: got '978'; expected an ISO 4217 currency code" in err

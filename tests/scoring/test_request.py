@@ -91,7 +91,7 @@ def test_optional_fields_take_their_defaults():
     # padded, a blocked card passed the block list, and a ring's device looked new
     ({"order__payment_token": "pay_1 "}, "order.payment_token", "holds U+0020 (SPACE) at its end"),
     ({"refund_token": "\u00a0rfd"}, "refund_token", "holds U+00A0 (NO-BREAK SPACE) at its start"),
-    ({"order__currency": "eur"}, "order.currency", "got 'eur' / expected an ISO 4217 currency code: three capital"),
+    ({"order__currency": "\u20ac"}, "order.currency", "got '\u20ac' / expected an ISO 4217 currency code: three"),
     ({"order__currency": "Euro"}, "order.currency", "got 'Euro' / expected an ISO 4217 currency code"),
 ])
 def test_each_bad_field_is_named_with_what_was_expected(change, field, text):
@@ -125,3 +125,10 @@ def test_duplicate_line_numbers_are_refused():
 @pytest.mark.parametrize("raw", [[], "text", 3, None])
 def test_a_body_that_is_not_an_object_is_refused(raw):
     assert problems(raw) == {"$": f"got {type(raw).__name__} / expected a JSON object"}
+
+
+def test_a_currency_code_is_taken_whatever_its_casing_or_padding():
+    """`gbp` is GBP: a returns system that sends lowercase codes (as some payment platforms do) was refused (422)
+    over a field the score does not read."""
+    assert parse_request(body(order__currency=" gbp"), NOW).order.currency == "GBP"
+    assert parse_request(body(order__currency="Eur"), NOW).order.currency == "EUR"
