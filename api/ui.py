@@ -183,8 +183,8 @@ def _person() -> Person:
 
 
 WINDOWS = (7, 30, 90)
-QUEUE_QUERY = ("queue", "status", "assignee", "decision", "reason", "min_amount", "sort", "limit")
 """The windows, in days, the admins' monitor and dashboard pages offer."""
+QUEUE_QUERY = ("queue", "status", "assignee", "decision", "reason", "min_amount", "sort", "limit")
 
 
 def window_days() -> int:

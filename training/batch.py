@@ -67,14 +67,17 @@ def in_sample(scorer: Scorer, window: Window) -> str | None:
     """What of WINDOW SCORER learned from (its training rows' requests), or None when none of it: scores there are
     in-sample, not what the model would have said of returns it had not seen."""
     trained = scorer.manifest.get("training_window") or {}
-    if not trained.get("until"):
+    last = trained.get("rows_until") or trained.get("until")  # the rows trained on end there (the cutoff, or before)
+    if not last:
         return None
-    start, until = timestamp(trained.get("from") or trained["until"]), timestamp(trained["until"])
+    start, until = timestamp(trained.get("from") or last), timestamp(last)
     if window.end <= start or window.start >= until:
         return None
-    return (f"model {scorer.version} was trained on the returns requested {start.date()} to {until.date()}: its "
-            f"scores of those in {window} are in-sample, better than on returns it has not seen (--from "
-            f"{until.date()} or later for out-of-time scores)")
+    after = until.ceil("min")
+    shown = after.date().isoformat() if after == after.normalize() else after.strftime("%Y-%m-%dT%H:%M")
+    return (f"model {scorer.version} was trained on the returns requested {start.date()} to {shown}: its "
+            f"scores of those in {window} are in-sample, better than on returns it has not seen (--from {shown} "
+            "or later for out-of-time scores)")
 
 
 def decide_window(settings: Settings, window: Window, model: str = "production", progress: Progress = SILENT

@@ -32,11 +32,10 @@ class StoreOnce(argparse._StoreAction):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         given: dict[str, str] = namespace.__dict__.setdefault(GIVEN, {})
-        shown = values.isoformat() if hasattr(values, "isoformat") else values  # a date as typed, not as a pandas repr
-        if self.dest in given:
-            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]}, then {option_string} {shown}); "
-                                               "it takes one value")
-        given[self.dest] = f"{option_string} {shown}"
+        if self.dest in given:  # the values as parsed (`now` is None, a date a timestamp): not shown, not as typed
+            raise argparse.ArgumentError(self, f"given twice ({given[self.dest]}, then {option_string}); it takes "
+                                               "one value")
+        given[self.dest] = str(option_string)
         super().__call__(parser, namespace, values, option_string)
 
 

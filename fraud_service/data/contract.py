@@ -272,19 +272,20 @@ _HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp"))
 (zero-width spaces and joiners, right-to-left overrides) and line or paragraph separators. An analyst reads ids on
 case pages: such characters make one id look like another, or like none."""
 _IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
-              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
-              (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
-              (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+              (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x2800, 0x2800),
+              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+              (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
 """Unicode's Default_Ignorable_Code_Point ranges: shown as nothing, whatever their category. Beside `_HIDDEN` they
 add a combining grapheme joiner (U+034F), variation selectors (U+FE0F, U+E0100) and the Hangul fillers (U+3164,
-U+115F, U+FFA0): `C-BL7` followed by one of them looked like a blocked customer and passed the block list."""
-_IGNORABLE_RE = re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in _IGNORABLE) + "]")
+U+115F, U+FFA0): `C-BL7` followed by one of them looked like a blocked customer and passed the block list. With
+them the braille blank (U+2800), which is no control but shows as nothing all the same."""
+_IGNORABLE_CHARS = frozenset(chr(code) for lo, hi in _IGNORABLE for code in range(lo, hi + 1))
 _ASCII_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 
 
 def invisible(c: str) -> bool:
     """Whether the character C shows as nothing: `_HIDDEN`'s categories or `_IGNORABLE`'s code points."""
-    return unicodedata.category(c) in _HIDDEN or _IGNORABLE_RE.match(c) is not None
+    return c in _IGNORABLE_CHARS or unicodedata.category(c) in _HIDDEN
 
 
 def shows_nothing(text: str) -> bool:

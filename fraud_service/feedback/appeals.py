@@ -98,7 +98,10 @@ def _message(message: object) -> str:
     from fraud_service.data.contract import PLAIN_TEXT, shows_nothing, text_problem
 
     text = message.strip() if isinstance(message, str) else ""
-    if not text or shows_nothing(text) or len(text) > MAX_MESSAGE:
+    if text and shows_nothing(text):
+        raise RequestInvalid([Problem("message", "shows nothing (only spaces or invisible characters)",
+                                      f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")])
+    if not text or len(text) > MAX_MESSAGE:
         raise RequestInvalid([Problem("message", f"got {len(text)} characters",
                                       f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")])
     if (problem := text_problem(text)) is not None:
