@@ -31,15 +31,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         result = ingest(Path(args.directory), Warehouse(settings.warehouse_dir), progress(args))
     except (ValidationFailed, DatasetError) as exc:
         if args.report:  # a dataset refused as a whole (a table unreadable, no tables) has no rows to list
-            report = exc.report.to_dict() if isinstance(exc, ValidationFailed) else {  # type: ignore[attr-defined]
-                "problems": 1, "groups": [], "refused": str(exc)}
-            try:
-                Path(args.report).write_text(json.dumps(report, indent=2))
-                print(f"full report written to {args.report}", file=sys.stderr)
-            except OSError as failed:  # the problems themselves still reach the terminal
-                print(f"error: the report could not be written to {args.report}: {failed.strerror or failed}",
-                      file=sys.stderr)
+            _write_report(args.report, exc.report.to_dict() if isinstance(exc, ValidationFailed) else {  # type: ignore[attr-defined]
+                "problems": 1, "groups": [], "refused": str(exc)})
         raise
+    if args.report:  # a job reading it learns this run found nothing: an earlier run's report is not left there
+        _write_report(args.report, {"problems": 0, "groups": [], "snapshot": result.snapshot or result.previous})
     print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'removed':>9} "
           f"{'stored':>10}")
     for name, t in result.tables.items():
@@ -57,6 +53,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
               "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")
     return 0
+
+
+def _write_report(path: str, report: dict[str, object]) -> None:
+    """REPORT as JSON in PATH (ingest --report); a failure to write it is said, and the ingest's outcome stands."""
+    try:
+        Path(path).write_text(json.dumps(report, indent=2))
+        print(f"report written to {path}", file=sys.stderr)
+    except OSError as failed:  # the problems themselves still reach the terminal
+        print(f"error: the report could not be written to {path}: {failed.strerror or failed}", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -187,7 +192,8 @@ def register(sub: Subparsers) -> None:
                     "The tables' columns and types: docs/data.md (the data contract). labels and inspections\n"
                     "may be left out; times without an offset are UTC; column names are exact.")
     p.add_argument("directory", metavar="DIR", help="dataset directory")
-    p.add_argument("--report", metavar="FILE", help="also write the problem report as JSON to FILE")
+    p.add_argument("--report", metavar="FILE", help="also write the problem report as JSON to FILE (also when there "
+                                                    "are none: {\"problems\": 0, ...}, so no earlier report is left)")
     p.set_defaults(home="makes")  # the first ingest sets up a new FRAUD_HOME
     add_command(sub, "status", cmd_status, "show the warehouse's current snapshot",
                 "Print the current warehouse snapshot: its tables, row counts and data fingerprint.")

@@ -501,3 +501,19 @@ def test_a_numeric_currency_code_in_an_integer_column_is_refused_by_row(world_co
 
     assert code == 1
     assert "orders.parquet, row 1, column currency: got '978'; expected an ISO 4217 currency code" in err
+
+
+def test_a_clean_ingest_writes_its_report_too(world_copy, cli, warehouse, tmp_path):
+    """--report was written only when there were problems: a nightly job reading it after a clean run found the last
+    failed run's 600 problems."""
+    report = tmp_path / "report.json"
+    table_to_csv(world_copy, "orders", _set(3, "order_total", "twelve"))
+    assert cli("ingest", str(world_copy), "--report", str(report))[0] == 1
+    assert json.loads(report.read_text())["problems"] == 1
+    orders = world_copy / "orders.csv"
+    orders.write_text(orders.read_text().replace(",twelve,", ",12.5,"))
+
+    code, _, err = cli("ingest", str(world_copy), "--report", str(report))
+
+    assert code == 0, err
+    assert json.loads(report.read_text()) == {"problems": 0, "groups": [], "snapshot": warehouse.current().name}
