@@ -134,6 +134,14 @@ def check_features(settings: Settings) -> Check:
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "
                                         "materialize`")
+    try:
+        empty = source.online_empty()
+    except Exception:  # a Redis that does not answer: the Redis check says so, this one stays about the features
+        empty = False
+    if empty:
+        return Check("features", False, "the online store (Redis) holds no features (restarted without its data, or "
+                                        "flushed): every customer would look new; run `fraud-service features "
+                                        "materialize --full`")
     return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                    f"online up to {(source.materialized() or {}).get('until')}")
 

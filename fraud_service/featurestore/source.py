@@ -284,7 +284,8 @@ class FeatureSource:
         rebuilt = self.online_behind(manifest)
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
-        every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views())
+        every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
+            or self.online_empty()  # Redis restarted without its data: an incremental run would load nothing
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
@@ -328,6 +329,21 @@ class FeatureSource:
         loaded = self.materialized() or {}
         # a marker written before stores were recorded is taken for the store named now
         return build is None or loaded.get("build") != build or loaded.get("store", store) != store
+
+    def online_empty(self) -> bool:
+        """Whether the online store is a Redis database holding nothing (restarted without its data, or flushed),
+        whatever the last `materialize` loaded into it. False for sqlite, and for a Redis user not allowed DBSIZE."""
+        if self.settings.online_store != "redis":
+            return False
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            return int(client.dbsize()) == 0  # type: ignore[arg-type]
+        except redis.exceptions.NoPermissionError:
+            return False
+        finally:
+            client.close()
 
     def online_identity(self) -> str:
         """The online store the settings name: `sqlite`, or Redis's address and database (no password)."""
