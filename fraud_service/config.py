@@ -92,6 +92,10 @@ class Settings:
                               "store_credit_only")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"FRAUD_LOG_LEVEL={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        if not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url.split('@')[-1]}: expected a SQLite file "
+                              "(sqlite:////path/to/fraud.db; the default is $FRAUD_HOME/fraud.db) or PostgreSQL "
+                              "(postgresql+psycopg://USER@HOST/DB)")
         if _in_memory(self.database_url):
             raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url}: an in-memory SQLite database lasts as long as "
                               "the process that opened it, so `db upgrade` would migrate a database that is gone when "

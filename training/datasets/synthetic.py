@@ -142,6 +142,9 @@ def generate(config: WorldConfig, out: Path, progress: Progress = SILENT) -> dic
         frames.add_customers(customers)
     with progress.step("honest orders and items"):
         orders, items = _honest_orders(rng, customers, config, start, end)
+    if orders.empty:  # a world of a day or two: nothing to return, and the tables' SKU names had no range
+        raise DatasetError(f"{config.customers:,} customers over {config.days} day(s) placed no order: give the "
+                           "world more --customers, --days or --orders-per-year")
     with progress.step(f"honest returns ({len(orders):,} orders)"):
         returns, inspections, labels = _honest_returns(rng, customers, orders, items, config, end)
     first_order = frames.add_orders(orders, items)

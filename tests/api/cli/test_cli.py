@@ -515,3 +515,14 @@ def test_ctrl_c_while_parsing_is_caught_too(monkeypatch, capsys):
         code = -2
     assert code == 130
     assert capsys.readouterr().err == "interrupted before the command started: nothing was done\n"
+
+
+def test_a_world_too_small_for_an_order_and_a_database_url_of_another_kind_are_said(cli, tmp_path, monkeypatch):
+    """Both failed "unexpectedly" with a traceback's last line (a helper's CLI probe): a TypeError from a world with
+    no orders, a ModuleNotFoundError for MySQL's driver."""
+    code, _, err = cli("generate", "--out", str(tmp_path / "w"), "--customers", "50", "--days", "1")
+    assert code == 1 and "50 customers over 1 day(s) placed no order: give the world more --customers" in err
+    monkeypatch.setenv("FRAUD_DATABASE_URL", "mysql://someone:secret@db.internal/fraud")
+    code, _, err = cli("doctor")
+    assert code == 1
+    assert "FRAUD_DATABASE_URL=db.internal/fraud: expected a SQLite file" in err and "secret" not in err
