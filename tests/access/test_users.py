@@ -14,7 +14,8 @@ from fraud_service.errors import UserError
 from fraud_service.store.db import session_factory
 from fraud_service.store.schema import EvidenceEvent, User
 from fraud_service.store.uow import UnitOfWork
-from tests.store.conftest import postgres_engine, sqlite_engine
+from tests.store.conftest import BOTH, sqlite_engine
+from tests.store.conftest import either_engine as evidence_engine
 
 
 def test_a_hash_checks_its_own_password_only():
@@ -181,14 +182,9 @@ def test_a_disabled_person_can_be_enabled_again_and_the_derived_check_follows(en
     assert "ended in the table, not by the log" in (verify_derived(UnitOfWork(sessions)).problem or "")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BOTH)
 def either_engine(request, tmp_path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = sqlite_engine(tmp_path)
-        yield engine
-        engine.dispose()
-    else:
-        yield from postgres_engine()
+    yield from evidence_engine(request.param, tmp_path)
 
 
 @pytest.mark.parametrize(("earlier", "checked"), [(None, 3), ("recent", 1), ("stale", 3)])

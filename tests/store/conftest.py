@@ -36,12 +36,21 @@ def postgres_engine() -> Iterator[Engine]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request, tmp_path) -> Iterator[Engine]:
-    """A migrated evidence database, on SQLite and on the real PostgreSQL."""
-    if request.param == "sqlite":
+def either_engine(kind: str, tmp_path) -> Iterator[Engine]:
+    """A migrated evidence database of KIND (`sqlite` or `postgres`), disposed (and dropped) afterwards."""
+    if kind == "sqlite":
         engine = sqlite_engine(tmp_path)
         yield engine
         engine.dispose()
     else:
         yield from postgres_engine()
+
+
+BOTH = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""The parameters of a fixture that gives each test a SQLite and a PostgreSQL database (`either_engine`)."""
+
+
+@pytest.fixture(params=BOTH)
+def engine(request, tmp_path) -> Iterator[Engine]:
+    """A migrated evidence database, on SQLite and on the real PostgreSQL."""
+    yield from either_engine(request.param, tmp_path)
