@@ -52,6 +52,7 @@ def upgrade(engine: Engine, revision: str = "head", others_ok: bool = False) -> 
             command.upgrade(_config(engine), revision)
         finally:
             holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            holder.exec_driver_sql("RESET application_name")  # back in the pool under this process's name
     return None if before is None else str(before)
 
 
