@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, ValidationError
-from pydantic_core import PydanticCustomError
 
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT, shows_nothing
+from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback.appeals import MAX_MESSAGE
 from fraud_service.feedback.inspections import MAX_NOTES
@@ -24,19 +23,13 @@ from fraud_service.feedback.messages import TEXTS
 from fraud_service.feedback.outcomes import STATUSES as OUTCOME_STATUSES
 from fraud_service.feedback.webhooks import EVENT_TYPES, MAX_URL
 from fraud_service.scoring.policy import Decision
-from fraud_service.scoring.request import Time, bound_expected, error_path, show, value_at
+from fraud_service.scoring.request import Time, bound_expected, error_path, show, value_at, visible_text
 
 _ANY = Literal.__getitem__  # a Literal of values known at import time
 
 
-def _visible(text: str) -> str:
-    if shows_nothing(text):  # a note of zero-width spaces passed `\S`: nobody can read it
-        raise PydanticCustomError("blank_text", "shows nothing")
-    return text
-
-
 def _text(limit: int) -> Any:
-    return Annotated[StrictStr, Field(min_length=1, max_length=limit, pattern=r"\S"), AfterValidator(_visible)]
+    return Annotated[StrictStr, Field(min_length=1, max_length=limit, pattern=r"\S"), AfterValidator(visible_text)]
 
 
 Text = _text(MAX_TEXT)

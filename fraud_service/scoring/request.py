@@ -40,6 +40,7 @@ from fraud_service.data.contract import (
     fold,
     hidden_character,
     is_identifier,
+    shows_nothing,
     utc_instant,
 )
 from fraud_service.errors import Problem, RequestInvalid, TimeOutOfRange
@@ -125,6 +126,14 @@ Time = Annotated[dt.datetime, BeforeValidator(_utc), WithJsonSchema({"type": "st
 def _identifier(text: str) -> str:
     if (hidden := hidden_character(text)) is not None:
         raise PydanticCustomError("identifier_text", "holds {hidden}", {"hidden": hidden})
+    return text
+
+
+def visible_text(text: str) -> str:
+    """TEXT, or a pydantic error when it shows nothing (a note of zero-width spaces passed `\\S`: nobody can read
+    it); for the JSON API's free text."""
+    if shows_nothing(text):
+        raise PydanticCustomError("blank_text", "shows nothing")
     return text
 
 
