@@ -70,7 +70,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     snapshot = Warehouse(settings.warehouse_dir).current()
     if snapshot is None:
-        print(f"warehouse {settings.warehouse_dir} is empty: run `fraud-service ingest DIR` first")
+        print(f"error: warehouse {settings.warehouse_dir} is empty: run `fraud-service ingest DIR` first",
+              file=sys.stderr)  # an error, not the status a script would read from stdout
         return EXIT_REJECTED
     print(f"snapshot {snapshot.name} ({snapshot.manifest.get('created_at')}) from {snapshot.manifest.get('source')}")
     tables = snapshot.manifest.get("tables", {})

@@ -139,6 +139,10 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
             return EXIT_REJECTED
         if type(exc).__name__ == "InterruptException" or str(exc) == "Query interrupted":  # DuckDB took the Ctrl-C
             return _interrupted()
+        if (said := _disk_refused(exc)) is not None:  # a read-only or full disk, a folder not ours: no bug
+            print(f"error: {args.command}: {said}; nothing was finished (run it again once that is mended)",
+                  file=sys.stderr)
+            return EXIT_REJECTED
         if isinstance(exc, BrokenPipeError):  # `fraud-service models list | head`: the reader has what it wanted
             with contextlib.suppress(OSError, ValueError):  # Python flushes stdout once more at exit: into nothing
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -155,6 +159,21 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     finally:
         if new_home is not None and code != 0:
             _forget_new_home(new_home)
+
+
+def _disk_refused(exc: BaseException) -> str | None:
+    """What the disk refused, when EXC is the disk's refusal (read-only, full, over quota, not permitted), from the
+    OS or from DuckDB's own file layer; else None. A helper's probe saw each said as an unexpected failure."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"the disk refused to write{where}: {exc.strerror}"
+    text = str(exc)
+    for words in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded"):
+        if words in text and type(exc).__module__.startswith(("duckdb", "sqlite3", "pyarrow")):
+            return f"the disk refused to write: {words} ({text.splitlines()[0][:200]})"
+    return None
 
 
 def _forget_new_home(home: Path) -> None:

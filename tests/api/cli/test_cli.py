@@ -149,9 +149,9 @@ def test_a_generated_world_ends_now_by_default_or_at_end_and_never_in_the_future
 
 
 def test_status_on_an_empty_warehouse_says_what_to_do(cli):
-    code, out, _ = cli("status")
-    assert code == 1
-    assert "run `fraud-service ingest DIR` first" in out
+    code, out, err = cli("status")
+    assert (code, out) == (1, "")
+    assert "run `fraud-service ingest DIR` first" in err
 
 
 def test_generate_ingest_status_stats_round_trip(cli, tmp_path):
@@ -526,3 +526,22 @@ def test_a_world_too_small_for_an_order_and_a_database_url_of_another_kind_are_s
     code, _, err = cli("doctor")
     assert code == 1
     assert "FRAUD_DATABASE_URL=db.internal/fraud: expected a SQLite file" in err and "secret" not in err
+
+
+def test_a_disk_that_refuses_to_write_is_said_in_one_line(cli, tmp_path):
+    """A read-only home, a full disk or a folder the user may not write were each "failed unexpectedly" with the
+    OS error's class name (a helper's operations probe). /sys refuses new folders on this kind of machine."""
+    import os
+
+    target = "/sys/fraud-service-test-world"
+    try:
+        os.mkdir(target)
+    except OSError:
+        pass
+    else:
+        os.rmdir(target)
+        pytest.skip("/sys takes new folders here")
+    code, out, err = cli("generate", "--out", target, "--customers", "50", "--days", "20")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: generate: the disk refused to write ({target}): ")
+    assert "unexpectedly" not in err
