@@ -278,8 +278,9 @@ def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> Attem
     UPDATE in key order; SQLite: its one write lock), so attempts sent at once are judged one after another, each
     seeing the ones before: a burst of guesses gains nothing over guesses one by one. Then either `failed_attempt`
     (which locks a user or address that reached LOCK_AFTER) or `settle_attempt` (which takes the count back)."""
+    keys = sorted(keys)  # every transaction holds its rows in one order
     with uow:
-        rows = _held(uow, sorted(keys), now)
+        rows = _held(uow, keys, now)
         wait = max(_wait(row, now) for row in rows.values())
         if wait > 0:
             raise SignInThrottled(f"too many failed sign-ins: try again in {wait} second(s)", retry_after=wait)
@@ -292,7 +293,7 @@ def reserve_attempt(uow: UnitOfWork, keys: list[str], now: dt.datetime) -> Attem
             row.failures += 1
             row.last_at = now
         uow.commit()
-    return Attempt(tuple(sorted(keys)), now, before)
+    return Attempt(tuple(keys), now, before)
 
 
 def failed_attempt(uow: UnitOfWork, attempt: Attempt) -> None:

@@ -444,7 +444,7 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
         raise CaseConflict("a case is closed with a label for each of its returns (the close form, or POST "
                            "/v1/cases/ID/close), not by a change of status")
     # the API's schema bounds it too; a form reaches this with whatever was typed
-    comment = _free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters") \
+    comment = free_text(comment, "comment", MAX_REASON, f"at most {MAX_REASON:,} characters") \
         if not shows_nothing(comment) else ""
     now = now or _now()
     with uow:
@@ -462,7 +462,7 @@ def set_status(uow: UnitOfWork, *, case_id: str, status: str, actor: str, commen
 
 def add_note(uow: UnitOfWork, *, case_id: str, body: str, actor: str, now: dt.datetime | None = None) -> NoteRecord:
     """Add a note (kept in the case and in the evidence event)."""
-    text = _free_text(body, "body", MAX_NOTE, f"a note of 1 to {MAX_NOTE:,} characters")
+    text = free_text(body, "body", MAX_NOTE, f"a note of 1 to {MAX_NOTE:,} characters")
     with uow:
         case = _locked(uow, case_id)
         event = _record(uow, case, "case_note", actor, {"note": text}, now or _now())
@@ -628,11 +628,12 @@ def _instant(text: str, field_name: str) -> dt.datetime:
 
 
 def _reason(reason: str) -> str:
-    return _free_text(reason, "reason", MAX_REASON, f"why, in 1 to {MAX_REASON:,} characters")
+    return free_text(reason, "reason", MAX_REASON, f"why, in 1 to {MAX_REASON:,} characters")
 
 
-def _free_text(value: object, field_name: str, limit: int, expected: str) -> str:
-    """VALUE stripped, or RequestInvalid naming FIELD_NAME: empty, over LIMIT characters, or not storable."""
+def free_text(value: object, field_name: str, limit: int, expected: str) -> str:
+    """VALUE stripped, or RequestInvalid naming FIELD_NAME: empty, over LIMIT characters, showing nothing, or not
+    storable (notes, reasons, comments, a shopper's appeal)."""
     text = value.strip() if isinstance(value, str) else ""
     if not text or len(text) > limit:
         raise RequestInvalid([Problem(field_name, f"got {len(text)} characters", expected)])

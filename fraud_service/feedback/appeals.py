@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from fraud_service.access.keys import Principal
 from fraud_service.cases import service as cases
-from fraud_service.errors import AppealRefused, AssessmentNotFound, Problem, RequestInvalid
+from fraud_service.errors import AppealRefused, AssessmentNotFound
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback, State
 from fraud_service.feedback.webhooks import Outbox, wake
@@ -95,15 +95,4 @@ def _pending_with(uow: UnitOfWork, case_id: str | None, note: str) -> bool:
 
 
 def _message(message: object) -> str:
-    from fraud_service.data.contract import PLAIN_TEXT, shows_nothing, text_problem
-
-    text = message.strip() if isinstance(message, str) else ""
-    if text and shows_nothing(text):
-        raise RequestInvalid([Problem("message", "shows nothing (only spaces or invisible characters)",
-                                      f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")])
-    if not text or len(text) > MAX_MESSAGE:
-        raise RequestInvalid([Problem("message", f"got {len(text)} characters",
-                                      f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")])
-    if (problem := text_problem(text)) is not None:
-        raise RequestInvalid([Problem("message", problem, PLAIN_TEXT)])
-    return text
+    return cases.free_text(message, "message", MAX_MESSAGE, f"the shopper's words, 1 to {MAX_MESSAGE:,} characters")
