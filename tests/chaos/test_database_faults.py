@@ -4,14 +4,13 @@ for them, `/readyz` answers within a second, and the service recovers when the d
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from api.app import create_app
 from fraud_service import bootstrap
@@ -24,7 +23,7 @@ from fraud_service.store.schema import Assessment
 from tests.api.conftest import Api, make_api, private_home
 from tests.conftest import TrainedWorld
 from tests.proxy import FaultProxy
-from tests.store.conftest import POSTGRES
+from tests.store.conftest import POSTGRES, scratch_database
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
@@ -36,23 +35,17 @@ READY_WITHIN_S = 1.0
 def behind_proxy(serving_home: Path, tmp_path: Path) -> Iterator[tuple[Settings, FaultProxy, Any]]:
     """Settings whose evidence database is a fresh, migrated PostgreSQL database reached through a FaultProxy, the
     proxy, and an engine on the same database that bypasses it (to see what was stored)."""
-    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    direct = make_engine(f"{POSTGRES}/{name}")
-    upgrade(direct)
-    proxy = FaultProxy(("127.0.0.1", 5432))
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"postgresql+psycopg://postgres@{proxy.address}/{name}"})
-    try:
-        yield settings, proxy, direct
-    finally:
-        proxy.close()
-        direct.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database() as name:
+        direct = make_engine(f"{POSTGRES}/{name}")
+        upgrade(direct)
+        proxy = FaultProxy(("127.0.0.1", 5432))
+        settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                      "FRAUD_DATABASE_URL": f"postgresql+psycopg://postgres@{proxy.address}/{name}"})
+        try:
+            yield settings, proxy, direct
+        finally:
+            proxy.close()
+            direct.dispose()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -20,20 +21,29 @@ def sqlite_engine(tmp_path) -> Engine:
     return engine
 
 
-def postgres_engine() -> Iterator[Engine]:
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """The name of a new, empty database on the real PostgreSQL server, dropped (its sessions ended) afterwards."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(f"{POSTGRES}/{name}")
     try:
-        upgrade(engine)
-        yield engine
+        yield name
     finally:
-        engine.dispose()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def postgres_engine() -> Iterator[Engine]:
+    with scratch_database() as name:
+        engine = make_engine(f"{POSTGRES}/{name}")
+        try:
+            upgrade(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def either_engine(kind: str, tmp_path) -> Iterator[Engine]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from fraud_service.errors import UpgradeRefused
 from fraud_service.store.db import make_engine
 from fraud_service.store.migrate import MIGRATING, current_revision, head_revision, upgrade
-from tests.store.conftest import POSTGRES
+from tests.store.conftest import POSTGRES, scratch_database
 
 
 @pytest.mark.postgres
@@ -19,41 +17,35 @@ def test_a_migration_waits_for_every_other_session_to_end() -> None:
     evidence chain for good: the old instance went on numbering events its own way, and both sides' writes
     collided. A migration now refuses while another session uses the database, naming it; another migration
     waiting its turn is no such session; `others_ok` migrates anyway."""
-    name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    engine, old = make_engine(f"{POSTGRES}/{name}"), create_engine(f"{POSTGRES}/{name}")
-    try:
-        upgrade(engine, "0009")
-        with old.connect() as running:  # an instance of the older code, its connection open
-            running.exec_driver_sql("SET application_name = 'gunicorn worker'")
-            running.exec_driver_sql("SELECT 1")
-            with pytest.raises(UpgradeRefused, match=r"1 other session\(s\) use it \(gunicorn worker from "):
+    with scratch_database() as name:
+        engine, old = make_engine(f"{POSTGRES}/{name}"), create_engine(f"{POSTGRES}/{name}")
+        try:
+            upgrade(engine, "0009")
+            with old.connect() as running:  # an instance of the older code, its connection open
+                running.exec_driver_sql("SET application_name = 'gunicorn worker'")
+                running.exec_driver_sql("SELECT 1")
+                with pytest.raises(UpgradeRefused, match=r"1 other session\(s\) use it \(gunicorn worker from "):
+                    upgrade(engine)
+                assert current_revision(engine) == "0009"
+            old.dispose()
+
+            with engine.connect() as waiting:  # a second instance starting: it waits for the migration's lock
+                waiting.exec_driver_sql(f"SET application_name = '{MIGRATING}'")
+                waiting.exec_driver_sql("SELECT 1")
                 upgrade(engine)
-            assert current_revision(engine) == "0009"
-        old.dispose()
+            assert current_revision(engine) == head_revision()
+        finally:
+            engine.dispose()
+            old.dispose()
 
-        with engine.connect() as waiting:  # a second instance starting: it waits for the migration's lock
-            waiting.exec_driver_sql(f"SET application_name = '{MIGRATING}'")
-            waiting.exec_driver_sql("SELECT 1")
-            upgrade(engine)
-        assert current_revision(engine) == head_revision()
-
-        engine.dispose()
-        with admin.connect() as connection:  # back to the older schema, with a session open: migrated anyway
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        upgrade(engine, "0009")
-        another = create_engine(f"{POSTGRES}/{name}")
-        with another.connect() as other:  # a session open all along: a monitoring tool, say
-            other.exec_driver_sql("SELECT 1")
-            upgrade(engine, others_ok=True)
-        another.dispose()
-        assert current_revision(engine) == head_revision()
-    finally:
-        engine.dispose()
-        old.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database() as name:  # at the older schema, with a session open all along: migrated when told to
+        engine, another = make_engine(f"{POSTGRES}/{name}"), create_engine(f"{POSTGRES}/{name}")
+        try:
+            upgrade(engine, "0009")
+            with another.connect() as other:  # a monitoring tool, say
+                other.exec_driver_sql("SELECT 1")
+                upgrade(engine, others_ok=True)
+            assert current_revision(engine) == head_revision()
+        finally:
+            another.dispose()
+            engine.dispose()
