@@ -35,6 +35,8 @@ from fraud_service.store.uow import UnitOfWork
 
 if TYPE_CHECKING:
     from fraud_service.bootstrap import Service
+    from fraud_service.featurestore.online import OnlineFeatures
+    from fraud_service.featurestore.source import FeatureSource
 
 CONNECT_TIMEOUT_S = 2
 
@@ -79,7 +81,8 @@ def check_database(url: str, schema: bool = False) -> Check:
 
 
 def check_redis(url: str) -> Check:
-    """PING the Redis server."""
+    """PING the Redis server, and see that it does not evict keys under memory pressure (the online store's keys
+    each carry a time to live, so every policy but noeviction may drop them; a user not allowed INFO skips that)."""
     import redis
     from sqlalchemy.engine import make_url
 
@@ -87,11 +90,33 @@ def check_redis(url: str) -> Check:
     client = redis.Redis.from_url(url, socket_timeout=CONNECT_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
         client.ping()
+        try:
+            memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
+        except redis.exceptions.NoPermissionError:
+            memory = {}
+        policy = memory.get("maxmemory_policy", "noeviction")
+        if int(memory.get("maxmemory", 0) or 0) > 0 and policy != "noeviction":
+            return Check("redis", False, f"{shown} evicts keys when its maxmemory is reached (maxmemory-policy "
+                                         f"{policy}): evicted customers would score as new ones; set "
+                                         "maxmemory-policy noeviction")
         return Check("redis", True, f"{shown} answers PING")
     except redis.RedisError as exc:
         return Check("redis", False, f"{shown}: {exc}")
     finally:
         client.close()
+
+
+def online_loss(source: FeatureSource) -> str | None:
+    """What the online store's Redis lost, said for an operator: everything (restarted without its data, or
+    flushed), or keys since the last `materialize` (`FeatureSource.online_lost`); None when nothing, and when Redis
+    does not answer (the Redis check says so: this one stays about the features)."""
+    try:
+        if source.online_empty():
+            return ("the online store (Redis) holds no features (restarted without its data, or flushed): every "
+                    "customer would look new; run `fraud-service features materialize --full`")
+        return source.online_lost()
+    except Exception:
+        return None
 
 
 def check_warehouse(settings: Settings) -> Check:
@@ -134,14 +159,9 @@ def check_features(settings: Settings) -> Check:
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "
                                         "materialize`")
-    try:
-        empty = source.online_empty()
-    except Exception:  # a Redis that does not answer: the Redis check says so, this one stays about the features
-        empty = False
-    if empty:
-        return Check("features", False, "the online store (Redis) holds no features (restarted without its data, or "
-                                        "flushed): every customer would look new; run `fraud-service features "
-                                        "materialize --full`")
+    lost = online_loss(source)
+    if lost is not None:
+        return Check("features", False, lost)
     return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                    f"online up to {(source.materialized() or {}).get('until')}")
 
@@ -214,8 +234,9 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         checks["model"]["problem"] = service.watch.problem
     started = time.monotonic()
     database = _PROBES.start(("database", id(service)), lambda: _select_one(service))
-    store = (_PROBES.start(("feature_store", id(service)), lambda: assessor.reader.stored(
-        dict.fromkeys(ENTITY_KEYS, "readyz-probe"))) if assessor is not None else None)
+    store = (_PROBES.start(("feature_store", id(service)),
+                           lambda: probe_online_store(assessor.reader, service.settings))
+             if assessor is not None else None)
     try:
         SingleFlight.result(database, READY_WAIT_S - (time.monotonic() - started))
         problem = next((p for p in service.problems if "evidence database" in p), None)
@@ -233,8 +254,9 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         checks["feature_store"] = {"ok": False, "detail": "not loaded"}
         return checks
     try:
-        SingleFlight.result(store, READY_WAIT_S - (time.monotonic() - started))
-        checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind}  # type: ignore[union-attr]
+        lost = SingleFlight.result(store, READY_WAIT_S - (time.monotonic() - started))
+        checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind,  # type: ignore[union-attr]
+                                   **({"problem": lost} if lost else {})}  # still serving, but some entities look new
     except DatabaseDown:
         checks["feature_store"] = {"ok": False, "detail": f"the online store did not answer within {READY_WAIT_S} s"}
     except Unavailable as exc:  # its own words, which name no host (an empty store says so)
@@ -242,6 +264,15 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
     except Exception as exc:  # sqlite or redis errors alike
         checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
     return checks
+
+
+def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None:
+    """Read the online store as a request does (raising as it would), then say what its Redis lost since the last
+    `materialize`, if anything."""
+    from fraud_service.featurestore.source import FeatureSource
+
+    reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))
+    return FeatureSource(settings).online_lost() if reader.kind == "redis" else None
 
 
 READY_WAIT_S = 0.8

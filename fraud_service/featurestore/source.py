@@ -285,7 +285,7 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
-            or self.online_empty()  # Redis restarted without its data: an incremental run would load nothing
+            or self.online_empty() or self.online_lost() is not None  # Redis lost keys: reload them all
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
@@ -301,7 +301,9 @@ class FeatureSource:
                 raise
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
-        partial.write_text(json.dumps({"build": build, "until": end.isoformat(), "store": self.online_identity()}))
+        keys = self.online_keys()  # what a later check counts against: only materialize writes there
+        partial.write_text(json.dumps({"build": build, "until": end.isoformat(), "store": self.online_identity(),
+                                       **({"keys": keys} if keys is not None else {})}))
         os.replace(partial, marker)
         return every
 
@@ -333,17 +335,39 @@ class FeatureSource:
     def online_empty(self) -> bool:
         """Whether the online store is a Redis database holding nothing (restarted without its data, or flushed),
         whatever the last `materialize` loaded into it. False for sqlite, and for a Redis user not allowed DBSIZE."""
+        return self.online_keys() == 0
+
+    def online_keys(self) -> int | None:
+        """How many keys the online store's Redis database holds (one per entity loaded), or None for sqlite and for
+        a Redis user not allowed DBSIZE."""
         if self.settings.online_store != "redis":
-            return False
+            return None
         import redis
 
         client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            return int(client.dbsize()) == 0  # type: ignore[arg-type]
+            return int(client.dbsize())  # type: ignore[arg-type]
         except redis.exceptions.NoPermissionError:
-            return False
+            return None
         finally:
             client.close()
+
+    def online_lost(self) -> str | None:
+        """What the online store's Redis lost since the last `materialize` counted its keys, said plainly, or None.
+        Only `materialize` writes there, so fewer keys than it left means entities evicted (a `maxmemory-policy`
+        other than noeviction), expired (each key lives `key_ttl_seconds` from its last load) or deleted: those
+        customers, tokens and orders would score as new ones."""
+        marker = self.materialized() or {}
+        loaded = marker.get("keys")
+        if not isinstance(loaded, int) or marker.get("store") != self.online_identity():
+            return None
+        now = self.online_keys()
+        if now is None or now >= loaded:
+            return None
+        return (f"the online store (Redis) holds {now:,} keys, {loaded - now:,} fewer than the {loaded:,} the last "
+                "`features materialize` left (evicted under memory pressure, expired, or deleted): those entities "
+                "would score as new; run `fraud-service features materialize --full`, and run Redis with "
+                "`maxmemory-policy noeviction`")
 
     def online_identity(self) -> str:
         """The online store the settings name: `sqlite`, or Redis's address and database (no password)."""

@@ -153,6 +153,56 @@ def test_a_redis_that_lost_its_data_is_unavailable_not_empty_features(redis_sour
 
 
 @pytest.mark.redis
+def test_a_redis_that_lost_some_keys_is_reported_by_doctor_and_readyz(redis_source):
+    """A Redis evicting under memory pressure (90% of its keys gone, in a helper's operations probe) passed every
+    check: the customers evicted scored as new ones. `materialize` counts the keys it leaves; fewer now is said."""
+    import redis
+
+    from fraud_service.health import check_features, probe_online_store
+
+    snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
+    moment = snapshot.read("returns")["requested_at"].max().ceil("s")
+    redis_source.materialize(moment.to_pydatetime(), full=True)
+    client = redis.Redis(db=REDIS_TEST_DB)
+    loaded = client.dbsize()
+    assert redis_source.materialized()["keys"] == loaded > 100
+    assert redis_source.online_lost() is None and check_features(redis_source.settings).ok
+    client.delete(*list(client.scan_iter(count=1000))[:7])
+    lost = redis_source.online_lost()
+    assert lost is not None and f"{loaded - 7:,} keys, 7 fewer than the {loaded:,}" in lost
+    check = check_features(redis_source.settings)
+    assert not check.ok and check.detail == lost
+    # /readyz's probe reads as a request does (the store still answers), and says what is missing
+    assert probe_online_store(redis_source.reader(), redis_source.settings) == lost
+    # the scheduled incremental run loads every entity again (it would have loaded nothing, and counted the loss
+    # as the new normal)
+    assert redis_source.materialize(moment.to_pydatetime()) is True
+    assert client.dbsize() == loaded
+    assert redis_source.online_lost() is None and check_features(redis_source.settings).ok
+
+
+@pytest.mark.redis
+def test_a_redis_that_may_evict_keys_fails_its_check():
+    """The online store's keys carry a time to live, so any maxmemory-policy but noeviction may drop them."""
+    import redis
+
+    from fraud_service.health import check_redis
+
+    client = redis.Redis()
+    before = client.config_get("maxmemory*")
+    try:
+        client.config_set("maxmemory", str(4 << 30))
+        client.config_set("maxmemory-policy", "volatile-lru")
+        check = check_redis(f"redis://127.0.0.1:6379/{REDIS_TEST_DB}")
+        assert not check.ok and "maxmemory-policy volatile-lru" in check.detail and "noeviction" in check.detail
+        client.config_set("maxmemory-policy", "noeviction")
+        assert check_redis(f"redis://127.0.0.1:6379/{REDIS_TEST_DB}").ok
+    finally:
+        client.config_set("maxmemory", before["maxmemory"])
+        client.config_set("maxmemory-policy", before["maxmemory-policy"])
+
+
+@pytest.mark.redis
 def test_materialize_after_switching_to_redis_loads_everything(world, tmp_path):
     """A home loaded into sqlite, then pointed at Redis: `features materialize` ran incrementally (Feast's views
     were loaded up to the last run) and put nothing into Redis, and every customer was scored as new. The marker
