@@ -130,12 +130,14 @@ class Service:
                 self.assessor.freshness.close()
 
 
-def database(settings: Settings, *, serving: bool = False) -> tuple[Engine, sessionmaker[Session]]:
+def database(settings: Settings, *, serving: bool = False, read_only: bool = False
+             ) -> tuple[Engine, sessionmaker[Session]]:
     """The evidence database's engine and sessions; SERVING (the web service's) bounds every statement's time
-    (`store.db.SERVICE_TIMEOUT_MS`), the CLI's long jobs are not bounded."""
+    (`store.db.SERVICE_TIMEOUT_MS`), the CLI's long jobs are not bounded. READ_ONLY: see `store.db.make_engine`."""
     from fraud_service.store.db import SERVICE_TIMEOUT_MS, make_engine, session_factory
 
-    engine = make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS if serving else None)
+    engine = make_engine(settings.database_url, timeout_ms=SERVICE_TIMEOUT_MS if serving else None,
+                         read_only=read_only)
     return engine, session_factory(engine)
 
 
@@ -481,10 +483,11 @@ class Database:
 
 
 @contextlib.contextmanager
-def evidence(settings: Settings, *, migrated: bool = True) -> Iterator[Database]:
+def evidence(settings: Settings, *, migrated: bool = True, read_only: bool = False) -> Iterator[Database]:
     """The evidence database, disposed afterwards; with MIGRATED, only at the current schema (else the error
-    says to run `fraud-service db upgrade`)."""
-    engine, sessions = database(settings)
+    says to run `fraud-service db upgrade`). READ_ONLY, for a command that only reads: a SQLite copy in a folder
+    that cannot be written is read where it is (`store.db.read_only_copy`)."""
+    engine, sessions = database(settings, read_only=read_only)
     try:
         problem = check_schema(engine) if migrated else None
         if problem:

@@ -24,7 +24,7 @@ def cmd_evidence_verify(args: argparse.Namespace, settings: Settings) -> int:
         return _verify_bundle(Path(args.bundle))
     public_key = Path(args.public_key) if args.public_key else settings.checkpoint_key.with_name(
         settings.checkpoint_key.name + ".pub")
-    with evidence(settings) as db:
+    with evidence(settings, read_only=True) as db:  # an auditor's read-only copy is verified where it lies
         result, derived = verify_log(db.uow())
         anchored = verify_checkpoints(db.uow(), Path(args.checkpoints), public_key) if args.checkpoints else None
     failed = False

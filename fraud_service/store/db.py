@@ -29,7 +29,24 @@ def set_wal(db: sqlite3.Connection, path: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, **kwargs: Any) -> Engine:
+def read_only_copy(url: str) -> str | None:
+    """For a SQLite file in a folder nothing may be written to (a read-only copy or mount, an auditor's): a URL
+    that opens it read-only without the files SQLite otherwise makes beside it (`-shm`, our `.wal-lock`), or None
+    when the folder can be written (or URL is not a SQLite file). A copy with its write-ahead log beside it is
+    read with that log (it holds the latest commits); one without is read as immutable (nothing can change it)."""
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).resolve()
+    if not path.parent.is_dir() or os.access(path.parent, os.W_OK):
+        return None
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() and wal.stat().st_size else "mode=ro&immutable=1"
+    return f"sqlite:///file:{path}?{mode}&uri=true"
+
+
+def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, read_only: bool = False,
+                **kwargs: Any) -> Engine:
     """An engine for URL. SQLite gets WAL, full fsync on commit, and BEGIN IMMEDIATE (writers queue, never deadlock).
 
     With TIMEOUT_MS (the service's engine: `SERVICE_TIMEOUT_MS`), no statement waits on the database longer than
@@ -38,7 +55,12 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, *
     answering. Requests wait less than this (`Settings.db_wait_ms`); this frees the threads that still wait.
     Without it (the CLI's long jobs), SQLite waits 30 s for a lock and PostgreSQL statements have no limit.
     DURABLE False (SQLite only) commits without waiting for the disk (`synchronous=NORMAL`: a power cut may undo
-    the last commits, a crash may not): for bookkeeping that is safe to redo, such as webhook delivery states."""
+    the last commits, a crash may not): for bookkeeping that is safe to redo, such as webhook delivery states.
+    READ_ONLY (a command that only reads): a SQLite file in a folder that cannot be written is opened as
+    `read_only_copy` says, instead of failing to make its lock and index files there."""
+    copy = read_only_copy(url) if read_only else None
+    if copy is not None:
+        return create_engine(copy, connect_args={"check_same_thread": False}, **kwargs)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":

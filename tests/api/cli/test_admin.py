@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -75,6 +81,52 @@ def test_db_upgrade_keys_and_verify(cli: Cli, settings: Settings) -> None:
         assert code == 1 and "BROKEN at event 1" in out and "changed after it was written" in out
     finally:
         engine.dispose()
+
+
+def _verify_read_only(home: Path) -> subprocess.CompletedProcess[str]:
+    """`evidence verify` on HOME, a folder nothing may be written to: mounted read-only in a mount namespace of its
+    own when this runs as root (root writes through file modes), else by its modes."""
+    verify = [sys.executable, "-m", "api.cli", "evidence", "verify"]
+    env = {**os.environ, "FRAUD_HOME": str(home)}
+    if os.geteuid() != 0:
+        home.chmod(0o555)
+        try:
+            return subprocess.run(verify, env=env, capture_output=True, text=True, timeout=120)
+        finally:
+            home.chmod(0o755)
+    script = ('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && ! touch "$1/probe" 2>/dev/null '
+              '&& shift && exec "$@"')
+    return subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(home), *verify], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_verify_reads_a_copy_in_a_folder_nothing_may_be_written_to(cli: Cli, settings: Settings,
+                                                                   tmp_path: Path) -> None:
+    """An auditor's read-only copy of a home: verify failed, making SQLite's lock file there. A copy with its
+    write-ahead log is read with it (its latest commits are there, not in the database file)."""
+    assert cli("db", "upgrade")[0] == 0
+    cli("keys", "create", "--role", "scoring")
+    database_file = Path(settings.database_url.removeprefix("sqlite:///"))
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    shutil.copy(database_file, clean / "fraud.db")
+    held = sqlite3.connect(database_file)  # another reader keeps the log from being folded in at the last close
+    try:
+        held.execute("PRAGMA wal_autocheckpoint=0")
+        held.execute("SELECT count(*) FROM evidence_events").fetchone()
+        cli("keys", "create", "--role", "analyst")
+        logged = tmp_path / "logged"
+        logged.mkdir()
+        for suffix in ("", "-wal", "-shm"):
+            shutil.copy(f"{database_file}{suffix}", logged / f"fraud.db{suffix}")
+    finally:
+        held.close()
+    assert (logged / "fraud.db-wal").stat().st_size > 0
+    for home, events in ((clean, 1), (logged, 2)):
+        before = sorted(p.name for p in home.iterdir())
+        done = _verify_read_only(home)
+        assert done.returncode == 0 and f"intact: {events} event" in done.stdout, (done.stdout, done.stderr)
+        assert sorted(p.name for p in home.iterdir()) == before
 
 
 def test_verify_detects_a_deleted_last_event(cli: Cli, settings: Settings) -> None:
