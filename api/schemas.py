@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, Va
 from api.core import json_object
 from fraud_service.cases.records import LABELS, STATUSES
 from fraud_service.cases.service import MAX_NOTE, MAX_REASON
-from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT
+from fraud_service.data.contract import INSPECTION_OUTCOMES, MAX_TEXT, UNREORDERED
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.feedback.appeals import MAX_MESSAGE
 from fraud_service.feedback.inspections import MAX_NOTES
@@ -131,6 +131,7 @@ def problem(error: Any, body: Any) -> Problem:
         "missing": "a value", "string_type": "a non-empty string", "string_too_short": "a non-empty string",
         "string_pattern_mismatch": "a non-empty string",
         "blank_text": "text that shows something (not only spaces or invisible characters)",
+        "reordered_text": UNREORDERED,
         "string_too_long": f"at most {ctx.get('max_length', 0):,} characters",
         "literal_error": f"one of {ctx.get('expected', '').replace(chr(39), '')}",
         "list_type": "a list", "too_short": f"at least {ctx.get('min_length', 1)} item(s)",

@@ -293,6 +293,22 @@ def shows_nothing(text: str) -> bool:
     return all(c.isspace() or unicodedata.category(c) == "Zs" or invisible(c) for c in text)
 
 
+_REORDERING = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+UNREORDERED = "text without bidirectional controls (U+202A-U+202E, U+2066-U+2069), which reorder how it shows"
+"""Unicode's explicit bidirectional embeddings, overrides and isolates (and their ends): they make text show in
+another order than it is written (`Refund ‮lanigiro` shows as `Refund original`). Right-to-left writing needs
+none of them: its letters carry their direction."""
+
+
+def reordering_control(text: str) -> str | None:
+    """The first character of TEXT that reorders how the rest shows, as 'U+202E (RIGHT-TO-LEFT OVERRIDE) at 7'
+    (its position from 1), or None."""
+    if text.isascii():
+        return None
+    at = next((i for i, c in enumerate(text) if c in _REORDERING), None)
+    return None if at is None else f"U+{ord(text[at]):04X} ({unicodedata.name(text[at])}) at {at + 1}"
+
+
 def fold(value: object) -> object:
     """VALUE without surrounding spaces and in capitals, when it is text (a `Column.fold` column's value)."""
     return value.strip().upper() if isinstance(value, str) else value

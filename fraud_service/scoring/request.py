@@ -40,6 +40,7 @@ from fraud_service.data.contract import (
     fold,
     hidden_character,
     is_identifier,
+    reordering_control,
     shows_nothing,
     utc_instant,
 )
@@ -134,6 +135,9 @@ def visible_text(text: str) -> str:
     it); for the JSON API's free text."""
     if shows_nothing(text):
         raise PydanticCustomError("blank_text", "shows nothing")
+    if (control := reordering_control(text)) is not None:  # shows in another order than it is written
+        raise PydanticCustomError("reordered_text", "holds a character that reorders how it shows: {control}",
+                                  {"control": control})
     return text
 
 

@@ -148,6 +148,27 @@ def test_free_text_that_shows_nothing_is_refused_like_blank_text(api: Api, body:
         "expected": "text that shows something (not only spaces or invisible characters)"}
 
 
+@pytest.mark.parametrize("control", ["\u202e", "\u2066", "\u202b"])
+def test_free_text_that_reorders_how_it_shows_is_refused(api: Api, body: dict[str, Any], control: str) -> None:
+    """An appeal or a list reason with a right-to-left override showed an analyst another text than was written
+    (`refund \u202elanigiro` reads `refund original`). Right-to-left writing itself is taken."""
+    answer = api.client.post("/v1/returns/assess", json=body, headers=api.headers("scoring"))
+    assessment = answer.get_json()["assessment_id"]
+    appealed = api.client.post(f"/v1/assessments/{assessment}/appeal", json={"message": f"refund {control}lanigiro"},
+                               headers=api.headers())
+    assert appealed.status_code == 422
+    assert appealed.get_json()["problems"][0] == {
+        "field": "message", "problem": f"got 'refund \\u{ord(control):04x}lanigiro'",  # the control shown escaped
+        "expected": "text without bidirectional controls (U+202A-U+202E, U+2066-U+2069), which reorder how it shows"}
+    entry = {"entity": "device", "value": f"dev-{uuid.uuid4().hex[:8]}", "list": "block", "reason": f"ring {control}x"}
+    listed = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+    assert listed.status_code == 422
+    assert listed.get_json()["problems"][0]["field"] == "reason"
+    assert "bidirectional controls" in listed.get_json()["problems"][0]["expected"]
+    assert api.client.post("/v1/lists", json={**entry, "reason": "טבעת הונאה"},  # Hebrew, right to left
+                           headers=api.headers("admin")).status_code == 201
+
+
 def test_a_huge_queue_offset_is_422(api: Api) -> None:
     response = api.client.get("/v1/cases?offset=" + "9" * 24, headers=api.headers("analyst"))
     assert response.status_code == 422

@@ -162,6 +162,9 @@ def test_a_note_is_kept_with_its_event(db: MemoryDb) -> None:
         cases.add_note(db.uow(), case_id=case_id, body="   ", actor="user:ana")
     with pytest.raises(RequestInvalid, match=r"shows nothing \(only spaces or invisible characters: U\+200B"):
         cases.add_note(db.uow(), case_id=case_id, body="\u200b\u2060 ", actor="user:ana")  # was stored
+    with pytest.raises(RequestInvalid, match=r"reorders how it shows: U\+202E \(RIGHT-TO-LEFT OVERRIDE\) at 7"):
+        cases.add_note(db.uow(), case_id=case_id, body="label \u202edual", actor="user:ana")  # shows "label laud"
+    assert cases.add_note(db.uow(), case_id=case_id, body="שוחחתי עם הלקוח", actor="user:ana", now=LATER).body
     with pytest.raises(CaseNotFound):
         cases.get(db.uow(), case_id="cas_nope")
 
