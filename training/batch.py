@@ -56,6 +56,7 @@ def score_batch(settings: Settings, window: Window, out: Path, model: str = "pro
     """Score the returns requested in WINDOW with model MODEL into OUT (.csv or .parquet)."""
     if out.suffix not in FORMATS:
         raise TrainingDataError(f"--out {out}: the file name must end in .csv or .parquet")
+    _replaceable(out)
     result, scorer, policy, entries = decide_window(settings, window, model, progress)
     _write(result, out)
     counts = result["decision"].value_counts().to_dict()
@@ -154,6 +155,29 @@ def _top_reasons(scorer: Scorer, frame: pd.DataFrame, x: Any, flagged: list[int]
 
 def _present(value: object) -> bool:
     return not pd.isna(value) and value != ""
+
+
+def _replaceable(out: Path) -> None:
+    """TrainingDataError unless OUT is new or an earlier `score-batch` output (a daily run writes over
+    yesterday's): a dataset's `returns.parquet`, or any other table, was replaced without a word."""
+    if out.is_dir():
+        raise TrainingDataError(f"--out {out} is a directory: name the file to write")
+    if not out.exists():
+        return
+    try:
+        if out.suffix == ".csv":
+            with out.open(encoding="utf-8", errors="replace") as text:
+                columns = text.readline().strip().split(",")
+        else:
+            import pyarrow.parquet as pq
+
+            columns = pq.read_schema(out).names
+    except (OSError, ValueError) as exc:  # not a table at all
+        columns = [f"unreadable as {out.suffix[1:]}: {type(exc).__name__}"]
+    if columns[:3] != COLUMNS[:3]:
+        shown = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
+        raise TrainingDataError(f"--out {out} exists and is not a score-batch output (its columns: {shown}); "
+                                "writing would replace it: name a new file, or remove this one first")
 
 
 def _write(result: pd.DataFrame, out: Path) -> None:

@@ -204,6 +204,15 @@ def test_score_batch_scores_every_return_of_the_window_with_its_point_in_time_fe
     assert list(same["return_id"]) == list(scores["return_id"])
     assert list(same["decision"]) == list(scores["decision"])
     assert "warning" not in stdout  # the window starts at the model's cutoff: out of time
+    # a daily run writes over yesterday's scores; any other table it would have replaced without a word
+    assert cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", "--out", str(parquet))[0] == 0
+    table = tmp_path / "returns.parquet"
+    pd.DataFrame({"return_id": ["r1"], "order_id": ["o1"]}).to_parquet(table)
+    before = table.read_bytes()
+    code, _, err = cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", "--out", str(table))
+    assert code == 1 and f"--out {table} exists and is not a score-batch output (its columns: return_id, " \
+        "order_id); writing would replace it" in err
+    assert table.read_bytes() == before
 
 
 def test_score_batch_over_the_models_training_window_says_its_scores_are_in_sample(cli, on_world, trained_world,
