@@ -265,7 +265,8 @@ def _ending(args: argparse.Namespace, **options: Any) -> Any:
     except ValueError as exc:
         if "outside the years" in str(exc) and args.end.strip()[:4] > str(now.year):
             raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now") from None
-        raise BadRequest(f"--end {args.end!r} is not a date (YYYY-MM-DD), an ISO 8601 time or `now`") from None
+        years = f" in the years {CLI_YEARS[0]} to {now.year}" if "outside the years" in str(exc) else ""
+        raise BadRequest(f"--end {args.end!r} is not a date (YYYY-MM-DD), an ISO 8601 time or `now`{years}") from None
     if end > now + dt.timedelta(minutes=1):
         raise BadRequest(f"--end {args.end} is in the future: a world ends at the latest now")
     return WorldConfig.ending(end, args.days, customers=args.customers, seed=args.seed, **options)

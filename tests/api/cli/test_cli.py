@@ -143,7 +143,10 @@ def test_a_generated_world_ends_now_by_default_or_at_end_and_never_in_the_future
     code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "2999-01-01")
     assert code == 1 and "--end 2999-01-01 is in the future" in err
     code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "the day after")
-    assert code == 1 and "is not a date" in err
+    assert code == 1 and "is not a date" in err and "in the years" not in err
+    code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "1800-01-01")  # a date, but out of range
+    assert code == 1 and f"'1800-01-01' is not a date (YYYY-MM-DD), an ISO 8601 time or `now` in the years 1900 to " \
+        f"{dt.datetime.now(dt.UTC).year}" in err
     code, _, err = cli("generate", "--out", str(tmp_path / "f"), "--end", "now", "--start", "2025-01-01")
     assert code == 2 and "not allowed with argument" in err
 
