@@ -162,7 +162,7 @@ def _replaceable(out: Path) -> None:
     yesterday's): a dataset's `returns.parquet`, or any other table, was replaced without a word."""
     if out.is_dir():
         raise TrainingDataError(f"--out {out} is a directory: name the file to write")
-    if not out.exists():
+    if not out.exists() or out.stat().st_size == 0:  # new, or made empty to be written (mkstemp)
         return
     try:
         if out.suffix == ".csv":

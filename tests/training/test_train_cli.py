@@ -213,6 +213,10 @@ def test_score_batch_scores_every_return_of_the_window_with_its_point_in_time_fe
     assert code == 1 and f"--out {table} exists and is not a score-batch output (its columns: return_id, " \
         "order_id); writing would replace it" in err
     assert table.read_bytes() == before
+    empty = tmp_path / "made-by-mkstemp.csv"
+    empty.touch()  # a file made empty to be written is written
+    assert cli("score-batch", "--from", "2025-07-01", "--to", "2025-08-01", "--out", str(empty))[0] == 0
+    assert list(pd.read_csv(empty)["return_id"]) == list(scores["return_id"])
 
 
 def test_score_batch_over_the_models_training_window_says_its_scores_are_in_sample(cli, on_world, trained_world,
