@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from fraud_service.errors import ConfigError
 
@@ -139,7 +140,7 @@ class Settings:
         host = env.get("FRAUD_HOST") or "127.0.0.1"
         return cls(
             home=home,
-            database_url=env.get("FRAUD_DATABASE_URL") or f"sqlite:///{home / 'fraud.db'}",
+            database_url=env.get("FRAUD_DATABASE_URL") or sqlite_url(home / "fraud.db"),
             online_store=(env.get("FRAUD_ONLINE_STORE") or "sqlite").lower(),
             redis_url=env.get("FRAUD_REDIS_URL") or "redis://127.0.0.1:6379/0",
             model_dir=Path(model_dir).expanduser().resolve() if model_dir else None,
@@ -174,9 +175,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _sqlite_name(url: str) -> str | None:
-    """The database part of a SQLite URL (`` for none), or None for another database."""
+    """The database part of a SQLite URL (`` for none), its escapes decoded as SQLAlchemy does, or None for another
+    database."""
     scheme, _, rest = url.partition("://")
-    return rest.removeprefix("/").partition("?")[0] if scheme.split("+")[0].lower() == "sqlite" else None
+    return unquote(rest.removeprefix("/").partition("?")[0]) if scheme.split("+")[0].lower() == "sqlite" else None
 
 
 def _in_memory(url: str) -> bool:
@@ -237,3 +239,9 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={text!r}: expected true or false")
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file at PATH. A URL ends its path at `?` (a query) or `#` and decodes `%`
+    escapes, so those are escaped: a home named `a?b` put its evidence database in a file named `a`."""
+    return "sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23")

@@ -109,6 +109,23 @@ def test_a_sqlite_file_is_read_from_the_url(url, file):
     assert Settings.from_env({"FRAUD_DATABASE_URL": url}).sqlite_file == file
 
 
+@pytest.mark.parametrize("name", ["a?b", "a#b", "a%41b", "a b+c"])
+def test_the_default_database_is_in_the_home_whatever_its_name(tmp_path, name):
+    """A home named `a?b` put its evidence database in a file named `a` beside it: a URL's path ends at `?`."""
+    from sqlalchemy import create_engine, make_url, text
+
+    home = tmp_path / name / "home"
+    home.mkdir(parents=True)
+    settings = Settings.from_env({"FRAUD_HOME": str(home)})
+    assert make_url(settings.database_url).database == str(home / "fraud.db")
+    assert settings.sqlite_file == home / "fraud.db"
+    engine = create_engine(settings.database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name] and (home / "fraud.db").is_file()
+
+
 def test_the_trusted_proxies_are_a_whole_number_from_zero_to_five():
     assert Settings.from_env({"FRAUD_HOME": "/tmp/x"}).trusted_proxies == 0
     assert Settings.from_env({"FRAUD_HOME": "/tmp/x", "FRAUD_TRUSTED_PROXIES": "1"}).trusted_proxies == 1

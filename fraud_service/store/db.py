@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,10 +31,11 @@ def set_wal(db: sqlite3.Connection, path: Path) -> None:
 
 
 def read_only_copy(url: str) -> str | None:
-    """For a SQLite file in a folder nothing may be written to (a read-only copy or mount, an auditor's): a URL
-    that opens it read-only without the files SQLite otherwise makes beside it (`-shm`, our `.wal-lock`), or None
-    when the folder can be written (or URL is not a SQLite file). A copy with its write-ahead log beside it is
-    read with that log (it holds the latest commits); one without is read as immutable (nothing can change it)."""
+    """For a SQLite file in a folder nothing may be written to (a read-only copy or mount, an auditor's): the URI
+    (for `sqlite3.connect(..., uri=True)`) that opens it read-only without the files SQLite otherwise makes beside
+    it (`-shm`, our `.wal-lock`), or None when the folder can be written (or URL is not a SQLite file). A copy with
+    its write-ahead log beside it is read with that log (it holds the latest commits); one without is read as
+    immutable (nothing can change it)."""
     database = make_url(url).database if url.startswith("sqlite") else None
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
@@ -42,7 +44,7 @@ def read_only_copy(url: str) -> str | None:
         return None
     wal = path.with_name(path.name + "-wal")
     mode = "mode=ro" if wal.exists() and wal.stat().st_size else "mode=ro&immutable=1"
-    return f"sqlite:///file:{path}?{mode}&uri=true"
+    return f"file:{quote(str(path))}?{mode}"  # a ? # or % in the path is the path's, not the URI's
 
 
 def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, read_only: bool = False,
@@ -59,8 +61,9 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, r
     READ_ONLY (a command that only reads): a SQLite file in a folder that cannot be written is opened as
     `read_only_copy` says, instead of failing to make its lock and index files there."""
     copy = read_only_copy(url) if read_only else None
-    if copy is not None:
-        return create_engine(copy, connect_args={"check_same_thread": False}, **kwargs)
+    if copy is not None:  # connected by URI as given: SQLAlchemy's URL would decode the path's escapes
+        return create_engine("sqlite://", creator=lambda: sqlite3.connect(copy, uri=True, check_same_thread=False),
+                             **kwargs)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":

@@ -106,7 +106,7 @@ def test_verify_reads_a_copy_in_a_folder_nothing_may_be_written_to(cli: Cli, set
     write-ahead log is read with it (its latest commits are there, not in the database file)."""
     assert cli("db", "upgrade")[0] == 0
     cli("keys", "create", "--role", "scoring")
-    database_file = Path(settings.database_url.removeprefix("sqlite:///"))
+    database_file = settings.sqlite_file
     clean = tmp_path / "clean"
     clean.mkdir()
     shutil.copy(database_file, clean / "fraud.db")
