@@ -107,6 +107,7 @@ def test_verify_reads_a_copy_in_a_folder_nothing_may_be_written_to(cli: Cli, set
     assert cli("db", "upgrade")[0] == 0
     cli("keys", "create", "--role", "scoring")
     database_file = settings.sqlite_file
+    assert database_file is not None
     clean = tmp_path / "clean"
     clean.mkdir()
     shutil.copy(database_file, clean / "fraud.db")
