@@ -181,6 +181,9 @@ class SilentClients(logging.Filter):
 RECHECK_S = 0.02
 """How often a worker that has stopped accepting looks at the others' rows again (gthread waits up to a second)."""
 
+ROLE_RETRY_S = 1.0
+"""How often a scoring worker tries to take the analyst role, free when its worker has ended."""
+
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
@@ -191,37 +194,65 @@ class BalancedThreadWorker(ThreadWorker):
     With an analyst port (`serve` sets FRAUD_ANALYST_PORT and FRAUD_ANALYST_LOCK), one worker, whichever first
     takes the lock file, serves only that port, at a lower CPU priority: analysts' pages (cases of thousands of
     assessments) then share the cores with scoring through the kernel's scheduler, not through a scoring
-    worker's interpreter lock. The other workers serve only the main port. When the analyst worker dies, its
-    lock is released and the worker gunicorn starts in its place takes the role."""
+    worker's interpreter lock. The other workers serve only the main port. When the analyst worker ends, its
+    lock is released and a scoring worker takes the role within ROLE_RETRY_S: the one gunicorn starts in its
+    place, or, after a reload (`kill -HUP`: the new workers start while the old ones still hold the lock), one of
+    the new ones, which then leaves the main port to the others."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._configured_connections = 0
         self._silence = 10.0  # FRAUD_CLIENT_TIMEOUT_S, read when the worker starts
         self.analyst = False
-        self._role: IO[str] | None = None
+        self._role: IO[str] | None = None  # the lock file, held (flock) by the analyst worker for its life
+        self._listeners: list[Any] = []  # both ports' listening sockets, as gunicorn handed them over
+        self._analyst_port = 0
+        self._role_tried = 0.0
         super().__init__(*args, **kwargs)
 
     def init_process(self) -> None:
         port, lock = os.environ.get("FRAUD_ANALYST_PORT"), os.environ.get("FRAUD_ANALYST_LOCK")
-        if port and lock:
-            self._role = open(lock, "a")  # noqa: SIM115 - held for the worker's life: the lock is the role
-            try:
-                fcntl.flock(self._role, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self.analyst = True
-            except BlockingIOError:
-                self._role.close()
-                self._role = None
-            self.sockets = [s for s in self.sockets if (s.getsockname()[1] == int(port)) == self.analyst]
-            if self.analyst:
-                os.nice(ANALYST_NICE)
-                self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, port, ANALYST_NICE)
-        util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
-        util.close_graceful = Closer(util.close_graceful).close  # and gthread closes through this one
         silence = Settings.from_env().client_timeout_s
         self._silence = silence
+        if port and lock:
+            self._listeners, self._analyst_port = list(self.sockets), int(port)
+            self._role = open(lock, "a")  # noqa: SIM115 - kept open for the worker's life: its lock is the role
+            self.analyst = self._lock_role()
+            self.sockets = [s for s in self._listeners if (s.getsockname()[1] == self._analyst_port) == self.analyst]
+            if self.analyst:
+                self._become_analyst()
+        util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
+        util.close_graceful = Closer(util.close_graceful).close  # and gthread closes through this one
         bound_silence(self.sockets, silence)
         self.log.error_log.addFilter(SilentClients(silence))
         super().init_process()
+
+    def _lock_role(self) -> bool:
+        """Whether this worker now holds the analyst role's lock."""
+        assert self._role is not None
+        try:
+            fcntl.flock(self._role, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _become_analyst(self) -> None:
+        os.nice(ANALYST_NICE)
+        self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, self._analyst_port, ANALYST_NICE)
+
+    def _take_free_role(self) -> None:
+        """A scoring worker takes the analyst role when no worker holds it (checked every ROLE_RETRY_S): it stops
+        accepting on the main port (its open connections are answered as before) and serves the analyst port."""
+        now = time.monotonic()
+        if self.analyst or self._role is None or not self.alive or now - self._role_tried < ROLE_RETRY_S:
+            return
+        self._role_tried = now
+        if not self._lock_role():
+            return
+        self.set_accept_enabled(False)  # the main port's listeners leave the poller; the loop adds the new one
+        self.analyst = True
+        self.sockets = [s for s in self._listeners if s.getsockname()[1] == self._analyst_port]
+        bound_silence(self.sockets, self._silence)
+        self._become_analyst()
 
     def accept(self, listener: socket.socket) -> None:
         """A new connection waits in the poller for its first bytes, as a kept-alive one does, and reaches a thread
@@ -248,6 +279,7 @@ class BalancedThreadWorker(ThreadWorker):
         silent connections kept a new one waiting in the listen queue five seconds."""
         if not self._accepting and self.alive:
             timeout = min(timeout, RECHECK_S)
+        self._take_free_role()
         super().wait_for_and_dispatch_events(timeout)
 
     def handle(self, conn: TConn) -> Any:

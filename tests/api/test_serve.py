@@ -25,7 +25,7 @@ from fraud_service.store import chain
 from fraud_service.store.schema import Assessment, EvidenceEvent
 from tests.api.conftest import body_from_dataset
 from tests.conftest import TrainedWorld
-from tests.serving import CLI, free_port, get, pid_alive, post, ready_workers, serve_env, wait_ready
+from tests.serving import CLI, free_port, get, pid_alive, post, ready_workers, serve_env, stop_all, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -241,6 +241,60 @@ def test_workers_die_with_a_killed_master_and_the_next_serve_takes_the_port(
                 server.wait(timeout=60)
         for handle in handles:
             handle.close()
+
+
+def _analyst_worker(session: int, analyst_port: int, seconds: float = 60) -> int:
+    """The one worker of SESSION serving ANALYST_PORT, once one answers there (AssertionError after SECONDS)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", analyst_port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            if conn.getresponse().read():
+                held = _server_connections(session, analyst_port)
+                if len(held) == 1:
+                    return next(iter(held))
+        except OSError:
+            pass  # no worker accepts there (yet): the connection waits in the listen queue, and times out
+        finally:
+            conn.close()
+    raise AssertionError(f"no worker answered on the analyst port {analyst_port} within {seconds} s")
+
+
+def test_a_reload_keeps_one_worker_on_the_analyst_port(serving_home: Path, tmp_path: Path) -> None:
+    """`kill -HUP` (a reload: security.md tells operators to send one) left the analyst port with no worker every
+    other time: the new workers start while the old analyst worker still holds the role's lock, so none took it,
+    and analysts' pages hung. Now a scoring worker takes the role once it is free."""
+    env = serve_env(serving_home, tmp_path)
+    port, analyst_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    handles = [log.open("wb")]
+    server = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
+                               "--analyst-port", str(analyst_port)], env=env, stdout=handles[0],
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        first = wait_ready(server, log, 3)
+        analyst = _analyst_worker(server.pid, analyst_port)
+        for reload in range(2):  # the role was lost on every other reload
+            os.kill(server.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and pid_alive(analyst):
+                time.sleep(0.25)  # waiting for the old generation to go, not timing anything
+            assert not pid_alive(analyst), f"reload {reload}: the old analyst worker is still running"
+            analyst = _analyst_worker(server.pid, analyst_port)
+            assert analyst not in first
+            with open(f"/proc/{analyst}/stat") as stat:
+                assert int(stat.read().rsplit(")", 1)[1].split()[16]) == ANALYST_NICE
+            pool = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(6)]
+            for conn in pool:
+                conn.request("GET", "/healthz")
+                assert conn.getresponse().read()
+            scoring = _server_connections(server.pid, port)
+            for conn in pool:
+                conn.close()
+            assert sum(scoring.values()) == 6 and analyst not in scoring  # the main port is the others'
+    finally:
+        stop_all([server], handles)
 
 
 def test_the_workers_metrics_live_in_memory_not_on_the_homes_disk(tmp_path: Path) -> None:
