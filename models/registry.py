@@ -79,6 +79,20 @@ class ModelRegistry:
         """Every alias change, oldest first."""
         return list(self._state().get("history", []))
 
+    def stamp(self, version: str) -> tuple[tuple[str, int, int, int], ...]:
+        """What changes when VERSION's files or the aliases file are written again (name, inode, size, modification
+        time of each): a watcher that failed to load a version tries again once one of them changed (the files
+        mended, or the version promoted again), not every second."""
+        paths = [self.root / "aliases.json", *sorted((self.root / "versions" / version).glob("*"))]
+        stats = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stats.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stats)
+
     def resolve(self, ref: str) -> str:
         """A version from `v0003`, `3`, `latest`, `production` or `candidate`."""
         versions = self.versions()

@@ -35,7 +35,7 @@ class ProductionWatch:
         self.interval = interval
         self.on_swap = on_swap
         self.key = self._key_of(assessor.scorer.version)  # what is served (the alias may name a model that failed)
-        self._failed: tuple[str, str] | None = None
+        self._failed: tuple[tuple[str, str], Any] | None = None  # the key that failed, and its files' stamp then
         self.problem: str | None = None  # why the production alias is not what is served (for /readyz)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -62,8 +62,9 @@ class ProductionWatch:
             if key == self.key:
                 self.problem = None  # the alias names what is served
                 return False
-            if key == self._failed:
-                return False
+            if self._failed is not None and self._failed[0] == key and self._failed[1] == self.registry.stamp(key[0]):
+                return False  # tried, and nothing changed since: mended files or a new promotion are tried again
+            stamp = self.registry.stamp(key[0])  # before loading: a change while it loads is tried next time
             try:
                 scorer = Scorer.from_registry(self.registry, key[0])
                 policy = Policy.from_dict(scorer.policy)
@@ -71,7 +72,7 @@ class ProductionWatch:
                 scorer.probability(x)
                 scorer.contributions(x)
             except Exception as exc:  # whatever a damaged model raises, the last good one keeps serving
-                self._failed = key
+                self._failed = (key, stamp)
                 self.problem = (f"production is now {key[0]}, but it cannot be loaded ({type(exc).__name__}: {exc}); "
                                 f"still serving {self.assessor.scorer.version}")
                 log.error("%s", self.problem)

@@ -40,23 +40,23 @@ class AliasChange:
     shadow_ended: str | None = None  # the shadow model, which became production and so stopped shadowing
 
 
-def probe(registry: ModelRegistry, version: str) -> None:
+def probe(registry: ModelRegistry, version: str, role: str = "promoted") -> None:
     """Load VERSION as a worker would (seal, features, policy) and score one row, or PromotionRefused saying why:
-    a model that cannot serve never becomes production."""
+    a model that cannot serve never becomes production (nor the shadow: ROLE says which it was to be)."""
     from fraud_service.scoring.model import Scorer
     from fraud_service.scoring.policy import Policy
 
+    refused = f"{version} cannot be {role}"
     try:
         scorer = Scorer.from_registry(registry, version)
         Policy.from_dict(scorer.policy)
         scored = float(scorer.probability(scorer.row({}))[0])
     except RegistryError as exc:
-        raise PromotionRefused(f"{version} cannot be promoted: {exc}") from exc
+        raise PromotionRefused(f"{refused}: {exc}") from exc
     except Exception as exc:  # a model or policy LightGBM or the policy cannot read, whatever the error
-        raise PromotionRefused(f"{version} cannot be promoted: it does not load and score "
-                               f"({type(exc).__name__}: {exc})") from exc
+        raise PromotionRefused(f"{refused}: it does not load and score ({type(exc).__name__}: {exc})") from exc
     if not 0.0 <= scored <= 1.0:
-        raise PromotionRefused(f"{version} cannot be promoted: it scored a probe row {scored}, not a probability")
+        raise PromotionRefused(f"{refused}: it scored a probe row {scored}, not a probability")
 
 
 def check_reason(reason: object) -> str:
@@ -224,7 +224,7 @@ def shadow(registry: ModelRegistry, uow: UnitOfWork | None, *, ref: str | None, 
     if version is not None:
         if version == registry.aliases().get(ALIAS):
             raise PromotionRefused(f"{version} is the production model: a shadow is another model to compare with it")
-        probe(registry, version)
+        probe(registry, version, "the shadow")
 
     def move() -> AliasChange:
         try:

@@ -72,6 +72,7 @@ class ShadowScorer:
         self.written = 0
         self._queue: queue.Queue[Scored | None] = queue.Queue(maxsize=capacity)
         self._checked = -math.inf
+        self._failed_stamp: Any = None  # the shadow's files' stamp when it last failed to load
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,9 +89,10 @@ class ShadowScorer:
             return
         policies = sorted((self.registry.root / "versions" / version).glob("policy-*.json")) if version else []
         key = (version, policies[-1].name if policies else "") if version else None
-        if key == self._key:
-            return
-        self.version, self._key = version, key
+        stamp = self.registry.stamp(version) if version else None
+        if key == self._key and (self.loaded is not None or key is None or stamp == self._failed_stamp):
+            return  # a shadow that failed to load is tried again once its files or the aliases change
+        self.version, self._key, self._failed_stamp = version, key, None
         if version is None:
             self.loaded = None
             log.info("shadow scoring is off")
@@ -100,7 +102,7 @@ class ShadowScorer:
             self.loaded = (scorer, Policy.from_dict(scorer.policy))
             log.info("shadow scoring with model %s", version)
         except Exception as exc:  # a shadow that cannot load is logged; answers never depend on it
-            self.loaded = None
+            self.loaded, self._failed_stamp = None, stamp
             log.error("the shadow model %s cannot be loaded: %s", version, exc)
 
     def submit(self, item: Scored) -> None:

@@ -87,15 +87,20 @@ def test_a_damaged_model_never_replaces_the_one_serving(two_models: tuple[Api, S
     api, settings = two_models
     registry = ModelRegistry(settings.models_dir)
     model = registry.root / "versions" / "v0002" / "model.txt"
-    model.write_text(model.read_text().replace("tree", "TREE", 1))
+    original = model.read_text()
+    model.write_text(original.replace("tree", "TREE", 1))
     state = json.loads((registry.root / "aliases.json").read_text())
     state["production"] = "v0002"  # as if promoted by hand, past the checks
     (registry.root / "aliases.json").write_text(json.dumps(state))
     assert api.service.watch.check() is False
     assert api.service.assessor.scorer.version == "v0001"
     assert "cannot be loaded" in caplog.text and caplog.text.count("cannot be loaded") == 1
-    assert api.service.watch.check() is False  # not retried (nor logged) until the alias moves again
+    assert api.service.watch.check() is False  # not retried (nor logged) until its files or the alias change
     assert caplog.text.count("cannot be loaded") == 1
+    # mended: it was never tried again (a helper's probe), and a later promotion of it was ignored
+    model.write_text(original)
+    assert api.service.watch.check() is True
+    assert api.service.assessor.scorer.version == "v0002" and api.service.watch.problem is None
 
 
 def _any_return(api: Api) -> str:

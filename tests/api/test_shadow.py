@@ -117,3 +117,20 @@ def test_production_cannot_shadow_itself_and_bad_arguments_are_refused(two_model
     assert code == 1 and "give a model version V, or --off" in err
     code, _, err = _cli(capsys, "models", "shadow", "v0009")
     assert code == 1 and "no model version 'v0009'" in err
+
+
+def test_a_shadow_that_failed_to_load_is_tried_again_once_mended(two_models, capsys):
+    """A shadow model damaged when it was named stayed off after it was mended: its alias had not moved."""
+    api, settings = two_models
+    model = ModelRegistry(settings.models_dir).root / "versions" / "v0002" / "model.txt"
+    original = model.read_text()
+    assert _cli(capsys, "models", "shadow", "v0002", "--reason", "try it")[0] == 0
+    model.write_text(original.replace("tree", "TREE", 1))
+    shadow = api.service.assessor.shadow
+    shadow.check()
+    assert not shadow.active
+    shadow.check()
+    assert not shadow.active  # nothing changed: not loaded again
+    model.write_text(original)
+    shadow.check()
+    assert shadow.active and shadow.version == "v0002"
