@@ -412,9 +412,15 @@ def _write_seal(path: Path) -> None:
 
 def _check_seal(path: Path, version: str) -> None:
     """RegistryError naming the first file of VERSION that was changed, added or removed since it was sealed.
-    A version registered before seals existed (no seal.json) is checked by its model checksum only."""
+    A version registered before seals existed (no seal.json, and no older version with one) is checked by its
+    model checksum only: deleting a newer version's seal.json turned its check off (a helper's probe)."""
     seal_path = path / SEAL
     if not seal_path.exists():
+        sealed = [p.parent.name for p in path.parent.glob(f"*/{SEAL}") if VERSION.match(p.parent.name)]
+        first = min(sealed, key=_number, default=None)
+        if first is not None and _number(version) >= _number(first):
+            raise RegistryError(f"model {version}: {SEAL} is missing (every version from {first} on is sealed when "
+                                "registered); the version was changed or damaged")
         return
     seal = _read_json(seal_path, version)
     present = {p.name: p for p in _sealed_files(path)}

@@ -58,6 +58,12 @@ class Scorer:
         if self.booster.num_feature() != len(self.features):
             raise ValueError(f"model {self.version} has {self.booster.num_feature()} inputs but its manifest "
                              f"lists {len(self.features)} features")
+        trained = self.booster.feature_name()
+        if trained != self.features and trained != [f"Column_{i}" for i in range(len(trained))]:  # unnamed: unknown
+            at = next(i for i, (a, b) in enumerate(zip(trained, self.features, strict=True)) if a != b)
+            raise ValueError(f"model {self.version} was trained with {trained[at]!r} as input {at + 1}, but its "
+                             f"manifest lists {self.features[at]!r} there: its features would be fed to the wrong "
+                             "inputs")
         self._model_text = model_text
         self._single_raw = SingleRow(self.booster, RAW_SCORE, hold_gil=True)
         self._explainer: Callable[[np.ndarray], np.ndarray] | None = None  # made by the first explanation

@@ -150,6 +150,42 @@ def test_an_edited_manifest_or_policy_is_never_promoted(two_models: tuple[Api, S
         assert session.execute(select(EvidenceEvent).where(EvidenceEvent.kind == "model_promoted")).first() is None
 
 
+def test_a_version_whose_seal_was_deleted_is_refused(two_models: tuple[Api, Settings]) -> None:
+    """Deleting seal.json turned the check off (taken for a version from before seals): an edited policy was served
+    within seconds, approving everything. A version older than the first sealed one is still taken."""
+    api, settings = two_models
+    registry = ModelRegistry(settings.models_dir)
+    folder = registry.root / "versions" / "v0002"
+    (folder / "seal.json").unlink()
+    policy = json.loads((folder / "policy-001.json").read_text())
+    (folder / "policy-002.json").write_text(json.dumps({**policy, "review_from": 0.999, "deny_from": 0.9999}))
+    answer = api.client.post("/v1/models/v0002/promote", headers=api.headers("admin"))
+    assert answer.status_code == 409
+    assert "v0002: seal.json is missing (every version from v0001 on is sealed when registered)" in \
+        answer.get_json()["message"]
+    state = json.loads((registry.root / "aliases.json").read_text())
+    (registry.root / "aliases.json").write_text(json.dumps({**state, "production": "v0002"}))  # by hand
+    assert api.service.watch.check() is False and api.service.assessor.scorer.version == "v0001"
+    (registry.root / "versions" / "v0001" / "seal.json").unlink()  # no version sealed: a registry from before seals
+    assert registry.load("v0002").version == "v0002"
+
+
+def test_a_manifest_listing_the_features_in_another_order_is_refused(two_models: tuple[Api, Settings]) -> None:
+    """Two features swapped in the manifest (resealed) fed each value to the other's input: 6 of 60 scores moved."""
+    api, settings = two_models
+    folder = ModelRegistry(settings.models_dir).root / "versions" / "v0002"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    features = manifest["features"]
+    features[0], features[10] = features[10], features[0]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _reseal(folder)
+    answer = api.client.post("/v1/models/v0002/promote", json={"force": True, "reason": "swap"},
+                             headers=api.headers("admin"))
+    assert answer.status_code == 409, answer.get_json()
+    assert f"was trained with {features[10]!r} as input 1, but its manifest lists {features[0]!r} there" in \
+        answer.get_json()["message"]
+
+
 def test_a_resealed_garbage_model_fails_its_probe_and_is_not_promoted(two_models: tuple[Api, Settings]) -> None:
     api, settings = two_models
     folder = ModelRegistry(settings.models_dir).root / "versions" / "v0002"
