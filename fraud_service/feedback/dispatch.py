@@ -4,7 +4,10 @@ holding up the others.
 A round first records the attempts finished since the last one (one transaction for all of them), then
 claims the due deliveries (pending, `next_at` passed, no live lease) with a lease and a token of its
 own, webhook by webhook up to each one's free share and never more than the pool's free threads; then
-POSTs each on that bounded pool, at most `per_hook` at a time to one receiver. An attempt (resolving
+POSTs each on that bounded pool, at most `per_hook` at a time to one receiver, and one at a time to a receiver
+whose last attempt from this process failed (receivers that answer come first in a round): five hung
+receivers held every thread and a sixth waited seconds for its events. The limits are per process: every
+`serve` worker and every `webhooks run` sends on its own. An attempt (resolving
 included) ends within 2 x `timeout_s`, well inside its lease, so several processes (every `serve`
 worker runs a dispatcher, and `fraud-service webhooks run` is one more) never send one delivery at
 the same time; only the holder of a delivery's current lease token records its attempt, so a late
@@ -175,6 +178,7 @@ class Dispatcher:
         self._engine = engine  # one of its own (disposed on close), else the caller's
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         self._busy: Counter[str] = Counter()
+        self._failing: set[str] = set()  # webhooks whose last attempt from this process failed
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -239,6 +243,7 @@ class Dispatcher:
         now = dt.datetime.now(dt.UTC)
         with self._lock:
             busy, inflight, room_left = dict(self._busy), set(self._inflight), self.workers - len(self._inflight)
+            failing = set(self._failing)
         if room_left <= 0:
             return []
         with self.uow().read() as reading:
@@ -252,8 +257,9 @@ class Dispatcher:
         with self.uow() as uow:
             hooks = uow.session.execute(select(Webhook.id, Webhook.url, Webhook.secret)
                                         .where(Webhook.id.in_(due_hooks), Webhook.removed_at.is_(None))).all()
-            for hook_id, url, secret in hooks:
-                room = min(self.per_hook - busy.get(hook_id, 0), room_left - len(claims))
+            for hook_id, url, secret in sorted(hooks, key=lambda hook: hook[0] in failing):  # answering ones first
+                share = 1 if hook_id in failing else self.per_hook
+                room = min(share - busy.get(hook_id, 0), room_left - len(claims))
                 if room <= 0:
                     continue
                 due = uow.session.execute(
@@ -322,9 +328,13 @@ class Dispatcher:
                                       item[0].delivery_id)
         finally:
             with self._lock:
-                for claim, _, _ in done:
+                for claim, attempt, _ in done:
                     self._busy[claim.webhook_id] -= 1
                     self._inflight.discard(claim.delivery_id)
+                    if attempt.ok:
+                        self._failing.discard(claim.webhook_id)
+                    else:
+                        self._failing.add(claim.webhook_id)
         if self.on_result is not None:
             for claim, attempt, _ in done:
                 self.on_result(claim, attempt)

@@ -20,7 +20,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +53,12 @@ def wake() -> None:
 CARRIERS = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")]
 """IPv6 ranges whose last 32 bits are an IPv4 address a router may deliver to: NAT64 (well-known and local-use),
 IPv4-compatible, IPv4-translated. Python calls some of them global."""
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+"""Local-use NAT64 (RFC 8215): a network's own translator, private to it; its prefix may be a /48, which carries
+the IPv4 address in bits 48-63 and 72-87 (RFC 6052), not in the last 32."""
+NOT_GLOBAL = [ipaddress.ip_network(n) for n in ("192.0.0.0/24", "3fff::/20", "5f00::/16")]
+"""Reserved ranges Python 3.11's tables call global: IETF protocol assignments, IPv6 documentation (RFC 9637),
+SRv6 segment ids (RFC 9602)."""
 
 
 def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -63,6 +69,8 @@ def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddre
     found = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
     if any(ip in net for net in CARRIERS) and int(ip) > 1:  # :: and ::1 are themselves
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip in LOCAL_NAT64 and (carried := ((int(ip) >> 64) & 0xFFFF) << 16 | (int(ip) >> 40) & 0xFFFF):
+        found.append(ipaddress.IPv4Address(carried))  # the /48 layout (zero: a longer prefix's, checked above)
     return [x for x in found if x is not None]
 
 
@@ -77,23 +85,54 @@ def address_problem(address: str, allow_private: bool) -> str | None:
             return f"{candidate} is a link-local or cloud metadata address"
         if candidate.is_multicast or candidate.is_unspecified:
             return f"{candidate} is not a unicast address"
-        if candidate.is_loopback or candidate.is_private:
+        if candidate.is_loopback or candidate.is_private or candidate in LOCAL_NAT64:
             if not allow_private:
                 return (f"{candidate} is a loopback or private address (set FRAUD_WEBHOOK_ALLOW_PRIVATE=true to "
                         "allow it)")
-        elif not candidate.is_global or getattr(candidate, "is_site_local", False):
+        elif not candidate.is_global or getattr(candidate, "is_site_local", False) \
+                or any(candidate in net for net in NOT_GLOBAL if net.version == candidate.version):
             return f"{candidate} is not a public address (shared, reserved or site-local range)"
     return None
 
 
-_LOOKUPS: list[ThreadPoolExecutor] = []
+MAX_LOOKUPS = 32
+"""Host lookups in flight at once in a process (each on its own thread until the system's resolver answers)."""
+_LOOKUPS: dict[tuple[str, int], Future[list[Any]]] = {}
+_LOOKUPS_LOCK = threading.Lock()
 
 
 def _lookup(host: str, port: int, seconds: float) -> list[Any]:
-    """getaddrinfo within SECONDS (it has no timeout of its own): a slow resolver costs an attempt, not a thread."""
-    if not _LOOKUPS:
-        _LOOKUPS.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns"))
-    return list(_LOOKUPS[0].submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout=seconds))
+    """getaddrinfo within SECONDS (it has no timeout of its own): a slow resolver costs an attempt, not a thread.
+
+    An address written as one is read without a lookup. A name is looked up on a thread of its own, one lookup per
+    host at a time (a second attempt waits for the first's answer), at most MAX_LOOKUPS hosts at once: a receiver
+    whose DNS hangs held the four threads of a shared pool, and every other host, even 127.0.0.1, went unresolved
+    (a helper's probe). Its thread stays until the resolver gives up; no other host waits for it."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return list(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST))
+    key = (host.lower(), port)
+    with _LOOKUPS_LOCK:
+        future = _LOOKUPS.get(key)
+        if future is None:
+            if len(_LOOKUPS) >= MAX_LOOKUPS:
+                raise OSError(f"{MAX_LOOKUPS} other host lookups are still waiting for the resolver")
+            future = _LOOKUPS[key] = Future()
+            threading.Thread(target=_resolve_into, args=(key, future), name="webhook-dns", daemon=True).start()
+    return list(future.result(timeout=seconds))
+
+
+def _resolve_into(key: tuple[str, int], future: Future[list[Any]]) -> None:
+    try:
+        future.set_result(list(socket.getaddrinfo(key[0], key[1], type=socket.SOCK_STREAM)))
+    except BaseException as exc:  # handed to every attempt waiting on it
+        future.set_exception(exc)
+    finally:
+        with _LOOKUPS_LOCK:
+            _LOOKUPS.pop(key, None)
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,33 @@ def test_a_hanging_receiver_holds_up_no_other(db: Callable[[], UnitOfWork]) -> N
         fine.close()
 
 
+def test_receivers_that_hang_get_one_thread_each_and_the_answering_ones_the_rest(
+        sqlite_db: Callable[[], UnitOfWork]) -> None:
+    """Five hung receivers took four threads each, every thread of the pool, and a sixth got its events 8.6 s late
+    (a helper's probe). Once a receiver's attempt failed, it gets one thread at a time, after the ones that answer."""
+    db = sqlite_db
+    stuck, fine = [Receiver(), Receiver()], Receiver()
+    for receiver in stuck:
+        receiver.mode = "hang"
+    hooks = [webhooks.add(db(), url=r.url, events=["case.closed"], actor="t", allow_private=True)[0]
+             for r in [*stuck, fine]]
+    sender = Dispatcher(db, allow_private=True, timeout_s=0.3, backoff_s=600, workers=6, per_hook=4)
+    try:
+        for i in range(20):
+            emit(db, n=i)
+        for _ in range(3):  # both hung receivers have failed by then (the first rounds take them in id order)
+            sender.run_once(wait=True)
+        assert [d.status for d in webhooks.deliveries(db(), webhook_id=hooks[0].id)].count("pending") == 20
+        before = [len(r.got) for r in (*stuck, fine)]
+        assert sender.run_once(wait=True) == 6
+        got = [len(r.got) - n for r, n in zip((*stuck, fine), before, strict=True)]
+        assert got == [1, 1, 4], got  # the answering receiver first, its full share; one each for the hung
+    finally:
+        sender.close()
+        for receiver in (*stuck, fine):
+            receiver.close()
+
+
 def test_an_event_is_dead_after_its_retry_window_and_replay_sends_it_again(db: Callable[[], UnitOfWork]) -> None:
     receiver = Receiver()
     receiver.mode = "fail"
