@@ -65,6 +65,7 @@ def test_the_readme_receiver_takes_a_real_delivery_and_refuses_forgeries(db: Cal
         assert post(url, body.replace(b"evt_x", b"evt_y"), signed(now)) == 400
         assert post(url, body, signed(now - 3600)) == 400  # a recorded delivery replayed an hour later
         assert post(url, body, "") == 400
+        assert post(url, body, f"t={now},v1=\u00e9") == 400  # not ASCII: compare_digest on text raised (a 500)
     finally:
         sender.close()
         server.shutdown()
