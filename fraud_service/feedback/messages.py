@@ -9,10 +9,13 @@ returns system may branch on them); a retailer can reword the texts with a JSON 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from fraud_service.data.contract import text_problem
 from fraud_service.errors import ConfigError
 
 TEXTS: dict[str, str] = {
@@ -48,6 +51,23 @@ class Messages:
         return {"code": code, "text": self.texts[code]}
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys each appear once: with a code written twice, one text or the other was taken, and
+    the file did not say which (the API refuses such bodies)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ConfigError(f"the code {key[:100]!r} is written twice; write each once")
+    return found
+
+
+def _unshowable(text: str) -> str | None:
+    """What in TEXT a shopper's screen would not show as written: control characters (a new line aside)."""
+    found = next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"), None)
+    return None if found is None else f"holds the control character U+{ord(found):04X}"
+
+
 def load(path: Path | None) -> Messages:
     """The default texts, with those of the JSON file at PATH (code -> text) in their place; ConfigError naming
     the file and the entry when it is not readable or an entry is not a known code with a sentence."""
@@ -59,8 +79,14 @@ def load(path: Path | None) -> Messages:
             raise ConfigError(f"{where}: not a regular file")
         if path.stat().st_size > 64 * 1024:
             raise ConfigError(f"{where}: larger than 64 KiB; expected a JSON object of code -> text")
-        given = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot be read as JSON ({exc})") from None
+    try:
+        given = json.loads(raw, object_pairs_hook=_once_each)
+    except ConfigError as exc:  # a code written twice
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError as exc:
         raise ConfigError(f"{where}: cannot be read as JSON ({exc})") from None
     if not isinstance(given, dict):
         raise ConfigError(f"{where}: expected a JSON object of code -> text, got {type(given).__name__}")
@@ -70,6 +96,8 @@ def load(path: Path | None) -> Messages:
             problems.append(f"{code!r} is not a message code (expected one of {', '.join(TEXTS)})")
         elif not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             problems.append(f"{code!r}: expected a sentence of 1 to {MAX_TEXT} characters")
+        elif (problem := text_problem(text)) is not None or (problem := _unshowable(text)) is not None:
+            problems.append(f"{code!r}: {problem}; expected plain text a shopper can be shown")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return Messages({**TEXTS, **{code: text.strip() for code, text in given.items()}})
