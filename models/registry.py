@@ -277,6 +277,10 @@ class ModelRegistry:
             current = state.get("production")
             replaced = [h["from"] for h in state.get("history", [])
                         if h["alias"] == "production" and h["to"] == current and not h.get("rollback")]
+            if current is not None and current not in self.versions():
+                raise PromotionRefused(f"production names {current}, which is not a registered version (aliases.json "
+                                       "edited by hand?); a rollback cannot tell what it replaced: name the model to "
+                                       "serve with `fraud-service models promote V --force --reason ...`")
             if current is None or not replaced or replaced[-1] is None:
                 raise PromotionRefused("there is no earlier production model to roll back to "
                                        f"(production is {current})")

@@ -143,6 +143,21 @@ def test_rollback_walks_back_through_promotions(registry):
                      ("production", "v0002", "v0001", True)]
 
 
+def test_a_rollback_from_a_version_that_is_not_registered_says_so(registry):
+    """Production pointed by hand at a missing version: the rollback said there was no earlier model, though the
+    history held promotions."""
+    import json
+
+    for text in ("one", "two"):
+        _register(registry, text)
+    registry.promote("v0002")
+    state = json.loads((registry.root / "aliases.json").read_text())
+    (registry.root / "aliases.json").write_text(json.dumps({**state, "production": "v0009"}))
+    with pytest.raises(RegistryError, match=r"production names v0009, which is not a registered version .*"
+                                            r"models promote V --force"):
+        registry.rollback()
+
+
 def test_a_new_policy_revision_is_in_force_and_the_old_one_kept(registry):
     _register(registry)
     policy = registry.add_policy("production", {"review_from": 0.7})
