@@ -152,13 +152,19 @@ class ModelRegistry:
 
     def production_history(self) -> list[str]:
         """Every version `production` has named, the current one first, then back through its moves (once each):
-        where to fall back to when the current one cannot be served."""
+        where to fall back to when the current one cannot be served. A version whose latest move was a rollback
+        away from it was withdrawn, and is left out: a damaged production model brought back one rolled back."""
         state = self._state()
         seen = [state["production"]] if state.get("production") else []
+        decided = set(seen)
         for move in reversed(state.get("history", [])):
-            for version in (move.get("to"), move.get("from")):
-                if move.get("alias") == "production" and version and version not in seen:
-                    seen.append(version)
+            if move.get("alias") != "production":
+                continue
+            for version, withdrawn in ((move.get("to"), False), (move.get("from"), bool(move.get("rollback")))):
+                if version and version not in decided:
+                    decided.add(version)
+                    if not withdrawn:
+                        seen.append(version)
         return seen
 
     def gate(self, ref: str) -> dict[str, Any] | None:

@@ -218,6 +218,11 @@ def test_production_history_lists_every_version_production_named_newest_first(re
     registry.promote("v0003")
     registry.promote("v0002")
     assert registry.production_history() == ["v0002", "v0003", "v0001"]
+    # a version rolled back from was withdrawn: the boot's fallback brought it back when production was damaged
+    registry.rollback()  # v0002 -> v0003
+    assert registry.production_history() == ["v0003", "v0001"]
+    registry.promote("v0002")  # promoted again: a fallback once more
+    assert registry.production_history() == ["v0002", "v0003", "v0001"]
 
 
 def test_promoting_the_shadow_model_ends_its_shadow(registry):
