@@ -44,15 +44,7 @@ from fraud_service.cases.records import (
     QueueFilter,
     QueuePage,
 )
-from fraud_service.data.contract import (
-    PLAIN_TEXT,
-    UNREORDERED,
-    hidden_character,
-    reordering_control,
-    shows_nothing,
-    text_problem,
-    utc_instant,
-)
+from fraud_service.data.contract import hidden_character, shown_text_problem, shows_nothing, utc_instant
 from fraud_service.errors import CaseConflict, CaseNotFound, Problem, RequestInvalid, TimeOutOfRange
 from fraud_service.feedback import outcomes
 from fraud_service.feedback.outcomes import Feedback
@@ -648,11 +640,8 @@ def free_text(value: object, field_name: str, limit: int, expected: str) -> str:
     if shows_nothing(text):  # zero-width spaces: a note or reason nobody can read
         raise RequestInvalid([Problem(field_name, f"shows nothing (only spaces or invisible characters: "
                                                   f"{hidden_character(text) or 'white space'})", expected)])
-    if (problem := text_problem(text)) is not None:
-        raise RequestInvalid([Problem(field_name, problem, PLAIN_TEXT)])
-    if (control := reordering_control(text)) is not None:  # what an analyst reads must be what was written
-        raise RequestInvalid([Problem(field_name, f"holds a character that reorders how it shows: {control}",
-                                      UNREORDERED)])
+    if (found := shown_text_problem(text)) is not None:  # what an analyst reads must be what was written
+        raise RequestInvalid([Problem(field_name, *found)])
     return text
 
 

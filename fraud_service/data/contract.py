@@ -309,6 +309,16 @@ def reordering_control(text: str) -> str | None:
     return None if at is None else f"U+{ord(text[at]):04X} ({unicodedata.name(text[at])}) at {at + 1}"
 
 
+def shown_text_problem(text: str) -> tuple[str, str] | None:
+    """What makes TEXT, free text a person will read (a note, a reason, an appeal, a message), unfit: what no store
+    holds (`text_problem`) or a character that reorders how it shows; as (problem, what was expected), or None."""
+    if (problem := text_problem(text)) is not None:
+        return problem, PLAIN_TEXT
+    if (control := reordering_control(text)) is not None:
+        return f"holds a character that reorders how it shows: {control}", UNREORDERED
+    return None
+
+
 def fold(value: object) -> object:
     """VALUE without surrounding spaces and in capitals, when it is text (a `Column.fold` column's value)."""
     return value.strip().upper() if isinstance(value, str) else value

@@ -137,7 +137,7 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
 
 
 def _check(outcome: str, notes: str, inspected_at: dt.datetime, now: dt.datetime) -> str:
-    from fraud_service.data.contract import PLAIN_TEXT, text_problem
+    from fraud_service.data.contract import shown_text_problem
 
     problems = []
     if outcome not in INSPECTION_OUTCOMES:
@@ -145,8 +145,8 @@ def _check(outcome: str, notes: str, inspected_at: dt.datetime, now: dt.datetime
     text = notes.strip() if isinstance(notes, str) else ""
     if len(text) > MAX_NOTES:
         problems.append(Problem("notes", f"got {len(text)} characters", f"at most {MAX_NOTES:,}"))
-    elif (problem := text_problem(text)) is not None:
-        problems.append(Problem("notes", problem, PLAIN_TEXT))
+    elif (found := shown_text_problem(text)) is not None:
+        problems.append(Problem("notes", *found))
     if inspected_at > now + dt.timedelta(minutes=5):
         problems.append(Problem("inspected_at", f"{chain.utc_text(inspected_at)} is in the future",
                                 "a time no later than now (5 minutes of clock difference are allowed)"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fraud_service.data.contract import text_problem
+from fraud_service.data.contract import shown_text_problem
 from fraud_service.errors import ConfigError
 
 TEXTS: dict[str, str] = {
@@ -62,10 +62,10 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _unshowable(text: str) -> str | None:
+def _unshowable(text: str) -> tuple[str, str] | None:
     """What in TEXT a shopper's screen would not show as written: control characters (a new line aside)."""
     found = next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\n\t"), None)
-    return None if found is None else f"holds the control character U+{ord(found):04X}"
+    return None if found is None else (f"holds the control character U+{ord(found):04X}", "")
 
 
 def load(path: Path | None) -> Messages:
@@ -96,8 +96,8 @@ def load(path: Path | None) -> Messages:
             problems.append(f"{code!r} is not a message code (expected one of {', '.join(TEXTS)})")
         elif not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
             problems.append(f"{code!r}: expected a sentence of 1 to {MAX_TEXT} characters")
-        elif (problem := text_problem(text)) is not None or (problem := _unshowable(text)) is not None:
-            problems.append(f"{code!r}: {problem}; expected plain text a shopper can be shown")
+        elif (found := shown_text_problem(text)) is not None or (found := _unshowable(text)) is not None:
+            problems.append(f"{code!r}: {found[0]}; expected plain text a shopper can be shown")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return Messages({**TEXTS, **{code: text.strip() for code, text in given.items()}})

@@ -26,6 +26,7 @@ from fraud_service.data.contract import (
     MAX_TEXT,
     PLAIN_TEXT,
     hidden_character,
+    shown_text_problem,
     shows_nothing,
     text_problem,
 )
@@ -147,6 +148,8 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
     for name, given in (("value", value), ("reason", reason)):
         if not isinstance(given, str) or shows_nothing(given) or len(given) > MAX_TEXT:
             problems.append(Problem(name, _got(given), f"a non-empty string of at most {MAX_TEXT} characters"))
+        elif (found := (shown_text_problem(given) if name == "reason" else None)) is not None:
+            problems.append(Problem(name, *found))
         elif (problem := text_problem(given)) is not None:
             problems.append(Problem(name, problem, PLAIN_TEXT))
         elif name == "value" and (hidden := hidden_character(given)) is not None:  # as a request's ids
@@ -196,7 +199,8 @@ def remove(uow: UnitOfWork, *, entity: str, value: str, actor: str, now: dt.date
                               for name in missing])
     if entity not in LIST_ENTITIES or len(value) > MAX_TEXT or text_problem(value) is not None:
         raise ListEntryNotFound(f"{entity!r} {value!r} is on no list (no list holds such an entry)")
-    if reason is not None and (shows_nothing(reason) or len(reason) > MAX_TEXT or text_problem(reason) is not None):
+    if reason is not None and (shows_nothing(reason) or len(reason) > MAX_TEXT
+                               or shown_text_problem(reason) is not None):
         raise RequestInvalid([Problem("reason", f"got {reason!r:.60}", f"why, in at most {MAX_TEXT} characters")])
     with uow:
         uow.lock_chain()

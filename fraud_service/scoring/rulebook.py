@@ -20,7 +20,7 @@ from functools import lru_cache
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.data.contract import MAX_TEXT, PLAIN_TEXT, shows_nothing, text_problem
+from fraud_service.data.contract import MAX_TEXT, shown_text_problem, shows_nothing
 from fraud_service.errors import Problem, RequestInvalid
 from fraud_service.scoring.rules import DEFAULT_RULES, RuleSet
 from fraud_service.store import chain
@@ -82,8 +82,8 @@ def save(uow: UnitOfWork, *, body: object, reason: object, actor: str, now: dt.d
     problems = []
     if not isinstance(reason, str) or shows_nothing(reason) or len(reason) > MAX_TEXT:
         problems.append(Problem("reason", f"got {reason!r:.60}", f"why, in at most {MAX_TEXT} characters"))
-    elif (problem := text_problem(reason)) is not None:
-        problems.append(Problem("reason", problem, PLAIN_TEXT))
+    elif (found := shown_text_problem(reason)) is not None:
+        problems.append(Problem("reason", *found))
     try:
         rules = parse(body)
     except RequestInvalid as exc:

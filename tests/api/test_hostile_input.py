@@ -167,6 +167,12 @@ def test_free_text_that_reorders_how_it_shows_is_refused(api: Api, body: dict[st
     assert "bidirectional controls" in listed.get_json()["problems"][0]["expected"]
     assert api.client.post("/v1/lists", json={**entry, "reason": "טבעת הונאה"},  # Hebrew, right to left
                            headers=api.headers("admin")).status_code == 201
+    import datetime as dt
+
+    inspected = api.client.post(f"/v1/returns/{body['return_id']}/inspection", headers=api.headers(), json={
+        "inspected_at": dt.datetime.now(dt.UTC).isoformat(), "outcome": "ok", "notes": f"box {control}kao"})
+    assert inspected.status_code == 422  # an inspector's notes, shown to analysts, were taken
+    assert inspected.get_json()["problems"][0]["field"] == "notes"
 
 
 def test_a_huge_queue_offset_is_422(api: Api) -> None:

@@ -235,6 +235,9 @@ def test_lists_add_list_remove_with_evidence(cli: Cli, settings: Settings) -> No
     assert "dev-42" in listed and "block" in listed and "chargeback ring" in listed and "cli:" in listed
     code, _, err = cli("lists", "add", "device", "dev-43", "--list", "block", "--reason", " ")
     assert code == 1 and "reason" in err
+    # the API refused it; the command line took it, and `lists list` showed "ring original"
+    code, _, err = cli("lists", "add", "device", "dev-43", "--list", "block", "--reason", "ring \u202elanigiro")
+    assert code == 1 and "reason: holds a character that reorders how it shows: U+202E" in err, err
     assert cli("lists", "add", "planet", "x", "--list", "block", "--reason", "r")[0] == 2  # argparse names the choices
     assert cli("lists", "remove", "device", "dev-42")[1].strip() == "device dev-42 is off the block list"
     code, _, err = cli("lists", "remove", "device", "dev-42")
