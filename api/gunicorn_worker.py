@@ -17,6 +17,7 @@ another was still loading stay with it (kept-alive connections are not moved).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -236,23 +237,44 @@ class BalancedThreadWorker(ThreadWorker):
         return True
 
     def _become_analyst(self) -> None:
-        os.nice(ANALYST_NICE)
+        """Every thread of this worker ANALYST_NICE lower in priority: Linux keeps a nice value per thread, and a
+        worker that takes the role mid-life already has its request threads (a review found them still at 0)."""
+        target = os.getpriority(os.PRIO_PROCESS, 0) + ANALYST_NICE  # this thread's, as the others have it
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.setpriority(os.PRIO_PROCESS, int(tid), target)
         self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, self._analyst_port, ANALYST_NICE)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """Told to stop (a reload, or the server stopping): an analyst worker gives the role up at once, so the next
+        worker takes it while this one finishes its pages, not only once it has exited."""
+        super().handle_exit(sig, frame)
+        if self.analyst and self._role is not None:
+            fcntl.flock(self._role, fcntl.LOCK_UN)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        """A scoring connection an analyst worker still holds from before it took the role is answered, then closed
+        (`Connection: close`), so the client reconnects to a scoring worker."""
+        if self.analyst and conn.server[1] != self._analyst_port:
+            req.must_close = True
+        return super().handle_request(req, conn)
 
     def _take_free_role(self) -> None:
         """A scoring worker takes the analyst role when no worker holds it (checked every ROLE_RETRY_S): it stops
-        accepting on the main port (its open connections are answered as before) and serves the analyst port."""
+        accepting on the main port (its open connections are answered once more, then closed) and serves the
+        analyst port."""
         now = time.monotonic()
         if self.analyst or self._role is None or not self.alive or now - self._role_tried < ROLE_RETRY_S:
             return
         self._role_tried = now
         if not self._lock_role():
             return
-        self.set_accept_enabled(False)  # the main port's listeners leave the poller; the loop adds the new one
+        self.set_accept_enabled(False)  # the main port's listeners leave the poller
         self.analyst = True
         self.sockets = [s for s in self._listeners if s.getsockname()[1] == self._analyst_port]
         bound_silence(self.sockets, self._silence)
         self._become_analyst()
+        self.set_accept_enabled(True)  # in this very wait, not the next loop's
 
     def accept(self, listener: socket.socket) -> None:
         """A new connection waits in the poller for its first bytes, as a kept-alive one does, and reaches a thread

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from fraud_service.errors import FraudServiceError
 from fraud_service.store.deadline import deadline_connection
 
 
@@ -42,8 +43,14 @@ def read_only_copy(url: str) -> str | None:
     path = Path(database).resolve()
     if not path.parent.is_dir() or os.access(path.parent, os.W_OK):
         return None
-    wal = path.with_name(path.name + "-wal")
-    mode = "mode=ro" if wal.exists() and wal.stat().st_size else "mode=ro&immutable=1"
+    wal, index = path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+    logged = wal.exists() and wal.stat().st_size > 0
+    if logged and not index.exists():  # SQLite reads a log only through its index, which it cannot make here
+        raise FraudServiceError(f"{path} has its write-ahead log ({wal.name}) beside it but not the log's index "
+                                f"({index.name}), and nothing may be written in {path.parent}: copy {index.name} "
+                                "too, copy the three files to a folder that can be written, or make the copy with "
+                                "SQLite's backup (docs/operations.md)")
+    mode = "mode=ro" if logged else "mode=ro&immutable=1"
     return f"file:{quote(str(path))}?{mode}"  # a ? # or % in the path is the path's, not the URI's
 
 

@@ -128,6 +128,10 @@ def test_verify_reads_a_copy_in_a_folder_nothing_may_be_written_to(cli: Cli, set
         done = _verify_read_only(home)
         assert done.returncode == 0 and f"intact: {events} event" in done.stdout, (done.stdout, done.stderr)
         assert sorted(p.name for p in home.iterdir()) == before
+    (logged / "fraud.db-shm").unlink()  # the log without its index: SQLite cannot read it here, and says only
+    done = _verify_read_only(logged)    # "unable to open database file"
+    assert done.returncode == 1 and "has its write-ahead log (fraud.db-wal) beside it but not the log's index " \
+        "(fraud.db-shm)" in done.stderr, (done.stdout, done.stderr)
 
 
 def test_verify_detects_a_deleted_last_event(cli: Cli, settings: Settings) -> None:
