@@ -17,6 +17,7 @@ Writers hold an exclusive lock on `.lock`. Of the project, this module imports o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -211,6 +212,7 @@ class ModelRegistry:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+            state.setdefault("sealed_from", version)  # every version from this one on has a seal (`_check_seal`)
             self._set(state, "candidate", version, "registered")
             if first_production and not state.get("production"):
                 self._set(state, "production", version, FIRST_PRODUCTION)
@@ -427,6 +429,9 @@ def _check_seal(path: Path, version: str) -> None:
     seal_path = path / SEAL
     if not seal_path.exists():
         sealed = [p.parent.name for p in path.parent.glob(f"*/{SEAL}") if VERSION.match(p.parent.name)]
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # the aliases' own checks say what is wrong
+            marked = json.loads((path.parent.parent / "aliases.json").read_text()).get("sealed_from")
+            sealed += [marked] if isinstance(marked, str) and VERSION.match(marked) else []
         first = min(sealed, key=_number, default=None)
         if first is not None and _number(version) >= _number(first):
             raise RegistryError(f"model {version}: {SEAL} is missing (every version from {first} on is sealed when "

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from fraud_service import bootstrap
 from fraud_service.config import Settings
+from fraud_service.errors import RegistryError
 from fraud_service.store.schema import EvidenceEvent
 from models.registry import ModelRegistry
 from tests.api.conftest import Api, make_api, private_home
@@ -166,7 +167,12 @@ def test_a_version_whose_seal_was_deleted_is_refused(two_models: tuple[Api, Sett
     state = json.loads((registry.root / "aliases.json").read_text())
     (registry.root / "aliases.json").write_text(json.dumps({**state, "production": "v0002"}))  # by hand
     assert api.service.watch.check() is False and api.service.assessor.scorer.version == "v0001"
-    (registry.root / "versions" / "v0001" / "seal.json").unlink()  # no version sealed: a registry from before seals
+    (registry.root / "versions" / "v0001" / "seal.json").unlink()  # the oldest one's too: sealing began with it
+    with pytest.raises(RegistryError, match="seal.json is missing"):
+        registry.load("v0001")
+    state = json.loads((registry.root / "aliases.json").read_text())
+    del state["sealed_from"]  # a registry from before seals: no version sealed, nothing says sealing began
+    (registry.root / "aliases.json").write_text(json.dumps(state))
     assert registry.load("v0002").version == "v0002"
 
 

@@ -100,9 +100,23 @@ def test_a_changed_model_file_is_refused(registry):
     (record.path / "model.txt").write_text("tree model, edited")
     with pytest.raises(RegistryError, match="model.txt does not match its seal"):
         registry.load("v0001")
-    (record.path / "seal.json").unlink()  # a version registered before seals: its model checksum still holds
+    (record.path / "seal.json").unlink()  # the only version's seal deleted: refused, the registry seals them all
+    with pytest.raises(RegistryError, match="seal.json is missing"):
+        registry.load("v0001")
+    _from_before_seals(registry)  # a version registered before seals: its model checksum still holds
     with pytest.raises(RegistryError, match="model.txt does not match the checksum"):
         registry.load("v0001")
+
+
+def _from_before_seals(registry: ModelRegistry) -> None:
+    """The registry as code from before seals left it: no seal.json, and no record of when sealing began."""
+    import json
+
+    for seal in (registry.root / "versions").glob("*/seal.json"):
+        seal.unlink()
+    state = json.loads((registry.root / "aliases.json").read_text())
+    state.pop("sealed_from")
+    (registry.root / "aliases.json").write_text(json.dumps(state))
 
 
 def test_a_model_needing_a_feature_the_service_lacks_is_refused(registry):
@@ -204,7 +218,7 @@ def test_a_new_policy_revision_is_sealed_with_the_files_it_joins(registry):
 
 def test_a_manifest_that_is_not_json_is_a_registry_error(registry):
     record = _register(registry)
-    (record.path / "seal.json").unlink()
+    _from_before_seals(registry)
     (record.path / "manifest.json").write_text("{not json")
     with pytest.raises(RegistryError, match="manifest.json cannot be read as JSON"):
         registry.load("v0001")
