@@ -167,7 +167,7 @@ def _replaceable(out: Path) -> None:
     try:
         if out.suffix == ".csv":
             with out.open(encoding="utf-8", errors="replace") as text:
-                columns = text.readline().strip().split(",")
+                columns = text.readline(4096).strip().split(",")  # a header, not a whole one-line file
         else:
             import pyarrow.parquet as pq
 

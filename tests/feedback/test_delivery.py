@@ -231,7 +231,7 @@ def test_receivers_that_hang_get_one_thread_each_and_the_answering_ones_the_rest
         receiver.mode = "hang"
     hooks = [webhooks.add(db(), url=r.url, events=["case.closed"], actor="t", allow_private=True)[0]
              for r in [*stuck, fine]]
-    sender = Dispatcher(db, allow_private=True, timeout_s=0.3, backoff_s=600, workers=6, per_hook=4)
+    sender = Dispatcher(db, allow_private=True, timeout_s=1.0, backoff_s=600, workers=6, per_hook=4)
     try:
         for i in range(20):
             emit(db, n=i)
