@@ -424,8 +424,9 @@ def _write_seal(path: Path) -> None:
 
 def _check_seal(path: Path, version: str) -> None:
     """RegistryError naming the first file of VERSION that was changed, added or removed since it was sealed.
-    A version registered before seals existed (no seal.json, and no older version with one) is checked by its
-    model checksum only: deleting a newer version's seal.json turned its check off (a helper's probe)."""
+    A version registered before seals existed (no seal.json, and neither an older version with one nor an earlier
+    first sealed version in aliases.json's `sealed_from`) is checked by its model checksum only: deleting a seal.json
+    turned the check off (a helper's probe)."""
     seal_path = path / SEAL
     if not seal_path.exists():
         sealed = [p.parent.name for p in path.parent.glob(f"*/{SEAL}") if VERSION.match(p.parent.name)]
