@@ -314,6 +314,9 @@ class ModelRegistry:
                 raise ModelNotFound(f"no model version {production!r} (registered: {', '.join(versions) or 'none'})")
             self.load(version)  # refuses a damaged model before it goes live
             state: dict[str, Any] = {"history": []}
+            sealed = [v for v in versions if (self.root / "versions" / v / SEAL).exists()]
+            if sealed:  # the record of when sealing began went with the file: the oldest sealed version tells
+                state["sealed_from"] = sealed[0]
             note = f"{path.name} was missing; restored: {reason}"
             self._set(state, "candidate", versions[-1], note)
             self._set(state, "production", version, note)

@@ -333,6 +333,9 @@ def test_restoring_the_aliases_names_production_again_only_when_the_file_is_miss
         registry.restore_aliases("v0009", "lost")
     assert registry.restore_aliases("1", "deleted by a cleanup script") == "v0001"
     assert registry.aliases() == {"production": "v0001", "candidate": "v0002"}
+    (registry.root / "versions" / "v0001" / "seal.json").unlink()  # sealing began with v0001: still refused
+    with pytest.raises(RegistryError, match="seal.json is missing"):
+        registry.load("v0001")
     assert [(h["alias"], h["from"], h["to"], h["reason"]) for h in registry.history()] == [
         ("candidate", None, "v0002", "aliases.json was missing; restored: deleted by a cleanup script"),
         ("production", None, "v0001", "aliases.json was missing; restored: deleted by a cleanup script")]
