@@ -106,15 +106,11 @@ def check_redis(url: str) -> Check:
         client.close()
 
 
-def online_loss(source: FeatureSource) -> str | None:
-    """What the online store's Redis lost, said for an operator: everything (restarted without its data, or
-    flushed), or keys since the last `materialize` (`FeatureSource.online_lost`); None when nothing, and when Redis
-    does not answer (the Redis check says so: this one stays about the features)."""
+def _online_loss(source: FeatureSource) -> str | None:
+    """`FeatureSource.online_loss`, or None when Redis does not answer (the Redis check says so: this one stays about
+    the features)."""
     try:
-        if source.online_empty():
-            return ("the online store (Redis) holds no features (restarted without its data, or flushed): every "
-                    "customer would look new; run `fraud-service features materialize --full`")
-        return source.online_lost()
+        return source.online_loss()
     except Exception:
         return None
 
@@ -159,7 +155,7 @@ def check_features(settings: Settings) -> Check:
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "
                                         "materialize`")
-    lost = online_loss(source)
+    lost = _online_loss(source)
     if lost is not None:
         return Check("features", False, lost)
     return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
@@ -272,7 +268,7 @@ def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None
     from fraud_service.featurestore.source import FeatureSource
 
     reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))
-    return online_loss(FeatureSource(settings)) if reader.kind == "redis" else None  # its errors: no loss said
+    return _online_loss(FeatureSource(settings)) if reader.kind == "redis" else None  # its errors: no loss said
 
 
 READY_WAIT_S = 0.8

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from fraud_service.cases import investigation
 from fraud_service.cases import service as cases
 from fraud_service.cases.investigation import CaseContext
+from fraud_service.data.contract import repeated_key
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import BundleError
 from fraud_service.store import chain
@@ -179,13 +180,10 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys each appear once, or BundleError naming the first repeated one: a JSON reader keeps
     one value or the other, so what one viewer shows would not be what `verify` checked."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    if (key := repeated_key(pairs)) is not None:
         raise BundleError(f"writes the key {key[:100]!r} twice in one object; an export never does (JSON readers "
                           "keep one value or the other: what one shows would not be what was verified)")
-    return found
+    return dict(pairs)
 
 
 def _unzip(path: Path, data: bytes) -> tuple[bytes, str]:

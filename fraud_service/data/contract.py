@@ -363,6 +363,17 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def repeated_key(pairs: list[tuple[str, object]]) -> str | None:
+    """The first key one JSON object's PAIRS (as `json.loads` hands them to `object_pairs_hook`) write twice, or None:
+    a JSON reader keeps one value or the other."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def value_problems(value: object, path: str = "", limit: int = 20) -> list[tuple[str, str, str]]:
     """(path, problem, expected) for every part of a decoded JSON value that no field may hold: nesting deeper
     than MAX_DEPTH, numbers that are not finite, text with NUL characters or lone surrogates (keys included).

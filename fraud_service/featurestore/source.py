@@ -285,7 +285,7 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
-            or self.online_empty() or self.online_lost() is not None  # Redis lost keys: reload them all
+            or self.online_loss() is not None  # Redis lost keys (or all of them): reload them all
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
@@ -332,11 +332,6 @@ class FeatureSource:
         # a marker written before stores were recorded is taken for the store named now
         return build is None or loaded.get("build") != build or loaded.get("store", store) != store
 
-    def online_empty(self) -> bool:
-        """Whether the online store is a Redis database holding nothing (restarted without its data, or flushed),
-        whatever the last `materialize` loaded into it. False for sqlite, and for a Redis user not allowed DBSIZE."""
-        return self.online_keys() == 0
-
     def online_keys(self) -> int | None:
         """How many keys the online store's Redis database holds (one per entity loaded), or None for sqlite and for
         a Redis user not allowed DBSIZE."""
@@ -352,17 +347,20 @@ class FeatureSource:
         finally:
             client.close()
 
-    def online_lost(self) -> str | None:
-        """What the online store's Redis lost since the last `materialize` counted its keys, said plainly, or None.
-        Only `materialize` writes there, so fewer keys than it left means entities evicted (a `maxmemory-policy`
-        other than noeviction), expired (each key lives `key_ttl_seconds` from its last load) or deleted: those
-        customers, tokens and orders would score as new ones."""
+    def online_loss(self) -> str | None:
+        """What the online store's Redis lost, said for an operator, or None (always for sqlite, and for a Redis user
+        not allowed DBSIZE): everything (restarted without its data, or flushed), whatever the last `materialize`
+        loaded; or keys since the last `materialize` counted them. Only `materialize` writes there, so fewer keys
+        than it left means entities evicted (a `maxmemory-policy` other than noeviction), expired (each key lives
+        `key_ttl_seconds` from its last load) or deleted: those customers, tokens and orders would score as new."""
+        now = self.online_keys()
+        if now == 0:
+            return ("the online store (Redis) holds no features (restarted without its data, or flushed): every "
+                    "customer would look new; run `fraud-service features materialize --full`")
         marker = self.materialized() or {}
         loaded = marker.get("keys")
-        if not isinstance(loaded, int) or marker.get("store") != self.online_identity():
-            return None
-        now = self.online_keys()
-        if now is None or now >= loaded:
+        if now is None or not isinstance(loaded, int) or marker.get("store") != self.online_identity() \
+                or now >= loaded:
             return None
         return (f"the online store (Redis) holds {now:,} keys, {loaded - now:,} fewer than the {loaded:,} the last "
                 "`features materialize` left (evicted under memory pressure, expired, or deleted): those entities "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fraud_service.data.contract import shown_text_problem
+from fraud_service.data.contract import repeated_key, shown_text_problem
 from fraud_service.errors import ConfigError
 
 TEXTS: dict[str, str] = {
@@ -54,12 +54,9 @@ class Messages:
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys each appear once: with a code written twice, one text or the other was taken, and
     the file did not say which (the API refuses such bodies)."""
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+    if (key := repeated_key(pairs)) is not None:
         raise ConfigError(f"the code {key[:100]!r} is written twice; write each once")
-    return found
+    return dict(pairs)
 
 
 def _unshowable(text: str) -> tuple[str, str] | None:

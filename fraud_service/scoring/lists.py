@@ -148,9 +148,9 @@ def check_entry(entity: object, list_name: object, value: object, reason: object
     for name, given in (("value", value), ("reason", reason)):
         if not isinstance(given, str) or shows_nothing(given) or len(given) > MAX_TEXT:
             problems.append(Problem(name, _got(given), f"a non-empty string of at most {MAX_TEXT} characters"))
-        elif (found := (shown_text_problem(given) if name == "reason" else None)) is not None:
+        elif name == "reason" and (found := shown_text_problem(given)) is not None:  # text a person reads
             problems.append(Problem(name, *found))
-        elif (problem := text_problem(given)) is not None:
+        elif name == "value" and (problem := text_problem(given)) is not None:
             problems.append(Problem(name, problem, PLAIN_TEXT))
         elif name == "value" and (hidden := hidden_character(given)) is not None:  # as a request's ids
             problems.append(Problem(name, f"holds {hidden}", IDENTIFIER_TEXT))

@@ -166,9 +166,9 @@ def test_a_redis_that_lost_some_keys_is_reported_by_doctor_and_readyz(redis_sour
     client = redis.Redis(db=REDIS_TEST_DB)
     loaded = client.dbsize()
     assert redis_source.materialized()["keys"] == loaded > 100
-    assert redis_source.online_lost() is None and check_features(redis_source.settings).ok
+    assert redis_source.online_loss() is None and check_features(redis_source.settings).ok
     client.delete(*list(client.scan_iter(count=1000))[:7])
-    lost = redis_source.online_lost()
+    lost = redis_source.online_loss()
     assert lost is not None and f"{loaded - 7:,} keys, 7 fewer than the {loaded:,}" in lost
     check = check_features(redis_source.settings)
     assert not check.ok and check.detail == lost
@@ -178,7 +178,7 @@ def test_a_redis_that_lost_some_keys_is_reported_by_doctor_and_readyz(redis_sour
     # as the new normal)
     assert redis_source.materialize(moment.to_pydatetime()) is True
     assert client.dbsize() == loaded
-    assert redis_source.online_lost() is None and check_features(redis_source.settings).ok
+    assert redis_source.online_loss() is None and check_features(redis_source.settings).ok
 
 
 @pytest.mark.redis
