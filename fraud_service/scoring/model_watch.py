@@ -62,9 +62,9 @@ class ProductionWatch:
             if key == self.key:
                 self.problem = None  # the alias names what is served
                 return False
-            if self._failed is not None and self._failed[0] == key and self._failed[1] == self.registry.stamp(key[0]):
-                return False  # tried, and nothing changed since: mended files or a new promotion are tried again
             stamp = self.registry.stamp(key[0])  # before loading: a change while it loads is tried next time
+            if self._failed == (key, stamp):
+                return False  # tried, and nothing changed since: mended files or a new promotion are tried again
             try:
                 scorer = Scorer.from_registry(self.registry, key[0])
                 policy = Policy.from_dict(scorer.policy)

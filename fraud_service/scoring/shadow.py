@@ -89,8 +89,10 @@ class ShadowScorer:
             return
         policies = sorted((self.registry.root / "versions" / version).glob("policy-*.json")) if version else []
         key = (version, policies[-1].name if policies else "") if version else None
+        if key == self._key and (self.loaded is not None or key is None):
+            return
         stamp = self.registry.stamp(version) if version else None
-        if key == self._key and (self.loaded is not None or key is None or stamp == self._failed_stamp):
+        if key == self._key and stamp == self._failed_stamp:
             return  # a shadow that failed to load is tried again once its files or the aliases change
         self.version, self._key, self._failed_stamp = version, key, None
         if version is None:
