@@ -85,6 +85,8 @@ def load(path: Path | None) -> Messages:
         raise ConfigError(f"{where}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{where}: cannot be read as JSON ({exc})") from None
+    except RecursionError:  # arrays in arrays, thousands deep: Python's reader gives up, not with a ValueError
+        raise ConfigError(f"{where}: nests too deep to read; expected a JSON object of code -> text") from None
     if not isinstance(given, dict):
         raise ConfigError(f"{where}: expected a JSON object of code -> text, got {type(given).__name__}")
     problems = []

@@ -28,6 +28,7 @@ def test_a_file_replaces_the_texts_it_names_and_keeps_the_others(tmp_path: Path)
     ('{"CODE": ""}', "'CODE': expected a sentence of 1 to"),
     ("[1]", "expected a JSON object of code -> text, got list"),
     ("{not json", "cannot be read as JSON"),
+    ("[" * 30000 + "]" * 30000, "nests too deep to read"),  # under the 64 KiB limit; was a RecursionError
 ])
 def test_a_mistake_in_the_file_is_named(tmp_path: Path, written: str, problem: str) -> None:
     path = tmp_path / "messages.json"
