@@ -170,6 +170,8 @@ def read(path: Path) -> tuple[dict[str, Any], bytes, str | None]:
         bundle = json.loads(data, object_pairs_hook=_once_each)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not JSON: {exc}") from None
+    except RecursionError:  # arrays in arrays, thousands deep: Python's reader gives up, not with a ValueError
+        raise BundleError(f"{path} nests too deep to read: not an evidence bundle") from None
     except BundleError as exc:  # a repeated key (`_once_each`)
         raise BundleError(f"{path} {exc}") from None
     if not isinstance(bundle, dict) or bundle.get("format") not in FORMATS:

@@ -203,3 +203,7 @@ def test_a_key_written_twice_in_a_bundle_is_refused_naming_it(exported: tuple[Pa
     forged.write_bytes(forged_json)
     assert main(["evidence", "verify", "--bundle", str(forged)]) == 1
     assert "writes the key 'status' twice in one object" in capsys.readouterr().err
+    deep = tmp_path / "deep.json"  # was "failed unexpectedly (RecursionError ...)"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["evidence", "verify", "--bundle", str(deep)]) == 1
+    assert f"{deep} nests too deep to read: not an evidence bundle" in capsys.readouterr().err
