@@ -51,11 +51,14 @@ def main() -> None:
     bodies = [json.loads(line) for line in bodies_file.read_text().splitlines()]
 
     from api.app import create_app
+    from fraud_service.store.db import make_engine
     from fraud_service.store.migrate import upgrade
 
+    schema = make_engine(os.environ["FRAUD_DATABASE_URL"])
+    upgrade(schema)  # before the app starts: its workers check the schema
+    schema.dispose()
     app = create_app()
     service = app.extensions["fraud"]
-    upgrade(service.engine)
     from fraud_service.access.keys import create_key
 
     headers = {"Authorization": f"Bearer {create_key(service.uow(), 'scoring', 'profile', 'bench')}"}
