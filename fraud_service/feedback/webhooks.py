@@ -54,8 +54,12 @@ CARRIERS = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", 
 """IPv6 ranges whose last 32 bits are an IPv4 address a router may deliver to: NAT64 (well-known and local-use),
 IPv4-compatible, IPv4-translated. Python calls some of them global."""
 LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
-"""Local-use NAT64 (RFC 8215): a network's own translator, private to it; its prefix may be a /48, which carries
-the IPv4 address in bits 48-63 and 72-87 (RFC 6052), not in the last 32."""
+"""Local-use NAT64 (RFC 8215): a network's own translator, private to it. Its prefix may be the /48 itself or a
+longer one inside it, a /56, /64 or /96, and RFC 6052 places the IPv4 address differently for each (bit 64-71 is
+always zero): which one a network uses cannot be told from the address, so every layout's is checked."""
+LOCAL_NAT64_LAYOUTS = (((48, 16), (72, 16)), ((56, 8), (72, 24)), ((72, 32),))
+"""Where a local-use NAT64 address may carry its IPv4 address: (first bit, bits) parts, high part first (RFC 6052's
+/48, /56 and /64 prefixes; the /96's last 32 bits are a CARRIER's)."""
 NOT_GLOBAL = [ipaddress.ip_network(n) for n in ("192.0.0.0/24", "3fff::/20", "5f00::/16")]
 """Reserved ranges Python 3.11's tables call global: IETF protocol assignments, IPv6 documentation (RFC 9637),
 SRv6 segment ids (RFC 9602)."""
@@ -69,8 +73,12 @@ def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddre
     found = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
     if any(ip in net for net in CARRIERS) and int(ip) > 1:  # :: and ::1 are themselves
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    if ip in LOCAL_NAT64 and (carried := ((int(ip) >> 64) & 0xFFFF) << 16 | (int(ip) >> 40) & 0xFFFF):
-        found.append(ipaddress.IPv4Address(carried))  # the /48 layout (zero: a longer prefix's, checked above)
+    if ip in LOCAL_NAT64:
+        for layout in LOCAL_NAT64_LAYOUTS:
+            carried = 0
+            for first, bits in layout:
+                carried = carried << bits | (int(ip) >> (128 - first - bits)) & ((1 << bits) - 1)
+            found.append(ipaddress.IPv4Address(carried) if carried else None)  # zero: another layout's
     return [x for x in found if x is not None]
 
 
