@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,11 +107,11 @@ def check_redis(url: str) -> Check:
         client.close()
 
 
-def _online_loss(source: FeatureSource) -> str | None:
+def _online_loss(source: FeatureSource, keys: Callable[[], int | None] | None = None) -> str | None:
     """`FeatureSource.online_loss`, or None when Redis does not answer (the Redis check says so: this one stays about
     the features)."""
     try:
-        return source.online_loss()
+        return source.online_loss(keys)
     except Exception:
         return None
 
@@ -267,8 +268,10 @@ def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None
     `materialize`, if anything."""
     from fraud_service.featurestore.source import FeatureSource
 
-    reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))
-    return _online_loss(FeatureSource(settings)) if reader.kind == "redis" else None  # its errors: no loss said
+    reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))  # counts Redis's keys in the same round trip
+    if reader.kind != "redis":
+        return None
+    return _online_loss(FeatureSource(settings), lambda: reader.keys_seen)  # its errors: no loss said
 
 
 READY_WAIT_S = 0.8

@@ -155,6 +155,7 @@ class OnlineFeatures:
                                       socket_connect_timeout=REDIS_TIMEOUT_S,
                                       retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
             self._redis_error = redis.RedisError
+            self.keys_seen: int | None = None  # the key count of the last read (DBSIZE, in the same round trip)
             self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
                             for view, _, names in self.views]
             self._mmh3 = _mmh3
@@ -209,6 +210,7 @@ class OnlineFeatures:
                 raise Unavailable("the online feature store (Redis) cannot be read; no decision was made, "
                                   "retry") from exc  # the driver's text (host, port) is logged, not answered
             # an ACL that refuses DBSIZE (NOPERM) leaves the emptiness check out rather than every read
+            self.keys_seen = None if isinstance(size, Exception) else int(size)
             if not isinstance(size, Exception) and not size:
                 raise Unavailable("the online feature store (Redis) holds no features (its data was lost, or never "
                                   "loaded): every customer would look new; no decision was made. Load it with "

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,13 +347,14 @@ class FeatureSource:
         finally:
             client.close()
 
-    def online_loss(self) -> str | None:
+    def online_loss(self, keys: Callable[[], int | None] | None = None) -> str | None:
         """What the online store's Redis lost, said for an operator, or None (always for sqlite, and for a Redis user
         not allowed DBSIZE): everything (restarted without its data, or flushed), whatever the last `materialize`
         loaded; or keys since the last `materialize` counted them. Only `materialize` writes there, so fewer keys
         than it left means entities evicted (a `maxmemory-policy` other than noeviction), expired (each key lives
-        `key_ttl_seconds` from its last load) or deleted: those customers, tokens and orders would score as new."""
-        now = self.online_keys()
+        `key_ttl_seconds` from its last load) or deleted: those customers, tokens and orders would score as new.
+        KEYS: how the key count is had (default: `online_keys`, on a connection of its own)."""
+        now = (keys or self.online_keys)()
         if now == 0:
             return ("the online store (Redis) holds no features (restarted without its data, or flushed): every "
                     "customer would look new; run `fraud-service features materialize --full`")
