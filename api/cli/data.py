@@ -49,6 +49,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                   + ", ".join(f"{c} {n:,}" for c, n in list(result.currencies.items())[:5])
                   + "): the features add amounts up as one currency (the data contract: money is in the dataset's "
                     "currency); convert them to one and ingest the orders again")
+        for hub in result.hubs:
+            print(f"warning: {hub.table}.{hub.column} {hub.value!r} is on {hub.rows:,} {hub.table} of "
+                  f"{hub.customers:,} customers, and the features link every customer who shares a token: if it "
+                  "stands for a missing value, write an empty cell and ingest the table again; a real shared one "
+                  "(a freight forwarder, a pickup point, a store's terminal) is fine")
     else:
         print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
               "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")

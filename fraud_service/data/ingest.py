@@ -9,6 +9,7 @@ revised delivery time); the summary counts those as `updated`.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,26 @@ class TableResult:
     total_after: int = 0
 
 
+@dataclass(frozen=True)
+class Hub:
+    """A token (address, device, card or refund destination) on the orders or returns of very many customers."""
+
+    table: str
+    column: str
+    value: str
+    customers: int
+    rows: int
+
+
+HUB_CUSTOMERS = 100
+HUB_SHARE = 0.01
+"""A token is said to be a hub when at least HUB_CUSTOMERS customers, and HUB_SHARE of all, share it: often a
+missing value an export spelled its own way (`unknown`, `-`, `0`), which links every customer who has it; sometimes
+a real shared place (a freight forwarder, a pickup point)."""
+TOKENS = (("orders", "address_token"), ("orders", "device_token"), ("orders", "payment_token"),
+          ("returns", "refund_token"))
+
+
 @dataclass
 class IngestResult:
     """What one ingest did; `snapshot` is None when nothing changed."""
@@ -79,6 +100,8 @@ class IngestResult:
     previous: str | None = None
     currencies: dict[str, int] = field(default_factory=dict)
     """The warehouse's orders by currency after this ingest (when it brought orders)."""
+    hubs: list[Hub] = field(default_factory=list)
+    """Tokens the warehouse shares among very many customers after this ingest (`hubs`)."""
 
     @property
     def changed(self) -> bool:
@@ -338,7 +361,27 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         result.snapshot = snapshot.name
         progress.info(f"snapshot {snapshot.name} is now current")
         result.currencies = _currencies(snapshot) if "orders" in result.tables else {}
+        result.hubs = hubs(snapshot)
         return result
+
+
+def hubs(snapshot: Snapshot, limit: int = 5) -> list[Hub]:
+    """The tokens of SNAPSHOT shared by at least HUB_CUSTOMERS customers and HUB_SHARE of all, most shared first
+    (at most LIMIT)."""
+    customers = snapshot.rows("customers")
+    least = max(HUB_CUSTOMERS, math.ceil(HUB_SHARE * customers))
+    parts = [f"SELECT '{table}' AS t, '{column}' AS c, {column} AS v, count(DISTINCT customer_id) AS k, count(*) AS n "
+             f"FROM read_parquet({sql_string(path)}) WHERE {column} IS NOT NULL GROUP BY {column} "
+             f"HAVING count(DISTINCT customer_id) >= {least}"
+             for table, column in TOKENS if (path := snapshot.table_path(table)) is not None]
+    if not parts:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.execute(" UNION ALL ".join(parts) + f" ORDER BY k DESC, t, c, v LIMIT {int(limit)}").fetchall()
+    finally:
+        con.close()
+    return [Hub(str(t), str(c), str(v), int(k), int(n)) for t, c, v, k, n in rows]
 
 
 def _currencies(snapshot: Snapshot) -> dict[str, int]:

@@ -62,6 +62,9 @@ CASES = [
     ("orders", _set(5, "address_token", "NULL"), "missing value as text", "address_token", 5, "NULL"),
     ("returns", _set(3, "refund_token", "nan"), "missing value as text", "refund_token", 3, "nan"),
     ("orders", _set(7, "device_token", "\uff2e\uff35\uff2c\uff2c"), "missing value as text", "device_token", 7, None),
+    ("orders", _set(4, "device_token", "NA"), "missing value as text", "device_token", 4, "NA"),  # R's default
+    ("returns", _set(2, "refund_token", "\\N"), "missing value as text", "refund_token", 2, "\\N"),  # SQL dumps
+    ("orders", _set(6, "address_token", "#N/A"), "missing value as text", "address_token", 6, "#N/A"),
     # an integer as written, not any number pandas reads
     ("order_items", _set(5, "quantity", "1e3"), "wrong type", "quantity", 5, "1e3"),
     ("order_items", _set(6, "quantity", "1_000"), "wrong type", "quantity", 6, "1_000"),
@@ -472,6 +475,27 @@ def test_integers_written_with_a_sign_spaces_or_a_point_zero_are_taken(world_cop
     both = sent.head(len(forms)).merge(stored, on=["order_id", "line_no"], suffixes=("_sent", ""))
     assert len(both) == len(forms)
     assert both["quantity"].tolist() == both["quantity_sent"].tolist()
+
+
+def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_copy, cli, warehouse):
+    """An export that spells a missing device its own way (`unknown`) gives every such order one device, linking
+    all their customers: a helper's dataset with `NA` put 5,518 orders on one device, and every return was flagged
+    for review. The spellings ingest knows are refused; any other value that many customers share is said."""
+    orders = pd.read_parquet(world_copy / "orders.parquet")
+    first = orders.drop_duplicates("customer_id").head(120).index  # 120 customers of 600: a hub
+    orders.loc[first, "device_token"] = "unknown"
+    orders.loc[orders.index[:3], "address_token"] = "warehouse-7"  # three customers: no hub
+    orders.to_parquet(world_copy / "orders.parquet", index=False)
+
+    code, out, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, out
+    held = (orders["device_token"] == "unknown").sum()
+    assert f"orders.device_token 'unknown' is on {held:,} orders of 120 customers" in warnings[0]
+    assert "write an empty cell" in warnings[0]
+    assert warehouse.current().read("orders", ["device_token"])["device_token"].eq("unknown").sum() == held
 
 
 def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, cli, warehouse):
