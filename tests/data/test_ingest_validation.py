@@ -477,6 +477,28 @@ def test_integers_written_with_a_sign_spaces_or_a_point_zero_are_taken(world_cop
     assert both["quantity"].tolist() == both["quantity_sent"].tolist()
 
 
+def test_a_table_pandas_wrote_with_its_key_as_the_index_is_read_with_that_column(world_copy, cli, warehouse):
+    """`frame.set_index("customer_id").to_parquet(...)` keeps the column in the file (pyarrow, duckdb and polars all
+    list it), but reading it back through pandas made it the index again: "missing required column customer_id"."""
+    customers = pd.read_parquet(world_copy / "customers.parquet")
+    customers.set_index("customer_id").to_parquet(world_copy / "customers.parquet")
+    items = pd.read_parquet(world_copy / "order_items.parquet")
+    items.set_index(["order_id", "line_no"]).to_parquet(world_copy / "order_items.parquet")
+    orders = pd.read_parquet(world_copy / "orders.parquet")
+    orders.iloc[::-1].to_parquet(world_copy / "orders.parquet")  # an unnamed index, out of order: not a column
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    current = warehouse.current()
+    assert sorted(current.read("customers")["customer_id"]) == sorted(customers["customer_id"])
+    stored = current.read("order_items", ["order_id", "line_no", "sku"])
+    assert len(stored) == len(items)
+    assert set(zip(stored["order_id"], stored["line_no"], stored["sku"], strict=True)) == set(
+        zip(items["order_id"], items["line_no"], items["sku"], strict=True))
+    assert sorted(current.read("orders", ["order_id"])["order_id"]) == sorted(orders["order_id"])
+
+
 def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_copy, cli, warehouse):
     """An export that spells a missing device its own way (`unknown`) gives every such order one device, linking
     all their customers: a helper's dataset with `NA` put 5,518 orders on one device, and every return was flagged
