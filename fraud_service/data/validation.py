@@ -8,9 +8,11 @@ so a million bad rows make a readable report rather than a million lines.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -223,8 +225,20 @@ def _report_unparsed(column: Column, raw: pd.Series, nulls: pd.Series, parsed_nu
                     expected or column.kind.describe(), rows[bad], raw[bad], int(bad.sum()))
 
 
+def _id_text(value: object) -> object:
+    """VALUE as the text of an identifier when it is a whole number stored as a decimal (a NUMBER(38,0) export) or a
+    UUID (duckdb's and Spark's UUID type): the text everyone writes for it. Anything else as it is."""
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
 def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
                report: Report) -> pd.Series:
+    if nulls.all():  # nothing to misread: an empty table pandas typed float64, a column of nulls
+        return pd.Series([None] * len(raw), dtype=object)
     if pd.api.types.is_integer_dtype(raw.dtype):
         numbers = raw.astype("Int64").astype("string").astype(object).where(~nulls, None)
         if column.pattern is not None:  # 826, a numeric ISO 4217 code, is not one of the letters asked for
@@ -238,6 +252,10 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         return pd.Series([None] * len(raw), dtype=object)
     values = raw.astype(object).where(~nulls, None)
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        values = values.map(_id_text)
+        if values.map(lambda v: isinstance(v, Decimal)).any():  # once for the column, as a float column is
+            _wrong_dtype(column, raw, file, report, " of decimals with fractions (identifiers must be text)")
+            return pd.Series([None] * len(raw), dtype=object)
         # a list, a mapping or bytes (a parquet list, struct or binary column) is not text: refused, not printed
         not_text = values.map(lambda v: v is not None and not isinstance(v, str | int)).astype(bool)
         report.add_rows(file, column.name, "wrong type", "text (a string), not a list, mapping or bytes",
@@ -297,6 +315,10 @@ def _parse_enum(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Serie
 def _parse_timestamp(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series, file: str,
                      report: Report) -> pd.Series:
     year: pd.Series
+    if isinstance(raw.dtype, pd.CategoricalDtype):  # dictionary-encoded text (a pandas category): its values
+        raw = raw.astype(object)
+    if nulls.all() and not pd.api.types.is_datetime64_any_dtype(raw.dtype):  # an empty table pandas typed float64
+        return pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         parsed = raw.dt.tz_localize("UTC") if getattr(raw.dt, "tz", None) is None else raw.dt.tz_convert("UTC")
         year = parsed.dt.year

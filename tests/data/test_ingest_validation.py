@@ -499,6 +499,63 @@ def test_a_table_pandas_wrote_with_its_key_as_the_index_is_read_with_that_column
     assert sorted(current.read("orders", ["order_id"])["order_id"]) == sorted(orders["order_id"])
 
 
+def test_ids_as_whole_decimals_or_uuids_are_their_text_and_an_empty_table_typed_by_pandas_is_empty(
+        world_copy, cli, warehouse):
+    """Other writers' ids: NUMBER(38,0) exports give decimal ids, duckdb and Spark UUIDs; each is read as the text
+    everyone writes for it, as an integer id is (both were refused row by row: 398,017 "wrong type" problems). An
+    empty optional table made with `pd.DataFrame({"return_id": [], ...})` has float64 columns: nothing to misread, so
+    it is taken as empty ("identifiers must be text: a float" refused it)."""
+    import decimal
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    items = pd.read_parquet(world_copy / "order_items.parquet")
+    skus = {sku: uuid.UUID(int=n + 1) for n, sku in enumerate(sorted(items["sku"].unique()))}
+    table = pa.Table.from_pandas(items.drop(columns="sku"), preserve_index=False).append_column(
+        "sku", pa.array([skus[s].bytes for s in items["sku"]], pa.uuid()))
+    pq.write_table(table, world_copy / "order_items.parquet")
+    customers = pd.read_parquet(world_copy / "customers.parquet")
+    customers["loyalty_tier"] = None  # a nullable column wholly null, typed object
+    customers.to_parquet(world_copy / "customers.parquet", index=False)
+    numbered = pd.read_parquet(world_copy / "labels.parquet")
+    pd.DataFrame({"return_id": [], "inspected_at": [], "outcome": []}).to_parquet(
+        world_copy / "inspections.parquet", index=False)
+    stores = pd.read_parquet(world_copy / "returns.parquet")
+    stores["store_id"] = [None if s is None else decimal.Decimal(7000 + n) for n, s in enumerate(stores["store_id"])]
+    stores.to_parquet(world_copy / "returns.parquet", index=False)
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    current = warehouse.current()
+    stored = current.read("order_items", ["order_id", "line_no", "sku"]).merge(
+        items[["order_id", "line_no", "sku"]], on=["order_id", "line_no"], suffixes=("", "_sent"))
+    assert len(stored) == len(items)
+    assert (stored["sku"] == stored["sku_sent"].map(lambda s: str(skus[s]))).all()
+    stored_ids = current.read("returns", ["return_id", "store_id"]).set_index("return_id")["store_id"]
+    sent_ids = stores.set_index("return_id")["store_id"].map(lambda d: None if d is None else str(int(d)))
+    assert stored_ids.reindex(sent_ids.index).equals(sent_ids)
+    assert sent_ids.notna().sum() > 10
+    assert current.rows("inspections") == 0 and current.rows("labels") == len(numbered)
+
+
+def test_timestamps_as_dictionary_encoded_text_are_read(world_copy, cli, warehouse):
+    """ISO 8601 text stored as a pandas category (a parquet dictionary) was "stored as category", though the same
+    text plain, and dictionary-encoded ids and enums, were taken."""
+    orders = pd.read_parquet(world_copy / "orders.parquet")
+    sent = orders["placed_at"]
+    orders["placed_at"] = sent.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00").astype("category")
+    orders.to_parquet(world_copy / "orders.parquet", index=False)
+
+    code, _, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    stored = warehouse.current().read("orders", ["order_id", "placed_at"]).set_index("order_id")["placed_at"]
+    assert stored.reindex(orders["order_id"]).to_numpy().tolist() == pd.to_datetime(sent, utc=True).tolist()
+
+
 def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_copy, cli, warehouse):
     """An export that spells a missing device its own way (`unknown`) gives every such order one device, linking
     all their customers: a helper's dataset with `NA` put 5,518 orders on one device, and every return was flagged
