@@ -138,6 +138,12 @@ def _regular_file(path: Path) -> None:
     """DatasetError unless PATH is a regular file itself: a symbolic link (dangling, or reaching outside the
     dataset) or a special file (a FIFO, /dev/zero) is refused by name, never followed or silently skipped."""
     problem = not_regular(path)
+    if problem is not None and path.is_dir() and not path.is_symlink():
+        parts = len(list(path.glob("part-*")))
+        what = f" of {parts} part files (as Spark writes a table)" if parts else ""
+        raise DatasetError(f"{path}: is a folder{what}; "
+                           "a table is one file (with Spark: `.coalesce(1)`, then move the part file there, or "
+                           "`toPandas().to_parquet(...)`; with duckdb: COPY ... TO 'NAME.parquet')")
     if problem is not None:
         advice = ": copy the file in" if problem.startswith("is a symbolic link") else ""
         raise DatasetError(f"{path}: {problem}; only regular files inside the dataset directory are read{advice}")

@@ -227,7 +227,7 @@ def test_a_csv_header_naming_a_column_twice_or_a_file_not_in_utf8_is_refused_wit
     assert warehouse.current() is None
 
 
-@pytest.mark.parametrize("kind", ["dangling link", "link outside", "fifo"])
+@pytest.mark.parametrize("kind", ["dangling link", "link outside", "fifo", "spark folder"])
 def test_only_regular_files_inside_the_dataset_are_read(world_copy, cli, warehouse, tmp_path, kind):
     import os
 
@@ -238,13 +238,18 @@ def test_only_regular_files_inside_the_dataset_are_read(world_copy, cli, warehou
         target.symlink_to(tmp_path / "gone.parquet")
     elif kind == "link outside":
         target.symlink_to(outside)
+    elif kind == "spark folder":  # what Spark's df.write.parquet("labels.parquet") leaves
+        target.mkdir()
+        for name in ("part-00000-1.snappy.parquet", "part-00001-1.snappy.parquet", "_SUCCESS"):
+            (target / name).write_bytes(outside.read_bytes() if name.startswith("part") else b"")
     else:
         os.mkfifo(target)  # reading it would block for ever
 
     code, _, err = cli("ingest", str(world_copy))
 
     assert code == 1
-    expected = "is not a regular file" if kind == "fifo" else "is a symbolic link"
+    expected = {"fifo": "is not a regular file", "spark folder": "is a folder of 2 part files (as Spark writes a "
+                "table); a table is one file"}.get(kind, "is a symbolic link")
     assert f"labels.parquet: {expected}" in err
     assert warehouse.current() is None
 
