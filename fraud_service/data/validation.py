@@ -130,7 +130,9 @@ class Report:
         lines = [f"{self.count} problem(s) in {len(self.groups)} group(s):"]
         for g in self.groups.values():
             col = f" column {g.column}" if g.column else ""
-            lines.append(f"- {g.file}{col}: {g.check} ({g.count} row(s))")
+            whole = all(p.row is None for p in g.examples)  # the column or the file itself, not some of its rows
+            extent = f"{g.count} row(s)" if not whole else "the whole column" if g.column else "the file"
+            lines.append(f"- {g.file}{col}: {g.check} ({extent})")
             for p in g.examples:
                 lines.append(f"    {p}")
             if g.count > len(g.examples):
