@@ -234,8 +234,7 @@ class ModelRegistry:
             revision = len(list(path.glob(f"{kind}-*.json"))) + 1
             numbered: dict[str, Any] = make(version, revision)
             _check_seal(path, version)  # a new revision is sealed with the files it joins, not over an edit
-            _atomic_write(path / f"{kind}-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
-            _write_seal(path)
+            _add_sealed(path, f"{kind}-{revision:03d}.json", json.dumps(numbered, indent=2, sort_keys=True))
         return numbered
 
     def promote(self, ref: str, reason: str = "promoted") -> str:
@@ -425,6 +424,28 @@ def _write_seal(path: Path) -> None:
     _atomic_write(path / SEAL, json.dumps(seal, indent=2, sort_keys=True))
 
 
+def _add_sealed(path: Path, name: str, text: str) -> None:
+    """Add file NAME holding TEXT to the version at PATH together with the seal naming it, all or nothing: both are
+    written in full under hidden names first, then renamed into place, the seal last. A full disk or any other error
+    leaves the version as it was (a new policy left unsealed beside the old seal made the version unloadable: a
+    helper's probe filled the disk during `thresholds`)."""
+    staged, sealing, target = path / f".{name}.tmp", path / f".{SEAL}.tmp", path / name
+    seal = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in _sealed_files(path)}
+    seal[name] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    placed = False
+    try:
+        staged.write_text(text)
+        sealing.write_text(json.dumps(seal, indent=2, sort_keys=True))
+        os.replace(staged, target)
+        placed = True
+        os.replace(sealing, path / SEAL)
+    except BaseException:
+        for leftover in (staged, sealing, *([target] if placed else [])):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
+
+
 def _check_seal(path: Path, version: str) -> None:
     """RegistryError naming the first file of VERSION that was changed, added or removed since it was sealed.
     A version registered before seals existed (no seal.json, and neither an older version with one nor an earlier
@@ -464,8 +485,13 @@ def _read_json(path: Path, version: str) -> dict[str, Any]:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a part-written copy is not left behind
+        raise
 
 
 def _span(versions: list[str]) -> str:

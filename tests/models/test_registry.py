@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,40 @@ def test_a_new_policy_revision_is_sealed_with_the_files_it_joins(registry):
     (registry.root / "versions" / "v0001" / "policy-001.json").write_text("{}")
     with pytest.raises(RegistryError, match="policy-001.json does not match its seal"):
         registry.add_policy("v0001", {"review_from": 0.3})  # not sealed over an edit
+
+
+@pytest.mark.parametrize("fails", ["the seal's write", "the seal's rename"])
+def test_a_policy_revision_that_fails_to_be_written_leaves_the_version_as_it_was(registry, monkeypatch, fails):
+    """A full disk during `thresholds` left policy-002.json beside the old seal: "added after the model was sealed",
+    the version unloadable, the only production model gone at the next restart (a helper's probe)."""
+    import errno
+    from pathlib import Path
+
+    record = _register(registry)
+    before = sorted(p.name for p in record.path.iterdir())
+    real_write, real_replace = Path.write_text, os.replace
+
+    def write_text(self, *args, **kwargs):
+        if fails == "the seal's write" and self.name.startswith(".seal.json"):
+            real_write(self, "{", *args[1:], **kwargs)  # part of it written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, *args, **kwargs)
+
+    def replace(source, target):
+        if fails == "the seal's rename" and Path(target).name == "seal.json":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr("models.registry.os.replace", replace)
+    with pytest.raises(OSError):
+        registry.add_policy("v0001", {"review_from": 0.4})
+    monkeypatch.undo()
+
+    assert sorted(p.name for p in record.path.iterdir()) == before  # nothing half-written, hidden or not
+    assert registry.load("v0001").policy == {"review_from": 0.5, "version": "v0001.p1"}
+    assert registry.add_policy("v0001", {"review_from": 0.4})["version"] == "v0001.p2"  # and it can be done again
+    assert registry.load("v0001").policy["review_from"] == 0.4
 
 
 def test_a_manifest_that_is_not_json_is_a_registry_error(registry):
