@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -326,6 +327,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
              freshness: bool = True) -> Assessor:
     """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
     from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
+    from fraud_service.featurestore.online import LIVE_LOG_MENDED
     from fraud_service.featurestore.source import FeatureSource
     from fraud_service.scoring.evidence import evidence_writer
     from fraud_service.scoring.lists import ListCache
@@ -339,8 +341,11 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
         raise NotReady("the feature store is not built: run `fraud-service features build` and "
                        "`fraud-service features materialize`")
     scorer = last_good_scorer(ModelRegistry(settings.models_dir))
-    reader = source.reader()
-    writer = FreshnessWriter(LiveFacts(source, reader), known_orders(source)) if freshness else None
+    try:
+        reader = source.reader()
+        writer = FreshnessWriter(LiveFacts(source, reader), known_orders(source)) if freshness else None
+    except sqlite3.Error as exc:  # a damaged live-fact log (or online store): not ready, not a worker that dies
+        raise NotReady(f"the feature store's files cannot be opened ({exc}): {LIVE_LOG_MENDED}") from exc
     wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,
                     writer=evidence_writer(engine, wait_s, settings.writer_lanes),

@@ -15,13 +15,14 @@ their log, `features/live.db`, in the same call: one indexed query for the five 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import sqlite3
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,20 @@ CREATE TABLE IF NOT EXISTS live_orders (
 );
 """
 """The log of live facts (written by `freshness.LiveFacts`, read here)."""
+
+
+LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the returns it counted count again from "
+                   "the next `fraud-service features build`)")
+
+
+@contextlib.contextmanager
+def unreadable(store: str, mend: str) -> Iterator[None]:
+    """A SQLite error reading STORE as Unavailable, saying what to run (MEND): a missing or damaged file (never
+    materialised, truncated, not a database) answered 500, and at a worker's start killed the whole service."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise Unavailable(f"{store} cannot be read ({exc}); no decision was made: {mend}") from exc
 
 
 def open_live_log(path: Path) -> sqlite3.Connection:
@@ -188,7 +203,8 @@ class OnlineFeatures:
         stamps: list[str | None] = [None] * len(self.views)
         if self.kind == "sqlite":
             params = [self.entity_key(join, keys[join]) for _, join, _ in self.views]
-            with self._lock:
+            with self._lock, unreadable("the online feature store (sqlite)", "run `fraud-service features materialize "
+                                                                             "--full`"):
                 rows = self._conn.execute(self._sql, params).fetchall()
             for i, names, blobs, event_ts in rows:
                 if names is None:  # no row for this key
@@ -245,7 +261,8 @@ class OnlineFeatures:
         """One stored value of a (possibly compound-key) view, or None."""
         entity_key = self.key(join_keys)
         if self.kind == "sqlite":
-            with self._lock:
+            with self._lock, unreadable("the online feature store (sqlite)", "run `fraud-service features materialize "
+                                                                             "--full`"):
                 rows = self._conn.execute(
                     f"SELECT value FROM \"{self.project}_{view}\" WHERE entity_key = ? AND feature_name = ?",
                     (entity_key, feature)).fetchall()
@@ -284,7 +301,7 @@ class OnlineFeatures:
         if self._live is None:
             return []
         params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
-        with self._live_lock:
+        with self._live_lock, unreadable("the live-fact log (features/live.db)", LIVE_LOG_MENDED):
             if pending is None:
                 return self._live.execute(self._live_sql, params).fetchall()
             self._live.execute("BEGIN")

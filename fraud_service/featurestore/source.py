@@ -189,7 +189,12 @@ class FeatureSource:
     def manifest(self) -> dict[str, Any] | None:
         """The last build's manifest, or None before the first build."""
         path = self.manifest_path
-        return dict(json.loads(path.read_text())) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+            raise FeatureStoreError(f"{path} cannot be read ({exc}): run `fraud-service features build` again") from exc
 
     def built_engine(self) -> str:
         """The engine the current features were built with (`duckdb` for builds before engines were recorded)."""

@@ -370,6 +370,45 @@ def test_a_service_started_while_redis_is_down_starts_not_ready_instead_of_faili
         service.close()
 
 
+@pytest.mark.parametrize("damage", ["online store never materialised", "live log not a database",
+                                    "feature manifest not JSON"])
+def test_a_damaged_feature_store_file_is_not_ready_and_503_not_a_worker_that_dies(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path, damage: str) -> None:
+    """A helper's probe: with the SQLite online store missing, the warm-up's read raised and the worker did not boot
+    (gunicorn then stopped the whole service, its healthy workers too); a truncated store answered 500; a damaged
+    live-fact log or feature manifest killed `serve` too. Now each is a service that starts not ready, says why, and
+    answers 503."""
+    from api.app import create_app
+    from fraud_service import bootstrap
+    from fraud_service.access.keys import create_key
+
+    home = private_home(serving_home, tmp_path / "home")
+    settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"})
+    if damage == "online store never materialised":
+        (home / "feature_repo" / "online_store.db").unlink()
+        said = "the online feature store (sqlite) cannot be read (no such table"
+    elif damage == "live log not a database":
+        (home / "features" / "live.db").write_bytes(b"not a database, " * 512)
+        said = "move features/live.db aside and restart the service"
+    else:
+        (home / "features" / "manifest.json").write_text("{truncated")
+        said = "manifest.json cannot be read"
+    service = bootstrap.build(settings, freshness=True, warm_up=True, watch=False, dispatch=False, assign=False)
+    try:
+        upgrade(service.engine)
+        key = create_key(service.uow(), "scoring", "damaged", "test")
+        client = create_app(settings, {"SERVICE": service, "TESTING": True}).test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and said in ready.get_data(as_text=True), ready.get_json()
+        body = body_from_dataset(trained_world.dataset, str(pd.read_parquet(
+            trained_world.dataset / "returns.parquet")["return_id"].iloc[0]), return_id="damaged-1")
+        answer = client.post("/v1/returns/assess", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 503, answer.get_json()
+        assert said in answer.get_json()["message"] and "decision" not in answer.get_json()
+    finally:
+        service.close()
+
+
 @contextlib.contextmanager
 def _own_postgres_api(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path,
                       freshness: bool = False) -> Iterator[tuple[Api, str, Any]]:
