@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import ConfigError, DatabaseDown, RegistryError, Unavailable
+from fraud_service.errors import ConfigError, DatabaseDown, FeatureStoreError, RegistryError, Unavailable
+from fraud_service.featurestore.online import LIVE_LOG_MENDED
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
@@ -107,6 +108,22 @@ def check_redis(url: str) -> Check:
         client.close()
 
 
+def _sqlite_unread(source: FeatureSource) -> str | None:
+    """Why a request could not read the SQLite online store or the live-fact log (a file deleted, truncated or not a
+    database), or None (always for Redis, whose own check says whether it answers)."""
+    import sqlite3
+
+    if source.settings.online_store != "sqlite":
+        return None
+    try:
+        source.reader().stored(dict.fromkeys(ENTITY_KEYS, "doctor-probe"))
+    except Unavailable as exc:
+        return str(exc)
+    except sqlite3.Error as exc:
+        return f"the feature store's files cannot be opened ({exc}): {LIVE_LOG_MENDED}"
+    return None
+
+
 def _online_loss(source: FeatureSource, keys: Callable[[], int | None] | None = None) -> str | None:
     """`FeatureSource.online_loss`, or None when Redis does not answer (the Redis check says so: this one stays about
     the features)."""
@@ -140,7 +157,10 @@ def check_features(settings: Settings) -> Check:
     from fraud_service.featurestore.source import FeatureSource
 
     source = FeatureSource(settings)
-    manifest = source.manifest()
+    try:
+        manifest = source.manifest()
+    except FeatureStoreError as exc:
+        return Check("features", False, str(exc))
     if manifest is None:
         return Check("features", False, "none built: run `fraud-service features build`")
     unfinished = source.unfinished()
@@ -159,6 +179,9 @@ def check_features(settings: Settings) -> Check:
     lost = _online_loss(source)
     if lost is not None:
         return Check("features", False, lost)
+    unread = _sqlite_unread(source)
+    if unread is not None:
+        return Check("features", False, unread)
     return Check("features", True, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                    f"online up to {(source.materialized() or {}).get('until')}")
 

@@ -393,6 +393,10 @@ def test_a_damaged_feature_store_file_is_not_ready_and_503_not_a_worker_that_die
     else:
         (home / "features" / "manifest.json").write_text("{truncated")
         said = "manifest.json cannot be read"
+    from fraud_service.health import check_features
+
+    doctor = check_features(settings)  # it said "ok" for the first two, and failed unexpectedly on the third
+    assert not doctor.ok and said in doctor.detail, doctor
     service = bootstrap.build(settings, freshness=True, warm_up=True, watch=False, dispatch=False, assign=False)
     try:
         upgrade(service.engine)
