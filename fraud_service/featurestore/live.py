@@ -98,7 +98,8 @@ class LiveFacts:
                 yield
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk): its error is the cause
+                    self.db.execute("ROLLBACK")
                 raise
 
     def record(self, r: AssessedReturn) -> None:

@@ -78,6 +78,29 @@ def test_a_second_return_five_minutes_later_sees_the_first(live_world):
     assert later["cust_returns_7d"] == after["cust_returns_7d"] - 1
 
 
+def test_a_full_disk_is_the_error_a_failed_record_reports(live_world):
+    """SQLite ends the transaction itself when the disk is full; the ROLLBACK after it then raised "cannot rollback -
+    no transaction is active", and the log named that instead of the full disk (a helper's probe)."""
+    import sqlite3
+
+    w = live_world
+    returns = w["snapshot"].read("returns")
+    orders = w["snapshot"].read("orders").set_index("order_id")
+    db = w["live"].db
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")  # as full as the disk under it
+    try:
+        many = [_assessed(r, orders.loc[r["order_id"]], w["opened"], f"R-FULL-{n}")
+                for n, (_, r) in enumerate(returns.head(200).iterrows())]
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            w["live"].record_many(many)
+    finally:
+        db.execute("PRAGMA max_page_count = 1073741823")
+    w["live"].record_many(many[:1])  # and the log takes facts again once there is room
+    assert db.execute("SELECT count(DISTINCT return_id) FROM live_facts WHERE return_id LIKE 'R-FULL-%'").fetchone() \
+        == (1,)
+
+
 def test_once_ingested_training_sees_what_serving_saw(live_world, tmp_path):
     w = live_world
     returns = w["snapshot"].read("returns")
