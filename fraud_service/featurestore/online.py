@@ -31,6 +31,9 @@ from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
 from fraud_service.store.db import set_wal
 
+RELOADING = b"fraud-service:reloading"
+"""A Redis key `features materialize` holds while it loads a store that had lost everything: requests answer 503 until
+it is gone (a half-loaded store answered 201 with most entities unseen: a helper's probe)."""
 REDIS_TIMEOUT_S = 1.0
 """How long a Redis read or connect may take (a feature read takes well under a millisecond)."""
 
@@ -217,8 +220,9 @@ class OnlineFeatures:
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
                 pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
             pipe.dbsize()  # in the same round trip: a Redis that lost its data answers every key as unknown
+            pipe.exists(RELOADING)
             try:
-                *answers, size = pipe.execute(raise_on_error=False)  # a refused command is answered, not raised
+                *answers, size, reloading = pipe.execute(raise_on_error=False)  # a refused command is answered
                 refused = next((a for a in answers if isinstance(a, Exception)), None)
                 if refused is not None:
                     raise refused
@@ -227,6 +231,10 @@ class OnlineFeatures:
                                   "retry") from exc  # the driver's text (host, port) is logged, not answered
             # an ACL that refuses DBSIZE (NOPERM) leaves the emptiness check out rather than every read
             self.keys_seen = None if isinstance(size, Exception) else int(size)
+            if reloading is True or reloading == 1:
+                raise Unavailable("the online feature store (Redis) is being loaded again after it lost its data (or "
+                                  "a reload stopped part-way); no decision was made: wait for `fraud-service features "
+                                  "materialize` to finish, or run `fraud-service features materialize --full`")
             if not isinstance(size, Exception) and not size:
                 raise Unavailable("the online feature store (Redis) holds no features (its data was lost, or never "
                                   "loaded): every customer would look new; no decision was made. Load it with "

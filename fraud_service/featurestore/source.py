@@ -28,6 +28,7 @@ from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import ConfigError, FeatureStoreError
+from fraud_service.featurestore.online import RELOADING
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.request import ReturnRequest
 
@@ -289,13 +290,18 @@ class FeatureSource:
         rebuilt = self.online_behind(manifest)
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
+        empty = self.online_keys() == 0  # a Redis that restarted without its data (or was flushed)
+        stopped = self._reloading()  # such a reload that stopped part-way
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
-            or self.online_loss() is not None  # Redis lost keys (or all of them): reload them all
+            or empty or stopped or self.online_loss() is not None  # Redis lost keys (or all of them): reload them all
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
             if not mine:
                 raise FeatureStoreError("another `features materialize` is running; wait for it to finish")
+            if empty:  # requests answer 503 until every entity is back, not 201 on a half-loaded store
+                with self._redis() as client:
+                    client.set(RELOADING, dt.datetime.now(dt.UTC).isoformat())
             try:
                 if every:
                     store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
@@ -303,7 +309,10 @@ class FeatureSource:
                     store.materialize_incremental(end_date=end)
             except BaseException:  # Feast puts a view back only on an Exception, not on an interrupt
                 self._settle_views(store, held=True)
-                raise
+                raise  # a reload that stopped part-way leaves RELOADING: the store is not whole
+            if empty or stopped:
+                with self._redis() as client:
+                    client.delete(RELOADING)  # whole again
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
         keys = self.online_keys()  # what a later check counts against: only materialize writes there
@@ -344,13 +353,26 @@ class FeatureSource:
             return None
         import redis
 
-        client = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = self._redis()
         try:
-            return int(client.dbsize())  # type: ignore[arg-type]
+            return int(client.dbsize())
         except redis.exceptions.NoPermissionError:
             return None
         finally:
             client.close()
+
+    def _reloading(self) -> bool:
+        """Whether a reload of a Redis that had lost everything started and did not finish (RELOADING is there)."""
+        if self.settings.online_store != "redis":
+            return False
+        with self._redis() as client:
+            return bool(client.exists(RELOADING))
+
+    def _redis(self) -> Any:
+        """A client of the online store's Redis, for the service's own bookkeeping there (Feast writes the rest)."""
+        import redis
+
+        return redis.Redis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     def online_loss(self, keys: Callable[[], int | None] | None = None) -> str | None:
         """What the online store's Redis lost, said for an operator, or None (always for sqlite, and for a Redis user

@@ -153,6 +153,51 @@ def test_a_redis_that_lost_its_data_is_unavailable_not_empty_features(redis_sour
 
 
 @pytest.mark.redis
+def test_a_redis_being_loaded_again_after_losing_everything_is_unavailable_until_it_is_whole(redis_source,
+                                                                                             monkeypatch):
+    """Once `materialize` had loaded the first keys into a Redis that restarted empty, requests were answered 201 on
+    the half-loaded store (all 754 in a helper's probe with no payment or address features, 66 customers scored as
+    new), and so after a reload that stopped part-way (Redis at its memory limit). Now they are 503 until the store is
+    whole; a reload that stopped is finished by the next `materialize`, however it is asked."""
+    import feast
+    import redis
+
+    from fraud_service.errors import Unavailable
+    from fraud_service.featurestore.online import RELOADING
+
+    snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
+    moment = snapshot.read("returns")["requested_at"].max().ceil("s").to_pydatetime()
+    redis_source.materialize(moment, full=True)
+    client = redis.Redis(db=REDIS_TEST_DB)
+    loaded = client.dbsize()
+    reader = redis_source.reader()
+    keys = dict.fromkeys(ENTITY_KEYS, "someone")
+    client.flushdb()
+    real = feast.FeatureStore.materialize
+    seen: list[str] = []
+
+    def part_way(store, *args, **kwargs):  # the first views load, then Redis refuses (out of memory, say)
+        real(store, *args, **kwargs)
+        with pytest.raises(Unavailable, match="being loaded again") as raised:
+            reader.stored(keys)
+        seen.append(str(raised.value))
+        raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'")
+
+    monkeypatch.setattr(feast.FeatureStore, "materialize", part_way)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        redis_source.materialize(moment)
+    monkeypatch.undo()
+    assert seen and "features materialize --full" in seen[0]
+    assert client.exists(RELOADING) and client.dbsize() > 1  # loaded, but not known to be whole
+    with pytest.raises(Unavailable, match="being loaded again"):
+        reader.stored(keys)
+    assert redis_source.materialize(moment) is True  # not asked for --full: the stopped reload is done again
+    assert not client.exists(RELOADING) and client.dbsize() == loaded
+    assert len(reader.stored(keys)) == len(reader.views)
+    assert redis_source.materialize(moment) is False  # the scheduled run after it is incremental again
+
+
+@pytest.mark.redis
 def test_a_redis_that_lost_some_keys_is_reported_by_doctor_and_readyz(redis_source, monkeypatch):
     """A Redis evicting under memory pressure (90% of its keys gone, in a helper's operations probe) passed every
     check: the customers evicted scored as new ones. `materialize` counts the keys it leaves; fewer now is said."""
