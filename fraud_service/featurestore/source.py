@@ -271,6 +271,21 @@ class FeatureSource:
         return self._store
 
     def materialize(self, end: dt.datetime | None = None, full: bool = False, progress: Progress = SILENT) -> bool:
+        """`_load`, with a Redis that fails on the way (stopped, hung, out of memory) a FeatureStoreError saying so
+        and what to do, not an unexpected failure."""
+        if self.settings.online_store != "redis":
+            return self._load(end, full, progress)
+        import redis
+
+        try:
+            return self._load(end, full, progress)
+        except redis.exceptions.RedisError as exc:
+            raise FeatureStoreError(
+                f"the online store's Redis failed during the load ({type(exc).__name__}: {exc}); the store is not "
+                "whole (requests answer 503 if it had lost its data): run `fraud-service features materialize` again "
+                "once Redis answers and has the memory for every entity") from exc
+
+    def _load(self, end: dt.datetime | None = None, full: bool = False, progress: Progress = SILENT) -> bool:
         """Copy the latest row of every entity up to END (default now) into the online store; True when every
         entity was reloaded.
 
@@ -392,8 +407,8 @@ class FeatureSource:
             return None
         return (f"the online store (Redis) holds {now:,} keys, {loaded - now:,} fewer than the {loaded:,} the last "
                 "`features materialize` left (evicted under memory pressure, expired, or deleted): those entities "
-                "would score as new; run `fraud-service features materialize --full`, and run Redis with "
-                "`maxmemory-policy noeviction`")
+                "would score as new; run `fraud-service features materialize --full`, and give Redis the memory "
+                "for every entity, with `maxmemory-policy noeviction`")
 
     def online_identity(self) -> str:
         """The online store the settings name: `sqlite`, or Redis's address and database (no password)."""

@@ -162,7 +162,7 @@ def test_a_redis_being_loaded_again_after_losing_everything_is_unavailable_until
     import feast
     import redis
 
-    from fraud_service.errors import Unavailable
+    from fraud_service.errors import FeatureStoreError, Unavailable
     from fraud_service.featurestore.online import RELOADING
 
     snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
@@ -184,8 +184,9 @@ def test_a_redis_being_loaded_again_after_losing_everything_is_unavailable_until
         raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'")
 
     monkeypatch.setattr(feast.FeatureStore, "materialize", part_way)
-    with pytest.raises(redis.exceptions.OutOfMemoryError):
-        redis_source.materialize(moment)
+    with pytest.raises(FeatureStoreError, match=r"Redis failed during the load \(OutOfMemoryError: command not "
+                                                r"allowed.*run `fraud-service features materialize` again"):
+        redis_source.materialize(moment)  # it "failed unexpectedly" on the command line
     monkeypatch.undo()
     assert seen and "features materialize --full" in seen[0]
     assert client.exists(RELOADING) and client.dbsize() > 1  # loaded, but not known to be whole
