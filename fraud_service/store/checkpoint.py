@@ -14,6 +14,7 @@ half sits beside it (`.pub`) and is all a verifier needs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -73,17 +74,45 @@ def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
             raise ConfigError(f"{path} is not a PEM Ed25519 private key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(f"{path} holds a {type(key).__name__}, not an Ed25519 private key")
+        _mend_public_half(path, key)
         return key, False
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(pem)
-    public_path(path).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(pem)
+        public_path(path).write_bytes(_public_pem(key))
+    except BaseException:  # a full disk: no half-written key (it would be refused) nor a key without its public half
+        for made in (path, public_path(path)):
+            with contextlib.suppress(OSError):
+                made.unlink()
+        raise
     return key, True
+
+
+def _public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _mend_public_half(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write PATH.pub again when it is missing, empty or no PEM public key (an earlier run stopped between the two
+    files: verifying then failed with "not a PEM public key" for good). One holding another valid key is left alone:
+    the verifier says it does not match."""
+    public = public_path(path)
+    try:
+        serialization.load_pem_public_key(public.read_bytes())
+        return
+    except FileNotFoundError:
+        pass
+    except (ValueError, TypeError, OSError):
+        if public.exists() and not public.is_file():
+            return  # not ours to replace
+    staged = public.with_name(f".{public.name}.tmp")
+    staged.write_bytes(_public_pem(key))
+    os.replace(staged, public)
 
 
 def public_path(key_path: Path) -> Path:

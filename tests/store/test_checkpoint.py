@@ -155,3 +155,38 @@ def test_a_checkpoint_never_replaces_a_file_and_takes_a_free_name_in_a_directory
         assert one != two and two.name == one.name.replace(".json", "-2.json")
         assert json.loads(one.read_text()) == json.loads(two.read_text()) == taken.to_dict()
         assert sorted(p.name for p in out.iterdir()) == sorted(["kept.json", one.name, two.name])
+
+
+def test_a_signing_key_left_without_its_public_half_gets_it_back(tmp_path: Path, monkeypatch) -> None:
+    """The first checkpoint on a full disk wrote the private key and an empty `.pub`; every later checkpoint loaded
+    the key and left the `.pub` as it was, so `evidence verify --checkpoints` failed for good ("not a PEM public
+    key"; a helper's probe). A key made part-way is not left behind either."""
+    import errno
+
+    path = tmp_path / "checkpoint-key.pem"
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name.endswith(".pub"):
+            real(self, b"")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.load_or_create_key(path)
+    monkeypatch.undo()
+    assert not path.exists() and not checkpoint.public_path(path).exists()  # all or nothing
+
+    key, made = checkpoint.load_or_create_key(path)
+    assert made
+    checkpoint.public_path(path).write_bytes(b"")  # as an older version left it
+    again, made = checkpoint.load_or_create_key(path)
+    assert not made
+    public = checkpoint.load_public_key(checkpoint.public_path(path))
+    assert public.public_bytes_raw() == key.public_key().public_bytes_raw() == again.public_key().public_bytes_raw()
+    other = Ed25519PrivateKey.generate().public_key()  # another valid key there is the verifier's to refuse
+    checkpoint.public_path(path).write_bytes(other.public_bytes(
+        checkpoint.serialization.Encoding.PEM, checkpoint.serialization.PublicFormat.SubjectPublicKeyInfo))
+    checkpoint.load_or_create_key(path)
+    assert checkpoint.load_public_key(checkpoint.public_path(path)).public_bytes_raw() == other.public_bytes_raw()
