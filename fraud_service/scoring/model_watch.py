@@ -36,6 +36,8 @@ class ProductionWatch:
         self.on_swap = on_swap
         self.key = self._key_of(assessor.scorer.version)  # what is served (the alias may name a model that failed)
         self._failed: tuple[tuple[str, str], Any] | None = None  # the key that failed, and its files' stamp then
+        self._served = registry.stamp(self.key[0])  # the served version's files when last checked
+        self._damage: str | None = None  # what that check found wrong with them
         self.problem: str | None = None  # why the production alias is not what is served (for /readyz)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -60,7 +62,7 @@ class ProductionWatch:
                 self.problem = problem
                 return False
             if key == self.key:
-                self.problem = None  # the alias names what is served
+                self.problem = self._served_damage()  # the alias names what is served: are its files still whole?
                 return False
             stamp = self.registry.stamp(key[0])  # before loading: a change while it loads is tried next time
             if self._failed == (key, stamp):
@@ -79,12 +81,34 @@ class ProductionWatch:
                 return False
             before = self.assessor.loaded
             self.assessor.loaded = Loaded.of(scorer, policy)
-            self.key, self._failed, self.problem = key, None, None
+            self.key, self._failed, self.problem, self._served, self._damage = key, None, None, stamp, None
             log.info("now serving model %s with policy %s (was %s, %s)", scorer.version, policy.version,
                      before.scorer.version, before.policy.version)
             if self.on_swap is not None:
                 self.on_swap(before, self.assessor.loaded)
             return True
+
+    def _served_damage(self) -> str | None:
+        """Why the served version's files no longer load (changed on disk since they were last found whole), or None.
+        The loaded copy keeps serving, but a worker started now (a respawn, a restart) could not load it: a truncated
+        model.txt left /readyz green while respawned workers had no model (a helper's probe). Checked again only when
+        the files' stamp moves: the seal is read, and every file hashed, once per change."""
+        stamp = self.registry.stamp(self.key[0])
+        if stamp == self._served:
+            return self._damage
+        self._served = stamp
+        try:
+            self.registry.load(self.key[0])
+        except Exception as exc:  # whatever the damage: said, not raised
+            problem = (f"the files of {self.key[0]}, the model served, changed on disk and no longer load ({exc}); "
+                       "it keeps serving here, but a worker started now could not load it: restore its files, or "
+                       "promote or roll back to another version")
+            if problem != self._damage:
+                log.error("%s", problem)
+            self._damage = problem
+            return problem
+        self._damage = None
+        return None
 
     def start(self) -> None:
         def run() -> None:

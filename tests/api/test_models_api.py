@@ -230,6 +230,29 @@ def test_a_garbage_production_model_leaves_the_watcher_serving_and_readyz_saying
         booted.close()
 
 
+def test_the_served_models_files_damaged_on_disk_are_said_on_readyz_and_mended_ones_clear_it(
+        two_models: tuple[Api, Settings]) -> None:
+    """A truncated model.txt of the model being served left /readyz green (the watcher looked only at the alias and
+    the policy's name), while every worker started afterwards had no model to score with (a helper's probe)."""
+    api, settings = two_models
+    registry = ModelRegistry(settings.models_dir)
+    served = registry.aliases()["production"]
+    model = registry.root / "versions" / served / "model.txt"
+    whole = model.read_bytes()
+    assert api.service.watch.check() is False and api.service.watch.problem is None
+    model.write_bytes(b"")  # `: > model.txt`
+    assert api.service.watch.check() is False
+    ready = api.client.get("/readyz").get_json()["checks"]["model"]
+    assert ready["version"] == served
+    assert f"the files of {served}, the model served, changed on disk" in ready["problem"]
+    assert "model.txt does not match its seal" in ready["problem"]
+    assert api.assess(api.body(_any_return(api))).status_code == 201  # the loaded copy keeps serving
+    model.write_bytes(whole)  # restored
+    api.service.watch.check()
+    assert api.service.watch.problem is None
+    assert "problem" not in api.client.get("/readyz").get_json()["checks"]["model"]
+
+
 def test_http_promote_refuses_a_model_without_a_passed_gate_and_force_needs_a_reason(
         two_models: tuple[Api, Settings]) -> None:
     api, settings = two_models
