@@ -36,6 +36,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         raise
     if args.report:  # a job reading it learns this run found nothing: an earlier run's report is not left there
         _write_report(args.report, {"problems": 0, "groups": [], "snapshot": result.snapshot or result.previous})
+    for note in result.notes:
+        print(f"note: {note}")
     print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'removed':>9} "
           f"{'stored':>10}")
     for name, t in result.tables.items():

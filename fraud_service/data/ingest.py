@@ -102,6 +102,8 @@ class IngestResult:
     """The warehouse's orders by currency after this ingest (when it brought orders)."""
     hubs: list[Hub] = field(default_factory=list)
     """Tokens the warehouse shares among very many customers after this ingest (`hubs`)."""
+    notes: list[str] = field(default_factory=list)
+    """Values taken, but not quite as written (`Report.notes`)."""
 
     @property
     def changed(self) -> bool:
@@ -347,7 +349,7 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
             raise ValidationFailed(
                 report, f"{directory}: {report.count} problem(s); nothing was ingested\n{report.render()}"
             )
-        result = IngestResult(previous=writer.base.name if writer.base else None)
+        result = IngestResult(previous=writer.base.name if writer.base else None, notes=report.notes)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         # if the merge spills, it spills beside the warehouse, not into the caller's directory

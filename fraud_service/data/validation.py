@@ -87,6 +87,7 @@ class Report:
 
     def __init__(self) -> None:
         self.groups: dict[tuple[str, str | None, str], ProblemGroup] = {}
+        self.notes: list[str] = []  # what was taken, but not quite as written (said, not refused)
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -265,6 +266,8 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
                         int(not_text.sum()))
         values = values.where(~not_text, None).map(lambda v: v if v is None else str(v))
     text = values.fillna("").astype(str)
+    if is_identifier(column.name):
+        text, values = _unpadded(column, text, values, nulls, file, report)
     unstorable = text.str.contains("\x00", regex=False)
     report.add_rows(file, column.name, "NUL character", "text without NUL characters", rows[unstorable],
                     text[unstorable].str.replace("\x00", "\\0", regex=False), int(unstorable.sum()))
@@ -292,6 +295,23 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
             report.add_rows(file, column.name, "missing value as text", "an empty cell for a missing value",
                             rows[spelled], text[spelled], int(spelled.sum()))
     return values
+
+
+def _unpadded(column: Column, text: pd.Series, values: pd.Series, nulls: pd.Series, file: str,
+              report: Report) -> tuple[pd.Series, pd.Series]:
+    """TEXT and VALUES of an identifier column without the spaces (U+0020) at either end of its values, which
+    CHAR(n) columns of SQL exports pad ids with: the same id, taken as the API takes it (it refuses ids with spaces at
+    either end), with a note. Refused, they failed a whole export. Other spaces and invisible characters at the ends
+    are still refused (`hidden character`)."""
+    trimmed = text.str.strip(" ")
+    padded = (trimmed != text) & ~nulls
+    if not padded.any():
+        return text, values
+    first = text[padded].iloc[0]
+    report.notes.append(f"{file} column {column.name}: {int(padded.sum()):,} value(s) had spaces at either end, as "
+                        "CHAR(n) columns of SQL exports pad ids; taken without them "
+                        f"({first!r} as {first.strip(' ')!r})")
+    return trimmed, values.where(~padded, trimmed)
 
 
 def _check_pattern(column: Column, text: pd.Series, skipped: pd.Series, rows: pd.Series, file: str,

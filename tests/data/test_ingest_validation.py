@@ -561,6 +561,37 @@ def test_timestamps_as_dictionary_encoded_text_are_read(world_copy, cli, warehou
     assert stored.reindex(orders["order_id"]).to_numpy().tolist() == pd.to_datetime(sent, utc=True).tolist()
 
 
+def test_ids_padded_with_spaces_by_a_char_column_are_taken_without_them_and_said(world_copy, cli, warehouse):
+    """A SQL export's CHAR(12) pads every id with spaces; refused as a hidden character, it failed the whole export
+    (a helper's probe). Taken without the spaces, with a note; a no-break space is still refused, and two ids that
+    differ only by padding are one id, so a key written both ways is a duplicate."""
+    width = 12
+    for table in ("customers", "orders", "returns"):
+        frame = pd.read_parquet(world_copy / f"{table}.parquet")
+        frame["customer_id"] = frame["customer_id"].str.ljust(width)
+        frame.to_parquet(world_copy / f"{table}.parquet", index=False)
+
+    code, out, err = cli("ingest", str(world_copy))
+
+    assert code == 0, err
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 3 and all("spaces at either end, as CHAR(n) columns of SQL exports pad ids" in n
+                                   for n in notes), out
+    stored = warehouse.current().read("customers", ["customer_id"])["customer_id"]
+    sent = pd.read_parquet(world_copy / "customers.parquet")["customer_id"]
+    assert sorted(stored) == sorted(sent.str.strip(" ")) and not stored.str.endswith(" ").any()
+
+    customers = pd.read_parquet(world_copy / "customers.parquet")
+    twice = pd.concat([customers, customers.head(1).assign(customer_id=customers["customer_id"].iloc[0].strip())])
+    twice.to_parquet(world_copy / "customers.parquet", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "duplicate id" in err
+    customers.assign(customer_id=customers["customer_id"].str.strip() + "\u00a0").to_parquet(
+        world_copy / "customers.parquet", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "hidden character" in err and "NO-BREAK SPACE" in err
+
+
 def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_copy, cli, warehouse):
     """An export that spells a missing device its own way (`unknown`) gives every such order one device, linking
     all their customers: a helper's dataset with `NA` put 5,518 orders on one device, and every return was flagged
