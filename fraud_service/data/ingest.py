@@ -197,7 +197,7 @@ def read_raw(path: Path, progress: Progress = SILENT) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             frame = pq.read_table(path).to_pandas()
-            named = [name for name in frame.index.names if name is not None]
+            named = [name for name in frame.index.names if name is not None and name not in frame.columns]
             if named:  # pandas wrote its index with the file (`set_index("customer_id").to_parquet`): a column here
                 frame = frame.reset_index(named)
             frame = frame.reset_index(drop=True)  # rows are numbered by their position, whatever index pandas kept

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,8 @@ from fraud_service.data.files import not_regular
 from fraud_service.errors import ConfigError
 from fraud_service.store.chain import GENESIS, ROOT, canonical, open_segments
 from fraud_service.store.schema import ChainHead, EvidenceEvent
+
+log = logging.getLogger(__name__)
 
 FORMAT = "fraud-service-checkpoint/2"
 FORMATS = ("fraud-service-checkpoint/1", FORMAT)
@@ -107,12 +110,20 @@ def _mend_public_half(path: Path, key: Ed25519PrivateKey) -> None:
         return
     except FileNotFoundError:
         pass
-    except (ValueError, TypeError, OSError):
-        if public.exists() and not public.is_file():
+    except (ValueError, TypeError):  # empty, or no PEM public key: an earlier run's half-written file
+        if not public.is_file():
             return  # not ours to replace
+    except OSError:  # unreadable (permissions): not ours to judge
+        return
     staged = public.with_name(f".{public.name}.tmp")
-    staged.write_bytes(_public_pem(key))
-    os.replace(staged, public)
+    try:
+        staged.write_bytes(_public_pem(key))
+        os.replace(staged, public)
+    except OSError as exc:  # a key given on a read-only mount: the checkpoint is signed all the same
+        with contextlib.suppress(OSError):
+            staged.unlink()
+        log.warning("could not write the checkpoint key's public half %s (%s): give verifiers a copy of it", public,
+                    exc)
 
 
 def public_path(key_path: Path) -> Path:

@@ -491,6 +491,8 @@ def test_a_table_pandas_wrote_with_its_key_as_the_index_is_read_with_that_column
     items.set_index(["order_id", "line_no"]).to_parquet(world_copy / "order_items.parquet")
     orders = pd.read_parquet(world_copy / "orders.parquet")
     orders.iloc[::-1].to_parquet(world_copy / "orders.parquet")  # an unnamed index, out of order: not a column
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    returns.set_index("return_id", drop=False).to_parquet(world_copy / "returns.parquet")  # index and column alike
 
     code, _, err = cli("ingest", str(world_copy))
 
@@ -502,6 +504,7 @@ def test_a_table_pandas_wrote_with_its_key_as_the_index_is_read_with_that_column
     assert set(zip(stored["order_id"], stored["line_no"], stored["sku"], strict=True)) == set(
         zip(items["order_id"], items["line_no"], items["sku"], strict=True))
     assert sorted(current.read("orders", ["order_id"])["order_id"]) == sorted(orders["order_id"])
+    assert sorted(current.read("returns", ["return_id"])["return_id"]) == sorted(returns["return_id"])
 
 
 def test_ids_as_whole_decimals_or_uuids_are_their_text_and_an_empty_table_typed_by_pandas_is_empty(

@@ -190,3 +190,15 @@ def test_a_signing_key_left_without_its_public_half_gets_it_back(tmp_path: Path,
         checkpoint.serialization.Encoding.PEM, checkpoint.serialization.PublicFormat.SubjectPublicKeyInfo))
     checkpoint.load_or_create_key(path)
     assert checkpoint.load_public_key(checkpoint.public_path(path)).public_bytes_raw() == other.public_bytes_raw()
+
+    # a key given alone on a read-only mount (its .pub handed to verifiers elsewhere) still signs
+    checkpoint.public_path(path).unlink()
+
+    def read_only(self, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    signing, made = checkpoint.load_or_create_key(path)
+    monkeypatch.undo()
+    assert not made and signing.public_key().public_bytes_raw() == key.public_key().public_bytes_raw()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-key.pem"]  # no .tmp left
