@@ -344,7 +344,8 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
     try:
         reader = source.reader()
         writer = FreshnessWriter(LiveFacts(source, reader), known_orders(source)) if freshness else None
-    except sqlite3.Error as exc:  # a damaged live-fact log (or online store): not ready, not a worker that dies
+    except (sqlite3.DatabaseError, OSError) as exc:  # a damaged or unwritable live-fact log: not ready, not a worker
+        # that dies (a log left by `doctor` run as another user raised PermissionError)
         raise NotReady(f"the feature store's files cannot be opened ({exc}): {LIVE_LOG_MENDED}") from exc
     wait_s = settings.db_wait_ms / 1000
     return Assessor(reader=reader, scorer=scorer, policy=Policy.from_dict(scorer.policy), sessions=sessions,

@@ -3,6 +3,7 @@ integrity (`fraud-service evidence verify`) and what the evidence database holds
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -109,18 +110,38 @@ def check_redis(url: str) -> Check:
 
 
 def _sqlite_unread(source: FeatureSource) -> str | None:
-    """Why a request could not read the SQLite online store or the live-fact log (a file deleted, truncated or not a
-    database), or None (always for Redis, whose own check says whether it answers)."""
+    """Why a request could not read the SQLite online store or the live-fact log (a file deleted, truncated, not a
+    database, or never loaded), or None (always for Redis, whose own check says whether it answers). Read-only:
+    a diagnosis creates nothing (the reader would create both files, and a log made by `doctor` run as another
+    user was then unwritable for the service)."""
     import sqlite3
+    from urllib.parse import quote
+
+    from features.pipeline import ENTITIES
 
     if source.settings.online_store != "sqlite":
         return None
+    store = source.store()
+    online = Path(store.config.online_store.path)
+    mend = "run `fraud-service features materialize --full`"
+    if not online.is_file():
+        return f"the online store {online} does not exist: {mend}"
     try:
-        source.reader().stored(dict.fromkeys(ENTITY_KEYS, "doctor-probe"))
-    except Unavailable as exc:
-        return str(exc)
-    except sqlite3.Error as exc:
-        return f"the feature store's files cannot be opened ({exc}): {LIVE_LOG_MENDED}"
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(online))}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        return f"the online store {online} cannot be read ({exc}): {mend}"
+    missing = sorted({f"{store.config.project}_{name}_features" for name in ENTITIES} - tables)
+    if missing:
+        return f"the online store {online} holds no table {missing[0]} (never loaded): {mend}"
+    log_path = source.live_log
+    if log_path.is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{quote(str(log_path))}?mode=ro", uri=True)) as db:
+                db.execute("SELECT count(*) FROM live_facts").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError or "no such table" in str(exc):  # not a database, or damaged
+                return f"the live-fact log {log_path} cannot be read ({exc}): {LIVE_LOG_MENDED}"
     return None
 
 

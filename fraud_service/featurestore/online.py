@@ -63,12 +63,19 @@ LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the ret
 
 @contextlib.contextmanager
 def unreadable(store: str, mend: str) -> Iterator[None]:
-    """A SQLite error reading STORE as Unavailable, saying what to run (MEND): a missing or damaged file (never
-    materialised, truncated, not a database) answered 500, and at a worker's start killed the whole service."""
+    """SQLite failing to read STORE as Unavailable: a missing or damaged file (never materialised, truncated, not a
+    database) answered 500, and at a worker's start killed the whole service; now a 503 saying what to do (MEND).
+    A busy file is a 503 to retry; a programming error (bindings, constraints) stays a logged 500. SQLite's own text
+    goes to the log with the cause, not into the answer."""
     try:
         yield
-    except sqlite3.Error as exc:
-        raise Unavailable(f"{store} cannot be read ({exc}); no decision was made: {mend}") from exc
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise Unavailable(f"{store} is busy; no decision was made: retry") from exc
+        if type(exc) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+            raise
+        raise Unavailable(f"{store} cannot be read (its file is missing, damaged or was never loaded); no decision "
+                          f"was made: {mend}") from exc
 
 
 def open_live_log(path: Path) -> sqlite3.Connection:

@@ -386,7 +386,7 @@ def test_a_damaged_feature_store_file_is_not_ready_and_503_not_a_worker_that_die
     settings = Settings.from_env({"FRAUD_HOME": str(home), "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"})
     if damage == "online store never materialised":
         (home / "feature_repo" / "online_store.db").unlink()
-        said = "the online feature store (sqlite) cannot be read (no such table"
+        said = "the online feature store (sqlite) cannot be read (its file is missing, damaged or was never loaded)"
     elif damage == "live log not a database":
         (home / "features" / "live.db").write_bytes(b"not a database, " * 512)
         said = "move features/live.db aside and restart the service"
@@ -395,8 +395,12 @@ def test_a_damaged_feature_store_file_is_not_ready_and_503_not_a_worker_that_die
         said = "manifest.json cannot be read"
     from fraud_service.health import check_features
 
+    files = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
     doctor = check_features(settings)  # it said "ok" for the first two, and failed unexpectedly on the third
-    assert not doctor.ok and said in doctor.detail, doctor
+    diagnosis = {"online store never materialised": "online_store.db does not exist",
+                 "live log not a database": "live.db cannot be read (file is not a database)"}.get(damage, said)
+    assert not doctor.ok and diagnosis in doctor.detail, doctor
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == files  # a diagnosis creates nothing
     service = bootstrap.build(settings, freshness=True, warm_up=True, watch=False, dispatch=False, assign=False)
     try:
         upgrade(service.engine)
