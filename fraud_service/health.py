@@ -109,6 +109,14 @@ def check_redis(url: str) -> Check:
         client.close()
 
 
+def _reloading(source: FeatureSource) -> bool:
+    """`FeatureSource.reloading`, False when Redis does not answer (the Redis check says so)."""
+    try:
+        return source.reloading()
+    except Exception:
+        return False
+
+
 def _sqlite_unread(source: FeatureSource) -> str | None:
     """Why a request could not read the SQLite online store or the live-fact log (a file deleted, truncated, not a
     database, or never loaded), or None (always for Redis, whose own check says whether it answers). Read-only:
@@ -197,6 +205,10 @@ def check_features(settings: Settings) -> Check:
         return Check("features", False, f"built {manifest.get('built_at')} from snapshot {manifest.get('snapshot')}, "
                                         "not loaded into the online store since: run `fraud-service features "
                                         "materialize`")
+    if _reloading(source):
+        return Check("features", False, "a reload of the online store's Redis after it lost its data did not finish: "
+                                        "requests answer 503 until `fraud-service features materialize` loads every "
+                                        "entity")
     lost = _online_loss(source)
     if lost is not None:
         return Check("features", False, lost)

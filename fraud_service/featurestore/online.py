@@ -31,9 +31,13 @@ from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
 from fraud_service.store.db import set_wal
 
-RELOADING = b"fraud-service:reloading"
-"""A Redis key `features materialize` holds while it loads a store that had lost everything: requests answer 503 until
-it is gone (a half-loaded store answered 201 with most entities unseen: a helper's probe)."""
+
+def reloading_key(project: str) -> bytes:
+    """The Redis key `features materialize` holds while it loads PROJECT's store after it lost everything: requests
+    answer 503 until it is gone (a half-loaded store answered 201 with most entities unseen: a helper's probe)."""
+    return f"fraud-service:reloading:{project}".encode()
+
+
 REDIS_TIMEOUT_S = 1.0
 """How long a Redis read or connect may take (a feature read takes well under a millisecond)."""
 
@@ -227,7 +231,7 @@ class OnlineFeatures:
             for (_, join, _), fields in zip(self.views, self._fields, strict=True):
                 pipe.hmget(self.entity_key(join, keys[join]) + self.project.encode(), fields)
             pipe.dbsize()  # in the same round trip: a Redis that lost its data answers every key as unknown
-            pipe.exists(RELOADING)
+            pipe.exists(reloading_key(self.project))
             try:
                 *answers, size, reloading = pipe.execute(raise_on_error=False)  # a refused command is answered
                 refused = next((a for a in answers if isinstance(a, Exception)), None)

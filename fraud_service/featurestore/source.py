@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import logging
 import math
 import os
 import string
@@ -28,7 +29,7 @@ from features.pipeline import BUCKET_FACTS, ENTITIES, NO_KEY, build
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import ConfigError, FeatureStoreError
-from fraud_service.featurestore.online import RELOADING
+from fraud_service.featurestore.online import reloading_key
 from fraud_service.progress import SILENT, Progress
 from fraud_service.scoring.request import ReturnRequest
 
@@ -281,9 +282,10 @@ class FeatureSource:
             return self._load(end, full, progress)
         except redis.exceptions.RedisError as exc:
             raise FeatureStoreError(
-                f"the online store's Redis failed during the load ({type(exc).__name__}: {exc}); the store is not "
-                "whole (requests answer 503 if it had lost its data): run `fraud-service features materialize` again "
-                "once Redis answers and has the memory for every entity") from exc
+                f"the online store's Redis failed during `features materialize` ({type(exc).__name__}: {exc}); what "
+                "it loaded may be incomplete (requests answer 503 while a store that had lost its data is not whole "
+                "again): run it again once Redis answers, lets this user write, and has the memory for every "
+                "entity") from exc
 
     def _load(self, end: dt.datetime | None = None, full: bool = False, progress: Progress = SILENT) -> bool:
         """Copy the latest row of every entity up to END (default now) into the online store; True when every
@@ -306,7 +308,7 @@ class FeatureSource:
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
         empty = self.online_keys() == 0  # a Redis that restarted without its data (or was flushed)
-        stopped = self._reloading()  # such a reload that stopped part-way
+        stopped = self.reloading()  # such a reload that stopped part-way
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
             or empty or stopped or self.online_loss() is not None  # Redis lost keys (or all of them): reload them all
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
@@ -315,8 +317,7 @@ class FeatureSource:
             if not mine:
                 raise FeatureStoreError("another `features materialize` is running; wait for it to finish")
             if empty:  # requests answer 503 until every entity is back, not 201 on a half-loaded store
-                with self._redis() as client:
-                    client.set(RELOADING, dt.datetime.now(dt.UTC).isoformat())
+                self._mark_reloading(store.config.project)
             try:
                 if every:
                     store.materialize(start_date=dt.datetime(1970, 1, 2, tzinfo=dt.UTC), end_date=end)
@@ -324,10 +325,10 @@ class FeatureSource:
                     store.materialize_incremental(end_date=end)
             except BaseException:  # Feast puts a view back only on an Exception, not on an interrupt
                 self._settle_views(store, held=True)
-                raise  # a reload that stopped part-way leaves RELOADING: the store is not whole
+                raise  # a reload that stopped part-way leaves its reloading key: the store is not whole
             if empty or stopped:
                 with self._redis() as client:
-                    client.delete(RELOADING)  # whole again
+                    client.delete(reloading_key(store.config.project))  # whole again
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
         keys = self.online_keys()  # what a later check counts against: only materialize writes there
@@ -376,12 +377,30 @@ class FeatureSource:
         finally:
             client.close()
 
-    def _reloading(self) -> bool:
-        """Whether a reload of a Redis that had lost everything started and did not finish (RELOADING is there)."""
+    def reloading(self) -> bool:
+        """Whether a reload of a Redis that had lost everything started and did not finish (its key is there)."""
         if self.settings.online_store != "redis":
             return False
+        import redis
+
         with self._redis() as client:
-            return bool(client.exists(RELOADING))
+            try:
+                return bool(client.exists(reloading_key(self.store().config.project)))
+            except redis.exceptions.NoPermissionError:
+                return False
+
+    def _mark_reloading(self, project: str) -> None:
+        """Hold PROJECT's reloading key (requests answer 503 until the load is whole); a user not allowed to write it
+        loads all the same, with a warning (its requests are answered meanwhile, from a store still filling)."""
+        import redis
+
+        with self._redis() as client:
+            try:
+                client.set(reloading_key(project), dt.datetime.now(dt.UTC).isoformat())
+            except redis.exceptions.NoPermissionError as exc:
+                logging.getLogger(__name__).warning(
+                    "cannot hold the key %s while Redis is reloaded (%s): requests are answered from a store still "
+                    "filling; allow this user SET and DEL on it", reloading_key(project).decode(), exc)
 
     def _redis(self) -> Any:
         """A client of the online store's Redis, for the service's own bookkeeping there (Feast writes the rest)."""

@@ -163,7 +163,7 @@ def test_a_redis_being_loaded_again_after_losing_everything_is_unavailable_until
     import redis
 
     from fraud_service.errors import FeatureStoreError, Unavailable
-    from fraud_service.featurestore.online import RELOADING
+    from fraud_service.featurestore.online import reloading_key
 
     snapshot = Warehouse(redis_source.settings.warehouse_dir).current()
     moment = snapshot.read("returns")["requested_at"].max().ceil("s").to_pydatetime()
@@ -184,16 +184,21 @@ def test_a_redis_being_loaded_again_after_losing_everything_is_unavailable_until
         raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'")
 
     monkeypatch.setattr(feast.FeatureStore, "materialize", part_way)
-    with pytest.raises(FeatureStoreError, match=r"Redis failed during the load \(OutOfMemoryError: command not "
-                                                r"allowed.*run `fraud-service features materialize` again"):
+    with pytest.raises(FeatureStoreError, match=r"Redis failed during `features materialize` \(OutOfMemoryError: "
+                                                r"command not allowed.*run it again once Redis answers"):
         redis_source.materialize(moment)  # it "failed unexpectedly" on the command line
     monkeypatch.undo()
     assert seen and "features materialize --full" in seen[0]
-    assert client.exists(RELOADING) and client.dbsize() > 1  # loaded, but not known to be whole
+    reloading = reloading_key(redis_source.store().config.project)
+    assert client.exists(reloading) and client.dbsize() > 1  # loaded, but not known to be whole
     with pytest.raises(Unavailable, match="being loaded again"):
         reader.stored(keys)
+    from fraud_service.health import check_features
+
+    doctor = check_features(redis_source.settings)
+    assert not doctor.ok and "did not finish: requests answer 503" in doctor.detail
     assert redis_source.materialize(moment) is True  # not asked for --full: the stopped reload is done again
-    assert not client.exists(RELOADING) and client.dbsize() == loaded
+    assert not client.exists(reloading) and client.dbsize() == loaded
     assert len(reader.stored(keys)) == len(reader.views)
     assert redis_source.materialize(moment) is False  # the scheduled run after it is incremental again
 
