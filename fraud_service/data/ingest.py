@@ -373,13 +373,17 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         result.snapshot = snapshot.name
         progress.info(f"snapshot {snapshot.name} is now current")
         result.currencies = _currencies(snapshot) if "orders" in result.tables else {}
-        result.hubs = hubs(snapshot)
+        if {"orders", "returns"} & set(result.tables):
+            try:  # a warning only: the snapshot is current already, and a failure here must not say otherwise
+                result.hubs = hubs(snapshot, spill=warehouse.root / ".spill")
+            except (duckdb.Error, OSError) as exc:
+                progress.info(f"could not look for tokens shared by very many customers: {exc}")
         return result
 
 
-def hubs(snapshot: Snapshot, limit: int = 5) -> list[Hub]:
+def hubs(snapshot: Snapshot, limit: int = 5, spill: Path | None = None) -> list[Hub]:
     """The tokens of SNAPSHOT shared by at least HUB_CUSTOMERS customers and HUB_SHARE of all, most shared first
-    (at most LIMIT)."""
+    (at most LIMIT); DuckDB spills to SPILL, if it must."""
     customers = snapshot.rows("customers")
     least = max(HUB_CUSTOMERS, math.ceil(HUB_SHARE * customers))
     parts = [f"SELECT '{table}' AS t, '{column}' AS c, {column} AS v, count(DISTINCT customer_id) AS k, count(*) AS n "
@@ -390,6 +394,8 @@ def hubs(snapshot: Snapshot, limit: int = 5) -> list[Hub]:
         return []
     con = duckdb.connect()
     try:
+        if spill is not None:
+            con.execute(f"SET temp_directory = {sql_string(spill)}")
         rows = con.execute(" UNION ALL ".join(parts) + f" ORDER BY k DESC, t, c, v LIMIT {int(limit)}").fetchall()
     finally:
         con.close()

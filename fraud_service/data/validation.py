@@ -231,8 +231,8 @@ def _report_unparsed(column: Column, raw: pd.Series, nulls: pd.Series, parsed_nu
 def _id_text(value: object) -> object:
     """VALUE as the text of an identifier when it is a whole number stored as a decimal (a NUMBER(38,0) export) or a
     UUID (duckdb's and Spark's UUID type): the text everyone writes for it. Anything else as it is."""
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite() and int(value.as_tuple().exponent) >= 0:
+        return str(int(value))  # 536365 or 5E+3; not 100.00 (a decimal(10,2) prints so, as a float id prints 12346.0)
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
@@ -257,7 +257,8 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         values = values.map(_id_text)
         if values.map(lambda v: isinstance(v, Decimal)).any():  # once for the column, as a float column is
-            _wrong_dtype(column, raw, file, report, " of decimals with fractions (identifiers must be text)")
+            _wrong_dtype(column, raw, file, report,
+                         " of decimals with a scale (identifiers must be text: a decimal(10,2) prints 12 as 12.00)")
             return pd.Series([None] * len(raw), dtype=object)
         # a list, a mapping or bytes (a parquet list, struct or binary column) is not text: refused, not printed
         not_text = values.map(lambda v: v is not None and not isinstance(v, str | int)).astype(bool)

@@ -71,8 +71,9 @@ def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddre
     if not isinstance(ip, ipaddress.IPv6Address):
         return []
     found = [ip.sixtofour, ip.teredo[1] if ip.teredo else None]
-    if any(ip in net for net in CARRIERS) and int(ip) > 1:  # :: and ::1 are themselves
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    last = int(ip) & 0xFFFFFFFF
+    if any(ip in net for net in CARRIERS) and int(ip) > 1 and (last or ip not in LOCAL_NAT64):  # :: and ::1 are
+        found.append(ipaddress.IPv4Address(last))  # themselves; a local-use one's zero is another layout's
     if ip in LOCAL_NAT64:
         for layout in LOCAL_NAT64_LAYOUTS:
             carried = 0

@@ -548,6 +548,13 @@ def test_ids_as_whole_decimals_or_uuids_are_their_text_and_an_empty_table_typed_
     assert sent_ids.notna().sum() > 10
     assert current.rows("inspections") == 0 and current.rows("labels") == len(numbered)
 
+    # a decimal with a scale is refused once for the column, as a float one is: 7000.00 is no id anyone writes
+    stores["store_id"] = [None if d is None else decimal.Decimal(f"{d}.00") for d in stores["store_id"]]
+    stores.to_parquet(world_copy / "returns.parquet", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "returns.parquet column store_id: wrong type (the whole column)" in err, err
+    assert "decimals with a scale" in err
+
 
 def test_timestamps_as_dictionary_encoded_text_are_read(world_copy, cli, warehouse):
     """ISO 8601 text stored as a pandas category (a parquet dictionary) was "stored as category", though the same

@@ -33,6 +33,8 @@ from fraud_service.feedback.webhooks import address_problem
     ("64:ff9b:1:a9fe:a9:fe00:808:808", True, "metadata"),  # a local-use /48 NAT64 prefix carrying 169.254.169.254
     ("64:ff9b:1:aba9:fe:a9fe:0:808", True, "metadata"),  # a /56 prefix (64:ff9b:1:ab00::/56) carrying it
     ("64:ff9b:1:abcd:a9:fea9:fe00:8", True, "metadata"),  # a /64 prefix (64:ff9b:1:abcd::/64) carrying it
+    ("64:ff9b:1:a08:8:800::", True, None),  # a /48 prefix carrying 10.8.8.8, allowed: not "0.0.0.0 is not unicast"
+    ("64:ff9b:1:a9fe:a9:fe00::", True, "metadata"),  # and 169.254.169.254 so, refused for what it is
     ("64:ff9b:1::808:808", False, "FRAUD_WEBHOOK_ALLOW_PRIVATE"),  # local-use NAT64 is a network's own
     ("192.0.0.8", True, "not a public address"),  # IETF protocol assignments (Python 3.11 calls it global)
     ("3fff::1", True, "not a public address"),  # IPv6 documentation, RFC 9637
