@@ -388,6 +388,8 @@ def test_a_damaged_feature_store_file_is_not_ready_and_503_not_a_worker_that_die
         (home / "feature_repo" / "online_store.db").unlink()
         said = "the online feature store (sqlite) cannot be read (its file is missing, damaged or was never loaded)"
     elif damage == "live log not a database":
+        for stale in ("live.db-wal", "live.db-shm"):  # a log whose pages are all in its WAL still reads whole
+            (home / "features" / stale).unlink(missing_ok=True)
         (home / "features" / "live.db").write_bytes(b"not a database, " * 512)
         said = "move features/live.db aside and restart the service"
     else:

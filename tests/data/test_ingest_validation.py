@@ -56,7 +56,7 @@ CASES = [
     ("orders", _set(5, "payment_token", "p" * 500), "too long", "payment_token", 5, None),
     ("orders", _set(3, "payment_token", "tok\u200b3"), "hidden character", "payment_token", 3, "U+200B"),
     ("returns", _set(2, "return_id", "R\n2"), "hidden character", "return_id", 2, "U+000A (a control character)"),
-    ("orders", _set(4, "device_token", " dev4"), "hidden character", "device_token", 4, " dev4"),
+    ("orders", _set(4, "device_token", "\u00a0dev4"), "hidden character", "device_token", 4, "U+00A0"),
     ("orders", _set(2, "device_token", "dev\u3164"), "hidden character", "device_token", 2, "U+3164"),
     ("returns", _set(5, "customer_id", "C\u034f1"), "hidden character", "customer_id", 5, "U+034F"),
     ("orders", _set(5, "address_token", "NULL"), "missing value as text", "address_token", 5, "NULL"),
