@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,9 +107,6 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     from fraud_service.config import Settings
     from fraud_service.errors import DatabaseDown, FraudServiceError
 
-    # Feast says this on every retrieval; the on-demand view here is one function of request fields (docs/features.md)
-    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature",
-                            category=RuntimeWarning)
     args, unknown = parser.parse_known_args(argv)
     args.given = given_options(args)
     if unknown:  # said by the command's own parser, whose usage lists what it takes (the root's lists COMMAND only)

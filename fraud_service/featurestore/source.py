@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import string
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,10 @@ class FeatureSource:
             os.environ.setdefault("FEAST_USAGE", "False")
             from feast import FeatureStore
 
+            # Feast says this on every retrieval (the on-demand view here is one function of request fields:
+            # docs/features.md); said here, after Feast's modules put their own filters in front on import
+            warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature",
+                                    category=RuntimeWarning)
             self.write_config()
             self._store = FeatureStore(repo_path=str(self.repo_dir))
         return self._store
