@@ -160,7 +160,8 @@ class OnlineFeatures:
         if self.kind == "sqlite":
             if any("," in name for _, _, names in self.views for name in names):
                 raise ValueError("a feature name holds a comma: the SQLite online read joins names with commas")
-            self._conn = sqlite3.connect(store.config.online_store.path, check_same_thread=False)
+            self._online_path = store.config.online_store.path
+            self._conn = sqlite3.connect(self._online_path, check_same_thread=False)
             # one row per view (its values hex-joined inside SQLite): each row fetched hands the interpreter lock
             # to another thread and back, and the views hold about 80 values for one request
             self._sql = " UNION ALL ".join(
@@ -188,6 +189,21 @@ class OnlineFeatures:
             self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
                             for view, _, names in self.views]
             self._mmh3 = _mmh3
+
+    @contextlib.contextmanager
+    def _sqlite_read(self) -> Iterator[None]:
+        """`unreadable` for the SQLite online store (under `_lock`), with its connection opened again after a failed
+        read: a connection that once found the file empty (truncated, then loaded again) kept answering "no such
+        table" for good, since SQLite reads a schema again only inside a transaction, and a statement that does not
+        compile starts none."""
+        try:
+            with unreadable("the online feature store (sqlite)", "run `fraud-service features materialize --full`"):
+                yield
+        except Unavailable:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = sqlite3.connect(self._online_path, check_same_thread=False)
+            raise
 
     def entity_key(self, join: str, value: str) -> bytes:
         """`key({join: value})`, built directly: Feast's version-3 layout for one string key is a fixed prefix
@@ -217,8 +233,7 @@ class OnlineFeatures:
         stamps: list[str | None] = [None] * len(self.views)
         if self.kind == "sqlite":
             params = [self.entity_key(join, keys[join]) for _, join, _ in self.views]
-            with self._lock, unreadable("the online feature store (sqlite)", "run `fraud-service features materialize "
-                                                                             "--full`"):
+            with self._lock, self._sqlite_read():
                 rows = self._conn.execute(self._sql, params).fetchall()
             for i, names, blobs, event_ts in rows:
                 if names is None:  # no row for this key
@@ -280,8 +295,7 @@ class OnlineFeatures:
         """One stored value of a (possibly compound-key) view, or None."""
         entity_key = self.key(join_keys)
         if self.kind == "sqlite":
-            with self._lock, unreadable("the online feature store (sqlite)", "run `fraud-service features materialize "
-                                                                             "--full`"):
+            with self._lock, self._sqlite_read():
                 rows = self._conn.execute(
                     f"SELECT value FROM \"{self.project}_{view}\" WHERE entity_key = ? AND feature_name = ?",
                     (entity_key, feature)).fetchall()

@@ -101,6 +101,26 @@ def test_a_full_disk_is_the_error_a_failed_record_reports(live_world):
         == (1,)
 
 
+def test_an_online_store_truncated_then_loaded_again_is_read_again(live_world):
+    """A SQLite online store truncated while serving is a 503 (not a 500); once it is whole again (restored, or
+    materialised) the same reader reads it: its connection had kept the empty file's schema, "no such table" for
+    good, and one worker of a `make run` stayed not ready after `materialize --full` (found while probing)."""
+    from pathlib import Path
+
+    from fraud_service.errors import Unavailable
+
+    w = live_world
+    path = Path(w["source"].store().config.online_store.path)
+    keys = dict.fromkeys(ENTITY_KEYS, "someone")
+    whole = w["reader"].stored(keys)
+    saved = path.read_bytes()
+    path.write_bytes(b"")
+    with pytest.raises(Unavailable, match="cannot be read"):
+        w["reader"].stored(keys)
+    path.write_bytes(saved)  # restored in place, as `cp` does
+    assert w["reader"].stored(keys) == whole
+
+
 def test_once_ingested_training_sees_what_serving_saw(live_world, tmp_path):
     w = live_world
     returns = w["snapshot"].read("returns")
