@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.errors import ConfigError, DatabaseDown, FeatureStoreError, RegistryError, Unavailable
-from fraud_service.featurestore.online import LIVE_LOG_MENDED
+from fraud_service.featurestore.online import LIVE_LOG_MENDED, ONLINE_MENDED
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
@@ -127,25 +127,27 @@ def _sqlite_unread(source: FeatureSource) -> str | None:
 
     from features.pipeline import ENTITIES
 
+    def read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
+        return contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True))
+
     if source.settings.online_store != "sqlite":
         return None
     store = source.store()
     online = Path(store.config.online_store.path)
-    mend = "run `fraud-service features materialize --full`"
     if not online.is_file():
-        return f"the online store {online} does not exist: {mend}"
+        return f"the online store {online} does not exist: {ONLINE_MENDED}"
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(online))}?mode=ro", uri=True)) as db:
+        with read_only(online) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
-        return f"the online store {online} cannot be read ({exc}): {mend}"
+        return f"the online store {online} cannot be read ({exc}): {ONLINE_MENDED}"
     missing = sorted({f"{store.config.project}_{name}_features" for name in ENTITIES} - tables)
     if missing:
-        return f"the online store {online} holds no table {missing[0]} (never loaded): {mend}"
+        return f"the online store {online} holds no table {missing[0]} (never loaded): {ONLINE_MENDED}"
     log_path = source.live_log
     if log_path.is_file():
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{quote(str(log_path))}?mode=ro", uri=True)) as db:
+            with read_only(log_path) as db:
                 db.execute("SELECT count(*) FROM live_facts").fetchone()
         except sqlite3.DatabaseError as exc:
             if type(exc) is sqlite3.DatabaseError or "no such table" in str(exc):  # not a database, or damaged

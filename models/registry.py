@@ -419,9 +419,17 @@ def _sealed_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.name != SEAL and not p.name.startswith("."))
 
 
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _seal_of(path: Path) -> dict[str, str]:
+    """The seal of the version at PATH as its files are now."""
+    return {p.name: _digest(p.read_bytes()) for p in _sealed_files(path)}
+
+
 def _write_seal(path: Path) -> None:
-    seal = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in _sealed_files(path)}
-    _atomic_write(path / SEAL, json.dumps(seal, indent=2, sort_keys=True))
+    _atomic_write(path / SEAL, json.dumps(_seal_of(path), indent=2, sort_keys=True))
 
 
 def _add_sealed(path: Path, name: str, text: str) -> None:
@@ -430,8 +438,7 @@ def _add_sealed(path: Path, name: str, text: str) -> None:
     leaves the version as it was (a new policy left unsealed beside the old seal made the version unloadable: a
     helper's probe filled the disk during `thresholds`)."""
     staged, sealing, target = path / f".{name}.tmp", path / f".{SEAL}.tmp", path / name
-    seal = {p.name: "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() for p in _sealed_files(path)}
-    seal[name] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    seal = _seal_of(path) | {name: _digest(text.encode())}
     placed = False
     try:
         staged.write_text(text)
@@ -469,7 +476,7 @@ def _check_seal(path: Path, version: str) -> None:
             raise RegistryError(f"model {version}: {name} is missing (it was sealed with the model)")
         if name not in seal:
             raise RegistryError(f"model {version}: {name} was added after the model was sealed")
-        if "sha256:" + hashlib.sha256(present[name].read_bytes()).hexdigest() != seal[name]:
+        if _digest(present[name].read_bytes()) != seal[name]:
             raise RegistryError(f"model {version}: {name} does not match its seal; the file was changed or damaged")
 
 

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS live_orders (
 """The log of live facts (written by `freshness.LiveFacts`, read here)."""
 
 
+ONLINE_MENDED = "run `fraud-service features materialize --full`"
+"""What reloads an online store that lost, or never held, its entities."""
 LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the returns it counted count again from "
                    "the next `fraud-service features build`)")
 
@@ -197,7 +199,7 @@ class OnlineFeatures:
         table" for good, since SQLite reads a schema again only inside a transaction, and a statement that does not
         compile starts none."""
         try:
-            with unreadable("the online feature store (sqlite)", "run `fraud-service features materialize --full`"):
+            with unreadable("the online feature store (sqlite)", ONLINE_MENDED):
                 yield
         except Unavailable:
             with contextlib.suppress(sqlite3.Error):

@@ -312,10 +312,11 @@ class FeatureSource:
         rebuilt = self.online_behind(manifest)
         # Feast starts a view's first incremental run one year before now when it has no TTL, which
         # would leave out any older history: the first run of every view reads from the beginning.
-        empty = self.online_keys() == 0  # a Redis that restarted without its data (or was flushed)
+        keys = self.online_keys()
+        empty = keys == 0  # a Redis that restarted without its data (or was flushed)
         stopped = self.reloading()  # such a reload that stopped part-way
         every = full or rebuilt or any(not view.materialization_intervals for view in store.list_feature_views()) \
-            or empty or stopped or self.online_loss() is not None  # Redis lost keys (or all of them): reload them all
+            or stopped or self.online_loss(lambda: keys) is not None  # Redis lost keys (or all of them): reload all
         with _held(self.data_dir / ".materialize-lock") as mine, open(os.devnull, "w") as sink, \
                 contextlib.redirect_stdout(progress.stream if progress.enabled else sink), \
                 contextlib.redirect_stderr(progress.stream if progress.enabled else sink):  # its bars write there
@@ -336,7 +337,7 @@ class FeatureSource:
                     client.delete(reloading_key(store.config.project))  # whole again
         marker = self.data_dir / MATERIALIZED
         partial = marker.with_name(marker.name + ".partial")
-        keys = self.online_keys()  # what a later check counts against: only materialize writes there
+        keys = self.online_keys()  # what it left, which a later check counts against: only materialize writes there
         partial.write_text(json.dumps({"build": build, "until": end.isoformat(), "store": self.online_identity(),
                                        **({"keys": keys} if keys is not None else {})}))
         os.replace(partial, marker)
