@@ -29,9 +29,24 @@ def post_fork(server: Any, worker: Any) -> None:
         os._exit(1)
 
 
+def pre_fork(server: Any, worker: Any) -> None:
+    """The worker about to be forked lives from now (api.gunicorn_worker: old workers hand over to new ones)."""
+    from api.gunicorn_worker import born
+
+    born(worker.age)
+
+
+def on_reload(server: Any) -> None:
+    """A reload (`kill -HUP`) begins: the workers alive now are the old ones, which serve on until a new one serves
+    (api.gunicorn_worker)."""
+    from api.gunicorn_worker import reloading
+
+    reloading(server.worker_age)
+
+
 def child_exit(server: Any, worker: Any) -> None:
-    """A dead worker's live gauges stop counting in /metrics (prometheus_client multiprocess mode), and its
-    connections no longer count against the others' share (api.gunicorn_worker)."""
+    """A dead worker's live gauges stop counting in /metrics (prometheus_client multiprocess mode), and neither its
+    connections against the others' share nor its life for the old workers of a reload (api.gunicorn_worker)."""
     import os
 
     from api.gunicorn_worker import clear

@@ -43,8 +43,13 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from fraud_service.config import Settings
 
 SLOTS = 256
-_TABLE = mmap.mmap(-1, SLOTS * 8)  # anonymous and shared: made at import in the master, inherited by each fork
-_COUNTS = memoryview(_TABLE).cast("q")  # per slot: connections held + 1, or 0 for no live worker
+_TABLE = mmap.mmap(-1, SLOTS * 8 * 3 + 16)  # anonymous and shared: made at import in the master, inherited by each fork
+_COUNTS = memoryview(_TABLE)[:SLOTS * 8].cast("q")  # per slot: connections held + 1, or 0 for no live worker
+_BORN = memoryview(_TABLE)[SLOTS * 8:SLOTS * 16].cast("q")  # per slot: the age of the worker forked into it, or 0
+_SERVES = memoryview(_TABLE)[SLOTS * 16:SLOTS * 24].cast("q")  # per slot: SCORING or ANALYST once in its loop, or 0
+_RELOADED = memoryview(_TABLE)[SLOTS * 24:].cast("q")  # the youngest worker's age when the last reload began; 1 once
+# a worker born after it has been told to stop (the server is stopping: the old ones then stop too)
+SCORING, ANALYST = 1, 2
 
 
 def slot(age: int) -> int:
@@ -52,9 +57,28 @@ def slot(age: int) -> int:
     return age % SLOTS
 
 
+def born(age: int) -> None:
+    """The master is forking the worker numbered AGE (`api.gunicorn_conf.pre_fork`)."""
+    _BORN[slot(age)], _SERVES[slot(age)] = age, 0
+
+
 def clear(age: int) -> None:
-    """Forget the connections of the worker numbered AGE (it has exited)."""
-    _COUNTS[slot(age)] = 0
+    """Forget the worker numbered AGE (it has exited): its connections, and that it lives."""
+    _COUNTS[slot(age)] = _BORN[slot(age)] = _SERVES[slot(age)] = 0
+
+
+def reloading(youngest: int) -> None:
+    """A reload (`kill -HUP`) begins: the workers up to age YOUNGEST are the old ones (api.gunicorn_conf.on_reload)."""
+    _RELOADED[0], _RELOADED[1] = youngest, 0
+
+
+def successor(age: int, role: int) -> str:
+    """Whether a worker younger than AGE serves ROLE ("serving"), is still loading ("loading") or none lives
+    ("none")."""
+    younger = [row for row in range(SLOTS) if _BORN[row] > age]
+    if any(_SERVES[row] == role for row in younger):
+        return "serving"
+    return "loading" if younger else "none"
 
 
 def fair_limit(counts: Sequence[int], own: int) -> int | None:
@@ -185,6 +209,9 @@ RECHECK_S = 0.02
 ROLE_RETRY_S = 1.0
 """How often a scoring worker tries to take the analyst role, free when its worker has ended."""
 
+HANDOVER_S = 120.0
+"""How long an old worker serves on after a reload at most, waiting for a new worker to serve its port."""
+
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
@@ -198,7 +225,10 @@ class BalancedThreadWorker(ThreadWorker):
     worker's interpreter lock. The other workers serve only the main port. When the analyst worker ends, its
     lock is released and a scoring worker takes the role within ROLE_RETRY_S: the one gunicorn starts in its
     place, or, after a reload (`kill -HUP`: the new workers start while the old ones still hold the lock), one of
-    the new ones, which then leaves the main port to the others."""
+    the new ones, which then leaves the main port to the others.
+
+    Through a reload the old workers serve on until a new one serves their port (`handle_exit`): the table also
+    records, per row, which worker was forked into it and whether it serves yet."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._configured_connections = 0
@@ -208,6 +238,7 @@ class BalancedThreadWorker(ThreadWorker):
         self._listeners: list[Any] = []  # both ports' listening sockets, as gunicorn handed them over
         self._analyst_port = 0
         self._role_tried = 0.0
+        self._handover: float | None = None  # when a reload's handover must end at the latest (monotonic)
         super().__init__(*args, **kwargs)
 
     def init_process(self) -> None:
@@ -246,11 +277,34 @@ class BalancedThreadWorker(ThreadWorker):
         self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, self._analyst_port, ANALYST_NICE)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        """Told to stop (a reload, or the server stopping): an analyst worker gives the role up at once, so the next
-        worker takes it while this one finishes its pages, not only once it has exited."""
-        super().handle_exit(sig, frame)
+        """Told to stop. By a reload (`kill -HUP`), while a worker it started is still loading: this worker goes on
+        serving until one of them serves its port (checked in its loop), at most HANDOVER_S; gunicorn stops the old
+        workers as soon as it has forked the new ones, which take seconds to load, and requests waited in the listen
+        queue that long (10-15 s, over a minute with the cores busy). The master says so again every loop: once
+        handing over, that changes nothing. By the server stopping, or with no worker coming: at once.
+
+        Either way an analyst worker gives the role up now: a new worker takes it while this one finishes its pages."""
+        if self.age > _RELOADED[0]:
+            _RELOADED[1] = 1  # a new worker told to stop: the server is stopping, not reloading
+        if self._handover is None and self.alive and self.age <= _RELOADED[0] and not _RELOADED[1] \
+                and successor(self.age, self._own_role()) == "loading":
+            self._handover = time.monotonic() + HANDOVER_S
+            self.log.info("worker %s serves on until a worker of the reload serves", self.pid)
+        elif self._handover is None:
+            super().handle_exit(sig, frame)
         if self.analyst and self._role is not None:
             fcntl.flock(self._role, fcntl.LOCK_UN)
+
+    def _own_role(self) -> int:
+        return ANALYST if self.analyst else SCORING
+
+    def _hand_over(self) -> None:
+        """While handing over: stop once a younger worker serves this worker's port, none is left to (they failed to
+        load), the server is stopping, or HANDOVER_S have passed."""
+        if self._handover is not None and self.alive and (
+                _RELOADED[1] or time.monotonic() > self._handover
+                or successor(self.age, self._own_role()) != "loading"):
+            self.alive = False  # the loop ends after this wait: gthread's graceful drain follows
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         """A scoring connection an analyst worker still holds from before it took the role is answered, then closed
@@ -264,7 +318,8 @@ class BalancedThreadWorker(ThreadWorker):
         accepting on the main port (its open connections are answered once more, then closed) and serves the
         analyst port."""
         now = time.monotonic()
-        if self.analyst or self._role is None or not self.alive or now - self._role_tried < ROLE_RETRY_S:
+        if self.analyst or self._role is None or not self.alive or self._handover is not None \
+                or now - self._role_tried < ROLE_RETRY_S:
             return
         self._role_tried = now
         if not self._lock_role():
@@ -302,6 +357,7 @@ class BalancedThreadWorker(ThreadWorker):
         if not self._accepting and self.alive:
             timeout = min(timeout, RECHECK_S)
         self._take_free_role()
+        self._hand_over()
         super().wait_for_and_dispatch_events(timeout)
 
     def handle(self, conn: TConn) -> Any:
@@ -317,6 +373,7 @@ class BalancedThreadWorker(ThreadWorker):
         """Read by gthread's loop before each wait: publishes this worker's count and returns its current cap (the
         analyst worker, on its own port, neither counts nor is capped)."""
         own = slot(self.age)
+        _SERVES[own] = self._own_role()
         if self.analyst:
             _COUNTS[own] = 0
             return self._configured_connections

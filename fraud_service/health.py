@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from fraud_service.bootstrap import Service
     from fraud_service.featurestore.online import OnlineFeatures
     from fraud_service.featurestore.source import FeatureSource
+    from fraud_service.scoring.service import Assessor
 
 CONNECT_TIMEOUT_S = 2
 
@@ -310,8 +311,9 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         return checks
     try:
         lost = SingleFlight.result(store, READY_WAIT_S - (time.monotonic() - started))
+        problems = [p for p in (lost, _live_facts_failing(assessor)) if p]
         checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind,  # type: ignore[union-attr]
-                                   **({"problem": lost} if lost else {})}  # still serving, but some entities look new
+                                   **({"problem": "; ".join(problems)} if problems else {})}  # still serving
     except DatabaseDown:
         checks["feature_store"] = {"ok": False, "detail": f"the online store did not answer within {READY_WAIT_S} s"}
     except Unavailable as exc:  # its own words, which name no host (an empty store says so)
@@ -319,6 +321,18 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
     except Exception as exc:  # sqlite or redis errors alike
         checks["feature_store"] = {"ok": False, "detail": f"cannot read the online store: {type(exc).__name__}"}
     return checks
+
+
+def _live_facts_failing(assessor: Assessor | None) -> str | None:
+    """What `/readyz` says while the live-fact log refuses writes (a full disk, `live.db` made read-only or
+    damaged): answers are still right but for the velocity of the returns assessed since, which count only from the
+    next `features build`."""
+    failing = assessor.freshness.failing if assessor is not None and assessor.freshness is not None else None
+    if failing is None:
+        return None
+    return (f"live facts are not being recorded: writes to the live-fact log fail since "
+            f"{time.monotonic() - failing[0]:.0f} s ago ({failing[1]}); the returns assessed since count in velocity "
+            "features only from the next `fraud-service features build`")
 
 
 def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None:

@@ -284,6 +284,7 @@ class FreshnessWriter:
         self.gather = gather
         self.retries = retries
         self.errors = 0  # batches given up on
+        self.failing: tuple[float, str] | None = None  # since when (monotonic) writes fail, and the last error
         self._stopping = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue()  # returns, _FLUSH, or None to stop
         self._thread = threading.Thread(target=self._run, name="freshness-writer", daemon=True)
@@ -384,6 +385,7 @@ class FreshnessWriter:
                 self._write(items)
                 return
             except Exception as exc:  # the evidence is committed already: keep serving
+                self.failing = ((self.failing or (time.monotonic(), ""))[0], f"{type(exc).__name__}: {exc}")
                 if wait is None or self._stopping.is_set():
                     self._isolate(items, exc)
                     return
@@ -421,6 +423,7 @@ class FreshnessWriter:
             returns += [r for r in again if r.return_id not in held]
         known = self.known_orders(sorted({r.order_id for r in returns}))
         self.live.record_many([dataclasses.replace(r, order_is_new=r.order_id not in known) for r in returns])
+        self.failing = None
 
     def _held(self, return_ids: list[str]) -> set[str]:
         """Which of RETURN_IDS the current warehouse snapshot holds (every one when it cannot be read: a recount

@@ -165,3 +165,33 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_tokens(serv
             assert (before[name], seen[name], stranger[name]) == (0, 1, 1), name
     finally:
         api.service.close()
+
+
+def test_readyz_says_so_while_the_live_fact_log_refuses_writes(serving_home: Path, trained_world: TrainedWorld,
+                                                              tmp_path: Path) -> None:
+    """A live-fact log that refuses writes (a full disk, `live.db` made read-only) left answers at 201 and `/readyz`
+    silent while every assessed return's live facts were dropped: velocity features went stale with nothing but the
+    log saying so. `/readyz` stays ready (the answers are right but for that) and names the problem until a write
+    succeeds again."""
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    try:
+        first, second = _new_customer(api, trained_world)
+        freshness = api.service.assessor.freshness
+        freshness.retries = (0.01,)
+        freshness.live.db.execute("PRAGMA query_only = ON")  # SQLite refuses every write: "readonly database"
+        assert api.assess(first).status_code == 201
+        freshness.drain()
+        assert freshness.errors == 1
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200
+        problem = ready.get_json()["checks"]["feature_store"]["problem"]
+        assert "live facts are not being recorded" in problem and "readonly database" in problem, problem
+        freshness.live.db.execute("PRAGMA query_only = OFF")
+        assert api.assess(second).status_code == 201
+        freshness.drain()
+        assert freshness.errors == 1
+        assert "problem" not in api.client.get("/readyz").get_json()["checks"]["feature_store"]
+    finally:
+        api.service.close()

@@ -300,6 +300,52 @@ def test_a_reload_keeps_one_worker_on_the_analyst_port(serving_home: Path, tmp_p
         stop_all([server], handles)
 
 
+def test_a_reload_is_answered_throughout_by_the_old_workers_until_new_ones_serve(
+        serving_home: Path, tmp_path: Path) -> None:
+    """gunicorn stops the old workers of a reload (`kill -HUP`) as soon as it has forked the new ones, which take
+    seconds to load: requests waited in the listen queue all that time (10-15 s; over a minute with the cores busy),
+    on both ports. Now each old worker serves on until a new one serves its port."""
+    env = serve_env(serving_home, tmp_path)
+    port, analyst_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    handles = [log.open("wb")]
+    server = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
+                               "--analyst-port", str(analyst_port)], env=env, stdout=handles[0],
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(server, log, 3)
+        old = _children(server.pid)
+        os.kill(server.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not _children(server.pid) - old:
+            time.sleep(0.02)  # waiting for the reload to fork its workers, not timing anything
+        assert _children(server.pid) - old, "the reload forked no worker"
+        answered: dict[int, list[int]] = {port: [], analyst_port: []}
+        while time.monotonic() < deadline and not all(pids and pids[-1] not in old for pids in answered.values()):
+            for target, pids in answered.items():
+                conn = http.client.HTTPConnection("127.0.0.1", target, timeout=5)
+                try:
+                    conn.request("GET", "/healthz")  # a timeout here fails the test: nobody accepted
+                    assert conn.getresponse().status == 200
+                    pids.extend(_server_connections(server.pid, target))
+                finally:
+                    conn.close()
+        for target, pids in answered.items():
+            assert pids[:3] and set(pids[:3]) <= old, (target, pids[:3], old)  # the old ones served on
+            assert pids[-1] not in old, (target, pids[-5:])  # until a new one served the port
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in old):
+            time.sleep(0.1)  # waiting for the old workers to go, not timing anything
+        assert not any(pid_alive(pid) for pid in old), "the old workers did not stop after handing over"
+    finally:
+        stop_all([server], handles)
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of PID."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children if pid_alive(int(child))}
+
+
 def test_the_workers_metrics_live_in_memory_not_on_the_homes_disk(tmp_path: Path) -> None:
     """prometheus_client maps its files and writes into their holes: on a full disk under FRAUD_HOME every worker
     died with SIGBUS as it counted a request (a helper's fault probe). `serve` keeps them in /dev/shm, in a folder of
