@@ -72,10 +72,10 @@ def reloading(youngest: int) -> None:
     _RELOADED[0], _RELOADED[1] = youngest, 0
 
 
-def successor(age: int, role: int) -> str:
-    """Whether a worker younger than AGE serves ROLE ("serving"), is still loading ("loading") or none lives
-    ("none")."""
-    younger = [row for row in range(SLOTS) if _BORN[row] > age]
+def successor(after: int, role: int) -> str:
+    """Whether a worker forked after the one numbered AFTER (the youngest when a reload began) serves ROLE ("serving"),
+    is still loading ("loading"), or none lives ("none")."""
+    younger = [row for row in range(SLOTS) if _BORN[row] > after]
     if any(_SERVES[row] == role for row in younger):
         return "serving"
     return "loading" if younger else "none"
@@ -238,7 +238,8 @@ class BalancedThreadWorker(ThreadWorker):
         self._listeners: list[Any] = []  # both ports' listening sockets, as gunicorn handed them over
         self._analyst_port = 0
         self._role_tried = 0.0
-        self._handover: float | None = None  # when a reload's handover must end at the latest (monotonic)
+        self._handover: tuple[float, int] | None = None  # while handing over: when it ends at the latest
+        # (monotonic), and the youngest worker's age when the reload began
         super().__init__(*args, **kwargs)
 
     def init_process(self) -> None:
@@ -284,11 +285,12 @@ class BalancedThreadWorker(ThreadWorker):
         handing over, that changes nothing. By the server stopping, or with no worker coming: at once.
 
         Either way an analyst worker gives the role up now: a new worker takes it while this one finishes its pages."""
-        if self.age > _RELOADED[0]:
+        mark = _RELOADED[0]
+        if self.age > mark:
             _RELOADED[1] = 1  # a new worker told to stop: the server is stopping, not reloading
-        if self._handover is None and self.alive and self.age <= _RELOADED[0] and not _RELOADED[1] \
-                and successor(self.age, self._own_role()) == "loading":
-            self._handover = time.monotonic() + HANDOVER_S
+        if self._handover is None and self.alive and self.age <= mark and not _RELOADED[1] \
+                and successor(mark, self._own_role()) == "loading":
+            self._handover = (time.monotonic() + HANDOVER_S, mark)
             self.log.info("worker %s serves on until a worker of the reload serves", self.pid)
         elif self._handover is None:
             super().handle_exit(sig, frame)
@@ -302,8 +304,8 @@ class BalancedThreadWorker(ThreadWorker):
         """While handing over: stop once a younger worker serves this worker's port, none is left to (they failed to
         load), the server is stopping, or HANDOVER_S have passed."""
         if self._handover is not None and self.alive and (
-                _RELOADED[1] or time.monotonic() > self._handover
-                or successor(self.age, self._own_role()) != "loading"):
+                _RELOADED[1] or time.monotonic() > self._handover[0]
+                or successor(self._handover[1], self._own_role()) != "loading"):
             self.alive = False  # the loop ends after this wait: gthread's graceful drain follows
 
     def handle_request(self, req: Any, conn: Any) -> Any:
