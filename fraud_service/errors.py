@@ -79,6 +79,11 @@ class DatabaseDown(Unavailable):
     """The evidence database could not be reached or the transaction could not be committed."""
 
 
+class EvidenceFileGone(DatabaseDown):
+    """The SQLite evidence file this process opened was removed or replaced while it ran: what it would write now
+    would land in a file nobody reads again, or in another database."""
+
+
 class CommitUnconfirmed(DatabaseDown):
     """The transaction holding an assessment was sent, its commit included, and its outcome is not known: the
     assessment may be stored, and the same request again returns it if it is."""

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from fraud_service.config import Settings
 from fraud_service.data.warehouse import Warehouse
-from fraud_service.errors import ConfigError, DatabaseDown, FeatureStoreError, RegistryError, Unavailable
+from fraud_service.errors import (
+    ConfigError,
+    DatabaseDown,
+    EvidenceFileGone,
+    FeatureStoreError,
+    RegistryError,
+    Unavailable,
+)
 from fraud_service.featurestore.online import LIVE_LOG_MENDED, ONLINE_MENDED
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
@@ -302,6 +309,8 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
             problem = (f"the evidence database answers but refused the last write {age:.0f} s ago ({failed[1]}); "
                        f"ready again once a write succeeds, or {WRITE_FAILURE_S:g} s after it")
         checks["database"] = {"ok": problem is None, **({"detail": problem} if problem else {})}
+    except EvidenceFileGone as exc:
+        checks["database"] = {"ok": False, "detail": str(exc)}
     except DatabaseDown:
         checks["database"] = {"ok": False, "detail": f"the evidence database did not answer within {READY_WAIT_S} s"}
     except Exception as exc:  # any driver error means not ready

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from fraud_service.errors import FraudServiceError
+from fraud_service.errors import EvidenceFileGone, FraudServiceError
 from fraud_service.store.deadline import deadline_connection
 
 
@@ -54,6 +55,51 @@ def read_only_copy(url: str) -> str | None:
     return f"file:{quote(str(path))}?{mode}"  # a ? # or % in the path is the path's, not the URI's
 
 
+class SameFile:
+    """The SQLite file at PATH stays the one this engine first opened.
+
+    Removed while the service ran, SQLite's open connections went on writing into the unlinked file and answering
+    201, and a new connection made an empty database at the path: the answers were in a file nobody would read
+    again. The file's identity (device and inode) is taken when the first connection opens it; every transaction
+    checks it after its BEGIN (`check`: one stat), and later connections open the file without creating it. Put
+    back (the same file moved back), it is used again."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.uri = f"file:{quote(str(Path(path).resolve()))}?mode=rw"  # a ? # or % in the path is the path's
+        self.identity: tuple[int, int] | None = None
+
+    def connect(self, cargs: Any, cparams: dict[str, Any]) -> sqlite3.Connection:
+        if self.identity is None:
+            connection = sqlite3.connect(*cargs, **cparams)  # the first may make the file (`db upgrade`)
+            stat = os.stat(self.path)
+            self.identity = (stat.st_dev, stat.st_ino)
+            return connection
+        self.check()
+        return sqlite3.connect(self.uri, uri=True, **cparams)
+
+    def check(self) -> None:
+        """EvidenceFileGone unless the file at the path is the one first opened."""
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            stat = None
+        if stat is None or (stat.st_dev, stat.st_ino) != self.identity:
+            raise EvidenceFileGone(f"the evidence database's file {'was removed' if stat is None else 'was replaced'} "
+                                   "while the service ran: nothing more is stored until the file is put back or "
+                                   "the service is restarted on the file it should use (docs/operations.md)")
+
+
+_FILES: weakref.WeakKeyDictionary[Engine, SameFile] = weakref.WeakKeyDictionary()
+
+
+def check_file(engine: Engine) -> None:
+    """EvidenceFileGone when ENGINE is on a SQLite file that was removed or replaced since it opened it."""
+    file = _FILES.get(engine)
+    if file is not None:
+        file.check()
+
+
 def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, read_only: bool = False,
                 **kwargs: Any) -> Engine:
     """An engine for URL. SQLite gets WAL, full fsync on commit, and BEGIN IMMEDIATE (writers queue, never deadlock).
@@ -77,6 +123,14 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, r
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         busy_s = 30.0 if timeout_ms is None else timeout_ms / 1000
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_s}, **kwargs)
+        file = SameFile(database) if database and database != ":memory:" and not database.startswith("file:") \
+            else None
+        if file is not None:
+            _FILES[engine] = file
+
+            @event.listens_for(engine, "do_connect")
+            def _open(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+                return file.connect(cargs, cparams)
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -95,6 +149,8 @@ def make_engine(url: str, timeout_ms: int | None = None, durable: bool = True, r
             # WAL mode a reader never waits for a writer nor makes one wait
             read_only = connection.get_execution_options().get(READ_ONLY, False)
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if file is not None:
+                file.check()  # after BEGIN: a file swapped in before it is seen, and nothing was written yet
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

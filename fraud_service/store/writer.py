@@ -44,8 +44,9 @@ from sqlalchemy import Engine, Table
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from fraud_service.errors import BatchAbandoned, CommitUnconfirmed, DatabaseDown, Unstorable
+from fraud_service.errors import BatchAbandoned, CommitUnconfirmed, DatabaseDown, EvidenceFileGone, Unstorable
 from fraud_service.store import chain, locks
+from fraud_service.store.db import check_file
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,12 @@ class EvidenceWriter:
                 failure.__cause__ = detail
                 pending.future.set_exception(failure)
             return
+        except EvidenceFileGone as exc:
+            log.error("evidence batch of %d not written: %s (%s)", len(batch), exc, self.engine.url.database)
+            self.failed = (time.monotonic(), type(exc).__name__)
+            for pending in batch:
+                pending.future.set_exception(exc)
+            return
         except Exception as exc:  # never leave a request thread waiting
             log.exception("evidence batch of %d failed", len(batch))
             for pending in batch:
@@ -419,6 +426,7 @@ class EvidenceWriter:
             with contextlib.nullcontext() if self._sqlite else raw.driver_connection.pipeline():
                 if self._sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
+                    check_file(self.engine)  # the file may have been removed or replaced: nothing is written then
                 outcome = self._write_batch(cursor, self._sql, tail, batch, check)
                 if not all([pending.claim() for pending in batch]):  # every one is claimed or abandoned
                     tail.forget()

@@ -605,3 +605,45 @@ def test_two_keys_made_without_a_name_are_two_clients(api: Api) -> None:
     path = f"/v1/assessments/{made.get_json()['assessment_id']}"
     assert api.client.get(path, headers={"Authorization": f"Bearer {first}"}).status_code == 200
     assert api.client.get(path, headers={"Authorization": f"Bearer {second}"}).status_code == 404
+
+
+def test_a_sqlite_evidence_file_removed_or_replaced_while_serving_stores_nothing_until_it_is_back(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    """`fraud.db` removed while the service ran: SQLite's open connections went on writing into the unlinked file
+    and answering 201, and a new connection made an empty database at the path; the answers were in a file nobody
+    would read again. Now nothing is stored while the file at the path is not the one the service opened: 503, and
+    `/readyz` says why; no file is made at the path; with the file put back, it serves again."""
+    import sqlite3
+
+    database = tmp_path / "fraud.db"
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{database}"})
+    api = make_api(settings, trained_world.dataset, "sqlite")
+    returns = pd.read_parquet(api.dataset / "returns.parquet")["return_id"].astype(str)
+    aside = tmp_path / "moved.db"
+
+    def stored(path: Path) -> int:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return int(db.execute("SELECT count(*) FROM assessments").fetchone()[0])
+
+    try:
+        assert api.assess(api.body(returns.iloc[0], return_id="gone-0")).status_code == 201
+        database.rename(aside)
+        refused, ready = api.assess(api.body(returns.iloc[1], return_id="gone-1")), api.client.get("/readyz")
+        assert (refused.status_code, ready.status_code) == (503, 503), refused.get_json()
+        for words in (refused.get_json()["message"], ready.get_json()["checks"]["database"]["detail"]):
+            assert "evidence database's file was removed" in words and str(tmp_path) not in words, words
+        assert not database.exists()  # no empty database made at the path
+        with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as other:  # another database, moved in
+            other.execute("CREATE TABLE other (x)")
+        (tmp_path / "other.db").rename(database)
+        before = database.read_bytes()
+        replaced = api.assess(api.body(returns.iloc[1], return_id="gone-3"))
+        assert replaced.status_code == 503 and "was replaced" in replaced.get_json()["message"]
+        assert database.read_bytes() == before  # left alone
+        aside.replace(database)  # the file the service opened, back
+        assert api.assess(api.body(returns.iloc[1], return_id="gone-4")).status_code == 201
+        assert api.client.get("/readyz").status_code == 200
+        assert stored(database) == 2  # gone-0 and gone-4: nothing was written while the file was away
+    finally:
+        api.service.close()
