@@ -19,6 +19,18 @@ MONOTONE_UP = (
     "rfd_bad_labels", "addr_bad_inspections", "pay_bad_inspections", "dev_bad_inspections", "rfd_bad_inspections",
 )
 """Evidence of past bad behaviour may only raise a score: a model that learns otherwise learned noise."""
+CORE = (
+    "rt_refund_to_order", "rt_days_since_order", "rt_days_since_delivery", "rt_hour_of_day", "rt_refund_amount",
+    "rt_return_type", "rt_channel", "rt_refund_method", "rt_has_receipt", "cust_account_age_days",
+    "cust_orders_30d", "cust_orders_365d", "cust_returns_30d", "cust_returns_90d", "cust_returns_365d",
+    "cust_refund_30d", "cust_refund_90d", "cust_refund_365d", "cust_order_value_365d", "cust_inr_90d", "cust_inr_365d",
+    "cust_claims_365d", "cust_returnless_365d", "cust_bad_inspections", "cust_passed_inspections",
+    "cust_fraud_labels", "cust_abuse_labels", "cust_legit_labels",
+    "addr_customers", "pay_customers", "dev_customers", "rfd_customers",
+    "addr_bad_labels", "pay_bad_labels", "dev_bad_labels", "rfd_bad_labels",
+)
+"""The plain counts a first model starts from: the request, the customer's history, and who shares its tokens.
+Ensemble members trained on these alone (`TrainConfig.core_members`) see the data as a simpler model does."""
 MIN_POSITIVES = 20
 # the validation slice grows back in time (to at most half the matured rows) until it holds this many: fewer make
 # early stopping and the calibration guesswork, and with few labels the latest fifth can hold almost none
@@ -49,6 +61,8 @@ class TrainConfig:
     # weight factor of a row whose label an inspection contradicts (trainset.contradicted); 1: off. 0.5 helped the
     # generated worlds and hurt the held-out proxy on every seed (docs/training.md), so it is off
     contradicted: float = 1.0
+    # of the ensemble's members, how many (the last ones) split only on CORE features: a simpler view of the data
+    core_members: int = 0
 
     def params(self, features: list[str]) -> dict[str, Any]:
         return {
@@ -141,7 +155,9 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     # the members differ only in which rows and features each tree samples: their average has less of the
     # variance a single model's sampling brings (without sampling they would be copies: one model then)
     count = config.ensemble if min(config.bagging_fraction, config.feature_fraction) < 1.0 else 1
-    members = [booster] + [lgb.train(_member(params, config, k), train, num_boost_round=best)
+    if not 0 <= config.core_members < count:
+        raise ValueError(f"core_members={config.core_members}: from 0 to the members less one ({count - 1})")
+    members = [booster] + [lgb.train(_member(params, config, k, features, count), train, num_boost_round=best)
                            for k in range(1, count)]
     raw_valid = np.mean([m.predict(x[split:], raw_score=True, num_iteration=best) for m in members], axis=0)
     # the default L2 penalty shrinks the slope when the validation slice is small (overconfidence is costlier)
@@ -153,7 +169,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
         # out of sample, on the early-stopping members' validation scores)
         whole = lgb.Dataset(x, y, weight=w, feature_name=features, categorical_feature=categorical,
                             free_raw_data=True)
-        members = [lgb.train(_member(params, config, k), whole, num_boost_round=best) for k in range(count)]
+        members = [lgb.train(_member(params, config, k, features, count), whole, num_boost_round=best)
+                   for k in range(count)]
     text = average_models([m.model_to_string(num_iteration=best) for m in members])
     return TrainedModel(
         model_text=text, features=features, categories=categories, calibration=calibration, best_iteration=best,
@@ -187,11 +204,15 @@ def _validation_start(y: np.ndarray, share: float, already: int = 0) -> int:
     return start
 
 
-def _member(params: dict[str, Any], config: TrainConfig, k: int) -> dict[str, Any]:
-    """The parameters of ensemble member K: member 0 is the early-stopping model's own sampling."""
+def _member(params: dict[str, Any], config: TrainConfig, k: int, features: list[str], count: int) -> dict[str, Any]:
+    """The parameters of ensemble member K of COUNT: member 0 is the early-stopping model's own sampling; the last
+    `core_members` split only on CORE features (a zero gain for the others)."""
     if k == 0:
         return params
-    return params | {"bagging_seed": config.seed * 1000 + k, "feature_fraction_seed": config.seed * 1000 + k}
+    seeded = params | {"bagging_seed": config.seed * 1000 + k, "feature_fraction_seed": config.seed * 1000 + k}
+    if k >= count - config.core_members:
+        seeded["feature_contri"] = [1.0 if f in CORE else 0.0 for f in features]
+    return seeded
 
 
 _TREE = re.compile(r"^Tree=\d+\n", re.MULTILINE)

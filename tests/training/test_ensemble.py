@@ -120,3 +120,24 @@ def test_an_ensemble_of_none_is_refused():
     frame, y = _frame(500)
     with pytest.raises(ValueError, match="at least one model"):
         fit(frame, y, FEATURES, TrainConfig(min_child_samples=10, early_stopping_rounds=5, ensemble=0))
+
+
+def test_core_members_split_only_on_the_core_features():
+    """`core_members` (off by default; docs/training.md measured it): the last members see only CORE's plain counts,
+    the others every feature."""
+    from training.trainer import CORE
+
+    frame, y = _frame()
+    rng = np.random.default_rng(3)
+    frame["dev_orders_vs_customer"] = y * 2.0 + rng.normal(0, 1, len(y))  # a strong signal outside the core
+    features = [*FEATURES, "dev_orders_vs_customer"]
+    assert set(FEATURES) <= set(CORE) and "dev_orders_vs_customer" not in CORE
+    config = TrainConfig(min_child_samples=10, early_stopping_rounds=20, ensemble=3, core_members=1)
+    model = fit(frame, y, features, config)
+    trees = lgb.Booster(model_str=model.model_text).trees_to_dataframe()
+    member = trees["tree_index"] // model.best_iteration
+    used = {k: set(trees.loc[(member == k) & trees["split_feature"].notna(), "split_feature"]) for k in range(3)}
+    assert "dev_orders_vs_customer" in used[0] and "dev_orders_vs_customer" in used[1]
+    assert used[2] and used[2] <= set(FEATURES)
+    with pytest.raises(ValueError, match="core_members=3"):
+        fit(frame, y, features, dataclasses.replace(config, core_members=3))
