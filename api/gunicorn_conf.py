@@ -12,6 +12,10 @@ keepalive = 5
 # one host would take it from each other, and the service is run by signals and `serve` alone
 control_socket_disable = True
 
+OWNER = "owner.pid"
+"""The file in an instance's metrics folder naming the master that owns it (`serve` writes it): only that master
+removes the folder when it exits."""
+
 
 def post_fork(server: Any, worker: Any) -> None:
     """A worker dies with its master: when the master is killed (even with SIGKILL) the kernel sends the worker
@@ -69,10 +73,17 @@ def worker_exit(server: Any, worker: Any) -> None:
 
 def on_exit(server: Any) -> None:
     """The instance's metrics folder goes with it (`serve` empties it at the next start anyway): in /dev/shm it
-    would hold memory after the server stopped."""
+    would hold memory after the server stopped. Only while it is still this master's: an instance started on the
+    same home and port as soon as this one's port was free has emptied it and made it its own, and removing it then
+    left that instance answering 500 to everything (a helper's fault probe)."""
     import os
     import shutil
+    from pathlib import Path
 
     folder = os.environ.get("FRAUD_METRICS_DIR")
-    if folder:
+    try:
+        owner = (Path(folder) / OWNER).read_text().strip() if folder else None
+    except OSError:
+        owner = None
+    if folder and owner == str(server.pid):
         shutil.rmtree(folder, ignore_errors=True)

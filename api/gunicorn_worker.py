@@ -43,13 +43,13 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from fraud_service.config import Settings
 
 SLOTS = 256
-_TABLE = mmap.mmap(-1, SLOTS * 8 * 3 + 16)  # anonymous and shared: made at import in the master, inherited by each fork
+_TABLE = mmap.mmap(-1, SLOTS * 8 * 3 + 8)  # anonymous and shared: made at import in the master, inherited by each fork
 _COUNTS = memoryview(_TABLE)[:SLOTS * 8].cast("q")  # per slot: connections held + 1, or 0 for no live worker
 _BORN = memoryview(_TABLE)[SLOTS * 8:SLOTS * 16].cast("q")  # per slot: the age of the worker forked into it, or 0
-_SERVES = memoryview(_TABLE)[SLOTS * 16:SLOTS * 24].cast("q")  # per slot: SCORING or ANALYST once in its loop, or 0
-_RELOADED = memoryview(_TABLE)[SLOTS * 24:].cast("q")  # the youngest worker's age when the last reload began; 1 once
-# a worker born after it has been told to stop (the server is stopping: the old ones then stop too)
-SCORING, ANALYST = 1, 2
+_SERVES = memoryview(_TABLE)[SLOTS * 16:SLOTS * 24].cast("q")  # per slot: SCORING or ANALYST once in its loop,
+# STOPPING once told to stop without handing over (it is nobody's successor), or 0 while it loads
+_RELOADED = memoryview(_TABLE)[SLOTS * 24:].cast("q")  # [0]: the youngest worker's age when the last reload began
+SCORING, ANALYST, STOPPING = 1, 2, 3
 
 
 def slot(age: int) -> int:
@@ -69,13 +69,13 @@ def clear(age: int) -> None:
 
 def reloading(youngest: int) -> None:
     """A reload (`kill -HUP`) begins: the workers up to age YOUNGEST are the old ones (api.gunicorn_conf.on_reload)."""
-    _RELOADED[0], _RELOADED[1] = youngest, 0
+    _RELOADED[0] = youngest
 
 
 def successor(after: int, role: int) -> str:
     """Whether a worker forked after the one numbered AFTER (the youngest when a reload began) serves ROLE ("serving"),
-    is still loading ("loading"), or none lives ("none")."""
-    younger = [row for row in range(SLOTS) if _BORN[row] > after]
+    is still loading ("loading"), or none lives that is not stopping ("none")."""
+    younger = [row for row in range(SLOTS) if _BORN[row] > after and _SERVES[row] != STOPPING]
     if any(_SERVES[row] == role for row in younger):
         return "serving"
     return "loading" if younger else "none"
@@ -209,8 +209,9 @@ RECHECK_S = 0.02
 ROLE_RETRY_S = 1.0
 """How often a scoring worker tries to take the analyst role, free when its worker has ended."""
 
-HANDOVER_S = 120.0
-"""How long an old worker serves on after a reload at most, waiting for a new worker to serve its port."""
+HANDOVER_S = 600.0
+"""How long an old worker serves on after a reload at most, waiting for a new one to serve its port: a safety net (a new
+worker hung while loading is not ended by gunicorn's timeout, which counts from its first heartbeat)."""
 
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
@@ -225,10 +226,8 @@ class BalancedThreadWorker(ThreadWorker):
     worker's interpreter lock. The other workers serve only the main port. When the analyst worker ends, its
     lock is released and a scoring worker takes the role within ROLE_RETRY_S: the one gunicorn starts in its
     place, or, after a reload (`kill -HUP`: the new workers start while the old ones still hold the lock), one of
-    the new ones, which then leaves the main port to the others.
-
-    Through a reload the old workers serve on until a new one serves their port (`handle_exit`): the table also
-    records, per row, which worker was forked into it and whether it serves yet."""
+    the new ones, which then leaves the main port to the others. Through a reload the old workers serve on until a
+    new one serves their port (`handle_exit`; the table also records each row's worker and whether it serves)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._configured_connections = 0
@@ -240,6 +239,7 @@ class BalancedThreadWorker(ThreadWorker):
         self._role_tried = 0.0
         self._handover: tuple[float, int] | None = None  # while handing over: when it ends at the latest
         # (monotonic), and the youngest worker's age when the reload began
+        self._serving = False  # in its loop: loaded, and taking connections
         super().__init__(*args, **kwargs)
 
     def init_process(self) -> None:
@@ -251,8 +251,6 @@ class BalancedThreadWorker(ThreadWorker):
             self._role = open(lock, "a")  # noqa: SIM115 - kept open for the worker's life: its lock is the role
             self.analyst = self._lock_role()
             self.sockets = [s for s in self._listeners if (s.getsockname()[1] == self._analyst_port) == self.analyst]
-            if self.analyst:
-                self._become_analyst()
         util.write_error = write_json_error  # gunicorn's Worker.handle_error writes through this name
         util.close_graceful = Closer(util.close_graceful).close  # and gthread closes through this one
         bound_silence(self.sockets, silence)
@@ -278,21 +276,22 @@ class BalancedThreadWorker(ThreadWorker):
         self.log.info("worker %s serves the analyst port %s (nice %d)", self.pid, self._analyst_port, ANALYST_NICE)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        """Told to stop. By a reload (`kill -HUP`), while a worker it started is still loading: this worker goes on
-        serving until one of them serves its port (checked in its loop), at most HANDOVER_S; gunicorn stops the old
-        workers as soon as it has forked the new ones, which take seconds to load, and requests waited in the listen
-        queue that long (10-15 s, over a minute with the cores busy). The master says so again every loop: once
-        handing over, that changes nothing. By the server stopping, or with no worker coming: at once.
-
+        """Told to stop. By a reload (`kill -HUP`) while a worker it started loads, a serving worker serves on until one
+        of them serves its port (`_hand_over`): gunicorn stops the old workers as soon as it has forked the new ones,
+        and requests waited in the listen queue while those loaded (10-15 s; over a minute on busy cores). The master
+        says so again every loop, which changes nothing then. Else (the server stopping, none coming): at once.
         Either way an analyst worker gives the role up now: a new worker takes it while this one finishes its pages."""
         mark = _RELOADED[0]
-        if self.age > mark:
-            _RELOADED[1] = 1  # a new worker told to stop: the server is stopping, not reloading
-        if self._handover is None and self.alive and self.age <= mark and not _RELOADED[1] \
+        if self._handover is None and self.alive and self._serving and self.age <= mark \
                 and successor(mark, self._own_role()) == "loading":
             self._handover = (time.monotonic() + HANDOVER_S, mark)
             self.log.info("worker %s serves on until a worker of the reload serves", self.pid)
         elif self._handover is None:
+            # nobody's successor from now: the server stopping stops its old workers too (every new one is told
+            # to), and a worker still loading when the next reload comes leaves the waiting to the newest ones
+            _SERVES[slot(self.age)], _COUNTS[slot(self.age)] = STOPPING, 0
+            if not self._serving:  # loading: it holds nothing yet; finishing the load cost seconds of CPU and memory
+                os._exit(0)
             super().handle_exit(sig, frame)
         if self.analyst and self._role is not None:
             fcntl.flock(self._role, fcntl.LOCK_UN)
@@ -302,11 +301,20 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _hand_over(self) -> None:
         """While handing over: stop once a younger worker serves this worker's port, none is left to (they failed to
-        load), the server is stopping, or HANDOVER_S have passed."""
+        load, or the server is stopping: every new worker was told to stop), or HANDOVER_S have passed. Its row
+        then stops counting its connections: the new workers' share is not capped by a worker leaving."""
         if self._handover is not None and self.alive and (
-                _RELOADED[1] or time.monotonic() > self._handover[0]
-                or successor(self._handover[1], self._own_role()) != "loading"):
+                time.monotonic() > self._handover[0] or successor(self._handover[1], self._own_role()) != "loading"):
             self.alive = False  # the loop ends after this wait: gthread's graceful drain follows
+            _COUNTS[slot(self.age)] = 0
+
+    def run(self) -> None:
+        """The analyst worker lowers its priority once loaded (loading at nice 5 made it the last of a reload's new
+        workers to serve, by tens of seconds); then the loop."""
+        self._serving = True
+        if self.analyst:
+            self._become_analyst()
+        super().run()
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         """A scoring connection an analyst worker still holds from before it took the role is answered, then closed
@@ -375,6 +383,9 @@ class BalancedThreadWorker(ThreadWorker):
         """Read by gthread's loop before each wait: publishes this worker's count and returns its current cap (the
         analyst worker, on its own port, neither counts nor is capped)."""
         own = slot(self.age)
+        if not self.alive:  # stopping: it takes no more connections, and its row no longer caps the others
+            _COUNTS[own] = 0
+            return self._configured_connections
         _SERVES[own] = self._own_role()
         if self.analyst:
             _COUNTS[own] = 0

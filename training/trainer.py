@@ -113,8 +113,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     from sklearn.metrics import average_precision_score
 
     config = config or TrainConfig()
-    if config.ensemble < 1:
-        raise ValueError(f"ensemble={config.ensemble}: at least one model")
+    if config.ensemble < 1 or not 0 <= config.core_members < config.ensemble:
+        raise ValueError(f"ensemble={config.ensemble}, core_members={config.core_members}: a model at least, one plain")
     if len(frame) != len(y):
         raise ValueError(f"{len(frame)} rows but {len(y)} targets")
     order = np.argsort(frame["requested_at"].to_numpy(), kind="stable")
@@ -155,8 +155,6 @@ def fit(frame: pd.DataFrame, y: np.ndarray, features: list[str], config: TrainCo
     # the members differ only in which rows and features each tree samples: their average has less of the
     # variance a single model's sampling brings (without sampling they would be copies: one model then)
     count = config.ensemble if min(config.bagging_fraction, config.feature_fraction) < 1.0 else 1
-    if not 0 <= config.core_members < count:
-        raise ValueError(f"core_members={config.core_members}: from 0 to the members less one ({count - 1})")
     members = [booster] + [lgb.train(_member(params, config, k, features, count), train, num_boost_round=best)
                            for k in range(1, count)]
     raw_valid = np.mean([m.predict(x[split:], raw_score=True, num_iteration=best) for m in members], axis=0)

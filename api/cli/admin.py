@@ -9,6 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
+from api import gunicorn_conf
 from api.cli.common import (
     EXIT_REJECTED,
     Subparsers,
@@ -214,6 +215,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     metrics_dir = _metrics_dir(settings.home, port)
     shutil.rmtree(metrics_dir, ignore_errors=True)  # an earlier run's figures (its port is free now)
     metrics_dir.mkdir(parents=True)
+    # gunicorn runs in this process (execv): the folder is its master's to remove when it exits
+    (metrics_dir / gunicorn_conf.OWNER).write_text(str(os.getpid()))
     # prometheus_client reads PROMETHEUS_MULTIPROC_DIR; Feast, on import, makes its own directory unless
     # PROMETHEUS_MULTIPROCESS_DIR is set: both point at ours, and FRAUD_METRICS_DIR tells the app it is ours
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(metrics_dir)

@@ -321,6 +321,13 @@ def test_a_reload_is_answered_throughout_by_the_old_workers_until_new_ones_serve
         while time.monotonic() < deadline and not _children(server.pid) - old:
             time.sleep(0.02)  # waiting for the reload to fork its workers, not timing anything
         assert _children(server.pid) - old, "the reload forked no worker"
+        stopped = min(_children(server.pid) - old)  # told to stop while it loads (as TTOU does): it is no successor,
+        while time.monotonic() < deadline and not _opened(stopped, "fraud.db"):  # its app loads (its handlers are set)
+            time.sleep(0.02)  # waiting for it to reach that point, not timing anything
+        os.kill(stopped, signal.SIGTERM)  # and took every old worker with it (the server looked as if stopping)
+        while time.monotonic() < deadline and pid_alive(stopped):
+            time.sleep(0.05)  # waiting for it to go, not timing anything
+        assert stopped not in ready_workers(log)  # it went without finishing its load
         answered: dict[int, list[int]] = {port: [], analyst_port: []}
         while time.monotonic() < deadline and not all(pids and pids[-1] not in old for pids in answered.values()):
             for target, pids in answered.items():
@@ -341,6 +348,14 @@ def test_a_reload_is_answered_throughout_by_the_old_workers_until_new_ones_serve
         assert not any(pid_alive(pid) for pid in old), "the old workers did not stop after handing over"
     finally:
         stop_all([server], handles)
+
+
+def _opened(pid: int, name: str) -> bool:
+    """Whether process PID holds a file named NAME open."""
+    try:
+        return any(os.readlink(fd).endswith("/" + name) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def _children(pid: int) -> set[int]:
@@ -367,3 +382,22 @@ def test_the_workers_metrics_live_in_memory_not_on_the_homes_disk(tmp_path: Path
         assert _metrics_dir(tmp_path / "a", 8000) == tmp_path / "a" / "metrics" / "8000"
     finally:
         mine.chmod(0o700)
+
+
+def test_a_master_removes_its_metrics_folder_only_while_it_is_its_own(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill -TERM` of one instance, then `serve` on the same home and port at once: the new one emptied the folder
+    and made it its own, then the old master's exit removed it, and the new instance answered 500 to everything (a
+    helper's fault probe). A master removes the folder only while it names that master."""
+    from types import SimpleNamespace
+
+    from api.gunicorn_conf import OWNER, on_exit
+
+    folder = tmp_path / "metrics-8000"
+    folder.mkdir()
+    (folder / OWNER).write_text("4242")  # the newer instance's master
+    monkeypatch.setenv("FRAUD_METRICS_DIR", str(folder))
+    on_exit(SimpleNamespace(pid=4141))
+    assert (folder / OWNER).read_text() == "4242"
+    on_exit(SimpleNamespace(pid=4242))
+    assert not folder.exists()
