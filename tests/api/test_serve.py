@@ -14,6 +14,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -264,17 +265,23 @@ def _analyst_worker(session: int, analyst_port: int, seconds: float = 60) -> int
     raise AssertionError(f"no worker answered on the analyst port {analyst_port} within {seconds} s")
 
 
-def test_a_reload_keeps_one_worker_on_the_analyst_port(serving_home: Path, tmp_path: Path) -> None:
-    """`kill -HUP` (a reload: security.md tells operators to send one) left the analyst port with no worker every
-    other time: the new workers start while the old analyst worker still holds the role's lock, so none took it,
-    and analysts' pages hung. Now a scoring worker takes the role once it is free."""
-    env = serve_env(serving_home, tmp_path)
+def _serve_two_ports(serving_home: Path, tmp_path: Path) -> tuple[Any, int, int, Path, list[Any]]:
+    """`serve` (two scoring workers and the analyst worker) on a private home: the server, its main and analyst
+    ports, its log and the handles `stop_all` closes."""
     port, analyst_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     handles = [log.open("wb")]
     server = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
-                               "--analyst-port", str(analyst_port)], env=env, stdout=handles[0],
-                              stderr=subprocess.STDOUT, start_new_session=True)
+                               "--analyst-port", str(analyst_port)], env=serve_env(serving_home, tmp_path),
+                              stdout=handles[0], stderr=subprocess.STDOUT, start_new_session=True)
+    return server, port, analyst_port, log, handles
+
+
+def test_a_reload_keeps_one_worker_on_the_analyst_port(serving_home: Path, tmp_path: Path) -> None:
+    """`kill -HUP` (a reload: security.md tells operators to send one) left the analyst port with no worker every
+    other time: the new workers start while the old analyst worker still holds the role's lock, so none took it,
+    and analysts' pages hung. Now a scoring worker takes the role once it is free."""
+    server, port, analyst_port, log, handles = _serve_two_ports(serving_home, tmp_path)
     try:
         first = wait_ready(server, log, 3)
         analyst = _analyst_worker(server.pid, analyst_port)
@@ -306,13 +313,7 @@ def test_a_reload_is_answered_throughout_by_the_old_workers_until_new_ones_serve
     """gunicorn stops the old workers of a reload (`kill -HUP`) as soon as it has forked the new ones, which take
     seconds to load: requests waited in the listen queue all that time (10-15 s; over a minute with the cores busy),
     on both ports. Now each old worker serves on until a new one serves its port."""
-    env = serve_env(serving_home, tmp_path)
-    port, analyst_port = free_port(), free_port()
-    log = tmp_path / "serve.log"
-    handles = [log.open("wb")]
-    server = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
-                               "--analyst-port", str(analyst_port)], env=env, stdout=handles[0],
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server, port, analyst_port, log, handles = _serve_two_ports(serving_home, tmp_path)
     try:
         wait_ready(server, log, 3)
         old = _children(server.pid)
