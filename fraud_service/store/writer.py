@@ -371,7 +371,6 @@ class EvidenceWriter:
             return
         except EvidenceFileGone as exc:
             log.error("evidence batch of %d not written: %s (%s)", len(batch), exc, self.engine.url.database)
-            self.failed = (time.monotonic(), type(exc).__name__)
             for pending in batch:
                 pending.future.set_exception(exc)
             return

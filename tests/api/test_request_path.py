@@ -16,7 +16,7 @@ from fraud_service.config import Settings
 from fraud_service.errors import CommitUnconfirmed
 from fraud_service.featurestore.source import entity_rows, request_entity
 from fraud_service.scoring.request import parse_request
-from tests.api.conftest import body_from_dataset, make_api, private_home
+from tests.api.conftest import Api, body_from_dataset, make_api, private_home
 from tests.conftest import TrainedWorld
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -62,12 +62,17 @@ def _new_customer(api: Any, world: TrainedWorld) -> tuple[dict[str, Any], dict[s
     return first, second
 
 
+def _live_api(serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> Api:
+    """The app on a private copy of the home and its own SQLite evidence, with live-fact writes on."""
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
+    return make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+
+
 def test_an_assessed_return_counts_for_the_next_request(serving_home: Path, trained_world: TrainedWorld,
                                                         tmp_path: Path) -> None:
     """Freshness through the API: five minutes later, a second return of a new customer sees the first."""
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
-    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    api = _live_api(serving_home, trained_world, tmp_path)
     try:
         first, second = _new_customer(api, trained_world)
         before = api.client.get(api.assess(first).get_json()["evidence"], headers=api.headers()).get_json()
@@ -88,9 +93,7 @@ def test_a_return_answered_503_counts_once_it_is_sent_again(serving_home: Path, 
     """The evidence commit went through but was not confirmed in time: the client got the 503 that says the
     assessment may be stored, and no live fact was written. Sent again as told, the stored answer comes back, and
     from then on the return counts for its customer, once however often it is sent."""
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
-    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    api = _live_api(serving_home, trained_world, tmp_path)
     try:
         first, second = _new_customer(api, trained_world)
         writer = api.service.assessor.writer
@@ -129,9 +132,7 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_tokens(serv
                                                                            tmp_path: Path) -> None:
     """Issue 17: an inspection posted through the API is in the live features of the next request, for the customer
     and for the payment instrument and address the inspected return used (another customer on them sees it too)."""
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
-    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    api = _live_api(serving_home, trained_world, tmp_path)
     try:
         returns = pd.read_parquet(trained_world.dataset / "returns.parquet")
         tag = uuid.uuid4().hex[:8]
@@ -173,9 +174,7 @@ def test_readyz_says_so_while_the_live_fact_log_refuses_writes(serving_home: Pat
     silent while every assessed return's live facts were dropped: velocity features went stale with nothing but the
     log saying so. `/readyz` stays ready (the answers are right but for that) and names the problem until a write
     succeeds again."""
-    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
-                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}"})
-    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)
+    api = _live_api(serving_home, trained_world, tmp_path)
     try:
         first, second = _new_customer(api, trained_world)
         freshness = api.service.assessor.freshness
