@@ -35,7 +35,7 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def pre_fork(server: Any, worker: Any) -> None:
     """The worker about to be forked lives from now (api.gunicorn_worker: old workers hand over to new ones)."""
-    from api.gunicorn_worker import born
+    from api.worker_table import born
 
     born(worker.age)
 
@@ -43,7 +43,7 @@ def pre_fork(server: Any, worker: Any) -> None:
 def on_reload(server: Any) -> None:
     """A reload (`kill -HUP`) begins: the workers alive now are the old ones, which serve on until a new one serves
     (api.gunicorn_worker)."""
-    from api.gunicorn_worker import reloading
+    from api.worker_table import reloading
 
     reloading(server.worker_age)
 
@@ -53,7 +53,7 @@ def child_exit(server: Any, worker: Any) -> None:
     connections against the others' share nor its life for the old workers of a reload (api.gunicorn_worker)."""
     import os
 
-    from api.gunicorn_worker import clear
+    from api.worker_table import clear
 
     clear(worker.age)
 

@@ -20,188 +20,35 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
-import logging
-import math
-import mmap
 import os
-import select
 import selectors
 import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import IO, Any
 
 from gunicorn import util
-from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from api.worker_io import Closer, PacedConn, SilentClients, bound_silence, write_json_error
+from api.worker_table import (
+    ABLE,
+    ANALYST,
+    COUNTS,
+    FIT,
+    RELOADED,
+    SCORING,
+    SERVES,
+    STOPPING,
+    UNABLE,
+    able_elder,
+    fair_limit,
+    reload_pending,
+    slot,
+    successor,
+)
 from fraud_service.config import Settings
-
-SLOTS = 256
-_TABLE = mmap.mmap(-1, SLOTS * 8 * 3 + 8)  # anonymous and shared: made at import in the master, inherited by each fork
-_COUNTS = memoryview(_TABLE)[:SLOTS * 8].cast("q")  # per slot: connections held + 1, or 0 for no live worker
-_BORN = memoryview(_TABLE)[SLOTS * 8:SLOTS * 16].cast("q")  # per slot: the age of the worker forked into it, or 0
-_SERVES = memoryview(_TABLE)[SLOTS * 16:SLOTS * 24].cast("q")  # per slot: SCORING or ANALYST once in its loop,
-# STOPPING once told to stop without handing over (it is nobody's successor), or 0 while it loads
-_RELOADED = memoryview(_TABLE)[SLOTS * 24:].cast("q")  # [0]: the youngest worker's age when the last reload began
-SCORING, ANALYST, STOPPING = 1, 2, 3
-
-
-def slot(age: int) -> int:
-    """The table row of the worker gunicorn numbered AGE."""
-    return age % SLOTS
-
-
-def born(age: int) -> None:
-    """The master is forking the worker numbered AGE (`api.gunicorn_conf.pre_fork`)."""
-    _BORN[slot(age)], _SERVES[slot(age)] = age, 0
-
-
-def clear(age: int) -> None:
-    """Forget the worker numbered AGE (it has exited): its connections, and that it lives."""
-    _COUNTS[slot(age)] = _BORN[slot(age)] = _SERVES[slot(age)] = 0
-
-
-def reloading(youngest: int) -> None:
-    """A reload (`kill -HUP`) begins: the workers up to age YOUNGEST are the old ones (api.gunicorn_conf.on_reload)."""
-    _RELOADED[0] = youngest
-
-
-def successor(after: int, role: int) -> str:
-    """Whether a worker forked after the one numbered AFTER (the youngest when a reload began) serves ROLE ("serving"),
-    is still loading ("loading"), or none lives that is not stopping ("none")."""
-    younger = [row for row in range(SLOTS) if _BORN[row] > after and _SERVES[row] != STOPPING]
-    if any(_SERVES[row] == role for row in younger):
-        return "serving"
-    return "loading" if younger else "none"
-
-
-def fair_limit(counts: Sequence[int], own: int) -> int | None:
-    """How many connections the worker in row OWN may hold, given every row's COUNTS (connections + 1, 0 for
-    no worker): two more than the least loaded other live worker published, or None (no limit) when it is alone.
-
-    Two, not one: a row is published before the loop's wait, in which the worker may accept one more, so a row can
-    lag its worker by one. With one, two workers holding as many each stopped accepting, each behind the other's
-    lagging row, until their one-second waits ran out: silent connections, which make no events, held every new
-    connection back a third of a second each (40 of them, ten seconds)."""
-    rows = list(counts)  # a snapshot; this runs on the worker's main loop before every wait
-    rows[own] = 0
-    others = list(filter(None, rows))  # rows of live workers hold their connections + 1
-    return min(others) + 1 if others else None
-
-
-def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
-    """gunicorn's own error answers in the API's JSON error shape instead of gunicorn's HTML page: to a request it
-    could not parse (a request line over its limit: 414, headers too large: 431, a malformed line or header: 400,
-    and its other refusals), and a 500 for an error that escaped the application. No request id: the request
-    did not reach the application's logging, or the application failed before it answered."""
-    code = "internal_error" if status == 500 else reason.lower().replace(" ", "_")  # the app's own 500 code
-    body = json.dumps({"error": code, "message": message or reason, "request_id": None}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-def bound_silence(listeners: Sequence[Any], seconds: float) -> None:
-    """A request thread waits on a silent client at most SECONDS per read or write, then its connection is dropped.
-
-    gthread hands a connection to a thread as soon as its first bytes arrive, and the thread then blocks until
-    the request's headers (and body) are in: forty connections that sent half a header held every thread, and
-    /healthz went unanswered. The kernel's receive and send timeouts, set on the listening sockets, are inherited
-    by every connection accepted from them; they bind blocking reads and writes only (the poller's are not)."""
-    whole = int(seconds)
-    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    for listener in listeners:
-        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-
-
-class Closer:
-    """gunicorn's graceful close (shut the write side, then read what the client still sends for up to 2 s, so that
-    unread bytes do not turn the close into a reset that truncates the answer), run off the worker's main thread.
-
-    gthread closes a connection whose request failed from its main thread, the one that accepts and dispatches: a
-    client that sent half a request and stayed silent held the whole worker for those 2 s, one such connection
-    after another (forty of them kept /healthz waiting half a minute). Here at most THREADS closes linger at once
-    and at most BACKLOG wait for a thread; past that a connection is closed at once."""
-
-    def __init__(self, graceful: Callable[..., None], threads: int = 4, backlog: int = 256) -> None:
-        self._graceful = graceful
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="closer")
-        self._pending = threading.BoundedSemaphore(threads + backlog)
-
-    def close(self, sock: socket.socket, timeout: float = 2.0, max_drain: int = 65536) -> None:
-        if not self._pending.acquire(blocking=False):
-            util.close(sock)
-            return
-        try:
-            self._pool.submit(self._linger, sock, timeout, max_drain)
-        except RuntimeError:  # the pool is shut down: the worker is exiting
-            self._pending.release()
-            util.close(sock)
-
-    def _linger(self, sock: socket.socket, timeout: float, max_drain: int) -> None:
-        try:
-            self._graceful(sock, timeout, max_drain)
-        finally:
-            self._pending.release()
-
-
-class PacedConn(TConn):
-    """A connection whose request (its headers and body) must arrive by `deadline`, a time the worker sets when a
-    thread takes the request: the kernel's receive timeout (`bound_silence`) bounds each read, so a client
-    trickling a byte within every timeout held a thread for as long as it liked (sixteen of them, every thread of
-    `serve`'s two workers, and no key needed)."""
-
-    deadline = math.inf
-
-    def init(self) -> None:
-        fresh = not self.initialized
-        super().init()
-        if fresh and isinstance(self.parser.unreader, SocketUnreader):  # not an HTTP/2 connection's
-            self.parser.unreader = PacedUnreader(self.sock, self)
-
-
-class PacedUnreader(SocketUnreader):
-    """gunicorn's socket reader, waiting for more of a request only until its connection's deadline (set when a
-    thread takes the request). Bytes already in the socket are read whatever the time. Plain HTTP/1 only: `serve`
-    turns on neither TLS (whose decrypted bytes `poll` would not see) nor HTTP/2."""
-
-    def __init__(self, sock: socket.socket, conn: PacedConn) -> None:
-        super().__init__(sock)
-        self._conn = conn
-
-    def chunk(self, size_hint: int | None = None) -> bytes:
-        left = self._conn.deadline - time.monotonic()
-        poll = select.poll()
-        poll.register(self.sock.fileno(), select.POLLIN)
-        if not poll.poll(None if left == math.inf else max(0.0, left) * 1000):
-            raise TimeoutError("the client did not send its whole request in time")  # logged by SilentClients
-        return super().chunk(size_hint)  # type: ignore[no-any-return]
-
-
-class SilentClients(logging.Filter):
-    """gthread logs a client dropped by `bound_silence` as "Socket error processing request." with a traceback
-    at ERROR; under a slow-loris attack that is a traceback per connection. Here it is one WARNING line."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if record.msg == "Socket error processing request." and isinstance(error, BlockingIOError | TimeoutError):
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                "dropped a client silent for %g s mid-request, or not done sending it in as long "
-                "(FRAUD_CLIENT_TIMEOUT_S)", (self.seconds,), None, None)
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
 
 RECHECK_S = 0.02
 """How often a worker that has stopped accepting looks at the others' rows again (gthread waits up to a second)."""
@@ -212,6 +59,9 @@ ROLE_RETRY_S = 1.0
 HANDOVER_S = 600.0
 """How long an old worker serves on after a reload at most, waiting for a new one to serve its port: a safety net (a new
 worker hung while loading is not ended by gunicorn's timeout, which counts from its first heartbeat)."""
+
+FITNESS_S = 0.5
+"""How often each worker checks whether it can score while a reload's old workers live."""
 
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
@@ -281,15 +131,15 @@ class BalancedThreadWorker(ThreadWorker):
         and requests waited in the listen queue while those loaded (10-15 s; over a minute on busy cores). The master
         says so again every loop, which changes nothing then. Else (the server stopping, none coming): at once.
         Either way an analyst worker gives the role up now: a new worker takes it while this one finishes its pages."""
-        mark = _RELOADED[0]
+        mark = RELOADED[0]
         if self._handover is None and self.alive and self._serving and self.age <= mark \
-                and successor(mark, self._own_role()) == "loading":
+                and self._waits(mark):
             self._handover = (time.monotonic() + HANDOVER_S, mark)
             self.log.info("worker %s serves on until a worker of the reload serves", self.pid)
         elif self._handover is None:
             # nobody's successor from now: the server stopping stops its old workers too (every new one is told
             # to), and a worker still loading when the next reload comes leaves the waiting to the newest ones
-            _SERVES[slot(self.age)], _COUNTS[slot(self.age)] = STOPPING, 0
+            SERVES[slot(self.age)], COUNTS[slot(self.age)] = STOPPING, 0
             if not self._serving:  # loading: it holds nothing yet; finishing the load cost seconds of CPU and memory
                 os._exit(0)
             super().handle_exit(sig, frame)
@@ -299,19 +149,55 @@ class BalancedThreadWorker(ThreadWorker):
     def _own_role(self) -> int:
         return ANALYST if self.analyst else SCORING
 
+    def _waits(self, mark: int) -> bool:
+        """Whether a worker of the reload after age MARK loads to serve this worker's role, or serves it unable to score
+        while this one can (`successor`)."""
+        return successor(mark, self._own_role(), FIT[slot(self.age)] == ABLE) in ("loading", "unable")
+
+    def _check_fitness(self, once: bool = False) -> None:
+        """While a reload's old workers live, each worker checks every FITNESS_S whether it can score (`/readyz`'s
+        checks: the model loaded, the evidence database and the online store answering) and says so in its row. An old
+        worker that can score then hands over only to a new one that can too: with a damaged model, or a database
+        refusing new connections, the new workers answered 503 and the old ones, which still scored, stopped."""
+        from fraud_service.health import readiness  # here, not in the master, which imports this module
+
+        service = getattr(self.wsgi, "extensions", {}).get("fraud")
+        own = slot(self.age)
+        while service is not None:
+            if reload_pending():
+                try:
+                    checks = readiness(service)
+                except Exception as exc:  # noqa: BLE001 - whatever broke the check, the worker cannot say it scores
+                    checks = {"readiness": {"ok": False, "detail": f"the check failed: {type(exc).__name__}"}}
+                was, FIT[own] = FIT[own], ABLE if all(check["ok"] for check in checks.values()) else UNABLE
+                if FIT[own] == UNABLE != was and self.age > RELOADED[0]:
+                    self.log.warning("worker %s of the reload cannot score (%s): the old workers serve on meanwhile",
+                                     self.pid, "; ".join(f"{name}: {check.get('detail')}" for name, check
+                                                         in checks.items() if not check["ok"]))
+            if once:
+                return
+            time.sleep(FITNESS_S)  # a period, not a wait for something
+
+    def _yielding(self) -> bool:
+        """Whether this worker cannot score while an old one of its role can (`_check_fitness`): it then takes no
+        connections, and closes those it holds after their next answer, so that the old worker answers them."""
+        return FIT[slot(self.age)] == UNABLE and able_elder(self.age, self._own_role())
+
     def _hand_over(self) -> None:
         """While handing over: stop once a younger worker serves this worker's port, none is left to (they failed to
         load, or the server is stopping: every new worker was told to stop), or HANDOVER_S have passed. Its row
         then stops counting its connections: the new workers' share is not capped by a worker leaving."""
         if self._handover is not None and self.alive and (
-                time.monotonic() > self._handover[0] or successor(self._handover[1], self._own_role()) != "loading"):
+                time.monotonic() > self._handover[0] or not self._waits(self._handover[1])):
             self.alive = False  # the loop ends after this wait: gthread's graceful drain follows
-            _COUNTS[slot(self.age)] = 0
+            COUNTS[slot(self.age)], SERVES[slot(self.age)] = 0, STOPPING  # nobody waits for it any more
 
     def run(self) -> None:
         """The analyst worker lowers its priority once loaded (loading at nice 5 made it the last of a reload's new
         workers to serve, by tens of seconds); then the loop."""
+        self._check_fitness(once=True)  # before it takes a connection: one it cannot score is left to an old worker
         self._serving = True
+        threading.Thread(target=self._check_fitness, name="fitness", daemon=True).start()
         if self.analyst:
             self._become_analyst()
         super().run()
@@ -319,7 +205,7 @@ class BalancedThreadWorker(ThreadWorker):
     def handle_request(self, req: Any, conn: Any) -> Any:
         """A scoring connection an analyst worker still holds from before it took the role is answered, then closed
         (`Connection: close`), so the client reconnects to a scoring worker."""
-        if self.analyst and conn.server[1] != self._analyst_port:
+        if (self.analyst and conn.server[1] != self._analyst_port) or self._yielding():
             req.must_close = True
         return super().handle_request(req, conn)
 
@@ -384,14 +270,17 @@ class BalancedThreadWorker(ThreadWorker):
         analyst worker, on its own port, neither counts nor is capped)."""
         own = slot(self.age)
         if not self.alive:  # stopping: it takes no more connections, and its row no longer caps the others
-            _COUNTS[own] = 0
+            COUNTS[own] = 0
             return self._configured_connections
-        _SERVES[own] = self._own_role()
+        SERVES[own] = self._own_role()
+        if self._yielding():
+            COUNTS[own] = 0  # none for this one meanwhile
+            return 0
         if self.analyst:
-            _COUNTS[own] = 0
+            COUNTS[own] = 0
             return self._configured_connections
-        _COUNTS[own] = self.nr_conns + 1
-        fair = fair_limit(_COUNTS, own)
+        COUNTS[own] = self.nr_conns + 1
+        fair = fair_limit(COUNTS, own)
         return self._configured_connections if fair is None else min(self._configured_connections, fair)
 
     @worker_connections.setter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.gunicorn_worker import SLOTS, fair_limit, slot
+from api.worker_table import SLOTS, fair_limit, slot
 
 
 def _table(**rows: int) -> list[int]:
@@ -62,7 +62,7 @@ def test_a_lingering_close_runs_off_the_callers_thread_and_a_full_closer_closes_
     import socket
     import threading
 
-    from api.gunicorn_worker import Closer
+    from api.worker_io import Closer
 
     release, lingering = threading.Event(), []
 
@@ -88,7 +88,7 @@ def test_a_dropped_silent_client_is_one_warning_line_not_a_traceback():
     import logging
     import sys
 
-    from api.gunicorn_worker import SilentClients
+    from api.worker_io import SilentClients
 
     def record(error: BaseException) -> logging.LogRecord:
         try:
@@ -112,7 +112,7 @@ def test_a_request_past_its_deadline_is_read_while_its_bytes_are_in_then_its_cli
     import math
     import socket as sockets
 
-    from api.gunicorn_worker import PacedUnreader
+    from api.worker_io import PacedUnreader
 
     server, client = sockets.socketpair()
     try:
@@ -128,3 +128,43 @@ def test_a_request_past_its_deadline_is_read_while_its_bytes_are_in_then_its_cli
     finally:
         server.close()
         client.close()
+
+
+@pytest.fixture
+def table():
+    """The shared worker table, emptied for the test and restored after (the test process's own copy)."""
+    from api import worker_table
+
+    saved = bytes(worker_table._TABLE)
+    worker_table._TABLE[:] = bytes(len(saved))
+    yield worker_table
+    worker_table._TABLE[:] = saved
+
+
+def test_an_old_worker_that_can_score_waits_for_a_successor_that_can(table):
+    """A reload after worker 3: old workers 2 (scoring) and 3 (analyst), new workers 4 to 6."""
+    for age in range(2, 7):
+        table.born(age)
+    table.SERVES[table.slot(2)], table.SERVES[table.slot(3)] = table.SCORING, table.ANALYST
+    table.reloading(3)
+    assert table.reload_pending()
+    assert table.successor(3, table.SCORING, fit=True) == "loading"
+    table.SERVES[table.slot(4)] = table.SCORING  # serves before it has checked: counts as able
+    assert table.successor(3, table.SCORING, fit=True) == "serving"
+    table.FIT[table.slot(4)] = table.UNABLE  # a damaged model: the old worker, able, waits on
+    assert table.successor(3, table.SCORING, fit=True) == "unable"
+    assert table.successor(3, table.SCORING, fit=False) == "serving"  # an old worker that cannot score either: not
+    assert table.successor(3, table.ANALYST, fit=True) == "loading"  # the analyst port's successor is another's
+    table.FIT[table.slot(2)] = table.ABLE
+    assert table.able_elder(4, table.SCORING) and not table.able_elder(4, table.ANALYST)
+    assert not table.able_elder(2, table.SCORING)  # none older than the old worker itself
+    table.SERVES[table.slot(5)], table.FIT[table.slot(5)] = table.SCORING, table.ABLE  # another new one can score
+    assert table.successor(3, table.SCORING, fit=True) == "serving"
+    for age in (4, 5, 6):
+        table.SERVES[table.slot(age)] = table.STOPPING  # the server stops: every new worker is told to
+    assert table.successor(3, table.SCORING, fit=True) == "none"
+    table.SERVES[table.slot(2)] = table.STOPPING  # done handing over: no new worker yields to it any more
+    assert not table.able_elder(4, table.SCORING)
+    table.clear(2)
+    table.clear(3)
+    assert not table.reload_pending()

@@ -351,6 +351,40 @@ def test_a_reload_is_answered_throughout_by_the_old_workers_until_new_ones_serve
         stop_all([server], handles)
 
 
+def test_old_workers_serve_on_while_the_workers_of_a_reload_cannot_score(serving_home: Path, tmp_path: Path) -> None:
+    """With the model's file damaged since the old workers loaded it, a reload's new workers cannot score (503): the
+    old ones handed over to them all the same, and the service stopped scoring (a helper's fault probe, F3). Now an old
+    worker that can score serves on until a new one can too, and a new one that cannot takes no connections."""
+    server, port, analyst_port, log, handles = _serve_two_ports(serving_home, tmp_path)
+    home = tmp_path / "home"  # the server's private copy (`serve_env`)
+    try:
+        wait_ready(server, log, 3)
+        old = _children(server.pid)
+        for model in home.rglob("model.txt"):
+            model.write_text(model.read_text() + "\n")  # its checksum no longer matches its manifest's
+        os.kill(server.pid, signal.SIGHUP)
+        unable: set[int] = set()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(unable) < 3:
+            time.sleep(0.25)  # waiting for the new workers to load and check, not timing anything
+            unable = {int(pid) for pid in re.findall(r"worker (\d+) of the reload cannot score", log.read_text())}
+        assert len(unable) == 3 and not unable & old, (unable, old, log.read_text()[-3000:])
+        for target in (port, analyst_port):
+            for _ in range(8):  # new connections, one after another: each answered by an old worker, ready
+                conn = http.client.HTTPConnection("127.0.0.1", target, timeout=10)
+                try:
+                    conn.request("GET", "/readyz")
+                    answer = conn.getresponse()
+                    assert answer.status == 200 and json.loads(answer.read())["ready"] is True
+                    assert set(_server_connections(server.pid, target)) <= old, (target, old)
+                finally:
+                    conn.close()
+        assert all(pid_alive(pid) for pid in old)
+        assert unable <= _children(server.pid)  # the new ones wait too (they may yet become able)
+    finally:
+        stop_all([server], handles)  # and it stops: the old workers wait for no new one then
+
+
 def _opened(pid: int, name: str) -> bool:
     """Whether process PID holds a file named NAME open."""
     try:
