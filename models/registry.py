@@ -100,7 +100,12 @@ class ModelRegistry:
         if ref in ALIASES:
             version = self.aliases().get(ref)
             if version is None:
-                raise ModelNotFound(f"no model is {ref} yet: train one with `fraud-service train`")
+                waiting = self.aliases().get("candidate") if ref == "production" else None
+                raise ModelNotFound(f"no model is {ref} yet: " + (
+                    f"{waiting} is the candidate, not promoted (`fraud-service models gate {waiting}` says why); "
+                    f"`fraud-service models promote {waiting}` promotes it if it passes, `--force --reason TEXT` if "
+                    "not, or train another with `fraud-service train`" if waiting
+                    else "train one with `fraud-service train`"))
             return version
         if ref == "latest":
             if not versions:

@@ -96,6 +96,15 @@ def test_an_empty_registry_says_how_to_fill_it(registry):
         registry.load("latest")
 
 
+def test_no_production_beside_a_candidate_says_how_to_promote_it(registry):
+    """A data scientist whose first model failed its gate (`doctor` after ingest, build, train, score-batch) was told
+    to train one, though one was there."""
+    _register(registry, first=False)
+    with pytest.raises(RegistryError, match=r"no model is production yet: v0001 is the candidate.*models gate v0001"
+                                            r".*models promote v0001.*--force --reason"):
+        registry.load("production")
+
+
 def test_a_changed_model_file_is_refused(registry):
     record = _register(registry)
     (record.path / "model.txt").write_text("tree model, edited")
