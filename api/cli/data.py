@@ -4,9 +4,11 @@ features build|materialize."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from api.cli.common import (
     EXIT_REJECTED,
@@ -21,6 +23,9 @@ from api.cli.common import (
 from fraud_service.config import Settings
 from fraud_service.errors import BadRequest, DatasetError, ValidationFailed
 
+if TYPE_CHECKING:
+    from fraud_service.data.ingest import IngestResult
+
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Validate a dataset directory and merge it into the warehouse."""
@@ -34,8 +39,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             _write_report(args.report, exc.report.to_dict() if isinstance(exc, ValidationFailed) else {  # type: ignore[attr-defined]
                 "problems": 1, "groups": [], "refused": str(exc)})
         raise
+    warnings = _warnings(result)
     if args.report:  # a job reading it learns this run found nothing: an earlier run's report is not left there
-        _write_report(args.report, {"problems": 0, "groups": [], "snapshot": result.snapshot or result.previous})
+        _write_report(args.report, {"problems": 0, "groups": [], "snapshot": result.snapshot or result.previous,
+                                    "warnings": warnings})
     for note in result.notes:
         print(f"note: {note}")
     print(f"{'table':<12} {'file':<22} {'rows':>10} {'added':>10} {'updated':>9} {'unchanged':>10} {'removed':>9} "
@@ -46,20 +53,37 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if result.changed:
         print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
               f"under {settings.warehouse_dir}")
-        if len(result.currencies) > 1:
-            print(f"warning: the orders are in {len(result.currencies)} currencies ("
-                  + ", ".join(f"{c} {n:,}" for c, n in list(result.currencies.items())[:5])
-                  + "): the features add amounts up as one currency (the data contract: money is in the dataset's "
-                    "currency); convert them to one and ingest the orders again")
-        for hub in result.hubs:
-            print(f"warning: {hub.table}.{hub.column} {hub.value!r} is on {hub.rows:,} {hub.table} of "
-                  f"{hub.customers:,} customers, and the features link every customer who shares a token: if it "
-                  "stands for a missing value, write an empty cell and ingest the table again; a real shared one "
-                  "(a freight forwarder, a pickup point, a store's terminal) is fine")
+        for warning in warnings:
+            if not warning.get("warned_before"):
+                print(f"warning: {warning['message']}")
+        known = [w for w in warnings if w.get("warned_before")]
+        if known:
+            print("note: still shared by very many customers, as an earlier ingest warned: "
+                  + "; ".join(f"{w['table']}.{w['column']} {w['value']!r} ({w['customers']:,} customers)"
+                              for w in known))
     else:
         print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
               "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")
     return 0
+
+
+def _warnings(result: IngestResult) -> list[dict[str, Any]]:
+    """What the ingest took but the data scientist should look at: orders in several currencies, and tokens shared
+    by very many customers (each hub marked when an earlier ingest warned of it already)."""
+    warnings: list[dict[str, Any]] = []
+    if len(result.currencies) > 1:
+        warnings.append({"kind": "currencies", "currencies": result.currencies, "message": (
+            f"the orders are in {len(result.currencies)} currencies ("
+            + ", ".join(f"{c} {n:,}" for c, n in list(result.currencies.items())[:5])
+            + "): the features add amounts up as one currency (the data contract: money is in the dataset's "
+              "currency); convert them to one and ingest the orders again")})
+    for hub in result.hubs:
+        warnings.append({"kind": "hub", **dataclasses.asdict(hub), "message": (
+            f"{hub.table}.{hub.column} {hub.value!r} is on {hub.rows:,} {hub.table} of {hub.customers:,} customers, "
+            "and the features link every customer who shares a token: if it stands for a missing value, write an "
+            "empty cell and ingest the table again; a real shared one (a freight forwarder, a pickup point, a "
+            "store's terminal) is fine")})
+    return warnings
 
 
 def _write_report(path: str, report: dict[str, object]) -> None:

@@ -8,7 +8,9 @@ revised delivery time); the summary counts those as `updated`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import math
 import os
 from collections.abc import Callable
@@ -80,8 +82,17 @@ class Hub:
     value: str
     customers: int
     rows: int
+    warned_before: bool = False
+    """An earlier ingest into this warehouse warned of it already (`WARNED`)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{self.column}={self.value}"
 
 
+WARNED = "hubs-warned.json"
+"""The warehouse's file of the hubs an ingest has warned of (their `key`s): the next ingest names them in one line,
+and warns in full only of new ones (a real freight forwarder was warned of on every ingest, in the same words)."""
 HUB_CUSTOMERS = 100
 HUB_SHARE = 0.01
 """A token is said to be a hub when at least HUB_CUSTOMERS customers, and HUB_SHARE of all, share it: often a
@@ -375,7 +386,7 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         result.currencies = _currencies(snapshot) if "orders" in result.tables else {}
         if {"orders", "returns"} & set(result.tables):
             try:  # a warning only: the snapshot is current already, and a failure here must not say otherwise
-                result.hubs = hubs(snapshot, spill=warehouse.root / ".spill")
+                result.hubs = _remembered(hubs(snapshot, spill=warehouse.root / ".spill"), warehouse.root / WARNED)
             except (duckdb.Error, OSError) as exc:
                 progress.info(f"could not look for tokens shared by very many customers: {exc}")
         return result
@@ -400,6 +411,20 @@ def hubs(snapshot: Snapshot, limit: int = 5, spill: Path | None = None) -> list[
     finally:
         con.close()
     return [Hub(str(t), str(c), str(v), int(k), int(n)) for t, c, v, k, n in rows]
+
+
+def _remembered(found: list[Hub], path: Path) -> list[Hub]:
+    """FOUND, each marked when PATH says an earlier ingest warned of it; PATH then holds every hub warned of so far
+    (written whole under another name, then renamed: a crash leaves the old list or the new one)."""
+    try:
+        warned = set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):  # none yet, or unreadable: warn of each again rather than of none
+        warned = set()
+    marked = [dataclasses.replace(hub, warned_before=hub.key in warned) for hub in found]
+    staged = path.with_name(f".{path.name}.{os.getpid()}")
+    staged.write_text(json.dumps(sorted(warned | {hub.key for hub in found})))
+    os.replace(staged, path)
+    return marked
 
 
 def _currencies(snapshot: Snapshot) -> dict[str, int]:

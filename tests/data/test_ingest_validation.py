@@ -612,7 +612,7 @@ def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_cop
     orders.loc[orders.index[:3], "address_token"] = "warehouse-7"  # three customers: no hub
     orders.to_parquet(world_copy / "orders.parquet", index=False)
 
-    code, out, err = cli("ingest", str(world_copy))
+    code, out, err = cli("ingest", str(world_copy), "--report", str(world_copy.parent / "first.json"))
 
     assert code == 0, err
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
@@ -621,6 +621,21 @@ def test_a_token_shared_by_very_many_customers_is_taken_with_a_warning(world_cop
     assert f"orders.device_token 'unknown' is on {held:,} orders of 120 customers" in warnings[0]
     assert "write an empty cell" in warnings[0]
     assert warehouse.current().read("orders", ["device_token"])["device_token"].eq("unknown").sum() == held
+    [reported] = json.loads((world_copy.parent / "first.json").read_text())["warnings"]
+    assert (reported["kind"], reported["value"], reported["customers"], reported["rows"], reported["warned_before"]) \
+        == ("hub", "unknown", 120, held, False)
+
+    # the next ingest (one more order) names it in a line, not in the same warning again (a real freight forwarder
+    # was warned of on every ingest); the report still lists it, marked
+    later = orders.tail(1).assign(order_id="o-one-more")
+    pd.concat([orders, later]).to_parquet(world_copy / "orders.parquet", index=False)
+    code, out, err = cli("ingest", str(world_copy), "--report", str(world_copy.parent / "second.json"))
+    assert code == 0, err
+    assert not [line for line in out.splitlines() if line.startswith("warning:")], out
+    assert "note: still shared by very many customers, as an earlier ingest warned: orders.device_token 'unknown' " \
+           "(120 customers)" in out, out
+    [reported] = json.loads((world_copy.parent / "second.json").read_text())["warnings"]
+    assert (reported["value"], reported["warned_before"]) == ("unknown", True)
 
 
 def test_orders_in_more_than_one_currency_are_taken_with_a_warning(world_copy, cli, warehouse):
