@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import IO, Any
 
@@ -67,6 +69,16 @@ ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
 
 
+def unloaded(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """What a worker whose application failed to load answers (`BalancedThreadWorker.load_wsgi`): a 503 in the API's
+    error shape, naming no code (the log has the traceback)."""
+    body = json.dumps({"error": "unavailable", "message": "this worker could not load the service's code after a "
+                       "reload; the server log says why", "request_id": None}).encode()
+    start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                               ("Content-Length", str(len(body))), ("Retry-After", "5")])
+    return [body]
+
+
 class BalancedThreadWorker(ThreadWorker):
     """`gthread`, except that a worker ahead of the others stops accepting until they catch up.
 
@@ -106,6 +118,21 @@ class BalancedThreadWorker(ThreadWorker):
         bound_silence(self.sockets, silence)
         self.log.error_log.addFilter(SilentClients(silence))
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """The application, loaded. A worker of a reload whose code fails to load (a deploy that does not import)
+        made gunicorn halt, stopping the old workers too: it now says why in the log, cannot score (so the old workers
+        serve on, `_check_fitness`), and answers 503 only once no old worker is left (HANDOVER_S). At start a failure
+        still stops the server: there is no old worker to serve on."""
+        try:
+            super().load_wsgi()
+        except Exception:
+            if not RELOADED[0] < self.age or not reload_pending():
+                raise
+            self.log.exception("worker %s of the reload cannot load the application: the old workers serve on for "
+                               "up to %g s; fix the code, then reload again", self.pid, HANDOVER_S)
+            FIT[slot(self.age)] = UNABLE
+            self.wsgi = unloaded
 
     def _lock_role(self) -> bool:
         """Whether this worker now holds the analyst role's lock."""
@@ -151,19 +178,22 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _waits(self, mark: int) -> bool:
         """Whether a worker of the reload after age MARK loads to serve this worker's role, or serves it unable to score
-        while this one can (`successor`)."""
-        return successor(mark, self._own_role(), FIT[slot(self.age)] == ABLE) in ("loading", "unable")
+        while this one can, or has not checked yet (`successor`; a worker of a reload that fails to load says so at
+        once, sooner than an old one checks)."""
+        return successor(mark, self._own_role(), FIT[slot(self.age)] != UNABLE) in ("loading", "unable")
 
     def _check_fitness(self, once: bool = False) -> None:
         """While a reload's old workers live, each worker checks every FITNESS_S whether it can score (`/readyz`'s
         checks: the model loaded, the evidence database and the online store answering) and says so in its row. An old
         worker that can score then hands over only to a new one that can too: with a damaged model, or a database
         refusing new connections, the new workers answered 503 and the old ones, which still scored, stopped."""
+        service = getattr(self.wsgi, "extensions", {}).get("fraud")
+        if service is None:  # an application that did not load (`load_wsgi`) has said so in its row already
+            return
         from fraud_service.health import readiness  # here, not in the master, which imports this module
 
-        service = getattr(self.wsgi, "extensions", {}).get("fraud")
         own = slot(self.age)
-        while service is not None:
+        while True:
             if reload_pending():
                 try:
                     checks = readiness(service)

@@ -64,9 +64,10 @@ def successor(after: int, role: int, fit: bool) -> str:
 
 
 def able_elder(age: int, role: int) -> bool:
-    """Whether a worker older than the one numbered AGE serves ROLE and can score: while one does, a worker of a reload
-    that cannot score takes no connections (it would answer them 503)."""
-    return any(0 < BORN[row] < age and SERVES[row] == role and FIT[row] == ABLE for row in range(SLOTS))
+    """Whether a worker older than the one numbered AGE serves ROLE and can score, or has not checked yet (it checks
+    within FITNESS_S of a reload): while one does, a worker of a reload that cannot score takes no connections (it
+    would answer them 503)."""
+    return any(0 < BORN[row] < age and SERVES[row] == role and FIT[row] != UNABLE for row in range(SLOTS))
 
 
 def fair_limit(counts: Sequence[int], own: int) -> int | None:

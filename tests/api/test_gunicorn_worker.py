@@ -155,7 +155,8 @@ def test_an_old_worker_that_can_score_waits_for_a_successor_that_can(table):
     assert table.successor(3, table.SCORING, fit=True) == "unable"
     assert table.successor(3, table.SCORING, fit=False) == "serving"  # an old worker that cannot score either: not
     assert table.successor(3, table.ANALYST, fit=True) == "loading"  # the analyst port's successor is another's
-    table.FIT[table.slot(2)] = table.ABLE
+    assert table.able_elder(4, table.SCORING)  # the old worker has not checked yet: it counts as able
+    table.FIT[table.slot(2)], table.FIT[table.slot(3)] = table.ABLE, table.UNABLE
     assert table.able_elder(4, table.SCORING) and not table.able_elder(4, table.ANALYST)
     assert not table.able_elder(2, table.SCORING)  # none older than the old worker itself
     table.SERVES[table.slot(5)], table.FIT[table.slot(5)] = table.SCORING, table.ABLE  # another new one can score

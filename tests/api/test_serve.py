@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+import api
 from api.gunicorn_worker import ANALYST_NICE
 from fraud_service.bootstrap import database
 from fraud_service.config import Settings
@@ -265,14 +267,18 @@ def _analyst_worker(session: int, analyst_port: int, seconds: float = 60) -> int
     raise AssertionError(f"no worker answered on the analyst port {analyst_port} within {seconds} s")
 
 
-def _serve_two_ports(serving_home: Path, tmp_path: Path) -> tuple[Any, int, int, Path, list[Any]]:
-    """`serve` (two scoring workers and the analyst worker) on a private home: the server, its main and analyst
-    ports, its log and the handles `stop_all` closes."""
+def _serve_two_ports(serving_home: Path, tmp_path: Path, code: Path | None = None
+                     ) -> tuple[Any, int, int, Path, list[Any]]:
+    """`serve` (two scoring workers and the analyst worker) on a private home, with the `api` package from CODE if
+    given: the server, its main and analyst ports, its log and the handles `stop_all` closes."""
     port, analyst_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     handles = [log.open("wb")]
+    env = serve_env(serving_home, tmp_path)
+    if code is not None:  # ahead of the installed project; and not run from the checkout, which gunicorn puts first
+        env["PYTHONPATH"] = str(code)
     server = subprocess.Popen([*CLI, "serve", "--port", str(port), "--workers", "2", "--threads", "2",
-                               "--analyst-port", str(analyst_port)], env=serve_env(serving_home, tmp_path),
+                               "--analyst-port", str(analyst_port)], env=env, cwd=tmp_path,
                               stdout=handles[0], stderr=subprocess.STDOUT, start_new_session=True)
     return server, port, analyst_port, log, handles
 
@@ -383,6 +389,48 @@ def test_old_workers_serve_on_while_the_workers_of_a_reload_cannot_score(serving
         assert unable <= _children(server.pid)  # the new ones wait too (they may yet become able)
     finally:
         stop_all([server], handles)  # and it stops: the old workers wait for no new one then
+
+
+def test_a_reload_to_code_that_fails_to_load_leaves_the_old_workers_serving(serving_home: Path, tmp_path: Path) -> None:
+    """A deploy whose code does not import, then `kill -HUP`: gunicorn halted when a new worker could not load the
+    application, and stopped the old workers with it (a helper's fault probe, F9). Now the new workers say why and
+    cannot score, the old ones serve on, and a reload to fixed code completes the handover."""
+    code = tmp_path / "code"
+    shutil.copytree(Path(api.__file__).parent, code / "api", ignore=shutil.ignore_patterns("__pycache__"))
+    app = code / "api" / "app.py"
+    good = app.read_text()
+    server, port, analyst_port, log, handles = _serve_two_ports(serving_home, tmp_path, code)
+    try:
+        wait_ready(server, log, 3)
+        old = _children(server.pid)
+        app.write_text(good + "\nthis is not python (\n")
+        os.kill(server.pid, signal.SIGHUP)
+        broken: set[int] = set()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and len(broken) < 3 and server.poll() is None:
+            time.sleep(0.25)  # waiting for the new workers to fail their load, not timing anything
+            broken = {int(pid) for pid in re.findall(r"worker (\d+) of the reload cannot load the application",
+                                                     log.read_text())}
+        assert server.poll() is None, log.read_text()[-3000:]  # gunicorn halted: every worker gone
+        assert len(broken) == 3 and not broken & old, (broken, old, log.read_text()[-3000:])
+        for target in (port, analyst_port):
+            for _ in range(5):  # each answered by an old worker, which scores
+                status, ready = get(f"http://127.0.0.1:{target}/readyz")
+                assert status == 200 and ready["ready"] is True, ready
+                held = _server_connections(server.pid, target)
+                assert not set(held) & broken, (held, broken)
+        assert all(pid_alive(pid) for pid in old)
+
+        app.write_text(good)  # the fix, deployed, and a reload
+        os.kill(server.pid, signal.SIGHUP)
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in old | broken):
+            time.sleep(0.25)  # waiting for the handover to the fixed code, not timing anything
+        assert not any(pid_alive(pid) for pid in old | broken), log.read_text()[-3000:]
+        for target in (port, analyst_port):
+            status, ready = get(f"http://127.0.0.1:{target}/readyz")
+            assert status == 200 and ready["ready"] is True, ready
+    finally:
+        stop_all([server], handles)
 
 
 def _opened(pid: int, name: str) -> bool:
