@@ -680,4 +680,5 @@ def test_a_clean_ingest_writes_its_report_too(world_copy, cli, warehouse, tmp_pa
     code, _, err = cli("ingest", str(world_copy), "--report", str(report))
 
     assert code == 0, err
-    assert json.loads(report.read_text()) == {"problems": 0, "groups": [], "snapshot": warehouse.current().name}
+    assert json.loads(report.read_text()) == {"problems": 0, "groups": [], "snapshot": warehouse.current().name,
+                                              "warnings": []}
