@@ -105,7 +105,8 @@ def bulk_close() -> ResponseReturnValue:
     """Close several cases with one label for all their returns (a ring), all or none."""
     body = parse(BulkCloseBody)
     closed = cases.bulk_close(core().uow(), case_ids=body.case_ids, label=body.label, reason=body.reason,
-                              feedback=core().feedback, unchanged_since=body.unchanged_since, **_actor())
+                              feedback=core().feedback, unchanged_since=body.unchanged_since,
+                              unchanged=body.unchanged, **_actor())
     return jsonify(cases=[c.to_dict() for c in closed])
 
 

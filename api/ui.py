@@ -376,10 +376,12 @@ def reopen(case_id: str) -> ResponseReturnValue:
 @signed_in
 def bulk_close() -> ResponseReturnValue:
     ids = request.form.getlist("case_id")
+    shown = dict(seen.partition(" ")[::2] for seen in request.form.getlist("seen"))  # "CASE_ID UPDATED_AT" per row
     try:
         closed = cases.bulk_close(core().uow(), case_ids=ids, label=request.form.get("label", ""),
                                   reason=request.form.get("reason", ""), feedback=core().feedback,
-                                  unchanged_since=request.form.get("unchanged_since") or None, **_who())
+                                  unchanged_since=request.form.get("unchanged_since") or None,
+                                  unchanged={c: shown.get(c, "") for c in ids}, **_who())
         flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
     except (CaseConflict, CaseNotFound) as exc:
         flash(f"Nothing was closed: {exc}", "error")

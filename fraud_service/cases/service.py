@@ -496,21 +496,25 @@ def close(uow: UnitOfWork, *, case_id: str, dispositions: Mapping[str, str] | No
 
 def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: str, actor: str,
                now: dt.datetime | None = None, feedback: Feedback | None = None,
-               unchanged_since: str | None = None) -> list[CaseSummary]:
-    """Close several cases (a ring) with one label for all their returns, all or none. UNCHANGED_SINCE, when the
-    closer's page was loaded, refuses them all when any changed after it (an appeal, a new return)."""
+               unchanged_since: str | None = None, unchanged: Mapping[str, str] | None = None) -> list[CaseSummary]:
+    """Close several cases (a ring) with one label for all their returns, all or none. UNCHANGED (case id -> its
+    `updated_at` as the closer saw it, for every case) refuses them all when any changed since (an appeal, a new
+    return). UNCHANGED_SINCE, when the closer's page was loaded, is a coarser check: a change stamps its time before
+    it commits, so one committed while the page loaded can carry an earlier time and pass it."""
     if not case_ids or len(case_ids) > MAX_BULK or len(set(case_ids)) != len(case_ids):
         raise RequestInvalid([Problem("case_ids", f"got {len(case_ids)} ids", f"1 to {MAX_BULK} distinct case ids")])
     now, feedback = now or _now(), feedback or Feedback()
     seen = _instant(unchanged_since, "unchanged_since") if unchanged_since is not None else None
+    versions = _versions(case_ids, unchanged) if unchanged is not None else {}
     with uow:
         out = []
         outbox = Outbox(uow.session, now, feedback.retry_hours)
         locked = {case_id: _locked(uow, case_id) for case_id in sorted(case_ids)}  # in the order writers lock them
-        if seen is not None and (changed := sorted(c for c, case in locked.items()
-                                                   if chain.aware(case.updated_at) > seen)):
-            raise CaseConflict(f"case(s) {', '.join(changed)} changed after the page you decided on was loaded "
-                               f"({chain.utc_text(seen)}); reload it and decide again (nothing was closed)")
+        changed = sorted(c for c, case in locked.items() if (seen is not None and chain.aware(case.updated_at) > seen)
+                         or (c in versions and chain.aware(case.updated_at) != versions[c]))
+        if changed:
+            raise CaseConflict(f"case(s) {', '.join(changed)} changed after the page you decided on was loaded; "
+                               "reload it and decide again (nothing was closed)")
         for case_id in case_ids:
             case = locked[case_id]
             _close(uow, outbox, case, None, _reason(reason), actor, label, now, feedback, bulk=len(case_ids))
@@ -615,6 +619,16 @@ def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[st
             at: dt.datetime) -> EvidenceEvent:
     case.updated_at = at
     return uow.record(kind=kind, subject=case.id, actor=actor, at=at, payload={"case_id": case.id, **payload})
+
+
+def _versions(case_ids: Sequence[str], unchanged: Mapping[str, str]) -> dict[str, dt.datetime]:
+    """UNCHANGED's time for each of CASE_IDS, or RequestInvalid naming `unchanged` (a case missing, one not closed)."""
+    missing, extra = [c for c in case_ids if c not in unchanged], sorted(set(unchanged) - set(case_ids))
+    if missing or extra:
+        raise RequestInvalid([Problem("unchanged", f"lacks {', '.join(missing[:5])}" if missing else
+                                      f"names cases not in case_ids: {', '.join(extra[:5])}",
+                                      "every case of case_ids, and only those -> its updated_at as you saw it")])
+    return {c: _instant(unchanged[c], f"unchanged.{c}") for c in case_ids}
 
 
 def _instant(text: str, field_name: str) -> dt.datetime:

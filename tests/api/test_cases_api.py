@@ -250,8 +250,21 @@ def test_bulk_close_is_all_or_nothing(api: Api, set_policy: Any) -> None:
                                           "unchanged_since": loaded})
     assert stale.status_code == 409 and second in stale.get_json()["message"] and first not in \
         stale.get_json()["message"].split("changed")[0]
+    listed = {c["case_id"]: c["updated_at"] for c in api.client.get(
+        "/v1/cases?limit=500", headers=api.headers("analyst")).get_json()["cases"]}
+    for unchanged, field in (({first: listed[first]}, "unchanged"), ({**listed, "C-other": "x"}, "unchanged"),
+                             ({first: listed[first], second: "soon"}, f"unchanged.{second}")):
+        unchanged = {c: t for c, t in unchanged.items() if c in (first, second, "C-other")}
+        wrong = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "r",
+                                              "unchanged": unchanged})
+        assert wrong.status_code == 422 and wrong.get_json()["problems"][0]["field"] == field, wrong.get_json()
+    older = {first: listed[first], second: "2000-01-01T00:00:00Z"}  # the second as an earlier page showed it
+    stale = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "ring",
+                                          "unchanged": older})
+    assert stale.status_code == 409 and second in stale.get_json()["message"]
     done = post(api, "/v1/cases/close", {"case_ids": [first, second], "label": "fraud", "reason": "ring R-17",
-                                         "unchanged_since": api.service.clock().isoformat()})
+                                         "unchanged_since": api.service.clock().isoformat(),
+                                         "unchanged": {first: listed[first], second: listed[second]}})
     assert done.status_code == 200 and {c["status"] for c in done.get_json()["cases"]} == {"closed"}
     with api.service.sessions() as session:
         labelled = set(session.execute(select(Label.return_id, Label.label).where(
