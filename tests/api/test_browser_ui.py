@@ -410,3 +410,43 @@ def test_an_admin_turns_two_factor_on_at_the_first_sign_in_then_signs_in_with_a_
     for name in ("two-factor.png", "recovery-codes.png", "code.png"):
         assert _png_size(shots / name)[0] == 1200
     page.close()
+
+
+def test_ids_and_words_of_any_length_wrap_inside_their_card(served: tuple[str, Api], browser: Any,
+                                                             tmp_path: Path) -> None:
+    """A 64-character return id (ids may have 200) pushed the case page's returns table past its card, its columns
+    under the Decide panel, at 1280 px; long ids and a note's long URL made pages scroll sideways at 390 px; a category
+    holding a right-to-left override showed the price after it backwards (a red-team run). Runs last: it adds a case."""
+    base, api = served
+    source = _shared_address_returns(api.dataset, 4)[-1]
+    for mark in "RS":  # two returns of one customer: one case, and its returns table
+        body = api.body(source, return_id=mark + "x" * 199)
+        body["order"]["items"][0]["category"] = "home \u202e"
+        api.service.assessor.policy = band_policy(expected(api, body)[2], "review")
+        assert api.assess(body).status_code == 201
+    case_id = _case_of(api, body["return_id"])
+    assert _case_of(api, "R" + "x" * 199) == case_id
+    note = "see https://example.com/" + "a" * 850
+    assert api.client.post(f"/v1/cases/{case_id}/notes", json={"body": note},
+                           headers=api.headers("analyst")).status_code == 201
+    for width in (1280, 390):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        _sign_in(page, base)
+        page.goto(f"{base}/ui/cases/{case_id}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        table, card = page.evaluate("[document.querySelector('#returns').getBoundingClientRect().right, "
+                                    "document.querySelector('#returns').closest('.card').getBoundingClientRect().right]")
+        assert table <= card + 0.5, (width, table, card)  # the table stays inside its card
+        page.screenshot(path=str(Path(os.environ.get("FRAUD_SCREENSHOTS") or tmp_path) / f"long-ids-{width}.png"),
+                        full_page=True)
+        assert page.locator("bdi", has_text="home").count() == 2  # each return's: the override ends with its category
+        page.goto(f"{base}/ui/?limit=500")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        page.close()
+
+
+def _case_of(api: Api, return_id: str) -> str:
+    with api.service.sessions() as session:
+        case_id = session.execute(select(Assessment.case_id).where(Assessment.return_id == return_id)).scalar_one()
+    assert case_id is not None
+    return str(case_id)
