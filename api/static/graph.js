@@ -28,7 +28,10 @@
           n.seed ? "seed" : ""].join(" ") });
     });
     data.edges.forEach(function (e) {
-      out.push({ group: "edges", data: { id: e.customer + "|" + e.token, source: e.customer, target: e.token } });
+      // ids may hold "|" and ":": customer + "|" + token gave two edges one id (one was dropped) and could equal a
+      // node's key; a JSON pair under a prefix no node key has is one id per edge
+      out.push({ group: "edges", data: { id: "edge " + JSON.stringify([e.customer, e.token]), source: e.customer,
+        target: e.token } });
     });
     return out;
   }

@@ -450,3 +450,29 @@ def _case_of(api: Api, return_id: str) -> str:
         case_id = session.execute(select(Assessment.case_id).where(Assessment.return_id == return_id)).scalar_one()
     assert case_id is not None
     return str(case_id)
+
+
+def test_the_link_graph_draws_every_edge_whatever_the_ids_hold(served: tuple[str, Api], browser: Any) -> None:
+    """Ids may hold "|" and ":": an edge's id was the customer's key, "|", the token's key, so customer `GAx` on address
+    `Bx|address:Cx` and customer `GAx|address:Bx` on address `Cx` gave two edges one id, and the graph drew one (a
+    red-team run). Runs after the tests that count the queue: it adds cases."""
+    base, api = served
+    source = _shared_address_returns(api.dataset, 5)[-1]
+    device = "dev-shared-by-both"
+    for n, (customer, address) in enumerate((("GAx", "Bx|address:Cx"), ("GAx|address:Bx", "Cx"))):
+        body = api.body(source, return_id=f"graph-ids-{n}", customer_id=customer)
+        body["order"] = {**body["order"], "order_id": f"graph-ids-order-{n}", "customer_id": customer,
+                         "address_token": address, "device_token": device}
+        api.service.assessor.policy = band_policy(expected(api, body)[2], "review")
+        assert api.assess(body).status_code == 201, api.assess(body).get_json()
+    case_id = _case_of(api, "graph-ids-0")
+    drawn = api.client.get(f"/v1/cases/{case_id}/graph", headers=api.headers("analyst")).get_json()
+    pairs = {(e["customer"], e["token"]) for e in drawn["edges"]}
+    assert {("customer:GAx", "address:Bx|address:Cx"), ("customer:GAx|address:Bx", "address:Cx")} <= pairs, pairs
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, base)
+    page.goto(f"{base}/ui/cases/{case_id}")
+    page.wait_for_selector("#graph[data-ready=true]")
+    assert page.evaluate("window.fraudGraph.edges().length") == len(drawn["edges"])
+    assert page.evaluate("window.fraudGraph.nodes().length") == len(drawn["nodes"])
+    page.close()
