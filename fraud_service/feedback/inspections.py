@@ -108,8 +108,10 @@ def record(uow: UnitOfWork, *, return_id: str, inspected_at: dt.datetime, outcom
                 differs = " and ".join(what for what, same in (("outcome", stored.outcome == outcome),
                                                                ("notes", stored.notes == text)) if not same)
                 raise InspectionConflict(f"return {return_id} has an inspection at {chain.utc_text(inspected_at)} "
-                                         f"already, with outcome {stored.outcome!r} and notes {stored.notes[:200]!r} "
-                                         f"(this one's {differs} differ); an inspection is never replaced")
+                                         f"already (times are kept to the microsecond), with outcome "
+                                         f"{stored.outcome!r} and notes {stored.notes[:200]!r}; this one's {differs} "
+                                         f"{'differs' if differs == 'outcome' else 'differ'}: an inspection is never "
+                                         "replaced")
             return _result(uow, assessment, request, stored, feedback, replayed=True)
         requested = dt.datetime.fromisoformat(request["requested_at"])
         if inspected_at < requested:

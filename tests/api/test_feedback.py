@@ -265,8 +265,11 @@ def test_an_inspection_decides_a_pending_inspection(api: Api, set_policy: Any, r
     clash = inspect(api, got["return_id"], "ok" if result != "ok" else "worn", at=at, notes="weighed 40 g")
     assert clash.status_code == 409
     other_notes = inspect(api, got["return_id"], result, at=at, notes="weighed 400 g")
-    assert other_notes.status_code == 409 and "notes 'weighed 40 g' (this one's notes differ)" in \
-        other_notes.get_json()["message"]
+    assert other_notes.status_code == 409 and "notes 'weighed 40 g'; this one's notes differ: an inspection is " \
+        "never replaced" in other_notes.get_json()["message"]
+    both = inspect(api, got["return_id"], "ok" if result != "ok" else "worn", at=at, notes="weighed 400 g")
+    assert both.status_code == 409 and "this one's outcome and notes differ:" in both.get_json()["message"]
+    assert "this one's outcome differs:" in clash.get_json()["message"], clash.get_json()
     seen = outcome(api, got["assessment_id"])
     assert (seen["status"], seen["decision"], seen["label"]) == (status, decision, label)
     with api.service.sessions() as session:
