@@ -35,7 +35,6 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from api.worker_io import Closer, PacedConn, SilentClients, bound_silence, write_json_error
 from api.worker_table import (
-    ABLE,
     ANALYST,
     COUNTS,
     FIT,
@@ -49,6 +48,7 @@ from api.worker_table import (
     reload_pending,
     slot,
     successor,
+    verdict,
 )
 from fraud_service.config import Settings
 
@@ -64,6 +64,9 @@ worker hung while loading is not ended by gunicorn's timeout, which counts from 
 
 FITNESS_S = 0.5
 """How often each worker checks whether it can score while a reload's old workers live."""
+
+UNABLE_AFTER_S = 5.0
+"""How long every check of an old worker must fail before it counts as unable to score (`_check_fitness`)."""
 
 ANALYST_NICE = 5
 """How much lower the analyst worker's CPU priority is than the scoring workers' (Linux nice)."""
@@ -186,32 +189,44 @@ class BalancedThreadWorker(ThreadWorker):
         """While a reload's old workers live, each worker checks every FITNESS_S whether it can score (`/readyz`'s
         checks: the model loaded, the evidence database and the online store answering) and says so in its row. An old
         worker that can score then hands over only to a new one that can too: with a damaged model, or a database
-        refusing new connections, the new workers answered 503 and the old ones, which still scored, stopped."""
+        refusing new connections, the new workers answered 503 and the old ones, which still scored, stopped.
+
+        A new worker is unable from its first failed check (it would answer 503); an old one only once every check has
+        failed for UNABLE_AFTER_S (one probe slow on busy cores ended its handover to workers that could not score at
+        all). Outside a reload the row says nothing (0: counted as able), so that no earlier verdict outlives it."""
         service = getattr(self.wsgi, "extensions", {}).get("fraud")
         if service is None:  # an application that did not load (`load_wsgi`) has said so in its row already
             return
         from fraud_service.health import readiness  # here, not in the master, which imports this module
 
-        own = slot(self.age)
+        own, failing_since = slot(self.age), None
         while True:
-            if reload_pending():
+            if not reload_pending():
+                FIT[own], failing_since = 0, None
+            else:
                 try:
                     checks = readiness(service)
                 except Exception as exc:  # noqa: BLE001 - whatever broke the check, the worker cannot say it scores
                     checks = {"readiness": {"ok": False, "detail": f"the check failed: {type(exc).__name__}"}}
-                was, FIT[own] = FIT[own], ABLE if all(check["ok"] for check in checks.values()) else UNABLE
-                if FIT[own] == UNABLE != was and self.age > RELOADED[0]:
-                    self.log.warning("worker %s of the reload cannot score (%s): the old workers serve on meanwhile",
-                                     self.pid, "; ".join(f"{name}: {check.get('detail')}" for name, check
-                                                         in checks.items() if not check["ok"]))
+                ok, now, old = all(check["ok"] for check in checks.values()), time.monotonic(), self.age <= RELOADED[0]
+                was = FIT[own]
+                FIT[own], failing_since = verdict(ok, old, was, failing_since, now, UNABLE_AFTER_S)
+                failed_for = 0.0 if failing_since is None else now - failing_since
+                if FIT[own] == UNABLE != was:
+                    why = "; ".join(f"{name}: {check.get('detail')}" for name, check in checks.items()
+                                    if not check["ok"])
+                    self.log.warning("worker %s cannot score for %g s (%s): it hands over to the reload's workers"
+                                     if old else "worker %s of the reload cannot score (%s): the old workers serve on "
+                                     "meanwhile", *((self.pid, failed_for, why) if old else (self.pid, why)))
             if once:
                 return
             time.sleep(FITNESS_S)  # a period, not a wait for something
 
     def _yielding(self) -> bool:
-        """Whether this worker cannot score while an old one of its role can (`_check_fitness`): it then takes no
-        connections, and closes those it holds after their next answer, so that the old worker answers them."""
-        return FIT[slot(self.age)] == UNABLE and able_elder(self.age, self._own_role())
+        """Whether this worker cannot score while a worker of the generation before the reload can (`_check_fitness`):
+        it then takes no connections, and closes those it holds after their next answer, so that the old one answers
+        them. Once the old generation has gone, it serves whatever it can."""
+        return FIT[slot(self.age)] == UNABLE and reload_pending() and able_elder(self._own_role())
 
     def _hand_over(self) -> None:
         """While handing over: stop once a younger worker serves this worker's port, none is left to (they failed to
@@ -245,7 +260,7 @@ class BalancedThreadWorker(ThreadWorker):
         analyst port."""
         now = time.monotonic()
         if self.analyst or self._role is None or not self.alive or self._handover is not None \
-                or now - self._role_tried < ROLE_RETRY_S:
+                or FIT[slot(self.age)] == UNABLE or now - self._role_tried < ROLE_RETRY_S:
             return
         self._role_tried = now
         if not self._lock_role():

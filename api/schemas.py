@@ -92,11 +92,9 @@ class BulkCloseBody(_Request):
     label: Label  # type: ignore[valid-type]
     reason: Reason  # type: ignore[valid-type]
     unchanged: dict[StrictStr, Annotated[StrictStr, Field(max_length=64)]] | None = Field(
-        default=None, max_length=500, description="case_id -> the case's updated_at as you saw it, for every case: "
-                                                  "409 if any changed since")
-    unchanged_since: StrictStr | None = Field(
-        default=None, max_length=64, description="when you loaded the cases: 409 if any changed after it (coarser "
-                                                 "than `unchanged`: a change being committed as you loaded can pass)")
+        default=None, max_length=500, description="case_id -> its updated_at as you saw it, each: 409 if any changed")
+    unchanged_since: StrictStr | None = Field(default=None, max_length=64, description=(
+        "when you loaded the cases: 409 if any changed after it (coarser than `unchanged`)"))
 
 
 class InspectionIn(_Request):

@@ -239,7 +239,6 @@ def queue() -> ResponseReturnValue:
         from api.ui_queues import named_queue
 
         return named_queue(request.args["queue"])
-    loaded_at = core().clock().isoformat()  # before the cases are read: a bulk close refuses any changed since
     try:
         f = case_api.queue_filter(request.args)
         page = cases.queue(core().uow(), f=f, now=core().clock())
@@ -251,8 +250,7 @@ def queue() -> ResponseReturnValue:
     return render_template("ui/queue.html", page=page, f=f, reasons=reasons, assignees=assignees,
                            statuses=STATUSES, active=ACTIVE, sorts=SORTS, labels=LABELS,
                            decisions=[d.value for d in Decision if d.needs_human], args=page_args(),
-                           closed_list="closed" in f.statuses, named=_named(), selected=None,
-                           loaded_at=loaded_at)
+                           closed_list="closed" in f.statuses, named=_named(), selected=None)
 
 
 def _named() -> list[Any]:
@@ -380,7 +378,6 @@ def bulk_close() -> ResponseReturnValue:
     try:
         closed = cases.bulk_close(core().uow(), case_ids=ids, label=request.form.get("label", ""),
                                   reason=request.form.get("reason", ""), feedback=core().feedback,
-                                  unchanged_since=request.form.get("unchanged_since") or None,
                                   unchanged={c: shown.get(c, "") for c in ids}, **_who())
         flash(f"Closed {len(closed)} case(s) as {request.form.get('label')}.", "info")
     except (CaseConflict, CaseNotFound) as exc:

@@ -25,7 +25,6 @@ from fraud_service.errors import QueueNotFound, RequestInvalid
 def named_queue(name: str) -> ResponseReturnValue:
     """The queue page showing the named queue NAME's cases (the main queue's order, its SLA)."""
     try:
-        loaded_at = core().clock().isoformat()  # before the cases are read (see ui.queue)
         f = case_api.queue_filter(MultiDict({k: v for k, v in request.args.items() if k in ("limit", "offset")}))
         record, page = queues.page(core().uow(), name=name, now=core().clock(), limit=f.limit, offset=f.offset)
     except QueueNotFound:
@@ -34,8 +33,7 @@ def named_queue(name: str) -> ResponseReturnValue:
         abort(400, _problems(exc))
     return render_template("ui/queue.html", page=page, f=QueueFilter(limit=f.limit, offset=f.offset), reasons=[],
                            assignees=[], statuses=(), active=ACTIVE, sorts=(), labels=LABELS, decisions=[],
-                           args=page_args(), closed_list=False, named=_named(), selected=record,
-                           loaded_at=loaded_at)
+                           args=page_args(), closed_list=False, named=_named(), selected=record)
 
 
 @bp.get("/queues")

@@ -63,11 +63,24 @@ def successor(after: int, role: int, fit: bool) -> str:
     return "loading" if younger else "none"
 
 
-def able_elder(age: int, role: int) -> bool:
-    """Whether a worker older than the one numbered AGE serves ROLE and can score, or has not checked yet (it checks
-    within FITNESS_S of a reload): while one does, a worker of a reload that cannot score takes no connections (it
-    would answer them 503)."""
-    return any(0 < BORN[row] < age and SERVES[row] == role and FIT[row] != UNABLE for row in range(SLOTS))
+def verdict(ok: bool, old: bool, was: int, failing_since: float | None, now: float, patience: float
+            ) -> tuple[int, float | None]:
+    """A worker's row after a readiness check that passed (OK) or failed at NOW: ABLE or UNABLE, and since when its
+    checks have failed (None while they pass). A worker of the reload is unable at its first failure (it would answer
+    503); an OLD one only once they have failed for PATIENCE seconds (one slow probe must not end its handover to
+    workers that cannot score at all), keeping what its row said (WAS) until then."""
+    if ok:
+        return ABLE, None
+    since = now if failing_since is None else failing_since
+    return (UNABLE if not old or now - since >= patience else was), since
+
+
+def able_elder(role: int) -> bool:
+    """Whether a worker of the generation before the last reload serves ROLE and can score, or has not checked yet (it
+    checks within FITNESS_S of a reload): while one does, a worker of the reload that cannot score takes no
+    connections (it would answer them 503)."""
+    mark = RELOADED[0]
+    return any(0 < BORN[row] <= mark and SERVES[row] == role and FIT[row] != UNABLE for row in range(SLOTS))
 
 
 def fair_limit(counts: Sequence[int], own: int) -> int | None:

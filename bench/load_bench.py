@@ -414,10 +414,11 @@ class Setup(NamedTuple):
     replayed: int
 
 
-def setup(args: argparse.Namespace, prefix: str) -> Setup:
-    """What a wrk bench needs before its server starts: a temp dir, the home and its environment, the world
-    (`prepare`) and the replayed returns' bodies (`write_bodies`), with how many there are."""
-    if shutil.which("wrk") is None:
+def setup(args: argparse.Namespace, prefix: str, wrk: bool = True) -> Setup:
+    """What a bench of the server needs before its server starts: a temp dir, the home and its environment, the world
+    (`prepare`) and the replayed returns' bodies (`write_bodies`), with how many there are; with WRK, that wrk is
+    installed."""
+    if wrk and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     home = Path(args.home) if args.home else tmp / "home"

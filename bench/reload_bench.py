@@ -48,24 +48,26 @@ class Answers:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.times: list[float] = []
-        self.slowest = 0.0
-        self.errors: dict[str, int] = {}
+        self.times: list[tuple[float, float]] = []  # (when answered, how long it took)
+        self.errors: list[tuple[float, str]] = []  # (when, what)
 
     def answered(self, started: float, error: str | None = None) -> None:
         now = time.monotonic()
         with self.lock:
             if error is None:
-                self.times.append(now)
-                self.slowest = max(self.slowest, now - started)
+                self.times.append((now, now - started))
             else:
-                self.errors[error] = self.errors.get(error, 0) + 1
+                self.errors.append((now, error))
 
     def summary(self, since: float) -> dict[str, Any]:
-        times = sorted(t for t in self.times if t >= since)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-        return {"answers": len(times), "errors": dict(self.errors), "longest_gap_s": round(max(gaps, default=0.0), 3),
-                "slowest_answer_s": round(self.slowest, 3)}
+        """The figures from SINCE on (the warm-up before it left out)."""
+        times = sorted(t for t in self.times if t[0] >= since)
+        gaps = [b[0] - a[0] for a, b in zip(times, times[1:], strict=False)]
+        errors: dict[str, int] = {}
+        for _, error in (e for e in self.errors if e[0] >= since):
+            errors[error] = errors.get(error, 0) + 1
+        return {"answers": len(times), "errors": errors, "longest_gap_s": round(max(gaps, default=0.0), 3),
+                "slowest_answer_s": round(max((t[1] for t in times), default=0.0), 3)}
 
 
 def _assess(port: int, key: str, bodies: list[str], tag: str, answers: Answers, stop: threading.Event) -> None:
@@ -134,10 +136,12 @@ def main() -> None:
                              "(default 10)")
     parser.add_argument("--clients", type=int, default=6, help="threads posting assessments (default 6)")
     args = parser.parse_args()
-    tmp, home, env, info, bodies_file, _ = setup(args, "reload-bench-")
+    tmp, home, env, info, bodies_file, _ = setup(args, "reload-bench-", wrk=False)
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "reload bench"], env).strip()
     bodies = bodies_file.read_text().splitlines()
     port, analyst_port = _free_port(), _free_port()
+    while analyst_port == port:
+        analyst_port = _free_port()
     tag = f"rb{int(time.time())}"
     server = start_server(args, env, port, tmp / "server.log", analyst_port)
     scoring, analyst, stop = Answers(), Answers(), threading.Event()
@@ -149,7 +153,11 @@ def main() -> None:
     try:
         for thread in threads:
             thread.start()
+        deadline = time.monotonic() + 120
         while not scoring.times or not analyst.times:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"no answers within 120 s: {scoring.summary(0)}, {analyst.summary(0)}\n"
+                                 f"{(tmp / 'server.log').read_text()[-3000:]}")
             time.sleep(0.1)  # waiting for the first answers, not timing anything
         began = time.monotonic()
         stop.wait(args.interval)
@@ -183,7 +191,7 @@ def main() -> None:
               f"answers {summary['longest_gap_s']:.3f} s, slowest answer {summary['slowest_answer_s']:.3f} s")
     print(f"at most {most['processes']} workers and {most['rss_mb']:,.0f} MB (the server's summed RSS) at once")
     evidence = evidence_summary(env, tag)
-    stored, answered = evidence["assessments"], len(scoring.times)
+    stored, answered = evidence["assessments"], len(scoring.times)  # every 201, the warm-up's too
     print(f"201 answers {answered:,}; assessments stored {stored:,}; evidence chain "
           f"{'intact' if evidence['chain_ok'] else 'BROKEN: ' + str(evidence['chain_problem'])}")
     print(json.dumps({"model": {k: v for k, v in info.items() if k != "dataset"}, "reloads": args.reloads,

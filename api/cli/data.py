@@ -24,7 +24,8 @@ from fraud_service.config import Settings
 from fraud_service.errors import BadRequest, DatasetError, ValidationFailed
 
 if TYPE_CHECKING:
-    from fraud_service.data.ingest import IngestResult
+    from fraud_service.data.ingest import Hub, IngestResult
+    from fraud_service.data.warehouse import Warehouse
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,18 +54,32 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if result.changed:
         print(f"warehouse snapshot {result.snapshot} is current (was {result.previous or 'empty'}) "
               f"under {settings.warehouse_dir}")
-        for warning in warnings:
-            if not warning.get("warned_before"):
-                print(f"warning: {warning['message']}")
-        known = [w for w in warnings if w.get("warned_before")]
-        if known:
-            print("note: still shared by very many customers, as an earlier ingest warned: "
-                  + "; ".join(f"{w['table']}.{w['column']} {w['value']!r} ({w['customers']:,} customers)"
-                              for w in known))
+        _print_warnings(warnings, Warehouse(settings.warehouse_dir), result.hubs)
     else:
         print(f"nothing changed: snapshot {result.previous} stays current" if result.previous else
               "nothing ingested: the dataset's tables hold no rows, and the warehouse stays empty")
     return 0
+
+
+def _print_warnings(warnings: list[dict[str, Any]], warehouse: Warehouse, hubs: list[Hub], shown: int = 5) -> None:
+    """New warnings in full (at most SHOWN hubs; `--report` lists every one), hubs an earlier ingest warned of in one
+    note line; then those hubs are remembered as warned of."""
+    from fraud_service.data.ingest import remember_hubs
+
+    new = [w for w in warnings if not w.get("warned_before")]
+    for warning in [w for w in new if w["kind"] != "hub"] + [w for w in new if w["kind"] == "hub"][:shown]:
+        print(f"warning: {warning['message']}")
+    if (more := sum(w["kind"] == "hub" for w in new) - shown) > 0:
+        print(f"warning: and {more} more tokens shared by very many customers (`--report FILE` lists them all)")
+    known = [w for w in warnings if w.get("warned_before")]
+    if known:
+        print("note: still shared by very many customers, as an earlier ingest warned: "
+              + "; ".join(f"{w['table']}.{w['column']} {w['value']!r} ({w['customers']:,} customers)"
+                          for w in known[:shown]) + (f"; and {len(known) - shown} more" if len(known) > shown else ""))
+    try:
+        remember_hubs(hubs, warehouse)
+    except OSError as exc:
+        print(f"note: could not record which shared tokens were warned of ({exc}): the next ingest warns of them again")
 
 
 def _warnings(result: IngestResult) -> list[dict[str, Any]]:

@@ -513,8 +513,9 @@ def bulk_close(uow: UnitOfWork, *, case_ids: Sequence[str], label: str, reason: 
         changed = sorted(c for c, case in locked.items() if (seen is not None and chain.aware(case.updated_at) > seen)
                          or (c in versions and chain.aware(case.updated_at) != versions[c]))
         if changed:
-            raise CaseConflict(f"case(s) {', '.join(changed)} changed after the page you decided on was loaded; "
-                               "reload it and decide again (nothing was closed)")
+            raise CaseConflict(f"case(s) {', '.join(changed)} changed since you saw them (now "
+                               + ", ".join(f"{c} at {chain.utc_text(locked[c].updated_at)}" for c in changed[:5])
+                               + "); reload them and decide again (nothing was closed)")
         for case_id in case_ids:
             case = locked[case_id]
             _close(uow, outbox, case, None, _reason(reason), actor, label, now, feedback, bulk=len(case_ids))

@@ -90,6 +90,8 @@ class Hub:
         return f"{self.table}.{self.column}={self.value}"
 
 
+HUB_LIMIT = 50
+"""At most this many hubs are looked for, most shared first: five known real ones must not hide a new one."""
 WARNED = "hubs-warned.json"
 """The warehouse's file of the hubs an ingest has warned of (their `key`s): the next ingest names them in one line,
 and warns in full only of new ones (a real freight forwarder was warned of on every ingest, in the same words)."""
@@ -386,7 +388,7 @@ def ingest(directory: Path, warehouse: Warehouse, progress: Progress = SILENT) -
         result.currencies = _currencies(snapshot) if "orders" in result.tables else {}
         if {"orders", "returns"} & set(result.tables):
             try:  # a warning only: the snapshot is current already, and a failure here must not say otherwise
-                result.hubs = _remembered(hubs(snapshot, spill=warehouse.root / ".spill"), warehouse.root / WARNED)
+                result.hubs = _marked(hubs(snapshot, HUB_LIMIT, spill=warehouse.root / ".spill"), warehouse.root)
             except (duckdb.Error, OSError) as exc:
                 progress.info(f"could not look for tokens shared by very many customers: {exc}")
         return result
@@ -413,18 +415,32 @@ def hubs(snapshot: Snapshot, limit: int = 5, spill: Path | None = None) -> list[
     return [Hub(str(t), str(c), str(v), int(k), int(n)) for t, c, v, k, n in rows]
 
 
-def _remembered(found: list[Hub], path: Path) -> list[Hub]:
-    """FOUND, each marked when PATH says an earlier ingest warned of it; PATH then holds every hub warned of so far
-    (written whole under another name, then renamed: a crash leaves the old list or the new one)."""
+def _warned(root: Path) -> set[str]:
+    """The hubs an ingest into the warehouse at ROOT has warned of (none when the list is missing or unreadable:
+    each is warned of again rather than none)."""
     try:
-        warned = set(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):  # none yet, or unreadable: warn of each again rather than of none
-        warned = set()
-    marked = [dataclasses.replace(hub, warned_before=hub.key in warned) for hub in found]
+        listed = json.loads((root / WARNED).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {key for key in listed if isinstance(key, str)} if isinstance(listed, list) else set()
+
+
+def _marked(found: list[Hub], root: Path) -> list[Hub]:
+    """FOUND, each marked when an earlier ingest into the warehouse at ROOT warned of it."""
+    warned = _warned(root)
+    return [dataclasses.replace(hub, warned_before=hub.key in warned) for hub in found]
+
+
+def remember_hubs(found: list[Hub], warehouse: Warehouse) -> None:
+    """Record FOUND as warned of (`ingest --report` or its terminal showed them), with those warned of before: written
+    whole under another name, then renamed, so a crash leaves the old list or the new one. OSError when it cannot."""
+    path = warehouse.root / WARNED
     staged = path.with_name(f".{path.name}.{os.getpid()}")
-    staged.write_text(json.dumps(sorted(warned | {hub.key for hub in found})))
-    os.replace(staged, path)
-    return marked
+    try:
+        staged.write_text(json.dumps(sorted(_warned(warehouse.root) | {hub.key for hub in found})))
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _currencies(snapshot: Snapshot) -> dict[str, int]:

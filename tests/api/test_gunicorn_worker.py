@@ -155,17 +155,32 @@ def test_an_old_worker_that_can_score_waits_for_a_successor_that_can(table):
     assert table.successor(3, table.SCORING, fit=True) == "unable"
     assert table.successor(3, table.SCORING, fit=False) == "serving"  # an old worker that cannot score either: not
     assert table.successor(3, table.ANALYST, fit=True) == "loading"  # the analyst port's successor is another's
-    assert table.able_elder(4, table.SCORING)  # the old worker has not checked yet: it counts as able
+    assert table.able_elder(table.SCORING)  # the old worker has not checked yet: it counts as able
     table.FIT[table.slot(2)], table.FIT[table.slot(3)] = table.ABLE, table.UNABLE
-    assert table.able_elder(4, table.SCORING) and not table.able_elder(4, table.ANALYST)
-    assert not table.able_elder(2, table.SCORING)  # none older than the old worker itself
+    assert table.able_elder(table.SCORING) and not table.able_elder(table.ANALYST)
+    table.SERVES[table.slot(6)], table.FIT[table.slot(6)] = table.ANALYST, table.ABLE
+    assert not table.able_elder(table.ANALYST)  # a sibling of the reload is no elder: only the old generation
     table.SERVES[table.slot(5)], table.FIT[table.slot(5)] = table.SCORING, table.ABLE  # another new one can score
     assert table.successor(3, table.SCORING, fit=True) == "serving"
     for age in (4, 5, 6):
         table.SERVES[table.slot(age)] = table.STOPPING  # the server stops: every new worker is told to
     assert table.successor(3, table.SCORING, fit=True) == "none"
     table.SERVES[table.slot(2)] = table.STOPPING  # done handing over: no new worker yields to it any more
-    assert not table.able_elder(4, table.SCORING)
+    assert not table.able_elder(table.SCORING)
     table.clear(2)
     table.clear(3)
     assert not table.reload_pending()
+
+
+def test_an_old_worker_counts_as_unable_only_after_its_checks_fail_for_a_while(table):
+    """One failed check (a probe slow on busy cores) ended an old worker's handover to new workers that could not score
+    at all (a review); a new worker that fails must stop taking connections at once."""
+    assert table.verdict(False, old=False, was=0, failing_since=None, now=10.0, patience=5.0) == (table.UNABLE, 10.0)
+    assert table.verdict(False, old=True, was=table.ABLE, failing_since=None, now=10.0, patience=5.0) == (
+        table.ABLE, 10.0)
+    assert table.verdict(False, old=True, was=table.ABLE, failing_since=10.0, now=14.9, patience=5.0) == (
+        table.ABLE, 10.0)
+    assert table.verdict(False, old=True, was=table.ABLE, failing_since=10.0, now=15.0, patience=5.0) == (
+        table.UNABLE, 10.0)
+    assert table.verdict(True, old=True, was=table.UNABLE, failing_since=10.0, now=15.5, patience=5.0) == (
+        table.ABLE, None)
