@@ -623,7 +623,8 @@ def _record(uow: UnitOfWork, case: Case, kind: str, actor: str, payload: dict[st
 
 
 def _versions(case_ids: Sequence[str], unchanged: Mapping[str, str]) -> dict[str, dt.datetime]:
-    """UNCHANGED's time for each of CASE_IDS, or RequestInvalid naming `unchanged` (a case missing, one not closed)."""
+    """UNCHANGED's time for each of CASE_IDS, or RequestInvalid naming `unchanged` (a case missing, or one not among
+    CASE_IDS) or the case whose time is not one."""
     missing, extra = [c for c in case_ids if c not in unchanged], sorted(set(unchanged) - set(case_ids))
     if missing or extra:
         raise RequestInvalid([Problem("unchanged", f"lacks {', '.join(missing[:5])}" if missing else
