@@ -208,3 +208,14 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 READ_ONLY = "fraud_read_only"
 """Execution option of a connection that only reads (SQLite begins its transactions deferred)."""
 
+
+def writes_refused(error: BaseException) -> bool:
+    """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
+    which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
+    state = str(getattr(error, "sqlstate", "") or "")
+    if state.startswith("53") or state in ("25006", "42501"):  # resources (disk full, ...); read-only; not permitted
+        return True
+    if not isinstance(error, sqlite3.Error):  # PostgreSQL's text quotes the failing row: its codes alone count
+        return False
+    text = str(error).lower()
+    return "disk is full" in text or "readonly database" in text or "read-only file system" in text

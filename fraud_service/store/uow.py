@@ -13,12 +13,12 @@ import datetime as dt
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fraud_service.errors import DatabaseDown
 from fraud_service.store import chain
-from fraud_service.store.db import READ_ONLY
+from fraud_service.store.db import READ_ONLY, writes_refused
 from fraud_service.store.schema import EvidenceEvent
 
 UNREACHABLE = (OperationalError, InterfaceError)
@@ -79,6 +79,10 @@ class UnitOfWork:
         except Exception:
             if exc is None:
                 raise
+        if isinstance(exc, DBAPIError) and exc.orig is not None and writes_refused(exc.orig):
+            # read-only (a fail-over's standby), or full: a 503 like the assessments', not a 500 with a traceback
+            raise DatabaseDown("the evidence database answers but refuses to write (read-only, or full); nothing was "
+                               "changed, retry later") from exc
         if isinstance(exc, UNREACHABLE):
             raise DatabaseDown("the evidence database cannot be reached; nothing was decided or changed, "
                                "retry later") from exc

@@ -31,7 +31,6 @@ import logging
 import os
 import queue
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from fraud_service.errors import BatchAbandoned, CommitUnconfirmed, DatabaseDown, EvidenceFileGone, Unstorable
 from fraud_service.store import chain, locks
-from fraud_service.store.db import check_file
+from fraud_service.store.db import check_file, writes_refused
 from fraud_service.store.schema import Assessment, Case, EvidenceEvent
 
 log = logging.getLogger(__name__)
@@ -158,18 +157,6 @@ def _closed_by_server(raw: Any) -> bool:
     return bool(pgconn.status != pq.ConnStatus.OK)
 
 
-def _writes_refused(error: BaseException) -> bool:
-    """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
-    which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
-    state = str(getattr(error, "sqlstate", "") or "")
-    if state.startswith("53") or state in ("25006", "42501"):  # resources (disk full, ...); read-only; not permitted
-        return True
-    if not isinstance(error, sqlite3.Error):  # PostgreSQL's text quotes the failing row: its codes alone count
-        return False
-    text = str(error).lower()
-    return "disk is full" in text or "readonly database" in text or "read-only file system" in text
-
-
 def _rolled_back(cursor: Any, raw: Any) -> bool:
     """Close CURSOR and roll RAW's transaction back; whether that worked (the connection can be used again)."""
     try:
@@ -215,7 +202,7 @@ class EvidenceWriter:
         self.max_batch = max_batch
         self.batches = 0
         self.owner = owner()
-        # (monotonic time, error type) of the last batch the database refused to write (`_writes_refused`), until
+        # (monotonic time, error type) of the last batch the database refused to write (`writes_refused`), until
         # a batch is stored
         self.failed: tuple[float, str] | None = None
         self._queue: queue.Queue[Pending | None] = queue.Queue()
@@ -343,7 +330,7 @@ class EvidenceWriter:
             return
         except (DBAPIError, self._driver_error) as exc:
             detail = getattr(exc, "orig", None) or exc
-            refused = _writes_refused(detail)  # read-only (a fail-over's standby), full: every record alike
+            refused = writes_refused(detail)  # read-only (a fail-over's standby), full: every record alike
             if not self._unreachable(detail) and not refused:
                 if len(batch) > 1:  # one record the database refuses fails its own request, not its batch's
                     log.warning("evidence batch of %d refused (%s): committing its assessments one by one",

@@ -284,3 +284,30 @@ def test_a_query_number_of_thousands_of_digits_is_422_not_500(api: Api, path: st
     response = api.client.get(path, headers=api.headers("admin"))
     assert response.status_code == 422, response.get_json()
     assert response.get_json()["problems"][0]["field"] == field
+
+
+def test_a_change_the_database_refuses_to_write_is_a_503_naming_it(api: Api) -> None:
+    """A read-only evidence database (a fail-over's standby; PostgreSQL's `default_transaction_read_only`) answered the
+    analysts' and admins' writes 500 with a traceback; assessments got the 503 they promise (a helper's fault probe)."""
+    from sqlalchemy import event
+
+    statement = "PRAGMA query_only = ON" if api.backend == "sqlite" else "SET default_transaction_read_only = on"
+
+    def read_only(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        connection.commit()  # a setting made in a transaction the pool rolls back would not last
+
+    entry = {"entity": "device", "value": "dev-read-only", "list": "block", "reason": "test"}
+    engine = api.service.engine
+    event.listen(engine, "connect", read_only)
+    engine.dispose()  # every connection from now on refuses to write
+    try:
+        refused = api.client.post("/v1/lists", json=entry, headers=api.headers("admin"))
+        assert refused.status_code == 503 and "nothing was changed" in refused.get_json()["message"], \
+            refused.get_json()
+    finally:
+        event.remove(engine, "connect", read_only)
+        engine.dispose()
+    assert api.client.post("/v1/lists", json=entry, headers=api.headers("admin")).status_code == 201

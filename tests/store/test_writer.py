@@ -143,7 +143,7 @@ def test_a_database_refusing_writes_is_told_from_one_that_cannot_be_reached() ->
 
     import psycopg
 
-    from fraud_service.store.writer import _writes_refused
+    from fraud_service.store.db import writes_refused
 
     refused = [psycopg.errors.DiskFull("could not extend file"), psycopg.errors.ReadOnlySqlTransaction("read-only"),
                sqlite3.OperationalError("database or disk is full"),
@@ -152,12 +152,12 @@ def test_a_database_refusing_writes_is_told_from_one_that_cannot_be_reached() ->
                    psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
                    sqlite3.OperationalError("database is locked"),
                    sqlite3.OperationalError("unable to open database file")]
-    assert [_writes_refused(e) for e in refused] == [True] * len(refused)
-    assert [_writes_refused(e) for e in unreachable] == [False] * len(unreachable)
+    assert [writes_refused(e) for e in refused] == [True] * len(refused)
+    assert [writes_refused(e) for e in unreachable] == [False] * len(unreachable)
     # PostgreSQL's text quotes the failing row: a record holding these words is still one record refused
     quoting = psycopg.errors.NotNullViolation('null value in column "score" violates not-null constraint\n'
                                               "DETAIL: Failing row contains (the readonly database, disk is full).")
-    assert not _writes_refused(quoting)
+    assert not writes_refused(quoting)
 
 
 @pytest.mark.postgres
