@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import selectors
 import socket
@@ -33,7 +32,7 @@ from typing import IO, Any
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from api.worker_io import Closer, PacedConn, SilentClients, bound_silence, write_json_error
+from api.worker_io import Closer, PacedConn, SilentClients, bound_silence, error_body, write_json_error
 from api.worker_table import (
     ANALYST,
     COUNTS,
@@ -75,8 +74,8 @@ ANALYST_NICE = 5
 def unloaded(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """What a worker whose application failed to load answers (`BalancedThreadWorker.load_wsgi`): a 503 in the API's
     error shape, naming no code (the log has the traceback)."""
-    body = json.dumps({"error": "unavailable", "message": "this worker could not load the service's code after a "
-                       "reload; the server log says why", "request_id": None}).encode()
+    body = error_body("unavailable", "this worker could not load the service's code after a reload; the server log "
+                                     "says why")
     start_response("503 Service Unavailable", [("Content-Type", "application/json"),
                                                ("Content-Length", str(len(body))), ("Retry-After", "5")])
     return [body]
@@ -130,7 +129,7 @@ class BalancedThreadWorker(ThreadWorker):
         try:
             super().load_wsgi()
         except Exception:
-            if not RELOADED[0] < self.age or not reload_pending():
+            if self.age <= RELOADED[0] or not reload_pending():  # not a worker of a reload the old ones serve through
                 raise
             self.log.exception("worker %s of the reload cannot load the application: the old workers serve on for "
                                "up to %g s; fix the code, then reload again", self.pid, HANDOVER_S)

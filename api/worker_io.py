@@ -20,13 +20,18 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn
 
 
+def error_body(code: str, message: str) -> bytes:
+    """An answer's body in the API's error shape, from the worker rather than the application (no request id)."""
+    return json.dumps({"error": code, "message": message, "request_id": None}).encode()
+
+
 def write_json_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
     """gunicorn's own error answers in the API's JSON error shape instead of gunicorn's HTML page: to a request it
     could not parse (a request line over its limit: 414, headers too large: 431, a malformed line or header: 400,
     and its other refusals), and a 500 for an error that escaped the application. No request id: the request
     did not reach the application's logging, or the application failed before it answered."""
     code = "internal_error" if status == 500 else reason.lower().replace(" ", "_")  # the app's own 500 code
-    body = json.dumps({"error": code, "message": message or reason, "request_id": None}).encode()
+    body = error_body(code, message or reason)
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     util.write_nonblock(sock, head.encode("latin-1") + body)

@@ -66,12 +66,14 @@ def _print_warnings(warnings: list[dict[str, Any]], warehouse: Warehouse, hubs: 
     note line; then those hubs are remembered as warned of."""
     from fraud_service.data.ingest import remember_hubs
 
-    new = [w for w in warnings if not w.get("warned_before")]
-    for warning in [w for w in new if w["kind"] != "hub"] + [w for w in new if w["kind"] == "hub"][:shown]:
+    others = [w for w in warnings if w["kind"] != "hub"]
+    new = [w for w in warnings if w["kind"] == "hub" and not w["warned_before"]]
+    known = [w for w in warnings if w["kind"] == "hub" and w["warned_before"]]
+    for warning in others + new[:shown]:
         print(f"warning: {warning['message']}")
-    if (more := sum(w["kind"] == "hub" for w in new) - shown) > 0:
-        print(f"warning: and {more} more tokens shared by very many customers (`--report FILE` lists them all)")
-    known = [w for w in warnings if w.get("warned_before")]
+    if len(new) > shown:
+        print(f"warning: and {len(new) - shown} more tokens shared by very many customers (`--report FILE` lists them "
+              "all)")
     if known:
         print("note: still shared by very many customers, as an earlier ingest warned: "
               + "; ".join(f"{w['table']}.{w['column']} {w['value']!r} ({w['customers']:,} customers)"
