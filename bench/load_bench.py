@@ -52,6 +52,8 @@ def _env(args: argparse.Namespace, home: Path) -> dict[str, str]:
     env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "WARNING" if args.quiet_logs else "INFO"}
     if args.database:
         env["FRAUD_DATABASE_URL"] = args.database
+    if args.live_log == "database":
+        env["FRAUD_LIVE_LOG"] = args.database
     for name in ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
     return env
@@ -140,13 +142,13 @@ def _build(args: argparse.Namespace, home: Path, env: dict[str, str], dataset: P
     return {"world": world, "cutoff": cutoff.isoformat(), "version": result.record.version}
 
 
-def _forget_earlier_runs(home: Path) -> None:
+def _forget_earlier_runs(env: dict[str, str]) -> None:
     """Drop the live facts earlier runs (or levels) of this benchmark left (their returns would count again)."""
     from fraud_service.config import Settings
     from fraud_service.featurestore.live import LiveFacts
     from fraud_service.featurestore.source import FeatureSource
 
-    live = LiveFacts(FeatureSource(Settings.from_env({"FRAUD_HOME": str(home)})))
+    live = LiveFacts(FeatureSource(Settings.from_env(env)))
     ids = [row[0] for row in live.db.execute("SELECT DISTINCT return_id FROM live_facts WHERE return_id LIKE 'lb%'")]
     if ids:
         print(f"forgetting the live facts of {len(ids):,} returns from earlier runs", flush=True)
@@ -232,7 +234,8 @@ def delayed_database(args: argparse.Namespace, env: dict[str, str]
         time.sleep(0.05)  # waiting for the proxy to listen, not timing anything
     proxied = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     print(f"PostgreSQL through a proxy adding {args.pg_latency:g} ms to every answer", flush=True)
-    return proxy, {**env, "FRAUD_DATABASE_URL": proxied}
+    live = {"FRAUD_LIVE_LOG": proxied} if "FRAUD_LIVE_LOG" in env else {}  # the same distance away
+    return proxy, {**env, "FRAUD_DATABASE_URL": proxied, **live}
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
@@ -381,6 +384,9 @@ def _parser() -> argparse.ArgumentParser:
                              "what was known before them")
     parser.add_argument("--database", help="FRAUD_DATABASE_URL (default SQLite in the home; a PostgreSQL "
                                            "database named here is dropped and created)")
+    parser.add_argument("--live-log", choices=["home", "database"], default="home",
+                        help="where the live-fact log is: the home's SQLite file (default), or, with a PostgreSQL "
+                             "--database, in that database (FRAUD_LIVE_LOG, as instances on several hosts run)")
     parser.add_argument("--connections", default="1,4,16,32", help="concurrency levels (default 1,4,16,32)")
     parser.add_argument("--seconds", type=float, default=15.0, help="per measurement (default 15)")
     parser.add_argument("--workers", type=int, default=2)
@@ -432,6 +438,8 @@ def setup(args: argparse.Namespace, prefix: str, wrk: bool = True) -> Setup:
 
 def main() -> None:
     args = _parser().parse_args()
+    if args.live_log == "database" and not (args.database or "").startswith("postgresql"):
+        raise SystemExit("--live-log database needs a PostgreSQL --database")
     tmp, home, env, info, bodies, replayed = setup(args, "load-bench-")
     key = _run([*CLI, "keys", "create", "--role", "scoring", "--name", "load bench"], env).strip()
     proxy, server_env = delayed_database(args, env)
@@ -461,7 +469,7 @@ def main() -> None:
                     for c in levels}
         for c in levels:
             ceiling = ceilings[c]
-            _forget_earlier_runs(home)  # every level starts from the same features
+            _forget_earlier_runs(env)  # every level starts from the same features
             assess = measured(servers, partial(wrk_spread, bases, c, args.seconds,
                                                {**wrk_env, "RUN_TAG": f"{tag}-c{c}"}, ROOT / "bench" / "assess.lua"),
                               postgres=local_postgres)
@@ -485,7 +493,7 @@ def main() -> None:
     answered = sum(r["assess"]["requests"] - r["assess"]["non_2xx"] for r in results)
     summary = {"model": {k: v for k, v in info.items() if k != "dataset"}, "workers": args.workers,
                "threads": args.threads, "instances": args.instances, "database": args.database or "sqlite (WAL)",
-               "pg_latency_ms": args.pg_latency,
+               "pg_latency_ms": args.pg_latency, "live_log": args.live_log,
                "seconds": args.seconds,
                "replayed_returns": replayed, "levels": results, "answered_201": answered, "evidence": evidence}
     cycled = [r["connections"] for r in results if r["assess"]["requests"] > replayed]

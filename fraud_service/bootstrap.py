@@ -327,7 +327,7 @@ def assessor(settings: Settings, engine: Engine, sessions: sessionmaker[Session]
              freshness: bool = True) -> Assessor:
     """The Assessor with the feature store, the production model and its policy, and the evidence writer."""
     from fraud_service.featurestore.live import FreshnessWriter, LiveFacts
-    from fraud_service.featurestore.online import LIVE_LOG_MENDED
+    from fraud_service.featurestore.live_log import LIVE_LOG_MENDED
     from fraud_service.featurestore.source import FeatureSource
     from fraud_service.scoring.evidence import evidence_writer
     from fraud_service.scoring.lists import ListCache

@@ -61,6 +61,9 @@ class Settings:
     webhook_timeout_s: float = 5.0
     webhook_backoff_s: float = 15.0
     webhook_retry_hours: float = 24.0
+    live_log_url: str | None = None
+    """FRAUD_LIVE_LOG: a PostgreSQL database for the live-fact log, which instances on several hosts share (unset:
+    `$FRAUD_HOME/features/live.db`, shared by the instances of one host; docs/deployment.md)."""
     spark_master: str = "local[*]"
     """FRAUD_SPARK_MASTER: where `features build --engine spark` runs (`local[*]`, `spark://host:7077`, `yarn`,
     `k8s://https://host:443`); other Spark settings come from Spark's own `spark-defaults.conf`."""
@@ -97,6 +100,11 @@ class Settings:
             raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url.split('@')[-1]}: expected a SQLite file "
                               "(sqlite:////path/to/fraud.db; the default is $FRAUD_HOME/fraud.db) or PostgreSQL "
                               "(postgresql+psycopg://USER@HOST/DB)")
+        if self.live_log_url is not None and not self.live_log_url.startswith(
+                ("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ConfigError(f"FRAUD_LIVE_LOG={self.live_log_url.split('@')[-1]}: expected a PostgreSQL database "
+                              "(postgresql://USER@HOST/DB; the evidence database's URL will do), or leave it unset "
+                              "for $FRAUD_HOME/features/live.db")
         if _in_memory(self.database_url):
             raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url}: an in-memory SQLite database lasts as long as "
                               "the process that opened it, so `db upgrade` would migrate a database that is gone when "
@@ -162,6 +170,7 @@ class Settings:
             webhook_timeout_s=_seconds(env, "FRAUD_WEBHOOK_TIMEOUT_S", 5.0, most=60.0),
             webhook_backoff_s=_seconds(env, "FRAUD_WEBHOOK_BACKOFF_S", 15.0, most=3600.0),
             webhook_retry_hours=_seconds(env, "FRAUD_WEBHOOK_RETRY_HOURS", 24.0, most=24.0 * 30),
+            live_log_url=(env.get("FRAUD_LIVE_LOG") or "").strip() or None,
             spark_master=(env.get("FRAUD_SPARK_MASTER") or "local[*]").strip(),
             drift_psi=_seconds(env, "FRAUD_DRIFT_PSI", 0.25, most=100.0),
             assign_sweep=_flag(env, "FRAUD_ASSIGN_SWEEP", default=True),

@@ -22,7 +22,8 @@ from fraud_service.errors import (
     RegistryError,
     Unavailable,
 )
-from fraud_service.featurestore.online import LIVE_LOG_MENDED, ONLINE_MENDED
+from fraud_service.featurestore.live_log import LIVE_LOG_MENDED
+from fraud_service.featurestore.online import ONLINE_MENDED
 from fraud_service.featurestore.source import ENTITY_KEYS
 from fraud_service.scoring.lists import unlogged
 from fraud_service.store import chain, checkpoint
@@ -153,7 +154,7 @@ def _sqlite_unread(source: FeatureSource) -> str | None:
     if missing:
         return f"the online store {online} holds no table {missing[0]} (never loaded): {ONLINE_MENDED}"
     log_path = source.live_log
-    if log_path.is_file():
+    if isinstance(log_path, Path) and log_path.is_file():  # a PostgreSQL log is read by the readiness probe
         try:
             with read_only(log_path) as db:
                 db.execute("SELECT count(*) FROM live_facts").fetchone()
@@ -241,12 +242,37 @@ def check_model(settings: Settings) -> Check:
     return Check("model", True, f"production is {record.version}")
 
 
+def check_live_log(url: str) -> Check:
+    """Reach FRAUD_LIVE_LOG's PostgreSQL database and count the live facts it holds; a diagnosis makes no table (the
+    first `serve` worker does)."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    from fraud_service.featurestore.live_log import psycopg_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with psycopg.connect(psycopg_url(url),
+                             connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('live_facts')").fetchone() == (None,):
+                return Check("live log", True, f"{shown} answers; no live fact yet (the first `serve` makes its "
+                                               "tables)")
+            row = conn.execute("SELECT count(*), count(DISTINCT return_id) FROM live_facts").fetchone()
+    except psycopg.Error as exc:
+        return Check("live log", False, f"{shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
+    assert row is not None
+    return Check("live log", True, f"{shown} answers; {row[0]:,} live facts of {row[1]:,} returns assessed since "
+                                   "the last build")
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check that applies to these settings."""
     checks = [check_warehouse(settings), check_database(settings.database_url, schema=True), check_features(settings),
               check_model(settings), check_messages(settings)]
     if settings.online_store == "redis":
         checks.append(check_redis(settings.redis_url))
+    if settings.live_log_url is not None:
+        checks.append(check_live_log(settings.live_log_url))
     return checks
 
 
@@ -324,7 +350,8 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         checks["feature_store"] = {"ok": True, "online_store": assessor.reader.kind,  # type: ignore[union-attr]
                                    **({"problem": "; ".join(problems)} if problems else {})}  # still serving
     except DatabaseDown:
-        checks["feature_store"] = {"ok": False, "detail": f"the online store did not answer within {READY_WAIT_S} s"}
+        checks["feature_store"] = {"ok": False, "detail": "the online store or the live-fact log did not answer "
+                                                          f"within {READY_WAIT_S} s"}
     except Unavailable as exc:  # its own words, which name no host (an empty store says so)
         checks["feature_store"] = {"ok": False, "detail": str(exc)}
     except Exception as exc:  # sqlite or redis errors alike
@@ -345,11 +372,13 @@ def _live_facts_failing(assessor: Assessor | None) -> str | None:
 
 
 def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None:
-    """Read the online store as a request does (raising as it would), then say what its Redis lost since the last
-    `materialize`, if anything."""
+    """Read the online store and the live-fact log as a request does (raising as it would), then say what its Redis
+    lost since the last `materialize`, if anything."""
     from fraud_service.featurestore.source import FeatureSource
 
-    reader.stored(dict.fromkeys(ENTITY_KEYS, "readyz-probe"))  # counts Redis's keys in the same round trip
+    probe = dict.fromkeys(ENTITY_KEYS, "readyz-probe")
+    reader.stored(probe)  # counts Redis's keys in the same round trip
+    reader.live(probe)  # the live-fact log, which a request reads next (on PostgreSQL, across the network)
     if reader.kind != "redis":
         return None
     return _online_loss(FeatureSource(settings), lambda: reader.keys_seen)  # its errors: no loss said

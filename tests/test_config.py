@@ -18,6 +18,16 @@ def test_defaults_put_everything_under_var():
     assert (s.online_store, s.redis_url, s.port) == ("sqlite", "redis://127.0.0.1:6379/0", 8000)
     assert s.warehouse_dir == s.home / "warehouse"
     assert s.models_dir == s.home / "models"
+    assert s.live_log_url is None
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgresql+psycopg://u@h:5433/db", "postgres://u@h/db"])
+def test_the_live_fact_log_may_be_a_postgresql_database(tmp_path, url):
+    from fraud_service.featurestore.source import FeatureSource
+
+    s = Settings.from_env({"FRAUD_HOME": str(tmp_path), "FRAUD_LIVE_LOG": f" {url} "})
+    assert s.live_log_url == url and FeatureSource(s).live_log == url
+    assert FeatureSource(Settings.from_env({"FRAUD_HOME": str(tmp_path)})).live_log == tmp_path / "features" / "live.db"
 
 
 def test_every_variable_is_read(tmp_path):
@@ -37,6 +47,8 @@ def test_every_variable_is_read(tmp_path):
     ({"FRAUD_PORT": "70000"}, "FRAUD_PORT=70000"),
     ({"FRAUD_SPARK_MASTER": "bogus"}, r"FRAUD_SPARK_MASTER='bogus': expected local, local\[N\]"),
     ({"FRAUD_LOG_LEVEL": "loud"}, "FRAUD_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING"),
+    ({"FRAUD_LIVE_LOG": "/srv/live.db"}, "FRAUD_LIVE_LOG=/srv/live.db: expected a PostgreSQL database"),
+    ({"FRAUD_LIVE_LOG": "mysql://u:secret@h/db"}, "FRAUD_LIVE_LOG=h/db: expected"),  # no password in the message
 ])
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):

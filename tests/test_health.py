@@ -107,3 +107,32 @@ def test_the_redis_check_never_prints_the_password() -> None:
 
     checked = check_redis("redis://:s3cretpw@127.0.0.1:1/0")  # nothing listens on port 1: a refusal
     assert not checked.ok and "s3cretpw" not in checked.detail and "redis://:***@127.0.0.1:1/0" in checked.detail
+
+
+@pytest.mark.postgres
+def test_doctor_reaches_a_postgresql_live_log_counts_its_facts_and_makes_no_table(settings):
+    from dataclasses import replace
+
+    import psycopg
+
+    from fraud_service.featurestore.live_log import open_live_log
+    from tests.store.conftest import POSTGRES, scratch_database
+
+    refused = run_checks(replace(settings, live_log_url="postgresql://postgres:s3cret@127.0.0.1:1/live"))[-1]
+    assert (refused.name, refused.ok) == ("live log", False)
+    assert "Connection refused" in refused.detail and "s3cret" not in refused.detail
+    with scratch_database() as name:
+        url = f"{POSTGRES}/{name}"
+        fresh = run_checks(replace(settings, live_log_url=url))[-1]
+        assert fresh.ok and "no live fact yet" in fresh.detail, fresh.detail
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn:  # doctor made nothing
+            assert conn.execute("SELECT to_regclass('live_facts')").fetchone() == (None,)
+        log = open_live_log(url)
+        try:
+            with log.writing():
+                log.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                [("r-1", "return", entity, "k", "c-1", 1, "{}") for entity in ("customer", "device")])
+        finally:
+            log.close()
+        counted = run_checks(replace(settings, live_log_url=url))[-1]
+        assert counted.ok and "2 live facts of 1 returns assessed since the last build" in counted.detail, counted

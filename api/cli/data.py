@@ -222,7 +222,9 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
                          "and would load nothing (add --full to reload every entity as of then)")
     with progress(args).step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
         every = source.materialize(end, full=args.full, progress=progress(args))
-    pruned = LiveFacts(source).prune_ingested(end)
+    live = LiveFacts(source)
+    with live.db.unreadable():  # the online store is loaded; a log that cannot be reached is pruned next time
+        pruned = live.prune_ingested(end)
     print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
           + (" (every entity reloaded)" if every else "")
           + (f"; {pruned} live fact(s) now covered by the offline rows were dropped" if pruned else ""))

@@ -1,11 +1,12 @@
 """Freshness: a return assessed now counts at once for its customer and linked tokens, online.
 
 When a return is assessed, its facts (the return; its order too, when the order is new to
-the store) are appended to a small log, $FRAUD_HOME/features/live.db (SQLite, WAL), one row
-per fact and entity. The online reader (`OnlineFeatures.live`) reads the request's entities'
-facts from that log with one indexed query and adds their contributions, windowed at the
-request's own time, to the materialised rows. Writing a fact is one insert: nothing is
-rewritten, however many facts an entity already has.
+the store) are appended to a small log, $FRAUD_HOME/features/live.db (SQLite, WAL; or
+PostgreSQL where instances run on several hosts: `featurestore.live_log`), one row per fact
+and entity. The online reader (`OnlineFeatures.live`) reads the request's entities' facts
+from that log with one indexed query and adds their contributions, windowed at the request's
+own time, to the materialised rows. Writing a fact is one insert: nothing is rewritten,
+however many facts an entity already has.
 
 The rule that keeps training equal to serving: a live fact has exactly the timestamp and the
 contribution the same return gets in the offline rows once it is ingested (requested_at +
@@ -31,7 +32,6 @@ import datetime as dt
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.pipeline import BAD_OUTCOMES, ENTITIES
-from fraud_service.featurestore.online import OnlineFeatures, Pending, open_live_log, seen_live
+from fraud_service.featurestore.live_log import WRITE_WAIT_S, LiveLog, open_live_log
+from fraud_service.featurestore.online import OnlineFeatures, Pending, seen_live
 from fraud_service.featurestore.source import FeatureSource
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class LiveFacts:
     def __init__(self, source: FeatureSource, reader: OnlineFeatures | None = None) -> None:
         self.source = source
         self.reader = reader or source.reader()
-        self.db = open_live_log(source.live_log)
+        self.db = open_live_log(source.live_log, WRITE_WAIT_S)
         # the connection is shared by the threads that record (the freshness writer, request threads reporting an
         # inspection, a prune): a transaction is the connection's, so one thread's BEGIN inside another's failed
         # ("cannot start a transaction within a transaction") and its facts were lost
@@ -91,16 +92,14 @@ class LiveFacts:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """One writer at a time (this object's lock, then a sqlite write transaction), all or nothing."""
+        """One writer at a time (this object's lock, then the log's write transaction), all or nothing."""
+        with self._lock, self.db.writing():
+            yield
+
+    def close(self) -> None:
+        """Close the log's connection (a PostgreSQL log opens it again if used after)."""
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self.db.execute("COMMIT")
-            except BaseException:
-                if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk): its error is the cause
-                    self.db.execute("ROLLBACK")
-                raise
+            self.db.close()
 
     def record(self, r: AssessedReturn) -> None:
         """Count `r` (and its order when new) for its customer and tokens, online, now. Idempotent per return."""
@@ -112,7 +111,11 @@ class LiveFacts:
         A new order is counted once whichever return (in whichever process) records it first: `live_orders`
         holds the orders the log counts, claimed in the same transaction as their facts.
         """
+        returns = list(returns)
         with self._writing():
+            # whether a customer is new on a token is read, then written: writers on other hosts wait for it
+            self.db.hold((name, token) for r in returns
+                         for name, token in {**_order_tokens(r), "refund": r.refund_token}.items() if token)
             for r in returns:
                 rows = list(self._return_facts(r))
                 if r.order_is_new and self.db.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)",
@@ -323,7 +326,7 @@ class FreshnessWriter:
             return None
         reader = self.live.reader
 
-        def facts(db: sqlite3.Connection) -> list[tuple[str, int, str]]:
+        def facts(db: LiveLog) -> list[tuple[str, int, str]]:
             if db.execute("SELECT 1 FROM live_orders WHERE order_id = ?", (r.order_id,)).fetchone() is not None:
                 return []
             rows = order_facts(r, lambda entity, token: new_on(

@@ -10,7 +10,8 @@ those tables (materialisation fills them). A parity test checks this reader agai
 `get_online_features` and against historical retrieval.
 
 Returns assessed since the last build (live facts, see `fraud_service.featurestore.live`) are read from
-their log, `features/live.db`, in the same call: one indexed query for the five entities.
+their log (`features/live.db`, or PostgreSQL: `featurestore.live_log`) in the same call: one indexed query for the
+five entities.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from features.definitions import VIEW_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
-from fraud_service.store.db import set_wal
+from fraud_service.featurestore.live_log import LiveLog, open_live_log
 
 
 def reloading_key(project: str) -> bytes:
@@ -41,31 +42,8 @@ def reloading_key(project: str) -> bytes:
 REDIS_TIMEOUT_S = 1.0
 """How long a Redis read or connect may take (a feature read takes well under a millisecond)."""
 
-LIVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_facts (
-    return_id TEXT NOT NULL,
-    fact TEXT NOT NULL,            -- 'return', 'order' or 'inspection:<microseconds of inspected_at>'
-    entity TEXT NOT NULL,
-    key TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    us INTEGER NOT NULL,           -- when the fact became known (microseconds since the epoch)
-    contributions TEXT NOT NULL,   -- JSON {column: value}
-    PRIMARY KEY (return_id, fact, entity)
-);
-CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
-CREATE TABLE IF NOT EXISTS live_orders (
-    order_id TEXT PRIMARY KEY,     -- an order the warehouse did not hold, counted once by the live facts
-    return_id TEXT NOT NULL        -- of the return whose 'order' facts count it
-);
-"""
-"""The log of live facts (written by `freshness.LiveFacts`, read here)."""
-
-
 ONLINE_MENDED = "run `fraud-service features materialize --full`"
 """What reloads an online store that lost, or never held, its entities."""
-LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the returns it counted count again from "
-                   "the next `fraud-service features build`)")
-
 
 @contextlib.contextmanager
 def unreadable(store: str, mend: str) -> Iterator[None]:
@@ -84,16 +62,7 @@ def unreadable(store: str, mend: str) -> Iterator[None]:
                           f"was made: {mend}") from exc
 
 
-def open_live_log(path: Path) -> sqlite3.Connection:
-    """The live-fact log at PATH (created when absent), in WAL mode: its readers never wait for its writer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    set_wal(db, path)
-    db.executescript(LIVE_SCHEMA)
-    return db
-
-
-Pending = Callable[[sqlite3.Connection], list[tuple[str, int, str]]]
+Pending = Callable[[LiveLog], list[tuple[str, int, str]]]
 """Facts a request knows that the live log may not hold yet, computed from the log's connection in the same read
 snapshot as the request's other live facts (`OnlineFeatures.live`)."""
 
@@ -139,7 +108,7 @@ def _sqlite_time(value: Any) -> str | None:
 class OnlineFeatures:
     """Reads full feature vectors (five entities + request-time features) for single requests."""
 
-    def __init__(self, store: Any, live_log: Path | None = None) -> None:
+    def __init__(self, store: Any, live_log: Path | str | None = None) -> None:
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -191,6 +160,11 @@ class OnlineFeatures:
             self._fields = [[_mmh3(f"{view}:{name}") for name in names] + [f"_ts:{view}".encode()]
                             for view, _, names in self.views]
             self._mmh3 = _mmh3
+
+    def close(self) -> None:
+        """Close the live-fact log's connection (a PostgreSQL log opens it again if read after)."""
+        if self._live is not None:
+            self._live.close()
 
     @contextlib.contextmanager
     def _sqlite_read(self) -> Iterator[None]:
@@ -287,7 +261,7 @@ class OnlineFeatures:
                 row[metric.name] = 0
         facts = []
         if self._live is not None:
-            with self._live_lock:
+            with self._live_lock, self._live.unreadable():
                 facts = self._live.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
                                            "key = ?", (entity, value)).fetchall()
         latest = add_live_facts(row, facts, int(now.timestamp() * 1e6))
@@ -336,17 +310,14 @@ class OnlineFeatures:
         if self._live is None:
             return []
         params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
-        with self._live_lock, unreadable("the live-fact log (features/live.db)", LIVE_LOG_MENDED):
+        with self._live_lock, self._live.unreadable():
             if pending is None:
                 return self._live.execute(self._live_sql, params).fetchall()
-            self._live.execute("BEGIN")
-            try:
+            with self._live.snapshot():
                 return [*self._live.execute(self._live_sql, params).fetchall(), *pending(self._live)]
-            finally:
-                self._live.execute("COMMIT")
 
 
-def seen_live(db: sqlite3.Connection, entity: str, token: str, customer: str, other_than: str | None) -> bool:
+def seen_live(db: LiveLog, entity: str, token: str, customer: str, other_than: str | None) -> bool:
     """Whether a live fact in DB (of a return other than OTHER_THAN) already counts CUSTOMER as new on TOKEN."""
     earlier = db.execute(
         "SELECT 1 FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id IS NOT ? "

@@ -79,9 +79,10 @@ class FeatureSource:
         return self.settings.home / "features"
 
     @property
-    def live_log(self) -> Path:
-        """The log of live facts (returns assessed since the last build), read by the online reader."""
-        return self.data_dir / "live.db"
+    def live_log(self) -> Path | str:
+        """The log of live facts (returns assessed since the last build), read by the online reader: a SQLite file
+        in the home, or FRAUD_LIVE_LOG's PostgreSQL database."""
+        return self.settings.live_log_url or self.data_dir / "live.db"
 
     def reader(self) -> Any:
         """The online reader (`OnlineFeatures`) of this store's materialised rows and live facts."""

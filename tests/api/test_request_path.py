@@ -194,3 +194,43 @@ def test_readyz_says_so_while_the_live_fact_log_refuses_writes(serving_home: Pat
         assert "problem" not in api.client.get("/readyz").get_json()["checks"]["feature_store"]
     finally:
         api.service.close()
+
+
+@pytest.mark.postgres
+def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_until_it_answers(
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+    """With FRAUD_LIVE_LOG (instances on several hosts), a request reads its live facts from PostgreSQL: while that
+    database cannot be reached, an assessment is a 503 that names the log and decides nothing, `/readyz` says the
+    same, and both recover once it answers, without a restart."""
+    from sqlalchemy import create_engine, text
+
+    from tests.store.conftest import POSTGRES, scratch_database
+
+    with scratch_database() as name:
+        pass  # dropped again: a database that does not exist yet
+    settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),
+                                  "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}",
+                                  "FRAUD_LIVE_LOG": f"{POSTGRES}/{name}"})
+    api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)  # a worker starts all the same
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        first, second = _new_customer(api, trained_world)
+        refused = api.assess(first)
+        assert refused.status_code == 503, refused.get_json()
+        assert "the live-fact log (PostgreSQL) cannot be reached; no decision was made" in \
+            refused.get_json()["message"]
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 503
+        assert "live-fact log (PostgreSQL) cannot be reached" in ready.get_json()["checks"]["feature_store"]["detail"]
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        assert api.client.get("/readyz").status_code == 200
+        assert api.assess(first).status_code == 201
+        api.service.assessor.freshness.drain()
+        seen = api.client.get(api.assess(second).get_json()["evidence"], headers=api.headers()).get_json()
+        assert seen["features"]["cust_inr_30d"] == 1  # the first claim, read back from PostgreSQL
+    finally:
+        api.service.close()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,4 +1,8 @@
-"""Two `serve` instances on different ports, one PostgreSQL evidence database, one Redis online store, one home.
+"""Two `serve` instances on different ports, one PostgreSQL evidence database, one Redis online store.
+
+On one host they share one home. As on two hosts, each has a home of its own: they share only what several hosts
+can (the databases, Redis, and the model registry's directory, FRAUD_MODEL_DIR, as on a network filesystem), and
+the live-fact log is in PostgreSQL (FRAUD_LIVE_LOG).
 
 Driven at once, they keep every promise one instance keeps: every 2xx answer has exactly one stored assessment,
 the evidence chain verifies, a return sent to both at the same moment is stored once, a return assessed on one
@@ -8,6 +12,7 @@ seconds. Each keeps its own analyst worker and its own metrics.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -95,9 +100,28 @@ def _decisions(base: str, key: str) -> float:
                if line.startswith("fraud_decisions_total{"))
 
 
+def _hosts(env: dict[str, str], layout: str, tmp_path: Path) -> list[dict[str, str]]:
+    """Each instance's environment: on one host, ENV for both; on two, a home of its own each (a copy of ENV's,
+    without its registry and live-fact log), the registry in a directory both share, the live-fact log in the
+    evidence database."""
+    if layout == "one host":
+        return [env, env]
+    home = Path(env["FRAUD_HOME"])
+    registry = tmp_path / "shared-registry"
+    shutil.move(home / "models", registry)
+    (home / "features" / "live.db").unlink(missing_ok=True)
+    second = tmp_path / "second-host-home"
+    shutil.copytree(home, second)
+    apart = {"FRAUD_MODEL_DIR": str(registry), "FRAUD_LIVE_LOG": env["FRAUD_DATABASE_URL"]}
+    return [{**env, **apart}, {**env, **apart, "FRAUD_HOME": str(second)}]
+
+
+@pytest.mark.parametrize("layout", ["one host", "two hosts"])
 def test_two_instances_keep_one_chain_one_answer_per_return_shared_live_features_and_one_model(
-        shared: dict[str, str], trained_world: TrainedWorld, tmp_path: Path) -> None:
-    env, key, admin = shared, shared["KEY_scoring"], shared["KEY_admin"]
+        shared: dict[str, str], trained_world: TrainedWorld, tmp_path: Path, layout: str) -> None:
+    key, admin = shared["KEY_scoring"], shared["KEY_admin"]
+    envs = _hosts(shared, layout, tmp_path)
+    env = envs[0]
     ports, analyst_ports = [free_port(), free_port()], [free_port(), free_port()]
     bases = [f"http://127.0.0.1:{port}" for port in ports]
     servers: list[subprocess.Popen[bytes]] = []
@@ -110,7 +134,7 @@ def test_two_instances_keep_one_chain_one_answer_per_return_shared_live_features
             handles.append(log.open("wb"))
             servers.append(subprocess.Popen([*CLI, "serve", "--port", str(port), "--analyst-port", str(analyst),
                                              "--workers", "1", "--threads", "4"],
-                                            env=env, stdout=handles[-1], stderr=subprocess.STDOUT,
+                                            env=envs[i], stdout=handles[-1], stderr=subprocess.STDOUT,
                                             start_new_session=True))
         for server, i in zip(servers, range(2), strict=True):
             wait_ready(server, tmp_path / f"instance-{i}.log", 2)  # the scoring worker and the analyst worker
@@ -198,3 +222,5 @@ def test_two_instances_keep_one_chain_one_answer_per_return_shared_live_features
     assert {rid for rid in answered if stored.get(rid) != answered[rid]} == set()  # each 2xx has its record
     assert rows == len(stored) == len(answered)  # and exactly one: nothing stored that was not answered
     assert verified.ok, verified
+    if layout == "two hosts":  # nothing of the live features was kept on either host's disk
+        assert not [e["FRAUD_HOME"] for e in envs if (Path(e["FRAUD_HOME"]) / "features" / "live.db").exists()]

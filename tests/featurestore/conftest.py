@@ -1,6 +1,9 @@
-"""A small generated world, built and materialised, with a live-fact log beside it."""
+"""A small generated world, built and materialised, with a live-fact log beside it (a SQLite file in the home, and
+FRAUD_LIVE_LOG's PostgreSQL database)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -10,13 +13,34 @@ from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.featurestore.live import LiveFacts
 from fraud_service.featurestore.source import FeatureSource
+from tests.store.conftest import POSTGRES, scratch_database
 from training.datasets.synthetic import WorldConfig, generate
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of a module that sets `LIVE_LOGS = BOTH` run on both kinds of live-fact log, but for those marked
+    `sqlite_log`; others on SQLite."""
+    if "live_log" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_log") is not None
+        kinds = ["sqlite"] if sqlite_only else getattr(metafunc.module, "LIVE_LOGS", ["sqlite"])
+        metafunc.parametrize("live_log", kinds, indirect=True)
+
+
 @pytest.fixture
-def live_world(tmp_path):
+def live_log(request) -> Iterator[dict[str, str]]:
+    """The environment choosing where the live-fact log is: the home's SQLite file, or a fresh PostgreSQL
+    database (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with scratch_database() as name:
+        yield {"FRAUD_LIVE_LOG": f"{POSTGRES}/{name}"}
+
+
+@pytest.fixture
+def live_world(tmp_path, live_log):
     generate(WorldConfig(customers=1500, days=150, seed=41), tmp_path / "world")
-    settings = Settings.from_env({"FRAUD_HOME": str(tmp_path / "home")})
+    settings = Settings.from_env({"FRAUD_HOME": str(tmp_path / "home"), **live_log})
     ingest(tmp_path / "world", Warehouse(settings.warehouse_dir))
     source = FeatureSource(settings)
     source.build()
@@ -25,5 +49,8 @@ def live_world(tmp_path):
     opened = returns["requested_at"].max() + pd.Timedelta(hours=1)
     source.materialize(opened.to_pydatetime(), full=True)
     reader = source.reader()
-    return {"settings": settings, "source": source, "snapshot": snapshot, "opened": opened, "reader": reader,
-            "live": LiveFacts(source, reader), "root": tmp_path}
+    live = LiveFacts(source, reader)
+    yield {"settings": settings, "source": source, "snapshot": snapshot, "opened": opened, "reader": reader,
+           "live": live, "root": tmp_path}
+    live.close()
+    reader.close()

@@ -15,9 +15,11 @@ from fraud_service.featurestore.live import AssessedReturn, LiveFacts
 from fraud_service.featurestore.online import OnlineFeatures
 from fraud_service.featurestore.source import ENTITY_KEYS, FeatureSource, entity_rows
 from fraud_service.feedback.inspections import InspectedReturn
+from tests.store.conftest import BOTH
 from training.datasets.synthetic import WorldConfig, generate
 
 pytestmark = pytest.mark.slow
+LIVE_LOGS = BOTH  # every test on a live_world runs on a SQLite and a PostgreSQL log
 MEDIAN = "cust_median_days_to_return_365d"  # not a sum: documented to ignore live facts until the next build
 BAD_INSPECTIONS = ("cust_bad_inspections", "cust_bad_inspections_365d", "addr_bad_inspections",
                    "pay_bad_inspections", "dev_bad_inspections", "rfd_bad_inspections")
@@ -78,6 +80,7 @@ def test_a_second_return_five_minutes_later_sees_the_first(live_world):
     assert later["cust_returns_7d"] == after["cust_returns_7d"] - 1
 
 
+@pytest.mark.sqlite_log  # PRAGMA max_page_count stands for the full disk
 def test_a_full_disk_is_the_error_a_failed_record_reports(live_world):
     """SQLite ends the transaction itself when the disk is full; the ROLLBACK after it then raised "cannot rollback -
     no transaction is active", and the log named that instead of the full disk (a helper's probe)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from fraud_service.featurestore.online import open_live_log
+from fraud_service.featurestore.live_log import open_live_log
 from fraud_service.store.db import make_engine
 
 ROUNDS = 60

@@ -23,8 +23,10 @@ from fraud_service.featurestore.live import FreshnessWriter
 from fraud_service.featurestore.source import ENTITY_KEYS, entity_rows, request_entity
 from fraud_service.scoring.request import parse_request
 from fraud_service.scoring.service import assessed_return
+from tests.store.conftest import BOTH
 
 pytestmark = pytest.mark.slow
+LIVE_LOGS = BOTH  # every test on a live_world runs on a SQLite and a PostgreSQL log
 MEDIAN = "cust_median_days_to_return_365d"  # not a sum: documented to ignore live facts until the next build
 TOKENS = {"address_token": "adr-brand-new", "device_token": "dev-brand-new"}
 

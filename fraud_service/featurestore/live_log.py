@@ -1,0 +1,268 @@
+"""Where the live-fact log is kept: a SQLite file beside the features (one host), or PostgreSQL (several hosts).
+
+The log (`featurestore.live`) is small and hot: every assessment reads its entities' facts, and a writer thread per
+worker appends them. On one host it is `$FRAUD_HOME/features/live.db`, SQLite in WAL mode, which every instance
+on that host shares. Instances on several hosts cannot share a SQLite file (its locking over a network filesystem
+is unreliable), so with `FRAUD_LIVE_LOG=postgresql://...` the same two tables live in a PostgreSQL database that
+every host reaches (the evidence database will do).
+
+Both kinds are used the same way: `execute` and `executemany` take the log's SQL as written for SQLite (`?`
+marks, `INSERT OR IGNORE`), which `PostgresLog` rewrites by a few fixed rules; `writing` is one all-or-nothing
+write, `snapshot` reads in one snapshot, and `hold` locks the entities a write is about to count a customer as new
+on. SQLite's write lock is the whole file (BEGIN IMMEDIATE), so `hold` costs it nothing; PostgreSQL's writers hold
+advisory locks on those entities only, so hosts recording different customers never wait for each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fraud_service.errors import Unavailable
+from fraud_service.store import locks
+from fraud_service.store.db import set_wal
+
+LIVE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS live_facts (
+    return_id TEXT NOT NULL,
+    fact TEXT NOT NULL,            -- 'return', 'order' or 'inspection:<microseconds of inspected_at>'
+    entity TEXT NOT NULL,
+    key TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    us INTEGER NOT NULL,           -- when the fact became known (microseconds since the epoch)
+    contributions TEXT NOT NULL,   -- JSON {column: value}
+    PRIMARY KEY (return_id, fact, entity)
+);
+CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key);
+CREATE TABLE IF NOT EXISTS live_orders (
+    order_id TEXT PRIMARY KEY,     -- an order the warehouse did not hold, counted once by the live facts
+    return_id TEXT NOT NULL        -- of the return whose 'order' facts count it
+);
+"""
+"""The log of live facts (written by `live.LiveFacts`, read by `online.OnlineFeatures`)."""
+
+LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the returns it counted count again from "
+                   "the next `fraud-service features build`)")
+LIVE_DB_MENDED = "retry; if it persists, check that FRAUD_LIVE_LOG's PostgreSQL database answers"
+READ_WAIT_S = 1.0
+"""How long a request's read of a PostgreSQL log may take (a read takes well under a millisecond near it)."""
+WRITE_WAIT_S = 10.0
+"""How long one statement of the live-fact writer may wait on a PostgreSQL log (its batches are tried again)."""
+
+
+def is_database(target: str | Path) -> bool:
+    """Whether TARGET names a PostgreSQL database rather than a file."""
+    return str(target).startswith(("postgresql://", "postgresql+psycopg://", "postgres://"))
+
+
+def psycopg_url(url: str) -> str:
+    """URL as psycopg takes it (SQLAlchemy's `postgresql+psycopg://` form and `postgres://` accepted)."""
+    return re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql://", url)
+
+
+def open_live_log(target: str | Path, wait_s: float = READ_WAIT_S) -> LiveLog:
+    """The live-fact log at TARGET: a SQLite file (created when absent), or a PostgreSQL URL (connected at first
+    use, so a database that is down costs 503s until it answers, not the worker)."""
+    return PostgresLog(str(target), wait_s) if is_database(target) else SqliteLog(Path(target))
+
+
+class LiveLog:
+    """One connection to the log. Callers serialise their use of it (each holds its own lock)."""
+
+    name = "the live-fact log"
+    mended = LIVE_LOG_MENDED
+
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        raise NotImplementedError
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction, all or nothing."""
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Reads that see one snapshot of the log."""
+        raise NotImplementedError
+
+    def hold(self, subjects: Iterable[tuple[str, str]]) -> None:
+        """In the write transaction, lock these (entity, key) pairs until it ends."""
+
+    def unreadable(self) -> contextlib.AbstractContextManager[None]:
+        """The log's failures to read as Unavailable (a 503 saying what to do); others raised as they are."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteLog(LiveLog):
+    """The log as a SQLite file in WAL mode: its readers never wait for its writer."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        set_wal(self.db, path)
+        self.db.executescript(LIVE_SCHEMA)
+
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
+        return self.db.execute(sql, tuple(params) if params is not None else ())
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        self.db.executemany(sql, (tuple(row) for row in rows))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk): its error is the cause
+                self.db.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
+    def unreadable(self) -> contextlib.AbstractContextManager[None]:
+        from fraud_service.featurestore.online import unreadable
+
+        return unreadable("the live-fact log (features/live.db)", LIVE_LOG_MENDED)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+PG_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS live_facts (return_id TEXT NOT NULL, fact TEXT NOT NULL, entity TEXT NOT NULL,
+       key TEXT NOT NULL, customer_id TEXT NOT NULL, us BIGINT NOT NULL, contributions TEXT NOT NULL,
+       PRIMARY KEY (return_id, fact, entity))""",
+    "CREATE INDEX IF NOT EXISTS live_facts_key ON live_facts (entity, key)",
+    "CREATE TABLE IF NOT EXISTS live_orders (order_id TEXT PRIMARY KEY, return_id TEXT NOT NULL)",
+]
+"""`LIVE_SCHEMA` in PostgreSQL's types (microseconds need 64 bits)."""
+
+SCHEMA_LOCK = locks.key("live-log", "schema")
+"""Held while a connection creates the tables: workers starting together would otherwise race to create them."""
+
+_REWRITES = [
+    (re.compile(r"^(\s*)INSERT OR IGNORE INTO (.*)$", re.S), r"\1INSERT INTO \2 ON CONFLICT DO NOTHING"),
+    (re.compile(r" IS NOT %s"), " IS DISTINCT FROM %s"),
+    (re.compile(r"json_extract\(contributions, '\$\.(\w+)'\) = 1"), r"(contributions::jsonb ->> '\1') = '1'"),
+]
+"""The log's SQLite dialect in PostgreSQL's words: every statement the log runs is one of these forms."""
+
+
+def postgres_sql(sql: str, with_params: bool) -> str:
+    """SQL (written for SQLite) for PostgreSQL: `?` marks become `%s` (and a literal `%` is doubled) when parameters
+    are passed, then `_REWRITES`."""
+    if with_params:
+        sql = sql.replace("%", "%%").replace("?", "%s")
+    for pattern, replacement in _REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+class PostgresLog(LiveLog):
+    """The log as two tables in a PostgreSQL database, reached over one autocommit connection (opened again after a
+    failure), each wait on the server bounded by WAIT_S."""
+
+    name = "the live-fact log (PostgreSQL)"
+    mended = LIVE_DB_MENDED
+
+    def __init__(self, url: str, wait_s: float) -> None:
+        self.url = psycopg_url(url)
+        self.wait_s = wait_s
+        self._conn: Any = None
+        self._sql: dict[tuple[str, bool], str] = {}
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        from fraud_service.store.deadline import deadline_connection
+
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        with contextlib.suppress(Exception):
+            if self._conn is not None:
+                self._conn.close()
+        self._conn = None
+        conn = deadline_connection(self.wait_s).connect(self.url, autocommit=True,
+                                                       connect_timeout=max(2, round(self.wait_s)))
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                for statement in PG_SCHEMA:
+                    conn.execute(statement)
+        except psycopg.Error:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _translate(self, sql: str, with_params: bool) -> str:
+        key = (sql, with_params)
+        found = self._sql.get(key)
+        if found is None:
+            found = self._sql[key] = postgres_sql(sql, with_params)
+        return found
+
+    def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
+        args = None if params is None else tuple(params)
+        return self._connection().execute(self._translate(sql, args is not None), args)
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        rows = [tuple(row) for row in rows]
+        if rows:
+            with self._connection().cursor() as cursor:
+                cursor.executemany(self._translate(sql, True), rows)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._connection().transaction():
+            yield
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        conn = self._connection()
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.execute("ROLLBACK")  # nothing was written; ends the snapshot whatever happened in it
+
+    def hold(self, subjects: Iterable[tuple[str, str]]) -> None:
+        keys = sorted({locks.key(f"live:{entity}", value) for entity, value in subjects})
+        if keys:  # ascending (two writers never wait for each other in a circle), sent in one round trip
+            with self._connection().cursor() as cursor:
+                cursor.executemany(locks.LOCK.format(mark="%s"), [(k,) for k in keys])
+
+    @contextlib.contextmanager
+    def unreadable(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # down, restarting, or past its deadline
+            raise Unavailable(f"{self.name} cannot be reached; no decision was made: {self.mended}") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def __del__(self) -> None:  # a reader dropped without `close` (a CLI's, a test's) takes its connection with it
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,90 @@
+"""The live-fact log in PostgreSQL (FRAUD_LIVE_LOG), as instances on several hosts keep it: made once by workers that
+start together, a 503 naming it while it cannot be reached, and back without a restart once it answers.
+
+What it records and reads is the same as the SQLite log's: tests/featurestore/test_live.py and test_new_orders.py run
+on both kinds."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from fraud_service.errors import Unavailable
+from fraud_service.featurestore.live_log import open_live_log, postgres_sql
+from tests.featurestore.test_live_log_open import PROCESSES
+from tests.store.conftest import POSTGRES, scratch_database
+
+ROUNDS = 8
+
+
+def _open_and_count(url: str) -> None:
+    log = open_live_log(url)
+    assert log.execute("SELECT count(*) FROM live_facts").fetchone() == (0,)
+    log.close()
+
+
+def test_the_sqlite_statements_of_the_log_are_rewritten_for_postgresql() -> None:
+    assert postgres_sql("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", True) == \
+        "INSERT INTO live_orders VALUES (%s, %s) ON CONFLICT DO NOTHING"
+    assert postgres_sql("SELECT 1 FROM live_facts WHERE return_id IS NOT ? AND "
+                        "json_extract(contributions, '$.n_new_customer') = 1", True) == \
+        "SELECT 1 FROM live_facts WHERE return_id IS DISTINCT FROM %s AND (contributions::jsonb ->> " \
+        "'n_new_customer') = '1'"
+    # a literal % survives: doubled when parameters are passed, left alone when none are
+    assert postgres_sql("SELECT 1 WHERE fact LIKE 'inspection:%' AND key = ?", True) == \
+        "SELECT 1 WHERE fact LIKE 'inspection:%%' AND key = %s"
+    assert postgres_sql("SELECT 1 WHERE fact LIKE 'inspection:%'", False) == "SELECT 1 WHERE fact LIKE 'inspection:%'"
+
+
+@pytest.mark.postgres
+def test_workers_making_a_new_live_log_database_together_all_succeed() -> None:
+    """Four processes opening a new database's log at once: its tables are made once, under an advisory lock
+    (without it, concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL's catalogue)."""
+    context = multiprocessing.get_context("forkserver")
+    codes: list[int | None] = []
+    for _ in range(ROUNDS):
+        with scratch_database() as name:
+            processes = [context.Process(target=_open_and_count, args=(f"{POSTGRES}/{name}",))
+                         for _ in range(PROCESSES)]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join(timeout=120)
+                codes.append(process.exitcode)
+                if process.is_alive():
+                    process.kill()
+    assert codes == [0] * (ROUNDS * PROCESSES)
+
+
+@pytest.mark.postgres
+def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_again() -> None:
+    with scratch_database() as name:
+        pass  # dropped again: the name of a database that does not exist
+    url = f"{POSTGRES}/{name}"
+    log = open_live_log(url)  # a worker starts all the same: the log is reached at its first use
+    with pytest.raises(Unavailable, match=r"the live-fact log \(PostgreSQL\) cannot be reached; no decision was "
+                                          r"made: retry; if it persists, check that FRAUD_LIVE_LOG"):
+        with log.unreadable():
+            log.execute("SELECT count(*) FROM live_facts")
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        with log.unreadable():  # it answers now: the same object connects and makes its tables
+            log.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", ("o-1", "r-1"))
+            assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
+        with admin.connect() as connection:  # its server ends the session (a restart, a failover)
+            ended = connection.execute(text("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                                            "pg_stat_activity WHERE datname = :name) ended"), {"name": name})
+            assert ended.scalar_one() == 1
+        with pytest.raises(Unavailable, match="cannot be reached"), log.unreadable():
+            log.execute("SELECT count(*) FROM live_orders")
+        with log.unreadable():  # and the next read connects again
+            assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
+    finally:
+        log.close()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
