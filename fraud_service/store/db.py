@@ -185,12 +185,30 @@ def session_name() -> str:
 
 
 def _named(engine: Engine) -> Engine:
-    """ENGINE, its PostgreSQL sessions named by `session_name` as each connects (a worker forked later, its own)."""
+    """ENGINE, its PostgreSQL sessions named by `session_name` as each connects (a worker forked later, its own), and
+    its pooled connections replaced once one is refused a write as read-only.
+
+    A database made read-only for a while (`default_transaction_read_only`: a fail-over's standby, an operator)
+    gives that default to every session opened meanwhile, for as long as the session lasts: once the database was
+    writable again, the pooled connections opened during the spell kept refusing the analysts' changes and the
+    assigner's until a reload (a helper's fault probe). Such a refusal now counts as a lost connection: this one
+    is closed and the pool's older ones are replaced at their next checkout, so the next change runs on a session
+    that takes the database's current default. (The evidence writer's lanes hold raw connections of their own and
+    replace them after any failed batch.)"""
     @event.listens_for(engine, "do_connect")
     def _name(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
         cparams.setdefault("application_name", session_name())
 
+    @event.listens_for(engine, "handle_error")
+    def _read_only(context: Any) -> None:
+        if str(getattr(context.original_exception, "sqlstate", "") or "") == READ_ONLY_TRANSACTION:
+            context.is_disconnect = True
+
     return engine
+
+
+READ_ONLY_TRANSACTION = "25006"
+"""PostgreSQL's SQLSTATE for a write in a read-only transaction."""
 
 
 CONNECT_TIMEOUT_S = 2
@@ -213,7 +231,8 @@ def writes_refused(error: BaseException) -> bool:
     """Whether ERROR is a database that answers refusing to write (a full disk, a read-only database or replica),
     which `SELECT 1` does not show, rather than one that cannot be reached (which it does)."""
     state = str(getattr(error, "sqlstate", "") or "")
-    if state.startswith("53") or state in ("25006", "42501"):  # resources (disk full, ...); read-only; not permitted
+    # resources (disk full, ...); read-only; not permitted
+    if state.startswith("53") or state in (READ_ONLY_TRANSACTION, "42501"):
         return True
     if not isinstance(error, sqlite3.Error):  # PostgreSQL's text quotes the failing row: its codes alone count
         return False
