@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.pipeline import BAD_OUTCOMES, ENTITIES
-from fraud_service.featurestore.live_log import WRITE_WAIT_S, LiveLog, open_live_log
+from fraud_service.featurestore.live_log import WRITE_WAIT_S, open_live_log
 from fraud_service.featurestore.online import OnlineFeatures, Pending, seen_live
 from fraud_service.featurestore.source import FeatureSource
 
@@ -318,22 +318,20 @@ class FreshnessWriter:
         return True
 
     def pending(self, r: AssessedReturn) -> Pending | None:
-        """When the features' warehouse does not hold R's order: what reads the order's facts (in
-        `OnlineFeatures.live` form) from the live log's connection, none if the log holds the order already.
-        Training counts every order placed before the request, so R's own vector counts it now, as the log will
-        once R is recorded. The read happens in the same snapshot of the log as the request's other live facts."""
+        """When the features' warehouse does not hold R's order: its facts (in `OnlineFeatures.live` form), which
+        count unless the log holds the order already. Training counts every order placed before the request, so R's
+        own vector counts it now, as the log will once R is recorded. What they depend on in the log is read in the
+        same statement as the request's other live facts (`Pending`)."""
         if self.known_orders([r.order_id]):
             return None
         reader = self.live.reader
 
-        def facts(db: LiveLog) -> list[tuple[str, int, str]]:
-            if db.execute("SELECT 1 FROM live_orders WHERE order_id = ?", (r.order_id,)).fetchone() is not None:
-                return []
-            rows = order_facts(r, lambda entity, token: new_on(
-                reader, entity, token, r.customer_id, lambda: seen_live(db, entity, token, r.customer_id, None)))
+        def facts(seen: dict[str, bool]) -> list[tuple[str, int, str]]:
+            rows = order_facts(r, lambda entity, token: new_on(reader, entity, token, r.customer_id,
+                                                               lambda: seen[entity]))
             return [(entity, us, contributions) for _, _, entity, _, _, us, contributions in rows]
 
-        return facts
+        return Pending(r.order_id, r.customer_id, {k: v for k, v in _order_tokens(r).items() if v}, facts)
 
     def drain(self) -> None:
         """Block until everything submitted so far is recorded (tests, shutdown, the demo): the batch being

@@ -8,9 +8,10 @@ every host reaches (the evidence database will do).
 
 Both kinds are used the same way: `execute` and `executemany` take the log's SQL as written for SQLite (`?`
 marks, `INSERT OR IGNORE`), which `PostgresLog` rewrites by a few fixed rules; `writing` is one all-or-nothing
-write, `snapshot` reads in one snapshot, and `hold` locks the entities a write is about to count a customer as new
+write, and `hold` locks the entities a write is about to count a customer as new
 on. SQLite's write lock is the whole file (BEGIN IMMEDIATE), so `hold` costs it nothing; PostgreSQL's writers hold
-advisory locks on those entities only, so hosts recording different customers never wait for each other.
+advisory locks on those entities only, so hosts recording different customers never wait for each other. A request
+reads with one statement (`OnlineFeatures.live`), which sees one snapshot of either kind: one round trip.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ LIVE_LOG_MENDED = ("move features/live.db aside and restart the service (the ret
 LIVE_DB_MENDED = "retry; if it persists, check that FRAUD_LIVE_LOG's PostgreSQL database answers"
 READ_WAIT_S = 1.0
 """How long a request's read of a PostgreSQL log may take (a read takes well under a millisecond near it)."""
+RECONNECT_S = 1.0
+"""How long after a failed connect a PostgreSQL log waits before it tries again (requests meanwhile answer 503)."""
 WRITE_WAIT_S = 10.0
 """How long one statement of the live-fact writer may wait on a PostgreSQL log (its batches are tried again)."""
 
@@ -84,10 +88,6 @@ class LiveLog:
 
     def writing(self) -> contextlib.AbstractContextManager[None]:
         """One write transaction, all or nothing."""
-        raise NotImplementedError
-
-    def snapshot(self) -> contextlib.AbstractContextManager[None]:
-        """Reads that see one snapshot of the log."""
         raise NotImplementedError
 
     def hold(self, subjects: Iterable[tuple[str, str]]) -> None:
@@ -127,14 +127,6 @@ class SqliteLog(LiveLog):
             if self.db.in_transaction:  # SQLite ends it itself on some errors (a full disk): its error is the cause
                 self.db.execute("ROLLBACK")
             raise
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        self.db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.db.execute("COMMIT")
 
     def unreadable(self) -> contextlib.AbstractContextManager[None]:
         from fraud_service.featurestore.online import unreadable
@@ -176,8 +168,10 @@ def postgres_sql(sql: str, with_params: bool) -> str:
 
 
 class PostgresLog(LiveLog):
-    """The log as two tables in a PostgreSQL database, reached over one autocommit connection (opened again after a
-    failure), each wait on the server bounded by WAIT_S."""
+    """The log as two tables in a PostgreSQL database, reached over one autocommit connection, each wait on the server
+    bounded by WAIT_S. A connection that failed is opened again at its next use outside a transaction (inside one, its
+    statements fail with it), at most once per `RECONNECT_S`: a server that does not answer costs the requests
+    in between a 503 at once, not a connect timeout each."""
 
     name = "the live-fact log (PostgreSQL)"
     mended = LIVE_DB_MENDED
@@ -186,6 +180,8 @@ class PostgresLog(LiveLog):
         self.url = psycopg_url(url)
         self.wait_s = wait_s
         self._conn: Any = None
+        self._in_transaction = False
+        self._failed_at: float | None = None  # when (monotonic) the last connect failed
         self._sql: dict[tuple[str, bool], str] = {}
 
     def _connection(self) -> Any:
@@ -193,12 +189,15 @@ class PostgresLog(LiveLog):
 
         from fraud_service.store.deadline import deadline_connection
 
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+        if self._in_transaction or (self._conn is not None and not self._conn.closed and not self._conn.broken):
             return self._conn
         with contextlib.suppress(Exception):
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
+        if self._failed_at is not None and time.monotonic() < self._failed_at + RECONNECT_S:
+            raise psycopg.OperationalError(f"the last connection attempt failed less than {RECONNECT_S:g} s ago")
+        self._failed_at = time.monotonic()  # until it succeeds
         conn = deadline_connection(self.wait_s).connect(self.url, autocommit=True,
                                                        connect_timeout=max(2, round(self.wait_s)))
         try:
@@ -209,8 +208,9 @@ class PostgresLog(LiveLog):
         except psycopg.Error:
             conn.close()
             raise
-        self._conn = conn
+        self._conn, self._failed_at = conn, None
         return conn
+
 
     def _translate(self, sql: str, with_params: bool) -> str:
         key = (sql, with_params)
@@ -231,18 +231,13 @@ class PostgresLog(LiveLog):
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
-        with self._connection().transaction():
-            yield
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
         conn = self._connection()
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self._in_transaction = True  # its statements go on this connection, or fail with it
         try:
-            yield
+            with conn.transaction():
+                yield
         finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("ROLLBACK")  # nothing was written; ends the snapshot whatever happened in it
+            self._in_transaction = False
 
     def hold(self, subjects: Iterable[tuple[str, str]]) -> None:
         keys = sorted({locks.key(f"live:{entity}", value) for entity, value in subjects})

@@ -24,6 +24,7 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,27 @@ def unreadable(store: str, mend: str) -> Iterator[None]:
                           f"was made: {mend}") from exc
 
 
-Pending = Callable[[LiveLog], list[tuple[str, int, str]]]
-"""Facts a request knows that the live log may not hold yet, computed from the log's connection in the same read
-snapshot as the request's other live facts (`OnlineFeatures.live`)."""
+@dataclass(frozen=True)
+class Pending:
+    """Facts a request knows that the live log may not hold yet: its own order's, when the warehouse does not hold the
+    order (`FreshnessWriter.pending`). What they depend on in the log (whether it counts the order already, and per
+    token whether it counts the customer as new on it) is read in the same statement as the request's other live
+    facts (`OnlineFeatures.live`): a writer committing the same order between two reads would have it counted twice."""
+
+    order_id: str
+    customer_id: str
+    tokens: dict[str, str]
+    """entity -> the order's token for it (present ones only)."""
+    facts: Callable[[dict[str, bool]], list[tuple[str, int, str]]]
+    """The order's facts (entity, microseconds, contributions), given per entity of `tokens` whether the log already
+    counts the customer as new on that token."""
+
+
+SEEN_LIVE = ("SELECT 1 FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? "
+             "AND json_extract(contributions, '$.n_new_customer') = 1")
+"""Whether the log counts a customer as new on a token already (`seen_live`)."""
+_FLAG = "SELECT ?, 0, CASE WHEN EXISTS ({}) THEN '1' ELSE '0' END"
+"""One yes/no answer, as a row of the live-fact query's shape (its first column names the question)."""
 
 _DOUBLE = struct.Struct("<d")
 _UINT = struct.Struct("<I")
@@ -285,7 +304,7 @@ class OnlineFeatures:
 
         With TIMES, also records when each view's stored values were computed (see `stored`). PENDING gives the
         facts the live log does not hold yet but the request's moment knows (its own order when new: see
-        `FreshnessWriter.pending`), read in the same snapshot of the log as its facts (see `live`).
+        `FreshnessWriter.pending`), read in the same statement as its facts (see `live`).
         """
         views = self.stored(keys, times)
         row: dict[str, Any] = {}
@@ -305,23 +324,30 @@ class OnlineFeatures:
 
     def live(self, keys: dict[str, str], pending: Pending | None = None) -> list[tuple[str, int, str]]:
         """The live facts (entity, microseconds, contributions as JSON) of the request's five entities, and those
-        PENDING adds, read from one snapshot of the log (a read transaction): a writer committing the same order
-        between the two reads would otherwise have it counted twice."""
+        PENDING adds, read with one statement: one snapshot of the log, and one round trip to it when it is
+        PostgreSQL. PENDING's questions come back as extra rows whose first column starts with `?`."""
         if self._live is None:
             return []
-        params = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
+        params: list[Any] = [v for name, spec in ENTITIES.items() for v in (name, keys[spec.key])]
+        sql = self._live_sql
+        if pending is not None:
+            sql += " UNION ALL " + _FLAG.format("SELECT 1 FROM live_orders WHERE order_id = ?")
+            params += ["?order", pending.order_id]
+            for entity, token in pending.tokens.items():
+                sql += " UNION ALL " + _FLAG.format(SEEN_LIVE)
+                params += [f"?{entity}", entity, token, pending.customer_id]
         with self._live_lock, self._live.unreadable():
-            if pending is None:
-                return self._live.execute(self._live_sql, params).fetchall()
-            with self._live.snapshot():
-                return [*self._live.execute(self._live_sql, params).fetchall(), *pending(self._live)]
+            rows = self._live.execute(sql, params).fetchall()
+        if pending is None:
+            return rows
+        answers = {entity[1:]: contributions == "1" for entity, _, contributions in rows if entity.startswith("?")}
+        facts = [row for row in rows if not row[0].startswith("?")]
+        return facts if answers.pop("order") else [*facts, *pending.facts(answers)]
 
 
 def seen_live(db: LiveLog, entity: str, token: str, customer: str, other_than: str | None) -> bool:
     """Whether a live fact in DB (of a return other than OTHER_THAN) already counts CUSTOMER as new on TOKEN."""
-    earlier = db.execute(
-        "SELECT 1 FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? AND return_id IS NOT ? "
-        "AND json_extract(contributions, '$.n_new_customer') = 1 LIMIT 1", (entity, token, customer, other_than))
+    earlier = db.execute(SEEN_LIVE + " AND return_id IS NOT ? LIMIT 1", (entity, token, customer, other_than))
     return earlier.fetchone() is not None
 
 

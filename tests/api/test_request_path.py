@@ -198,14 +198,16 @@ def test_readyz_says_so_while_the_live_fact_log_refuses_writes(serving_home: Pat
 
 @pytest.mark.postgres
 def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_until_it_answers(
-        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path) -> None:
+        serving_home: Path, trained_world: TrainedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With FRAUD_LIVE_LOG (instances on several hosts), a request reads its live facts from PostgreSQL: while that
     database cannot be reached, an assessment is a 503 that names the log and decides nothing, `/readyz` says the
     same, and both recover once it answers, without a restart."""
     from sqlalchemy import create_engine, text
 
+    from fraud_service.featurestore import live_log
     from tests.store.conftest import POSTGRES, scratch_database
 
+    monkeypatch.setattr(live_log, "RECONNECT_S", 0.0)  # the pause between two attempts: tests/featurestore
     with scratch_database() as name:
         pass  # dropped again: a database that does not exist yet
     settings = Settings.from_env({"FRAUD_HOME": str(private_home(serving_home, tmp_path / "home")),

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from fraud_service.errors import Unavailable
+from fraud_service.featurestore import live_log
 from fraud_service.featurestore.live_log import open_live_log, postgres_sql
 from tests.featurestore.test_live_log_open import PROCESSES
 from tests.store.conftest import POSTGRES, scratch_database
@@ -59,15 +60,20 @@ def test_workers_making_a_new_live_log_database_together_all_succeed() -> None:
 
 
 @pytest.mark.postgres
-def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_again() -> None:
+def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_again(monkeypatch) -> None:
     with scratch_database() as name:
         pass  # dropped again: the name of a database that does not exist
     url = f"{POSTGRES}/{name}"
     log = open_live_log(url)  # a worker starts all the same: the log is reached at its first use
     with pytest.raises(Unavailable, match=r"the live-fact log \(PostgreSQL\) cannot be reached; no decision was "
-                                          r"made: retry; if it persists, check that FRAUD_LIVE_LOG"):
+                                          r"made: retry; if it persists, check that FRAUD_LIVE_LOG") as refused:
         with log.unreadable():
             log.execute("SELECT count(*) FROM live_facts")
+    assert "does not exist" in str(refused.value.__cause__)
+    with pytest.raises(Unavailable) as again, log.unreadable():  # the next request, at once: no second attempt yet
+        log.execute("SELECT count(*) FROM live_facts")
+    assert f"failed less than {live_log.RECONNECT_S:g} s ago" in str(again.value.__cause__)
+    monkeypatch.setattr(live_log, "RECONNECT_S", 0.0)  # the rest without waiting out the pause
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
