@@ -53,7 +53,7 @@ def serve_env(serving_home: Path, tmp_path: Path) -> dict[str, str]:
     """The environment of a `serve` on a private copy of the trained home (SQLite evidence, own metrics)."""
     home = private_home(serving_home, tmp_path / "home")
     env = {**os.environ, "FRAUD_HOME": str(home), "FRAUD_LOG_LEVEL": "INFO"}
-    for name in ("FRAUD_DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+    for name in ("FRAUD_DATABASE_URL", "FRAUD_LIVE_LOG", "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
         env.pop(name, None)
     return env
 

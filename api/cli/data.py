@@ -21,7 +21,7 @@ from api.cli.common import (
     world_options,
 )
 from fraud_service.config import Settings
-from fraud_service.errors import BadRequest, DatasetError, ValidationFailed
+from fraud_service.errors import BadRequest, DatasetError, Unavailable, ValidationFailed
 
 if TYPE_CHECKING:
     from fraud_service.data.ingest import Hub, IngestResult
@@ -223,8 +223,14 @@ def cmd_features_materialize(args: argparse.Namespace, settings: Settings) -> in
     with progress(args).step(f"materialising into the {settings.online_store} online store up to {end.isoformat()}"):
         every = source.materialize(end, full=args.full, progress=progress(args))
     live = LiveFacts(source)
-    with live.db.unreadable():  # the online store is loaded; a log that cannot be reached is pruned next time
-        pruned = live.prune_ingested(end)
+    try:
+        with live.db.unreadable():
+            pruned = live.prune_ingested(end)
+    except Unavailable as exc:
+        raise Unavailable(f"the online store holds every entity's features as of {end.isoformat()}, but the live "
+                          f"facts they now cover were not dropped ({exc}): until they are, the returns assessed "
+                          "since the last build count twice online. Run `fraud-service features materialize` again "
+                          "once the live-fact log answers") from exc
     print(f"online store ({settings.online_store}) holds every entity's features as of {end.isoformat()}"
           + (" (every entity reloaded)" if every else "")
           + (f"; {pruned} live fact(s) now covered by the offline rows were dropped" if pruned else ""))

@@ -36,13 +36,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from features.pipeline import BAD_OUTCOMES, ENTITIES
 from fraud_service.featurestore.live_log import WRITE_WAIT_S, open_live_log
-from fraud_service.featurestore.online import OnlineFeatures, Pending, seen_live
+from fraud_service.featurestore.online import OnlineFeatures, Pending
 from fraud_service.featurestore.source import FeatureSource
 
 if TYPE_CHECKING:
@@ -106,22 +107,62 @@ class LiveFacts:
         self.record_many([r])
 
     def record_many(self, returns: Iterable[AssessedReturn]) -> None:
-        """`record` for several returns in one transaction.
+        """`record` for several returns in one transaction (on PostgreSQL, one per `PostgresLog.batch` returns).
 
         A new order is counted once whichever return (in whichever process) records it first: `live_orders`
-        holds the orders the log counts, claimed in the same transaction as their facts.
+        holds the orders the log counts, claimed in the same transaction as their facts. What the batch needs to know
+        of the log (which of its new orders are counted already; who counts as new on its tokens) is read with a
+        statement or two for the whole batch, and its rows written with one statement per table: a few round trips
+        per batch to a PostgreSQL log, not a few per return. The batch's returns are taken in order, each seeing the
+        ones before it, as if recorded one by one.
         """
         returns = list(returns)
+        step = self.db.batch or max(len(returns), 1)
+        for start in range(0, len(returns), step):  # one transaction per part when the log bounds them
+            self._record_part(returns[start:start + step])
+
+    def _record_part(self, returns: list[AssessedReturn]) -> None:
+        new_orders = sorted({r.order_id for r in returns if r.order_is_new})
         with self._writing():
-            # whether a customer is new on a token is read, then written: writers on other hosts wait for it
-            self.db.hold((name, token) for r in returns
-                         for name, token in {**_order_tokens(r), "refund": r.refund_token}.items() if token)
+            # what is read here is then written: writers on other hosts wait for the same tokens and orders
+            self.db.hold([(name, token) for r in returns for name, token in _tokens(r).items() if token]
+                         + [("order", order) for order in new_orders])
+            claimed = self._logged_orders(new_orders)
+            counted = self._counted_new([(name, token, r.customer_id) for r in returns
+                                         for name, token in _tokens(r).items() if token])
+            claims: list[tuple[str, str]] = []
+            rows: list[tuple[Any, ...]] = []
             for r in returns:
-                rows = list(self._return_facts(r))
-                if r.order_is_new and self.db.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)",
-                                                      (r.order_id, r.return_id)).rowcount:
-                    rows += self._order_facts(r)
-                self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                is_new = partial(_is_new, self.reader, counted, r)
+                rows += self._return_facts(r, is_new)
+                if r.order_is_new and r.order_id not in claimed:
+                    claimed.add(r.order_id)
+                    claims.append((r.order_id, r.return_id))
+                    rows += order_facts(r, is_new)
+            self.db.executemany("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", claims)
+            self.db.executemany("INSERT OR IGNORE INTO live_facts VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def _logged_orders(self, orders: list[str]) -> set[str]:
+        """Which of ORDERS the log counts already."""
+        found: set[str] = set()
+        for part in _chunks(orders, 500):
+            marks = ", ".join("?" * len(part))
+            found.update(row[0] for row in self.db.execute(
+                f"SELECT order_id FROM live_orders WHERE order_id IN ({marks})", part))
+        return found
+
+    def _counted_new(self, triples: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], set[str]]:
+        """Per (entity, token, customer) of TRIPLES, the returns whose facts in the log count the customer as new on
+        the token (`online.SEEN_LIVE`, for many at once)."""
+        counted: dict[tuple[str, str, str], set[str]] = {}
+        for part in _chunks(sorted(set(triples)), 250):
+            values = ", ".join(["(?, ?, ?)"] * len(part))
+            for entity, key, customer, return_id in self.db.execute(
+                    f"SELECT entity, key, customer_id, return_id FROM live_facts WHERE (entity, key, customer_id) IN "
+                    f"(VALUES {values}) AND json_extract(contributions, '$.n_new_customer') = 1",
+                    [v for triple in part for v in triple]):
+                counted.setdefault((entity, key, customer), set()).add(return_id)
+        return counted
 
     def record_inspection(self, fact: InspectedReturn) -> None:
         """Count an inspection online, now: a failed one for the return's customer and its tokens
@@ -200,7 +241,7 @@ class LiveFacts:
             ).rowcount
         return int(removed)
 
-    def _return_facts(self, r: AssessedReturn) -> Iterable[tuple[Any, ...]]:
+    def _return_facts(self, r: AssessedReturn, is_new: Callable[[str, str], int]) -> Iterable[tuple[Any, ...]]:
         returned = {
             "n_return": 1, "refund": float(r.refund_amount), "n_inr": int(r.return_type == "item_not_received"),
             "n_claim": int(r.return_type in ("damaged_on_arrival", "wrong_item")),
@@ -214,17 +255,31 @@ class LiveFacts:
             if token:
                 yield (r.return_id, "return", name, token, r.customer_id, at, json.dumps(returned))
         if r.refund_token:
-            new = self._is_new(r.return_id, "refund", r.refund_token, r.customer_id)
+            new = is_new("refund", r.refund_token)
             yield (r.return_id, "return", "refund", r.refund_token, r.customer_id, at,
                    json.dumps({**returned, "n_new_customer": new}))
 
-    def _order_facts(self, r: AssessedReturn) -> list[tuple[Any, ...]]:
-        return order_facts(r, lambda entity, token: self._is_new(r.return_id, entity, token, r.customer_id))
 
-    def _is_new(self, return_id: str, entity: str, token: str, customer: str) -> int:
-        """1 if `customer` was never seen on `token`, neither in the stored rows nor in earlier live facts."""
-        return new_on(self.reader, entity, token, customer,
-                      lambda: seen_live(self.db, entity, token, customer, return_id))
+
+def _is_new(reader: OnlineFeatures, counted: dict[tuple[str, str, str], set[str]], r: AssessedReturn, entity: str,
+            token: str) -> int:
+    """1 if R's customer was never seen on TOKEN: not in the stored rows, nor by the live facts of another return
+    (COUNTED, from the log and the batch so far, which this answer joins)."""
+    triple = (entity, token, r.customer_id)
+    new = new_on(reader, entity, token, r.customer_id, lambda: bool(counted.get(triple, set()) - {r.return_id}))
+    if new:
+        counted.setdefault(triple, set()).add(r.return_id)
+    return new
+
+
+def _tokens(r: AssessedReturn) -> dict[str, str | None]:
+    """R's tokens by entity: its order's and its refund destination."""
+    return {**_order_tokens(r), "refund": r.refund_token}
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def new_on(reader: OnlineFeatures, entity: str, token: str, customer: str, live_seen: Callable[[], bool]) -> int:
@@ -386,7 +441,10 @@ class FreshnessWriter:
                 self._write(items)
                 return
             except Exception as exc:  # the evidence is committed already: keep serving
-                self.failing = ((self.failing or (time.monotonic(), ""))[0], f"{type(exc).__name__}: {exc}")
+                # /readyz says it to anyone: a PostgreSQL log's error names its host, role and database (logged)
+                said = type(exc).__name__ if type(exc).__module__.startswith("psycopg") else \
+                    f"{type(exc).__name__}: {exc}"
+                self.failing = ((self.failing or (time.monotonic(), ""))[0], said)
                 if wait is None or self._stopping.is_set():
                     self._isolate(items, exc)
                     return

@@ -79,6 +79,8 @@ class LiveLog:
 
     name = "the live-fact log"
     mended = LIVE_LOG_MENDED
+    batch: int | None = None
+    """The most returns one write transaction records (None: any number)."""
 
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
         raise NotImplementedError
@@ -151,7 +153,6 @@ SCHEMA_LOCK = locks.key("live-log", "schema")
 
 _REWRITES = [
     (re.compile(r"^(\s*)INSERT OR IGNORE INTO (.*)$", re.S), r"\1INSERT INTO \2 ON CONFLICT DO NOTHING"),
-    (re.compile(r" IS NOT %s"), " IS DISTINCT FROM %s"),
     (re.compile(r"json_extract\(contributions, '\$\.(\w+)'\) = 1"), r"(contributions::jsonb ->> '\1') = '1'"),
 ]
 """The log's SQLite dialect in PostgreSQL's words: every statement the log runs is one of these forms."""
@@ -169,12 +170,17 @@ def postgres_sql(sql: str, with_params: bool) -> str:
 
 class PostgresLog(LiveLog):
     """The log as two tables in a PostgreSQL database, reached over one autocommit connection, each wait on the server
-    bounded by WAIT_S. A connection that failed is opened again at its next use outside a transaction (inside one, its
-    statements fail with it), at most once per `RECONNECT_S`: a server that does not answer costs the requests
-    in between a 503 at once, not a connect timeout each."""
+    bounded by WAIT_S (the server ends a statement or a lock wait a little sooner, so nothing waits on there after
+    the client gave up). A connection that failed is opened again at its next use outside a transaction (inside one,
+    its statements fail with it); after a failed connect, not for `RECONNECT_S`, so a server that does not answer
+    costs the requests meanwhile a 503 at once, not a connect timeout each. A read whose connection was lost at once
+    (a restart, a fail-over, a connection dropped while idle) is tried again on a new one."""
 
     name = "the live-fact log (PostgreSQL)"
     mended = LIVE_DB_MENDED
+    batch = 100
+    """At most this many returns per write transaction: `hold` takes a lock per token, and PostgreSQL's lock table is
+    shared by the whole server (about 6,400 locks by default)."""
 
     def __init__(self, url: str, wait_s: float) -> None:
         self.url = psycopg_url(url)
@@ -185,32 +191,46 @@ class PostgresLog(LiveLog):
         self._sql: dict[tuple[str, bool], str] = {}
 
     def _connection(self) -> Any:
-        import psycopg
-
-        from fraud_service.store.deadline import deadline_connection
-
         if self._in_transaction or (self._conn is not None and not self._conn.closed and not self._conn.broken):
             return self._conn
+        import psycopg
+
+        from fraud_service.store.db import session_name
+        from fraud_service.store.deadline import deadline_connection
+
         with contextlib.suppress(Exception):
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
         if self._failed_at is not None and time.monotonic() < self._failed_at + RECONNECT_S:
             raise psycopg.OperationalError(f"the last connection attempt failed less than {RECONNECT_S:g} s ago")
-        self._failed_at = time.monotonic()  # until it succeeds
-        conn = deadline_connection(self.wait_s).connect(self.url, autocommit=True,
-                                                       connect_timeout=max(2, round(self.wait_s)))
+        server_ms = max(int(self.wait_s * 1000) - 100, 100)
+        conn = None
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                for statement in PG_SCHEMA:
-                    conn.execute(statement)
-        except psycopg.Error:
-            conn.close()
+            conn = deadline_connection(self.wait_s).connect(
+                self.url, autocommit=True, connect_timeout=2, application_name=session_name(),
+                options=f"-c lock_timeout={server_ms} -c statement_timeout={server_ms} "
+                        f"-c idle_in_transaction_session_timeout={max(server_ms, 30_000)}")
+            if conn.execute("SELECT to_regclass('live_facts') IS NULL OR to_regclass('live_orders') IS NULL OR "
+                            "to_regclass('live_facts_key') IS NULL").fetchone() != (False,):
+                self._create(conn)
+        except BaseException:
+            self._failed_at = time.monotonic()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
             raise
         self._conn, self._failed_at = conn, None
         return conn
 
+    @staticmethod
+    def _create(conn: Any) -> None:
+        """The log's tables, made once (workers starting together take turns; none made when all are there: their
+        DDL would wait behind the writers, and needs privileges a running service need not have)."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for statement in PG_SCHEMA:
+                conn.execute(statement)
 
     def _translate(self, sql: str, with_params: bool) -> str:
         key = (sql, with_params)
@@ -220,8 +240,18 @@ class PostgresLog(LiveLog):
         return found
 
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
+        import psycopg
+
         args = None if params is None else tuple(params)
-        return self._connection().execute(self._translate(sql, args is not None), args)
+        query = self._translate(sql, args is not None)
+        conn, started = self._connection(), time.monotonic()
+        try:
+            return conn.execute(query, args)
+        except psycopg.OperationalError:
+            lost_at_once = (conn.closed or conn.broken) and time.monotonic() - started < self.wait_s / 2
+            if self._in_transaction or not lost_at_once or sql.lstrip()[:6].upper() != "SELECT":
+                raise
+            return self._connection().execute(query, args)  # a read on a connection already gone: once more
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         rows = [tuple(row) for row in rows]
@@ -251,8 +281,16 @@ class PostgresLog(LiveLog):
 
         try:
             yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # down, restarting, or past its deadline
-            raise Unavailable(f"{self.name} cannot be reached; no decision was made: {self.mended}") from exc
+        except psycopg.Error as exc:
+            state = str(getattr(exc, "sqlstate", "") or "")
+            if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
+                    and state[:2] not in UNAVAILABLE_CLASSES and state not in UNAVAILABLE_STATES:
+                raise  # a statement of ours the database refuses: a bug, a logged 500
+            if state == UNDEFINED_TABLE:  # dropped under the service: the next connection makes them again
+                self.close()
+            trouble = "cannot be reached" if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
+                or state[:2] in ("08", "57") else f"refuses this service (SQLSTATE {state})"
+            raise Unavailable(f"{self.name} {trouble}; no decision was made: {self.mended}") from exc
 
     def close(self) -> None:
         if self._conn is not None:
@@ -261,3 +299,10 @@ class PostgresLog(LiveLog):
     def __del__(self) -> None:  # a reader dropped without `close` (a CLI's, a test's) takes its connection with it
         with contextlib.suppress(Exception):
             self.close()
+
+
+UNAVAILABLE_CLASSES = ("08", "25", "53", "57")
+"""SQLSTATE classes of a database that is down, read-only, out of resources or shutting down: a 503, not a 500."""
+UNDEFINED_TABLE = "42P01"
+UNAVAILABLE_STATES = ("42501", UNDEFINED_TABLE)
+"""A privilege the service's role lacks; the log's tables dropped: the operator's to mend, a 503 meanwhile."""

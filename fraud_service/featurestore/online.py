@@ -31,7 +31,7 @@ from typing import Any
 from features.definitions import VIEW_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
-from fraud_service.featurestore.live_log import LiveLog, open_live_log
+from fraud_service.featurestore.live_log import READ_WAIT_S, open_live_log
 
 
 def reloading_key(project: str) -> bytes:
@@ -81,7 +81,8 @@ class Pending:
 
 SEEN_LIVE = ("SELECT 1 FROM live_facts WHERE entity = ? AND key = ? AND customer_id = ? "
              "AND json_extract(contributions, '$.n_new_customer') = 1")
-"""Whether the log counts a customer as new on a token already (`seen_live`)."""
+"""Whether the log counts a customer as new on a token already (a request's new order: `live`; the writer asks it of
+many tokens at once, `LiveFacts._counted_new`)."""
 _FLAG = "SELECT ?, 0, CASE WHEN EXISTS ({}) THEN '1' ELSE '0' END"
 """One yes/no answer, as a row of the live-fact query's shape (its first column names the question)."""
 
@@ -183,7 +184,22 @@ class OnlineFeatures:
     def close(self) -> None:
         """Close the live-fact log's connection (a PostgreSQL log opens it again if read after)."""
         if self._live is not None:
-            self._live.close()
+            with self._live_lock:
+                self._live.close()
+
+    @contextlib.contextmanager
+    def _reading_live(self) -> Iterator[None]:
+        """The live-fact log's connection for one read (`unreadable` its failures), waited for at most `READ_WAIT_S`:
+        a PostgreSQL log that hangs holds one request thread, not every request of the worker, one after another."""
+        assert self._live is not None
+        if not self._live_lock.acquire(timeout=READ_WAIT_S):
+            raise Unavailable(f"{self._live.name} is slow to answer (this worker's other requests are waiting on "
+                              "it); no decision was made: retry")
+        try:
+            with self._live.unreadable():
+                yield
+        finally:
+            self._live_lock.release()
 
     @contextlib.contextmanager
     def _sqlite_read(self) -> Iterator[None]:
@@ -280,7 +296,7 @@ class OnlineFeatures:
                 row[metric.name] = 0
         facts = []
         if self._live is not None:
-            with self._live_lock, self._live.unreadable():
+            with self._reading_live():
                 facts = self._live.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
                                            "key = ?", (entity, value)).fetchall()
         latest = add_live_facts(row, facts, int(now.timestamp() * 1e6))
@@ -336,19 +352,13 @@ class OnlineFeatures:
             for entity, token in pending.tokens.items():
                 sql += " UNION ALL " + _FLAG.format(SEEN_LIVE)
                 params += [f"?{entity}", entity, token, pending.customer_id]
-        with self._live_lock, self._live.unreadable():
+        with self._reading_live():
             rows = self._live.execute(sql, params).fetchall()
         if pending is None:
             return rows
         answers = {entity[1:]: contributions == "1" for entity, _, contributions in rows if entity.startswith("?")}
         facts = [row for row in rows if not row[0].startswith("?")]
         return facts if answers.pop("order") else [*facts, *pending.facts(answers)]
-
-
-def seen_live(db: LiveLog, entity: str, token: str, customer: str, other_than: str | None) -> bool:
-    """Whether a live fact in DB (of a return other than OTHER_THAN) already counts CUSTOMER as new on TOKEN."""
-    earlier = db.execute(SEEN_LIVE + " AND return_id IS NOT ? LIMIT 1", (entity, token, customer, other_than))
-    return earlier.fetchone() is not None
 
 
 def _us_time(us: int) -> str:

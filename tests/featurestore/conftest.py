@@ -13,16 +13,18 @@ from fraud_service.data.ingest import ingest
 from fraud_service.data.warehouse import Warehouse
 from fraud_service.featurestore.live import LiveFacts
 from fraud_service.featurestore.source import FeatureSource
-from tests.store.conftest import POSTGRES, scratch_database
+from tests.store.conftest import BOTH, POSTGRES, scratch_database
 from training.datasets.synthetic import WorldConfig, generate
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests of a module that sets `LIVE_LOGS = BOTH` run on both kinds of live-fact log, but for those marked
-    `sqlite_log`; others on SQLite."""
+    """Tests of a module that sets `LIVE_LOGS = BOTH` run on both kinds of live-fact log, others on SQLite; a test
+    marked `live_logs(KIND, ...)` on those only."""
     if "live_log" in metafunc.fixturenames:
-        sqlite_only = metafunc.definition.get_closest_marker("sqlite_log") is not None
-        kinds = ["sqlite"] if sqlite_only else getattr(metafunc.module, "LIVE_LOGS", ["sqlite"])
+        marked = metafunc.definition.get_closest_marker("live_logs")
+        kinds = getattr(metafunc.module, "LIVE_LOGS", ["sqlite"])
+        if marked is not None:
+            kinds = [k for k in BOTH if (k if isinstance(k, str) else k.values[0]) in marked.args]
         metafunc.parametrize("live_log", kinds, indirect=True)
 
 

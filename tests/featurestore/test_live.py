@@ -80,7 +80,7 @@ def test_a_second_return_five_minutes_later_sees_the_first(live_world):
     assert later["cust_returns_7d"] == after["cust_returns_7d"] - 1
 
 
-@pytest.mark.sqlite_log  # PRAGMA max_page_count stands for the full disk
+@pytest.mark.live_logs("sqlite")  # PRAGMA max_page_count stands for the full disk
 def test_a_full_disk_is_the_error_a_failed_record_reports(live_world):
     """SQLite ends the transaction itself when the disk is full; the ROLLBACK after it then raised "cannot rollback -
     no transaction is active", and the log named that instead of the full disk (a helper's probe)."""
@@ -383,17 +383,20 @@ def test_an_inspection_reported_while_the_freshness_writer_records_is_kept(live_
         def __exit__(self, *exc):
             return self.inner.__exit__(*exc)
 
-    if hasattr(live, "_lock"):
-        live._lock = Watched(live._lock)
+    live._lock = Watched(live._lock)
+    looked_up = live.reader.seen
 
-    def returns():
-        yield _assessed(r, order, w["opened"] + pd.Timedelta(seconds=30), "LIVE-RACE-1")
-        reporter.start()  # the writer's transaction is open now
-        assert reporter_moved.wait(timeout=60)
-        yield _assessed(r, order, w["opened"] + pd.Timedelta(seconds=40), "LIVE-RACE-2")
+    def seen(*args, **kwargs):  # the writer asks the stored rows while its transaction is open
+        if not reporter.is_alive() and not reporter_moved.is_set():
+            reporter.start()
+            assert reporter_moved.wait(timeout=60)
+        return looked_up(*args, **kwargs)
 
-    live.record_many(returns())
+    live.reader.seen = seen
+    live.record_many([_assessed(r, order, w["opened"] + pd.Timedelta(seconds=30), "LIVE-RACE-1"),
+                      _assessed(r, order, w["opened"] + pd.Timedelta(seconds=40), "LIVE-RACE-2")])
     reporter.join(timeout=60)
+    assert reporter.ident is not None  # it was started inside the writer's transaction
 
     assert failures == []
     facts = dict(live.db.execute("SELECT fact LIKE 'inspection:%', count(*) FROM live_facts GROUP BY 1").fetchall())
@@ -429,3 +432,65 @@ def test_a_replayed_return_is_recounted_only_when_no_build_came_after_it(live_wo
     counted = dict(live.db.execute(
         "SELECT return_id, count(*) FROM live_facts WHERE fact = 'return' GROUP BY return_id").fetchall())
     assert counted == {"RECOUNT-NEW": 5}  # its customer, three order tokens, the refund destination
+
+
+@pytest.mark.live_logs("postgres")
+def test_two_hosts_recording_one_customer_new_on_one_token_at_once_count_it_new_once(live_world):
+    """Whether a customer is new on a token is read from the log, then written to it. SQLite has one write lock;
+    PostgreSQL writers (other hosts) lock the tokens they read first (`PostgresLog.hold`): the second waits for the
+    first to commit, then finds its fact, and the customer counts once on the new refund destination."""
+    import json
+    import threading
+    import time
+
+    import psycopg
+
+    w = live_world
+    r, order = _fully_linked(w["snapshot"])
+    host_a, host_b = w["live"], LiveFacts(w["source"], w["source"].reader())  # each with connections of its own
+    inside, proceed, failures = threading.Event(), threading.Event(), []
+    looked_up = host_a.reader.seen
+
+    def seen(*args, **kwargs):  # host A, its transaction open, between reading the log and writing it
+        inside.set()
+        assert proceed.wait(timeout=60)
+        return looked_up(*args, **kwargs)
+
+    host_a.reader.seen = seen
+
+    def record(host: LiveFacts, return_id: str) -> None:
+        try:
+            host.record(_assessed(r, order, w["opened"] + pd.Timedelta(seconds=30), return_id))
+        except BaseException as exc:  # noqa: BLE001 (the test reports it)
+            failures.append(exc)
+
+    first = threading.Thread(target=record, args=(host_a, "LIVE-HOST-A"))
+    first.start()
+    assert inside.wait(timeout=60)
+    second = threading.Thread(target=record, args=(host_b, "LIVE-HOST-B"))
+    second.start()
+    try:
+        with psycopg.connect(live_log_url(w), autocommit=True) as watcher:
+            deadline, waiting = time.monotonic() + 30, 0
+            while not waiting and time.monotonic() < deadline:
+                waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT "
+                                          "granted").fetchone()[0]
+                time.sleep(0.01)  # waiting for host B to reach the lock, not timing anything
+        assert waiting == 1, "host B did not wait for host A's token"
+    finally:
+        proceed.set()
+        first.join(timeout=60)
+        second.join(timeout=60)
+        host_b.close()
+        host_b.reader.close()
+    assert failures == []
+    rows = host_a.db.execute("SELECT return_id, contributions FROM live_facts WHERE entity = 'refund' AND key = ?",
+                             ("rfd_brand_new_card",)).fetchall()
+    counted = {return_id: json.loads(contributions)["n_new_customer"] for return_id, contributions in rows}
+    assert counted == {"LIVE-HOST-A": 1, "LIVE-HOST-B": 0}
+
+
+def live_log_url(w: dict) -> str:
+    from fraud_service.featurestore.live_log import psycopg_url
+
+    return psycopg_url(w["settings"].live_log_url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -29,10 +30,9 @@ def _open_and_count(url: str) -> None:
 def test_the_sqlite_statements_of_the_log_are_rewritten_for_postgresql() -> None:
     assert postgres_sql("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", True) == \
         "INSERT INTO live_orders VALUES (%s, %s) ON CONFLICT DO NOTHING"
-    assert postgres_sql("SELECT 1 FROM live_facts WHERE return_id IS NOT ? AND "
+    assert postgres_sql("SELECT 1 FROM live_facts WHERE key = ? AND "
                         "json_extract(contributions, '$.n_new_customer') = 1", True) == \
-        "SELECT 1 FROM live_facts WHERE return_id IS DISTINCT FROM %s AND (contributions::jsonb ->> " \
-        "'n_new_customer') = '1'"
+        "SELECT 1 FROM live_facts WHERE key = %s AND (contributions::jsonb ->> 'n_new_customer') = '1'"
     # a literal % survives: doubled when parameters are passed, left alone when none are
     assert postgres_sql("SELECT 1 WHERE fact LIKE 'inspection:%' AND key = ?", True) == \
         "SELECT 1 WHERE fact LIKE 'inspection:%%' AND key = %s"
@@ -81,14 +81,20 @@ def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_ag
         with log.unreadable():  # it answers now: the same object connects and makes its tables
             log.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", ("o-1", "r-1"))
             assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
-        with admin.connect() as connection:  # its server ends the session (a restart, a failover)
+        before = log.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with admin.connect() as connection:  # its server ends the session (a restart, a fail-over)
             ended = connection.execute(text("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
                                             "pg_stat_activity WHERE datname = :name) ended"), {"name": name})
             assert ended.scalar_one() == 1
-        with pytest.raises(Unavailable, match="cannot be reached"), log.unreadable():
+        with log.unreadable():  # the read finds its connection gone, and is sent again on a new one
+            assert log.execute("SELECT count(*), pg_backend_pid() FROM live_orders").fetchone()[0] == 1
+        assert log.execute("SELECT pg_backend_pid()").fetchone()[0] != before
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True) as operator:
+            operator.execute("DROP TABLE live_orders")  # an operator drops a table under it
+        with pytest.raises(Unavailable, match=r"refuses this service \(SQLSTATE 42P01\)"), log.unreadable():
             log.execute("SELECT count(*) FROM live_orders")
-        with log.unreadable():  # and the next read connects again
-            assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
+        with log.unreadable():  # a 503 once; the next use makes the tables again
+            assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (0,)
     finally:
         log.close()
         with admin.connect() as connection:
