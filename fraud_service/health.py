@@ -272,7 +272,12 @@ def run_checks(settings: Settings) -> list[Check]:
     if settings.online_store == "redis":
         checks.append(check_redis(settings.redis_url))
     if settings.live_log_url is not None:
-        checks.append(check_live_log(settings.live_log_url))
+        live = check_live_log(settings.live_log_url)
+        if live.ok and settings.online_store == "sqlite":  # fine on one host, wrong on several
+            live = Check(live.name, True, f"{live.detail}; note: with FRAUD_ONLINE_STORE=sqlite each host keeps its "
+                                          "own online store, so only instances on this host may share this log "
+                                          "(docs/deployment.md)")
+        checks.append(live)
     return checks
 
 

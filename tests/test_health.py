@@ -136,3 +136,6 @@ def test_doctor_reaches_a_postgresql_live_log_counts_its_facts_and_makes_no_tabl
             log.close()
         counted = run_checks(replace(settings, live_log_url=url))[-1]
         assert counted.ok and "2 live facts of 1 returns assessed since the last build" in counted.detail, counted
+        assert "only instances on this host may share this log" in counted.detail  # the settings' SQLite store
+        shared = run_checks(replace(settings, live_log_url=url, online_store="redis"))
+        assert [c.name for c in shared][-2:] == ["redis", "live log"] and "note" not in shared[-1].detail
