@@ -53,7 +53,10 @@ LIVE_DB_MENDED = "retry; if it persists, check that FRAUD_LIVE_LOG's PostgreSQL 
 READ_WAIT_S = 1.0
 """How long a request's read of a PostgreSQL log may take (a read takes well under a millisecond near it)."""
 RECONNECT_S = 1.0
-"""How long after a failed connect a PostgreSQL log waits before it tries again (requests meanwhile answer 503)."""
+"""How long after a failed connect to a PostgreSQL log its URL is not tried again in this process (requests meanwhile
+answer 503 at once)."""
+FAILED_CONNECTS: dict[str, float] = {}
+"""Per URL, when (monotonic) the last connect to it failed in this process (cleared by one that succeeds)."""
 WRITE_WAIT_S = 10.0
 """How long one statement of the live-fact writer may wait on a PostgreSQL log (its batches are tried again)."""
 
@@ -81,6 +84,8 @@ class LiveLog:
     mended = LIVE_LOG_MENDED
     batch: int | None = None
     """The most returns one write transaction records (None: any number)."""
+    pooled = False
+    """Whether a reader reads over a pool of these (a log across a network) rather than sharing one."""
 
     def execute(self, sql: str, params: Iterable[Any] | None = None) -> Any:
         raise NotImplementedError
@@ -172,12 +177,14 @@ class PostgresLog(LiveLog):
     """The log as two tables in a PostgreSQL database, reached over one autocommit connection, each wait on the server
     bounded by WAIT_S (the server ends a statement or a lock wait a little sooner, so nothing waits on there after
     the client gave up). A connection that failed is opened again at its next use outside a transaction (inside one,
-    its statements fail with it); after a failed connect, not for `RECONNECT_S`, so a server that does not answer
-    costs the requests meanwhile a 503 at once, not a connect timeout each. A read whose connection was lost at once
+    its statements fail with it); after a failed connect to its URL (by any log of this process), not for
+    `RECONNECT_S`, so a server that does not answer costs the requests meanwhile a 503 at once, not a connect
+    timeout each. A read whose connection was lost at once
     (a restart, a fail-over, a connection dropped while idle) is tried again on a new one."""
 
     name = "the live-fact log (PostgreSQL)"
     mended = LIVE_DB_MENDED
+    pooled = True
     batch = 100
     """At most this many returns per write transaction: `hold` takes a lock per token, and PostgreSQL's lock table is
     shared by the whole server (about 6,400 locks by default)."""
@@ -187,7 +194,6 @@ class PostgresLog(LiveLog):
         self.wait_s = wait_s
         self._conn: Any = None
         self._in_transaction = False
-        self._failed_at: float | None = None  # when (monotonic) the last connect failed
         self._sql: dict[tuple[str, bool], str] = {}
 
     def _connection(self) -> Any:
@@ -202,7 +208,8 @@ class PostgresLog(LiveLog):
             if self._conn is not None:
                 self._conn.close()
         self._conn = None
-        if self._failed_at is not None and time.monotonic() < self._failed_at + RECONNECT_S:
+        failed_at = FAILED_CONNECTS.get(self.url)
+        if failed_at is not None and time.monotonic() < failed_at + RECONNECT_S:
             raise psycopg.OperationalError(f"the last connection attempt failed less than {RECONNECT_S:g} s ago")
         server_ms = max(int(self.wait_s * 1000) - 100, 100)
         conn = None
@@ -215,12 +222,13 @@ class PostgresLog(LiveLog):
                             "to_regclass('live_facts_key') IS NULL").fetchone() != (False,):
                 self._create(conn)
         except BaseException:
-            self._failed_at = time.monotonic()
+            FAILED_CONNECTS[self.url] = time.monotonic()
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
             raise
-        self._conn, self._failed_at = conn, None
+        self._conn = conn
+        FAILED_CONNECTS.pop(self.url, None)
         return conn
 
     @staticmethod

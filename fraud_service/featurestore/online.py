@@ -31,7 +31,7 @@ from typing import Any
 from features.definitions import VIEW_INPUTS, request_time_features
 from features.pipeline import ENTITIES, NO_KEY, US_PER_DAY
 from fraud_service.errors import Unavailable
-from fraud_service.featurestore.live_log import READ_WAIT_S, open_live_log
+from fraud_service.featurestore.live_log import READ_WAIT_S, LiveLog, open_live_log
 
 
 def reloading_key(project: str) -> bytes:
@@ -61,6 +61,10 @@ def unreadable(store: str, mend: str) -> Iterator[None]:
             raise
         raise Unavailable(f"{store} cannot be read (its file is missing, damaged or was never loaded); no decision "
                           f"was made: {mend}") from exc
+
+
+IDLE_LOGS = 8
+"""The most idle connections a reader keeps to a PostgreSQL live-fact log (a worker's request threads, by default)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,10 @@ class OnlineFeatures:
         self._lock = threading.Lock()
         self._live = open_live_log(live_log) if live_log is not None else None
         self._live_lock = threading.Lock()
+        # a PostgreSQL log is read over connections of a small pool: one shared connection made a worker's
+        # requests take turns across the network (`_reading_live`)
+        self._live_target = live_log
+        self._idle_logs: list[LiveLog] = []
         self._live_sql = " UNION ALL ".join(
             ["SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND key = ?"] * len(ENTITIES))
         if self.kind == "sqlite":
@@ -182,22 +190,42 @@ class OnlineFeatures:
             self._mmh3 = _mmh3
 
     def close(self) -> None:
-        """Close the live-fact log's connection (a PostgreSQL log opens it again if read after)."""
+        """Close the live-fact log's connections (a PostgreSQL log opens them again if read after)."""
         if self._live is not None:
             with self._live_lock:
-                self._live.close()
+                for log in [self._live, *self._idle_logs]:
+                    log.close()
 
     @contextlib.contextmanager
-    def _reading_live(self) -> Iterator[None]:
-        """The live-fact log's connection for one read (`unreadable` its failures), waited for at most `READ_WAIT_S`:
-        a PostgreSQL log that hangs holds one request thread, not every request of the worker, one after another."""
+    def _reading_live(self) -> Iterator[LiveLog]:
+        """The live-fact log for one read, its failures `unreadable`. A SQLite file is read over one connection, which
+        the worker's request threads take in turn (a read takes microseconds). A PostgreSQL log is read over a
+        connection no other read is using (an idle one, or a new one; at most `IDLE_LOGS` are kept), so a read waits
+        for the network, not for other requests' reads."""
         assert self._live is not None
-        if not self._live_lock.acquire(timeout=READ_WAIT_S):
+        if self._live.pooled:
+            with self._live_lock:
+                log = self._idle_logs.pop() if self._idle_logs else None
+            if log is None:
+                assert self._live_target is not None
+                log = open_live_log(self._live_target)
+            try:
+                with log.unreadable():
+                    yield log
+            finally:
+                with self._live_lock:
+                    kept = len(self._idle_logs) < IDLE_LOGS
+                    if kept:
+                        self._idle_logs.append(log)
+                if not kept:
+                    log.close()
+            return
+        if not self._live_lock.acquire(timeout=READ_WAIT_S):  # a slow disk holds one thread, not all of them
             raise Unavailable(f"{self._live.name} is slow to answer (this worker's other requests are waiting on "
                               "it); no decision was made: retry")
         try:
             with self._live.unreadable():
-                yield
+                yield self._live
         finally:
             self._live_lock.release()
 
@@ -296,8 +324,8 @@ class OnlineFeatures:
                 row[metric.name] = 0
         facts = []
         if self._live is not None:
-            with self._reading_live():
-                facts = self._live.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
+            with self._reading_live() as log:
+                facts = log.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
                                            "key = ?", (entity, value)).fetchall()
         latest = add_live_facts(row, facts, int(now.timestamp() * 1e6))
         return row, times.get(f"{entity}_features"), _us_time(latest[entity]) if entity in latest else None
@@ -352,8 +380,8 @@ class OnlineFeatures:
             for entity, token in pending.tokens.items():
                 sql += " UNION ALL " + _FLAG.format(SEEN_LIVE)
                 params += [f"?{entity}", entity, token, pending.customer_id]
-        with self._reading_live():
-            rows = self._live.execute(sql, params).fetchall()
+        with self._reading_live() as log:
+            rows = log.execute(sql, params).fetchall()
         if pending is None:
             return rows
         answers = {entity[1:]: contributions == "1" for entity, _, contributions in rows if entity.startswith("?")}

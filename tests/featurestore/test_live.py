@@ -494,3 +494,27 @@ def live_log_url(w: dict) -> str:
     from fraud_service.featurestore.live_log import psycopg_url
 
     return psycopg_url(w["settings"].live_log_url)
+
+
+@pytest.mark.live_logs("postgres")
+def test_reads_of_a_postgresql_log_go_over_connections_of_their_own_and_idle_ones_are_kept(live_world):
+    """One connection shared by a worker's request threads made its reads take turns across the network; a read now
+    takes an idle connection of the reader's pool or opens one, and gives it back (at most IDLE_LOGS kept)."""
+    from fraud_service.featurestore.online import IDLE_LOGS
+
+    reader: OnlineFeatures = live_world["reader"]
+    with reader._reading_live() as first, reader._reading_live() as second:  # two requests reading at once
+        assert first is not second
+        pids = {log.execute("SELECT pg_backend_pid()").fetchone()[0] for log in (first, second)}
+        assert len(pids) == 2
+    with reader._reading_live() as again:  # a later read reuses one of them: no new connection
+        assert again in (first, second)
+        assert again.execute("SELECT pg_backend_pid()").fetchone()[0] in pids
+    held = [reader._reading_live() for _ in range(IDLE_LOGS + 2)]
+    logs = [context.__enter__() for context in held]
+    assert len({id(log) for log in logs}) == IDLE_LOGS + 2
+    assert len({log.execute("SELECT pg_backend_pid()").fetchone()[0] for log in logs}) == IDLE_LOGS + 2
+    for context in held:
+        context.__exit__(None, None, None)
+    assert len(reader._idle_logs) == IDLE_LOGS  # the rest were closed
+    assert sum(log._conn is not None and log._conn.closed for log in logs) == 2
