@@ -26,7 +26,7 @@ from typing import Any
 
 from fraud_service.errors import Unavailable
 from fraud_service.store import locks
-from fraud_service.store.db import set_wal
+from fraud_service.store.db import READ_ONLY_TRANSACTION, set_wal
 
 LIVE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS live_facts (
@@ -269,11 +269,18 @@ class PostgresLog(LiveLog):
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
+        import psycopg
+
         conn = self._connection()
         self._in_transaction = True  # its statements go on this connection, or fail with it
         try:
             with conn.transaction():
                 yield
+        except psycopg.Error as exc:
+            # a session opened while the database was read-only keeps that default: the next try opens another
+            if str(getattr(exc, "sqlstate", "") or "") == READ_ONLY_TRANSACTION:
+                self.close()
+            raise
         finally:
             self._in_transaction = False
 

@@ -100,3 +100,27 @@ def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_ag
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_writes_go_through_again_once_a_live_log_database_that_was_read_only_is_writable() -> None:
+    """A session opened while the database was read-only (a fail-over's standby) keeps refusing writes after it is
+    writable again; the log now opens another after such a refusal, so the writer's next try succeeds."""
+    with scratch_database() as name:
+        admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+        log = open_live_log(f"{POSTGRES}/{name}")
+        try:
+            log.execute("SELECT count(*) FROM live_orders")  # the tables are made
+            log.close()
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), log.writing():
+                log.executemany("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", [("o-1", "r-1")])
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+            with log.writing():
+                log.executemany("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", [("o-1", "r-1")])
+            assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
+        finally:
+            log.close()
+            admin.dispose()
