@@ -8,10 +8,10 @@ every host reaches (the evidence database will do).
 
 Both kinds are used the same way: `execute` and `executemany` take the log's SQL as written for SQLite (`?`
 marks, `INSERT OR IGNORE`), which `PostgresLog` rewrites by a few fixed rules; `writing` is one all-or-nothing
-write, and `hold` locks the entities a write is about to count a customer as new
-on. SQLite's write lock is the whole file (BEGIN IMMEDIATE), so `hold` costs it nothing; PostgreSQL's writers hold
-advisory locks on those entities only, so hosts recording different customers never wait for each other. A request
-reads with one statement (`OnlineFeatures.live`), which sees one snapshot of either kind: one round trip.
+write, and `hold` locks what a write reads before it writes (the tokens it counts a customer new on, the new orders
+it counts). SQLite's write lock is the whole file (BEGIN IMMEDIATE), so `hold` costs it nothing; PostgreSQL's
+writers hold advisory locks on those only, so batches that share none never wait for each other. A request reads
+with one statement (`OnlineFeatures.live`), which sees one snapshot of either kind: one round trip.
 """
 
 from __future__ import annotations

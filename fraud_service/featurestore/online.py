@@ -46,6 +46,7 @@ REDIS_TIMEOUT_S = 1.0
 ONLINE_MENDED = "run `fraud-service features materialize --full`"
 """What reloads an online store that lost, or never held, its entities."""
 
+
 @contextlib.contextmanager
 def unreadable(store: str, mend: str) -> Iterator[None]:
     """SQLite failing to read STORE as Unavailable: a missing or damaged file (never materialised, truncated, not a
@@ -325,8 +326,8 @@ class OnlineFeatures:
         facts = []
         if self._live is not None:
             with self._reading_live() as log:
-                facts = log.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND "
-                                           "key = ?", (entity, value)).fetchall()
+                facts = log.execute("SELECT entity, us, contributions FROM live_facts WHERE entity = ? AND key = ?",
+                                    (entity, value)).fetchall()
         latest = add_live_facts(row, facts, int(now.timestamp() * 1e6))
         return row, times.get(f"{entity}_features"), _us_time(latest[entity]) if entity in latest else None
 
