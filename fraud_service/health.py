@@ -373,7 +373,8 @@ def _live_facts_failing(assessor: Assessor | None) -> str | None:
         return None
     return (f"live facts are not being recorded: writes to the live-fact log fail since "
             f"{time.monotonic() - failing[0]:.0f} s ago ({failing[1]}); the returns assessed since count in velocity "
-            "features only from the next `fraud-service features build`")
+            "features once a write succeeds (each batch is tried for about 15 s), or else from the next "
+            "`fraud-service features build`")
 
 
 def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None:

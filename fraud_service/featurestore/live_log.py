@@ -212,20 +212,24 @@ class PostgresLog(LiveLog):
         if failed_at is not None and time.monotonic() < failed_at + RECONNECT_S:
             raise psycopg.OperationalError(f"the last connection attempt failed less than {RECONNECT_S:g} s ago")
         server_ms = max(int(self.wait_s * 1000) - 100, 100)
-        conn = None
         try:
             conn = deadline_connection(self.wait_s).connect(
                 self.url, autocommit=True, connect_timeout=2, application_name=session_name(),
+                # the server finds a host cut off within seconds and ends its session, and with it its locks
+                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
                 options=f"-c lock_timeout={server_ms} -c statement_timeout={server_ms} "
-                        f"-c idle_in_transaction_session_timeout={max(server_ms, 30_000)}")
+                        f"-c idle_in_transaction_session_timeout={max(server_ms, 15_000)} "
+                        "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3")
+        except BaseException:
+            FAILED_CONNECTS[self.url] = time.monotonic()  # unreachable: others do not try again for a moment
+            raise
+        try:
             if conn.execute("SELECT to_regclass('live_facts') IS NULL OR to_regclass('live_orders') IS NULL OR "
                             "to_regclass('live_facts_key') IS NULL").fetchone() != (False,):
                 self._create(conn)
-        except BaseException:
-            FAILED_CONNECTS[self.url] = time.monotonic()
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+        except BaseException:  # reached, but its tables cannot be made (a role without CREATE): say that, each time
+            with contextlib.suppress(Exception):
+                conn.close()
             raise
         self._conn = conn
         FAILED_CONNECTS.pop(self.url, None)
@@ -262,10 +266,16 @@ class PostgresLog(LiveLog):
             return self._connection().execute(query, args)  # a read on a connection already gone: once more
 
     def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        """SQL (an `INSERT ... VALUES (?, ...)`) for every row, as one multi-row statement per 1,000 rows. Not
+        psycopg's `executemany`: its pipeline sends every statement before one Sync, and a session cut off half-way
+        through one waits for the rest with its locks held, beyond the server's statement and idle timeouts (a
+        helper's probe: another host's writer waited on them as long as the cut lasted)."""
         rows = [tuple(row) for row in rows]
-        if rows:
-            with self._connection().cursor() as cursor:
-                cursor.executemany(self._translate(sql, True), rows)
+        head, marks = sql.rsplit("VALUES", 1)
+        for part in (rows[start:start + 1000] for start in range(0, len(rows), 1000)):
+            statement = f"{head}VALUES {', '.join([marks.strip()] * len(part))}"
+            # not kept in `_sql`: a statement per batch size would grow it without bound
+            self._connection().execute(postgres_sql(statement, True), [v for row in part for v in row])
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -286,9 +296,9 @@ class PostgresLog(LiveLog):
 
     def hold(self, subjects: Iterable[tuple[str, str]]) -> None:
         keys = sorted({locks.key(f"live:{entity}", value) for entity, value in subjects})
-        if keys:  # ascending (two writers never wait for each other in a circle), sent in one round trip
-            with self._connection().cursor() as cursor:
-                cursor.executemany(locks.LOCK.format(mark="%s"), [(k,) for k in keys])
+        if keys:  # in ascending order (two writers never wait for each other in a circle), in one statement
+            self._connection().execute("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM "
+                                       "unnest(%s::bigint[]) AS k ORDER BY k) ordered", (keys,))
 
     @contextlib.contextmanager
     def unreadable(self) -> Iterator[None]:
