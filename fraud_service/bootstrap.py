@@ -61,9 +61,9 @@ class Service:
         self.feedback = feedback(self.settings)
 
     def inspected(self, inspected: InspectedReturn) -> None:
-        """Count an inspection in this worker's live features at once (`LiveFacts.record_inspection`)."""
+        """Count an inspection in the live features with the writer's next batch (`FreshnessWriter.inspected`)."""
         if self.assessor is not None and self.assessor.freshness is not None:
-            self.assessor.freshness.live.record_inspection(inspected)
+            self.assessor.freshness.inspected(inspected)
 
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of an API key (`access.keys.authenticate`), read within the request wait (else

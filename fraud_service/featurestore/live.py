@@ -320,6 +320,13 @@ class _Recount:
     r: AssessedReturn
 
 
+@dataclass(frozen=True)
+class _Inspected:
+    """An inspection reported through the API (`FreshnessWriter.inspected`)."""
+
+    fact: InspectedReturn
+
+
 _FLUSH = object()
 """Queued by `FreshnessWriter.drain`: the writer stops gathering and writes what it holds."""
 
@@ -350,6 +357,13 @@ class FreshnessWriter:
 
     def submit(self, r: AssessedReturn) -> None:
         self._queue.put(r)
+
+    def inspected(self, fact: InspectedReturn) -> None:
+        """Count an inspection in the live features with the next batch (within `gather` seconds), off the request's
+        thread: recorded inline, it waited behind this writer's transaction, and with a PostgreSQL log that hung,
+        eight inspections at once held every thread of an instance for 10 s and their facts were lost (a helper's
+        probe). Here it is tried again as the batch is."""
+        self._queue.put(_Inspected(fact))
 
     def recount(self, r: AssessedReturn, assessed_at: dt.datetime) -> bool:
         """Submit R, a return found already assessed (at ASSESSED_AT) by a request sent again, unless features
@@ -475,13 +489,16 @@ class FreshnessWriter:
                                           len(items), exc_info=failure)
 
     def _write(self, items: list[Any]) -> None:
-        returns = [item for item in items if not isinstance(item, _Recount)]
+        returns = [item for item in items if not isinstance(item, _Recount | _Inspected)]
         again = [item.r for item in items if isinstance(item, _Recount)]
         if again:
             held = self._held([r.return_id for r in again])
             returns += [r for r in again if r.return_id not in held]
         known = self.known_orders(sorted({r.order_id for r in returns}))
         self.live.record_many([dataclasses.replace(r, order_is_new=r.order_id not in known) for r in returns])
+        for item in items:  # idempotent per inspection: a batch tried again counts each once
+            if isinstance(item, _Inspected):
+                self.live.record_inspection(item.fact)
         self.failing = None
 
     def _held(self, return_ids: list[str]) -> set[str]:

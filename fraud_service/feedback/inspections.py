@@ -5,7 +5,9 @@ One inspection (return_id, inspected_at, outcome, notes) is, in one transaction:
 inspection row, an `inspection` evidence event, a label (source `inspection`, labelled at
 inspected_at), the outcome it decides and, when the goods failed, the case it opens or joins. After the
 commit its failed-inspection count goes live for the customer and the return's tokens
-(`featurestore.live.LiveFacts.record_inspection`), so the customer's next return sees it at once.
+(`featurestore.live.LiveFacts.record_inspection`: through the serving worker's live-fact writer, within a fraction
+of a second and off the request's thread; the CLI records it before it returns), so the customer's next return
+sees it.
 
 | outcome | label | a pending inspection becomes | case |
 |---|---|---|---|

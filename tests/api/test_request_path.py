@@ -131,7 +131,11 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_tokens(serv
                                                                            trained_world: TrainedWorld,
                                                                            tmp_path: Path) -> None:
     """Issue 17: an inspection posted through the API is in the live features of the next request, for the customer
-    and for the payment instrument and address the inspected return used (another customer on them sees it too)."""
+    and for the payment instrument and address the inspected return used (another customer on them sees it too).
+    The request does not wait for the live-fact writer: it recorded the inspection on its own thread, behind the
+    writer's lock, and with a PostgreSQL log that hung every thread of an instance waited there (a helper's probe)."""
+    import threading
+
     api = _live_api(serving_home, trained_world, tmp_path)
     try:
         returns = pd.read_parquet(trained_world.dataset / "returns.parquet")
@@ -148,9 +152,24 @@ def test_a_failed_inspection_counts_at_once_for_the_customer_and_the_tokens(serv
 
         first = api.assess(body(1, f"c-{tag}", 0)).get_json()
         before = api.client.get(first["evidence"], headers=api.headers()).get_json()["features"]
+        held, release, released = threading.Event(), threading.Event(), threading.Event()
+
+        def writer_busy() -> None:  # the live-fact writer in a long transaction
+            with api.service.assessor.freshness.live._lock:
+                held.set()
+                release.wait(timeout=20)
+                released.set()
+
+        busy = threading.Thread(target=writer_busy)
+        busy.start()
+        assert held.wait(timeout=20)
         inspected = api.client.post(f"/v1/returns/{first['return_id']}/inspection", headers=api.headers(), json={
             "inspected_at": (at + pd.Timedelta(minutes=1)).isoformat(), "outcome": "empty_box"})
+        answered_while_busy = not released.is_set()
+        release.set()
+        busy.join(timeout=30)
         assert inspected.status_code == 201, inspected.get_json()
+        assert answered_while_busy
         api.service.assessor.freshness.drain()
         same = api.assess(body(2, f"c-{tag}", 5)).get_json()
         other = api.assess(body(3, f"d-{tag}", 5)).get_json()
