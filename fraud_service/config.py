@@ -12,6 +12,8 @@ from urllib.parse import unquote
 from fraud_service.errors import ConfigError
 
 ONLINE_STORES = ("sqlite", "redis")
+POSTGRES_URLS = ("postgresql://", "postgresql+psycopg://", "postgres://")
+"""How a PostgreSQL URL begins (psycopg's, SQLAlchemy's, libpq's short form)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SPARK_MASTER = re.compile(r"local(\[(\*|\d+)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+")
 """The Spark masters `features build --engine spark` may be pointed at (Spark's own forms)."""
@@ -100,8 +102,7 @@ class Settings:
             raise ConfigError(f"FRAUD_DATABASE_URL={self.database_url.split('@')[-1]}: expected a SQLite file "
                               "(sqlite:////path/to/fraud.db; the default is $FRAUD_HOME/fraud.db) or PostgreSQL "
                               "(postgresql+psycopg://USER@HOST/DB)")
-        if self.live_log_url is not None and not self.live_log_url.startswith(
-                ("postgresql://", "postgresql+psycopg://", "postgres://")):
+        if self.live_log_url is not None and not self.live_log_url.startswith(POSTGRES_URLS):
             raise ConfigError(f"FRAUD_LIVE_LOG={self.live_log_url.split('@')[-1]}: expected a PostgreSQL database "
                               "(postgresql://USER@HOST/DB; the evidence database's URL will do), or leave it unset "
                               "for $FRAUD_HOME/features/live.db")

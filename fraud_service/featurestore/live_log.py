@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fraud_service.config import POSTGRES_URLS
 from fraud_service.errors import Unavailable
 from fraud_service.store import locks
 from fraud_service.store.db import READ_ONLY_TRANSACTION, set_wal
@@ -63,7 +64,7 @@ WRITE_WAIT_S = 10.0
 
 def is_database(target: str | Path) -> bool:
     """Whether TARGET names a PostgreSQL database rather than a file."""
-    return str(target).startswith(("postgresql://", "postgresql+psycopg://", "postgres://"))
+    return str(target).startswith(POSTGRES_URLS)
 
 
 def psycopg_url(url: str) -> str:
@@ -308,13 +309,12 @@ class PostgresLog(LiveLog):
             yield
         except psycopg.Error as exc:
             state = str(getattr(exc, "sqlstate", "") or "")
-            if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
-                    and state[:2] not in UNAVAILABLE_CLASSES and state not in UNAVAILABLE_STATES:
+            unreached = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or state[:2] in ("08", "57")
+            if not unreached and state[:2] not in UNAVAILABLE_CLASSES and state not in UNAVAILABLE_STATES:
                 raise  # a statement of ours the database refuses: a bug, a logged 500
             if state == UNDEFINED_TABLE:  # dropped under the service: the next connection makes them again
                 self.close()
-            trouble = "cannot be reached" if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) \
-                or state[:2] in ("08", "57") else f"refuses this service (SQLSTATE {state})"
+            trouble = "cannot be reached" if unreached else f"refuses this service (SQLSTATE {state})"
             raise Unavailable(f"{self.name} {trouble}; no decision was made: {self.mended}") from exc
 
     def close(self) -> None:

@@ -221,10 +221,8 @@ def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_unti
     """With FRAUD_LIVE_LOG (instances on several hosts), a request reads its live facts from PostgreSQL: while that
     database cannot be reached, an assessment is a 503 that names the log and decides nothing, `/readyz` says the
     same, and both recover once it answers, without a restart."""
-    from sqlalchemy import create_engine, text
-
     from fraud_service.featurestore import live_log
-    from tests.store.conftest import POSTGRES, scratch_database
+    from tests.store.conftest import POSTGRES, admin_sql, scratch_database
 
     monkeypatch.setattr(live_log, "RECONNECT_S", 0.0)  # the pause between two attempts: tests/featurestore
     with scratch_database() as name:
@@ -233,7 +231,6 @@ def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_unti
                                   "FRAUD_DATABASE_URL": f"sqlite:///{tmp_path / 'fraud.db'}",
                                   "FRAUD_LIVE_LOG": f"{POSTGRES}/{name}"})
     api = make_api(settings, trained_world.dataset, "sqlite", freshness=True)  # a worker starts all the same
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     try:
         first, second = _new_customer(api, trained_world)
         refused = api.assess(first)
@@ -243,8 +240,7 @@ def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_unti
         ready = api.client.get("/readyz")
         assert ready.status_code == 503
         assert "live-fact log (PostgreSQL) cannot be reached" in ready.get_json()["checks"]["feature_store"]["detail"]
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin_sql(f'CREATE DATABASE "{name}"')
         assert api.client.get("/readyz").status_code == 200
         assert api.assess(first).status_code == 201
         api.service.assessor.freshness.drain()
@@ -252,6 +248,4 @@ def test_a_live_fact_log_database_that_cannot_be_reached_is_a_503_naming_it_unti
         assert seen["features"]["cust_inr_30d"] == 1  # the first claim, read back from PostgreSQL
     finally:
         api.service.close()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

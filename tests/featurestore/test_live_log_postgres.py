@@ -10,13 +10,12 @@ import multiprocessing
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, text
 
 from fraud_service.errors import Unavailable
 from fraud_service.featurestore import live_log
 from fraud_service.featurestore.live_log import open_live_log, postgres_sql
 from tests.featurestore.test_live_log_open import PROCESSES
-from tests.store.conftest import POSTGRES, scratch_database
+from tests.store.conftest import POSTGRES, admin_sql, scratch_database
 
 ROUNDS = 8
 
@@ -74,18 +73,15 @@ def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_ag
         log.execute("SELECT count(*) FROM live_facts")
     assert f"failed less than {live_log.RECONNECT_S:g} s ago" in str(again.value.__cause__)
     monkeypatch.setattr(live_log, "RECONNECT_S", 0.0)  # the rest without waiting out the pause
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin_sql(f'CREATE DATABASE "{name}"')
         with log.unreadable():  # it answers now: the same object connects and makes its tables
             log.execute("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", ("o-1", "r-1"))
             assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
         before = log.execute("SELECT pg_backend_pid()").fetchone()[0]
-        with admin.connect() as connection:  # its server ends the session (a restart, a fail-over)
-            ended = connection.execute(text("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
-                                            "pg_stat_activity WHERE datname = :name) ended"), {"name": name})
-            assert ended.scalar_one() == 1
+        ended = admin_sql("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = :name) ended", name=name)  # its server ends the session (a fail-over)
+        assert ended == 1
         with log.unreadable():  # the read finds its connection gone, and is sent again on a new one
             assert log.execute("SELECT count(*), pg_backend_pid() FROM live_orders").fetchone()[0] == 1
         assert log.execute("SELECT pg_backend_pid()").fetchone()[0] != before
@@ -97,9 +93,7 @@ def test_a_live_log_database_that_cannot_be_reached_is_a_503_until_it_answers_ag
             assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (0,)
     finally:
         log.close()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres
@@ -107,20 +101,16 @@ def test_writes_go_through_again_once_a_live_log_database_that_was_read_only_is_
     """A session opened while the database was read-only (a fail-over's standby) keeps refusing writes after it is
     writable again; the log now opens another after such a refusal, so the writer's next try succeeds."""
     with scratch_database() as name:
-        admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
         log = open_live_log(f"{POSTGRES}/{name}")
         try:
             log.execute("SELECT count(*) FROM live_orders")  # the tables are made
             log.close()
-            with admin.connect() as connection:
-                connection.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+            admin_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), log.writing():
                 log.executemany("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", [("o-1", "r-1")])
-            with admin.connect() as connection:
-                connection.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+            admin_sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
             with log.writing():
                 log.executemany("INSERT OR IGNORE INTO live_orders VALUES (?, ?)", [("o-1", "r-1")])
             assert log.execute("SELECT count(*) FROM live_orders").fetchone() == (1,)
         finally:
             log.close()
-            admin.dispose()

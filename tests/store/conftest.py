@@ -21,19 +21,27 @@ def sqlite_engine(tmp_path) -> Engine:
     return engine
 
 
+def admin_sql(statement: str, **params: object) -> object:
+    """Run STATEMENT as the real PostgreSQL server's administrator, outside a transaction (CREATE, DROP or ALTER
+    DATABASE); its first value, if it returns rows."""
+    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            result = connection.execute(text(statement), params)
+            return result.scalar() if result.returns_rows else None
+    finally:
+        admin.dispose()
+
+
 @contextlib.contextmanager
 def scratch_database() -> Iterator[str]:
     """The name of a new, empty database on the real PostgreSQL server, dropped (its sessions ended) afterwards."""
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin_sql(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def postgres_engine() -> Iterator[Engine]:

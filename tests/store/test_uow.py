@@ -106,16 +106,12 @@ def test_migrations_started_together_on_postgresql_run_one_after_another() -> No
     import threading
     import uuid
 
-    from sqlalchemy import create_engine, text
-
     from fraud_service.store.db import make_engine
     from fraud_service.store.migrate import current_revision, head_revision, upgrade
-    from tests.store.conftest import POSTGRES
+    from tests.store.conftest import POSTGRES, admin_sql
 
     name = f"fraud_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin_sql(f'CREATE DATABASE "{name}"')
     engines = [make_engine(f"{POSTGRES}/{name}") for _ in range(3)]
     start, failures = threading.Barrier(3), []
 
@@ -136,9 +132,7 @@ def test_migrations_started_together_on_postgresql_run_one_after_another() -> No
     finally:
         for engine in engines:
             engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres
@@ -146,29 +140,24 @@ def test_changes_succeed_again_once_a_database_that_was_read_only_for_a_while_is
     """A pooled connection opened while the database was read-only (a fail-over's standby) kept refusing writes after
     it was writable again, until a reload (a helper's fault probe): each change answered 503. Now the refusal
     replaces the pool's connections, and the next change goes through."""
-    from sqlalchemy import create_engine, text
-
     from fraud_service.store.db import SERVICE_TIMEOUT_MS
     from fraud_service.store.migrate import upgrade
-    from tests.store.conftest import POSTGRES, scratch_database
+    from tests.store.conftest import POSTGRES, admin_sql, scratch_database
 
     entry = {"entity": "device", "list": "block", "reason": "r", "added_by": "t", "added_at": T0}
     with scratch_database() as name:
-        admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
         engine = make_engine(f"{POSTGRES}/{name}", timeout_ms=SERVICE_TIMEOUT_MS)
         try:
             upgrade(engine)
             engine.dispose()
-            with admin.connect() as connection:
-                connection.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+            admin_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
             sessions = session_factory(engine)
             with UnitOfWork(sessions).read() as uow:  # the pool's connection is opened during the spell
                 assert uow.session.execute(select(ListEntry)).first() is None
             with pytest.raises(DatabaseDown, match="refuses to write"), UnitOfWork(sessions) as uow:
                 uow.session.add(ListEntry(value="d-1", **entry))
                 uow.commit()
-            with admin.connect() as connection:
-                connection.execute(text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+            admin_sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
             with UnitOfWork(sessions) as uow:
                 uow.session.add(ListEntry(value="d-2", **entry))
                 uow.commit()
@@ -176,4 +165,3 @@ def test_changes_succeed_again_once_a_database_that_was_read_only_for_a_while_is
                 assert session.execute(select(ListEntry.value)).scalars().all() == ["d-2"]
         finally:
             engine.dispose()
-            admin.dispose()
