@@ -258,7 +258,7 @@ def check_live_log(url: str) -> Check:
                 return Check("live log", True, f"{shown} answers; no live fact yet (the first `serve` makes its "
                                                "tables)")
             row = conn.execute("SELECT count(*), count(DISTINCT return_id) FROM live_facts").fetchone()
-    except psycopg.Error as exc:
+    except (psycopg.Error, UnicodeError, ValueError) as exc:  # a host name that cannot be looked up raises the others
         return Check("live log", False, f"{shown}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
     assert row is not None
     return Check("live log", True, f"{shown} answers; {row[0]:,} live facts of {row[1]:,} returns assessed since "

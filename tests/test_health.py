@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fraud_service.errors import Unavailable
 from fraud_service.health import check_database, check_redis, run_checks
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -121,6 +122,12 @@ def test_doctor_reaches_a_postgresql_live_log_counts_its_facts_and_makes_no_tabl
     refused = run_checks(replace(settings, live_log_url="postgresql://postgres:s3cret@127.0.0.1:1/live"))[-1]
     assert (refused.name, refused.ok) == ("live log", False)
     assert "Connection refused" in refused.detail and "s3cret" not in refused.detail
+    for host in ("a" * 300, "h\u202eost"):  # a host name that cannot be looked up: a failed check, not a crash
+        named = run_checks(replace(settings, live_log_url=f"postgresql://postgres@{host}/live"))[-1]
+        assert (named.name, named.ok) == ("live log", False) and "idna" in named.detail, named
+        log = open_live_log(f"postgresql://postgres@{host}/live")
+        with pytest.raises(Unavailable, match=r"the live-fact log \(PostgreSQL\) cannot be reached"), log.unreadable():
+            log.execute("SELECT 1")
     with scratch_database() as name:
         url = f"{POSTGRES}/{name}"
         fresh = run_checks(replace(settings, live_log_url=url))[-1]

@@ -221,6 +221,9 @@ class PostgresLog(LiveLog):
                 options=f"-c lock_timeout={server_ms} -c statement_timeout={server_ms} "
                         f"-c idle_in_transaction_session_timeout={max(server_ms, 15_000)} "
                         "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3")
+        except (UnicodeError, ValueError) as exc:  # a host name that cannot be looked up (too long, not IDNA)
+            FAILED_CONNECTS[self.url] = time.monotonic()
+            raise psycopg.OperationalError(f"cannot connect to FRAUD_LIVE_LOG's host: {exc}") from exc
         except BaseException:
             FAILED_CONNECTS[self.url] = time.monotonic()  # unreachable: others do not try again for a moment
             raise
