@@ -45,7 +45,7 @@ def main() -> None:
 
     from bench.load_bench import _forget_earlier_runs, write_bodies
 
-    _forget_earlier_runs(home)
+    _forget_earlier_runs(dict(os.environ))
     bodies_file = scratch / "bodies.jsonl"
     write_bodies(home / "dataset", bodies_file, built["cutoff"], args.requests)
     bodies = [json.loads(line) for line in bodies_file.read_text().splitlines()]

@@ -93,7 +93,7 @@ def main() -> None:
                     time.sleep(FOLLOW_S)
                 before = _shadow_rows(home)
                 wrk_env["RUN_TAG"] = f"sb-{side}{n}"
-                _forget_earlier_runs(home)
+                _forget_earlier_runs(env)
                 runs[side].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script)))
                 if side == "on":
                     time.sleep(1.0)  # the last batch lands

@@ -158,7 +158,7 @@ def main() -> None:
                                                                      "events": ["assessment.outcome", "case.closed"]})
                     receiver.secret = hook["secret"]
                 wrk_env["RUN_TAG"] = f"lb-{side}{n}"
-                _forget_earlier_runs(home)  # every run starts from the same features
+                _forget_earlier_runs(env)  # every run starts from the same features
                 with Closer(base, key, args.close_every) as closer:
                     runs[side].append(measured(server, lambda: wrk(url, connections, args.seconds, wrk_env, script)))
                 closes[side] += closer.closed
