@@ -9,6 +9,7 @@ starts from an empty evidence database and forgets the live facts of earlier run
 assessed afresh.
 
     .venv/bin/python bench/assess_profile.py --home /work/bench-load [--requests 3000] [--top 35]
+        [--database postgresql+psycopg://postgres@127.0.0.1:5432/fraud_profile]   # dropped and created
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="assessments to post (default 3,000)")
     parser.add_argument("--top", type=int, default=35, help="functions to list (default 35)")
     parser.add_argument("--no-profile", action="store_true", help="CPU per assessment only")
+    parser.add_argument("--database", help="a PostgreSQL FRAUD_DATABASE_URL for the evidence (the database is dropped "
+                                           "and created); default a new SQLite file")
     args = parser.parse_args()
     home = Path(args.home)
     built = json.loads((home / "load-bench.json").read_text())
     scratch = Path(tempfile.mkdtemp(prefix="assess-profile-"))
     os.environ.update(FRAUD_HOME=str(home), FRAUD_LOG_LEVEL="WARNING",
-                      FRAUD_DATABASE_URL=f"sqlite:///{scratch / 'fraud.db'}")
+                      FRAUD_DATABASE_URL=args.database or f"sqlite:///{scratch / 'fraud.db'}")
 
-    from bench.load_bench import _forget_earlier_runs, write_bodies
+    from bench.load_bench import _forget_earlier_runs, _reset_postgres, write_bodies
+
+    if args.database:
+        _reset_postgres(args.database)
 
     _forget_earlier_runs(dict(os.environ))
     bodies_file = scratch / "bodies.jsonl"

@@ -368,13 +368,16 @@ def _live_facts_failing(assessor: Assessor | None) -> str | None:
     """What `/readyz` says while the live-fact log refuses writes (a full disk, `live.db` made read-only or
     damaged): answers are still right but for the velocity of the returns assessed since, which count only from the
     next `features build`."""
-    failing = assessor.freshness.failing if assessor is not None and assessor.freshness is not None else None
-    if failing is None:
+    writer = assessor.freshness if assessor is not None else None
+    failing = writer.failing if writer is not None else None
+    if writer is None or failing is None:
         return None
+    dropped = (f"; {writer.dropped:,} were not even queued (the writer held {writer.max_waiting:,} waiting) and count "
+               "only from the next `fraud-service features build`") if writer.dropped else ""
     return (f"live facts are not being recorded: writes to the live-fact log fail since "
             f"{time.monotonic() - failing[0]:.0f} s ago ({failing[1]}); the returns assessed since count in velocity "
             "features once a write succeeds (each batch is tried for about 15 s), or else from the next "
-            "`fraud-service features build`")
+            f"`fraud-service features build`{dropped}")
 
 
 def probe_online_store(reader: OnlineFeatures, settings: Settings) -> str | None:

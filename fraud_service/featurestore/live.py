@@ -310,6 +310,10 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
 
 RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds `FreshnessWriter` waits before trying a failed batch again (15.5 s in all)."""
+MAX_WAITING = 50_000
+"""The most returns (and inspections) `FreshnessWriter` holds waiting for the log: about 100 s of a busy worker's
+traffic and some tens of MB. While the log refuses writes the writer gives up a batch of at most `batch` every 15 s
+and more arrive each second, so without a bound a long outage grows the worker's memory until it is killed."""
 
 
 @dataclass(frozen=True)
@@ -342,28 +346,47 @@ class FreshnessWriter:
     """
 
     def __init__(self, live: LiveFacts, known_orders: Callable[[list[str]], set[str]], batch: int = 1000,
-                 gather: float = 0.2, retries: tuple[float, ...] = RETRIES) -> None:
+                 gather: float = 0.2, retries: tuple[float, ...] = RETRIES, max_waiting: int = MAX_WAITING) -> None:
         self.live = live
         self.known_orders = known_orders
         self.batch = batch
         self.gather = gather
         self.retries = retries
+        self.max_waiting = max_waiting
         self.errors = 0  # batches given up on
         self.failing: tuple[float, str] | None = None  # since when (monotonic) writes fail, and the last error
+        self.dropped = 0  # facts not queued because `max_waiting` were waiting, since the last write that succeeded
+        self._dropping = threading.Lock()
         self._stopping = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue()  # returns, _FLUSH, or None to stop
         self._thread = threading.Thread(target=self._run, name="freshness-writer", daemon=True)
         self._thread.start()
 
     def submit(self, r: AssessedReturn) -> None:
-        self._queue.put(r)
+        self._offer(r)
+
+    def _offer(self, item: Any) -> bool:
+        """Queue ITEM unless `max_waiting` items wait already (the log has not taken a batch for a while); whether it
+        was queued. One not queued counts from the next `features build`, like a batch given up (the evidence holds
+        its return), and is counted in `dropped` for `/readyz`."""
+        if self._queue.qsize() < self.max_waiting:
+            self._queue.put(item)
+            return True
+        with self._dropping:
+            self.dropped += 1
+            dropped = self.dropped
+        if dropped == 1 or dropped % 10_000 == 0:
+            logging.getLogger(__name__).error(
+                "the live-fact log has not taken a batch for a while and %d facts wait: %d not queued so far; they "
+                "count from the next features build", self.max_waiting, dropped)
+        return False
 
     def inspected(self, fact: InspectedReturn) -> None:
         """Count an inspection in the live features with the next batch (within `gather` seconds), off the request's
         thread: recorded inline, it waited behind this writer's transaction, and with a PostgreSQL log that hung,
         eight inspections at once held every thread of an instance for 10 s and their facts were lost (a helper's
         probe). Here it is tried again as the batch is."""
-        self._queue.put(_Inspected(fact))
+        self._offer(_Inspected(fact))
 
     def recount(self, r: AssessedReturn, assessed_at: dt.datetime) -> bool:
         """Submit R, a return found already assessed (at ASSESSED_AT) by a request sent again, unless features
@@ -383,8 +406,7 @@ class FreshnessWriter:
             logging.getLogger(__name__).warning("cannot read when features were built (%s): %s is not recounted",
                                                 exc, r.return_id)
             return False
-        self._queue.put(_Recount(r))
-        return True
+        return self._offer(_Recount(r))
 
     def pending(self, r: AssessedReturn) -> Pending | None:
         """When the features' warehouse does not hold R's order: its facts (in `OnlineFeatures.live` form), which
@@ -500,6 +522,8 @@ class FreshnessWriter:
             if isinstance(item, _Inspected):
                 self.live.record_inspection(item.fact)
         self.failing = None
+        with self._dropping:
+            self.dropped = 0
 
     def _held(self, return_ids: list[str]) -> set[str]:
         """Which of RETURN_IDS the current warehouse snapshot holds (every one when it cannot be read: a recount

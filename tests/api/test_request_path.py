@@ -206,9 +206,16 @@ def test_readyz_says_so_while_the_live_fact_log_refuses_writes(serving_home: Pat
         assert ready.status_code == 200
         problem = ready.get_json()["checks"]["feature_store"]["problem"]
         assert "live facts are not being recorded" in problem and "readonly database" in problem, problem
-        freshness.live.db.execute("PRAGMA query_only = OFF")
+        assert "not even queued" not in problem, problem
+        freshness.max_waiting = 0  # as if the queue were full: the next return's facts are dropped, and it says so
         assert api.assess(second).status_code == 201
+        problem = api.client.get("/readyz").get_json()["checks"]["feature_store"]["problem"]
+        assert "1 were not even queued (the writer held 0 waiting)" in problem, problem
+        freshness.max_waiting = 1000
+        freshness.live.db.execute("PRAGMA query_only = OFF")
+        assert api.assess(second).status_code == 200  # the replay queues its facts again, and they are written
         freshness.drain()
+        assert freshness.dropped == 0
         assert freshness.errors == 1
         assert "problem" not in api.client.get("/readyz").get_json()["checks"]["feature_store"]
     finally:

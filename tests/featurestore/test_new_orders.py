@@ -208,6 +208,44 @@ def test_a_batch_that_fails_for_a_moment_is_tried_again_and_one_that_keeps_faili
         writer.close()
 
 
+def test_while_the_log_takes_nothing_the_writer_holds_a_bounded_number_of_returns_and_counts_those_it_drops(
+        live_world):
+    """A log that hangs (or refuses every write) takes no batch for as long as it lasts while returns keep arriving:
+    the writer holds at most `max_waiting` of them, counts the others as dropped (`/readyz` names the number) and
+    says so in the log, instead of growing the worker's memory for the whole outage. Once the log answers, what was
+    held is recorded and the count starts again."""
+    import threading
+
+    w = live_world
+    returns = w["snapshot"].read("returns")
+    index = known_orders(w["source"])
+    entered, release = threading.Event(), threading.Event()
+
+    def hung(order_ids: list[str]) -> set[str]:
+        entered.set()
+        assert release.wait(30), "the test never released the log"
+        return index(order_ids)
+
+    assessed, logged = _assessed(w, "R-HUNG"), partial(_logged, w)
+    writer = FreshnessWriter(w["live"], hung, gather=0.0, retries=(), max_waiting=3)
+    try:
+        writer.submit(assessed(0, returns.iloc[-2]))  # taken by the writer, which hangs on it
+        assert entered.wait(10)
+        for n in range(1, 6):  # three wait, two are dropped
+            writer.submit(assessed(n, returns.iloc[-2 - n]))
+        assert writer.dropped == 2
+        later = pd.Timestamp.now(tz="UTC").to_pydatetime()  # assessed after the build: recounted
+        assert writer.recount(assessed(6, returns.iloc[-8]), later) is False
+        assert writer.dropped == 3
+        release.set()
+        writer.drain()
+        assert [logged(f"R-HUNG-{n}") > 0 for n in range(7)] == [True] * 4 + [False] * 3
+        assert writer.dropped == 0 and writer.errors == 0  # a write went through: the count starts again
+    finally:
+        release.set()
+        writer.close()
+
+
 def test_one_return_the_live_log_cannot_hold_is_given_up_alone_not_with_its_batch(live_world):
     """A record the write refuses (here a request time before what nanosecond timestamps hold, which the API now
     refuses but a caller of the writer might still pass) fails every try of its batch; the other returns of the
