@@ -61,6 +61,9 @@ class TrainConfig:
     # weight factor of a row whose label an inspection contradicts (trainset.contradicted); 1: off. 0.5 helped the
     # generated worlds and hurt the held-out proxy on every seed (docs/training.md), so it is off
     contradicted: float = 1.0
+    # an unlabelled return whose inspection known at the cutoff failed (trainset.inspected): "unlabelled" (as any
+    # unlabelled return) or "bad" (a positive, weight 1)
+    failed_inspections: str = "unlabelled"
     # of the ensemble's members, how many (the last ones) split only on CORE features: a simpler view of the data
     core_members: int = 0
 

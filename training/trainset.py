@@ -202,14 +202,12 @@ def target(frame: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
     return frame["return_id"].isin(bad).to_numpy(dtype=np.int64)
 
 
-def contradicted(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    """Per training row: whether an inspection known at CUTOFF contradicts its target Y. A return labelled fraud or
-    abuse whose goods came back as sold (an `ok` inspection, none failed), or one counted as legit (labelled so, or
-    unlabelled) whose inspection failed (`BAD_OUTCOMES`; `damaged` may be harm in transit). Labels are sometimes
-    wrong; the warehouse's own independent evidence says which ones may be (docs/training.md: off by default)."""
+def inspected(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ROWS: whether an inspection known at CUTOFF passed its goods (`ok`), and whether one failed them
+    (`BAD_OUTCOMES`: worn, wrong item, empty box, missing parts; `damaged` may be harm in transit)."""
     path = snapshot.table_path("inspections")
     if path is None or rows.empty:
-        return np.zeros(len(rows), dtype=bool)
+        return np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=bool)
     con = duckdb.connect()
     try:
         found = con.execute(f"""
@@ -219,7 +217,15 @@ def contradicted(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame, y
     finally:
         con.close()
     joined = rows[["return_id"]].merge(found, on="return_id", how="left", validate="1:1")
-    passed, failed = joined["passed"].eq(True).to_numpy(), joined["failed"].eq(True).to_numpy()
+    return joined["passed"].eq(True).to_numpy(), joined["failed"].eq(True).to_numpy()
+
+
+def contradicted(snapshot: Snapshot, cutoff: pd.Timestamp, rows: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """Per training row: whether an inspection known at CUTOFF contradicts its target Y. A return labelled fraud or
+    abuse whose goods came back as sold (an `ok` inspection, none failed), or one counted as legit (labelled so, or
+    unlabelled) whose inspection failed. Labels are sometimes wrong; the warehouse's own independent evidence says
+    which ones may be (docs/training.md: off by default)."""
+    passed, failed = inspected(snapshot, cutoff, rows)
     bad = np.asarray(y) == 1
     return (bad & passed & ~failed) | (~bad & failed)
 

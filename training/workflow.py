@@ -44,6 +44,7 @@ from training.trainset import (
     contradicted,
     current_snapshot,
     feature_frame,
+    inspected,
     label_delay,
     labels_as_of,
     model_features,
@@ -128,6 +129,13 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
         weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
     else:
         raise TrainingDataError(f"unlabelled={config.unlabelled!r}: expected weighted or legit")
+    if config.failed_inspections == "bad":  # the warehouse saw what no label says yet
+        labelled = rows["return_id"].isin(set(labels_as_of(snapshot, train_until)["return_id"])).to_numpy()
+        unlabelled_failed = inspected(snapshot, train_until, rows)[1] & ~labelled
+        y = np.where(unlabelled_failed, 1, y)
+        weights = np.where(unlabelled_failed, 1.0, weights)
+    elif config.failed_inspections != "unlabelled":
+        raise TrainingDataError(f"failed_inspections={config.failed_inspections!r}: expected unlabelled or bad")
     if config.contradicted != 1.0:
         weights = np.where(contradicted(snapshot, train_until, rows, y), weights * config.contradicted, weights)
     return rows, y, weights

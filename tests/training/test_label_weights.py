@@ -78,6 +78,36 @@ def test_rows_whose_label_an_inspection_known_at_the_cutoff_contradicts_weigh_le
     assert dict(zip(rows["return_id"], weights, strict=True))["unlabelled-failed"] == 0.5
 
 
+def test_failed_inspections_bad_makes_only_unlabelled_returns_whose_goods_failed_by_the_cutoff_positives(tmp_path):
+    """`failed_inspections="bad"` (measured and not kept, docs/training.md): an unlabelled return whose inspection known
+    at the cutoff failed counts as bad with weight 1; a label always wins, and so does an inspection after the cutoff
+    or one that only found transit damage."""
+    from training.trainer import TrainConfig
+    from training.workflow import training_rows
+
+    ids = ["unlabelled-failed", "legit-failed", "unlabelled-ok", "unlabelled-damaged", "unlabelled-failed-later",
+           "unlabelled"]
+    returns = pd.DataFrame({"return_id": ids, "requested_at": [_at(60)] * len(ids)})
+    labels = pd.DataFrame({"return_id": ["legit-failed"], "label": ["legit"], "labelled_at": [_at(30)],
+                           "source": ["analyst"]})
+    inspections = pd.DataFrame({
+        "return_id": ids[:5], "inspected_at": [_at(40)] * 4 + [CUTOFF + pd.Timedelta(days=1)],
+        "outcome": ["wrong_item", "empty_box", "ok", "damaged", "worn"]})
+    snapshot = _snapshot(tmp_path, returns, labels, inspections)
+    frame = returns.assign(requested_at=pd.to_datetime(returns["requested_at"], utc=True))
+
+    rows, y, weights = training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10),
+                                     TrainConfig(failed_inspections="bad"))
+    _, y_plain, plain = training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10), TrainConfig())
+    assert dict(zip(rows["return_id"], y, strict=True)) == {
+        "unlabelled-failed": 1, "legit-failed": 0, "unlabelled-ok": 0, "unlabelled-damaged": 0,
+        "unlabelled-failed-later": 0, "unlabelled": 0}
+    assert weights[0] == 1.0 and weights[1:].tolist() == plain[1:].tolist()
+    assert y_plain.tolist() == [0] * 6
+    with pytest.raises(Exception, match="failed_inspections='yes': expected unlabelled or bad"):
+        training_rows(frame, snapshot, CUTOFF, pd.Timedelta(days=10), TrainConfig(failed_inspections="yes"))
+
+
 def test_without_inspections_nothing_is_contradicted(tmp_path):
     from fraud_service.data.warehouse import Snapshot
     from training.trainset import contradicted
