@@ -156,7 +156,15 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
         raise BadRequest(f"--from {args.start.isoformat()} --to {args.end.isoformat()}: the window ends before it "
                          "starts")
     out = writable_beside(Path(args.out))  # known before scoring, not after it
-    result = score_batch(settings, Window(args.start, args.end), out, args.model, progress(args))
+    model, stand_in = args.model or "production", None
+    registry = ModelRegistry(settings.models_dir)
+    if args.model is None and "production" not in registry.aliases() and registry.versions():
+        # the first `train` registers its model without promoting it when its gate fails or it has no test window
+        # (labels held back after the cutoff): the data scientist's next step is still to score a window with it
+        model = registry.versions()[-1]
+        stand_in = (f"no model is production yet, so the newest registered one, {model}, scored these (not "
+                    f"production: {_why_not(settings, model)}); --model names another")
+    result = score_batch(settings, Window(args.start, args.end), out, model, progress(args))
     n = result.list_entries
     lists = "no evidence database, no lists" if n is None else f"{n} list entr{'y' if n == 1 else 'ies'} in its history"
     print(f"scored {result.rows:,} returns with model {result.model_version} (policy {result.policy_version}, "
@@ -164,6 +172,8 @@ def cmd_score_batch(args: argparse.Namespace, settings: Settings) -> int:
     print(f"written to {result.out}")
     if result.in_sample is not None:
         print(f"warning: {result.in_sample}")
+    if stand_in is not None:
+        print(f"warning: {stand_in}")
     return 0
 
 
@@ -196,13 +206,15 @@ def register(sub: Subparsers) -> None:
                     "allow/block lists as they stood at that time (from the evidence log) and the hard rules.\n"
                     "Writes return_id, score, decision, model_decision, rules_fired, model_version,\n"
                     "policy_version and the top three reasons (reason_1..3) to FILE (.csv or .parquet). Uses the\n"
-                    "production model unless --model names another: run it twice for a shadow comparison.")
+                    "production model (the newest registered one while none is production, with a warning)\n"
+                    "unless --model names another: run it twice for a shadow comparison.")
     p.add_argument("--from", dest="start", required=True, type=timestamp, metavar="DATE",
                    help="the first requested_at scored (ISO 8601; naive means UTC)")
     p.add_argument("--to", dest="end", required=True, type=timestamp, metavar="DATE",
                    help="the end of the window, not included")
     p.add_argument("--out", required=True, metavar="FILE", help="output file, .csv or .parquet")
-    p.add_argument("--model", default="production", metavar="V", help="model version or alias (default production)")
+    p.add_argument("--model", metavar="V", help="model version or alias (default production; while no model is "
+                                                 "production, the newest registered one)")
 
 
 def _train(sub: Subparsers) -> None:

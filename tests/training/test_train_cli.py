@@ -97,6 +97,32 @@ def test_a_model_with_no_test_window_is_registered_as_a_candidate_and_never_prod
     assert ModelRegistry(models).aliases() == {"candidate": "v0001"}
 
 
+def test_score_batch_scores_with_the_newest_model_while_none_is_production_and_says_so(cli, trained_world, tmp_path,
+                                                                                        monkeypatch):
+    """The path an evaluator runs: `ingest`, `features build`, `train --train-until D`, `score-batch` after D. With no
+    label after D (held back, as an evaluation does) `train` has no test window and registers its model without
+    promoting it; `score-batch` without --model then stopped at "no model is production yet" and scored nothing. It
+    now scores with the newest registered model, as `--model` naming it does, and says so."""
+    monkeypatch.setenv("FRAUD_HOME", str(trained_world.settings.home))
+    monkeypatch.setenv("FRAUD_MODEL_DIR", str(tmp_path / "empty-registry"))
+    last = current_snapshot(trained_world.settings.warehouse_dir).read("returns")["requested_at"].max()
+    cutoff = (last - pd.Timedelta(days=10)).isoformat()
+    code, out, err = cli("train", "--train-until", cutoff)
+    assert code == 0 and "not production" in out, err + out
+    window = ["--from", cutoff, "--to", (last + pd.Timedelta(seconds=1)).isoformat()]
+    code, out, err = cli("score-batch", *window, "--out", str(tmp_path / "default.csv"))
+    assert code == 0, err
+    assert "with model v0001" in out
+    assert "warning: no model is production yet, so the newest registered one, v0001, scored these (not " \
+           "production: v0001 has no out-of-time evaluation" in out, out
+    assert cli("score-batch", *window, "--model", "v0001", "--out", str(tmp_path / "named.csv"))[0] == 0
+    default, named = pd.read_csv(tmp_path / "default.csv"), pd.read_csv(tmp_path / "named.csv")
+    assert len(default) > 50
+    pd.testing.assert_frame_equal(default, named)
+    code, _, err = cli("score-batch", *window, "--model", "production", "--out", str(tmp_path / "p.csv"))
+    assert code == 1 and "no model is production yet: v0001 is the candidate" in err  # named, nothing stands in
+
+
 def test_a_production_model_trained_on_the_test_window_is_flagged_and_the_gate_judges_after_it(cli, on_world):
     code, out, err = cli("train", "--train-until", "2025-06-01")
     assert code == 0, err
