@@ -33,6 +33,7 @@ from fraud_service.data.validation import (
     check_reference,
     check_row_order,
     parse_table,
+    without_repeats,
 )
 from fraud_service.data.warehouse import Snapshot, Warehouse
 from fraud_service.errors import DatasetError, ValidationFailed
@@ -244,7 +245,7 @@ def validate(files: dict[str, Path], base: Snapshot | None,
     for name, path in files.items():
         with progress.step(f"reading and checking {path.name}"):
             raw = read_raw(path, progress)
-            frame = parse_table(TABLES[name], raw, path.name, report)
+            frame = without_repeats(TABLES[name], parse_table(TABLES[name], raw, path.name, report), path.name, report)
             check_duplicates(TABLES[name], frame, path.name, report)
             check_row_order(TABLES[name], frame, path.name, report)
             typed[name] = frame

@@ -477,6 +477,22 @@ _PARSERS = {
 }
 
 
+def without_repeats(table: Table, frame: pd.DataFrame, file: str, report: Report) -> pd.DataFrame:
+    """FRAME with each row that repeats an earlier one in every contract column left out, and a note saying how
+    many: an export that writes a row twice (a join that fans out, a label sent by two systems) means it once. Two
+    rows with one key and different values are still refused (`check_duplicates`)."""
+    columns = [c for c in table.column_names if c in frame.columns]
+    if not columns or len(frame) < 2:
+        return frame
+    repeated = frame.duplicated(columns, keep="first")
+    if not repeated.any():
+        return frame
+    first = int(frame.loc[repeated, ROW].iloc[0])
+    report.notes.append(f"{file}: {int(repeated.sum()):,} row(s) repeat an earlier row in every column (the first at "
+                        f"row {first}); each is taken once")
+    return frame.loc[~repeated].reset_index(drop=True)
+
+
 def check_duplicates(table: Table, frame: pd.DataFrame, file: str, report: Report) -> None:
     """Every natural key appears once in the file."""
     if not all(k in frame.columns for k in table.key):

@@ -592,7 +592,8 @@ def test_ids_padded_with_spaces_by_a_char_column_are_taken_without_them_and_said
     assert sorted(stored) == sorted(sent.str.strip(" ")) and not stored.str.endswith(" ").any()
 
     customers = pd.read_parquet(world_copy / "customers.parquet")
-    twice = pd.concat([customers, customers.head(1).assign(customer_id=customers["customer_id"].iloc[0].strip())])
+    twice = pd.concat([customers, customers.head(1).assign(customer_id=customers["customer_id"].iloc[0].strip(),
+                                                           loyalty_tier="another tier")])  # not the same row again
     twice.to_parquet(world_copy / "customers.parquet", index=False)
     code, _, err = cli("ingest", str(world_copy))
     assert code == 1 and "duplicate id" in err
@@ -709,3 +710,28 @@ def test_a_clean_ingest_writes_its_report_too(world_copy, cli, warehouse, tmp_pa
     assert code == 0, err
     assert json.loads(report.read_text()) == {"problems": 0, "groups": [], "snapshot": warehouse.current().name,
                                               "warnings": []}
+
+
+def test_a_row_repeated_whole_is_taken_once_with_a_note_and_one_key_with_two_values_is_still_refused(
+        world_copy, cli, warehouse):
+    """An export that writes a row twice (a label sent by two systems, a join that fans out) refused the whole
+    dataset as a duplicate id (a helper's contract probe), though both rows say the same thing. Each is taken once,
+    with a note; two rows with one key and different values are still refused, since which one holds is unknown."""
+    labels = pd.read_parquet(world_copy / "labels.parquet")
+    returns = pd.read_parquet(world_copy / "returns.parquet")
+    pd.concat([labels, labels.head(3)], ignore_index=True).to_parquet(world_copy / "labels.parquet", index=False)
+    pd.concat([returns, returns.iloc[[4]]], ignore_index=True).to_parquet(world_copy / "returns.parquet", index=False)
+    code, out, err = cli("ingest", str(world_copy))
+    assert code == 0, err
+    first = len(labels) + 1
+    assert f"note: labels.parquet: 3 row(s) repeat an earlier row in every column (the first at row {first}); each " \
+           "is taken once" in out, out
+    assert "note: returns.parquet: 1 row(s) repeat an earlier row in every column" in out, out
+    snapshot = warehouse.current()
+    assert len(snapshot.read("labels")) == len(labels) and len(snapshot.read("returns")) == len(returns)
+
+    flipped = labels.head(1).assign(label=labels["label"].iloc[0] == "legit" and "fraud" or "legit")
+    pd.concat([labels, flipped], ignore_index=True).to_parquet(world_copy / "labels.parquet", index=False)
+    returns.to_parquet(world_copy / "returns.parquet", index=False)
+    code, _, err = cli("ingest", str(world_copy))
+    assert code == 1 and "labels.parquet, row" in err and "duplicate id" in err, err
