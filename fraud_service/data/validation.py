@@ -43,9 +43,9 @@ OFFSET_SUFFIX = r"[T ]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?\s*(?:Z|[+-]\d{2}
 MISSING_AS_TEXT = frozenset(("null", "none", "nan", "n/a", "undefined",  # SQL, Python, JSON exports
                              "na", "<na>", "#n/a", "#na", "#n/a n/a", "-nan", "nat",  # R, pandas, spreadsheets
                              "\\n", "nil", "(null)", "<null>"))  # MySQL, Hive and PostgreSQL text dumps (\N); Ruby, C
-"""What exports write for a missing value, lower-cased: refused in an id or token column that may be empty, where it
-would be one shared identifier (not in one that may not: "None" could be an id there, and the API takes it). A
-helper's dataset with `NA` for a missing device put 5,518 orders on one device."""
+"""What exports write for a missing value, lower-cased: read as missing in a column that may be empty and is not free
+text (`_spelled_missing`), kept as written in one that may not be empty ("None" could be an id there, and the API
+takes it)."""
 LONGEST_MISSING = max(map(len, MISSING_AS_TEXT))
 TRUE_TEXT = {"true", "t", "yes", "y", "1"}
 FALSE_TEXT = {"false", "f", "no", "n", "0"}
@@ -197,9 +197,34 @@ def parse_table(table: Table, raw: pd.DataFrame, file: str, report: Report) -> p
     return out
 
 
+def _spelled_missing(column: Column, raw: pd.Series, nulls: pd.Series, file: str, report: Report) -> pd.Series:
+    """Which values of a nullable COLUMN are a word exports write for a missing value (`MISSING_AS_TEXT`: R's NA,
+    SQL's NULL, MySQL's \\N, ...), noted in REPORT. In a timestamp, number or flag such a word can only mean missing,
+    and in an id or token it would make every such row share one identifier (a helper's dataset with `NA` for a
+    missing device put 5,518 orders on one device); they are read as missing, with a note. Free text (an email
+    domain, a loyalty tier) keeps them as written: "None" may be a tier."""
+    if not column.nullable or not (column.kind is not Kind.STR or is_identifier(column.name)):
+        return pd.Series(False, index=raw.index)
+    if not (raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype)):
+        return pd.Series(False, index=raw.index)
+    text = raw.where(~nulls).astype("string")
+    short = text[text.str.len().le(LONGEST_MISSING + 2).fillna(False).astype(bool)]  # NFKC reads ＮＵＬＬ as NULL
+    spelled = short.str.strip().str.normalize("NFKC").str.lower().isin(MISSING_AS_TEXT).astype(bool).reindex(
+        raw.index, fill_value=False)
+    if spelled.any():
+        words = ", ".join(repr(w) for w in sorted(set(text[spelled].astype(str)))[:3])
+        report.notes.append(f"{file} column {column.name}: {int(spelled.sum()):,} value(s) written as {words} read as "
+                            "missing (the contract's empty cell)")
+    return spelled
+
+
 def _parse_column(column: Column, raw: pd.Series, rows: pd.Series, file: str,
                   report: Report) -> pd.Series:
     nulls = _is_null(raw)
+    spelled = _spelled_missing(column, raw, nulls, file, report)
+    if spelled.any():
+        raw = raw.where(~spelled, None)
+        nulls = nulls | spelled
     parsed = _PARSERS[column.kind](column, raw, nulls, rows, file, report)
     if not column.nullable:
         report.add_rows(file, column.name, "missing value", f"a value ({column.kind.describe()})",
@@ -286,15 +311,6 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
         hidden = pd.Series(found.to_numpy(zero_copy_only=False), index=text.index, dtype=bool)
         report.add_rows(file, column.name, "hidden character", IDENTIFIER_TEXT, rows[hidden],
                         text[hidden].map(lambda v: f"{v!r} holds {hidden_character(v)}"), int(hidden.sum()))
-        # an export that writes a missing token as the text NULL gives every such row one shared "token": one
-        # address for thousands of customers, linking them all
-        if column.nullable:
-            stripped = text.str.strip()
-            short = stripped[stripped.str.len() <= LONGEST_MISSING]  # NFKC reads ＮＵＬＬ as NULL
-            spelled = short.str.normalize("NFKC").str.lower().isin(MISSING_AS_TEXT).reindex(
-                text.index, fill_value=False) & ~nulls
-            report.add_rows(file, column.name, "missing value as text", "an empty cell for a missing value",
-                            rows[spelled], text[spelled], int(spelled.sum()))
     return values
 
 
