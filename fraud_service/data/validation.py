@@ -203,9 +203,9 @@ def _spelled_missing(column: Column, raw: pd.Series, nulls: pd.Series, file: str
     and in an id or token it would make every such row share one identifier (a helper's dataset with `NA` for a
     missing device put 5,518 orders on one device); they are read as missing, with a note. Free text (an email
     domain, a loyalty tier) keeps them as written: "None" may be a tier."""
-    if not column.nullable or not (column.kind is not Kind.STR or is_identifier(column.name)):
-        return pd.Series(False, index=raw.index)
-    if not (raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype)):
+    free_text = column.kind is Kind.STR and not is_identifier(column.name)
+    textual = raw.dtype == object or pd.api.types.is_string_dtype(raw.dtype)
+    if not column.nullable or free_text or not textual:
         return pd.Series(False, index=raw.index)
     text = raw.where(~nulls).astype("string")
     short = text[text.str.len().le(LONGEST_MISSING + 2).fillna(False).astype(bool)]  # NFKC reads ＮＵＬＬ as NULL
