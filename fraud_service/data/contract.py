@@ -83,8 +83,10 @@ class Column:
     """A regular expression (RE2 and Rust's regex alike) a string column's whole value matches."""
     shape: str = ""
     """What PATTERN asks for, in words, for error messages."""
-    fold: bool = False
-    """Values are taken without surrounding spaces and in capitals (`fold`) before PATTERN: `gbp` is GBP."""
+    fold: str = ""
+    """`upper`: values are taken without surrounding spaces and in capitals before PATTERN (`gbp` is GBP); `lower`:
+    without surrounding spaces and in small letters (`Apparel ` is apparel: the category and reason names features
+    match are the contract's examples, and a retailer's casing would leave them at zero)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,7 @@ ORDERS = Table(
         Column("address_token", S, nullable=True),
         Column("device_token", S, nullable=True),
         Column("order_total", D, minimum=0),
-        Column("currency", S, pattern="[A-Z]{3}", fold=True,
+        Column("currency", S, pattern="[A-Z]{3}", fold="upper",
                shape="an ISO 4217 currency code: three letters, e.g. GBP"),
     ),
     key=("order_id",),
@@ -187,7 +189,7 @@ ORDER_ITEMS = Table(
         Column("order_id", S),
         Column("line_no", N, minimum=0),
         Column("sku", S),
-        Column("category", S),
+        Column("category", S, fold="lower"),
         Column("unit_price", D, minimum=0),
         Column("list_price", D, nullable=True, minimum=0),
         Column("quantity", N, strictly_positive=True),
@@ -207,7 +209,7 @@ RETURNS = Table(
         Column("requested_at", T),
         Column("return_type", E, values=RETURN_TYPES),
         Column("channel", E, values=RETURN_CHANNELS),
-        Column("reason", S),
+        Column("reason", S, fold="lower"),
         Column("items_count", N, strictly_positive=True),
         Column("refund_amount", D, minimum=0),
         Column("refund_method", E, values=REFUND_METHODS),
@@ -319,9 +321,12 @@ def shown_text_problem(text: str) -> tuple[str, str] | None:
     return None
 
 
-def fold(value: object) -> object:
-    """VALUE without surrounding spaces and in capitals, when it is text (a `Column.fold` column's value)."""
-    return value.strip().upper() if isinstance(value, str) else value
+def fold(value: object, how: str = "upper") -> object:
+    """VALUE without surrounding spaces, in capitals (HOW `upper`) or small letters (`lower`), when it is text (a
+    `Column.fold` column's value)."""
+    if not isinstance(value, str):
+        return value
+    return value.strip().upper() if how == "upper" else value.strip().lower()
 
 
 def is_identifier(column: str) -> bool:

@@ -302,7 +302,7 @@ def _parse_str(column: Column, raw: pd.Series, nulls: pd.Series, rows: pd.Series
                     text[long].str.slice(0, 60) + "...", int(long.sum()))
     sent = text
     if column.fold:
-        text = text.str.strip().str.upper()
+        text = text.str.strip().str.upper() if column.fold == "upper" else text.str.strip().str.lower()
         values = text.astype(object).where(~nulls, None)
     if column.pattern is not None:
         _check_pattern(column, text.where(~long, ""), nulls | long, rows, file, report, sent)

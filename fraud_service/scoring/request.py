@@ -9,6 +9,7 @@ the first: the client learns all it must fix from one response.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -148,7 +149,7 @@ def _annotation(column: Column) -> Any:
         text = Annotated[StrictStr, Field(min_length=1, max_length=column.max_length,
                                           pattern=rf"^(?:{column.pattern})$" if column.pattern else r"\S")]
         if column.fold:  # `gbp ` is GBP: only its form is checked, a client's casing is no reason to refuse
-            return Annotated[text, BeforeValidator(fold)]
+            return Annotated[text, BeforeValidator(functools.partial(fold, how=column.fold))]
         return Annotated[text, AfterValidator(_identifier)] if is_identifier(column.name) else text
     if kind is Kind.ENUM:
         return Literal.__getitem__(column.values)

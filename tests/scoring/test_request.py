@@ -127,6 +127,17 @@ def test_a_body_that_is_not_an_object_is_refused(raw):
     assert problems(raw) == {"$": f"got {type(raw).__name__} / expected a JSON object"}
 
 
+def test_a_category_and_a_reason_are_taken_in_small_letters_as_the_features_match_them():
+    """The features match the contract's example names (`apparel`, `size`, ...): `Apparel` or ` Size` left
+    `rt_share_fashion` and `cust_size_cm_*` at zero for a returns system with its own casing. Ingest folds alike."""
+    request = parse_request(body(reason=" Changed_Mind "), NOW)
+    assert request.reason == "changed_mind"
+    other = body()
+    other["order"]["items"][0]["category"] = "APPAREL"
+    assert parse_request(other, NOW).order.items[0].category == "apparel"
+    assert "reason" in problems(body(reason="   "))
+
+
 def test_a_currency_code_is_taken_whatever_its_casing_or_padding():
     """`gbp` is GBP: a returns system that sends lowercase codes (as some payment platforms do) was refused (422)
     over a field the score does not read."""
