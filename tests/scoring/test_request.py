@@ -138,6 +138,26 @@ def test_a_category_and_a_reason_are_taken_in_small_letters_as_the_features_matc
     assert "reason" in problems(body(reason="   "))
 
 
+def test_the_share_features_count_the_names_other_hands_write_for_fashion_and_high_value_goods():
+    """`Clothing`, `footwear` and the US `jewelry` are the contract's apparel, shoes and jewellery: other names left
+    `rt_share_fashion` and `rt_share_high_value` at zero. The request's own mix and the warehouse's agree."""
+    import pandas as pd
+
+    from fraud_service.featurestore.source import category_mix, request_entity
+
+    other = body()
+    other["order"]["items"] = [
+        {"line_no": 1, "sku": "S1", "category": "Clothing", "unit_price": 10.0, "quantity": 2},
+        {"line_no": 2, "sku": "S2", "category": "footwear", "unit_price": 20.0, "quantity": 1},
+        {"line_no": 3, "sku": "S3", "category": "JEWELRY", "unit_price": 50.0, "quantity": 1},
+        {"line_no": 4, "sku": "S4", "category": "garden", "unit_price": 10.0, "quantity": 1}]
+    fields = request_entity(parse_request(other, NOW))[1]
+    assert (fields["req_share_fashion"], fields["req_share_high_value"]) == (0.4, 0.5)
+    items = pd.DataFrame([{**i, "order_id": "O1", "category": i["category"].lower()} for i in other["order"]["items"]])
+    mix = category_mix(items).loc["O1"]
+    assert (mix["share_fashion"], mix["share_high_value"]) == (0.4, 0.5)
+
+
 def test_a_currency_code_is_taken_whatever_its_casing_or_padding():
     """`gbp` is GBP: a returns system that sends lowercase codes (as some payment platforms do) was refused (422)
     over a field the score does not read."""
