@@ -114,13 +114,14 @@ def write_report(out: Path, *, title: str, manifest: Mapping[str, Any], evaluati
     plots = []
     if candidates and len(test_frame):
         y = test_y
-        figures["pr_curves"] = pr_curves(y, test_scores)
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for name, curve in figures["pr_curves"].items():
-            ax.plot(curve["recall"], curve["precision"], label=name)
-        ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test window", ylim=(0, 1.02))
-        ax.legend()
-        plots.append(_figure(_svg(fig), "Precision against recall as the review threshold moves."))
+        if int(np.asarray(y).sum()) > 0:  # with no fraud label in the test window recall means nothing (and sklearn
+            figures["pr_curves"] = pr_curves(y, test_scores)  # warns on stderr for every candidate)
+            fig, ax = plt.subplots(figsize=(6, 4.5))
+            for name, curve in figures["pr_curves"].items():
+                ax.plot(curve["recall"], curve["precision"], label=name)
+            ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test window", ylim=(0, 1.02))
+            ax.legend()
+            plots.append(_figure(_svg(fig), "Precision against recall as the review threshold moves."))
         curve = candidates["model"]["reliability"]
         figures["reliability"] = curve
         fig, ax = plt.subplots(figsize=(6, 4.5))
