@@ -117,25 +117,23 @@ def training_rows(frame: pd.DataFrame, snapshot: Snapshot, train_until: pd.Times
     the last `delay` before the cutoff are left out and every other unlabelled return is legit, weight 1.
     Either way, a row whose target an inspection known at `train_until` contradicts weighs `config.contradicted`
     times as much (`trainset.contradicted`)."""
-    if config.unlabelled == "legit":
-        rows = frame[frame["requested_at"] < train_until - delay].reset_index(drop=True)
-        y = target(rows, labels_as_of(snapshot, train_until))
-        weights = np.ones(len(rows))
-    elif config.unlabelled == "weighted":
-        rows = frame[frame["requested_at"] < train_until].reset_index(drop=True)
-        known = labels_as_of(snapshot, train_until)
-        labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
-        y = target(rows, known)
-        weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
-    else:
+    if config.unlabelled not in ("weighted", "legit"):
         raise TrainingDataError(f"unlabelled={config.unlabelled!r}: expected weighted or legit")
+    if config.failed_inspections not in ("unlabelled", "bad"):
+        raise TrainingDataError(f"failed_inspections={config.failed_inspections!r}: expected unlabelled or bad")
+    known = labels_as_of(snapshot, train_until)
+    rows = frame[frame["requested_at"] < (train_until - delay if config.unlabelled == "legit" else train_until)
+                 ].reset_index(drop=True)
+    labelled = rows["return_id"].isin(set(known["return_id"])).to_numpy()
+    y = target(rows, known)
+    if config.unlabelled == "legit":
+        weights = np.ones(len(rows))
+    else:
+        weights = arrival_weights(rows, labelled, train_until, arrival_delays(snapshot, train_until))
     if config.failed_inspections == "bad":  # the warehouse saw what no label says yet
-        labelled = rows["return_id"].isin(set(labels_as_of(snapshot, train_until)["return_id"])).to_numpy()
         unlabelled_failed = inspected(snapshot, train_until, rows)[1] & ~labelled
         y = np.where(unlabelled_failed, 1, y)
         weights = np.where(unlabelled_failed, 1.0, weights)
-    elif config.failed_inspections != "unlabelled":
-        raise TrainingDataError(f"failed_inspections={config.failed_inspections!r}: expected unlabelled or bad")
     if config.contradicted != 1.0:
         weights = np.where(contradicted(snapshot, train_until, rows, y), weights * config.contradicted, weights)
     return rows, y, weights

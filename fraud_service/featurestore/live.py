@@ -311,9 +311,10 @@ def order_facts(r: AssessedReturn, is_new: Callable[[str, str], int]) -> list[tu
 RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Seconds `FreshnessWriter` waits before trying a failed batch again (15.5 s in all)."""
 MAX_WAITING = 50_000
-"""The most returns (and inspections) `FreshnessWriter` holds waiting for the log: about 100 s of a busy worker's
-traffic and some tens of MB. While the log refuses writes the writer gives up a batch of at most `batch` every 15 s
-and more arrive each second, so without a bound a long outage grows the worker's memory until it is killed."""
+"""How many returns (and inspections) `FreshnessWriter` holds waiting for the log, give or take the request threads
+that check the count at the same moment: about 100 s of a busy worker's traffic and some tens of MB. While the log
+refuses writes the writer gives up a batch of at most `batch` every 15 s and more arrive each second, so without a
+bound a long outage grows the worker's memory until it is killed."""
 
 
 @dataclass(frozen=True)
